@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# `make bench`: every side-by-side benchmark, one after another. They report; none judges.
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+echo "== fulcrum web vs nginx: static files =="
+"$HERE/web-vs-nginx.sh"
+for b in "$HERE"/build/*_bench "$HERE"/../build/bench/*_bench; do
+  if [[ -x "$b" ]]; then
+    echo "== $(basename "$b") =="
+    "$b" --benchmark_min_time=0.2
+  fi
+done

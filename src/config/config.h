@@ -1,0 +1,177 @@
+#pragma once
+// The topology file (contract §3) as typed structs with the contract's defaults. Every role
+// reads this; loading and validation live in config/loader.h.
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/address.h"
+
+namespace fulcrum::config {
+
+// Where a key sits in the topology file; 1-based, 0:0 when unknown.
+struct SourcePos {
+  uint32_t line = 0;
+  uint32_t column = 0;
+};
+
+struct ConfigError {
+  std::string file;
+  uint32_t line = 0;    // 1-based; 0 when the error has no position (e.g. file missing)
+  uint32_t column = 0;  // 1-based
+  std::string key;      // dotted path, 0-based indices: "lb.node[1].http", "lb.firewall.allow[0]"
+  std::string message;
+
+  std::string toString() const;  // "FILE:LINE:COL: key: message"
+};
+
+struct SiteSection {
+  std::string name = "fulcrum";
+  std::filesystem::path state_dir;  // absolute after loading; default "<file dir>/var"
+};
+
+struct LbHealth {
+  std::string path = "/healthz";  // "" = TCP connect check
+  uint32_t interval_ms = 2000;
+  uint32_t timeout_ms = 1000;
+  uint32_t rise = 2;
+  uint32_t fall = 3;
+};
+
+struct LbTimeouts {
+  uint32_t connect_ms = 2000;
+  uint32_t client_ms = 30000;
+  uint32_t server_ms = 30000;
+  uint32_t http_request_ms = 10000;
+};
+
+struct LbLimits {
+  uint32_t max_connections = 20000;
+  uint32_t max_header_bytes = 16384;
+  uint64_t max_body_bytes = 10485760;
+  uint32_t rate_per_ip = 0;
+};
+
+struct Cidr {
+  std::string text;  // as written, for messages
+  core::IpAddress network;
+  uint8_t prefix_len = 0;
+};
+
+struct LbFirewall {
+  std::vector<Cidr> allow;
+  std::vector<Cidr> deny;
+};
+
+struct LbTls {
+  std::filesystem::path cert;  // empty = self-signed in state_dir
+  std::filesystem::path key;
+  bool redirect_http = false;
+  bool hsts = false;
+};
+
+struct LbVip {
+  std::string address;  // "10.77.0.100/24", as written
+  core::IpAddress ip;   // parsed from address: the virtual IP itself (host bits kept)
+  uint8_t prefix_len = 0;
+  std::string interface;
+  uint32_t vrid = 51;
+  uint32_t advert_interval_ms = 1000;
+};
+
+struct LbNode {
+  std::string name;
+  core::SocketAddress http;
+  std::optional<core::SocketAddress> https;
+  std::optional<core::SocketAddress> stats;
+  std::optional<core::SocketAddress> db_write;
+  std::optional<core::SocketAddress> db_read;
+  uint32_t threads = 0;  // 0 = one per core
+  uint32_t priority = 100;
+};
+
+struct LbSection {
+  bool present = false;  // the file has an [lb] table or [[lb.node]]
+  std::string algorithm = "roundrobin";
+  uint32_t retries = 2;
+  LbHealth health;
+  LbTimeouts timeouts;
+  LbLimits limits;
+  LbFirewall firewall;
+  LbTls tls;
+  std::optional<LbVip> vip;
+  std::vector<LbNode> nodes;
+};
+
+struct WebNode {
+  std::string name;
+  core::SocketAddress listen;
+  uint32_t weight = 1;
+  bool backup = false;
+  uint32_t threads = 0;  // Fulcrum extension: 0 = one per core
+};
+
+struct WebSection {
+  bool present = false;
+  std::filesystem::path docroot;  // absolute after loading; default "<file dir>/www"
+  std::string app = "guestbook";  // "guestbook" | "none"
+  std::vector<WebNode> nodes;
+};
+
+struct DbNode {
+  std::string name;
+  core::SocketAddress pg;
+  core::SocketAddress agent;
+};
+
+struct DbSection {
+  bool present = false;
+  std::string database = "site";
+  std::string user = "site";
+  std::filesystem::path password_file;  // empty = generated into state_dir
+  bool synchronous = false;
+  uint64_t max_lag_bytes = 1048576;
+  bool failover = true;
+  uint32_t leader_ttl_ms = 5000;
+  std::filesystem::path pg_bin;  // empty = newest /usr/lib/postgresql/*/bin
+  std::vector<DbNode> nodes;
+};
+
+struct EtcdSection {
+  bool present = false;
+  std::vector<core::SocketAddress> endpoints;
+  bool managed = true;
+};
+
+struct Site {
+  std::filesystem::path file;  // absolute path of the topology file
+  std::filesystem::path dir;   // its directory; relative paths resolve against it
+  std::string display_path;    // the path as the user gave it: the FILE of every message
+  // Every key present in the file, by dotted path ("lb.node[0].http", "lb.firewall.allow[1]"),
+  // at the position of the key (or of the element, inside arrays). Lets later code refuse a key
+  // precisely, e.g. errorAt("lb.vip", "not supported yet").
+  std::map<std::string, SourcePos, std::less<>> positions;
+  SiteSection site;
+  LbSection lb;
+  WebSection web;
+  DbSection db;
+  EtcdSection etcd;
+
+  const LbNode* findLbNode(std::string_view name) const;
+  const WebNode* findWebNode(std::string_view name) const;
+  const DbNode* findDbNode(std::string_view name) const;
+
+  // True when the file sets `key` (a dotted path as in `positions`).
+  bool has(std::string_view key) const { return positions.find(key) != positions.end(); }
+  // Position of `key`, else of its nearest parent present in the file ("lb.node[0].https" ->
+  // "lb.node[0]" -> "lb.node" -> "lb"), else 0:0.
+  SourcePos positionOf(std::string_view key) const;
+  // An error about `key`, placed at positionOf(key), in this file.
+  ConfigError errorAt(std::string key, std::string message) const;
+};
+
+}  // namespace fulcrum::config

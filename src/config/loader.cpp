@@ -1,0 +1,359 @@
+#include "config/loader.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <toml++/toml.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cctype>
+#include <cerrno>
+#include <cstring>
+
+#include "config/reader.h"
+#include "config/validate.h"
+#include "config/values.h"
+
+namespace fulcrum::config {
+
+namespace {
+
+using detail::Diagnostics;
+using detail::IntRange;
+using detail::TableReader;
+
+constexpr int64_t kOneDayMs = 24 * 60 * 60 * 1000;
+constexpr IntRange kDurationMs{1, kOneDayMs};
+constexpr IntRange kThreads{0, 256};
+constexpr int64_t kOneTiB = int64_t{1} << 40;
+
+constexpr std::array<std::string_view, 7> kAlgorithms = {"roundrobin", "static-rr", "leastconn", "source",
+                                                         "uri",        "random2",   "maglev"};
+constexpr std::array<std::string_view, 2> kApps = {"guestbook", "none"};
+
+// Node names end up in file names, URLs (/api/servers/NAME/state) and log lines.
+bool isNodeName(std::string_view s) {
+  if (s.empty() || s.size() > 63 || !std::isalnum(static_cast<unsigned char>(s.front()))) {
+    return false;
+  }
+  return std::all_of(s.begin(), s.end(),
+                     [](unsigned char c) { return std::isalnum(c) || c == '-' || c == '_' || c == '.'; });
+}
+
+// PostgreSQL names are spliced into commands and SQL; plain identifiers need no quoting.
+bool isSqlIdentifier(std::string_view s) {
+  if (s.empty() || s.size() > 63 ||
+      !(std::isalpha(static_cast<unsigned char>(s.front())) || s.front() == '_')) {
+    return false;
+  }
+  return std::all_of(s.begin(), s.end(), [](unsigned char c) { return std::isalnum(c) || c == '_'; });
+}
+
+void readNodeName(TableReader& r, std::string& out) {
+  std::string name;
+  if (!r.require("name") || !r.read("name", name)) {
+    return;
+  }
+  if (!isNodeName(name)) {
+    r.error("name", "bad node name '" + name +
+                        "': use 1-63 letters, digits, '-', '_' or '.', starting with a letter or digit");
+    return;
+  }
+  out = name;
+}
+
+void readSqlName(TableReader& r, std::string_view key, std::string& out) {
+  std::string value;
+  if (!r.read(key, value)) {
+    return;
+  }
+  if (!isSqlIdentifier(value)) {
+    r.error(key, "bad name '" + value + "': use 1-63 letters, digits or '_', not starting with a digit");
+    return;
+  }
+  out = value;
+}
+
+void readSiteSection(Diagnostics& diag, const toml::table& table) {
+  Site& site = diag.site();
+  TableReader r(diag, table, "site", {"name", "state_dir"});
+  if (r.read("name", site.site.name) && site.site.name.empty()) {
+    r.error("name", "must not be empty");
+  }
+  r.readPath("state_dir", site.site.state_dir, site.dir, /*allow_empty=*/false);
+}
+
+void readLbNode(Diagnostics& diag, const std::string& key, const toml::table& table, LbNode& node) {
+  TableReader r(diag, table, key,
+                {"name", "http", "https", "stats", "db_write", "db_read", "threads", "priority"});
+  readNodeName(r, node.name);
+  r.readAddress("http", node.http);
+  r.readAddress("https", node.https);
+  r.readAddress("stats", node.stats);
+  r.readAddress("db_write", node.db_write);
+  r.readAddress("db_read", node.db_read);
+  r.read("threads", node.threads, kThreads);
+  r.read("priority", node.priority, {1, 254});
+}
+
+void readCidrs(Diagnostics& diag, TableReader& r, std::string_view name, std::vector<Cidr>& out) {
+  for (auto& [key, text] : r.strings(name)) {
+    std::string problem;
+    if (auto cidr = parseCidr(text, problem)) {
+      out.push_back(*cidr);
+    } else {
+      diag.error(key, problem);
+    }
+  }
+}
+
+void readVip(Diagnostics& diag, const toml::table& table, LbVip& vip) {
+  TableReader r(diag, table, "lb.vip", {"address", "interface", "vrid", "advert_interval_ms"});
+  if (r.require("address") && r.read("address", vip.address)) {
+    std::string problem;
+    if (auto parsed = parseInterfaceAddress(vip.address, problem)) {
+      vip.ip = parsed->network;
+      vip.prefix_len = parsed->prefix_len;
+    } else {
+      r.error("address", problem);
+    }
+  }
+  if (r.require("interface") && r.read("interface", vip.interface)) {
+    // IFNAMSIZ is 16 with the terminating NUL.
+    bool ok = !vip.interface.empty() && vip.interface.size() <= 15 &&
+              vip.interface.find_first_of("/ \t") == std::string::npos;
+    if (!ok) {
+      r.error("interface", "bad interface name '" + vip.interface + "'");
+    }
+  }
+  r.read("vrid", vip.vrid, {1, 255});
+  // VRRPv3 carries the interval in centiseconds, 12 bits: 10 ms .. 40.95 s.
+  r.read("advert_interval_ms", vip.advert_interval_ms, {10, 40950});
+}
+
+void readLbSection(Diagnostics& diag, const toml::table& table) {
+  Site& site = diag.site();
+  LbSection& lb = site.lb;
+  lb.present = true;
+  TableReader r(diag, table, "lb",
+                {"algorithm", "retries", "health", "timeouts", "limits", "firewall", "tls", "vip", "node"});
+  r.readChoice("algorithm", lb.algorithm, kAlgorithms, "algorithm");
+  r.read("retries", lb.retries, {0, 10});
+
+  if (const auto* t = r.table("health")) {
+    TableReader h(diag, *t, "lb.health", {"path", "interval_ms", "timeout_ms", "rise", "fall"});
+    if (h.read("path", lb.health.path) && !lb.health.path.empty() &&
+        (lb.health.path.front() != '/' || lb.health.path.find_first_of(" \t\r\n") != std::string::npos)) {
+      h.error("path",
+              "must be empty (TCP check) or a URL path starting with '/', got '" + lb.health.path + "'");
+    }
+    h.read("interval_ms", lb.health.interval_ms, kDurationMs);
+    h.read("timeout_ms", lb.health.timeout_ms, kDurationMs);
+    h.read("rise", lb.health.rise, {1, 100});
+    h.read("fall", lb.health.fall, {1, 100});
+  }
+  if (const auto* t = r.table("timeouts")) {
+    TableReader h(diag, *t, "lb.timeouts", {"connect_ms", "client_ms", "server_ms", "http_request_ms"});
+    h.read("connect_ms", lb.timeouts.connect_ms, kDurationMs);
+    h.read("client_ms", lb.timeouts.client_ms, kDurationMs);
+    h.read("server_ms", lb.timeouts.server_ms, kDurationMs);
+    h.read("http_request_ms", lb.timeouts.http_request_ms, kDurationMs);
+  }
+  if (const auto* t = r.table("limits")) {
+    TableReader h(diag, *t, "lb.limits",
+                  {"max_connections", "max_header_bytes", "max_body_bytes", "rate_per_ip"});
+    h.read("max_connections", lb.limits.max_connections, {1, 10'000'000});
+    h.read("max_header_bytes", lb.limits.max_header_bytes, {1024, 1'048'576});
+    h.read("max_body_bytes", lb.limits.max_body_bytes, {0, kOneTiB});
+    h.read("rate_per_ip", lb.limits.rate_per_ip, {0, 10'000'000});
+  }
+  if (const auto* t = r.table("firewall")) {
+    TableReader h(diag, *t, "lb.firewall", {"allow", "deny"});
+    readCidrs(diag, h, "allow", lb.firewall.allow);
+    readCidrs(diag, h, "deny", lb.firewall.deny);
+  }
+  if (const auto* t = r.table("tls")) {
+    TableReader h(diag, *t, "lb.tls", {"cert", "key", "redirect_http", "hsts"});
+    h.readPath("cert", lb.tls.cert, site.dir, /*allow_empty=*/true);
+    h.readPath("key", lb.tls.key, site.dir, /*allow_empty=*/true);
+    h.read("redirect_http", lb.tls.redirect_http);
+    h.read("hsts", lb.tls.hsts);
+  }
+  if (const auto* t = r.table("vip")) {
+    lb.vip.emplace();
+    readVip(diag, *t, *lb.vip);
+  }
+  for (auto& [key, node] : r.tables("node")) {
+    lb.nodes.emplace_back();
+    if (node != nullptr) {
+      readLbNode(diag, key, *node, lb.nodes.back());
+    }
+  }
+}
+
+void readWebSection(Diagnostics& diag, const toml::table& table) {
+  Site& site = diag.site();
+  WebSection& web = site.web;
+  web.present = true;
+  TableReader r(diag, table, "web", {"docroot", "app", "node"});
+  r.readPath("docroot", web.docroot, site.dir, /*allow_empty=*/false);
+  r.readChoice("app", web.app, kApps, "app");
+  for (auto& [key, element] : r.tables("node")) {
+    web.nodes.emplace_back();
+    if (element == nullptr) {
+      continue;
+    }
+    WebNode& node = web.nodes.back();
+    TableReader n(diag, *element, key, {"name", "listen", "weight", "backup", "threads"});
+    readNodeName(n, node.name);
+    n.readAddress("listen", node.listen);
+    n.read("weight", node.weight, {1, 256});
+    n.read("backup", node.backup);
+    n.read("threads", node.threads, kThreads);
+  }
+}
+
+void readDbSection(Diagnostics& diag, const toml::table& table) {
+  Site& site = diag.site();
+  DbSection& db = site.db;
+  db.present = true;
+  TableReader r(diag, table, "db",
+                {"database", "user", "password_file", "synchronous", "max_lag_bytes", "failover",
+                 "leader_ttl_ms", "pg_bin", "node"});
+  readSqlName(r, "database", db.database);
+  readSqlName(r, "user", db.user);
+  r.readPath("password_file", db.password_file, site.dir, /*allow_empty=*/true);
+  r.read("synchronous", db.synchronous);
+  r.read("max_lag_bytes", db.max_lag_bytes, {0, kOneTiB});
+  r.read("failover", db.failover);
+  r.read("leader_ttl_ms", db.leader_ttl_ms, {1000, 600'000});
+  r.readPath("pg_bin", db.pg_bin, site.dir, /*allow_empty=*/true);
+  for (auto& [key, element] : r.tables("node")) {
+    db.nodes.emplace_back();
+    if (element == nullptr) {
+      continue;
+    }
+    DbNode& node = db.nodes.back();
+    TableReader n(diag, *element, key, {"name", "pg", "agent"});
+    readNodeName(n, node.name);
+    n.readAddress("pg", node.pg);
+    n.readAddress("agent", node.agent);
+  }
+}
+
+void readEtcdSection(Diagnostics& diag, const toml::table& table) {
+  EtcdSection& etcd = diag.site().etcd;
+  etcd.present = true;
+  TableReader r(diag, table, "etcd", {"endpoints", "managed"});
+  if (r.require("endpoints")) {
+    if (const auto* list = table.get_as<toml::array>("endpoints"); list != nullptr && list->empty()) {
+      r.error("endpoints", "must list at least one IP:port");
+    }
+    for (auto& [key, text] : r.strings("endpoints")) {
+      std::string problem;
+      if (auto address = parseSiteAddress(text, problem)) {
+        etcd.endpoints.push_back(*address);
+      } else {
+        diag.error(key, problem);
+      }
+    }
+  }
+  r.read("managed", etcd.managed);
+}
+
+void readRoot(Diagnostics& diag, const toml::table& root) {
+  TableReader r(diag, root, "", {"site", "lb", "web", "db", "etcd"});
+  if (const auto* t = r.table("site")) {
+    readSiteSection(diag, *t);
+  }
+  if (const auto* t = r.table("lb")) {
+    readLbSection(diag, *t);
+  }
+  if (const auto* t = r.table("web")) {
+    readWebSection(diag, *t);
+  }
+  if (const auto* t = r.table("db")) {
+    readDbSection(diag, *t);
+  }
+  if (const auto* t = r.table("etcd")) {
+    readEtcdSection(diag, *t);
+  }
+}
+
+// Whole file into `out`; on failure returns errno.
+int readWholeFile(const std::filesystem::path& path, std::string& out) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    return errno;
+  }
+  struct stat st {};
+  if (::fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
+    ::close(fd);
+    return EISDIR;
+  }
+  char buf[16384];
+  for (;;) {
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) {
+      continue;
+    }
+    if (n < 0) {
+      int saved = errno;
+      ::close(fd);
+      return saved;
+    }
+    if (n == 0) {
+      break;
+    }
+    out.append(buf, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  return 0;
+}
+
+}  // namespace
+
+LoadResult loadSiteFile(const std::filesystem::path& path) {
+  std::string text;
+  if (int err = readWholeFile(path, text); err != 0) {
+    LoadResult result;
+    result.errors.push_back(
+        ConfigError{path.string(), 0, 0, "", "cannot read file: " + std::string(std::strerror(err))});
+    return result;
+  }
+  return loadSiteString(text, path);
+}
+
+LoadResult loadSiteString(std::string_view text, const std::filesystem::path& path) {
+  LoadResult result;
+  Site& site = result.site;
+  site.display_path = path.string();
+  std::error_code ec;
+  site.file = std::filesystem::absolute(path, ec).lexically_normal();
+  if (ec) {
+    site.file = path.lexically_normal();
+  }
+  site.dir = site.file.parent_path();
+  site.site.state_dir = site.dir / "var";
+  site.web.docroot = site.dir / "www";
+
+  toml::table root;
+  try {
+    root = toml::parse(text, std::string_view(site.display_path));
+  } catch (const toml::parse_error& e) {
+    const auto& where = e.source().begin;
+    result.errors.push_back(ConfigError{site.display_path, static_cast<uint32_t>(where.line),
+                                        static_cast<uint32_t>(where.column), "",
+                                        std::string(e.description())});
+    return result;
+  }
+
+  detail::Diagnostics diag(site);
+  readRoot(diag, root);
+  detail::validateSite(diag);
+  result.errors = diag.take();
+  return result;
+}
+
+}  // namespace fulcrum::config

@@ -1,0 +1,155 @@
+#include "config/validate.h"
+
+#include <algorithm>
+#include <map>
+#include <system_error>
+#include <tuple>
+
+#include "config/values.h"
+
+namespace fulcrum::config::detail {
+
+namespace {
+
+bool before(const SourcePos& a, const SourcePos& b) {
+  return std::tie(a.line, a.column) < std::tie(b.line, b.column);
+}
+
+struct Named {
+  std::string key;  // "web.node[0].name"
+  std::string_view name;
+  SourcePos pos;
+};
+
+struct Listener {
+  std::string key;  // "web.node[0].listen"
+  core::SocketAddress address;
+  SourcePos pos;
+};
+
+// Node names are unique across the whole site: they name processes, log lines and admin URLs.
+void checkNames(Diagnostics& diag) {
+  const Site& site = diag.site();
+  std::vector<Named> names;
+  auto add = [&](const std::string& role, size_t i, const std::string& name) {
+    if (!name.empty()) {
+      std::string key = role + ".node[" + std::to_string(i) + "].name";
+      SourcePos pos = site.positionOf(key);
+      names.push_back({std::move(key), name, pos});
+    }
+  };
+  for (size_t i = 0; i < site.lb.nodes.size(); ++i) {
+    add("lb", i, site.lb.nodes[i].name);
+  }
+  for (size_t i = 0; i < site.web.nodes.size(); ++i) {
+    add("web", i, site.web.nodes[i].name);
+  }
+  for (size_t i = 0; i < site.db.nodes.size(); ++i) {
+    add("db", i, site.db.nodes[i].name);
+  }
+  std::stable_sort(names.begin(), names.end(),
+                   [](const Named& a, const Named& b) { return before(a.pos, b.pos); });
+  std::map<std::string_view, const Named*> first;
+  for (const Named& n : names) {
+    auto [it, inserted] = first.emplace(n.name, &n);
+    if (!inserted) {
+      diag.error(n.key, "duplicate node name '" + std::string(n.name) + "': already used by " +
+                            it->second->key.substr(0, it->second->key.rfind('.')));
+    }
+  }
+}
+
+// No two sockets of the site may bind the same address, or the same port under a wildcard.
+void checkListeners(Diagnostics& diag) {
+  const Site& site = diag.site();
+  std::vector<Listener> listeners;
+  auto add = [&](std::string key, const core::SocketAddress& address) {
+    if (address.family() != AF_UNSPEC) {  // unset: missing or bad, already reported
+      SourcePos pos = site.positionOf(key);
+      listeners.push_back({std::move(key), address, pos});
+    }
+  };
+  auto addOptional = [&](std::string key, const std::optional<core::SocketAddress>& address) {
+    if (address) {
+      add(std::move(key), *address);
+    }
+  };
+  for (size_t i = 0; i < site.lb.nodes.size(); ++i) {
+    const LbNode& n = site.lb.nodes[i];
+    std::string base = "lb.node[" + std::to_string(i) + "].";
+    add(base + "http", n.http);
+    addOptional(base + "https", n.https);
+    addOptional(base + "stats", n.stats);
+    addOptional(base + "db_write", n.db_write);
+    addOptional(base + "db_read", n.db_read);
+  }
+  for (size_t i = 0; i < site.web.nodes.size(); ++i) {
+    add("web.node[" + std::to_string(i) + "].listen", site.web.nodes[i].listen);
+  }
+  for (size_t i = 0; i < site.db.nodes.size(); ++i) {
+    std::string base = "db.node[" + std::to_string(i) + "].";
+    add(base + "pg", site.db.nodes[i].pg);
+    add(base + "agent", site.db.nodes[i].agent);
+  }
+  if (site.etcd.managed) {  // `fulcrum up` binds them for the local etcd
+    for (size_t i = 0; i < site.etcd.endpoints.size(); ++i) {
+      add("etcd.endpoints[" + std::to_string(i) + "]", site.etcd.endpoints[i]);
+    }
+  }
+  std::stable_sort(listeners.begin(), listeners.end(),
+                   [](const Listener& a, const Listener& b) { return before(a.pos, b.pos); });
+  for (size_t j = 1; j < listeners.size(); ++j) {
+    const Listener& later = listeners[j];
+    for (size_t i = 0; i < j; ++i) {
+      const Listener& earlier = listeners[i];
+      if (!listenersClash(earlier.address, later.address)) {
+        continue;
+      }
+      std::string here = later.address.toString();
+      std::string there = earlier.address.toString();
+      if (here == there) {
+        diag.error(later.key, "address " + here + " is already used by " + earlier.key);
+      } else {
+        diag.error(later.key, "address " + here + " clashes with " + there + " (" + earlier.key +
+                                  "): same port, and a wildcard address covers both");
+      }
+      break;
+    }
+  }
+}
+
+void checkTls(Diagnostics& diag) {
+  const LbTls& tls = diag.site().lb.tls;
+  if (!tls.cert.empty() && tls.key.empty()) {
+    diag.error("lb.tls.key", "must be set when lb.tls.cert is set");
+  }
+  if (tls.cert.empty() && !tls.key.empty()) {
+    diag.error("lb.tls.cert", "must be set when lb.tls.key is set");
+  }
+}
+
+// Web nodes serve from docroot; without it every static request would fail at run time.
+void checkDocroot(Diagnostics& diag) {
+  const Site& site = diag.site();
+  if (site.web.nodes.empty() || diag.hasErrorFor("web.docroot")) {
+    return;
+  }
+  std::error_code ec;
+  auto status = std::filesystem::status(site.web.docroot, ec);
+  if (!std::filesystem::exists(status)) {
+    diag.error("web.docroot", "no such directory: " + site.web.docroot.string());
+  } else if (!std::filesystem::is_directory(status)) {
+    diag.error("web.docroot", "not a directory: " + site.web.docroot.string());
+  }
+}
+
+}  // namespace
+
+void validateSite(Diagnostics& diag) {
+  checkNames(diag);
+  checkListeners(diag);
+  checkTls(diag);
+  checkDocroot(diag);
+}
+
+}  // namespace fulcrum::config::detail

@@ -1,0 +1,23 @@
+#pragma once
+// Non-blocking TCP sockets.
+#include <string>
+
+#include "core/address.h"
+#include "core/fd.h"
+
+namespace fulcrum::core {
+
+struct ListenOptions {
+  bool reuse_port = true;  // one listener per worker thread, the kernel spreads connections
+  int backlog = 4096;
+};
+
+// Creates a non-blocking listening socket; on failure returns an invalid Fd and sets `error`.
+Fd listenTcp(const SocketAddress& address, const ListenOptions& options, std::string& error);
+// The address a socket is bound to (to learn an ephemeral port).
+SocketAddress localAddress(int fd);
+// Starts a non-blocking connect; the Fd is valid when the connect is under way or done.
+Fd connectTcp(const SocketAddress& address, std::string& error);
+void setNoDelay(int fd);
+
+}  // namespace fulcrum::core

@@ -1,0 +1,1145 @@
+#include "http/parser.h"
+
+#include <array>
+#include <cstring>
+#include <limits>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
+namespace fulcrum::http {
+
+namespace {
+
+// ---------------------------------------------------------------------------------------------
+// Character classes (RFC 9110 §5.6.2 tchar, §5.5 field-value, RFC 3986 URI characters).
+
+constexpr uint8_t kTcharBit = 1;    // token character
+constexpr uint8_t kValueBit = 2;    // field-value / reason-phrase: VCHAR, obs-text, SP, HTAB
+constexpr uint8_t kTargetBit = 4;   // request-target: visible ASCII except '#'
+constexpr uint8_t kHostBit = 8;     // reg-name / IPv4: unreserved, sub-delims, '%'
+constexpr uint8_t kSchemeBit = 16;  // scheme after the first letter: ALPHA DIGIT + - .
+
+constexpr bool isAlpha(int c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
+constexpr bool isDigit(int c) { return c >= '0' && c <= '9'; }
+
+constexpr std::array<uint8_t, 256> makeClasses() {
+  std::array<uint8_t, 256> table{};
+  for (int c = 0; c < 256; ++c) {
+    uint8_t bits = 0;
+    bool alnum = isAlpha(c) || isDigit(c);
+    if (alnum || (c != 0 && std::string_view("!#$%&'*+-.^_`|~").find(static_cast<char>(c)) !=
+                                std::string_view::npos)) {
+      bits |= kTcharBit;
+    }
+    if (c == '\t' || (c >= 0x20 && c != 0x7f)) {
+      bits |= kValueBit;
+    }
+    if (c > 0x20 && c < 0x7f && c != '#') {
+      bits |= kTargetBit;
+    }
+    if (alnum || (c != 0 && std::string_view("-._~!$&'()*+,;=%").find(static_cast<char>(c)) !=
+                                std::string_view::npos)) {
+      bits |= kHostBit;
+    }
+    if (alnum || c == '+' || c == '-' || c == '.') {
+      bits |= kSchemeBit;
+    }
+    table[c] = bits;
+  }
+  return table;
+}
+constexpr std::array<uint8_t, 256> kClass = makeClasses();
+
+constexpr std::array<int8_t, 256> makeHexValues() {
+  std::array<int8_t, 256> table{};
+  for (int c = 0; c < 256; ++c) {
+    table[c] = isDigit(c) ? static_cast<int8_t>(c - '0')
+               : (c >= 'a' && c <= 'f') ? static_cast<int8_t>(c - 'a' + 10)
+               : (c >= 'A' && c <= 'F') ? static_cast<int8_t>(c - 'A' + 10)
+                                        : int8_t{-1};
+  }
+  return table;
+}
+constexpr std::array<int8_t, 256> kHexValue = makeHexValues();
+
+inline bool has(char c, uint8_t bit) { return (kClass[static_cast<unsigned char>(c)] & bit) != 0; }
+inline bool isOws(char c) { return c == ' ' || c == '\t'; }
+
+// The scanners below return the first byte in [p, end) outside a character class. With SSE2
+// (every x86-64) they test 16 bytes per step; otherwise a byte loop over the class table.
+#if defined(__SSE2__)
+inline unsigned firstBad(__m128i ok) {
+  return ~static_cast<unsigned>(_mm_movemask_epi8(ok)) & 0xffffu;
+}
+// Bytes with lo <= x <= hi (unsigned).
+inline __m128i inRange(__m128i x, char lo, char hi) {
+  __m128i shifted = _mm_sub_epi8(x, _mm_set1_epi8(lo));
+  return _mm_cmpeq_epi8(_mm_min_epu8(shifted, _mm_set1_epi8(static_cast<char>(hi - lo))), shifted);
+}
+#endif
+
+// Field value (and reason phrase) characters: stops at CTLs other than HTAB, and at DEL.
+inline const char* scanFieldValue(const char* p, const char* end) {
+#if defined(__SSE2__)
+  while (end - p >= 16) {
+    __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+    __m128i ok = _mm_andnot_si128(_mm_cmpeq_epi8(x, _mm_set1_epi8(0x7f)),
+                                  _mm_cmpeq_epi8(_mm_max_epu8(x, _mm_set1_epi8(0x20)), x));
+    unsigned bad = firstBad(ok);
+    if (bad == 0) {
+      p += 16;
+      continue;
+    }
+    p += __builtin_ctz(bad);
+    if (*p != '\t') {
+      return p;
+    }
+    ++p;
+  }
+#endif
+  while (p < end && has(*p, kValueBit)) {
+    ++p;
+  }
+  return p;
+}
+
+// Field names: skips [A-Za-z0-9-] fast, the rest of tchar byte by byte.
+inline const char* scanFieldName(const char* p, const char* end) {
+#if defined(__SSE2__)
+  while (end - p >= 16) {
+    __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+    __m128i ok = _mm_or_si128(
+        _mm_or_si128(inRange(_mm_or_si128(x, _mm_set1_epi8(0x20)), 'a', 'z'), inRange(x, '0', '9')),
+        _mm_cmpeq_epi8(x, _mm_set1_epi8('-')));
+    unsigned bad = firstBad(ok);
+    if (bad == 0) {
+      p += 16;
+      continue;
+    }
+    p += __builtin_ctz(bad);
+    if (!has(*p, kTcharBit)) {
+      return p;
+    }
+    ++p;
+  }
+#endif
+  while (p < end && has(*p, kTcharBit)) {
+    ++p;
+  }
+  return p;
+}
+
+// Request-target characters: visible ASCII except '#'.
+inline const char* scanTarget(const char* p, const char* end) {
+#if defined(__SSE2__)
+  while (end - p >= 16) {
+    __m128i x = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+    __m128i ok = _mm_andnot_si128(_mm_cmpeq_epi8(x, _mm_set1_epi8('#')), inRange(x, 0x21, 0x7e));
+    unsigned bad = firstBad(ok);
+    if (bad != 0) {
+      return p + __builtin_ctz(bad);
+    }
+    p += 16;
+  }
+#endif
+  while (p < end && has(*p, kTargetBit)) {
+    ++p;
+  }
+  return p;
+}
+
+// ASCII case-insensitive comparison with a lowercase literal. Exact for the inputs it gets:
+// validated names and values, where the only bytes that fold onto a letter, digit or '-' with
+// `| 0x20` are that letter's capital (the others are CTLs, already rejected).
+template <size_t N>
+inline bool equalsLower(std::string_view text, const char (&lower)[N]) {
+  if (text.size() != N - 1) {
+    return false;
+  }
+  for (size_t i = 0; i + 1 < N; ++i) {
+    if ((text[i] | 0x20) != lower[i]) {
+      return false;
+    }
+  }
+  return true;
+}
+
+ParseResult failure(int status, std::string_view reason) {
+  ParseResult result;
+  result.state = ParseState::Error;
+  result.status = status;
+  result.reason = reason;
+  return result;
+}
+
+// ---------------------------------------------------------------------------------------------
+// One header (or trailer) field line, or the empty line that ends the section.
+
+enum class LineKind : uint8_t { Field, End, More, Bad };
+
+struct FieldLine {
+  LineKind kind = LineKind::More;
+  std::string_view name;
+  std::string_view value;
+  const char* next = nullptr;
+  std::string_view reason;
+};
+
+FieldLine badLine(std::string_view reason) {
+  FieldLine line;
+  line.kind = LineKind::Bad;
+  line.reason = reason;
+  return line;
+}
+
+[[gnu::always_inline]] inline FieldLine parseFieldLine(const char* p, const char* end) {
+  FieldLine line;
+  if (p == end) {
+    return line;
+  }
+  if (*p == '\r') {
+    if (p + 1 == end) {
+      return line;
+    }
+    if (p[1] != '\n') {
+      return badLine("bare CR");
+    }
+    line.kind = LineKind::End;
+    line.next = p + 2;
+    return line;
+  }
+  const char* name = p;
+  p = scanFieldName(p, end);
+  if (p == end) {
+    return line;
+  }
+  if (*p != ':' || p == name) {
+    if (p == name && isOws(*p)) {
+      return badLine("obs-fold or whitespace before a header field");
+    }
+    if (isOws(*p)) {
+      return badLine("whitespace before colon");
+    }
+    if (*p == '\n') {
+      return badLine("bare LF");
+    }
+    return badLine("invalid header field name");
+  }
+  line.name = std::string_view(name, static_cast<size_t>(p - name));
+  ++p;
+  while (p < end && isOws(*p)) {
+    ++p;
+  }
+  const char* value = p;
+  p = scanFieldValue(p, end);
+  if (p == end) {
+    return line;
+  }
+  if (*p != '\r') {
+    return badLine(*p == '\n' ? "bare LF" : "invalid character in header value");
+  }
+  if (p + 1 == end) {
+    return line;
+  }
+  if (p[1] != '\n') {
+    return badLine("bare CR");
+  }
+  const char* value_end = p;
+  while (value_end > value && isOws(value_end[-1])) {
+    --value_end;
+  }
+  line.kind = LineKind::Field;
+  line.value = std::string_view(value, static_cast<size_t>(value_end - value));
+  line.next = p + 2;
+  return line;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Header values with framing or connection semantics.
+
+// Calls fn(element) for each non-empty, OWS-trimmed element of a comma-separated list.
+template <typename Fn>
+void forEachListElement(std::string_view list, Fn&& fn) {
+  size_t pos = 0;
+  while (pos < list.size()) {
+    size_t comma = list.find(',', pos);
+    if (comma == std::string_view::npos) {
+      comma = list.size();
+    }
+    size_t begin = pos;
+    size_t end = comma;
+    while (begin < end && isOws(list[begin])) {
+      ++begin;
+    }
+    while (end > begin && isOws(list[end - 1])) {
+      --end;
+    }
+    if (begin < end) {
+      fn(list.substr(begin, end - begin));
+    }
+    pos = comma + 1;
+  }
+}
+
+// Content-Length = 1*DIGIT; a list of identical values ("5, 5") is one value (RFC 9110 §8.6).
+bool parseContentLength(std::string_view value, uint64_t& out) {
+  bool have = false;
+  uint64_t first = 0;
+  size_t i = 0;
+  for (;;) {
+    size_t start = i;
+    uint64_t number = 0;
+    while (i < value.size() && isDigit(value[i])) {
+      uint64_t digit = static_cast<uint64_t>(value[i] - '0');
+      if (number > (std::numeric_limits<uint64_t>::max() - digit) / 10) {
+        return false;
+      }
+      number = number * 10 + digit;
+      ++i;
+    }
+    if (i == start || (have && number != first)) {
+      return false;
+    }
+    have = true;
+    first = number;
+    while (i < value.size() && isOws(value[i])) {
+      ++i;
+    }
+    if (i == value.size()) {
+      out = first;
+      return true;
+    }
+    if (value[i] != ',') {
+      return false;
+    }
+    ++i;
+    while (i < value.size() && isOws(value[i])) {
+      ++i;
+    }
+  }
+}
+
+bool isToken(std::string_view text) {
+  if (text.empty()) {
+    return false;
+  }
+  for (char c : text) {
+    if (!has(c, kTcharBit)) {
+      return false;
+    }
+  }
+  return true;
+}
+
+// Status for a Transfer-Encoding that is not exactly one "chunked": 501 for well-formed codings
+// we do not implement, 400 for malformed or redundant ones (e.g. "chunked, chunked").
+template <typename Headers>
+int rejectTransferEncoding(const Headers& headers) {
+  int chunked = 0;
+  int others = 0;
+  bool malformed = false;
+  for (const Header& header : headers) {
+    if (!equalsLower(header.name, "transfer-encoding")) {
+      continue;
+    }
+    forEachListElement(header.value, [&](std::string_view element) {
+      size_t semi = element.find(';');
+      std::string_view coding = element.substr(0, semi);
+      while (!coding.empty() && isOws(coding.back())) {
+        coding.remove_suffix(1);
+      }
+      if (!isToken(coding)) {
+        malformed = true;
+      } else if (semi == std::string_view::npos && equalsLower(coding, "chunked")) {
+        ++chunked;
+      } else {
+        ++others;
+      }
+    });
+  }
+  if (malformed || chunked > 1 || others == 0) {
+    return 400;
+  }
+  return 501;
+}
+
+// uri-host [ ":" port ] (RFC 3986 §3.2.2). An empty value is allowed for Host (RFC 9110 §7.2).
+bool validAuthority(std::string_view text, bool require_port) {
+  if (text.empty()) {
+    return !require_port;
+  }
+  size_t i = 0;
+  if (text[0] == '[') {
+    size_t close = text.find(']');
+    if (close == std::string_view::npos || close == 1) {
+      return false;
+    }
+    for (i = 1; i < close; ++i) {
+      if (!has(text[i], kHostBit) && text[i] != ':') {
+        return false;
+      }
+    }
+    i = close + 1;
+  } else {
+    while (i < text.size() && has(text[i], kHostBit)) {
+      if (text[i] == '%' &&
+          (i + 2 >= text.size() || kHexValue[static_cast<unsigned char>(text[i + 1])] < 0 ||
+           kHexValue[static_cast<unsigned char>(text[i + 2])] < 0)) {
+        return false;
+      }
+      ++i;
+    }
+    if (i == 0) {
+      return false;
+    }
+  }
+  if (i == text.size()) {
+    return !require_port;
+  }
+  if (text[i] != ':') {
+    return false;
+  }
+  size_t port = ++i;
+  while (i < text.size() && isDigit(text[i])) {
+    ++i;
+  }
+  return i == text.size() && (!require_port || i > port);
+}
+
+Method identifyMethod(std::string_view m) {
+  switch (m.size()) {
+    case 3:
+      if (m == "GET") {
+        return Method::Get;
+      }
+      if (m == "PUT") {
+        return Method::Put;
+      }
+      break;
+    case 4:
+      if (m == "POST") {
+        return Method::Post;
+      }
+      if (m == "HEAD") {
+        return Method::Head;
+      }
+      break;
+    case 5:
+      if (m == "PATCH") {
+        return Method::Patch;
+      }
+      if (m == "TRACE") {
+        return Method::Trace;
+      }
+      break;
+    case 6:
+      if (m == "DELETE") {
+        return Method::Delete;
+      }
+      break;
+    case 7:
+      if (m == "OPTIONS") {
+        return Method::Options;
+      }
+      if (m == "CONNECT") {
+        return Method::Connect;
+      }
+      break;
+    default:
+      break;
+  }
+  return Method::Other;
+}
+
+void splitPathQuery(std::string_view rest, RequestHead& out) {
+  size_t q = rest.find('?');
+  if (q == std::string_view::npos) {
+    out.path = rest;
+  } else {
+    out.path = rest.substr(0, q);
+    out.query = rest.substr(q + 1);
+  }
+}
+
+// Checks the request-target form against the method (RFC 9112 §3.2) and fills path/query.
+bool classifyTarget(RequestHead& out) {
+  std::string_view target = out.target;
+  if (out.method == Method::Connect) {
+    return validAuthority(target, /*require_port=*/true);  // authority-form only
+  }
+  if (target[0] == '/') {
+    splitPathQuery(target, out);
+    return true;
+  }
+  if (target == "*") {
+    out.path = target;
+    return out.method == Method::Options;
+  }
+  // absolute-form: scheme "://" authority [ path-abempty ] [ "?" query ]
+  if (!isAlpha(target[0])) {
+    return false;
+  }
+  size_t i = 1;
+  while (i < target.size() && has(target[i], kSchemeBit)) {
+    ++i;
+  }
+  if (target.substr(i, 3) != "://") {
+    return false;
+  }
+  i += 3;
+  size_t authority_end = target.find_first_of("/?", i);
+  if (authority_end == std::string_view::npos) {
+    authority_end = target.size();
+  }
+  std::string_view authority = target.substr(i, authority_end - i);
+  // userinfo is deprecated and a known phishing vector (RFC 9110 §4.2.4): reject it.
+  if (authority.empty() || !validAuthority(authority, false)) {
+    return false;
+  }
+  std::string_view rest = target.substr(authority_end);
+  splitPathQuery(rest, out);
+  if (out.path.empty()) {
+    out.path = "/";  // a static string: no buffer view to point into
+  }
+  return true;
+}
+
+// Matches "HTTP/" DIGIT "." DIGIT followed by `tail` against the bytes available. Returns the
+// number of bytes matched (the full pattern length), 0 when more bytes are needed, or -1 on a
+// mismatch.
+int matchVersion(const char* p, const char* end, char tail) {
+  static constexpr char kPattern[] = "HTTP/#.#";
+  for (int i = 0; i < 9; ++i) {
+    if (p + i == end) {
+      return 0;
+    }
+    char c = p[i];
+    char expect = i < 8 ? kPattern[i] : tail;
+    if (expect == '#' ? !isDigit(c) : c != expect) {
+      return -1;
+    }
+  }
+  return 9;
+}
+
+// Connection-related flags shared by requests and responses.
+struct ConnectionTokens {
+  bool close = false;
+  bool keep_alive = false;
+  bool upgrade = false;
+
+  void add(std::string_view value) {
+    forEachListElement(value, [&](std::string_view token) {
+      if (equalsLower(token, "close")) {
+        close = true;
+      } else if (equalsLower(token, "keep-alive")) {
+        keep_alive = true;
+      } else if (equalsLower(token, "upgrade")) {
+        upgrade = true;
+      }
+    });
+  }
+  bool keepAlive(uint8_t version_minor) const {
+    return !close && (version_minor == 1 || keep_alive);
+  }
+};
+
+// Framing headers seen while scanning a head.
+struct Framing {
+  bool have_length = false;
+  uint64_t content_length = 0;
+  int te_count = 0;
+  std::string_view te_value;
+
+  // False for a malformed or conflicting Content-Length.
+  bool addContentLength(std::string_view value) {
+    uint64_t length = 0;
+    if (!parseContentLength(value, length) || (have_length && length != content_length)) {
+      return false;
+    }
+    have_length = true;
+    content_length = length;
+    return true;
+  }
+  bool chunkedOnly() const { return te_count == 1 && equalsLower(te_value, "chunked"); }
+};
+
+constexpr size_t kMaxChunkLine = 4096;  // chunk-size line, extensions included
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+
+ParseResult parseRequestHead(std::string_view data, const Limits& limits, RequestHead& out) {
+  out.clear();
+  // Scan at most max_header_bytes: running out of bytes inside that window means "incomplete"
+  // unless the window is already the whole limit, in which case the head is too large.
+  const bool capped = data.size() >= limits.max_header_bytes;
+  const char* const begin = data.data();
+  const char* const end = begin + (capped ? limits.max_header_bytes : data.size());
+  auto more = [capped]() {
+    return capped ? failure(431, "request head too large") : ParseResult{};
+  };
+  const char* p = begin;
+
+  while (end - p >= 2 && p[0] == '\r' && p[1] == '\n') {
+    p += 2;  // empty lines before the request line (RFC 9112 §2.2)
+  }
+  if (end - p == 1 && *p == '\r') {
+    return more();
+  }
+
+  // method SP
+  const char* method = p;
+  while (p < end && has(*p, kTcharBit)) {
+    ++p;
+  }
+  if (p == end) {
+    return more();
+  }
+  if (*p != ' ' || p == method) {
+    return failure(400, "invalid method");
+  }
+  out.method_text = std::string_view(method, static_cast<size_t>(p - method));
+  out.method = identifyMethod(out.method_text);
+  ++p;
+
+  // request-target SP; an over-long target is refused before its end arrives
+  const char* target = p;
+  const size_t available = static_cast<size_t>(end - p);
+  const char* target_scan_end =
+      available > limits.max_uri_bytes ? p + limits.max_uri_bytes + 1 : end;
+  p = scanTarget(p, target_scan_end);
+  if (static_cast<size_t>(p - target) > limits.max_uri_bytes) {
+    return failure(414, "request target too long");
+  }
+  if (p == end) {
+    return more();
+  }
+  if (*p != ' ' || p == target) {
+    return failure(400, "invalid request target");
+  }
+  out.target = std::string_view(target, static_cast<size_t>(p - target));
+  ++p;
+
+  // HTTP-version CRLF
+  if (end - p >= 10 && std::memcmp(p, "HTTP/1.1\r\n", 10) == 0) {
+    out.version_minor = 1;
+    p += 10;
+  } else {
+    int matched = matchVersion(p, end, '\r');
+    if (matched == 0) {
+      return more();
+    }
+    if (matched < 0) {
+      return failure(400, "invalid HTTP version");
+    }
+    if (p + 9 == end) {
+      return more();
+    }
+    if (p[9] != '\n') {
+      return failure(400, "bare CR");
+    }
+    if (p[5] != '1' || p[7] > '1') {
+      return failure(505, "HTTP version not supported");
+    }
+    out.version_minor = static_cast<uint8_t>(p[7] - '0');
+    p += 10;
+  }
+  if (!classifyTarget(out)) {
+    return failure(400, "request target does not fit the method");
+  }
+
+  // header fields
+  Framing framing;
+  ConnectionTokens connection;
+  int host_count = 0;
+  bool have_upgrade = false;
+  bool expect_100 = false;
+  bool expect_other = false;
+  size_t count = 0;
+  for (;;) {
+    FieldLine line = parseFieldLine(p, end);
+    if (line.kind == LineKind::More) {
+      return more();
+    }
+    if (line.kind == LineKind::Bad) {
+      return failure(400, line.reason);
+    }
+    p = line.next;
+    if (line.kind == LineKind::End) {
+      break;
+    }
+    if (++count > limits.max_headers) {
+      return failure(431, "too many header fields");
+    }
+    out.headers.push_back(Header{line.name, line.value});
+    const std::string_view name = line.name;
+    const std::string_view value = line.value;
+    switch (name.size()) {
+      case 4:
+        if (equalsLower(name, "host")) {
+          if (++host_count > 1) {
+            return failure(400, "repeated Host");
+          }
+          if (!validAuthority(value, false)) {
+            return failure(400, "invalid Host");
+          }
+          out.host = value;
+        }
+        break;
+      case 6:
+        if (equalsLower(name, "expect")) {
+          (equalsLower(value, "100-continue") ? expect_100 : expect_other) = true;
+        }
+        break;
+      case 7:
+        if (equalsLower(name, "upgrade")) {
+          have_upgrade = true;
+        }
+        break;
+      case 10:
+        if (equalsLower(name, "connection")) {
+          connection.add(value);
+        }
+        break;
+      case 14:
+        if (equalsLower(name, "content-length") && !framing.addContentLength(value)) {
+          return failure(400, "invalid Content-Length");
+        }
+        break;
+      case 17:
+        if (equalsLower(name, "transfer-encoding")) {
+          ++framing.te_count;
+          framing.te_value = value;
+        }
+        break;
+      default:
+        break;
+    }
+  }
+
+  if (out.version_minor == 1 && host_count == 0) {
+    return failure(400, "missing Host");
+  }
+  if (framing.te_count > 0) {
+    if (out.version_minor == 0) {
+      return failure(400, "Transfer-Encoding in HTTP/1.0");
+    }
+    if (framing.have_length) {
+      return failure(400, "both Content-Length and Transfer-Encoding");
+    }
+    if (!framing.chunkedOnly()) {
+      int status = rejectTransferEncoding(out.headers);
+      return failure(status, status == 501 ? "unsupported transfer coding" : "invalid Transfer-Encoding");
+    }
+    out.body_kind = BodyKind::Chunked;
+  } else if (framing.have_length) {
+    if (limits.max_body_bytes != 0 && framing.content_length > limits.max_body_bytes) {
+      return failure(413, "request body too large");
+    }
+    out.body_kind = BodyKind::ContentLength;
+    out.content_length = framing.content_length;
+  }
+  if (expect_other) {
+    return failure(417, "unsupported expectation");
+  }
+  out.keep_alive = connection.keepAlive(out.version_minor);
+  // HTTP/1.0 has neither 100-continue nor Upgrade (RFC 9110 §10.1.1, §7.8).
+  out.expect_continue = expect_100 && out.version_minor == 1;
+  out.upgrade = connection.upgrade && have_upgrade && out.version_minor == 1;
+
+  ParseResult result;
+  result.state = ParseState::Complete;
+  result.consumed = static_cast<size_t>(p - begin);
+  return result;
+}
+
+ParseResult parseResponseHead(std::string_view data, const Limits& limits, Method request_method,
+                              ResponseHead& out) {
+  out.clear();
+  const bool capped = data.size() >= limits.max_header_bytes;
+  const char* const begin = data.data();
+  const char* const end = begin + (capped ? limits.max_header_bytes : data.size());
+  auto more = [capped]() {
+    return capped ? failure(502, "response head too large") : ParseResult{};
+  };
+  const char* p = begin;
+
+  // HTTP-version SP status-code [ SP reason-phrase ] CRLF
+  int matched = matchVersion(p, end, ' ');
+  if (matched == 0) {
+    return more();
+  }
+  if (matched < 0) {
+    return failure(502, "invalid response status line");
+  }
+  if (p[5] != '1' || p[7] > '1') {
+    return failure(502, "unsupported HTTP version in response");
+  }
+  out.version_minor = static_cast<uint8_t>(p[7] - '0');
+  p += 9;
+  int status = 0;
+  for (int i = 0; i < 3; ++i, ++p) {
+    if (p == end) {
+      return more();
+    }
+    if (!isDigit(*p)) {
+      return failure(502, "invalid response status code");
+    }
+    status = status * 10 + (*p - '0');
+  }
+  if (p == end) {
+    return more();
+  }
+  if (*p == ' ') {
+    ++p;
+  } else if (*p != '\r') {
+    return failure(502, "invalid response status code");
+  }
+  if (status < 100 || status > 599) {
+    return failure(502, "invalid response status code");
+  }
+  out.status = status;
+  const char* reason = p;
+  p = scanFieldValue(p, end);
+  if (p == end) {
+    return more();
+  }
+  if (*p != '\r') {
+    return failure(502, "invalid response reason phrase");
+  }
+  if (p + 1 == end) {
+    return more();
+  }
+  if (p[1] != '\n') {
+    return failure(502, "bare CR");
+  }
+  out.reason = std::string_view(reason, static_cast<size_t>(p - reason));
+  p += 2;
+
+  Framing framing;
+  ConnectionTokens connection;
+  size_t count = 0;
+  for (;;) {
+    FieldLine line = parseFieldLine(p, end);
+    if (line.kind == LineKind::More) {
+      return more();
+    }
+    if (line.kind == LineKind::Bad) {
+      return failure(502, line.reason);
+    }
+    p = line.next;
+    if (line.kind == LineKind::End) {
+      break;
+    }
+    if (++count > limits.max_headers) {
+      return failure(502, "too many header fields in response");
+    }
+    out.headers.push_back(Header{line.name, line.value});
+    switch (line.name.size()) {
+      case 10:
+        if (equalsLower(line.name, "connection")) {
+          connection.add(line.value);
+        }
+        break;
+      case 14:
+        if (equalsLower(line.name, "content-length") && !framing.addContentLength(line.value)) {
+          return failure(502, "invalid Content-Length in response");
+        }
+        break;
+      case 17:
+        if (equalsLower(line.name, "transfer-encoding")) {
+          ++framing.te_count;
+          framing.te_value = line.value;
+        }
+        break;
+      default:
+        break;
+    }
+  }
+
+  // Framing headers are validated even where the status makes the body empty: a proxy must not
+  // forward anything ambiguous.
+  if (framing.te_count > 0) {
+    if (framing.have_length) {
+      return failure(502, "both Content-Length and Transfer-Encoding in response");
+    }
+    if (out.version_minor == 0) {
+      return failure(502, "Transfer-Encoding in HTTP/1.0 response");
+    }
+    if (!framing.chunkedOnly()) {
+      return failure(502, "unsupported Transfer-Encoding in response");
+    }
+  }
+  out.keep_alive = connection.keepAlive(out.version_minor);
+  // RFC 9112 §6.3: a 2xx to CONNECT is a tunnel right after the head, even a 204.
+  if (status == 101 || (request_method == Method::Connect && status >= 200 && status < 300)) {
+    out.body_kind = BodyKind::Tunnel;
+  } else if (request_method == Method::Head || status < 200 || status == 204 || status == 304) {
+    out.body_kind = BodyKind::None;
+  } else if (framing.te_count > 0) {
+    out.body_kind = BodyKind::Chunked;
+  } else if (framing.have_length) {
+    out.body_kind = BodyKind::ContentLength;
+    out.content_length = framing.content_length;
+  } else {
+    out.body_kind = BodyKind::UntilClose;
+  }
+  if (out.body_kind == BodyKind::UntilClose || out.body_kind == BodyKind::Tunnel) {
+    out.keep_alive = false;
+  }
+  if (framing.have_length && out.body_kind != BodyKind::ContentLength) {
+    out.content_length = 0;
+  }
+
+  ParseResult result;
+  result.state = ParseState::Complete;
+  result.consumed = static_cast<size_t>(p - begin);
+  return result;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Body decoding
+
+namespace {
+
+enum class ChunkLineKind : uint8_t { Ok, More, Bad };
+
+struct ChunkLine {
+  ChunkLineKind kind = ChunkLineKind::More;
+  uint64_t size = 0;
+  const char* next = nullptr;
+};
+
+// chunk-size [ chunk-ext ] CRLF (RFC 9112 §7.1). Extensions are checked loosely: BWS only
+// before ';', then field-value characters up to CRLF.
+ChunkLine parseChunkLine(const char* p, const char* end) {
+  ChunkLine line;
+  const bool capped = static_cast<size_t>(end - p) > kMaxChunkLine;
+  if (capped) {
+    end = p + kMaxChunkLine;
+  }
+  auto more = [&]() {
+    line.kind = capped ? ChunkLineKind::Bad : ChunkLineKind::More;
+    return line;
+  };
+  auto bad = [&]() {
+    line.kind = ChunkLineKind::Bad;
+    return line;
+  };
+  const char* digits = p;
+  uint64_t size = 0;
+  while (p < end) {
+    int v = kHexValue[static_cast<unsigned char>(*p)];
+    if (v < 0) {
+      break;
+    }
+    if (size > (std::numeric_limits<uint64_t>::max() >> 4)) {
+      return bad();  // overflow
+    }
+    size = (size << 4) | static_cast<uint64_t>(v);
+    ++p;
+  }
+  if (p == end) {
+    return more();
+  }
+  if (p == digits) {
+    return bad();
+  }
+  const char* after_digits = p;
+  while (p < end && isOws(*p)) {
+    ++p;
+  }
+  if (p == end) {
+    return more();
+  }
+  if (*p == ';') {
+    p = scanFieldValue(p + 1, end);
+    if (p == end) {
+      return more();
+    }
+  } else if (p != after_digits) {
+    return bad();  // whitespace not followed by an extension
+  }
+  if (*p != '\r') {
+    return bad();
+  }
+  if (p + 1 == end) {
+    return more();
+  }
+  if (p[1] != '\n') {
+    return bad();
+  }
+  line.kind = ChunkLineKind::Ok;
+  line.size = size;
+  line.next = p + 2;
+  return line;
+}
+
+}  // namespace
+
+void BodyDecoder::reset(BodyKind kind, uint64_t content_length, uint64_t max_body_bytes,
+                        size_t max_trailer_bytes) {
+  remaining_ = 0;
+  body_bytes_ = 0;
+  max_body_bytes_ = max_body_bytes;
+  max_trailer_bytes_ = max_trailer_bytes;
+  trailer_bytes_ = 0;
+  error_status_ = 0;
+  switch (kind) {
+    case BodyKind::None:
+    case BodyKind::Tunnel:
+      state_ = State::Done;
+      break;
+    case BodyKind::ContentLength:
+      if (max_body_bytes != 0 && content_length > max_body_bytes) {
+        state_ = State::Failed;
+        error_status_ = 413;
+      } else {
+        remaining_ = content_length;
+        state_ = content_length == 0 ? State::Done : State::Length;
+      }
+      break;
+    case BodyKind::Chunked:
+      state_ = State::ChunkSize;
+      break;
+    case BodyKind::UntilClose:
+      state_ = State::UntilClose;
+      break;
+  }
+}
+
+BodyStep BodyDecoder::step(std::string_view input) {
+  BodyStep out;
+  const char* const begin = input.data();
+  const char* const end = begin + input.size();
+  const char* p = begin;
+  auto finish = [&]() {
+    out.consumed = static_cast<size_t>(p - begin);
+    return out;
+  };
+  // A framing error after a payload piece is reported by the next step, so a step never carries
+  // both a payload and an error.
+  auto fail = [&](int status) {
+    if (out.payload.empty()) {
+      state_ = State::Failed;
+      error_status_ = status;
+      out.error_status = status;
+    }
+    return finish();
+  };
+  auto take = [&]() {
+    size_t n = static_cast<size_t>(end - p);
+    if (n > remaining_) {
+      n = static_cast<size_t>(remaining_);
+    }
+    out.payload = std::string_view(p, n);
+    p += n;
+    remaining_ -= n;
+    body_bytes_ += n;
+  };
+
+  for (;;) {
+    switch (state_) {
+      case State::Done:
+        out.done = true;
+        return finish();
+      case State::Failed:
+        out.error_status = error_status_;
+        return finish();
+      case State::Length:
+        if (p == end) {
+          return finish();
+        }
+        take();
+        if (remaining_ == 0) {
+          state_ = State::Done;
+          out.done = true;
+        }
+        return finish();
+      case State::UntilClose: {
+        size_t n = static_cast<size_t>(end - p);
+        if (n == 0) {
+          return finish();
+        }
+        if (max_body_bytes_ != 0 && n > max_body_bytes_ - body_bytes_) {
+          return fail(413);
+        }
+        out.payload = std::string_view(p, n);
+        p = end;
+        body_bytes_ += n;
+        return finish();
+      }
+      case State::ChunkSize: {
+        if (p == end) {
+          return finish();
+        }
+        ChunkLine line = parseChunkLine(p, end);
+        if (line.kind == ChunkLineKind::More) {
+          return finish();
+        }
+        if (line.kind == ChunkLineKind::Bad) {
+          return fail(400);
+        }
+        if (max_body_bytes_ != 0 && line.size > max_body_bytes_ - body_bytes_) {
+          return fail(413);
+        }
+        p = line.next;
+        remaining_ = line.size;
+        state_ = line.size == 0 ? State::Trailers : State::ChunkData;
+        break;
+      }
+      case State::ChunkData:
+        if (p == end || !out.payload.empty()) {
+          return finish();
+        }
+        take();
+        if (remaining_ == 0) {
+          state_ = State::ChunkDataCrlf;
+        }
+        break;
+      case State::ChunkDataCrlf:
+        if (p == end) {
+          return finish();
+        }
+        if (*p != '\r') {
+          return fail(400);
+        }
+        if (p + 1 == end) {
+          return finish();
+        }
+        if (p[1] != '\n') {
+          return fail(400);
+        }
+        p += 2;
+        state_ = State::ChunkSize;
+        break;
+      case State::Trailers: {
+        if (p == end) {
+          return finish();
+        }
+        // Trailer fields follow header rules; the section is bounded by max_trailer_bytes.
+        size_t budget = max_trailer_bytes_ - trailer_bytes_;
+        const bool capped = static_cast<size_t>(end - p) >= budget;
+        FieldLine line = parseFieldLine(p, capped ? p + budget : end);
+        if (line.kind == LineKind::More) {
+          return capped ? fail(400) : finish();
+        }
+        if (line.kind == LineKind::Bad) {
+          return fail(400);
+        }
+        trailer_bytes_ += static_cast<size_t>(line.next - p);
+        p = line.next;
+        if (line.kind == LineKind::End) {
+          state_ = State::Done;
+        }
+        break;
+      }
+    }
+  }
+}
+
+}  // namespace fulcrum::http

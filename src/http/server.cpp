@@ -1,0 +1,584 @@
+#include "http/server.h"
+
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/sendfile.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <ctime>
+
+#include "core/log.h"
+#include "core/socket.h"
+#include "http/util.h"
+
+namespace fulcrum::http {
+
+namespace {
+
+constexpr size_t kMaxPipelinedOutput = 256 * 1024;  // stop parsing ahead past this much queued output
+constexpr size_t kInlineFileBytes = 16 * 1024;      // files up to this size are copied next to the head
+constexpr int kAcceptBatch = 64;
+constexpr auto kLingerTime = std::chrono::seconds(2);
+
+// "Date: <IMF-fixdate>\r\n", rebuilt at most once a second per thread.
+std::string_view dateHeaderLine() {
+  thread_local std::time_t cached_second = 0;
+  thread_local std::string line;
+  std::time_t now = std::time(nullptr);
+  if (now != cached_second) {
+    cached_second = now;
+    line = "Date: " + formatHttpDate(now) + "\r\n";
+  }
+  return line;
+}
+
+void appendDecimal(std::string& out, uint64_t value) {
+  char digits[24];
+  int n = 0;
+  do {
+    digits[n++] = static_cast<char>('0' + value % 10);
+    value /= 10;
+  } while (value != 0);
+  while (n > 0) {
+    out += digits[--n];
+  }
+}
+
+}  // namespace
+
+void Response::addHeader(std::string_view name, std::string_view value) { appendHeader(headers, name, value); }
+
+void Response::setBody(int status_code, std::string_view content_type, std::string text) {
+  status = status_code;
+  if (!content_type.empty()) {
+    addHeader("Content-Type", content_type);
+  }
+  body = std::move(text);
+}
+
+class ServerConnection final : public core::IoHandler, public core::Deletable {
+ public:
+  ServerConnection(HttpServer& server, core::Fd fd, const core::SocketAddress& peer)
+      : server_(server), fd_(std::move(fd)), peer_(peer), timer_(server.loop(), [this] { onTimeout(); }) {
+    server_.loop().add(fd_.get(), EPOLLIN | EPOLLRDHUP, this);
+    timer_.armAfter(server_.options().idle_timeout);
+  }
+
+  ~ServerConnection() override {
+    if (fd_) {
+      server_.loop().remove(fd_.get());
+    }
+  }
+
+  void onIoEvents(uint32_t events) override;
+  // Graceful stop: idle connections close now; busy ones after their current response.
+  void drain();
+
+  ServerConnection* prev = nullptr;
+  ServerConnection* next = nullptr;
+
+ private:
+  enum class Phase : uint8_t { Head, Body, Lingering, Closed };
+
+  void onReadable();
+  void processInput();
+  bool dispatch(size_t head_len, size_t raw_body_len, std::string_view body);
+  void queueResponse(const RequestHead& head, Response& response);
+  void queueError(int status, std::string_view reason);
+  void flush();
+  bool sendFile();
+  void updateInterest();
+  void onTimeout();
+  void startLingeringClose();
+  void close();
+  bool outputPending() const { return !out_.empty() || file_remaining_ > 0; }
+
+  HttpServer& server_;
+  core::Fd fd_;
+  core::SocketAddress peer_;
+  core::Timer timer_;
+  core::Buffer in_;
+  core::Buffer out_;
+  RequestHead head_;
+  BodyDecoder body_decoder_;
+  std::string chunked_body_;  // decoded body of a chunked request
+  size_t head_len_ = 0;       // parsed head length while the body is still arriving
+  size_t body_scanned_ = 0;   // raw body bytes already decoded
+  core::Fd file_;
+  uint64_t file_offset_ = 0;
+  uint64_t file_remaining_ = 0;
+  Phase phase_ = Phase::Head;
+  bool close_after_write_ = false;
+  bool want_write_ = false;
+  bool request_started_ = false;  // bytes of a new request have arrived: the request timer runs
+  bool paused_for_output_ = false;  // input processing stopped to let queued output drain
+};
+
+void ServerConnection::onIoEvents(uint32_t events) {
+  if (phase_ == Phase::Closed) {
+    return;
+  }
+  if (events & (EPOLLERR)) {
+    close();
+    return;
+  }
+  if (events & EPOLLOUT) {
+    flush();
+    if (phase_ == Phase::Closed) {
+      return;
+    }
+  }
+  if (events & (EPOLLIN | EPOLLHUP | EPOLLRDHUP)) {
+    onReadable();
+  }
+}
+
+void ServerConnection::onReadable() {
+  if (phase_ == Phase::Lingering) {
+    // Discard whatever the client still sends until it closes or the linger timer fires.
+    char sink[4096];
+    ssize_t n = ::recv(fd_.get(), sink, sizeof sink, 0);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+      close();
+    }
+    return;
+  }
+  // Bound what one connection may buffer: a whole head plus a whole body.
+  const Limits& limits = server_.options().limits;
+  size_t max_in = limits.max_header_bytes + limits.max_body_bytes + 64 * 1024;
+  if (outputPending()) {
+    // Backpressure: reading is off while output is queued (see updateInterest()).
+    updateInterest();
+    return;
+  }
+  if (in_.size() >= max_in) {
+    // Only chunk framing far heavier than its payload gets here.
+    queueError(413, "request too large");
+    flush();
+    return;
+  }
+  ssize_t n = in_.readFrom(fd_.get(), max_in);
+  if (n == 0) {
+    // Client closed its side. Finish writing what is queued, then close.
+    if (outputPending()) {
+      close_after_write_ = true;
+      updateInterest();
+    } else {
+      close();
+    }
+    return;
+  }
+  if (n < 0) {
+    if (errno == EAGAIN || errno == EINTR) {
+      return;
+    }
+    close();
+    return;
+  }
+  server_.stats().bytes_in.add(static_cast<uint64_t>(n));
+  processInput();
+}
+
+void ServerConnection::processInput() {
+  const Limits& limits = server_.options().limits;
+  while (phase_ == Phase::Head || phase_ == Phase::Body) {
+    if (out_.size() > kMaxPipelinedOutput || file_remaining_ > 0) {
+      paused_for_output_ = true;  // answer more pipelined requests once the output drains
+      break;
+    }
+    if (phase_ == Phase::Head) {
+      if (in_.empty()) {
+        break;
+      }
+      if (!request_started_) {
+        request_started_ = true;
+        timer_.armAfter(server_.options().request_timeout);
+      }
+      ParseResult result = parseRequestHead(in_.view(), limits, head_);
+      if (result.state == ParseState::Incomplete) {
+        break;
+      }
+      if (result.state == ParseState::Error) {
+        server_.stats().parse_errors.add();
+        queueError(result.status, result.reason);
+        break;
+      }
+      head_len_ = result.consumed;
+      body_scanned_ = 0;
+      chunked_body_.clear();
+      if (head_.body_kind == BodyKind::None) {
+        dispatch(head_len_, 0, {});
+        continue;
+      }
+      if (head_.upgrade || head_.method == Method::Connect) {
+        // No tunnels in a plain web server.
+        queueError(501, "upgrade not supported");
+        break;
+      }
+      body_decoder_.reset(head_.body_kind, head_.content_length, limits.max_body_bytes);
+      phase_ = Phase::Body;
+      if (head_.expect_continue && in_.size() == head_len_) {
+        out_.append("HTTP/1.1 100 Continue\r\n\r\n");
+      }
+    }
+    // Body: decode what has arrived, without consuming the head it follows.
+    std::string_view raw = in_.view().substr(head_len_ + body_scanned_);
+    bool done = body_decoder_.done();
+    while (!done && !raw.empty()) {
+      BodyStep step = body_decoder_.step(raw);
+      if (step.error_status != 0) {
+        server_.stats().parse_errors.add();
+        queueError(step.error_status, "bad request body");
+        return flush();
+      }
+      if (head_.body_kind == BodyKind::Chunked) {
+        chunked_body_.append(step.payload);
+      }
+      body_scanned_ += step.consumed;
+      raw.remove_prefix(step.consumed);
+      done = step.done;
+      if (step.consumed == 0 && !done) {
+        break;
+      }
+    }
+    if (!done) {
+      break;  // wait for more body bytes
+    }
+    // The buffer may have moved while the body arrived: parse the head again so its views
+    // point into the current storage (cheap, and only for requests with a body).
+    ParseResult again = parseRequestHead(in_.view(), limits, head_);
+    (void)again;
+    std::string_view body = head_.body_kind == BodyKind::Chunked
+                                ? std::string_view(chunked_body_)
+                                : in_.view().substr(head_len_, body_scanned_);
+    dispatch(head_len_, body_scanned_, body);
+  }
+  flush();
+}
+
+bool ServerConnection::dispatch(size_t head_len, size_t raw_body_len, std::string_view body) {
+  ServerStats& stats = server_.stats();
+  stats.requests_total.add();
+  Response response;
+  Request request{head_, body, peer_};
+  server_.handler().handle(request, response);
+  if (!head_.keep_alive || server_.draining()) {
+    response.close = true;
+  }
+  queueResponse(head_, response);
+  in_.consume(head_len + raw_body_len);
+  phase_ = Phase::Head;
+  request_started_ = false;
+  timer_.armAfter(server_.options().idle_timeout);
+  if (response.close) {
+    close_after_write_ = true;
+    phase_ = Phase::Lingering;  // read no further requests
+    return false;
+  }
+  return true;
+}
+
+void ServerConnection::queueResponse(const RequestHead& head, Response& response) {
+  std::string& h = response.headers;
+  std::string line;
+  line.reserve(160 + h.size());
+  appendStatusLine(line, response.status);
+  line += dateHeaderLine();
+  if (!server_.options().served_by.empty()) {
+    line += "X-Served-By: ";
+    line += server_.options().served_by;
+    line += "\r\n";
+  }
+  bool bodiless_status = response.status < 200 || response.status == 204 || response.status == 304;
+  uint64_t length = response.file ? response.file_length : response.body.size();
+  if (!bodiless_status) {
+    line += "Content-Length: ";
+    appendDecimal(line, length);
+    line += "\r\n";
+  }
+  if (response.close) {
+    line += "Connection: close\r\n";
+  } else if (head.version_minor == 0) {
+    line += "Connection: keep-alive\r\n";
+  }
+  line += h;
+  line += "\r\n";
+  out_.append(line);
+  uint64_t body_bytes = 0;
+  bool send_body = head.method != Method::Head && !bodiless_status;
+  if (send_body) {
+    if (response.file) {
+      if (response.file_length <= kInlineFileBytes) {
+        // Small file: copy it next to the head so head and body leave in one send.
+        char* dst = out_.prepare(response.file_length);
+        ssize_t n = ::pread(response.file.get(), dst, response.file_length,
+                            static_cast<off_t>(response.file_offset));
+        if (n != static_cast<ssize_t>(response.file_length)) {
+          // The file shrank under us: the promised length cannot be kept; close.
+          log::warn("short read of a served file: {}", n < 0 ? std::strerror(errno) : "truncated");
+          close_after_write_ = true;
+          phase_ = Phase::Lingering;
+          n = n < 0 ? 0 : n;
+        }
+        out_.commit(static_cast<size_t>(n));
+      } else {
+        file_ = std::move(response.file);
+        file_offset_ = response.file_offset;
+        file_remaining_ = response.file_length;
+      }
+    } else {
+      out_.append(response.body);
+    }
+    body_bytes = length;
+  }
+  (void)body_bytes;
+  int cls = response.status / 100;
+  if (cls >= 1 && cls <= 5) {
+    server_.stats().responses_by_class[static_cast<size_t>(cls)].add();
+  }
+}
+
+void ServerConnection::queueError(int status, std::string_view reason) {
+  Response response;
+  response.status = status;
+  response.addHeader("Content-Type", "text/plain; charset=utf-8");
+  response.body = std::string(reasonPhrase(status));
+  response.body += ": ";
+  response.body += reason;
+  response.body += "\n";
+  response.close = true;
+  RequestHead head;  // the request could not be read: answer as HTTP/1.1, with a body
+  head.method = Method::Get;
+  queueResponse(head, response);
+  close_after_write_ = true;
+  phase_ = Phase::Lingering;
+}
+
+void ServerConnection::flush() {
+  while (!out_.empty()) {
+    ssize_t n = out_.writeTo(fd_.get());
+    if (n < 0) {
+      if (errno == EAGAIN || errno == EINTR) {
+        break;
+      }
+      close();
+      return;
+    }
+    server_.stats().bytes_out.add(static_cast<uint64_t>(n));
+  }
+  if (out_.empty() && file_remaining_ > 0) {
+    if (!sendFile()) {
+      return;
+    }
+  }
+  if (!outputPending()) {
+    out_.release();
+    file_.reset();
+    if (close_after_write_) {
+      startLingeringClose();
+      return;
+    }
+    if (in_.empty()) {
+      in_.release();  // idle keep-alive connections hold no buffers
+    }
+    if (paused_for_output_) {
+      // Pipelined requests were waiting for the output to drain.
+      paused_for_output_ = false;
+      processInput();
+      return;
+    }
+  }
+  updateInterest();
+}
+
+bool ServerConnection::sendFile() {
+  while (file_remaining_ > 0) {
+    off_t offset = static_cast<off_t>(file_offset_);
+    size_t chunk = file_remaining_ > (1u << 30) ? (1u << 30) : static_cast<size_t>(file_remaining_);
+    ssize_t n = ::sendfile(fd_.get(), file_.get(), &offset, chunk);
+    if (n < 0) {
+      if (errno == EAGAIN || errno == EINTR) {
+        return true;
+      }
+      close();
+      return false;
+    }
+    if (n == 0) {
+      log::warn("served file shrank while sending; closing the connection");
+      close();
+      return false;
+    }
+    file_offset_ += static_cast<uint64_t>(n);
+    file_remaining_ -= static_cast<uint64_t>(n);
+    server_.stats().bytes_out.add(static_cast<uint64_t>(n));
+  }
+  return true;
+}
+
+void ServerConnection::updateInterest() {
+  if (phase_ == Phase::Closed) {
+    return;
+  }
+  bool want_write = outputPending();
+  if (want_write != want_write_) {
+    want_write_ = want_write;
+    // While output is pending, reading pauses (backpressure). A client that goes away makes
+    // the next write fail; EPOLLRDHUP is left out here since, level-triggered, it would spin.
+    uint32_t events = want_write ? EPOLLOUT : (EPOLLIN | EPOLLRDHUP);
+    server_.loop().modify(fd_.get(), events, this);
+    if (want_write) {
+      timer_.armAfter(server_.options().idle_timeout);
+    }
+  }
+}
+
+void ServerConnection::onTimeout() {
+  if (phase_ == Phase::Lingering) {
+    close();
+    return;
+  }
+  server_.stats().timeouts.add();
+  if (request_started_ && !outputPending() && phase_ == Phase::Head && !in_.empty()) {
+    queueError(408, "request head not received in time");
+    flush();
+    return;
+  }
+  if (phase_ == Phase::Body && !outputPending()) {
+    queueError(408, "request body not received in time");
+    flush();
+    return;
+  }
+  close();
+}
+
+void ServerConnection::startLingeringClose() {
+  // Half-close and drain: closing with unread bytes would send a RST that can destroy the
+  // response before the client reads it.
+  phase_ = Phase::Lingering;
+  ::shutdown(fd_.get(), SHUT_WR);
+  in_.release();
+  server_.loop().modify(fd_.get(), EPOLLIN | EPOLLRDHUP, this);
+  want_write_ = false;
+  timer_.armAfter(kLingerTime);
+}
+
+void ServerConnection::drain() {
+  if (phase_ == Phase::Closed || phase_ == Phase::Lingering) {
+    return;
+  }
+  if (!outputPending() && in_.empty() && phase_ == Phase::Head) {
+    close();
+    return;
+  }
+  // Busy: the response in progress goes out with Connection: close (HttpServer::draining()).
+}
+
+void ServerConnection::close() {
+  if (phase_ == Phase::Closed) {
+    return;
+  }
+  phase_ = Phase::Closed;
+  timer_.disarm();
+  server_.loop().remove(fd_.get());
+  fd_.reset();
+  file_.reset();
+  in_.release();
+  out_.release();
+  server_.unlink(this);
+  server_.loop().deferDelete(std::unique_ptr<core::Deletable>(this));
+}
+
+HttpServer::HttpServer(core::EventLoop& loop, core::Fd listener, Handler& handler,
+                       const ServerOptions& options, ServerStats& stats)
+    : loop_(loop), listener_(std::move(listener)), handler_(handler), options_(options), stats_(stats) {
+  loop_.add(listener_.get(), EPOLLIN, this);
+}
+
+HttpServer::~HttpServer() {
+  if (listener_) {
+    loop_.remove(listener_.get());
+  }
+  // Connections still open at destruction (loop already stopped) are freed here.
+  while (head_ != nullptr) {
+    ServerConnection* conn = head_;
+    unlink(conn);
+    delete conn;
+  }
+}
+
+void HttpServer::onIoEvents(uint32_t) {
+  for (int i = 0; i < kAcceptBatch; ++i) {
+    sockaddr_storage ss{};
+    socklen_t len = sizeof ss;
+    int fd = ::accept4(listener_.get(), reinterpret_cast<sockaddr*>(&ss), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno == EMFILE || errno == ENFILE) {
+        log::warn("accept: {}", std::strerror(errno));
+      }
+      return;
+    }
+    if (connection_count_ >= options_.max_connections) {
+      ::close(fd);
+      continue;
+    }
+    core::setNoDelay(fd);
+    auto* conn = new ServerConnection(*this, core::Fd(fd),
+                                      core::SocketAddress::fromSockaddr(reinterpret_cast<sockaddr*>(&ss), len));
+    link(conn);
+    stats_.connections_total.add();
+  }
+}
+
+void HttpServer::link(ServerConnection* conn) {
+  conn->next = head_;
+  conn->prev = nullptr;
+  if (head_ != nullptr) {
+    head_->prev = conn;
+  }
+  head_ = conn;
+  ++connection_count_;
+  stats_.connections_active.add();
+}
+
+void HttpServer::unlink(ServerConnection* conn) {
+  if (conn->prev != nullptr) {
+    conn->prev->next = conn->next;
+  } else {
+    head_ = conn->next;
+  }
+  if (conn->next != nullptr) {
+    conn->next->prev = conn->prev;
+  }
+  conn->prev = conn->next = nullptr;
+  --connection_count_;
+  stats_.connections_active.sub();
+  if (draining_ && connection_count_ == 0 && on_idle_) {
+    auto fn = std::move(on_idle_);
+    on_idle_ = nullptr;
+    loop_.post(fn);
+  }
+}
+
+void HttpServer::drain(std::function<void()> on_idle) {
+  draining_ = true;
+  on_idle_ = std::move(on_idle);
+  if (listener_) {
+    loop_.remove(listener_.get());
+    listener_.reset();
+  }
+  for (ServerConnection* conn = head_; conn != nullptr;) {
+    ServerConnection* next = conn->next;
+    conn->drain();
+    conn = next;
+  }
+  if (connection_count_ == 0 && on_idle_) {
+    auto fn = std::move(on_idle_);
+    on_idle_ = nullptr;
+    loop_.post(fn);
+  }
+}
+
+}  // namespace fulcrum::http

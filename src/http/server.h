@@ -1,0 +1,105 @@
+#pragma once
+// The server side of HTTP/1.1 connections: accept, parse, dispatch to a Handler, write the
+// response (from memory or a file with sendfile), keep-alive and pipelining, timeouts and
+// graceful drain. One HttpServer per worker thread; nothing here is shared between threads
+// except the ServerStats counters, which other threads only read.
+#include <sys/types.h>
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "core/address.h"
+#include "core/buffer.h"
+#include "core/counter.h"
+#include "core/event_loop.h"
+#include "core/fd.h"
+#include "http/message.h"
+#include "http/parser.h"
+
+namespace fulcrum::http {
+
+struct ServerOptions {
+  Limits limits;
+  core::Duration request_timeout = std::chrono::seconds(10);  // whole head must arrive (slowloris)
+  core::Duration idle_timeout = std::chrono::seconds(30);     // keep-alive idle, and a stalled client
+  uint32_t max_connections = 20000;                            // per worker
+  std::string served_by;                                       // X-Served-By on every response; "" = none
+};
+
+struct ServerStats {
+  core::Counter connections_total;
+  core::Counter connections_active;
+  core::Counter requests_total;
+  std::array<core::Counter, 6> responses_by_class;  // index status/100 (1xx..5xx); 0 unused
+  core::Counter bytes_in;
+  core::Counter bytes_out;
+  core::Counter parse_errors;
+  core::Counter timeouts;
+};
+
+struct Request {
+  const RequestHead& head;
+  std::string_view body;
+  const core::SocketAddress& peer;
+};
+
+// What a handler fills in. The connection adds the status line, Date, Content-Length,
+// Connection and X-Served-By itself.
+struct Response {
+  int status = 200;
+  std::string headers;  // extra header lines, each "Name: value\r\n"
+  std::string body;
+  core::Fd file;  // when valid, the body is file_length bytes of it from file_offset
+  uint64_t file_offset = 0;
+  uint64_t file_length = 0;
+  bool close = false;  // close the connection after this response
+
+  void addHeader(std::string_view name, std::string_view value);
+  void setBody(int status_code, std::string_view content_type, std::string text);
+};
+
+class Handler {
+ public:
+  virtual ~Handler() = default;
+  virtual void handle(const Request& request, Response& response) = 0;
+};
+
+class ServerConnection;
+
+class HttpServer final : public core::IoHandler {
+ public:
+  HttpServer(core::EventLoop& loop, core::Fd listener, Handler& handler, const ServerOptions& options,
+             ServerStats& stats);
+  ~HttpServer() override;
+
+  void onIoEvents(uint32_t events) override;  // the listener is readable
+  // Stops accepting, closes idle connections, lets busy ones finish their response; `on_idle`
+  // runs once no connection is left.
+  void drain(std::function<void()> on_idle);
+  size_t connectionCount() const { return connection_count_; }
+
+  // Used by connections.
+  core::EventLoop& loop() { return loop_; }
+  Handler& handler() { return handler_; }
+  const ServerOptions& options() const { return options_; }
+  ServerStats& stats() { return stats_; }
+  bool draining() const { return draining_; }
+  void link(ServerConnection* conn);
+  void unlink(ServerConnection* conn);
+
+ private:
+  core::EventLoop& loop_;
+  core::Fd listener_;
+  Handler& handler_;
+  const ServerOptions options_;
+  ServerStats& stats_;
+  ServerConnection* head_ = nullptr;  // intrusive list of live connections
+  size_t connection_count_ = 0;
+  bool draining_ = false;
+  std::function<void()> on_idle_;
+};
+
+}  // namespace fulcrum::http
