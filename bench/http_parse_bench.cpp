@@ -44,8 +44,12 @@ void parseHead(benchmark::State& state, const std::string& request) {
   state.counters["head_bytes"] = static_cast<double>(request.size());
 }
 
-void BM_ParseRequestBrowser(benchmark::State& state) { parseHead(state, kBrowser); }
-void BM_ParseRequestCurl(benchmark::State& state) { parseHead(state, kCurl); }
+void BM_ParseRequestBrowser(benchmark::State& state) {
+  parseHead(state, kBrowser);
+}
+void BM_ParseRequestCurl(benchmark::State& state) {
+  parseHead(state, kCurl);
+}
 
 void BM_ParseResponse(benchmark::State& state) {
   const std::string response =

@@ -14,6 +14,7 @@ cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+chmod 755 "$W"   # nginx workers run as an unprivileged user when started as root
 mkdir -p "$W/www"
 head -c 1024 /dev/urandom | base64 -w 0 | head -c 1024 > "$W/www/1k.txt"
 head -c 102400 /dev/urandom > "$W/www/100k.bin"

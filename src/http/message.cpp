@@ -15,7 +15,9 @@ constexpr std::array<char, 256> makeLower() {
 }
 constexpr std::array<char, 256> kLower = makeLower();
 
-bool isOws(char c) { return c == ' ' || c == '\t'; }
+bool isOws(char c) {
+  return c == ' ' || c == '\t';
+}
 
 template <typename Headers>
 std::optional<std::string_view> findHeader(const Headers& headers, std::string_view name) {

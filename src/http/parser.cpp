@@ -21,16 +21,20 @@ constexpr uint8_t kTargetBit = 4;   // request-target: visible ASCII except '#'
 constexpr uint8_t kHostBit = 8;     // reg-name / IPv4: unreserved, sub-delims, '%'
 constexpr uint8_t kSchemeBit = 16;  // scheme after the first letter: ALPHA DIGIT + - .
 
-constexpr bool isAlpha(int c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
-constexpr bool isDigit(int c) { return c >= '0' && c <= '9'; }
+constexpr bool isAlpha(int c) {
+  return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
+}
+constexpr bool isDigit(int c) {
+  return c >= '0' && c <= '9';
+}
 
 constexpr std::array<uint8_t, 256> makeClasses() {
   std::array<uint8_t, 256> table{};
   for (int c = 0; c < 256; ++c) {
     uint8_t bits = 0;
     bool alnum = isAlpha(c) || isDigit(c);
-    if (alnum || (c != 0 && std::string_view("!#$%&'*+-.^_`|~").find(static_cast<char>(c)) !=
-                                std::string_view::npos)) {
+    if (alnum || (c != 0 &&
+                  std::string_view("!#$%&'*+-.^_`|~").find(static_cast<char>(c)) != std::string_view::npos)) {
       bits |= kTcharBit;
     }
     if (c == '\t' || (c >= 0x20 && c != 0x7f)) {
@@ -55,7 +59,7 @@ constexpr std::array<uint8_t, 256> kClass = makeClasses();
 constexpr std::array<int8_t, 256> makeHexValues() {
   std::array<int8_t, 256> table{};
   for (int c = 0; c < 256; ++c) {
-    table[c] = isDigit(c) ? static_cast<int8_t>(c - '0')
+    table[c] = isDigit(c)               ? static_cast<int8_t>(c - '0')
                : (c >= 'a' && c <= 'f') ? static_cast<int8_t>(c - 'a' + 10)
                : (c >= 'A' && c <= 'F') ? static_cast<int8_t>(c - 'A' + 10)
                                         : int8_t{-1};
@@ -64,8 +68,12 @@ constexpr std::array<int8_t, 256> makeHexValues() {
 }
 constexpr std::array<int8_t, 256> kHexValue = makeHexValues();
 
-inline bool has(char c, uint8_t bit) { return (kClass[static_cast<unsigned char>(c)] & bit) != 0; }
-inline bool isOws(char c) { return c == ' ' || c == '\t'; }
+inline bool has(char c, uint8_t bit) {
+  return (kClass[static_cast<unsigned char>(c)] & bit) != 0;
+}
+inline bool isOws(char c) {
+  return c == ' ' || c == '\t';
+}
 
 // The scanners below return the first byte in [p, end) outside a character class. With SSE2
 // (every x86-64) they test 16 bytes per step; otherwise a byte loop over the class table.
@@ -384,9 +392,8 @@ bool validAuthority(std::string_view text, bool require_port) {
     i = close + 1;
   } else {
     while (i < text.size() && has(text[i], kHostBit)) {
-      if (text[i] == '%' &&
-          (i + 2 >= text.size() || kHexValue[static_cast<unsigned char>(text[i + 1])] < 0 ||
-           kHexValue[static_cast<unsigned char>(text[i + 2])] < 0)) {
+      if (text[i] == '%' && (i + 2 >= text.size() || kHexValue[static_cast<unsigned char>(text[i + 1])] < 0 ||
+                             kHexValue[static_cast<unsigned char>(text[i + 2])] < 0)) {
         return false;
       }
       ++i;
@@ -541,9 +548,7 @@ struct ConnectionTokens {
       }
     });
   }
-  bool keepAlive(uint8_t version_minor) const {
-    return !close && (version_minor == 1 || keep_alive);
-  }
+  bool keepAlive(uint8_t version_minor) const { return !close && (version_minor == 1 || keep_alive); }
 };
 
 // Framing headers seen while scanning a head.
@@ -579,9 +584,7 @@ ParseResult parseRequestHead(std::string_view data, const Limits& limits, Reques
   const bool capped = data.size() >= limits.max_header_bytes;
   const char* const begin = data.data();
   const char* const end = begin + (capped ? limits.max_header_bytes : data.size());
-  auto more = [capped]() {
-    return capped ? failure(431, "request head too large") : ParseResult{};
-  };
+  auto more = [capped]() { return capped ? failure(431, "request head too large") : ParseResult{}; };
   const char* p = begin;
 
   while (end - p >= 2 && p[0] == '\r' && p[1] == '\n') {
@@ -609,8 +612,7 @@ ParseResult parseRequestHead(std::string_view data, const Limits& limits, Reques
   // request-target SP; an over-long target is refused before its end arrives
   const char* target = p;
   const size_t available = static_cast<size_t>(end - p);
-  const char* target_scan_end =
-      available > limits.max_uri_bytes ? p + limits.max_uri_bytes + 1 : end;
+  const char* target_scan_end = available > limits.max_uri_bytes ? p + limits.max_uri_bytes + 1 : end;
   p = scanTarget(p, target_scan_end);
   if (static_cast<size_t>(p - target) > limits.max_uri_bytes) {
     return failure(414, "request target too long");
@@ -763,9 +765,7 @@ ParseResult parseResponseHead(std::string_view data, const Limits& limits, Metho
   const bool capped = data.size() >= limits.max_header_bytes;
   const char* const begin = data.data();
   const char* const end = begin + (capped ? limits.max_header_bytes : data.size());
-  auto more = [capped]() {
-    return capped ? failure(502, "response head too large") : ParseResult{};
-  };
+  auto more = [capped]() { return capped ? failure(502, "response head too large") : ParseResult{}; };
   const char* p = begin;
 
   // HTTP-version SP status-code [ SP reason-phrase ] CRLF

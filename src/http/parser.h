@@ -11,10 +11,10 @@
 namespace fulcrum::http {
 
 struct Limits {
-  size_t max_header_bytes = 16384;       // request/status line + headers + empty line; over: 431
-  size_t max_uri_bytes = 8192;           // request-target; over: 414
-  size_t max_headers = 128;              // number of header fields; over: 431
-  uint64_t max_body_bytes = 10485760;    // declared or decoded body; over: 413 (0: no limit)
+  size_t max_header_bytes = 16384;     // request/status line + headers + empty line; over: 431
+  size_t max_uri_bytes = 8192;         // request-target; over: 414
+  size_t max_headers = 128;            // number of header fields; over: 431
+  uint64_t max_body_bytes = 10485760;  // declared or decoded body; over: 413 (0: no limit)
 };
 
 enum class ParseState : uint8_t { Incomplete, Complete, Error };
@@ -46,10 +46,10 @@ ParseResult parseResponseHead(std::string_view data, const Limits& limits, Metho
 // Decodes a message body incrementally. The caller feeds whatever bytes it has; each step
 // consumes some framing and returns at most one piece of payload (a view into the input).
 struct BodyStep {
-  size_t consumed = 0;      // bytes of input used by this step (payload + framing)
-  std::string_view payload; // decoded body bytes, may be empty
-  bool done = false;        // the body (and any trailers) ended with this step
-  int error_status = 0;     // non-zero: malformed (400) or too large (413); close the connection
+  size_t consumed = 0;       // bytes of input used by this step (payload + framing)
+  std::string_view payload;  // decoded body bytes, may be empty
+  bool done = false;         // the body (and any trailers) ended with this step
+  int error_status = 0;      // non-zero: malformed (400) or too large (413); close the connection
 };
 
 class BodyDecoder {
@@ -57,7 +57,8 @@ class BodyDecoder {
   // `max_body_bytes` = 0 means no limit (responses). None, Tunnel (raw bytes are not a body) and
   // ContentLength 0 are done right after reset. Trailer fields are validated and discarded; a
   // trailer section over `max_trailer_bytes` is a 400.
-  void reset(BodyKind kind, uint64_t content_length, uint64_t max_body_bytes, size_t max_trailer_bytes = 16384);
+  void reset(BodyKind kind, uint64_t content_length, uint64_t max_body_bytes,
+             size_t max_trailer_bytes = 16384);
   // Call repeatedly while input remains and the step consumed something; a step that consumes
   // nothing and is not done needs more input.
   BodyStep step(std::string_view input);

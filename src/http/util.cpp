@@ -60,11 +60,12 @@ int readName(std::string_view text, size_t& pos, const std::array<const char*, N
 // hour ":" minute ":" second
 bool readTime(std::string_view text, size_t& pos, std::tm& tm) {
   return readDigits(text, pos, 2, tm.tm_hour) && expect(text, pos, ":") &&
-         readDigits(text, pos, 2, tm.tm_min) && expect(text, pos, ":") &&
-         readDigits(text, pos, 2, tm.tm_sec);
+         readDigits(text, pos, 2, tm.tm_min) && expect(text, pos, ":") && readDigits(text, pos, 2, tm.tm_sec);
 }
 
-bool isLeapYear(int year) { return (year % 4 == 0 && year % 100 != 0) || year % 400 == 0; }
+bool isLeapYear(int year) {
+  return (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+}
 
 // Range-checks the fields (Feb 30 is not a date; a leap second is) and converts as UTC.
 std::optional<std::time_t> toTime(std::tm tm) {
@@ -82,8 +83,8 @@ std::optional<std::time_t> toTime(std::tm tm) {
 std::optional<std::time_t> parseImfFixdate(std::string_view text) {
   size_t pos = 0;
   std::tm tm{};
-  if (readName(text, pos, kDays) < 0 || !expect(text, pos, ", ") ||
-      !readDigits(text, pos, 2, tm.tm_mday) || !expect(text, pos, " ")) {
+  if (readName(text, pos, kDays) < 0 || !expect(text, pos, ", ") || !readDigits(text, pos, 2, tm.tm_mday) ||
+      !expect(text, pos, " ")) {
     return std::nullopt;
   }
   tm.tm_mon = readName(text, pos, kMonths);

@@ -205,8 +205,10 @@ std::vector<BodyCase> bodyCases() {
   // chunked
   v.push_back({.name = "chunked_simple", .input = "5\r\nhello\r\n0\r\n\r\n", .payload = "hello"});
   v.push_back({.name = "chunked_empty_body", .input = "0\r\n\r\n"});
-  v.push_back({.name = "chunked_multi", .input = "3\r\nabc\r\n2\r\nde\r\n1\r\nf\r\n0\r\n\r\n", .payload = "abcdef"});
-  v.push_back({.name = "chunked_hex_upper", .input = "A\r\n0123456789\r\n0\r\n\r\n", .payload = "0123456789"});
+  v.push_back(
+      {.name = "chunked_multi", .input = "3\r\nabc\r\n2\r\nde\r\n1\r\nf\r\n0\r\n\r\n", .payload = "abcdef"});
+  v.push_back(
+      {.name = "chunked_hex_upper", .input = "A\r\n0123456789\r\n0\r\n\r\n", .payload = "0123456789"});
   v.push_back({.name = "chunked_hex_lower",
                .input = "1a\r\nabcdefghijklmnopqrstuvwxyz\r\n0\r\n\r\n",
                .payload = "abcdefghijklmnopqrstuvwxyz"});
@@ -214,13 +216,16 @@ std::vector<BodyCase> bodyCases() {
   v.push_back({.name = "chunked_many_leading_zeros",
                .input = "00000000000000000000000005\r\nhello\r\n0\r\n\r\n",
                .payload = "hello"});
-  v.push_back({.name = "chunked_data_with_crlf", .input = "4\r\n\r\n\r\n\r\n0\r\n\r\n", .payload = "\r\n\r\n"});
+  v.push_back(
+      {.name = "chunked_data_with_crlf", .input = "4\r\n\r\n\r\n\r\n0\r\n\r\n", .payload = "\r\n\r\n"});
   v.push_back({.name = "chunked_then_next_request",
                .input = "1\r\nx\r\n0\r\n\r\nGET / HTTP/1.1\r\n",
                .payload = "x",
                .trailing = 16});
-  v.push_back({.name = "chunked_extension", .input = "5;name=value\r\nhello\r\n0;last\r\n\r\n", .payload = "hello"});
-  v.push_back({.name = "chunked_extension_bws", .input = "5 ;a=b\r\nhello\r\n0\t; x\r\n\r\n", .payload = "hello"});
+  v.push_back(
+      {.name = "chunked_extension", .input = "5;name=value\r\nhello\r\n0;last\r\n\r\n", .payload = "hello"});
+  v.push_back(
+      {.name = "chunked_extension_bws", .input = "5 ;a=b\r\nhello\r\n0\t; x\r\n\r\n", .payload = "hello"});
   v.push_back({.name = "chunked_extension_quoted",
                .input = "5;a=\"quoted ; str\";b\r\nhello\r\n0\r\n\r\n",
                .payload = "hello"});
@@ -228,12 +233,13 @@ std::vector<BodyCase> bodyCases() {
   v.push_back({.name = "chunked_trailers",
                .input = "5\r\nhello\r\n0\r\nX-Checksum: abc\r\nExpires:  never \r\n\r\n",
                .payload = "hello"});
-  v.push_back({.name = "chunked_trailer_at_limit",
-               .input = "0\r\nX: 12345678\r\n\r\n",
-               .max_trailer = 15});
+  v.push_back({.name = "chunked_trailer_at_limit", .input = "0\r\nX: 12345678\r\n\r\n", .max_trailer = 15});
   v.push_back({.name = "chunked_incomplete_data", .input = "5\r\nhel", .payload = "hel", .done = false});
   v.push_back({.name = "chunked_incomplete_size", .input = "5", .done = false, .trailing = 1});
-  v.push_back({.name = "chunked_incomplete_trailers", .input = "1\r\na\r\n0\r\nX: y\r\n", .payload = "a", .done = false});
+  v.push_back({.name = "chunked_incomplete_trailers",
+               .input = "1\r\na\r\n0\r\nX: y\r\n",
+               .payload = "a",
+               .done = false});
   v.push_back({.name = "chunked_max_size_unlimited",
                .input = "ffffffffffffffff\r\nabc",
                .payload = "abc",
@@ -243,14 +249,23 @@ std::vector<BodyCase> bodyCases() {
                .payload = "abcde",
                .max_body = 5});
   // chunked errors
-  v.push_back({.name = "chunked_over_limit_single", .input = "6\r\nabcdef\r\n0\r\n\r\n", .done = false, .error = 413, .max_body = 5});
+  v.push_back({.name = "chunked_over_limit_single",
+               .input = "6\r\nabcdef\r\n0\r\n\r\n",
+               .done = false,
+               .error = 413,
+               .max_body = 5});
   v.push_back({.name = "chunked_over_limit_total",
                .input = "3\r\nabc\r\n3\r\ndef\r\n0\r\n\r\n",
                .done = false,
                .error = 413,
                .max_body = 5});
-  v.push_back({.name = "chunked_over_limit_huge", .input = "ffffffffffffffff\r\n", .done = false, .error = 413, .max_body = 1 << 20});
-  v.push_back({.name = "chunked_size_overflow", .input = "10000000000000000\r\n", .done = false, .error = 400});
+  v.push_back({.name = "chunked_over_limit_huge",
+               .input = "ffffffffffffffff\r\n",
+               .done = false,
+               .error = 413,
+               .max_body = 1 << 20});
+  v.push_back(
+      {.name = "chunked_size_overflow", .input = "10000000000000000\r\n", .done = false, .error = 400});
   v.push_back({.name = "chunked_size_overflow_long",
                .input = "fffffffffffffffffffffffffffffffff\r\n",
                .done = false,
@@ -262,13 +277,24 @@ std::vector<BodyCase> bodyCases() {
                  .done = false,
                  .error = 400});
   }
-  v.push_back({.name = "chunked_bad_nul_size", .input = "5\0\r\nhello\r\n0\r\n\r\n"s, .done = false, .error = 400});
-  v.push_back({.name = "chunked_missing_crlf_after_data", .input = "5\r\nhelloX\r\n0\r\n\r\n", .done = false, .error = 400});
-  v.push_back({.name = "chunked_bare_cr_after_data", .input = "5\r\nhello\rX0\r\n\r\n", .done = false, .error = 400});
-  v.push_back({.name = "chunked_bare_lf_after_data", .input = "5\r\nhello\n0\r\n\r\n", .done = false, .error = 400});
-  v.push_back({.name = "chunked_data_longer_than_size", .input = "2\r\nabc\r\n0\r\n\r\n", .done = false, .error = 400});
-  v.push_back({.name = "chunked_bad_trailer_name", .input = "0\r\nX : y\r\n\r\n", .done = false, .error = 400});
-  v.push_back({.name = "chunked_trailer_obs_fold", .input = "0\r\nA: b\r\n c\r\n\r\n", .done = false, .error = 400});
+  v.push_back(
+      {.name = "chunked_bad_nul_size", .input = "5\0\r\nhello\r\n0\r\n\r\n"s, .done = false, .error = 400});
+  v.push_back({.name = "chunked_missing_crlf_after_data",
+               .input = "5\r\nhelloX\r\n0\r\n\r\n",
+               .done = false,
+               .error = 400});
+  v.push_back(
+      {.name = "chunked_bare_cr_after_data", .input = "5\r\nhello\rX0\r\n\r\n", .done = false, .error = 400});
+  v.push_back(
+      {.name = "chunked_bare_lf_after_data", .input = "5\r\nhello\n0\r\n\r\n", .done = false, .error = 400});
+  v.push_back({.name = "chunked_data_longer_than_size",
+               .input = "2\r\nabc\r\n0\r\n\r\n",
+               .done = false,
+               .error = 400});
+  v.push_back(
+      {.name = "chunked_bad_trailer_name", .input = "0\r\nX : y\r\n\r\n", .done = false, .error = 400});
+  v.push_back(
+      {.name = "chunked_trailer_obs_fold", .input = "0\r\nA: b\r\n c\r\n\r\n", .done = false, .error = 400});
   v.push_back({.name = "chunked_trailer_ctl", .input = "0\r\nA: b\x01\r\n\r\n", .done = false, .error = 400});
   v.push_back({.name = "chunked_trailer_bare_lf_end", .input = "0\r\n\n", .done = false, .error = 400});
   v.push_back({.name = "chunked_trailer_bare_lf", .input = "0\r\nA: b\n\r\n", .done = false, .error = 400});
@@ -294,7 +320,9 @@ std::vector<BodyCase> bodyCases() {
   return v;
 }
 
-std::string bodyName(const ::testing::TestParamInfo<BodyCase>& info) { return info.param.name; }
+std::string bodyName(const ::testing::TestParamInfo<BodyCase>& info) {
+  return info.param.name;
+}
 
 INSTANTIATE_TEST_SUITE_P(Bodies, BodyTest, ::testing::ValuesIn(bodyCases()), bodyName);
 

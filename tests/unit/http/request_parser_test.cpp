@@ -69,9 +69,8 @@ TEST_P(ValidRequestTest, Parses) {
 TEST_P(ValidRequestTest, SameResultByteAtATime) {
   const ValidRequest& c = GetParam();
   RequestHead head;
-  testing::expectSplitConsistent(c.raw, [&](std::string_view data) {
-    return parseRequestHead(data, c.limits, head);
-  });
+  testing::expectSplitConsistent(
+      c.raw, [&](std::string_view data) { return parseRequestHead(data, c.limits, head); });
 }
 
 TEST_P(ValidRequestTest, ReusesHeadObject) {
@@ -114,10 +113,11 @@ const std::string kBrowser =
 std::vector<ValidRequest> validRequests() {
   std::vector<ValidRequest> v;
   v.push_back({.name = "minimal", .raw = "GET / HTTP/1.1\r\nHost: a\r\n\r\n"});
-  v.push_back({.name = "curl",
-               .raw = "GET / HTTP/1.1\r\nHost: localhost:8080\r\nUser-Agent: curl/7.88.1\r\nAccept: */*\r\n\r\n",
-               .host = "localhost:8080",
-               .header_count = 3});
+  v.push_back(
+      {.name = "curl",
+       .raw = "GET / HTTP/1.1\r\nHost: localhost:8080\r\nUser-Agent: curl/7.88.1\r\nAccept: */*\r\n\r\n",
+       .host = "localhost:8080",
+       .header_count = 3});
   v.push_back({.name = "browser",
                .raw = kBrowser,
                .target = "/assets/app.js?v=3",
@@ -183,10 +183,8 @@ std::vector<ValidRequest> validRequests() {
                .target = "/search?q=a&b=c",
                .path = "/search",
                .query = "q=a&b=c"});
-  v.push_back({.name = "empty_query",
-               .raw = "GET /p? HTTP/1.1\r\nHost: a\r\n\r\n",
-               .target = "/p?",
-               .path = "/p"});
+  v.push_back(
+      {.name = "empty_query", .raw = "GET /p? HTTP/1.1\r\nHost: a\r\n\r\n", .target = "/p?", .path = "/p"});
   v.push_back({.name = "question_mark_in_query",
                .raw = "GET /p??x=/y HTTP/1.1\r\nHost: a\r\n\r\n",
                .target = "/p??x=/y",
@@ -249,8 +247,7 @@ std::vector<ValidRequest> validRequests() {
                .method_text = "OPTIONS",
                .target = "/x",
                .path = "/x"});
-  v.push_back({.name = "leading_empty_lines",
-               .raw = "\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n"});
+  v.push_back({.name = "leading_empty_lines", .raw = "\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n"});
   v.push_back({.name = "content_length",
                .raw = "POST /up HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello",
                .method = Method::Post,
@@ -361,10 +358,14 @@ std::vector<ValidRequest> validRequests() {
                .host = "",
                .keep_alive = false,
                .header_count = 2});
-  for (auto [text, method] : {std::pair{"HEAD", Method::Head}, {"DELETE", Method::Delete},
-                              {"PATCH", Method::Patch}, {"TRACE", Method::Trace},
-                              {"PROPFIND", Method::Other}, {"M-SEARCH", Method::Other},
-                              {"get", Method::Other}, {"GETS", Method::Other},
+  for (auto [text, method] : {std::pair{"HEAD", Method::Head},
+                              {"DELETE", Method::Delete},
+                              {"PATCH", Method::Patch},
+                              {"TRACE", Method::Trace},
+                              {"PROPFIND", Method::Other},
+                              {"M-SEARCH", Method::Other},
+                              {"get", Method::Other},
+                              {"GETS", Method::Other},
                               {"!#$%&'*+-.^_`|~09", Method::Other}}) {
     std::string name = "method_" + std::to_string(v.size());
     v.push_back({.name = name,
@@ -387,12 +388,14 @@ std::vector<ValidRequest> validRequests() {
   v.push_back({.name = "value_with_colons_and_quotes",
                .raw = "GET / HTTP/1.1\r\nHost: a\r\nX: \"a:b\", c=(d)\r\n\r\n",
                .header_count = 2});
-  v.push_back({.name = "host_ipv6", .raw = "GET / HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n", .host = "[::1]:8080"});
+  v.push_back(
+      {.name = "host_ipv6", .raw = "GET / HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n", .host = "[::1]:8080"});
   v.push_back({.name = "host_ipv4", .raw = "GET / HTTP/1.1\r\nHost: 10.0.0.1\r\n\r\n", .host = "10.0.0.1"});
   v.push_back({.name = "host_empty", .raw = "GET / HTTP/1.1\r\nHost:\r\n\r\n", .host = ""});
   v.push_back({.name = "host_empty_port", .raw = "GET / HTTP/1.1\r\nHost: a:\r\n\r\n", .host = "a:"});
   v.push_back({.name = "host_pct_encoded", .raw = "GET / HTTP/1.1\r\nHost: a%41b\r\n\r\n", .host = "a%41b"});
-  v.push_back({.name = "host_lowercase_name", .raw = "GET / HTTP/1.1\r\nhOsT: x-y.z_w~\r\n\r\n", .host = "x-y.z_w~"});
+  v.push_back(
+      {.name = "host_lowercase_name", .raw = "GET / HTTP/1.1\r\nhOsT: x-y.z_w~\r\n\r\n", .host = "x-y.z_w~"});
   v.push_back({.name = "pipelined_first",
                .raw = "GET /1 HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\n",
                .target = "/1",
@@ -425,7 +428,9 @@ std::vector<ValidRequest> validRequests() {
   return v;
 }
 
-std::string caseName(const ::testing::TestParamInfo<ValidRequest>& info) { return info.param.name; }
+std::string caseName(const ::testing::TestParamInfo<ValidRequest>& info) {
+  return info.param.name;
+}
 
 INSTANTIATE_TEST_SUITE_P(Requests, ValidRequestTest, ::testing::ValuesIn(validRequests()), caseName);
 
@@ -453,12 +458,13 @@ TEST_P(BadRequestTest, Rejects) {
 TEST_P(BadRequestTest, SameResultByteAtATime) {
   const BadRequest& c = GetParam();
   RequestHead head;
-  testing::expectSplitConsistent(c.raw, [&](std::string_view data) {
-    return parseRequestHead(data, c.limits, head);
-  });
+  testing::expectSplitConsistent(
+      c.raw, [&](std::string_view data) { return parseRequestHead(data, c.limits, head); });
 }
 
-std::string hostReq(std::string_view host) { return "GET / HTTP/1.1\r\nHost: " + std::string(host) + "\r\n\r\n"; }
+std::string hostReq(std::string_view host) {
+  return "GET / HTTP/1.1\r\nHost: " + std::string(host) + "\r\n\r\n";
+}
 std::string withHeader(std::string_view line) {
   return "POST / HTTP/1.1\r\nHost: a\r\n" + std::string(line) + "\r\n\r\n";
 }
@@ -555,7 +561,8 @@ std::vector<BadRequest> badRequests() {
   // Content-Length
   for (const char* value : {"abc", "-1", "+1", "1.0", "0x10", "1 2", "5, 6", "5,", ",5", "5,,5", "1e3",
                             "18446744073709551616", "99999999999999999999999", "\"5\""}) {
-    add("content_length_" + std::to_string(v.size()), withHeader(std::string("Content-Length: ") + value), 400);
+    add("content_length_" + std::to_string(v.size()), withHeader(std::string("Content-Length: ") + value),
+        400);
   }
   add("content_length_empty", withHeader("Content-Length:"), 400);
   add("content_length_differing_headers", withHeader("Content-Length: 5\r\nContent-Length: 6"), 400);
@@ -579,7 +586,8 @@ std::vector<BadRequest> badRequests() {
   add("te_deflate", withHeader("Transfer-Encoding: deflate"), 501);
   add("te_identity", withHeader("Transfer-Encoding: identity"), 501);
   add("te_chunked_param", withHeader("Transfer-Encoding: chunked;q=1"), 501);
-  add("te_two_headers_gzip_chunked", withHeader("Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked"), 501);
+  add("te_two_headers_gzip_chunked", withHeader("Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked"),
+      501);
   add("te_xchunked", withHeader("Transfer-Encoding: xchunked"), 501);
   // sizes
   add("content_length_over_limit", withHeader("Content-Length: 101"), 413, smallLimits());
@@ -591,7 +599,8 @@ std::vector<BadRequest> badRequests() {
   add("uri_too_long_default", "GET /" + std::string(8192, 'a') + " HTTP/1.1\r\nHost: a\r\n\r\n", 414);
   add("uri_too_long_default_incomplete", "GET /" + std::string(8192, 'a'), 414);
   add("too_many_headers", "GET / HTTP/1.1\r\nHost: a\r\nB: b\r\nC: c\r\nD: d\r\n\r\n", 431, smallLimits());
-  add("too_many_headers_incomplete", "GET / HTTP/1.1\r\nHost: a\r\nB: b\r\nC: c\r\nD: d\r\n", 431, smallLimits());
+  add("too_many_headers_incomplete", "GET / HTTP/1.1\r\nHost: a\r\nB: b\r\nC: c\r\nD: d\r\n", 431,
+      smallLimits());
   {
     std::string raw = "GET / HTTP/1.1\r\nHost: a\r\nX: ";
     raw += std::string(128 - raw.size() - 3, 'x') + "\r\n\r\n";
@@ -620,7 +629,9 @@ std::vector<BadRequest> badRequests() {
   return v;
 }
 
-std::string badName(const ::testing::TestParamInfo<BadRequest>& info) { return info.param.name; }
+std::string badName(const ::testing::TestParamInfo<BadRequest>& info) {
+  return info.param.name;
+}
 
 INSTANTIATE_TEST_SUITE_P(Requests, BadRequestTest, ::testing::ValuesIn(badRequests()), badName);
 
@@ -637,9 +648,9 @@ TEST(RequestParser, PrefixesOfValidHeadAreIncomplete) {
   RequestHead head;
   for (std::string_view prefix :
        {"G", "GET", "GET ", "GET /", "GET / ", "GET / H", "GET / HTTP/1.", "GET / HTTP/1.1",
-        "GET / HTTP/1.1\r", "GET / HTTP/1.1\r\n", "GET / HTTP/1.1\r\nHost", "GET / HTTP/1.1\r\nHost:",
-        "GET / HTTP/1.1\r\nHost: a", "GET / HTTP/1.1\r\nHost: a\r", "GET / HTTP/1.1\r\nHost: a\r\n",
-        "GET / HTTP/1.1\r\nHost: a\r\n\r", "\r", "\r\n", "\r\n\r"}) {
+        "GET / HTTP/1.1\r", "GET / HTTP/1.1\r\n", "GET / HTTP/1.1\r\nHost",
+        "GET / HTTP/1.1\r\nHost:", "GET / HTTP/1.1\r\nHost: a", "GET / HTTP/1.1\r\nHost: a\r",
+        "GET / HTTP/1.1\r\nHost: a\r\n", "GET / HTTP/1.1\r\nHost: a\r\n\r", "\r", "\r\n", "\r\n\r"}) {
     EXPECT_EQ(parseRequestHead(prefix, Limits{}, head).state, ParseState::Incomplete) << prefix;
   }
 }
@@ -830,12 +841,13 @@ TEST(RequestParser, VectorScansHandleEveryOffset) {
     bool in_value;
     bool in_target;
   };
-  const Probe probes[] = {{'_', true, true, true},     {'.', true, true, true},   {'~', true, true, true},
-                          {'!', true, true, true},     {'\t', false, true, false}, {'(', false, true, true},
-                          {'\x80', false, true, false}, {'\xff', false, true, false}, {'\x7f', false, false, false},
-                          {'\x1f', false, false, false}, {'\0', false, false, false}, {'#', true, true, false},
-                          {'@', false, true, true},    {'[', false, true, true},  {'`', true, true, true},
-                          {'{', false, true, true}};
+  const Probe probes[] = {
+      {'_', true, true, true},       {'.', true, true, true},      {'~', true, true, true},
+      {'!', true, true, true},       {'\t', false, true, false},   {'(', false, true, true},
+      {'\x80', false, true, false},  {'\xff', false, true, false}, {'\x7f', false, false, false},
+      {'\x1f', false, false, false}, {'\0', false, false, false},  {'#', true, true, false},
+      {'@', false, true, true},      {'[', false, true, true},     {'`', true, true, true},
+      {'{', false, true, true}};
   for (const Probe& probe : probes) {
     for (size_t len = 1; len < 50; ++len) {
       for (size_t at = 0; at < len; ++at) {

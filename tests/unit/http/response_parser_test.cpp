@@ -139,12 +139,10 @@ std::vector<ValidResponse> validResponses() {
                .request_method = Method::Connect,
                .status = 407,
                .reason = "Proxy Authentication Required"});
-  v.push_back({.name = "no_reason_no_space",
-               .raw = "HTTP/1.1 200\r\nContent-Length: 0\r\n\r\n",
-               .reason = ""});
-  v.push_back({.name = "no_reason_with_space",
-               .raw = "HTTP/1.1 200 \r\nContent-Length: 0\r\n\r\n",
-               .reason = ""});
+  v.push_back(
+      {.name = "no_reason_no_space", .raw = "HTTP/1.1 200\r\nContent-Length: 0\r\n\r\n", .reason = ""});
+  v.push_back(
+      {.name = "no_reason_with_space", .raw = "HTTP/1.1 200 \r\nContent-Length: 0\r\n\r\n", .reason = ""});
   v.push_back({.name = "reason_with_spaces_and_obs_text",
                .raw = "HTTP/1.1 404 Not \tFound \xe2\x9c\x97\r\nContent-Length: 0\r\n\r\n",
                .status = 404,
@@ -175,7 +173,9 @@ std::vector<ValidResponse> validResponses() {
   return v;
 }
 
-std::string responseName(const ::testing::TestParamInfo<ValidResponse>& info) { return info.param.name; }
+std::string responseName(const ::testing::TestParamInfo<ValidResponse>& info) {
+  return info.param.name;
+}
 
 INSTANTIATE_TEST_SUITE_P(Responses, ValidResponseTest, ::testing::ValuesIn(validResponses()), responseName);
 
@@ -252,7 +252,9 @@ std::vector<BadResponse> badResponses() {
   };
 }
 
-std::string badResponseName(const ::testing::TestParamInfo<BadResponse>& info) { return info.param.name; }
+std::string badResponseName(const ::testing::TestParamInfo<BadResponse>& info) {
+  return info.param.name;
+}
 
 INSTANTIATE_TEST_SUITE_P(Responses, BadResponseTest, ::testing::ValuesIn(badResponses()), badResponseName);
 
@@ -260,14 +262,12 @@ TEST(ResponseParser, PrefixesAreIncomplete) {
   ResponseHead head;
   for (std::string_view prefix : {"", "H", "HTTP/1.1", "HTTP/1.1 ", "HTTP/1.1 20", "HTTP/1.1 200",
                                   "HTTP/1.1 200 O", "HTTP/1.1 200 OK\r", "HTTP/1.1 200 OK\r\n\r"}) {
-    EXPECT_EQ(parseResponseHead(prefix, Limits{}, Method::Get, head).state, ParseState::Incomplete)
-        << prefix;
+    EXPECT_EQ(parseResponseHead(prefix, Limits{}, Method::Get, head).state, ParseState::Incomplete) << prefix;
   }
 }
 
 TEST(ResponseParser, InterimThenFinal) {
-  const std::string raw =
-      "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok";
+  const std::string raw = "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok";
   ResponseHead head;
   std::string_view rest = raw;
   ParseResult r = parseResponseHead(rest, Limits{}, Method::Post, head);

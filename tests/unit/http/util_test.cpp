@@ -19,26 +19,26 @@ struct Reason {
 
 class ReasonTest : public ::testing::TestWithParam<Reason> {};
 
-TEST_P(ReasonTest, Known) { EXPECT_EQ(reasonPhrase(GetParam().status), GetParam().text); }
+TEST_P(ReasonTest, Known) {
+  EXPECT_EQ(reasonPhrase(GetParam().status), GetParam().text);
+}
 
 INSTANTIATE_TEST_SUITE_P(
     Util, ReasonTest,
-    ::testing::Values(Reason{100, "Continue"}, Reason{101, "Switching Protocols"}, Reason{200, "OK"},
-                      Reason{201, "Created"}, Reason{204, "No Content"}, Reason{206, "Partial Content"},
-                      Reason{301, "Moved Permanently"}, Reason{302, "Found"}, Reason{303, "See Other"},
-                      Reason{304, "Not Modified"}, Reason{307, "Temporary Redirect"},
-                      Reason{308, "Permanent Redirect"}, Reason{400, "Bad Request"},
-                      Reason{401, "Unauthorized"}, Reason{403, "Forbidden"}, Reason{404, "Not Found"},
-                      Reason{405, "Method Not Allowed"}, Reason{408, "Request Timeout"},
-                      Reason{411, "Length Required"}, Reason{412, "Precondition Failed"},
-                      Reason{413, "Content Too Large"}, Reason{414, "URI Too Long"},
-                      Reason{416, "Range Not Satisfiable"}, Reason{417, "Expectation Failed"},
-                      Reason{421, "Misdirected Request"}, Reason{429, "Too Many Requests"},
-                      Reason{431, "Request Header Fields Too Large"}, Reason{500, "Internal Server Error"},
-                      Reason{501, "Not Implemented"}, Reason{502, "Bad Gateway"},
-                      Reason{503, "Service Unavailable"}, Reason{504, "Gateway Timeout"},
-                      Reason{505, "HTTP Version Not Supported"}, Reason{0, "Unknown"}, Reason{299, "Unknown"},
-                      Reason{-1, "Unknown"}, Reason{1000, "Unknown"}));
+    ::testing::Values(
+        Reason{100, "Continue"}, Reason{101, "Switching Protocols"}, Reason{200, "OK"},
+        Reason{201, "Created"}, Reason{204, "No Content"}, Reason{206, "Partial Content"},
+        Reason{301, "Moved Permanently"}, Reason{302, "Found"}, Reason{303, "See Other"},
+        Reason{304, "Not Modified"}, Reason{307, "Temporary Redirect"}, Reason{308, "Permanent Redirect"},
+        Reason{400, "Bad Request"}, Reason{401, "Unauthorized"}, Reason{403, "Forbidden"},
+        Reason{404, "Not Found"}, Reason{405, "Method Not Allowed"}, Reason{408, "Request Timeout"},
+        Reason{411, "Length Required"}, Reason{412, "Precondition Failed"}, Reason{413, "Content Too Large"},
+        Reason{414, "URI Too Long"}, Reason{416, "Range Not Satisfiable"}, Reason{417, "Expectation Failed"},
+        Reason{421, "Misdirected Request"}, Reason{429, "Too Many Requests"},
+        Reason{431, "Request Header Fields Too Large"}, Reason{500, "Internal Server Error"},
+        Reason{501, "Not Implemented"}, Reason{502, "Bad Gateway"}, Reason{503, "Service Unavailable"},
+        Reason{504, "Gateway Timeout"}, Reason{505, "HTTP Version Not Supported"}, Reason{0, "Unknown"},
+        Reason{299, "Unknown"}, Reason{-1, "Unknown"}, Reason{1000, "Unknown"}));
 
 // ---------------------------------------------------------------------------------------------
 // Dates
@@ -50,7 +50,9 @@ struct DateCase {
 
 class DateTest : public ::testing::TestWithParam<DateCase> {};
 
-TEST_P(DateTest, Parses) { EXPECT_EQ(parseHttpDate(GetParam().text), GetParam().expected) << GetParam().text; }
+TEST_P(DateTest, Parses) {
+  EXPECT_EQ(parseHttpDate(GetParam().text), GetParam().expected) << GetParam().text;
+}
 
 constexpr std::time_t kRfcExample = 784111777;  // Sun, 06 Nov 1994 08:49:37 GMT
 
@@ -59,12 +61,9 @@ INSTANTIATE_TEST_SUITE_P(
     ::testing::Values(
         DateCase{"Sun, 06 Nov 1994 08:49:37 GMT", kRfcExample},
         DateCase{"Sunday, 06-Nov-94 08:49:37 GMT", kRfcExample},
-        DateCase{"Sun Nov  6 08:49:37 1994", kRfcExample},
-        DateCase{"Sun Nov 06 08:49:37 1994", kRfcExample},
-        DateCase{"Thu, 01 Jan 1970 00:00:00 GMT", 0},
-        DateCase{"Thursday, 01-Jan-70 00:00:00 GMT", 0},
-        DateCase{"Thu Jan  1 00:00:00 1970", 0},
-        DateCase{"Tue, 29 Feb 2000 12:00:00 GMT", 951825600},
+        DateCase{"Sun Nov  6 08:49:37 1994", kRfcExample}, DateCase{"Sun Nov 06 08:49:37 1994", kRfcExample},
+        DateCase{"Thu, 01 Jan 1970 00:00:00 GMT", 0}, DateCase{"Thursday, 01-Jan-70 00:00:00 GMT", 0},
+        DateCase{"Thu Jan  1 00:00:00 1970", 0}, DateCase{"Tue, 29 Feb 2000 12:00:00 GMT", 951825600},
         DateCase{"Fri, 31 Dec 1999 23:59:59 GMT", 946684799},
         DateCase{"Saturday, 01-Jan-00 00:00:00 GMT", 946684800},
         DateCase{"Wed, 18 May 2033 03:33:20 GMT", 2000000000},
@@ -92,8 +91,7 @@ INSTANTIATE_TEST_SUITE_P(
         DateCase{"Sun 06 Nov 1994 08:49:37 GMT", std::nullopt},
         DateCase{"Sunday, 06-Nov-1994 08:49:37 GMT", std::nullopt},
         DateCase{"Sun, 06-Nov-94 08:49:37 GMT", std::nullopt},
-        DateCase{"Sun Nov 6 08:49:37 1994", std::nullopt},
-        DateCase{"Sun Nov  6 08:49:37 94", std::nullopt},
+        DateCase{"Sun Nov 6 08:49:37 1994", std::nullopt}, DateCase{"Sun Nov  6 08:49:37 94", std::nullopt},
         DateCase{"Sun Nov  6 08:49:37 1994 GMT", std::nullopt},
         DateCase{"Sun, 06 Nov 1994 08:49:37 GMT\0"sv, std::nullopt}));
 
@@ -126,22 +124,19 @@ TEST_P(PercentDecodeTest, Decodes) {
   EXPECT_EQ(percentDecodePath(GetParam().input), GetParam().expected) << GetParam().input;
 }
 
-INSTANTIATE_TEST_SUITE_P(Util, PercentDecodeTest,
-                         ::testing::Values(DecodeCase{"", ""}, DecodeCase{"/", "/"},
-                                           DecodeCase{"/plain/path", "/plain/path"},
-                                           DecodeCase{"/a%20b", "/a b"}, DecodeCase{"%41%42%43", "ABC"},
-                                           DecodeCase{"/%e2%9c%93", "/\xe2\x9c\x93"},
-                                           DecodeCase{"/%E2%9C%93", "/\xe2\x9c\x93"},
-                                           DecodeCase{"/a+b", "/a+b"}, DecodeCase{"/%2B", "/+"},
-                                           DecodeCase{"/%2f", "//"}, DecodeCase{"/%25", "/%"},
-                                           DecodeCase{"/%2525", "/%25"}, DecodeCase{"%ff", "\xff"},
-                                           DecodeCase{"%01", "\x01"}, DecodeCase{"/%", std::nullopt},
-                                           DecodeCase{"/%4", std::nullopt}, DecodeCase{"/%zz", std::nullopt},
-                                           DecodeCase{"/%4g", std::nullopt}, DecodeCase{"/%g4", std::nullopt},
-                                           DecodeCase{"/% 4", std::nullopt}, DecodeCase{"/%00", std::nullopt},
-                                           DecodeCase{"/a%00b", std::nullopt},
-                                           DecodeCase{"/ok%20then%", std::nullopt},
-                                           DecodeCase{"/%-1", std::nullopt}, DecodeCase{"/%+1", std::nullopt}));
+INSTANTIATE_TEST_SUITE_P(
+    Util, PercentDecodeTest,
+    ::testing::Values(DecodeCase{"", ""}, DecodeCase{"/", "/"}, DecodeCase{"/plain/path", "/plain/path"},
+                      DecodeCase{"/a%20b", "/a b"}, DecodeCase{"%41%42%43", "ABC"},
+                      DecodeCase{"/%e2%9c%93", "/\xe2\x9c\x93"}, DecodeCase{"/%E2%9C%93", "/\xe2\x9c\x93"},
+                      DecodeCase{"/a+b", "/a+b"}, DecodeCase{"/%2B", "/+"}, DecodeCase{"/%2f", "//"},
+                      DecodeCase{"/%25", "/%"}, DecodeCase{"/%2525", "/%25"}, DecodeCase{"%ff", "\xff"},
+                      DecodeCase{"%01", "\x01"}, DecodeCase{"/%", std::nullopt},
+                      DecodeCase{"/%4", std::nullopt}, DecodeCase{"/%zz", std::nullopt},
+                      DecodeCase{"/%4g", std::nullopt}, DecodeCase{"/%g4", std::nullopt},
+                      DecodeCase{"/% 4", std::nullopt}, DecodeCase{"/%00", std::nullopt},
+                      DecodeCase{"/a%00b", std::nullopt}, DecodeCase{"/ok%20then%", std::nullopt},
+                      DecodeCase{"/%-1", std::nullopt}, DecodeCase{"/%+1", std::nullopt}));
 
 // ---------------------------------------------------------------------------------------------
 // Serializing
