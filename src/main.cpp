@@ -6,6 +6,7 @@
 #include "config/features.h"
 #include "config/loader.h"
 #include "core/log.h"
+#include "lb/lb_command.h"
 #include "web/web_command.h"
 
 namespace {
@@ -49,8 +50,14 @@ int main(int argc, char** argv) {
   web->add_option("--site", web_site, "topology file")->required();
   web->add_option("--node", web_node, "node name ([[web.node]] name)")->required();
 
+  std::string lb_site;
+  std::string lb_node;
+  auto* lb = app.add_subcommand("lb", "run one load balancer node");
+  lb->add_option("--site", lb_site, "topology file")->required();
+  lb->add_option("--node", lb_node, "node name ([[lb.node]] name)")->required();
+
   // Global options may also be given after the subcommand.
-  for (auto* sub : {version, check, web}) {
+  for (auto* sub : {version, check, web, lb}) {
     sub->fallthrough();
   }
 
@@ -90,6 +97,13 @@ int main(int argc, char** argv) {
       return kExitUsage;
     }
     return fulcrum::web::runWebCommand(site, web_node);
+  }
+  if (*lb) {
+    fulcrum::config::Site site;
+    if (!loadSite(lb_site, site)) {
+      return kExitUsage;
+    }
+    return fulcrum::lb::runLbCommand(site, lb_node);
   }
   return kExitUsage;
 }

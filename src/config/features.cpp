@@ -1,12 +1,50 @@
 #include "config/features.h"
 
+#include <string>
+
 namespace fulcrum::config {
 
-std::vector<ConfigError> notBuiltYet(const Site& site) {
+std::vector<ConfigError> lbNotBuiltYet(const Site& site, const LbNode* only) {
   std::vector<ConfigError> out;
-  if (!site.lb.nodes.empty()) {
-    out.push_back(site.errorAt("lb", "the load balancer (`fulcrum lb`) is not built yet"));
+  auto refuse = [&](const std::string& key, const std::string& what) {
+    out.push_back(site.errorAt(key, what + " is not supported yet by this build"));
+  };
+  for (size_t i = 0; i < site.lb.nodes.size(); ++i) {
+    const LbNode& node = site.lb.nodes[i];
+    if (only != nullptr && only != &node) {
+      continue;
+    }
+    std::string prefix = "lb.node[" + std::to_string(i) + "].";
+    if (node.https) {
+      refuse(prefix + "https", "HTTPS (TLS termination)");
+    }
+    if (node.db_write) {
+      refuse(prefix + "db_write", "the database write frontend");
+    }
+    if (node.db_read) {
+      refuse(prefix + "db_read", "the database read frontend");
+    }
   }
+  if (site.has("lb.tls")) {
+    refuse("lb.tls", "TLS");
+  }
+  if (site.has("lb.vip")) {
+    refuse("lb.vip", "a VRRP virtual IP");
+  }
+  if (!site.lb.firewall.allow.empty()) {
+    refuse("lb.firewall.allow", "the firewall");
+  }
+  if (!site.lb.firewall.deny.empty()) {
+    refuse("lb.firewall.deny", "the firewall");
+  }
+  if (site.lb.limits.rate_per_ip != 0) {
+    refuse("lb.limits.rate_per_ip", "per-client rate limiting");
+  }
+  return out;
+}
+
+std::vector<ConfigError> notBuiltYet(const Site& site) {
+  std::vector<ConfigError> out = lbNotBuiltYet(site, nullptr);
   if (site.web.present && site.web.app == "guestbook") {
     out.push_back(site.errorAt("web.app", "the guestbook application is not built yet; only app = \"none\" runs"));
   }

@@ -1,15 +1,18 @@
 #pragma once
-// What this build can run. The whole topology schema is validated, but a section whose role
+// What this build can run. The whole topology schema is validated, but a setting whose feature
 // is not built yet must never look as if it were in force: `fulcrum check` lists these, and
-// the role commands refuse the settings they cannot honour.
+// the role commands refuse them at start.
 #include <vector>
 
 #include "config/config.h"
-#include "config/loader.h"
 
 namespace fulcrum::config {
 
-// One entry per configured feature this build cannot run yet, positioned at its key.
+// Load-balancer settings this build cannot honour, for one [[lb.node]] (or every node when
+// `node` is null), each positioned at its key.
+std::vector<ConfigError> lbNotBuiltYet(const Site& site, const LbNode* node);
+
+// Everything in the file this build cannot run yet, across all roles.
 std::vector<ConfigError> notBuiltYet(const Site& site);
 
 }  // namespace fulcrum::config

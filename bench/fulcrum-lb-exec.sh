@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Starts `fulcrum lb` for a benchmark harness: writes a one-node site file for listen port $1 and
+# the comma-separated backends $2, then execs fulcrum (so the harness measures fulcrum's own PID).
+# Env: THREADS (default 1), ALGORITHM (default roundrobin), FULCRUM (binary).
+set -euo pipefail
+HERE=$(cd "$(dirname "$0")" && pwd)
+FULCRUM=${FULCRUM:-$HERE/../build/fulcrum}
+port=$1
+IFS=, read -r -a backends <<< "$2"
+dir=$(mktemp -d /tmp/fulcrum-lb-bench.XXXX)
+site=$dir/site.toml
+{
+  echo "[lb]"
+  echo "algorithm = \"${ALGORITHM:-roundrobin}\""
+  echo "[[lb.node]]"
+  echo "name = \"lb-bench\""
+  echo "http = \"127.0.0.1:$port\""
+  echo "threads = ${THREADS:-1}"
+  echo "[web]"
+  echo "app = \"none\""
+  i=0
+  for b in "${backends[@]}"; do
+    i=$((i + 1))
+    echo "[[web.node]]"
+    echo "name = \"s$i\""
+    echo "listen = \"$b\""
+  done
+} > "$site"
+mkdir -p "$dir/www"
+exec "$FULCRUM" lb --site "$site" --node lb-bench --log-level warn

@@ -1,0 +1,18 @@
+#pragma once
+// One factory per algorithm (one file each); makeBalancer() maps the topology names onto them.
+#include <memory>
+
+#include "core/random.h"
+#include "lb/balance/balancer.h"
+
+namespace fulcrum::lb {
+
+std::unique_ptr<Balancer> makeRoundRobin();                    // roundrobin.cpp
+std::unique_ptr<Balancer> makeStaticRoundRobin();              // static_rr.cpp
+std::unique_ptr<Balancer> makeLeastConn();                     // leastconn.cpp
+std::unique_ptr<Balancer> makeSourceHash();                    // source.cpp
+std::unique_ptr<Balancer> makeUriHash();                       // uri.cpp
+std::unique_ptr<Balancer> makeRandomTwo(core::Random random);  // random2.cpp
+std::unique_ptr<Balancer> makeMaglev();                        // maglev.cpp
+
+}  // namespace fulcrum::lb

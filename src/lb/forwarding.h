@@ -1,0 +1,35 @@
+#pragma once
+// Rewriting message heads as they pass through the proxy (RFC 9110 §7.6): hop-by-hop fields
+// are dropped (Connection, the fields it names, Keep-Alive, Proxy-Connection, TE, Upgrade
+// unless tunnelling), and the client's identity is added (X-Forwarded-For,
+// X-Forwarded-Proto, Forwarded).
+#include <string>
+#include <string_view>
+
+#include "http/message.h"
+
+namespace fulcrum::lb {
+
+struct ForwardInfo {
+  std::string_view client_ip;      // "192.0.2.1" or "2001:db8::1"
+  std::string_view proto = "http";  // "http" | "https"
+  std::string_view server_address;  // Host for HTTP/1.0 requests that carry none
+};
+
+// Appends the request head to send upstream: always HTTP/1.1, keep-alive, with the
+// forwarding fields. An upgrade request keeps "Connection: upgrade" and its Upgrade field.
+void appendUpstreamRequestHead(std::string& out, const http::RequestHead& head, const ForwardInfo& info);
+
+struct ClientFraming {
+  bool close = false;        // the client connection closes after this response
+  bool http10_keep_alive = false;  // an HTTP/1.0 client asked for keep-alive and keeps it
+  bool dechunk = false;      // body is decoded for an HTTP/1.0 client: drop Transfer-Encoding
+};
+
+// Appends the response head to send to the client.
+void appendClientResponseHead(std::string& out, const http::ResponseHead& head, const ClientFraming& framing);
+
+// True when a field must not be forwarded. `connection` is the message's Connection value.
+bool isHopByHop(std::string_view name, std::string_view connection, bool keep_upgrade);
+
+}  // namespace fulcrum::lb

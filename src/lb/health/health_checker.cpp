@@ -1,0 +1,323 @@
+#include "lb/health/health_checker.h"
+
+#include <sys/epoll.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <cassert>
+#include <cerrno>
+#include <cstring>
+
+#include "core/buffer.h"
+#include "core/fd.h"
+#include "core/log.h"
+#include "core/socket.h"
+#include "http/parser.h"
+
+namespace fulcrum::lb {
+
+namespace {
+
+const http::Limits kResponseLimits{};  // the response head must fit max_header_bytes (16 KiB)
+
+std::string errnoText(const char* what, int err) {
+  return fmt::format("{}: {}", what, std::strerror(err));
+}
+
+// connectTcp says "connect <address>: <error>"; the log line names the server already, and the
+// reason should read the same whether the refusal came at once or later from the loop.
+std::string connectFailure(const std::string& error) {
+  size_t colon = error.find(": ");
+  if (error.starts_with("connect ") && colon != std::string::npos) {
+    return "connect: " + error.substr(colon + 2);
+  }
+  return error;
+}
+
+std::string timeoutReason(core::Duration timeout) {
+  return fmt::format("timeout after {} ms",
+                     std::chrono::duration_cast<std::chrono::milliseconds>(timeout).count());
+}
+
+std::string checkRequest(const std::string& path, const core::SocketAddress& address) {
+  if (path.empty()) {
+    return {};
+  }
+  return fmt::format(
+      "GET {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: fulcrum-health\r\nConnection: close\r\n"
+      "Accept: */*\r\n\r\n",
+      path, address.toString());
+}
+
+}  // namespace
+
+// One server's checks. Stable for the checker's lifetime (timers and the loop hold `this`); at
+// most one check is in flight, and its socket is the only fd registered with `this`.
+struct HealthChecker::Probe final : core::IoHandler, core::Deletable {
+  enum class Phase : uint8_t { Idle, Connecting, Sending, Reading };
+
+  Probe(HealthChecker& checker, size_t probe_index, HealthTarget server, const HealthOptions& options)
+      : owner(&checker),
+        index(probe_index),
+        target(std::move(server)),
+        state(options.rise, options.fall, /*initially_up=*/true),
+        request(checkRequest(options.path, target.address)),
+        next_check(checker.loop_,
+                   [this] {
+                     if (owner != nullptr) {
+                       owner->runProbe(index);
+                     }
+                   }),
+        deadline(checker.loop_, [this, reason = timeoutReason(options.timeout)] {
+          if (owner != nullptr) {
+            owner->finishProbe(index, false, reason);
+          }
+        }) {}
+
+  void onIoEvents(uint32_t events) override {
+    if (owner == nullptr || !fd) {
+      return;  // an event fetched in the same batch the check (or the checker) ended
+    }
+    bool ok = false;
+    std::string reason;
+    if (advance(events, ok, reason)) {
+      owner->finishProbe(index, ok, std::move(reason));  // may destroy the checker: nothing after
+    }
+  }
+
+  // Moves the check on; true when it is over, with its result in `ok` and `reason`.
+  bool advance(uint32_t events, bool& ok, std::string& reason) {
+    if (phase == Phase::Connecting) {
+      int err = 0;
+      socklen_t len = sizeof err;
+      if (getsockopt(fd.get(), SOL_SOCKET, SO_ERROR, &err, &len) != 0) {
+        err = errno;
+      }
+      if (err != 0) {
+        reason = errnoText("connect", err);
+        return true;
+      }
+      if ((events & EPOLLOUT) == 0) {
+        if ((events & (EPOLLERR | EPOLLHUP)) != 0) {
+          reason = "connect: connection closed";
+          return true;
+        }
+        return false;  // not connected yet
+      }
+      if (request.empty()) {
+        ok = true;
+        reason = "connected";
+        return true;
+      }
+      phase = Phase::Sending;
+    }
+    if (phase == Phase::Sending) {
+      while (sent < request.size()) {
+        ssize_t n = ::send(fd.get(), request.data() + sent, request.size() - sent, MSG_NOSIGNAL);
+        if (n < 0) {
+          if (errno == EINTR) {
+            continue;
+          }
+          if (errno == EAGAIN || errno == EWOULDBLOCK) {
+            return false;  // still registered for EPOLLOUT
+          }
+          reason = errnoText("send", errno);
+          return true;
+        }
+        sent += static_cast<size_t>(n);
+      }
+      phase = Phase::Reading;
+      if (!owner->loop_.modify(fd.get(), EPOLLIN, this)) {
+        reason = errnoText("epoll", errno);
+        return true;
+      }
+      return false;
+    }
+    ssize_t n = in.readFrom(fd.get(), kResponseLimits.max_header_bytes);
+    if (n < 0) {
+      if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
+        return false;
+      }
+      reason = errnoText("read", errno);
+      return true;
+    }
+    if (n == 0) {
+      reason = in.empty() ? "connection closed before a response"
+                          : "connection closed before the end of the response head";
+      return true;
+    }
+    return parse(ok, reason);
+  }
+
+  bool parse(bool& ok, std::string& reason) {
+    for (;;) {
+      http::ResponseHead head;
+      http::ParseResult result = http::parseResponseHead(in.view(), kResponseLimits, http::Method::Get, head);
+      if (result.state == http::ParseState::Incomplete) {
+        return false;
+      }
+      if (result.state == http::ParseState::Error) {
+        reason = fmt::format("bad response: {}", result.reason);
+        return true;
+      }
+      if (head.status >= 100 && head.status < 200 && head.status != 101) {
+        in.consume(result.consumed);  // an interim response (100 Continue): the final one follows
+        continue;
+      }
+      ok = head.status >= 200 && head.status <= 399;
+      reason = fmt::format("HTTP {}", head.status);
+      return true;
+    }
+  }
+
+  // Ends the connection of the check in flight, if any.
+  void closeConnection(core::EventLoop& loop) {
+    if (fd) {
+      loop.remove(fd.get());
+      fd.reset();
+    }
+    in.release();
+    sent = 0;
+    phase = Phase::Idle;
+  }
+
+  HealthChecker* owner;  // null once the checker is destroyed
+  size_t index;
+  HealthTarget target;
+  RiseFall state;
+  std::string request;  // empty for a TCP check
+  core::Timer next_check;
+  core::Timer deadline;  // the whole check: connect, request and response head
+  core::TimePoint started{};
+  core::Fd fd;
+  core::Buffer in;
+  size_t sent = 0;
+  Phase phase = Phase::Idle;
+};
+
+HealthChecker::HealthChecker(core::EventLoop& loop, std::vector<HealthTarget> targets, HealthOptions options,
+                             OnChange on_change)
+    : loop_(loop), options_(std::move(options)), on_change_(std::move(on_change)) {
+  // A zero interval would check back to back and spin the loop.
+  options_.interval = std::max<core::Duration>(options_.interval, std::chrono::milliseconds(1));
+  probes_.reserve(targets.size());
+  for (size_t i = 0; i < targets.size(); ++i) {
+    probes_.push_back(std::make_unique<Probe>(*this, i, std::move(targets[i]), options_));
+  }
+}
+
+HealthChecker::~HealthChecker() {
+  for (auto& probe : probes_) {
+    probe->owner = nullptr;
+    probe->next_check.disarm();
+    probe->deadline.disarm();
+    probe->closeConnection(loop_);
+    // The checker may be destroyed from a callback while an event for this probe waits in the
+    // loop's current batch: the loop frees the probe after the batch.
+    loop_.deferDelete(std::move(probe));
+  }
+}
+
+void HealthChecker::start() {
+  if (started_) {
+    return;
+  }
+  started_ = true;
+  // Spread deterministically so N servers are not all checked in the same millisecond.
+  const auto n = static_cast<int64_t>(probes_.size());
+  for (int64_t i = 0; i < n; ++i) {
+    schedule(static_cast<size_t>(i), options_.interval * i / n);
+  }
+}
+
+void HealthChecker::reportFailure(uint32_t id, std::string_view reason) {
+  Probe* probe = find(id);
+  if (probe == nullptr) {
+    log::warn("health: failure reported for unknown server id {}: {}", id, reason);
+    return;
+  }
+  record(probe->index, false, reason);
+}
+
+bool HealthChecker::isUp(uint32_t id) const {
+  const Probe* probe = find(id);
+  return probe != nullptr && probe->state.up();
+}
+
+size_t HealthChecker::size() const {
+  return probes_.size();
+}
+
+HealthChecker::Probe* HealthChecker::find(uint32_t id) const {
+  if (id < probes_.size() && probes_[id]->target.id == id) {
+    return probes_[id].get();  // ids are usually pool indexes
+  }
+  for (const auto& probe : probes_) {
+    if (probe->target.id == id) {
+      return probe.get();
+    }
+  }
+  return nullptr;
+}
+
+void HealthChecker::schedule(size_t index, core::Duration delay) {
+  probes_[index]->next_check.armAfter(delay);
+}
+
+void HealthChecker::runProbe(size_t index) {
+  Probe& probe = *probes_[index];
+  assert(probe.phase == Probe::Phase::Idle);
+  probe.started = loop_.now();
+  std::string error;
+  probe.fd = core::connectTcp(probe.target.address, error);
+  if (!probe.fd) {
+    finishProbe(index, false, connectFailure(error));  // refused at once (common on loopback)
+    return;
+  }
+  if (!loop_.add(probe.fd.get(), EPOLLOUT, &probe)) {
+    std::string reason = errnoText("epoll", errno);
+    probe.fd.reset();
+    finishProbe(index, false, std::move(reason));
+    return;
+  }
+  probe.phase = Probe::Phase::Connecting;
+  probe.deadline.armAfter(options_.timeout);
+}
+
+void HealthChecker::finishProbe(size_t index, bool ok, std::string reason) {
+  Probe& probe = *probes_[index];
+  probe.deadline.disarm();
+  probe.closeConnection(loop_);
+  // Checks start every interval; one that overran it is followed by the next at once.
+  core::Duration elapsed = loop_.now() - probe.started;
+  schedule(index, std::max(core::Duration::zero(), options_.interval - elapsed));
+  record(index, ok, reason);
+}
+
+void HealthChecker::record(size_t index, bool ok, std::string_view reason) {
+  Probe& probe = *probes_[index];
+  if (!probe.state.record(ok)) {
+    if (!ok) {
+      log::debug("server {} failed a check: {} ({} consecutive)", probe.target.name, reason,
+                 probe.state.consecutiveFailures());
+    }
+    return;
+  }
+  const bool up = probe.state.up();
+  if (up) {
+    uint32_t successes = std::max<uint32_t>(options_.rise, 1);  // a flip up happens exactly at rise
+    log::info("server {} is UP: {} ({} consecutive success{})", probe.target.name, reason, successes,
+              successes == 1 ? "" : "es");
+  } else {
+    uint32_t failures = probe.state.consecutiveFailures();
+    log::warn("server {} is DOWN: {} ({} consecutive failure{})", probe.target.name, reason, failures,
+              failures == 1 ? "" : "s");
+  }
+  if (on_change_) {
+    // A copy: the callback may destroy the checker, and with it on_change_.
+    OnChange callback = on_change_;
+    callback(probe.target.id, up, reason);
+  }
+}
+
+}  // namespace fulcrum::lb

@@ -1,0 +1,90 @@
+#pragma once
+// Active and passive health checks of the servers behind a load balancer. Runs on one event
+// loop (the load balancer's main thread); state changes are published to the workers by the
+// caller's OnChange callback, so the request path never waits on a check.
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/address.h"
+#include "core/clock.h"
+#include "core/event_loop.h"
+
+namespace fulcrum::lb {
+
+struct HealthTarget {
+  uint32_t id = 0;  // the server's index in the pool
+  std::string name;
+  core::SocketAddress address;
+};
+
+struct HealthOptions {
+  std::string path = "/healthz";  // HTTP GET expecting 2xx/3xx; "" = TCP connect check only
+  core::Duration interval = std::chrono::seconds(2);
+  core::Duration timeout = std::chrono::seconds(1);
+  uint32_t rise = 2;  // consecutive successes to go up
+  uint32_t fall = 3;  // consecutive failures (active or passive) to go down
+};
+
+// The rise/fall state machine of one server, kept apart so it is tested on its own.
+class RiseFall {
+ public:
+  RiseFall(uint32_t rise, uint32_t fall, bool initially_up);
+  // Records one check result; returns true when this result flips the state.
+  bool record(bool ok);
+  bool up() const { return up_; }
+  uint32_t consecutiveFailures() const { return failures_; }
+
+ private:
+  uint32_t rise_;
+  uint32_t fall_;
+  bool up_;
+  uint32_t successes_ = 0;
+  uint32_t failures_ = 0;
+};
+
+class HealthChecker {
+ public:
+  // Called on the checker's loop thread for every state change, with a human-readable reason:
+  // the result that flipped it ("HTTP 500", "connect: Connection refused", "timeout after 1000 ms",
+  // "HTTP 200", "connected" for a TCP check, or the reason given to reportFailure).
+  using OnChange = std::function<void(uint32_t id, bool up, std::string_view reason)>;
+
+  HealthChecker(core::EventLoop& loop, std::vector<HealthTarget> targets, HealthOptions options,
+                OnChange on_change);
+  // Cancels every check in flight: sockets are closed and leave the loop, timers are disarmed.
+  // Safe from inside on_change (the probes are freed by the loop after the current batch).
+  ~HealthChecker();
+  HealthChecker(const HealthChecker&) = delete;
+  HealthChecker& operator=(const HealthChecker&) = delete;
+
+  // Starts checking; the first check of each server is spread over the first interval.
+  void start();
+  // Passive check: a worker saw a connect failure, reset or timeout on this server. Counts
+  // toward `fall` like a failed active check. Call on the checker's loop thread.
+  void reportFailure(uint32_t id, std::string_view reason);
+  bool isUp(uint32_t id) const;
+  size_t size() const;
+
+ private:
+  struct Probe;
+  void schedule(size_t index, core::Duration delay);
+  void runProbe(size_t index);
+  // Ends the check in flight, schedules the next one and records the result. Callers return
+  // right after it: on_change, called last, may destroy the checker.
+  void finishProbe(size_t index, bool ok, std::string reason);
+  // Feeds one result to the server's RiseFall; on a flip logs it and calls on_change (last).
+  void record(size_t index, bool ok, std::string_view reason);
+  Probe* find(uint32_t id) const;
+
+  core::EventLoop& loop_;
+  HealthOptions options_;
+  OnChange on_change_;
+  std::vector<std::unique_ptr<Probe>> probes_;
+  bool started_ = false;
+};
+
+}  // namespace fulcrum::lb

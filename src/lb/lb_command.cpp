@@ -1,0 +1,192 @@
+#include "lb/lb_command.h"
+
+#include <signal.h>
+
+#include <atomic>
+#include <memory>
+#include <vector>
+
+#include "config/features.h"
+#include "core/event_loop.h"
+#include "core/log.h"
+#include "core/signals.h"
+#include "core/socket.h"
+#include "core/workers.h"
+#include "lb/health/health_checker.h"
+#include "lb/pool.h"
+#include "lb/proxy.h"
+#include "lb/stats_server.h"
+
+namespace fulcrum::lb {
+
+namespace {
+
+constexpr int kExitOk = 0;
+constexpr int kExitRuntime = 1;
+constexpr int kExitConfig = 2;
+constexpr auto kDrainGrace = std::chrono::seconds(10);
+
+}  // namespace
+
+int runLbCommand(const config::Site& site, const std::string& node_name) {
+  const config::LbNode* node = site.findLbNode(node_name);
+  if (node == nullptr) {
+    log::error("{}: no [[lb.node]] named '{}'", site.file.string(), node_name);
+    return kExitConfig;
+  }
+  auto refused = config::lbNotBuiltYet(site, node);
+  if (!refused.empty()) {
+    for (const auto& error : refused) {
+      log::error("{}", error.toString());
+    }
+    return kExitConfig;
+  }
+  if (site.web.nodes.empty()) {
+    log::error("{}", site.errorAt("web.node", "a load balancer needs at least one [[web.node]] to send traffic to")
+                         .toString());
+    return kExitConfig;
+  }
+  log::setComponent(node->name);
+  core::blockSignals();
+
+  std::vector<Backend> backends;
+  for (const auto& web : site.web.nodes) {
+    Backend b;
+    b.id = static_cast<uint32_t>(backends.size());
+    b.name = web.name;
+    b.address = web.listen;
+    b.address_text = web.listen.toString();
+    b.weight = web.weight;
+    b.backup = web.backup;
+    backends.push_back(std::move(b));
+  }
+
+  ProxyOptions options;
+  options.limits.max_header_bytes = site.lb.limits.max_header_bytes;
+  options.limits.max_body_bytes = site.lb.limits.max_body_bytes;
+  options.connect_timeout = core::millis(site.lb.timeouts.connect_ms);
+  options.server_timeout = core::millis(site.lb.timeouts.server_ms);
+  options.client_timeout = core::millis(site.lb.timeouts.client_ms);
+  options.request_timeout = core::millis(site.lb.timeouts.http_request_ms);
+  options.retries = site.lb.retries;
+  unsigned threads = core::resolveThreadCount(node->threads);
+  options.max_connections = std::max<uint32_t>(1, site.lb.limits.max_connections / threads);
+
+  std::vector<core::Fd> listeners;
+  for (unsigned i = 0; i < threads; ++i) {
+    std::string error;
+    core::Fd fd = core::listenTcp(node->http, core::ListenOptions{}, error);
+    if (!fd) {
+      log::error("{}", error);
+      return kExitRuntime;
+    }
+    listeners.push_back(std::move(fd));
+  }
+
+  core::EventLoop main_loop;
+  std::vector<std::unique_ptr<ProxyStats>> stats;
+  std::vector<std::unique_ptr<WorkerPool>> pools(threads);
+  std::vector<std::unique_ptr<ProxyWorker>> proxies(threads);
+  for (unsigned i = 0; i < threads; ++i) {
+    stats.push_back(std::make_unique<ProxyStats>(backends.size()));
+  }
+
+  // Health checks run on the main thread; state changes are posted to every worker.
+  std::vector<HealthTarget> targets;
+  for (const Backend& b : backends) {
+    targets.push_back(HealthTarget{b.id, b.name, b.address});
+  }
+  HealthOptions health;
+  health.path = site.lb.health.path;
+  health.interval = core::millis(site.lb.health.interval_ms);
+  health.timeout = core::millis(site.lb.health.timeout_ms);
+  health.rise = site.lb.health.rise;
+  health.fall = site.lb.health.fall;
+  core::WorkerGroup workers;
+  HealthChecker checker(main_loop, targets, health, [&](uint32_t id, bool up, std::string_view) {
+    workers.postAll([&pools, id, up](core::EventLoop&, unsigned i) { pools[i]->setUp(id, up); });
+  });
+
+  PoolOptions pool_options;
+  pool_options.idle_timeout = std::min<core::Duration>(std::chrono::seconds(10), options.server_timeout);
+  workers.start(threads, [&](core::EventLoop& loop, unsigned i) {
+    pools[i] = std::make_unique<WorkerPool>(loop, backends, site.lb.algorithm, pool_options);
+    auto report = [&main_loop, &checker](uint32_t server, const std::string& reason) {
+      main_loop.post([&checker, server, reason] { checker.reportFailure(server, reason); });
+    };
+    proxies[i] = std::make_unique<ProxyWorker>(loop, std::move(listeners[i]), *pools[i], options, *stats[i], report);
+  });
+  checker.start();
+
+  // The stats listener (dashboard, /metrics, admin API) runs on this main thread.
+  std::unique_ptr<StatsHandler> stats_handler;
+  std::unique_ptr<http::HttpServer> stats_server;
+  http::ServerStats stats_server_stats;
+  if (node->stats) {
+    std::string error;
+    std::string token_path = (site.site.state_dir / "admin.token").string();
+    std::string token = loadOrCreateToken(token_path, error);
+    core::Fd fd = token.empty() ? core::Fd() : core::listenTcp(*node->stats, core::ListenOptions{false}, error);
+    if (!fd) {
+      log::error("stats listener: {}", error);
+      workers.stopAll();
+      return kExitRuntime;
+    }
+    StatsContext ctx;
+    ctx.node = node->name;
+    ctx.algorithm = site.lb.algorithm;
+    ctx.backends = &backends;
+    ctx.workers = &stats;
+    ctx.health = &checker;
+    ctx.token = token;
+    ctx.apply_admin = [&workers, &pools](uint32_t id, AdminState state) {
+      bool in_rotation = state == AdminState::Ready;
+      workers.postAll([&pools, id, in_rotation](core::EventLoop&, unsigned i) { pools[i]->setInRotation(id, in_rotation); });
+    };
+    stats_handler = std::make_unique<StatsHandler>(std::move(ctx));
+    http::ServerOptions server_options;
+    server_options.served_by = node->name;
+    stats_server = std::make_unique<http::HttpServer>(main_loop, std::move(fd), *stats_handler, server_options,
+                                                      stats_server_stats);
+    log::info("stats on http://{} (dashboard /, /metrics, /api/state; admin token in {})", node->stats->toString(),
+              token_path);
+  }
+  log::info("load balancer {} on http://{} with {} worker(s), {} server(s), algorithm {}", node->name,
+            node->http.toString(), threads, backends.size(), site.lb.algorithm);
+
+  std::atomic<unsigned> idle_workers{0};
+  bool stopping = false;
+  core::Timer grace_timer(main_loop, [&] {
+    log::warn("drain grace period over; closing remaining connections");
+    main_loop.stop();
+  });
+  core::SignalWatcher signals(main_loop, {SIGINT, SIGTERM, SIGHUP}, [&](int sig) {
+    if (sig == SIGHUP) {
+      log::warn("SIGHUP: reloading the topology is not supported yet; restart the node to apply changes");
+      return;
+    }
+    if (stopping) {
+      return;
+    }
+    stopping = true;
+    log::info("{}: draining", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    grace_timer.armAfter(kDrainGrace);
+    workers.postAll([&](core::EventLoop&, unsigned i) {
+      proxies[i]->drain([&main_loop, &idle_workers, threads] {
+        if (idle_workers.fetch_add(1) + 1 == threads) {
+          main_loop.stop();
+        }
+      });
+    });
+  });
+  main_loop.run();
+  stats_server.reset();
+  workers.stopAll();
+  workers.join();
+  proxies.clear();
+  pools.clear();
+  log::info("load balancer {} stopped", node->name);
+  return kExitOk;
+}
+
+}  // namespace fulcrum::lb

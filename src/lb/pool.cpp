@@ -1,0 +1,156 @@
+#include "lb/pool.h"
+
+#include <algorithm>
+#include <stdexcept>
+
+#include "core/log.h"
+
+namespace fulcrum::lb {
+
+UpstreamConn::UpstreamConn(core::EventLoop& loop, uint32_t server, core::Fd fd, uint32_t events)
+    : loop_(loop), server_(server), fd_(std::move(fd)), events_(events) {
+  loop_.add(fd_.get(), events_, this);
+}
+
+UpstreamConn::~UpstreamConn() { loop_.remove(fd_.get()); }
+
+void UpstreamConn::onIoEvents(uint32_t events) {
+  if (owner_ != nullptr) {
+    owner_->onUpstreamEvents(events);
+  } else if (parked_in_ != nullptr) {
+    parked_in_->dropIdle(this);
+  }
+}
+
+void UpstreamConn::setEvents(uint32_t events) {
+  if (events != events_) {
+    events_ = events;
+    loop_.modify(fd_.get(), events_, this);
+  }
+}
+
+WorkerPool::WorkerPool(core::EventLoop& loop, const std::vector<Backend>& backends, std::string_view algorithm,
+                       const PoolOptions& options)
+    : loop_(loop),
+      backends_(backends),
+      options_(options),
+      up_(backends.size(), true),
+      in_rotation_(backends.size(), true),
+      idle_(backends.size()),
+      sweep_timer_(loop, [this] { sweepIdle(); }) {
+  core::Random random = core::Random::fromOs();
+  active_ = makeBalancer(algorithm, core::Random(random.next()));
+  backup_ = makeBalancer(algorithm, core::Random(random.next()));
+  if (!active_ || !backup_) {
+    throw std::invalid_argument("unknown balancing algorithm");
+  }
+  rebuild();
+  sweep_timer_.armAfter(std::chrono::seconds(1));
+}
+
+WorkerPool::~WorkerPool() = default;
+
+void WorkerPool::rebuild() {
+  std::vector<ServerEntry> active;
+  std::vector<ServerEntry> backup;
+  for (const Backend& b : backends_) {
+    if (!up_[b.id] || !in_rotation_[b.id]) {
+      continue;
+    }
+    (b.backup ? backup : active).push_back(ServerEntry{b.id, b.weight, b.name});
+  }
+  active_->setServers(active);
+  backup_->setServers(backup);
+  use_backup_ = active.empty();
+}
+
+int WorkerPool::pick(const PickContext& context) {
+  return use_backup_ ? backup_->pick(context) : active_->pick(context);
+}
+
+void WorkerPool::onRequestStart(uint32_t id) {
+  (backends_[id].backup ? backup_ : active_)->onRequestStart(id);
+}
+
+void WorkerPool::onRequestEnd(uint32_t id) { (backends_[id].backup ? backup_ : active_)->onRequestEnd(id); }
+
+bool WorkerPool::anyUsable() const {
+  return std::any_of(backends_.begin(), backends_.end(), [this](const Backend& b) { return up_[b.id]; });
+}
+
+void WorkerPool::setUp(uint32_t id, bool up) {
+  if (id >= up_.size() || up_[id] == up) {
+    return;
+  }
+  up_[id] = up;
+  if (!up) {
+    idle_[id].clear();
+  }
+  rebuild();
+}
+
+void WorkerPool::setInRotation(uint32_t id, bool in_rotation) {
+  if (id >= in_rotation_.size() || in_rotation_[id] == in_rotation) {
+    return;
+  }
+  in_rotation_[id] = in_rotation;
+  rebuild();
+}
+
+std::unique_ptr<UpstreamConn> WorkerPool::takeIdle(uint32_t id) {
+  auto& list = idle_[id];
+  if (list.empty()) {
+    return nullptr;
+  }
+  // Most recently parked first: it is the least likely to have been closed by the server.
+  std::unique_ptr<UpstreamConn> conn = std::move(list.back());
+  list.pop_back();
+  conn->reused = true;
+  return conn;
+}
+
+void WorkerPool::putIdle(std::unique_ptr<UpstreamConn> conn) {
+  uint32_t id = conn->server();
+  auto& list = idle_[id];
+  if (!up_[id] || list.size() >= options_.max_idle_per_server) {
+    return;  // closes here
+  }
+  conn->setEvents(EPOLLIN | EPOLLRDHUP);
+  conn->park(this, loop_.now());
+  list.push_back(std::move(conn));
+}
+
+void WorkerPool::dropIdle(UpstreamConn* conn) {
+  auto& list = idle_[conn->server()];
+  for (size_t i = 0; i < list.size(); ++i) {
+    if (list[i].get() == conn) {
+      // We are inside this connection's own callback: free it after the event batch.
+      struct Holder : core::Deletable {
+        std::unique_ptr<UpstreamConn> conn;
+      };
+      auto holder = std::make_unique<Holder>();
+      holder->conn = std::move(list[i]);
+      holder->conn->park(nullptr, {});
+      loop_.deferDelete(std::move(holder));
+      list.erase(list.begin() + static_cast<long>(i));
+      return;
+    }
+  }
+}
+
+void WorkerPool::sweepIdle() {
+  core::TimePoint cutoff = loop_.now() - options_.idle_timeout;
+  for (auto& list : idle_) {
+    // Oldest first in each list: drop the front run of expired connections.
+    size_t expired = 0;
+    while (expired < list.size() && list[expired]->since() < cutoff) {
+      ++expired;
+    }
+    if (expired > 0) {
+      list.erase(list.begin(), list.begin() + static_cast<long>(expired));
+    }
+  }
+  sweep_timer_.armAfter(std::chrono::seconds(1));
+}
+
+}  // namespace fulcrum::lb

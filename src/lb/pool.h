@@ -1,0 +1,121 @@
+#pragma once
+// The servers behind a load balancer as one worker thread sees them: which are up, the
+// balancers choosing among them, in-flight counts and idle keep-alive connections. One
+// WorkerPool per worker thread; changes arrive as messages on the worker's loop, so the
+// request path reads all of this without a lock.
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/address.h"
+#include "core/event_loop.h"
+#include "core/fd.h"
+#include "lb/balance/balancer.h"
+
+namespace fulcrum::lb {
+
+struct Backend {
+  uint32_t id = 0;
+  std::string name;
+  core::SocketAddress address;
+  std::string address_text;
+  uint32_t weight = 1;
+  bool backup = false;
+};
+
+class WorkerPool;
+
+// Receives the events of an upstream connection while it is attached to a request.
+class UpstreamOwner {
+ public:
+  virtual ~UpstreamOwner() = default;
+  virtual void onUpstreamEvents(uint32_t events) = 0;
+};
+
+// A connection to a server. It stays registered with the worker's epoll for its whole life,
+// whether parked idle in the pool or serving a request, so handing it over costs no syscall.
+// A readable event while parked means the server closed it (or sent garbage): it is dropped.
+class UpstreamConn final : public core::IoHandler {
+ public:
+  UpstreamConn(core::EventLoop& loop, uint32_t server, core::Fd fd, uint32_t events);
+  ~UpstreamConn() override;
+  UpstreamConn(const UpstreamConn&) = delete;
+  UpstreamConn& operator=(const UpstreamConn&) = delete;
+
+  void onIoEvents(uint32_t events) override;
+  // Changes the epoll interest set (no syscall when unchanged).
+  void setEvents(uint32_t events);
+  int fd() const { return fd_.get(); }
+  uint32_t server() const { return server_; }
+  void setOwner(UpstreamOwner* owner) { owner_ = owner; }
+  void park(WorkerPool* pool, core::TimePoint since) {
+    owner_ = nullptr;
+    parked_in_ = pool;
+    since_ = since;
+  }
+  core::TimePoint since() const { return since_; }
+  bool reused = false;
+
+ private:
+  core::EventLoop& loop_;
+  uint32_t server_;
+  core::Fd fd_;
+  uint32_t events_;
+  UpstreamOwner* owner_ = nullptr;
+  WorkerPool* parked_in_ = nullptr;
+  core::TimePoint since_{};
+};
+
+struct PoolOptions {
+  size_t max_idle_per_server = 512;
+  core::Duration idle_timeout = std::chrono::seconds(10);
+};
+
+class WorkerPool {
+ public:
+  WorkerPool(core::EventLoop& loop, const std::vector<Backend>& backends, std::string_view algorithm,
+             const PoolOptions& options);
+  ~WorkerPool();
+
+  const std::vector<Backend>& backends() const { return backends_; }
+  const Backend& backend(uint32_t id) const { return backends_[id]; }
+
+  // Picks a server for a request; kNoServer when none is usable. Active servers that are up
+  // take all traffic; backups only while no active server is up.
+  int pick(const PickContext& context);
+  void onRequestStart(uint32_t id);
+  void onRequestEnd(uint32_t id);
+
+  // Health (from the checker) and admin changes, applied on this worker's loop. A server takes
+  // new requests only while it is up and in rotation (admin state "ready").
+  void setUp(uint32_t id, bool up);
+  void setInRotation(uint32_t id, bool in_rotation);
+  bool isUp(uint32_t id) const { return up_[id]; }
+  bool anyUsable() const;
+
+  // A parked connection to `id`, or null.
+  std::unique_ptr<UpstreamConn> takeIdle(uint32_t id);
+  // Parks a healthy keep-alive connection (closed instead when the pool is full or the server down).
+  void putIdle(std::unique_ptr<UpstreamConn> conn);
+  // A parked connection saw an event: the server closed it. Called from its own callback.
+  void dropIdle(UpstreamConn* conn);
+  size_t idleCount(uint32_t id) const { return idle_[id].size(); }
+
+ private:
+  void rebuild();
+  void sweepIdle();
+
+  core::EventLoop& loop_;
+  std::vector<Backend> backends_;
+  PoolOptions options_;
+  std::vector<bool> up_;
+  std::vector<bool> in_rotation_;
+  std::unique_ptr<Balancer> active_;
+  std::unique_ptr<Balancer> backup_;
+  bool use_backup_ = false;
+  std::vector<std::vector<std::unique_ptr<UpstreamConn>>> idle_;
+  core::Timer sweep_timer_;
+};
+
+}  // namespace fulcrum::lb

@@ -1,0 +1,91 @@
+#pragma once
+// The HTTP proxy of one worker thread: accepts clients, parses each request, picks a server,
+// forwards the request on a pooled keep-alive server connection, streams the response back
+// with backpressure, and retries on another server what a retry can hide.
+#include <array>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "core/counter.h"
+#include "core/event_loop.h"
+#include "core/fd.h"
+#include "http/parser.h"
+#include "lb/pool.h"
+
+namespace fulcrum::lb {
+
+struct ProxyOptions {
+  http::Limits limits;
+  core::Duration connect_timeout = std::chrono::seconds(2);
+  core::Duration server_timeout = std::chrono::seconds(30);
+  core::Duration client_timeout = std::chrono::seconds(30);
+  core::Duration request_timeout = std::chrono::seconds(10);
+  uint32_t retries = 2;
+  uint32_t max_connections = 20000;  // per worker
+  std::string proto = "http";
+  bool access_log = true;
+};
+
+struct BackendStats {
+  core::Counter requests;
+  core::Counter failures;  // connect failures, resets and timeouts seen on real traffic
+  core::Counter inflight;
+  std::array<core::Counter, 6> responses_by_class;
+};
+
+struct ProxyStats {
+  explicit ProxyStats(size_t backends) : backends(backends) {}
+  core::Counter connections_total;
+  core::Counter connections_active;
+  core::Counter requests_total;
+  std::array<core::Counter, 6> responses_by_class;  // what clients got, by status/100
+  core::Counter retries;
+  core::Counter no_server;       // 503: nothing up, or every attempt failed to connect
+  core::Counter bad_gateway;     // 502
+  core::Counter gateway_timeout; // 504
+  core::Counter bad_requests;    // refused by the parser
+  core::Counter bytes_in;
+  core::Counter bytes_out;
+  std::vector<BackendStats> backends;
+};
+
+class ProxySession;
+
+class ProxyWorker final : public core::IoHandler {
+ public:
+  // `report_failure` is called on this worker's thread for every passive health failure; it
+  // forwards to the health checker's thread.
+  using FailureReporter = std::function<void(uint32_t server, const std::string& reason)>;
+
+  ProxyWorker(core::EventLoop& loop, core::Fd listener, WorkerPool& pool, const ProxyOptions& options,
+              ProxyStats& stats, FailureReporter report_failure);
+  ~ProxyWorker() override;
+
+  void onIoEvents(uint32_t events) override;
+  void drain(std::function<void()> on_idle);
+
+  core::EventLoop& loop() { return loop_; }
+  WorkerPool& pool() { return pool_; }
+  const ProxyOptions& options() const { return options_; }
+  ProxyStats& stats() { return stats_; }
+  bool draining() const { return draining_; }
+  void reportFailure(uint32_t server, const std::string& reason) { report_failure_(server, reason); }
+  void link(ProxySession* session);
+  void unlink(ProxySession* session);
+
+ private:
+  core::EventLoop& loop_;
+  core::Fd listener_;
+  WorkerPool& pool_;
+  const ProxyOptions options_;
+  ProxyStats& stats_;
+  FailureReporter report_failure_;
+  ProxySession* head_ = nullptr;
+  size_t count_ = 0;
+  bool draining_ = false;
+  std::function<void()> on_idle_;
+};
+
+}  // namespace fulcrum::lb

@@ -1,0 +1,384 @@
+#include "lb/stats_server.h"
+
+#include <fcntl.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "core/log.h"
+#include "metrics/prometheus.h"
+
+namespace fulcrum::lb {
+
+namespace {
+
+constexpr std::string_view kClasses[] = {"", "1xx", "2xx", "3xx", "4xx", "5xx"};
+
+struct Totals {
+  uint64_t connections_total = 0, connections_active = 0, requests = 0, retries = 0, no_server = 0,
+           bad_gateway = 0, gateway_timeout = 0, bad_requests = 0, bytes_in = 0, bytes_out = 0;
+  uint64_t by_class[6] = {};
+};
+
+struct ServerTotals {
+  uint64_t requests = 0, failures = 0, inflight = 0;
+  uint64_t by_class[6] = {};
+};
+
+Totals sumTotals(const std::vector<std::unique_ptr<ProxyStats>>& workers) {
+  Totals t;
+  for (const auto& w : workers) {
+    t.connections_total += w->connections_total.get();
+    t.connections_active += w->connections_active.get();
+    t.requests += w->requests_total.get();
+    t.retries += w->retries.get();
+    t.no_server += w->no_server.get();
+    t.bad_gateway += w->bad_gateway.get();
+    t.gateway_timeout += w->gateway_timeout.get();
+    t.bad_requests += w->bad_requests.get();
+    t.bytes_in += w->bytes_in.get();
+    t.bytes_out += w->bytes_out.get();
+    for (size_t c = 1; c < 6; ++c) {
+      t.by_class[c] += w->responses_by_class[c].get();
+    }
+  }
+  return t;
+}
+
+ServerTotals sumServer(const std::vector<std::unique_ptr<ProxyStats>>& workers, size_t id) {
+  ServerTotals t;
+  for (const auto& w : workers) {
+    const BackendStats& b = w->backends[id];
+    t.requests += b.requests.get();
+    t.failures += b.failures.get();
+    // In-flight counts go up on one worker and down on the same one; the sum is exact.
+    t.inflight += b.inflight.get();
+    for (size_t c = 1; c < 6; ++c) {
+      t.by_class[c] += b.responses_by_class[c].get();
+    }
+  }
+  return t;
+}
+
+// Constant-time comparison: the token must not leak through timing.
+bool sameSecret(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) {
+    return false;
+  }
+  unsigned char diff = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    diff |= static_cast<unsigned char>(a[i] ^ b[i]);
+  }
+  return diff == 0;
+}
+
+void jsonError(http::Response& response, int status, std::string_view message) {
+  nlohmann::json body = {{"error", message}};
+  response.setBody(status, "application/json", body.dump() + "\n");
+}
+
+const char kDashboard[] = R"HTML(<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
+<title>Fulcrum load balancer</title>
+<style>
+body{font:14px/1.4 system-ui,sans-serif;margin:0;background:#f5f6f8;color:#1d2430}
+header{background:#1d2430;color:#fff;padding:12px 20px;display:flex;gap:24px;align-items:baseline}
+header h1{font-size:18px;margin:0} main{padding:16px 20px}
+.cards{display:flex;gap:12px;flex-wrap:wrap;margin-bottom:16px}
+.card{background:#fff;border:1px solid #dde2ea;border-radius:6px;padding:10px 14px;min-width:120px}
+.card b{display:block;font-size:20px}
+table{border-collapse:collapse;background:#fff;width:100%;border:1px solid #dde2ea}
+th,td{padding:6px 10px;border-bottom:1px solid #eef0f4;text-align:right}
+th:first-child,td:first-child,td.l,th.l{text-align:left}
+.up{color:#137333;font-weight:600}.down{color:#c5221f;font-weight:600}.drain,.maint{color:#b06000;font-weight:600}
+small{color:#6b7585}
+</style></head><body>
+<header><h1>Fulcrum</h1><span id="node"></span><small id="updated"></small></header>
+<main>
+<div class="cards" id="cards"></div>
+<table><thead><tr><th class="l">server</th><th class="l">address</th><th>weight</th><th class="l">health</th>
+<th class="l">admin</th><th>in flight</th><th>req/s</th><th>requests</th><th>2xx</th><th>3xx</th><th>4xx</th>
+<th>5xx</th><th>failures</th></tr></thead><tbody id="rows"></tbody></table>
+</main>
+<script>
+let prev = null;
+function esc(s){return String(s).replace(/[&<>"']/g,c=>({'&':'&amp;','<':'&lt;','>':'&gt;','"':'&quot;',"'":'&#39;'}[c]));}
+async function tick(){
+  try {
+    const r = await fetch('api/state', {cache:'no-store'}); const s = await r.json(); const now = Date.now();
+    const dt = prev ? (now - prev.t) / 1000 : 0;
+    const rate = (cur, old) => dt > 0 && old !== undefined ? ((cur - old) / dt).toFixed(1) : '-';
+    document.getElementById('node').textContent = s.node + ' · ' + s.algorithm;
+    document.getElementById('updated').textContent = 'up ' + s.uptime_s + ' s';
+    const t = s.totals;
+    const cards = [['req/s', rate(t.requests, prev && prev.s.totals.requests)], ['requests', t.requests],
+      ['connections', t.connections_active], ['retries', t.retries], ['503 no server', t.no_server],
+      ['502', t.bad_gateway], ['504', t.gateway_timeout], ['bad requests', t.bad_requests]];
+    document.getElementById('cards').innerHTML = cards.map(([k,v]) => '<div class="card"><small>'+esc(k)+'</small><b>'+esc(v)+'</b></div>').join('');
+    document.getElementById('rows').innerHTML = s.servers.map((v, i) => {
+      const old = prev && prev.s.servers[i];
+      return '<tr><td>'+esc(v.name)+(v.backup?' <small>backup</small>':'')+'</td><td class="l">'+esc(v.address)+'</td><td>'+v.weight+
+        '</td><td class="l '+v.health+'">'+v.health+'</td><td class="l '+v.admin+'">'+v.admin+'</td><td>'+v.inflight+
+        '</td><td>'+rate(v.requests, old && old.requests)+'</td><td>'+v.requests+'</td><td>'+v.responses['2xx']+
+        '</td><td>'+v.responses['3xx']+'</td><td>'+v.responses['4xx']+'</td><td>'+v.responses['5xx']+'</td><td>'+v.failures+'</td></tr>';
+    }).join('');
+    prev = {t: now, s};
+  } catch (e) { document.getElementById('updated').textContent = 'unreachable: ' + e; }
+}
+tick(); setInterval(tick, 1000);
+</script></body></html>
+)HTML";
+
+}  // namespace
+
+std::string_view adminStateName(AdminState state) {
+  switch (state) {
+    case AdminState::Ready:
+      return "ready";
+    case AdminState::Drain:
+      return "drain";
+    case AdminState::Maint:
+      return "maint";
+  }
+  return "ready";
+}
+
+StatsHandler::StatsHandler(StatsContext context)
+    : ctx_(std::move(context)),
+      admin_(ctx_.backends->size(), AdminState::Ready),
+      started_(std::chrono::steady_clock::now()) {}
+
+void StatsHandler::handle(const http::Request& request, http::Response& response) {
+  std::string_view path = request.head.path;
+  bool read = request.head.method == http::Method::Get || request.head.method == http::Method::Head;
+  constexpr std::string_view kServers = "/api/servers/";
+  constexpr std::string_view kStateSuffix = "/state";
+  if (path.size() > kServers.size() + kStateSuffix.size() && path.substr(0, kServers.size()) == kServers &&
+      path.substr(path.size() - kStateSuffix.size()) == kStateSuffix) {
+    handleAdmin(request, response,
+                path.substr(kServers.size(), path.size() - kServers.size() - kStateSuffix.size()));
+    return;
+  }
+  if (!read) {
+    response.setBody(405, "text/plain; charset=utf-8", "Method Not Allowed\n");
+    response.addHeader("Allow", "GET, HEAD");
+    return;
+  }
+  response.addHeader("Cache-Control", "no-store");
+  if (path == "/") {
+    response.setBody(200, "text/html; charset=utf-8", kDashboard);
+  } else if (path == "/metrics") {
+    response.setBody(200, metrics::kContentType, metricsText());
+  } else if (path == "/api/state") {
+    response.setBody(200, "application/json", stateJson() + "\n");
+  } else if (path == "/healthz") {
+    response.setBody(200, "text/plain; charset=utf-8", "ok\n");
+  } else {
+    response.setBody(404, "text/plain; charset=utf-8", "Not Found\n");
+  }
+}
+
+void StatsHandler::handleAdmin(const http::Request& request, http::Response& response, std::string_view name) {
+  if (request.head.method != http::Method::Post) {
+    jsonError(response, 405, "use POST");
+    response.addHeader("Allow", "POST");
+    return;
+  }
+  auto auth = request.head.find("Authorization");
+  constexpr std::string_view kBearer = "Bearer ";
+  if (!auth || auth->size() <= kBearer.size() || !http::equalsIgnoreCase(auth->substr(0, kBearer.size()), kBearer) ||
+      !sameSecret(auth->substr(kBearer.size()), ctx_.token)) {
+    jsonError(response, 401, "a valid 'Authorization: Bearer TOKEN' is required");
+    response.addHeader("WWW-Authenticate", "Bearer");
+    return;
+  }
+  const auto& backends = *ctx_.backends;
+  auto it = std::find_if(backends.begin(), backends.end(), [&](const Backend& b) { return b.name == name; });
+  if (it == backends.end()) {
+    jsonError(response, 404, "no server named '" + std::string(name) + "'");
+    return;
+  }
+  nlohmann::json body = nlohmann::json::parse(request.body, nullptr, /*allow_exceptions=*/false);
+  if (body.is_discarded() || !body.is_object() || !body.contains("state") || !body["state"].is_string() ||
+      body.size() != 1) {
+    jsonError(response, 400, "expected a JSON object {\"state\": \"ready\" | \"drain\" | \"maint\"}");
+    return;
+  }
+  std::string state = body["state"].get<std::string>();
+  AdminState next;
+  if (state == "ready") {
+    next = AdminState::Ready;
+  } else if (state == "drain") {
+    next = AdminState::Drain;
+  } else if (state == "maint") {
+    next = AdminState::Maint;
+  } else {
+    jsonError(response, 400, "state must be \"ready\", \"drain\" or \"maint\"");
+    return;
+  }
+  AdminState before = admin_[it->id];
+  admin_[it->id] = next;
+  if (before != next) {
+    log::info("admin: server {} set to {} (was {})", it->name, adminStateName(next), adminStateName(before));
+    ctx_.apply_admin(it->id, next);
+  }
+  nlohmann::json out = {{"server", it->name}, {"state", adminStateName(next)}, {"previous", adminStateName(before)}};
+  response.setBody(200, "application/json", out.dump() + "\n");
+}
+
+std::string StatsHandler::stateJson() const {
+  Totals t = sumTotals(*ctx_.workers);
+  nlohmann::json servers = nlohmann::json::array();
+  for (const Backend& b : *ctx_.backends) {
+    ServerTotals s = sumServer(*ctx_.workers, b.id);
+    nlohmann::json responses;
+    for (size_t c = 1; c < 6; ++c) {
+      responses[std::string(kClasses[c])] = s.by_class[c];
+    }
+    servers.push_back({{"name", b.name},
+                       {"address", b.address_text},
+                       {"weight", b.weight},
+                       {"backup", b.backup},
+                       {"health", ctx_.health->isUp(b.id) ? "up" : "down"},
+                       {"admin", adminStateName(admin_[b.id])},
+                       {"inflight", s.inflight},
+                       {"requests", s.requests},
+                       {"failures", s.failures},
+                       {"responses", responses}});
+  }
+  nlohmann::json responses;
+  for (size_t c = 1; c < 6; ++c) {
+    responses[std::string(kClasses[c])] = t.by_class[c];
+  }
+  nlohmann::json out = {
+      {"node", ctx_.node},
+      {"algorithm", ctx_.algorithm},
+      {"uptime_s",
+       std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - started_).count()},
+      {"totals",
+       {{"connections_total", t.connections_total},
+        {"connections_active", t.connections_active},
+        {"requests", t.requests},
+        {"responses", responses},
+        {"retries", t.retries},
+        {"no_server", t.no_server},
+        {"bad_gateway", t.bad_gateway},
+        {"gateway_timeout", t.gateway_timeout},
+        {"bad_requests", t.bad_requests},
+        {"bytes_in", t.bytes_in},
+        {"bytes_out", t.bytes_out}}},
+      {"servers", servers}};
+  return out.dump();
+}
+
+std::string StatsHandler::metricsText() const {
+  Totals t = sumTotals(*ctx_.workers);
+  metrics::PrometheusWriter w;
+  std::string_view node = ctx_.node;
+  auto counter = [&](std::string_view name, std::string_view help, uint64_t value) {
+    w.family(name, "counter", help);
+    w.sample(name, {{"node", node}}, value);
+  };
+  counter("fulcrum_lb_requests_total", "Client requests received.", t.requests);
+  w.family("fulcrum_lb_responses_total", "counter", "Responses sent to clients, by status class.");
+  for (size_t c = 1; c < 6; ++c) {
+    w.sample("fulcrum_lb_responses_total", {{"node", node}, {"code", kClasses[c]}}, t.by_class[c]);
+  }
+  counter("fulcrum_lb_connections_total", "Client connections accepted.", t.connections_total);
+  w.family("fulcrum_lb_connections_active", "gauge", "Client connections open now.");
+  w.sample("fulcrum_lb_connections_active", {{"node", node}}, t.connections_active);
+  counter("fulcrum_lb_retries_total", "Requests redispatched to another server.", t.retries);
+  counter("fulcrum_lb_no_server_total", "503 answers: no server available or reachable.", t.no_server);
+  counter("fulcrum_lb_bad_gateway_total", "502 answers: a server failed before answering.", t.bad_gateway);
+  counter("fulcrum_lb_gateway_timeout_total", "504 answers: a server did not answer in time.", t.gateway_timeout);
+  counter("fulcrum_lb_bad_requests_total", "Requests refused as malformed.", t.bad_requests);
+  counter("fulcrum_lb_received_bytes_total", "Bytes read from clients.", t.bytes_in);
+  counter("fulcrum_lb_sent_bytes_total", "Bytes written to clients.", t.bytes_out);
+
+  const auto& backends = *ctx_.backends;
+  w.family("fulcrum_lb_server_up", "gauge", "1 when the server passes its health checks.");
+  for (const Backend& b : backends) {
+    w.sample("fulcrum_lb_server_up", {{"node", node}, {"server", b.name}}, uint64_t{ctx_.health->isUp(b.id) ? 1u : 0u});
+  }
+  w.family("fulcrum_lb_server_in_rotation", "gauge", "1 when the server's admin state is ready.");
+  for (const Backend& b : backends) {
+    w.sample("fulcrum_lb_server_in_rotation", {{"node", node}, {"server", b.name}},
+             uint64_t{admin_[b.id] == AdminState::Ready ? 1u : 0u});
+  }
+  std::vector<ServerTotals> per;
+  for (const Backend& b : backends) {
+    per.push_back(sumServer(*ctx_.workers, b.id));
+  }
+  w.family("fulcrum_lb_server_requests_total", "counter", "Requests sent to each server (attempts).");
+  for (const Backend& b : backends) {
+    w.sample("fulcrum_lb_server_requests_total", {{"node", node}, {"server", b.name}}, per[b.id].requests);
+  }
+  w.family("fulcrum_lb_server_failures_total", "counter", "Connect failures, resets and timeouts per server.");
+  for (const Backend& b : backends) {
+    w.sample("fulcrum_lb_server_failures_total", {{"node", node}, {"server", b.name}}, per[b.id].failures);
+  }
+  w.family("fulcrum_lb_server_inflight", "gauge", "Requests waiting for each server's answer.");
+  for (const Backend& b : backends) {
+    w.sample("fulcrum_lb_server_inflight", {{"node", node}, {"server", b.name}}, per[b.id].inflight);
+  }
+  w.family("fulcrum_lb_server_responses_total", "counter", "Responses from each server, by status class.");
+  for (const Backend& b : backends) {
+    for (size_t c = 1; c < 6; ++c) {
+      w.sample("fulcrum_lb_server_responses_total", {{"node", node}, {"server", b.name}, {"code", kClasses[c]}},
+               per[b.id].by_class[c]);
+    }
+  }
+  return w.take();
+}
+
+std::string loadOrCreateToken(const std::string& path, std::string& error) {
+  std::error_code ec;
+  std::filesystem::create_directories(std::filesystem::path(path).parent_path(), ec);
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd >= 0) {
+    char buf[256];
+    ssize_t n = ::read(fd, buf, sizeof buf);
+    ::close(fd);
+    std::string token(buf, n > 0 ? static_cast<size_t>(n) : 0);
+    while (!token.empty() && (token.back() == '\n' || token.back() == '\r' || token.back() == ' ')) {
+      token.pop_back();
+    }
+    if (token.size() < 16) {
+      error = path + ": token too short (16 characters at least)";
+      return "";
+    }
+    return token;
+  }
+  unsigned char raw[32];
+  if (getrandom(raw, sizeof raw, 0) != static_cast<ssize_t>(sizeof raw)) {
+    error = std::string("getrandom: ") + std::strerror(errno);
+    return "";
+  }
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string token;
+  for (unsigned char c : raw) {
+    token += kHex[c >> 4];
+    token += kHex[c & 15];
+  }
+  fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    error = path + ": " + std::strerror(errno);
+    return "";
+  }
+  std::string line = token + "\n";
+  bool ok = ::write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size());
+  ::close(fd);
+  if (!ok) {
+    error = path + ": short write";
+    return "";
+  }
+  return token;
+}
+
+}  // namespace fulcrum::lb

@@ -1,0 +1,53 @@
+#pragma once
+// The load balancer's stats listener: a live HTML dashboard (/), Prometheus metrics (/metrics),
+// the state as JSON (/api/state) and the admin API (POST /api/servers/NAME/state). It runs on
+// the main thread and only reads the workers' counters; admin changes are posted to workers.
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "http/server.h"
+#include "lb/health/health_checker.h"
+#include "lb/pool.h"
+#include "lb/proxy.h"
+
+namespace fulcrum::lb {
+
+enum class AdminState : uint8_t { Ready, Drain, Maint };
+std::string_view adminStateName(AdminState state);
+
+struct StatsContext {
+  std::string node;
+  std::string algorithm;
+  const std::vector<Backend>* backends = nullptr;
+  const std::vector<std::unique_ptr<ProxyStats>>* workers = nullptr;
+  const HealthChecker* health = nullptr;
+  std::string token;  // admin API bearer token
+  // Applies an admin state to every worker (called on the main thread).
+  std::function<void(uint32_t server, AdminState state)> apply_admin;
+};
+
+class StatsHandler final : public http::Handler {
+ public:
+  explicit StatsHandler(StatsContext context);
+  void handle(const http::Request& request, http::Response& response) override;
+
+  AdminState adminState(uint32_t server) const { return admin_[server]; }
+  std::string metricsText() const;
+  std::string stateJson() const;
+
+ private:
+  void handleAdmin(const http::Request& request, http::Response& response, std::string_view name);
+
+  StatsContext ctx_;
+  std::vector<AdminState> admin_;
+  std::chrono::steady_clock::time_point started_;
+};
+
+// Reads the admin token from `path`, or creates it (32 random bytes, hex, mode 0600).
+// Returns "" and sets `error` on failure.
+std::string loadOrCreateToken(const std::string& path, std::string& error);
+
+}  // namespace fulcrum::lb
