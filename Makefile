@@ -3,8 +3,8 @@ JOBS ?= $(shell nproc)
 BUILD ?= build
 ASAN_BUILD ?= build-asan
 FUZZ_BUILD ?= build-fuzz
-# `fulcrum up` (the whole site) is not built yet: `make run` serves the demo static site
-# from one web node until it is.
+# `fulcrum up` (the whole site) is not built yet: `make run` runs the part of the demo site this
+# build has (three web nodes behind a load balancer, scripts/demo.sh) until it is.
 
 .PHONY: all deps build run test test-fast test-asan fuzz bench clean format
 
@@ -18,7 +18,7 @@ build: deps
 	@cmake --build $(BUILD) -j $(JOBS)
 
 run: build
-	$(BUILD)/fulcrum web --site examples/web.toml --node web-01
+	@scripts/demo.sh
 
 # Every test: unit, fuzz-corpus replay and integration on the release build, then unit and
 # fuzz replay again under ASan+UBSan.

@@ -16,6 +16,10 @@ site=$dir/site.toml
   echo "name = \"lb-bench\""
   echo "http = \"127.0.0.1:$port\""
   echo "threads = ${THREADS:-1}"
+  echo "[lb.timeouts]"
+  echo "client_ms = ${CLIENT_MS:-30000}"
+  echo "[lb.limits]"
+  echo "max_connections = 100000"
   echo "[web]"
   echo "app = \"none\""
   i=0

@@ -242,6 +242,11 @@ void ProxySession::processClient() {
       }
       if (!request_started_) {
         request_started_ = true;
+        // Until this head parses, an error answer belongs to no method (a stale HEAD would drop
+        // the error body) and the access log names no earlier request.
+        method_ = http::Method::Other;
+        method_text_.clear();
+        path_.clear();
         t_start_ = worker_.loop().now();
         client_timer_.armAfter(worker_.options().request_timeout);
       }
@@ -297,6 +302,13 @@ void ProxySession::startRequest(size_t head_len) {
 
   replay_.clear();
   ForwardInfo info{client_ip_, worker_.options().proto, {}};
+  std::string authority;
+  if (req_.host.empty()) {
+    // HTTP/1.0 may omit Host; the HTTP/1.1 request we send may not. The authority the client
+    // reached is ours (RFC 9112 §3.3); the syscall is paid only on this rare path.
+    authority = core::localAddress(client_.get()).toString();
+    info.server_address = authority;
+  }
   appendUpstreamRequestHead(replay_, req_, info);
   req_body_.reset(req_.body_kind, req_.content_length, worker_.options().limits.max_body_bytes);
   request_done_ = req_.body_kind == http::BodyKind::None;
@@ -818,7 +830,7 @@ void ProxySession::respondError(int status, std::string_view detail, bool close_
   head += std::to_string(body.size());
   head += "\r\nConnection: close\r\n\r\n";
   cout_.append(head);
-  if (method_ != http::Method::Head || phase_ == Phase::ClientHead) {
+  if (method_ != http::Method::Head) {
     cout_.append(body);
   }
   (void)close_client;

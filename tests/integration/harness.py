@@ -6,6 +6,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -122,3 +123,173 @@ def status_of(raw):
     line = raw.split(b"\r\n", 1)[0]
     parts = line.split(b" ")
     return int(parts[1]) if len(parts) >= 2 and parts[1].isdigit() else None
+
+
+def wait_listening(port, timeout=10.0, host="127.0.0.1"):
+    """Waits until something accepts TCP connections on host:port."""
+    def accepts():
+        with socket.create_connection((host, port), timeout=1.0):
+            return True
+    wait_until(accepts, timeout=timeout, what=f"a listener on {host}:{port}")
+
+
+def vm_rss_kib(pid):
+    """Resident set size of a process, in KiB, from /proc/PID/status."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise ValueError(f"no VmRSS for pid {pid}")
+
+
+def read_head(f, keep_fields=False):
+    """Reads one message head from a buffered binary socket file: (start line, {lower name: value}),
+    plus the fields as sent ([name, value] in order) when `keep_fields`. Repeated fields are joined
+    with ", ". Raises EOFError if the peer closed before a head."""
+    start = f.readline(65536)
+    if not start:
+        raise EOFError("connection closed before a message head")
+    headers = {}
+    fields = []
+    while True:
+        line = f.readline(65536)
+        if not line:
+            raise EOFError("connection closed inside a message head")
+        if line in (b"\r\n", b"\n"):
+            break
+        name, _, value = line.decode("latin-1").partition(":")
+        fields.append([name, value.strip()])
+        name, value = name.strip().lower(), value.strip()
+        headers[name] = headers[name] + ", " + value if name in headers else value
+    start = start.rstrip(b"\r\n").decode("latin-1")
+    return (start, headers, fields) if keep_fields else (start, headers)
+
+
+def read_body(f, headers, bodiless=False, sink=None):
+    """Reads a message body framed by `headers` (Content-Length, chunked, or until close).
+    Returns the body, or when `sink(bytes)` is given feeds it the pieces and returns the length."""
+    pieces = []
+    total = 0
+
+    def take(data):
+        nonlocal total
+        total += len(data)
+        if sink is not None:
+            sink(data)
+        else:
+            pieces.append(data)
+
+    if bodiless:
+        pass
+    elif "chunked" in headers.get("transfer-encoding", "").lower():
+        while True:
+            size_line = f.readline(1024)
+            if not size_line:
+                raise EOFError("connection closed inside a chunked body")
+            size = int(size_line.split(b";")[0].strip(), 16)
+            if size == 0:
+                while f.readline(65536) not in (b"\r\n", b"\n", b""):
+                    pass  # trailer fields
+                break
+            remaining = size
+            while remaining > 0:
+                data = f.read(min(remaining, 1 << 20))
+                if not data:
+                    raise EOFError("connection closed inside a chunk")
+                take(data)
+                remaining -= len(data)
+            f.readline(16)
+    elif "content-length" in headers:
+        remaining = int(headers["content-length"])
+        while remaining > 0:
+            data = f.read(min(remaining, 1 << 20))
+            if not data:
+                raise EOFError(f"connection closed with {remaining} body bytes missing")
+            take(data)
+            remaining -= len(data)
+    else:
+        while True:
+            data = f.read1(1 << 20)
+            if not data:
+                break
+            take(data)
+    return total if sink is not None else b"".join(pieces)
+
+
+def read_response(f, method="GET", sink=None):
+    """Reads one response (skipping interim 1xx except 101): (status, {lower name: value}, body)."""
+    while True:
+        start, headers = read_head(f)
+        status = int(start.split(" ")[1])
+        if status >= 200 or status == 101:
+            break
+    bodiless = method == "HEAD" or status in (101, 204, 304)
+    return status, headers, read_body(f, headers, bodiless=bodiless, sink=sink)
+
+
+class ThreadedServer:
+    """A raw TCP server on 127.0.0.1 (port chosen by the kernel, so known at once) calling
+    `handler(conn, server)` in a thread per connection. stop() closes the listener and every
+    connection and joins the threads, so nothing outlives the test."""
+
+    def __init__(self, handler, host="127.0.0.1"):
+        self.handler = handler
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind((host, 0))
+        self.listener.listen(512)
+        self.listener.settimeout(0.1)
+        self.port = self.listener.getsockname()[1]
+        self.stopping = threading.Event()
+        self.lock = threading.Lock()
+        self.connections = set()
+        self.threads = []
+        self.accept_thread = threading.Thread(target=self._accept_loop, daemon=True)
+        self.accept_thread.start()
+
+    def _accept_loop(self):
+        while not self.stopping.is_set():
+            try:
+                conn, _ = self.listener.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                break
+            conn.settimeout(None)
+            with self.lock:
+                if self.stopping.is_set():
+                    conn.close()
+                    break
+                self.connections.add(conn)
+                thread = threading.Thread(target=self._serve, args=(conn,), daemon=True)
+                self.threads = [t for t in self.threads if t.is_alive()]
+                self.threads.append(thread)
+            thread.start()
+
+    def _serve(self, conn):
+        try:
+            self.handler(conn, self)
+        except (OSError, EOFError, ValueError):
+            pass  # the peer (or stop()) closed the connection
+        finally:
+            with self.lock:
+                self.connections.discard(conn)
+            try:
+                conn.close()
+            except OSError:
+                pass
+
+    def stop(self):
+        self.stopping.set()
+        self.accept_thread.join(timeout=5)
+        self.listener.close()
+        with self.lock:
+            connections = list(self.connections)
+            threads = list(self.threads)
+        for conn in connections:
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        for thread in threads:
+            thread.join(timeout=5)

@@ -22,7 +22,7 @@ struct ServerEntry {
 };
 
 struct PickContext {
-  uint64_t client_hash = 0;  // hash of the client address (algorithm "source")
+  uint64_t client_hash = 0;  // hash of the client address (algorithms "source" and "maglev")
   std::string_view uri;      // request path (algorithm "uri")
   // Servers already tried for this request (retries): avoid them while another is available.
   std::span<const uint32_t> exclude;
@@ -34,7 +34,8 @@ class Balancer {
  public:
   virtual ~Balancer() = default;
   // Replaces the set of usable servers (after a health or admin change). Servers keep their
-  // in-flight counts across calls (by id).
+  // in-flight counts across calls (by id). Names are read during the call only. May allocate
+  // and take milliseconds (a hash ring or Maglev table is rebuilt); pick() does neither.
   virtual void setServers(std::span<const ServerEntry> servers) = 0;
   // Returns the chosen server's id, or kNoServer when the set is empty or all are excluded.
   virtual int pick(const PickContext& context) = 0;

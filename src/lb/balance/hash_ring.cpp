@@ -6,24 +6,32 @@
 
 namespace fulcrum::lb {
 
+uint32_t HashRing::pointsPerWeight(uint64_t total_weight) {
+  if (total_weight == 0) {
+    return kPointsPerWeight;
+  }
+  return static_cast<uint32_t>(std::clamp<uint64_t>(kMaxPoints / total_weight, 1, kPointsPerWeight));
+}
+
 void HashRing::build(std::span<const ServerEntry> servers) {
   members_.assign(servers);
   struct Point {
     uint64_t hash;
     uint32_t owner;
   };
-  size_t total = 0;
+  uint64_t total_weight = 0;
   for (const ServerEntry& server : servers) {
-    total += size_t{kPointsPerWeight} * server.weight;
+    total_weight += server.weight;
   }
+  uint32_t per_weight = pointsPerWeight(total_weight);
   std::vector<Point> points;
-  points.reserve(total);
+  points.reserve(total_weight * per_weight);
   std::string key;
   for (const ServerEntry& server : servers) {
     key.assign(server.name);
     key += '#';
     size_t prefix = key.size();
-    for (uint32_t i = 0; i < kPointsPerWeight * server.weight; ++i) {
+    for (uint32_t i = 0; i < per_weight * server.weight; ++i) {
       char digits[16];
       char* end = std::to_chars(digits, digits + sizeof digits, i).ptr;
       key.resize(prefix);

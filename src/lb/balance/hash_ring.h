@@ -1,9 +1,15 @@
 #pragma once
 // A consistent-hash ring (Karger et al.; ketama) for source and uri. Each server owns
-// 160 * weight points at hashBytes("name#i"); a key belongs to the first point at or after it,
-// wrapping. Points depend only on a server's own name and weight, so when a server leaves only
-// the keys it owned move (each to the next point's owner) and they come back when it returns:
-// of N equal servers, ~1/N of keys move. Memory: 12 bytes a point, 160 * sum(weights) points.
+// 160 * weight points at hashBytes("name#0"), hashBytes("name#1"), ...; a key belongs to the
+// first point at or after it, wrapping. Points depend only on a server's own name and weight, so
+// when a server leaves only the keys it owned move (each to the next point's owner) and they
+// come back when it returns: of N equal servers, ~1/N of keys move.
+//
+// The ring is rebuilt on the worker's loop at every set change, so its size is capped: past a
+// total weight of 1024 (164k points, 2 MB, ~25 ms to build) each unit of weight gets fewer than
+// 160 points. Shares still follow the weights, but that count depends on the total, so a set
+// change there also moves the keys of the points that count adds or drops (a server's points
+// are always a prefix name#0..name#k-1, so only that difference moves).
 #include <cstdint>
 #include <span>
 #include <vector>
@@ -27,6 +33,10 @@ inline uint64_t mixKey(uint64_t key) {
 class HashRing {
  public:
   static constexpr uint32_t kPointsPerWeight = 160;
+  static constexpr uint64_t kMaxPoints = uint64_t{kPointsPerWeight} * 1024;
+
+  // Points per unit of weight for a set whose weights sum to `total_weight`.
+  static uint32_t pointsPerWeight(uint64_t total_weight);
 
   // `servers` as given by usableServers().
   void build(std::span<const ServerEntry> servers);

@@ -25,8 +25,6 @@ void TurnCycleBalancer::setServers(std::span<const ServerEntry> input) {
   for (uint32_t index : buildCycle(weights, total)) {
     turns_.push_back(servers[index].id);
   }
-  // Keep the position (HAProxy keeps its map index): a health change does not send every
-  // worker back to the same first server.
   next_ %= turns_.size();
 }
 

@@ -1,6 +1,9 @@
 #pragma once
 // The round-robin family (roundrobin, static-rr): a whole cycle of turns is worked out in
-// setServers(), so pick() is one array read. A cycle holds sum(weight)/gcd(weights) turns.
+// setServers(), so pick() is one array read. A cycle holds sum(weights)/gcd(weights) turns (4
+// bytes each). A retry passes over the tried servers' turns. The position in the cycle survives
+// setServers() (modulo the new length), as HAProxy keeps its map index: a health change does not
+// send every worker back to the same first server.
 #include <cstddef>
 #include <cstdint>
 #include <span>
