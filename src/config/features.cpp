@@ -46,7 +46,8 @@ std::vector<ConfigError> lbNotBuiltYet(const Site& site, const LbNode* only) {
 std::vector<ConfigError> notBuiltYet(const Site& site) {
   std::vector<ConfigError> out = lbNotBuiltYet(site, nullptr);
   if (site.web.present && site.web.app == "guestbook") {
-    out.push_back(site.errorAt("web.app", "the guestbook application is not built yet; only app = \"none\" runs"));
+    out.push_back(
+        site.errorAt("web.app", "the guestbook application is not built yet; only app = \"none\" runs"));
   }
   if (!site.db.nodes.empty()) {
     out.push_back(site.errorAt("db", "the database agent (`fulcrum db`) is not built yet"));

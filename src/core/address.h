@@ -13,8 +13,8 @@
 namespace fulcrum::core {
 
 struct IpAddress {
-  int family = AF_INET;                // AF_INET or AF_INET6
-  std::array<uint8_t, 16> bytes{};     // network order; IPv4 uses the first 4
+  int family = AF_INET;             // AF_INET or AF_INET6
+  std::array<uint8_t, 16> bytes{};  // network order; IPv4 uses the first 4
 
   static std::optional<IpAddress> parse(std::string_view text);
   std::string toString() const;

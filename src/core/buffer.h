@@ -2,10 +2,11 @@
 // A contiguous byte buffer with a read and a write position. Storage comes from a per-thread
 // pool of fixed-size blocks so the request path does not call malloc, and an idle
 // connection gives its block back (no memory held by idle keep-alive connections).
+#include <sys/types.h>
+
 #include <cstddef>
 #include <cstring>
 #include <string_view>
-#include <sys/types.h>
 
 namespace fulcrum::core {
 

@@ -30,6 +30,8 @@ class ManualClock final : public Clock {
   TimePoint now_{std::chrono::seconds(1000)};
 };
 
-inline std::chrono::milliseconds millis(uint64_t ms) { return std::chrono::milliseconds(ms); }
+inline std::chrono::milliseconds millis(uint64_t ms) {
+  return std::chrono::milliseconds(ms);
+}
 
 }  // namespace fulcrum::core

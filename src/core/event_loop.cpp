@@ -25,12 +25,22 @@ IoHandler* const kWakeHandler = nullptr;
 Timer::Timer(EventLoop& loop, std::function<void()> callback)
     : loop_(loop), slot_(loop.allocTimer(this, std::move(callback))) {}
 
-Timer::~Timer() { loop_.releaseTimer(slot_); }
+Timer::~Timer() {
+  loop_.releaseTimer(slot_);
+}
 
-void Timer::armAfter(Duration after) { loop_.armTimer(slot_, loop_.now() + after); }
-void Timer::armAt(TimePoint deadline) { loop_.armTimer(slot_, deadline); }
-void Timer::disarm() { loop_.timers_[slot_].armed = false; }
-bool Timer::armed() const { return loop_.timers_[slot_].armed; }
+void Timer::armAfter(Duration after) {
+  loop_.armTimer(slot_, loop_.now() + after);
+}
+void Timer::armAt(TimePoint deadline) {
+  loop_.armTimer(slot_, deadline);
+}
+void Timer::disarm() {
+  loop_.timers_[slot_].armed = false;
+}
+bool Timer::armed() const {
+  return loop_.timers_[slot_].armed;
+}
 
 EventLoop::EventLoop(const Clock& clock)
     : clock_(clock),
@@ -47,7 +57,9 @@ EventLoop::EventLoop(const Clock& clock)
   events_.resize(256);
 }
 
-EventLoop::~EventLoop() { deferred_.clear(); }
+EventLoop::~EventLoop() {
+  deferred_.clear();
+}
 
 bool EventLoop::add(int fd, uint32_t events, IoHandler* handler) {
   epoll_event ev{};
@@ -63,7 +75,9 @@ bool EventLoop::modify(int fd, uint32_t events, IoHandler* handler) {
   return epoll_ctl(epoll_fd_.get(), EPOLL_CTL_MOD, fd, &ev) == 0;
 }
 
-void EventLoop::remove(int fd) { epoll_ctl(epoll_fd_.get(), EPOLL_CTL_DEL, fd, nullptr); }
+void EventLoop::remove(int fd) {
+  epoll_ctl(epoll_fd_.get(), EPOLL_CTL_DEL, fd, nullptr);
+}
 
 void EventLoop::post(std::function<void()> fn) {
   {
@@ -75,7 +89,9 @@ void EventLoop::post(std::function<void()> fn) {
   (void)n;
 }
 
-void EventLoop::deferDelete(std::unique_ptr<Deletable> object) { deferred_.push_back(std::move(object)); }
+void EventLoop::deferDelete(std::unique_ptr<Deletable> object) {
+  deferred_.push_back(std::move(object));
+}
 
 void EventLoop::stop() {
   post([this] { stop_requested_ = true; });
@@ -105,8 +121,8 @@ int EventLoop::epollTimeoutMs(Duration max_wait) {
 }
 
 void EventLoop::runOnce(Duration max_wait) {
-  int n = epoll_wait(epoll_fd_.get(), events_.data(), static_cast<int>(events_.size()),
-                     epollTimeoutMs(max_wait));
+  int n =
+      epoll_wait(epoll_fd_.get(), events_.data(), static_cast<int>(events_.size()), epollTimeoutMs(max_wait));
   now_ = clock_.now();
   if (n < 0 && errno != EINTR) {
     log::error("epoll_wait: {}", std::strerror(errno));

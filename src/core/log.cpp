@@ -33,8 +33,7 @@ constexpr std::string_view levelName(Level level) {
 std::string timestamp() {
   auto now = std::chrono::system_clock::now();
   auto secs = std::chrono::system_clock::to_time_t(now);
-  auto millis =
-      std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
+  auto millis = std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
   std::tm tm{};
   gmtime_r(&secs, &tm);
   return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z", tm.tm_year + 1900, tm.tm_mon + 1,
@@ -43,8 +42,12 @@ std::string timestamp() {
 
 }  // namespace
 
-void setLevel(Level level) { g_level.store(static_cast<int>(level)); }
-void setFormat(Format format) { g_format.store(format); }
+void setLevel(Level level) {
+  g_level.store(static_cast<int>(level));
+}
+void setFormat(Format format) {
+  g_format.store(format);
+}
 void setComponent(std::string component) {
   std::lock_guard lock(g_component_mutex);
   g_component = std::move(component);
@@ -102,6 +105,64 @@ void appendJsonEscaped(std::string& out, std::string_view text) {
         }
     }
   }
+}
+
+Format format() { return g_format.load(std::memory_order_relaxed); }
+
+void event(Level level, std::string_view name, std::initializer_list<Field> fields) {
+  if (!enabled(level)) {
+    return;
+  }
+  if (format() == Format::Text) {
+    std::string message(name);
+    for (const Field& f : fields) {
+      message += ' ';
+      message += f.key;
+      message += '=';
+      if (f.is_number) {
+        fmt::format_to(std::back_inserter(message), "{:g}", f.number);
+      } else {
+        message += f.text;
+      }
+    }
+    write(level, message);
+    return;
+  }
+  std::string component;
+  {
+    std::lock_guard lock(g_component_mutex);
+    component = g_component;
+  }
+  std::string line;
+  line.reserve(256);
+  line += "{\"ts\":\"";
+  line += timestamp();
+  line += "\",\"level\":\"";
+  line += levelName(level);
+  line += "\"";
+  if (!component.empty()) {
+    line += ",\"node\":\"";
+    appendJsonEscaped(line, component);
+    line += "\"";
+  }
+  line += ",\"event\":\"";
+  appendJsonEscaped(line, name);
+  line += "\"";
+  for (const Field& f : fields) {
+    line += ",\"";
+    appendJsonEscaped(line, f.key);
+    line += "\":";
+    if (f.is_number) {
+      fmt::format_to(std::back_inserter(line), "{:g}", f.number);
+    } else {
+      line += '"';
+      appendJsonEscaped(line, f.text);
+      line += '"';
+    }
+  }
+  line += "}\n";
+  ssize_t ignored = ::write(STDERR_FILENO, line.data(), line.size());
+  (void)ignored;
 }
 
 void write(Level level, std::string_view message) {

@@ -4,6 +4,7 @@
 #include <fmt/format.h>
 
 #include <atomic>
+#include <initializer_list>
 #include <string>
 #include <string_view>
 
@@ -20,25 +21,41 @@ bool parseLevel(std::string_view text, Level& out);
 bool parseFormat(std::string_view text, Format& out);
 
 extern std::atomic<int> g_level;
-inline bool enabled(Level level) { return static_cast<int>(level) <= g_level.load(std::memory_order_relaxed); }
+inline bool enabled(Level level) {
+  return static_cast<int>(level) <= g_level.load(std::memory_order_relaxed);
+}
 
 void write(Level level, std::string_view message);
+Format format();
+// Writes one structured event. Text: "TS info [node] EVENT key=value ...". JSON: one object with
+// ts, level, node, event and each field as its own member (numbers stay numbers).
+struct Field {
+  std::string_view key;
+  std::string_view text;  // used when !is_number
+  double number = 0;
+  bool is_number = false;
+};
+void event(Level level, std::string_view name, std::initializer_list<Field> fields);
 
 template <typename... Args>
 void error(fmt::format_string<Args...> f, Args&&... args) {
-  if (enabled(Level::Error)) write(Level::Error, fmt::format(f, std::forward<Args>(args)...));
+  if (enabled(Level::Error))
+    write(Level::Error, fmt::format(f, std::forward<Args>(args)...));
 }
 template <typename... Args>
 void warn(fmt::format_string<Args...> f, Args&&... args) {
-  if (enabled(Level::Warn)) write(Level::Warn, fmt::format(f, std::forward<Args>(args)...));
+  if (enabled(Level::Warn))
+    write(Level::Warn, fmt::format(f, std::forward<Args>(args)...));
 }
 template <typename... Args>
 void info(fmt::format_string<Args...> f, Args&&... args) {
-  if (enabled(Level::Info)) write(Level::Info, fmt::format(f, std::forward<Args>(args)...));
+  if (enabled(Level::Info))
+    write(Level::Info, fmt::format(f, std::forward<Args>(args)...));
 }
 template <typename... Args>
 void debug(fmt::format_string<Args...> f, Args&&... args) {
-  if (enabled(Level::Debug)) write(Level::Debug, fmt::format(f, std::forward<Args>(args)...));
+  if (enabled(Level::Debug))
+    write(Level::Debug, fmt::format(f, std::forward<Args>(args)...));
 }
 
 // Appends `text` to `out` as the inside of a JSON string literal.

@@ -36,7 +36,9 @@ SignalWatcher::SignalWatcher(EventLoop& loop, std::initializer_list<int> signals
   loop_.add(fd_.get(), EPOLLIN, this);
 }
 
-SignalWatcher::~SignalWatcher() { loop_.remove(fd_.get()); }
+SignalWatcher::~SignalWatcher() {
+  loop_.remove(fd_.get());
+}
 
 void SignalWatcher::onIoEvents(uint32_t) {
   signalfd_siginfo info;

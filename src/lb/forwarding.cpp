@@ -17,7 +17,9 @@ void appendField(std::string& out, std::string_view name, std::string_view value
   out += "\r\n";
 }
 
-bool quoteForwardedFor(std::string_view ip) { return ip.find(':') != std::string_view::npos; }
+bool quoteForwardedFor(std::string_view ip) {
+  return ip.find(':') != std::string_view::npos;
+}
 
 }  // namespace
 
@@ -103,7 +105,8 @@ void appendUpstreamRequestHead(std::string& out, const http::RequestHead& head, 
   out += "\r\n\r\n";
 }
 
-void appendClientResponseHead(std::string& out, const http::ResponseHead& head, const ClientFraming& framing) {
+void appendClientResponseHead(std::string& out, const http::ResponseHead& head,
+                              const ClientFraming& framing) {
   out += "HTTP/1.1 ";
   char code[4] = {static_cast<char>('0' + head.status / 100), static_cast<char>('0' + head.status / 10 % 10),
                   static_cast<char>('0' + head.status % 10), ' '};

@@ -11,7 +11,7 @@
 namespace fulcrum::lb {
 
 struct ForwardInfo {
-  std::string_view client_ip;      // "192.0.2.1" or "2001:db8::1"
+  std::string_view client_ip;       // "192.0.2.1" or "2001:db8::1"
   std::string_view proto = "http";  // "http" | "https"
   std::string_view server_address;  // Host for HTTP/1.0 requests that carry none
 };
@@ -21,9 +21,9 @@ struct ForwardInfo {
 void appendUpstreamRequestHead(std::string& out, const http::RequestHead& head, const ForwardInfo& info);
 
 struct ClientFraming {
-  bool close = false;        // the client connection closes after this response
+  bool close = false;              // the client connection closes after this response
   bool http10_keep_alive = false;  // an HTTP/1.0 client asked for keep-alive and keeps it
-  bool dechunk = false;      // body is decoded for an HTTP/1.0 client: drop Transfer-Encoding
+  bool dechunk = false;            // body is decoded for an HTTP/1.0 client: drop Transfer-Encoding
 };
 
 // Appends the response head to send to the client.

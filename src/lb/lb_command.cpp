@@ -42,8 +42,9 @@ int runLbCommand(const config::Site& site, const std::string& node_name) {
     return kExitConfig;
   }
   if (site.web.nodes.empty()) {
-    log::error("{}", site.errorAt("web.node", "a load balancer needs at least one [[web.node]] to send traffic to")
-                         .toString());
+    log::error("{}",
+               site.errorAt("web.node", "a load balancer needs at least one [[web.node]] to send traffic to")
+                   .toString());
     return kExitConfig;
   }
   log::setComponent(node->name);
@@ -114,7 +115,8 @@ int runLbCommand(const config::Site& site, const std::string& node_name) {
     auto report = [&main_loop, &checker](uint32_t server, const std::string& reason) {
       main_loop.post([&checker, server, reason] { checker.reportFailure(server, reason); });
     };
-    proxies[i] = std::make_unique<ProxyWorker>(loop, std::move(listeners[i]), *pools[i], options, *stats[i], report);
+    proxies[i] =
+        std::make_unique<ProxyWorker>(loop, std::move(listeners[i]), *pools[i], options, *stats[i], report);
   });
   checker.start();
 
@@ -126,7 +128,8 @@ int runLbCommand(const config::Site& site, const std::string& node_name) {
     std::string error;
     std::string token_path = (site.site.state_dir / "admin.token").string();
     std::string token = loadOrCreateToken(token_path, error);
-    core::Fd fd = token.empty() ? core::Fd() : core::listenTcp(*node->stats, core::ListenOptions{false}, error);
+    core::Fd fd =
+        token.empty() ? core::Fd() : core::listenTcp(*node->stats, core::ListenOptions{false}, error);
     if (!fd) {
       log::error("stats listener: {}", error);
       workers.stopAll();
@@ -141,15 +144,17 @@ int runLbCommand(const config::Site& site, const std::string& node_name) {
     ctx.token = token;
     ctx.apply_admin = [&workers, &pools](uint32_t id, AdminState state) {
       bool in_rotation = state == AdminState::Ready;
-      workers.postAll([&pools, id, in_rotation](core::EventLoop&, unsigned i) { pools[i]->setInRotation(id, in_rotation); });
+      workers.postAll([&pools, id, in_rotation](core::EventLoop&, unsigned i) {
+        pools[i]->setInRotation(id, in_rotation);
+      });
     };
     stats_handler = std::make_unique<StatsHandler>(std::move(ctx));
     http::ServerOptions server_options;
     server_options.served_by = node->name;
-    stats_server = std::make_unique<http::HttpServer>(main_loop, std::move(fd), *stats_handler, server_options,
-                                                      stats_server_stats);
-    log::info("stats on http://{} (dashboard /, /metrics, /api/state; admin token in {})", node->stats->toString(),
-              token_path);
+    stats_server = std::make_unique<http::HttpServer>(main_loop, std::move(fd), *stats_handler,
+                                                      server_options, stats_server_stats);
+    log::info("stats on http://{} (dashboard /, /metrics, /api/state; admin token in {})",
+              node->stats->toString(), token_path);
   }
   log::info("load balancer {} on http://{} with {} worker(s), {} server(s), algorithm {}", node->name,
             node->http.toString(), threads, backends.size(), site.lb.algorithm);

@@ -12,7 +12,9 @@ UpstreamConn::UpstreamConn(core::EventLoop& loop, uint32_t server, core::Fd fd, 
   loop_.add(fd_.get(), events_, this);
 }
 
-UpstreamConn::~UpstreamConn() { loop_.remove(fd_.get()); }
+UpstreamConn::~UpstreamConn() {
+  loop_.remove(fd_.get());
+}
 
 void UpstreamConn::onIoEvents(uint32_t events) {
   if (owner_ != nullptr) {
@@ -29,8 +31,8 @@ void UpstreamConn::setEvents(uint32_t events) {
   }
 }
 
-WorkerPool::WorkerPool(core::EventLoop& loop, const std::vector<Backend>& backends, std::string_view algorithm,
-                       const PoolOptions& options)
+WorkerPool::WorkerPool(core::EventLoop& loop, const std::vector<Backend>& backends,
+                       std::string_view algorithm, const PoolOptions& options)
     : loop_(loop),
       backends_(backends),
       options_(options),
@@ -65,14 +67,25 @@ void WorkerPool::rebuild() {
 }
 
 int WorkerPool::pick(const PickContext& context) {
-  return use_backup_ ? backup_->pick(context) : active_->pick(context);
+  if (use_backup_) {
+    return backup_->pick(context);
+  }
+  int id = active_->pick(context);
+  if (id == kNoServer) {
+    // Every active server failed this request before health checks caught up: a backup
+    // beats a 503.
+    id = backup_->pick(context);
+  }
+  return id;
 }
 
 void WorkerPool::onRequestStart(uint32_t id) {
   (backends_[id].backup ? backup_ : active_)->onRequestStart(id);
 }
 
-void WorkerPool::onRequestEnd(uint32_t id) { (backends_[id].backup ? backup_ : active_)->onRequestEnd(id); }
+void WorkerPool::onRequestEnd(uint32_t id) {
+  (backends_[id].backup ? backup_ : active_)->onRequestEnd(id);
+}
 
 bool WorkerPool::anyUsable() const {
   return std::any_of(backends_.begin(), backends_.end(), [this](const Backend& b) { return up_[b.id]; });
@@ -84,6 +97,9 @@ void WorkerPool::setUp(uint32_t id, bool up) {
   }
   up_[id] = up;
   if (!up) {
+    for (auto& conn : idle_[id]) {
+      retire(std::move(conn));  // we run from a posted message, inside an event batch
+    }
     idle_[id].clear();
   }
   rebuild();
@@ -113,7 +129,8 @@ void WorkerPool::putIdle(std::unique_ptr<UpstreamConn> conn) {
   uint32_t id = conn->server();
   auto& list = idle_[id];
   if (!up_[id] || list.size() >= options_.max_idle_per_server) {
-    return;  // closes here
+    retire(std::move(conn));
+    return;
   }
   conn->setEvents(EPOLLIN | EPOLLRDHUP);
   conn->park(this, loop_.now());
@@ -124,18 +141,16 @@ void WorkerPool::dropIdle(UpstreamConn* conn) {
   auto& list = idle_[conn->server()];
   for (size_t i = 0; i < list.size(); ++i) {
     if (list[i].get() == conn) {
-      // We are inside this connection's own callback: free it after the event batch.
-      struct Holder : core::Deletable {
-        std::unique_ptr<UpstreamConn> conn;
-      };
-      auto holder = std::make_unique<Holder>();
-      holder->conn = std::move(list[i]);
-      holder->conn->park(nullptr, {});
-      loop_.deferDelete(std::move(holder));
+      retire(std::move(list[i]));  // we are inside this connection's own callback
       list.erase(list.begin() + static_cast<long>(i));
       return;
     }
   }
+}
+
+void WorkerPool::retire(std::unique_ptr<UpstreamConn> conn) {
+  conn->park(nullptr, {});  // a late event in this batch reaches no one
+  loop_.deferDelete(std::move(conn));
 }
 
 void WorkerPool::sweepIdle() {

@@ -36,7 +36,8 @@ class UpstreamOwner {
 // A connection to a server. It stays registered with the worker's epoll for its whole life,
 // whether parked idle in the pool or serving a request, so handing it over costs no syscall.
 // A readable event while parked means the server closed it (or sent garbage): it is dropped.
-class UpstreamConn final : public core::IoHandler {
+// Closed through WorkerPool::retire(): an event for it may still wait in the current batch.
+class UpstreamConn final : public core::IoHandler, public core::Deletable {
  public:
   UpstreamConn(core::EventLoop& loop, uint32_t server, core::Fd fd, uint32_t events);
   ~UpstreamConn() override;
@@ -82,7 +83,8 @@ class WorkerPool {
   const Backend& backend(uint32_t id) const { return backends_[id]; }
 
   // Picks a server for a request; kNoServer when none is usable. Active servers that are up
-  // take all traffic; backups only while no active server is up.
+  // take all traffic; backups only while no active server is up, or once a request has been
+  // refused by every active one (context.exclude).
   int pick(const PickContext& context);
   void onRequestStart(uint32_t id);
   void onRequestEnd(uint32_t id);
@@ -100,6 +102,9 @@ class WorkerPool {
   void putIdle(std::unique_ptr<UpstreamConn> conn);
   // A parked connection saw an event: the server closed it. Called from its own callback.
   void dropIdle(UpstreamConn* conn);
+  // Closes a connection from inside an event batch: it is detached now and freed after the
+  // batch, since an event for it may still be waiting in this one.
+  void retire(std::unique_ptr<UpstreamConn> conn);
   size_t idleCount(uint32_t id) const { return idle_[id].size(); }
 
  private:

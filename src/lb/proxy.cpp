@@ -17,7 +17,7 @@ namespace fulcrum::lb {
 
 namespace {
 
-constexpr size_t kHighWater = 64 * 1024;      // stop reading a side while the other has this much queued
+constexpr size_t kHighWater = 64 * 1024;       // stop reading a side while the other has this much queued
 constexpr size_t kMaxReplayBytes = 64 * 1024;  // requests up to this size can be re-sent on a retry
 constexpr int kAcceptBatch = 64;
 constexpr auto kLingerTime = std::chrono::seconds(2);
@@ -104,17 +104,20 @@ class ProxySession final : public core::IoHandler, public UpstreamOwner, public 
   bool client_keep_alive_ = true;
   bool expect_continue_ = false;
   bool upgrade_ = false;
-  bool request_done_ = false;       // the whole request has been queued upstream
-  bool response_started_ = false;   // a byte of the final response went to the client
+  bool request_done_ = false;      // the whole request has been queued upstream
+  bool response_started_ = false;  // a byte of the final response went to the client
   bool response_head_done_ = false;
   bool dechunk_ = false;
   bool close_client_ = false;
   bool replayable_ = true;
   bool request_started_ = false;
-  std::string replay_;  // every byte sent upstream for this request, while it fits
+  bool client_eof_ = false;     // tunnel: the client ended its side
+  bool upstream_shut_ = false;  // tunnel: and the server has been told
+  std::string replay_;          // every byte sent upstream for this request, while it fits
   int server_ = kNoServer;
   std::vector<uint32_t> tried_;
   uint32_t attempts_ = 0;
+  bool fresh_only_ = false;  // a reused connection went stale: retries open new ones (once)
   int response_status_ = 0;
   uint64_t response_bytes_ = 0;
   core::TimePoint t_start_{};
@@ -212,7 +215,15 @@ void ProxySession::readClient() {
   ssize_t n = cin_.readFrom(client_.get(), max_in);
   if (n == 0) {
     // The client closed (or half-closed) its side.
-    if (phase_ == Phase::ClientHead || phase_ == Phase::Tunnel || !request_done_) {
+    if (phase_ == Phase::Tunnel) {
+      // Passed on once the server has every byte before it; the server's side stays open
+      // until it closes too, so its last answer still reaches the client.
+      client_eof_ = true;
+      updateClientInterest();
+      flushUpstream();
+      return;
+    }
+    if (phase_ == Phase::ClientHead || !request_done_) {
       close();
       return;
     }
@@ -298,6 +309,7 @@ void ProxySession::startRequest(size_t head_len) {
   response_bytes_ = 0;
   tried_.clear();
   attempts_ = 0;
+  fresh_only_ = false;
   server_ = kNoServer;
 
   replay_.clear();
@@ -404,9 +416,9 @@ void ProxySession::updateClientInterest() {
   // Reading stays on through an exchange (no epoll_ctl per request): a pipelined request is
   // simply kept in cin_. It pauses only for backpressure or once the client has closed.
   uint32_t events = 0;
-  bool reading_paused = phase_ != Phase::Lingering &&
-                        (close_client_ || uout_.size() >= kHighWater ||
-                         (phase_ != Phase::ClientHead && cin_.size() >= kHighWater));
+  bool reading_paused =
+      phase_ != Phase::Lingering && (close_client_ || client_eof_ || uout_.size() >= kHighWater ||
+                                     (phase_ != Phase::ClientHead && cin_.size() >= kHighWater));
   if (!reading_paused) {
     events |= EPOLLIN | EPOLLRDHUP;
   }
@@ -428,7 +440,8 @@ void ProxySession::connectUpstream() {
   int server = pool.pick(ctx);
   if (server == kNoServer) {
     worker_.stats().no_server.add();
-    respondError(503, tried_.empty() ? "no server is available" : "no server could be reached", !request_done_);
+    respondError(503, tried_.empty() ? "no server is available" : "no server could be reached",
+                 !request_done_);
     return;
   }
   server_ = server;
@@ -445,7 +458,7 @@ void ProxySession::connectUpstream() {
   uin_.clear();
   // A non-idempotent request never rides a reused connection: if the server closed it at that
   // moment we could not tell whether the request was processed, so it could not be retried.
-  if (http::isIdempotent(method_)) {
+  if (http::isIdempotent(method_) && !fresh_only_) {
     upstream_ = pool.takeIdle(id);
   }
   if (upstream_) {
@@ -507,6 +520,7 @@ void ProxySession::onUpstreamEvents(uint32_t events) {
 }
 
 void ProxySession::flushUpstream() {
+  bool wrote = false;
   while (upstream_ && !uout_.empty()) {
     ssize_t n = uout_.writeTo(upstream_->fd());
     if (n < 0) {
@@ -516,9 +530,17 @@ void ProxySession::flushUpstream() {
       upstreamFailed("send", errno, false);
       return;
     }
+    wrote = true;
   }
   if (!upstream_) {
     return;
+  }
+  if (wrote && phase_ == Phase::Exchanging) {
+    upstream_timer_.armAfter(worker_.options().server_timeout);  // a long upload is moving
+  }
+  if (client_eof_ && uout_.empty() && !upstream_shut_) {
+    upstream_shut_ = true;
+    ::shutdown(upstream_->fd(), SHUT_WR);
   }
   updateUpstreamInterest();
   if (uout_.size() < kHighWater) {
@@ -720,12 +742,15 @@ void ProxySession::upstreamFailed(const char* what, int err, bool connect_phase)
   // Nothing was sent when the connect failed: any request may go elsewhere. After a send, only
   // an idempotent request whose bytes we still hold may be replayed.
   bool may_retry = replayable_ && (connect_phase || (request_done_ && http::isIdempotent(method_)));
-  uint32_t allowed = worker_.options().retries + (stale_keepalive ? 1 : 0);
+  // A stale connection costs no retry, once: later attempts take no parked connection (they
+  // would all be stale when the server has just died), so a dead server fails them at connect.
+  fresh_only_ = fresh_only_ || stale_keepalive;
+  uint32_t allowed = worker_.options().retries + (fresh_only_ ? 1 : 0);
   if (may_retry && attempts_ <= allowed) {
     worker_.stats().retries.add();
     log::debug("retrying {} {} after {} on {}", method_text_, path_, reason, backend.name);
     if (stale_keepalive) {
-      tried_.pop_back();  // the server itself is fine: it may be chosen again
+      tried_.pop_back();  // the server itself may be fine: it may be chosen again
     }
     connectUpstream();
     return;
@@ -743,10 +768,13 @@ void ProxySession::closeUpstream(bool reusable) {
   if (!upstream_) {
     return;
   }
+  // Never freed here: the client's event may have brought us here with the server's event
+  // still waiting in the same batch.
   if (reusable) {
     worker_.pool().putIdle(std::move(upstream_));
+  } else {
+    worker_.pool().retire(std::move(upstream_));
   }
-  upstream_.reset();
   uin_.release();
   uout_.release();
 }
@@ -768,10 +796,17 @@ void ProxySession::onUpstreamTimeout() {
     close();
     return;
   }
-  worker_.stats().backends[id].failures.add();
-  worker_.reportFailure(id, reason);
   worker_.pool().onRequestEnd(id);
   worker_.stats().backends[id].inflight.sub();
+  if (!request_done_ && uout_.empty()) {
+    // The server has every byte the client sent: the wait is on the client's body.
+    closeUpstream(false);
+    server_ = kNoServer;
+    respondError(408, "request body not received in time", true);
+    return;
+  }
+  worker_.stats().backends[id].failures.add();
+  worker_.reportFailure(id, reason);
   closeUpstream(false);
   worker_.stats().gateway_timeout.add();
   server_ = kNoServer;  // already accounted
@@ -880,23 +915,27 @@ void ProxySession::accessLog(int status) {
     return;
   }
   core::TimePoint now = worker_.loop().now();
-  std::string_view server = server_ == kNoServer ? std::string_view("-")
-                                                 : std::string_view(worker_.pool().backend(server_).name);
+  std::string_view server =
+      server_ == kNoServer ? std::string_view("-") : std::string_view(worker_.pool().backend(server_).name);
   double connect_ms = t_connected_ >= t_connect_start_ && server_ != kNoServer
                           ? millisBetween(t_connect_start_, t_connected_)
                           : 0.0;
   double response_ms = t_response_ >= t_start_ ? millisBetween(t_start_, t_response_) : 0.0;
-  log::info("access client={} method={} path={} status={} bytes={} server={} retries={} connect_ms={:.3f} "
-            "response_ms={:.3f} total_ms={:.3f}",
-            peer_.toString(), method_text_, path_, status, response_bytes_, server,
-            attempts_ > 0 ? attempts_ - 1 : 0, connect_ms, response_ms, millisBetween(t_start_, now));
+  std::string client = peer_.toString();
+  auto num = [](std::string_view key, double value) { return log::Field{key, {}, value, true}; };
+  auto str = [](std::string_view key, std::string_view value) { return log::Field{key, value, 0, false}; };
+  log::event(log::Level::Info, "access",
+             {str("client", client), str("method", method_text_), str("path", path_), num("status", status),
+              num("bytes", static_cast<double>(response_bytes_)), str("server", server),
+              num("retries", attempts_ > 0 ? attempts_ - 1 : 0), num("connect_ms", connect_ms),
+              num("response_ms", response_ms), num("total_ms", millisBetween(t_start_, now))});
 }
 
 // ---------------------------------------------------------------------------------------------
 // Worker
 
-ProxyWorker::ProxyWorker(core::EventLoop& loop, core::Fd listener, WorkerPool& pool, const ProxyOptions& options,
-                         ProxyStats& stats, FailureReporter report_failure)
+ProxyWorker::ProxyWorker(core::EventLoop& loop, core::Fd listener, WorkerPool& pool,
+                         const ProxyOptions& options, ProxyStats& stats, FailureReporter report_failure)
     : loop_(loop),
       listener_(std::move(listener)),
       pool_(pool),
@@ -933,8 +972,8 @@ void ProxyWorker::onIoEvents(uint32_t) {
       continue;
     }
     core::setNoDelay(fd);
-    auto* session = new ProxySession(*this, core::Fd(fd),
-                                     core::SocketAddress::fromSockaddr(reinterpret_cast<sockaddr*>(&ss), len));
+    auto* session = new ProxySession(
+        *this, core::Fd(fd), core::SocketAddress::fromSockaddr(reinterpret_cast<sockaddr*>(&ss), len));
     link(session);
     stats_.connections_total.add();
   }

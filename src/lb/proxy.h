@@ -42,10 +42,10 @@ struct ProxyStats {
   core::Counter requests_total;
   std::array<core::Counter, 6> responses_by_class;  // what clients got, by status/100
   core::Counter retries;
-  core::Counter no_server;       // 503: nothing up, or every attempt failed to connect
-  core::Counter bad_gateway;     // 502
-  core::Counter gateway_timeout; // 504
-  core::Counter bad_requests;    // refused by the parser
+  core::Counter no_server;        // 503: nothing up, or every attempt failed to connect
+  core::Counter bad_gateway;      // 502
+  core::Counter gateway_timeout;  // 504
+  core::Counter bad_requests;     // refused by the parser
   core::Counter bytes_in;
   core::Counter bytes_out;
   std::vector<BackendStats> backends;

@@ -184,7 +184,8 @@ void StatsHandler::handle(const http::Request& request, http::Response& response
   }
 }
 
-void StatsHandler::handleAdmin(const http::Request& request, http::Response& response, std::string_view name) {
+void StatsHandler::handleAdmin(const http::Request& request, http::Response& response,
+                               std::string_view name) {
   if (request.head.method != http::Method::Post) {
     jsonError(response, 405, "use POST");
     response.addHeader("Allow", "POST");
@@ -192,7 +193,8 @@ void StatsHandler::handleAdmin(const http::Request& request, http::Response& res
   }
   auto auth = request.head.find("Authorization");
   constexpr std::string_view kBearer = "Bearer ";
-  if (!auth || auth->size() <= kBearer.size() || !http::equalsIgnoreCase(auth->substr(0, kBearer.size()), kBearer) ||
+  if (!auth || auth->size() <= kBearer.size() ||
+      !http::equalsIgnoreCase(auth->substr(0, kBearer.size()), kBearer) ||
       !sameSecret(auth->substr(kBearer.size()), ctx_.token)) {
     jsonError(response, 401, "a valid 'Authorization: Bearer TOKEN' is required");
     response.addHeader("WWW-Authenticate", "Bearer");
@@ -228,7 +230,8 @@ void StatsHandler::handleAdmin(const http::Request& request, http::Response& res
     log::info("admin: server {} set to {} (was {})", it->name, adminStateName(next), adminStateName(before));
     ctx_.apply_admin(it->id, next);
   }
-  nlohmann::json out = {{"server", it->name}, {"state", adminStateName(next)}, {"previous", adminStateName(before)}};
+  nlohmann::json out = {
+      {"server", it->name}, {"state", adminStateName(next)}, {"previous", adminStateName(before)}};
   response.setBody(200, "application/json", out.dump() + "\n");
 }
 
@@ -296,7 +299,8 @@ std::string StatsHandler::metricsText() const {
   counter("fulcrum_lb_retries_total", "Requests redispatched to another server.", t.retries);
   counter("fulcrum_lb_no_server_total", "503 answers: no server available or reachable.", t.no_server);
   counter("fulcrum_lb_bad_gateway_total", "502 answers: a server failed before answering.", t.bad_gateway);
-  counter("fulcrum_lb_gateway_timeout_total", "504 answers: a server did not answer in time.", t.gateway_timeout);
+  counter("fulcrum_lb_gateway_timeout_total", "504 answers: a server did not answer in time.",
+          t.gateway_timeout);
   counter("fulcrum_lb_bad_requests_total", "Requests refused as malformed.", t.bad_requests);
   counter("fulcrum_lb_received_bytes_total", "Bytes read from clients.", t.bytes_in);
   counter("fulcrum_lb_sent_bytes_total", "Bytes written to clients.", t.bytes_out);
@@ -304,7 +308,8 @@ std::string StatsHandler::metricsText() const {
   const auto& backends = *ctx_.backends;
   w.family("fulcrum_lb_server_up", "gauge", "1 when the server passes its health checks.");
   for (const Backend& b : backends) {
-    w.sample("fulcrum_lb_server_up", {{"node", node}, {"server", b.name}}, uint64_t{ctx_.health->isUp(b.id) ? 1u : 0u});
+    w.sample("fulcrum_lb_server_up", {{"node", node}, {"server", b.name}},
+             uint64_t{ctx_.health->isUp(b.id) ? 1u : 0u});
   }
   w.family("fulcrum_lb_server_in_rotation", "gauge", "1 when the server's admin state is ready.");
   for (const Backend& b : backends) {
@@ -319,7 +324,8 @@ std::string StatsHandler::metricsText() const {
   for (const Backend& b : backends) {
     w.sample("fulcrum_lb_server_requests_total", {{"node", node}, {"server", b.name}}, per[b.id].requests);
   }
-  w.family("fulcrum_lb_server_failures_total", "counter", "Connect failures, resets and timeouts per server.");
+  w.family("fulcrum_lb_server_failures_total", "counter",
+           "Connect failures, resets and timeouts per server.");
   for (const Backend& b : backends) {
     w.sample("fulcrum_lb_server_failures_total", {{"node", node}, {"server", b.name}}, per[b.id].failures);
   }
@@ -330,8 +336,8 @@ std::string StatsHandler::metricsText() const {
   w.family("fulcrum_lb_server_responses_total", "counter", "Responses from each server, by status class.");
   for (const Backend& b : backends) {
     for (size_t c = 1; c < 6; ++c) {
-      w.sample("fulcrum_lb_server_responses_total", {{"node", node}, {"server", b.name}, {"code", kClasses[c]}},
-               per[b.id].by_class[c]);
+      w.sample("fulcrum_lb_server_responses_total",
+               {{"node", node}, {"server", b.name}, {"code", kClasses[c]}}, per[b.id].by_class[c]);
     }
   }
   return w.take();

@@ -287,7 +287,8 @@ void StaticFiles::serve(const http::Request& request, http::Response& response) 
       }
       response.status = 206;
       response.addHeader("Content-Range", "bytes " + std::to_string(first) + "-" +
-                                              std::to_string(first + length - 1) + "/" + std::to_string(size));
+                                              std::to_string(first + length - 1) + "/" +
+                                              std::to_string(size));
       response.file_offset = first;
       response.file_length = length;
     }

@@ -61,7 +61,8 @@ std::string WebApp::metricsText() const {
   w.sample("fulcrum_web_received_bytes_total", {{"node", node}}, bytes_in);
   w.family("fulcrum_web_sent_bytes_total", "counter", "Bytes written to clients.");
   w.sample("fulcrum_web_sent_bytes_total", {{"node", node}}, bytes_out);
-  w.family("fulcrum_web_bad_requests_total", "counter", "Requests refused as malformed (4xx/5xx before dispatch).");
+  w.family("fulcrum_web_bad_requests_total", "counter",
+           "Requests refused as malformed (4xx/5xx before dispatch).");
   w.sample("fulcrum_web_bad_requests_total", {{"node", node}}, parse_errors);
   w.family("fulcrum_web_timeouts_total", "counter", "Connections closed by a request or idle timeout.");
   w.sample("fulcrum_web_timeouts_total", {{"node", node}}, timeouts);

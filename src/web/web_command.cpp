@@ -47,8 +47,9 @@ int runWebCommand(const config::Site& site, const std::string& node_name) {
   }
   if (site.web.app == "guestbook") {
     // The guestbook application is not built yet: refuse rather than pretend it runs.
-    log::error("{}", site.errorAt("web.app", "\"guestbook\" is not supported yet by this build; set app = \"none\"")
-                         .toString());
+    log::error("{}",
+               site.errorAt("web.app", "\"guestbook\" is not supported yet by this build; set app = \"none\"")
+                   .toString());
     return kExitConfig;
   }
   log::setComponent(node->name);
@@ -103,14 +104,13 @@ int runWebCommand(const config::Site& site, const std::string& node_name) {
       return;
     }
     stopping = true;
-    log::info("{}: draining {} connection(s)", sig == SIGINT ? "SIGINT" : "SIGTERM",
-              [&] {
-                size_t n = 0;
-                for (const auto& s : stats) {
-                  n += s->connections_active.get();
-                }
-                return n;
-              }());
+    log::info("{}: draining {} connection(s)", sig == SIGINT ? "SIGINT" : "SIGTERM", [&] {
+      size_t n = 0;
+      for (const auto& s : stats) {
+        n += s->connections_active.get();
+      }
+      return n;
+    }());
     grace_timer.armAfter(kDrainGrace);
     workers.postAll([&](core::EventLoop&, unsigned i) {
       servers[i]->drain([&main_loop, &idle_workers, threads] {

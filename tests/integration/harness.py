@@ -84,7 +84,8 @@ class Process:
         return self.proc.returncode
 
     def output(self):
-        self.log.flush()
+        if not self.log.closed:
+            self.log.flush()
         with open(self.log_path, "rb") as f:
             return f.read().decode("utf-8", "replace")
 
@@ -123,14 +124,6 @@ def status_of(raw):
     line = raw.split(b"\r\n", 1)[0]
     parts = line.split(b" ")
     return int(parts[1]) if len(parts) >= 2 and parts[1].isdigit() else None
-
-
-def wait_listening(port, timeout=10.0, host="127.0.0.1"):
-    """Waits until something accepts TCP connections on host:port."""
-    def accepts():
-        with socket.create_connection((host, port), timeout=1.0):
-            return True
-    wait_until(accepts, timeout=timeout, what=f"a listener on {host}:{port}")
 
 
 def vm_rss_kib(pid):

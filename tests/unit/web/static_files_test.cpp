@@ -37,27 +37,24 @@ TEST_P(ByteRangeTest, Parses) {
 
 INSTANTIATE_TEST_SUITE_P(
     Ranges, ByteRangeTest,
-    ::testing::Values(RangeCase{"bytes=0-99", 1000, true, true, 0, 100},
-                      RangeCase{"bytes=100-199", 1000, true, true, 100, 100},
-                      RangeCase{"bytes=900-", 1000, true, true, 900, 100},
-                      RangeCase{"bytes=-10", 1000, true, true, 990, 10},
-                      RangeCase{"bytes=-5000", 1000, true, true, 0, 1000},  // suffix longer than the file
-                      RangeCase{"bytes=500-5000", 1000, true, true, 500, 500},  // end clamps
-                      RangeCase{"bytes=999-999", 1000, true, true, 999, 1},
-                      RangeCase{"BYTES=0-0", 1000, true, true, 0, 1},
-                      RangeCase{"bytes= 1-2 ", 1000, true, true, 1, 2},
-                      RangeCase{"bytes=1000-", 1000, true, false, 0, 0},  // starts past the end: 416
-                      RangeCase{"bytes=2000-3000", 1000, true, false, 0, 0},
-                      RangeCase{"bytes=-0", 1000, true, false, 0, 0},
-                      RangeCase{"bytes=0-", 0, true, false, 0, 0},  // empty file
-                      RangeCase{"bytes=5-1", 1000, false, true, 0, 0},  // malformed: ignored
-                      RangeCase{"bytes=a-b", 1000, false, true, 0, 0},
-                      RangeCase{"bytes=", 1000, false, true, 0, 0},
-                      RangeCase{"bytes=-", 1000, false, true, 0, 0},
-                      RangeCase{"items=0-1", 1000, false, true, 0, 0},
-                      RangeCase{"bytes=0-1,5-6", 1000, false, true, 0, 0},  // several: whole file
-                      RangeCase{"bytes=+1-2", 1000, false, true, 0, 0},
-                      RangeCase{"bytes=18446744073709551616-", 1000, false, true, 0, 0}));
+    ::testing::Values(
+        RangeCase{"bytes=0-99", 1000, true, true, 0, 100},
+        RangeCase{"bytes=100-199", 1000, true, true, 100, 100},
+        RangeCase{"bytes=900-", 1000, true, true, 900, 100},
+        RangeCase{"bytes=-10", 1000, true, true, 990, 10},
+        RangeCase{"bytes=-5000", 1000, true, true, 0, 1000},      // suffix longer than the file
+        RangeCase{"bytes=500-5000", 1000, true, true, 500, 500},  // end clamps
+        RangeCase{"bytes=999-999", 1000, true, true, 999, 1}, RangeCase{"BYTES=0-0", 1000, true, true, 0, 1},
+        RangeCase{"bytes= 1-2 ", 1000, true, true, 1, 2},
+        RangeCase{"bytes=1000-", 1000, true, false, 0, 0},  // starts past the end: 416
+        RangeCase{"bytes=2000-3000", 1000, true, false, 0, 0}, RangeCase{"bytes=-0", 1000, true, false, 0, 0},
+        RangeCase{"bytes=0-", 0, true, false, 0, 0},      // empty file
+        RangeCase{"bytes=5-1", 1000, false, true, 0, 0},  // malformed: ignored
+        RangeCase{"bytes=a-b", 1000, false, true, 0, 0}, RangeCase{"bytes=", 1000, false, true, 0, 0},
+        RangeCase{"bytes=-", 1000, false, true, 0, 0}, RangeCase{"items=0-1", 1000, false, true, 0, 0},
+        RangeCase{"bytes=0-1,5-6", 1000, false, true, 0, 0},  // several: whole file
+        RangeCase{"bytes=+1-2", 1000, false, true, 0, 0},
+        RangeCase{"bytes=18446744073709551616-", 1000, false, true, 0, 0}));
 
 TEST(EtagTest, WeakComparisonOverLists) {
   EXPECT_TRUE(etagMatchesAny("\"a\"", "\"a\""));

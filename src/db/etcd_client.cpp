@@ -1,0 +1,207 @@
+#include "db/etcd_client.h"
+
+#include <utility>
+
+#include "db/http_post.h"
+
+namespace fulcrum::db {
+
+namespace {
+
+using etcd::TxnCompare;
+using etcd::TxnOp;
+
+TxnCompare valueIs(std::string_view key, std::string_view value) {
+  TxnCompare c;
+  c.target = TxnCompare::Target::Value;
+  c.key = key;
+  c.value = value;
+  return c;
+}
+
+TxnOp putOp(std::string_view key, std::string_view value, LeaseId lease) {
+  TxnOp op;
+  op.kind = TxnOp::Kind::Put;
+  op.key = key;
+  op.value = value;
+  op.lease = lease;
+  return op;
+}
+
+template <typename T>
+Result<T> forward(const Result<std::string>& failed) {
+  return Result<T>::failure(failed.error);
+}
+
+}  // namespace
+
+EtcdClient::EtcdClient(EtcdClientOptions options) : options_(std::move(options)) {}
+
+Result<std::string> EtcdClient::call(std::string_view path, const std::string& body, Replay replay,
+                                     bool not_found_ok) {
+  using R = Result<std::string>;
+  using SteadyClock = std::chrono::steady_clock;
+  const std::string what = "etcd " + std::string(path);
+  const size_t count = options_.endpoints.size();
+  if (count == 0) {
+    return R::failure(what + ": no endpoints configured");
+  }
+  auto deadline = SteadyClock::now() + options_.request_timeout;
+  if (cap_ && *cap_ < deadline) {
+    deadline = *cap_;
+  }
+  const size_t first = preferred_;
+  std::string errors;
+  auto note = [&](const std::string& error) { errors += (errors.empty() ? "" : "; ") + error; };
+  for (size_t i = 0; i < count; ++i) {
+    const auto now = SteadyClock::now();
+    if (now >= deadline) {
+      note("deadline passed");
+      break;
+    }
+    const size_t index = (first + i) % count;
+    // An endpoint that accepts but never answers (a frozen member) may take only its share of
+    // what is left, so the others still get a turn within the call's deadline.
+    PostLimits limits;
+    limits.deadline = now + (deadline - now) / static_cast<int64_t>(count - i);
+    limits.connect_timeout = options_.connect_timeout;
+    PostOutcome outcome = postJson(options_.endpoints[index], path, body, limits);
+    if (!outcome.reply.ok) {
+      preferred_ = (index + 1) % count;  // the next call starts with the next endpoint
+      if (outcome.request_sent && replay == Replay::OnlyIfUnsent) {
+        return R::failure(what + ": " + outcome.reply.error + " (the request may have been applied)");
+      }
+      note(outcome.reply.error);
+      continue;
+    }
+    HttpReply& reply = outcome.reply.value;
+    if (reply.status == 200) {
+      preferred_ = index;
+      return R::success(std::move(reply.body));
+    }
+    etcd::GatewayError error = etcd::parseGatewayError(reply.status, reply.body);
+    if (not_found_ok && error.grpc_code == etcd::kGrpcNotFound) {
+      preferred_ = index;
+      return R::success(std::string());
+    }
+    // A member cut off from its cluster answers Unavailable ("no leader"); another may do better.
+    // A timed-out write also answers Unavailable and may still be applied: no replay then.
+    if (error.grpc_code == etcd::kGrpcUnavailable && replay == Replay::Safe) {
+      preferred_ = (index + 1) % count;
+      note(options_.endpoints[index].toString() + ": " + error.message);
+      continue;
+    }
+    return R::failure(what + ": " + error.message);
+  }
+  return R::failure(what + ": no endpoint answered: " + errors);
+}
+
+Result<bool> EtcdClient::txn(const std::string& body) {
+  Result<std::string> reply = call("/v3/kv/txn", body, Replay::OnlyIfUnsent);
+  if (!reply.ok) {
+    return forward<bool>(reply);
+  }
+  return etcd::parseTxnResponse(reply.value);
+}
+
+Result<etcd::Lease> EtcdClient::grantLease(std::chrono::milliseconds ttl) {
+  int64_t seconds = (ttl.count() + 999) / 1000;
+  if (seconds < 1) {
+    seconds = 1;
+  }
+  // Not replayed: a grant that reached etcd made a lease we would never hear of (it would only
+  // expire unused, but one lease per attempt is easier to reason about).
+  Result<std::string> reply = call("/v3/lease/grant", etcd::leaseGrantRequest(seconds), Replay::OnlyIfUnsent);
+  if (!reply.ok) {
+    return forward<etcd::Lease>(reply);
+  }
+  return etcd::parseLeaseGrantResponse(reply.value);
+}
+
+Result<std::chrono::milliseconds> EtcdClient::keepAlive(LeaseId lease) {
+  using R = Result<std::chrono::milliseconds>;
+  Result<std::string> reply = call("/v3/lease/keepalive", etcd::leaseIdRequest(lease), Replay::Safe);
+  if (!reply.ok) {
+    return forward<std::chrono::milliseconds>(reply);
+  }
+  Result<int64_t> ttl = etcd::parseKeepAliveResponse(reply.value);
+  if (!ttl.ok) {
+    return R::failure(ttl.error);
+  }
+  return R::success(std::chrono::seconds(ttl.value));
+}
+
+Status EtcdClient::revoke(LeaseId lease) {
+  Result<std::string> reply = call("/v3/lease/revoke", etcd::leaseIdRequest(lease), Replay::Safe, true);
+  return reply.ok ? Status::success() : Status::failure(reply.error);
+}
+
+Result<std::optional<KeyValue>> EtcdClient::get(std::string_view key) {
+  using R = Result<std::optional<KeyValue>>;
+  Result<std::string> reply = call("/v3/kv/range", etcd::rangeRequest(key), Replay::Safe);
+  if (!reply.ok) {
+    return forward<std::optional<KeyValue>>(reply);
+  }
+  Result<std::vector<KeyValue>> kvs = etcd::parseRangeResponse(reply.value);
+  if (!kvs.ok) {
+    return R::failure(kvs.error);
+  }
+  if (kvs.value.empty()) {
+    return R::success(std::nullopt);
+  }
+  return R::success(std::move(kvs.value.front()));
+}
+
+Status EtcdClient::put(std::string_view key, std::string_view value, LeaseId lease) {
+  Result<std::string> reply = call("/v3/kv/put", etcd::putRequest(key, value, lease), Replay::OnlyIfUnsent);
+  if (!reply.ok) {
+    return Status::failure(reply.error);
+  }
+  return etcd::parsePutResponse(reply.value);
+}
+
+Result<bool> EtcdClient::createIfAbsent(std::string_view key, std::string_view value, LeaseId lease) {
+  TxnCompare absent;
+  absent.target = TxnCompare::Target::CreateRevision;
+  absent.key = key;
+  absent.revision = 0;
+  return txn(etcd::txnRequest({absent}, {putOp(key, value, lease)}));
+}
+
+Result<bool> EtcdClient::compareAndPut(std::string_view key, std::string_view expected,
+                                       std::string_view value, LeaseId lease) {
+  return txn(etcd::txnRequest({valueIs(key, expected)}, {putOp(key, value, lease)}));
+}
+
+Result<bool> EtcdClient::compareAndDelete(std::string_view key, std::string_view expected) {
+  TxnOp del;
+  del.kind = TxnOp::Kind::Delete;
+  del.key = key;
+  return txn(etcd::txnRequest({valueIs(key, expected)}, {del}));
+}
+
+Result<int64_t> EtcdClient::deletePrefix(std::string_view prefix) {
+  if (prefix.empty()) {
+    return Result<int64_t>::failure("etcd: refusing to delete every key (empty prefix)");
+  }
+  // Deleting a prefix twice deletes the same set: safe to replay.
+  Result<std::string> reply =
+      call("/v3/kv/deleterange", etcd::deleteRangeRequest(prefix, etcd::prefixEnd(prefix)), Replay::Safe);
+  if (!reply.ok) {
+    return forward<int64_t>(reply);
+  }
+  return etcd::parseDeleteRangeResponse(reply.value);
+}
+
+Result<std::vector<KeyValue>> EtcdClient::list(std::string_view prefix) {
+  Result<std::string> reply =
+      call("/v3/kv/range",
+           etcd::rangeRequest(prefix.empty() ? std::string_view("\0", 1) : prefix, etcd::prefixEnd(prefix)),
+           Replay::Safe);
+  if (!reply.ok) {
+    return forward<std::vector<KeyValue>>(reply);
+  }
+  return etcd::parseRangeResponse(reply.value);
+}
+
+}  // namespace fulcrum::db

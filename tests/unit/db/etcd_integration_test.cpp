@@ -1,0 +1,660 @@
+// The etcd client and the elector against a real etcd (Debian's etcd-server, 3.4), started by the
+// test suite on free loopback ports with its data in a fresh temporary directory. Skipped, with
+// a message, when no etcd binary is installed. Real time is unavoidable here (leases expire in
+// etcd's time), so every wait is a bounded poll and every timing assertion has slack in the safe
+// direction only.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <optional>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "core/address.h"
+#include "core/clock.h"
+#include "core/fd.h"
+#include "core/socket.h"
+#include "db/elector.h"
+#include "db/etcd_client.h"
+
+namespace fulcrum::db {
+namespace {
+
+using std::chrono::milliseconds;
+using std::chrono::seconds;
+using SteadyClock = std::chrono::steady_clock;
+
+// Polls `done` every 20 ms until it holds or `limit` passes; returns the final answer.
+template <typename Predicate>
+bool waitFor(Predicate done, SteadyClock::duration limit) {
+  auto until = SteadyClock::now() + limit;
+  for (;;) {
+    if (done()) {
+      return true;
+    }
+    if (SteadyClock::now() >= until) {
+      return false;
+    }
+    std::this_thread::sleep_for(milliseconds(20));
+  }
+}
+
+// A loopback port nobody listens on right now (bound, read, released).
+uint16_t freePort() {
+  std::string error;
+  core::Fd fd =
+      core::listenTcp(*core::SocketAddress::parse("127.0.0.1:0"), core::ListenOptions{false, 1}, error);
+  return fd ? core::localAddress(fd.get()).port() : 0;
+}
+
+std::optional<std::string> findEtcd() {
+  if (const char* env = std::getenv("FULCRUM_ETCD_BIN"); env != nullptr && *env != '\0') {
+    return ::access(env, X_OK) == 0 ? std::optional<std::string>(env) : std::nullopt;
+  }
+  std::string path = std::getenv("PATH") != nullptr ? std::getenv("PATH") : "";
+  path += ":/usr/bin:/usr/local/bin";
+  std::stringstream dirs(path);
+  std::string dir;
+  while (std::getline(dirs, dir, ':')) {
+    std::string candidate = (dir.empty() ? "." : dir) + "/etcd";
+    if (::access(candidate.c_str(), X_OK) == 0) {
+      return candidate;
+    }
+  }
+  return std::nullopt;
+}
+
+// One etcd member, a child of the test process for as long as the object lives.
+class EtcdProcess {
+ public:
+  EtcdProcess() = default;
+  EtcdProcess(const EtcdProcess&) = delete;
+  EtcdProcess& operator=(const EtcdProcess&) = delete;
+  ~EtcdProcess() { stop(); }
+
+  // Starts etcd and waits until it answers a range call. Retries with other ports when the
+  // child exits early (a port taken between freePort() and etcd's bind).
+  bool start(const std::string& binary, std::string& error) {
+    char tmpl[] = "/tmp/fulcrum-etcd-XXXXXX";
+    if (::mkdtemp(tmpl) == nullptr) {
+      error = "mkdtemp failed";
+      return false;
+    }
+    dir_ = tmpl;
+    for (int attempt = 0; attempt < 3; ++attempt) {
+      std::error_code ignored;
+      std::filesystem::remove_all(dir_ + "/data", ignored);  // a failed start may have left a member
+      if (spawn(binary) && waitReady()) {
+        return true;
+      }
+      kill();
+    }
+    error = "etcd did not become ready; its log:\n" + logTail();
+    return false;
+  }
+
+  void pause() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGSTOP);
+    }
+  }
+  void resume() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGCONT);
+    }
+  }
+
+  // Stops and reaps etcd, then removes its data directory.
+  void stop() {
+    kill();
+    if (!dir_.empty()) {
+      std::error_code ignored;
+      std::filesystem::remove_all(dir_, ignored);
+      dir_.clear();
+    }
+  }
+
+  core::SocketAddress endpoint() const { return client_; }
+  std::string logTail() const {
+    std::ifstream in(dir_ + "/etcd.log");
+    std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    return text.size() > 4000 ? text.substr(text.size() - 4000) : text;
+  }
+
+ private:
+  bool spawn(const std::string& binary) {
+    uint16_t client_port = freePort();
+    uint16_t peer_port = freePort();
+    if (client_port == 0 || peer_port == 0 || client_port == peer_port) {
+      return false;
+    }
+    client_ = *core::SocketAddress::parse("127.0.0.1:" + std::to_string(client_port));
+    const std::string client_url = "http://127.0.0.1:" + std::to_string(client_port);
+    const std::string peer_url = "http://127.0.0.1:" + std::to_string(peer_port);
+    std::vector<std::string> args = {
+        binary,
+        "--name=fulcrum-test",
+        "--data-dir=" + dir_ + "/data",
+        "--listen-client-urls=" + client_url,
+        "--advertise-client-urls=" + client_url,
+        "--listen-peer-urls=" + peer_url,
+        "--initial-advertise-peer-urls=" + peer_url,
+        "--initial-cluster=fulcrum-test=" + peer_url,
+        // Faster elections also lower etcd's minimum lease TTL to 1 s (1.5 election timeouts).
+        "--heartbeat-interval=50",
+        "--election-timeout=500",
+        "--logger=zap",
+        "--log-level=warn",
+    };
+    std::vector<char*> argv;
+    for (std::string& arg : args) {
+      argv.push_back(arg.data());
+    }
+    argv.push_back(nullptr);
+    const std::string log = dir_ + "/etcd.log";
+    const pid_t parent = ::getpid();
+    pid_t pid = ::fork();
+    if (pid < 0) {
+      return false;
+    }
+    if (pid == 0) {
+      // Dies with the test process even if the test crashes before TearDown.
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+      if (::getppid() != parent) {
+        ::_exit(127);
+      }
+      int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+      if (fd >= 0) {
+        ::dup2(fd, STDOUT_FILENO);
+        ::dup2(fd, STDERR_FILENO);
+      }
+      ::execv(argv[0], argv.data());
+      ::_exit(127);
+    }
+    pid_ = pid;
+    return true;
+  }
+
+  bool waitReady() {
+    EtcdClientOptions options;
+    options.endpoints = {client_};
+    options.request_timeout = milliseconds(500);
+    EtcdClient probe(options);
+    return waitFor(
+               [&] {
+                 int status = 0;
+                 if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+                   pid_ = -1;  // exited: reaped here
+                   return true;
+                 }
+                 return probe.get("/fulcrum-test/ready").ok;
+               },
+               seconds(30)) &&
+           pid_ > 0;
+  }
+
+  void kill() {
+    if (pid_ <= 0) {
+      return;
+    }
+    ::kill(pid_, SIGCONT);  // a stopped process would not act on SIGTERM
+    ::kill(pid_, SIGTERM);
+    int status = 0;
+    bool reaped = waitFor([&] { return ::waitpid(pid_, &status, WNOHANG) == pid_; }, seconds(5));
+    if (!reaped) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, &status, 0);
+    }
+    pid_ = -1;
+  }
+
+  std::string dir_;
+  pid_t pid_ = -1;
+  core::SocketAddress client_;
+};
+
+class EtcdIntegrationTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    std::optional<std::string> binary = findEtcd();
+    if (!binary) {
+      skip_reason_ = new std::string(
+          "etcd is not installed (apt-get install etcd-server, or set FULCRUM_ETCD_BIN): skipping the etcd "
+          "tests");
+      return;
+    }
+    etcd_ = new EtcdProcess();
+    std::string error;
+    if (!etcd_->start(*binary, error)) {
+      start_error_ = new std::string(error);
+    }
+  }
+
+  static void TearDownTestSuite() {
+    delete etcd_;  // kills and reaps etcd, removes its data directory
+    etcd_ = nullptr;
+    delete skip_reason_;
+    skip_reason_ = nullptr;
+    delete start_error_;
+    start_error_ = nullptr;
+  }
+
+  void SetUp() override {
+    if (skip_reason_ != nullptr) {
+      GTEST_SKIP() << *skip_reason_;
+    }
+    ASSERT_EQ(start_error_, nullptr) << *start_error_;
+    // Each test works under its own prefix, so tests sharing the one etcd never meet.
+    prefix_ = std::string("/test/") + ::testing::UnitTest::GetInstance()->current_test_info()->name() + "/";
+  }
+
+  void TearDown() override {
+    if (etcd_ != nullptr) {
+      etcd_->resume();  // in case a test stopped it and failed before resuming
+    }
+  }
+
+  static EtcdClientOptions clientOptions() {
+    EtcdClientOptions options;
+    options.endpoints = {etcd_->endpoint()};
+    options.request_timeout = milliseconds(1000);
+    options.connect_timeout = milliseconds(300);
+    return options;
+  }
+
+  ElectorOptions electorOptions(std::string node, LeaseTiming timing) const {
+    ElectorOptions options;
+    options.key = prefix_ + "leader";
+    options.node = std::move(node);
+    options.timing = timing;
+    return options;
+  }
+
+  static EtcdProcess* etcd_;
+  static std::string* skip_reason_;
+  static std::string* start_error_;
+  std::string prefix_;
+  core::MonotonicClock& clock_ = core::MonotonicClock::instance();
+};
+
+EtcdProcess* EtcdIntegrationTest::etcd_ = nullptr;
+std::string* EtcdIntegrationTest::skip_reason_ = nullptr;
+std::string* EtcdIntegrationTest::start_error_ = nullptr;
+
+TEST_F(EtcdIntegrationTest, PutGetListDelete) {
+  EtcdClient client(clientOptions());
+  const std::string key = prefix_ + "a";
+  auto missing = client.get(key);
+  ASSERT_TRUE(missing.ok) << missing.error;
+  EXPECT_FALSE(missing.value);
+
+  // Arbitrary bytes survive the base64 round trip.
+  const std::string binary("v\0\xff\n\"{}", 7);
+  ASSERT_TRUE(client.put(key, binary).ok);
+  auto got = client.get(key);
+  ASSERT_TRUE(got.ok) << got.error;
+  ASSERT_TRUE(got.value);
+  EXPECT_EQ(got.value->value, binary);
+  EXPECT_EQ(got.value->lease, 0);
+  EXPECT_GT(got.value->mod_revision, 0);
+  EXPECT_EQ(got.value->version, 1);
+
+  ASSERT_TRUE(client.put(key, "second").ok);
+  auto again = client.get(key);
+  ASSERT_TRUE(again.ok && again.value);
+  EXPECT_EQ(again.value->value, "second");
+  EXPECT_GT(again.value->mod_revision, got.value->mod_revision);
+  EXPECT_EQ(again.value->create_revision, got.value->create_revision);
+
+  ASSERT_TRUE(client.put(prefix_ + "b", "2").ok);
+  ASSERT_TRUE(client.put(prefix_ + "c/d", "3").ok);
+  ASSERT_TRUE(client.put(prefix_.substr(0, prefix_.size() - 1) + "0", "outside").ok);  // after the prefix
+  auto listed = client.list(prefix_);
+  ASSERT_TRUE(listed.ok) << listed.error;
+  ASSERT_EQ(listed.value.size(), 3u);
+  EXPECT_EQ(listed.value[0].key, prefix_ + "a");
+  EXPECT_EQ(listed.value[1].key, prefix_ + "b");
+  EXPECT_EQ(listed.value[2].key, prefix_ + "c/d");
+
+  auto deleted = client.deletePrefix(prefix_);
+  ASSERT_TRUE(deleted.ok) << deleted.error;
+  EXPECT_EQ(deleted.value, 3);
+  auto empty = client.list(prefix_);
+  ASSERT_TRUE(empty.ok);
+  EXPECT_TRUE(empty.value.empty());
+  auto outside = client.get(prefix_.substr(0, prefix_.size() - 1) + "0");
+  ASSERT_TRUE(outside.ok && outside.value);
+  EXPECT_FALSE(client.deletePrefix("").ok);  // never the whole keyspace
+}
+
+TEST_F(EtcdIntegrationTest, CreateIfAbsentOnlyOnce) {
+  EtcdClient client(clientOptions());
+  const std::string key = prefix_ + "k";
+  auto first = client.createIfAbsent(key, "one");
+  ASSERT_TRUE(first.ok) << first.error;
+  EXPECT_TRUE(first.value);
+  auto second = client.createIfAbsent(key, "two");
+  ASSERT_TRUE(second.ok) << second.error;
+  EXPECT_FALSE(second.value);
+  auto got = client.get(key);
+  ASSERT_TRUE(got.ok && got.value);
+  EXPECT_EQ(got.value->value, "one");
+}
+
+TEST_F(EtcdIntegrationTest, CompareAndPutAndDelete) {
+  EtcdClient client(clientOptions());
+  const std::string key = prefix_ + "k";
+  auto absent = client.compareAndPut(key, "x", "y");
+  ASSERT_TRUE(absent.ok) << absent.error;
+  EXPECT_FALSE(absent.value);  // a missing key equals no value
+  ASSERT_TRUE(client.put(key, "x").ok);
+  auto wrong = client.compareAndPut(key, "nope", "y");
+  ASSERT_TRUE(wrong.ok);
+  EXPECT_FALSE(wrong.value);
+  auto right = client.compareAndPut(key, "x", "y");
+  ASSERT_TRUE(right.ok);
+  EXPECT_TRUE(right.value);
+  EXPECT_EQ(client.get(key).value->value, "y");
+
+  auto keep = client.compareAndDelete(key, "x");
+  ASSERT_TRUE(keep.ok);
+  EXPECT_FALSE(keep.value);
+  EXPECT_TRUE(client.get(key).value.has_value());
+  auto gone = client.compareAndDelete(key, "y");
+  ASSERT_TRUE(gone.ok);
+  EXPECT_TRUE(gone.value);
+  EXPECT_FALSE(client.get(key).value.has_value());
+}
+
+TEST_F(EtcdIntegrationTest, LeaseKeepAliveThenExpiry) {
+  EtcdClient client(clientOptions());
+  auto lease = client.grantLease(milliseconds(1000));
+  ASSERT_TRUE(lease.ok) << lease.error;
+  EXPECT_NE(lease.value.id, 0);
+  EXPECT_GE(lease.value.ttl_seconds, 1);
+  const std::string key = prefix_ + "ephemeral";
+  ASSERT_TRUE(client.put(key, "v", lease.value.id).ok);
+  auto bound = client.get(key);
+  ASSERT_TRUE(bound.ok && bound.value);
+  EXPECT_EQ(bound.value->lease, lease.value.id);
+
+  // Kept alive across two TTLs, the key stays.
+  const seconds ttl_granted(lease.value.ttl_seconds);
+  const auto until = SteadyClock::now() + 2 * ttl_granted;
+  SteadyClock::time_point last_sent;
+  while (SteadyClock::now() < until) {
+    last_sent = SteadyClock::now();
+    auto ttl = client.keepAlive(lease.value.id);
+    ASSERT_TRUE(ttl.ok) << ttl.error;
+    ASSERT_EQ(ttl.value, ttl_granted);
+    std::this_thread::sleep_for(milliseconds(200));
+  }
+  ASSERT_TRUE(client.get(key).value.has_value());
+
+  // Left alone, the lease expires and takes the key with it, but never sooner than a TTL after
+  // the last keepalive was sent.
+  EXPECT_TRUE(waitFor([&] { return !client.get(key).value.has_value(); }, seconds(10)));
+  EXPECT_GE(SteadyClock::now(), last_sent + ttl_granted);
+  auto expired = client.keepAlive(lease.value.id);
+  ASSERT_TRUE(expired.ok) << expired.error;
+  EXPECT_EQ(expired.value, milliseconds(0));
+}
+
+TEST_F(EtcdIntegrationTest, RevokeDeletesBoundKeys) {
+  EtcdClient client(clientOptions());
+  auto lease = client.grantLease(seconds(30));
+  ASSERT_TRUE(lease.ok) << lease.error;
+  ASSERT_TRUE(client.put(prefix_ + "k", "v", lease.value.id).ok);
+  ASSERT_TRUE(client.revoke(lease.value.id).ok);
+  EXPECT_FALSE(client.get(prefix_ + "k").value.has_value());
+  Status again = client.revoke(lease.value.id);  // already gone: the goal holds
+  EXPECT_TRUE(again.ok) << again.error;
+  auto ttl = client.keepAlive(lease.value.id);
+  ASSERT_TRUE(ttl.ok);
+  EXPECT_EQ(ttl.value, milliseconds(0));
+  // A put bound to a lease that does not exist is refused with etcd's message.
+  Status refused = client.put(prefix_ + "k", "v", lease.value.id);
+  EXPECT_FALSE(refused.ok);
+  EXPECT_NE(refused.error.find("lease not found"), std::string::npos) << refused.error;
+}
+
+TEST_F(EtcdIntegrationTest, FailsOverToTheNextEndpoint) {
+  EtcdClientOptions options = clientOptions();
+  core::SocketAddress dead = *core::SocketAddress::parse("127.0.0.1:" + std::to_string(freePort()));
+  options.endpoints = {dead, etcd_->endpoint()};
+  EtcdClient client(options);
+  ASSERT_TRUE(client.put(prefix_ + "k", "v").ok);  // nothing sent to the dead one: safe to go on
+  auto got = client.get(prefix_ + "k");
+  ASSERT_TRUE(got.ok) << got.error;
+  ASSERT_TRUE(got.value);
+
+  EtcdClientOptions none = clientOptions();
+  none.endpoints = {dead};
+  EtcdClient unreachable(none);
+  auto failed = unreachable.get(prefix_ + "k");
+  EXPECT_FALSE(failed.ok);
+  EXPECT_NE(failed.error.find(dead.toString()), std::string::npos) << failed.error;
+}
+
+TEST_F(EtcdIntegrationTest, SilentEndpointTimesOutOnTime) {
+  // A listener that never accepts: the connect completes in the kernel, no answer ever comes.
+  std::string error;
+  core::Fd silent =
+      core::listenTcp(*core::SocketAddress::parse("127.0.0.1:0"), core::ListenOptions{false, 8}, error);
+  ASSERT_TRUE(silent) << error;
+  const core::SocketAddress silent_address = core::localAddress(silent.get());
+
+  EtcdClientOptions options = clientOptions();
+  options.endpoints = {silent_address};
+  options.request_timeout = milliseconds(300);
+  EtcdClient alone(options);
+  auto start = SteadyClock::now();
+  auto got = alone.get(prefix_ + "k");
+  auto took = SteadyClock::now() - start;
+  EXPECT_FALSE(got.ok);
+  EXPECT_NE(got.error.find("timeout"), std::string::npos) << got.error;
+  EXPECT_GE(took, milliseconds(290));
+  EXPECT_LT(took, milliseconds(1500));
+
+  // With a live endpoint after it, a read waits out the silent one's share of the budget and
+  // is answered by the next; the following call starts with the one that answered.
+  options.endpoints = {silent_address, etcd_->endpoint()};
+  options.request_timeout = milliseconds(1000);
+  EtcdClient reader(options);
+  start = SteadyClock::now();
+  got = reader.get(prefix_ + "k");
+  took = SteadyClock::now() - start;
+  EXPECT_TRUE(got.ok) << got.error;
+  EXPECT_GE(took, milliseconds(490));
+  start = SteadyClock::now();
+  EXPECT_TRUE(reader.get(prefix_ + "k").ok);
+  EXPECT_LT(SteadyClock::now() - start, milliseconds(400));
+
+  // A write that reached the silent endpoint is never replayed elsewhere: it may yet apply.
+  EtcdClient writer(options);
+  auto put = writer.put(prefix_ + "k", "v");
+  EXPECT_FALSE(put.ok);
+  EXPECT_NE(put.error.find("may have been applied"), std::string::npos) << put.error;
+}
+
+TEST_F(EtcdIntegrationTest, TwoElectorsExactlyOneLeader) {
+  EtcdClient client_a(clientOptions());
+  EtcdClient client_b(clientOptions());
+  Elector a(client_a, clock_, electorOptions("db-01", LeaseTiming::forTtl(seconds(2))));
+  Elector b(client_b, clock_, electorOptions("db-02", LeaseTiming::forTtl(seconds(2))));
+
+  auto none = a.currentLeader();
+  ASSERT_TRUE(none.ok) << none.error;
+  EXPECT_FALSE(none.value);
+
+  auto got_a = a.tryAcquire();
+  auto got_b = b.tryAcquire();
+  ASSERT_TRUE(got_a.ok) << got_a.error;
+  ASSERT_TRUE(got_b.ok) << got_b.error;
+  EXPECT_TRUE(got_a.value);
+  EXPECT_FALSE(got_b.value);
+  EXPECT_TRUE(a.isLeader() && a.mayWrite());
+  EXPECT_FALSE(b.isLeader() || b.mayWrite());
+  EXPECT_EQ(a.currentLeader().value, std::optional<std::string>("db-01"));
+  EXPECT_EQ(b.currentLeader().value, std::optional<std::string>("db-01"));
+  // The loser's lease was revoked, not left to expire: only the leader's lease holds a key.
+  auto kv = client_b.get(prefix_ + "leader");
+  ASSERT_TRUE(kv.ok && kv.value);
+  EXPECT_EQ(kv.value->lease, a.leaseId());
+  ASSERT_TRUE(a.release().ok);
+}
+
+TEST_F(EtcdIntegrationTest, RenewingLeaderKeepsLeadership) {
+  EtcdClient client_a(clientOptions());
+  EtcdClient client_b(clientOptions());
+  Elector a(client_a, clock_, electorOptions("db-01", LeaseTiming::forTtl(seconds(1))));
+  Elector b(client_b, clock_, electorOptions("db-02", LeaseTiming::forTtl(seconds(1))));
+  ASSERT_TRUE(a.tryAcquire().value);
+  const LeaseId lease = a.leaseId();
+  // Three TTLs: a renews when due, b keeps trying and never gets in.
+  const auto until = SteadyClock::now() + seconds(3);
+  while (SteadyClock::now() < until) {
+    LeaseDecision d = a.tick();
+    ASSERT_FALSE(d.fenced) << a.lastError();
+    auto got_b = b.tryAcquire();
+    ASSERT_TRUE(got_b.ok) << got_b.error;
+    ASSERT_FALSE(got_b.value);
+    std::this_thread::sleep_for(
+        std::min<SteadyClock::duration>(d.next_action - clock_.now(), milliseconds(50)));
+  }
+  EXPECT_EQ(a.leaseId(), lease);
+  EXPECT_GT(a.lease().lastRenewalSent(), until - seconds(1));
+  ASSERT_TRUE(a.release().ok);
+}
+
+TEST_F(EtcdIntegrationTest, LeaderThatStopsRenewingFencesBeforeTheOtherTakesOver) {
+  EtcdClient client_a(clientOptions());
+  EtcdClient client_b(clientOptions());
+  const LeaseTiming timing = LeaseTiming::forTtl(seconds(2));  // fence 1.6 s after the last send
+  Elector a(client_a, clock_, electorOptions("db-01", timing));
+  Elector b(client_b, clock_, electorOptions("db-02", timing));
+  ASSERT_TRUE(a.tryAcquire().value);
+  const core::TimePoint granted = a.lease().lastRenewalSent();
+  // One renewal round first, so the deadline under test comes from a keepalive, not the grant.
+  std::this_thread::sleep_for(timing.renew_interval);
+  LeaseDecision d = a.tick();
+  ASSERT_TRUE(!d.fenced && !d.should_renew) << a.lastError();
+  const core::TimePoint renewed = a.lease().lastRenewalSent();
+  ASSERT_GT(renewed, granted);
+
+  // a stops renewing (a hung agent). b polls until it takes over.
+  core::TimePoint b_sent{};
+  bool b_leads = false;
+  ASSERT_TRUE(waitFor(
+      [&] {
+        b_sent = clock_.now();
+        auto got = b.tryAcquire();
+        b_leads = got.ok && got.value;
+        return b_leads;
+      },
+      seconds(15)));
+  const core::TimePoint b_acquired = clock_.now();
+  const bool a_wrote_while_b_led = a.mayWrite();
+
+  RecordProperty(
+      "fence_to_takeover_ms",
+      std::to_string(std::chrono::duration_cast<milliseconds>(b_sent - a.lease().fenceDeadline()).count()));
+  // a was fenced before b even asked for the key in the attempt that won it...
+  EXPECT_LE(a.lease().fenceDeadline(), b_sent);
+  EXPECT_FALSE(a_wrote_while_b_led);
+  // ...and etcd kept the lease at least a TTL from the renewal's send time.
+  EXPECT_GE(b_acquired, a.lease().lastRenewalSent() + timing.ttl);
+  EXPECT_EQ(a.lease().lastRenewalSent(), renewed);
+  EXPECT_EQ(b.currentLeader().value, std::optional<std::string>("db-02"));
+
+  // a wakes up: its renewal finds the lease gone and it steps down for good.
+  EXPECT_FALSE(a.renew().ok);
+  EXPECT_FALSE(a.isLeader());
+  EXPECT_FALSE(a.mayWrite());
+  EXPECT_TRUE(b.mayWrite());
+  ASSERT_TRUE(b.release().ok);
+}
+
+TEST_F(EtcdIntegrationTest, ReleaseHandsOverAtOnce) {
+  EtcdClient client_a(clientOptions());
+  EtcdClient client_b(clientOptions());
+  Elector a(client_a, clock_, electorOptions("db-01", LeaseTiming::forTtl(seconds(30))));
+  Elector b(client_b, clock_, electorOptions("db-02", LeaseTiming::forTtl(seconds(30))));
+  ASSERT_TRUE(a.tryAcquire().value);
+  ASSERT_FALSE(b.tryAcquire().value);
+  ASSERT_TRUE(a.release().ok);
+  EXPECT_FALSE(a.mayWrite());
+  auto got = b.tryAcquire();  // no 30 s wait: the key went with the revoked lease
+  ASSERT_TRUE(got.ok) << got.error;
+  EXPECT_TRUE(got.value);
+  ASSERT_TRUE(b.release().ok);
+}
+
+TEST_F(EtcdIntegrationTest, KeyTakenBehindTheLeadersBackIsNoticedOnRenewal) {
+  EtcdClient client(clientOptions());
+  Elector a(client, clock_, electorOptions("db-01", LeaseTiming::forTtl(seconds(30))));
+  ASSERT_TRUE(a.tryAcquire().value);
+  ASSERT_TRUE(client.put(prefix_ + "leader", "intruder").ok);  // an operator with etcdctl
+  Status renewed = a.renew();
+  EXPECT_FALSE(renewed.ok);
+  EXPECT_NE(renewed.error.find("intruder"), std::string::npos) << renewed.error;
+  EXPECT_FALSE(a.isLeader());
+  EXPECT_FALSE(a.mayWrite());
+}
+
+TEST_F(EtcdIntegrationTest, FrozenEtcdFencesTheLeaderOnTimeThenItRecovers) {
+  EtcdClient client(clientOptions());  // 1 s per call: longer than the time left before the fence
+  LeaseTiming timing;
+  timing.ttl = seconds(4);
+  timing.renew_interval = seconds(1);
+  timing.retry_interval = milliseconds(200);
+  timing.safety_margin = milliseconds(1600);  // fence 2.4 s after the send: 1.6 s before expiry
+  ASSERT_EQ(timing.validate(), "");
+  Elector a(client, clock_, electorOptions("db-01", timing));
+  ASSERT_TRUE(a.tryAcquire().value);
+  const LeaseId lease = a.leaseId();
+  const core::TimePoint deadline = a.lease().fenceDeadline();
+
+  etcd_->pause();  // every call now hangs until its deadline
+  LeaseDecision d;
+  for (;;) {
+    const core::TimePoint before = clock_.now();
+    d = a.tick();
+    const core::TimePoint after = clock_.now();
+    if (before < deadline) {
+      // A renewal started while writes were allowed never keeps the agent past the fence.
+      EXPECT_LE(after, deadline + milliseconds(100));
+    }
+    if (d.fenced) {
+      break;
+    }
+    ASSERT_LT(after, deadline + seconds(2)) << "never fenced";
+    std::this_thread::sleep_until(std::min(d.next_action, clock_.now() + milliseconds(50)));
+  }
+  const core::TimePoint fenced_at = clock_.now();
+  EXPECT_GE(fenced_at, deadline);
+  EXPECT_LE(fenced_at, deadline + milliseconds(150));
+  EXPECT_FALSE(a.lastError().empty());
+  EXPECT_TRUE(a.isLeader());  // fenced, not lost: etcd may still hold the lease
+
+  etcd_->resume();  // back within the TTL: the lease still exists and the next renewal restores it
+  ASSERT_TRUE(waitFor([&] { return !a.tick().fenced; }, seconds(3))) << a.lastError();
+  EXPECT_EQ(a.leaseId(), lease);
+  EXPECT_TRUE(a.mayWrite());
+  EXPECT_EQ(a.currentLeader().value, std::optional<std::string>("db-01"));
+  ASSERT_TRUE(a.release().ok);
+}
+
+}  // namespace
+}  // namespace fulcrum::db
