@@ -33,6 +33,50 @@ uint64_t hashClient(const core::SocketAddress& peer) {
 
 }  // namespace
 
+// The state of one request/response exchange. A session takes one from its worker's free list
+// when a request starts and gives it back when the exchange ends, so an idle keep-alive client
+// holds none of it, and the free list keeps capacities warm (no malloc per request).
+struct Exchange {
+  explicit Exchange(core::EventLoop& loop);
+  void reset();
+
+  ProxySession* owner = nullptr;
+  core::Timer upstream_timer;
+  std::unique_ptr<UpstreamConn> upstream;
+  core::Buffer uin;
+  core::Buffer uout;
+  http::RequestHead req;
+  http::ResponseHead resp;
+  http::BodyDecoder req_body;
+  http::BodyDecoder resp_body;
+  std::string client_ip;
+  http::Method method = http::Method::Get;
+  std::string method_text;
+  std::string path;
+  uint8_t version_minor = 1;
+  bool client_keep_alive = true;
+  bool expect_continue = false;
+  bool upgrade = false;
+  bool request_done = false;      // the whole request has been queued upstream
+  bool response_started = false;  // a byte of the final response went to the client
+  bool response_head_done = false;
+  bool dechunk = false;
+  bool replayable = true;
+  bool client_eof = false;     // tunnel: the client ended its side
+  bool upstream_shut = false;  // tunnel: and the server has been told
+  bool fresh_only = false;     // a reused connection went stale: retries open new ones (once)
+  std::string replay;          // every byte sent upstream for this request, while it fits
+  int server = kNoServer;
+  std::vector<uint32_t> tried;
+  uint32_t attempts = 0;
+  int response_status = 0;
+  uint64_t response_bytes = 0;
+  core::TimePoint t_start{};
+  core::TimePoint t_connect_start{};
+  core::TimePoint t_connected{};
+  core::TimePoint t_response{};
+};
+
 class ProxySession final : public core::IoHandler, public UpstreamOwner, public core::Deletable {
  public:
   ProxySession(ProxyWorker& worker, core::Fd fd, const core::SocketAddress& peer);
@@ -74,69 +118,76 @@ class ProxySession final : public core::IoHandler, public UpstreamOwner, public 
   void startLingeringClose();
   void close();
   void accessLog(int status);
+  void takeExchange();
+  void releaseExchange();
+  friend struct Exchange;
 
   ProxyWorker& worker_;
   core::Fd client_;
-  core::SocketAddress peer_;
-  std::string client_ip_;
+  core::IpAddress peer_ip_;
+  uint16_t peer_port_;
   uint64_t client_hash_;
   core::Timer client_timer_;
-  core::Timer upstream_timer_;
-  std::unique_ptr<UpstreamConn> upstream_;
   uint32_t client_events_ = 0;
 
   core::Buffer cin_;
   core::Buffer cout_;
-  core::Buffer uin_;
-  core::Buffer uout_;
 
   Phase phase_ = Phase::ClientHead;
-  http::RequestHead req_;
-  http::ResponseHead resp_;
-  http::BodyDecoder req_body_;
-  http::BodyDecoder resp_body_;
+  std::unique_ptr<Exchange> x_;  // the exchange in progress, from the worker's free list
 
   // The request in flight.
-  http::Method method_ = http::Method::Get;
-  std::string method_text_;
-  std::string path_;
-  uint8_t version_minor_ = 1;
-  bool client_keep_alive_ = true;
-  bool expect_continue_ = false;
-  bool upgrade_ = false;
-  bool request_done_ = false;      // the whole request has been queued upstream
-  bool response_started_ = false;  // a byte of the final response went to the client
-  bool response_head_done_ = false;
-  bool dechunk_ = false;
   bool close_client_ = false;
-  bool replayable_ = true;
   bool request_started_ = false;
-  bool client_eof_ = false;     // tunnel: the client ended its side
-  bool upstream_shut_ = false;  // tunnel: and the server has been told
-  std::string replay_;          // every byte sent upstream for this request, while it fits
-  int server_ = kNoServer;
-  std::vector<uint32_t> tried_;
-  uint32_t attempts_ = 0;
-  bool fresh_only_ = false;  // a reused connection went stale: retries open new ones (once)
-  int response_status_ = 0;
-  uint64_t response_bytes_ = 0;
-  core::TimePoint t_start_{};
-  core::TimePoint t_connect_start_{};
-  core::TimePoint t_connected_{};
-  core::TimePoint t_response_{};
 };
 
 // ---------------------------------------------------------------------------------------------
 // Life cycle
 
+Exchange::Exchange(core::EventLoop& loop)
+    : upstream_timer(loop, [this] {
+        if (owner != nullptr) {
+          owner->onUpstreamTimeout();
+        }
+      }) {}
+
+void Exchange::reset() {
+  upstream_timer.disarm();
+  upstream.reset();
+  uin.release();
+  uout.release();
+  client_ip.clear();
+  method = http::Method::Get;
+  method_text.clear();
+  path.clear();
+  version_minor = 1;
+  client_keep_alive = true;
+  expect_continue = false;
+  upgrade = false;
+  request_done = false;
+  response_started = false;
+  response_head_done = false;
+  dechunk = false;
+  replayable = true;
+  client_eof = false;
+  upstream_shut = false;
+  fresh_only = false;
+  replay.clear();
+  server = kNoServer;
+  tried.clear();
+  attempts = 0;
+  response_status = 0;
+  response_bytes = 0;
+  t_start = t_connect_start = t_connected = t_response = core::TimePoint{};
+}
+
 ProxySession::ProxySession(ProxyWorker& worker, core::Fd fd, const core::SocketAddress& peer)
     : worker_(worker),
       client_(std::move(fd)),
-      peer_(peer),
-      client_ip_(peer.ip().toString()),
+      peer_ip_(peer.ip()),
+      peer_port_(peer.port()),
       client_hash_(hashClient(peer)),
-      client_timer_(worker.loop(), [this] { onClientTimeout(); }),
-      upstream_timer_(worker.loop(), [this] { onUpstreamTimeout(); }) {
+      client_timer_(worker.loop(), [this] { onClientTimeout(); }) {
   client_events_ = EPOLLIN | EPOLLRDHUP;
   worker_.loop().add(client_.get(), client_events_, this);
   client_timer_.armAfter(worker_.options().client_timeout);
@@ -146,20 +197,39 @@ ProxySession::~ProxySession() {
   if (client_) {
     worker_.loop().remove(client_.get());
   }
+  releaseExchange();
+}
+
+void ProxySession::takeExchange() {
+  if (x_ == nullptr) {
+    x_ = worker_.acquireExchange();
+    x_->owner = this;
+    x_->client_ip = peer_ip_.toString();
+  }
+}
+
+void ProxySession::releaseExchange() {
+  if (x_ != nullptr) {
+    if (x_->upstream) {
+      closeUpstream(false);
+    }
+    x_->owner = nullptr;
+    x_->reset();
+    worker_.releaseExchange(std::move(x_));
+  }
 }
 
 void ProxySession::close() {
   if (phase_ == Phase::Closed) {
     return;
   }
-  if (server_ != kNoServer && !response_head_done_ && phase_ != Phase::ClientHead) {
-    worker_.pool().onRequestEnd(static_cast<uint32_t>(server_));
-    worker_.stats().backends[static_cast<size_t>(server_)].inflight.sub();
+  if (x_ != nullptr && x_->server != kNoServer && !x_->response_head_done && phase_ != Phase::ClientHead) {
+    worker_.pool().onRequestEnd(static_cast<uint32_t>(x_->server));
+    worker_.stats().backends[static_cast<size_t>(x_->server)].inflight.sub();
   }
   phase_ = Phase::Closed;
   client_timer_.disarm();
-  upstream_timer_.disarm();
-  closeUpstream(false);
+  releaseExchange();
   worker_.loop().remove(client_.get());
   client_.reset();
   cin_.release();
@@ -218,12 +288,12 @@ void ProxySession::readClient() {
     if (phase_ == Phase::Tunnel) {
       // Passed on once the server has every byte before it; the server's side stays open
       // until it closes too, so its last answer still reaches the client.
-      client_eof_ = true;
+      x_->client_eof = true;
       updateClientInterest();
       flushUpstream();
       return;
     }
-    if (phase_ == Phase::ClientHead || !request_done_) {
+    if (phase_ == Phase::ClientHead || !x_->request_done) {
       close();
       return;
     }
@@ -253,15 +323,16 @@ void ProxySession::processClient() {
       }
       if (!request_started_) {
         request_started_ = true;
+        takeExchange();
         // Until this head parses, an error answer belongs to no method (a stale HEAD would drop
         // the error body) and the access log names no earlier request.
-        method_ = http::Method::Other;
-        method_text_.clear();
-        path_.clear();
-        t_start_ = worker_.loop().now();
+        x_->method = http::Method::Other;
+        x_->method_text.clear();
+        x_->path.clear();
+        x_->t_start = worker_.loop().now();
         client_timer_.armAfter(worker_.options().request_timeout);
       }
-      http::ParseResult result = http::parseRequestHead(cin_.view(), worker_.options().limits, req_);
+      http::ParseResult result = http::parseRequestHead(cin_.view(), worker_.options().limits, x_->req);
       if (result.state == http::ParseState::Incomplete) {
         if (cin_.size() > worker_.options().limits.max_header_bytes) {
           respondError(431, "request head too large", true);
@@ -281,7 +352,7 @@ void ProxySession::processClient() {
       forwardRequestBody();
       return;
     case Phase::Tunnel:
-      uout_.append(cin_.view());
+      x_->uout.append(cin_.view());
       cin_.clear();
       flushUpstream();
       return;
@@ -293,37 +364,37 @@ void ProxySession::processClient() {
 void ProxySession::startRequest(size_t head_len) {
   ProxyStats& stats = worker_.stats();
   stats.requests_total.add();
-  method_ = req_.method;
-  method_text_.assign(req_.method_text);
-  path_.assign(req_.path);
-  version_minor_ = req_.version_minor;
-  client_keep_alive_ = req_.keep_alive && !worker_.draining();
-  expect_continue_ = req_.expect_continue;
-  upgrade_ = req_.upgrade;
-  close_client_ = !client_keep_alive_;
-  response_started_ = false;
-  response_head_done_ = false;
-  dechunk_ = false;
-  replayable_ = true;
-  response_status_ = 0;
-  response_bytes_ = 0;
-  tried_.clear();
-  attempts_ = 0;
-  fresh_only_ = false;
-  server_ = kNoServer;
+  x_->method = x_->req.method;
+  x_->method_text.assign(x_->req.method_text);
+  x_->path.assign(x_->req.path);
+  x_->version_minor = x_->req.version_minor;
+  x_->client_keep_alive = x_->req.keep_alive && !worker_.draining();
+  x_->expect_continue = x_->req.expect_continue;
+  x_->upgrade = x_->req.upgrade;
+  close_client_ = !x_->client_keep_alive;
+  x_->response_started = false;
+  x_->response_head_done = false;
+  x_->dechunk = false;
+  x_->replayable = true;
+  x_->response_status = 0;
+  x_->response_bytes = 0;
+  x_->tried.clear();
+  x_->attempts = 0;
+  x_->fresh_only = false;
+  x_->server = kNoServer;
 
-  replay_.clear();
-  ForwardInfo info{client_ip_, worker_.options().proto, {}};
+  x_->replay.clear();
+  ForwardInfo info{x_->client_ip, worker_.options().proto, {}};
   std::string authority;
-  if (req_.host.empty()) {
+  if (x_->req.host.empty()) {
     // HTTP/1.0 may omit Host; the HTTP/1.1 request we send may not. The authority the client
     // reached is ours (RFC 9112 §3.3); the syscall is paid only on this rare path.
     authority = core::localAddress(client_.get()).toString();
     info.server_address = authority;
   }
-  appendUpstreamRequestHead(replay_, req_, info);
-  req_body_.reset(req_.body_kind, req_.content_length, worker_.options().limits.max_body_bytes);
-  request_done_ = req_.body_kind == http::BodyKind::None;
+  appendUpstreamRequestHead(x_->replay, x_->req, info);
+  x_->req_body.reset(x_->req.body_kind, x_->req.content_length, worker_.options().limits.max_body_bytes);
+  x_->request_done = x_->req.body_kind == http::BodyKind::None;
   cin_.consume(head_len);
   // The head views into cin_ are not used past this point.
   client_timer_.disarm();
@@ -332,19 +403,19 @@ void ProxySession::startRequest(size_t head_len) {
 
 void ProxySession::forwardRequestBody() {
   // Decodes (validates) the request body and queues its raw bytes upstream.
-  while (!request_done_ && !cin_.empty() && uout_.size() < kHighWater) {
-    if (phase_ == Phase::Connecting && replay_.size() >= kMaxReplayBytes) {
+  while (!x_->request_done && !cin_.empty() && x_->uout.size() < kHighWater) {
+    if (phase_ == Phase::Connecting && x_->replay.size() >= kMaxReplayBytes) {
       break;
     }
-    // While connecting, step over no more bytes than replay_ can still take.
+    // While connecting, step over no more bytes than x_->replay can still take.
     std::string_view input = cin_.view();
-    if (phase_ == Phase::Connecting && input.size() > kMaxReplayBytes - replay_.size()) {
-      input = input.substr(0, kMaxReplayBytes - replay_.size());
+    if (phase_ == Phase::Connecting && input.size() > kMaxReplayBytes - x_->replay.size()) {
+      input = input.substr(0, kMaxReplayBytes - x_->replay.size());
     }
-    http::BodyStep step = req_body_.step(input);
+    http::BodyStep step = x_->req_body.step(input);
     if (step.error_status != 0) {
       worker_.stats().bad_requests.add();
-      if (!response_started_) {
+      if (!x_->response_started) {
         respondError(step.error_status, "bad request body", true);
       } else {
         close();
@@ -355,24 +426,24 @@ void ProxySession::forwardRequestBody() {
       break;
     }
     std::string_view raw = cin_.view().substr(0, step.consumed);
-    bool fits = replay_.size() + raw.size() <= kMaxReplayBytes;
+    bool fits = x_->replay.size() + raw.size() <= kMaxReplayBytes;
     if (phase_ == Phase::Connecting) {
-      // Until the connection is up, replay_ is the only copy: what does not fit waits in cin_.
+      // Until the connection is up, x_->replay is the only copy: what does not fit waits in cin_.
       if (!fits) {
         break;
       }
-      replay_.append(raw);
+      x_->replay.append(raw);
     } else {
-      uout_.append(raw);
-      if (replayable_ && fits) {
-        replay_.append(raw);
-      } else if (replayable_) {
-        replayable_ = false;  // too large to re-send: this request will not be retried
-        replay_.clear();
+      x_->uout.append(raw);
+      if (x_->replayable && fits) {
+        x_->replay.append(raw);
+      } else if (x_->replayable) {
+        x_->replayable = false;  // too large to re-send: this request will not be retried
+        x_->replay.clear();
       }
     }
     cin_.consume(step.consumed);
-    request_done_ = step.done;
+    x_->request_done = step.done;
   }
   if (phase_ == Phase::Exchanging) {
     flushUpstream();
@@ -392,7 +463,7 @@ void ProxySession::flushClient() {
     }
     worker_.stats().bytes_out.add(static_cast<uint64_t>(n));
     if (phase_ == Phase::Exchanging) {
-      upstream_timer_.armAfter(worker_.options().server_timeout);  // the transfer is moving
+      x_->upstream_timer.armAfter(worker_.options().server_timeout);  // the transfer is moving
     }
   }
   if (cout_.empty()) {
@@ -404,7 +475,7 @@ void ProxySession::flushClient() {
   }
   updateClientInterest();
   // Room again on the client side: resume reading the server.
-  if (upstream_ && cout_.size() < kHighWater) {
+  if (x_ && x_->upstream && cout_.size() < kHighWater) {
     updateUpstreamInterest();
   }
 }
@@ -417,8 +488,9 @@ void ProxySession::updateClientInterest() {
   // simply kept in cin_. It pauses only for backpressure or once the client has closed.
   uint32_t events = 0;
   bool reading_paused =
-      phase_ != Phase::Lingering && (close_client_ || client_eof_ || uout_.size() >= kHighWater ||
-                                     (phase_ != Phase::ClientHead && cin_.size() >= kHighWater));
+      phase_ != Phase::Lingering &&
+      (close_client_ || (x_ && (x_->client_eof || x_->uout.size() >= kHighWater)) ||
+       (phase_ != Phase::ClientHead && cin_.size() >= kHighWater));
   if (!reading_paused) {
     events |= EPOLLIN | EPOLLRDHUP;
   }
@@ -436,33 +508,33 @@ void ProxySession::updateClientInterest() {
 
 void ProxySession::connectUpstream() {
   WorkerPool& pool = worker_.pool();
-  PickContext ctx{client_hash_, path_, tried_};
+  PickContext ctx{client_hash_, x_->path, x_->tried};
   int server = pool.pick(ctx);
   if (server == kNoServer) {
     worker_.stats().no_server.add();
-    respondError(503, tried_.empty() ? "no server is available" : "no server could be reached",
-                 !request_done_);
+    respondError(503, x_->tried.empty() ? "no server is available" : "no server could be reached",
+                 !x_->request_done);
     return;
   }
-  server_ = server;
+  x_->server = server;
   auto id = static_cast<uint32_t>(server);
-  tried_.push_back(id);
-  ++attempts_;
+  x_->tried.push_back(id);
+  ++x_->attempts;
   pool.onRequestStart(id);
   BackendStats& bstats = worker_.stats().backends[id];
   bstats.inflight.add();
   bstats.requests.add();
-  t_connect_start_ = worker_.loop().now();
+  x_->t_connect_start = worker_.loop().now();
 
-  uout_.clear();
-  uin_.clear();
+  x_->uout.clear();
+  x_->uin.clear();
   // A non-idempotent request never rides a reused connection: if the server closed it at that
   // moment we could not tell whether the request was processed, so it could not be retried.
-  if (http::isIdempotent(method_) && !fresh_only_) {
-    upstream_ = pool.takeIdle(id);
+  if (http::isIdempotent(x_->method) && !x_->fresh_only) {
+    x_->upstream = pool.takeIdle(id);
   }
-  if (upstream_) {
-    upstream_->setOwner(this);
+  if (x_->upstream) {
+    x_->upstream->setOwner(this);
     onConnected();
     return;
   }
@@ -472,21 +544,21 @@ void ProxySession::connectUpstream() {
     upstreamFailed("connect", errno, true);
     return;
   }
-  upstream_ = std::make_unique<UpstreamConn>(worker_.loop(), id, std::move(fd), EPOLLOUT);
-  upstream_->setOwner(this);
+  x_->upstream = std::make_unique<UpstreamConn>(worker_.loop(), id, std::move(fd), EPOLLOUT);
+  x_->upstream->setOwner(this);
   phase_ = Phase::Connecting;
-  upstream_timer_.armAfter(worker_.options().connect_timeout);
+  x_->upstream_timer.armAfter(worker_.options().connect_timeout);
 }
 
 void ProxySession::onConnected() {
   phase_ = Phase::Exchanging;
-  t_connected_ = worker_.loop().now();
-  uout_.append(replay_);
-  if (!replayable_) {
+  x_->t_connected = worker_.loop().now();
+  x_->uout.append(x_->replay);
+  if (!x_->replayable) {
     // The body is streamed; what is left of it in cin_ follows as it arrives.
   }
-  upstream_timer_.armAfter(worker_.options().server_timeout);
-  if (!request_done_) {
+  x_->upstream_timer.armAfter(worker_.options().server_timeout);
+  if (!x_->request_done) {
     forwardRequestBody();  // also flushes
   } else {
     flushUpstream();
@@ -494,13 +566,13 @@ void ProxySession::onConnected() {
 }
 
 void ProxySession::onUpstreamEvents(uint32_t events) {
-  if (phase_ == Phase::Closed || !upstream_) {
+  if (phase_ == Phase::Closed || !x_ || !x_->upstream) {
     return;
   }
   if (phase_ == Phase::Connecting) {
     int err = 0;
     socklen_t len = sizeof err;
-    getsockopt(upstream_->fd(), SOL_SOCKET, SO_ERROR, &err, &len);
+    getsockopt(x_->upstream->fd(), SOL_SOCKET, SO_ERROR, &err, &len);
     if (err != 0 || (events & (EPOLLERR | EPOLLHUP))) {
       upstreamFailed("connect", err != 0 ? err : ECONNREFUSED, true);
       return;
@@ -510,7 +582,7 @@ void ProxySession::onUpstreamEvents(uint32_t events) {
   }
   if (events & EPOLLOUT) {
     flushUpstream();
-    if (phase_ == Phase::Closed || !upstream_) {
+    if (phase_ == Phase::Closed || !x_ || !x_->upstream) {
       return;
     }
   }
@@ -521,8 +593,8 @@ void ProxySession::onUpstreamEvents(uint32_t events) {
 
 void ProxySession::flushUpstream() {
   bool wrote = false;
-  while (upstream_ && !uout_.empty()) {
-    ssize_t n = uout_.writeTo(upstream_->fd());
+  while (x_->upstream && !x_->uout.empty()) {
+    ssize_t n = x_->uout.writeTo(x_->upstream->fd());
     if (n < 0) {
       if (errno == EAGAIN || errno == EINTR) {
         break;
@@ -532,38 +604,38 @@ void ProxySession::flushUpstream() {
     }
     wrote = true;
   }
-  if (!upstream_) {
+  if (!x_->upstream) {
     return;
   }
   if (wrote && phase_ == Phase::Exchanging) {
-    upstream_timer_.armAfter(worker_.options().server_timeout);  // a long upload is moving
+    x_->upstream_timer.armAfter(worker_.options().server_timeout);  // a long upload is moving
   }
-  if (client_eof_ && uout_.empty() && !upstream_shut_) {
-    upstream_shut_ = true;
-    ::shutdown(upstream_->fd(), SHUT_WR);
+  if (x_->client_eof && x_->uout.empty() && !x_->upstream_shut) {
+    x_->upstream_shut = true;
+    ::shutdown(x_->upstream->fd(), SHUT_WR);
   }
   updateUpstreamInterest();
-  if (uout_.size() < kHighWater) {
+  if (x_->uout.size() < kHighWater) {
     // Room again upstream: resume reading the client.
     updateClientInterest();
-    if (phase_ == Phase::Exchanging && !request_done_ && !cin_.empty()) {
+    if (phase_ == Phase::Exchanging && !x_->request_done && !cin_.empty()) {
       forwardRequestBody();
     }
   }
 }
 
 void ProxySession::updateUpstreamInterest() {
-  if (!upstream_ || phase_ == Phase::Connecting) {
+  if (!x_->upstream || phase_ == Phase::Connecting) {
     return;
   }
   uint32_t events = 0;
   if (cout_.size() < kHighWater) {
     events |= EPOLLIN | EPOLLRDHUP;
   }
-  if (!uout_.empty()) {
+  if (!x_->uout.empty()) {
     events |= EPOLLOUT;
   }
-  upstream_->setEvents(events);
+  x_->upstream->setEvents(events);
 }
 
 void ProxySession::readUpstream() {
@@ -571,7 +643,7 @@ void ProxySession::readUpstream() {
     updateUpstreamInterest();
     return;
   }
-  ssize_t n = uin_.readFrom(upstream_->fd(), kHighWater);
+  ssize_t n = x_->uin.readFrom(x_->upstream->fd(), kHighWater);
   if (n == 0) {
     if (phase_ == Phase::Tunnel) {
       // The server ended the tunnel: pass on what is queued, then close.
@@ -580,7 +652,7 @@ void ProxySession::readUpstream() {
       flushClient();
       return;
     }
-    if (response_head_done_ && resp_.body_kind == http::BodyKind::UntilClose) {
+    if (x_->response_head_done && x_->resp.body_kind == http::BodyKind::UntilClose) {
       // The end of a close-delimited body.
       closeUpstream(false);
       finishExchange();
@@ -599,94 +671,94 @@ void ProxySession::readUpstream() {
   if (phase_ == Phase::Tunnel) {
     client_timer_.armAfter(worker_.options().client_timeout);
   } else {
-    upstream_timer_.armAfter(worker_.options().server_timeout);
+    x_->upstream_timer.armAfter(worker_.options().server_timeout);
   }
   processUpstream();
 }
 
 void ProxySession::processUpstream() {
-  while (upstream_ && !uin_.empty()) {
+  while (x_->upstream && !x_->uin.empty()) {
     if (phase_ == Phase::Tunnel) {
-      cout_.append(uin_.view());
-      uin_.clear();
+      cout_.append(x_->uin.view());
+      x_->uin.clear();
       break;
     }
-    if (!response_head_done_) {
+    if (!x_->response_head_done) {
       http::ParseResult result =
-          http::parseResponseHead(uin_.view(), worker_.options().limits, method_, resp_);
+          http::parseResponseHead(x_->uin.view(), worker_.options().limits, x_->method, x_->resp);
       if (result.state == http::ParseState::Incomplete) {
-        if (uin_.size() >= worker_.options().limits.max_header_bytes) {
+        if (x_->uin.size() >= worker_.options().limits.max_header_bytes) {
           upstreamFailed("response head too large", 0, false);
         }
         return;
       }
       if (result.state == http::ParseState::Error) {
-        log::warn("server {} sent a bad response: {}", worker_.pool().backend(server_).name, result.reason);
+        log::warn("server {} sent a bad response: {}", worker_.pool().backend(x_->server).name, result.reason);
         upstreamFailed("bad response", 0, false);
         return;
       }
-      if (resp_.status < 200 && resp_.status != 101) {
+      if (x_->resp.status < 200 && x_->resp.status != 101) {
         // Interim response: pass 100 Continue to a client that asked for it, drop others.
-        if (resp_.status == 100 && expect_continue_ && !response_started_) {
+        if (x_->resp.status == 100 && x_->expect_continue && !x_->response_started) {
           cout_.append("HTTP/1.1 100 Continue\r\n\r\n");
         }
-        uin_.consume(result.consumed);
+        x_->uin.consume(result.consumed);
         continue;
       }
-      response_head_done_ = true;
-      response_started_ = true;
-      response_status_ = resp_.status;
-      t_response_ = worker_.loop().now();
-      auto id = static_cast<uint32_t>(server_);
+      x_->response_head_done = true;
+      x_->response_started = true;
+      x_->response_status = x_->resp.status;
+      x_->t_response = worker_.loop().now();
+      auto id = static_cast<uint32_t>(x_->server);
       worker_.pool().onRequestEnd(id);
       BackendStats& bstats = worker_.stats().backends[id];
       bstats.inflight.sub();
-      int cls = resp_.status / 100;
+      int cls = x_->resp.status / 100;
       if (cls >= 1 && cls <= 5) {
         bstats.responses_by_class[static_cast<size_t>(cls)].add();
       }
-      if (resp_.body_kind == http::BodyKind::Tunnel && !upgrade_ && method_ != http::Method::Connect) {
+      if (x_->resp.body_kind == http::BodyKind::Tunnel && !x_->upgrade && x_->method != http::Method::Connect) {
         upstreamFailed("unexpected protocol switch", 0, false);
         return;
       }
-      bool client_http10 = version_minor_ == 0;
-      dechunk_ = client_http10 && resp_.body_kind == http::BodyKind::Chunked;
-      if (resp_.body_kind == http::BodyKind::UntilClose || dechunk_ || worker_.draining() ||
-          !resp_.keep_alive) {
+      bool client_http10 = x_->version_minor == 0;
+      x_->dechunk = client_http10 && x_->resp.body_kind == http::BodyKind::Chunked;
+      if (x_->resp.body_kind == http::BodyKind::UntilClose || x_->dechunk || worker_.draining() ||
+          !x_->resp.keep_alive) {
         // Without a length the client learns the end of the body from the close.
-        if (resp_.body_kind == http::BodyKind::UntilClose || dechunk_) {
+        if (x_->resp.body_kind == http::BodyKind::UntilClose || x_->dechunk) {
           close_client_ = true;
         }
       }
       if (worker_.draining()) {
         close_client_ = true;
       }
-      ClientFraming framing{close_client_, client_http10 && client_keep_alive_ && !close_client_, dechunk_};
+      ClientFraming framing{close_client_, client_http10 && x_->client_keep_alive && !close_client_, x_->dechunk};
       std::string head;
       head.reserve(256);
-      appendClientResponseHead(head, resp_, framing);
+      appendClientResponseHead(head, x_->resp, framing);
       cout_.append(head);
-      uin_.consume(result.consumed);
-      if (resp_.body_kind == http::BodyKind::Tunnel) {
+      x_->uin.consume(result.consumed);
+      if (x_->resp.body_kind == http::BodyKind::Tunnel) {
         phase_ = Phase::Tunnel;
-        request_done_ = true;
-        upstream_timer_.disarm();
+        x_->request_done = true;
+        x_->upstream_timer.disarm();
         client_timer_.armAfter(worker_.options().client_timeout);
         // Bytes the client sent after its upgrade request belong to the tunnel.
         if (!cin_.empty()) {
-          uout_.append(cin_.view());
+          x_->uout.append(cin_.view());
           cin_.clear();
         }
         continue;
       }
-      resp_body_.reset(resp_.body_kind, resp_.content_length, 0);
-      if (resp_.body_kind == http::BodyKind::None) {
+      x_->resp_body.reset(x_->resp.body_kind, x_->resp.content_length, 0);
+      if (x_->resp.body_kind == http::BodyKind::None) {
         finishExchange();
         return;
       }
     }
     // Response body.
-    http::BodyStep step = resp_body_.step(uin_.view());
+    http::BodyStep step = x_->resp_body.step(x_->uin.view());
     if (step.error_status != 0) {
       upstreamFailed("bad response body", 0, false);
       return;
@@ -694,13 +766,13 @@ void ProxySession::processUpstream() {
     if (step.consumed == 0 && !step.done) {
       break;
     }
-    if (dechunk_) {
+    if (x_->dechunk) {
       cout_.append(step.payload);
     } else {
-      cout_.append(uin_.view().substr(0, step.consumed));
+      cout_.append(x_->uin.view().substr(0, step.consumed));
     }
-    response_bytes_ += step.payload.size();
-    uin_.consume(step.consumed);
+    x_->response_bytes += step.payload.size();
+    x_->uin.consume(step.consumed);
     if (step.done) {
       finishExchange();
       return;
@@ -709,7 +781,7 @@ void ProxySession::processUpstream() {
       break;
     }
   }
-  if (phase_ == Phase::Tunnel && !uout_.empty()) {
+  if (phase_ == Phase::Tunnel && !x_->uout.empty()) {
     flushUpstream();
   }
   flushClient();
@@ -717,17 +789,17 @@ void ProxySession::processUpstream() {
 
 void ProxySession::upstreamFailed(const char* what, int err, bool connect_phase) {
   std::string reason = err != 0 ? std::string(what) + ": " + std::strerror(err) : std::string(what);
-  auto id = static_cast<uint32_t>(server_);
+  auto id = static_cast<uint32_t>(x_->server);
   const Backend& backend = worker_.pool().backend(id);
-  bool reused = upstream_ && upstream_->reused;
+  bool reused = x_->upstream && x_->upstream->reused;
   closeUpstream(false);
-  upstream_timer_.disarm();
+  x_->upstream_timer.disarm();
 
-  if (response_started_) {
+  if (x_->response_started) {
     // Part of the response is already with the client: nothing can hide this failure.
     worker_.stats().backends[id].failures.add();
     worker_.reportFailure(id, reason);
-    log::warn("server {} failed mid-response to {} {}: {}", backend.name, method_text_, path_, reason);
+    log::warn("server {} failed mid-response to {} {}: {}", backend.name, x_->method_text, x_->path, reason);
     close();
     return;
   }
@@ -741,42 +813,42 @@ void ProxySession::upstreamFailed(const char* what, int err, bool connect_phase)
   }
   // Nothing was sent when the connect failed: any request may go elsewhere. After a send, only
   // an idempotent request whose bytes we still hold may be replayed.
-  bool may_retry = replayable_ && (connect_phase || (request_done_ && http::isIdempotent(method_)));
+  bool may_retry = x_->replayable && (connect_phase || (x_->request_done && http::isIdempotent(x_->method)));
   // A stale connection costs no retry, once: later attempts take no parked connection (they
   // would all be stale when the server has just died), so a dead server fails them at connect.
-  fresh_only_ = fresh_only_ || stale_keepalive;
-  uint32_t allowed = worker_.options().retries + (fresh_only_ ? 1 : 0);
-  if (may_retry && attempts_ <= allowed) {
+  x_->fresh_only = x_->fresh_only || stale_keepalive;
+  uint32_t allowed = worker_.options().retries + (x_->fresh_only ? 1 : 0);
+  if (may_retry && x_->attempts <= allowed) {
     worker_.stats().retries.add();
-    log::debug("retrying {} {} after {} on {}", method_text_, path_, reason, backend.name);
+    log::debug("retrying {} {} after {} on {}", x_->method_text, x_->path, reason, backend.name);
     if (stale_keepalive) {
-      tried_.pop_back();  // the server itself may be fine: it may be chosen again
+      x_->tried.pop_back();  // the server itself may be fine: it may be chosen again
     }
     connectUpstream();
     return;
   }
   if (connect_phase) {
     worker_.stats().no_server.add();
-    respondError(503, "no server could be reached", !request_done_);
+    respondError(503, "no server could be reached", !x_->request_done);
   } else {
     worker_.stats().bad_gateway.add();
-    respondError(502, reason, !request_done_);
+    respondError(502, reason, !x_->request_done);
   }
 }
 
 void ProxySession::closeUpstream(bool reusable) {
-  if (!upstream_) {
+  if (x_ == nullptr || !x_->upstream) {
     return;
   }
   // Never freed here: the client's event may have brought us here with the server's event
   // still waiting in the same batch.
   if (reusable) {
-    worker_.pool().putIdle(std::move(upstream_));
+    worker_.pool().putIdle(std::move(x_->upstream));
   } else {
-    worker_.pool().retire(std::move(upstream_));
+    worker_.pool().retire(std::move(x_->upstream));
   }
-  uin_.release();
-  uout_.release();
+  x_->uin.release();
+  x_->uout.release();
 }
 
 void ProxySession::onUpstreamTimeout() {
@@ -787,9 +859,9 @@ void ProxySession::onUpstreamTimeout() {
   if (phase_ != Phase::Exchanging) {
     return;
   }
-  auto id = static_cast<uint32_t>(server_);
+  auto id = static_cast<uint32_t>(x_->server);
   std::string reason = "no answer within server_ms";
-  if (response_started_) {
+  if (x_->response_started) {
     if (cout_.size() < kHighWater) {
       worker_.reportFailure(id, reason);  // else the client is the slow side, not the server
     }
@@ -798,10 +870,10 @@ void ProxySession::onUpstreamTimeout() {
   }
   worker_.pool().onRequestEnd(id);
   worker_.stats().backends[id].inflight.sub();
-  if (!request_done_ && uout_.empty()) {
+  if (!x_->request_done && x_->uout.empty()) {
     // The server has every byte the client sent: the wait is on the client's body.
     closeUpstream(false);
-    server_ = kNoServer;
+    x_->server = kNoServer;
     respondError(408, "request body not received in time", true);
     return;
   }
@@ -809,7 +881,7 @@ void ProxySession::onUpstreamTimeout() {
   worker_.reportFailure(id, reason);
   closeUpstream(false);
   worker_.stats().gateway_timeout.add();
-  server_ = kNoServer;  // already accounted
+  x_->server = kNoServer;  // already accounted
   respondError(504, "the server did not answer in time", true);
 }
 
@@ -817,21 +889,22 @@ void ProxySession::onUpstreamTimeout() {
 // Outcomes
 
 void ProxySession::finishExchange() {
-  upstream_timer_.disarm();
-  bool reusable = upstream_ && request_done_ && uin_.empty() && resp_.keep_alive &&
-                  resp_.body_kind != http::BodyKind::UntilClose;
-  int cls = response_status_ / 100;
+  x_->upstream_timer.disarm();
+  bool reusable = x_->upstream && x_->request_done && x_->uin.empty() && x_->resp.keep_alive &&
+                  x_->resp.body_kind != http::BodyKind::UntilClose;
+  int cls = x_->response_status / 100;
   if (cls >= 1 && cls <= 5) {
     worker_.stats().responses_by_class[static_cast<size_t>(cls)].add();
   }
-  accessLog(response_status_);
+  accessLog(x_->response_status);
   closeUpstream(reusable);
-  server_ = kNoServer;
+  x_->server = kNoServer;
   request_started_ = false;
-  if (!request_done_) {
+  if (!x_->request_done) {
     // The server answered before the whole request arrived: the connection cannot be resynced.
     close_client_ = true;
   }
+  releaseExchange();
   if (close_client_ || worker_.draining()) {
     phase_ = Phase::Lingering;
     flushClient();
@@ -848,11 +921,11 @@ void ProxySession::finishExchange() {
 }
 
 void ProxySession::respondError(int status, std::string_view detail, bool close_client) {
-  if (response_started_) {
+  if (x_->response_started) {
     close();
     return;
   }
-  response_status_ = status;
+  x_->response_status = status;
   int cls = status / 100;
   worker_.stats().responses_by_class[static_cast<size_t>(cls)].add();
   std::string body(http::reasonPhrase(status));
@@ -865,18 +938,19 @@ void ProxySession::respondError(int status, std::string_view detail, bool close_
   head += std::to_string(body.size());
   head += "\r\nConnection: close\r\n\r\n";
   cout_.append(head);
-  if (method_ != http::Method::Head) {
+  if (x_->method != http::Method::Head) {
     cout_.append(body);
   }
   (void)close_client;
   if (request_started_ || phase_ != Phase::ClientHead) {
     accessLog(status);
   }
-  server_ = kNoServer;
+  x_->server = kNoServer;
   closeUpstream(false);
-  upstream_timer_.disarm();
-  response_started_ = true;
+  x_->upstream_timer.disarm();
+  x_->response_started = true;
   phase_ = Phase::Lingering;
+  releaseExchange();  // the answer is in cout_; nothing else of the exchange is needed
   flushClient();
 }
 
@@ -916,19 +990,19 @@ void ProxySession::accessLog(int status) {
   }
   core::TimePoint now = worker_.loop().now();
   std::string_view server =
-      server_ == kNoServer ? std::string_view("-") : std::string_view(worker_.pool().backend(server_).name);
-  double connect_ms = t_connected_ >= t_connect_start_ && server_ != kNoServer
-                          ? millisBetween(t_connect_start_, t_connected_)
+      x_->server == kNoServer ? std::string_view("-") : std::string_view(worker_.pool().backend(x_->server).name);
+  double connect_ms = x_->t_connected >= x_->t_connect_start && x_->server != kNoServer
+                          ? millisBetween(x_->t_connect_start, x_->t_connected)
                           : 0.0;
-  double response_ms = t_response_ >= t_start_ ? millisBetween(t_start_, t_response_) : 0.0;
-  std::string client = peer_.toString();
+  double response_ms = x_->t_response >= x_->t_start ? millisBetween(x_->t_start, x_->t_response) : 0.0;
+  std::string client = core::SocketAddress(peer_ip_, peer_port_).toString();
   auto num = [](std::string_view key, double value) { return log::Field{key, {}, value, true}; };
   auto str = [](std::string_view key, std::string_view value) { return log::Field{key, value, 0, false}; };
   log::event(log::Level::Info, "access",
-             {str("client", client), str("method", method_text_), str("path", path_), num("status", status),
-              num("bytes", static_cast<double>(response_bytes_)), str("server", server),
-              num("retries", attempts_ > 0 ? attempts_ - 1 : 0), num("connect_ms", connect_ms),
-              num("response_ms", response_ms), num("total_ms", millisBetween(t_start_, now))});
+             {str("client", client), str("method", x_->method_text), str("path", x_->path), num("status", status),
+              num("bytes", static_cast<double>(x_->response_bytes)), str("server", server),
+              num("retries", x_->attempts > 0 ? x_->attempts - 1 : 0), num("connect_ms", connect_ms),
+              num("response_ms", response_ms), num("total_ms", millisBetween(x_->t_start, now))});
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -943,6 +1017,22 @@ ProxyWorker::ProxyWorker(core::EventLoop& loop, core::Fd listener, WorkerPool& p
       stats_(stats),
       report_failure_(std::move(report_failure)) {
   loop_.add(listener_.get(), EPOLLIN, this);
+}
+
+std::unique_ptr<Exchange> ProxyWorker::acquireExchange() {
+  if (free_exchanges_.empty()) {
+    return std::make_unique<Exchange>(loop_);
+  }
+  std::unique_ptr<Exchange> x = std::move(free_exchanges_.back());
+  free_exchanges_.pop_back();
+  return x;
+}
+
+void ProxyWorker::releaseExchange(std::unique_ptr<Exchange> exchange) {
+  // Keep enough for a busy moment; beyond that, give the memory back.
+  if (free_exchanges_.size() < 1024) {
+    free_exchanges_.push_back(std::move(exchange));
+  }
 }
 
 ProxyWorker::~ProxyWorker() {

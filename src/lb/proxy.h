@@ -5,6 +5,7 @@
 #include <array>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -52,6 +53,7 @@ struct ProxyStats {
 };
 
 class ProxySession;
+struct Exchange;
 
 class ProxyWorker final : public core::IoHandler {
  public:
@@ -74,6 +76,9 @@ class ProxyWorker final : public core::IoHandler {
   void reportFailure(uint32_t server, const std::string& reason) { report_failure_(server, reason); }
   void link(ProxySession* session);
   void unlink(ProxySession* session);
+  // Per-request state from a free list: idle connections hold none, and no malloc per request.
+  std::unique_ptr<Exchange> acquireExchange();
+  void releaseExchange(std::unique_ptr<Exchange> exchange);
 
  private:
   core::EventLoop& loop_;
@@ -86,6 +91,7 @@ class ProxyWorker final : public core::IoHandler {
   size_t count_ = 0;
   bool draining_ = false;
   std::function<void()> on_idle_;
+  std::vector<std::unique_ptr<Exchange>> free_exchanges_;
 };
 
 }  // namespace fulcrum::lb
