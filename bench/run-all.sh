@@ -4,7 +4,11 @@ set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 echo "== fulcrum web vs nginx: static files =="
 "$HERE/web-vs-nginx.sh"
-for b in "$HERE"/build/*_bench "$HERE"/../build/bench/*_bench; do
+echo
+echo "== fulcrum lb vs HAProxy and nginx =="
+"$HERE/lb-vs-haproxy.sh"
+echo
+for b in "$HERE"/../build/bench/*_bench; do
   if [[ -x "$b" ]]; then
     echo "== $(basename "$b") =="
     "$b" --benchmark_min_time=0.2
