@@ -1,0 +1,765 @@
+#include "db/postgres.h"
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <charconv>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+namespace fulcrum::db {
+
+using namespace std::string_view_literals;
+
+namespace {
+
+using SteadyClock = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+
+// psql's field and record separators: ASCII unit and record separators never occur in the
+// values we ask for (names, LSNs, numbers, settings).
+constexpr char kFieldSep = '\x1f';
+constexpr char kRecordSep = '\x1e';
+
+std::optional<std::vector<int>> parseVersion(const std::string& text) {
+  std::vector<int> parts;
+  std::stringstream in(text);
+  std::string part;
+  while (std::getline(in, part, '.')) {
+    int value = 0;
+    auto [end, ec] = std::from_chars(part.data(), part.data() + part.size(), value);
+    if (part.empty() || ec != std::errc() || end != part.data() + part.size()) {
+      return std::nullopt;
+    }
+    parts.push_back(value);
+  }
+  return parts.empty() ? std::nullopt : std::optional(parts);
+}
+
+std::string readFile(const std::filesystem::path& path) {
+  std::ifstream in(path);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+std::string tail(const std::string& text, size_t bytes) {
+  return text.size() > bytes ? text.substr(text.size() - bytes) : text;
+}
+
+// A name we put in pg_hba.conf and SQL: quoting handles the rest, but a double quote or a line
+// break cannot be written into pg_hba.conf.
+Status checkName(std::string_view what, std::string_view name) {
+  if (name.empty() || name.size() > 63 || name.find_first_of("\"\n\r\0"sv) != std::string_view::npos) {
+    return Status::failure(std::string(what) + " '" + std::string(name) +
+                           "' must be 1..63 bytes without quotes or line breaks");
+  }
+  return Status::success();
+}
+
+std::string hbaName(std::string_view name) {
+  return "\"" + std::string(name) + "\"";
+}
+
+// Seconds for a libpq connect_timeout (it ignores values under 2).
+std::string connectSeconds(milliseconds timeout) {
+  return std::to_string(std::max<int64_t>(2, (timeout.count() + 999) / 1000));
+}
+
+// Bounded polling with a growing pause (2 ms .. 100 ms).
+template <typename Predicate>
+bool pollUntil(Predicate done, SteadyClock::time_point until) {
+  auto pause = milliseconds(2);
+  for (;;) {
+    if (done()) {
+      return true;
+    }
+    if (SteadyClock::now() >= until) {
+      return false;
+    }
+    std::this_thread::sleep_for(pause);
+    pause = std::min(pause * 2, milliseconds(100));
+  }
+}
+
+}  // namespace
+
+Result<std::filesystem::path> findPgBin(const std::filesystem::path& configured,
+                                        const std::filesystem::path& root) {
+  using R = Result<std::filesystem::path>;
+  auto usable = [](const std::filesystem::path& dir) {
+    return ::access((dir / "postgres").c_str(), X_OK) == 0;
+  };
+  if (!configured.empty()) {
+    return usable(configured) ? R::success(configured)
+                              : R::failure("pg_bin " + configured.string() + " has no executable 'postgres'");
+  }
+  std::error_code ec;
+  std::optional<std::vector<int>> best_version;
+  std::filesystem::path best;
+  for (const auto& entry : std::filesystem::directory_iterator(root, ec)) {
+    auto version = parseVersion(entry.path().filename().string());
+    if (version && usable(entry.path() / "bin") && (!best_version || *version > *best_version)) {
+      best_version = version;
+      best = entry.path() / "bin";
+    }
+  }
+  if (!best_version) {
+    return R::failure("no PostgreSQL found under " + root.string() +
+                      " (install the postgresql package or set [db] pg_bin)");
+  }
+  return R::success(best);
+}
+
+PostgresNode::PostgresNode(PostgresOptions options) : options_(std::move(options)) {
+  auto user = resolveOsUser(options_.os_user);
+  if (!user.ok) {
+    init_error_ = user.error;
+    return;
+  }
+  user_ = std::move(user.value);
+  if (options_.bin_dir.empty() || options_.data_dir.empty() || options_.run_dir.empty()) {
+    init_error_ = "bin_dir, data_dir and run_dir must be set";
+    return;
+  }
+  // The socket path must fit sockaddr_un (107 bytes with its NUL).
+  std::string socket = (options_.run_dir / (".s.PGSQL." + std::to_string(options_.listen.port()))).string();
+  if (socket.size() > 107) {
+    init_error_ = "socket path " + socket + " is too long (max 107 bytes): use a shorter run directory";
+    return;
+  }
+  for (const auto& dir : {options_.run_dir, options_.data_dir}) {
+    Status reachable = checkTraversable(user_, dir);
+    if (!reachable.ok) {
+      init_error_ = reachable.error;
+      return;
+    }
+  }
+  Status run_dir = preparePrivateDir(user_, options_.run_dir);
+  if (!run_dir.ok) {
+    init_error_ = run_dir.error;
+  }
+}
+
+PostgresNode::~PostgresNode() {
+  if (postmaster_.started()) {
+    postmaster_.signal(SIGINT);
+    if (!postmaster_.waitExit(milliseconds(5000))) {
+      postmaster_.kill();
+    }
+  }
+}
+
+bool PostgresNode::initialized() const {
+  std::error_code ec;
+  return std::filesystem::exists(options_.data_dir / "PG_VERSION", ec);
+}
+
+Result<ToolOutput> PostgresNode::run(std::vector<std::string> argv, milliseconds timeout,
+                                     std::vector<std::string> env, std::string input) {
+  if (!init_error_.empty()) {
+    return Result<ToolOutput>::failure(init_error_);
+  }
+  ToolRun tool;
+  tool.argv = std::move(argv);
+  tool.env = std::move(env);
+  tool.input = std::move(input);
+  tool.cwd = options_.run_dir;
+  tool.timeout = timeout;
+  return runTool(user_, tool);
+}
+
+Status PostgresNode::runChecked(std::vector<std::string> argv, milliseconds timeout,
+                                std::vector<std::string> env, std::string input) {
+  ToolRun described;
+  described.argv = argv;
+  described.timeout = timeout;
+  auto output = run(std::move(argv), timeout, std::move(env), std::move(input));
+  if (!output.ok) {
+    return Status::failure(output.error);
+  }
+  if (output.value.exit_code != 0 || output.value.timed_out) {
+    return Status::failure(describeFailure(described, output.value));
+  }
+  return Status::success();
+}
+
+std::vector<std::string> PostgresNode::psqlArgs(std::string_view database) const {
+  std::string conninfo =
+      "host=" + conninfoValue(options_.run_dir.string()) + " port=" + std::to_string(options_.listen.port()) +
+      " user=" + conninfoValue(superuser()) + " dbname=" + conninfoValue(database) +
+      " application_name='fulcrum-agent'" + " connect_timeout=" + connectSeconds(options_.query_timeout);
+  return {program("psql").string(),
+          "-X",
+          "-q",
+          "-A",
+          "-t",
+          "-v",
+          "ON_ERROR_STOP=1",
+          "-F",
+          std::string(1, kFieldSep),
+          "-R",
+          std::string(1, kRecordSep),
+          "-d",
+          conninfo};
+}
+
+Result<std::vector<std::vector<std::string>>> PostgresNode::query(std::string_view sql,
+                                                                  std::string_view database) {
+  using R = Result<std::vector<std::vector<std::string>>>;
+  std::vector<std::string> argv = psqlArgs(database);
+  argv.push_back("-c");
+  argv.emplace_back(sql);
+  ToolRun described;
+  described.argv = argv;
+  described.timeout = options_.query_timeout;
+  auto output = run(std::move(argv), options_.query_timeout,
+                    {"PGOPTIONS=-c statement_timeout=" + std::to_string(options_.query_timeout.count())});
+  if (!output.ok) {
+    return R::failure(output.error);
+  }
+  if (output.value.exit_code != 0 || output.value.timed_out) {
+    return R::failure(describeFailure(described, output.value));
+  }
+  std::string text = output.value.out;
+  while (!text.empty() && text.back() == '\n') {
+    text.pop_back();
+  }
+  std::vector<std::vector<std::string>> rows;
+  if (text.empty()) {
+    return R::success(std::move(rows));
+  }
+  std::stringstream records(text);
+  std::string record;
+  while (std::getline(records, record, kRecordSep)) {
+    std::vector<std::string> fields;
+    std::stringstream in(record);
+    std::string field;
+    while (std::getline(in, field, kFieldSep)) {
+      fields.push_back(field);
+    }
+    if (!record.empty() && record.back() == kFieldSep) {
+      fields.emplace_back();  // getline drops a trailing empty field
+    }
+    rows.push_back(std::move(fields));
+  }
+  return R::success(std::move(rows));
+}
+
+Status PostgresNode::execute(std::string_view sql, std::string_view database) {
+  std::vector<std::string> argv = psqlArgs(database);
+  argv.push_back("-f");
+  argv.push_back("-");
+  return runChecked(std::move(argv), options_.query_timeout,
+                    {"PGOPTIONS=-c statement_timeout=" + std::to_string(options_.query_timeout.count())},
+                    std::string(sql));
+}
+
+Status PostgresNode::writePassFile() {
+  if (!std::filesystem::exists(options_.replication_password_file)) {
+    return Status::failure("replication password file " + options_.replication_password_file.string() +
+                           " is missing (the first primary creates it)");
+  }
+  auto password = loadOrCreateSecret(options_.replication_password_file);
+  if (!password.ok) {
+    return Status::failure(password.error);
+  }
+  std::string line =
+      "*:*:*:" + pgpassField(options_.replication_user) + ":" + pgpassField(password.value) + "\n";
+  return writeFileAs(user_, passFile(), line, 0600);
+}
+
+Status PostgresNode::writeClusterConfig(const AppDatabase& app) {
+  std::string conf =
+      "# Written by Fulcrum: the same on every node (pg_basebackup copies it). Each node's address,\n"
+      "# port and socket directory are on its postmaster's command line.\n"
+      "wal_level = replica\n"
+      "max_wal_senders = 10\n"
+      "max_replication_slots = 10\n"
+      "hot_standby = on\n"
+      "hot_standby_feedback = on\n"
+      "wal_log_hints = on\n"
+      "wal_keep_size = '128MB'\n"
+      "max_slot_wal_keep_size = '2GB'\n"
+      "password_encryption = 'scram-sha-256'\n"
+      "logging_collector = off\n"
+      "log_line_prefix = '%m [%p] %q%u@%d '\n";
+  for (const auto& [name, value] : options_.settings) {
+    conf += name + " = " + confValue(value) + "\n";
+  }
+  Status written = writeFileAs(user_, options_.data_dir / "fulcrum.conf", conf, 0600);
+  if (!written.ok) {
+    return written;
+  }
+  std::string main = readFile(options_.data_dir / "postgresql.conf");
+  main += "\ninclude 'fulcrum.conf'\n";
+  written = writeFileAs(user_, options_.data_dir / "postgresql.conf", main, 0600);
+  if (!written.ok) {
+    return written;
+  }
+  std::string hba =
+      "# Written by Fulcrum. The local socket: the superuser only, by peer authentication.\n"
+      "# TCP: the replication role and the application role, by password (SCRAM) only.\n"
+      "# TYPE  DATABASE  USER  ADDRESS  METHOD\n"
+      "local all " +
+      hbaName(superuser()) + " peer\n";
+  for (const std::string& network : options_.allowed_networks) {
+    hba += "host replication " + hbaName(options_.replication_user) + " " + network + " scram-sha-256\n";
+    hba += "host postgres " + hbaName(options_.replication_user) + " " + network + " scram-sha-256\n";
+    hba += "host " + hbaName(app.database) + " " + hbaName(app.user) + " " + network + " scram-sha-256\n";
+  }
+  return writeFileAs(user_, options_.data_dir / "pg_hba.conf", hba, 0600);
+}
+
+Status PostgresNode::initPrimary(const AppDatabase& app) {
+  for (auto [what, name] : {std::pair{"database"sv, std::string_view(app.database)},
+                            std::pair{"user"sv, std::string_view(app.user)},
+                            std::pair{"replication user"sv, std::string_view(options_.replication_user)}}) {
+    if (Status valid = checkName(what, name); !valid.ok) {
+      return valid;
+    }
+  }
+  if (app.user == superuser() || app.user == options_.replication_user) {
+    return Status::failure("application user '" + app.user +
+                           "' must differ from the superuser and the replication user");
+  }
+  if (!init_error_.empty()) {
+    return Status::failure(init_error_);
+  }
+  if (initialized()) {
+    return Status::failure(options_.data_dir.string() + " already holds a cluster");
+  }
+  if (Status dir = preparePrivateDir(user_, options_.data_dir); !dir.ok) {
+    return dir;
+  }
+  auto app_password = loadOrCreateSecret(app.password_file);
+  if (!app_password.ok) {
+    return Status::failure(app_password.error);
+  }
+  auto replication_password = loadOrCreateSecret(options_.replication_password_file);
+  if (!replication_password.ok) {
+    return Status::failure(replication_password.error);
+  }
+  std::vector<std::string> initdb = {program("initdb").string(), "--pgdata=" + options_.data_dir.string(),
+                                     "--data-checksums",         "--username=" + superuser(),
+                                     "--auth-local=peer",        "--auth-host=scram-sha-256",
+                                     "--encoding=UTF8",          "--locale=C"};
+  if (!options_.durable) {
+    initdb.push_back("--no-sync");
+  }
+  if (Status done = runChecked(std::move(initdb), options_.tool_timeout); !done.ok) {
+    return done;
+  }
+  if (Status done = writeClusterConfig(app); !done.ok) {
+    return done;
+  }
+  if (Status done = writePassFile(); !done.ok) {
+    return done;
+  }
+  if (Status done = start(); !done.ok) {
+    return done;
+  }
+  auto password_sql = [](const std::string& password) {
+    auto verifier = scramVerifier(password);
+    return quoteLiteral(verifier ? *verifier : password);
+  };
+  const std::string repl = quoteIdent(options_.replication_user);
+  std::string sql =
+      "CREATE ROLE " + repl + " WITH REPLICATION LOGIN PASSWORD " + password_sql(replication_password.value) +
+      ";\n"
+      // What pg_rewind reads from its source, so it needs no superuser.
+      "GRANT EXECUTE ON FUNCTION pg_catalog.pg_ls_dir(text, boolean, boolean) TO " +
+      repl +
+      ";\n"
+      "GRANT EXECUTE ON FUNCTION pg_catalog.pg_stat_file(text, boolean) TO " +
+      repl +
+      ";\n"
+      "GRANT EXECUTE ON FUNCTION pg_catalog.pg_read_binary_file(text) TO " +
+      repl +
+      ";\n"
+      "GRANT EXECUTE ON FUNCTION pg_catalog.pg_read_binary_file(text, bigint, bigint, boolean) TO " +
+      repl + ";\n" + "CREATE ROLE " + quoteIdent(app.user) + " LOGIN PASSWORD " +
+      password_sql(app_password.value) + ";\n" + "CREATE DATABASE " + quoteIdent(app.database) + " OWNER " +
+      quoteIdent(app.user) + ";\n";
+  return execute(sql);
+}
+
+std::string PostgresNode::primaryConninfo(const core::SocketAddress& primary) const {
+  return "host=" + conninfoValue(hostText(primary)) + " port=" + std::to_string(primary.port()) +
+         " user=" + conninfoValue(options_.replication_user) +
+         " passfile=" + conninfoValue(passFile().string()) +
+         " application_name=" + conninfoValue(options_.node) + " connect_timeout=2" +
+         " keepalives_idle=5 keepalives_interval=2 keepalives_count=3";
+}
+
+Status PostgresNode::writeStandbyConfig(const core::SocketAddress& primary, std::string_view slot) {
+  if (Status pass = writePassFile(); !pass.ok) {
+    return pass;
+  }
+  const std::filesystem::path auto_conf = options_.data_dir / "postgresql.auto.conf";
+  std::stringstream in(readFile(auto_conf));
+  std::string kept;
+  std::string line;
+  while (std::getline(in, line)) {
+    std::string key = line.substr(0, line.find('='));
+    key.erase(std::remove(key.begin(), key.end(), ' '), key.end());
+    // A copied fence must not survive: promoted later, this node must take writes.
+    if (key != "primary_conninfo" && key != "primary_slot_name" && key != "default_transaction_read_only") {
+      kept += line + "\n";
+    }
+  }
+  kept += "primary_conninfo = " + confValue(primaryConninfo(primary)) + "\n";
+  kept += "primary_slot_name = " + confValue(slot) + "\n";
+  if (Status done = writeFileAs(user_, auto_conf, kept, 0600); !done.ok) {
+    return done;
+  }
+  return writeFileAs(user_, options_.data_dir / "standby.signal", "", 0600);
+}
+
+Status PostgresNode::cloneReplica(const core::SocketAddress& primary, std::string_view slot) {
+  if (!init_error_.empty()) {
+    return Status::failure(init_error_);
+  }
+  if (initialized()) {
+    return Status::failure(options_.data_dir.string() + " already holds a cluster");
+  }
+  if (Status dir = preparePrivateDir(user_, options_.data_dir); !dir.ok) {
+    return dir;
+  }
+  if (Status pass = writePassFile(); !pass.ok) {
+    return pass;
+  }
+  auto clear = [&] {
+    std::error_code ec;
+    for (const auto& entry : std::filesystem::directory_iterator(options_.data_dir, ec)) {
+      std::filesystem::remove_all(entry.path(), ec);
+    }
+  };
+  clear();
+  auto basebackup = [&](bool create_slot) {
+    std::vector<std::string> argv = {program("pg_basebackup").string(),
+                                     "--pgdata=" + options_.data_dir.string(),
+                                     "--host=" + hostText(primary),
+                                     "--port=" + std::to_string(primary.port()),
+                                     "--username=" + options_.replication_user,
+                                     "--no-password",
+                                     "--wal-method=stream",
+                                     "--checkpoint=fast",
+                                     "--slot=" + std::string(slot)};
+    if (create_slot) {
+      argv.push_back("--create-slot");
+    }
+    if (!options_.durable) {
+      argv.push_back("--no-sync");
+    }
+    return runChecked(std::move(argv), options_.tool_timeout,
+                      {"PGPASSFILE=" + passFile().string(), "PGAPPNAME=" + options_.node,
+                       "PGCONNECT_TIMEOUT=" + connectSeconds(options_.query_timeout)});
+  };
+  Status done = basebackup(true);
+  if (!done.ok && done.error.find("already exists") != std::string::npos) {
+    clear();
+    done = basebackup(false);  // a slot left by an earlier clone of this node: reuse it
+  }
+  if (!done.ok) {
+    clear();
+    return done;
+  }
+  return writeStandbyConfig(primary, slot);
+}
+
+std::optional<pid_t> PostgresNode::livePostmasterPid() const {
+  std::ifstream in(options_.data_dir / "postmaster.pid");
+  long pid = 0;
+  if (!(in >> pid) || pid <= 0) {
+    return std::nullopt;
+  }
+  if (::kill(static_cast<pid_t>(pid), 0) != 0 && errno != EPERM) {
+    return std::nullopt;  // a stale file: PostgreSQL removes it at its next start
+  }
+  return static_cast<pid_t>(pid);
+}
+
+Status PostgresNode::start() {
+  if (!init_error_.empty()) {
+    return Status::failure(init_error_);
+  }
+  if (isRunning()) {
+    return Status::failure("already running (pid " + std::to_string(pid()) + ")");
+  }
+  if (auto other = livePostmasterPid()) {
+    return Status::failure("a postmaster this agent did not start (pid " + std::to_string(*other) +
+                           ") runs on " + options_.data_dir.string() + ": stop() it first");
+  }
+  if (!initialized()) {
+    return Status::failure(options_.data_dir.string() + " holds no cluster");
+  }
+  if (Status dir = preparePrivateDir(user_, options_.run_dir); !dir.ok) {
+    return dir;
+  }
+  std::vector<std::string> argv = {program("postgres").string(),
+                                   "-D",
+                                   options_.data_dir.string(),
+                                   "-c",
+                                   "listen_addresses=" + hostText(options_.listen),
+                                   "-c",
+                                   "port=" + std::to_string(options_.listen.port()),
+                                   "-c",
+                                   "unix_socket_directories=\"" + options_.run_dir.string() + "\"",
+                                   "-c",
+                                   "cluster_name=" + options_.node};
+  Status spawned = postmaster_.spawn(user_, argv, {}, logFile(), options_.run_dir, SIGINT);
+  if (!spawned.ok) {
+    return spawned;
+  }
+  return waitReady();
+}
+
+Status PostgresNode::waitReady() {
+  const pid_t ours = postmaster_.pid();
+  std::optional<int> exited;
+  bool ready = pollUntil(
+      [&] {
+        if ((exited = postmaster_.poll())) {
+          return true;
+        }
+        // postmaster.pid line 8 is what pg_ctl -w waits for: "ready" or "standby" once the
+        // server accepts connections.
+        std::ifstream in(options_.data_dir / "postmaster.pid");
+        std::vector<std::string> lines;
+        std::string line;
+        while (std::getline(in, line)) {
+          lines.push_back(line);
+        }
+        if (lines.size() < 8 || lines[0] != std::to_string(ours)) {
+          return false;
+        }
+        return lines[7].rfind("ready", 0) == 0 || lines[7].rfind("standby", 0) == 0;
+      },
+      SteadyClock::now() + options_.start_timeout);
+  if (exited) {
+    return Status::failure("postgres exited during start (" + describeWaitStatus(*exited) +
+                           "); its log ends:\n" + tail(readFile(logFile()), 2000));
+  }
+  if (!ready) {
+    return Status::failure("postgres (pid " + std::to_string(ours) + ") not accepting connections after " +
+                           std::to_string(options_.start_timeout.count()) +
+                           " ms; it keeps starting (stop() to give up); its log ends:\n" +
+                           tail(readFile(logFile()), 2000));
+  }
+  return Status::success();
+}
+
+Status PostgresNode::stop(StopMode mode) {
+  if (postmaster_.started()) {
+    static constexpr int kSignals[] = {SIGTERM, SIGINT, SIGQUIT};
+    for (int i = static_cast<int>(mode); i < 3; ++i) {
+      postmaster_.signal(kSignals[i]);
+      if (auto status = postmaster_.waitExit(options_.stop_timeout)) {
+        postmaster_.signal(SIGKILL, true);  // children of a postmaster that died abruptly
+        return Status::success();
+      }
+    }
+    postmaster_.kill();
+    return Status::success();
+  }
+  if (auto other = livePostmasterPid()) {
+    static constexpr const char* kModes[] = {"smart", "fast", "immediate"};
+    auto seconds = std::to_string(std::max<int64_t>(1, options_.stop_timeout.count() / 1000));
+    Status done = runChecked({program("pg_ctl").string(), "stop", "-D", options_.data_dir.string(), "-m",
+                              kModes[static_cast<int>(mode)], "-w", "-t", seconds},
+                             options_.stop_timeout + milliseconds(5000));
+    if (!done.ok && livePostmasterPid()) {
+      return done;
+    }
+  }
+  return Status::success();
+}
+
+bool PostgresNode::isRunning() {
+  if (!postmaster_.started()) {
+    return false;
+  }
+  if (auto status = postmaster_.poll()) {
+    unreported_exit_ = status;
+    return false;
+  }
+  return true;
+}
+
+std::optional<int> PostgresNode::pollExit() {
+  if (unreported_exit_) {
+    return std::exchange(unreported_exit_, std::nullopt);
+  }
+  return postmaster_.poll();
+}
+
+Result<PgStatus> PostgresNode::status() {
+  using R = Result<PgStatus>;
+  auto rows = query(
+      "SELECT r, CASE WHEN r THEN coalesce((SELECT received_tli FROM pg_stat_wal_receiver), 0)"
+      " ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int END,"
+      " CASE WHEN r THEN NULL ELSE pg_current_wal_lsn() END,"
+      " pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn(),"
+      " current_setting('default_transaction_read_only'),"
+      " (SELECT status FROM pg_stat_wal_receiver)"
+      " FROM (SELECT pg_is_in_recovery() AS r) AS s");
+  if (!rows.ok) {
+    return R::failure(rows.error);
+  }
+  if (rows.value.size() != 1 || rows.value[0].size() != 7) {
+    return R::failure("unexpected answer to the status query");
+  }
+  const auto& row = rows.value[0];
+  PgStatus status;
+  status.in_recovery = row[0] == "t";
+  std::from_chars(row[1].data(), row[1].data() + row[1].size(), status.timeline);
+  status.current_lsn = parseLsn(row[2]).value_or(0);
+  status.receive_lsn = parseLsn(row[3]).value_or(0);
+  status.replay_lsn = parseLsn(row[4]).value_or(0);
+  status.read_only = row[5] == "on";
+  status.receiver = row[6];
+  return R::success(status);
+}
+
+Result<std::vector<ReplicaInfo>> PostgresNode::replicas() {
+  using R = Result<std::vector<ReplicaInfo>>;
+  auto rows = query(
+      "SELECT application_name, coalesce(host(client_addr), ''), state, sent_lsn, flush_lsn, replay_lsn,"
+      " sync_state FROM pg_stat_replication ORDER BY application_name");
+  if (!rows.ok) {
+    return R::failure(rows.error);
+  }
+  std::vector<ReplicaInfo> replicas;
+  for (const auto& row : rows.value) {
+    if (row.size() != 7) {
+      return R::failure("unexpected answer from pg_stat_replication");
+    }
+    ReplicaInfo info;
+    info.application_name = row[0];
+    info.client_addr = row[1];
+    info.state = row[2];
+    info.sent_lsn = parseLsn(row[3]).value_or(0);
+    info.flush_lsn = parseLsn(row[4]).value_or(0);
+    info.replay_lsn = parseLsn(row[5]).value_or(0);
+    info.sync_state = row[6];
+    replicas.push_back(std::move(info));
+  }
+  return R::success(std::move(replicas));
+}
+
+Status PostgresNode::promote() {
+  // pg_promote waits (up to its second argument) until recovery has ended.
+  auto wait_s = std::max<int64_t>(1, options_.query_timeout.count() / 1000);
+  auto rows = query("SELECT pg_promote(true, " + std::to_string(wait_s) + ")");
+  if (!rows.ok) {
+    return Status::failure(rows.error);
+  }
+  if (rows.value.empty() || rows.value[0].empty() || rows.value[0][0] != "t") {
+    return Status::failure("pg_promote did not complete within " + std::to_string(wait_s) + " s");
+  }
+  return unfence();
+}
+
+Status PostgresNode::fence() {
+  auto set = query("ALTER SYSTEM SET default_transaction_read_only = on");
+  if (!set.ok) {
+    return Status::failure(set.error);
+  }
+  auto reload = query("SELECT pg_reload_conf()");
+  if (!reload.ok) {
+    return Status::failure(reload.error);
+  }
+  // The reload is asynchronous: wait until a new session sees it, then end the older ones.
+  std::string last_error;
+  bool seen = pollUntil(
+      [&] {
+        auto rows = query("SELECT current_setting('default_transaction_read_only')");
+        last_error = rows.ok ? "" : rows.error;
+        return rows.ok && !rows.value.empty() && rows.value[0] == std::vector<std::string>{"on"};
+      },
+      SteadyClock::now() + options_.query_timeout);
+  if (!seen) {
+    return Status::failure("fence not in force after reload" + (last_error.empty() ? "" : ": " + last_error));
+  }
+  auto terminated = query(
+      "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+      " WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()");
+  return terminated.ok ? Status::success() : Status::failure(terminated.error);
+}
+
+Status PostgresNode::unfence() {
+  auto reset = query("ALTER SYSTEM RESET default_transaction_read_only");
+  if (!reset.ok) {
+    return Status::failure(reset.error);
+  }
+  auto reload = query("SELECT pg_reload_conf()");
+  return reload.ok ? Status::success() : Status::failure(reload.error);
+}
+
+Status PostgresNode::ensureSlot(std::string_view slot) {
+  auto rows = query("SELECT pg_create_physical_replication_slot(" + quoteLiteral(slot) +
+                    ", true) WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = " +
+                    quoteLiteral(slot) + ")");
+  return rows.ok ? Status::success() : Status::failure(rows.error);
+}
+
+Status PostgresNode::dropSlot(std::string_view slot) {
+  auto rows =
+      query("SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = " +
+            quoteLiteral(slot));
+  return rows.ok ? Status::success() : Status::failure(rows.error);
+}
+
+Status PostgresNode::rewind(const core::SocketAddress& source) {
+  if (isRunning() || livePostmasterPid()) {
+    return Status::failure("pg_rewind needs the server stopped");
+  }
+  if (Status pass = writePassFile(); !pass.ok) {
+    return pass;
+  }
+  std::string conninfo = "host=" + conninfoValue(hostText(source)) +
+                         " port=" + std::to_string(source.port()) +
+                         " user=" + conninfoValue(options_.replication_user) + " dbname=postgres" +
+                         " passfile=" + conninfoValue(passFile().string()) +
+                         " connect_timeout=" + connectSeconds(options_.query_timeout);
+  std::vector<std::string> argv = {program("pg_rewind").string(),
+                                   "--target-pgdata=" + options_.data_dir.string(),
+                                   "--source-server=" + conninfo};
+  if (!options_.durable) {
+    argv.push_back("--no-sync");
+  }
+  return runChecked(std::move(argv), options_.tool_timeout, {"PGAPPNAME=" + options_.node + "-rewind"});
+}
+
+Status PostgresNode::follow(const core::SocketAddress& primary, std::string_view slot) {
+  if (isRunning()) {
+    auto current = status();
+    if (!current.ok) {
+      return Status::failure(current.error);
+    }
+    if (!current.value.in_recovery) {
+      return Status::failure("a running primary cannot follow another: stop, rewind, then follow");
+    }
+    if (Status pass = writePassFile(); !pass.ok) {
+      return pass;
+    }
+    // Both settings take effect on reload (PostgreSQL 13+): the WAL receiver restarts.
+    for (const std::string& sql :
+         {"ALTER SYSTEM SET primary_conninfo = " + quoteLiteral(primaryConninfo(primary)),
+          "ALTER SYSTEM SET primary_slot_name = " + quoteLiteral(slot),
+          std::string("SELECT pg_reload_conf()")}) {
+      if (auto done = query(sql); !done.ok) {
+        return Status::failure(done.error);
+      }
+    }
+    return Status::success();
+  }
+  if (livePostmasterPid()) {
+    return Status::failure("a postmaster this agent did not start runs on " + options_.data_dir.string());
+  }
+  return writeStandbyConfig(primary, slot);
+}
+
+}  // namespace fulcrum::db

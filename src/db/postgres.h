@@ -1,0 +1,208 @@
+#pragma once
+// One PostgreSQL node, driven by the database agent: create a primary or clone a replica, start
+// and stop the server, ask its role and WAL positions, promote it, fence it, rewind it and make
+// it follow another primary.
+//
+// Process model. The postmaster is started by fork+exec of `postgres -D DATA` (not pg_ctl, which
+// daemonizes it), so the agent is its parent: a dead postmaster is seen by pollExit() at once,
+// and the postmaster gets SIGINT (fast shutdown) if the thread that started it dies, so a
+// crashed agent leaves no unsupervised primary behind. Call start() from the agent's long-lived
+// control thread, and do not reap children with waitpid(-1) elsewhere. Every other program
+// (initdb, psql, pg_basebackup, pg_rewind, pg_ctl for a postmaster we did not start) runs to
+// completion under a timeout. When we are root, all of them run as the `postgres` OS user.
+//
+// Node identity (listen address, port, socket directory, cluster_name) is passed on the
+// postmaster's command line at every start, never kept in a configuration file:
+// pg_basebackup and pg_rewind copy configuration files from another node, which would carry
+// that node's address. What is the same on every node goes into DATA/fulcrum.conf (included
+// from postgresql.conf); a replica's primary_conninfo and primary_slot_name go into
+// postgresql.auto.conf.
+//
+// Authentication. The local socket (in run_dir, mode 0700) accepts only the superuser, by peer
+// authentication: the agent's psql runs as the OS user of the same name. TCP accepts only the
+// application role on its database and the replication role (replication, and the `postgres`
+// database for pg_rewind), all by scram-sha-256; nothing is ever `trust`. Passwords are
+// generated into files of mode 0600 and reach the server as SCRAM verifiers, and the tools
+// read them from a .pgpass file, never from a command line.
+//
+// Queries go through psql on the local socket, not libpq in-process: the agent asks a handful of
+// questions per second, psql gives each a hard deadline (a frozen server cannot block the
+// agent past it: the tool is killed), and fulcrum_db need not link libpq.
+//
+// Blocking: every call returns within its timeout (options). Not thread-safe.
+#include <sys/types.h>
+
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "core/address.h"
+#include "db/pg_format.h"
+#include "db/pg_process.h"
+#include "db/result.h"
+
+namespace fulcrum::db {
+
+// pg_bin from the topology file when set (it must hold `postgres`), else the newest
+// <root>/<version>/bin, as Debian installs them.
+Result<std::filesystem::path> findPgBin(const std::filesystem::path& configured,
+                                        const std::filesystem::path& root = "/usr/lib/postgresql");
+
+struct PostgresOptions {
+  std::string node;                  // node name: cluster_name, application_name, its slot name
+  std::filesystem::path bin_dir;     // from findPgBin()
+  std::filesystem::path data_dir;    // PGDATA: created 0700, owned by the OS user
+  std::filesystem::path run_dir;     // socket, .pgpass, server log; not inside data_dir
+  core::SocketAddress listen;        // [[db.node]] pg: listen_addresses and port
+  std::string os_user = "postgres";  // who runs PostgreSQL when we are root
+  std::string replication_user = "replicator";
+  std::filesystem::path replication_password_file;  // shared by every node; created by initPrimary
+  // Networks allowed to connect over TCP (still with a password).
+  std::vector<std::string> allowed_networks = {"0.0.0.0/0", "::/0"};
+  // Extra cluster-wide settings for fulcrum.conf, e.g. {"shared_buffers", "64MB"}.
+  std::vector<std::pair<std::string, std::string>> settings;
+  bool durable = true;  // false (tests only): skip fsync in initdb, pg_basebackup, pg_rewind
+  std::chrono::milliseconds tool_timeout{60000};   // initdb, pg_basebackup, pg_rewind
+  std::chrono::milliseconds query_timeout{5000};   // each psql call
+  std::chrono::milliseconds start_timeout{60000};  // until the server accepts connections
+  std::chrono::milliseconds stop_timeout{30000};   // per shutdown mode before escalating
+};
+
+// The application's database and role ([db] database, user, password_file).
+struct AppDatabase {
+  std::string database = "site";
+  std::string user = "site";
+  std::filesystem::path password_file;  // read, or generated (0600) when missing
+};
+
+enum class StopMode {
+  Smart,      // waits for clients to disconnect
+  Fast,       // rolls back open transactions, disconnects clients, checkpoints
+  Immediate,  // no checkpoint: crash recovery at next start (fastest fence)
+};
+
+struct PgStatus {
+  bool in_recovery = false;  // a standby
+  uint32_t timeline = 0;     // primary: the one it writes; standby: the one it receives (0: none yet)
+  Lsn current_lsn = 0;       // primary: pg_current_wal_lsn()
+  Lsn receive_lsn = 0;       // standby: pg_last_wal_receive_lsn() (0: none yet)
+  Lsn replay_lsn = 0;        // standby: pg_last_wal_replay_lsn()
+  bool read_only = false;    // default_transaction_read_only (fenced) in new sessions
+  std::string receiver;      // standby: pg_stat_wal_receiver.status ("streaming"), else ""
+  // The position this node has: written (primary) or replayed (standby).
+  Lsn lsn() const { return in_recovery ? replay_lsn : current_lsn; }
+};
+
+// A standby connected to this primary (pg_stat_replication).
+struct ReplicaInfo {
+  std::string application_name;  // the standby's node name
+  std::string client_addr;
+  std::string state;  // "streaming", "catchup", ...
+  Lsn sent_lsn = 0;
+  Lsn flush_lsn = 0;
+  Lsn replay_lsn = 0;
+  std::string sync_state;  // "async", "sync", ...
+};
+
+class PostgresNode {
+ public:
+  // Resolves the OS user; check initError() before use.
+  explicit PostgresNode(PostgresOptions options);
+  // Stops a postmaster we started (fast, then kill), so none outlives its controller.
+  ~PostgresNode();
+  PostgresNode(const PostgresNode&) = delete;
+  PostgresNode& operator=(const PostgresNode&) = delete;
+
+  // Empty when usable; else why not (no such OS user, a directory postgres cannot reach).
+  const std::string& initError() const { return init_error_; }
+
+  // True when data_dir holds a cluster (PG_VERSION exists).
+  bool initialized() const;
+  // A new cluster: initdb (checksums on), configuration, pg_hba; starts it, creates the
+  // replication role and the application role and database; leaves it running as a primary.
+  Status initPrimary(const AppDatabase& app);
+  // A new standby of `primary` into an empty data_dir: pg_basebackup streaming WAL, creating the
+  // physical slot `slot` on the primary (reusing it if it exists), then standby.signal and
+  // primary_conninfo. Leaves the server stopped: call start().
+  Status cloneReplica(const core::SocketAddress& primary, std::string_view slot);
+
+  // Starts the postmaster as our child and waits until it accepts connections (a standby: once
+  // consistent, hot_standby is on).
+  Status start();
+  // Stops the server: `mode`, escalating to Immediate and then SIGKILL when a mode exceeds
+  // stop_timeout. A postmaster we did not start (left by a previous agent) is stopped with
+  // pg_ctl. Success when nothing runs any more.
+  Status stop(StopMode mode = StopMode::Fast);
+  // Our postmaster is alive (reaps it if it died).
+  bool isRunning();
+  // The wait status of our postmaster once it has died (reported once), else nullopt. The
+  // agent calls this every tick (or on SIGCHLD).
+  std::optional<int> pollExit();
+  // Our postmaster's pid, or -1.
+  pid_t pid() const { return postmaster_.pid(); }
+
+  Result<PgStatus> status();
+  Result<std::vector<ReplicaInfo>> replicas();
+
+  // Ends recovery (pg_promote, waiting for it) and lifts a fence: the node then takes writes on
+  // a new timeline.
+  Status promote();
+  // A soft fence for switchover: new sessions default to read-only (ALTER SYSTEM, reload,
+  // verified in a new session), then every other client session is terminated. A client may
+  // still ask for a read-write transaction explicitly: on losing the lease the agent stops the
+  // server instead (stop(Immediate) is the hard fence).
+  Status fence();
+  Status unfence();
+  // A physical slot on this primary, reserving WAL from now (nothing when it exists).
+  Status ensureSlot(std::string_view slot);
+  Status dropSlot(std::string_view slot);
+
+  // Makes the stopped data_dir a copy of `source`'s history (pg_rewind, as the replication
+  // role): required before a former primary can follow the new one. Nothing to do is success.
+  Status rewind(const core::SocketAddress& source);
+  // Makes this node a standby of `primary` using `slot`: stopped, it writes standby.signal and
+  // primary_conninfo / primary_slot_name (and drops a fence left in postgresql.auto.conf), for
+  // the next start(); running as a standby, it changes them with ALTER SYSTEM and a reload.
+  Status follow(const core::SocketAddress& primary, std::string_view slot);
+
+  // Runs SQL as the local superuser on `database`; rows of fields (NULL reads as "").
+  Result<std::vector<std::vector<std::string>>> query(std::string_view sql,
+                                                      std::string_view database = "postgres");
+  // Runs SQL statements (from stdin, each its own transaction) as the local superuser.
+  Status execute(std::string_view sql, std::string_view database = "postgres");
+
+  const PostgresOptions& options() const { return options_; }
+  const OsUser& osUser() const { return user_; }
+  std::filesystem::path logFile() const { return options_.run_dir / "postgres.log"; }
+  std::filesystem::path passFile() const { return options_.run_dir / "pgpass"; }
+  std::filesystem::path program(std::string_view name) const { return options_.bin_dir / std::string(name); }
+  // The superuser role: the OS user's name (peer authentication maps one to the other).
+  const std::string& superuser() const { return user_.name; }
+
+ private:
+  Result<ToolOutput> run(std::vector<std::string> argv, std::chrono::milliseconds timeout,
+                         std::vector<std::string> env = {}, std::string input = {});
+  Status runChecked(std::vector<std::string> argv, std::chrono::milliseconds timeout,
+                    std::vector<std::string> env = {}, std::string input = {});
+  std::vector<std::string> psqlArgs(std::string_view database) const;
+  Status writeClusterConfig(const AppDatabase& app);
+  Status writePassFile();
+  Status writeStandbyConfig(const core::SocketAddress& primary, std::string_view slot);
+  std::string primaryConninfo(const core::SocketAddress& primary) const;
+  // The pid in DATA/postmaster.pid when that process is alive, else nullopt.
+  std::optional<pid_t> livePostmasterPid() const;
+  Status waitReady();
+
+  PostgresOptions options_;
+  OsUser user_;
+  std::string init_error_;
+  ChildProcess postmaster_;
+  std::optional<int> unreported_exit_;  // seen by isRunning(), not yet returned by pollExit()
+};
+
+}  // namespace fulcrum::db

@@ -1,0 +1,112 @@
+"""The load balancer's stats listener end to end: dashboard, /metrics, /api/state and the admin
+API (bearer token; ready / drain / maint), with real `fulcrum web` nodes behind a real balancer."""
+import json
+import os
+import re
+import unittest
+import urllib.request
+
+from harness import FULCRUM, Process, TempDir, free_port, http_get, wait_until
+from test_lb import Client, LbTestCase, WebNodes
+
+
+class LbStatsTest(LbTestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = TempDir()
+        cls.addClassCleanup(cls.tmp.cleanup)
+        cls.tmp.write("www/small.txt", "0123456789abcdef" * 64)
+        cls.web = WebNodes(cls.tmp)
+        cls.addClassCleanup(cls.web.stop_all)
+        cls.web.start_all()
+
+    def setUp(self):
+        super().setUp()
+        self.stats_port = free_port()
+        self.lb = self.start_lb(self.web.servers(), node_extra={"stats": f"127.0.0.1:{self.stats_port}"})
+        self.stats = f"http://127.0.0.1:{self.stats_port}"
+        wait_until(lambda: http_get(self.stats + "/api/state")[0] == 200, what="stats listener")
+        token_path = os.path.join(self.tmp.path, "var", "admin.token")
+        wait_until(lambda: os.path.exists(token_path), what="admin token")
+        self.assertEqual(os.stat(token_path).st_mode & 0o777, 0o600)
+        with open(token_path) as f:
+            self.token = f.read().strip()
+
+    def state(self):
+        status, _, body = http_get(self.stats + "/api/state")
+        self.assertEqual(status, 200)
+        return json.loads(body)
+
+    def set_state(self, server, body, token=None):
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        headers = {"Content-Type": "application/json"}
+        if token is not False:
+            headers["Authorization"] = f"Bearer {token or self.token}"
+        return http_get(f"{self.stats}/api/servers/{server}/state", headers=headers, method="POST", data=data)
+
+    def served(self, count):
+        client = Client(self.lb.port)
+        try:
+            return [client.get("/small.txt")[1] for _ in range(count)]
+        finally:
+            client.close()
+
+    def test_dashboard_metrics_and_state_count_traffic(self):
+        self.served(12)
+        status, headers, body = http_get(self.stats + "/")
+        self.assertEqual(status, 200)
+        self.assertTrue(headers["Content-Type"].startswith("text/html"))
+        self.assertIn(b"api/state", body)
+        state = self.state()
+        self.assertEqual(state["node"], "lb-t")
+        self.assertEqual([s["name"] for s in state["servers"]], ["web-1", "web-2", "web-3"])
+        self.assertEqual(sum(s["responses"]["2xx"] for s in state["servers"]), 12)
+        self.assertTrue(all(s["health"] == "up" and s["admin"] == "ready" for s in state["servers"]))
+        status, headers, body = http_get(self.stats + "/metrics")
+        self.assertEqual(status, 200)
+        text = body.decode()
+        self.assertRegex(text, r'fulcrum_lb_requests_total\{node="lb-t"\} 12\n')
+        for name in ("web-1", "web-2", "web-3"):
+            self.assertRegex(text, rf'fulcrum_lb_server_up\{{node="lb-t",server="{name}"\}} 1\n')
+            self.assertRegex(text, rf'fulcrum_lb_server_responses_total\{{node="lb-t",server="{name}",code="2xx"\}} 4\n')
+
+    def test_admin_api_needs_the_token_and_bad_calls_change_nothing(self):
+        status, headers, _ = self.set_state("web-2", {"state": "drain"}, token=False)
+        self.assertEqual(status, 401)
+        self.assertEqual(headers.get("WWW-Authenticate"), "Bearer")
+        status, _, _ = self.set_state("web-2", {"state": "drain"}, token="x" * 64)
+        self.assertEqual(status, 401)
+        for body, expected in ((b"not json", 400), ({"state": "sleep"}, 400), ({"state": 1}, 400),
+                               ({"state": "drain", "extra": 1}, 400), ({}, 400)):
+            status, _, reply = self.set_state("web-2", body)
+            self.assertEqual(status, expected, body)
+            self.assertIn(b"error", reply)
+        status, _, _ = self.set_state("nope", {"state": "drain"})
+        self.assertEqual(status, 404)
+        status, _, _ = http_get(f"{self.stats}/api/servers/web-2/state", headers={"Authorization": f"Bearer {self.token}"})
+        self.assertEqual(status, 405)
+        self.assertTrue(all(s["admin"] == "ready" for s in self.state()["servers"]))
+        self.assertEqual(sorted(set(self.served(9))), ["web-1", "web-2", "web-3"])
+
+    def test_drain_and_maint_take_a_server_out_and_ready_brings_it_back(self):
+        status, _, body = self.set_state("web-2", {"state": "drain"})
+        self.assertEqual(status, 200, body)
+        self.assertEqual(json.loads(body), {"server": "web-2", "state": "drain", "previous": "ready"})
+        # Workers apply the change by message: poll until no new request reaches web-2.
+        wait_until(lambda: "web-2" not in self.served(6), what="web-2 out of rotation")
+        self.assertEqual(sorted(set(self.served(12))), ["web-1", "web-3"])
+        self.assertEqual(self.state()["servers"][1]["admin"], "drain")
+        status, _, _ = self.set_state("web-3", {"state": "maint"})
+        self.assertEqual(status, 200)
+        wait_until(lambda: set(self.served(4)) == {"web-1"}, what="only web-1 in rotation")
+        status, _, body = http_get(self.stats + "/metrics")
+        self.assertRegex(body.decode(), r'fulcrum_lb_server_in_rotation\{node="lb-t",server="web-3"\} 0\n')
+        for name in ("web-2", "web-3"):
+            status, _, _ = self.set_state(name, {"state": "ready"})
+            self.assertEqual(status, 200)
+        wait_until(lambda: set(self.served(9)) == {"web-1", "web-2", "web-3"}, what="all back in rotation")
+        self.assertIn("admin: server web-2 set to drain (was ready)", self.lb.output())
+
+
+if __name__ == "__main__":
+    unittest.main()
