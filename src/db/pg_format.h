@@ -51,7 +51,7 @@ std::string scramVerifier(std::string_view password, std::string_view salt, int 
 // A random password: 32 characters of [A-Za-z0-9], 190 bits.
 std::string generatePassword();
 // The secret in `path` (first line), or a new one generated and written there with mode 0600
-// (created exclusively: of two processes racing, both end up with the same secret).
+// (created exclusively: two racing processes never write different secrets).
 Result<std::string> loadOrCreateSecret(const std::filesystem::path& path);
 
 }  // namespace fulcrum::db

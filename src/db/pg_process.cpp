@@ -13,7 +13,9 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
+#include <string>
 #include <thread>
 
 #include "core/fd.h"
@@ -120,6 +122,32 @@ std::string lastLines(const std::string& text, size_t max_lines) {
     pos = trimmed.rfind('\n', pos - 1);
   }
   return pos == std::string::npos || pos == 0 ? trimmed : trimmed.substr(pos + 1);
+}
+
+// Processes whose parent is `parent` (from /proc/PID/stat: "pid (comm) state ppid ...").
+std::vector<pid_t> childrenOf(pid_t parent) {
+  std::vector<pid_t> children;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc", ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) {
+      continue;
+    }
+    core::Fd fd(::open((entry.path() / "stat").c_str(), O_RDONLY | O_CLOEXEC));
+    char buf[512];
+    ssize_t n = fd ? ::read(fd.get(), buf, sizeof buf - 1) : -1;
+    if (n <= 0) {
+      continue;
+    }
+    std::string stat(buf, static_cast<size_t>(n));
+    size_t close = stat.rfind(')');  // comm may itself contain ") "
+    long ppid = 0;
+    if (close != std::string::npos && std::sscanf(stat.c_str() + close + 1, " %*c %ld", &ppid) == 1 &&
+        ppid == parent) {
+      children.push_back(static_cast<pid_t>(std::stol(name)));
+    }
+  }
+  return children;
 }
 
 void setNonBlocking(int fd) {
@@ -463,7 +491,12 @@ void ChildProcess::kill() {
   if (pid_ <= 0) {
     return;
   }
-  // The whole session's group: a postmaster killed alone would leave its backends behind.
+  // A postmaster's children lead sessions of their own, so a group kill would miss them: freeze
+  // the postmaster (it forks no more), kill its children, then it.
+  ::kill(pid_, SIGSTOP);
+  for (pid_t child : childrenOf(pid_)) {
+    ::kill(child, SIGKILL);
+  }
   ::kill(-pid_, SIGKILL);
   ::kill(pid_, SIGKILL);
   int status = 0;

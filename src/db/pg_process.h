@@ -74,6 +74,7 @@ std::string describeFailure(const ToolRun& run, const ToolOutput& output);
 // Ctrl-C to the terminal reaches the agent, not PostgreSQL) and receives `parent_death_signal`
 // when the thread that started it dies, so a crashed agent never leaves a primary running
 // unsupervised. The destructor kills and reaps what is still running.
+// (A postmaster's own children each lead a session of their own: kill() finds them by parent.)
 class ChildProcess {
  public:
   ChildProcess() = default;
@@ -93,7 +94,7 @@ class ChildProcess {
   void signal(int sig, bool group = false) const;
   // Waits until the child exits or `limit` passes (bounded polling); the wait status, or nullopt.
   std::optional<int> waitExit(std::chrono::milliseconds limit);
-  // SIGKILL to the process group and reap: the last resort, never fails.
+  // SIGKILL to the child, its children and its group, then reap: the last resort, never fails.
   void kill();
 
  private:

@@ -143,12 +143,14 @@ PostgresNode::PostgresNode(PostgresOptions options) : options_(std::move(options
 }
 
 PostgresNode::~PostgresNode() {
-  if (postmaster_.started()) {
-    postmaster_.signal(SIGINT);
-    if (!postmaster_.waitExit(milliseconds(5000))) {
-      postmaster_.kill();
+  // Fast, then immediate (the postmaster ends its children), then kill.
+  for (int sig : {SIGINT, SIGQUIT}) {
+    postmaster_.signal(sig);
+    if (!postmaster_.started() || postmaster_.waitExit(milliseconds(5000))) {
+      return;
     }
   }
+  postmaster_.kill();
 }
 
 bool PostgresNode::initialized() const {
@@ -556,9 +558,8 @@ Status PostgresNode::stop(StopMode mode) {
     static constexpr int kSignals[] = {SIGTERM, SIGINT, SIGQUIT};
     for (int i = static_cast<int>(mode); i < 3; ++i) {
       postmaster_.signal(kSignals[i]);
-      if (auto status = postmaster_.waitExit(options_.stop_timeout)) {
-        postmaster_.signal(SIGKILL, true);  // children of a postmaster that died abruptly
-        return Status::success();
+      if (postmaster_.waitExit(options_.stop_timeout)) {
+        return Status::success();  // the postmaster exits only after its children have
       }
     }
     postmaster_.kill();

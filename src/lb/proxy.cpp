@@ -717,6 +717,8 @@ void ProxySession::processUpstream() {
       if (cls >= 1 && cls <= 5) {
         bstats.responses_by_class[static_cast<size_t>(cls)].add();
       }
+      bstats.response_time_us.add(static_cast<uint64_t>(
+          std::chrono::duration_cast<std::chrono::microseconds>(x_->t_response - x_->t_connect_start).count()));
       if (x_->resp.body_kind == http::BodyKind::Tunnel && !x_->upgrade && x_->method != http::Method::Connect) {
         upstreamFailed("unexpected protocol switch", 0, false);
         return;

@@ -34,6 +34,9 @@ struct BackendStats {
   core::Counter failures;  // connect failures, resets and timeouts seen on real traffic
   core::Counter inflight;
   std::array<core::Counter, 6> responses_by_class;
+  // Time from sending the request (connect start) to the response head, summed over responses:
+  // with responses_by_class it gives the mean, and rates of both give the recent mean.
+  core::Counter response_time_us;
 };
 
 struct ProxyStats {

@@ -27,7 +27,7 @@ struct Totals {
 };
 
 struct ServerTotals {
-  uint64_t requests = 0, failures = 0, inflight = 0;
+  uint64_t requests = 0, failures = 0, inflight = 0, response_time_us = 0, responses = 0;
   uint64_t by_class[6] = {};
 };
 
@@ -59,8 +59,10 @@ ServerTotals sumServer(const std::vector<std::unique_ptr<ProxyStats>>& workers, 
     t.failures += b.failures.get();
     // In-flight counts go up on one worker and down on the same one; the sum is exact.
     t.inflight += b.inflight.get();
+    t.response_time_us += b.response_time_us.get();
     for (size_t c = 1; c < 6; ++c) {
       t.by_class[c] += b.responses_by_class[c].get();
+      t.responses += b.responses_by_class[c].get();
     }
   }
   return t;
@@ -103,11 +105,17 @@ small{color:#6b7585}
 <main>
 <div class="cards" id="cards"></div>
 <table><thead><tr><th class="l">server</th><th class="l">address</th><th>weight</th><th class="l">health</th>
-<th class="l">admin</th><th>in flight</th><th>req/s</th><th>requests</th><th>2xx</th><th>3xx</th><th>4xx</th>
+<th class="l">admin</th><th>in flight</th><th>req/s</th><th>resp ms</th><th>requests</th><th>2xx</th><th>3xx</th><th>4xx</th>
 <th>5xx</th><th>failures</th></tr></thead><tbody id="rows"></tbody></table>
 </main>
 <script>
 let prev = null;
+// Mean response time over the last second, or over all time when nothing was answered since.
+function latency(v, old){
+  const n = v.responses_total - (old ? old.responses_total : 0), t = v.response_time_us_total - (old ? old.response_time_us_total : 0);
+  if (n > 0) return (t / n / 1000).toFixed(2);
+  return v.responses_total > 0 ? (v.response_time_us_total / v.responses_total / 1000).toFixed(2) : '-';
+}
 function esc(s){return String(s).replace(/[&<>"']/g,c=>({'&':'&amp;','<':'&lt;','>':'&gt;','"':'&quot;',"'":'&#39;'}[c]));}
 async function tick(){
   try {
@@ -125,7 +133,7 @@ async function tick(){
       const old = prev && prev.s.servers[i];
       return '<tr><td>'+esc(v.name)+(v.backup?' <small>backup</small>':'')+'</td><td class="l">'+esc(v.address)+'</td><td>'+v.weight+
         '</td><td class="l '+v.health+'">'+v.health+'</td><td class="l '+v.admin+'">'+v.admin+'</td><td>'+v.inflight+
-        '</td><td>'+rate(v.requests, old && old.requests)+'</td><td>'+v.requests+'</td><td>'+v.responses['2xx']+
+        '</td><td>'+rate(v.requests, old && old.requests)+'</td><td>'+latency(v, old)+'</td><td>'+v.requests+'</td><td>'+v.responses['2xx']+
         '</td><td>'+v.responses['3xx']+'</td><td>'+v.responses['4xx']+'</td><td>'+v.responses['5xx']+'</td><td>'+v.failures+'</td></tr>';
     }).join('');
     prev = {t: now, s};
@@ -253,6 +261,8 @@ std::string StatsHandler::stateJson() const {
                        {"inflight", s.inflight},
                        {"requests", s.requests},
                        {"failures", s.failures},
+                       {"response_time_us_total", s.response_time_us},
+                       {"responses_total", s.responses},
                        {"responses", responses}});
   }
   nlohmann::json responses;
@@ -332,6 +342,13 @@ std::string StatsHandler::metricsText() const {
   w.family("fulcrum_lb_server_inflight", "gauge", "Requests waiting for each server's answer.");
   for (const Backend& b : backends) {
     w.sample("fulcrum_lb_server_inflight", {{"node", node}, {"server", b.name}}, per[b.id].inflight);
+  }
+  w.family("fulcrum_lb_server_response_seconds", "summary",
+           "Time from sending a request to the server's response head.");
+  for (const Backend& b : backends) {
+    w.sample("fulcrum_lb_server_response_seconds_sum", {{"node", node}, {"server", b.name}},
+             static_cast<double>(per[b.id].response_time_us) / 1e6);
+    w.sample("fulcrum_lb_server_response_seconds_count", {{"node", node}, {"server", b.name}}, per[b.id].responses);
   }
   w.family("fulcrum_lb_server_responses_total", "counter", "Responses from each server, by status class.");
   for (const Backend& b : backends) {
