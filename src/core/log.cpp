@@ -4,7 +4,6 @@
 
 #include <chrono>
 #include <ctime>
-#include <mutex>
 
 namespace fulcrum::log {
 
@@ -13,8 +12,14 @@ std::atomic<int> g_level{static_cast<int>(Level::Info)};
 namespace {
 
 std::atomic<Format> g_format{Format::Text};
-std::mutex g_component_mutex;  // only taken when the component is set or read for a log line
-std::string g_component;
+// Set once at start (before worker threads exist), read by every log line without a lock.
+// A replaced name is deliberately not freed: a line being written may still hold it.
+std::atomic<const std::string*> g_component{nullptr};
+
+std::string_view component() {
+  const std::string* c = g_component.load(std::memory_order_acquire);
+  return c == nullptr ? std::string_view() : std::string_view(*c);
+}
 
 constexpr std::string_view levelName(Level level) {
   switch (level) {
@@ -48,9 +53,8 @@ void setLevel(Level level) {
 void setFormat(Format format) {
   g_format.store(format);
 }
-void setComponent(std::string component) {
-  std::lock_guard lock(g_component_mutex);
-  g_component = std::move(component);
+void setComponent(std::string name) {
+  g_component.store(new std::string(std::move(name)), std::memory_order_release);
 }
 
 bool parseLevel(std::string_view text, Level& out) {
@@ -107,7 +111,34 @@ void appendJsonEscaped(std::string& out, std::string_view text) {
   }
 }
 
-Format format() { return g_format.load(std::memory_order_relaxed); }
+Format format() {
+  return g_format.load(std::memory_order_relaxed);
+}
+
+namespace {
+
+// `{"ts":"…","level":"…"[,"node":"…"]` — the start of every JSON line.
+void appendJsonHead(std::string& line, Level level) {
+  line += "{\"ts\":\"";
+  line += timestamp();
+  line += "\",\"level\":\"";
+  line += levelName(level);
+  line += "\"";
+  std::string_view node = component();
+  if (!node.empty()) {
+    line += ",\"node\":\"";
+    appendJsonEscaped(line, node);
+    line += "\"";
+  }
+}
+
+void writeLine(const std::string& line) {
+  // One write per line; a short write to a pipe this small does not happen in practice.
+  ssize_t ignored = ::write(STDERR_FILENO, line.data(), line.size());
+  (void)ignored;
+}
+
+}  // namespace
 
 void event(Level level, std::string_view name, std::initializer_list<Field> fields) {
   if (!enabled(level)) {
@@ -128,23 +159,9 @@ void event(Level level, std::string_view name, std::initializer_list<Field> fiel
     write(level, message);
     return;
   }
-  std::string component;
-  {
-    std::lock_guard lock(g_component_mutex);
-    component = g_component;
-  }
   std::string line;
   line.reserve(256);
-  line += "{\"ts\":\"";
-  line += timestamp();
-  line += "\",\"level\":\"";
-  line += levelName(level);
-  line += "\"";
-  if (!component.empty()) {
-    line += ",\"node\":\"";
-    appendJsonEscaped(line, component);
-    line += "\"";
-  }
+  appendJsonHead(line, level);
   line += ",\"event\":\"";
   appendJsonEscaped(line, name);
   line += "\"";
@@ -161,29 +178,14 @@ void event(Level level, std::string_view name, std::initializer_list<Field> fiel
     }
   }
   line += "}\n";
-  ssize_t ignored = ::write(STDERR_FILENO, line.data(), line.size());
-  (void)ignored;
+  writeLine(line);
 }
 
 void write(Level level, std::string_view message) {
-  std::string component;
-  {
-    std::lock_guard lock(g_component_mutex);
-    component = g_component;
-  }
   std::string line;
   line.reserve(message.size() + 64);
-  if (g_format.load(std::memory_order_relaxed) == Format::Json) {
-    line += "{\"ts\":\"";
-    line += timestamp();
-    line += "\",\"level\":\"";
-    line += levelName(level);
-    line += "\"";
-    if (!component.empty()) {
-      line += ",\"node\":\"";
-      appendJsonEscaped(line, component);
-      line += "\"";
-    }
+  if (format() == Format::Json) {
+    appendJsonHead(line, level);
     line += ",\"msg\":\"";
     appendJsonEscaped(line, message);
     line += "\"}\n";
@@ -191,18 +193,17 @@ void write(Level level, std::string_view message) {
     line += timestamp();
     line += ' ';
     line += levelName(level);
-    if (!component.empty()) {
+    std::string_view node = component();
+    if (!node.empty()) {
       line += " [";
-      line += component;
+      line += node;
       line += ']';
     }
     line += ' ';
     line += message;
     line += '\n';
   }
-  // One write per line; a short write to a pipe this small does not happen in practice.
-  ssize_t ignored = ::write(STDERR_FILENO, line.data(), line.size());
-  (void)ignored;
+  writeLine(line);
 }
 
 }  // namespace fulcrum::log

@@ -49,7 +49,9 @@ void appendDecimal(std::string& out, uint64_t value) {
 
 }  // namespace
 
-void Response::addHeader(std::string_view name, std::string_view value) { appendHeader(headers, name, value); }
+void Response::addHeader(std::string_view name, std::string_view value) {
+  appendHeader(headers, name, value);
+}
 
 void Response::setBody(int status_code, std::string_view content_type, std::string text) {
   status = status_code;
@@ -113,7 +115,7 @@ class ServerConnection final : public core::IoHandler, public core::Deletable {
   Phase phase_ = Phase::Head;
   bool close_after_write_ = false;
   bool want_write_ = false;
-  bool request_started_ = false;  // bytes of a new request have arrived: the request timer runs
+  bool request_started_ = false;    // bytes of a new request have arrived: the request timer runs
   bool paused_for_output_ = false;  // input processing stopped to let queued output drain
 };
 
@@ -314,8 +316,8 @@ void ServerConnection::queueResponse(const RequestHead& head, Response& response
       if (response.file_length <= kInlineFileBytes) {
         // Small file: copy it next to the head so head and body leave in one send.
         char* dst = out_.prepare(response.file_length);
-        ssize_t n = ::pread(response.file.get(), dst, response.file_length,
-                            static_cast<off_t>(response.file_offset));
+        ssize_t n =
+            ::pread(response.file.get(), dst, response.file_length, static_cast<off_t>(response.file_offset));
         if (n != static_cast<ssize_t>(response.file_length)) {
           // The file shrank under us: the promised length cannot be kept; close.
           log::warn("short read of a served file: {}", n < 0 ? std::strerror(errno) : "truncated");
@@ -502,83 +504,38 @@ HttpServer::~HttpServer() {
     loop_.remove(listener_.get());
   }
   // Connections still open at destruction (loop already stopped) are freed here.
-  while (head_ != nullptr) {
-    ServerConnection* conn = head_;
-    unlink(conn);
-    delete conn;
-  }
+  connections_.deleteAll();
 }
 
 void HttpServer::onIoEvents(uint32_t) {
-  for (int i = 0; i < kAcceptBatch; ++i) {
-    sockaddr_storage ss{};
-    socklen_t len = sizeof ss;
-    int fd = ::accept4(listener_.get(), reinterpret_cast<sockaddr*>(&ss), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    if (fd < 0) {
-      if (errno == EMFILE || errno == ENFILE) {
-        log::warn("accept: {}", std::strerror(errno));
-      }
+  core::acceptBatch(listener_.get(), kAcceptBatch, [this](int fd, const core::SocketAddress& peer) {
+    if (connections_.size() >= options_.max_connections) {
+      ::close(fd);
       return;
     }
-    if (connection_count_ >= options_.max_connections) {
-      ::close(fd);
-      continue;
-    }
-    core::setNoDelay(fd);
-    auto* conn = new ServerConnection(*this, core::Fd(fd),
-                                      core::SocketAddress::fromSockaddr(reinterpret_cast<sockaddr*>(&ss), len));
-    link(conn);
+    link(new ServerConnection(*this, core::Fd(fd), peer));
     stats_.connections_total.add();
-  }
+  });
 }
 
 void HttpServer::link(ServerConnection* conn) {
-  conn->next = head_;
-  conn->prev = nullptr;
-  if (head_ != nullptr) {
-    head_->prev = conn;
-  }
-  head_ = conn;
-  ++connection_count_;
+  connections_.link(conn);
   stats_.connections_active.add();
 }
 
 void HttpServer::unlink(ServerConnection* conn) {
-  if (conn->prev != nullptr) {
-    conn->prev->next = conn->next;
-  } else {
-    head_ = conn->next;
-  }
-  if (conn->next != nullptr) {
-    conn->next->prev = conn->prev;
-  }
-  conn->prev = conn->next = nullptr;
-  --connection_count_;
+  connections_.unlink(conn, loop_);
   stats_.connections_active.sub();
-  if (draining_ && connection_count_ == 0 && on_idle_) {
-    auto fn = std::move(on_idle_);
-    on_idle_ = nullptr;
-    loop_.post(fn);
-  }
 }
 
 void HttpServer::drain(std::function<void()> on_idle) {
   draining_ = true;
-  on_idle_ = std::move(on_idle);
   if (listener_) {
     loop_.remove(listener_.get());
     listener_.reset();
   }
-  for (ServerConnection* conn = head_; conn != nullptr;) {
-    ServerConnection* next = conn->next;
-    conn->drain();
-    conn = next;
-  }
-  if (connection_count_ == 0 && on_idle_) {
-    auto fn = std::move(on_idle_);
-    on_idle_ = nullptr;
-    loop_.post(fn);
-  }
+  connections_.forEach([](ServerConnection* conn) { conn->drain(); });
+  connections_.whenEmpty(loop_, std::move(on_idle));
 }
 
 }  // namespace fulcrum::http

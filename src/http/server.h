@@ -13,6 +13,7 @@
 
 #include "core/address.h"
 #include "core/buffer.h"
+#include "core/connection_list.h"
 #include "core/counter.h"
 #include "core/event_loop.h"
 #include "core/fd.h"
@@ -25,8 +26,8 @@ struct ServerOptions {
   Limits limits;
   core::Duration request_timeout = std::chrono::seconds(10);  // whole head must arrive (slowloris)
   core::Duration idle_timeout = std::chrono::seconds(30);     // keep-alive idle, and a stalled client
-  uint32_t max_connections = 20000;                            // per worker
-  std::string served_by;                                       // X-Served-By on every response; "" = none
+  uint32_t max_connections = 20000;                           // per worker
+  std::string served_by;                                      // X-Served-By on every response; "" = none
 };
 
 struct ServerStats {
@@ -79,7 +80,7 @@ class HttpServer final : public core::IoHandler {
   // Stops accepting, closes idle connections, lets busy ones finish their response; `on_idle`
   // runs once no connection is left.
   void drain(std::function<void()> on_idle);
-  size_t connectionCount() const { return connection_count_; }
+  size_t connectionCount() const { return connections_.size(); }
 
   // Used by connections.
   core::EventLoop& loop() { return loop_; }
@@ -96,10 +97,8 @@ class HttpServer final : public core::IoHandler {
   Handler& handler_;
   const ServerOptions options_;
   ServerStats& stats_;
-  ServerConnection* head_ = nullptr;  // intrusive list of live connections
-  size_t connection_count_ = 0;
+  core::ConnectionList<ServerConnection> connections_;
   bool draining_ = false;
-  std::function<void()> on_idle_;
 };
 
 }  // namespace fulcrum::http

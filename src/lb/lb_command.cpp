@@ -8,6 +8,7 @@
 
 #include "config/features.h"
 #include "core/event_loop.h"
+#include "core/graceful_stop.h"
 #include "core/log.h"
 #include "core/signals.h"
 #include "core/socket.h"
@@ -159,35 +160,13 @@ int runLbCommand(const config::Site& site, const std::string& node_name) {
   log::info("load balancer {} on http://{} with {} worker(s), {} server(s), algorithm {}", node->name,
             node->http.toString(), threads, backends.size(), site.lb.algorithm);
 
-  std::atomic<unsigned> idle_workers{0};
-  bool stopping = false;
-  core::Timer grace_timer(main_loop, [&] {
-    log::warn("drain grace period over; closing remaining connections");
-    main_loop.stop();
-  });
-  core::SignalWatcher signals(main_loop, {SIGINT, SIGTERM, SIGHUP}, [&](int sig) {
-    if (sig == SIGHUP) {
-      log::warn("SIGHUP: reloading the topology is not supported yet; restart the node to apply changes");
-      return;
-    }
-    if (stopping) {
-      return;
-    }
-    stopping = true;
-    log::info("{}: draining", sig == SIGINT ? "SIGINT" : "SIGTERM");
-    grace_timer.armAfter(kDrainGrace);
-    workers.postAll([&](core::EventLoop&, unsigned i) {
-      proxies[i]->drain([&main_loop, &idle_workers, threads] {
-        if (idle_workers.fetch_add(1) + 1 == threads) {
-          main_loop.stop();
-        }
-      });
-    });
-  });
-  main_loop.run();
-  stats_server.reset();
-  workers.stopAll();
-  workers.join();
+  core::StopHooks hooks;
+  hooks.drain_worker = [&](unsigned i, std::function<void()> idle) { proxies[i]->drain(std::move(idle)); };
+  hooks.on_reload = [] {
+    log::warn("SIGHUP: reloading the topology is not supported yet; restart the node to apply changes");
+  };
+  hooks.grace = kDrainGrace;
+  core::runUntilStopped(main_loop, workers, hooks);
   proxies.clear();
   pools.clear();
   log::info("load balancer {} stopped", node->name);

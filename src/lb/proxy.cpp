@@ -487,10 +487,9 @@ void ProxySession::updateClientInterest() {
   // Reading stays on through an exchange (no epoll_ctl per request): a pipelined request is
   // simply kept in cin_. It pauses only for backpressure or once the client has closed.
   uint32_t events = 0;
-  bool reading_paused =
-      phase_ != Phase::Lingering &&
-      (close_client_ || (x_ && (x_->client_eof || x_->uout.size() >= kHighWater)) ||
-       (phase_ != Phase::ClientHead && cin_.size() >= kHighWater));
+  bool reading_paused = phase_ != Phase::Lingering &&
+                        (close_client_ || (x_ && (x_->client_eof || x_->uout.size() >= kHighWater)) ||
+                         (phase_ != Phase::ClientHead && cin_.size() >= kHighWater));
   if (!reading_paused) {
     events |= EPOLLIN | EPOLLRDHUP;
   }
@@ -693,7 +692,8 @@ void ProxySession::processUpstream() {
         return;
       }
       if (result.state == http::ParseState::Error) {
-        log::warn("server {} sent a bad response: {}", worker_.pool().backend(x_->server).name, result.reason);
+        log::warn("server {} sent a bad response: {}", worker_.pool().backend(x_->server).name,
+                  result.reason);
         upstreamFailed("bad response", 0, false);
         return;
       }
@@ -718,8 +718,10 @@ void ProxySession::processUpstream() {
         bstats.responses_by_class[static_cast<size_t>(cls)].add();
       }
       bstats.response_time_us.add(static_cast<uint64_t>(
-          std::chrono::duration_cast<std::chrono::microseconds>(x_->t_response - x_->t_connect_start).count()));
-      if (x_->resp.body_kind == http::BodyKind::Tunnel && !x_->upgrade && x_->method != http::Method::Connect) {
+          std::chrono::duration_cast<std::chrono::microseconds>(x_->t_response - x_->t_connect_start)
+              .count()));
+      if (x_->resp.body_kind == http::BodyKind::Tunnel && !x_->upgrade &&
+          x_->method != http::Method::Connect) {
         upstreamFailed("unexpected protocol switch", 0, false);
         return;
       }
@@ -735,7 +737,8 @@ void ProxySession::processUpstream() {
       if (worker_.draining()) {
         close_client_ = true;
       }
-      ClientFraming framing{close_client_, client_http10 && x_->client_keep_alive && !close_client_, x_->dechunk};
+      ClientFraming framing{close_client_, client_http10 && x_->client_keep_alive && !close_client_,
+                            x_->dechunk};
       std::string head;
       head.reserve(256);
       appendClientResponseHead(head, x_->resp, framing);
@@ -991,8 +994,9 @@ void ProxySession::accessLog(int status) {
     return;
   }
   core::TimePoint now = worker_.loop().now();
-  std::string_view server =
-      x_->server == kNoServer ? std::string_view("-") : std::string_view(worker_.pool().backend(x_->server).name);
+  std::string_view server = x_->server == kNoServer
+                                ? std::string_view("-")
+                                : std::string_view(worker_.pool().backend(x_->server).name);
   double connect_ms = x_->t_connected >= x_->t_connect_start && x_->server != kNoServer
                           ? millisBetween(x_->t_connect_start, x_->t_connected)
                           : 0.0;
@@ -1000,11 +1004,12 @@ void ProxySession::accessLog(int status) {
   std::string client = core::SocketAddress(peer_ip_, peer_port_).toString();
   auto num = [](std::string_view key, double value) { return log::Field{key, {}, value, true}; };
   auto str = [](std::string_view key, std::string_view value) { return log::Field{key, value, 0, false}; };
-  log::event(log::Level::Info, "access",
-             {str("client", client), str("method", x_->method_text), str("path", x_->path), num("status", status),
-              num("bytes", static_cast<double>(x_->response_bytes)), str("server", server),
-              num("retries", x_->attempts > 0 ? x_->attempts - 1 : 0), num("connect_ms", connect_ms),
-              num("response_ms", response_ms), num("total_ms", millisBetween(x_->t_start, now))});
+  log::event(
+      log::Level::Info, "access",
+      {str("client", client), str("method", x_->method_text), str("path", x_->path), num("status", status),
+       num("bytes", static_cast<double>(x_->response_bytes)), str("server", server),
+       num("retries", x_->attempts > 0 ? x_->attempts - 1 : 0), num("connect_ms", connect_ms),
+       num("response_ms", response_ms), num("total_ms", millisBetween(x_->t_start, now))});
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1041,83 +1046,38 @@ ProxyWorker::~ProxyWorker() {
   if (listener_) {
     loop_.remove(listener_.get());
   }
-  while (head_ != nullptr) {
-    ProxySession* s = head_;
-    unlink(s);
-    delete s;
-  }
+  sessions_.deleteAll();
 }
 
 void ProxyWorker::onIoEvents(uint32_t) {
-  for (int i = 0; i < kAcceptBatch; ++i) {
-    sockaddr_storage ss{};
-    socklen_t len = sizeof ss;
-    int fd = ::accept4(listener_.get(), reinterpret_cast<sockaddr*>(&ss), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    if (fd < 0) {
-      if (errno == EMFILE || errno == ENFILE) {
-        log::warn("accept: {}", std::strerror(errno));
-      }
+  core::acceptBatch(listener_.get(), kAcceptBatch, [this](int fd, const core::SocketAddress& peer) {
+    if (sessions_.size() >= options_.max_connections) {
+      ::close(fd);
       return;
     }
-    if (count_ >= options_.max_connections) {
-      ::close(fd);
-      continue;
-    }
-    core::setNoDelay(fd);
-    auto* session = new ProxySession(
-        *this, core::Fd(fd), core::SocketAddress::fromSockaddr(reinterpret_cast<sockaddr*>(&ss), len));
-    link(session);
+    link(new ProxySession(*this, core::Fd(fd), peer));
     stats_.connections_total.add();
-  }
+  });
 }
 
 void ProxyWorker::link(ProxySession* s) {
-  s->next = head_;
-  s->prev = nullptr;
-  if (head_ != nullptr) {
-    head_->prev = s;
-  }
-  head_ = s;
-  ++count_;
+  sessions_.link(s);
   stats_.connections_active.add();
 }
 
 void ProxyWorker::unlink(ProxySession* s) {
-  if (s->prev != nullptr) {
-    s->prev->next = s->next;
-  } else {
-    head_ = s->next;
-  }
-  if (s->next != nullptr) {
-    s->next->prev = s->prev;
-  }
-  s->prev = s->next = nullptr;
-  --count_;
+  sessions_.unlink(s, loop_);
   stats_.connections_active.sub();
-  if (draining_ && count_ == 0 && on_idle_) {
-    auto fn = std::move(on_idle_);
-    on_idle_ = nullptr;
-    loop_.post(fn);
-  }
 }
 
 void ProxyWorker::drain(std::function<void()> on_idle) {
   draining_ = true;
-  on_idle_ = std::move(on_idle);
   if (listener_) {
     loop_.remove(listener_.get());
     listener_.reset();
   }
-  for (ProxySession* s = head_; s != nullptr;) {
-    ProxySession* next = s->next;
-    s->drain();
-    s = next;
-  }
-  if (count_ == 0 && on_idle_) {
-    auto fn = std::move(on_idle_);
-    on_idle_ = nullptr;
-    loop_.post(fn);
-  }
+  sessions_.forEach([](ProxySession* s) { s->drain(); });
+  sessions_.whenEmpty(loop_, std::move(on_idle));
 }
 
 }  // namespace fulcrum::lb

@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "core/connection_list.h"
 #include "core/counter.h"
 #include "core/event_loop.h"
 #include "core/fd.h"
@@ -90,10 +91,8 @@ class ProxyWorker final : public core::IoHandler {
   const ProxyOptions options_;
   ProxyStats& stats_;
   FailureReporter report_failure_;
-  ProxySession* head_ = nullptr;
-  size_t count_ = 0;
+  core::ConnectionList<ProxySession> sessions_;
   bool draining_ = false;
-  std::function<void()> on_idle_;
   std::vector<std::unique_ptr<Exchange>> free_exchanges_;
 };
 

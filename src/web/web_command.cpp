@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "core/event_loop.h"
+#include "core/graceful_stop.h"
 #include "core/log.h"
 #include "core/signals.h"
 #include "core/socket.h"
@@ -89,40 +90,13 @@ int runWebCommand(const config::Site& site, const std::string& node_name) {
   log::info("web node {} serving {} on http://{} with {} worker(s)", node->name, site.web.docroot.string(),
             node->listen.toString(), threads);
 
-  std::atomic<unsigned> idle_workers{0};
-  bool stopping = false;
-  core::Timer grace_timer(main_loop, [&] {
-    log::warn("drain grace period over; closing remaining connections");
-    main_loop.stop();
-  });
-  core::SignalWatcher signals(main_loop, {SIGINT, SIGTERM, SIGHUP}, [&](int sig) {
-    if (sig == SIGHUP) {
-      log::info("SIGHUP: a web node has no settings to reload; restart it to apply changes");
-      return;
-    }
-    if (stopping) {
-      return;
-    }
-    stopping = true;
-    log::info("{}: draining {} connection(s)", sig == SIGINT ? "SIGINT" : "SIGTERM", [&] {
-      size_t n = 0;
-      for (const auto& s : stats) {
-        n += s->connections_active.get();
-      }
-      return n;
-    }());
-    grace_timer.armAfter(kDrainGrace);
-    workers.postAll([&](core::EventLoop&, unsigned i) {
-      servers[i]->drain([&main_loop, &idle_workers, threads] {
-        if (idle_workers.fetch_add(1) + 1 == threads) {
-          main_loop.stop();
-        }
-      });
-    });
-  });
-  main_loop.run();
-  workers.stopAll();
-  workers.join();
+  core::StopHooks hooks;
+  hooks.drain_worker = [&](unsigned i, std::function<void()> idle) { servers[i]->drain(std::move(idle)); };
+  hooks.on_reload = [] {
+    log::info("SIGHUP: a web node has no settings to reload; restart it to apply changes");
+  };
+  hooks.grace = kDrainGrace;
+  core::runUntilStopped(main_loop, workers, hooks);
   servers.clear();
   log::info("web node {} stopped", node->name);
   return kExitOk;

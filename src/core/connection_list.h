@@ -1,0 +1,108 @@
+#pragma once
+// What every listener of a worker does the same way: accept a batch of connections per
+// wake-up, keep the live ones in an intrusive list, and, when draining, learn when the last
+// one is gone.
+#include <sys/socket.h>
+
+#include <cerrno>
+#include <cstring>
+#include <functional>
+#include <utility>
+
+#include "core/address.h"
+#include "core/event_loop.h"
+#include "core/log.h"
+#include "core/socket.h"
+
+namespace fulcrum::core {
+
+// Accepts up to `batch` connections from a non-blocking listener; calls `on_accept(fd, peer)`
+// for each (the callee owns fd). Stops at EAGAIN; descriptor exhaustion is logged.
+template <typename OnAccept>
+void acceptBatch(int listener, int batch, OnAccept&& on_accept) {
+  for (int i = 0; i < batch; ++i) {
+    sockaddr_storage ss{};
+    socklen_t len = sizeof ss;
+    int fd = ::accept4(listener, reinterpret_cast<sockaddr*>(&ss), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno == EMFILE || errno == ENFILE) {
+        log::warn("accept: {}", std::strerror(errno));
+      }
+      return;
+    }
+    setNoDelay(fd);
+    on_accept(fd, SocketAddress::fromSockaddr(reinterpret_cast<sockaddr*>(&ss), len));
+  }
+}
+
+// An intrusive list of live connections; T has public `T* prev` and `T* next` members.
+template <typename T>
+class ConnectionList {
+ public:
+  void link(T* c) {
+    c->next = head_;
+    c->prev = nullptr;
+    if (head_ != nullptr) {
+      head_->prev = c;
+    }
+    head_ = c;
+    ++size_;
+  }
+
+  // Unlinks `c`; when a drain is waiting and this was the last connection, its callback is
+  // posted to `loop` (never run from inside a connection's own callback).
+  void unlink(T* c, EventLoop& loop) {
+    if (c->prev != nullptr) {
+      c->prev->next = c->next;
+    } else {
+      head_ = c->next;
+    }
+    if (c->next != nullptr) {
+      c->next->prev = c->prev;
+    }
+    c->prev = c->next = nullptr;
+    --size_;
+    notifyIfEmpty(loop);
+  }
+
+  // Calls `fn(T*)` for every connection; `fn` may unlink the one it is given.
+  template <typename F>
+  void forEach(F&& fn) {
+    for (T* c = head_; c != nullptr;) {
+      T* next = c->next;
+      fn(c);
+      c = next;
+    }
+  }
+
+  // Runs `on_empty` (posted to `loop`) once the list is empty: now, if it already is.
+  void whenEmpty(EventLoop& loop, std::function<void()> on_empty) {
+    on_empty_ = std::move(on_empty);
+    notifyIfEmpty(loop);
+  }
+
+  // Deletes every connection still listed (at shutdown, with the loop no longer running).
+  void deleteAll() {
+    while (head_ != nullptr) {
+      T* c = head_;
+      head_ = c->next;
+      --size_;
+      delete c;
+    }
+  }
+
+  size_t size() const { return size_; }
+
+ private:
+  void notifyIfEmpty(EventLoop& loop) {
+    if (size_ == 0 && on_empty_) {
+      loop.post(std::exchange(on_empty_, nullptr));
+    }
+  }
+
+  T* head_ = nullptr;
+  size_t size_ = 0;
+  std::function<void()> on_empty_;
+};
+
+}  // namespace fulcrum::core

@@ -1,0 +1,45 @@
+#include "core/graceful_stop.h"
+
+#include <signal.h>
+
+#include <atomic>
+
+#include "core/log.h"
+#include "core/signals.h"
+
+namespace fulcrum::core {
+
+void runUntilStopped(EventLoop& main_loop, WorkerGroup& workers, const StopHooks& hooks) {
+  const size_t total = workers.size();
+  std::atomic<size_t> idle_workers{0};
+  bool stopping = false;
+  Timer grace_timer(main_loop, [&] {
+    log::warn("drain grace period over; closing remaining connections");
+    main_loop.stop();
+  });
+  SignalWatcher signals(main_loop, {SIGINT, SIGTERM, SIGHUP}, [&](int sig) {
+    if (sig == SIGHUP) {
+      hooks.on_reload();
+      return;
+    }
+    if (stopping) {
+      return;
+    }
+    stopping = true;
+    log::info("{}: draining connections", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    grace_timer.armAfter(hooks.grace);
+    workers.postAll([&](EventLoop&, unsigned i) {
+      hooks.drain_worker(i, [&main_loop, &idle_workers, total] {
+        if (idle_workers.fetch_add(1) + 1 == total) {
+          main_loop.stop();
+        }
+      });
+    });
+  });
+  main_loop.run();
+  // Workers are joined before the counters and hooks captured above go out of scope.
+  workers.stopAll();
+  workers.join();
+}
+
+}  // namespace fulcrum::core
