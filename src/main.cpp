@@ -6,6 +6,7 @@
 #include "config/features.h"
 #include "config/loader.h"
 #include "core/log.h"
+#include "db/db_command.h"
 #include "lb/lb_command.h"
 #include "web/web_command.h"
 
@@ -56,8 +57,14 @@ int main(int argc, char** argv) {
   lb->add_option("--site", lb_site, "topology file")->required();
   lb->add_option("--node", lb_node, "node name ([[lb.node]] name)")->required();
 
+  std::string db_site;
+  std::string db_node;
+  auto* db = app.add_subcommand("db", "run one database node agent (supervises its PostgreSQL)");
+  db->add_option("--site", db_site, "topology file")->required();
+  db->add_option("--node", db_node, "node name ([[db.node]] name)")->required();
+
   // Global options may also be given after the subcommand.
-  for (auto* sub : {version, check, web, lb}) {
+  for (auto* sub : {version, check, web, lb, db}) {
     sub->fallthrough();
   }
 
@@ -104,6 +111,13 @@ int main(int argc, char** argv) {
       return kExitUsage;
     }
     return fulcrum::lb::runLbCommand(site, lb_node);
+  }
+  if (*db) {
+    fulcrum::config::Site site;
+    if (!loadSite(db_site, site)) {
+      return kExitUsage;
+    }
+    return fulcrum::db::runDbCommand(site, db_node);
   }
   return kExitUsage;
 }

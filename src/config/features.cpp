@@ -43,14 +43,27 @@ std::vector<ConfigError> lbNotBuiltYet(const Site& site, const LbNode* only) {
   return out;
 }
 
+std::vector<ConfigError> dbNotBuiltYet(const Site& site) {
+  std::vector<ConfigError> out;
+  if (!site.db.present && site.db.nodes.empty()) {
+    return out;
+  }
+  if (site.db.synchronous) {
+    out.push_back(
+        site.errorAt("db.synchronous",
+                     "synchronous replication is not supported yet by this build; set synchronous = false"));
+  }
+  return out;
+}
+
 std::vector<ConfigError> notBuiltYet(const Site& site) {
   std::vector<ConfigError> out = lbNotBuiltYet(site, nullptr);
   if (site.web.present && site.web.app == "guestbook") {
     out.push_back(
         site.errorAt("web.app", "the guestbook application is not built yet; only app = \"none\" runs"));
   }
-  if (!site.db.nodes.empty()) {
-    out.push_back(site.errorAt("db", "the database agent (`fulcrum db`) is not built yet"));
+  for (auto& error : dbNotBuiltYet(site)) {
+    out.push_back(std::move(error));
   }
   if (site.etcd.present && site.etcd.managed) {
     out.push_back(site.errorAt("etcd.managed", "a managed etcd needs `fulcrum up`, which is not built yet"));

@@ -12,6 +12,10 @@ namespace fulcrum::config {
 // `node` is null), each positioned at its key.
 std::vector<ConfigError> lbNotBuiltYet(const Site& site, const LbNode* node);
 
+// Database settings this build cannot honour (synchronous replication), each
+// positioned at its key.
+std::vector<ConfigError> dbNotBuiltYet(const Site& site);
+
 // Everything in the file this build cannot run yet, across all roles.
 std::vector<ConfigError> notBuiltYet(const Site& site);
 

@@ -483,7 +483,7 @@ std::optional<pid_t> PostgresNode::livePostmasterPid() const {
   return static_cast<pid_t>(pid);
 }
 
-Status PostgresNode::start() {
+Status PostgresNode::start(const std::function<bool()>& keep_waiting) {
   if (!init_error_.empty()) {
     return Status::failure(init_error_);
   }
@@ -515,15 +515,20 @@ Status PostgresNode::start() {
   if (!spawned.ok) {
     return spawned;
   }
-  return waitReady();
+  return waitReady(keep_waiting);
 }
 
-Status PostgresNode::waitReady() {
+Status PostgresNode::waitReady(const std::function<bool()>& keep_waiting) {
   const pid_t ours = postmaster_.pid();
   std::optional<int> exited;
+  bool abandoned = false;
   bool ready = pollUntil(
       [&] {
         if ((exited = postmaster_.poll())) {
+          return true;
+        }
+        if (keep_waiting && !keep_waiting()) {
+          abandoned = true;
           return true;
         }
         // postmaster.pid line 8 is what pg_ctl -w waits for: "ready" or "standby" once the
@@ -543,6 +548,10 @@ Status PostgresNode::waitReady() {
   if (exited) {
     return Status::failure("postgres exited during start (" + describeWaitStatus(*exited) +
                            "); its log ends:\n" + tail(readFile(logFile()), 2000));
+  }
+  if (abandoned) {
+    return Status::failure("stopped waiting for postgres (pid " + std::to_string(ours) +
+                           ") to accept connections: still starting");
   }
   if (!ready) {
     return Status::failure("postgres (pid " + std::to_string(ours) + ") not accepting connections after " +

@@ -35,6 +35,7 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -132,8 +133,10 @@ class PostgresNode {
   Status cloneReplica(const core::SocketAddress& primary, std::string_view slot);
 
   // Starts the postmaster as our child and waits until it accepts connections (a standby: once
-  // consistent, hot_standby is on).
-  Status start();
+  // consistent, hot_standby is on). `keep_waiting`, when set, runs between polls (the agent
+  // renews its lease there) and abandons the wait by returning false: the server is then left
+  // starting, for the caller to stop.
+  Status start(const std::function<bool()>& keep_waiting = {});
   // Stops the server: `mode`, escalating to Immediate and then SIGKILL when a mode exceeds
   // stop_timeout. A postmaster we did not start (left by a previous agent) is stopped with
   // pg_ctl. Success when nothing runs any more.
@@ -177,6 +180,9 @@ class PostgresNode {
   Status execute(std::string_view sql, std::string_view database = "postgres");
 
   const PostgresOptions& options() const { return options_; }
+  // The agent bootstraps with a generous query timeout (CREATE DATABASE), then tightens it so a
+  // frozen server cannot hold its control loop past a fence deadline.
+  void setQueryTimeout(std::chrono::milliseconds timeout) { options_.query_timeout = timeout; }
   const OsUser& osUser() const { return user_; }
   std::filesystem::path logFile() const { return options_.run_dir / "postgres.log"; }
   std::filesystem::path passFile() const { return options_.run_dir / "pgpass"; }
@@ -196,7 +202,7 @@ class PostgresNode {
   std::string primaryConninfo(const core::SocketAddress& primary) const;
   // The pid in DATA/postmaster.pid when that process is alive, else nullopt.
   std::optional<pid_t> livePostmasterPid() const;
-  Status waitReady();
+  Status waitReady(const std::function<bool()>& keep_waiting);
 
   PostgresOptions options_;
   OsUser user_;

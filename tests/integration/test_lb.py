@@ -941,7 +941,8 @@ class LbWithWebNodesTest(LbTestCase):
     def assert_flat_rss(self, baseline, samples, what):
         self.assertGreater(len(samples), 5, "too few samples")
         peak = max(samples)
-        self.assertLess(peak, 64 * 1024, f"{what}: lb RSS peaked at {peak} KiB")
+        # Growth, not an absolute figure: a sanitizer build starts tens of MiB higher. 1 GiB passing
+        # through must not grow the process by more than a few buffers' worth.
         self.assertLess(peak - baseline, 24 * 1024, f"{what}: lb RSS grew from {baseline} to {peak} KiB")
 
     def test_1gib_download_streams_with_flat_memory(self):

@@ -1,0 +1,631 @@
+#include "db/agent.h"
+
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <system_error>
+
+#include "core/log.h"
+#include "db/site_options.h"
+#include "metrics/prometheus.h"
+
+namespace fulcrum::db {
+
+namespace {
+
+using std::chrono::milliseconds;
+
+// A replica waits this long for a leader to publish itself before the agent gives up.
+constexpr auto kBootstrapWait = std::chrono::seconds(180);
+// Repeated "still waiting" / etcd errors are logged at most this often.
+constexpr auto kLogEvery = std::chrono::seconds(5);
+
+milliseconds ttlOf(const config::Site& site) {
+  return milliseconds(site.db.leader_ttl_ms);
+}
+
+// Each psql call once running: short enough that a frozen server cannot hold the control loop
+// much past a fence deadline.
+milliseconds runningQueryTimeout(const config::Site& site) {
+  return std::clamp(ttlOf(site) / 5, milliseconds(500), milliseconds(5000));
+}
+
+nlohmann::json memberJson(const MemberRecord& m) {
+  return {{"name", m.name},        {"role", m.role},         {"pg", m.pg},
+          {"agent", m.agent},      {"timeline", m.timeline}, {"lsn", formatLsn(m.lsn)},
+          {"receiver", m.receiver}};
+}
+
+}  // namespace
+
+DbAgent::DbAgent(const config::Site& site, const config::DbNode& node, core::EventLoop& loop)
+    : site_(site),
+      node_(node),
+      loop_(loop),
+      timer_(loop, [this] { tick(); }),
+      interval_(ttlOf(site) / 5),
+      etcd_(etcdClientOptions(site)),
+      elector_(etcd_, loop.clock(), electorOptions(site, node.name)) {}
+
+DbAgent::~DbAgent() = default;
+
+Status DbAgent::prepare() {
+  namespace fs = std::filesystem;
+  const fs::path state_dir = site_.site.state_dir;
+  const fs::path node_dir = state_dir / node_.name;
+  std::error_code ec;
+  bool created = !fs::exists(node_dir, ec);
+  fs::create_directories(node_dir, ec);
+  if (ec) {
+    return Status::failure("cannot create " + node_dir.string() + ": " + ec.message());
+  }
+  if (created) {
+    // Root-owned and searchable: PostgreSQL's own directories below it are private (0700).
+    ::chmod(node_dir.c_str(), 0755);
+  }
+  auto bin = findPgBin(site_.db.pg_bin);
+  if (!bin.ok) {
+    return Status::failure(bin.error);
+  }
+  PostgresOptions options;
+  options.node = node_.name;
+  options.bin_dir = bin.value;
+  options.data_dir = node_dir / "data";
+  options.run_dir = node_dir / "run";
+  options.listen = node_.pg;
+  options.replication_password_file = state_dir / "replication.password";
+  pg_ = std::make_unique<PostgresNode>(options);
+  if (!pg_->initError().empty()) {
+    return Status::failure("state_dir " + state_dir.string() +
+                           " must be reachable by the PostgreSQL OS user '" + options.os_user +
+                           "': " + pg_->initError());
+  }
+  app_.database = site_.db.database;
+  app_.user = site_.db.user;
+  app_.password_file = site_.db.password_file.empty() ? state_dir / "db.password" : site_.db.password_file;
+  if (pg_->initialized()) {
+    primary_data_ = !fs::exists(options.data_dir / "standby.signal", ec);
+    phase_ = Phase::Running;
+    pg_->setQueryTimeout(runningQueryTimeout(site_));
+    log::info("existing {} data in {}", primary_data_ ? "primary" : "replica", options.data_dir.string());
+  }
+  return Status::success();
+}
+
+void DbAgent::start(std::function<void(const std::string&)> on_fatal) {
+  on_fatal_ = std::move(on_fatal);
+  bootstrap_deadline_ = loop_.clock().now() + kBootstrapWait;
+  timer_.armAfter(core::Duration::zero());
+}
+
+void DbAgent::fatal(const std::string& message) {
+  phase_ = Phase::Failed;
+  timer_.disarm();
+  if (on_fatal_) {
+    on_fatal_(message);
+  }
+}
+
+void DbAgent::schedule(core::TimePoint next) {
+  if (phase_ != Phase::Failed) {
+    timer_.armAt(next);
+  }
+}
+
+void DbAgent::tick() {
+  if (auto exit = pg_->pollExit()) {
+    ++postgres_exits_;
+    log::warn("PostgreSQL exited (wait status {})", *exit);
+  }
+  if (phase_ == Phase::Bootstrap) {
+    bootstrapStep();
+  }
+  if (phase_ == Phase::Running) {
+    if (primary_data_) {
+      runPrimary();
+    } else {
+      runReplica();
+    }
+  }
+  core::TimePoint next = loop_.clock().now() + interval_;
+  if (elector_.isLeader()) {
+    next = std::min(next, elector_.lease().decide().next_action);
+  }
+  schedule(next);
+}
+
+void DbAgent::bootstrapStep() {
+  const core::TimePoint now = loop_.clock().now();
+  auto waiting = [&](const std::string& why) {
+    if (now >= bootstrap_deadline_) {
+      fatal("gave up bootstrapping after " + std::to_string(kBootstrapWait.count()) + " s: " + why);
+      return;
+    }
+    if (now >= next_wait_log_) {
+      log::info("waiting to bootstrap: {}", why);
+      next_wait_log_ = now + kLogEvery;
+    }
+  };
+  const std::string key = initializeKey(site_.site.name);
+  auto claim = etcd_.get(key);
+  if (!claim.ok) {
+    waiting("etcd: " + claim.error);
+    return;
+  }
+  std::string owner;
+  if (claim.value) {
+    owner = claim.value->value;
+  } else {
+    auto created = etcd_.createIfAbsent(key, node_.name);
+    if (!created.ok) {
+      waiting("etcd: " + created.error);
+      return;
+    }
+    if (!created.value) {
+      return;  // another node claimed it first: read who next tick
+    }
+    owner = node_.name;
+  }
+  if (owner == node_.name) {
+    log::info("this node initializes the cluster (initdb into {})", pg_->options().data_dir.string());
+    Status init = pg_->initPrimary(app_);
+    if (!init.ok) {
+      fatal("initializing the cluster failed: " + init.error);
+      return;
+    }
+    ++postgres_starts_;
+    primary_data_ = true;
+    phase_ = Phase::Running;
+    pg_->setQueryTimeout(runningQueryTimeout(site_));
+    return;
+  }
+  auto leader = elector_.currentLeader();
+  if (!leader.ok) {
+    waiting("etcd: " + leader.error);
+    return;
+  }
+  if (!leader.value) {
+    waiting("no leader yet (cluster initialized by " + owner + ")");
+    return;
+  }
+  auto record = etcd_.get(memberKey(site_.site.name, *leader.value));
+  std::optional<MemberRecord> member;
+  if (record.ok && record.value) {
+    member = decodeMember(record.value->value);
+  }
+  if (!member || member->role != "primary") {
+    waiting("leader " + *leader.value + " has not published a running primary yet");
+    return;
+  }
+  auto address = core::SocketAddress::parse(member->pg);
+  if (!address) {
+    waiting("leader " + *leader.value + " published a bad address '" + member->pg + "'");
+    return;
+  }
+  log::info("cloning leader {} at {} (pg_basebackup, slot {})", member->name, member->pg,
+            slotNameFor(node_.name));
+  Status clone = pg_->cloneReplica(*address, slotNameFor(node_.name));
+  if (!clone.ok) {
+    waiting("cloning " + member->name + " failed: " + clone.error);
+    return;
+  }
+  primary_data_ = false;
+  following_ = member->name;
+  phase_ = Phase::Running;
+  pg_->setQueryTimeout(runningQueryTimeout(site_));
+  startPostgres("replica");
+}
+
+bool DbAgent::startPostgres(const char* why) {
+  ++postgres_starts_;
+  // A primary's start (crash recovery) may outlast the lease: keep renewing it meanwhile, and
+  // give up (the caller fences) once it can no longer be trusted.
+  std::function<bool()> keep_leased;
+  if (primary_data_) {
+    keep_leased = [this] { return elector_.isLeader() && !elector_.tick().fenced; };
+  }
+  Status started = pg_->start(keep_leased);
+  if (!started.ok) {
+    log::error("starting PostgreSQL ({}): {}", why, started.error);
+    return false;
+  }
+  log::info("PostgreSQL running as {} on {}", why, node_.pg.toString());
+  return true;
+}
+
+void DbAgent::runPrimary() {
+  const core::TimePoint now = loop_.clock().now();
+  if (!elector_.isLeader()) {
+    auto got = elector_.tryAcquire();
+    if (!got.ok) {
+      if (now >= next_wait_log_) {
+        log::warn("cannot take the leader key: {}", got.error);
+        next_wait_log_ = now + kLogEvery;
+      }
+    } else if (!got.value) {
+      if (!site_.db.failover && now >= next_wait_log_) {
+        log::warn(
+            "this node holds a primary's data but another node holds the leader key; PostgreSQL stays "
+            "stopped (failover = false: no rewind)");
+        next_wait_log_ = now + kLogEvery;
+      }
+    } else {
+      log::info("took the leader lease");
+      slots_ok_ = false;
+    }
+  }
+  LeaseDecision decision;
+  if (elector_.isLeader()) {
+    decision = elector_.tick();
+    if (!elector_.lastError().empty() && now >= next_wait_log_) {
+      log::warn("leader lease renewal failed: {}", elector_.lastError());
+      next_wait_log_ = now + kLogEvery;
+    }
+  }
+  if (decision.fenced) {
+    if (pg_->isRunning()) {
+      // The hard fence: nobody may write here once another node could hold the key.
+      ++fences_;
+      log::warn("no valid leader lease ({}): stopping PostgreSQL at once",
+                elector_.isLeader() ? "renewals failing" : "lease lost");
+      Status stopped = pg_->stop(StopMode::Immediate);
+      if (!stopped.ok) {
+        log::error("fencing: stopping PostgreSQL failed: {}", stopped.error);
+      }
+    }
+  } else {
+    if (!pg_->isRunning() && !startPostgres("primary") && pg_->isRunning()) {
+      // Lease lost while it started: a primary that comes up unleased must not take writes.
+      ++fences_;
+      pg_->stop(StopMode::Immediate);
+    }
+    if (!slots_ok_ && pg_->isRunning()) {
+      ensureSlots();
+    }
+  }
+  observe();
+  publish();
+  if (site_.db.failover && !elector_.isLeader() && !pg_->isRunning() && leader_name_ &&
+      *leader_name_ != node_.name) {
+    rejoinAsReplica();
+  }
+}
+
+void DbAgent::runReplica() {
+  if (!pg_->isRunning()) {
+    startPostgres("replica");
+  }
+  observe();
+  publish();
+  if (!site_.db.failover || !etcd_ok_) {
+    return;
+  }
+  if (!leader_name_) {
+    maybePromote();
+  } else if (*leader_name_ != node_.name && *leader_name_ != following_) {
+    followLeader();
+  }
+}
+
+std::optional<MemberRecord> DbAgent::leaderRecord(const std::string& leader) {
+  auto record = etcd_.get(memberKey(site_.site.name, leader));
+  if (!record.ok || !record.value) {
+    return std::nullopt;
+  }
+  auto member = decodeMember(record.value->value);
+  if (!member || member->role != "primary" || !core::SocketAddress::parse(member->pg)) {
+    return std::nullopt;
+  }
+  return member;
+}
+
+void DbAgent::maybePromote() {
+  if (!status_ok_ || !pg_status_.in_recovery) {
+    return;
+  }
+  const Lsn mine = pg_status_.replay_lsn;
+  if (last_leader_lsn_ && db::lagBytes(*last_leader_lsn_, mine) > site_.db.max_lag_bytes) {
+    log::warn(
+        "leader key free, but this replica is {} bytes behind the last leader position: not a candidate",
+        db::lagBytes(*last_leader_lsn_, mine));
+    return;
+  }
+  for (const auto& m : members_) {
+    if (m.name != node_.name && m.role == "replica" &&
+        (m.lsn > mine || (m.lsn == mine && m.name < node_.name))) {
+      return;  // a better candidate: it takes the key, we follow it
+    }
+  }
+  auto got = elector_.tryAcquire();
+  if (!got.ok || !got.value) {
+    return;
+  }
+  log::warn("leader key was free: this replica (replayed {}) takes over and promotes", formatLsn(mine));
+  // pg_promote waits for the end of recovery: more than a status query's budget.
+  pg_->setQueryTimeout(std::chrono::milliseconds(10000));
+  Status promoted = pg_->promote();
+  pg_->setQueryTimeout(runningQueryTimeout(site_));
+  if (!promoted.ok) {
+    log::error("promotion failed: {}; stepping down", promoted.error);
+    elector_.release();
+    return;
+  }
+  ++promotions_;
+  primary_data_ = true;
+  following_.clear();
+  slots_ok_ = false;
+  ensureSlots();
+  observe();
+  publish();
+  log::info("promoted: now the primary on timeline {}", pg_status_.timeline);
+}
+
+void DbAgent::followLeader() {
+  auto leader = leaderRecord(*leader_name_);
+  if (!leader) {
+    return;  // not published as a running primary yet
+  }
+  Status following = pg_->follow(*core::SocketAddress::parse(leader->pg), slotNameFor(node_.name));
+  if (!following.ok) {
+    log::warn("following new leader {}: {}", leader->name, following.error);
+    return;
+  }
+  following_ = leader->name;
+  log::info("following leader {} at {}", leader->name, leader->pg);
+}
+
+void DbAgent::rejoinAsReplica() {
+  auto leader = leaderRecord(*leader_name_);
+  if (!leader) {
+    return;
+  }
+  const auto address = *core::SocketAddress::parse(leader->pg);
+  log::warn("another node ({}) leads: rewinding this former primary and following it", leader->name);
+  if (Status rewound = pg_->rewind(address); !rewound.ok) {
+    log::error("pg_rewind from {}: {}", leader->name, rewound.error);
+    return;
+  }
+  ++rewinds_;
+  if (Status following = pg_->follow(address, slotNameFor(node_.name)); !following.ok) {
+    log::error("following {}: {}", leader->name, following.error);
+    return;
+  }
+  primary_data_ = false;
+  following_ = leader->name;
+  startPostgres("replica");
+  observe();
+  publish();
+}
+
+void DbAgent::ensureSlots() {
+  bool ok = true;
+  for (const auto& other : site_.db.nodes) {
+    if (other.name == node_.name) {
+      continue;
+    }
+    Status slot = pg_->ensureSlot(slotNameFor(other.name));
+    if (!slot.ok) {
+      log::warn("replication slot for {}: {}", other.name, slot.error);
+      ok = false;
+    }
+  }
+  slots_ok_ = ok;
+}
+
+void DbAgent::observe() {
+  pg_running_ = pg_->isRunning();
+  status_ok_ = false;
+  if (pg_running_) {
+    auto status = pg_->status();
+    status_ok_ = status.ok;
+    if (status.ok) {
+      pg_status_ = status.value;
+    }
+  }
+}
+
+void DbAgent::capEtcd() {
+  if (elector_.isLeader() && elector_.mayWrite()) {
+    etcd_.capDeadline(std::chrono::steady_clock::now() +
+                      (elector_.lease().fenceDeadline() - loop_.clock().now()));
+  } else {
+    etcd_.capDeadline(std::nullopt);
+  }
+}
+
+void DbAgent::publish() {
+  capEtcd();
+  std::string error;
+  if (member_lease_ == 0) {
+    auto grant = etcd_.grantLease(ttlOf(site_));
+    if (grant.ok) {
+      member_lease_ = grant.value.id;
+    } else {
+      error = grant.error;
+    }
+  } else {
+    auto ttl = etcd_.keepAlive(member_lease_);
+    if (!ttl.ok) {
+      error = ttl.error;
+    } else if (ttl.value.count() == 0) {
+      member_lease_ = 0;  // expired while etcd was unreachable: a new one next tick
+    }
+  }
+  if (member_lease_ != 0 && error.empty()) {
+    const NodeView v = view();
+    MemberRecord me;
+    me.name = node_.name;
+    me.role = v.role();
+    me.pg = node_.pg.toString();
+    me.agent = node_.agent.toString();
+    me.timeline = status_ok_ ? pg_status_.timeline : 0;
+    me.lsn = status_ok_ ? pg_status_.lsn() : 0;
+    me.receiver = status_ok_ ? pg_status_.receiver : "";
+    if (Status put = etcd_.put(memberKey(site_.site.name, node_.name), encodeMember(me), member_lease_);
+        !put.ok) {
+      error = put.error;
+    }
+  }
+  if (error.empty()) {
+    auto list = etcd_.list(membersPrefix(site_.site.name));
+    auto leader = etcd_.get(leaderKey(site_.site.name));
+    if (list.ok && leader.ok) {
+      members_.clear();
+      for (const auto& kv : list.value) {
+        if (auto m = decodeMember(kv.value)) {
+          members_.push_back(std::move(*m));
+        }
+      }
+      leader_name_ = leader.value ? std::optional<std::string>(leader.value->value) : std::nullopt;
+      leader_lsn_.reset();
+      for (const auto& m : members_) {
+        if (leader_name_ && m.name == *leader_name_ && m.role == "primary") {
+          leader_lsn_ = m.lsn;
+          last_leader_lsn_ = m.lsn;
+        }
+      }
+    } else {
+      error = list.ok ? leader.error : list.error;
+    }
+  }
+  etcd_.capDeadline(std::nullopt);
+  etcd_ok_ = error.empty();
+  if (!etcd_ok_ && error != last_etcd_error_) {
+    log::warn("etcd: {}", error);
+  }
+  last_etcd_error_ = error;
+}
+
+NodeView DbAgent::view() const {
+  NodeView v;
+  v.pg_running = pg_running_;
+  v.status_ok = status_ok_;
+  v.pg = pg_status_;
+  v.leader = elector_.isLeader();
+  v.may_write = elector_.mayWrite();
+  v.leader_lsn = leader_lsn_;
+  return v;
+}
+
+void DbAgent::shutdown() {
+  timer_.disarm();
+  phase_ = Phase::Failed;
+  if (pg_ && (pg_->isRunning() || pg_->initialized())) {
+    Status stopped = pg_->stop(StopMode::Fast);
+    if (!stopped.ok) {
+      log::error("stopping PostgreSQL: {}", stopped.error);
+    }
+  }
+  // Only once PostgreSQL is down may another node take the key.
+  if (elector_.isLeader()) {
+    if (Status released = elector_.release(); !released.ok) {
+      log::warn("releasing the leader lease: {}", released.error);
+    }
+  }
+  if (member_lease_ != 0) {
+    etcd_.revoke(member_lease_);  // deletes our member record
+    member_lease_ = 0;
+  }
+}
+
+std::string DbAgent::statusJson() const {
+  const NodeView v = view();
+  nlohmann::json j;
+  j["name"] = node_.name;
+  j["role"] = v.role();
+  j["pg_running"] = v.pg_running;
+  j["timeline"] = status_ok_ ? pg_status_.timeline : 0;
+  j["lsn"] = formatLsn(status_ok_ ? pg_status_.lsn() : 0);
+  if (auto lag = v.lagBytes()) {
+    j["lag_bytes"] = *lag;
+  } else {
+    j["lag_bytes"] = nullptr;
+  }
+  j["leader"] = leader_name_ ? nlohmann::json(*leader_name_) : nlohmann::json(nullptr);
+  j["lease"] = {{"held", v.leader}, {"may_write", v.may_write}};
+  j["etcd_ok"] = etcd_ok_;
+  nlohmann::json members = nlohmann::json::array();
+  for (const auto& m : members_) {
+    members.push_back(memberJson(m));
+  }
+  j["members"] = std::move(members);
+  return j.dump();
+}
+
+std::string DbAgent::metricsText() const {
+  const NodeView v = view();
+  metrics::PrometheusWriter w;
+  const std::string_view node = node_.name;
+  auto gauge = [&](std::string_view name, std::string_view help, double value) {
+    w.family(name, "gauge", help);
+    w.sample(name, {{"node", node}}, value);
+  };
+  auto counter = [&](std::string_view name, std::string_view help, uint64_t value) {
+    w.family(name, "counter", help);
+    w.sample(name, {{"node", node}}, value);
+  };
+  gauge("fulcrum_db_up", "1 when PostgreSQL is up", healthStatus(v) == 200 ? 1 : 0);
+  gauge("fulcrum_db_primary", "1 on the leader while it accepts writes", primaryStatus(v) == 200 ? 1 : 0);
+  gauge("fulcrum_db_replica", "1 on a streaming replica", replicaStatus(v, std::nullopt) == 200 ? 1 : 0);
+  gauge("fulcrum_db_leader_lease_valid", "1 while this node holds a valid leader lease", v.may_write ? 1 : 0);
+  gauge("fulcrum_db_timeline", "PostgreSQL timeline", status_ok_ ? pg_status_.timeline : 0);
+  gauge("fulcrum_db_lsn_bytes", "WAL position written (primary) or replayed (replica)",
+        static_cast<double>(status_ok_ ? pg_status_.lsn() : 0));
+  auto lag = v.lagBytes();
+  gauge("fulcrum_db_lag_bytes", "bytes behind the leader's published position (-1 unknown)",
+        lag ? static_cast<double>(*lag) : -1.0);
+  gauge("fulcrum_db_etcd_ok", "1 when the last etcd exchange succeeded", etcd_ok_ ? 1 : 0);
+  counter("fulcrum_db_postgres_starts_total", "PostgreSQL starts by the agent", postgres_starts_);
+  counter("fulcrum_db_postgres_exits_total", "unexpected PostgreSQL exits seen", postgres_exits_);
+  counter("fulcrum_db_fences_total", "hard fences (PostgreSQL stopped on losing the lease)", fences_);
+  counter("fulcrum_db_promotions_total", "promotions of this replica by failover", promotions_);
+  counter("fulcrum_db_rewinds_total", "pg_rewind runs of this former primary", rewinds_);
+  return w.take();
+}
+
+void DbAgent::handle(const http::Request& request, http::Response& response) {
+  const http::Method method = request.head.method;
+  const std::string_view path = request.head.path;
+  const bool status_only = method == http::Method::Head || method == http::Method::Options;
+  auto json = [&](int status, std::string body) {
+    response.setBody(status, "application/json", status_only ? std::string() : std::move(body));
+  };
+  if (path == "/switchover") {
+    if (method != http::Method::Post) {
+      response.addHeader("Allow", "POST");
+      json(405, R"({"error":"use POST"})");
+      return;
+    }
+    json(501, R"({"error":"switchover is not supported yet by this build"})");
+    return;
+  }
+  if (method != http::Method::Get && !status_only) {
+    response.addHeader("Allow", "GET, HEAD, OPTIONS");
+    json(405, R"({"error":"method not allowed"})");
+    return;
+  }
+  const NodeView v = view();
+  if (path == "/health") {
+    json(healthStatus(v), statusJson());
+  } else if (path == "/primary" || path == "/master" || path == "/leader") {
+    json(primaryStatus(v), statusJson());
+  } else if (path == "/replica") {
+    bool ok = true;
+    auto lag = lagParameter(request.head.query, ok);
+    if (!ok) {
+      json(400, R"({"error":"lag must be a number of bytes"})");
+      return;
+    }
+    json(replicaStatus(v, lag), statusJson());
+  } else if (path == "/status" || path == "/") {
+    json(200, statusJson());
+  } else if (path == "/metrics") {
+    response.setBody(200, metrics::kContentType, status_only ? std::string() : metricsText());
+  } else {
+    json(404, R"({"error":"not found"})");
+  }
+}
+
+}  // namespace fulcrum::db

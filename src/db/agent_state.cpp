@@ -1,0 +1,116 @@
+#include "db/agent_state.h"
+
+#include <charconv>
+#include <nlohmann/json.hpp>
+
+namespace fulcrum::db {
+
+std::string membersPrefix(std::string_view site) {
+  return "/fulcrum/" + std::string(site) + "/members/";
+}
+
+std::string memberKey(std::string_view site, std::string_view node) {
+  return membersPrefix(site) + std::string(node);
+}
+
+std::string initializeKey(std::string_view site) {
+  return "/fulcrum/" + std::string(site) + "/initialize";
+}
+
+std::string encodeMember(const MemberRecord& member) {
+  nlohmann::json j = {
+      {"name", member.name},        {"role", member.role},         {"pg", member.pg},
+      {"agent", member.agent},      {"timeline", member.timeline}, {"lsn", formatLsn(member.lsn)},
+      {"receiver", member.receiver}};
+  return j.dump();
+}
+
+std::optional<MemberRecord> decodeMember(std::string_view json) {
+  nlohmann::json j = nlohmann::json::parse(json, nullptr, false);
+  if (!j.is_object()) {
+    return std::nullopt;
+  }
+  MemberRecord m;
+  try {
+    m.name = j.at("name").get<std::string>();
+    m.role = j.at("role").get<std::string>();
+    m.pg = j.at("pg").get<std::string>();
+    m.agent = j.value("agent", std::string());
+    m.timeline = j.value("timeline", uint32_t{0});
+    m.receiver = j.value("receiver", std::string());
+    auto lsn = parseLsn(j.at("lsn").get<std::string>());
+    if (!lsn) {
+      return std::nullopt;
+    }
+    m.lsn = *lsn;
+  } catch (const nlohmann::json::exception&) {
+    return std::nullopt;
+  }
+  return m;
+}
+
+std::optional<uint64_t> NodeView::lagBytes() const {
+  if (!pg_running || !status_ok) {
+    return std::nullopt;
+  }
+  if (!pg.in_recovery) {
+    return 0;
+  }
+  if (!leader_lsn) {
+    return std::nullopt;
+  }
+  return db::lagBytes(*leader_lsn, pg.replay_lsn);
+}
+
+std::string NodeView::role() const {
+  if (!pg_running || !status_ok) {
+    return "stopped";
+  }
+  return pg.in_recovery ? "replica" : "primary";
+}
+
+int healthStatus(const NodeView& view) {
+  return view.pg_running && view.status_ok ? 200 : 503;
+}
+
+int primaryStatus(const NodeView& view) {
+  bool accepts_writes = view.isPrimary() && !view.pg.read_only;
+  return accepts_writes && view.leader && view.may_write ? 200 : 503;
+}
+
+int replicaStatus(const NodeView& view, std::optional<uint64_t> max_lag) {
+  if (!view.isStreamingReplica()) {
+    return 503;
+  }
+  if (max_lag) {
+    auto lag = view.lagBytes();
+    if (!lag || *lag > *max_lag) {
+      return 503;
+    }
+  }
+  return 200;
+}
+
+std::optional<uint64_t> lagParameter(std::string_view query, bool& ok) {
+  ok = true;
+  while (!query.empty()) {
+    size_t amp = query.find('&');
+    std::string_view pair = query.substr(0, amp);
+    query = amp == std::string_view::npos ? std::string_view() : query.substr(amp + 1);
+    size_t eq = pair.find('=');
+    if (pair.substr(0, eq) != "lag") {
+      continue;
+    }
+    std::string_view text = eq == std::string_view::npos ? std::string_view() : pair.substr(eq + 1);
+    uint64_t value = 0;
+    auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+    if (text.empty() || ec != std::errc() || end != text.data() + text.size()) {
+      ok = false;
+      return std::nullopt;
+    }
+    return value;
+  }
+  return std::nullopt;
+}
+
+}  // namespace fulcrum::db

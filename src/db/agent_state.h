@@ -1,0 +1,68 @@
+#pragma once
+// What the database agent publishes about itself in etcd and answers on its REST API, kept pure
+// (no etcd, no PostgreSQL) so the semantics are unit-tested: member records, and the status
+// codes of /health, /primary and /replica (Patroni's meanings) from one observed snapshot.
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "db/pg_format.h"
+#include "db/postgres.h"
+
+namespace fulcrum::db {
+
+// "/fulcrum/<site>/members/" and "/fulcrum/<site>/members/<node>".
+std::string membersPrefix(std::string_view site);
+std::string memberKey(std::string_view site, std::string_view node);
+// "/fulcrum/<site>/initialize": names the node that created the cluster. Permanent (no lease):
+// once a node has claimed it, no other node ever runs initdb for this site.
+std::string initializeKey(std::string_view site);
+
+// One node as published under memberKey(), bound to that node's own lease.
+struct MemberRecord {
+  std::string name;
+  std::string role;  // "primary", "replica", or "stopped" (PostgreSQL not running)
+  std::string pg;    // PostgreSQL's address, "127.0.0.1:15432"
+  std::string agent;
+  uint32_t timeline = 0;
+  Lsn lsn = 0;           // written (primary) or replayed (replica)
+  std::string receiver;  // a replica's WAL receiver state ("streaming"), else ""
+};
+
+std::string encodeMember(const MemberRecord& member);
+// Nullopt when `json` is not a member record.
+std::optional<MemberRecord> decodeMember(std::string_view json);
+
+// What the agent last saw, plus the lease as of now.
+struct NodeView {
+  bool pg_running = false;        // our postmaster is alive
+  bool status_ok = false;         // the last status query answered
+  PgStatus pg;                    // meaningful when status_ok
+  bool leader = false;            // this node holds the leader key
+  bool may_write = false;         // ... and its lease is not past the fence deadline
+  std::optional<Lsn> leader_lsn;  // from the leader's member record
+
+  bool isPrimary() const { return pg_running && status_ok && !pg.in_recovery; }
+  bool isStreamingReplica() const {
+    return pg_running && status_ok && pg.in_recovery && pg.receiver == "streaming";
+  }
+  // A replica's lag behind the leader's last published position; nullopt when unknown.
+  std::optional<uint64_t> lagBytes() const;
+  // "primary", "replica", "stopped" (as in member records).
+  std::string role() const;
+};
+
+// GET /health: 200 when PostgreSQL is up, else 503.
+int healthStatus(const NodeView& view);
+// GET /primary: 200 only on the leader while it accepts writes (not in recovery, lease valid,
+// not fenced, not read-only), else 503.
+int primaryStatus(const NodeView& view);
+// GET /replica[?lag=BYTES]: 200 on a streaming replica (within max_lag when given, which needs
+// the leader's position), else 503.
+int replicaStatus(const NodeView& view, std::optional<uint64_t> max_lag);
+
+// The `lag` parameter of a query string: nullopt when absent; false in `ok` when malformed.
+std::optional<uint64_t> lagParameter(std::string_view query, bool& ok);
+
+}  // namespace fulcrum::db

@@ -1,0 +1,98 @@
+#include "db/db_command.h"
+
+#include <signal.h>
+
+#include <memory>
+
+#include "config/features.h"
+#include "core/event_loop.h"
+#include "core/log.h"
+#include "core/signals.h"
+#include "core/socket.h"
+#include "db/agent.h"
+#include "http/server.h"
+
+namespace fulcrum::db {
+
+namespace {
+
+constexpr int kExitOk = 0;
+constexpr int kExitRuntime = 1;
+constexpr int kExitConfig = 2;
+// API requests in flight get this long to finish after SIGTERM.
+constexpr auto kDrainGrace = std::chrono::seconds(2);
+
+}  // namespace
+
+int runDbCommand(const config::Site& site, const std::string& node_name) {
+  const config::DbNode* node = site.findDbNode(node_name);
+  if (node == nullptr) {
+    log::error("{}: no [[db.node]] named '{}'", site.file.string(), node_name);
+    return kExitConfig;
+  }
+  auto refused = config::dbNotBuiltYet(site);
+  if (!refused.empty()) {
+    for (const auto& error : refused) {
+      log::error("{}", error.toString());
+    }
+    return kExitConfig;
+  }
+  if (site.etcd.endpoints.empty()) {
+    log::error(
+        "{}",
+        site.errorAt("etcd.endpoints", "the database agent needs at least one etcd endpoint").toString());
+    return kExitConfig;
+  }
+  log::setComponent(node->name);
+  core::blockSignals();
+
+  std::string error;
+  core::Fd listener = core::listenTcp(node->agent, core::ListenOptions{false}, error);
+  if (!listener) {
+    log::error("agent listener: {}", error);
+    return kExitRuntime;
+  }
+  core::EventLoop loop;
+  DbAgent agent(site, *node, loop);
+  if (Status prepared = agent.prepare(); !prepared.ok) {
+    log::error("{}", prepared.error);
+    return kExitRuntime;
+  }
+  http::ServerOptions options;
+  options.served_by = node->name;
+  options.max_connections = 1000;
+  http::ServerStats stats;
+  auto server = std::make_unique<http::HttpServer>(loop, std::move(listener), agent, options, stats);
+
+  int exit_code = kExitOk;
+  agent.start([&](const std::string& message) {
+    log::error("{}", message);
+    exit_code = kExitRuntime;
+    loop.stop();
+  });
+  log::info("database agent {} (PostgreSQL on {}) API on http://{}", node->name, node->pg.toString(),
+            node->agent.toString());
+
+  bool stopping = false;
+  core::Timer grace(loop, [&] { loop.stop(); });
+  core::SignalWatcher signals(loop, {SIGINT, SIGTERM, SIGHUP}, [&](int sig) {
+    if (sig == SIGHUP) {
+      log::info("SIGHUP: reloading the topology is not supported yet; restart the node to apply changes");
+      return;
+    }
+    if (stopping) {
+      return;
+    }
+    stopping = true;
+    log::info("{}: stopping", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    grace.armAfter(kDrainGrace);
+    server->drain([&loop] { loop.stop(); });
+  });
+  loop.run();
+  server.reset();  // no more API answers while PostgreSQL goes down
+  agent.shutdown();
+  log::info("database agent {} stopped", node->name);
+  return exit_code;
+}
+
+}  // namespace fulcrum::db

@@ -1,0 +1,128 @@
+// The agent's REST semantics and member records, on observed snapshots: no etcd, no PostgreSQL.
+#include "db/agent_state.h"
+
+#include <gtest/gtest.h>
+
+namespace fulcrum::db {
+namespace {
+
+NodeView primary() {
+  NodeView v;
+  v.pg_running = true;
+  v.status_ok = true;
+  v.pg.in_recovery = false;
+  v.pg.timeline = 1;
+  v.pg.current_lsn = 0x3000000;
+  v.leader = true;
+  v.may_write = true;
+  v.leader_lsn = 0x3000000;
+  return v;
+}
+
+NodeView replica(Lsn replayed) {
+  NodeView v;
+  v.pg_running = true;
+  v.status_ok = true;
+  v.pg.in_recovery = true;
+  v.pg.timeline = 1;
+  v.pg.replay_lsn = replayed;
+  v.pg.receiver = "streaming";
+  v.leader_lsn = 0x3000000;
+  return v;
+}
+
+TEST(AgentStateTest, PrimaryOnlyWhileLeaderMayWrite) {
+  NodeView v = primary();
+  EXPECT_EQ(primaryStatus(v), 200);
+  EXPECT_EQ(healthStatus(v), 200);
+  EXPECT_EQ(replicaStatus(v, std::nullopt), 503);
+  EXPECT_EQ(v.role(), "primary");
+  EXPECT_EQ(v.lagBytes(), 0u);
+
+  NodeView fenced = v;
+  fenced.may_write = false;  // lease past its fence deadline
+  EXPECT_EQ(primaryStatus(fenced), 503);
+  NodeView not_leader = v;
+  not_leader.leader = false;
+  not_leader.may_write = false;
+  EXPECT_EQ(primaryStatus(not_leader), 503);
+  NodeView read_only = v;
+  read_only.pg.read_only = true;
+  EXPECT_EQ(primaryStatus(read_only), 503);
+  NodeView recovering = v;
+  recovering.pg.in_recovery = true;
+  EXPECT_EQ(primaryStatus(recovering), 503);
+}
+
+TEST(AgentStateTest, DownPostgresAnswersNothingButStopped) {
+  NodeView v = primary();
+  v.pg_running = false;
+  EXPECT_EQ(healthStatus(v), 503);
+  EXPECT_EQ(primaryStatus(v), 503);
+  EXPECT_EQ(replicaStatus(v, std::nullopt), 503);
+  EXPECT_EQ(v.role(), "stopped");
+  EXPECT_EQ(v.lagBytes(), std::nullopt);
+  NodeView unanswered = primary();
+  unanswered.status_ok = false;
+  EXPECT_EQ(healthStatus(unanswered), 503);
+}
+
+TEST(AgentStateTest, ReplicaStreamingAndLagBound) {
+  NodeView v = replica(0x3000000 - 100);
+  EXPECT_EQ(replicaStatus(v, std::nullopt), 200);
+  EXPECT_EQ(primaryStatus(v), 503);
+  EXPECT_EQ(v.lagBytes(), 100u);
+  EXPECT_EQ(replicaStatus(v, 100), 200);
+  EXPECT_EQ(replicaStatus(v, 99), 503);
+  NodeView unknown_leader = v;
+  unknown_leader.leader_lsn.reset();
+  EXPECT_EQ(replicaStatus(unknown_leader, std::nullopt), 200);
+  EXPECT_EQ(replicaStatus(unknown_leader, 1u << 30), 503);  // a bound cannot be checked
+  NodeView not_streaming = v;
+  not_streaming.pg.receiver = "";
+  EXPECT_EQ(replicaStatus(not_streaming, std::nullopt), 503);
+  EXPECT_EQ(healthStatus(not_streaming), 200);
+}
+
+TEST(AgentStateTest, LagParameter) {
+  bool ok = false;
+  EXPECT_EQ(lagParameter("", ok), std::nullopt);
+  EXPECT_TRUE(ok);
+  EXPECT_EQ(lagParameter("lag=1024", ok), 1024u);
+  EXPECT_TRUE(ok);
+  EXPECT_EQ(lagParameter("x=1&lag=7", ok), 7u);
+  EXPECT_TRUE(ok);
+  EXPECT_EQ(lagParameter("lag=1MB", ok), std::nullopt);
+  EXPECT_FALSE(ok);
+  EXPECT_EQ(lagParameter("lag=", ok), std::nullopt);
+  EXPECT_FALSE(ok);
+  EXPECT_EQ(lagParameter("lag=-1", ok), std::nullopt);
+  EXPECT_FALSE(ok);
+}
+
+TEST(AgentStateTest, MemberRecordRoundTrip) {
+  MemberRecord m{"db-02", "replica", "127.0.0.1:15433", "127.0.0.1:8009", 3, 0x16B374D848, "streaming"};
+  auto back = decodeMember(encodeMember(m));
+  ASSERT_TRUE(back);
+  EXPECT_EQ(back->name, "db-02");
+  EXPECT_EQ(back->role, "replica");
+  EXPECT_EQ(back->pg, "127.0.0.1:15433");
+  EXPECT_EQ(back->agent, "127.0.0.1:8009");
+  EXPECT_EQ(back->timeline, 3u);
+  EXPECT_EQ(back->lsn, 0x16B374D848u);
+  EXPECT_EQ(back->receiver, "streaming");
+  EXPECT_NE(encodeMember(m).find("\"16/B374D848\""), std::string::npos);
+  EXPECT_FALSE(decodeMember("not json"));
+  EXPECT_FALSE(decodeMember("[]"));
+  EXPECT_FALSE(decodeMember(R"({"name":"a","role":"primary","pg":"x","lsn":"bad"})"));
+  EXPECT_FALSE(decodeMember(R"({"name":1,"role":"primary","pg":"x","lsn":"0/0"})"));
+}
+
+TEST(AgentStateTest, Keys) {
+  EXPECT_EQ(memberKey("shop", "db-01"), "/fulcrum/shop/members/db-01");
+  EXPECT_EQ(membersPrefix("shop"), "/fulcrum/shop/members/");
+  EXPECT_EQ(initializeKey("shop"), "/fulcrum/shop/initialize");
+}
+
+}  // namespace
+}  // namespace fulcrum::db
