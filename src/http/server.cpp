@@ -285,8 +285,9 @@ bool ServerConnection::dispatch(size_t head_len, size_t raw_body_len, std::strin
 
 void ServerConnection::queueResponse(const RequestHead& head, Response& response) {
   std::string& h = response.headers;
-  std::string line;
-  line.reserve(160 + h.size());
+  // A per-thread scratch string: its capacity is reused, no allocation per response.
+  thread_local std::string line;
+  line.clear();
   appendStatusLine(line, response.status);
   line += dateHeaderLine();
   if (!server_.options().served_by.empty()) {

@@ -739,8 +739,9 @@ void ProxySession::processUpstream() {
       }
       ClientFraming framing{close_client_, client_http10 && x_->client_keep_alive && !close_client_,
                             x_->dechunk};
-      std::string head;
-      head.reserve(256);
+      // Built in a per-thread scratch string: its capacity is reused, no allocation per response.
+      thread_local std::string head;
+      head.clear();
       appendClientResponseHead(head, x_->resp, framing);
       cout_.append(head);
       x_->uin.consume(result.consumed);
