@@ -112,7 +112,7 @@ class ProxySession final : public core::IoHandler, public UpstreamOwner, public 
 
   // Outcomes.
   void finishExchange();
-  void respondError(int status, std::string_view detail, bool close_client);
+  void respondError(int status, std::string_view detail);
   void onClientTimeout();
   void onUpstreamTimeout();
   void startLingeringClose();
@@ -335,13 +335,13 @@ void ProxySession::processClient() {
       http::ParseResult result = http::parseRequestHead(cin_.view(), worker_.options().limits, x_->req);
       if (result.state == http::ParseState::Incomplete) {
         if (cin_.size() > worker_.options().limits.max_header_bytes) {
-          respondError(431, "request head too large", true);
+          respondError(431, "request head too large");
         }
         return;
       }
       if (result.state == http::ParseState::Error) {
         worker_.stats().bad_requests.add();
-        respondError(result.status, result.reason, true);
+        respondError(result.status, result.reason);
         return;
       }
       startRequest(result.consumed);
@@ -416,7 +416,7 @@ void ProxySession::forwardRequestBody() {
     if (step.error_status != 0) {
       worker_.stats().bad_requests.add();
       if (!x_->response_started) {
-        respondError(step.error_status, "bad request body", true);
+        respondError(step.error_status, "bad request body");
       } else {
         close();
       }
@@ -511,8 +511,7 @@ void ProxySession::connectUpstream() {
   int server = pool.pick(ctx);
   if (server == kNoServer) {
     worker_.stats().no_server.add();
-    respondError(503, x_->tried.empty() ? "no server is available" : "no server could be reached",
-                 !x_->request_done);
+    respondError(503, x_->tried.empty() ? "no server is available" : "no server could be reached");
     return;
   }
   x_->server = server;
@@ -552,10 +551,7 @@ void ProxySession::connectUpstream() {
 void ProxySession::onConnected() {
   phase_ = Phase::Exchanging;
   x_->t_connected = worker_.loop().now();
-  x_->uout.append(x_->replay);
-  if (!x_->replayable) {
-    // The body is streamed; what is left of it in cin_ follows as it arrives.
-  }
+  x_->uout.append(x_->replay);  // a streamed body's remainder follows from cin_ as it arrives
   x_->upstream_timer.armAfter(worker_.options().server_timeout);
   if (!x_->request_done) {
     forwardRequestBody();  // also flushes
@@ -835,10 +831,10 @@ void ProxySession::upstreamFailed(const char* what, int err, bool connect_phase)
   }
   if (connect_phase) {
     worker_.stats().no_server.add();
-    respondError(503, "no server could be reached", !x_->request_done);
+    respondError(503, "no server could be reached");
   } else {
     worker_.stats().bad_gateway.add();
-    respondError(502, reason, !x_->request_done);
+    respondError(502, reason);
   }
 }
 
@@ -880,7 +876,7 @@ void ProxySession::onUpstreamTimeout() {
     // The server has every byte the client sent: the wait is on the client's body.
     closeUpstream(false);
     x_->server = kNoServer;
-    respondError(408, "request body not received in time", true);
+    respondError(408, "request body not received in time");
     return;
   }
   worker_.stats().backends[id].failures.add();
@@ -888,7 +884,7 @@ void ProxySession::onUpstreamTimeout() {
   closeUpstream(false);
   worker_.stats().gateway_timeout.add();
   x_->server = kNoServer;  // already accounted
-  respondError(504, "the server did not answer in time", true);
+  respondError(504, "the server did not answer in time");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -926,7 +922,7 @@ void ProxySession::finishExchange() {
   }
 }
 
-void ProxySession::respondError(int status, std::string_view detail, bool close_client) {
+void ProxySession::respondError(int status, std::string_view detail) {
   if (x_->response_started) {
     close();
     return;
@@ -947,7 +943,6 @@ void ProxySession::respondError(int status, std::string_view detail, bool close_
   if (x_->method != http::Method::Head) {
     cout_.append(body);
   }
-  (void)close_client;
   if (request_started_ || phase_ != Phase::ClientHead) {
     accessLog(status);
   }
@@ -966,7 +961,7 @@ void ProxySession::onClientTimeout() {
     return;
   }
   if (phase_ == Phase::ClientHead && request_started_ && !cin_.empty()) {
-    respondError(408, "request head not received in time", true);
+    respondError(408, "request head not received in time");
     return;
   }
   if (phase_ == Phase::Tunnel) {
