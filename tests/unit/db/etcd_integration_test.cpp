@@ -27,36 +27,17 @@
 #include "core/socket.h"
 #include "db/elector.h"
 #include "db/etcd_client.h"
+#include "test_support.h"
 
 namespace fulcrum::db {
 namespace {
 
+using testing::freePort;
+using testing::waitFor;
+
 using std::chrono::milliseconds;
 using std::chrono::seconds;
 using SteadyClock = std::chrono::steady_clock;
-
-// Polls `done` every 20 ms until it holds or `limit` passes; returns the final answer.
-template <typename Predicate>
-bool waitFor(Predicate done, SteadyClock::duration limit) {
-  auto until = SteadyClock::now() + limit;
-  for (;;) {
-    if (done()) {
-      return true;
-    }
-    if (SteadyClock::now() >= until) {
-      return false;
-    }
-    std::this_thread::sleep_for(milliseconds(20));
-  }
-}
-
-// A loopback port nobody listens on right now (bound, read, released).
-uint16_t freePort() {
-  std::string error;
-  core::Fd fd =
-      core::listenTcp(*core::SocketAddress::parse("127.0.0.1:0"), core::ListenOptions{false, 1}, error);
-  return fd ? core::localAddress(fd.get()).port() : 0;
-}
 
 std::optional<std::string> findEtcd() {
   if (const char* env = std::getenv("FULCRUM_ETCD_BIN"); env != nullptr && *env != '\0') {

@@ -22,35 +22,18 @@
 #include "core/fd.h"
 #include "core/socket.h"
 #include "db/pg_process.h"
+#include "test_support.h"
 
 namespace fulcrum::db {
 namespace {
+
+using testing::freePort;
+using testing::waitFor;
 
 using std::chrono::milliseconds;
 using std::chrono::seconds;
 using SteadyClock = std::chrono::steady_clock;
 using Rows = std::vector<std::vector<std::string>>;
-
-template <typename Predicate>
-bool waitFor(Predicate done, SteadyClock::duration limit) {
-  auto until = SteadyClock::now() + limit;
-  for (;;) {
-    if (done()) {
-      return true;
-    }
-    if (SteadyClock::now() >= until) {
-      return false;
-    }
-    std::this_thread::sleep_for(milliseconds(20));
-  }
-}
-
-uint16_t freePort() {
-  std::string error;
-  core::Fd fd =
-      core::listenTcp(*core::SocketAddress::parse("127.0.0.1:0"), core::ListenOptions{false, 1}, error);
-  return fd ? core::localAddress(fd.get()).port() : 0;
-}
 
 class PostgresTest : public ::testing::Test {
  protected:
