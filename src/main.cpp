@@ -5,6 +5,7 @@
 
 #include "config/features.h"
 #include "config/loader.h"
+#include "core/exit_codes.h"
 #include "core/log.h"
 #include "db/db_command.h"
 #include "lb/lb_command.h"
@@ -12,8 +13,8 @@
 
 namespace {
 
-constexpr int kExitOk = 0;
-constexpr int kExitUsage = 2;
+using fulcrum::core::kExitOk;
+constexpr int kExitUsage = fulcrum::core::kExitConfig;
 
 // Loads the topology file, printing every error as FILE:LINE:COL: key: message.
 bool loadSite(const std::string& path, fulcrum::config::Site& out) {

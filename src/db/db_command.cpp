@@ -6,6 +6,7 @@
 
 #include "config/features.h"
 #include "core/event_loop.h"
+#include "core/exit_codes.h"
 #include "core/log.h"
 #include "core/signals.h"
 #include "core/socket.h"
@@ -16,9 +17,9 @@ namespace fulcrum::db {
 
 namespace {
 
-constexpr int kExitOk = 0;
-constexpr int kExitRuntime = 1;
-constexpr int kExitConfig = 2;
+using core::kExitConfig;
+using core::kExitOk;
+using core::kExitRuntime;
 // API requests in flight get this long to finish after SIGTERM.
 constexpr auto kDrainGrace = std::chrono::seconds(2);
 

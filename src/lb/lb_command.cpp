@@ -8,6 +8,7 @@
 
 #include "config/features.h"
 #include "core/event_loop.h"
+#include "core/exit_codes.h"
 #include "core/graceful_stop.h"
 #include "core/log.h"
 #include "core/signals.h"
@@ -22,9 +23,9 @@ namespace fulcrum::lb {
 
 namespace {
 
-constexpr int kExitOk = 0;
-constexpr int kExitRuntime = 1;
-constexpr int kExitConfig = 2;
+using core::kExitConfig;
+using core::kExitOk;
+using core::kExitRuntime;
 constexpr auto kDrainGrace = std::chrono::seconds(10);
 
 }  // namespace

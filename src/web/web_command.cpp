@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "core/event_loop.h"
+#include "core/exit_codes.h"
 #include "core/graceful_stop.h"
 #include "core/log.h"
 #include "core/signals.h"
@@ -19,9 +20,9 @@ namespace fulcrum::web {
 
 namespace {
 
-constexpr int kExitOk = 0;
-constexpr int kExitRuntime = 1;
-constexpr int kExitConfig = 2;
+using core::kExitConfig;
+using core::kExitOk;
+using core::kExitRuntime;
 // In-flight requests get this long to finish after SIGTERM before the process exits anyway.
 constexpr auto kDrainGrace = std::chrono::seconds(10);
 
