@@ -314,6 +314,17 @@ Status PostgresNode::writeClusterConfig(const AppDatabase& app) {
   return writeFileAs(user_, options_.data_dir / "pg_hba.conf", hba, 0600);
 }
 
+// A new cluster goes only into a data directory that holds none, owned by the OS user, mode 0700.
+Status PostgresNode::prepareEmptyDataDir() {
+  if (!init_error_.empty()) {
+    return Status::failure(init_error_);
+  }
+  if (initialized()) {
+    return Status::failure(options_.data_dir.string() + " already holds a cluster");
+  }
+  return preparePrivateDir(user_, options_.data_dir);
+}
+
 Status PostgresNode::initPrimary(const AppDatabase& app) {
   for (auto [what, name] : {std::pair{"database"sv, std::string_view(app.database)},
                             std::pair{"user"sv, std::string_view(app.user)},
@@ -326,13 +337,7 @@ Status PostgresNode::initPrimary(const AppDatabase& app) {
     return Status::failure("application user '" + app.user +
                            "' must differ from the superuser and the replication user");
   }
-  if (!init_error_.empty()) {
-    return Status::failure(init_error_);
-  }
-  if (initialized()) {
-    return Status::failure(options_.data_dir.string() + " already holds a cluster");
-  }
-  if (Status dir = preparePrivateDir(user_, options_.data_dir); !dir.ok) {
+  if (Status dir = prepareEmptyDataDir(); !dir.ok) {
     return dir;
   }
   auto app_password = loadOrCreateSecret(app.password_file);
@@ -420,13 +425,7 @@ Status PostgresNode::writeStandbyConfig(const core::SocketAddress& primary, std:
 }
 
 Status PostgresNode::cloneReplica(const core::SocketAddress& primary, std::string_view slot) {
-  if (!init_error_.empty()) {
-    return Status::failure(init_error_);
-  }
-  if (initialized()) {
-    return Status::failure(options_.data_dir.string() + " already holds a cluster");
-  }
-  if (Status dir = preparePrivateDir(user_, options_.data_dir); !dir.ok) {
+  if (Status dir = prepareEmptyDataDir(); !dir.ok) {
     return dir;
   }
   if (Status pass = writePassFile(); !pass.ok) {

@@ -191,6 +191,7 @@ class PostgresNode {
   const std::string& superuser() const { return user_.name; }
 
  private:
+  Status prepareEmptyDataDir();
   Result<ToolOutput> run(std::vector<std::string> argv, std::chrono::milliseconds timeout,
                          std::vector<std::string> env = {}, std::string input = {});
   Status runChecked(std::vector<std::string> argv, std::chrono::milliseconds timeout,

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "lb/balance/algorithms.h"
+#include "lb/balance/hash_ring.h"
 
 namespace fulcrum::lb {
 
@@ -71,16 +72,6 @@ uint64_t loadPartial(const unsigned char* p, size_t n) {
   return value;
 }
 
-// murmur3's finalizer: a bijection with full avalanche.
-uint64_t finalize(uint64_t h) {
-  h ^= h >> 33;
-  h *= 0xff51afd7ed558ccdULL;
-  h ^= h >> 33;
-  h *= 0xc4ceb9fe1a85ec53ULL;
-  h ^= h >> 33;
-  return h;
-}
-
 }  // namespace
 
 // wyhash-style: 16 bytes at a time folded into the state with one 64x64->128 multiply, the
@@ -89,7 +80,7 @@ uint64_t finalize(uint64_t h) {
 uint64_t hashBytes(std::string_view bytes, uint64_t seed) {
   const auto* p = reinterpret_cast<const unsigned char*>(bytes.data());
   size_t left = bytes.size();
-  uint64_t h = finalize(seed ^ kSecret0);
+  uint64_t h = mixKey(seed ^ kSecret0);
   while (left > 16) {
     h = foldMultiply(load64(p) ^ kSecret1, load64(p + 8) ^ h);
     p += 16;
@@ -98,7 +89,7 @@ uint64_t hashBytes(std::string_view bytes, uint64_t seed) {
   uint64_t a = left > 8 ? load64(p) : loadPartial(p, left);
   uint64_t b = left > 8 ? loadPartial(p + 8, left - 8) : 0;
   h = foldMultiply(a ^ kSecret2 ^ bytes.size(), b ^ h ^ kSecret3);
-  return finalize(h);
+  return mixKey(h);
 }
 
 }  // namespace fulcrum::lb
