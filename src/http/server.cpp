@@ -70,12 +70,16 @@ class ServerConnection final : public core::IoHandler, public core::Deletable {
   }
 
   ~ServerConnection() override {
+    detachDeferred();  // freed at shutdown with an answer still owed: later completions do nothing
     if (fd_) {
       server_.loop().remove(fd_.get());
     }
   }
 
   void onIoEvents(uint32_t events) override;
+  // A handler answers later (see DeferredResponse).
+  DeferredResponse beginDeferred();
+  void finishDeferred(Response response);
   // Graceful stop: idle connections close now; busy ones after their current response.
   void drain();
 
@@ -83,11 +87,14 @@ class ServerConnection final : public core::IoHandler, public core::Deletable {
   ServerConnection* next = nullptr;
 
  private:
-  enum class Phase : uint8_t { Head, Body, Lingering, Closed };
+  // Waiting: a handler answers later; no further request is read meanwhile.
+  enum class Phase : uint8_t { Head, Body, Waiting, Lingering, Closed };
 
   void onReadable();
   void processInput();
   bool dispatch(size_t head_len, size_t raw_body_len, std::string_view body);
+  bool answer(Response& response);
+  void detachDeferred();
   void queueResponse(const RequestHead& head, Response& response);
   void queueError(int status, std::string_view reason);
   void flush();
@@ -113,8 +120,10 @@ class ServerConnection final : public core::IoHandler, public core::Deletable {
   uint64_t file_offset_ = 0;
   uint64_t file_remaining_ = 0;
   Phase phase_ = Phase::Head;
+  std::shared_ptr<DeferredResponse::State> deferred_;  // set while a handler owes a response
+  Response* sync_slot_ = nullptr;                       // the response being filled by handle()
+  uint32_t interest_ = EPOLLIN | EPOLLRDHUP;
   bool close_after_write_ = false;
-  bool want_write_ = false;
   bool request_started_ = false;    // bytes of a new request have arrived: the request timer runs
   bool paused_for_output_ = false;  // input processing stopped to let queued output drain
 };
@@ -125,6 +134,10 @@ void ServerConnection::onIoEvents(uint32_t events) {
   }
   if (events & (EPOLLERR)) {
     close();
+    return;
+  }
+  if (phase_ == Phase::Waiting && (events & EPOLLHUP)) {
+    close();  // the client is gone; the pending answer will find no connection
     return;
   }
   if (events & EPOLLOUT) {
@@ -139,6 +152,9 @@ void ServerConnection::onIoEvents(uint32_t events) {
 }
 
 void ServerConnection::onReadable() {
+  if (phase_ == Phase::Waiting) {
+    return;  // pipelined requests stay unread until the pending response is given
+  }
   if (phase_ == Phase::Lingering) {
     // Discard whatever the client still sends until it closes or the linger timer fires.
     char sink[4096];
@@ -265,15 +281,29 @@ bool ServerConnection::dispatch(size_t head_len, size_t raw_body_len, std::strin
   ServerStats& stats = server_.stats();
   stats.requests_total.add();
   Response response;
-  Request request{head_, body, peer_};
+  Request request{head_, body, peer_, this};
+  sync_slot_ = &response;
   server_.handler().handle(request, response);
+  sync_slot_ = nullptr;
+  // The head's scalar fields (method, version, keep_alive) stay valid; its views do not.
+  in_.consume(head_len + raw_body_len);
+  request_started_ = false;
+  if (deferred_) {
+    phase_ = Phase::Waiting;
+    timer_.armAfter(server_.options().idle_timeout);
+    updateInterest();
+    return false;
+  }
+  return answer(response);
+}
+
+// Queues the response to the request in head_; false when the connection closes after it.
+bool ServerConnection::answer(Response& response) {
   if (!head_.keep_alive || server_.draining()) {
     response.close = true;
   }
   queueResponse(head_, response);
-  in_.consume(head_len + raw_body_len);
   phase_ = Phase::Head;
-  request_started_ = false;
   timer_.armAfter(server_.options().idle_timeout);
   if (response.close) {
     close_after_write_ = true;
@@ -282,6 +312,47 @@ bool ServerConnection::dispatch(size_t head_len, size_t raw_body_len, std::strin
   }
   return true;
 }
+
+DeferredResponse ServerConnection::beginDeferred() {
+  if (!deferred_) {
+    deferred_ = std::make_shared<DeferredResponse::State>();
+    deferred_->conn = this;
+  }
+  return DeferredResponse(deferred_);
+}
+
+void ServerConnection::detachDeferred() {
+  if (deferred_) {
+    deferred_->conn = nullptr;
+    deferred_.reset();
+  }
+}
+
+void ServerConnection::finishDeferred(Response response) {
+  detachDeferred();
+  if (sync_slot_ != nullptr) {
+    *sync_slot_ = std::move(response);  // answered from inside handle(): dispatch sends it
+    return;
+  }
+  if (phase_ != Phase::Waiting) {
+    return;
+  }
+  if (answer(response)) {
+    processInput();  // pipelined requests that waited; ends with flush()
+  } else {
+    flush();
+  }
+}
+
+bool DeferredResponse::wanted() const { return state_ && state_->conn != nullptr; }
+
+void DeferredResponse::complete(Response response) {
+  if (wanted()) {
+    state_->conn->finishDeferred(std::move(response));
+  }
+}
+
+DeferredResponse Request::defer() const { return connection->beginDeferred(); }
 
 void ServerConnection::queueResponse(const RequestHead& head, Response& response) {
   std::string& h = response.headers;
@@ -426,11 +497,12 @@ void ServerConnection::updateInterest() {
     return;
   }
   bool want_write = outputPending();
-  if (want_write != want_write_) {
-    want_write_ = want_write;
-    // While output is pending, reading pauses (backpressure). A client that goes away makes
-    // the next write fail; EPOLLRDHUP is left out here since, level-triggered, it would spin.
-    uint32_t events = want_write ? EPOLLOUT : (EPOLLIN | EPOLLRDHUP);
+  // While output is pending, reading pauses (backpressure). A client that goes away makes
+  // the next write fail; EPOLLRDHUP is left out here since, level-triggered, it would spin.
+  // While a response is owed, nothing is read (EPOLLHUP still reports a vanished client).
+  uint32_t events = want_write ? EPOLLOUT : phase_ == Phase::Waiting ? 0 : (EPOLLIN | EPOLLRDHUP);
+  if (events != interest_) {
+    interest_ = events;
     server_.loop().modify(fd_.get(), events, this);
     if (want_write) {
       timer_.armAfter(server_.options().idle_timeout);
@@ -444,6 +516,17 @@ void ServerConnection::onTimeout() {
     return;
   }
   server_.stats().timeouts.add();
+  if (phase_ == Phase::Waiting) {
+    // The handler never answered: say so rather than hold the client forever.
+    detachDeferred();
+    if (!outputPending()) {
+      queueError(504, "no response in time");
+      flush();
+    } else {
+      close();
+    }
+    return;
+  }
   if (request_started_ && !outputPending() && phase_ == Phase::Head && !in_.empty()) {
     queueError(408, "request head not received in time");
     flush();
@@ -463,8 +546,8 @@ void ServerConnection::startLingeringClose() {
   phase_ = Phase::Lingering;
   ::shutdown(fd_.get(), SHUT_WR);
   in_.release();
-  server_.loop().modify(fd_.get(), EPOLLIN | EPOLLRDHUP, this);
-  want_write_ = false;
+  interest_ = EPOLLIN | EPOLLRDHUP;
+  server_.loop().modify(fd_.get(), interest_, this);
   timer_.armAfter(kLingerTime);
 }
 
@@ -484,6 +567,7 @@ void ServerConnection::close() {
     return;
   }
   phase_ = Phase::Closed;
+  detachDeferred();
   timer_.disarm();
   server_.loop().remove(fd_.get());
   fd_.reset();

@@ -7,6 +7,7 @@
 
 #include <array>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -41,10 +42,38 @@ struct ServerStats {
   core::Counter timeouts;
 };
 
+class ServerConnection;
+struct Response;
+
+// A response a handler gives later (after a database query, say). Copyable; every copy names
+// the same pending response. complete() must run on the worker thread that owns the
+// connection; once the client is gone (or the response was given) it does nothing. The
+// connection reads no further request until the response is given: pipelined bytes wait in
+// its buffer.
+class DeferredResponse {
+ public:
+  DeferredResponse() = default;
+  // False once the client went away or the response was given: no point in working further.
+  bool wanted() const;
+  void complete(Response response);
+
+ private:
+  friend class ServerConnection;
+  struct State {
+    ServerConnection* conn = nullptr;  // cleared when the connection closes or is answered
+  };
+  explicit DeferredResponse(std::shared_ptr<State> state) : state_(std::move(state)) {}
+  std::shared_ptr<State> state_;
+};
+
 struct Request {
   const RequestHead& head;
-  std::string_view body;
+  std::string_view body;  // like head, valid only during Handler::handle(): copy what a later answer needs
   const core::SocketAddress& peer;
+  ServerConnection* connection = nullptr;
+
+  // Answers later: the handler leaves `response` untouched and completes the returned handle.
+  DeferredResponse defer() const;
 };
 
 // What a handler fills in. The connection adds the status line, Date, Content-Length,
@@ -67,8 +96,6 @@ class Handler {
   virtual ~Handler() = default;
   virtual void handle(const Request& request, Response& response) = 0;
 };
-
-class ServerConnection;
 
 class HttpServer final : public core::IoHandler {
  public:
