@@ -12,8 +12,8 @@ namespace fulcrum::config {
 // `node` is null), each positioned at its key.
 std::vector<ConfigError> lbNotBuiltYet(const Site& site, const LbNode* node);
 
-// Database settings this build cannot honour (synchronous replication), each
-// positioned at its key.
+// Database settings this build cannot honour, each positioned at its key (none at present:
+// kept so `fulcrum db` and `check` refuse the next such setting the same way).
 std::vector<ConfigError> dbNotBuiltYet(const Site& site);
 
 // Everything in the file this build cannot run yet, across all roles.

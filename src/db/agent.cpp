@@ -21,6 +21,8 @@ using std::chrono::milliseconds;
 constexpr auto kBootstrapWait = std::chrono::seconds(180);
 // Repeated "still waiting" / etcd errors are logged at most this often.
 constexpr auto kLogEvery = std::chrono::seconds(5);
+// The control loop's pace while a switchover runs on this node.
+constexpr auto kSwitchoverPoll = std::chrono::milliseconds(100);
 
 milliseconds ttlOf(const config::Site& site) {
   return milliseconds(site.db.leader_ttl_ms);
@@ -32,10 +34,16 @@ milliseconds runningQueryTimeout(const config::Site& site) {
   return std::clamp(ttlOf(site) / 5, milliseconds(500), milliseconds(5000));
 }
 
+// A replica has no fence deadline to keep: a slower answer on a loaded machine must not make it
+// look stopped (a status query that times out publishes role "stopped").
+milliseconds replicaQueryTimeout(const config::Site& site) {
+  return std::clamp(ttlOf(site) * 2 / 3, milliseconds(1000), milliseconds(5000));
+}
+
 nlohmann::json memberJson(const MemberRecord& m) {
   return {{"name", m.name},        {"role", m.role},         {"pg", m.pg},
           {"agent", m.agent},      {"timeline", m.timeline}, {"lsn", formatLsn(m.lsn)},
-          {"receiver", m.receiver}};
+          {"receiver", m.receiver}, {"received", formatLsn(m.received)}};
 }
 
 }  // namespace
@@ -85,6 +93,12 @@ Status DbAgent::prepare() {
   app_.database = site_.db.database;
   app_.user = site_.db.user;
   app_.password_file = site_.db.password_file.empty() ? state_dir / "db.password" : site_.db.password_file;
+  // One admin token per state_dir, shared with the load balancer's admin API.
+  auto token = loadOrCreateSecret(state_dir / "admin.token");
+  if (!token.ok) {
+    return Status::failure("admin token: " + token.error);
+  }
+  admin_token_ = token.value;
   if (pg_->initialized()) {
     primary_data_ = !fs::exists(options.data_dir / "standby.signal", ec);
     phase_ = Phase::Running;
@@ -124,12 +138,24 @@ void DbAgent::tick() {
   }
   if (phase_ == Phase::Running) {
     if (primary_data_) {
+      pg_->setQueryTimeout(runningQueryTimeout(site_));
       runPrimary();
     } else {
+      pg_->setQueryTimeout(replicaQueryTimeout(site_));
       runReplica();
+    }
+    // After the run: the old leader may already have rejoined as a replica while it waits to
+    // see the target published as primary.
+    if (switchover_) {
+      driveSwitchover();
     }
   }
   core::TimePoint next = loop_.clock().now() + interval_;
+  if (switchover_) {
+    next = loop_.clock().now() + kSwitchoverPoll;
+  } else if (phase_ == Phase::Running && etcd_ok_ && !leader_name_) {
+    next = loop_.clock().now() + interval_ / 3;  // no leader: decide who takes over sooner
+  }
   if (elector_.isLeader()) {
     next = std::min(next, elector_.lease().decide().next_action);
   }
@@ -168,7 +194,7 @@ void DbAgent::bootstrapStep() {
     }
     owner = node_.name;
   }
-  if (owner == node_.name) {
+  if (owner == node_.name && !must_clone_) {
     log::info("this node initializes the cluster (initdb into {})", pg_->options().data_dir.string());
     Status init = pg_->initPrimary(app_);
     if (!init.ok) {
@@ -212,6 +238,7 @@ void DbAgent::bootstrapStep() {
     return;
   }
   primary_data_ = false;
+  must_clone_ = false;
   following_ = member->name;
   phase_ = Phase::Running;
   pg_->setQueryTimeout(runningQueryTimeout(site_));
@@ -237,7 +264,20 @@ bool DbAgent::startPostgres(const char* why) {
 
 void DbAgent::runPrimary() {
   const core::TimePoint now = loop_.clock().now();
-  if (!elector_.isLeader()) {
+  if (syncMode() && !site_read_) {
+    publish();  // whether we may lead depends on the sync key: read it before deciding
+  }
+  bool may_take = !elector_.isLeader() && !switchover_ && !intentBlocks();
+  if (may_take && syncMode() && !syncAllowsLeading()) {
+    may_take = false;
+    if (site_read_ && now >= next_wait_log_) {
+      log::warn("the sync key names {} as the last leader: this node's data may lack commits it acknowledged, "
+                "so it does not lead",
+                sync_key_->leader);
+      next_wait_log_ = now + kLogEvery;
+    }
+  }
+  if (may_take) {
     auto got = elector_.tryAcquire();
     if (!got.ok) {
       if (now >= next_wait_log_) {
@@ -251,9 +291,12 @@ void DbAgent::runPrimary() {
             "stopped (failover = false: no rewind)");
         next_wait_log_ = now + kLogEvery;
       }
+    } else if (syncMode() && !claimSyncKey()) {
+      elector_.release();
     } else {
       log::info("took the leader lease");
       slots_ok_ = false;
+      pg_sync_.reset();
     }
   }
   LeaseDecision decision;
@@ -276,7 +319,8 @@ void DbAgent::runPrimary() {
       }
     }
   } else {
-    if (!pg_->isRunning() && !startPostgres("primary") && pg_->isRunning()) {
+    // A switchover stops PostgreSQL on purpose: it stays stopped unless given up.
+    if (!switchover_ && !pg_->isRunning() && !startPostgres("primary") && pg_->isRunning()) {
       // Lease lost while it started: a primary that comes up unleased must not take writes.
       ++fences_;
       pg_->stop(StopMode::Immediate);
@@ -287,7 +331,14 @@ void DbAgent::runPrimary() {
   }
   observe();
   publish();
-  if (site_.db.failover && !elector_.isLeader() && !pg_->isRunning() && leader_name_ &&
+  if (elector_.isLeader() && elector_.mayWrite() && pg_->isRunning() && etcd_ok_ && !switchover_) {
+    if (syncMode()) {
+      reconcileSync();
+    } else if (!pg_sync_) {
+      clearSynchronousStandbys();
+    }
+  }
+  if ((site_.db.failover || handed_over_) && !elector_.isLeader() && !pg_->isRunning() && leader_name_ &&
       *leader_name_ != node_.name) {
     rejoinAsReplica();
   }
@@ -299,11 +350,19 @@ void DbAgent::runReplica() {
   }
   observe();
   publish();
-  if (!site_.db.failover || !etcd_ok_) {
+  if (!etcd_ok_) {
     return;
   }
   if (!leader_name_) {
-    maybePromote();
+    if (intent_ && intent_->to == node_.name) {
+      if (syncMode() && !(sync_key_ && sync_key_->sync.count(node_.name) != 0)) {
+        log::warn("switchover to this node refused: not listed in the sync key");
+      } else {
+        takeOver("switchover");
+      }
+    } else if (site_.db.failover && !intent_) {
+      maybePromote();
+    }
   } else if (*leader_name_ != node_.name && *leader_name_ != following_) {
     followLeader();
   }
@@ -326,6 +385,20 @@ void DbAgent::maybePromote() {
     return;
   }
   const Lsn mine = pg_status_.replay_lsn;
+  if (syncMode()) {
+    PromoteVerdict verdict =
+        maySyncPromote(sync_key_, node_.name, std::max(pg_status_.receive_lsn, mine), members_);
+    if (!verdict.allowed) {
+      const core::TimePoint now = loop_.clock().now();
+      if (now >= next_wait_log_) {
+        log::info("leader key free; not taking over: {}", verdict.why);
+        next_wait_log_ = now + kLogEvery;
+      }
+      return;
+    }
+    takeOver("failover");
+    return;
+  }
   if (last_leader_lsn_ && db::lagBytes(*last_leader_lsn_, mine) > site_.db.max_lag_bytes) {
     log::warn(
         "leader key free, but this replica is {} bytes behind the last leader position: not a candidate",
@@ -338,11 +411,20 @@ void DbAgent::maybePromote() {
       return;  // a better candidate: it takes the key, we follow it
     }
   }
+  takeOver("failover");
+}
+
+bool DbAgent::takeOver(const char* how) {
   auto got = elector_.tryAcquire();
   if (!got.ok || !got.value) {
-    return;
+    return false;
   }
-  log::warn("leader key was free: this replica (replayed {}) takes over and promotes", formatLsn(mine));
+  if (syncMode() && !claimSyncKey()) {
+    elector_.release();
+    return false;
+  }
+  log::warn("leader key was free: this replica (replayed {}) takes over by {} and promotes",
+            formatLsn(pg_status_.replay_lsn), how);
   // pg_promote waits for the end of recovery: more than a status query's budget.
   pg_->setQueryTimeout(std::chrono::milliseconds(10000));
   Status promoted = pg_->promote();
@@ -350,9 +432,10 @@ void DbAgent::maybePromote() {
   if (!promoted.ok) {
     log::error("promotion failed: {}; stepping down", promoted.error);
     elector_.release();
-    return;
+    return false;
   }
   ++promotions_;
+  pg_sync_.reset();
   primary_data_ = true;
   following_.clear();
   slots_ok_ = false;
@@ -360,6 +443,7 @@ void DbAgent::maybePromote() {
   observe();
   publish();
   log::info("promoted: now the primary on timeline {}", pg_status_.timeline);
+  return true;
 }
 
 void DbAgent::followLeader() {
@@ -385,6 +469,12 @@ void DbAgent::rejoinAsReplica() {
   log::warn("another node ({}) leads: rewinding this former primary and following it", leader->name);
   if (Status rewound = pg_->rewind(address); !rewound.ok) {
     log::error("pg_rewind from {}: {}", leader->name, rewound.error);
+    // Not reaching the leader says nothing about our data: try again next tick. Anything else
+    // (damaged or incompatible data) will not mend by itself.
+    if (rewound.error.find("could not connect") == std::string::npos &&
+        rewound.error.find("connection to server") == std::string::npos) {
+      recloneFrom(*leader);
+    }
     return;
   }
   ++rewinds_;
@@ -394,6 +484,32 @@ void DbAgent::rejoinAsReplica() {
   }
   primary_data_ = false;
   following_ = leader->name;
+  startPostgres("replica");
+  observe();
+  publish();
+}
+
+void DbAgent::recloneFrom(const MemberRecord& leader) {
+  auto aside = pg_->moveDataAside();
+  if (!aside.ok) {
+    log::error("cannot re-clone: {}", aside.error);
+    return;
+  }
+  ++reclones_;
+  log::warn("data directory moved aside to {} (kept); cloning {} again", aside.value.string(), leader.name);
+  primary_data_ = false;
+  must_clone_ = true;
+  following_.clear();
+  Status clone = pg_->cloneReplica(*core::SocketAddress::parse(leader.pg), slotNameFor(node_.name));
+  if (!clone.ok) {
+    // The bootstrap phase retries (clone only) until its deadline.
+    log::error("cloning {}: {}; retrying", leader.name, clone.error);
+    phase_ = Phase::Bootstrap;
+    bootstrap_deadline_ = loop_.clock().now() + kBootstrapWait;
+    return;
+  }
+  must_clone_ = false;
+  following_ = leader.name;
   startPostgres("replica");
   observe();
   publish();
@@ -463,22 +579,41 @@ void DbAgent::publish() {
     me.timeline = status_ok_ ? pg_status_.timeline : 0;
     me.lsn = status_ok_ ? pg_status_.lsn() : 0;
     me.receiver = status_ok_ ? pg_status_.receiver : "";
+    me.received = !status_ok_                ? 0
+                  : pg_status_.in_recovery ? std::max(pg_status_.receive_lsn, pg_status_.replay_lsn)
+                                           : pg_status_.current_lsn;
+    if (site_read_) {
+      me.seen_leader = leader_name_.value_or("");
+    }
     if (Status put = etcd_.put(memberKey(site_.site.name, node_.name), encodeMember(me), member_lease_);
         !put.ok) {
       error = put.error;
     }
   }
   if (error.empty()) {
-    auto list = etcd_.list(membersPrefix(site_.site.name));
-    auto leader = etcd_.get(leaderKey(site_.site.name));
-    if (list.ok && leader.ok) {
+    // One read of the whole site: members, leader, sync key, switchover intent.
+    auto list = etcd_.list(sitePrefix(site_.site.name));
+    if (list.ok) {
+      const std::string members = membersPrefix(site_.site.name);
+      const std::string leader = leaderKey(site_.site.name);
       members_.clear();
+      leader_name_.reset();
+      sync_key_.reset();
+      intent_.reset();
       for (const auto& kv : list.value) {
-        if (auto m = decodeMember(kv.value)) {
-          members_.push_back(std::move(*m));
+        if (kv.key.rfind(members, 0) == 0) {
+          if (auto m = decodeMember(kv.value)) {
+            members_.push_back(std::move(*m));
+          }
+        } else if (kv.key == leader) {
+          leader_name_ = kv.value;
+        } else if (kv.key == syncKey(site_.site.name)) {
+          sync_key_ = decodeSync(kv.value);
+        } else if (kv.key == switchoverKey(site_.site.name)) {
+          intent_ = decodeSwitchover(kv.value);
         }
       }
-      leader_name_ = leader.value ? std::optional<std::string>(leader.value->value) : std::nullopt;
+      site_read_ = true;
       leader_lsn_.reset();
       for (const auto& m : members_) {
         if (leader_name_ && m.name == *leader_name_ && m.role == "primary") {
@@ -487,7 +622,7 @@ void DbAgent::publish() {
         }
       }
     } else {
-      error = list.ok ? leader.error : list.error;
+      error = list.error;
     }
   }
   etcd_.capDeadline(std::nullopt);
@@ -551,6 +686,15 @@ std::string DbAgent::statusJson() const {
     members.push_back(memberJson(m));
   }
   j["members"] = std::move(members);
+  nlohmann::json sync = {{"mode", syncMode() ? "synchronous" : "asynchronous"}};
+  if (syncMode()) {
+    // Who may be promoted (the sync key) and, on the leader, whom commits wait for.
+    sync["key"] = sync_key_ ? nlohmann::json{{"leader", sync_key_->leader}, {"sync", sync_key_->sync}}
+                            : nlohmann::json(nullptr);
+    sync["standbys"] = elector_.isLeader() && pg_sync_ ? nlohmann::json(*pg_sync_) : nlohmann::json(nullptr);
+  }
+  j["sync"] = std::move(sync);
+  j["switchover"] = intent_ ? nlohmann::json{{"from", intent_->from}, {"to", intent_->to}} : nlohmann::json(nullptr);
   return j.dump();
 }
 
@@ -582,6 +726,11 @@ std::string DbAgent::metricsText() const {
   counter("fulcrum_db_fences_total", "hard fences (PostgreSQL stopped on losing the lease)", fences_);
   counter("fulcrum_db_promotions_total", "promotions of this replica by failover", promotions_);
   counter("fulcrum_db_rewinds_total", "pg_rewind runs of this former primary", rewinds_);
+  counter("fulcrum_db_reclones_total", "re-clones after pg_rewind failed", reclones_);
+  counter("fulcrum_db_switchovers_total", "switchovers this node handed its leadership over by",
+          switchovers_);
+  gauge("fulcrum_db_sync_standbys", "replicas commits wait for (ANY 1 of them); -1 unknown or not leader",
+        elector_.isLeader() && pg_sync_ ? static_cast<double>(pg_sync_->size()) : -1.0);
   return w.take();
 }
 
@@ -598,7 +747,7 @@ void DbAgent::handle(const http::Request& request, http::Response& response) {
       json(405, R"({"error":"use POST"})");
       return;
     }
-    json(501, R"({"error":"switchover is not supported yet by this build"})");
+    handleSwitchover(request, response);
     return;
   }
   if (method != http::Method::Get && !status_only) {

@@ -17,9 +17,20 @@
 // leader is rewound (pg_rewind) and follows it. With failover = false a replica never takes
 // the key, and a former primary stays stopped.
 //
-// Not built yet (refused by dbNotBuiltYet): synchronous replication; switchover (501).
+// Synchronous mode (db.synchronous = true, agent_sync.cpp): the leader keeps
+// synchronous_standby_names = 'ANY 1 (...)' over its streaming replicas and publishes who may
+// be promoted in the sync key; only such a replica, and the most advanced of them, promotes
+// (see sync_state.h for the protocol and why no acknowledged commit is lost).
+//
+// Switchover (POST /switchover with the admin bearer token, agent_switchover.cpp): planned and
+// without loss, see switchover.h. The HTTP answer is deferred until the new leader holds the
+// key (200) or the attempt is given up (503, nothing lost).
+//
+// Re-clone: a former primary that pg_rewind cannot bring back has its data directory moved aside
+// (DATA.failed-<time>, kept) and is cloned again from the leader.
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -30,6 +41,8 @@
 #include "db/elector.h"
 #include "db/etcd_client.h"
 #include "db/postgres.h"
+#include "db/switchover.h"
+#include "db/sync_state.h"
 #include "http/server.h"
 
 namespace fulcrum::db {
@@ -62,8 +75,35 @@ class DbAgent final : public http::Handler {
   void runPrimary();
   void runReplica();
   void maybePromote();
+  // Takes the free leader key and promotes (`how`: "failover", "switchover"); false when
+  // another node got the key or the promotion failed (then the key is released).
+  bool takeOver(const char* how);
   void followLeader();
   void rejoinAsReplica();
+  // pg_rewind failed: data directory aside, then a new clone of `leader` (or the bootstrap
+  // phase clones it later).
+  void recloneFrom(const MemberRecord& leader);
+
+  // Synchronous mode (agent_sync.cpp).
+  bool syncMode() const { return site_.db.synchronous; }
+  // A node holding a primary's data may lead only when no other node led since (the sync key
+  // names it, or nobody).
+  bool syncAllowsLeading() const;
+  // A new leader lists no replica in the sync key before it accepts writes.
+  bool claimSyncKey();
+  // One or a few steps of nextSyncStep() on the leader.
+  void reconcileSync();
+  // Asynchronous mode: a synchronous_standby_names left from synchronous mode (or copied from a
+  // former leader) would make commits wait: cleared once per leadership.
+  void clearSynchronousStandbys();
+  void reconcileSyncSteps();
+
+  // Switchover (agent_switchover.cpp).
+  void handleSwitchover(const http::Request& request, http::Response& response);
+  void driveSwitchover();
+  void finishSwitchover(int status, const std::string& message);
+  // An intent in etcd names another node as the one to take the key.
+  bool intentBlocks() const;
   // The leader's published record, when it is a running primary.
   std::optional<MemberRecord> leaderRecord(const std::string& leader);
   void observe();
@@ -114,6 +154,36 @@ class DbAgent final : public http::Handler {
   uint64_t fences_ = 0;
   uint64_t promotions_ = 0;
   uint64_t rewinds_ = 0;
+  uint64_t reclones_ = 0;
+  uint64_t switchovers_ = 0;
+
+  // Site state read with the member records (publish()).
+  bool site_read_ = false;  // at least one full read succeeded
+  std::optional<SyncState> sync_key_;
+  std::optional<SwitchoverIntent> intent_;
+
+  // Synchronous mode, on the leader.
+  std::optional<std::set<std::string>> pg_sync_;  // synchronous_standby_names we set (nullopt: unknown)
+  std::optional<Lsn> narrow_lsn_;
+  std::string last_sync_wait_;
+
+  // Re-clone: the bootstrap phase must clone, never initdb.
+  bool must_clone_ = false;
+
+  // Switchover in progress on this (leader) node.
+  std::string admin_token_;
+  struct Switchover {
+    enum class Step { Announce, CatchUp, Takeover };
+    Step step = Step::Announce;
+    std::string to;
+    http::DeferredResponse reply;
+    core::TimePoint started{};
+    core::TimePoint deadline{};
+    Lsn final_lsn = 0;
+    std::string intent_value;  // as published (deleted by value when the attempt ends)
+  };
+  std::optional<Switchover> switchover_;
+  bool handed_over_ = false;  // released the key by switchover: rejoin even with failover = false
 };
 
 }  // namespace fulcrum::db

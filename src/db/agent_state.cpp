@@ -5,8 +5,12 @@
 
 namespace fulcrum::db {
 
+std::string sitePrefix(std::string_view site) {
+  return "/fulcrum/" + std::string(site) + "/";
+}
+
 std::string membersPrefix(std::string_view site) {
-  return "/fulcrum/" + std::string(site) + "/members/";
+  return sitePrefix(site) + "members/";
 }
 
 std::string memberKey(std::string_view site, std::string_view node) {
@@ -14,15 +18,27 @@ std::string memberKey(std::string_view site, std::string_view node) {
 }
 
 std::string initializeKey(std::string_view site) {
-  return "/fulcrum/" + std::string(site) + "/initialize";
+  return sitePrefix(site) + "initialize";
 }
 
 std::string encodeMember(const MemberRecord& member) {
   nlohmann::json j = {
       {"name", member.name},        {"role", member.role},         {"pg", member.pg},
       {"agent", member.agent},      {"timeline", member.timeline}, {"lsn", formatLsn(member.lsn)},
-      {"receiver", member.receiver}};
+      {"receiver", member.receiver}, {"received", formatLsn(member.received)}};
+  if (member.seen_leader) {
+    j["leader"] = *member.seen_leader;
+  }
   return j.dump();
+}
+
+const MemberRecord* findMember(const std::vector<MemberRecord>& members, std::string_view name) {
+  for (const auto& m : members) {
+    if (m.name == name) {
+      return &m;
+    }
+  }
+  return nullptr;
 }
 
 std::optional<MemberRecord> decodeMember(std::string_view json) {
@@ -43,6 +59,14 @@ std::optional<MemberRecord> decodeMember(std::string_view json) {
       return std::nullopt;
     }
     m.lsn = *lsn;
+    auto received = parseLsn(j.value("received", formatLsn(m.lsn)));
+    if (!received) {
+      return std::nullopt;
+    }
+    m.received = *received;
+    if (j.contains("leader")) {
+      m.seen_leader = j.at("leader").get<std::string>();
+    }
   } catch (const nlohmann::json::exception&) {
     return std::nullopt;
   }

@@ -6,12 +6,15 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "db/pg_format.h"
 #include "db/postgres.h"
 
 namespace fulcrum::db {
 
+// "/fulcrum/<site>/": every key of one site.
+std::string sitePrefix(std::string_view site);
 // "/fulcrum/<site>/members/" and "/fulcrum/<site>/members/<node>".
 std::string membersPrefix(std::string_view site);
 std::string memberKey(std::string_view site, std::string_view node);
@@ -28,9 +31,17 @@ struct MemberRecord {
   uint32_t timeline = 0;
   Lsn lsn = 0;           // written (primary) or replayed (replica)
   std::string receiver;  // a replica's WAL receiver state ("streaming"), else ""
+  // WAL this node holds: written (primary), or the further of flushed by the WAL receiver and
+  // replayed (replica): what a promotion would end up with.
+  Lsn received = 0;
+  // The leader key's holder when this node last read it ("" none); nullopt until it has read
+  // it once. A record saying "" was published after its node saw the leader gone.
+  std::optional<std::string> seen_leader;
 };
 
 std::string encodeMember(const MemberRecord& member);
+// The record of `name` in `members`, or nullptr.
+const MemberRecord* findMember(const std::vector<MemberRecord>& members, std::string_view name);
 // Nullopt when `json` is not a member record.
 std::optional<MemberRecord> decodeMember(std::string_view json);
 

@@ -170,7 +170,12 @@ Result<bool> EtcdClient::createIfAbsent(std::string_view key, std::string_view v
 
 Result<bool> EtcdClient::compareAndPut(std::string_view key, std::string_view expected,
                                        std::string_view value, LeaseId lease) {
-  return txn(etcd::txnRequest({valueIs(key, expected)}, {putOp(key, value, lease)}));
+  return putIfValue(key, expected, key, value, lease);
+}
+
+Result<bool> EtcdClient::putIfValue(std::string_view guard, std::string_view expected, std::string_view key,
+                                    std::string_view value, LeaseId lease) {
+  return txn(etcd::txnRequest({valueIs(guard, expected)}, {putOp(key, value, lease)}));
 }
 
 Result<bool> EtcdClient::compareAndDelete(std::string_view key, std::string_view expected) {

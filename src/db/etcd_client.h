@@ -49,6 +49,10 @@ class EtcdClient {
   // Puts only if the key exists with value `expected`. True when written.
   Result<bool> compareAndPut(std::string_view key, std::string_view expected, std::string_view value,
                              LeaseId lease = 0);
+  // Puts `key` only while `guard` holds `expected` (a leader writing only while it leads). True
+  // when written.
+  Result<bool> putIfValue(std::string_view guard, std::string_view expected, std::string_view key,
+                          std::string_view value, LeaseId lease = 0);
   // Deletes only if the key exists with value `expected`. True when deleted.
   Result<bool> compareAndDelete(std::string_view key, std::string_view expected);
   // Deletes every key starting with `prefix` (not empty: that would be every key); returns how many.

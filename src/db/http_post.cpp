@@ -48,10 +48,9 @@ std::string timeoutText(std::string_view phase, const core::SocketAddress& to) {
   return "timeout " + std::string(phase) + " " + to.toString();
 }
 
-}  // namespace
-
-PostOutcome postJson(const core::SocketAddress& to, std::string_view path, std::string_view body,
-                     const PostLimits& limits) {
+// One request (POST with a JSON body, or GET without one) and its whole response.
+PostOutcome exchange(http::Method method, const core::SocketAddress& to, std::string_view path,
+                     std::string_view body, const PostLimits& limits) {
   PostOutcome out;
   auto fail = [&](std::string message) {
     out.reply = Result<HttpReply>::failure(std::move(message));
@@ -78,9 +77,14 @@ PostOutcome postJson(const core::SocketAddress& to, std::string_view path, std::
 
   std::string request;
   request.reserve(160 + path.size() + body.size());
-  request.append("POST ").append(path).append(" HTTP/1.1\r\nHost: ").append(to.toString());
-  request.append("\r\nContent-Type: application/json\r\nAccept: application/json\r\nContent-Length: ");
-  request.append(std::to_string(body.size())).append("\r\nConnection: close\r\n\r\n").append(body);
+  const bool post = method == http::Method::Post;
+  request.append(post ? "POST " : "GET ").append(path).append(" HTTP/1.1\r\nHost: ").append(to.toString());
+  request.append("\r\nAccept: application/json\r\n");
+  if (post) {
+    request.append("Content-Type: application/json\r\nContent-Length: ").append(std::to_string(body.size()));
+    request.append("\r\n");
+  }
+  request.append("Connection: close\r\n\r\n").append(body);
   size_t sent = 0;
   while (sent < request.size()) {
     ssize_t n = ::send(fd.get(), request.data() + sent, request.size() - sent, MSG_NOSIGNAL);
@@ -111,7 +115,7 @@ PostOutcome postJson(const core::SocketAddress& to, std::string_view path, std::
     // Parse what we have: the head (skipping interim 1xx answers), then body pieces.
     while (!have_head) {
       head.clear();
-      http::ParseResult parsed = http::parseResponseHead(in, http::Limits{}, http::Method::Post, head);
+      http::ParseResult parsed = http::parseResponseHead(in, http::Limits{}, method, head);
       if (parsed.state == http::ParseState::Incomplete) {
         break;
       }
@@ -168,6 +172,17 @@ PostOutcome postJson(const core::SocketAddress& to, std::string_view path, std::
     }
     in.append(chunk, static_cast<size_t>(n));
   }
+}
+
+}  // namespace
+
+PostOutcome postJson(const core::SocketAddress& to, std::string_view path, std::string_view body,
+                     const PostLimits& limits) {
+  return exchange(http::Method::Post, to, path, body, limits);
+}
+
+Result<HttpReply> httpGet(const core::SocketAddress& to, std::string_view path, const PostLimits& limits) {
+  return exchange(http::Method::Get, to, path, {}, limits).reply;
 }
 
 }  // namespace fulcrum::db

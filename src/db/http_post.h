@@ -32,4 +32,7 @@ struct PostLimits {
 PostOutcome postJson(const core::SocketAddress& to, std::string_view path, std::string_view body,
                      const PostLimits& limits);
 
+// The same exchange as a GET without a body (health and status probes of `fulcrum up`/`status`).
+Result<HttpReply> httpGet(const core::SocketAddress& to, std::string_view path, const PostLimits& limits);
+
 }  // namespace fulcrum::db

@@ -200,20 +200,31 @@ Result<std::string> loadOrCreateSecret(const std::filesystem::path& path) {
   if (path.has_parent_path()) {
     std::filesystem::create_directories(path.parent_path(), ec);
   }
-  core::Fd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
+  // Written in full under a private name, then linked into place: a process racing us (every
+  // agent of a site creates the admin token at start) sees no file or the whole secret, never
+  // an empty one, and the first link wins.
+  std::filesystem::path temp = path;
+  temp += ".tmp-" + std::to_string(::getpid());
+  core::Fd fd(::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600));
   if (!fd) {
-    if (errno == EEXIST) {
-      return read();
-    }
-    return R::failure("create " + path.string() + ": " + std::strerror(errno));
+    return R::failure("create " + temp.string() + ": " + std::strerror(errno));
   }
   std::string secret = generatePassword();
   std::string line = secret + "\n";
   if (::write(fd.get(), line.data(), line.size()) != static_cast<ssize_t>(line.size()) ||
       ::fsync(fd.get()) != 0) {
     int err = errno;
-    ::unlink(path.c_str());
-    return R::failure("write " + path.string() + ": " + std::strerror(err));
+    ::unlink(temp.c_str());
+    return R::failure("write " + temp.string() + ": " + std::strerror(err));
+  }
+  int linked = ::link(temp.c_str(), path.c_str());
+  int err = errno;
+  ::unlink(temp.c_str());
+  if (linked != 0) {
+    if (err == EEXIST) {
+      return read();
+    }
+    return R::failure("create " + path.string() + ": " + std::strerror(err));
   }
   return R::success(secret);
 }

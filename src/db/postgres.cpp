@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <charconv>
+#include <ctime>
 #include <fstream>
 #include <sstream>
 #include <thread>
@@ -172,6 +173,21 @@ Result<ToolOutput> PostgresNode::run(std::vector<std::string> argv, milliseconds
   return runTool(user_, tool);
 }
 
+Result<std::string> PostgresNode::capture(std::vector<std::string> argv, milliseconds timeout,
+                                          std::vector<std::string> env) {
+  ToolRun described;
+  described.argv = argv;
+  described.timeout = timeout;
+  auto output = run(std::move(argv), timeout, std::move(env));
+  if (!output.ok) {
+    return Result<std::string>::failure(output.error);
+  }
+  if (output.value.exit_code != 0 || output.value.timed_out) {
+    return Result<std::string>::failure(describeFailure(described, output.value));
+  }
+  return Result<std::string>::success(std::move(output.value.out));
+}
+
 Status PostgresNode::runChecked(std::vector<std::string> argv, milliseconds timeout,
                                 std::vector<std::string> env, std::string input) {
   ToolRun described;
@@ -213,18 +229,12 @@ Result<std::vector<std::vector<std::string>>> PostgresNode::query(std::string_vi
   std::vector<std::string> argv = psqlArgs(database);
   argv.push_back("-c");
   argv.emplace_back(sql);
-  ToolRun described;
-  described.argv = argv;
-  described.timeout = options_.query_timeout;
-  auto output = run(std::move(argv), options_.query_timeout,
-                    {"PGOPTIONS=-c statement_timeout=" + std::to_string(options_.query_timeout.count())});
+  auto output = capture(std::move(argv), options_.query_timeout,
+                        {"PGOPTIONS=-c statement_timeout=" + std::to_string(options_.query_timeout.count())});
   if (!output.ok) {
     return R::failure(output.error);
   }
-  if (output.value.exit_code != 0 || output.value.timed_out) {
-    return R::failure(describeFailure(described, output.value));
-  }
-  std::string text = output.value.out;
+  std::string text = std::move(output.value);
   while (!text.empty() && text.back() == '\n') {
     text.pop_back();
   }
@@ -284,6 +294,9 @@ Status PostgresNode::writeClusterConfig(const AppDatabase& app) {
       "wal_log_hints = on\n"
       "wal_keep_size = '128MB'\n"
       "max_slot_wal_keep_size = '2GB'\n"
+      "# Crash start syncs the data directory with one syncfs() instead of an fsync per file:\n"
+      "# seconds less before redo after a postmaster is killed.\n"
+      "recovery_init_sync_method = syncfs\n"
       "password_encryption = 'scram-sha-256'\n"
       "logging_collector = off\n"
       "log_line_prefix = '%m [%p] %q%u@%d '\n";
@@ -455,7 +468,8 @@ Status PostgresNode::cloneReplica(const core::SocketAddress& primary, std::strin
       argv.push_back("--no-sync");
     }
     return runChecked(std::move(argv), options_.tool_timeout,
-                      {"PGPASSFILE=" + passFile().string(), "PGAPPNAME=" + options_.node,
+                      // Not the node's name: this WAL stream must never count as its standby.
+                      {"PGPASSFILE=" + passFile().string(), "PGAPPNAME=" + options_.node + "-clone",
                        "PGCONNECT_TIMEOUT=" + connectSeconds(options_.query_timeout)});
   };
   Status done = basebackup(true);
@@ -636,13 +650,13 @@ Result<std::vector<ReplicaInfo>> PostgresNode::replicas() {
   using R = Result<std::vector<ReplicaInfo>>;
   auto rows = query(
       "SELECT application_name, coalesce(host(client_addr), ''), state, sent_lsn, flush_lsn, replay_lsn,"
-      " sync_state FROM pg_stat_replication ORDER BY application_name");
+      " sync_state, sync_priority FROM pg_stat_replication ORDER BY application_name");
   if (!rows.ok) {
     return R::failure(rows.error);
   }
   std::vector<ReplicaInfo> replicas;
   for (const auto& row : rows.value) {
-    if (row.size() != 7) {
+    if (row.size() != 8) {
       return R::failure("unexpected answer from pg_stat_replication");
     }
     ReplicaInfo info;
@@ -653,6 +667,7 @@ Result<std::vector<ReplicaInfo>> PostgresNode::replicas() {
     info.flush_lsn = parseLsn(row[4]).value_or(0);
     info.replay_lsn = parseLsn(row[5]).value_or(0);
     info.sync_state = row[6];
+    std::from_chars(row[7].data(), row[7].data() + row[7].size(), info.sync_priority);
     replicas.push_back(std::move(info));
   }
   return R::success(std::move(replicas));
@@ -667,6 +682,13 @@ Status PostgresNode::promote() {
   }
   if (rows.value.empty() || rows.value[0].empty() || rows.value[0][0] != "t") {
     return Status::failure("pg_promote did not complete within " + std::to_string(wait_s) + " s");
+  }
+  // The end-of-recovery checkpoint runs in the background, and until it completes the control
+  // file still names the old timeline: a former primary rewound from us meanwhile would find
+  // "no rewind required" and then fail to follow (Patroni's checkpoint_after_promote). The agent
+  // publishes itself as primary only after this returns.
+  if (auto checkpoint = query("CHECKPOINT"); !checkpoint.ok) {
+    return Status::failure("CHECKPOINT after promotion: " + checkpoint.error);
   }
   return unfence();
 }
@@ -705,6 +727,68 @@ Status PostgresNode::unfence() {
   }
   auto reload = query("SELECT pg_reload_conf()");
   return reload.ok ? Status::success() : Status::failure(reload.error);
+}
+
+Status PostgresNode::setSynchronousStandbys(std::string_view value) {
+  for (const std::string& sql : {"ALTER SYSTEM SET synchronous_standby_names = " + quoteLiteral(value),
+                                 std::string("SELECT pg_reload_conf()")}) {
+    if (auto done = query(sql); !done.ok) {
+      return Status::failure(done.error);
+    }
+  }
+  return Status::success();
+}
+
+Result<Lsn> PostgresNode::cleanShutdownLsn() {
+  using R = Result<Lsn>;
+  if (isRunning() || livePostmasterPid()) {
+    return R::failure("the server is running");
+  }
+  auto output = capture({program("pg_controldata").string(), "-D", options_.data_dir.string()},
+                        options_.query_timeout, {"LC_ALL=C"});
+  if (!output.ok) {
+    return R::failure(output.error);
+  }
+  auto field = [&](std::string_view name) -> std::string {
+    std::stringstream in(output.value);
+    std::string line;
+    while (std::getline(in, line)) {
+      if (line.rfind(name, 0) == 0 && line.size() > name.size() && line[name.size()] == ':') {
+        std::string value = line.substr(name.size() + 1);
+        value.erase(0, value.find_first_not_of(' '));
+        return value;
+      }
+    }
+    return "";
+  };
+  std::string state = field("Database cluster state");
+  if (state != "shut down") {
+    return R::failure("cluster state is '" + state + "', not 'shut down'");
+  }
+  if (auto lsn = parseLsn(field("Latest checkpoint location"))) {
+    return R::success(*lsn);
+  }
+  return R::failure("pg_controldata printed no latest checkpoint location");
+}
+
+Result<std::filesystem::path> PostgresNode::moveDataAside() {
+  using R = Result<std::filesystem::path>;
+  if (isRunning() || livePostmasterPid()) {
+    return R::failure("moving the data directory aside needs the server stopped");
+  }
+  std::time_t now = std::time(nullptr);
+  std::tm utc{};
+  ::gmtime_r(&now, &utc);
+  char stamp[32];
+  std::strftime(stamp, sizeof stamp, "%Y%m%dT%H%M%SZ", &utc);
+  std::filesystem::path aside = options_.data_dir;
+  aside += std::string(".failed-") + stamp;
+  std::error_code ec;
+  std::filesystem::rename(options_.data_dir, aside, ec);
+  if (ec) {
+    return R::failure("moving " + options_.data_dir.string() + " to " + aside.string() + ": " + ec.message());
+  }
+  return R::success(aside);
 }
 
 Status PostgresNode::ensureSlot(std::string_view slot) {

@@ -107,7 +107,8 @@ struct ReplicaInfo {
   Lsn sent_lsn = 0;
   Lsn flush_lsn = 0;
   Lsn replay_lsn = 0;
-  std::string sync_state;  // "async", "sync", ...
+  std::string sync_state;  // "async", "sync", "quorum", "potential"
+  int sync_priority = 0;   // > 0: its walsender counts for synchronous commits
 };
 
 class PostgresNode {
@@ -152,8 +153,9 @@ class PostgresNode {
   Result<PgStatus> status();
   Result<std::vector<ReplicaInfo>> replicas();
 
-  // Ends recovery (pg_promote, waiting for it) and lifts a fence: the node then takes writes on
-  // a new timeline.
+  // Ends recovery (pg_promote, waiting for it), checkpoints so the control file names the new
+  // timeline (what pg_rewind reads), and lifts a fence: the node then takes writes on a new
+  // timeline.
   Status promote();
   // A soft fence for switchover: new sessions default to read-only (ALTER SYSTEM, reload,
   // verified in a new session), then every other client session is terminated. A client may
@@ -161,6 +163,15 @@ class PostgresNode {
   // server instead (stop(Immediate) is the hard fence).
   Status fence();
   Status unfence();
+  // synchronous_standby_names (ALTER SYSTEM, then a reload): `value` as built by
+  // standbyNamesValue(); "" makes commits wait for no standby.
+  Status setSynchronousStandbys(std::string_view value);
+  // The stopped server's shutdown checkpoint (pg_controldata): its WAL ends with that record.
+  // Failure when the cluster was not shut down cleanly.
+  Result<Lsn> cleanShutdownLsn();
+  // Moves the stopped data_dir aside to `<data_dir>.failed-<UTC time>` (kept for inspection)
+  // and returns where; data_dir is then absent, ready for a fresh clone.
+  Result<std::filesystem::path> moveDataAside();
   // A physical slot on this primary, reserving WAL from now (nothing when it exists).
   Status ensureSlot(std::string_view slot);
   Status dropSlot(std::string_view slot);
@@ -194,6 +205,9 @@ class PostgresNode {
   Status prepareEmptyDataDir();
   Result<ToolOutput> run(std::vector<std::string> argv, std::chrono::milliseconds timeout,
                          std::vector<std::string> env = {}, std::string input = {});
+  // The tool's standard output when it exits 0 in time, else what went wrong.
+  Result<std::string> capture(std::vector<std::string> argv, std::chrono::milliseconds timeout,
+                              std::vector<std::string> env = {});
   Status runChecked(std::vector<std::string> argv, std::chrono::milliseconds timeout,
                     std::vector<std::string> env = {}, std::string input = {});
   std::vector<std::string> psqlArgs(std::string_view database) const;

@@ -10,6 +10,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
+import threading
 import time
 import unittest
 
@@ -68,7 +69,7 @@ def site_text(etcd_port, ports, failover=False, synchronous=False):
 class Cluster:
     """A temporary directory (0755 under /tmp), an etcd, and the agents' processes."""
 
-    def __init__(self, failover=False):
+    def __init__(self, failover=False, synchronous=False):
         self.dir = tempfile.mkdtemp(prefix="fulcrum-db-", dir="/tmp")
         os.chmod(self.dir, 0o755)  # the postgres user must traverse it
         self.etcd = None
@@ -77,7 +78,7 @@ class Cluster:
         self.ports = {name: (free_port(), free_port()) for name in NODES}
         self.site = os.path.join(self.dir, "site.toml")
         with open(self.site, "w") as f:
-            f.write(site_text(self.etcd_port, self.ports, failover=failover))
+            f.write(site_text(self.etcd_port, self.ports, failover=failover, synchronous=synchronous))
 
     def start_etcd(self):
         client = f"http://127.0.0.1:{self.etcd_port}"
@@ -94,6 +95,13 @@ class Cluster:
         self.agents[name] = Process([FULCRUM, "db", "--site", self.site, "--node", name],
                                     os.path.join(self.dir, name + ".log"))
 
+    def start(self, test, timeout=60):
+        """etcd and every agent; returns (primary, replicas) once the roles are settled."""
+        self.start_etcd()
+        for name in NODES:
+            self.start_agent(name)
+        return self.wait_roles(test, NODES, timeout=timeout)
+
     def url(self, name, path):
         return f"http://127.0.0.1:{self.ports[name][1]}{path}"
 
@@ -104,7 +112,8 @@ class Cluster:
             return None
 
     def status(self, name):
-        code, _, body = http_get(self.url(name, "/status"), timeout=2)
+        # Generous: an agent's loop may be busy for seconds (a promotion, a loaded machine).
+        code, _, body = http_get(self.url(name, "/status"), timeout=10)
         assert code == 200, code
         return json.loads(body)
 
@@ -142,13 +151,70 @@ class Cluster:
                                "-h", "127.0.0.1", "-p", str(self.ports[name][0]), "-U", "site", "-d", "site",
                                "-c", sql], env=env, capture_output=True, text=True, timeout=10)
 
+    def primary(self):
+        """The node answering /primary 200, or None."""
+        for name in NODES:
+            if self.code(name, "/primary") == 200:
+                return name
+        return None
+
+    def token(self):
+        with open(os.path.join(self.dir, "var", "admin.token")) as f:
+            return f.readline().strip()
+
+    def switchover(self, name, body, token=None, timeout=60):
+        """POST /switchover; returns (status, decoded JSON body)."""
+        headers = {"Content-Type": "application/json"}
+        if token is not None:
+            headers["Authorization"] = "Bearer " + token
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        code, _, raw = http_get(self.url(name, "/switchover"), method="POST", data=data, headers=headers,
+                                timeout=timeout)
+        try:
+            return code, json.loads(raw)
+        except ValueError:
+            return code, raw
+
+    def planned_switchover(self, leader, target, token):
+        """POST /switchover to `target`, again while refused with 409 or 503 because a status query
+        on a loaded machine timed out (a node then looks stopped for a moment; a refusal changes
+        nothing); returns (status, body, seconds the accepted call took)."""
+        deadline = time.monotonic() + 20
+        while True:
+            started = time.monotonic()
+            code, body = self.switchover(leader, {"to": target}, token=token)
+            if code not in (409, 503) or time.monotonic() > deadline:
+                return code, body, time.monotonic() - started
+            time.sleep(0.2)
+
+    def wait_for(self, test, predicate, timeout, what):
+        """wait_until, failing the test with the agents' logs."""
+        try:
+            return wait_until(predicate, timeout=timeout, interval=0.1, what=what)
+        except AssertionError as e:
+            test.fail(f"{e}\n{self.logs()}")
+
+    def ids(self, name):
+        out = self.psql(name, "SELECT id FROM acked")
+        assert out.returncode == 0, out.stderr
+        return {int(v) for v in out.stdout.split()}
+
+    def postmaster_pid(self, name):
+        with open(os.path.join(self.dir, "var", name, "data", "postmaster.pid")) as f:
+            return int(f.readline())
+
     def logs(self):
         out = []
         for name, agent in self.agents.items():
             out.append(f"--- {name} ---\n{agent.output()[-4000:]}")
         return "\n".join(out)
 
+    def data_dir(self, name):
+        return os.path.join(self.dir, "var", name, "data")
+
     def cleanup(self):
+        if os.environ.get("FULCRUM_TEST_LOGS"):
+            print(self.logs())
         for agent in self.agents.values():
             agent.stop(timeout=30)
         if self.etcd is not None:
@@ -163,21 +229,61 @@ class Cluster:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+class Writers:
+    """Threads committing rows as fast as they can, each through its own psql sessions (one
+    statement per transaction, ten per session) to whichever node answers /primary 200. An id
+    counts as acknowledged once psql printed it: its commit returned."""
+
+    def __init__(self, cluster, threads=4):
+        self.cluster = cluster
+        self.acked = set()
+        self.failed_batches = 0
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        with open(os.path.join(cluster.dir, "var", "db.password")) as f:
+            self.env = dict(os.environ, PGPASSWORD=f.readline().strip(), PGCONNECT_TIMEOUT="2")
+        self.threads = [threading.Thread(target=self.run, args=(i,), daemon=True) for i in range(threads)]
+        for t in self.threads:
+            t.start()
+
+    def run(self, writer):
+        batch = f"INSERT INTO acked (writer) VALUES ({writer}) RETURNING id;\n" * 10
+        while not self.stopping.is_set():
+            primary = self.cluster.primary()
+            if primary is None:
+                time.sleep(0.05)
+                continue
+            try:
+                out = subprocess.run([os.path.join(pg_bin(), "psql"), "-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1",
+                                      "-h", "127.0.0.1", "-p", str(self.cluster.ports[primary][0]), "-U", "site",
+                                      "-d", "site", "-f", "-"], input=batch, env=self.env, capture_output=True,
+                                     text=True, timeout=30)
+            except subprocess.TimeoutExpired:
+                continue
+            ids = {int(v) for v in out.stdout.split() if v.isdigit()}
+            with self.lock:
+                self.acked |= ids
+                self.failed_batches += out.returncode != 0
+
+    def count(self):
+        with self.lock:
+            return len(self.acked)
+
+    def stop(self):
+        self.stopping.set()
+        for t in self.threads:
+            t.join(timeout=40)
+        return set(self.acked)
+
+
 @unittest.skipIf(missing_requirement() is not None, missing_requirement() or "")
 class DbAgentTest(unittest.TestCase):
-    def test_refuses_settings_not_built_yet(self):
-        cluster = Cluster()
+    def test_synchronous_is_accepted(self):
+        cluster = Cluster(synchronous=True)
         self.addCleanup(cluster.cleanup)
-        with open(cluster.site, "w") as f:
-            f.write(site_text(cluster.etcd_port, cluster.ports, synchronous=True))
-        run = subprocess.run([FULCRUM, "db", "--site", cluster.site, "--node", "db-1"], capture_output=True,
-                             text=True, timeout=30)
-        self.assertEqual(run.returncode, 2, run.stderr)
-        self.assertIn("synchronous replication is not supported yet", run.stderr)
         check = subprocess.run([FULCRUM, "check", cluster.site], capture_output=True, text=True, timeout=30)
         self.assertEqual(check.returncode, 0, check.stderr)
-        self.assertIn("db.synchronous", check.stderr)
-        self.assertFalse(os.path.exists(os.path.join(cluster.dir, "var", "db-1", "data")))
+        self.assertNotIn("db.synchronous", check.stderr)
 
     def test_bootstrap_replicate_fence_and_stop(self):
         cluster = Cluster()
@@ -231,11 +337,9 @@ class DbAgentTest(unittest.TestCase):
         code, headers, body = http_get(cluster.url(primary, "/metrics"))
         self.assertEqual(code, 200)
         self.assertIn(b'fulcrum_db_primary{node="%s"} 1' % primary.encode(), body)
-        code, _, body = http_get(cluster.url(primary, "/switchover"), method="POST",
-                                 data=json.dumps({"to": replicas[0]}).encode(),
-                                 headers={"Content-Type": "application/json"})
-        self.assertEqual(code, 501)
-        self.assertIn("not supported yet", json.loads(body)["error"])
+        code, body = cluster.switchover(primary, {"to": replicas[0]})
+        self.assertEqual(code, 401)
+        self.assertIn("Bearer", body["error"])
         self.assertEqual(cluster.code(primary, "/nowhere"), 404)
 
         # The primary's postmaster dies: its agent sees it and restarts it (the lease is still valid).
@@ -269,10 +373,7 @@ class DbAgentTest(unittest.TestCase):
     def test_failover_rewind_and_rejoin(self):
         cluster = Cluster(failover=True)
         self.addCleanup(cluster.cleanup)
-        cluster.start_etcd()
-        for name in NODES:
-            cluster.start_agent(name)
-        primary, replicas = cluster.wait_roles(self, NODES, timeout=60)
+        primary, replicas = cluster.start(self)
         wrote = cluster.psql(primary, "CREATE TABLE t (v text); INSERT INTO t VALUES ('before')")
         self.assertEqual(wrote.returncode, 0, wrote.stderr)
         for name in replicas:
@@ -311,6 +412,100 @@ class DbAgentTest(unittest.TestCase):
             print(cluster.logs())
         print(f"\nnew primary {new_primary} {took_over * 1000:.0f} ms after the old one's agent died "
               f"(ttl {LEADER_TTL_MS} ms)")
+
+    def test_synchronous_switchover_failover_and_reclone(self):
+        """One synchronous cluster (a single bootstrap keeps the file's runtime down): bad
+        switchover calls change nothing; a switchover and then a kill -9 of the primary's agent
+        and postgres, both under concurrent writers, lose no acknowledged row; the killed node
+        comes back unable to rewind and is cloned again."""
+        cluster = Cluster(failover=True, synchronous=True)
+        self.addCleanup(cluster.cleanup)
+        primary, replicas = cluster.start(self, timeout=90)
+        wrote = cluster.psql(primary, "CREATE TABLE acked (id bigserial PRIMARY KEY, writer int)")
+        self.assertEqual(wrote.returncode, 0, wrote.stderr)
+        token = cluster.token()
+        self.assertEqual(os.stat(os.path.join(cluster.dir, "var", "admin.token")).st_mode & 0o777, 0o600)
+
+        def synchronous(leader, names):
+            sync = cluster.status(leader)["sync"]
+            return (sync["mode"] == "synchronous" and sync["standbys"] == sorted(names) and
+                    sync["key"] == {"leader": leader, "sync": sorted(names)})
+
+        cluster.wait_for(self, lambda: synchronous(primary, replicas), 30, "both replicas synchronous")
+
+        # Bad calls: each refused with a clear error, and nothing changes.
+        target = sorted(replicas)[-1]
+        before = cluster.status(primary)
+        self.assertEqual(cluster.switchover(primary, {"to": target})[0], 401)
+        self.assertEqual(cluster.switchover(primary, {"to": target}, token="x" * len(token))[0], 401)
+        self.assertEqual(cluster.switchover(primary, b"{not json", token=token)[0], 400)
+        self.assertEqual(cluster.switchover(primary, {"to": 3}, token=token)[0], 400)
+        code, body = cluster.switchover(primary, {"to": "db-9"}, token=token)
+        self.assertEqual(code, 400)
+        self.assertIn("db-9", body["error"])
+        self.assertEqual(cluster.switchover(primary, {"to": primary}, token=token)[0], 409)
+        code, body = cluster.switchover(target, {}, token=token)
+        self.assertEqual(code, 503)
+        self.assertIn(primary, body["error"])
+        self.assertEqual(http_get(cluster.url(primary, "/switchover"))[0], 405)
+        after = cluster.status(primary)
+        self.assertEqual((after["leader"], after["timeline"], after["switchover"]),
+                         (before["leader"], before["timeline"], None))
+        self.assertEqual(cluster.primary(), primary)
+
+        # Planned switchover under concurrent writers.
+        writers = Writers(cluster)
+        self.addCleanup(writers.stop)
+        cluster.wait_for(self, lambda: writers.count() >= 20, 60, "writes flowing")
+        code, body, took = cluster.planned_switchover(primary, target, token)
+        self.assertEqual(code, 200, f"{body}\n{cluster.logs()}")
+        self.assertEqual(body["to"], target)
+        new_primary, others = cluster.wait_roles(self, NODES, timeout=60)
+        self.assertEqual(new_primary, target)
+        self.assertIn(primary, others)  # the old primary streams from the new one
+        self.assertEqual(cluster.status(target)["timeline"], 2)
+        count = writers.count()
+        cluster.wait_for(self, lambda: writers.count() >= count + 20, 60, "writes flowing to the new primary")
+        switched = set(writers.acked)
+        self.assertEqual(switched - cluster.ids(target), set(), "acknowledged rows lost by the switchover")
+        cluster.wait_for(self, lambda: synchronous(target, others), 45, "both replicas synchronous again")
+
+        # kill -9 of the primary's agent and postgres together: a synchronous replica takes over.
+        old = target
+        postmaster = cluster.postmaster_pid(old)
+        cluster.agents[old].proc.kill()
+        os.kill(postmaster, signal.SIGKILL)
+        killed = time.monotonic()
+        cluster.agents[old].stop()
+        cluster.wait_for(self, lambda: cluster.primary() in others, 60, "a new primary")
+        took_over = time.monotonic() - killed
+        new_primary, rest = cluster.wait_roles(self, others, timeout=60)
+        count = writers.count()
+        cluster.wait_for(self, lambda: writers.count() >= count + 20, 60, "writes flowing after the failover")
+        acked = writers.stop()
+        self.assertEqual(acked - cluster.ids(new_primary), set(), f"acknowledged rows lost:\n{cluster.logs()}")
+        self.assertEqual(cluster.status(new_primary)["timeline"], 3)
+        cluster.wait_for(self, lambda: synchronous(new_primary, rest), 45, "the last replica synchronous")
+
+        # A node that is down is not a switchover target: 409, nothing changes.
+        code, body = cluster.switchover(new_primary, {"to": old}, token=token)
+        self.assertEqual(code, 409, body)
+        self.assertEqual(cluster.primary(), new_primary)
+
+        # The killed node comes back unable to rewind (its pg_control is damaged): its data is
+        # moved aside (kept) and it is cloned again from the new primary.
+        with open(os.path.join(cluster.data_dir(old), "global", "pg_control"), "r+b") as f:
+            f.truncate(0)
+        cluster.start_agent(old)
+        cluster.wait_for(self, lambda: cluster.code(old, "/replica") == 200, 90, "the old primary re-cloned")
+        self.assertEqual(len(glob.glob(cluster.data_dir(old) + ".failed-*")), 1)
+        self.assertIn(b'fulcrum_db_reclones_total{node="%s"} 1' % old.encode(),
+                      http_get(cluster.url(old, "/metrics"))[2])
+        cluster.wait_for(self, lambda: cluster.ids(old) >= acked, 30, "every acknowledged row on the re-cloned node")
+        cluster.stop_all(self)
+        print(f"\nsynchronous: switchover {primary} -> {target} answered 200 after {took * 1000:.0f} ms under load; "
+              f"new primary {new_primary} {took_over * 1000:.0f} ms after kill -9 of {old}'s agent and postgres "
+              f"(ttl {LEADER_TTL_MS} ms); {len(acked)} acknowledged rows, none lost")
 
 
 if __name__ == "__main__":

@@ -116,12 +116,32 @@ TEST(AgentStateTest, MemberRecordRoundTrip) {
   EXPECT_FALSE(decodeMember("[]"));
   EXPECT_FALSE(decodeMember(R"({"name":"a","role":"primary","pg":"x","lsn":"bad"})"));
   EXPECT_FALSE(decodeMember(R"({"name":1,"role":"primary","pg":"x","lsn":"0/0"})"));
+  // Not read the leader key yet: no "leader" field, so nobody takes the record as fresh.
+  EXPECT_FALSE(back->seen_leader);
+  EXPECT_EQ(back->received, 0u);
+}
+
+TEST(AgentStateTest, MemberRecordCarriesReceivedAndSeenLeader) {
+  MemberRecord m{"db-02", "replica", "127.0.0.1:15433", "", 3, 0x100, "streaming", 0x180, ""};
+  auto back = decodeMember(encodeMember(m));
+  ASSERT_TRUE(back);
+  EXPECT_EQ(back->received, 0x180u);
+  ASSERT_TRUE(back->seen_leader);
+  EXPECT_EQ(*back->seen_leader, "");
+  m.seen_leader = "db-01";
+  EXPECT_EQ(decodeMember(encodeMember(m))->seen_leader, "db-01");
+  // A record without "received" (an older agent) holds at least what it replayed.
+  auto old = decodeMember(R"({"name":"a","role":"replica","pg":"x","lsn":"0/10"})");
+  ASSERT_TRUE(old);
+  EXPECT_EQ(old->received, 0x10u);
+  EXPECT_FALSE(decodeMember(R"({"name":"a","role":"replica","pg":"x","lsn":"0/10","received":"x"})"));
 }
 
 TEST(AgentStateTest, Keys) {
   EXPECT_EQ(memberKey("shop", "db-01"), "/fulcrum/shop/members/db-01");
   EXPECT_EQ(membersPrefix("shop"), "/fulcrum/shop/members/");
   EXPECT_EQ(initializeKey("shop"), "/fulcrum/shop/initialize");
+  EXPECT_EQ(sitePrefix("shop"), "/fulcrum/shop/");
 }
 
 }  // namespace

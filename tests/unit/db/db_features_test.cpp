@@ -1,4 +1,4 @@
-// What `fulcrum db` refuses until synchronous replication is built.
+// What `fulcrum db` refuses: nothing any more (synchronous replication is built).
 #include <gtest/gtest.h>
 
 #include <string>
@@ -22,17 +22,19 @@ TEST(DbFeaturesTest, FailoverRuns) {
   EXPECT_TRUE(dbNotBuiltYet(load("")).empty());  // failover = true by default
 }
 
-TEST(DbFeaturesTest, SynchronousIsRefused) {
-  auto refused = dbNotBuiltYet(load("failover = false\nsynchronous = true\n"));
-  ASSERT_EQ(refused.size(), 1u);
-  EXPECT_NE(refused[0].toString().find("db.synchronous"), std::string::npos);
-  EXPECT_NE(refused[0].toString().find("not supported yet"), std::string::npos);
+TEST(DbFeaturesTest, SynchronousRuns) {
+  Site site = load("synchronous = true\n");
+  EXPECT_TRUE(site.db.synchronous);
+  EXPECT_TRUE(dbNotBuiltYet(site).empty());
+  for (const auto& note : notBuiltYet(site)) {
+    EXPECT_EQ(note.toString().find("db.synchronous"), std::string::npos) << note.toString();
+  }
 }
 
 TEST(DbFeaturesTest, AsyncWithoutFailoverRuns) {
   Site site = load("failover = false\n");
   EXPECT_TRUE(dbNotBuiltYet(site).empty());
-  // A managed etcd is still noted by `check` (it needs `fulcrum up`), but `fulcrum db` runs.
+  // `check` notes nothing about [db] either.
   for (const auto& note : notBuiltYet(site)) {
     EXPECT_EQ(note.toString().find("db."), std::string::npos) << note.toString();
   }

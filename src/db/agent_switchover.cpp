@@ -1,0 +1,192 @@
+// Planned switchover on the leader (switchover.h has the protocol). The request is checked and
+// answered here or deferred; the steps run in the control loop, which ticks every
+// kSwitchoverPoll meanwhile, and each step is bounded.
+#include <algorithm>
+#include <nlohmann/json.hpp>
+
+#include "core/log.h"
+#include "db/agent.h"
+#include "http/bearer.h"
+
+namespace fulcrum::db {
+
+namespace {
+
+using std::chrono::milliseconds;
+
+// The target must have flushed the old leader's last WAL within this (its agent publishes its
+// position every leader_ttl_ms / 5). Both bounds together stay under the HTTP server's 30 s
+// idle timeout, which also runs while an answer is deferred.
+milliseconds catchUpBound(const config::Site& site) {
+  return std::clamp(milliseconds(site.db.leader_ttl_ms) * 2, milliseconds(5000), milliseconds(10000));
+}
+// After the key is released, the target must take it (it looks every leader_ttl_ms / 15 while
+// there is no leader) and promote (pg_promote waits up to 10 s) within this.
+milliseconds takeoverBound(const config::Site& site) {
+  return std::min(milliseconds(site.db.leader_ttl_ms) + milliseconds(10000), milliseconds(15000));
+}
+
+std::string errorBody(const std::string& message) {
+  return nlohmann::json{{"error", message}}.dump();
+}
+
+}  // namespace
+
+bool DbAgent::intentBlocks() const {
+  return intent_ && intent_->to != node_.name;
+}
+
+void DbAgent::handleSwitchover(const http::Request& request, http::Response& response) {
+  auto refuse = [&](int status, const std::string& message) {
+    response.setBody(status, "application/json", errorBody(message));
+  };
+  if (!http::hasBearerToken(request.head, admin_token_)) {
+    response.addHeader("WWW-Authenticate", "Bearer");
+    refuse(401, "a valid 'Authorization: Bearer TOKEN' is required (token in state_dir/admin.token)");
+    return;
+  }
+  auto parsed = parseSwitchoverRequest(request.body);
+  if (!parsed.ok) {
+    refuse(400, parsed.error);
+    return;
+  }
+  if (switchover_) {
+    refuse(409, "a switchover to " + switchover_->to + " is already in progress");
+    return;
+  }
+  if (!elector_.isLeader() || primaryStatus(view()) != 200) {
+    std::string where = leader_name_ ? "the leader is " + *leader_name_ : std::string("there is no leader");
+    const MemberRecord* leader = leader_name_ ? findMember(members_, *leader_name_) : nullptr;
+    if (leader != nullptr && !leader->agent.empty()) {
+      where += " (agent " + leader->agent + ")";
+    }
+    refuse(503, node_.name + " is not a leader accepting writes: " + where);
+    return;
+  }
+  SwitchoverInputs in;
+  in.me = node_.name;
+  for (const auto& n : site_.db.nodes) {
+    in.nodes.insert(n.name);
+  }
+  in.timeline = pg_status_.timeline;
+  in.members = members_;
+  if (syncMode()) {
+    in.sync = sync_key_ ? sync_key_ : SyncState{node_.name, {}};
+  }
+  SwitchoverChoice choice = chooseSwitchoverTarget(parsed.value, in);
+  if (choice.status != 200) {
+    refuse(choice.status, choice.error);
+    return;
+  }
+  Switchover s;
+  s.to = choice.target;
+  s.reply = request.defer();
+  s.started = loop_.clock().now();
+  switchover_ = std::move(s);
+  log::warn("switchover to {} requested", choice.target);
+  timer_.armAfter(core::Duration::zero());
+}
+
+void DbAgent::finishSwitchover(int status, const std::string& message) {
+  const auto took = std::chrono::duration_cast<milliseconds>(loop_.clock().now() - switchover_->started);
+  nlohmann::json body = {{"from", node_.name}, {"to", switchover_->to}, {"ms", took.count()}};
+  body[status == 200 ? "message" : "error"] = message;
+  http::Response response;
+  response.setBody(status, "application/json", body.dump());
+  switchover_->reply.complete(std::move(response));
+  log::warn("switchover to {}: {} ({} ms)", switchover_->to, message, took.count());
+  if (!switchover_->intent_value.empty()) {
+    // The intent must not outlive the attempt (else it expires with our member lease).
+    auto deleted = etcd_.compareAndDelete(switchoverKey(site_.site.name), switchover_->intent_value);
+    if (!deleted.ok) {
+      log::warn("deleting the switchover intent: {}", deleted.error);
+    }
+  }
+  switchover_.reset();
+}
+
+void DbAgent::driveSwitchover() {
+  Switchover& s = *switchover_;
+  const core::TimePoint now = loop_.clock().now();
+  const std::string& me = node_.name;
+  switch (s.step) {
+    case Switchover::Step::Announce: {
+      if (!elector_.mayWrite() || !pg_->isRunning() || !etcd_ok_) {
+        finishSwitchover(503, me + " stopped being a leader accepting writes; nothing changed");
+        return;
+      }
+      const std::string value = encodeSwitchover(SwitchoverIntent{me, s.to});
+      capEtcd();
+      auto put = etcd_.putIfValue(leaderKey(site_.site.name), me, switchoverKey(site_.site.name), value,
+                                  member_lease_);
+      etcd_.capDeadline(std::nullopt);
+      if (!put.ok || !put.value) {
+        finishSwitchover(503, "cannot publish the switchover intent: " +
+                                  (put.ok ? std::string("the leader key is not ours") : put.error));
+        return;
+      }
+      s.intent_value = value;
+      intent_ = SwitchoverIntent{me, s.to};
+      log::warn("switchover to {}: stopping PostgreSQL (fast: a checkpoint, then all WAL to the replicas)",
+                s.to);
+      Status stopped = pg_->stop(StopMode::Fast);
+      auto last = stopped.ok ? pg_->cleanShutdownLsn() : Result<Lsn>::failure(stopped.error);
+      observe();
+      if (!last.ok) {
+        // Still the leader: the next tick starts PostgreSQL again.
+        finishSwitchover(503, "PostgreSQL did not stop cleanly (" + last.error + "); switchover given up, " +
+                                  me + " stays the leader");
+        return;
+      }
+      s.final_lsn = last.value;
+      s.step = Switchover::Step::CatchUp;
+      s.deadline = now + catchUpBound(site_);
+      return;
+    }
+    case Switchover::Step::CatchUp: {
+      if (!elector_.isLeader() || !elector_.mayWrite()) {
+        handed_over_ = true;
+        finishSwitchover(503, "lost the leader lease during the switchover; failover elects the next leader");
+        return;
+      }
+      const MemberRecord* target = findMember(members_, s.to);
+      if (target != nullptr && target->received > s.final_lsn) {
+        log::warn("switchover: {} has flushed past the last checkpoint {}: releasing the leader key", s.to,
+                  formatLsn(s.final_lsn));
+        handed_over_ = true;
+        ++switchovers_;
+        if (Status released = elector_.release(); !released.ok) {
+          log::warn("releasing the leader lease: {} (it expires by itself)", released.error);
+        }
+        s.step = Switchover::Step::Takeover;
+        s.deadline = now + takeoverBound(site_);
+        return;
+      }
+      if (now >= s.deadline) {
+        finishSwitchover(503, s.to + " did not receive the WAL up to " + formatLsn(s.final_lsn) + " within " +
+                                  std::to_string(catchUpBound(site_).count()) + " ms; switchover given up, " +
+                                  me + " stays the leader");
+      }
+      return;
+    }
+    case Switchover::Step::Takeover: {
+      // Answered once the target holds the key and has published itself as a running primary.
+      const MemberRecord* target = findMember(members_, s.to);
+      const bool leads = leader_name_ && *leader_name_ == s.to;
+      if (leads && target != nullptr && target->role == "primary") {
+        finishSwitchover(200, s.to + " is the leader");
+      } else if (leader_name_ && *leader_name_ != s.to && *leader_name_ != me) {
+        finishSwitchover(503, *leader_name_ + " took the leader key instead of " + s.to);
+      } else if (now >= s.deadline) {
+        finishSwitchover(503, s.to +
+                                  (leads ? " took the leader key but did not come up as primary within "
+                                         : " did not take the leader key within ") +
+                                  std::to_string(takeoverBound(site_).count()) +
+                                  " ms; ordinary failover elects the next leader");
+      }
+      return;
+    }
+  }
+}
+
+}  // namespace fulcrum::db

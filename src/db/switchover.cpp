@@ -1,0 +1,90 @@
+#include "db/switchover.h"
+
+#include <algorithm>
+#include <nlohmann/json.hpp>
+
+namespace fulcrum::db {
+
+std::string switchoverKey(std::string_view site) {
+  return sitePrefix(site) + "switchover";
+}
+
+std::string encodeSwitchover(const SwitchoverIntent& intent) {
+  return nlohmann::json{{"from", intent.from}, {"to", intent.to}}.dump();
+}
+
+std::optional<SwitchoverIntent> decodeSwitchover(std::string_view json) {
+  nlohmann::json j = nlohmann::json::parse(json, nullptr, false);
+  if (!j.is_object() || !j.contains("from") || !j.contains("to") || !j["from"].is_string() ||
+      !j["to"].is_string()) {
+    return std::nullopt;
+  }
+  return SwitchoverIntent{j["from"].get<std::string>(), j["to"].get<std::string>()};
+}
+
+Result<SwitchoverRequest> parseSwitchoverRequest(std::string_view body) {
+  using R = Result<SwitchoverRequest>;
+  nlohmann::json j = nlohmann::json::parse(body, nullptr, false);
+  if (!j.is_object()) {
+    return R::failure("the body must be a JSON object: {\"to\":\"NODE\"} or {}");
+  }
+  SwitchoverRequest request;
+  for (const auto& [name, value] : j.items()) {
+    if (name != "to") {
+      return R::failure("unknown field '" + name + "' (only \"to\")");
+    }
+    if (!value.is_string() || value.get<std::string>().empty()) {
+      return R::failure("\"to\" must be a node name");
+    }
+    request.to = value.get<std::string>();
+  }
+  return R::success(std::move(request));
+}
+
+SwitchoverChoice chooseSwitchoverTarget(const SwitchoverRequest& request, const SwitchoverInputs& in) {
+  auto refuse = [](int status, std::string error) { return SwitchoverChoice{status, "", std::move(error)}; };
+  if (request.to) {
+    if (in.nodes.count(*request.to) == 0) {
+      return refuse(400, "no [[db.node]] named '" + *request.to + "'");
+    }
+    if (*request.to == in.me) {
+      return refuse(409, *request.to + " is already the leader");
+    }
+  }
+  // Why a replica cannot take over; "" when it can.
+  auto unfit = [&](const std::string& name) -> std::string {
+    const MemberRecord* it = findMember(in.members, name);
+    if (it == nullptr) {
+      return name + " has not published its state (agent down?)";
+    }
+    if (it->role != "replica" || it->receiver != "streaming") {
+      return name + " is not a streaming replica (role " + it->role + ")";
+    }
+    if (it->timeline != in.timeline) {
+      return name + " is on timeline " + std::to_string(it->timeline) + ", the leader on " +
+             std::to_string(in.timeline);
+    }
+    if (in.sync && in.sync->sync.count(name) == 0) {
+      return name + " is not a synchronous replica yet";
+    }
+    return "";
+  };
+  if (request.to) {
+    std::string why = unfit(*request.to);
+    return why.empty() ? SwitchoverChoice{200, *request.to, ""} : refuse(409, why);
+  }
+  const MemberRecord* best = nullptr;
+  for (const auto& m : in.members) {
+    if (m.name != in.me && in.nodes.count(m.name) != 0 && unfit(m.name).empty() &&
+        (best == nullptr || m.received > best->received ||
+         (m.received == best->received && m.name < best->name))) {
+      best = &m;
+    }
+  }
+  if (best == nullptr) {
+    return refuse(503, "no healthy streaming replica to hand over to");
+  }
+  return SwitchoverChoice{200, best->name, ""};
+}
+
+}  // namespace fulcrum::db
