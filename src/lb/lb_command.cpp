@@ -14,6 +14,7 @@
 #include "core/signals.h"
 #include "core/socket.h"
 #include "core/workers.h"
+#include "lb/db_frontends.h"
 #include "lb/health/health_checker.h"
 #include "lb/pool.h"
 #include "lb/proxy.h"
@@ -43,10 +44,18 @@ int runLbCommand(const config::Site& site, const std::string& node_name) {
     }
     return kExitConfig;
   }
-  if (site.web.nodes.empty()) {
+  const bool has_db_frontend = node->db_write || node->db_read;
+  if (site.web.nodes.empty() && !has_db_frontend) {
     log::error("{}",
                site.errorAt("web.node", "a load balancer needs at least one [[web.node]] to send traffic to")
                    .toString());
+    return kExitConfig;
+  }
+  if (has_db_frontend && site.db.nodes.empty()) {
+    const char* key = node->db_write ? "db_write" : "db_read";
+    log::error("{}", site.errorAt(fmt::format("lb.node[{}].{}", node - site.lb.nodes.data(), key),
+                                  "a database frontend needs at least one [[db.node]] to send traffic to")
+                         .toString());
     return kExitConfig;
   }
   log::setComponent(node->name);
@@ -87,6 +96,16 @@ int runLbCommand(const config::Site& site, const std::string& node_name) {
   }
 
   core::EventLoop main_loop;
+  core::WorkerGroup workers;
+  std::unique_ptr<DbFrontends> db;
+  if (has_db_frontend) {
+    std::string error;
+    db = DbFrontends::create(site, *node, threads, main_loop, workers, error);
+    if (!db) {
+      log::error("{}", error);
+      return kExitRuntime;
+    }
+  }
   std::vector<std::unique_ptr<ProxyStats>> stats;
   std::vector<std::unique_ptr<WorkerPool>> pools(threads);
   std::vector<std::unique_ptr<ProxyWorker>> proxies(threads);
@@ -105,7 +124,6 @@ int runLbCommand(const config::Site& site, const std::string& node_name) {
   health.timeout = core::millis(site.lb.health.timeout_ms);
   health.rise = site.lb.health.rise;
   health.fall = site.lb.health.fall;
-  core::WorkerGroup workers;
   HealthChecker checker(main_loop, targets, health, [&](uint32_t id, bool up, std::string_view) {
     workers.postAll([&pools, id, up](core::EventLoop&, unsigned i) { pools[i]->setUp(id, up); });
   });
@@ -119,8 +137,14 @@ int runLbCommand(const config::Site& site, const std::string& node_name) {
     };
     proxies[i] =
         std::make_unique<ProxyWorker>(loop, std::move(listeners[i]), *pools[i], options, *stats[i], report);
+    if (db) {
+      db->startWorker(loop, i);
+    }
   });
   checker.start();
+  if (db) {
+    db->startChecks();
+  }
 
   // The stats listener (dashboard, /metrics, admin API) runs on this main thread.
   std::unique_ptr<StatsHandler> stats_handler;
@@ -143,6 +167,7 @@ int runLbCommand(const config::Site& site, const std::string& node_name) {
     ctx.backends = &backends;
     ctx.workers = &stats;
     ctx.health = &checker;
+    ctx.db = db.get();
     ctx.token = token;
     ctx.apply_admin = [&workers, &pools](uint32_t id, AdminState state) {
       bool in_rotation = state == AdminState::Ready;
@@ -160,9 +185,22 @@ int runLbCommand(const config::Site& site, const std::string& node_name) {
   }
   log::info("load balancer {} on http://{} with {} worker(s), {} server(s), algorithm {}", node->name,
             node->http.toString(), threads, backends.size(), site.lb.algorithm);
+  if (db) {
+    log::info("database frontends: {} ({} [[db.node]], checked through their agents)", db->summary(),
+              site.db.nodes.size());
+  }
 
   core::StopHooks hooks;
-  hooks.drain_worker = [&](unsigned i, std::function<void()> idle) { proxies[i]->drain(std::move(idle)); };
+  hooks.drain_worker = [&](unsigned i, std::function<void()> idle) {
+    if (!db) {
+      proxies[i]->drain(std::move(idle));
+      return;
+    }
+    // Idle once both the HTTP proxy and the database frontends of this worker are.
+    auto done = afterAll(2, std::move(idle));
+    proxies[i]->drain(done);
+    db->drainWorker(i, done);
+  };
   hooks.on_reload = [] {
     log::warn("SIGHUP: reloading the topology is not supported yet; restart the node to apply changes");
   };
@@ -170,6 +208,9 @@ int runLbCommand(const config::Site& site, const std::string& node_name) {
   core::runUntilStopped(main_loop, workers, hooks);
   proxies.clear();
   pools.clear();
+  if (db) {
+    db->stopWorkers();
+  }
   log::info("load balancer {} stopped", node->name);
   return kExitOk;
 }

@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/log.h"
+#include "http/bearer.h"
 #include "metrics/prometheus.h"
 
 namespace fulcrum::lb {
@@ -69,16 +70,7 @@ ServerTotals sumServer(const std::vector<std::unique_ptr<ProxyStats>>& workers, 
 }
 
 // Constant-time comparison: the token must not leak through timing.
-bool sameSecret(std::string_view a, std::string_view b) {
-  if (a.size() != b.size()) {
-    return false;
-  }
-  unsigned char diff = 0;
-  for (size_t i = 0; i < a.size(); ++i) {
-    diff |= static_cast<unsigned char>(a[i] ^ b[i]);
-  }
-  return diff == 0;
-}
+using http::sameSecret;
 
 void jsonError(http::Response& response, int status, std::string_view message) {
   nlohmann::json body = {{"error", message}};
@@ -107,6 +99,7 @@ small{color:#6b7585}
 <table><thead><tr><th class="l">server</th><th class="l">address</th><th>weight</th><th class="l">health</th>
 <th class="l">admin</th><th>in flight</th><th>req/s</th><th>resp ms</th><th>requests</th><th>2xx</th><th>3xx</th><th>4xx</th>
 <th>5xx</th><th>failures</th></tr></thead><tbody id="rows"></tbody></table>
+<div id="db"></div>
 </main>
 <script>
 let prev = null;
@@ -136,6 +129,13 @@ async function tick(){
         '</td><td>'+rate(v.requests, old && old.requests)+'</td><td>'+latency(v, old)+'</td><td>'+v.requests+'</td><td>'+v.responses['2xx']+
         '</td><td>'+v.responses['3xx']+'</td><td>'+v.responses['4xx']+'</td><td>'+v.responses['5xx']+'</td><td>'+v.failures+'</td></tr>';
     }).join('');
+    document.getElementById('db').innerHTML = (s.db_frontends || []).map(f =>
+      '<h3>'+esc(f.name)+' <small>'+esc(f.address)+' · '+f.connections_active+' open · '+f.no_server+' without a server</small></h3>'+
+      '<table><thead><tr><th class="l">server</th><th class="l">role</th><th class="l">address</th><th class="l">health</th>'+
+      '<th>sessions</th><th>open</th><th>connect failures</th><th>cut</th></tr></thead><tbody>'+
+      f.servers.map(v => '<tr><td>'+esc(v.name)+'</td><td class="l">'+esc(v.role)+(v.backup?' <small>backup</small>':'')+
+        '</td><td class="l">'+esc(v.address)+'</td><td class="l '+v.health+'">'+v.health+'</td><td>'+v.sessions+
+        '</td><td>'+v.active+'</td><td>'+v.connect_failures+'</td><td>'+v.cut+'</td></tr>').join('')+'</tbody></table>').join('');
     prev = {t: now, s};
   } catch (e) { document.getElementById('updated').textContent = 'unreachable: ' + e; }
 }
@@ -287,6 +287,9 @@ std::string StatsHandler::stateJson() const {
         {"bytes_in", t.bytes_in},
         {"bytes_out", t.bytes_out}}},
       {"servers", servers}};
+  if (ctx_.db != nullptr) {
+    out["db_frontends"] = ctx_.db->stateJson();
+  }
   return out.dump();
 }
 
@@ -356,6 +359,9 @@ std::string StatsHandler::metricsText() const {
       w.sample("fulcrum_lb_server_responses_total",
                {{"node", node}, {"server", b.name}, {"code", kClasses[c]}}, per[b.id].by_class[c]);
     }
+  }
+  if (ctx_.db != nullptr) {
+    ctx_.db->writeMetrics(w, node);
   }
   return w.take();
 }

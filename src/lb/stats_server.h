@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "http/server.h"
+#include "lb/db_frontends.h"
 #include "lb/health/health_checker.h"
 #include "lb/pool.h"
 #include "lb/proxy.h"
@@ -24,7 +25,8 @@ struct StatsContext {
   const std::vector<Backend>* backends = nullptr;
   const std::vector<std::unique_ptr<ProxyStats>>* workers = nullptr;
   const HealthChecker* health = nullptr;
-  std::string token;  // admin API bearer token
+  const DbFrontends* db = nullptr;  // the node's database frontends, if any
+  std::string token;                // admin API bearer token
   // Applies an admin state to every worker (called on the main thread).
   std::function<void(uint32_t server, AdminState state)> apply_admin;
 };

@@ -7,6 +7,7 @@
 #include <cassert>
 #include <cerrno>
 #include <cstring>
+#include <utility>
 
 #include "core/buffer.h"
 #include "core/fd.h"
@@ -60,8 +61,10 @@ struct HealthChecker::Probe final : core::IoHandler, core::Deletable {
       : owner(&checker),
         index(probe_index),
         target(std::move(server)),
-        state(options.rise, options.fall, /*initially_up=*/true),
-        request(checkRequest(options.path, target.address)),
+        state(options.start_down ? RiseFall::downUntilFirstSuccess(options.rise, options.fall)
+                                 : RiseFall(options.rise, options.fall, /*initially_up=*/true)),
+        request(checkRequest(target.path.value_or(options.path), target.address)),
+        expect_status(options.expect_status),
         next_check(checker.loop_,
                    [this] {
                      if (owner != nullptr) {
@@ -164,7 +167,7 @@ struct HealthChecker::Probe final : core::IoHandler, core::Deletable {
         in.consume(result.consumed);  // an interim response (100 Continue): the final one follows
         continue;
       }
-      ok = head.status >= 200 && head.status <= 399;
+      ok = expect_status != 0 ? head.status == expect_status : head.status >= 200 && head.status <= 399;
       reason = fmt::format("HTTP {}", head.status);
       return true;
     }
@@ -186,6 +189,8 @@ struct HealthChecker::Probe final : core::IoHandler, core::Deletable {
   HealthTarget target;
   RiseFall state;
   std::string request;  // empty for a TCP check
+  int expect_status;
+  bool checked = false;  // a result has been recorded (the first flip up may need only one)
   core::Timer next_check;
   core::Timer deadline;  // the whole check: connect, request and response head
   core::TimePoint started{};
@@ -296,6 +301,7 @@ void HealthChecker::finishProbe(size_t index, bool ok, std::string reason) {
 
 void HealthChecker::record(size_t index, bool ok, std::string_view reason) {
   Probe& probe = *probes_[index];
+  const bool first = !std::exchange(probe.checked, true);
   if (!probe.state.record(ok)) {
     if (!ok) {
       log::debug("server {} failed a check: {} ({} consecutive)", probe.target.name, reason,
@@ -305,7 +311,8 @@ void HealthChecker::record(size_t index, bool ok, std::string_view reason) {
   }
   const bool up = probe.state.up();
   if (up) {
-    uint32_t successes = std::max<uint32_t>(options_.rise, 1);  // a flip up happens exactly at rise
+    // A flip up happens exactly at rise, or at the first check of a server that started down.
+    uint32_t successes = first ? 1 : std::max<uint32_t>(options_.rise, 1);
     log::info("server {} is UP: {} ({} consecutive success{})", probe.target.name, reason, successes,
               successes == 1 ? "" : "es");
   } else {

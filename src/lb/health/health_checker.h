@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -18,21 +19,31 @@ namespace fulcrum::lb {
 struct HealthTarget {
   uint32_t id = 0;  // the server's index in the pool
   std::string name;
-  core::SocketAddress address;
+  core::SocketAddress address;  // where the check goes (an agent may answer for the server)
+  // This server's check path, when it differs from HealthOptions::path (a database frontend
+  // asks one agent both /primary and /replica?lag=N).
+  std::optional<std::string> path;
 };
 
 struct HealthOptions {
   std::string path = "/healthz";  // HTTP GET expecting 2xx/3xx; "" = TCP connect check only
   core::Duration interval = std::chrono::seconds(2);
   core::Duration timeout = std::chrono::seconds(1);
-  uint32_t rise = 2;  // consecutive successes to go up
-  uint32_t fall = 3;  // consecutive failures (active or passive) to go down
+  uint32_t rise = 2;      // consecutive successes to go up
+  uint32_t fall = 3;      // consecutive failures (active or passive) to go down
+  int expect_status = 0;  // 0: any 2xx or 3xx passes; else only this status (Patroni's 200)
+  // false: servers start UP (HAProxy's default). true: they start DOWN and the first passing
+  // check brings them UP (HAProxy's `init-state down`): a database frontend must not send a
+  // write to a node before its agent has said it is the primary.
+  bool start_down = false;
 };
 
 // The rise/fall state machine of one server, kept apart so it is tested on its own.
 class RiseFall {
  public:
   RiseFall(uint32_t rise, uint32_t fall, bool initially_up);
+  // Down, and the first success alone brings it up (later rises need `rise` again).
+  static RiseFall downUntilFirstSuccess(uint32_t rise, uint32_t fall);
   // Records one check result; returns true when this result flips the state.
   bool record(bool ok);
   bool up() const { return up_; }

@@ -20,6 +20,12 @@ void countUp(uint32_t& counter) {
 RiseFall::RiseFall(uint32_t rise, uint32_t fall, bool initially_up)
     : rise_(std::max<uint32_t>(rise, 1)), fall_(std::max<uint32_t>(fall, 1)), up_(initially_up) {}
 
+RiseFall RiseFall::downUntilFirstSuccess(uint32_t rise, uint32_t fall) {
+  RiseFall state(rise, fall, false);
+  state.successes_ = state.rise_ - 1;
+  return state;
+}
+
 bool RiseFall::record(bool ok) {
   if (ok) {
     failures_ = 0;

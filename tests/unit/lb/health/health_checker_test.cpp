@@ -119,6 +119,34 @@ TEST_F(HealthCheckerTest, ComesBackUpAfterExactlyRiseSuccesses) {
   EXPECT_TRUE(checker->isUp(7));
 }
 
+TEST_F(HealthCheckerTest, ExpectedStatusOnlyPasses) {
+  server_.setStatus(204);  // a 2xx, but not the 200 a database agent gives its primary
+  HealthOptions options = fastOptions();
+  options.expect_status = 200;
+  options.fall = 1;
+  auto checker = makeChecker(server_.address(), options);
+  checker->start();
+  ASSERT_TRUE(runUntil(loop_, [&] { return !changes_.empty(); }));
+  EXPECT_FALSE(changes_[0].up);
+  EXPECT_EQ(changes_[0].reason, "HTTP 204");
+}
+
+TEST_F(HealthCheckerTest, StartDownComesUpOnTheFirstPassingCheckWithItsOwnPath) {
+  HealthOptions options = fastOptions();
+  options.start_down = true;
+  options.rise = 3;
+  std::vector<HealthTarget> targets{HealthTarget{4, "db-01 (replica)", server_.address(), "/replica?lag=16"}};
+  HealthChecker checker(loop_, std::move(targets), options, [&](uint32_t id, bool up, std::string_view reason) {
+    changes_.push_back(Change{id, up, std::string(reason), server_.requests()});
+  });
+  EXPECT_FALSE(checker.isUp(4));  // nothing reaches it before its first check
+  checker.start();
+  ASSERT_TRUE(runUntil(loop_, [&] { return !changes_.empty(); }));
+  EXPECT_TRUE(changes_[0].up);
+  EXPECT_EQ(changes_[0].server_requests, 1);
+  EXPECT_TRUE(server_.lastRequest().starts_with("GET /replica?lag=16 HTTP/1.1\r\n"));
+}
+
 TEST_F(HealthCheckerTest, ClosedPortIsRefused) {
   HealthOptions options = fastOptions();
   options.fall = 2;

@@ -46,6 +46,20 @@ TEST(RiseFallTest, ComesUpOnExactlyTheRisethSuccess) {
   EXPECT_TRUE(rf.up());
 }
 
+TEST(RiseFallTest, DownUntilFirstSuccessComesUpOnTheFirstSuccess) {
+  RiseFall rf = RiseFall::downUntilFirstSuccess(3, 2);
+  EXPECT_FALSE(rf.up());
+  EXPECT_EQ(flips(rf, "S"), (std::vector<size_t>{0}));
+  EXPECT_TRUE(rf.up());
+  // Afterwards the usual thresholds: down after 2 failures, up again only after 3 successes.
+  EXPECT_EQ(flips(rf, "FFSSS"), (std::vector<size_t>{1, 4}));
+}
+
+TEST(RiseFallTest, DownUntilFirstSuccessNeedsRiseAfterAFailure) {
+  RiseFall rf = RiseFall::downUntilFirstSuccess(3, 2);
+  EXPECT_EQ(flips(rf, "FSSS"), (std::vector<size_t>{3}));
+}
+
 TEST(RiseFallTest, FurtherFailuresWhileDownDoNotFlipAgain) {
   RiseFall rf(2, 2, true);
   EXPECT_EQ(flips(rf, "FFFFFFFFFF"), (std::vector<size_t>{1}));

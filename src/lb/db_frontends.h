@@ -1,0 +1,67 @@
+#pragma once
+// The database frontends of a load balancer node ([[lb.node]] db_write and db_read): TCP
+// proxies whose servers are the [[db.node]] PostgreSQL addresses, health-checked through each
+// node's agent like Patroni's HAProxy configuration. db_write goes to the node whose agent
+// answers GET /primary with 200; db_read spreads over the nodes answering
+// GET /replica?lag=<max_lag_bytes> with 200, and falls back to the primary while none does.
+#include <functional>
+#include <memory>
+#include <nlohmann/json_fwd.hpp>
+#include <string>
+#include <vector>
+
+#include "config/config.h"
+#include "core/event_loop.h"
+#include "core/workers.h"
+#include "lb/health/health_checker.h"
+#include "lb/pool.h"
+#include "lb/tcp_proxy.h"
+#include "metrics/prometheus.h"
+
+namespace fulcrum::lb {
+
+// The health settings of database servers, from [lb.health]: checks at least every second (a
+// failover wants a quick reaction), exactly 200 passes, and a server starts DOWN until its
+// first passing check (no write may reach a node that has not said it is the primary).
+HealthOptions dbHealthOptions(const config::LbHealth& health);
+
+// A callback that runs `done` on its `count`th call (one thread): several drains, one "idle".
+std::function<void()> afterAll(size_t count, std::function<void()> done);
+
+class DbFrontends {
+ public:
+  // Binds every listener (one per worker and frontend) and builds the health checks; null with
+  // `error` set when a listener cannot be bound. Call on the main thread before workers start.
+  static std::unique_ptr<DbFrontends> create(const config::Site& site, const config::LbNode& node,
+                                             unsigned threads, core::EventLoop& main_loop,
+                                             core::WorkerGroup& workers, std::string& error);
+  ~DbFrontends();
+  DbFrontends(const DbFrontends&) = delete;
+  DbFrontends& operator=(const DbFrontends&) = delete;
+
+  // Builds worker `index`'s proxies, on that worker's thread.
+  void startWorker(core::EventLoop& loop, unsigned index);
+  // Starts the health checks (main thread), once every worker runs.
+  void startChecks();
+  // Stops worker `index` accepting; `on_idle` runs on it once its last session has ended.
+  void drainWorker(unsigned index, std::function<void()> on_idle);
+  // Frees the per-worker proxies once the workers have stopped.
+  void stopWorkers();
+
+  // For the stats listener (main thread).
+  void writeMetrics(metrics::PrometheusWriter& w, std::string_view node) const;
+  nlohmann::json stateJson() const;
+  std::string summary() const;  // "db_write on 127.0.0.1:5000, db_read on 127.0.0.1:5001"
+
+ private:
+  struct Frontend;
+  DbFrontends(core::EventLoop& main_loop, core::WorkerGroup& workers);
+  void onHealthChange(uint32_t check, bool up);
+
+  core::EventLoop& main_loop_;
+  core::WorkerGroup& workers_;
+  std::vector<std::unique_ptr<Frontend>> frontends_;
+  std::unique_ptr<HealthChecker> checker_;
+};
+
+}  // namespace fulcrum::lb
