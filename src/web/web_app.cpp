@@ -1,6 +1,5 @@
 #include "web/web_app.h"
 
-#include "metrics/prometheus.h"
 
 namespace fulcrum::web {
 
@@ -66,7 +65,73 @@ std::string WebApp::metricsText() const {
   w.sample("fulcrum_web_bad_requests_total", {{"node", node}}, parse_errors);
   w.family("fulcrum_web_timeouts_total", "counter", "Connections closed by a request or idle timeout.");
   w.sample("fulcrum_web_timeouts_total", {{"node", node}}, timeouts);
+  appendDbMetrics(w);
   return w.take();
+}
+
+void WebApp::setDbStats(const std::vector<std::unique_ptr<DbStats>>* stats, std::vector<std::string> db_nodes) {
+  db_stats_ = stats;
+  db_nodes_ = std::move(db_nodes);
+}
+
+void WebApp::appendDbMetrics(metrics::PrometheusWriter& w) const {
+  if (db_stats_ == nullptr || db_stats_->empty()) {
+    return;
+  }
+  const std::string_view node = node_name_;
+  auto total = [&](auto member) {
+    uint64_t sum = 0;
+    for (const auto& s : *db_stats_) {
+      sum += member(*s).get();
+    }
+    return sum;
+  };
+  struct Family {
+    std::string_view name;
+    std::string_view help;
+    const core::Counter& (*get)(const DbStats&);
+  };
+  static constexpr Family kFamilies[] = {
+      {"fulcrum_web_guestbook_writes_total", "Guestbook writes routed to the primary.",
+       [](const DbStats& s) -> const core::Counter& { return s.writes; }},
+      {"fulcrum_web_guestbook_reads_total", "Guestbook reads routed.",
+       [](const DbStats& s) -> const core::Counter& { return s.reads; }},
+      {"fulcrum_web_guestbook_token_reads_total", "Reads carrying a read-your-writes token.",
+       [](const DbStats& s) -> const core::Counter& { return s.token_reads; }},
+      {"fulcrum_web_guestbook_token_primary_reads_total",
+       "Token reads served by the primary (no replica had replayed the token in time).",
+       [](const DbStats& s) -> const core::Counter& { return s.token_primary_reads; }},
+      {"fulcrum_web_guestbook_unavailable_total", "Guestbook requests answered 503 (database unavailable).",
+       [](const DbStats& s) -> const core::Counter& { return s.unavailable; }},
+  };
+  for (const Family& f : kFamilies) {
+    w.family(f.name, "counter", f.help);
+    w.sample(f.name, {{"node", node}}, total([&](const DbStats& s) -> const core::Counter& { return f.get(s); }));
+  }
+  static constexpr std::string_view kRoles[] = {"down", "primary", "replica", "lagging", "fenced"};
+  w.family("fulcrum_web_db_queries_total", "counter", "Statements sent to each database node.");
+  for (size_t i = 0; i < db_nodes_.size(); ++i) {
+    w.sample("fulcrum_web_db_queries_total", {{"node", node}, {"db_node", db_nodes_[i]}},
+             total([&](const DbStats& s) -> const core::Counter& { return s.node[i]->queries; }));
+  }
+  w.family("fulcrum_web_db_errors_total", "counter", "Statements that failed, per database node.");
+  for (size_t i = 0; i < db_nodes_.size(); ++i) {
+    w.sample("fulcrum_web_db_errors_total", {{"node", node}, {"db_node", db_nodes_[i]}},
+             total([&](const DbStats& s) -> const core::Counter& { return s.node[i]->errors; }));
+  }
+  // Roles and lag as the first worker's router last saw them.
+  const DbStats& first = *db_stats_->front();
+  w.family("fulcrum_web_db_role", "gauge", "1 for each database node's role as this web node sees it.");
+  for (size_t i = 0; i < db_nodes_.size(); ++i) {
+    int role = first.node[i]->role.load(std::memory_order_relaxed);
+    std::string_view name = role >= 0 && role < 5 ? kRoles[role] : "down";
+    w.sample("fulcrum_web_db_role", {{"node", node}, {"db_node", db_nodes_[i]}, {"role", name}}, uint64_t{1});
+  }
+  w.family("fulcrum_web_db_lag_bytes", "gauge", "Bytes each replica's replay trails the primary.");
+  for (size_t i = 0; i < db_nodes_.size(); ++i) {
+    w.sample("fulcrum_web_db_lag_bytes", {{"node", node}, {"db_node", db_nodes_[i]}},
+             first.node[i]->lag_bytes.load(std::memory_order_relaxed));
+  }
 }
 
 }  // namespace fulcrum::web

@@ -6,6 +6,8 @@
 #include <vector>
 
 #include "http/server.h"
+#include "metrics/prometheus.h"
+#include "web/db_router.h"
 #include "web/static_files.h"
 
 namespace fulcrum::web {
@@ -15,13 +17,18 @@ class WebApp final : public http::Handler {
   WebApp(std::string node_name, const std::filesystem::path& docroot,
          const std::vector<std::unique_ptr<http::ServerStats>>& worker_stats);
   void handle(const http::Request& request, http::Response& response) override;
+  // The guestbook's per-worker database counters, for /metrics (set before workers start).
+  void setDbStats(const std::vector<std::unique_ptr<DbStats>>* stats, std::vector<std::string> db_nodes);
 
  private:
+  void appendDbMetrics(metrics::PrometheusWriter& w) const;
   std::string metricsText() const;
 
   std::string node_name_;
   StaticFiles files_;
   const std::vector<std::unique_ptr<http::ServerStats>>& worker_stats_;
+  const std::vector<std::unique_ptr<DbStats>>* db_stats_ = nullptr;
+  std::vector<std::string> db_nodes_;
 };
 
 }  // namespace fulcrum::web

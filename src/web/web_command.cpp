@@ -13,7 +13,11 @@
 #include "core/signals.h"
 #include "core/socket.h"
 #include "core/workers.h"
+#include "db/pg_format.h"
 #include "http/server.h"
+#include "web/db_router.h"
+#include "web/guestbook_app.h"
+#include "web/guestbook_model.h"
 #include "web/web_app.h"
 
 namespace fulcrum::web {
@@ -39,6 +43,21 @@ http::ServerOptions serverOptions(const config::Site& site, const config::WebNod
   return options;
 }
 
+DbSettings dbSettings(const config::Site& site, const config::WebNode& node) {
+  DbSettings db;
+  for (const config::DbNode& n : site.db.nodes) {
+    db.nodes.push_back({n.name, db::hostText(n.pg), n.pg.port()});
+  }
+  db.user = site.db.user;
+  db.database = site.db.database;
+  // The application role's password: the agents generate it into state_dir unless the site names a file.
+  db.password_file = site.db.password_file.empty() ? site.site.state_dir / "db.password" : site.db.password_file;
+  db.application_name = "fulcrum-" + node.name;
+  db.max_lag_bytes = site.db.max_lag_bytes;
+  db.schema_sql = std::string(guestbook::kSchemaSql);
+  return db;
+}
+
 }  // namespace
 
 int runWebCommand(const config::Site& site, const std::string& node_name) {
@@ -47,11 +66,11 @@ int runWebCommand(const config::Site& site, const std::string& node_name) {
     log::error("{}: no [[web.node]] named '{}'", site.file.string(), node_name);
     return kExitConfig;
   }
-  if (site.web.app == "guestbook") {
-    // The guestbook application is not built yet: refuse rather than pretend it runs.
-    log::error("{}",
-               site.errorAt("web.app", "\"guestbook\" is not supported yet by this build; set app = \"none\"")
-                   .toString());
+  const bool guestbook = site.web.app == "guestbook";
+  if (guestbook && site.db.nodes.empty()) {
+    log::error("{}", site.errorAt("web.app", "the guestbook needs its database: add [[db.node]] entries, or set "
+                                             "app = \"none\"")
+                         .toString());
     return kExitConfig;
   }
   log::setComponent(node->name);
@@ -81,15 +100,39 @@ int runWebCommand(const config::Site& site, const std::string& node_name) {
     return kExitRuntime;
   }
 
+  // The guestbook: per worker, a database router and the handler in front of the shared app.
+  const DbSettings db = guestbook ? dbSettings(site, *node) : DbSettings{};
+  std::vector<std::unique_ptr<DbStats>> db_stats;
+  std::vector<std::string> db_names;
+  for (unsigned i = 0; guestbook && i < threads; ++i) {
+    db_stats.push_back(std::make_unique<DbStats>(db.nodes.size()));
+  }
+  for (const DbNodeConfig& n : db.nodes) {
+    db_names.push_back(n.name);
+  }
+  app->setDbStats(&db_stats, db_names);
+  std::atomic<bool> schema_ready{false};
+  std::vector<std::unique_ptr<DbRouter>> routers(threads);
+  std::vector<std::unique_ptr<GuestbookApp>> guestbooks(threads);
+
   const http::ServerOptions options = serverOptions(site, *node);
   core::EventLoop main_loop;
   std::vector<std::unique_ptr<http::HttpServer>> servers(threads);
   core::WorkerGroup workers;
   workers.start(threads, [&](core::EventLoop& loop, unsigned i) {
-    servers[i] = std::make_unique<http::HttpServer>(loop, std::move(listeners[i]), *app, options, *stats[i]);
+    http::Handler* handler = app.get();
+    if (guestbook) {
+      DbSettings settings = db;
+      settings.log_roles = i == 0;
+      routers[i] = std::make_unique<DbRouter>(loop, std::move(settings), *db_stats[i], schema_ready);
+      guestbooks[i] = std::make_unique<GuestbookApp>(node->name, *app, *routers[i]);
+      handler = guestbooks[i].get();
+    }
+    servers[i] = std::make_unique<http::HttpServer>(loop, std::move(listeners[i]), *handler, options, *stats[i]);
   });
-  log::info("web node {} serving {} on http://{} with {} worker(s)", node->name, site.web.docroot.string(),
-            node->listen.toString(), threads);
+  log::info("web node {} serving {} on http://{} with {} worker(s){}", node->name, site.web.docroot.string(),
+            node->listen.toString(), threads,
+            guestbook ? fmt::format(", guestbook on {} db node(s)", db.nodes.size()) : std::string());
 
   core::StopHooks hooks;
   hooks.drain_worker = [&](unsigned i, std::function<void()> idle) { servers[i]->drain(std::move(idle)); };
@@ -98,7 +141,10 @@ int runWebCommand(const config::Site& site, const std::string& node_name) {
   };
   hooks.grace = kDrainGrace;
   core::runUntilStopped(main_loop, workers, hooks);
+  // Workers are joined: connections first (they may hold pending answers), then the routers.
   servers.clear();
+  guestbooks.clear();
+  routers.clear();
   log::info("web node {} stopped", node->name);
   return kExitOk;
 }

@@ -320,7 +320,7 @@ threads = 1
         self.assertEqual(result.returncode, 1)
         self.assertIn(b"Address already in use", result.stderr)
 
-    def test_unknown_node_and_guestbook_refused(self):
+    def test_unknown_node_and_guestbook_without_db_refused(self):
         result = subprocess.run([FULCRUM, "web", "--site", self.site, "--node", "nope"], capture_output=True,
                                 timeout=15)
         self.assertEqual(result.returncode, 2)
@@ -336,7 +336,7 @@ listen = "127.0.0.1:{self.port}"
                                  "web-gb"], capture_output=True, timeout=15)
         self.assertEqual(result.returncode, 2)
         self.assertIn(b"web.app", result.stderr)
-        self.assertIn(b"not supported yet", result.stderr)
+        self.assertIn(b"the guestbook needs its database", result.stderr)
 
 
 if __name__ == "__main__":

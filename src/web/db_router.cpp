@@ -1,0 +1,606 @@
+#include "web/db_router.h"
+
+#include <algorithm>
+#include <fstream>
+
+#include "core/log.h"
+
+namespace fulcrum::web {
+
+namespace {
+
+using namespace std::chrono_literals;
+
+// Role and WAL position in one round trip; a fenced primary (agent lost its lease) is out of
+// recovery but read-only, and must not be written to.
+constexpr std::string_view kProbeSql =
+    "SELECT pg_is_in_recovery(), CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() "
+    "ELSE pg_current_wal_lsn() END, current_setting('default_transaction_read_only')";
+// Read after COMMIT on the writer's connection: every byte of the commit record is flushed by
+// then (synchronous_commit), so a replica that has replayed this far sees the row.
+constexpr std::string_view kCommitLsnSql = "SELECT pg_current_wal_flush_lsn()";
+constexpr std::string_view kReplayLsnSql = "SELECT pg_last_wal_replay_lsn()";
+constexpr core::Duration kTick = 20ms;
+constexpr core::Duration kFirstBackoff = 100ms;
+constexpr core::Duration kMaxBackoff = 2s;
+
+// SQLSTATE classes 22 (data exception) and 23 (integrity violation): the row itself is refused.
+bool refusedRow(const std::string& sqlstate) {
+  return sqlstate.size() == 5 && (sqlstate.starts_with("22") || sqlstate.starts_with("23"));
+}
+
+core::Duration nextBackoff(core::Duration d) { return std::min<core::Duration>(d * 2, kMaxBackoff); }
+
+}  // namespace
+
+std::string conninfoFor(const DbSettings& settings, const DbNodeConfig& node, const std::string& password) {
+  // No TLS or GSS negotiation: one socket from start to end (PgConn watches that socket), on
+  // the private database network the agents' pg_hba.conf opens to the application role.
+  return "host=" + db::conninfoValue(node.host) + " port=" + std::to_string(node.port) +
+         " user=" + db::conninfoValue(settings.user) + " dbname=" + db::conninfoValue(settings.database) +
+         " password=" + db::conninfoValue(password) + " application_name=" + db::conninfoValue(settings.application_name) +
+         " sslmode=disable gssencmode=disable connect_timeout=2";
+}
+
+struct DbRouter::Node {
+  struct Waiter {
+    Use use;
+    core::TimePoint deadline;
+  };
+  DbNodeConfig config;
+  std::vector<std::unique_ptr<PgConn>> conns;
+  std::vector<PgConn*> idle;
+  std::deque<Waiter> waiters;
+  core::TimePoint connect_after{};
+  core::Duration backoff = kFirstBackoff;
+  std::unique_ptr<PgConn> probe;
+  bool probing = false;
+  core::TimePoint probe_after{};
+  core::Duration probe_backoff = kFirstBackoff;
+};
+
+struct DbRouter::ReadOp {
+  std::string sql;
+  std::vector<std::string> params;
+  std::optional<Lsn> token;
+  ReplyFn reply;
+  core::TimePoint deadline;  // stop waiting for a replica to reach the token
+  int attempts = 0;
+  bool primary_only = false;  // a replica failed it: the primary or nothing
+};
+
+DbRouter::DbRouter(core::EventLoop& loop, DbSettings settings, DbStats& stats, std::atomic<bool>& schema_ready)
+    : loop_(loop),
+      settings_(std::move(settings)),
+      stats_(stats),
+      schema_ready_(schema_ready),
+      status_(settings_.nodes.size()),
+      probe_timer_(loop, [this] { probeAll(); }),
+      tick_timer_(loop, [this] { onTick(); }) {
+  for (const DbNodeConfig& config : settings_.nodes) {
+    nodes_.push_back(std::make_unique<Node>());
+    nodes_.back()->config = config;
+  }
+  probe_timer_.armAfter(core::Duration::zero());
+}
+
+DbRouter::~DbRouter() = default;
+
+std::string DbRouter::connInfo(size_t node) {
+  if (password_.empty()) {
+    std::ifstream in(settings_.password_file);
+    std::string line;
+    if (in && std::getline(in, line)) {
+      while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) {
+        line.pop_back();
+      }
+      password_ = line;
+    }
+    if (password_.empty()) {
+      if (!password_warned_) {
+        password_warned_ = true;
+        log::warn("cannot read the database password from {} (yet): the db agents write it on bootstrap",
+                  settings_.password_file.string());
+      }
+      return "";
+    }
+  }
+  return conninfoFor(settings_, nodes_[node]->config, password_);
+}
+
+// --- the connection pool ---------------------------------------------------------------
+
+void DbRouter::acquire(size_t i, Use use) {
+  Node& n = *nodes_[i];
+  if (!n.idle.empty()) {
+    PgConn* conn = n.idle.back();
+    n.idle.pop_back();
+    use(conn);
+    return;
+  }
+  if (n.waiters.size() >= settings_.max_waiting) {
+    use(nullptr);
+    return;
+  }
+  n.waiters.push_back({std::move(use), loop_.now() + settings_.wait_for_connection});
+  size_t connecting = 0;
+  for (const auto& c : n.conns) {
+    connecting += c->state() == PgConn::State::Connecting ? 1 : 0;
+  }
+  if (n.conns.size() < settings_.conns_per_node && connecting < n.waiters.size() &&
+      loop_.now() >= n.connect_after) {
+    std::string info = connInfo(i);
+    if (!info.empty()) {
+      n.conns.push_back(std::make_unique<PgConn>(loop_, info, [this, i](PgConn& c) { onConnChange(i, c); }));
+    }
+  }
+  armTick();
+}
+
+void DbRouter::onConnChange(size_t i, PgConn& conn) {
+  Node& n = *nodes_[i];
+  if (conn.state() == PgConn::State::Ready) {
+    n.backoff = kFirstBackoff;
+    release(i, &conn);
+    return;
+  }
+  log::debug("db node {}: connection lost: {}", n.config.name, conn.error());
+  password_.clear();  // re-read: the agents may have (re)written it
+  n.connect_after = loop_.now() + n.backoff;
+  n.backoff = nextBackoff(n.backoff);
+  dropConn(i, &conn);
+  if (n.conns.empty()) {
+    failWaiters(i);  // nothing left that could serve them: answer now, not at their deadline
+  }
+}
+
+void DbRouter::release(size_t i, PgConn* conn) {
+  Node& n = *nodes_[i];
+  if (conn->state() == PgConn::State::Broken) {
+    log::warn("db node {}: {}", n.config.name, conn->error());
+    dropConn(i, conn);
+    markDown(i);  // the probe tells when it is back
+    return;
+  }
+  while (!n.waiters.empty()) {
+    Node::Waiter w = std::move(n.waiters.front());
+    n.waiters.pop_front();
+    if (loop_.now() > w.deadline) {
+      w.use(nullptr);
+      continue;
+    }
+    w.use(conn);
+    return;
+  }
+  n.idle.push_back(conn);
+}
+
+void DbRouter::dropConn(size_t i, PgConn* conn) {
+  Node& n = *nodes_[i];
+  n.idle.erase(std::remove(n.idle.begin(), n.idle.end(), conn), n.idle.end());
+  for (auto it = n.conns.begin(); it != n.conns.end(); ++it) {
+    if (it->get() == conn) {
+      // Possibly inside one of its own callbacks: freed after this batch of events.
+      loop_.deferDelete(std::unique_ptr<core::Deletable>(it->release()));
+      n.conns.erase(it);
+      return;
+    }
+  }
+}
+
+void DbRouter::failWaiters(size_t i) {
+  std::deque<Node::Waiter> waiters = std::move(nodes_[i]->waiters);
+  nodes_[i]->waiters.clear();
+  for (auto& w : waiters) {
+    w.use(nullptr);
+  }
+}
+
+void DbRouter::armTick() {
+  if (!tick_timer_.armed()) {
+    tick_timer_.armAfter(kTick);
+  }
+}
+
+void DbRouter::onTick() {
+  bool again = false;
+  for (auto& node : nodes_) {
+    std::deque<Node::Waiter> expired;
+    auto& waiters = node->waiters;
+    for (auto it = waiters.begin(); it != waiters.end();) {
+      if (loop_.now() > it->deadline) {
+        expired.push_back(std::move(*it));
+        it = waiters.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    again = again || !waiters.empty();
+    for (auto& w : expired) {
+      w.use(nullptr);
+    }
+  }
+  std::vector<std::shared_ptr<ReadOp>> retry = std::move(token_waiting_);
+  token_waiting_.clear();
+  for (auto& op : retry) {
+    routeRead(op);
+  }
+  if (again || !token_waiting_.empty()) {
+    armTick();
+  }
+}
+
+// --- discovery ----------------------------------------------------------------------------
+
+void DbRouter::probeAll() {
+  for (size_t i = 0; i < nodes_.size(); ++i) {
+    probe(i);
+  }
+  probe_timer_.armAfter(settings_.probe_interval);
+}
+
+void DbRouter::probe(size_t i) {
+  Node& n = *nodes_[i];
+  if (n.probing) {
+    return;  // still in flight; its timeout bounds it
+  }
+  if (!n.probe) {
+    if (loop_.now() < n.probe_after) {
+      return;
+    }
+    std::string info = connInfo(i);
+    if (info.empty()) {
+      return;
+    }
+    n.probe = std::make_unique<PgConn>(loop_, info, [this, i](PgConn& c) {
+      if (c.state() == PgConn::State::Ready) {
+        probe(i);
+        return;
+      }
+      PgResult failed;
+      failed.error = c.error();
+      onProbe(i, failed);
+    });
+    return;
+  }
+  if (n.probe->state() != PgConn::State::Ready) {
+    return;
+  }
+  n.probing = true;
+  n.probe->query(kProbeSql, {}, settings_.probe_timeout, [this, i](PgResult& r) {
+    nodes_[i]->probing = false;
+    onProbe(i, r);
+  });
+}
+
+void DbRouter::onProbe(size_t i, PgResult& r) {
+  Node& n = *nodes_[i];
+  if (!r.ok || r.rows.empty() || r.rows[0].size() < 3) {
+    if (n.probe && n.probe->state() == PgConn::State::Broken) {
+      loop_.deferDelete(std::unique_ptr<core::Deletable>(n.probe.release()));
+      n.probe_after = loop_.now() + n.probe_backoff;
+      n.probe_backoff = nextBackoff(n.probe_backoff);
+      password_.clear();
+    }
+    if (status_[i].reachable && settings_.log_roles) {
+      log::warn("db node {} unreachable: {}", n.config.name, r.error);
+    }
+    markDown(i);
+    return;
+  }
+  n.probe_backoff = kFirstBackoff;
+  const auto& row = r.rows[0];
+  NodeStatus s;
+  s.reachable = true;
+  s.in_recovery = row[0] == "t";
+  s.read_only = row[2] == "on";
+  s.lsn = parseLsn(row[1]).value_or(0);
+  // A replica's replay position only moves forward; a read-your-writes check may have seen
+  // a newer one than this probe.
+  if (s.in_recovery && status_[i].reachable && status_[i].in_recovery) {
+    s.lsn = std::max(s.lsn, status_[i].lsn);
+  }
+  status_[i] = s;
+  updateRoles();
+}
+
+void DbRouter::markDown(size_t i) {
+  if (status_[i].reachable) {
+    status_[i].reachable = false;
+    updateRoles();
+  }
+  failWaiters(i);
+}
+
+void DbRouter::updateRoles() {
+  std::optional<size_t> before = primary_;
+  primary_ = choosePrimary(status_);
+  eligible_ = eligibleReplicas(status_, primary_, settings_.max_lag_bytes);
+  if (primary_ != before && settings_.log_roles) {
+    size_t claims = 0;
+    for (const NodeStatus& s : status_) {
+      claims += s.reachable && !s.in_recovery && !s.read_only ? 1 : 0;
+    }
+    if (primary_) {
+      log::info("db primary is {}", nodes_[*primary_]->config.name);
+    } else if (claims > 1) {
+      log::warn("{} db nodes claim to be primary: writes answer 503 until the agents settle it", claims);
+    } else {
+      log::warn("no db primary reachable: writes answer 503");
+    }
+  }
+  for (size_t i = 0; i < status_.size(); ++i) {
+    const NodeStatus& s = status_[i];
+    int role = 0;
+    uint64_t lag = 0;
+    if (s.reachable) {
+      if (!s.in_recovery) {
+        role = primary_ == i ? 1 : 4;
+      } else {
+        lag = primary_ ? lagBytes(status_[*primary_].lsn, s.lsn) : 0;
+        role = std::find(eligible_.begin(), eligible_.end(), i) != eligible_.end() ? 2 : 3;
+      }
+    }
+    stats_.node[i]->role.store(role, std::memory_order_relaxed);
+    stats_.node[i]->lag_bytes.store(lag, std::memory_order_relaxed);
+  }
+  if (primary_ && !schema_ready_.load() && !schema_running_ && !settings_.schema_sql.empty()) {
+    ensureSchema();
+  }
+}
+
+void DbRouter::ensureSchema() {
+  schema_running_ = true;
+  auto done = [this](bool ok) {
+    schema_running_ = false;
+    if (ok && !schema_ready_.exchange(true)) {
+      log::info("guestbook schema ready");
+    }
+    std::vector<std::function<void(bool)>> waiting = std::move(after_schema_);
+    after_schema_.clear();
+    for (auto& fn : waiting) {
+      fn(ok);
+    }
+  };
+  if (!primary_) {
+    done(false);
+    return;
+  }
+  size_t p = *primary_;
+  acquire(p, [this, p, done](PgConn* conn) {
+    if (conn == nullptr) {
+      done(false);
+      return;
+    }
+    conn->query(settings_.schema_sql, {}, settings_.query_timeout, [this, p, conn, done](PgResult& r) {
+      // Another worker or web node creating it at the same moment: the table exists either way.
+      bool ok = r.ok || r.sqlstate == "23505" || r.sqlstate == "42P07";
+      if (!ok) {
+        log::warn("creating the guestbook schema on {}: {}", nodes_[p]->config.name, r.error);
+      }
+      release(p, conn);
+      done(ok);
+    });
+  });
+}
+
+// --- writes -------------------------------------------------------------------------------
+
+void DbRouter::unavailable(ReplyFn& reply, std::string message) {
+  stats_.unavailable.add();
+  DbReply out;
+  out.status = 503;
+  out.error = std::move(message);
+  reply(out);
+}
+
+void DbRouter::write(std::string_view sql, std::vector<std::string> params, ReplyFn reply) {
+  stats_.writes.add();
+  if (!primary_) {
+    unavailable(reply, "no primary database reachable; retry shortly");
+    return;
+  }
+  const core::TimePoint deadline = loop_.now() + settings_.write_deadline;
+  if (!schema_ready_.load()) {
+    after_schema_.push_back([this, sql = std::string(sql), params = std::move(params), reply = std::move(reply),
+                             deadline](bool ok) mutable {
+      if (!ok) {
+        unavailable(reply, "the database schema could not be created; retry shortly");
+        return;
+      }
+      startWrite(std::move(sql), std::move(params), std::move(reply), deadline);
+    });
+    if (!schema_running_) {
+      ensureSchema();
+    }
+    return;
+  }
+  startWrite(std::string(sql), std::move(params), std::move(reply), deadline);
+}
+
+void DbRouter::startWrite(std::string sql, std::vector<std::string> params, ReplyFn reply,
+                          core::TimePoint deadline) {
+  if (!primary_) {
+    unavailable(reply, "no primary database reachable; retry shortly");
+    return;
+  }
+  // Each step gets what is left of the write's deadline: a lost primary means a quick 503.
+  auto left = [this, deadline] {
+    return std::max<core::Duration>(deadline - loop_.now(), std::chrono::milliseconds(1));
+  };
+  struct WriteOp {
+    std::string sql;
+    std::vector<std::string> params;
+    ReplyFn reply;
+    std::vector<std::vector<std::string>> rows;
+  };
+  auto op = std::make_shared<WriteOp>(WriteOp{std::move(sql), std::move(params), std::move(reply), {}});
+  size_t p = *primary_;
+  acquire(p, [this, p, op, left](PgConn* conn) {
+    if (conn == nullptr) {
+      unavailable(op->reply, "the primary database is busy or unreachable; retry shortly");
+      return;
+    }
+    stats_.node[p]->queries.add();
+    conn->query(op->sql, op->params, left(), [this, p, conn, op, left](PgResult& r) {
+      if (!r.ok) {
+        stats_.node[p]->errors.add();
+        if (r.sqlstate == "25006") {
+          status_[p].read_only = true;  // fenced since the last probe
+          updateRoles();
+        }
+        release(p, conn);
+        if (refusedRow(r.sqlstate)) {
+          DbReply out;
+          out.status = 400;
+          out.error = "the database refused the message";
+          op->reply(out);
+          return;
+        }
+        log::warn("write on {} failed: {}", nodes_[p]->config.name, r.error);
+        unavailable(op->reply, "the write failed (database unavailable); retry shortly");
+        return;
+      }
+      op->rows = std::move(r.rows);
+      conn->query(kCommitLsnSql, {}, left(), [this, p, conn, op](PgResult& l) {
+        // The row is committed whatever happens here; without a position the reply has no token.
+        DbReply out;
+        out.rows = std::move(op->rows);
+        out.node = nodes_[p]->config.name;
+        if (l.ok && !l.rows.empty() && !l.rows[0].empty()) {
+          out.lsn = parseLsn(l.rows[0][0]);
+        }
+        release(p, conn);
+        op->reply(out);
+      });
+    });
+  });
+}
+
+// --- reads --------------------------------------------------------------------------------
+
+void DbRouter::read(std::string_view sql, std::vector<std::string> params, std::optional<Lsn> token,
+                    ReplyFn reply) {
+  stats_.reads.add();
+  if (token) {
+    stats_.token_reads.add();
+  }
+  auto op = std::make_shared<ReadOp>(
+      ReadOp{std::string(sql), std::move(params), token, std::move(reply), loop_.now() + settings_.token_wait, 0});
+  routeRead(op);
+}
+
+void DbRouter::routeRead(const std::shared_ptr<ReadOp>& op) {
+  std::vector<size_t> ready;
+  if (!op->primary_only) {
+    ready = replicasAtLeast(status_, eligible_, op->token);
+  }
+  if (!ready.empty()) {
+    // Round-robin, but skip past a replica whose connections are all busy when another has one
+    // free: a slow replica should not make reads queue while its peer idles.
+    size_t start = next_replica_++;
+    size_t i = ready[start % ready.size()];
+    for (size_t k = 0; k < ready.size(); ++k) {
+      const Node& n = *nodes_[ready[(start + k) % ready.size()]];
+      if (!n.idle.empty() || n.conns.size() < settings_.conns_per_node) {
+        i = ready[(start + k) % ready.size()];
+        break;
+      }
+    }
+    acquire(i, [this, i, op](PgConn* conn) {
+      if (conn == nullptr) {
+        op->primary_only = true;  // this replica is busy or gone
+        routeRead(op);
+        return;
+      }
+      runRead(i, conn, op);
+    });
+    return;
+  }
+  if (op->token && !op->primary_only && !eligible_.empty() && loop_.now() < op->deadline) {
+    // No replica known to have the writer's commit yet: ask the most advanced one.
+    size_t best = eligible_.front();
+    for (size_t i : eligible_) {
+      if (status_[i].lsn > status_[best].lsn) {
+        best = i;
+      }
+    }
+    checkReplica(best, op);
+    return;
+  }
+  if (primary_) {
+    if (op->token) {
+      stats_.token_primary_reads.add();
+    }
+    size_t p = *primary_;
+    acquire(p, [this, p, op](PgConn* conn) {
+      if (conn == nullptr) {
+        unavailable(op->reply, "the primary database is busy or unreachable; retry shortly");
+        return;
+      }
+      runRead(p, conn, op);
+    });
+    return;
+  }
+  unavailable(op->reply, "no database node can serve this read; retry shortly");
+}
+
+void DbRouter::checkReplica(size_t i, const std::shared_ptr<ReadOp>& op) {
+  acquire(i, [this, i, op](PgConn* conn) {
+    if (conn == nullptr) {
+      op->primary_only = true;
+      routeRead(op);
+      return;
+    }
+    stats_.node[i]->queries.add();
+    conn->query(kReplayLsnSql, {}, settings_.query_timeout, [this, i, conn, op](PgResult& r) {
+      std::optional<Lsn> replayed;
+      if (r.ok && !r.rows.empty() && !r.rows[0].empty()) {
+        replayed = parseLsn(r.rows[0][0]);  // NULL (empty) once the node was promoted
+      }
+      if (replayed && status_[i].in_recovery && *replayed > status_[i].lsn) {
+        status_[i].lsn = *replayed;
+      }
+      if (replayed && *replayed >= *op->token) {
+        // Read on this connection: its next statement's snapshot includes everything replayed
+        // up to here, the writer's commit among it.
+        runRead(i, conn, op);
+        return;
+      }
+      release(i, conn);
+      if (!r.ok) {
+        stats_.node[i]->errors.add();
+        op->primary_only = true;
+        routeRead(op);
+        return;
+      }
+      token_waiting_.push_back(op);  // look again on the next tick
+      armTick();
+    });
+  });
+}
+
+void DbRouter::runRead(size_t i, PgConn* conn, const std::shared_ptr<ReadOp>& op) {
+  stats_.node[i]->queries.add();
+  conn->query(op->sql, op->params, settings_.query_timeout, [this, i, conn, op](PgResult& r) {
+    bool broken = conn->state() == PgConn::State::Broken;
+    release(i, conn);
+    // 42P01: the table is not there yet (no message ever written, or not replayed yet).
+    if (r.ok || r.sqlstate == "42P01") {
+      DbReply out;
+      out.rows = std::move(r.rows);
+      out.node = nodes_[i]->config.name;
+      op->reply(out);
+      return;
+    }
+    stats_.node[i]->errors.add();
+    log::warn("read on {} failed: {}", nodes_[i]->config.name, r.error);
+    if (broken && op->attempts++ == 0) {
+      routeRead(op);  // the node went away mid-read (and is marked down): once more elsewhere
+      return;
+    }
+    unavailable(op->reply, "the read failed (database unavailable); retry shortly");
+  });
+}
+
+}  // namespace fulcrum::web

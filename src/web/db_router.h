@@ -1,0 +1,140 @@
+#pragma once
+// Database routing for one worker thread: pooled libpq connections (PgConn) to every
+// [[db.node]], a probe per node every probe_interval that learns who is primary and how far
+// each replica has replayed, writes to the primary, reads round-robin over replicas within
+// max_lag_bytes (the primary as fallback), and read-your-writes through a WAL-position token.
+// Everything runs on the worker's event loop: nothing blocks, no thread per query, no lock.
+// Each worker owns its own router (shared-nothing); only the DbStats counters are read by
+// other threads (metrics).
+#include <atomic>
+#include <deque>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/counter.h"
+#include "core/event_loop.h"
+#include "web/db_routing.h"
+#include "web/pg_conn.h"
+
+namespace fulcrum::web {
+
+struct DbNodeConfig {
+  std::string name;
+  std::string host;  // numeric address
+  uint16_t port = 5432;
+};
+
+struct DbSettings {
+  std::vector<DbNodeConfig> nodes;
+  std::string user;
+  std::string database;
+  std::filesystem::path password_file;  // read (first line) at each connection attempt until it works
+  std::string application_name = "fulcrum-web";
+  uint64_t max_lag_bytes = 1048576;
+  size_t conns_per_node = 4;
+  size_t max_waiting = 256;                                       // per node; more → 503 at once
+  core::Duration wait_for_connection = std::chrono::seconds(1);  // longer → 503 (writes: within write_deadline)
+  core::Duration query_timeout = std::chrono::milliseconds(1500);
+  core::Duration write_deadline = std::chrono::seconds(2);  // a write's whole answer, schema wait included
+  core::Duration probe_interval = std::chrono::milliseconds(500);
+  core::Duration probe_timeout = std::chrono::seconds(1);
+  core::Duration token_wait = std::chrono::milliseconds(300);  // a replica catching up to a token
+  std::string schema_sql;                                      // run once through the primary
+  bool log_roles = true;  // log role changes (one worker does, or every line comes once per worker)
+};
+
+// Per-worker counters; the per-node role and lag gauges are the worker's latest view.
+struct DbNodeStats {
+  core::Counter queries;
+  core::Counter errors;
+  std::atomic<int> role{0};  // 0 unreachable, 1 primary, 2 replica (readable), 3 replica (too far behind), 4 fenced
+  std::atomic<uint64_t> lag_bytes{0};
+};
+struct DbStats {
+  explicit DbStats(size_t nodes) {
+    for (size_t i = 0; i < nodes; ++i) {
+      node.push_back(std::make_unique<DbNodeStats>());
+    }
+  }
+  std::vector<std::unique_ptr<DbNodeStats>> node;
+  core::Counter writes;
+  core::Counter reads;
+  core::Counter token_reads;            // reads that carried a read-your-writes token
+  core::Counter token_primary_reads;    // ... and went to the primary (no replica caught up in time)
+  core::Counter unavailable;            // answered 503
+};
+
+struct DbReply {
+  int status = 200;  // 200 ok; 400 refused by the database's checks; 503 unavailable
+  std::string error;
+  std::vector<std::vector<std::string>> rows;
+  std::string node;          // the db node that answered
+  std::optional<Lsn> lsn;    // writes: a WAL position at or after the commit
+};
+using ReplyFn = std::function<void(DbReply&)>;
+
+// The conninfo string of one node (values quoted per libpq's rules).
+std::string conninfoFor(const DbSettings& settings, const DbNodeConfig& node, const std::string& password);
+
+class DbRouter {
+ public:
+  // `schema_ready` is shared by every worker's router: the schema is created once per process.
+  DbRouter(core::EventLoop& loop, DbSettings settings, DbStats& stats, std::atomic<bool>& schema_ready);
+  ~DbRouter();
+  DbRouter(const DbRouter&) = delete;
+  DbRouter& operator=(const DbRouter&) = delete;
+
+  // Writes `sql` on the primary; the reply carries its rows and the WAL position after commit.
+  // Without a usable primary the reply is 503 at once. `reply` may run inside this call.
+  void write(std::string_view sql, std::vector<std::string> params, ReplyFn reply);
+  // Reads `sql` from a replica that has replayed `token` (if any), else the primary.
+  void read(std::string_view sql, std::vector<std::string> params, std::optional<Lsn> token, ReplyFn reply);
+
+ private:
+  struct Node;
+  struct ReadOp;
+  using Use = std::function<void(PgConn*)>;  // nullptr: no connection in time
+
+  void acquire(size_t node, Use use);
+  void release(size_t node, PgConn* conn);
+  void onConnChange(size_t node, PgConn& conn);
+  void dropConn(size_t node, PgConn* conn);
+  void failWaiters(size_t node);
+  void probeAll();
+  void probe(size_t node);
+  void onProbe(size_t node, PgResult& result);
+  void markDown(size_t node);
+  void updateRoles();
+  void ensureSchema();
+  void startWrite(std::string sql, std::vector<std::string> params, ReplyFn reply, core::TimePoint deadline);
+  void routeRead(const std::shared_ptr<ReadOp>& op);
+  void runRead(size_t node, PgConn* conn, const std::shared_ptr<ReadOp>& op);
+  void checkReplica(size_t node, const std::shared_ptr<ReadOp>& op);
+  void onTick();
+  void armTick();
+  void unavailable(ReplyFn& reply, std::string message);
+  std::string connInfo(size_t node);
+
+  core::EventLoop& loop_;
+  const DbSettings settings_;
+  DbStats& stats_;
+  std::atomic<bool>& schema_ready_;
+  std::vector<std::unique_ptr<Node>> nodes_;
+  std::vector<NodeStatus> status_;
+  std::optional<size_t> primary_;
+  std::vector<size_t> eligible_;
+  size_t next_replica_ = 0;
+  bool schema_running_ = false;
+  std::vector<std::function<void(bool)>> after_schema_;
+  std::vector<std::shared_ptr<ReadOp>> token_waiting_;
+  core::Timer probe_timer_;
+  core::Timer tick_timer_;
+  std::string password_;
+  bool password_warned_ = false;
+};
+
+}  // namespace fulcrum::web
