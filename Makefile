@@ -3,8 +3,9 @@ JOBS ?= $(shell nproc)
 BUILD ?= build
 ASAN_BUILD ?= build-asan
 FUZZ_BUILD ?= build-fuzz
-# `fulcrum up` (the whole site) is not built yet: `make run` runs the part of the demo site this
-# build has (three web nodes behind a load balancer, scripts/demo.sh) until it is.
+# The demo site in the foreground (examples/site.toml, state in examples/var): Ctrl-C stops it.
+# PostgreSQL runs as the `postgres` user, so `make run` needs root (sudo make run).
+SITE ?= examples/site.toml
 
 .PHONY: all deps build run test test-fast test-asan fuzz bench clean format
 
@@ -18,7 +19,7 @@ build: deps
 	@cmake --build $(BUILD) -j $(JOBS)
 
 run: build
-	@scripts/demo.sh
+	@$(BUILD)/fulcrum up $(SITE)
 
 # Every test: unit, fuzz-corpus replay and integration on the release build, then unit and
 # fuzz replay again under ASan+UBSan.

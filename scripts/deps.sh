@@ -12,8 +12,9 @@ pkgs=(
   libssl-dev openssl libpq-dev
   postgresql etcd-server etcd-client
   nginx
+  python3 chromium
 )
-bench=(haproxy wrk linux-perf valgrind hyperfine)
+bench=(haproxy wrk linux-perf valgrind hyperfine patroni python3-psycopg2)
 if [[ "${1:-}" == "--bench" ]]; then pkgs+=("${bench[@]}"); fi
 
 missing=()

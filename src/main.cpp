@@ -9,6 +9,8 @@
 #include "core/log.h"
 #include "db/db_command.h"
 #include "lb/lb_command.h"
+#include "site/status.h"
+#include "site/up_command.h"
 #include "web/web_command.h"
 
 namespace {
@@ -64,8 +66,20 @@ int main(int argc, char** argv) {
   db->add_option("--site", db_site, "topology file")->required();
   db->add_option("--node", db_node, "node name ([[db.node]] name)")->required();
 
+  std::string up_site = "examples/site.toml";
+  bool up_no_restart = false;
+  auto* up = app.add_subcommand("up", "run every node of a site on this machine, supervised");
+  up->add_option("site", up_site, "topology file (default examples/site.toml)");
+  up->add_flag("--no-restart", up_no_restart, "do not restart a child that exits");
+
+  std::string status_site = "examples/site.toml";
+  bool status_json = false;
+  auto* status = app.add_subcommand("status", "one line per node: role, state, health, requests/s, lag");
+  status->add_option("--site", status_site, "topology file (default examples/site.toml)");
+  status->add_flag("--json", status_json, "print a JSON array");
+
   // Global options may also be given after the subcommand.
-  for (auto* sub : {version, check, web, lb, db}) {
+  for (auto* sub : {version, check, web, lb, db, up, status}) {
     sub->fallthrough();
   }
 
@@ -119,6 +133,20 @@ int main(int argc, char** argv) {
       return kExitUsage;
     }
     return fulcrum::db::runDbCommand(site, db_node);
+  }
+  if (*up) {
+    fulcrum::config::Site site;
+    if (!loadSite(up_site, site)) {
+      return kExitUsage;
+    }
+    return fulcrum::site::runUpCommand(site, {!up_no_restart, log_format, log_level});
+  }
+  if (*status) {
+    fulcrum::config::Site site;
+    if (!loadSite(status_site, site)) {
+      return kExitUsage;
+    }
+    return fulcrum::site::runStatusCommand(site, status_json);
   }
   return kExitUsage;
 }

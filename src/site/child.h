@@ -1,0 +1,23 @@
+#pragma once
+// Starting one child of `fulcrum up`: its own process group (a Ctrl-C at the terminal reaches
+// `up` alone, which then stops the children in order), SIGTERM when `up` dies (even by SIGKILL),
+// stdin from /dev/null, stdout and stderr appended to its log file.
+#include <sys/types.h>
+
+#include <string>
+
+#include "site/plan.h"
+
+namespace fulcrum::site {
+
+// Exit status of a child whose exec failed (the program is missing or not executable).
+inline constexpr int kExecFailed = 127;
+
+// Forks and execs `spec`. Returns the pid, or -1 with `error` set when the log file cannot be
+// opened or fork fails. An exec failure is reported in the log and as exit status kExecFailed.
+pid_t spawnChild(const ChildSpec& spec, std::string& error);
+
+// "exit code 1", "killed by signal 9 (Killed)".
+std::string describeWaitStatus(int status);
+
+}  // namespace fulcrum::site

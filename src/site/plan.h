@@ -1,0 +1,67 @@
+#pragma once
+// What `fulcrum up` runs for a site, worked out from the topology alone (no processes, no
+// sockets), so the start order, the arguments and the probes are unit-tested.
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "config/config.h"
+#include "core/address.h"
+
+namespace fulcrum::site {
+
+// Start order is the enum order; `up` stops them in reverse.
+enum class Role { Etcd = 0, Db = 1, Web = 2, Lb = 3 };
+inline constexpr Role kStartOrder[] = {Role::Etcd, Role::Db, Role::Web, Role::Lb};
+std::string_view roleName(Role role);
+
+// How `up` knows a child is ready: an HTTP GET answered 2xx, or (empty path) a TCP connect.
+struct Probe {
+  core::SocketAddress address;
+  std::string path;
+  std::string url() const;  // "http://127.0.0.1:9001/healthz", or "tcp://127.0.0.1:8080"
+};
+
+struct ChildSpec {
+  Role role = Role::Web;
+  std::string name;               // node name; "etcd" for the managed etcd
+  std::vector<std::string> argv;  // argv[0] is an absolute path
+  Probe probe;
+  std::filesystem::path log;  // stdout and stderr, appended
+  // Time to answer the probe after the start, and from SIGTERM to SIGKILL.
+  std::chrono::milliseconds start_timeout{30000};
+  std::chrono::milliseconds stop_timeout{10000};
+};
+
+struct PlanOptions {
+  std::string self_exe;   // this binary, for the lb/web/db children
+  std::string etcd_exe;   // the etcd binary (when the site has a managed etcd)
+  uint16_t etcd_peer_port = 0;
+  std::string log_format = "text";
+  std::string log_level = "info";
+};
+
+// True when this site runs a local etcd under `up`.
+bool hasManagedEtcd(const config::Site& site);
+
+// Every child, in start order (etcd, db agents, web nodes, load balancers).
+std::vector<ChildSpec> planChildren(const config::Site& site, const PlanOptions& options);
+
+// Every address a child of `up` listens on, with what listens there ("lb-01 http").
+struct Listener {
+  std::string what;
+  core::SocketAddress address;
+};
+std::vector<Listener> siteListeners(const config::Site& site, uint16_t etcd_peer_port);
+
+// The managed etcd's peer port (single member, so only etcd itself uses it): the first port after
+// the client port that no listener of the site uses on any address and that `is_free` accepts
+// (a bind test in `up`). Deterministic, so a restart normally picks the same one. 0 when none of
+// the next 100 ports qualifies.
+uint16_t chooseEtcdPeerPort(const config::Site& site, const std::function<bool(uint16_t)>& is_free);
+
+}  // namespace fulcrum::site

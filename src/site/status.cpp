@@ -1,0 +1,255 @@
+#include "site/status.h"
+
+#include <fmt/format.h>
+
+#include <chrono>
+#include <cstdio>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "core/exit_codes.h"
+#include "site/probe.h"
+
+namespace fulcrum::site {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr std::chrono::milliseconds kTimeout{1000};
+// Requests/s is the counter's growth over this window.
+constexpr std::chrono::milliseconds kRateWindow{1000};
+
+// One node to ask: where, and how to read its answer into a row (returning its request
+// counter, when it has one).
+struct Target {
+  NodeStatus row;
+  core::SocketAddress address;
+  std::string path;
+  std::function<std::optional<double>(const ProbeResult&, NodeStatus&)> read;
+  // Requests a reading itself adds to the counter (a web node counts our GET /metrics).
+  double own_requests = 0;
+};
+
+std::optional<double> sample(Target& t) {
+  ProbeResult r = fetch(t.address, t.path, kTimeout);
+  if (r.status == 0) {
+    t.row.up = false;
+    t.row.healthy = false;
+    t.row.health = r.error;
+    return std::nullopt;
+  }
+  t.row.up = true;
+  return t.read(r, t.row);
+}
+
+std::vector<Target> targetsOf(const config::Site& site) {
+  std::vector<Target> out;
+  const auto& endpoints = site.etcd.endpoints;
+  for (size_t i = 0; i < endpoints.size(); ++i) {
+    std::string name = endpoints.size() == 1 ? "etcd" : "etcd-" + std::to_string(i + 1);
+    Target t{NodeStatus{"etcd", name, endpoints[i].toString()}, endpoints[i], "/health"};
+    t.read = [](const ProbeResult& r, NodeStatus& row) -> std::optional<double> {
+      auto j = nlohmann::json::parse(r.body, nullptr, false);
+      row.healthy = r.ok && j.is_object() && j.value("health", "") == "true";
+      row.health = row.healthy ? "ok" : "unhealthy (HTTP " + std::to_string(r.status) + ")";
+      return std::nullopt;
+    };
+    out.push_back(std::move(t));
+  }
+  for (const auto& node : site.db.nodes) {
+    Target t{NodeStatus{"db", node.name, node.pg.toString()}, node.agent, "/status"};
+    t.read = [](const ProbeResult& r, NodeStatus& row) -> std::optional<double> {
+      readAgentStatus(r.body, row);
+      return std::nullopt;
+    };
+    out.push_back(std::move(t));
+  }
+  for (const auto& node : site.web.nodes) {
+    Target t{NodeStatus{"web", node.name, node.listen.toString()}, node.listen, "/metrics"};
+    t.read = [](const ProbeResult& r, NodeStatus& row) -> std::optional<double> {
+      row.healthy = r.ok;
+      row.health = r.ok ? "ok" : "HTTP " + std::to_string(r.status);
+      return prometheusCounter(r.body, "fulcrum_web_requests_total");
+    };
+    t.own_requests = 1;
+    out.push_back(std::move(t));
+  }
+  for (const auto& node : site.lb.nodes) {
+    if (node.stats) {
+      Target t{NodeStatus{"lb", node.name, node.http.toString()}, *node.stats, "/api/state"};
+      t.read = [](const ProbeResult& r, NodeStatus& row) { return readLbState(r.body, row); };
+      out.push_back(std::move(t));
+    } else {
+      // No stats listener: all we can tell is whether it accepts connections.
+      Target t{NodeStatus{"lb", node.name, node.http.toString()}, node.http, ""};
+      out.push_back(std::move(t));
+    }
+  }
+  return out;
+}
+
+std::string lagText(const NodeStatus& n) {
+  return n.lag_bytes ? std::to_string(*n.lag_bytes) + " B" : "-";
+}
+
+std::string rateText(const NodeStatus& n) {
+  return n.requests_per_s ? fmt::format("{:.1f}", *n.requests_per_s) : "-";
+}
+
+}  // namespace
+
+std::optional<double> prometheusCounter(std::string_view text, std::string_view name) {
+  std::optional<double> sum;
+  size_t pos = 0;
+  while (pos < text.size()) {
+    size_t end = text.find('\n', pos);
+    std::string_view line = text.substr(pos, end == std::string_view::npos ? std::string_view::npos : end - pos);
+    pos = end == std::string_view::npos ? text.size() : end + 1;
+    if (line.substr(0, name.size()) != name || line.size() == name.size()) {
+      continue;
+    }
+    char next = line[name.size()];
+    if (next != ' ' && next != '{') {
+      continue;  // another metric whose name starts with `name`
+    }
+    size_t space = line.rfind(' ');
+    try {
+      sum = sum.value_or(0) + std::stod(std::string(line.substr(space + 1)));
+    } catch (const std::exception&) {
+      return std::nullopt;
+    }
+  }
+  return sum;
+}
+
+void readAgentStatus(std::string_view json, NodeStatus& out) {
+  auto j = nlohmann::json::parse(json, nullptr, false);
+  if (!j.is_object()) {
+    out.healthy = false;
+    out.health = "bad /status answer";
+    return;
+  }
+  const std::string role = j.value("role", "");
+  const int64_t timeline = j.value("timeline", int64_t{0});
+  bool writable = false;
+  if (auto lease = j.find("lease"); lease != j.end() && lease->is_object()) {
+    writable = lease->value("held", false) && lease->value("may_write", false);
+  }
+  if (auto lag = j.find("lag_bytes"); lag != j.end() && lag->is_number_integer()) {
+    out.lag_bytes = lag->get<int64_t>();
+  }
+  if (role == "primary") {
+    out.healthy = writable;
+    out.health = writable ? fmt::format("primary tl {}", timeline) : fmt::format("primary tl {}, fenced", timeline);
+  } else if (role == "replica") {
+    out.healthy = true;
+    out.health = fmt::format("replica tl {}", timeline);
+  } else {
+    out.healthy = false;
+    out.health = role.empty() ? "unknown" : "postgres " + role;
+  }
+}
+
+std::optional<double> readLbState(std::string_view json, NodeStatus& out) {
+  auto j = nlohmann::json::parse(json, nullptr, false);
+  if (!j.is_object()) {
+    out.healthy = false;
+    out.health = "bad /api/state answer";
+    return std::nullopt;
+  }
+  size_t total = 0;
+  size_t up = 0;
+  if (auto servers = j.find("servers"); servers != j.end() && servers->is_array()) {
+    for (const auto& s : *servers) {
+      ++total;
+      up += s.is_object() && s.value("health", "") == "up" ? 1 : 0;
+    }
+  }
+  out.healthy = total == 0 || up > 0;
+  out.health = fmt::format("{}/{} servers up", up, total);
+  if (auto totals = j.find("totals"); totals != j.end() && totals->is_object()) {
+    if (auto requests = totals->find("requests"); requests != totals->end() && requests->is_number()) {
+      return requests->get<double>();
+    }
+  }
+  return std::nullopt;
+}
+
+std::string formatTable(const std::vector<NodeStatus>& nodes) {
+  std::string out = fmt::format("{:<5} {:<12} {:<22} {:<5} {:<22} {:>8} {:>10}\n", "ROLE", "NAME", "ADDRESS",
+                                "STATE", "HEALTH", "REQ/S", "LAG");
+  for (const auto& n : nodes) {
+    out += fmt::format("{:<5} {:<12} {:<22} {:<5} {:<22} {:>8} {:>10}\n", n.role, n.name, n.address,
+                       n.up ? "up" : "down", n.health, rateText(n), lagText(n));
+  }
+  return out;
+}
+
+std::string formatJson(const std::vector<NodeStatus>& nodes) {
+  nlohmann::json out = nlohmann::json::array();
+  for (const auto& n : nodes) {
+    out.push_back({{"role", n.role},
+                   {"name", n.name},
+                   {"address", n.address},
+                   {"state", n.up ? "up" : "down"},
+                   {"healthy", n.healthy},
+                   {"health", n.health},
+                   {"requests_per_s", n.requests_per_s ? nlohmann::json(*n.requests_per_s) : nlohmann::json()},
+                   {"lag_bytes", n.lag_bytes ? nlohmann::json(*n.lag_bytes) : nlohmann::json()}});
+  }
+  return out.dump(2) + "\n";
+}
+
+std::vector<NodeStatus> collectStatus(const config::Site& site) {
+  std::vector<Target> targets = targetsOf(site);
+  for (auto& t : targets) {
+    if (!t.read) {  // a load balancer without a stats listener
+      ProbeResult r = runProbe(Probe{t.address, ""}, kTimeout);
+      t.row.up = t.row.healthy = r.ok;
+      t.row.health = r.ok ? "accepts connections" : r.error;
+    }
+  }
+  struct Reading {
+    std::optional<double> count;
+    Clock::time_point at;
+  };
+  std::vector<Reading> first(targets.size());
+  bool any_counter = false;
+  for (size_t i = 0; i < targets.size(); ++i) {
+    if (targets[i].read) {
+      first[i] = {sample(targets[i]), Clock::now()};
+      any_counter = any_counter || first[i].count.has_value();
+    }
+  }
+  if (any_counter) {
+    // A rate needs two readings; this window is the measurement itself, not a wait for a state.
+    std::this_thread::sleep_for(kRateWindow);
+    for (size_t i = 0; i < targets.size(); ++i) {
+      if (!first[i].count) {
+        continue;
+      }
+      std::optional<double> second = sample(targets[i]);
+      double seconds = std::chrono::duration<double>(Clock::now() - first[i].at).count();
+      if (second && seconds > 0) {
+        double delta = std::max(0.0, *second - *first[i].count - targets[i].own_requests);
+        targets[i].row.requests_per_s = delta / seconds;
+      }
+    }
+  }
+  std::vector<NodeStatus> out;
+  for (auto& t : targets) {
+    out.push_back(std::move(t.row));
+  }
+  return out;
+}
+
+int runStatusCommand(const config::Site& site, bool json) {
+  std::vector<NodeStatus> nodes = collectStatus(site);
+  std::string text = json ? formatJson(nodes) : formatTable(nodes);
+  std::fwrite(text.data(), 1, text.size(), stdout);
+  bool all_ok = std::all_of(nodes.begin(), nodes.end(), [](const NodeStatus& n) { return n.up && n.healthy; });
+  return all_ok ? core::kExitOk : core::kExitRuntime;
+}
+
+}  // namespace fulcrum::site

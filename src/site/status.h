@@ -1,0 +1,42 @@
+#pragma once
+// `fulcrum status`: one row per node of a site, from each node's own endpoints (lb stats
+// /api/state, web /metrics, db agent /status, etcd /health), whoever started the nodes.
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "config/config.h"
+
+namespace fulcrum::site {
+
+struct NodeStatus {
+  std::string role;  // "etcd", "db", "web", "lb"
+  std::string name;
+  std::string address;
+  bool up = false;       // the node answered
+  bool healthy = false;  // and says it can serve (db: a writable primary or a streaming replica)
+  std::string health;    // "ok", "primary tl 2", "replica tl 2", "3/3 servers up", or why not
+  std::optional<double> requests_per_s;
+  std::optional<int64_t> lag_bytes;
+};
+
+// Pure readers of the nodes' answers (unit-tested).
+// The sum of every sample of counter `name` in Prometheus text.
+std::optional<double> prometheusCounter(std::string_view text, std::string_view name);
+// Fills health/healthy/lag from a db agent's /status JSON.
+void readAgentStatus(std::string_view json, NodeStatus& out);
+// Fills health/healthy from a load balancer's /api/state JSON; returns its request counter.
+std::optional<double> readLbState(std::string_view json, NodeStatus& out);
+
+std::string formatTable(const std::vector<NodeStatus>& nodes);
+std::string formatJson(const std::vector<NodeStatus>& nodes);
+
+// Asks every node; requests/s from two readings of its counter about one second apart.
+std::vector<NodeStatus> collectStatus(const config::Site& site);
+
+// Prints the table (or JSON); 0 when every node is up and healthy, else 1.
+int runStatusCommand(const config::Site& site, bool json);
+
+}  // namespace fulcrum::site

@@ -1,0 +1,519 @@
+#include "site/up_command.h"
+
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <memory>
+#include <optional>
+
+#include "config/features.h"
+#include "core/event_loop.h"
+#include "core/exit_codes.h"
+#include "core/log.h"
+#include "core/signals.h"
+#include "core/socket.h"
+#include "db/postgres.h"
+#include "site/backoff.h"
+#include "site/child.h"
+#include "site/lock.h"
+#include "site/plan.h"
+#include "site/probe.h"
+
+namespace fulcrum::site {
+
+namespace {
+
+namespace fs = std::filesystem;
+using core::kExitConfig;
+using core::kExitOk;
+using core::kExitRuntime;
+using Clock = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+
+// Readiness: each check may take this long, and checks of a group repeat this often until its
+// deadline (ChildSpec::start_timeout).
+constexpr milliseconds kProbeTimeout{500};
+constexpr milliseconds kProbeInterval{100};
+constexpr size_t kLogTailLines = 15;
+
+double secondsOf(Clock::duration d) {
+  return std::chrono::duration<double>(d).count();
+}
+
+std::string tailOf(const fs::path& path, size_t lines) {
+  std::ifstream in(path);
+  std::vector<std::string> last;
+  for (std::string line; std::getline(in, line);) {
+    last.push_back(std::move(line));
+    if (last.size() > lines) {
+      last.erase(last.begin());
+    }
+  }
+  std::string out;
+  for (const auto& line : last) {
+    out += "    " + line + "\n";
+  }
+  return out;
+}
+
+// The first executable `name` in PATH.
+std::optional<fs::path> findInPath(const std::string& name) {
+  const char* path = ::getenv("PATH");
+  std::string_view rest = path != nullptr ? path : "/usr/local/bin:/usr/bin:/bin";
+  while (!rest.empty()) {
+    size_t colon = rest.find(':');
+    std::string_view dir = rest.substr(0, colon);
+    rest = colon == std::string_view::npos ? std::string_view() : rest.substr(colon + 1);
+    fs::path candidate = fs::path(dir.empty() ? "." : std::string(dir)) / name;
+    if (::access(candidate.c_str(), X_OK) == 0) {
+      return fs::absolute(candidate);
+    }
+  }
+  return std::nullopt;
+}
+
+bool portFree(const core::SocketAddress& address) {
+  std::string error;
+  return core::listenTcp(address, core::ListenOptions{false, 1}, error).valid();
+}
+
+// Creates `dir` (0755, so the PostgreSQL OS user can traverse it) unless it exists.
+bool makeDir(const fs::path& dir, std::string& error) {
+  std::error_code ec;
+  if (fs::is_directory(dir, ec)) {
+    return true;
+  }
+  fs::create_directories(dir, ec);
+  if (ec) {
+    error = "cannot create " + dir.string() + ": " + ec.message();
+    return false;
+  }
+  ::chmod(dir.c_str(), 0755);
+  return true;
+}
+
+struct Child {
+  ChildSpec spec;
+  pid_t pid = 0;  // 0: not running
+  Clock::time_point started{};
+  RestartBackoff backoff;
+  std::unique_ptr<core::Timer> restart;
+  std::unique_ptr<core::Timer> watch;  // probes a restarted child until it answers
+  bool ready = false;    // answered its probe since its last start
+  bool gave_up = false;  // exited and will not be restarted
+  std::string last_error;
+};
+
+class Up {
+ public:
+  Up(const config::Site& site, const UpOptions& options, std::vector<ChildSpec> specs)
+      : site_(site), options_(options), begin_(Clock::now()) {
+    for (auto& spec : specs) {
+      auto child = std::make_unique<Child>();
+      child->spec = std::move(spec);
+      Child* raw = child.get();
+      child->restart = std::make_unique<core::Timer>(loop_, [this, raw] { restartChild(*raw); });
+      child->watch = std::make_unique<core::Timer>(loop_, [this, raw] { watchRestarted(*raw); });
+      children_.push_back(std::move(child));
+    }
+  }
+
+  int run() {
+    core::SignalWatcher signals(loop_, {SIGINT, SIGTERM, SIGHUP, SIGCHLD}, [this](int sig) { onSignal(sig); });
+    std::printf("fulcrum up: %s (%s), state in %s\n", site_.site.name.c_str(), site_.display_path.c_str(),
+                site_.site.state_dir.c_str());
+    std::fflush(stdout);
+    bool started = true;
+    for (Role role : kStartOrder) {
+      if (!startRole(role)) {
+        started = false;
+        break;
+      }
+    }
+    starting_ = false;
+    if (started) {
+      printUrls();
+      while (!stop_requested_) {
+        loop_.runOnce(std::chrono::seconds(60));
+      }
+    }
+    if (!failure_.empty()) {
+      std::fprintf(stderr, "fulcrum up: %s\nstopping what was started\n", failure_.c_str());
+    }
+    stopAll();
+    if (!failure_.empty()) {
+      return kExitRuntime;
+    }
+    std::printf("fulcrum up: stopped (%.1f s)\n", secondsOf(Clock::now() - begin_));
+    return kExitOk;
+  }
+
+ private:
+  std::vector<Child*> ofRole(Role role) {
+    std::vector<Child*> out;
+    for (auto& c : children_) {
+      if (c->spec.role == role) {
+        out.push_back(c.get());
+      }
+    }
+    return out;
+  }
+
+  void onSignal(int sig) {
+    if (sig == SIGCHLD) {
+      reap();
+      return;
+    }
+    if (sig == SIGHUP) {
+      log::info("SIGHUP: reloading the site is not supported yet; restart `fulcrum up` to apply changes");
+      return;
+    }
+    if (stop_requested_) {
+      if (!kill_now_) {
+        kill_now_ = true;
+        std::printf("fulcrum up: second signal: killing what is left\n");
+        std::fflush(stdout);
+      }
+      return;
+    }
+    stop_requested_ = true;
+    std::printf("fulcrum up: %s: stopping (load balancers, web, databases, etcd; again to kill at once)\n",
+                sig == SIGINT ? "SIGINT" : "SIGTERM");
+    std::fflush(stdout);
+  }
+
+  bool spawn(Child& c) {
+    std::string error;
+    pid_t pid = spawnChild(c.spec, error);
+    if (pid < 0) {
+      c.last_error = error;
+      return false;
+    }
+    c.pid = pid;
+    c.started = Clock::now();
+    c.ready = false;
+    return true;
+  }
+
+  void reap() {
+    int status = 0;
+    pid_t pid;
+    while ((pid = ::waitpid(-1, &status, WNOHANG)) > 0) {
+      for (auto& c : children_) {
+        if (c->pid == pid) {
+          onExit(*c, status);
+          break;
+        }
+      }
+    }
+  }
+
+  void onExit(Child& c, int status) {
+    const auto ran = Clock::now() - c.started;
+    c.pid = 0;
+    c.ready = false;
+    if (stop_requested_) {
+      return;  // stopAll() reports it
+    }
+    const std::string how = describeWaitStatus(status);
+    c.last_error = how;
+    const bool refused = WIFEXITED(status) && WEXITSTATUS(status) == kExitConfig;
+    const bool exec_failed = WIFEXITED(status) && WEXITSTATUS(status) == kExecFailed;
+    if (refused || exec_failed || !options_.restart) {
+      c.gave_up = true;
+      std::string why = refused       ? "it refused its configuration"
+                        : exec_failed ? "its program could not be executed"
+                                      : "--no-restart";
+      log::error("{} exited ({}) after {:.1f} s; not restarting: {}; see {}", c.spec.name, how, secondsOf(ran), why,
+                 c.spec.log.string());
+      if (starting_) {
+        failure_ = c.spec.name + " exited (" + how + "): " + why + "; last lines of " + c.spec.log.string() +
+                   ":\n" + tailOf(c.spec.log, kLogTailLines);
+      } else if (std::none_of(children_.begin(), children_.end(), [](const auto& x) { return x->pid != 0; })) {
+        failure_ = "every process of the site has exited";
+        stop_requested_ = true;
+      }
+      return;
+    }
+    auto delay = c.backoff.onExit(ran);
+    log::warn("{} exited ({}) after {:.1f} s; restarting in {:.1f} s (log: {})", c.spec.name, how, secondsOf(ran),
+              std::chrono::duration<double>(delay).count(), c.spec.log.string());
+    c.restart->armAfter(delay);
+  }
+
+  void restartChild(Child& c) {
+    if (stop_requested_ || c.pid != 0) {
+      return;
+    }
+    if (!spawn(c)) {
+      auto delay = c.backoff.onExit(Clock::duration::zero());
+      log::error("cannot restart {}: {}; trying again in {:.1f} s", c.spec.name, c.last_error,
+                 std::chrono::duration<double>(delay).count());
+      c.restart->armAfter(delay);
+      return;
+    }
+    log::info("restarted {} (pid {})", c.spec.name, c.pid);
+    if (!starting_) {
+      c.watch->armAfter(kProbeInterval);  // while starting, startRole() probes it
+    }
+  }
+
+  void watchRestarted(Child& c) {
+    if (stop_requested_ || c.pid == 0) {
+      return;
+    }
+    const auto since = Clock::now() - c.started;
+    ProbeResult r = runProbe(c.spec.probe, kProbeTimeout);
+    if (r.ok) {
+      c.ready = true;
+      log::info("{} answers {} again ({:.1f} s after its restart)", c.spec.name, c.spec.probe.url(), secondsOf(since));
+    } else if (since > c.spec.start_timeout) {
+      log::warn("{} has not answered {} within {:.0f} s of its restart ({}); see {}", c.spec.name,
+                c.spec.probe.url(), secondsOf(since), r.error, c.spec.log.string());
+    } else {
+      c.watch->armAfter(kProbeInterval);
+    }
+  }
+
+  // Starts every child of `role` and waits until each answers its probe. False when stopped
+  // by a signal or when a child cannot start (failure_ set).
+  bool startRole(Role role) {
+    std::vector<Child*> group = ofRole(role);
+    for (Child* c : group) {
+      if (!spawn(*c)) {
+        failure_ = "cannot start " + c->spec.name + ": " + c->last_error;
+        return false;
+      }
+    }
+    const auto role_start = Clock::now();
+    for (;;) {
+      if (stop_requested_ || !failure_.empty()) {
+        return false;
+      }
+      bool all_ready = true;
+      for (Child* c : group) {
+        if (c->ready) {
+          continue;
+        }
+        all_ready = false;
+        if (c->pid != 0) {
+          ProbeResult r = runProbe(c->spec.probe, kProbeTimeout);
+          if (r.ok) {
+            c->ready = true;
+            std::printf("  %6.1f s  %-4s %-10s up    %s\n", secondsOf(Clock::now() - begin_),
+                        std::string(roleName(role)).c_str(), c->spec.name.c_str(), c->spec.probe.url().c_str());
+            std::fflush(stdout);
+            continue;
+          }
+          c->last_error = r.error;
+        }
+        if (Clock::now() - role_start > c->spec.start_timeout) {
+          failure_ = c->spec.name + " did not answer " + c->spec.probe.url() + " within " +
+                     std::to_string(std::chrono::duration_cast<std::chrono::seconds>(c->spec.start_timeout).count()) +
+                     " s (" + c->last_error + "); last lines of " + c->spec.log.string() + ":\n" +
+                     tailOf(c->spec.log, kLogTailLines);
+          return false;
+        }
+      }
+      if (all_ready) {
+        return true;
+      }
+      loop_.runOnce(kProbeInterval);  // signals (a child's exit, Ctrl-C) end the wait early
+    }
+  }
+
+  void stopAll() {
+    for (auto& c : children_) {
+      c->restart->disarm();
+      c->watch->disarm();
+    }
+    stop_requested_ = true;
+    for (auto it = std::rbegin(kStartOrder); it != std::rend(kStartOrder); ++it) {
+      stopRole(*it);
+    }
+  }
+
+  bool anyRunning(const std::vector<Child*>& group) {
+    return std::any_of(group.begin(), group.end(), [](const Child* c) { return c->pid != 0; });
+  }
+
+  // SIGTERM to every running child of `role`, then SIGKILL to whatever is left at the deadline.
+  void stopRole(Role role) {
+    std::vector<Child*> group = ofRole(role);
+    if (!anyRunning(group)) {
+      return;
+    }
+    const auto start = Clock::now();
+    milliseconds timeout{0};
+    for (Child* c : group) {
+      if (c->pid != 0) {
+        ::kill(c->pid, SIGTERM);
+        timeout = std::max(timeout, c->spec.stop_timeout);
+      }
+    }
+    const auto deadline = start + timeout;
+    std::vector<pid_t> pids;
+    for (Child* c : group) {
+      pids.push_back(c->pid);
+    }
+    while (anyRunning(group) && !kill_now_ && Clock::now() < deadline) {
+      loop_.runOnce(std::chrono::duration_cast<core::Duration>(deadline - Clock::now()));
+    }
+    for (Child* c : group) {
+      if (c->pid == 0) {
+        continue;
+      }
+      log::warn("{} did not stop{}: SIGKILL", c->spec.name,
+                kill_now_ ? "" : " within " + std::to_string(timeout.count() / 1000) + " s");
+      ::kill(-c->pid, SIGKILL);  // its process group: whatever it forked too
+      ::kill(c->pid, SIGKILL);
+      int status = 0;
+      while (::waitpid(c->pid, &status, 0) < 0 && errno == EINTR) {
+      }
+      c->pid = 0;
+    }
+    for (size_t i = 0; i < group.size(); ++i) {
+      if (pids[i] != 0) {
+        std::printf("  stopped %-4s %-10s (%.1f s)\n", std::string(roleName(role)).c_str(),
+                    group[i]->spec.name.c_str(), secondsOf(Clock::now() - start));
+      }
+    }
+    std::fflush(stdout);
+  }
+
+  void printUrls() {
+    std::printf("\nsite %s is up (%.1f s)\n", site_.site.name.c_str(), secondsOf(Clock::now() - begin_));
+    for (const auto& node : site_.lb.nodes) {
+      std::printf("  site        http://%s/    (%s)\n", node.http.toString().c_str(), node.name.c_str());
+      if (node.stats) {
+        std::printf("  dashboard   http://%s/    (/metrics, /api/state)\n", node.stats->toString().c_str());
+      }
+      if (node.db_write) {
+        std::printf("  db write    %s    (PostgreSQL primary: database %s, user %s)\n",
+                    node.db_write->toString().c_str(), site_.db.database.c_str(), site_.db.user.c_str());
+      }
+      if (node.db_read) {
+        std::printf("  db read     %s    (replicas)\n", node.db_read->toString().c_str());
+      }
+    }
+    if (site_.lb.nodes.empty()) {
+      for (const auto& node : site_.web.nodes) {
+        std::printf("  web         http://%s/    (%s)\n", node.listen.toString().c_str(), node.name.c_str());
+      }
+    }
+    if (!site_.db.nodes.empty()) {
+      const fs::path password =
+          site_.db.password_file.empty() ? site_.site.state_dir / "db.password" : site_.db.password_file;
+      std::printf("  db password %s\n", password.c_str());
+    }
+    std::printf("  logs        %s/\n", (site_.site.state_dir / "logs").c_str());
+    std::printf("  status      fulcrum status --site %s\n", site_.display_path.c_str());
+    std::printf("Ctrl-C stops everything.\n");
+    std::fflush(stdout);
+  }
+
+  const config::Site& site_;
+  const UpOptions& options_;
+  const Clock::time_point begin_;
+  core::EventLoop loop_;
+  std::vector<std::unique_ptr<Child>> children_;
+  bool starting_ = true;
+  bool stop_requested_ = false;
+  bool kill_now_ = false;
+  std::string failure_;
+};
+
+// Said after a state_dir error when not root: what the user can do about it.
+std::string accessHint() {
+  if (::geteuid() == 0) {
+    return "";
+  }
+  return "; run as root (sudo; PostgreSQL then runs as the `postgres` user), or set [site] state_dir to a "
+         "directory you own (PostgreSQL then runs as you)";
+}
+
+// What `up` needs beyond a valid file: the programs, a writable state_dir, free ports.
+int preflight(const config::Site& site, PlanOptions& plan) {
+  char self[4096];
+  ssize_t n = ::readlink("/proc/self/exe", self, sizeof self - 1);
+  if (n <= 0) {
+    log::error("cannot find this program (/proc/self/exe): {}", std::strerror(errno));
+    return kExitRuntime;
+  }
+  plan.self_exe.assign(self, static_cast<size_t>(n));
+  if (hasManagedEtcd(site)) {
+    auto etcd = findInPath("etcd");
+    if (!etcd) {
+      log::error("[etcd] managed = true needs the `etcd` program in PATH (Debian package etcd-server: "
+                 "scripts/deps.sh installs it, as root or with sudo)");
+      return kExitRuntime;
+    }
+    plan.etcd_exe = etcd->string();
+  }
+  if (!site.db.nodes.empty()) {
+    auto bin = db::findPgBin(site.db.pg_bin);
+    if (!bin.ok) {
+      log::error("the database nodes need PostgreSQL: {} (Debian package postgresql: scripts/deps.sh installs it)",
+                 bin.error);
+      return kExitRuntime;
+    }
+  }
+  std::string error;
+  if (!makeDir(site.site.state_dir, error) || !makeDir(site.site.state_dir / "logs", error)) {
+    log::error("{}{}", error, accessHint());
+    return kExitRuntime;
+  }
+  return kExitOk;
+}
+
+}  // namespace
+
+int runUpCommand(const config::Site& site, const UpOptions& options) {
+  auto refused = config::notBuiltYet(site);
+  if (!refused.empty()) {
+    for (const auto& error : refused) {
+      std::fprintf(stderr, "%s\n", error.toString().c_str());
+    }
+    std::fprintf(stderr, "fulcrum up: this build cannot run these settings; change them and try again\n");
+    return kExitConfig;
+  }
+  log::setComponent("up");
+  PlanOptions plan{.log_format = options.log_format, .log_level = options.log_level};
+  if (int rc = preflight(site, plan); rc != kExitOk) {
+    return rc;
+  }
+  SiteLock lock;
+  std::string error;
+  if (!lock.acquire(site.site.state_dir / "up.lock", error)) {
+    log::error("{}{}", error, error.find("already running") == std::string::npos ? accessHint() : "");
+    return kExitRuntime;
+  }
+  // Under the lock: a port in use now belongs to something else (a node started by hand?).
+  const core::IpAddress etcd_ip =
+      hasManagedEtcd(site) ? site.etcd.endpoints.front().ip() : core::IpAddress{};
+  plan.etcd_peer_port =
+      chooseEtcdPeerPort(site, [&](uint16_t port) { return portFree(core::SocketAddress(etcd_ip, port)); });
+  if (hasManagedEtcd(site) && plan.etcd_peer_port == 0) {
+    log::error("no free port for the managed etcd's peer URL after {}", site.etcd.endpoints.front().toString());
+    return kExitRuntime;
+  }
+  for (const auto& listener : siteListeners(site, 0)) {
+    if (!portFree(listener.address)) {
+      log::error("{} ({}) is in use: is this site already running (started by hand?) or another program on it?",
+                 listener.address.toString(), listener.what);
+      return kExitRuntime;
+    }
+  }
+  core::blockSignals();
+  Up up(site, options, planChildren(site, plan));
+  return up.run();
+}
+
+}  // namespace fulcrum::site

@@ -1,0 +1,127 @@
+// What `fulcrum up` runs, in which order, with which probes: worked out from the file alone.
+#include "site/plan.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <string>
+
+#include "config/loader.h"
+
+namespace fulcrum::site {
+namespace {
+
+constexpr const char* kSite = R"([site]
+name = "t"
+state_dir = "/srv/state"
+[[lb.node]]
+name = "lb-1"
+http = "127.0.0.1:8080"
+stats = "127.0.0.1:8404"
+[[lb.node]]
+name = "lb-2"
+http = "127.0.0.1:8081"
+[web]
+docroot = "/"
+app = "none"
+[[web.node]]
+name = "web-1"
+listen = "127.0.0.1:9001"
+[[db.node]]
+name = "db-1"
+pg = "127.0.0.1:15432"
+agent = "127.0.0.1:8008"
+[[db.node]]
+name = "db-2"
+pg = "127.0.0.1:15433"
+agent = "127.0.0.1:2380"
+[etcd]
+endpoints = ["127.0.0.1:2379"]
+)";
+
+config::Site load(const std::string& text) {
+  auto result = config::loadSiteString(text, "/srv/site.toml");
+  EXPECT_TRUE(result.ok()) << (result.errors.empty() ? "" : result.errors[0].toString());
+  return result.site;
+}
+
+PlanOptions options() {
+  PlanOptions o;
+  o.self_exe = "/bin/fulcrum";
+  o.etcd_exe = "/usr/bin/etcd";
+  o.etcd_peer_port = 2381;
+  o.log_format = "json";
+  o.log_level = "debug";
+  return o;
+}
+
+TEST(PlanTest, StartOrderIsEtcdThenDatabasesThenWebThenLoadBalancers) {
+  auto children = planChildren(load(kSite), options());
+  std::vector<std::string> names;
+  for (const auto& c : children) {
+    names.push_back(std::string(roleName(c.role)) + ":" + c.name);
+  }
+  EXPECT_EQ(names, (std::vector<std::string>{"etcd:etcd", "db:db-1", "db:db-2", "web:web-1", "lb:lb-1", "lb:lb-2"}));
+  EXPECT_TRUE(std::is_sorted(children.begin(), children.end(),
+                             [](const ChildSpec& a, const ChildSpec& b) { return a.role < b.role; }));
+}
+
+TEST(PlanTest, RoleChildrenRunThisBinaryWithTheSiteAndLogOptions) {
+  auto children = planChildren(load(kSite), options());
+  const ChildSpec& db = children[1];
+  EXPECT_EQ(db.argv, (std::vector<std::string>{"/bin/fulcrum", "--log-format", "json", "--log-level", "debug", "db",
+                                               "--site", "/srv/site.toml", "--node", "db-1"}));
+  EXPECT_EQ(db.log, "/srv/state/logs/db-1.log");
+  EXPECT_EQ(db.probe.url(), "http://127.0.0.1:8008/health");
+  EXPECT_GT(db.start_timeout, children[3].start_timeout);  // a first bootstrap runs initdb
+  EXPECT_EQ(children[3].probe.url(), "http://127.0.0.1:9001/healthz");
+  EXPECT_EQ(children[3].argv[5], "web");
+  // A load balancer is probed on its stats listener, or on its HTTP port without one.
+  EXPECT_EQ(children[4].probe.url(), "http://127.0.0.1:8404/healthz");
+  EXPECT_EQ(children[5].probe.url(), "tcp://127.0.0.1:8081");
+}
+
+TEST(PlanTest, ManagedEtcdIsOneMemberOnTheFirstEndpoint) {
+  auto children = planChildren(load(kSite), options());
+  const ChildSpec& etcd = children[0];
+  EXPECT_EQ(etcd.argv[0], "/usr/bin/etcd");
+  auto has = [&](const std::string& arg) {
+    return std::find(etcd.argv.begin(), etcd.argv.end(), arg) != etcd.argv.end();
+  };
+  EXPECT_TRUE(has("--data-dir=/srv/state/etcd"));
+  EXPECT_TRUE(has("--listen-client-urls=http://127.0.0.1:2379"));
+  EXPECT_TRUE(has("--listen-peer-urls=http://127.0.0.1:2381"));
+  EXPECT_TRUE(has("--initial-cluster=fulcrum=http://127.0.0.1:2381"));
+  EXPECT_EQ(etcd.probe.url(), "http://127.0.0.1:2379/health");
+  EXPECT_EQ(etcd.log, "/srv/state/logs/etcd.log");
+}
+
+TEST(PlanTest, UnmanagedEtcdIsNotStarted) {
+  auto children = planChildren(load(std::string(kSite) + "managed = false\n"), options());
+  EXPECT_EQ(children.front().role, Role::Db);
+}
+
+TEST(PlanTest, PeerPortSkipsSiteListenersAndBusyPorts) {
+  config::Site site = load(kSite);
+  // 2380 is db-2's agent; 2381 is busy; 2382 is free.
+  EXPECT_EQ(chooseEtcdPeerPort(site, [](uint16_t port) { return port != 2381; }), 2382);
+  EXPECT_EQ(chooseEtcdPeerPort(site, [](uint16_t) { return true; }), 2381);
+  EXPECT_EQ(chooseEtcdPeerPort(site, [](uint16_t) { return false; }), 0);
+  EXPECT_EQ(chooseEtcdPeerPort(load(std::string(kSite) + "managed = false\n"), [](uint16_t) { return true; }), 0);
+}
+
+TEST(PlanTest, ListenersNameEveryAddressOfTheSite) {
+  auto listeners = siteListeners(load(kSite), 2381);
+  std::vector<std::string> seen;
+  for (const auto& l : listeners) {
+    seen.push_back(l.what + "=" + l.address.toString());
+  }
+  EXPECT_EQ(seen, (std::vector<std::string>{"etcd client=127.0.0.1:2379", "etcd peer=127.0.0.1:2381",
+                                            "db-1 PostgreSQL=127.0.0.1:15432", "db-1 agent=127.0.0.1:8008",
+                                            "db-2 PostgreSQL=127.0.0.1:15433", "db-2 agent=127.0.0.1:2380",
+                                            "web-1 listen=127.0.0.1:9001", "lb-1 http=127.0.0.1:8080",
+                                            "lb-1 stats=127.0.0.1:8404", "lb-2 http=127.0.0.1:8081"}));
+}
+
+}  // namespace
+}  // namespace fulcrum::site

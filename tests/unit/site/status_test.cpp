@@ -1,0 +1,101 @@
+// Reading the nodes' own answers into `fulcrum status` rows, and printing them.
+#include "site/status.h"
+
+#include <gtest/gtest.h>
+
+#include <nlohmann/json.hpp>
+
+namespace fulcrum::site {
+namespace {
+
+TEST(StatusTest, PrometheusCounterSumsEverySampleOfExactlyThatName) {
+  const char* text =
+      "# HELP fulcrum_web_requests_total HTTP requests handled.\n"
+      "# TYPE fulcrum_web_requests_total counter\n"
+      "fulcrum_web_requests_total{node=\"web-1\"} 41\n"
+      "fulcrum_web_requests_total_other 1000\n"
+      "fulcrum_web_requests_total{node=\"web-1\",x=\"y\"} 1\n"
+      "fulcrum_web_responses_total{code=\"2xx\"} 7\n";
+  EXPECT_EQ(prometheusCounter(text, "fulcrum_web_requests_total"), 42.0);
+  EXPECT_EQ(prometheusCounter("plain 3", "plain"), 3.0);
+  EXPECT_FALSE(prometheusCounter(text, "fulcrum_lb_requests_total").has_value());
+  EXPECT_FALSE(prometheusCounter("x{a=\"b\"} nope\n", "x").has_value());
+}
+
+TEST(StatusTest, AgentStatusGivesRoleTimelineAndLag) {
+  NodeStatus primary;
+  readAgentStatus(R"({"role":"primary","timeline":2,"lag_bytes":null,"lease":{"held":true,"may_write":true}})",
+                  primary);
+  EXPECT_TRUE(primary.healthy);
+  EXPECT_EQ(primary.health, "primary tl 2");
+  EXPECT_FALSE(primary.lag_bytes.has_value());
+
+  NodeStatus fenced;
+  readAgentStatus(R"({"role":"primary","timeline":2,"lease":{"held":false,"may_write":false}})", fenced);
+  EXPECT_FALSE(fenced.healthy);
+  EXPECT_EQ(fenced.health, "primary tl 2, fenced");
+
+  NodeStatus replica;
+  readAgentStatus(R"({"role":"replica","timeline":2,"lag_bytes":4096,"lease":{"held":false,"may_write":false}})",
+                  replica);
+  EXPECT_TRUE(replica.healthy);
+  EXPECT_EQ(replica.health, "replica tl 2");
+  EXPECT_EQ(replica.lag_bytes, 4096);
+
+  NodeStatus stopped;
+  readAgentStatus(R"({"role":"stopped","timeline":0})", stopped);
+  EXPECT_FALSE(stopped.healthy);
+  EXPECT_EQ(stopped.health, "postgres stopped");
+
+  NodeStatus garbage;
+  readAgentStatus("not json", garbage);
+  EXPECT_FALSE(garbage.healthy);
+}
+
+TEST(StatusTest, LoadBalancerStateCountsServersUpAndReturnsRequests) {
+  NodeStatus row;
+  auto requests = readLbState(
+      R"({"node":"lb-1","totals":{"requests":1234},"servers":[{"name":"a","health":"up"},{"name":"b","health":"down"}]})",
+      row);
+  EXPECT_EQ(requests, 1234.0);
+  EXPECT_TRUE(row.healthy);
+  EXPECT_EQ(row.health, "1/2 servers up");
+
+  NodeStatus none_up;
+  readLbState(R"({"totals":{"requests":0},"servers":[{"name":"a","health":"down"}]})", none_up);
+  EXPECT_FALSE(none_up.healthy);
+}
+
+std::vector<NodeStatus> sample() {
+  NodeStatus db{"db", "db-1", "127.0.0.1:15432", true, true, "primary tl 1"};
+  NodeStatus web{"web", "web-1", "127.0.0.1:9001", true, true, "ok", 12.5};
+  NodeStatus down{"web", "web-2", "127.0.0.1:9002", false, false, "connect 127.0.0.1:9002: Connection refused"};
+  NodeStatus replica{"db", "db-2", "127.0.0.1:15433", true, true, "replica tl 1", std::nullopt, 128};
+  return {db, web, down, replica};
+}
+
+TEST(StatusTest, TableHasAHeaderAndOneAlignedLinePerNode) {
+  std::string table = formatTable(sample());
+  EXPECT_EQ(table,
+            "ROLE  NAME         ADDRESS                STATE HEALTH                    REQ/S        LAG\n"
+            "db    db-1         127.0.0.1:15432        up    primary tl 1                  -          -\n"
+            "web   web-1        127.0.0.1:9001         up    ok                         12.5          -\n"
+            "web   web-2        127.0.0.1:9002         down  connect 127.0.0.1:9002: Connection refused        -          -\n"
+            "db    db-2         127.0.0.1:15433        up    replica tl 1                  -      128 B\n");
+}
+
+TEST(StatusTest, JsonIsAnArrayOfObjectsWithNullsForUnknowns) {
+  auto j = nlohmann::json::parse(formatJson(sample()));
+  ASSERT_TRUE(j.is_array());
+  ASSERT_EQ(j.size(), 4u);
+  EXPECT_EQ(j[0]["role"], "db");
+  EXPECT_EQ(j[0]["state"], "up");
+  EXPECT_TRUE(j[0]["requests_per_s"].is_null());
+  EXPECT_EQ(j[1]["requests_per_s"], 12.5);
+  EXPECT_EQ(j[2]["state"], "down");
+  EXPECT_EQ(j[2]["healthy"], false);
+  EXPECT_EQ(j[3]["lag_bytes"], 128);
+}
+
+}  // namespace
+}  // namespace fulcrum::site
