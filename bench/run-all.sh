@@ -8,6 +8,10 @@ echo
 echo "== fulcrum lb vs HAProxy and nginx =="
 "$HERE/lb-vs-haproxy.sh"
 echo
+echo "== the guestbook through the load balancer: 90% reads, 0-2 replicas, with and without tokens =="
+"$HERE/guestbook.sh"
+echo
+# bench/failover.sh (Fulcrum vs Patroni, 45-60 minutes) runs alone: sudo bench/failover.sh
 for b in "$HERE"/../build/bench/*_bench; do
   if [[ -x "$b" ]]; then
     echo "== $(basename "$b") =="

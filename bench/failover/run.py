@@ -1,0 +1,284 @@
+"""Trial driver for bench/failover.sh (run it through that script, which owns the temp dir and
+the last-resort cleanup).
+
+For each mode (async, sync) and each system (Fulcrum at leader_ttl_ms 10000 and 5000, Patroni
+at ttl 10), one fresh cluster runs TRIALS trials of each fault:
+  postgres        kill -9 of the primary's postmaster only
+  agent+postgres  kill -9 of the primary's agent and its postmaster together
+A trial: wait for one primary and two caught-up replicas; start the writer and the probes; after
+a warm-up, kill; the failover time is from the kill to the first commit on a connection opened
+after the kill; keep writing AFTER seconds more; stop; count acknowledged ids missing from the
+node that took the last commit (lost writes); check no two nodes accepted writes at one moment;
+restart a killed agent so the old primary rejoins before the next trial. A node that does not
+rejoin or follow by itself within REJOIN_TIMEOUT is re-cloned and counted (rejoin failures);
+a trial that fails outright is reported and the cluster rebuilt.
+"""
+import argparse
+import os
+import shutil
+import signal
+import statistics
+import sys
+import time
+
+import psycopg2
+
+from clusters import (MAX_LAG, NODES, FulcrumCluster, NotSupported, PatroniCluster, kill_quietly,
+                      processes_mentioning, wait_until)
+from writer import Probes, Writer, double_writers
+
+WARMUP = 2.0  # seconds of load before the kill
+AFTER = 2.0  # seconds of load after the first post-kill commit (catches a second writer)
+FAILOVER_TIMEOUT = 90.0
+READY_TIMEOUT = 180.0
+# How long a restarted old primary may take to rejoin as a replica before the benchmark re-clones it
+# (and counts a rejoin failure): the rejoin is not timed, but it must not stall the run.
+REJOIN_TIMEOUT = float(os.environ.get("REJOIN_TIMEOUT", "90"))
+NA = "n/a (not supported by this build)"
+TRIAL_ERRORS = (TimeoutError, RuntimeError, OSError, psycopg2.Error)
+
+
+def log(msg):
+    print(time.strftime("%H:%M:%S ") + msg, flush=True)
+
+
+class Cell:
+    def __init__(self):
+        self.times, self.lost, self.rates = [], [], []
+        self.doubles = 0
+        self.rejoin_failures = 0  # trials where a node did not rejoin or follow by itself (re-cloned)
+        self.failures = []
+        self.note = ""
+
+
+def make_cluster(args, system, ttl_ms, synchronous):
+    if system == "fulcrum":
+        cluster = FulcrumCluster(args.dir, ttl_ms, synchronous, args.fulcrum)
+    else:
+        cluster = PatroniCluster(args.dir, ttl_ms, synchronous)
+    cluster.keep_logs = args.logs
+    return cluster
+
+
+def bring_up(args, system, ttl_ms, synchronous):
+    cluster = make_cluster(args, system, ttl_ms, synchronous)
+    try:
+        cluster.start()
+        cluster.wait_ready(READY_TIMEOUT)
+        primary, _ = cluster.roles()
+        cluster.query(primary, "CREATE TABLE IF NOT EXISTS bench_w (id bigint PRIMARY KEY, "
+                               "at timestamptz NOT NULL DEFAULT now());"
+                               "CREATE TABLE IF NOT EXISTS bench_probe (node text NOT NULL, "
+                               "at timestamptz NOT NULL DEFAULT now())")
+        cluster.wait_ready(READY_TIMEOUT)
+        return cluster
+    except BaseException:
+        cluster.stop(hard=True)
+        raise
+
+
+def count_present(cluster, ids):
+    """How many of `ids` the current primary holds (retries while roles settle)."""
+    def attempt():
+        primary = next((n for n in NODES if cluster.code(n, "/primary") == 200), None)
+        if primary is None:
+            return None
+        try:
+            rows = cluster.query(primary, "SELECT count(*) FROM bench_w WHERE id = ANY(%s)", (ids,))
+        except psycopg2.Error:
+            return None
+        return (rows[0][0],)
+    return wait_until(attempt, timeout=60, interval=0.2, what="a primary to count rows on")[0]
+
+
+def ensure_ready(cluster):
+    """Waits for one primary and two caught-up replicas. A node that is neither after
+    REJOIN_TIMEOUT (its agent cannot make it follow) is re-cloned. Returns (roles, re-cloned)."""
+    try:
+        return cluster.wait_ready(REJOIN_TIMEOUT), 0
+    except TimeoutError:
+        primaries = [n for n in NODES if cluster.code(n, "/primary") == 200]
+        if len(primaries) != 1:
+            raise
+        stuck = [n for n in NODES if n != primaries[0] and cluster.code(n, f"/replica?lag={MAX_LAG}") != 200]
+        for node in stuck:
+            tail = cluster.agent_log(node).strip().splitlines()[-1:]
+            log(f"{node} is not a streaming replica after {REJOIN_TIMEOUT:.0f} s (agent log ends: {tail}); "
+                "re-cloning it")
+            cluster.reclone(node)
+        return cluster.wait_ready(READY_TIMEOUT), len(stuck)
+
+
+def trial(cluster, fault, threads):
+    (old, _), stuck = ensure_ready(cluster)
+    probes = Probes(cluster, NODES)
+    writer = Writer(cluster, NODES, threads)
+    probes.start()
+    writer.start()
+    start = time.monotonic()
+    agent = None
+    try:
+        wait_until(lambda: writer.count() > 0 and time.monotonic() - start >= WARMUP, timeout=60, interval=0.05,
+                   what="the writer's first commits")
+        postmaster = cluster.postmaster_pid(old)
+        agent = cluster.agent_pid(old) if fault == "agent+postgres" else None
+        killed = time.monotonic()
+        writer.set_mark(killed)
+        if agent is not None:
+            kill_quietly(agent)
+        kill_quietly(postmaster)
+        wait_until(lambda: writer.first_after is not None, timeout=FAILOVER_TIMEOUT, interval=0.01,
+                   what="a commit after the kill")
+        failover = writer.first_after - killed
+        time.sleep(AFTER)
+    finally:
+        acks = writer.stop()
+        probe_acks = probes.stop()
+    before = [a for a in acks if killed - 1.5 <= a.acked < killed]
+    rate = len(before) / 1.5
+    new = max(acks, key=lambda a: a.acked).node
+    ids = [a.id for a in acks]
+    lost = len(ids) - count_present(cluster, ids)
+    doubles = double_writers(acks + probe_acks)
+    rejoined = stuck == 0
+    if agent is not None:
+        cluster.reap_agent(old)
+        rejoined = rejoin(cluster, old) and rejoined
+    return failover, lost, doubles, rate, old, new, len(ids), rejoined
+
+
+def rejoin(cluster, node):
+    """Restarts the killed old primary's agent; True once it streams as a replica, False when it
+    did not within REJOIN_TIMEOUT and had to be re-cloned."""
+    cluster.start_agent(node)
+    try:
+        wait_until(lambda: cluster.code(node, f"/replica?lag={MAX_LAG}") == 200, timeout=REJOIN_TIMEOUT,
+                   interval=0.2, what=f"{node} rejoining as a replica")
+        return True
+    except TimeoutError:
+        tail = cluster.agent_log(node).strip().splitlines()[-1:]
+        log(f"{node} did not rejoin within {REJOIN_TIMEOUT:.0f} s (agent log ends: {tail}); re-cloning it")
+        cluster.reclone(node)
+        return False
+
+
+def run_cell(args, cluster, key, cell, fault):
+    system, ttl_ms, mode, _ = key
+    for i in range(1, args.trials + 1):
+        label = f"[{system} ttl={ttl_ms / 1000:g}s {mode} kill {fault}] trial {i}/{args.trials}"
+        try:
+            failover, lost, doubles, rate, old, new, n, rejoined = trial(cluster, fault, args.threads)
+        except TRIAL_ERRORS as e:
+            cell.failures.append(str(e).splitlines()[0])
+            log(f"{label}: FAILED: {e}")
+            for node in NODES:
+                tail = cluster.agent_log(node)[-1500:] if os.path.exists(
+                    os.path.join(cluster.dir, node + ".log")) else ""
+                print(f"--- {node} log tail ---\n{tail}", flush=True)
+            log("rebuilding the cluster")
+            cluster.stop(hard=True)
+            cluster = bring_up(args, system, ttl_ms, mode == "sync")
+            continue
+        cell.times.append(failover)
+        cell.lost.append(lost)
+        cell.rates.append(rate)
+        if doubles:
+            cell.doubles += 1
+        if not rejoined:
+            cell.rejoin_failures += 1
+        log(f"{label}: {failover:.2f} s, lost {lost} of {n} acknowledged, "
+            f"{'TWO WRITERS ' + str(doubles) + ', ' if doubles else ''}"
+            f"{rate:.0f} commits/s before, primary {old} -> {new}"
+            f"{'' if rejoined else ', a node re-cloned'}")
+    return cluster
+
+
+def table(cells, trials):
+    head = ["system", "ttl", "mode", "fault", "trials", "median s", "min s", "max s", "lost writes",
+            "double-writer incidents", "commits/s before", "rejoin failures"]
+    rows = []
+    for (system, ttl_ms, mode, fault), cell in cells.items():
+        base = [system, f"{ttl_ms / 1000:g} s", mode, fault]
+        if cell.note:
+            rows.append(base + [cell.note] + [""] * 7)
+            continue
+        t = cell.times
+        lost = sum(cell.lost)
+        lost_text = f"{lost}" + (f" (in {sum(1 for x in cell.lost if x)}/{len(t)} trials)" if lost else "")
+        if not t:
+            lost_text = "-"
+        stats = ([f"{statistics.median(t):.2f}", f"{min(t):.2f}", f"{max(t):.2f}"] if t else ["-"] * 3)
+        done = f"{len(t)}/{trials}" + (f" ({len(cell.failures)} failed)" if cell.failures else "")
+        rate = f"{statistics.median(cell.rates):.0f}" if cell.rates else "-"
+        rejoins = str(cell.rejoin_failures) if t else "-"
+        rows.append(base + [done] + stats + [lost_text, str(cell.doubles), rate, rejoins])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def sweep(directory):
+    """The last resort (failover.sh's exit trap): every process whose command line names the run
+    dir -- agents, patroni, postmasters, etcd -- is killed, then the dir is removed."""
+    for _ in range(50):
+        pids = processes_mentioning(directory)
+        if not pids:
+            break
+        for pid in pids:
+            kill_quietly(pid)
+        time.sleep(0.2)
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--dir", required=True)
+    p.add_argument("--fulcrum", required=True)
+    p.add_argument("--trials", type=int, default=10)
+    p.add_argument("--threads", type=int, default=8)
+    p.add_argument("--systems", default="fulcrum:10000,fulcrum:5000,patroni:10000")
+    p.add_argument("--modes", default="async,sync")
+    p.add_argument("--faults", default="postgres,agent+postgres")
+    p.add_argument("--logs", default="", help="keep every cluster's logs in this directory")
+    p.add_argument("--cleanup", action="store_true", help="only kill what runs from --dir and remove it")
+    args = p.parse_args()
+    if args.cleanup:
+        sweep(args.dir)
+        return
+    systems = [(s.split(":")[0], int(s.split(":")[1])) for s in args.systems.split(",")]
+    modes, faults = args.modes.split(","), args.faults.split(",")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+
+    # Rows grouped for comparison: fault, then mode, then system.
+    cells = {(s, ttl, m, f): Cell() for f in faults for m in modes for (s, ttl) in systems}
+    log(f"failover benchmark: {args.trials} trials per cell, {args.threads} writer threads, "
+        f"systems {args.systems}, modes {args.modes}, faults {args.faults}")
+    cluster = None
+    try:
+        for mode in modes:
+            for system, ttl_ms in systems:
+                log(f"starting {system} (ttl {ttl_ms / 1000:g} s, {mode})")
+                try:
+                    cluster = bring_up(args, system, ttl_ms, mode == "sync")
+                    for fault in faults:
+                        key = (system, ttl_ms, mode, fault)
+                        cluster = run_cell(args, cluster, key, cells[key], fault)
+                    cluster.stop()
+                except NotSupported as e:
+                    log(f"{system} {mode}: {NA}: {e}")
+                    for fault in faults:
+                        cells[(system, ttl_ms, mode, fault)].note = NA
+                except TRIAL_ERRORS as e:
+                    log(f"{system} {mode}: giving up on this cluster: {e}")
+                    if cluster is not None:
+                        cluster.stop(hard=True)  # harmless when already stopped
+                cluster = None
+    finally:
+        if cluster is not None:
+            cluster.stop(hard=True)
+        print()
+        print(table(cells, args.trials), flush=True)
+
+
+if __name__ == "__main__":
+    main()
