@@ -12,7 +12,7 @@
 #include <cstring>
 #include <fstream>
 
-#include "core/fd.h"
+#include "core/secret_file.h"
 #include "db/etcd_codec.h"
 
 namespace fulcrum::db {
@@ -178,55 +178,12 @@ std::string generatePassword() {
 }
 
 Result<std::string> loadOrCreateSecret(const std::filesystem::path& path) {
-  using R = Result<std::string>;
-  auto read = [&]() -> R {
-    std::ifstream in(path);
-    std::string line;
-    if (!in || !std::getline(in, line)) {
-      return R::failure("cannot read " + path.string());
-    }
-    while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) {
-      line.pop_back();
-    }
-    if (line.empty()) {
-      return R::failure(path.string() + ": empty password");
-    }
-    return R::success(line);
-  };
-  std::error_code ec;
-  if (std::filesystem::exists(path, ec)) {
-    return read();
+  std::string value;
+  std::string error;
+  if (!core::loadOrCreateSecretFile(path, generatePassword, value, error)) {
+    return Result<std::string>::failure(error);
   }
-  if (path.has_parent_path()) {
-    std::filesystem::create_directories(path.parent_path(), ec);
-  }
-  // Written in full under a private name, then linked into place: a process racing us (every
-  // agent of a site creates the admin token at start) sees no file or the whole secret, never
-  // an empty one, and the first link wins.
-  std::filesystem::path temp = path;
-  temp += ".tmp-" + std::to_string(::getpid());
-  core::Fd fd(::open(temp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600));
-  if (!fd) {
-    return R::failure("create " + temp.string() + ": " + std::strerror(errno));
-  }
-  std::string secret = generatePassword();
-  std::string line = secret + "\n";
-  if (::write(fd.get(), line.data(), line.size()) != static_cast<ssize_t>(line.size()) ||
-      ::fsync(fd.get()) != 0) {
-    int err = errno;
-    ::unlink(temp.c_str());
-    return R::failure("write " + temp.string() + ": " + std::strerror(err));
-  }
-  int linked = ::link(temp.c_str(), path.c_str());
-  int err = errno;
-  ::unlink(temp.c_str());
-  if (linked != 0) {
-    if (err == EEXIST) {
-      return read();
-    }
-    return R::failure("create " + path.string() + ": " + std::strerror(err));
-  }
-  return R::success(secret);
+  return Result<std::string>::success(std::move(value));
 }
 
 }  // namespace fulcrum::db

@@ -50,8 +50,8 @@ std::string scramVerifier(std::string_view password, std::string_view salt, int 
 
 // A random password: 32 characters of [A-Za-z0-9], 190 bits.
 std::string generatePassword();
-// The secret in `path` (first line), or a new one generated and written there with mode 0600
-// (created exclusively: two racing processes never write different secrets).
+// The secret in `path` (first line), or a new password written there with mode 0600
+// (core::loadOrCreateSecretFile: racing processes all end up with the same secret).
 Result<std::string> loadOrCreateSecret(const std::filesystem::path& path);
 
 }  // namespace fulcrum::db

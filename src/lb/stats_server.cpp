@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/log.h"
+#include "core/secret_file.h"
 #include "http/bearer.h"
 #include "metrics/prometheus.h"
 
@@ -367,44 +368,26 @@ std::string StatsHandler::metricsText() const {
 }
 
 std::string loadOrCreateToken(const std::string& path, std::string& error) {
-  std::error_code ec;
-  std::filesystem::create_directories(std::filesystem::path(path).parent_path(), ec);
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd >= 0) {
-    char buf[256];
-    ssize_t n = ::read(fd, buf, sizeof buf);
-    ::close(fd);
-    std::string token(buf, n > 0 ? static_cast<size_t>(n) : 0);
-    while (!token.empty() && (token.back() == '\n' || token.back() == '\r' || token.back() == ' ')) {
-      token.pop_back();
+  auto make = [] {
+    unsigned char raw[32];
+    if (getrandom(raw, sizeof raw, 0) != static_cast<ssize_t>(sizeof raw)) {
+      return std::string();  // refused below: no token is better than a guessable one
     }
-    if (token.size() < 16) {
-      error = path + ": token too short (16 characters at least)";
-      return "";
+    static constexpr char kHex[] = "0123456789abcdef";
+    std::string token;
+    for (unsigned char c : raw) {
+      token += kHex[c >> 4];
+      token += kHex[c & 15];
     }
     return token;
-  }
-  unsigned char raw[32];
-  if (getrandom(raw, sizeof raw, 0) != static_cast<ssize_t>(sizeof raw)) {
-    error = std::string("getrandom: ") + std::strerror(errno);
-    return "";
-  }
-  static constexpr char kHex[] = "0123456789abcdef";
+  };
+  // Shared with the db agents of the same state_dir, which may be creating it at this moment.
   std::string token;
-  for (unsigned char c : raw) {
-    token += kHex[c >> 4];
-    token += kHex[c & 15];
-  }
-  fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-  if (fd < 0) {
-    error = path + ": " + std::strerror(errno);
+  if (!core::loadOrCreateSecretFile(path, make, token, error)) {
     return "";
   }
-  std::string line = token + "\n";
-  bool ok = ::write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size());
-  ::close(fd);
-  if (!ok) {
-    error = path + ": short write";
+  if (token.size() < 16) {
+    error = path + ": token too short (16 characters at least)";
     return "";
   }
   return token;

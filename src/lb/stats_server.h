@@ -48,7 +48,8 @@ class StatsHandler final : public http::Handler {
   std::chrono::steady_clock::time_point started_;
 };
 
-// Reads the admin token from `path`, or creates it (32 random bytes, hex, mode 0600).
+// Reads the admin token from `path`, or creates it (32 random bytes, hex, mode 0600; shared with
+// the db agents of the state_dir, core::loadOrCreateSecretFile).
 // Returns "" and sets `error` on failure.
 std::string loadOrCreateToken(const std::string& path, std::string& error);
 
