@@ -20,12 +20,8 @@ import unittest
 from browser import Browser, chromium_binary
 from harness import http_get, wait_until
 from test_db import missing_requirement
+from test_guestbook import cookie_of
 from test_up import WEB, Site
-
-
-def cookie_of(headers):
-    value = headers.get("Set-Cookie", "")
-    return value.split(";", 1)[0] if value.startswith("fulcrum_lsn=") else None
 
 
 def artifact_dir():
