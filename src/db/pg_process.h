@@ -1,5 +1,5 @@
 #pragma once
-// Running PostgreSQL's programs: short-lived tools (initdb, psql, pg_basebackup, pg_rewind) whose
+// Running PostgreSQL's programs: short-lived tools (initdb, pg_basebackup, pg_rewind, pg_controldata) whose
 // output we capture, and the postmaster itself, which stays our child so that its death is seen
 // (and reaped) at once. PostgreSQL refuses to run as root: when we are root, every program runs
 // as the PostgreSQL OS user (normally `postgres`), switched to between fork and exec.

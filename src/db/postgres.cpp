@@ -1,5 +1,6 @@
 #include "db/postgres.h"
 
+#include <pwd.h>
 #include <signal.h>
 #include <unistd.h>
 
@@ -20,10 +21,8 @@ namespace {
 using SteadyClock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 
-// psql's field and record separators: ASCII unit and record separators never occur in the
-// values we ask for (names, LSNs, numbers, settings).
-constexpr char kFieldSep = '\x1f';
-constexpr char kRecordSep = '\x1e';
+// The ident map (pg_ident.conf) the local socket's peer rule uses.
+constexpr const char* kIdentMap = "fulcrum";
 
 std::optional<std::vector<int>> parseVersion(const std::string& text) {
   std::vector<int> parts;
@@ -63,14 +62,25 @@ std::string hbaName(std::string_view name) {
   return "\"" + std::string(name) + "\"";
 }
 
+// Who this process runs as: the OS user the server sees on the local socket (peer).
+std::string agentOsUser() {
+  std::vector<char> buffer(16384);
+  passwd entry{};
+  passwd* found = nullptr;
+  if (::getpwuid_r(::geteuid(), &entry, buffer.data(), buffer.size(), &found) == 0 && found != nullptr) {
+    return found->pw_name;
+  }
+  return "#" + std::to_string(::geteuid());  // no name: no map line can match it
+}
+
 // Seconds for a libpq connect_timeout (it ignores values under 2).
 std::string connectSeconds(milliseconds timeout) {
   return std::to_string(std::max<int64_t>(2, (timeout.count() + 999) / 1000));
 }
 
-// Bounded polling with a growing pause (2 ms .. 100 ms).
+// Bounded polling with a growing pause (2 ms .. max_pause).
 template <typename Predicate>
-bool pollUntil(Predicate done, SteadyClock::time_point until) {
+bool pollUntil(Predicate done, SteadyClock::time_point until, milliseconds max_pause = milliseconds(100)) {
   auto pause = milliseconds(2);
   for (;;) {
     if (done()) {
@@ -80,7 +90,7 @@ bool pollUntil(Predicate done, SteadyClock::time_point until) {
       return false;
     }
     std::this_thread::sleep_for(pause);
-    pause = std::min(pause * 2, milliseconds(100));
+    pause = std::min(pause * 2, max_pause);
   }
 }
 
@@ -144,6 +154,7 @@ PostgresNode::PostgresNode(PostgresOptions options) : options_(std::move(options
 }
 
 PostgresNode::~PostgresNode() {
+  dropSessions();
   // Fast, then immediate (the postmaster ends its children), then kill.
   for (int sig : {SIGINT, SIGQUIT}) {
     postmaster_.signal(sig);
@@ -203,69 +214,34 @@ Status PostgresNode::runChecked(std::vector<std::string> argv, milliseconds time
   return Status::success();
 }
 
-std::vector<std::string> PostgresNode::psqlArgs(std::string_view database) const {
-  std::string conninfo =
-      "host=" + conninfoValue(options_.run_dir.string()) + " port=" + std::to_string(options_.listen.port()) +
-      " user=" + conninfoValue(superuser()) + " dbname=" + conninfoValue(database) +
-      " application_name='fulcrum-agent'" + " connect_timeout=" + connectSeconds(options_.query_timeout);
-  return {program("psql").string(),
-          "-X",
-          "-q",
-          "-A",
-          "-t",
-          "-v",
-          "ON_ERROR_STOP=1",
-          "-F",
-          std::string(1, kFieldSep),
-          "-R",
-          std::string(1, kRecordSep),
-          "-d",
-          conninfo};
+void PostgresNode::dropSessions() {
+  sessions_.clear();
 }
 
 Result<std::vector<std::vector<std::string>>> PostgresNode::query(std::string_view sql,
                                                                   std::string_view database) {
   using R = Result<std::vector<std::vector<std::string>>>;
-  std::vector<std::string> argv = psqlArgs(database);
-  argv.push_back("-c");
-  argv.emplace_back(sql);
-  auto output = capture(std::move(argv), options_.query_timeout,
-                        {"PGOPTIONS=-c statement_timeout=" + std::to_string(options_.query_timeout.count())});
-  if (!output.ok) {
-    return R::failure(output.error);
+  if (!init_error_.empty()) {
+    return R::failure(init_error_);
   }
-  std::string text = std::move(output.value);
-  while (!text.empty() && text.back() == '\n') {
-    text.pop_back();
+  auto session = sessions_.find(database);
+  if (session == sessions_.end()) {
+    std::vector<std::pair<std::string, std::string>> params = {
+        {"host", options_.run_dir.string()},
+        {"port", std::to_string(options_.listen.port())},
+        {"user", superuser()},
+        {"dbname", std::string(database)},
+        {"application_name", "fulcrum-agent"}};
+    session = sessions_.emplace(std::string(database), std::make_unique<PgSession>(std::move(params))).first;
   }
-  std::vector<std::vector<std::string>> rows;
-  if (text.empty()) {
-    return R::success(std::move(rows));
+  auto rows = session->second->query(sql, options_.query_timeout);
+  if (!rows.ok && rows.error.find("authentication failed") != std::string::npos) {
+    rows.error +=
+        " (the local socket admits superuser '" + superuser() + "' by peer authentication with map '" +
+        kIdentMap + "', which lets OS user '" + agentOsUser() +
+        "' in: pg_hba.conf and pg_ident.conf are rewritten at each start of the server by this agent)";
   }
-  std::stringstream records(text);
-  std::string record;
-  while (std::getline(records, record, kRecordSep)) {
-    std::vector<std::string> fields;
-    std::stringstream in(record);
-    std::string field;
-    while (std::getline(in, field, kFieldSep)) {
-      fields.push_back(field);
-    }
-    if (!record.empty() && record.back() == kFieldSep) {
-      fields.emplace_back();  // getline drops a trailing empty field
-    }
-    rows.push_back(std::move(fields));
-  }
-  return R::success(std::move(rows));
-}
-
-Status PostgresNode::execute(std::string_view sql, std::string_view database) {
-  std::vector<std::string> argv = psqlArgs(database);
-  argv.push_back("-f");
-  argv.push_back("-");
-  return runChecked(std::move(argv), options_.query_timeout,
-                    {"PGOPTIONS=-c statement_timeout=" + std::to_string(options_.query_timeout.count())},
-                    std::string(sql));
+  return rows;
 }
 
 Status PostgresNode::writePassFile() {
@@ -297,6 +273,9 @@ Status PostgresNode::writeClusterConfig(const AppDatabase& app) {
       "# Crash start syncs the data directory with one syncfs() instead of an fsync per file:\n"
       "# seconds less before redo after a postmaster is killed.\n"
       "recovery_init_sync_method = syncfs\n"
+      "# A standby whose primary went away (a crash restart, a failover) tries again after this,\n"
+      "# not the default 5 s: a synchronous primary's commits wait for it.\n"
+      "wal_retrieve_retry_interval = '500ms'\n"
       "password_encryption = 'scram-sha-256'\n"
       "logging_collector = off\n"
       "log_line_prefix = '%m [%p] %q%u@%d '\n";
@@ -313,18 +292,59 @@ Status PostgresNode::writeClusterConfig(const AppDatabase& app) {
   if (!written.ok) {
     return written;
   }
+  std::vector<std::string> host_rules;
+  for (const std::string& network : options_.allowed_networks) {
+    host_rules.push_back("host replication " + hbaName(options_.replication_user) + " " + network +
+                         " scram-sha-256");
+    host_rules.push_back("host postgres " + hbaName(options_.replication_user) + " " + network +
+                         " scram-sha-256");
+    host_rules.push_back("host " + hbaName(app.database) + " " + hbaName(app.user) + " " + network +
+                         " scram-sha-256");
+  }
+  return writeAccessFiles(std::move(host_rules));
+}
+
+Status PostgresNode::writeAccessFiles(std::optional<std::vector<std::string>> host_rules) {
+  const std::filesystem::path hba_file = options_.data_dir / "pg_hba.conf";
+  if (!host_rules) {
+    host_rules.emplace();
+    // Keep the TCP rules (the same on every node: initPrimary wrote them, clones copied them);
+    // the local rules are ours to write.
+    std::stringstream in(readFile(hba_file));
+    std::string line;
+    while (std::getline(in, line)) {
+      size_t start = line.find_first_not_of(" \t");
+      if (start != std::string::npos && line[start] != '#' && line.compare(start, 5, "local") != 0) {
+        host_rules->push_back(line);
+      }
+    }
+  }
+  // The agent's OS user (root) and the OS user named like the superuser may log in as the superuser.
+  std::string ident =
+      "# Written by Fulcrum at every start of the server: who may log in as the superuser on the local\n"
+      "# socket (pg_hba.conf: peer map=" +
+      std::string(kIdentMap) +
+      ").\n"
+      "# MAPNAME  SYSTEM-USERNAME  PG-USERNAME\n" +
+      kIdentMap + " " + hbaName(superuser()) + " " + hbaName(superuser()) + "\n";
+  if (const std::string agent = agentOsUser(); agent != superuser()) {
+    ident += std::string(kIdentMap) + " " + hbaName(agent) + " " + hbaName(superuser()) + "\n";
+  }
+  if (Status done = writeFileAs(user_, options_.data_dir / "pg_ident.conf", ident, 0600); !done.ok) {
+    return done;
+  }
   std::string hba =
-      "# Written by Fulcrum. The local socket: the superuser only, by peer authentication.\n"
-      "# TCP: the replication role and the application role, by password (SCRAM) only.\n"
+      "# Written by Fulcrum. The local socket: the superuser only, by peer authentication (map " +
+      std::string(kIdentMap) +
+      " in\n"
+      "# pg_ident.conf). TCP: the replication role and the application role, by password (SCRAM) only.\n"
       "# TYPE  DATABASE  USER  ADDRESS  METHOD\n"
       "local all " +
-      hbaName(superuser()) + " peer\n";
-  for (const std::string& network : options_.allowed_networks) {
-    hba += "host replication " + hbaName(options_.replication_user) + " " + network + " scram-sha-256\n";
-    hba += "host postgres " + hbaName(options_.replication_user) + " " + network + " scram-sha-256\n";
-    hba += "host " + hbaName(app.database) + " " + hbaName(app.user) + " " + network + " scram-sha-256\n";
+      hbaName(superuser()) + " peer map=" + kIdentMap + "\n";
+  for (const std::string& rule : *host_rules) {
+    hba += rule + "\n";
   }
-  return writeFileAs(user_, options_.data_dir / "pg_hba.conf", hba, 0600);
+  return writeFileAs(user_, hba_file, hba, 0600);
 }
 
 // A new cluster goes only into a data directory that holds none, owned by the OS user, mode 0700.
@@ -385,24 +405,21 @@ Status PostgresNode::initPrimary(const AppDatabase& app) {
     return quoteLiteral(verifier ? *verifier : password);
   };
   const std::string repl = quoteIdent(options_.replication_user);
-  std::string sql =
-      "CREATE ROLE " + repl + " WITH REPLICATION LOGIN PASSWORD " + password_sql(replication_password.value) +
-      ";\n"
+  const std::string statements[] = {
+      "CREATE ROLE " + repl + " WITH REPLICATION LOGIN PASSWORD " + password_sql(replication_password.value),
       // What pg_rewind reads from its source, so it needs no superuser.
-      "GRANT EXECUTE ON FUNCTION pg_catalog.pg_ls_dir(text, boolean, boolean) TO " +
-      repl +
-      ";\n"
-      "GRANT EXECUTE ON FUNCTION pg_catalog.pg_stat_file(text, boolean) TO " +
-      repl +
-      ";\n"
-      "GRANT EXECUTE ON FUNCTION pg_catalog.pg_read_binary_file(text) TO " +
-      repl +
-      ";\n"
-      "GRANT EXECUTE ON FUNCTION pg_catalog.pg_read_binary_file(text, bigint, bigint, boolean) TO " +
-      repl + ";\n" + "CREATE ROLE " + quoteIdent(app.user) + " LOGIN PASSWORD " +
-      password_sql(app_password.value) + ";\n" + "CREATE DATABASE " + quoteIdent(app.database) + " OWNER " +
-      quoteIdent(app.user) + ";\n";
-  return execute(sql);
+      "GRANT EXECUTE ON FUNCTION pg_catalog.pg_ls_dir(text, boolean, boolean) TO " + repl,
+      "GRANT EXECUTE ON FUNCTION pg_catalog.pg_stat_file(text, boolean) TO " + repl,
+      "GRANT EXECUTE ON FUNCTION pg_catalog.pg_read_binary_file(text) TO " + repl,
+      "GRANT EXECUTE ON FUNCTION pg_catalog.pg_read_binary_file(text, bigint, bigint, boolean) TO " + repl,
+      "CREATE ROLE " + quoteIdent(app.user) + " LOGIN PASSWORD " + password_sql(app_password.value),
+      "CREATE DATABASE " + quoteIdent(app.database) + " OWNER " + quoteIdent(app.user)};
+  for (const std::string& sql : statements) {
+    if (auto done = query(sql); !done.ok) {
+      return Status::failure(done.error);
+    }
+  }
+  return Status::success();
 }
 
 std::string PostgresNode::primaryConninfo(const core::SocketAddress& primary) const {
@@ -513,6 +530,10 @@ Status PostgresNode::start(const std::function<bool()>& keep_waiting) {
   if (Status dir = preparePrivateDir(user_, options_.run_dir); !dir.ok) {
     return dir;
   }
+  dropSessions();
+  if (Status access = writeAccessFiles(); !access.ok) {
+    return access;
+  }
   std::vector<std::string> argv = {program("postgres").string(),
                                    "-D",
                                    options_.data_dir.string(),
@@ -576,6 +597,7 @@ Status PostgresNode::waitReady(const std::function<bool()>& keep_waiting) {
 }
 
 Status PostgresNode::stop(StopMode mode) {
+  dropSessions();  // also: a smart shutdown would wait for them
   if (postmaster_.started()) {
     static constexpr int kSignals[] = {SIGTERM, SIGINT, SIGQUIT};
     for (int i = static_cast<int>(mode); i < 3; ++i) {
@@ -606,6 +628,7 @@ bool PostgresNode::isRunning() {
   }
   if (auto status = postmaster_.poll()) {
     unreported_exit_ = status;
+    dropSessions();
     return false;
   }
   return true;
@@ -615,7 +638,11 @@ std::optional<int> PostgresNode::pollExit() {
   if (unreported_exit_) {
     return std::exchange(unreported_exit_, std::nullopt);
   }
-  return postmaster_.poll();
+  auto status = postmaster_.poll();
+  if (status) {
+    dropSessions();
+  }
+  return status;
 }
 
 Result<PgStatus> PostgresNode::status() {
@@ -674,23 +701,33 @@ Result<std::vector<ReplicaInfo>> PostgresNode::replicas() {
 }
 
 Status PostgresNode::promote() {
-  // pg_promote waits (up to its second argument) until recovery has ended.
-  auto wait_s = std::max<int64_t>(1, options_.query_timeout.count() / 1000);
-  auto rows = query("SELECT pg_promote(true, " + std::to_string(wait_s) + ")");
+  // pg_promote(wait => true) looks for the end of recovery only every 100 ms: signal without
+  // waiting, then ask ourselves at a finer grain (a round trip on our session is well under 1 ms).
+  auto rows = query("SELECT pg_promote(false)");
   if (!rows.ok) {
     return Status::failure(rows.error);
   }
-  if (rows.value.empty() || rows.value[0].empty() || rows.value[0][0] != "t") {
-    return Status::failure("pg_promote did not complete within " + std::to_string(wait_s) + " s");
+  if (rows.value != std::vector<std::vector<std::string>>{{"t"}}) {
+    return Status::failure("pg_promote could not signal the postmaster");
   }
-  // The end-of-recovery checkpoint runs in the background, and until it completes the control
-  // file still names the old timeline: a former primary rewound from us meanwhile would find
-  // "no rewind required" and then fail to follow (Patroni's checkpoint_after_promote). The agent
-  // publishes itself as primary only after this returns.
-  if (auto checkpoint = query("CHECKPOINT"); !checkpoint.ok) {
-    return Status::failure("CHECKPOINT after promotion: " + checkpoint.error);
+  std::string last_error;
+  bool promoted = pollUntil(
+      [&] {
+        auto recovering = query("SELECT pg_is_in_recovery()");
+        last_error = recovering.ok ? "" : ": " + recovering.error;
+        return recovering.ok && recovering.value == std::vector<std::vector<std::string>>{{"f"}};
+      },
+      SteadyClock::now() + options_.query_timeout, milliseconds(10));
+  if (!promoted) {
+    return Status::failure("recovery did not end within " + std::to_string(options_.query_timeout.count()) +
+                           " ms of pg_promote" + last_error);
   }
   return unfence();
+}
+
+Status PostgresNode::checkpoint() {
+  auto done = query("CHECKPOINT");
+  return done.ok ? Status::success() : Status::failure("CHECKPOINT: " + done.error);
 }
 
 Status PostgresNode::fence() {
@@ -702,7 +739,11 @@ Status PostgresNode::fence() {
   if (!reload.ok) {
     return Status::failure(reload.error);
   }
-  // The reload is asynchronous: wait until a new session sees it, then end the older ones.
+  // The reload is asynchronous: wait until it is in force for new sessions, then end the older
+  // ones. Our own (older) session is the probe: pg_reload_conf() signals the postmaster, which
+  // rereads the files and only then signals its children, and a backend applies a pending reload
+  // before its next command. So once our backend reports "on", the postmaster has the new value
+  // and every session it starts from now on inherits it.
   std::string last_error;
   bool seen = pollUntil(
       [&] {
@@ -776,6 +817,7 @@ Result<std::filesystem::path> PostgresNode::moveDataAside() {
   if (isRunning() || livePostmasterPid()) {
     return R::failure("moving the data directory aside needs the server stopped");
   }
+  dropSessions();
   std::time_t now = std::time(nullptr);
   std::tm utc{};
   ::gmtime_r(&now, &utc);
@@ -809,6 +851,7 @@ Status PostgresNode::rewind(const core::SocketAddress& source) {
   if (isRunning() || livePostmasterPid()) {
     return Status::failure("pg_rewind needs the server stopped");
   }
+  dropSessions();
   if (Status pass = writePassFile(); !pass.ok) {
     return pass;
   }

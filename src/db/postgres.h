@@ -8,8 +8,8 @@
 // and the postmaster gets SIGINT (fast shutdown) if the thread that started it dies, so a
 // crashed agent leaves no unsupervised primary behind. Call start() from the agent's long-lived
 // control thread, and do not reap children with waitpid(-1) elsewhere. Every other program
-// (initdb, psql, pg_basebackup, pg_rewind, pg_ctl for a postmaster we did not start) runs to
-// completion under a timeout. When we are root, all of them run as the `postgres` OS user.
+// (initdb, pg_basebackup, pg_rewind, pg_controldata, pg_ctl for a postmaster we did not start)
+// runs to completion under a timeout. When we are root, all of them run as the `postgres` OS user.
 //
 // Node identity (listen address, port, socket directory, cluster_name) is passed on the
 // postmaster's command line at every start, never kept in a configuration file:
@@ -19,15 +19,20 @@
 // postgresql.auto.conf.
 //
 // Authentication. The local socket (in run_dir, mode 0700) accepts only the superuser, by peer
-// authentication: the agent's psql runs as the OS user of the same name. TCP accepts only the
-// application role on its database and the replication role (replication, and the `postgres`
-// database for pg_rewind), all by scram-sha-256; nothing is ever `trust`. Passwords are
-// generated into files of mode 0600 and reach the server as SCRAM verifiers, and the tools
-// read them from a .pgpass file, never from a command line.
+// authentication through the ident map `fulcrum`: the agent's own OS user (root, or the
+// PostgreSQL OS user itself when not root) and the OS user of the superuser's name may log in as
+// the superuser. TCP accepts only the application role on its database and the replication role
+// (replication, and the `postgres` database for pg_rewind), all by scram-sha-256; nothing is ever
+// `trust`. Passwords are generated into files of mode 0600 and reach the server as SCRAM
+// verifiers, and the tools read them from a .pgpass file, never from a command line.
+// pg_hba.conf's local rule and pg_ident.conf belong to the agent: both are rewritten before
+// every start (a clone or rewind copies another node's, an older build wrote no map); the TCP
+// rules written by initPrimary() are kept as they are.
 //
-// Queries go through psql on the local socket, not libpq in-process: the agent asks a handful of
-// questions per second, psql gives each a hard deadline (a frozen server cannot block the
-// agent past it: the tool is killed), and fulcrum_db need not link libpq.
+// Queries go through libpq in-process (PgSession: one persistent connection per database on the
+// local socket, each call bounded by query_timeout even against a frozen server), not a psql per
+// statement: a failover runs many statements, and forking psql cost 40-100 ms each. Sessions are
+// dropped whenever the postmaster stops or is found dead, so none talks to a server that is gone.
 //
 // Blocking: every call returns within its timeout (options). Not thread-safe.
 #include <sys/types.h>
@@ -36,6 +41,8 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -45,6 +52,7 @@
 #include "core/address.h"
 #include "db/pg_format.h"
 #include "db/pg_process.h"
+#include "db/pg_session.h"
 #include "db/result.h"
 
 namespace fulcrum::db {
@@ -69,7 +77,7 @@ struct PostgresOptions {
   std::vector<std::pair<std::string, std::string>> settings;
   bool durable = true;  // false (tests only): skip fsync in initdb, pg_basebackup, pg_rewind
   std::chrono::milliseconds tool_timeout{60000};   // initdb, pg_basebackup, pg_rewind
-  std::chrono::milliseconds query_timeout{5000};   // each psql call
+  std::chrono::milliseconds query_timeout{5000};   // each query(), connecting included
   std::chrono::milliseconds start_timeout{60000};  // until the server accepts connections
   std::chrono::milliseconds stop_timeout{30000};   // per shutdown mode before escalating
 };
@@ -153,14 +161,18 @@ class PostgresNode {
   Result<PgStatus> status();
   Result<std::vector<ReplicaInfo>> replicas();
 
-  // Ends recovery (pg_promote, waiting for it), checkpoints so the control file names the new
-  // timeline (what pg_rewind reads), and lifts a fence: the node then takes writes on a new
-  // timeline.
+  // Ends recovery (pg_promote, then polls until it has ended) and lifts a fence: the node then takes writes
+  // on a new timeline. Call checkpoint() next (the agent does so once it has published itself).
   Status promote();
+  // CHECKPOINT. After promote(): the end-of-recovery checkpoint runs in the background, and until
+  // one completes the control file still names the old timeline, so a former primary rewound
+  // from us meanwhile would find "no rewind required" and then fail to follow (Patroni's
+  // checkpoint_after_promote).
+  Status checkpoint();
   // A soft fence for switchover: new sessions default to read-only (ALTER SYSTEM, reload,
-  // verified in a new session), then every other client session is terminated. A client may
-  // still ask for a read-write transaction explicitly: on losing the lease the agent stops the
-  // server instead (stop(Immediate) is the hard fence).
+  // verified: see fence() in postgres.cpp), then every other client session is terminated. A
+  // client may still ask for a read-write transaction explicitly: on losing the lease the agent
+  // stops the server instead (stop(Immediate) is the hard fence).
   Status fence();
   Status unfence();
   // synchronous_standby_names (ALTER SYSTEM, then a reload): `value` as built by
@@ -184,11 +196,10 @@ class PostgresNode {
   // the next start(); running as a standby, it changes them with ALTER SYSTEM and a reload.
   Status follow(const core::SocketAddress& primary, std::string_view slot);
 
-  // Runs SQL as the local superuser on `database`; rows of fields (NULL reads as "").
+  // Runs one SQL statement as the local superuser on `database` (a persistent libpq session per
+  // database, within query_timeout); rows of fields (NULL reads as "").
   Result<std::vector<std::vector<std::string>>> query(std::string_view sql,
                                                       std::string_view database = "postgres");
-  // Runs SQL statements (from stdin, each its own transaction) as the local superuser.
-  Status execute(std::string_view sql, std::string_view database = "postgres");
 
   const PostgresOptions& options() const { return options_; }
   // The agent bootstraps with a generous query timeout (CREATE DATABASE), then tightens it so a
@@ -210,8 +221,12 @@ class PostgresNode {
                               std::vector<std::string> env = {});
   Status runChecked(std::vector<std::string> argv, std::chrono::milliseconds timeout,
                     std::vector<std::string> env = {}, std::string input = {});
-  std::vector<std::string> psqlArgs(std::string_view database) const;
   Status writeClusterConfig(const AppDatabase& app);
+  // pg_ident.conf and pg_hba.conf: the agent's local rule and map, then `host_rules` (the TCP
+  // rules; nullopt: those the current pg_hba.conf holds).
+  Status writeAccessFiles(std::optional<std::vector<std::string>> host_rules = std::nullopt);
+  // Closes every session (the postmaster stopped, died or is about to start).
+  void dropSessions();
   Status writePassFile();
   Status writeStandbyConfig(const core::SocketAddress& primary, std::string_view slot);
   std::string primaryConninfo(const core::SocketAddress& primary) const;
@@ -224,6 +239,7 @@ class PostgresNode {
   std::string init_error_;
   ChildProcess postmaster_;
   std::optional<int> unreported_exit_;  // seen by isRunning(), not yet returned by pollExit()
+  std::map<std::string, std::unique_ptr<PgSession>, std::less<>> sessions_;  // by database name
 };
 
 }  // namespace fulcrum::db

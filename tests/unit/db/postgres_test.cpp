@@ -1,7 +1,5 @@
-// PostgresNode against a real PostgreSQL (Debian's postgresql package), on free loopback ports,
-// with every node's data under a fresh directory in /tmp (searchable by the postgres user, which
-// runs the servers when the tests run as root). Skipped, with a message, when PostgreSQL or its
-// OS user is missing. Real time is unavoidable: every wait is a bounded poll.
+// PostgresNode against a real PostgreSQL (see pg_fixture.h). Real time is unavoidable: every
+// wait is a bounded poll.
 #include "db/postgres.h"
 
 #include <gtest/gtest.h>
@@ -13,6 +11,8 @@
 
 #include <chrono>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <memory>
 #include <string>
 #include <thread>
@@ -22,6 +22,7 @@
 #include "core/fd.h"
 #include "core/socket.h"
 #include "db/pg_process.h"
+#include "pg_fixture.h"
 #include "test_support.h"
 
 namespace fulcrum::db {
@@ -35,95 +36,7 @@ using std::chrono::seconds;
 using SteadyClock = std::chrono::steady_clock;
 using Rows = std::vector<std::vector<std::string>>;
 
-class PostgresTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    auto bin = findPgBin("");
-    if (!bin.ok) {
-      GTEST_SKIP() << "PostgreSQL not installed: " << bin.error;
-    }
-    bin_ = bin.value;
-    auto user = resolveOsUser("postgres");
-    if (!user.ok) {
-      GTEST_SKIP() << "no PostgreSQL OS user: " << user.error;
-    }
-    char tmpl[] = "/tmp/fulcrum-pg-XXXXXX";
-    ASSERT_NE(::mkdtemp(tmpl), nullptr);
-    base_ = tmpl;
-    ASSERT_EQ(::chmod(base_.c_str(), 0755), 0);  // postgres must traverse it
-  }
-
-  void TearDown() override {
-    nodes_.clear();  // each destructor stops (and if need be kills and reaps) its postmaster
-    if (!base_.empty()) {
-      std::error_code ignored;
-      std::filesystem::remove_all(base_, ignored);
-    }
-  }
-
-  PostgresNode& makeNode(const std::string& name) {
-    PostgresOptions options;
-    options.node = name;
-    options.bin_dir = bin_;
-    options.data_dir = base_ / name / "data";
-    options.run_dir = base_ / name / "run";
-    options.listen = *core::SocketAddress::parse("127.0.0.1:" + std::to_string(freePort()));
-    options.replication_password_file = base_ / "secrets" / "replication.password";
-    options.durable = false;
-    options.settings = {{"fsync", "off"}, {"shared_buffers", "16MB"}, {"max_connections", "20"}};
-    options.tool_timeout = milliseconds(30000);
-    options.start_timeout = milliseconds(30000);
-    options.stop_timeout = milliseconds(10000);
-    nodes_.push_back(std::make_unique<PostgresNode>(options));
-    EXPECT_EQ(nodes_.back()->initError(), "");
-    return *nodes_.back();
-  }
-
-  AppDatabase app() const {
-    AppDatabase app;
-    app.database = "site";
-    app.user = "site";
-    app.password_file = base_ / "secrets" / "db.password";
-    return app;
-  }
-
-  // psql over TCP as `user`, with the password from a .pgpass file (as a client would connect).
-  ToolOutput psqlTcp(PostgresNode& node, const std::string& user, const std::string& password,
-                     const std::string& sql) {
-    std::filesystem::path pass = base_ / ("pgpass-" + user);
-    EXPECT_TRUE(writeFileAs(node.osUser(), pass,
-                            "*:*:*:" + pgpassField(user) + ":" + pgpassField(password) + "\n", 0600)
-                    .ok);
-    ToolRun run;
-    run.argv = {node.program("psql").string(),
-                "-X",
-                "-A",
-                "-t",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-d",
-                "host=127.0.0.1 port=" + std::to_string(node.options().listen.port()) + " user=" + user +
-                    " dbname=site passfile=" + pass.string() + " connect_timeout=5",
-                "-c",
-                sql};
-    run.timeout = milliseconds(10000);
-    auto output = runTool(node.osUser(), run);
-    EXPECT_TRUE(output.ok) << output.error;
-    return output.value;
-  }
-
-  static std::string one(PostgresNode& node, const std::string& sql, const std::string& db = "site") {
-    auto rows = node.query(sql, db);
-    if (!rows.ok || rows.value.size() != 1 || rows.value[0].size() != 1) {
-      return "<" + (rows.ok ? std::to_string(rows.value.size()) + " rows" : rows.error) + ">";
-    }
-    return rows.value[0][0];
-  }
-
-  std::filesystem::path bin_;
-  std::filesystem::path base_;
-  std::vector<std::unique_ptr<PostgresNode>> nodes_;
-};
+using PostgresTest = testing::PostgresFixture;
 
 TEST_F(PostgresTest, PrimaryAuthFenceCrashAndStop) {
   PostgresNode& node = makeNode("db-01");
@@ -153,9 +66,12 @@ TEST_F(PostgresTest, PrimaryAuthFenceCrashAndStop) {
   EXPECT_NE(superuser.exit_code, 0);
   EXPECT_NE(superuser.err.find("no pg_hba.conf entry"), std::string::npos) << superuser.err;
 
-  // Fence: new sessions are read-only; unfence lifts it.
+  // Fence: new sessions are read-only (at once: fence() returns once they are), other sessions
+  // are ended (our own on the app database reconnects); unfence lifts it.
+  EXPECT_EQ(one(node, "SELECT count(*) FROM notes"), "0");
   ASSERT_TRUE(node.fence().ok);
   EXPECT_TRUE(node.status().value.read_only);
+  EXPECT_EQ(one(node, "SELECT current_setting('default_transaction_read_only')"), "on");
   ToolOutput refused = psqlTcp(node, "site", password.value, "INSERT INTO notes VALUES (1)");
   EXPECT_NE(refused.exit_code, 0);
   EXPECT_NE(refused.err.find("read-only transaction"), std::string::npos) << refused.err;
@@ -232,6 +148,8 @@ TEST_F(PostgresTest, ReplicaPromotionAndRewind) {
   // (the split brain the agent's fencing prevents): that write must be rewound away.
   Status promoted = replica.promote();
   ASSERT_TRUE(promoted.ok) << promoted.error;
+  Status checkpointed = replica.checkpoint();
+  ASSERT_TRUE(checkpointed.ok) << checkpointed.error;
   auto new_status = replica.status();
   ASSERT_TRUE(new_status.ok) << new_status.error;
   EXPECT_FALSE(new_status.value.in_recovery);
@@ -262,6 +180,51 @@ TEST_F(PostgresTest, ReplicaPromotionAndRewind) {
   ASSERT_TRUE(now_replicas.ok);
   ASSERT_EQ(now_replicas.value.size(), 1u);
   EXPECT_EQ(now_replicas.value[0].application_name, "db-01");
+}
+
+// The local socket's rule and ident map are the agent's: rewritten at every start, so a cluster
+// from an older build (peer without a map) or another node's copy works, TCP rules unchanged.
+TEST_F(PostgresTest, AccessFilesRewrittenAtEachStart) {
+  PostgresNode& node = makeNode("db-01");
+  Status initialized = node.initPrimary(app());
+  ASSERT_TRUE(initialized.ok) << initialized.error;
+  const std::filesystem::path hba = node.options().data_dir / "pg_hba.conf";
+  const std::filesystem::path ident = node.options().data_dir / "pg_ident.conf";
+  auto read = [](const std::filesystem::path& path) {
+    std::ifstream in(path);
+    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  };
+  std::string rules = read(hba);
+  EXPECT_NE(rules.find("\nlocal all \"postgres\" peer map=fulcrum\n"), std::string::npos) << rules;
+  EXPECT_EQ(rules.find("trust"), std::string::npos) << rules;
+  const std::string tcp_rules = rules.substr(rules.find("\nhost "));
+  EXPECT_NE(read(ident).find("\nfulcrum \"postgres\" \"postgres\"\n"), std::string::npos) << read(ident);
+  if (::geteuid() == 0) {
+    EXPECT_NE(read(ident).find("\nfulcrum \"root\" \"postgres\"\n"), std::string::npos) << read(ident);
+  }
+
+  // What an older build left: peer without a map, initdb's empty pg_ident.conf.
+  ASSERT_TRUE(node.stop().ok);
+  ASSERT_TRUE(writeFileAs(node.osUser(), hba, "local all \"postgres\" peer" + tcp_rules, 0600).ok);
+  ASSERT_TRUE(writeFileAs(node.osUser(), ident, "# MAPNAME  SYSTEM-USERNAME  PG-USERNAME\n", 0600).ok);
+  Status started = node.start();
+  ASSERT_TRUE(started.ok) << started.error;
+  EXPECT_EQ(one(node, "SELECT 1", "postgres"), "1");
+  EXPECT_EQ(read(hba), rules);
+  auto password = loadOrCreateSecret(base_ / "secrets" / "db.password");
+  ASSERT_TRUE(password.ok);
+  EXPECT_EQ(psqlTcp(node, "site", password.value, "SELECT 1").exit_code, 0);
+
+  // A map that does not admit us: the refusal says why (as root; otherwise we are the OS user).
+  if (::geteuid() == 0) {
+    ASSERT_TRUE(writeFileAs(node.osUser(), ident, "fulcrum \"postgres\" \"postgres\"\n", 0600).ok);
+    ASSERT_TRUE(node.query("SELECT pg_reload_conf()").ok);
+    std::string refused;
+    EXPECT_TRUE(
+        waitFor([&] { return (refused = node.query("SELECT 1", "template1").error) != ""; }, seconds(5)));
+    EXPECT_NE(refused.find("Peer authentication failed"), std::string::npos) << refused;
+    EXPECT_NE(refused.find("map 'fulcrum'"), std::string::npos) << refused;
+  }
 }
 
 TEST_F(PostgresTest, RefusesUnreachableDataDirAndMissingCluster) {
