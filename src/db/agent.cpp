@@ -23,12 +23,14 @@ constexpr auto kBootstrapWait = std::chrono::seconds(180);
 constexpr auto kLogEvery = std::chrono::seconds(5);
 // The control loop's pace while a switchover runs on this node.
 constexpr auto kSwitchoverPoll = std::chrono::milliseconds(100);
+// Ticks woken by etcd events are at least this far apart.
+constexpr auto kWakeSpacing = std::chrono::milliseconds(20);
 
 milliseconds ttlOf(const config::Site& site) {
   return milliseconds(site.db.leader_ttl_ms);
 }
 
-// Each psql call once running: short enough that a frozen server cannot hold the control loop
+// Each SQL call once running: short enough that a frozen server cannot hold the control loop
 // much past a fence deadline.
 milliseconds runningQueryTimeout(const config::Site& site) {
   return std::clamp(ttlOf(site) / 5, milliseconds(500), milliseconds(5000));
@@ -111,7 +113,59 @@ Status DbAgent::prepare() {
 void DbAgent::start(std::function<void(const std::string&)> on_fatal) {
   on_fatal_ = std::move(on_fatal);
   bootstrap_deadline_ = loop_.clock().now() + kBootstrapWait;
-  timer_.armAfter(core::Duration::zero());
+  schedule(loop_.clock().now());
+  EtcdWatchOptions options;
+  options.endpoints = etcdClientOptions(site_).endpoints;
+  options.prefix = sitePrefix(site_.site.name);
+  watch_ = std::make_unique<EtcdWatch>(
+      loop_, std::move(options), [this](const WatchEvent& event) { onWatchEvent(event); },
+      [this] { wake(); });
+}
+
+void DbAgent::onWatchEvent(const WatchEvent& event) {
+  const std::string members = membersPrefix(site_.site.name);
+  if (event.key.rfind(members, 0) == 0) {
+    // Member records change every tick (positions): only a role or seen_leader change matters
+    // (a replica that saw the leader go, a new primary published), else every publish would
+    // wake every other agent.
+    const std::string name = event.key.substr(members.size());
+    if (name == node_.name) {
+      return;
+    }
+    std::pair<std::string, std::string> seen{"gone", ""};
+    if (event.type == WatchEvent::Type::Put) {
+      auto m = decodeMember(event.value);
+      if (!m) {
+        return;
+      }
+      seen = {m->role, m->seen_leader.value_or("?")};
+    }
+    auto [it, inserted] = watched_members_.try_emplace(name, seen);
+    if (!inserted && it->second == seen) {
+      return;
+    }
+    it->second = seen;
+    wake();
+    return;
+  }
+  // The leader key (taken, released, expired), the sync key and the switchover intent change
+  // only when a decision is due.
+  if (event.key == leaderKey(site_.site.name) || event.key == syncKey(site_.site.name) ||
+      event.key == switchoverKey(site_.site.name)) {
+    wake();
+  }
+}
+
+void DbAgent::wake() {
+  if (phase_ == Phase::Failed) {
+    return;
+  }
+  // Spacing keeps a burst of events (or a misbehaving peer) from spinning the loop; a tick
+  // already due sooner (a lease renewal, the fence deadline) is never put off.
+  const core::TimePoint at = std::max(loop_.clock().now(), last_tick_ + kWakeSpacing);
+  if (!timer_.armed() || at < next_tick_) {
+    schedule(at);
+  }
 }
 
 void DbAgent::fatal(const std::string& message) {
@@ -125,10 +179,12 @@ void DbAgent::fatal(const std::string& message) {
 void DbAgent::schedule(core::TimePoint next) {
   if (phase_ != Phase::Failed) {
     timer_.armAt(next);
+    next_tick_ = next;
   }
 }
 
 void DbAgent::tick() {
+  last_tick_ = loop_.clock().now();
   if (auto exit = pg_->pollExit()) {
     ++postgres_exits_;
     log::warn("PostgreSQL exited (wait status {})", *exit);
@@ -153,6 +209,8 @@ void DbAgent::tick() {
   core::TimePoint next = loop_.clock().now() + interval_;
   if (switchover_) {
     next = loop_.clock().now() + kSwitchoverPoll;
+  } else if (checkpoint_pending_) {
+    next = loop_.clock().now();  // serve the requests waiting for /primary, then checkpoint
   } else if (phase_ == Phase::Running && etcd_ok_ && !leader_name_) {
     next = loop_.clock().now() + interval_ / 3;  // no leader: decide who takes over sooner
   }
@@ -325,7 +383,9 @@ void DbAgent::runPrimary() {
       ++fences_;
       pg_->stop(StopMode::Immediate);
     }
-    if (!slots_ok_ && pg_->isRunning()) {
+    if (checkpoint_pending_ && pg_->isRunning()) {
+      finishPromotion();
+    } else if (!slots_ok_ && pg_->isRunning()) {
       ensureSlots();
     }
   }
@@ -435,15 +495,44 @@ bool DbAgent::takeOver(const char* how) {
     return false;
   }
   ++promotions_;
-  pg_sync_.reset();
   primary_data_ = true;
   following_.clear();
   slots_ok_ = false;
-  ensureSlots();
+  // Commits must not wait for a standby list copied from the old leader (pg_basebackup copies
+  // postgresql.auto.conf): in synchronous mode the sync key just claimed lists nobody, so no
+  // replica counts yet (reconcileSync() adds them as they stream); in asynchronous mode none
+  // ever does.
+  if (Status cleared = pg_->setSynchronousStandbys(""); cleared.ok) {
+    pg_sync_ = std::set<std::string>{};
+  } else {
+    pg_sync_.reset();
+    log::warn("clearing synchronous_standby_names after promotion: {}", cleared.error);
+  }
+  // Writes are accepted from here on: /primary answers 200 as soon as the loop serves it. The
+  // checkpoint that pg_rewind needs comes next tick, before the record says "primary".
+  checkpoint_pending_ = true;
   observe();
-  publish();
   log::info("promoted: now the primary on timeline {}", pg_status_.timeline);
   return true;
+}
+
+void DbAgent::finishPromotion() {
+  // Until this checkpoint the control file still names the old timeline: a former primary
+  // rewound from us meanwhile would find "no rewind required" and then fail to follow
+  // (Patroni's checkpoint_after_promote). The member record says "primary" only after it.
+  if (Status done = pg_->checkpoint(); !done.ok) {
+    log::warn("checkpoint after promotion: {}; retrying next tick", done.error);
+    return;
+  }
+  checkpoint_pending_ = false;
+  ensureSlots();
+}
+
+void DbAgent::onChildSignal() {
+  // SIGCHLD also comes from the tools the agent runs; only the postmaster's death matters.
+  if (phase_ == Phase::Running && pg_running_ && !pg_->isRunning()) {
+    wake();
+  }
 }
 
 void DbAgent::followLeader() {
@@ -569,11 +658,13 @@ void DbAgent::publish() {
       member_lease_ = 0;  // expired while etcd was unreachable: a new one next tick
     }
   }
-  if (member_lease_ != 0 && error.empty()) {
+  std::optional<std::string> published_seen;
+  auto put_record = [&] {
     const NodeView v = view();
     MemberRecord me;
     me.name = node_.name;
-    me.role = v.role();
+    // A new primary before its post-promotion checkpoint: not yet a source to rewind from.
+    me.role = checkpoint_pending_ && v.role() == "primary" ? "promoting" : v.role();
     me.pg = node_.pg.toString();
     me.agent = node_.agent.toString();
     me.timeline = status_ok_ ? pg_status_.timeline : 0;
@@ -585,10 +676,14 @@ void DbAgent::publish() {
     if (site_read_) {
       me.seen_leader = leader_name_.value_or("");
     }
+    published_seen = me.seen_leader;
     if (Status put = etcd_.put(memberKey(site_.site.name, node_.name), encodeMember(me), member_lease_);
         !put.ok) {
       error = put.error;
     }
+  };
+  if (member_lease_ != 0 && error.empty()) {
+    put_record();
   }
   if (error.empty()) {
     // One read of the whole site: members, leader, sync key, switchover intent.
@@ -614,6 +709,13 @@ void DbAgent::publish() {
         }
       }
       site_read_ = true;
+      // The record just written says which leader we saw before this read. When the read shows
+      // another (the key gone, most of all), say so at once: in synchronous mode a replica may
+      // promote only after every other listed replica has reported the leader gone, and the
+      // watch wakes it on this very change.
+      if (member_lease_ != 0 && published_seen != leader_name_.value_or("")) {
+        put_record();
+      }
       leader_lsn_.reset();
       for (const auto& m : members_) {
         if (leader_name_ && m.name == *leader_name_ && m.role == "primary") {
@@ -646,6 +748,9 @@ NodeView DbAgent::view() const {
 
 void DbAgent::shutdown() {
   timer_.disarm();
+  if (watch_) {
+    watch_->stop();
+  }
   phase_ = Phase::Failed;
   if (pg_ && (pg_->isRunning() || pg_->initialized())) {
     Status stopped = pg_->stop(StopMode::Fast);

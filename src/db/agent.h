@@ -28,6 +28,7 @@
 //
 // Re-clone: a former primary that pg_rewind cannot bring back has its data directory moved aside
 // (DATA.failed-<time>, kept) and is cloned again from the leader.
+#include <map>
 #include <memory>
 #include <optional>
 #include <set>
@@ -40,6 +41,7 @@
 #include "db/agent_state.h"
 #include "db/elector.h"
 #include "db/etcd_client.h"
+#include "db/etcd_watch.h"
 #include "db/postgres.h"
 #include "db/switchover.h"
 #include "db/sync_state.h"
@@ -64,6 +66,9 @@ class DbAgent final : public http::Handler {
   void shutdown();
 
   void handle(const http::Request& request, http::Response& response) override;
+  // SIGCHLD: a control tick at once when it was the postmaster that died (a restart, or a
+  // failover, should not wait for the next scheduled tick).
+  void onChildSignal();
 
   NodeView view() const;
 
@@ -78,6 +83,8 @@ class DbAgent final : public http::Handler {
   // Takes the free leader key and promotes (`how`: "failover", "switchover"); false when
   // another node got the key or the promotion failed (then the key is released).
   bool takeOver(const char* how);
+  // The rest of a promotion, next tick: CHECKPOINT, then replication slots.
+  void finishPromotion();
   void followLeader();
   void rejoinAsReplica();
   // pg_rewind failed: data directory aside, then a new clone of `leader` (or the bootstrap
@@ -113,6 +120,10 @@ class DbAgent final : public http::Handler {
   // Caps etcd calls at the fence deadline while this node may write (see leader_lease.h).
   void capEtcd();
   void schedule(core::TimePoint next);
+  // A watched change under the site prefix that calls for a decision now (see onWatchEvent).
+  void onWatchEvent(const WatchEvent& event);
+  // A control tick as soon as possible (at most one every kWakeSpacing).
+  void wake();
   void fatal(const std::string& message);
 
   std::string statusJson() const;
@@ -128,6 +139,13 @@ class DbAgent final : public http::Handler {
   std::unique_ptr<PostgresNode> pg_;
   AppDatabase app_;
   std::function<void(const std::string&)> on_fatal_;
+  // Wakes the control loop when the leader key, the sync key, the switchover intent or another
+  // member's role changes: failover starts when etcd deletes the expired key, not a tick later.
+  std::unique_ptr<EtcdWatch> watch_;
+  // Role and seen_leader of every other member as last seen by the watch (a change wakes).
+  std::map<std::string, std::pair<std::string, std::string>> watched_members_;
+  core::TimePoint last_tick_{};
+  core::TimePoint next_tick_{};  // when the control timer is armed for
 
   Phase phase_ = Phase::Bootstrap;
   bool primary_data_ = false;  // our data directory is a primary's (no standby.signal)
@@ -183,6 +201,7 @@ class DbAgent final : public http::Handler {
     std::string intent_value;  // as published (deleted by value when the attempt ends)
   };
   std::optional<Switchover> switchover_;
+  bool checkpoint_pending_ = false;  // promoted, the post-promotion CHECKPOINT not done yet
   bool handed_over_ = false;  // released the key by switchover: rejoin even with failover = false
 };
 

@@ -84,7 +84,7 @@ void DbAgent::handleSwitchover(const http::Request& request, http::Response& res
   s.started = loop_.clock().now();
   switchover_ = std::move(s);
   log::warn("switchover to {} requested", choice.target);
-  timer_.armAfter(core::Duration::zero());
+  schedule(loop_.clock().now());
 }
 
 void DbAgent::finishSwitchover(int status, const std::string& message) {

@@ -76,7 +76,11 @@ int runDbCommand(const config::Site& site, const std::string& node_name) {
 
   bool stopping = false;
   core::Timer grace(loop, [&] { loop.stop(); });
-  core::SignalWatcher signals(loop, {SIGINT, SIGTERM, SIGHUP}, [&](int sig) {
+  core::SignalWatcher signals(loop, {SIGINT, SIGTERM, SIGHUP, SIGCHLD}, [&](int sig) {
+    if (sig == SIGCHLD) {
+      agent.onChildSignal();
+      return;
+    }
     if (sig == SIGHUP) {
       log::info("SIGHUP: reloading the topology is not supported yet; restart the node to apply changes");
       return;

@@ -7,7 +7,7 @@ namespace fulcrum::db {
 LeaseTiming LeaseTiming::forTtl(core::Duration ttl) {
   LeaseTiming timing;
   timing.ttl = ttl;
-  timing.renew_interval = ttl / 3;
+  timing.renew_interval = ttl / 2;
   timing.retry_interval = ttl / 10;
   timing.safety_margin = ttl / 5;
   return timing;

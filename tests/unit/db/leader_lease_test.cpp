@@ -11,9 +11,15 @@ namespace {
 using std::chrono::milliseconds;
 using std::chrono::seconds;
 
-// ttl 3 s: renew every 1 s, retry every 300 ms, fence 600 ms before expiry.
+// ttl 3 s: renew every 1 s, retry every 300 ms, fence 600 ms before expiry (set here, not
+// forTtl's policy, so these tests check the mechanism with round numbers).
 LeaseTiming timing3s() {
-  return LeaseTiming::forTtl(seconds(3));
+  LeaseTiming t;
+  t.ttl = seconds(3);
+  t.renew_interval = seconds(1);
+  t.retry_interval = milliseconds(300);
+  t.safety_margin = milliseconds(600);
+  return t;
 }
 
 class LeaderLeaseTest : public ::testing::Test {
@@ -26,7 +32,7 @@ class LeaderLeaseTest : public ::testing::Test {
 TEST(LeaseTimingTest, ForTtlDerivesIntervals) {
   LeaseTiming t = LeaseTiming::forTtl(seconds(3));
   EXPECT_EQ(t.ttl, seconds(3));
-  EXPECT_EQ(t.renew_interval, seconds(1));
+  EXPECT_EQ(t.renew_interval, milliseconds(1500));
   EXPECT_EQ(t.retry_interval, milliseconds(300));
   EXPECT_EQ(t.safety_margin, milliseconds(600));
   EXPECT_EQ(t.validate(), "");
@@ -34,7 +40,8 @@ TEST(LeaseTimingTest, ForTtlDerivesIntervals) {
 }
 
 TEST(LeaseTimingTest, RejectsTimingThatFencesBeforeTheFirstRenewal) {
-  LeaseTiming t = LeaseTiming::forTtl(seconds(3));
+  LeaseTiming t = timing3s();
+  EXPECT_EQ(t.validate(), "");
   t.renew_interval = milliseconds(2400);  // == ttl - margin
   EXPECT_NE(t.validate(), "");
   t = LeaseTiming::forTtl(seconds(3));
