@@ -6,8 +6,8 @@ at ttl 10), one fresh cluster runs TRIALS trials of each fault:
   postgres        kill -9 of the primary's postmaster only
   agent+postgres  kill -9 of the primary's agent and its postmaster together
 A trial: wait for one primary and two caught-up replicas; start the writer and the probes; after
-a warm-up, kill; the failover time is from the kill to the first commit on a connection opened
-after the kill; keep writing AFTER seconds more; stop; count acknowledged ids missing from the
+a warm-up (2 s plus a random 0-5 s), kill; the failover time is from the kill to the first commit
+on a connection opened after the kill; keep writing AFTER seconds more; stop; count acknowledged ids missing from the
 node that took the last commit (lost writes); check no two nodes accepted writes at one moment;
 restart a killed agent so the old primary rejoins before the next trial. A node that does not
 rejoin or follow by itself within REJOIN_TIMEOUT is re-cloned and counted (rejoin failures);
@@ -15,6 +15,7 @@ a trial that fails outright is reported and the cluster rebuilt.
 """
 import argparse
 import os
+import random
 import shutil
 import signal
 import statistics
@@ -27,7 +28,13 @@ from clusters import (MAX_LAG, NODES, FulcrumCluster, NotSupported, PatroniClust
                       processes_mentioning, wait_until)
 from writer import Probes, Writer, double_writers
 
-WARMUP = 2.0  # seconds of load before the kill
+WARMUP = 2.0  # seconds of load before the kill, at least
+# Plus a random 0..JITTER s: trials follow each other at a steady pace, so without it every kill
+# would land at the same phase of the leader's renewal cycle (Fulcrum renews every ttl/2, up to
+# 5 s; Patroni every loop_wait) and one lucky or unlucky phase would decide a whole cell. Each
+# cell draws the same sequence (seed KILL_SEED), so every system meets the same kill moments.
+JITTER = 5.0
+KILL_SEED = int(os.environ.get("KILL_SEED", "1"))
 AFTER = 2.0  # seconds of load after the first post-kill commit (catches a second writer)
 FAILOVER_TIMEOUT = 90.0
 READY_TIMEOUT = 180.0
@@ -109,7 +116,7 @@ def ensure_ready(cluster):
         return cluster.wait_ready(READY_TIMEOUT), len(stuck)
 
 
-def trial(cluster, fault, threads):
+def trial(cluster, fault, threads, warmup):
     (old, _), stuck = ensure_ready(cluster)
     probes = Probes(cluster, NODES)
     writer = Writer(cluster, NODES, threads)
@@ -118,7 +125,7 @@ def trial(cluster, fault, threads):
     start = time.monotonic()
     agent = None
     try:
-        wait_until(lambda: writer.count() > 0 and time.monotonic() - start >= WARMUP, timeout=60, interval=0.05,
+        wait_until(lambda: writer.count() > 0 and time.monotonic() - start >= warmup, timeout=60, interval=0.05,
                    what="the writer's first commits")
         postmaster = cluster.postmaster_pid(old)
         agent = cluster.agent_pid(old) if fault == "agent+postgres" else None
@@ -164,10 +171,12 @@ def rejoin(cluster, node):
 
 def run_cell(args, cluster, key, cell, fault):
     system, ttl_ms, mode, _ = key
+    rng = random.Random(KILL_SEED)
     for i in range(1, args.trials + 1):
         label = f"[{system} ttl={ttl_ms / 1000:g}s {mode} kill {fault}] trial {i}/{args.trials}"
         try:
-            failover, lost, doubles, rate, old, new, n, rejoined = trial(cluster, fault, args.threads)
+            warmup = WARMUP + rng.uniform(0.0, JITTER)
+            failover, lost, doubles, rate, old, new, n, rejoined = trial(cluster, fault, args.threads, warmup)
         except TRIAL_ERRORS as e:
             cell.failures.append(str(e).splitlines()[0])
             log(f"{label}: FAILED: {e}")

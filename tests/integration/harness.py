@@ -15,11 +15,21 @@ FULCRUM = os.environ.get("FULCRUM_BIN", os.path.join(os.path.dirname(__file__), 
 SOURCE_DIR = os.environ.get("FULCRUM_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "../.."))
 
 
+_handed_out = set()
+
+
 def free_port():
-    """A port the kernel just handed out on 127.0.0.1; closed again so a server can bind it."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port the kernel just handed out on 127.0.0.1; closed again so a server can bind it.
+    Never one this process handed out before: the ports of one test are picked before any server
+    binds them, and the kernel may offer a released port again."""
+    for _ in range(1000):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
+    raise RuntimeError("no fresh loopback port after 1000 tries")
 
 
 def wait_until(predicate, timeout=10.0, interval=0.02, what="condition"):
