@@ -130,6 +130,7 @@ def trial(cluster, fault, threads, warmup):
         postmaster = cluster.postmaster_pid(old)
         agent = cluster.agent_pid(old) if fault == "agent+postgres" else None
         killed = time.monotonic()
+        killed_at = time.strftime("%H:%M:%S", time.gmtime()) + f".{int(time.time() * 1000) % 1000:03d}"
         writer.set_mark(killed)
         if agent is not None:
             kill_quietly(agent)
@@ -151,7 +152,7 @@ def trial(cluster, fault, threads, warmup):
     if agent is not None:
         cluster.reap_agent(old)
         rejoined = rejoin(cluster, old) and rejoined
-    return failover, lost, doubles, rate, old, new, len(ids), rejoined
+    return failover, lost, doubles, rate, old, new, len(ids), rejoined, killed_at
 
 
 def rejoin(cluster, node):
@@ -176,7 +177,8 @@ def run_cell(args, cluster, key, cell, fault):
         label = f"[{system} ttl={ttl_ms / 1000:g}s {mode} kill {fault}] trial {i}/{args.trials}"
         try:
             warmup = WARMUP + rng.uniform(0.0, JITTER)
-            failover, lost, doubles, rate, old, new, n, rejoined = trial(cluster, fault, args.threads, warmup)
+            failover, lost, doubles, rate, old, new, n, rejoined, killed_at = trial(
+                cluster, fault, args.threads, warmup)
         except TRIAL_ERRORS as e:
             cell.failures.append(str(e).splitlines()[0])
             log(f"{label}: FAILED: {e}")
@@ -198,7 +200,7 @@ def run_cell(args, cluster, key, cell, fault):
         log(f"{label}: {failover:.2f} s, lost {lost} of {n} acknowledged, "
             f"{'TWO WRITERS ' + str(doubles) + ', ' if doubles else ''}"
             f"{rate:.0f} commits/s before, primary {old} -> {new}"
-            f"{'' if rejoined else ', a node re-cloned'}")
+            f"{'' if rejoined else ', a node re-cloned'}, killed at {killed_at} UTC")
     return cluster
 
 

@@ -485,6 +485,13 @@ bool DbAgent::takeOver(const char* how) {
   }
   log::warn("leader key was free: this replica (replayed {}) takes over by {} and promotes",
             formatLsn(pg_status_.replay_lsn), how);
+  // Commits must not wait for a standby list copied from the old leader (pg_basebackup copies
+  // postgresql.auto.conf): in synchronous mode the sync key just claimed lists nobody, so no
+  // replica counts yet (reconcileSync() adds them as they stream); in asynchronous mode none
+  // ever does. Set while still a standby (ALTER SYSTEM works there): after the promotion the
+  // checkpointer, which applies the change for committing backends, is busy with the
+  // end-of-recovery checkpoint, and commits would wait for a replica to follow us meanwhile.
+  const Status cleared = pg_->setSynchronousStandbys("");
   // pg_promote waits for the end of recovery: more than a status query's budget.
   pg_->setQueryTimeout(std::chrono::milliseconds(10000));
   Status promoted = pg_->promote();
@@ -498,15 +505,11 @@ bool DbAgent::takeOver(const char* how) {
   primary_data_ = true;
   following_.clear();
   slots_ok_ = false;
-  // Commits must not wait for a standby list copied from the old leader (pg_basebackup copies
-  // postgresql.auto.conf): in synchronous mode the sync key just claimed lists nobody, so no
-  // replica counts yet (reconcileSync() adds them as they stream); in asynchronous mode none
-  // ever does.
-  if (Status cleared = pg_->setSynchronousStandbys(""); cleared.ok) {
+  if (cleared.ok) {
     pg_sync_ = std::set<std::string>{};
   } else {
-    pg_sync_.reset();
-    log::warn("clearing synchronous_standby_names after promotion: {}", cleared.error);
+    pg_sync_.reset();  // reconcileSync() / clearSynchronousStandbys() set it next tick
+    log::warn("clearing synchronous_standby_names before promotion: {}", cleared.error);
   }
   // Writes are accepted from here on: /primary answers 200 as soon as the loop serves it. The
   // checkpoint that pg_rewind needs comes next tick, before the record says "primary".

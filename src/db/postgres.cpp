@@ -700,6 +700,9 @@ Result<std::vector<ReplicaInfo>> PostgresNode::replicas() {
   return R::success(std::move(replicas));
 }
 
+// While a promotion has not ended, pg_promote is sent again this often.
+constexpr auto kPromoteResignal = milliseconds(50);
+
 Status PostgresNode::promote() {
   // pg_promote(wait => true) looks for the end of recovery only every 100 ms: signal without
   // waiting, then ask ourselves at a finer grain (a round trip on our session is well under 1 ms).
@@ -711,11 +714,22 @@ Status PostgresNode::promote() {
     return Status::failure("pg_promote could not signal the postmaster");
   }
   std::string last_error;
+  auto signalled = SteadyClock::now();
   bool promoted = pollUntil(
       [&] {
         auto recovering = query("SELECT pg_is_in_recovery()");
         last_error = recovering.ok ? "" : ": " + recovering.error;
-        return recovering.ok && recovering.value == std::vector<std::vector<std::string>>{{"f"}};
+        if (recovering.ok && recovering.value == std::vector<std::vector<std::string>>{{"f"}}) {
+          return true;
+        }
+        // The startup process can miss the signal's wakeup: caught between two waits for WAL
+        // from the lost primary it sleeps out wal_retrieve_retry_interval first (seen: 490 ms
+        // of 500). Signalling again is harmless (the trigger file is rewritten) and wakes it.
+        if (SteadyClock::now() - signalled >= kPromoteResignal) {
+          query("SELECT pg_promote(false)");  // "recovery is not in progress" once it ended
+          signalled = SteadyClock::now();
+        }
+        return false;
       },
       SteadyClock::now() + options_.query_timeout, milliseconds(10));
   if (!promoted) {
