@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <system_error>
+#include <utility>
 
 #include "core/log.h"
 #include "db/site_options.h"
@@ -209,7 +210,7 @@ void DbAgent::tick() {
   core::TimePoint next = loop_.clock().now() + interval_;
   if (switchover_) {
     next = loop_.clock().now() + kSwitchoverPoll;
-  } else if (checkpoint_pending_) {
+  } else if (std::exchange(promoted_this_tick_, false)) {
     next = loop_.clock().now();  // serve the requests waiting for /primary, then checkpoint
   } else if (phase_ == Phase::Running && etcd_ok_ && !leader_name_) {
     next = loop_.clock().now() + interval_ / 3;  // no leader: decide who takes over sooner
@@ -383,7 +384,10 @@ void DbAgent::runPrimary() {
       ++fences_;
       pg_->stop(StopMode::Immediate);
     }
-    if (checkpoint_pending_ && pg_->isRunning()) {
+    if (checkpoint_pending_ && !pg_->isRunning()) {
+      checkpoint_pending_ = false;  // a restart's end-of-recovery checkpoint records the timeline
+    }
+    if (checkpoint_pending_) {
       finishPromotion();
     } else if (!slots_ok_ && pg_->isRunning()) {
       ensureSlots();
@@ -514,6 +518,7 @@ bool DbAgent::takeOver(const char* how) {
   // Writes are accepted from here on: /primary answers 200 as soon as the loop serves it. The
   // checkpoint that pg_rewind needs comes next tick, before the record says "primary".
   checkpoint_pending_ = true;
+  promoted_this_tick_ = true;
   observe();
   log::info("promoted: now the primary on timeline {}", pg_status_.timeline);
   return true;

@@ -202,6 +202,7 @@ class DbAgent final : public http::Handler {
   };
   std::optional<Switchover> switchover_;
   bool checkpoint_pending_ = false;  // promoted, the post-promotion CHECKPOINT not done yet
+  bool promoted_this_tick_ = false;  // the next tick comes at once (one time only)
   bool handed_over_ = false;  // released the key by switchover: rejoin even with failover = false
 };
 
