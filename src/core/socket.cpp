@@ -5,6 +5,7 @@
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -33,6 +34,40 @@ Fd listenTcp(const SocketAddress& address, const ListenOptions& options, std::st
     return Fd();
   }
   return fd;
+}
+
+std::vector<Fd> listenTcpGroup(const SocketAddress& address, unsigned count, std::string& error) {
+  SocketAddress bound = address;
+  if (address.port() != 0) {
+    // A bind without SO_REUSEPORT fails while anyone listens on the address (SO_REUSEADDR
+    // only lets it past connections in TIME_WAIT).
+    Fd probe(::socket(address.family(), SOCK_STREAM | SOCK_CLOEXEC, 0));
+    if (!probe) {
+      error = std::string("socket: ") + std::strerror(errno);
+      return {};
+    }
+    int one = 1;
+    setsockopt(probe.get(), SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (address.family() == AF_INET6) {
+      setsockopt(probe.get(), IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+    }
+    if (::bind(probe.get(), address.sockaddrPtr(), address.sockaddrLen()) != 0) {
+      error = "bind " + address.toString() + ": " + std::strerror(errno);
+      return {};
+    }
+  }
+  std::vector<Fd> listeners;
+  for (unsigned i = 0; i < std::max(count, 1u); ++i) {
+    Fd fd = listenTcp(bound, ListenOptions{}, error);
+    if (!fd) {
+      return {};
+    }
+    if (i == 0) {
+      bound = localAddress(fd.get());  // the port picked for port 0
+    }
+    listeners.push_back(std::move(fd));
+  }
+  return listeners;
 }
 
 SocketAddress localAddress(int fd) {

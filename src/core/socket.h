@@ -1,6 +1,7 @@
 #pragma once
 // Non-blocking TCP sockets.
 #include <string>
+#include <vector>
 
 #include "core/address.h"
 #include "core/fd.h"
@@ -14,6 +15,12 @@ struct ListenOptions {
 
 // Creates a non-blocking listening socket; on failure returns an invalid Fd and sets `error`.
 Fd listenTcp(const SocketAddress& address, const ListenOptions& options, std::string& error);
+// `count` listening sockets on one address, one per worker thread, joined by SO_REUSEPORT so
+// the kernel spreads connections across them. The address must be free first: SO_REUSEPORT
+// alone would let this process share a port with any other process of the same user (a
+// second lb started by mistake) and each would silently get a part of the connections. Port
+// 0 picks one ephemeral port for the whole group. Empty on failure, with `error` set.
+std::vector<Fd> listenTcpGroup(const SocketAddress& address, unsigned count, std::string& error);
 // The address a socket is bound to (to learn an ephemeral port).
 SocketAddress localAddress(int fd);
 // Starts a non-blocking connect; the Fd is valid when the connect is under way or done.

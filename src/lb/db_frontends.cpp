@@ -102,12 +102,11 @@ std::unique_ptr<DbFrontends> DbFrontends::create(const config::Site& site, const
       // db_write's only server; db_read's last resort (a backup: used while no replica is up).
       addServer(nodes[i], with_replicas, i);
     }
+    f->listeners = core::listenTcpGroup(address, threads, error);
+    if (f->listeners.empty()) {
+      return false;
+    }
     for (unsigned w = 0; w < threads; ++w) {
-      core::Fd fd = core::listenTcp(address, core::ListenOptions{}, error);
-      if (!fd) {
-        return false;
-      }
-      f->listeners.push_back(std::move(fd));
       f->stats.push_back(std::make_unique<TcpProxyStats>(f->servers.size()));
     }
     f->workers.resize(threads);

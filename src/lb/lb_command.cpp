@@ -84,15 +84,11 @@ int runLbCommand(const config::Site& site, const std::string& node_name) {
   unsigned threads = core::resolveThreadCount(node->threads);
   options.max_connections = std::max<uint32_t>(1, site.lb.limits.max_connections / threads);
 
-  std::vector<core::Fd> listeners;
-  for (unsigned i = 0; i < threads; ++i) {
-    std::string error;
-    core::Fd fd = core::listenTcp(node->http, core::ListenOptions{}, error);
-    if (!fd) {
-      log::error("{}", error);
-      return kExitRuntime;
-    }
-    listeners.push_back(std::move(fd));
+  std::string listen_error;
+  std::vector<core::Fd> listeners = core::listenTcpGroup(node->http, threads, listen_error);
+  if (listeners.empty()) {
+    log::error("{}", listen_error);
+    return kExitRuntime;
   }
 
   core::EventLoop main_loop;

@@ -77,15 +77,11 @@ int runWebCommand(const config::Site& site, const std::string& node_name) {
   core::blockSignals();
 
   unsigned threads = core::resolveThreadCount(node->threads);
-  std::vector<core::Fd> listeners;
-  for (unsigned i = 0; i < threads; ++i) {
-    std::string error;
-    core::Fd fd = core::listenTcp(node->listen, core::ListenOptions{}, error);
-    if (!fd) {
-      log::error("{}", error);
-      return kExitRuntime;
-    }
-    listeners.push_back(std::move(fd));
+  std::string listen_error;
+  std::vector<core::Fd> listeners = core::listenTcpGroup(node->listen, threads, listen_error);
+  if (listeners.empty()) {
+    log::error("{}", listen_error);
+    return kExitRuntime;
   }
 
   std::vector<std::unique_ptr<http::ServerStats>> stats;

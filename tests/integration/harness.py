@@ -1,5 +1,7 @@
 """Shared helpers for integration tests: free ports, temporary sites, real processes on
 loopback, bounded polling (never fixed sleeps), and cleanup even when a test fails."""
+import atexit
+import fcntl
 import os
 import shutil
 import signal
@@ -16,17 +18,65 @@ SOURCE_DIR = os.environ.get("FULCRUM_SOURCE_DIR", os.path.join(os.path.dirname(_
 
 
 _handed_out = set()
+# Test processes run side by side (ctest -j): a port one of them picked but has not bound yet
+# must not go to another. Each claim is a file named by the port holding the owner's pid,
+# written under one lock; a claim whose owner is gone is taken over.
+_PORT_CLAIMS = os.path.join(tempfile.gettempdir(), "fulcrum-test-ports")
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _claim(port):
+    """True when no other live process claimed `port`; it is then claimed for this one."""
+    os.makedirs(_PORT_CLAIMS, exist_ok=True)
+    with open(os.path.join(_PORT_CLAIMS, ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        path = os.path.join(_PORT_CLAIMS, str(port))
+        try:
+            with open(path) as f:
+                owner = int(f.read().strip() or 0)
+        except (OSError, ValueError):
+            owner = 0
+        if owner and owner != os.getpid() and _pid_alive(owner):
+            return False
+        with open(path, "w") as f:
+            f.write(str(os.getpid()))
+        return True
+
+
+def _release_claims():
+    for port in _handed_out:
+        path = os.path.join(_PORT_CLAIMS, str(port))
+        try:
+            with open(path) as f:
+                mine = f.read().strip() == str(os.getpid())
+            if mine:
+                os.unlink(path)
+        except OSError:
+            pass
+
+
+atexit.register(_release_claims)
 
 
 def free_port():
     """A port the kernel just handed out on 127.0.0.1; closed again so a server can bind it.
     Never one this process handed out before: the ports of one test are picked before any server
-    binds them, and the kernel may offer a released port again."""
+    binds them, and the kernel may offer a released port again. Never one another live test
+    process picked either (see _claim)."""
     for _ in range(1000):
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
-        if port not in _handed_out:
+        if port not in _handed_out and _claim(port):
             _handed_out.add(port)
             return port
     raise RuntimeError("no fresh loopback port after 1000 tries")

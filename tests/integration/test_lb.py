@@ -108,6 +108,19 @@ class WebNodes:
         for proc in self.procs.values():
             proc.stop()
 
+    def assert_all_healthy(self, test):
+        """Every node started is alive, answers /healthz, and no sanitizer has spoken."""
+        for name, proc in self.procs.items():
+            output = proc.output()
+            for report in ("AddressSanitizer", "LeakSanitizer", "runtime error:"):
+                test.assertNotIn(report, output, f"{name}:\n{output[-6000:]}")
+            test.assertTrue(proc.alive(), f"{name} exited:\n{output[-3000:]}")
+            try:
+                ok = healthz(self.ports[name])
+            except OSError as e:
+                ok = e
+            test.assertIs(ok, True, f"{name} not healthy ({ok}):\n{output[-3000:]}")
+
 
 def healthz(port):
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
@@ -406,6 +419,13 @@ class LbWithWebNodesTest(LbTestCase):
         cls.web = WebNodes(cls.tmp)
         cls.addClassCleanup(cls.web.stop_all)
         cls.web.start_all()
+
+    def setUp(self):
+        super().setUp()
+        # The nodes are shared: one that died or stopped answering in an earlier test would
+        # otherwise show up later as a wrong balancing order. Checked before and after each test.
+        self.web.assert_all_healthy(self)
+        self.addCleanup(self.web.assert_all_healthy, self)
 
     # -- balancing ------------------------------------------------------------------------------
 
@@ -1124,6 +1144,18 @@ class LbLifecycleTest(LbTestCase):
             self.assertIn(b"not supported yet", result.stderr, key)
             self.assertIn(key.encode(), result.stderr, key)
         self.assertIn("lb.vip", refused)  # this build has no VRRP yet
+
+    def test_second_lb_on_a_taken_address_is_refused(self):
+        # Each worker's listener joins by SO_REUSEPORT; a second lb must not join the first
+        # one's group and silently take part of its connections.
+        backend = self.py_backend("py")
+        lb = self.start_lb([Server("py", backend.port)])
+        path = self.tmp.write("second.toml", lb_site_text(lb.port, [Server("py", backend.port)], threads=2))
+        result = subprocess.run([FULCRUM, "lb", "--site", path, "--node", "lb-t"], capture_output=True, timeout=15)
+        self.assertNotEqual(result.returncode, 0, result.stderr)
+        self.assertIn(f"bind 127.0.0.1:{lb.port}: Address already in use".encode(), result.stderr)
+        self.assertTrue(lb.alive())
+        self.assertEqual(get_once(lb.port, "/echo")[0], 200)
 
     def test_sigterm_drains_in_flight_request(self):
         backend = self.py_backend("py", delay=1.0)
