@@ -9,26 +9,14 @@
 #include <cstring>
 #include <thread>
 
+#include "db/libpq_text.h"
+
 namespace fulcrum::db {
 
 namespace {
 
 using SteadyClock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
-
-// libpq's messages end with a newline and may span lines ("connection ... failed: FATAL: ...").
-std::string oneLine(const char* message) {
-  std::string text = message ? message : "";
-  while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) {
-    text.pop_back();
-  }
-  for (char& c : text) {
-    if (c == '\n') {
-      c = ' ';
-    }
-  }
-  return text.empty() ? "unknown libpq error" : text;
-}
 
 std::string timedOut(std::string_view what, milliseconds timeout) {
   return std::string(what) + " timed out after " + std::to_string(timeout.count()) + " ms";
@@ -68,7 +56,7 @@ int PgSession::backendPid() const {
 Status PgSession::waitSocket(short events, Deadline deadline, milliseconds timeout, std::string_view what) {
   int fd = PQsocket(conn_);
   if (fd < 0) {
-    return Status::failure("connection has no socket: " + oneLine(PQerrorMessage(conn_)));
+    return Status::failure("connection has no socket: " + libpqMessage(PQerrorMessage(conn_)));
   }
   for (;;) {
     auto left = std::chrono::ceil<milliseconds>(deadline - SteadyClock::now());
@@ -131,12 +119,12 @@ Status PgSession::connect(Deadline deadline, milliseconds timeout) {
     state = PQconnectPoll(conn_);
   }
   if (state != PGRES_POLLING_OK) {
-    std::string error = oneLine(PQerrorMessage(conn_));
+    std::string error = libpqMessage(PQerrorMessage(conn_));
     disconnect();
     return Status::failure(error);
   }
   if (PQsetnonblocking(conn_, 1) != 0) {
-    std::string error = oneLine(PQerrorMessage(conn_));
+    std::string error = libpqMessage(PQerrorMessage(conn_));
     disconnect();
     return Status::failure(error);
   }
@@ -184,7 +172,7 @@ void PgSession::abandon() {
 Result<PgRows> PgSession::run(const std::string& sql, Deadline deadline, milliseconds timeout) {
   using R = Result<PgRows>;
   auto connection_failed = [&] {
-    std::string error = oneLine(PQerrorMessage(conn_));
+    std::string error = libpqMessage(PQerrorMessage(conn_));
     disconnect();
     return R::failure(error);
   };
@@ -226,13 +214,7 @@ Result<PgRows> PgSession::run(const std::string& sql, Deadline deadline, millise
     }
     switch (PQresultStatus(result.get())) {
       case PGRES_TUPLES_OK:
-        for (int row = 0; row < PQntuples(result.get()); ++row) {
-          std::vector<std::string> fields;
-          for (int field = 0; field < PQnfields(result.get()); ++field) {
-            fields.emplace_back(PQgetvalue(result.get(), row, field));  // "" for NULL
-          }
-          rows.push_back(std::move(fields));
-        }
+        appendRows(result.get(), rows);
         break;
       case PGRES_COMMAND_OK:
       case PGRES_EMPTY_QUERY:
@@ -240,7 +222,7 @@ Result<PgRows> PgSession::run(const std::string& sql, Deadline deadline, millise
       default:
         if (error.empty()) {
           const char* primary = PQresultErrorField(result.get(), PG_DIAG_MESSAGE_PRIMARY);
-          error = primary != nullptr ? primary : oneLine(PQresultErrorMessage(result.get()));
+          error = primary != nullptr ? primary : libpqMessage(PQresultErrorMessage(result.get()));
         }
         break;
     }

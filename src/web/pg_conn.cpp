@@ -4,26 +4,13 @@
 
 #include <utility>
 
+#include "db/libpq_text.h"
+
 namespace fulcrum::web {
 
 namespace {
 
 constexpr auto kConnectTimeout = std::chrono::seconds(2);
-
-// libpq's messages span lines ("...\n\tThis probably means..."): one line for the log.
-std::string trimmedError(const char* message) {
-  std::string s;
-  for (const char* p = message == nullptr ? "" : message; *p != '\0'; ++p) {
-    bool space = *p == '\n' || *p == '\t' || *p == ' ';
-    if (!space || (!s.empty() && s.back() != ' ')) {
-      s += space ? ' ' : *p;
-    }
-  }
-  while (!s.empty() && s.back() == ' ') {
-    s.pop_back();
-  }
-  return s.empty() ? "unknown libpq error" : s;
-}
 
 }  // namespace
 
@@ -34,7 +21,7 @@ PgConn::PgConn(core::EventLoop& loop, const std::string& conninfo, std::function
       }) {
   conn_ = PQconnectStart(conninfo.c_str());
   if (conn_ == nullptr || PQstatus(conn_) == CONNECTION_BAD) {
-    error_ = conn_ == nullptr ? "out of memory" : trimmedError(PQerrorMessage(conn_));
+    error_ = conn_ == nullptr ? "out of memory" : db::libpqMessage(PQerrorMessage(conn_));
     timer_.armAfter(core::Duration::zero());
     return;
   }
@@ -77,21 +64,21 @@ void PgConn::onIoEvents(uint32_t events) {
     case State::Ready:
       // Idle: the server may have closed the connection (a shutdown, a failover).
       if (!PQconsumeInput(conn_) || PQstatus(conn_) == CONNECTION_BAD) {
-        fail(trimmedError(PQerrorMessage(conn_)));
+        fail(db::libpqMessage(PQerrorMessage(conn_)));
       }
       return;
     case State::Busy:
       if ((events & EPOLLOUT) && flushing_) {
         int flushed = PQflush(conn_);
         if (flushed < 0) {
-          fail(trimmedError(PQerrorMessage(conn_)));
+          fail(db::libpqMessage(PQerrorMessage(conn_)));
           return;
         }
         flushing_ = flushed == 1;
       }
       if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
         if (!PQconsumeInput(conn_)) {
-          fail(trimmedError(PQerrorMessage(conn_)));
+          fail(db::libpqMessage(PQerrorMessage(conn_)));
           return;
         }
         readResults();
@@ -121,7 +108,7 @@ void PgConn::pollConnect() {
       on_change_(*this);
       return;
     default:
-      fail(trimmedError(PQerrorMessage(conn_)));
+      fail(db::libpqMessage(PQerrorMessage(conn_)));
       return;
   }
 }
@@ -139,14 +126,14 @@ void PgConn::query(std::string_view sql, const std::vector<std::string>& params,
   const std::string text(sql);
   if (!PQsendQueryParams(conn_, text.c_str(), static_cast<int>(values.size()), nullptr, values.data(), nullptr,
                          nullptr, 0)) {
-    error_ = trimmedError(PQerrorMessage(conn_));
+    error_ = db::libpqMessage(PQerrorMessage(conn_));
     timer_.armAfter(core::Duration::zero());  // reported from the loop, as promised
     return;
   }
   timer_.armAfter(timeout);
   int flushed = PQflush(conn_);
   if (flushed < 0) {
-    error_ = trimmedError(PQerrorMessage(conn_));
+    error_ = db::libpqMessage(PQerrorMessage(conn_));
     timer_.armAfter(core::Duration::zero());
     return;
   }
@@ -166,19 +153,10 @@ void PgConn::readResults() {
       if (result_.error.empty()) {
         result_.ok = true;
       }
-      int rows = PQntuples(r);
-      int cols = PQnfields(r);
-      for (int i = 0; i < rows; ++i) {
-        std::vector<std::string> row;
-        row.reserve(static_cast<size_t>(cols));
-        for (int j = 0; j < cols; ++j) {
-          row.emplace_back(PQgetvalue(r, i, j), static_cast<size_t>(PQgetlength(r, i, j)));
-        }
-        result_.rows.push_back(std::move(row));
-      }
+      db::appendRows(r, result_.rows);
     } else {
       result_.ok = false;
-      result_.error = trimmedError(PQresultErrorMessage(r));
+      result_.error = db::libpqMessage(PQresultErrorMessage(r));
       const char* state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
       result_.sqlstate = state == nullptr ? "" : state;
     }
