@@ -751,6 +751,7 @@ NodeView DbAgent::view() const {
   v.leader = elector_.isLeader();
   v.may_write = elector_.mayWrite();
   v.leader_lsn = leader_lsn_;
+  v.sync_standby = syncMode() && sync_key_ && sync_key_->sync.contains(node_.name);
   return v;
 }
 
@@ -871,16 +872,25 @@ void DbAgent::handle(const http::Request& request, http::Response& response) {
   const NodeView v = view();
   if (path == "/health") {
     json(healthStatus(v), statusJson());
-  } else if (path == "/primary" || path == "/master" || path == "/leader") {
+  } else if (path == "/primary" || path == "/master" || path == "/leader" || path == "/read-write") {
     json(primaryStatus(v), statusJson());
-  } else if (path == "/replica") {
+  } else if (path == "/replica" || path == "/read-only" || path == "/sync" || path == "/synchronous" ||
+             path == "/async" || path == "/asynchronous") {
     bool ok = true;
     auto lag = lagParameter(request.head.query, ok);
     if (!ok) {
       json(400, R"({"error":"lag must be a number of bytes"})");
       return;
     }
-    json(replicaStatus(v, lag), statusJson());
+    int status = path == "/replica"     ? replicaStatus(v, lag)
+                 : path == "/read-only" ? readOnlyStatus(v, lag)
+                 : path.starts_with("/sync") ? syncStatus(v, lag)
+                                             : asyncStatus(v, lag);
+    json(status, statusJson());
+  } else if (path == "/liveness") {
+    json(200, R"({"alive":true})");  // answered by the control loop's own thread
+  } else if (path == "/readiness") {
+    json(healthStatus(v), statusJson());  // as Patroni: the leader, or PostgreSQL up and running
   } else if (path == "/status" || path == "/") {
     json(200, statusJson());
   } else if (path == "/metrics") {

@@ -115,6 +115,18 @@ int replicaStatus(const NodeView& view, std::optional<uint64_t> max_lag) {
   return 200;
 }
 
+int readOnlyStatus(const NodeView& view, std::optional<uint64_t> max_lag) {
+  return primaryStatus(view) == 200 ? 200 : replicaStatus(view, max_lag);
+}
+
+int syncStatus(const NodeView& view, std::optional<uint64_t> max_lag) {
+  return view.sync_standby ? replicaStatus(view, max_lag) : 503;
+}
+
+int asyncStatus(const NodeView& view, std::optional<uint64_t> max_lag) {
+  return view.sync_standby ? 503 : replicaStatus(view, max_lag);
+}
+
 std::optional<uint64_t> lagParameter(std::string_view query, bool& ok) {
   ok = true;
   while (!query.empty()) {

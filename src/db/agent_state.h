@@ -53,6 +53,7 @@ struct NodeView {
   bool leader = false;            // this node holds the leader key
   bool may_write = false;         // ... and its lease is not past the fence deadline
   std::optional<Lsn> leader_lsn;  // from the leader's member record
+  bool sync_standby = false;      // synchronous mode, and the sync key lists this node
 
   bool isPrimary() const { return pg_running && status_ok && !pg.in_recovery; }
   bool isStreamingReplica() const {
@@ -72,6 +73,14 @@ int primaryStatus(const NodeView& view);
 // GET /replica[?lag=BYTES]: 200 on a streaming replica (within max_lag when given, which needs
 // the leader's position), else 503.
 int replicaStatus(const NodeView& view, std::optional<uint64_t> max_lag);
+// Patroni's other health checks, for load balancer configs written for Patroni:
+// GET /read-only[?lag]: 200 on the writable leader or on a replica as /replica would answer.
+int readOnlyStatus(const NodeView& view, std::optional<uint64_t> max_lag);
+// GET /sync[?lag] (/synchronous): 200 on a streaming replica that may be promoted in
+// synchronous mode (listed in the sync key); GET /async[?lag] (/asynchronous): 200 on any
+// other streaming replica (every one in asynchronous mode).
+int syncStatus(const NodeView& view, std::optional<uint64_t> max_lag);
+int asyncStatus(const NodeView& view, std::optional<uint64_t> max_lag);
 
 // The `lag` parameter of a query string: nullopt when absent; false in `ok` when malformed.
 std::optional<uint64_t> lagParameter(std::string_view query, bool& ok);

@@ -328,6 +328,13 @@ class DbAgentTest(unittest.TestCase):
         wait_until(lambda: all(cluster.code(n, "/replica?lag=1048576") == 200 for n in replicas), timeout=10,
                    what="replicas within the lag bound")
         self.assertEqual(cluster.code(replicas[0], "/replica?lag=oops"), 400)
+        # Patroni's other checks, for HAProxy configs written for Patroni (asynchronous mode).
+        expected = {"/read-write": {primary}, "/read-only": set(NODES), "/read-only?lag=1048576": set(NODES),
+                    "/async": set(replicas), "/asynchronous": set(replicas), "/sync": set(), "/synchronous": set(),
+                    "/liveness": set(NODES), "/readiness": set(NODES)}
+        for path, ok in expected.items():
+            self.assertEqual({n for n in NODES if cluster.code(n, path) == 200}, ok, path)
+        self.assertEqual(cluster.code(replicas[0], "/read-only?lag=-1"), 400)
 
         # Status only for HEAD and OPTIONS; metrics; switchover not built yet.
         code, _, body = http_get(cluster.url(primary, "/primary"), method="HEAD")
@@ -432,6 +439,11 @@ class DbAgentTest(unittest.TestCase):
                     sync["key"] == {"leader": leader, "sync": sorted(names)})
 
         cluster.wait_for(self, lambda: synchronous(primary, replicas), 30, "both replicas synchronous")
+        # Patroni's /sync and /async: the replicas learn the sync key on their next read of it.
+        cluster.wait_for(self, lambda: all(cluster.code(n, "/sync") == 200 for n in replicas), 10,
+                         "/sync 200 on both replicas")
+        self.assertEqual([n for n in NODES if cluster.code(n, "/async") == 200], [])
+        self.assertEqual(cluster.code(primary, "/sync"), 503)
 
         # Bad calls: each refused with a clear error, and nothing changes.
         target = sorted(replicas)[-1]

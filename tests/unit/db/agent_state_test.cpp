@@ -84,6 +84,33 @@ TEST(AgentStateTest, ReplicaStreamingAndLagBound) {
   EXPECT_EQ(healthStatus(not_streaming), 200);
 }
 
+TEST(AgentStateTest, PatroniReadOnlySyncAndAsyncChecks) {
+  NodeView leader = primary();
+  EXPECT_EQ(readOnlyStatus(leader, std::nullopt), 200);
+  EXPECT_EQ(readOnlyStatus(leader, 0), 200);  // the lag bound is a replica's
+  EXPECT_EQ(syncStatus(leader, std::nullopt), 503);
+  EXPECT_EQ(asyncStatus(leader, std::nullopt), 503);
+  NodeView fenced = primary();
+  fenced.may_write = false;
+  EXPECT_EQ(readOnlyStatus(fenced, std::nullopt), 503);  // neither a writable leader nor a replica
+
+  NodeView async = replica(0x3000000 - 100);
+  EXPECT_EQ(readOnlyStatus(async, std::nullopt), 200);
+  EXPECT_EQ(asyncStatus(async, std::nullopt), 200);
+  EXPECT_EQ(syncStatus(async, std::nullopt), 503);
+  NodeView sync = replica(0x3000000 - 100);
+  sync.sync_standby = true;
+  EXPECT_EQ(syncStatus(sync, std::nullopt), 200);
+  EXPECT_EQ(asyncStatus(sync, std::nullopt), 503);
+  EXPECT_EQ(syncStatus(sync, 100), 200);
+  EXPECT_EQ(syncStatus(sync, 99), 503);
+  EXPECT_EQ(readOnlyStatus(sync, 99), 503);
+  NodeView stopped = sync;
+  stopped.pg_running = false;
+  EXPECT_EQ(syncStatus(stopped, std::nullopt), 503);
+  EXPECT_EQ(readOnlyStatus(stopped, std::nullopt), 503);
+}
+
 TEST(AgentStateTest, LagParameter) {
   bool ok = false;
   EXPECT_EQ(lagParameter("", ok), std::nullopt);
