@@ -134,6 +134,9 @@ struct DbSection {
   std::string user = "site";
   std::filesystem::path password_file;  // empty = generated into state_dir
   bool synchronous = false;
+  // With synchronous: commits wait even when no replica is healthy (Patroni's
+  // synchronous_mode_strict), instead of going on acknowledged by the primary alone.
+  bool synchronous_strict = false;
   uint64_t max_lag_bytes = 1048576;
   bool failover = true;
   uint32_t leader_ttl_ms = 5000;

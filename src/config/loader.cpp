@@ -219,12 +219,15 @@ void readDbSection(Diagnostics& diag, const toml::table& table) {
   DbSection& db = site.db;
   db.present = true;
   TableReader r(diag, table, "db",
-                {"database", "user", "password_file", "synchronous", "max_lag_bytes", "failover",
-                 "leader_ttl_ms", "pg_bin", "node"});
+                {"database", "user", "password_file", "synchronous", "synchronous_strict", "max_lag_bytes",
+                 "failover", "leader_ttl_ms", "pg_bin", "node"});
   readSqlName(r, "database", db.database);
   readSqlName(r, "user", db.user);
   r.readPath("password_file", db.password_file, site.dir, /*allow_empty=*/true);
   r.read("synchronous", db.synchronous);
+  if (r.read("synchronous_strict", db.synchronous_strict) && db.synchronous_strict && !db.synchronous) {
+    r.error("synchronous_strict", "needs synchronous = true");
+  }
   r.read("max_lag_bytes", db.max_lag_bytes, {0, kOneTiB});
   r.read("failover", db.failover);
   r.read("leader_ttl_ms", db.leader_ttl_ms, {1000, 600'000});

@@ -495,7 +495,9 @@ bool DbAgent::takeOver(const char* how) {
   // ever does. Set while still a standby (ALTER SYSTEM works there): after the promotion the
   // checkpointer, which applies the change for committing backends, is busy with the
   // end-of-recovery checkpoint, and commits would wait for a replica to follow us meanwhile.
-  const Status cleared = pg_->setSynchronousStandbys("");
+  // Strict synchronous mode names the replicas the claimed key lists instead: commits wait.
+  const std::string standbys = promotionStandbyNames();
+  const Status cleared = pg_->setSynchronousStandbys(standbys);
   // pg_promote waits for the end of recovery: more than a status query's budget.
   pg_->setQueryTimeout(std::chrono::milliseconds(10000));
   Status promoted = pg_->promote();
@@ -510,7 +512,7 @@ bool DbAgent::takeOver(const char* how) {
   following_.clear();
   slots_ok_ = false;
   if (cleared.ok) {
-    pg_sync_ = std::set<std::string>{};
+    pg_sync_ = standbys.empty() ? std::set<std::string>{} : sync_key_->sync;
   } else {
     pg_sync_.reset();  // reconcileSync() / clearSynchronousStandbys() set it next tick
     log::warn("clearing synchronous_standby_names before promotion: {}", cleared.error);

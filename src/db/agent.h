@@ -20,7 +20,8 @@
 // Synchronous mode (db.synchronous = true, agent_sync.cpp): the leader keeps
 // synchronous_standby_names = 'ANY 1 (...)' over its streaming replicas and publishes who may
 // be promoted in the sync key; only such a replica, and the most advanced of them, promotes
-// (see sync_state.h for the protocol and why no acknowledged commit is lost).
+// (see sync_state.h for the protocol and why no acknowledged commit is lost). With
+// db.synchronous_strict, commits wait even while no replica is healthy.
 //
 // Switchover (POST /switchover with the admin bearer token, agent_switchover.cpp): planned and
 // without loss, see switchover.h. The HTTP answer is deferred until the new leader holds the
@@ -98,6 +99,9 @@ class DbAgent final : public http::Handler {
   bool syncAllowsLeading() const;
   // A new leader lists no replica in the sync key before it accepts writes.
   bool claimSyncKey();
+  std::set<std::string> otherNodes() const;  // every [[db.node]] name but this one
+  // synchronous_standby_names to set just before pg_promote ("" unless strict).
+  std::string promotionStandbyNames() const;
   // One or a few steps of nextSyncStep() on the leader.
   void reconcileSync();
   // Asynchronous mode: a synchronous_standby_names left from synchronous mode (or copied from a

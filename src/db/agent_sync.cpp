@@ -16,7 +16,10 @@ bool DbAgent::claimSyncKey() {
   if (sync_key_ && sync_key_->leader == node_.name) {
     return true;  // still ours: it lists a superset of whom our commits waited for
   }
-  SyncState fresh{node_.name, {}};
+  // Strict: every other node is listed at once (each may acknowledge commits as soon as it
+  // follows, and promotion still takes the most advanced listed one), so that commits wait from
+  // the first one on; otherwise nobody is listed until a replica streams.
+  SyncState fresh{node_.name, site_.db.synchronous_strict ? otherNodes() : std::set<std::string>{}};
   auto written =
       etcd_.putIfValue(leaderKey(site_.site.name), node_.name, syncKey(site_.site.name), encodeSync(fresh));
   if (!written.ok || !written.value) {
@@ -24,8 +27,28 @@ bool DbAgent::claimSyncKey() {
     return false;
   }
   sync_key_ = fresh;
-  log::info("sync key claimed: no replica may be promoted until one is synchronous");
+  log::info("sync key claimed: {}", site_.db.synchronous_strict
+                                          ? "strict, every other node listed: commits wait for one of them"
+                                          : "no replica may be promoted until one is synchronous");
   return true;
+}
+
+std::set<std::string> DbAgent::otherNodes() const {
+  std::set<std::string> names;
+  for (const auto& other : site_.db.nodes) {
+    if (other.name != node_.name) {
+      names.insert(other.name);
+    }
+  }
+  return names;
+}
+
+std::string DbAgent::promotionStandbyNames() const {
+  // Strict: the names the claimed key lists, so the first commit already waits for a replica.
+  if (syncMode() && site_.db.synchronous_strict && sync_key_ && sync_key_->leader == node_.name) {
+    return standbyNamesValue(sync_key_->sync);
+  }
+  return "";
 }
 
 void DbAgent::reconcileSyncSteps() {
@@ -43,11 +66,8 @@ void DbAgent::reconcileSyncSteps() {
   in.me = node_.name;
   in.pg = pg_sync_;
   in.current_lsn = *parseLsn(lsn.value[0][0]);
-  for (const auto& other : site_.db.nodes) {
-    if (other.name != node_.name) {
-      in.nodes.insert(other.name);
-    }
-  }
+  in.nodes = otherNodes();
+  in.strict = site_.db.synchronous_strict;
   for (const auto& r : replicas.value) {
     in.replicas.push_back(
         SyncReplica{r.application_name, r.state == "streaming", r.sync_priority > 0, r.flush_lsn});

@@ -71,6 +71,18 @@ SyncStep nextSyncStep(const SyncInputs& in) {
   }
   const std::set<std::string>& listed = in.key->sync;
   const std::set<std::string> healthy = healthySyncNames(in);
+  if (healthy.empty() && in.strict) {
+    if (in.pg && !in.pg->empty() && std::includes(listed.begin(), listed.end(), in.pg->begin(), in.pg->end())) {
+      return step;  // commits wait for one of the names they waited for
+    }
+    if (!listed.empty()) {
+      return set_pg(listed, "strict: no healthy replica, commits wait for a listed one to return");
+    }
+    if (in.nodes.empty()) {
+      return step;  // a one-node cluster: nothing could ever acknowledge
+    }
+    return write_key(in.nodes, "strict: no healthy replica, listing every node before commits wait for one");
+  }
   if (healthy.empty()) {
     if (!listed.empty()) {
       return write_key({}, "no healthy replica: nobody may be promoted (before commits stop waiting)");

@@ -17,6 +17,11 @@
 //     synchronous_standby_names (writes go on, acknowledged by the primary alone). This is
 //     Patroni's non-strict synchronous_mode: writes stay available, failover waits until a
 //     replica is synchronous again;
+//   - strict (db.synchronous_strict, Patroni's synchronous_mode_strict): with no healthy
+//     replica, commits wait instead. synchronous_standby_names keeps the names it had; when it
+//     had none (a new leader), every other node is listed in the key first and then named in
+//     synchronous_standby_names, so whichever replica comes back acknowledges, and it was listed
+//     before it could;
 //   - a new leader empties the key (leader = itself) before it accepts any write.
 // Promotion: a replica may take the free leader key only when it is listed, every other listed
 // replica has published a record since it saw the leader key gone (so no acknowledged commit
@@ -67,6 +72,7 @@ struct SyncInputs {
   std::vector<SyncReplica> replicas;        // pg_stat_replication
   Lsn current_lsn = 0;                      // pg_current_wal_lsn() read after `replicas`
   std::optional<Lsn> narrow_lsn;            // recorded by an earlier step (see SyncStep)
+  bool strict = false;                      // commits wait even with no healthy replica
 };
 
 // What the leader does next; at most one change per step (the next step sees its effect).

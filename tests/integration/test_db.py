@@ -55,10 +55,11 @@ def processes_mentioning(text):
     return pids
 
 
-def site_text(etcd_port, ports, failover=False, synchronous=False):
+def site_text(etcd_port, ports, failover=False, synchronous=False, strict=False):
     text = '[site]\nname = "dbtest"\nstate_dir = "var"\n'
     text += (f"[db]\nfailover = {'true' if failover else 'false'}\nleader_ttl_ms = {LEADER_TTL_MS}\n"
-             f"synchronous = {'true' if synchronous else 'false'}\n")
+             f"synchronous = {'true' if synchronous else 'false'}\n"
+             f"synchronous_strict = {'true' if strict else 'false'}\n")
     for name in NODES:
         pg, agent = ports[name]
         text += f'[[db.node]]\nname = "{name}"\npg = "127.0.0.1:{pg}"\nagent = "127.0.0.1:{agent}"\n'
@@ -69,7 +70,7 @@ def site_text(etcd_port, ports, failover=False, synchronous=False):
 class Cluster:
     """A temporary directory (0755 under /tmp), an etcd, and the agents' processes."""
 
-    def __init__(self, failover=False, synchronous=False):
+    def __init__(self, failover=False, synchronous=False, strict=False):
         self.dir = tempfile.mkdtemp(prefix="fulcrum-db-", dir="/tmp")
         os.chmod(self.dir, 0o755)  # the postgres user must traverse it
         self.etcd = None
@@ -78,7 +79,8 @@ class Cluster:
         self.ports = {name: (free_port(), free_port()) for name in NODES}
         self.site = os.path.join(self.dir, "site.toml")
         with open(self.site, "w") as f:
-            f.write(site_text(self.etcd_port, self.ports, failover=failover, synchronous=synchronous))
+            f.write(site_text(self.etcd_port, self.ports, failover=failover, synchronous=synchronous,
+                              strict=strict))
 
     def start_etcd(self):
         client = f"http://127.0.0.1:{self.etcd_port}"
@@ -142,14 +144,17 @@ class Cluster:
         wait_until(lambda: processes_mentioning(os.path.join(self.dir, "var")) == [], timeout=10,
                    what="no PostgreSQL left")
 
-    def psql(self, name, sql):
-        """psql over TCP as the application role, with the generated password."""
+    def psql_command(self, name, sql):
+        """(args, env) of psql over TCP as the application role, with the generated password."""
         with open(os.path.join(self.dir, "var", "db.password")) as f:
             password = f.readline().strip()
         env = dict(os.environ, PGPASSWORD=password, PGCONNECT_TIMEOUT="3")
-        return subprocess.run([os.path.join(pg_bin(), "psql"), "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1",
-                               "-h", "127.0.0.1", "-p", str(self.ports[name][0]), "-U", "site", "-d", "site",
-                               "-c", sql], env=env, capture_output=True, text=True, timeout=10)
+        return [os.path.join(pg_bin(), "psql"), "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1",
+                "-p", str(self.ports[name][0]), "-U", "site", "-d", "site", "-c", sql], env
+
+    def psql(self, name, sql):
+        args, env = self.psql_command(name, sql)
+        return subprocess.run(args, env=env, capture_output=True, text=True, timeout=10)
 
     def primary(self):
         """The node answering /primary 200, or None."""
@@ -284,6 +289,63 @@ class DbAgentTest(unittest.TestCase):
         check = subprocess.run([FULCRUM, "check", cluster.site], capture_output=True, text=True, timeout=30)
         self.assertEqual(check.returncode, 0, check.stderr)
         self.assertNotIn("db.synchronous", check.stderr)
+
+    def test_strict_synchronous_commits_wait_for_a_replica(self):
+        """synchronous_strict: with every replica stopped a commit waits (never acknowledged by the
+        primary alone) until one is back; and a replica promoted by failover makes its very first
+        commits wait for a replica too."""
+        cluster = Cluster(failover=True, synchronous=True, strict=True)
+        self.addCleanup(cluster.cleanup)
+        primary, replicas = cluster.start(self)
+        cluster.wait_for(self, lambda: all(cluster.code(n, "/sync") == 200 for n in replicas), 30,
+                         "both replicas synchronous")
+        made = cluster.psql(primary, "CREATE TABLE strict_t (v int); INSERT INTO strict_t VALUES (1)")
+        self.assertEqual(made.returncode, 0, made.stderr)
+
+        def commit_waits(node, value):
+            """Starts an INSERT on `node` and returns its psql once PostgreSQL shows it waiting for a
+            synchronous replica (statement_timeout cannot show it: it ends before the commit)."""
+            args, env = cluster.psql_command(node, f"INSERT INTO strict_t VALUES ({value})")
+            proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            self.addCleanup(lambda: proc.poll() is not None or (proc.kill(), proc.wait()))
+            sync_wait = "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'SyncRep'"
+            cluster.wait_for(self, lambda: cluster.psql(node, sync_wait).stdout.strip() == "1", 15,
+                             f"the commit of {value} waiting for a synchronous replica on {node}")
+            self.assertIsNone(proc.poll())
+            self.assertEqual(cluster.code(node, "/primary"), 200)  # still the leader: only commits wait
+            return proc
+
+        def committed(proc):
+            _, err = proc.communicate(timeout=60)
+            self.assertEqual(proc.returncode, 0, err)
+
+        for name in replicas:  # SIGTERM: each agent stops its PostgreSQL and exits
+            cluster.agents[name].signal(signal.SIGTERM)
+            self.assertEqual(cluster.agents[name].wait(timeout=45), 0, cluster.logs())
+        waiting = commit_waits(primary, 2)
+        back, away = replicas
+        cluster.start_agent(back)
+        cluster.wait_for(self, lambda: cluster.code(back, "/replica") == 200, 60, "a replica back")
+        committed(waiting)
+        done = cluster.psql(primary, "INSERT INTO strict_t VALUES (3)")
+        self.assertEqual(done.returncode, 0, done.stderr)
+
+        # Once only `back` is listed, kill -9 the primary's agent and postgres: `back` promotes, and
+        # its first commit waits, for `away` (or the old primary) to follow it.
+        cluster.wait_for(self, lambda: cluster.status(primary)["sync"]["key"]["sync"] == [back], 30,
+                         f"the sync key narrowed to {back}")
+        postmaster = cluster.postmaster_pid(primary)
+        cluster.agents[primary].proc.kill()
+        os.kill(postmaster, signal.SIGKILL)
+        cluster.agents.pop(primary).stop()
+        cluster.wait_for(self, lambda: cluster.code(back, "/primary") == 200, 60, f"{back} promoted")
+        waiting = commit_waits(back, 4)
+        cluster.start_agent(away)
+        cluster.wait_for(self, lambda: cluster.code(away, "/replica") == 200, 60, f"{away} following {back}")
+        committed(waiting)
+        rows = lambda: cluster.psql(away, "SELECT v FROM strict_t ORDER BY v").stdout.split()  # noqa: E731
+        cluster.wait_for(self, lambda: rows() == ["1", "2", "3", "4"], 15, f"every row on {away}")
+        cluster.stop_all(self)
 
     def test_bootstrap_replicate_fence_and_stop(self):
         cluster = Cluster()

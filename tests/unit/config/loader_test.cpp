@@ -411,6 +411,17 @@ TEST(Loader, EtcdEndpointMistakesAreAllReported) {
   EXPECT_EQ(testing::lines(result), expected);
 }
 
+TEST(Loader, StrictSynchronousNeedsSynchronous) {
+  SiteDir dir;
+  LoadResult result = dir.load("[db]\nsynchronous_strict = true\n");
+  EXPECT_EQ(testing::lines(result),
+            std::vector<std::string>{dir.line(2, 1, "db.synchronous_strict", "needs synchronous = true")});
+  LoadResult ok = dir.load("[db]\nsynchronous = true\nsynchronous_strict = true\n");
+  ASSERT_TRUE(ok.errors.empty()) << ::testing::PrintToString(testing::lines(ok));
+  EXPECT_TRUE(ok.site.db.synchronous_strict);
+  EXPECT_FALSE(dir.load("[db]\nsynchronous = true\n").site.db.synchronous_strict);
+}
+
 TEST(Positions, RecordEveryKeyOfTheFile) {
   SiteDir dir;
   LoadResult result = dir.load(

@@ -128,6 +128,44 @@ TEST(SyncStateTest, NoHealthyReplicaEmptiesTheKeyBeforeCommitsStopWaiting) {
   EXPECT_EQ(nextSyncStep(in).kind, Kind::None);
 }
 
+TEST(SyncStateTest, StrictKeepsCommitsWaitingWithNoHealthyReplica) {
+  // The last synchronous replica is gone: commits keep waiting for it, nothing changes.
+  SyncInputs in = leader({"db-2"}, std::set<std::string>{"db-2"}, {});
+  in.strict = true;
+  EXPECT_EQ(nextSyncStep(in).kind, Kind::None);
+  // A replica that streams but is not listed yet is listed before it may acknowledge.
+  in.replicas = {SyncReplica{"db-3", false, false, 0}};  // connected, still catching up
+  EXPECT_EQ(nextSyncStep(in).kind, Kind::None);
+  in.replicas = {streaming("db-3", 100, false)};
+  SyncStep step = nextSyncStep(in);
+  ASSERT_EQ(step.kind, Kind::WriteKey);
+  EXPECT_EQ(step.key.sync, (std::set<std::string>{"db-2", "db-3"}));
+}
+
+TEST(SyncStateTest, StrictNewLeaderListsEveryNodeThenWaitsForThem) {
+  // Nobody listed and commits not waiting (a key emptied, synchronous_standby_names unknown).
+  SyncInputs in = leader({}, std::nullopt, {});
+  in.strict = true;
+  SyncStep step = nextSyncStep(in);
+  ASSERT_EQ(step.kind, Kind::WriteKey);
+  EXPECT_EQ(step.key.sync, (std::set<std::string>{"db-2", "db-3"}));  // listed before named
+  in.key = step.key;
+  step = nextSyncStep(in);
+  ASSERT_EQ(step.kind, Kind::SetPg);
+  EXPECT_EQ(step.pg, (std::set<std::string>{"db-2", "db-3"}));
+  in.pg = step.pg;
+  EXPECT_EQ(nextSyncStep(in).kind, Kind::None);
+  // An empty setting (commits not waiting) is never left alone either.
+  in.pg = std::set<std::string>{};
+  EXPECT_EQ(nextSyncStep(in).kind, Kind::SetPg);
+  // Once one streams, the ordinary steps narrow to it: PostgreSQL first, then the key.
+  in.pg = std::set<std::string>{"db-2", "db-3"};
+  in.replicas = {streaming("db-3", 600)};
+  step = nextSyncStep(in);
+  ASSERT_EQ(step.kind, Kind::SetPg);
+  EXPECT_EQ(step.pg, (std::set<std::string>{"db-3"}));
+}
+
 MemberRecord member(std::string name, Lsn received, std::optional<std::string> seen = "",
                     std::string role = "replica") {
   MemberRecord m;
