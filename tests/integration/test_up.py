@@ -87,6 +87,7 @@ class Site:
 
     # psql over TCP as the application role (reads self.dir and self.ports like test_db's Cluster).
     psql = Cluster.psql
+    psql_command = Cluster.psql_command
 
     def logs(self):
         out = []
