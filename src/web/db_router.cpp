@@ -22,6 +22,8 @@ constexpr std::string_view kCommitLsnSql = "SELECT pg_current_wal_flush_lsn()";
 constexpr std::string_view kReplayLsnSql = "SELECT pg_last_wal_replay_lsn()";
 constexpr core::Duration kTick = 20ms;
 constexpr core::Duration kFirstBackoff = 100ms;
+// The longest a router waits for its first round of probes before it calls itself ready.
+constexpr core::Duration kReadyBound = 3s;
 constexpr core::Duration kMaxBackoff = 2s;
 
 // SQLSTATE classes 22 (data exception) and 23 (integrity violation): the row itself is refused.
@@ -69,19 +71,36 @@ struct DbRouter::ReadOp {
   bool primary_only = false;  // a replica failed it: the primary or nothing
 };
 
-DbRouter::DbRouter(core::EventLoop& loop, DbSettings settings, DbStats& stats, std::atomic<bool>& schema_ready)
+DbRouter::DbRouter(core::EventLoop& loop, DbSettings settings, DbStats& stats, RouterShared& shared)
     : loop_(loop),
       settings_(std::move(settings)),
       stats_(stats),
-      schema_ready_(schema_ready),
+      shared_(shared),
+      schema_ready_(shared.schema_ready),
       status_(settings_.nodes.size()),
+      probed_(settings_.nodes.size(), false),
       probe_timer_(loop, [this] { probeAll(); }),
-      tick_timer_(loop, [this] { onTick(); }) {
+      tick_timer_(loop, [this] { onTick(); }),
+      ready_timer_(loop, [this] { markReady(); }) {
   for (const DbNodeConfig& config : settings_.nodes) {
     nodes_.push_back(std::make_unique<Node>());
     nodes_.back()->config = config;
   }
   probe_timer_.armAfter(core::Duration::zero());
+  // A node that never answers (no password file yet, a black hole) must not keep the web node
+  // out of rotation for good: its static files serve regardless.
+  ready_timer_.armAfter(kReadyBound);
+  if (nodes_.empty()) {
+    markReady();
+  }
+}
+
+void DbRouter::markReady() {
+  if (!ready_) {
+    ready_ = true;
+    ready_timer_.disarm();
+    shared_.ready.fetch_add(1, std::memory_order_relaxed);
+  }
 }
 
 DbRouter::~DbRouter() = default;
@@ -274,6 +293,21 @@ void DbRouter::probe(size_t i) {
 }
 
 void DbRouter::onProbe(size_t i, PgResult& r) {
+  applyProbe(i, r);
+  probed_[i] = true;
+  checkReady();
+}
+
+void DbRouter::checkReady() {
+  // Every node heard from, and, with a primary known, the schema in place (a read before it
+  // would fail).
+  if (!ready_ && std::all_of(probed_.begin(), probed_.end(), [](bool b) { return b; }) &&
+      (!primary_ || schema_ready_.load() || settings_.schema_sql.empty())) {
+    markReady();
+  }
+}
+
+void DbRouter::applyProbe(size_t i, PgResult& r) {
   Node& n = *nodes_[i];
   if (!r.ok || r.rows.empty() || r.rows[0].size() < 3) {
     if (n.probe && n.probe->state() == PgConn::State::Broken) {
@@ -356,6 +390,7 @@ void DbRouter::ensureSchema() {
     if (ok && !schema_ready_.exchange(true)) {
       log::info("guestbook schema ready");
     }
+    checkReady();
     std::vector<std::function<void(bool)>> waiting = std::move(after_schema_);
     after_schema_.clear();
     for (auto& fn : waiting) {

@@ -80,10 +80,17 @@ using ReplyFn = std::function<void(DbReply&)>;
 // The conninfo string of one node (values quoted per libpq's rules).
 std::string conninfoFor(const DbSettings& settings, const DbNodeConfig& node, const std::string& password);
 
+// What every worker's router of one process shares.
+struct RouterShared {
+  explicit RouterShared(unsigned routers) : routers(routers) {}
+  const unsigned routers;
+  std::atomic<bool> schema_ready{false};  // the schema is created once per process
+  std::atomic<unsigned> ready{0};         // routers past their first round of probes
+};
+
 class DbRouter {
  public:
-  // `schema_ready` is shared by every worker's router: the schema is created once per process.
-  DbRouter(core::EventLoop& loop, DbSettings settings, DbStats& stats, std::atomic<bool>& schema_ready);
+  DbRouter(core::EventLoop& loop, DbSettings settings, DbStats& stats, RouterShared& shared);
   ~DbRouter();
   DbRouter(const DbRouter&) = delete;
   DbRouter& operator=(const DbRouter&) = delete;
@@ -93,6 +100,11 @@ class DbRouter {
   void write(std::string_view sql, std::vector<std::string> params, ReplyFn reply);
   // Reads `sql` from a replica that has replayed `token` (if any), else the primary.
   void read(std::string_view sql, std::vector<std::string> params, std::optional<Lsn> token, ReplyFn reply);
+  // True once every router of the process has heard from each database node once and, with a
+  // primary known, the schema is in place (or kReadyBound has passed): before, it would answer
+  // requests 503, so the web node's /healthz keeps the load balancer away meanwhile (a
+  // restarted node, say).
+  bool allReady() const { return shared_.ready.load(std::memory_order_relaxed) >= shared_.routers; }
 
  private:
   struct Node;
@@ -107,6 +119,8 @@ class DbRouter {
   void probeAll();
   void probe(size_t node);
   void onProbe(size_t node, PgResult& result);
+  void applyProbe(size_t node, PgResult& result);
+  void checkReady();
   void markDown(size_t node);
   void updateRoles();
   void ensureSchema();
@@ -115,6 +129,7 @@ class DbRouter {
   void runRead(size_t node, PgConn* conn, const std::shared_ptr<ReadOp>& op);
   void checkReplica(size_t node, const std::shared_ptr<ReadOp>& op);
   void onTick();
+  void markReady();
   void armTick();
   void unavailable(ReplyFn& reply, std::string message);
   std::string connInfo(size_t node);
@@ -122,9 +137,12 @@ class DbRouter {
   core::EventLoop& loop_;
   const DbSettings settings_;
   DbStats& stats_;
+  RouterShared& shared_;
   std::atomic<bool>& schema_ready_;
   std::vector<std::unique_ptr<Node>> nodes_;
   std::vector<NodeStatus> status_;
+  std::vector<bool> probed_;  // by node: a probe result came in
+  bool ready_ = false;
   std::optional<size_t> primary_;
   std::vector<size_t> eligible_;
   size_t next_replica_ = 0;
@@ -133,6 +151,7 @@ class DbRouter {
   std::vector<std::shared_ptr<ReadOp>> token_waiting_;
   core::Timer probe_timer_;
   core::Timer tick_timer_;
+  core::Timer ready_timer_;
   std::string password_;
   bool password_warned_ = false;
 };

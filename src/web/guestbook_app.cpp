@@ -54,6 +54,13 @@ void GuestbookApp::handle(const http::Request& request, http::Response& response
   std::string_view path = request.head.path;
   http::Method method = request.head.method;
   bool read_method = method == http::Method::Get || method == http::Method::Head;
+  if (path == "/healthz" && read_method && !router_.allReady()) {
+    // Just started: no database node heard from yet, so the API would answer 503.
+    response.setBody(503, "text/plain; charset=utf-8", "starting: database nodes not heard from yet\n");
+    response.addHeader("Cache-Control", "no-store");
+    response.addHeader("Retry-After", "1");
+    return;
+  }
   if (path == "/") {
     if (!read_method) {
       methodNotAllowed(response, "GET, HEAD");

@@ -107,7 +107,7 @@ int runWebCommand(const config::Site& site, const std::string& node_name) {
     db_names.push_back(n.name);
   }
   app->setDbStats(&db_stats, db_names);
-  std::atomic<bool> schema_ready{false};
+  RouterShared router_shared(threads);
   std::vector<std::unique_ptr<DbRouter>> routers(threads);
   std::vector<std::unique_ptr<GuestbookApp>> guestbooks(threads);
 
@@ -120,7 +120,7 @@ int runWebCommand(const config::Site& site, const std::string& node_name) {
     if (guestbook) {
       DbSettings settings = db;
       settings.log_roles = i == 0;
-      routers[i] = std::make_unique<DbRouter>(loop, std::move(settings), *db_stats[i], schema_ready);
+      routers[i] = std::make_unique<DbRouter>(loop, std::move(settings), *db_stats[i], router_shared);
       guestbooks[i] = std::make_unique<GuestbookApp>(node->name, *app, *routers[i]);
       handler = guestbooks[i].get();
     }

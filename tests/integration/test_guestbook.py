@@ -10,7 +10,7 @@ import time
 import unittest
 import urllib.parse
 
-from harness import FULCRUM, Process, free_port, http_get, wait_until
+from harness import FULCRUM, Process, TempDir, free_port, http_get, wait_until
 from test_db import NODES, Cluster, missing_requirement, pg_bin, processes_mentioning
 
 
@@ -36,6 +36,9 @@ class GuestbookSite:
         self.web = Process([FULCRUM, "web", "--site", self.cluster.site, "--node", "web-1"],
                            os.path.join(self.cluster.dir, "web-1.log"))
         wait_until(lambda: self.get("/healthz")[0] == 200, timeout=10, what="web node up")
+        # Healthy means ready: every database node heard from, and the schema created.
+        code, _, body = self.get("/api/messages")
+        test.assertEqual(code, 200, body)
         # The router finds the primary by itself and creates the schema before the first write.
         wait_until(lambda: self.post({"author": "setup", "text": "first"})[0] == 201, timeout=15, interval=0.1,
                    what="a first write through the web node")
@@ -263,3 +266,31 @@ class GuestbookTest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class GuestbookStartupTest(unittest.TestCase):
+    """No database needed: a guestbook web node that has not heard from its database nodes yet."""
+
+    def test_healthz_is_503_until_the_database_nodes_are_heard_from(self):
+        tmp = TempDir()
+        self.addCleanup(tmp.cleanup)
+        web_port = free_port()
+        tmp.write("www/hello.txt", "static\n")
+        # No password file in state_dir (as before the cluster's bootstrap): the router cannot
+        # probe the node, and is ready only once its bound (3 s) has passed.
+        site = tmp.write("site.toml", '[site]\nname = "gb-start"\nstate_dir = "var"\n'
+                         '[web]\ndocroot = "www"\napp = "guestbook"\n'
+                         f'[[web.node]]\nname = "web-1"\nlisten = "127.0.0.1:{web_port}"\nthreads = 2\n'
+                         f'[db]\n[[db.node]]\nname = "db-1"\npg = "127.0.0.1:{free_port()}"\n'
+                         f'agent = "127.0.0.1:{free_port()}"\n')
+        web = Process([FULCRUM, "web", "--site", site, "--node", "web-1"], os.path.join(tmp.path, "web.log"))
+        self.addCleanup(web.stop)
+        url = f"http://127.0.0.1:{web_port}"
+        started = time.monotonic()
+        first = wait_until(lambda: http_get(url + "/healthz", timeout=2), timeout=10, what="a first /healthz answer")
+        self.assertEqual(first[0], 503, first)
+        self.assertIn(b"starting", first[2])
+        self.assertEqual(first[1].get("Retry-After"), "1")
+        self.assertEqual(http_get(url + "/hello.txt", timeout=2)[0], 200)  # static files meanwhile
+        wait_until(lambda: http_get(url + "/healthz", timeout=2)[0] == 200, timeout=10, what="/healthz 200")
+        self.assertGreaterEqual(time.monotonic() - started, 2.5)
