@@ -344,12 +344,7 @@ void DbAgent::runPrimary() {
         next_wait_log_ = now + kLogEvery;
       }
     } else if (!got.value) {
-      if (!site_.db.failover && now >= next_wait_log_) {
-        log::warn(
-            "this node holds a primary's data but another node holds the leader key; PostgreSQL stays "
-            "stopped (failover = false: no rewind)");
-        next_wait_log_ = now + kLogEvery;
-      }
+      // Another node leads (by failover, manual or not, or switchover): rejoinAsReplica() below.
     } else if (syncMode() && !claimSyncKey()) {
       elector_.release();
     } else {
@@ -402,8 +397,7 @@ void DbAgent::runPrimary() {
       clearSynchronousStandbys();
     }
   }
-  if ((site_.db.failover || handed_over_) && !elector_.isLeader() && !pg_->isRunning() && leader_name_ &&
-      *leader_name_ != node_.name) {
+  if (!elector_.isLeader() && !pg_->isRunning() && leader_name_ && *leader_name_ != node_.name) {
     rejoinAsReplica();
   }
 }
@@ -857,13 +851,17 @@ void DbAgent::handle(const http::Request& request, http::Response& response) {
   auto json = [&](int status, std::string body) {
     response.setBody(status, "application/json", status_only ? std::string() : std::move(body));
   };
-  if (path == "/switchover") {
+  if (path == "/switchover" || path == "/failover") {
     if (method != http::Method::Post) {
       response.addHeader("Allow", "POST");
       json(405, R"({"error":"use POST"})");
       return;
     }
-    handleSwitchover(request, response);
+    if (path == "/switchover") {
+      handleSwitchover(request, response);
+    } else {
+      handleFailover(request, response);
+    }
     return;
   }
   if (method != http::Method::Get && !status_only) {

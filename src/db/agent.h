@@ -14,8 +14,9 @@
 // Failover (db.failover = true): when the leader key is free, the replica with the most advanced
 // replay position (within max_lag_bytes of the last leader position it saw) takes the key and
 // promotes; the other replicas follow the new leader; a former primary that finds another
-// leader is rewound (pg_rewind) and follows it. With failover = false a replica never takes
-// the key, and a former primary stays stopped.
+// leader is rewound (pg_rewind) and follows it. With failover = false a replica takes the key
+// only when told to (POST /failover, or a switchover); a former primary still rejoins whoever
+// leads.
 //
 // Synchronous mode (db.synchronous = true, agent_sync.cpp): the leader keeps
 // synchronous_standby_names = 'ANY 1 (...)' over its streaming replicas and publishes who may
@@ -111,6 +112,7 @@ class DbAgent final : public http::Handler {
 
   // Switchover (agent_switchover.cpp).
   void handleSwitchover(const http::Request& request, http::Response& response);
+  void handleFailover(const http::Request& request, http::Response& response);
   void driveSwitchover();
   void finishSwitchover(int status, const std::string& message);
   // An intent in etcd names another node as the one to take the key.
@@ -207,7 +209,6 @@ class DbAgent final : public http::Handler {
   std::optional<Switchover> switchover_;
   bool checkpoint_pending_ = false;  // promoted, the post-promotion CHECKPOINT not done yet
   bool promoted_this_tick_ = false;  // the next tick comes at once (one time only)
-  bool handed_over_ = false;  // released the key by switchover: rejoin even with failover = false
 };
 
 }  // namespace fulcrum::db

@@ -1,6 +1,7 @@
 // Planned switchover on the leader (switchover.h has the protocol). The request is checked and
 // answered here or deferred; the steps run in the control loop, which ticks every
-// kSwitchoverPoll meanwhile, and each step is bounded.
+// kSwitchoverPoll meanwhile, and each step is bounded. Also manual failover (POST /failover), on
+// the replica that should lead a cluster without a leader.
 #include <algorithm>
 #include <nlohmann/json.hpp>
 
@@ -87,6 +88,56 @@ void DbAgent::handleSwitchover(const http::Request& request, http::Response& res
   schedule(loop_.clock().now());
 }
 
+void DbAgent::handleFailover(const http::Request& request, http::Response& response) {
+  auto refuse = [&](int status, const std::string& message) {
+    response.setBody(status, "application/json", errorBody(message));
+  };
+  if (!http::hasBearerToken(request.head, admin_token_)) {
+    response.addHeader("WWW-Authenticate", "Bearer");
+    refuse(401, "a valid 'Authorization: Bearer TOKEN' is required (token in state_dir/admin.token)");
+    return;
+  }
+  auto parsed = parseSwitchoverRequest(request.body);
+  if (!parsed.ok) {
+    refuse(400, parsed.error);
+    return;
+  }
+  FailoverInputs in;
+  in.me = node_.name;
+  for (const auto& n : site_.db.nodes) {
+    in.nodes.insert(n.name);
+  }
+  in.leader = elector_.isLeader() ? std::optional<std::string>(node_.name) : leader_name_;
+  if (const MemberRecord* leader = in.leader ? findMember(members_, *in.leader) : nullptr) {
+    in.leader_agent = leader->agent;
+  }
+  in.running_replica = pg_running_ && status_ok_ && pg_status_.in_recovery;
+  in.intent_for_other = intentBlocks();
+  in.replayed = pg_status_.replay_lsn;
+  in.mine = std::max(pg_status_.receive_lsn, pg_status_.replay_lsn);
+  in.last_leader_lsn = last_leader_lsn_;
+  in.max_lag_bytes = site_.db.max_lag_bytes;
+  in.sync_mode = syncMode();
+  in.sync = sync_key_;
+  in.members = members_;
+  FailoverCheck check = checkManualFailover(parsed.value, in);
+  if (check.status != 200) {
+    refuse(check.status, check.error);
+    return;
+  }
+  const core::TimePoint started = loop_.clock().now();
+  log::warn("manual failover to this node requested");
+  if (!takeOver("manual failover")) {
+    std::string holder = leader_name_ ? " (" + *leader_name_ + " holds it)" : "";
+    refuse(503, "could not take the leader key and promote" + holder + "; see this agent's log");
+    return;
+  }
+  const auto took = std::chrono::duration_cast<milliseconds>(loop_.clock().now() - started);
+  nlohmann::json body = {{"leader", node_.name}, {"ms", took.count()}, {"message", node_.name + " is the leader"}};
+  response.setBody(200, "application/json", body.dump());
+  schedule(loop_.clock().now());  // publish the new role at once
+}
+
 void DbAgent::finishSwitchover(int status, const std::string& message) {
   const auto took = std::chrono::duration_cast<milliseconds>(loop_.clock().now() - switchover_->started);
   nlohmann::json body = {{"from", node_.name}, {"to", switchover_->to}, {"ms", took.count()}};
@@ -145,7 +196,6 @@ void DbAgent::driveSwitchover() {
     }
     case Switchover::Step::CatchUp: {
       if (!elector_.isLeader() || !elector_.mayWrite()) {
-        handed_over_ = true;
         finishSwitchover(503, "lost the leader lease during the switchover; failover elects the next leader");
         return;
       }
@@ -153,7 +203,6 @@ void DbAgent::driveSwitchover() {
       if (target != nullptr && target->received > s.final_lsn) {
         log::warn("switchover: {} has flushed past the last checkpoint {}: releasing the leader key", s.to,
                   formatLsn(s.final_lsn));
-        handed_over_ = true;
         ++switchovers_;
         if (Status released = elector_.release(); !released.ok) {
           log::warn("releasing the leader lease: {} (it expires by itself)", released.error);

@@ -87,4 +87,43 @@ SwitchoverChoice chooseSwitchoverTarget(const SwitchoverRequest& request, const 
   return SwitchoverChoice{200, best->name, ""};
 }
 
+FailoverCheck checkManualFailover(const SwitchoverRequest& request, const FailoverInputs& in) {
+  auto refuse = [](int status, std::string error) { return FailoverCheck{status, std::move(error)}; };
+  if (request.to && in.nodes.count(*request.to) == 0) {
+    return refuse(400, "no [[db.node]] named '" + *request.to + "'");
+  }
+  if (request.to && *request.to != in.me) {
+    return refuse(409, "a failover is sent to the agent of the node that should lead: send it to " + *request.to +
+                           "'s agent, not " + in.me + "'s");
+  }
+  if (in.leader) {
+    if (*in.leader == in.me) {
+      return refuse(409, in.me + " is already the leader");
+    }
+    return refuse(409, *in.leader + " holds the leader key" +
+                           (in.leader_agent.empty() ? "" : " (agent " + in.leader_agent + ")") +
+                           ": a failover is for a cluster without a leader; use POST /switchover on it");
+  }
+  if (!in.running_replica) {
+    return refuse(503, in.me + " is not a running replica");
+  }
+  if (in.intent_for_other) {
+    return refuse(409, "a switchover to another node is in progress");
+  }
+  if (in.sync_mode) {
+    PromoteVerdict verdict = maySyncPromote(in.sync, in.me, in.mine, in.members);
+    if (!verdict.allowed) {
+      return refuse(409, "promoting " + in.me + " could lose acknowledged commits: " + verdict.why);
+    }
+    return {};
+  }
+  // As automatic failover: a replica that never saw the leader's position is not held back.
+  uint64_t lag = in.last_leader_lsn ? lagBytes(*in.last_leader_lsn, in.replayed) : 0;
+  if (lag > in.max_lag_bytes) {
+    return refuse(409, in.me + " is " + std::to_string(lag) + " bytes behind the last leader position (max_lag_bytes " +
+                           std::to_string(in.max_lag_bytes) + ")");
+  }
+  return {};
+}
+
 }  // namespace fulcrum::db

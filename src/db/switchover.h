@@ -54,4 +54,30 @@ struct SwitchoverChoice {
 };
 SwitchoverChoice chooseSwitchoverTarget(const SwitchoverRequest& request, const SwitchoverInputs& in);
 
+// Manual failover (POST /failover, Patroni's), sent to the agent of the replica that should
+// lead, for a cluster whose leader key is free: with failover = false nobody else would take
+// it, and with failover = true it picks the node. The same safety rules as automatic failover
+// hold (synchronous mode: maySyncPromote; otherwise within max_lag_bytes of the last leader
+// position); only the election of the most advanced replica is the operator's choice instead.
+struct FailoverInputs {
+  std::string me;
+  std::set<std::string> nodes;        // every [[db.node]] name
+  std::optional<std::string> leader;  // who holds the leader key (nullopt: free)
+  std::string leader_agent;           // the leader's agent address, when known
+  bool running_replica = false;       // PostgreSQL up, in recovery, status known
+  bool intent_for_other = false;      // a switchover intent names another node
+  Lsn mine = 0;                       // flushed here (received or replayed, the further)
+  Lsn replayed = 0;
+  std::optional<Lsn> last_leader_lsn;  // the last position the leader published (nullopt: never seen)
+  uint64_t max_lag_bytes = 0;
+  bool sync_mode = false;
+  std::optional<SyncState> sync;  // the sync key
+  std::vector<MemberRecord> members;
+};
+struct FailoverCheck {
+  int status = 200;   // 200: take the key now; else the HTTP status of the refusal
+  std::string error;  // when refused
+};
+FailoverCheck checkManualFailover(const SwitchoverRequest& request, const FailoverInputs& in);
+
 }  // namespace fulcrum::db

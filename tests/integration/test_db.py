@@ -347,6 +347,56 @@ class DbAgentTest(unittest.TestCase):
         cluster.wait_for(self, lambda: rows() == ["1", "2", "3", "4"], 15, f"every row on {away}")
         cluster.stop_all(self)
 
+    def test_manual_failover_without_automatic_failover(self):
+        """failover = false: nobody takes a dead leader's key until POST /failover names a replica;
+        the other replica follows it, and the old primary, back, is rewound and follows too."""
+        cluster = Cluster()
+        self.addCleanup(cluster.cleanup)
+        primary, replicas = cluster.start(self)
+        token = cluster.token()
+        candidate, other = sorted(replicas)
+
+        def failover(name, body, token=None):
+            headers = {"Content-Type": "application/json"}
+            if token is not None:
+                headers["Authorization"] = "Bearer " + token
+            code, _, raw = http_get(cluster.url(name, "/failover"), method="POST", data=json.dumps(body).encode(),
+                                    headers=headers, timeout=30)
+            return code, json.loads(raw)
+
+        self.assertEqual(failover(candidate, {})[0], 401)
+        code, body = failover(candidate, {}, token)
+        self.assertEqual(code, 409, body)
+        self.assertIn(f"{primary} holds the leader key", body["error"])
+        self.assertEqual(failover(candidate, {"to": other}, token)[0], 409)
+        self.assertEqual(failover(candidate, {"to": "nobody"}, token)[0], 400)
+        self.assertEqual(cluster.primary(), primary)  # refusals changed nothing
+        made = cluster.psql(primary, "CREATE TABLE mf (v int); INSERT INTO mf VALUES (1)")
+        self.assertEqual(made.returncode, 0, made.stderr)
+        rows = lambda name: cluster.psql(name, "SELECT v FROM mf ORDER BY v").stdout.split()  # noqa: E731
+        cluster.wait_for(self, lambda: rows(candidate) == ["1"] and rows(other) == ["1"], 15, "row 1 replicated")
+
+        postmaster = cluster.postmaster_pid(primary)
+        cluster.agents[primary].proc.kill()
+        os.kill(postmaster, signal.SIGKILL)
+        cluster.agents[primary].stop()
+        cluster.wait_for(self, lambda: cluster.status(candidate)["leader"] is None, 15, "the leader key expired")
+        self.assertIsNone(cluster.primary())  # failover = false: nobody took it
+
+        code, body = failover(candidate, {"to": candidate}, token)
+        self.assertEqual(code, 200, f"{body}\n{cluster.logs()}")
+        self.assertEqual(body["leader"], candidate)
+        self.assertEqual(cluster.code(candidate, "/primary"), 200)
+        wrote = cluster.psql(candidate, "INSERT INTO mf VALUES (2)")
+        self.assertEqual(wrote.returncode, 0, wrote.stderr)
+        cluster.wait_for(self, lambda: rows(other) == ["1", "2"], 30, f"{other} following {candidate}")
+
+        cluster.start_agent(primary)
+        cluster.wait_for(self, lambda: cluster.code(primary, "/replica") == 200, 60, "the old primary rejoined")
+        cluster.wait_for(self, lambda: rows(primary) == ["1", "2"], 15, "row 2 on the old primary")
+        self.assertEqual(cluster.primary(), candidate)
+        cluster.stop_all(self)
+
     def test_bootstrap_replicate_fence_and_stop(self):
         cluster = Cluster()
         self.addCleanup(cluster.cleanup)

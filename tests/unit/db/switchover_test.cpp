@@ -91,5 +91,69 @@ TEST(SwitchoverTest, AnyPicksTheMostAdvancedOr503) {
   EXPECT_EQ(chooseSwitchoverTarget(to(std::nullopt), in).status, 503);
 }
 
+FailoverInputs leaderless() {
+  FailoverInputs in;
+  in.me = "db-2";
+  in.nodes = {"db-1", "db-2", "db-3"};
+  in.running_replica = true;
+  in.replayed = 1000;
+  in.mine = 1000;
+  in.last_leader_lsn = 1500;
+  in.max_lag_bytes = 1000;
+  return in;
+}
+
+TEST(ManualFailoverTest, OnlyOnTheCandidateOfALeaderlessCluster) {
+  EXPECT_EQ(checkManualFailover({}, leaderless()).status, 200);
+  EXPECT_EQ(checkManualFailover({"db-2"}, leaderless()).status, 200);
+  EXPECT_EQ(checkManualFailover({"db-9"}, leaderless()).status, 400);
+  FailoverCheck elsewhere = checkManualFailover({"db-3"}, leaderless());
+  EXPECT_EQ(elsewhere.status, 409);
+  EXPECT_NE(elsewhere.error.find("send it to db-3's agent"), std::string::npos) << elsewhere.error;
+
+  FailoverInputs led = leaderless();
+  led.leader = "db-1";
+  led.leader_agent = "127.0.0.1:8008";
+  FailoverCheck refused = checkManualFailover({}, led);
+  EXPECT_EQ(refused.status, 409);
+  EXPECT_NE(refused.error.find("db-1 holds the leader key (agent 127.0.0.1:8008)"), std::string::npos)
+      << refused.error;
+  led.leader = "db-2";
+  EXPECT_EQ(checkManualFailover({}, led).status, 409);
+
+  FailoverInputs stopped = leaderless();
+  stopped.running_replica = false;
+  EXPECT_EQ(checkManualFailover({}, stopped).status, 503);
+  FailoverInputs intent = leaderless();
+  intent.intent_for_other = true;
+  EXPECT_EQ(checkManualFailover({}, intent).status, 409);
+}
+
+TEST(ManualFailoverTest, AsynchronousKeepsTheLagBound) {
+  FailoverInputs in = leaderless();
+  in.replayed = 499;  // 1001 bytes behind
+  FailoverCheck far = checkManualFailover({}, in);
+  EXPECT_EQ(far.status, 409);
+  EXPECT_NE(far.error.find("1001 bytes behind"), std::string::npos) << far.error;
+  in.replayed = 500;
+  EXPECT_EQ(checkManualFailover({}, in).status, 200);
+  in.last_leader_lsn.reset();  // never saw the leader's position: as automatic failover, allowed
+  in.replayed = 0;
+  EXPECT_EQ(checkManualFailover({}, in).status, 200);
+}
+
+TEST(ManualFailoverTest, SynchronousModeKeepsEveryAcknowledgedCommit) {
+  FailoverInputs in = leaderless();
+  in.sync_mode = true;
+  in.sync = SyncState{"db-1", {"db-3"}};
+  FailoverCheck unlisted = checkManualFailover({}, in);
+  EXPECT_EQ(unlisted.status, 409);
+  EXPECT_NE(unlisted.error.find("could lose acknowledged commits"), std::string::npos) << unlisted.error;
+  in.sync = SyncState{"db-1", {"db-2"}};
+  EXPECT_EQ(checkManualFailover({}, in).status, 200);
+  in.sync.reset();
+  EXPECT_EQ(checkManualFailover({}, in).status, 409);
+}
+
 }  // namespace
 }  // namespace fulcrum::db
