@@ -31,6 +31,26 @@ std::string errorBody(const std::string& message) {
   return nlohmann::json{{"error", message}}.dump();
 }
 
+void refuse(http::Response& response, int status, const std::string& message) {
+  response.setBody(status, "application/json", errorBody(message));
+}
+
+// The checks both admin calls start with: the bearer token (401), then the body (400).
+std::optional<SwitchoverRequest> adminRequest(const http::Request& request, http::Response& response,
+                                              const std::string& token) {
+  if (!http::hasBearerToken(request.head, token)) {
+    response.addHeader("WWW-Authenticate", "Bearer");
+    refuse(response, 401, "a valid 'Authorization: Bearer TOKEN' is required (token in state_dir/admin.token)");
+    return std::nullopt;
+  }
+  auto parsed = parseSwitchoverRequest(request.body);
+  if (!parsed.ok) {
+    refuse(response, 400, parsed.error);
+    return std::nullopt;
+  }
+  return parsed.value;
+}
+
 }  // namespace
 
 bool DbAgent::intentBlocks() const {
@@ -38,17 +58,9 @@ bool DbAgent::intentBlocks() const {
 }
 
 void DbAgent::handleSwitchover(const http::Request& request, http::Response& response) {
-  auto refuse = [&](int status, const std::string& message) {
-    response.setBody(status, "application/json", errorBody(message));
-  };
-  if (!http::hasBearerToken(request.head, admin_token_)) {
-    response.addHeader("WWW-Authenticate", "Bearer");
-    refuse(401, "a valid 'Authorization: Bearer TOKEN' is required (token in state_dir/admin.token)");
-    return;
-  }
-  auto parsed = parseSwitchoverRequest(request.body);
-  if (!parsed.ok) {
-    refuse(400, parsed.error);
+  auto refuse = [&](int status, const std::string& message) { db::refuse(response, status, message); };
+  std::optional<SwitchoverRequest> parsed = adminRequest(request, response, admin_token_);
+  if (!parsed) {
     return;
   }
   if (switchover_) {
@@ -74,7 +86,7 @@ void DbAgent::handleSwitchover(const http::Request& request, http::Response& res
   if (syncMode()) {
     in.sync = sync_key_ ? sync_key_ : SyncState{node_.name, {}};
   }
-  SwitchoverChoice choice = chooseSwitchoverTarget(parsed.value, in);
+  SwitchoverChoice choice = chooseSwitchoverTarget(*parsed, in);
   if (choice.status != 200) {
     refuse(choice.status, choice.error);
     return;
@@ -89,17 +101,9 @@ void DbAgent::handleSwitchover(const http::Request& request, http::Response& res
 }
 
 void DbAgent::handleFailover(const http::Request& request, http::Response& response) {
-  auto refuse = [&](int status, const std::string& message) {
-    response.setBody(status, "application/json", errorBody(message));
-  };
-  if (!http::hasBearerToken(request.head, admin_token_)) {
-    response.addHeader("WWW-Authenticate", "Bearer");
-    refuse(401, "a valid 'Authorization: Bearer TOKEN' is required (token in state_dir/admin.token)");
-    return;
-  }
-  auto parsed = parseSwitchoverRequest(request.body);
-  if (!parsed.ok) {
-    refuse(400, parsed.error);
+  auto refuse = [&](int status, const std::string& message) { db::refuse(response, status, message); };
+  std::optional<SwitchoverRequest> parsed = adminRequest(request, response, admin_token_);
+  if (!parsed) {
     return;
   }
   FailoverInputs in;
@@ -120,7 +124,7 @@ void DbAgent::handleFailover(const http::Request& request, http::Response& respo
   in.sync_mode = syncMode();
   in.sync = sync_key_;
   in.members = members_;
-  FailoverCheck check = checkManualFailover(parsed.value, in);
+  FailoverCheck check = checkManualFailover(*parsed, in);
   if (check.status != 200) {
     refuse(check.status, check.error);
     return;

@@ -138,6 +138,29 @@ void DbFrontends::onHealthChange(uint32_t check, bool up) {
   });
 }
 
+bool DbFrontends::hasServer(std::string_view name) const {
+  for (const auto& f : frontends_) {
+    for (const Backend& b : f->servers) {
+      if (b.name == name) {
+        return true;
+      }
+    }
+  }
+  return false;
+}
+
+void DbFrontends::setInRotation(const std::string& name, bool in_rotation) {
+  workers_.postAll([this, name, in_rotation](core::EventLoop&, unsigned i) {
+    for (auto& f : frontends_) {
+      for (const Backend& b : f->servers) {  // db_read lists a node twice: replica and fallback
+        if (b.name == name && f->workers[i] != nullptr) {
+          f->workers[i]->pool().setInRotation(b.id, in_rotation);
+        }
+      }
+    }
+  });
+}
+
 void DbFrontends::startWorker(core::EventLoop& loop, unsigned index) {
   for (auto& f : frontends_) {
     Frontend* frontend = f.get();

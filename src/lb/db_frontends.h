@@ -48,6 +48,12 @@ class DbFrontends {
   // Frees the per-worker proxies once the workers have stopped.
   void stopWorkers();
 
+  // The admin API (main thread): whether `name` is a [[db.node]] behind these frontends, and
+  // taking it out of rotation (or back) in every frontend and worker. Open sessions go on; a
+  // server marked down by its checks is still cut.
+  bool hasServer(std::string_view name) const;
+  void setInRotation(const std::string& name, bool in_rotation);
+
   // For the stats listener (main thread).
   void writeMetrics(metrics::PrometheusWriter& w, std::string_view node) const;
   nlohmann::json stateJson() const;

@@ -171,6 +171,9 @@ int runLbCommand(const config::Site& site, const std::string& node_name) {
         pools[i]->setInRotation(id, in_rotation);
       });
     };
+    ctx.apply_db_admin = [&db](const std::string& name, AdminState state) {
+      db->setInRotation(name, state == AdminState::Ready);
+    };
     stats_handler = std::make_unique<StatsHandler>(std::move(ctx));
     http::ServerOptions server_options;
     server_options.served_by = node->name;

@@ -133,9 +133,10 @@ async function tick(){
     document.getElementById('db').innerHTML = (s.db_frontends || []).map(f =>
       '<h3>'+esc(f.name)+' <small>'+esc(f.address)+' · '+f.connections_active+' open · '+f.no_server+' without a server</small></h3>'+
       '<table><thead><tr><th class="l">server</th><th class="l">role</th><th class="l">address</th><th class="l">health</th>'+
-      '<th>sessions</th><th>open</th><th>connect failures</th><th>cut</th></tr></thead><tbody>'+
+      '<th class="l">admin</th><th>sessions</th><th>open</th><th>connect failures</th><th>cut</th></tr></thead><tbody>'+
       f.servers.map(v => '<tr><td>'+esc(v.name)+'</td><td class="l">'+esc(v.role)+(v.backup?' <small>backup</small>':'')+
-        '</td><td class="l">'+esc(v.address)+'</td><td class="l '+v.health+'">'+v.health+'</td><td>'+v.sessions+
+        '</td><td class="l">'+esc(v.address)+'</td><td class="l '+v.health+'">'+v.health+'</td><td class="l '+v.admin+'">'+
+        v.admin+'</td><td>'+v.sessions+
         '</td><td>'+v.active+'</td><td>'+v.connect_failures+'</td><td>'+v.cut+'</td></tr>').join('')+'</tbody></table>').join('');
     prev = {t: now, s};
   } catch (e) { document.getElementById('updated').textContent = 'unreachable: ' + e; }
@@ -211,7 +212,8 @@ void StatsHandler::handleAdmin(const http::Request& request, http::Response& res
   }
   const auto& backends = *ctx_.backends;
   auto it = std::find_if(backends.begin(), backends.end(), [&](const Backend& b) { return b.name == name; });
-  if (it == backends.end()) {
+  const bool db_server = it == backends.end() && ctx_.db != nullptr && ctx_.db->hasServer(name);
+  if (it == backends.end() && !db_server) {
     jsonError(response, 404, "no server named '" + std::string(name) + "'");
     return;
   }
@@ -233,14 +235,20 @@ void StatsHandler::handleAdmin(const http::Request& request, http::Response& res
     jsonError(response, 400, "state must be \"ready\", \"drain\" or \"maint\"");
     return;
   }
-  AdminState before = admin_[it->id];
-  admin_[it->id] = next;
+  const std::string server(name);
+  AdminState& current = db_server ? db_admin_.try_emplace(server, AdminState::Ready).first->second : admin_[it->id];
+  const AdminState before = current;
+  current = next;
   if (before != next) {
-    log::info("admin: server {} set to {} (was {})", it->name, adminStateName(next), adminStateName(before));
-    ctx_.apply_admin(it->id, next);
+    log::info("admin: {}server {} set to {} (was {})", db_server ? "database " : "", server, adminStateName(next),
+              adminStateName(before));
+    if (db_server) {
+      ctx_.apply_db_admin(server, next);
+    } else {
+      ctx_.apply_admin(it->id, next);
+    }
   }
-  nlohmann::json out = {
-      {"server", it->name}, {"state", adminStateName(next)}, {"previous", adminStateName(before)}};
+  nlohmann::json out = {{"server", server}, {"state", adminStateName(next)}, {"previous", adminStateName(before)}};
   response.setBody(200, "application/json", out.dump() + "\n");
 }
 
@@ -289,7 +297,14 @@ std::string StatsHandler::stateJson() const {
         {"bytes_out", t.bytes_out}}},
       {"servers", servers}};
   if (ctx_.db != nullptr) {
-    out["db_frontends"] = ctx_.db->stateJson();
+    nlohmann::json frontends = ctx_.db->stateJson();
+    for (auto& f : frontends) {
+      for (auto& server : f["servers"]) {
+        auto admin = db_admin_.find(server["name"].get<std::string>());
+        server["admin"] = adminStateName(admin == db_admin_.end() ? AdminState::Ready : admin->second);
+      }
+    }
+    out["db_frontends"] = std::move(frontends);
   }
   return out.dump();
 }

@@ -4,6 +4,7 @@
 // the main thread and only reads the workers' counters; admin changes are posted to workers.
 #include <chrono>
 #include <functional>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -29,6 +30,8 @@ struct StatsContext {
   std::string token;                // admin API bearer token
   // Applies an admin state to every worker (called on the main thread).
   std::function<void(uint32_t server, AdminState state)> apply_admin;
+  // The same for a [[db.node]] behind the database frontends, by name.
+  std::function<void(const std::string& name, AdminState state)> apply_db_admin;
 };
 
 class StatsHandler final : public http::Handler {
@@ -45,6 +48,7 @@ class StatsHandler final : public http::Handler {
 
   StatsContext ctx_;
   std::vector<AdminState> admin_;
+  std::map<std::string, AdminState, std::less<>> db_admin_;  // only those ever set
   std::chrono::steady_clock::time_point started_;
 };
 

@@ -5,6 +5,7 @@ FakeDbTest controls every answer: tiny HTTP "agents" answer /primary and /replic
 says, and TCP echo servers stand in for PostgreSQL (each greets with its node's name, echoes,
 and says "bye" after the client's half-close). RealClusterTest runs a real 3-node cluster
 (tests/integration/test_db.py's Cluster) behind the load balancer and fails its primary over."""
+import json
 import os
 import re
 import signal
@@ -85,6 +86,14 @@ def greeted_by(port):
     sock, name = greeting(port)
     sock.close()
     return name
+
+
+def greeting_fails(port):
+    """True when a session gets no greeting: closed at once, without a server."""
+    try:
+        return greeted_by(port) == ""
+    except OSError:
+        return True
 
 
 def refuses(port):
@@ -227,6 +236,52 @@ class FakeDbTest(unittest.TestCase):
         wait_until(lambda: greeted_by(self.read_port) == "db-3", timeout=10, what="db_read to db-3")
         state = http_get(f"http://127.0.0.1:{self.stats_port}/api/state", timeout=2)[2].decode()
         self.assertIn('"db_frontends"', state)
+
+    def test_admin_api_takes_a_database_server_out_of_rotation(self):
+        self.roles("db-1", replicas=["db-2", "db-3"])
+        self.start_lb()
+        self.wait_replicas_up(["db-2", "db-3"])
+        wait_until(lambda: {greeted_by(self.read_port) for _ in range(4)} == {"db-2", "db-3"}, timeout=5,
+                   what="db_read to both replicas")
+        held, name = greeting(self.read_port)  # a session open before the drain
+        self.addCleanup(held.close)
+        with open(os.path.join(self.tmp.path, "var", "admin.token")) as f:
+            token = f.readline().strip()
+
+        def admin(server, state, token=token):
+            headers = {"Content-Type": "application/json"}
+            if token:
+                headers["Authorization"] = "Bearer " + token
+            code, _, body = http_get(f"http://127.0.0.1:{self.stats_port}/api/servers/{server}/state",
+                                     method="POST", data=json.dumps({"state": state}).encode(), headers=headers,
+                                     timeout=5)
+            return code, json.loads(body)
+
+        def db_admin(frontend, server):
+            state = json.loads(http_get(f"http://127.0.0.1:{self.stats_port}/api/state", timeout=2)[2])
+            (f,) = [f for f in state["db_frontends"] if f["name"] == frontend]
+            return {s["admin"] for s in f["servers"] if s["name"] == server}
+
+        self.assertEqual(admin(name, "drain", token=None)[0], 401)
+        self.assertEqual(admin("db-9", "drain")[0], 404)
+        self.assertEqual(admin(name, "asleep")[0], 400)
+        self.assertEqual(db_admin("db_read", name), {"ready"})  # refusals changed nothing
+        self.assertEqual(admin(name, "drain"), (200, {"server": name, "state": "drain", "previous": "ready"}))
+        other = ({"db-2", "db-3"} - {name}).pop()
+        # Posted to each worker: a moment later every new session goes to the other replica.
+        wait_until(lambda: {greeted_by(self.read_port) for _ in range(6)} == {other}, timeout=5,
+                   what=f"db_read only to {other}")
+        held.sendall(b"still here\n")  # a drain lets open sessions go on
+        self.assertEqual(recv_line(held), "still here")
+        self.assertEqual(db_admin("db_read", name), {"drain"})
+
+        # The primary in maintenance: db_write has no server left, then has it back.
+        self.assertEqual(admin("db-1", "maint")[0], 200)
+        self.assertEqual(db_admin("db_write", "db-1"), {"maint"})
+        wait_until(lambda: greeting_fails(self.write_port), timeout=5, what="db_write without a server")
+        self.assertEqual(admin("db-1", "ready")[0], 200)
+        wait_until(lambda: greeted_by(self.write_port) == "db-1", timeout=5, what="db_write to db-1 again")
+        self.wait_log(r"admin: database server db-1 set to ready \(was maint\)")
 
     def test_half_close_and_a_large_transfer_both_ways(self):
         self.roles("db-1")
