@@ -123,6 +123,14 @@ FailoverCheck checkManualFailover(const SwitchoverRequest& request, const Failov
     return refuse(409, in.me + " is " + std::to_string(lag) + " bytes behind the last leader position (max_lag_bytes " +
                            std::to_string(in.max_lag_bytes) + ")");
   }
+  // A replica that replayed further could not follow the new timeline (it forks off before its
+  // position), and its extra commits would be lost: the choice is among the most advanced.
+  for (const MemberRecord& m : in.members) {
+    if (m.name != in.me && m.role == "replica" && m.lsn > in.replayed) {
+      return refuse(409, m.name + " has replayed further (" + formatLsn(m.lsn) + ", " + in.me + " " +
+                             formatLsn(in.replayed) + "): fail over to it instead");
+    }
+  }
   return {};
 }
 

@@ -56,9 +56,10 @@ SwitchoverChoice chooseSwitchoverTarget(const SwitchoverRequest& request, const 
 
 // Manual failover (POST /failover, Patroni's), sent to the agent of the replica that should
 // lead, for a cluster whose leader key is free: with failover = false nobody else would take
-// it, and with failover = true it picks the node. The same safety rules as automatic failover
-// hold (synchronous mode: maySyncPromote; otherwise within max_lag_bytes of the last leader
-// position); only the election of the most advanced replica is the operator's choice instead.
+// it, and with failover = true it picks the node. The rules of automatic failover hold
+// (synchronous mode: maySyncPromote; otherwise within max_lag_bytes of the last leader position
+// and no other replica replayed further); among equally advanced replicas the operator chooses,
+// where automatic failover would take the lowest name.
 struct FailoverInputs {
   std::string me;
   std::set<std::string> nodes;        // every [[db.node]] name

@@ -142,6 +142,20 @@ TEST(ManualFailoverTest, AsynchronousKeepsTheLagBound) {
   EXPECT_EQ(checkManualFailover({}, in).status, 200);
 }
 
+TEST(ManualFailoverTest, NoOtherReplicaMayHaveReplayedFurther) {
+  FailoverInputs in = leaderless();
+  MemberRecord peer = replica("db-3", 1200);
+  peer.lsn = 1000;  // replayed as far: db-2 may lead, db-3 follows
+  in.members = {peer};
+  EXPECT_EQ(checkManualFailover({}, in).status, 200);
+  in.members[0].lsn = 1001;  // further: it could not follow db-2's new timeline
+  FailoverCheck ahead = checkManualFailover({}, in);
+  EXPECT_EQ(ahead.status, 409);
+  EXPECT_NE(ahead.error.find("db-3 has replayed further"), std::string::npos) << ahead.error;
+  in.members[0].role = "stopped";  // a record of a node that is down does not count
+  EXPECT_EQ(checkManualFailover({}, in).status, 200);
+}
+
 TEST(ManualFailoverTest, SynchronousModeKeepsEveryAcknowledgedCommit) {
   FailoverInputs in = leaderless();
   in.sync_mode = true;
