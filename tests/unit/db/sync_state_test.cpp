@@ -45,6 +45,20 @@ SyncInputs leader(std::set<std::string> key, std::optional<std::set<std::string>
   return in;
 }
 
+// Three steps from `in` (applied to it): the key lists `names`, then PostgreSQL names them,
+// then nothing is left to do.
+void expectListedThenNamed(SyncInputs& in, const std::set<std::string>& names) {
+  SyncStep step = nextSyncStep(in);
+  ASSERT_EQ(step.kind, Kind::WriteKey);
+  EXPECT_EQ(step.key.sync, names);
+  in.key = step.key;
+  step = nextSyncStep(in);
+  ASSERT_EQ(step.kind, Kind::SetPg);
+  EXPECT_EQ(step.pg, names);
+  in.pg = step.pg;
+  EXPECT_EQ(nextSyncStep(in).kind, Kind::None);
+}
+
 TEST(SyncStateTest, NewLeaderEmptiesTheKeyFirst) {
   SyncInputs in = leader({"db-1", "db-3"}, std::nullopt, {streaming("db-2")});
   in.key->leader = "db-2";  // written by the previous leader
@@ -58,15 +72,7 @@ TEST(SyncStateTest, NewLeaderEmptiesTheKeyFirst) {
 
 TEST(SyncStateTest, WidensTheKeyBeforePostgres) {
   SyncInputs in = leader({}, std::set<std::string>{}, {streaming("db-2"), streaming("db-3")});
-  SyncStep step = nextSyncStep(in);
-  ASSERT_EQ(step.kind, Kind::WriteKey);
-  EXPECT_EQ(step.key.sync, (std::set<std::string>{"db-2", "db-3"}));
-  in.key = step.key;
-  step = nextSyncStep(in);
-  ASSERT_EQ(step.kind, Kind::SetPg);
-  EXPECT_EQ(step.pg, (std::set<std::string>{"db-2", "db-3"}));
-  in.pg = step.pg;
-  EXPECT_EQ(nextSyncStep(in).kind, Kind::None);
+  expectListedThenNamed(in, {"db-2", "db-3"});
 }
 
 TEST(SyncStateTest, UnknownPostgresSettingIsSetFromHealthyReplicas) {
@@ -146,22 +152,14 @@ TEST(SyncStateTest, StrictNewLeaderListsEveryNodeThenWaitsForThem) {
   // Nobody listed and commits not waiting (a key emptied, synchronous_standby_names unknown).
   SyncInputs in = leader({}, std::nullopt, {});
   in.strict = true;
-  SyncStep step = nextSyncStep(in);
-  ASSERT_EQ(step.kind, Kind::WriteKey);
-  EXPECT_EQ(step.key.sync, (std::set<std::string>{"db-2", "db-3"}));  // listed before named
-  in.key = step.key;
-  step = nextSyncStep(in);
-  ASSERT_EQ(step.kind, Kind::SetPg);
-  EXPECT_EQ(step.pg, (std::set<std::string>{"db-2", "db-3"}));
-  in.pg = step.pg;
-  EXPECT_EQ(nextSyncStep(in).kind, Kind::None);
+  expectListedThenNamed(in, {"db-2", "db-3"});
   // An empty setting (commits not waiting) is never left alone either.
   in.pg = std::set<std::string>{};
   EXPECT_EQ(nextSyncStep(in).kind, Kind::SetPg);
   // Once one streams, the ordinary steps narrow to it: PostgreSQL first, then the key.
   in.pg = std::set<std::string>{"db-2", "db-3"};
   in.replicas = {streaming("db-3", 600)};
-  step = nextSyncStep(in);
+  SyncStep step = nextSyncStep(in);
   ASSERT_EQ(step.kind, Kind::SetPg);
   EXPECT_EQ(step.pg, (std::set<std::string>{"db-3"}));
 }
