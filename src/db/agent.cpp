@@ -443,31 +443,17 @@ void DbAgent::maybePromote() {
     return;
   }
   const Lsn mine = pg_status_.replay_lsn;
-  if (syncMode()) {
-    PromoteVerdict verdict =
-        maySyncPromote(sync_key_, node_.name, std::max(pg_status_.receive_lsn, mine), members_);
-    if (!verdict.allowed) {
-      const core::TimePoint now = loop_.clock().now();
-      if (now >= next_wait_log_) {
-        log::info("leader key free; not taking over: {}", verdict.why);
-        next_wait_log_ = now + kLogEvery;
-      }
-      return;
+  const PromoteVerdict verdict =
+      syncMode() ? maySyncPromote(sync_key_, node_.name, std::max(pg_status_.receive_lsn, mine), members_)
+                 : mayAsyncPromote(node_.name, mine, last_leader_lsn_, site_.db.max_lag_bytes, members_,
+                                   /*yield_ties=*/true);
+  if (!verdict.allowed) {
+    const core::TimePoint now = loop_.clock().now();
+    if (now >= next_wait_log_) {
+      log::info("leader key free; not taking over: {}", verdict.why);
+      next_wait_log_ = now + kLogEvery;
     }
-    takeOver("failover");
     return;
-  }
-  if (last_leader_lsn_ && db::lagBytes(*last_leader_lsn_, mine) > site_.db.max_lag_bytes) {
-    log::warn(
-        "leader key free, but this replica is {} bytes behind the last leader position: not a candidate",
-        db::lagBytes(*last_leader_lsn_, mine));
-    return;
-  }
-  for (const auto& m : members_) {
-    if (m.name != node_.name && m.role == "replica" &&
-        (m.lsn > mine || (m.lsn == mine && m.name < node_.name))) {
-      return;  // a better candidate: it takes the key, we follow it
-    }
   }
   takeOver("failover");
 }
@@ -509,7 +495,7 @@ bool DbAgent::takeOver(const char* how) {
     pg_sync_ = standbys.empty() ? std::set<std::string>{} : sync_key_->sync;
   } else {
     pg_sync_.reset();  // reconcileSync() / clearSynchronousStandbys() set it next tick
-    log::warn("clearing synchronous_standby_names before promotion: {}", cleared.error);
+    log::warn("setting synchronous_standby_names before promotion: {}", cleared.error);
   }
   // Writes are accepted from here on: /primary answers 200 as soon as the loop serves it. The
   // checkpoint that pg_rewind needs comes next tick, before the record says "primary".

@@ -117,19 +117,10 @@ FailoverCheck checkManualFailover(const SwitchoverRequest& request, const Failov
     }
     return {};
   }
-  // As automatic failover: a replica that never saw the leader's position is not held back.
-  uint64_t lag = in.last_leader_lsn ? lagBytes(*in.last_leader_lsn, in.replayed) : 0;
-  if (lag > in.max_lag_bytes) {
-    return refuse(409, in.me + " is " + std::to_string(lag) + " bytes behind the last leader position (max_lag_bytes " +
-                           std::to_string(in.max_lag_bytes) + ")");
-  }
-  // A replica that replayed further could not follow the new timeline (it forks off before its
-  // position), and its extra commits would be lost: the choice is among the most advanced.
-  for (const MemberRecord& m : in.members) {
-    if (m.name != in.me && m.role == "replica" && m.lsn > in.replayed) {
-      return refuse(409, m.name + " has replayed further (" + formatLsn(m.lsn) + ", " + in.me + " " +
-                             formatLsn(in.replayed) + "): fail over to it instead");
-    }
+  PromoteVerdict verdict =
+      mayAsyncPromote(in.me, in.replayed, in.last_leader_lsn, in.max_lag_bytes, in.members, /*yield_ties=*/false);
+  if (!verdict.allowed) {
+    return refuse(409, verdict.why);
   }
   return {};
 }

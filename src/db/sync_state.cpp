@@ -158,4 +158,19 @@ PromoteVerdict maySyncPromote(const std::optional<SyncState>& key, const std::st
   return PromoteVerdict{true, ""};
 }
 
+PromoteVerdict mayAsyncPromote(const std::string& me, Lsn mine, std::optional<Lsn> last_leader_lsn,
+                               uint64_t max_lag_bytes, const std::vector<MemberRecord>& members, bool yield_ties) {
+  if (last_leader_lsn && lagBytes(*last_leader_lsn, mine) > max_lag_bytes) {
+    return {false, me + " is " + std::to_string(lagBytes(*last_leader_lsn, mine)) +
+                       " bytes behind the last leader position (max_lag_bytes " + std::to_string(max_lag_bytes) + ")"};
+  }
+  for (const auto& m : members) {
+    if (m.name != me && m.role == "replica" && (m.lsn > mine || (yield_ties && m.lsn == mine && m.name < me))) {
+      return {false, m.name + " has replayed " + (m.lsn > mine ? "further" : "as far and goes first") + " (" +
+                         formatLsn(m.lsn) + ", " + me + " " + formatLsn(mine) + ")"};
+    }
+  }
+  return {true, ""};
+}
+
 }  // namespace fulcrum::db

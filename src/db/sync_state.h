@@ -104,4 +104,11 @@ struct PromoteVerdict {
 PromoteVerdict maySyncPromote(const std::optional<SyncState>& key, const std::string& me, Lsn mine,
                               const std::vector<MemberRecord>& members);
 
+// The same in asynchronous mode, for `me` that replayed `mine`: within max_lag_bytes of the last
+// leader position it saw (when it saw one), and no running replica replayed further (it could
+// not follow a timeline forked off before its position). With `yield_ties` an equally advanced
+// replica with a lower name goes first (automatic failover; a manual one names its node).
+PromoteVerdict mayAsyncPromote(const std::string& me, Lsn mine, std::optional<Lsn> last_leader_lsn,
+                               uint64_t max_lag_bytes, const std::vector<MemberRecord>& members, bool yield_ties);
+
 }  // namespace fulcrum::db

@@ -211,5 +211,24 @@ TEST(SyncStateTest, WaitsForEveryOtherListedReplicaToReportAfterTheLeaderLeft) {
   EXPECT_TRUE(maySyncPromote(key, "db-2", 500, {member("db-3", 100)}).allowed);
 }
 
+TEST(SyncStateTest, AsynchronousPromotionKeepsTheLagBoundAndTheMostAdvanced) {
+  MemberRecord peer = member("db-1", 0);
+  peer.lsn = 1000;
+  const std::vector<MemberRecord> members = {peer};
+  EXPECT_TRUE(mayAsyncPromote("db-2", 1001, 1500, 1000, members, true).allowed);
+  EXPECT_FALSE(mayAsyncPromote("db-2", 499, 1500, 1000, members, true).allowed);  // 1001 bytes behind
+  EXPECT_TRUE(mayAsyncPromote("db-2", 0, std::nullopt, 1000, {}, true).allowed);  // position never seen
+  PromoteVerdict behind = mayAsyncPromote("db-2", 999, 1500, 1000, members, false);
+  EXPECT_FALSE(behind.allowed);
+  EXPECT_NE(behind.why.find("db-1 has replayed further"), std::string::npos) << behind.why;
+  // Level: automatic failover lets the lower name go first; a manual one may choose either.
+  EXPECT_FALSE(mayAsyncPromote("db-2", 1000, 1500, 1000, members, true).allowed);
+  EXPECT_TRUE(mayAsyncPromote("db-2", 1000, 1500, 1000, members, false).allowed);
+  EXPECT_TRUE(mayAsyncPromote("db-0", 1000, 1500, 1000, members, true).allowed);
+  std::vector<MemberRecord> stopped = members;
+  stopped[0].role = "stopped";
+  EXPECT_TRUE(mayAsyncPromote("db-2", 999, 1500, 1000, stopped, true).allowed);
+}
+
 }  // namespace
 }  // namespace fulcrum::db
