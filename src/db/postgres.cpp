@@ -769,8 +769,12 @@ Status PostgresNode::fence() {
   if (!seen) {
     return Status::failure("fence not in force after reload" + (last_error.empty() ? "" : ": " + last_error));
   }
+  // With a timeout, pg_terminate_backend waits until each backend has exited (PostgreSQL 14+):
+  // no old session writes once fence() returns, and its client has the FATAL already, so a
+  // session of ours on another database sees it is gone before its next query. (A backend that
+  // ended by itself meanwhile answers false: nothing to wait for.)
   auto terminated = query(
-      "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+      "SELECT count(pg_terminate_backend(pid, 1000)) FROM pg_stat_activity"
       " WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()");
   return terminated.ok ? Status::success() : Status::failure(terminated.error);
 }
