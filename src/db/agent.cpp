@@ -18,8 +18,6 @@ namespace {
 
 using std::chrono::milliseconds;
 
-// A replica waits this long for a leader to publish itself before the agent gives up.
-constexpr auto kBootstrapWait = std::chrono::seconds(180);
 // Repeated "still waiting" / etcd errors are logged at most this often.
 constexpr auto kLogEvery = std::chrono::seconds(5);
 // The control loop's pace while a switchover runs on this node.
@@ -44,9 +42,14 @@ milliseconds replicaQueryTimeout(const config::Site& site) {
 }
 
 nlohmann::json memberJson(const MemberRecord& m) {
-  return {{"name", m.name},        {"role", m.role},         {"pg", m.pg},
-          {"agent", m.agent},      {"timeline", m.timeline}, {"lsn", formatLsn(m.lsn)},
-          {"receiver", m.receiver}, {"received", formatLsn(m.received)}};
+  return {{"name", m.name},
+          {"role", m.role},
+          {"pg", m.pg},
+          {"agent", m.agent},
+          {"timeline", m.timeline},
+          {"lsn", formatLsn(m.lsn)},
+          {"receiver", m.receiver},
+          {"received", formatLsn(m.received)}};
 }
 
 }  // namespace
@@ -58,7 +61,11 @@ DbAgent::DbAgent(const config::Site& site, const config::DbNode& node, core::Eve
       timer_(loop, [this] { tick(); }),
       interval_(ttlOf(site) / 5),
       etcd_(etcdClientOptions(site)),
-      elector_(etcd_, loop.clock(), electorOptions(site, node.name)) {}
+      elector_(etcd_, loop.clock(), electorOptions(site, node.name)) {
+  for (const auto& n : site.db.nodes) {
+    nodes_.insert(n.name);
+  }
+}
 
 DbAgent::~DbAgent() = default;
 
@@ -105,15 +112,16 @@ Status DbAgent::prepare() {
   if (pg_->initialized()) {
     primary_data_ = !fs::exists(options.data_dir / "standby.signal", ec);
     phase_ = Phase::Running;
+    readSysid();
     pg_->setQueryTimeout(runningQueryTimeout(site_));
-    log::info("existing {} data in {}", primary_data_ ? "primary" : "replica", options.data_dir.string());
+    log::info("existing {} data in {} (system identifier {})", primary_data_ ? "primary" : "replica",
+              options.data_dir.string(), sysid_ ? std::to_string(*sysid_) : "unreadable");
   }
   return Status::success();
 }
 
 void DbAgent::start(std::function<void(const std::string&)> on_fatal) {
   on_fatal_ = std::move(on_fatal);
-  bootstrap_deadline_ = loop_.clock().now() + kBootstrapWait;
   schedule(loop_.clock().now());
   EtcdWatchOptions options;
   options.endpoints = etcdClientOptions(site_).endpoints;
@@ -133,9 +141,13 @@ void DbAgent::onWatchEvent(const WatchEvent& event) {
     if (name == node_.name) {
       return;
     }
+    if (nodes_.count(name) == 0) {
+      logStrangeKey(event);
+      return;
+    }
     std::pair<std::string, std::string> seen{"gone", ""};
     if (event.type == WatchEvent::Type::Put) {
-      auto m = decodeMember(event.value);
+      auto m = checkedMember(site_.site.name, nodes_, event.key, event.value, nullptr);
       if (!m) {
         return;
       }
@@ -154,7 +166,30 @@ void DbAgent::onWatchEvent(const WatchEvent& event) {
   if (event.key == leaderKey(site_.site.name) || event.key == syncKey(site_.site.name) ||
       event.key == switchoverKey(site_.site.name)) {
     wake();
+  } else if (event.key != initializeKey(site_.site.name)) {
+    logStrangeKey(event);
   }
+}
+
+void DbAgent::logStrangeKey(const WatchEvent& event) {
+  // Never read (only the site's exact keys are), but said once: someone writes where no agent
+  // looks. Bounded, whatever an attacker writes.
+  constexpr size_t kMaxRemembered = 256;
+  if (event.type != WatchEvent::Type::Put || strange_keys_.count(event.key) != 0) {
+    return;
+  }
+  if (strange_keys_.size() >= kMaxRemembered) {
+    if (strange_keys_.size() == kMaxRemembered) {
+      log::warn("etcd: more unknown keys under {}; no longer logged", sitePrefix(site_.site.name));
+      strange_keys_.insert("");
+    }
+    return;
+  }
+  strange_keys_.insert(event.key);
+  log::warn(
+      "etcd: ignoring {}: not a key of this site's agents (no [[db.node]] of that name, or unknown), "
+      "{} bytes",
+      event.key.substr(0, 256), event.value.size());
 }
 
 void DbAgent::wake() {
@@ -193,7 +228,30 @@ void DbAgent::tick() {
   if (phase_ == Phase::Bootstrap) {
     bootstrapStep();
   }
+  Identity identity = Identity::Ok;
   if (phase_ == Phase::Running) {
+    std::string error;
+    if (!site_read_ && !readSiteKeys(error)) {
+      identity = Identity::Wait;  // the identity check needs one read of the keys first
+    } else {
+      identity = checkIdentity();
+    }
+    // Until verified, this node takes no leadership and follows nobody (a leader already in
+    // office keeps renewing, or fencing itself, as usual).
+    identity_verified_ = identity == Identity::Ok;
+    if (identity == Identity::Foreign) {
+      if (elector_.isLeader()) {
+        elector_.release();
+      }
+      if (pg_->isRunning()) {
+        log::warn("stopping PostgreSQL: its data is not of this cluster");
+        pg_->stop(StopMode::Fast);
+      }
+      observe();
+      publish();
+    }
+  }
+  if (phase_ == Phase::Running && identity != Identity::Foreign) {
     if (primary_data_) {
       pg_->setQueryTimeout(runningQueryTimeout(site_));
       runPrimary();
@@ -224,76 +282,114 @@ void DbAgent::tick() {
 void DbAgent::bootstrapStep() {
   const core::TimePoint now = loop_.clock().now();
   auto waiting = [&](const std::string& why) {
-    if (now >= bootstrap_deadline_) {
-      fatal("gave up bootstrapping after " + std::to_string(kBootstrapWait.count()) + " s: " + why);
-      return;
-    }
     if (now >= next_wait_log_) {
       log::info("waiting to bootstrap: {}", why);
       next_wait_log_ = now + kLogEvery;
     }
   };
-  const std::string key = initializeKey(site_.site.name);
-  auto claim = etcd_.get(key);
-  if (!claim.ok) {
-    waiting("etcd: " + claim.error);
+  std::string error;
+  if (!readSiteKeys(error)) {
+    waiting("etcd: " + error);
     return;
   }
-  std::string owner;
-  if (claim.value) {
-    owner = claim.value->value;
-  } else {
-    auto created = etcd_.createIfAbsent(key, node_.name);
+  const std::string key = initializeKey(site_.site.name);
+  if (!init_ && !must_clone_) {
+    // Nobody has created the cluster: claim the right to, before initdb (no other node may run
+    // initdb, nobody can clone from us until the identifier is recorded).
+    auto created = etcd_.createIfAbsent(key, encodeInit({InitRecord::State::Initializing, node_.name, {}}));
     if (!created.ok) {
       waiting("etcd: " + created.error);
+    }
+    return;  // the next tick reads who claimed it
+  }
+  if (init_ && init_->state == InitRecord::State::Initializing) {
+    if (init_->node != node_.name || must_clone_) {
+      waiting("the cluster is being initialized by " + init_->node);
       return;
     }
-    if (!created.value) {
-      return;  // another node claimed it first: read who next tick
-    }
-    owner = node_.name;
-  }
-  if (owner == node_.name && !must_clone_) {
+    // Ours, and no data (a run that stopped before initdb finished): nobody can have cloned or
+    // written anything yet, so initdb (again) is safe.
     log::info("this node initializes the cluster (initdb into {})", pg_->options().data_dir.string());
-    Status init = pg_->initPrimary(app_);
-    if (!init.ok) {
+    if (Status init = pg_->initPrimary(app_); !init.ok) {
       fatal("initializing the cluster failed: " + init.error);
       return;
     }
     ++postgres_starts_;
+    readSysid();
+    if (!sysid_) {
+      fatal("initdb made a cluster without a readable system identifier");
+      return;
+    }
+    auto recorded = etcd_.putIfUnchanged(key, init_mod_revision_,
+                                         encodeInit({InitRecord::State::Initialized, node_.name, sysid_}));
+    if (recorded.ok && !recorded.value) {
+      // Someone recorded another identity meanwhile (a node holding an existing cluster's data,
+      // after etcd lost its keys): our new cluster is empty and unused, so it goes.
+      log::warn("the cluster identity changed while this node ran initdb: discarding the new, empty cluster");
+      pg_->stop(StopMode::Immediate);
+      if (auto aside = pg_->moveDataAside(); aside.ok) {
+        std::error_code ec;
+        std::filesystem::remove_all(aside.value, ec);
+      }
+      sysid_.reset();
+      return;
+    }
+    log::info("cluster created: system identifier {}", *sysid_);
     primary_data_ = true;
     phase_ = Phase::Running;
     pg_->setQueryTimeout(runningQueryTimeout(site_));
+    // If that write failed, the first running tick (checkIdentity) records it before the lease.
     return;
   }
-  auto leader = elector_.currentLeader();
-  if (!leader.ok) {
-    waiting("etcd: " + leader.error);
+  // The cluster exists: never initdb again. Clone the leader of this very cluster.
+  const std::optional<uint64_t> cluster = clusterSysid();
+  const std::string identity = cluster ? "system " + std::to_string(*cluster) : "identifier not recorded yet";
+  auto wait_for_leader = [&](const std::string& why) {
+    if (!no_leader_since_) {
+      no_leader_since_ = now;
+    }
+    const auto waited = std::chrono::duration_cast<std::chrono::seconds>(now - *no_leader_since_);
+    if (now >= next_wait_log_) {
+      log::warn(
+          "this node has no data and clones the leader of the cluster ({}) as soon as one runs: {} "
+          "(waiting {} s). It never runs initdb for an existing cluster; if every node lost its data, "
+          "see docs/operations.md",
+          identity, why, waited.count());
+      next_wait_log_ = now + (waited < std::chrono::seconds(60) ? kLogEvery : std::chrono::seconds(30));
+    }
+  };
+  if (!leader_name_) {
+    wait_for_leader("no leader");
     return;
   }
-  if (!leader.value) {
-    waiting("no leader yet (cluster initialized by " + owner + ")");
+  auto member = leaderRecord(*leader_name_);
+  if (!member) {
+    wait_for_leader("leader " + *leader_name_ + " has not published a running primary yet");
     return;
   }
-  auto record = etcd_.get(memberKey(site_.site.name, *leader.value));
-  std::optional<MemberRecord> member;
-  if (record.ok && record.value) {
-    member = decodeMember(record.value->value);
-  }
-  if (!member || member->role != "primary") {
-    waiting("leader " + *leader.value + " has not published a running primary yet");
+  if (!sameSystem(*member, "clone")) {
+    wait_for_leader("leader " + member->name + " is of another system");
     return;
   }
-  auto address = core::SocketAddress::parse(member->pg);
-  if (!address) {
-    waiting("leader " + *leader.value + " published a bad address '" + member->pg + "'");
-    return;
-  }
+  no_leader_since_.reset();
   log::info("cloning leader {} at {} (pg_basebackup, slot {})", member->name, member->pg,
             slotNameFor(node_.name));
-  Status clone = pg_->cloneReplica(*address, slotNameFor(node_.name));
+  Status clone = pg_->cloneReplica(*core::SocketAddress::parse(member->pg), slotNameFor(node_.name));
   if (!clone.ok) {
     waiting("cloning " + member->name + " failed: " + clone.error);
+    return;
+  }
+  readSysid();
+  const std::optional<uint64_t> expected = cluster ? cluster : member->sysid;
+  if (!sysid_ || (expected && *sysid_ != *expected)) {
+    // The address published for the leader served another cluster: that copy is not ours.
+    log::error("the clone from {} at {} is of system {}, not of this cluster ({}): discarding it",
+               member->name, member->pg, sysid_ ? std::to_string(*sysid_) : "unknown", identity);
+    if (auto aside = pg_->moveDataAside(); aside.ok) {
+      std::error_code ec;
+      std::filesystem::remove_all(aside.value, ec);
+    }
+    sysid_.reset();
     return;
   }
   primary_data_ = false;
@@ -326,13 +422,15 @@ void DbAgent::runPrimary() {
   if (syncMode() && !site_read_) {
     publish();  // whether we may lead depends on the sync key: read it before deciding
   }
-  bool may_take = !elector_.isLeader() && !switchover_ && !intentBlocks();
+  bool may_take =
+      !elector_.isLeader() && !switchover_ && !intentBlocks() && identity_verified_ && leaderFree();
   if (may_take && syncMode() && !syncAllowsLeading()) {
     may_take = false;
     if (site_read_ && now >= next_wait_log_) {
-      log::warn("the sync key names {} as the last leader: this node's data may lack commits it acknowledged, "
-                "so it does not lead",
-                sync_key_->leader);
+      log::warn(
+          "the sync key names {} as the last leader: this node's data may lack commits it acknowledged, "
+          "so it does not lead",
+          sync_key_->leader);
       next_wait_log_ = now + kLogEvery;
     }
   }
@@ -411,7 +509,7 @@ void DbAgent::runReplica() {
   if (!etcd_ok_) {
     return;
   }
-  if (!leader_name_) {
+  if (!leader_name_ && leaderFree()) {
     if (intent_ && intent_->to == node_.name) {
       if (syncMode() && !(sync_key_ && sync_key_->sync.count(node_.name) != 0)) {
         log::warn("switchover to this node refused: not listed in the sync key");
@@ -421,18 +519,19 @@ void DbAgent::runReplica() {
     } else if (site_.db.failover && !intent_) {
       maybePromote();
     }
-  } else if (*leader_name_ != node_.name && *leader_name_ != following_) {
+  } else if (leader_name_ && *leader_name_ != node_.name && *leader_name_ != following_) {
     followLeader();
   }
 }
 
 std::optional<MemberRecord> DbAgent::leaderRecord(const std::string& leader) {
-  auto record = etcd_.get(memberKey(site_.site.name, leader));
-  if (!record.ok || !record.value) {
+  const std::string key = memberKey(site_.site.name, leader);
+  auto record = etcd_.get(key);
+  if (!record.ok || !record.value || record.value->lease == 0) {
     return std::nullopt;
   }
-  auto member = decodeMember(record.value->value);
-  if (!member || member->role != "primary" || !core::SocketAddress::parse(member->pg)) {
+  auto member = checkedMember(site_.site.name, nodes_, key, record.value->value, nullptr);
+  if (!member || member->role != "primary") {
     return std::nullopt;
   }
   return member;
@@ -459,6 +558,9 @@ void DbAgent::maybePromote() {
 }
 
 bool DbAgent::takeOver(const char* how) {
+  if (!identity_verified_) {
+    return false;  // checkIdentity() logged why
+  }
   auto got = elector_.tryAcquire();
   if (!got.ok || !got.value) {
     return false;
@@ -530,6 +632,9 @@ void DbAgent::followLeader() {
   if (!leader) {
     return;  // not published as a running primary yet
   }
+  if (!sameSystem(*leader, "follow")) {
+    return;
+  }
   Status following = pg_->follow(*core::SocketAddress::parse(leader->pg), slotNameFor(node_.name));
   if (!following.ok) {
     log::warn("following new leader {}: {}", leader->name, following.error);
@@ -541,7 +646,7 @@ void DbAgent::followLeader() {
 
 void DbAgent::rejoinAsReplica() {
   auto leader = leaderRecord(*leader_name_);
-  if (!leader) {
+  if (!leader || !sameSystem(*leader, "rewind onto")) {
     return;
   }
   const auto address = *core::SocketAddress::parse(leader->pg);
@@ -550,8 +655,11 @@ void DbAgent::rejoinAsReplica() {
     log::error("pg_rewind from {}: {}", leader->name, rewound.error);
     // Not reaching the leader says nothing about our data: try again next tick. Anything else
     // (damaged or incompatible data) will not mend by itself.
+    // pg_rewind's own identity check ("different systems") means the leader's record lied about
+    // its identifier: never move our data aside for a stranger.
     if (rewound.error.find("could not connect") == std::string::npos &&
-        rewound.error.find("connection to server") == std::string::npos) {
+        rewound.error.find("connection to server") == std::string::npos &&
+        rewound.error.find("different systems") == std::string::npos) {
       recloneFrom(*leader);
     }
     return;
@@ -579,19 +687,10 @@ void DbAgent::recloneFrom(const MemberRecord& leader) {
   primary_data_ = false;
   must_clone_ = true;
   following_.clear();
-  Status clone = pg_->cloneReplica(*core::SocketAddress::parse(leader.pg), slotNameFor(node_.name));
-  if (!clone.ok) {
-    // The bootstrap phase retries (clone only) until its deadline.
-    log::error("cloning {}: {}; retrying", leader.name, clone.error);
-    phase_ = Phase::Bootstrap;
-    bootstrap_deadline_ = loop_.clock().now() + kBootstrapWait;
-    return;
-  }
-  must_clone_ = false;
-  following_ = leader.name;
-  startPostgres("replica");
-  observe();
-  publish();
+  sysid_.reset();
+  // The bootstrap phase clones (never initdb), with the same identity checks as a new node.
+  phase_ = Phase::Bootstrap;
+  wake();
 }
 
 void DbAgent::ensureSlots() {
@@ -660,12 +759,13 @@ void DbAgent::publish() {
     me.timeline = status_ok_ ? pg_status_.timeline : 0;
     me.lsn = status_ok_ ? pg_status_.lsn() : 0;
     me.receiver = status_ok_ ? pg_status_.receiver : "";
-    me.received = !status_ok_                ? 0
+    me.received = !status_ok_              ? 0
                   : pg_status_.in_recovery ? std::max(pg_status_.receive_lsn, pg_status_.replay_lsn)
                                            : pg_status_.current_lsn;
     if (site_read_) {
-      me.seen_leader = leader_name_.value_or("");
+      me.seen_leader = seenLeaderText();
     }
+    me.sysid = sysid_;
     published_seen = me.seen_leader;
     if (Status put = etcd_.put(memberKey(site_.site.name, node_.name), encodeMember(me), member_lease_);
         !put.ok) {
@@ -675,46 +775,13 @@ void DbAgent::publish() {
   if (member_lease_ != 0 && error.empty()) {
     put_record();
   }
-  if (error.empty()) {
-    // One read of the whole site: members, leader, sync key, switchover intent.
-    auto list = etcd_.list(sitePrefix(site_.site.name));
-    if (list.ok) {
-      const std::string members = membersPrefix(site_.site.name);
-      const std::string leader = leaderKey(site_.site.name);
-      members_.clear();
-      leader_name_.reset();
-      sync_key_.reset();
-      intent_.reset();
-      for (const auto& kv : list.value) {
-        if (kv.key.rfind(members, 0) == 0) {
-          if (auto m = decodeMember(kv.value)) {
-            members_.push_back(std::move(*m));
-          }
-        } else if (kv.key == leader) {
-          leader_name_ = kv.value;
-        } else if (kv.key == syncKey(site_.site.name)) {
-          sync_key_ = decodeSync(kv.value);
-        } else if (kv.key == switchoverKey(site_.site.name)) {
-          intent_ = decodeSwitchover(kv.value);
-        }
-      }
-      site_read_ = true;
-      // The record just written says which leader we saw before this read. When the read shows
-      // another (the key gone, most of all), say so at once: in synchronous mode a replica may
-      // promote only after every other listed replica has reported the leader gone, and the
-      // watch wakes it on this very change.
-      if (member_lease_ != 0 && published_seen != leader_name_.value_or("")) {
-        put_record();
-      }
-      leader_lsn_.reset();
-      for (const auto& m : members_) {
-        if (leader_name_ && m.name == *leader_name_ && m.role == "primary") {
-          leader_lsn_ = m.lsn;
-          last_leader_lsn_ = m.lsn;
-        }
-      }
-    } else {
-      error = list.error;
+  if (error.empty() && readSiteKeys(error)) {
+    // The record just written says which leader we saw before this read. When the read shows
+    // another (the key gone, most of all), say so at once: in synchronous mode a replica may
+    // promote only after every other listed replica has reported the leader gone, and the
+    // watch wakes it on this very change.
+    if (member_lease_ != 0 && published_seen != seenLeaderText()) {
+      put_record();
     }
   }
   etcd_.capDeadline(std::nullopt);
@@ -723,6 +790,192 @@ void DbAgent::publish() {
     log::warn("etcd: {}", error);
   }
   last_etcd_error_ = error;
+}
+
+bool DbAgent::readSiteKeys(std::string& error) {
+  const std::vector<std::string> keys = siteKeys(site_.site.name, nodes_);
+  auto values = etcd_.getMany(keys);
+  if (!values.ok) {
+    error = values.error;
+    return false;
+  }
+  SiteView site = readSite(site_.site.name, nodes_, values.value);
+  // Log each ignored key once (and again only after it went away and came back).
+  for (const IgnoredKey& ignored : site.ignored) {
+    if (std::find(ignored_.begin(), ignored_.end(), ignored) == ignored_.end()) {
+      log::warn("etcd: ignoring {}: {}", ignored.key, ignored.why);
+    }
+  }
+  ignored_ = std::move(site.ignored);
+  members_ = std::move(site.members);
+  sync_key_ = std::move(site.sync);
+  intent_ = std::move(site.intent);
+  init_ = std::move(site.init);
+  init_mod_revision_ = site.init_mod_revision;
+  init_value_ = std::move(site.init_value);
+  leader_key_ = site.leader;
+  if (leader_key_.state == LeaderKey::State::Unleased) {
+    if (!unleased_since_ || unleased_since_->first != leader_key_.mod_revision) {
+      unleased_since_ = {leader_key_.mod_revision, loop_.clock().now()};
+    }
+  } else {
+    unleased_since_.reset();
+  }
+  leader_name_.reset();
+  if (leader_key_.state == LeaderKey::State::Held) {
+    leader_name_ = leader_key_.name;
+  }
+  site_read_ = true;
+  leader_lsn_.reset();
+  for (const auto& m : members_) {
+    if (leader_name_ && m.name == *leader_name_ && m.role == "primary") {
+      leader_lsn_ = m.lsn;
+      last_leader_lsn_ = m.lsn;
+    }
+  }
+  return true;
+}
+
+bool DbAgent::leaderFree() {
+  switch (leader_key_.state) {
+    case LeaderKey::State::Free:
+      return true;
+    case LeaderKey::State::Held:
+    case LeaderKey::State::Foreign:
+      return false;
+    case LeaderKey::State::Unleased:
+      break;
+  }
+  // Written without a lease, the key would never expire. It counts as free once it has stayed
+  // unchanged for a whole TTL: a live leader re-binds it to its lease at its next renewal (every
+  // ttl/2), and a dead one's lease, renewed at the latest before the key was rewritten (a renewal
+  // only counts when the key still holds it), has expired and fenced it by then.
+  if (!unleased_since_ || loop_.clock().now() - unleased_since_->second < ttlOf(site_)) {
+    return false;
+  }
+  auto deleted = etcd_.deleteIfUnchanged(leaderKey(site_.site.name), leader_key_.mod_revision);
+  if (!deleted.ok || !deleted.value) {
+    return false;  // changed meanwhile: the next read decides
+  }
+  log::warn("deleted the leader key '{}', bound to no lease and unchanged for {} ms", leader_key_.name,
+            site_.db.leader_ttl_ms);
+  leader_key_ = LeaderKey{};
+  unleased_since_.reset();
+  return true;
+}
+
+std::string DbAgent::seenLeaderText() const {
+  switch (leader_key_.state) {
+    case LeaderKey::State::Free:
+      return "";
+    case LeaderKey::State::Held:
+    case LeaderKey::State::Unleased:
+      return leader_key_.name.substr(0, 64);
+    case LeaderKey::State::Foreign:
+      break;
+  }
+  return "?";
+}
+
+std::optional<uint64_t> DbAgent::clusterSysid() const {
+  if (init_ && init_->state == InitRecord::State::Initialized) {
+    return init_->sysid;
+  }
+  return std::nullopt;
+}
+
+void DbAgent::readSysid() {
+  auto id = pg_->systemIdentifier();
+  if (id.ok) {
+    sysid_ = id.value;
+  } else {
+    sysid_.reset();
+    log::warn("reading the system identifier of {}: {}", pg_->options().data_dir.string(), id.error);
+  }
+}
+
+bool DbAgent::sameSystem(const MemberRecord& leader, const char* action) {
+  const std::optional<uint64_t> cluster = clusterSysid();
+  const std::optional<uint64_t> expected = cluster ? cluster : sysid_;
+  auto text = [](std::optional<uint64_t> id) { return id ? std::to_string(*id) : std::string("unknown"); };
+  std::string why;
+  if (expected && leader.sysid != expected) {
+    why = "its system identifier is " + text(leader.sysid) + ", the cluster's " + text(cluster) + ", ours " +
+          text(sysid_);
+  } else if (sysid_ && cluster && *sysid_ != *cluster) {
+    why = "our data (system " + text(sysid_) + ") is not of this cluster (" + text(cluster) + ")";
+  }
+  if (why.empty()) {
+    return true;
+  }
+  const core::TimePoint now = loop_.clock().now();
+  if (now >= next_wait_log_) {
+    log::error("refusing to {} leader {}: {}", action, leader.name, why);
+    next_wait_log_ = now + kLogEvery;
+  }
+  return false;
+}
+
+DbAgent::Identity DbAgent::checkIdentity() {
+  if (!sysid_) {
+    readSysid();
+  }
+  auto refuse = [&](std::string why) {
+    if (why != foreign_) {
+      log::error("{}; this node neither leads nor follows until an operator decides (see docs/operations.md)",
+                 why);
+      foreign_ = std::move(why);
+    }
+    return Identity::Foreign;
+  };
+  if (!sysid_) {
+    return Identity::Wait;  // readSysid() logged why; try again next tick
+  }
+  const std::string mine = std::to_string(*sysid_);
+  if (!init_) {
+    // No identity recorded (a new etcd, or data from before this check): ours becomes the
+    // cluster's. A node of another cluster racing us here loses the create, then refuses.
+    auto created = etcd_.createIfAbsent(initializeKey(site_.site.name),
+                                        encodeInit({InitRecord::State::Initialized, node_.name, sysid_}));
+    if (created.ok && created.value) {
+      log::warn("no cluster identity in etcd: recorded this node's system identifier {}", mine);
+      init_ = InitRecord{InitRecord::State::Initialized, node_.name, sysid_};
+      return Identity::Ok;
+    }
+    return Identity::Wait;  // etcd failed, or another node recorded first: read it next tick
+  }
+  if (init_->state == InitRecord::State::Initializing && init_->node != node_.name) {
+    // Another node is running initdb while we hold a cluster's data (etcd lost its keys): an
+    // existing cluster wins over an empty one that nobody can have used yet.
+    auto put = etcd_.putIfUnchanged(initializeKey(site_.site.name), init_mod_revision_,
+                                    encodeInit({InitRecord::State::Initialized, node_.name, sysid_}));
+    if (put.ok && put.value) {
+      log::warn("{} was initializing a new cluster while this node holds data of system {}: recorded ours",
+                init_->node, mine);
+      init_ = InitRecord{InitRecord::State::Initialized, node_.name, sysid_};
+    }
+    return Identity::Wait;  // decide again with the next read
+  }
+  if (auto cluster = clusterSysid(); cluster && *cluster != *sysid_) {
+    return refuse("this node's data is of system " + mine + ", the cluster's identifier (" +
+                  initializeKey(site_.site.name) + ") is " + std::to_string(*cluster));
+  }
+  if (!foreign_.empty()) {
+    log::info("this node's data (system {}) is of the cluster again", mine);
+    foreign_.clear();
+  }
+  const bool initialized_here = init_->state == InitRecord::State::Initializing && init_->node == node_.name;
+  if (init_->state != InitRecord::State::Initialized &&
+      (initialized_here || (elector_.isLeader() && elector_.mayWrite()))) {
+    // Our initdb ended before it was recorded, or an older build recorded only a name: fill the
+    // identifier in.
+    auto put = etcd_.putIfUnchanged(initializeKey(site_.site.name), init_mod_revision_,
+                                    encodeInit({InitRecord::State::Initialized, node_.name, sysid_}));
+    if (put.ok && put.value) {
+      log::info("recorded the cluster's system identifier {} in {}", mine, initializeKey(site_.site.name));
+    }
+  }
+  return Identity::Ok;
 }
 
 NodeView DbAgent::view() const {
@@ -790,7 +1043,8 @@ std::string DbAgent::statusJson() const {
     sync["standbys"] = elector_.isLeader() && pg_sync_ ? nlohmann::json(*pg_sync_) : nlohmann::json(nullptr);
   }
   j["sync"] = std::move(sync);
-  j["switchover"] = intent_ ? nlohmann::json{{"from", intent_->from}, {"to", intent_->to}} : nlohmann::json(nullptr);
+  j["switchover"] =
+      intent_ ? nlohmann::json{{"from", intent_->from}, {"to", intent_->to}} : nlohmann::json(nullptr);
   return j.dump();
 }
 
@@ -868,8 +1122,8 @@ void DbAgent::handle(const http::Request& request, http::Response& response) {
       json(400, R"({"error":"lag must be a number of bytes"})");
       return;
     }
-    int status = path == "/replica"     ? replicaStatus(v, lag)
-                 : path == "/read-only" ? readOnlyStatus(v, lag)
+    int status = path == "/replica"          ? replicaStatus(v, lag)
+                 : path == "/read-only"      ? readOnlyStatus(v, lag)
                  : path.starts_with("/sync") ? syncStatus(v, lag)
                                              : asyncStatus(v, lag);
     json(status, statusJson());

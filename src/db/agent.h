@@ -45,6 +45,7 @@
 #include "db/etcd_client.h"
 #include "db/etcd_watch.h"
 #include "db/postgres.h"
+#include "db/site_keys.h"
 #include "db/switchover.h"
 #include "db/sync_state.h"
 #include "http/server.h"
@@ -119,6 +120,31 @@ class DbAgent final : public http::Handler {
   bool intentBlocks() const;
   // The leader's published record, when it is a running primary.
   std::optional<MemberRecord> leaderRecord(const std::string& leader);
+  // Cluster identity (site_keys.h: InitRecord). The identifier recorded in the initialize key,
+  // when it is recorded.
+  std::optional<uint64_t> clusterSysid() const;
+  // Whether `leader` belongs to this cluster, for `action` ("follow", "rewind onto", "clone"):
+  // its published identifier must be the cluster's (and ours when we hold data). A refusal is
+  // logged with both identifiers.
+  bool sameSystem(const MemberRecord& leader, const char* action);
+  // Running phase, every tick before anything else: our data belongs to the cluster recorded in
+  // etcd (records it when nothing is recorded yet). Foreign: this node must neither lead, follow
+  // nor run PostgreSQL (foreign_ says why); Wait: not this tick (etcd failed, or the record is
+  // changing).
+  enum class Identity { Ok, Wait, Foreign };
+  Identity checkIdentity();
+  // Reads our data directory's system identifier (pg_controldata) into sysid_.
+  void readSysid();
+  // One read of every key of the site (site_keys.h), validated, into members_, leader_name_,
+  // sync_key_, intent_ and init_; ignored keys are logged once. False when etcd failed (`error`).
+  bool readSiteKeys(std::string& error);
+  // The leader key as last read counts as free: absent, or unleased and unchanged for a TTL
+  // (then deleted, so anyone may take it).
+  bool leaderFree();
+  // What this node publishes as the leader it sees: "" only when the key is really free (a
+  // synchronous replica promotes once every listed one has said so), the raw name of an
+  // unleased key (its leader may still write), "?" for a foreign holder.
+  std::string seenLeaderText() const;
   void observe();
   void publish();
   bool startPostgres(const char* why);
@@ -128,6 +154,8 @@ class DbAgent final : public http::Handler {
   void schedule(core::TimePoint next);
   // A watched change under the site prefix that calls for a decision now (see onWatchEvent).
   void onWatchEvent(const WatchEvent& event);
+  // A watched key no agent reads (an unknown member, anything else): logged once per key.
+  void logStrangeKey(const WatchEvent& event);
   // A control tick as soon as possible (at most one every kWakeSpacing).
   void wake();
   void fatal(const std::string& message);
@@ -156,7 +184,7 @@ class DbAgent final : public http::Handler {
   Phase phase_ = Phase::Bootstrap;
   bool primary_data_ = false;  // our data directory is a primary's (no standby.signal)
   bool slots_ok_ = false;
-  core::TimePoint bootstrap_deadline_{};
+  std::optional<core::TimePoint> no_leader_since_;  // bootstrap: waiting for a leader to clone
   core::TimePoint next_wait_log_{};
 
   // Last observations.
@@ -193,6 +221,20 @@ class DbAgent final : public http::Handler {
 
   // Re-clone: the bootstrap phase must clone, never initdb.
   bool must_clone_ = false;
+
+  // Cluster identity and what was read of etcd's keys.
+  std::set<std::string> nodes_;     // every [[db.node]] name
+  std::optional<uint64_t> sysid_;   // our data directory's system identifier
+  std::optional<InitRecord> init_;  // the initialize key as last read (nullopt: absent)
+  int64_t init_mod_revision_ = 0;
+  std::string init_value_;
+  LeaderKey leader_key_;
+  // An unleased leader key: its revision and when this agent first saw it so.
+  std::optional<std::pair<int64_t, core::TimePoint>> unleased_since_;
+  std::vector<IgnoredKey> ignored_;     // logged once each, again if it comes back after it went
+  std::set<std::string> strange_keys_;  // logStrangeKey(): those already logged
+  std::string foreign_;                 // why this node's data may not be used (checkIdentity)
+  bool identity_verified_ = false;      // this tick's checkIdentity() said Ok
 
   // Switchover in progress on this (leader) node.
   std::string admin_token_;

@@ -1,12 +1,24 @@
 #include "db/agent_state.h"
 
+#include <cctype>
 #include <charconv>
 #include <nlohmann/json.hpp>
 
 namespace fulcrum::db {
 
 std::string sitePrefix(std::string_view site) {
-  return "/fulcrum/" + std::string(site) + "/";
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  std::string out = "/fulcrum/";
+  for (unsigned char c : site) {
+    if (std::isalnum(c) || c == '.' || c == '_' || c == '-') {
+      out += static_cast<char>(c);
+    } else {
+      out += '%';
+      out += kHex[c >> 4];
+      out += kHex[c & 0xF];
+    }
+  }
+  return out + "/";
 }
 
 std::string membersPrefix(std::string_view site) {
@@ -22,12 +34,19 @@ std::string initializeKey(std::string_view site) {
 }
 
 std::string encodeMember(const MemberRecord& member) {
-  nlohmann::json j = {
-      {"name", member.name},        {"role", member.role},         {"pg", member.pg},
-      {"agent", member.agent},      {"timeline", member.timeline}, {"lsn", formatLsn(member.lsn)},
-      {"receiver", member.receiver}, {"received", formatLsn(member.received)}};
+  nlohmann::json j = {{"name", member.name},
+                      {"role", member.role},
+                      {"pg", member.pg},
+                      {"agent", member.agent},
+                      {"timeline", member.timeline},
+                      {"lsn", formatLsn(member.lsn)},
+                      {"receiver", member.receiver},
+                      {"received", formatLsn(member.received)}};
   if (member.seen_leader) {
     j["leader"] = *member.seen_leader;
+  }
+  if (member.sysid) {
+    j["sysid"] = std::to_string(*member.sysid);  // a string: JSON numbers lose uint64 precision
   }
   return j.dump();
 }
@@ -66,6 +85,12 @@ std::optional<MemberRecord> decodeMember(std::string_view json) {
     m.received = *received;
     if (j.contains("leader")) {
       m.seen_leader = j.at("leader").get<std::string>();
+    }
+    if (j.contains("sysid")) {
+      m.sysid = parseSysid(j.at("sysid").get<std::string>());
+      if (!m.sysid) {
+        return std::nullopt;
+      }
     }
   } catch (const nlohmann::json::exception&) {
     return std::nullopt;

@@ -13,13 +13,15 @@
 
 namespace fulcrum::db {
 
-// "/fulcrum/<site>/": every key of one site.
+// "/fulcrum/<site>/": every key of one site. The site name is percent-encoded (every byte but
+// letters, digits, '.', '_' and '-'), so no site's keys lie under another site's prefix ("a" and
+// "a/members/x" would otherwise share keys).
 std::string sitePrefix(std::string_view site);
 // "/fulcrum/<site>/members/" and "/fulcrum/<site>/members/<node>".
 std::string membersPrefix(std::string_view site);
 std::string memberKey(std::string_view site, std::string_view node);
-// "/fulcrum/<site>/initialize": names the node that created the cluster. Permanent (no lease):
-// once a node has claimed it, no other node ever runs initdb for this site.
+// "/fulcrum/<site>/initialize": the cluster's identity (see InitRecord in site_keys.h).
+// Permanent (no lease): once it exists, no node ever runs initdb for this site again.
 std::string initializeKey(std::string_view site);
 
 // One node as published under memberKey(), bound to that node's own lease.
@@ -37,6 +39,9 @@ struct MemberRecord {
   // The leader key's holder when this node last read it ("" none); nullopt until it has read
   // it once. A record saying "" was published after its node saw the leader gone.
   std::optional<std::string> seen_leader;
+  // PostgreSQL's database system identifier of this node's data (pg_controldata), when known:
+  // nodes of different clusters must never follow, rewind onto or clone each other.
+  std::optional<uint64_t> sysid;
 };
 
 std::string encodeMember(const MemberRecord& member);

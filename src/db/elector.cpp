@@ -2,6 +2,8 @@
 
 #include <utility>
 
+#include "db/agent_state.h"
+
 namespace fulcrum::db {
 
 namespace {
@@ -24,7 +26,7 @@ class DeadlineCap {
 }  // namespace
 
 std::string leaderKey(std::string_view site_name) {
-  return "/fulcrum/" + std::string(site_name) + "/leader";
+  return sitePrefix(site_name) + "leader";
 }
 
 Elector::Elector(EtcdClient& client, const core::Clock& clock, ElectorOptions options)
@@ -86,6 +88,26 @@ Status Elector::renew() {
   if (!kv.ok) {
     lease_.renewFailed();
     return Status::failure(kv.error);
+  }
+  if (kv.value && kv.value->value == options_.node && kv.value->lease == 0) {
+    // Rewritten without its lease (by hand): nobody else can have held it meanwhile, since it
+    // never left; bind it to our lease again before anyone treats it as free (others wait a
+    // whole TTL, see site_keys.h).
+    Result<bool> rebound =
+        client_.putIfUnchanged(options_.key, kv.value->mod_revision, options_.node, lease_id_);
+    if (!rebound.ok) {
+      lease_.renewFailed();
+      return Status::failure(rebound.error);
+    }
+    if (rebound.value) {
+      lease_.renewed(sent, ttl.value);
+      return Status::success();
+    }
+    kv = client_.get(options_.key);  // changed meanwhile: judge what it holds now
+    if (!kv.ok) {
+      lease_.renewFailed();
+      return Status::failure(kv.error);
+    }
   }
   if (!kv.value || kv.value->lease != lease_id_ || kv.value->value != options_.node) {
     std::string holder = kv.value ? kv.value->value : std::string("nobody");

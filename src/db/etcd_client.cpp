@@ -185,6 +185,62 @@ Result<bool> EtcdClient::compareAndDelete(std::string_view key, std::string_view
   return txn(etcd::txnRequest({valueIs(key, expected)}, {del}));
 }
 
+Result<bool> EtcdClient::deleteIfUnchanged(std::string_view key, int64_t mod_revision) {
+  TxnCompare unchanged;
+  unchanged.target = TxnCompare::Target::ModRevision;
+  unchanged.key = key;
+  unchanged.revision = mod_revision;
+  TxnOp del;
+  del.kind = TxnOp::Kind::Delete;
+  del.key = key;
+  return txn(etcd::txnRequest({unchanged}, {del}));
+}
+
+Result<bool> EtcdClient::putIfUnchanged(std::string_view key, int64_t mod_revision, std::string_view value,
+                                        LeaseId lease) {
+  TxnCompare unchanged;
+  unchanged.target = TxnCompare::Target::ModRevision;
+  unchanged.key = key;
+  unchanged.revision = mod_revision;
+  return txn(etcd::txnRequest({unchanged}, {putOp(key, value, lease)}));
+}
+
+Result<std::vector<std::optional<KeyValue>>> EtcdClient::getMany(const std::vector<std::string>& keys) {
+  using R = Result<std::vector<std::optional<KeyValue>>>;
+  std::vector<TxnOp> reads;
+  reads.reserve(keys.size());
+  for (const std::string& key : keys) {
+    TxnOp read;
+    read.kind = TxnOp::Kind::Range;
+    read.key = key;
+    reads.push_back(std::move(read));
+  }
+  // A txn without comparisons always succeeds; reads only, so it is safe to send again.
+  Result<std::string> reply = call("/v3/kv/txn", etcd::txnRequest({}, reads), Replay::Safe);
+  if (!reply.ok) {
+    return R::failure(reply.error);
+  }
+  auto ranges = etcd::parseTxnRangeResponses(reply.value);
+  if (!ranges.ok) {
+    return R::failure(ranges.error);
+  }
+  if (ranges.value.size() != keys.size()) {
+    return R::failure("etcd: malformed txn response (" + std::to_string(ranges.value.size()) + " reads for " +
+                      std::to_string(keys.size()) + " keys)");
+  }
+  std::vector<std::optional<KeyValue>> out;
+  out.reserve(keys.size());
+  for (size_t i = 0; i < keys.size(); ++i) {
+    auto& kvs = ranges.value[i];
+    if (kvs.empty() || kvs.front().key != keys[i]) {
+      out.emplace_back(std::nullopt);
+    } else {
+      out.emplace_back(std::move(kvs.front()));
+    }
+  }
+  return R::success(std::move(out));
+}
+
 Result<int64_t> EtcdClient::deletePrefix(std::string_view prefix) {
   if (prefix.empty()) {
     return Result<int64_t>::failure("etcd: refusing to delete every key (empty prefix)");

@@ -55,6 +55,16 @@ class EtcdClient {
                           std::string_view value, LeaseId lease = 0);
   // Deletes only if the key exists with value `expected`. True when deleted.
   Result<bool> compareAndDelete(std::string_view key, std::string_view expected);
+  // Deletes only if the key was last written at `mod_revision` (nothing changed it since it was
+  // read). True when deleted.
+  Result<bool> deleteIfUnchanged(std::string_view key, int64_t mod_revision);
+  // Puts only if the key was last written at `mod_revision`. True when written.
+  Result<bool> putIfUnchanged(std::string_view key, int64_t mod_revision, std::string_view value,
+                              LeaseId lease = 0);
+  // Several exact keys in one round trip and one revision (a txn of reads): one entry per key,
+  // nullopt when absent. Only the keys asked for cross the network, whatever else lives under
+  // their prefix.
+  Result<std::vector<std::optional<KeyValue>>> getMany(const std::vector<std::string>& keys);
   // Deletes every key starting with `prefix` (not empty: that would be every key); returns how many.
   Result<int64_t> deletePrefix(std::string_view prefix);
   // Every key starting with `prefix`, in key order.

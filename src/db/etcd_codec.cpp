@@ -91,11 +91,14 @@ json opJson(const TxnOp& op) {
     }
     return json{{"request_put", std::move(put)}};
   }
-  json del = {{"key", base64Encode(op.key)}};
+  json ranged = {{"key", base64Encode(op.key)}};
   if (!op.range_end.empty()) {
-    del["range_end"] = base64Encode(op.range_end);
+    ranged["range_end"] = base64Encode(op.range_end);
   }
-  return json{{"request_delete_range", std::move(del)}};
+  if (op.kind == TxnOp::Kind::Range) {
+    return json{{"request_range", std::move(ranged)}};
+  }
+  return json{{"request_delete_range", std::move(ranged)}};
 }
 
 std::string malformed(std::string_view what) {
@@ -190,6 +193,9 @@ std::string txnRequest(const std::vector<TxnCompare>& compare, const std::vector
     if (c.target == TxnCompare::Target::CreateRevision) {
       item["target"] = "CREATE";
       item["create_revision"] = int64Text(c.revision);
+    } else if (c.target == TxnCompare::Target::ModRevision) {
+      item["target"] = "MOD";
+      item["mod_revision"] = int64Text(c.revision);
     } else {
       item["target"] = "VALUE";
       item["value"] = base64Encode(c.value);
@@ -218,23 +224,21 @@ std::string leaseIdRequest(LeaseId id) {
   return json{{"ID", int64Text(id)}}.dump();
 }
 
-Result<std::vector<KeyValue>> parseRangeResponse(std::string_view body) {
-  using R = Result<std::vector<KeyValue>>;
-  std::optional<json> doc = parseObject(body);
-  if (!doc) {
-    return R::failure(malformed("range"));
-  }
+namespace {
+
+// The "kvs" of a RangeResponse object; nullopt when malformed.
+std::optional<std::vector<KeyValue>> kvsOf(const json& doc) {
   std::vector<KeyValue> out;
-  auto kvs = doc->find("kvs");
-  if (kvs == doc->end() || kvs->is_null()) {
-    return R::success(std::move(out));
+  auto kvs = doc.find("kvs");
+  if (kvs == doc.end() || kvs->is_null()) {
+    return out;
   }
   if (!kvs->is_array()) {
-    return R::failure(malformed("range"));
+    return std::nullopt;
   }
   for (const json& item : *kvs) {
     if (!item.is_object()) {
-      return R::failure(malformed("range"));
+      return std::nullopt;
     }
     auto key = bytesField(item, "key");
     auto value = bytesField(item, "value");
@@ -243,9 +247,52 @@ Result<std::vector<KeyValue>> parseRangeResponse(std::string_view body) {
     auto version = int64Field(item, "version");
     auto lease = int64Field(item, "lease");
     if (!key || !value || !create || !mod || !version || !lease) {
-      return R::failure(malformed("range"));
+      return std::nullopt;
     }
     out.push_back(KeyValue{std::move(*key), std::move(*value), *create, *mod, *version, *lease});
+  }
+  return out;
+}
+
+}  // namespace
+
+Result<std::vector<KeyValue>> parseRangeResponse(std::string_view body) {
+  using R = Result<std::vector<KeyValue>>;
+  std::optional<json> doc = parseObject(body);
+  if (!doc) {
+    return R::failure(malformed("range"));
+  }
+  auto kvs = kvsOf(*doc);
+  if (!kvs) {
+    return R::failure(malformed("range"));
+  }
+  return R::success(std::move(*kvs));
+}
+
+Result<std::vector<std::vector<KeyValue>>> parseTxnRangeResponses(std::string_view body) {
+  using R = Result<std::vector<std::vector<KeyValue>>>;
+  std::optional<json> doc = parseObject(body);
+  if (!doc) {
+    return R::failure(malformed("txn"));
+  }
+  std::vector<std::vector<KeyValue>> out;
+  auto responses = doc->find("responses");
+  if (responses == doc->end() || responses->is_null()) {
+    return R::success(std::move(out));
+  }
+  if (!responses->is_array()) {
+    return R::failure(malformed("txn"));
+  }
+  for (const json& item : *responses) {
+    auto range = item.is_object() ? item.find("response_range") : item.end();
+    if (!item.is_object() || range == item.end() || !range->is_object()) {
+      return R::failure(malformed("txn"));
+    }
+    auto kvs = kvsOf(*range);
+    if (!kvs) {
+      return R::failure(malformed("txn"));
+    }
+    out.push_back(std::move(*kvs));
   }
   return R::success(std::move(out));
 }

@@ -44,21 +44,21 @@ struct Lease {
 
 // A txn comparison (etcdserverpb.Compare with result EQUAL).
 struct TxnCompare {
-  enum class Target { CreateRevision, Value };
+  enum class Target { CreateRevision, ModRevision, Value };
   Target target = Target::Value;
   std::string key;
-  int64_t revision = 0;  // Target::CreateRevision; 0 means "the key does not exist"
+  int64_t revision = 0;  // CreateRevision (0 means "the key does not exist") or ModRevision
   std::string value;     // Target::Value
 };
 
-// A txn operation (etcdserverpb.RequestOp): a put or a delete of one key or range.
+// A txn operation (etcdserverpb.RequestOp): a put, a delete, or a read of one key or range.
 struct TxnOp {
-  enum class Kind { Put, Delete };
+  enum class Kind { Put, Delete, Range };
   Kind kind = Kind::Put;
   std::string key;
   std::string value;      // Put
   LeaseId lease = 0;      // Put
-  std::string range_end;  // Delete; empty: just `key`
+  std::string range_end;  // Delete and Range; empty: just `key`
 };
 
 // Request bodies, ready to POST.
@@ -78,7 +78,9 @@ Result<Lease> parseLeaseGrantResponse(std::string_view body);
 // {"result": LeaseKeepAliveResponse} or {"error": {...}}. Returns the TTL of the first
 // result in seconds; 0 means the lease no longer exists.
 Result<int64_t> parseKeepAliveResponse(std::string_view body);
-Result<bool> parseTxnResponse(std::string_view body);             // "succeeded"
+Result<bool> parseTxnResponse(std::string_view body);  // "succeeded"
+// The key-values read by each Range op of a txn, in op order (a txn of reads only).
+Result<std::vector<std::vector<KeyValue>>> parseTxnRangeResponses(std::string_view body);
 Result<int64_t> parseDeleteRangeResponse(std::string_view body);  // "deleted"
 Status parsePutResponse(std::string_view body);
 

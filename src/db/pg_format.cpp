@@ -74,6 +74,15 @@ std::optional<Lsn> parseLsn(std::string_view text) {
   return (static_cast<Lsn>(*hi) << 32) | *lo;
 }
 
+std::optional<uint64_t> parseSysid(std::string_view text) {
+  uint64_t value = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (text.empty() || ec != std::errc() || end != text.data() + text.size() || value == 0) {
+    return std::nullopt;
+  }
+  return value;
+}
+
 std::string formatLsn(Lsn lsn) {
   char buf[32];
   std::snprintf(buf, sizeof buf, "%X/%X", static_cast<unsigned>(lsn >> 32), static_cast<unsigned>(lsn));

@@ -26,6 +26,9 @@ inline uint64_t lagBytes(Lsn ahead, Lsn behind) {
 std::string quoteIdent(std::string_view name);
 // 'it''s': an SQL string literal (standard_conforming_strings is on since 9.1).
 std::string quoteLiteral(std::string_view text);
+// A database system identifier (pg_controldata's "Database system identifier"), in decimal; never
+// 0. Every node of one cluster shares it: initdb draws it, clones and rewinds keep it.
+std::optional<uint64_t> parseSysid(std::string_view text);
 // A value in a libpq key=value connection string: 'a b\'c' (always quoted).
 std::string conninfoValue(std::string_view value);
 // A value in postgresql.conf / postgresql.auto.conf: 'it''s'.

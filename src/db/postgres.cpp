@@ -798,6 +798,24 @@ Status PostgresNode::setSynchronousStandbys(std::string_view value) {
   return Status::success();
 }
 
+namespace {
+
+// One "Name: value" field of pg_controldata's output ("" when absent).
+std::string controlField(const std::string& output, std::string_view name) {
+  std::stringstream in(output);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind(name, 0) == 0 && line.size() > name.size() && line[name.size()] == ':') {
+      std::string value = line.substr(name.size() + 1);
+      value.erase(0, value.find_first_not_of(' '));
+      return value;
+    }
+  }
+  return "";
+}
+
+}  // namespace
+
 Result<Lsn> PostgresNode::cleanShutdownLsn() {
   using R = Result<Lsn>;
   if (isRunning() || livePostmasterPid()) {
@@ -808,26 +826,31 @@ Result<Lsn> PostgresNode::cleanShutdownLsn() {
   if (!output.ok) {
     return R::failure(output.error);
   }
-  auto field = [&](std::string_view name) -> std::string {
-    std::stringstream in(output.value);
-    std::string line;
-    while (std::getline(in, line)) {
-      if (line.rfind(name, 0) == 0 && line.size() > name.size() && line[name.size()] == ':') {
-        std::string value = line.substr(name.size() + 1);
-        value.erase(0, value.find_first_not_of(' '));
-        return value;
-      }
-    }
-    return "";
-  };
-  std::string state = field("Database cluster state");
+  std::string state = controlField(output.value, "Database cluster state");
   if (state != "shut down") {
     return R::failure("cluster state is '" + state + "', not 'shut down'");
   }
-  if (auto lsn = parseLsn(field("Latest checkpoint location"))) {
+  if (auto lsn = parseLsn(controlField(output.value, "Latest checkpoint location"))) {
     return R::success(*lsn);
   }
   return R::failure("pg_controldata printed no latest checkpoint location");
+}
+
+Result<uint64_t> PostgresNode::systemIdentifier() {
+  using R = Result<uint64_t>;
+  if (!initialized()) {
+    return R::failure(options_.data_dir.string() + " holds no cluster");
+  }
+  // A tool, not a query: it must work while the server is stopped. Generous: it reads one file.
+  auto output = capture({program("pg_controldata").string(), "-D", options_.data_dir.string()},
+                        std::max(options_.query_timeout, std::chrono::milliseconds(5000)), {"LC_ALL=C"});
+  if (!output.ok) {
+    return R::failure(output.error);
+  }
+  if (auto id = parseSysid(controlField(output.value, "Database system identifier"))) {
+    return R::success(*id);
+  }
+  return R::failure("pg_controldata printed no database system identifier");
 }
 
 Result<std::filesystem::path> PostgresNode::moveDataAside() {

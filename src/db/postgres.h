@@ -181,6 +181,9 @@ class PostgresNode {
   // The stopped server's shutdown checkpoint (pg_controldata): its WAL ends with that record.
   // Failure when the cluster was not shut down cleanly.
   Result<Lsn> cleanShutdownLsn();
+  // The data directory's database system identifier (pg_controldata; running or not): the same on
+  // every node of one cluster, different for any other initdb.
+  Result<uint64_t> systemIdentifier();
   // Moves the stopped data_dir aside to `<data_dir>.failed-<UTC time>` (kept for inspection)
   // and returns where; data_dir is then absent, ready for a fresh clone.
   Result<std::filesystem::path> moveDataAside();

@@ -3,6 +3,8 @@
 
 #include <gtest/gtest.h>
 
+#include "db/elector.h"
+
 namespace fulcrum::db {
 namespace {
 
@@ -169,6 +171,29 @@ TEST(AgentStateTest, Keys) {
   EXPECT_EQ(membersPrefix("shop"), "/fulcrum/shop/members/");
   EXPECT_EQ(initializeKey("shop"), "/fulcrum/shop/initialize");
   EXPECT_EQ(sitePrefix("shop"), "/fulcrum/shop/");
+  EXPECT_EQ(sitePrefix("www.foo-bar_1.com"), "/fulcrum/www.foo-bar_1.com/");
+  // No site's keys lie under another site's prefix.
+  EXPECT_EQ(sitePrefix("a/members/x"), "/fulcrum/a%2Fmembers%2Fx/");
+  EXPECT_EQ(sitePrefix("a b%"), "/fulcrum/a%20b%25/");
+  EXPECT_NE(memberKey("a", "x").rfind(sitePrefix("a/members"), 0), 0u);
+  EXPECT_EQ(leaderKey("a/b"), "/fulcrum/a%2Fb/leader");
+}
+
+TEST(AgentStateTest, MemberRecordCarriesTheSystemIdentifier) {
+  MemberRecord m;
+  m.name = "db-1";
+  m.role = "primary";
+  m.pg = "127.0.0.1:5432";
+  m.sysid = 7312345678901234567ull;  // beyond a double's exact integers
+  auto back = decodeMember(encodeMember(m));
+  ASSERT_TRUE(back);
+  EXPECT_EQ(back->sysid, m.sysid);
+  m.sysid.reset();
+  back = decodeMember(encodeMember(m));
+  ASSERT_TRUE(back);
+  EXPECT_FALSE(back->sysid);
+  EXPECT_FALSE(decodeMember(R"({"name":"a","role":"replica","pg":"x","lsn":"0/10","sysid":"0"})"));
+  EXPECT_FALSE(decodeMember(R"({"name":"a","role":"replica","pg":"x","lsn":"0/10","sysid":12})"));
 }
 
 }  // namespace

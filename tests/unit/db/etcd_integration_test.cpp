@@ -594,6 +594,70 @@ TEST_F(EtcdIntegrationTest, KeyTakenBehindTheLeadersBackIsNoticedOnRenewal) {
   EXPECT_FALSE(a.mayWrite());
 }
 
+TEST_F(EtcdIntegrationTest, GetManyReadsExactKeysInOneRevision) {
+  EtcdClient client(clientOptions());
+  ASSERT_TRUE(client.put(prefix_ + "a", "1").ok);
+  ASSERT_TRUE(client.put(prefix_ + "ab", "not asked for").ok);
+  ASSERT_TRUE(client.put(prefix_ + "c", "3").ok);
+  auto got = client.getMany({prefix_ + "a", prefix_ + "b", prefix_ + "c"});
+  ASSERT_TRUE(got.ok) << got.error;
+  ASSERT_EQ(got.value.size(), 3u);
+  ASSERT_TRUE(got.value[0]);
+  EXPECT_EQ(got.value[0]->value, "1");
+  EXPECT_FALSE(got.value[1]);  // absent: "ab" is not "a"'s prefix match
+  ASSERT_TRUE(got.value[2]);
+  EXPECT_EQ(got.value[2]->value, "3");
+  auto none = client.getMany({});
+  ASSERT_TRUE(none.ok) << none.error;
+  EXPECT_TRUE(none.value.empty());
+}
+
+TEST_F(EtcdIntegrationTest, RevisionGuardedPutAndDelete) {
+  EtcdClient client(clientOptions());
+  const std::string key = prefix_ + "k";
+  ASSERT_TRUE(client.put(key, "v1").ok);
+  auto v1 = client.get(key);
+  ASSERT_TRUE(v1.ok && v1.value);
+  ASSERT_TRUE(client.put(key, "v2").ok);
+  auto stale = client.putIfUnchanged(key, v1.value->mod_revision, "lost update");
+  ASSERT_TRUE(stale.ok) << stale.error;
+  EXPECT_FALSE(stale.value);
+  auto stale_delete = client.deleteIfUnchanged(key, v1.value->mod_revision);
+  ASSERT_TRUE(stale_delete.ok) << stale_delete.error;
+  EXPECT_FALSE(stale_delete.value);
+  auto v2 = client.get(key);
+  ASSERT_TRUE(v2.ok && v2.value);
+  EXPECT_EQ(v2.value->value, "v2");
+  auto put = client.putIfUnchanged(key, v2.value->mod_revision, "v3");
+  ASSERT_TRUE(put.ok && put.value);
+  auto v3 = client.get(key);
+  ASSERT_TRUE(v3.ok && v3.value);
+  auto deleted = client.deleteIfUnchanged(key, v3.value->mod_revision);
+  ASSERT_TRUE(deleted.ok && deleted.value);
+  auto gone = client.get(key);
+  ASSERT_TRUE(gone.ok);
+  EXPECT_FALSE(gone.value);
+}
+
+TEST_F(EtcdIntegrationTest, LeaderKeyRewrittenWithoutItsLeaseIsBoundAgainOnRenewal) {
+  EtcdClient client(clientOptions());
+  Elector a(client, clock_, electorOptions("db-01", LeaseTiming::forTtl(seconds(30))));
+  ASSERT_TRUE(a.tryAcquire().value);
+  ASSERT_TRUE(client.put(prefix_ + "leader", "db-01").ok);  // same value, no lease (etcdctl put)
+  Status renewed = a.renew();
+  ASSERT_TRUE(renewed.ok) << renewed.error;
+  EXPECT_TRUE(a.isLeader());
+  EXPECT_TRUE(a.mayWrite());
+  auto kv = client.get(prefix_ + "leader");
+  ASSERT_TRUE(kv.ok && kv.value);
+  EXPECT_EQ(kv.value->value, "db-01");
+  EXPECT_EQ(kv.value->lease, a.leaseId());
+  ASSERT_TRUE(a.release().ok);
+  auto gone = client.get(prefix_ + "leader");
+  ASSERT_TRUE(gone.ok);
+  EXPECT_FALSE(gone.value);  // bound again, so it went with the lease
+}
+
 TEST_F(EtcdIntegrationTest, FrozenEtcdFencesTheLeaderOnTimeThenItRecovers) {
   EtcdClient client(clientOptions());  // 1 s per call: longer than the time left before the fence
   LeaseTiming timing;

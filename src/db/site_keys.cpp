@@ -1,0 +1,207 @@
+#include "db/site_keys.h"
+
+#include <nlohmann/json.hpp>
+
+#include "core/address.h"
+#include "db/elector.h"
+
+namespace fulcrum::db {
+
+namespace {
+
+constexpr size_t kFixedKeys = 4;  // initialize, leader, sync, switchover; then the members
+
+bool isRole(std::string_view role) {
+  return role == "primary" || role == "replica" || role == "stopped" || role == "promoting";
+}
+
+std::string tooLarge(size_t size, size_t limit) {
+  return "value of " + std::to_string(size) + " bytes (at most " + std::to_string(limit) + ")";
+}
+
+}  // namespace
+
+std::string encodeInit(const InitRecord& record) {
+  nlohmann::json j = {{"node", record.node}};
+  if (record.state == InitRecord::State::Initializing) {
+    j["initializing"] = true;
+  }
+  if (record.sysid) {
+    j["sysid"] = std::to_string(*record.sysid);
+  }
+  return j.dump();
+}
+
+InitRecord decodeInit(std::string_view value) {
+  InitRecord out;
+  if (value.size() > kMaxSmallValueBytes) {
+    return out;
+  }
+  nlohmann::json j = nlohmann::json::parse(value, nullptr, false);
+  if (!j.is_object()) {
+    // Older builds stored the bare name of the node that ran initdb.
+    if (!value.empty() && value.front() != '{') {
+      out.node = std::string(value);
+    }
+    return out;
+  }
+  auto node = j.find("node");
+  if (node != j.end() && node->is_string()) {
+    out.node = node->get<std::string>();
+  }
+  auto sysid = j.find("sysid");
+  if (sysid != j.end()) {
+    if (sysid->is_string()) {
+      out.sysid = parseSysid(sysid->get<std::string>());
+    }
+    if (out.sysid) {
+      out.state = InitRecord::State::Initialized;
+    }
+    return out;  // a malformed identifier stays Unknown: never a reason to initialize again
+  }
+  auto initializing = j.find("initializing");
+  if (initializing != j.end() && initializing->is_boolean() && initializing->get<bool>() &&
+      !out.node.empty()) {
+    out.state = InitRecord::State::Initializing;
+  }
+  return out;
+}
+
+std::vector<std::string> siteKeys(std::string_view site, const std::set<std::string>& nodes) {
+  std::vector<std::string> keys = {initializeKey(site), leaderKey(site), syncKey(site), switchoverKey(site)};
+  for (const std::string& node : nodes) {
+    keys.push_back(memberKey(site, node));
+  }
+  return keys;
+}
+
+std::optional<MemberRecord> checkedMember(std::string_view site, const std::set<std::string>& nodes,
+                                          std::string_view key, std::string_view value, std::string* why) {
+  auto fail = [&](std::string reason) -> std::optional<MemberRecord> {
+    if (why != nullptr) {
+      *why = std::move(reason);
+    }
+    return std::nullopt;
+  };
+  const std::string prefix = membersPrefix(site);
+  if (key.substr(0, prefix.size()) != prefix) {
+    return fail("not a member key");
+  }
+  const std::string name(key.substr(prefix.size()));
+  if (nodes.count(name) == 0) {
+    return fail("no [[db.node]] is named '" + name + "'");
+  }
+  if (value.size() > kMaxMemberBytes) {
+    return fail(tooLarge(value.size(), kMaxMemberBytes));
+  }
+  auto member = decodeMember(value);
+  if (!member) {
+    return fail("not a member record");
+  }
+  if (member->name != name) {
+    return fail("the record names '" + member->name + "', not the node of its key");
+  }
+  if (!isRole(member->role)) {
+    return fail("unknown role '" + member->role + "'");
+  }
+  if (!core::SocketAddress::parse(member->pg)) {
+    return fail("bad PostgreSQL address '" + member->pg + "'");
+  }
+  return member;
+}
+
+SiteView readSite(std::string_view site, const std::set<std::string>& nodes,
+                  const std::vector<std::optional<etcd::KeyValue>>& values) {
+  SiteView view;
+  const std::vector<std::string> keys = siteKeys(site, nodes);
+  auto ignore = [&](const std::string& key, std::string why) {
+    view.ignored.push_back({key, std::move(why)});
+  };
+  auto at = [&](size_t i) -> const etcd::KeyValue* {
+    return i < values.size() && values[i] ? &*values[i] : nullptr;
+  };
+
+  if (const auto* kv = at(0)) {
+    view.init = decodeInit(kv->value);
+    view.init_mod_revision = kv->mod_revision;
+    view.init_value = kv->value;
+    if (view.init->state == InitRecord::State::Unknown && kv->value.front() == '{') {
+      ignore(keys[0], "unreadable cluster identity (treated as: the cluster exists, identifier unknown)");
+    }
+  }
+
+  if (const auto* kv = at(1)) {
+    LeaderKey& leader = view.leader;
+    leader.name = kv->value;
+    leader.lease = kv->lease;
+    leader.mod_revision = kv->mod_revision;
+    if (kv->lease == 0) {
+      leader.state = LeaderKey::State::Unleased;
+      ignore(keys[1], "leader key '" + kv->value.substr(0, 64) + "' is bound to no lease");
+    } else if (kv->value.size() > kMaxSmallValueBytes || nodes.count(kv->value) == 0) {
+      leader.state = LeaderKey::State::Foreign;
+      ignore(keys[1], "leader key names no [[db.node]] ('" + kv->value.substr(0, 64) + "')");
+    } else {
+      leader.state = LeaderKey::State::Held;
+    }
+  }
+
+  if (const auto* kv = at(2)) {
+    std::optional<SyncState> sync;
+    if (kv->value.size() > kMaxSyncBytes) {
+      ignore(keys[2], tooLarge(kv->value.size(), kMaxSyncBytes));
+    } else if (!(sync = decodeSync(kv->value))) {
+      ignore(keys[2], "not a sync record");
+    } else if (nodes.count(sync->leader) == 0) {
+      ignore(keys[2], "the sync record's leader '" + sync->leader + "' is no [[db.node]]");
+    } else {
+      bool ok = true;
+      for (const std::string& name : sync->sync) {
+        if (nodes.count(name) == 0 || name == sync->leader) {
+          ignore(keys[2], "the sync record lists '" + name + "', which is no [[db.node]] or its leader");
+          ok = false;
+          break;
+        }
+      }
+      if (ok) {
+        view.sync = std::move(sync);
+      }
+    }
+  }
+
+  if (const auto* kv = at(3)) {
+    std::optional<SwitchoverIntent> intent;
+    if (kv->value.size() > kMaxSmallValueBytes) {
+      ignore(keys[3], tooLarge(kv->value.size(), kMaxSmallValueBytes));
+    } else if (kv->lease == 0) {
+      // An intent outlives nobody: bound to the old leader's member lease, it goes with it.
+      ignore(keys[3], "switchover intent bound to no lease");
+    } else if (!(intent = decodeSwitchover(kv->value))) {
+      ignore(keys[3], "not a switchover intent");
+    } else if (nodes.count(intent->from) == 0 || nodes.count(intent->to) == 0 || intent->from == intent->to) {
+      ignore(keys[3], "the switchover intent names no pair of distinct [[db.node]]s");
+    } else {
+      view.intent = std::move(intent);
+    }
+  }
+
+  for (size_t i = kFixedKeys; i < keys.size(); ++i) {
+    const auto* kv = at(i);
+    if (kv == nullptr) {
+      continue;
+    }
+    if (kv->lease == 0) {
+      ignore(keys[i], "member record bound to no lease");
+      continue;
+    }
+    std::string why;
+    if (auto member = checkedMember(site, nodes, keys[i], kv->value, &why)) {
+      view.members.push_back(std::move(*member));
+    } else {
+      ignore(keys[i], why);
+    }
+  }
+  return view;
+}
+
+}  // namespace fulcrum::db

@@ -1,0 +1,252 @@
+"""`fulcrum db` tried as a PostgreSQL HA tester and an attacker would: an emptied data directory,
+a leader of another cluster, garbage written into the site's etcd keys. Real etcd, agents and
+PostgreSQL (test_db.py's Cluster); bounded polling; everything removed even when a test fails."""
+import base64
+import json
+import os
+import shutil
+import subprocess
+import time
+import unittest
+
+from harness import http_get, wait_until
+from test_db import NODES, Cluster, missing_requirement, pg_bin
+
+
+class Etcd:
+    """etcd's v3 JSON gateway, as anyone with access to it could use it."""
+
+    def __init__(self, cluster):
+        self.base = f"http://127.0.0.1:{cluster.etcd_port}/v3"
+
+    def call(self, path, body):
+        code, _, raw = http_get(self.base + path, method="POST", data=json.dumps(body).encode(),
+                                headers={"Content-Type": "application/json"}, timeout=5)
+        assert code == 200, (code, raw)
+        return json.loads(raw)
+
+    @staticmethod
+    def b64(text):
+        return base64.b64encode(text.encode() if isinstance(text, str) else text).decode()
+
+    def put(self, key, value, lease=0):
+        body = {"key": self.b64(key), "value": self.b64(value)}
+        if lease:
+            body["lease"] = str(lease)
+        self.call("/kv/put", body)
+
+    def get(self, key):
+        """(value, lease) or None."""
+        kvs = self.call("/kv/range", {"key": self.b64(key)}).get("kvs", [])
+        if not kvs:
+            return None
+        return base64.b64decode(kvs[0].get("value", "")).decode(errors="replace"), int(kvs[0].get("lease", 0))
+
+    def delete(self, key):
+        self.call("/kv/deleterange", {"key": self.b64(key)})
+
+    def grant(self, ttl):
+        return int(self.call("/lease/grant", {"TTL": str(ttl)})["ID"])
+
+    def revoke(self, lease):
+        self.call("/lease/revoke", {"ID": str(lease)})
+
+
+def key(name):
+    return "/fulcrum/dbtest/" + name
+
+
+def log_of(cluster, name):
+    return cluster.agents[name].output() if name in cluster.agents else ""
+
+
+def foreign_initdb(cluster, data_dir):
+    """A new, unrelated cluster in `data_dir` (as the postgres user): another system identifier."""
+    os.makedirs(data_dir)
+    shutil.chown(data_dir, "postgres", "postgres")
+    os.chmod(data_dir, 0o700)
+    subprocess.run(["runuser", "-u", "postgres", "--", os.path.join(pg_bin(), "initdb"), "-D", data_dir,
+                    "--no-sync", "-A", "trust"], check=True, capture_output=True, timeout=120)
+
+
+def sysid_of(data_dir):
+    out = subprocess.run([os.path.join(pg_bin(), "pg_controldata"), "-D", data_dir], capture_output=True,
+                         text=True, timeout=30, env=dict(os.environ, LC_ALL="C"))
+    for line in out.stdout.splitlines():
+        if line.startswith("Database system identifier:"):
+            return line.split(":", 1)[1].strip()
+    raise AssertionError(out.stdout + out.stderr)
+
+
+@unittest.skipIf(missing_requirement() is not None, missing_requirement() or "")
+class DbSafetyTest(unittest.TestCase):
+    def rows(self, cluster, name):
+        out = cluster.psql(name, "SELECT count(*) FROM t")
+        return int(out.stdout.strip()) if out.returncode == 0 and out.stdout.strip().isdigit() else None
+
+    def test_emptied_node_never_initializes_again(self):
+        """The initialize key records the cluster's identifier: the node that ran initdb, its data
+        directory emptied and started alone, waits for a leader instead of making a new cluster;
+        once the last primary is back it clones it, and every row is served."""
+        cluster = Cluster(failover=True)
+        self.addCleanup(cluster.cleanup)
+        etcd = Etcd(cluster)
+        primary, replicas = cluster.start(self)
+        init = json.loads(etcd.get(key("initialize"))[0])
+        self.assertEqual(init["node"], primary)
+        self.assertEqual(init["sysid"], sysid_of(cluster.data_dir(primary)))
+
+        # The primary moves away from the node that initialized the cluster, and gets rows.
+        code, body, _ = cluster.planned_switchover(primary, replicas[0], cluster.token())
+        self.assertEqual(code, 200, body)
+        leader, initializer = replicas[0], primary
+        cluster.wait_roles(self, NODES, timeout=60)
+        wrote = cluster.psql(leader, "CREATE TABLE t (v int); INSERT INTO t SELECT generate_series(1, 3869)")
+        self.assertEqual(wrote.returncode, 0, wrote.stderr)
+        for name in NODES:
+            cluster.wait_for(self, lambda n=name: self.rows(cluster, n) == 3869, 30, f"the rows on {name}")
+
+        # Everything stops; the initializer's data directory is moved aside; it starts alone.
+        cluster.stop_all(self)
+        os.rename(cluster.data_dir(initializer), cluster.data_dir(initializer) + ".moved")
+        cluster.start_agent(initializer)
+        cluster.wait_for(self, lambda: "clones the leader of the cluster" in log_of(cluster, initializer), 30,
+                         "the emptied node waiting for a leader")
+        self.assertNotIn("initializes the cluster", log_of(cluster, initializer))
+        self.assertFalse(os.path.exists(os.path.join(cluster.data_dir(initializer), "PG_VERSION")))
+        self.assertNotEqual(cluster.code(initializer, "/health"), 200)
+        self.assertIsNone(etcd.get(key("leader")))
+
+        # The rest come back: the last primary leads again, the emptied node clones it.
+        for name in NODES:
+            if name != initializer:
+                cluster.start_agent(name)
+        now_primary, _ = cluster.wait_roles(self, NODES, timeout=90)
+        self.assertEqual(now_primary, leader)
+        for name in NODES:
+            cluster.wait_for(self, lambda n=name: self.rows(cluster, n) == 3869, 30, f"the rows on {name}")
+        self.assertEqual(sysid_of(cluster.data_dir(initializer)), init["sysid"])
+        self.assertNotIn("initializes the cluster", log_of(cluster, initializer))
+        self.assertEqual([d for d in os.listdir(os.path.join(cluster.dir, "var", initializer))
+                          if d.startswith("data.failed")], [])
+        cluster.stop_all(self)
+
+    def test_leader_and_data_of_another_system_are_refused(self):
+        """A leader key naming a node whose record carries another system identifier is never
+        followed, rewound onto or cloned, and nobody's data is moved aside for it; a node whose own
+        data is of another system neither leads nor follows. Both are logged with both
+        identifiers. Once the stranger's lease is gone the cluster elects a leader of its own."""
+        cluster = Cluster(failover=True)
+        self.addCleanup(cluster.cleanup)
+        etcd = Etcd(cluster)
+        primary, replicas = cluster.start(self)
+        wrote = cluster.psql(primary, "CREATE TABLE t (v int); INSERT INTO t VALUES (1), (2)")
+        self.assertEqual(wrote.returncode, 0, wrote.stderr)
+        for name in replicas:
+            cluster.wait_for(self, lambda n=name: self.rows(cluster, n) == 2, 30, f"the rows on {name}")
+        cluster_sysid = json.loads(etcd.get(key("initialize"))[0])["sysid"]
+        cluster.stop_all(self)
+
+        # The third node's data is replaced by another cluster's.
+        stranger = replicas[1]
+        shutil.rmtree(cluster.data_dir(stranger))
+        foreign_initdb(cluster, cluster.data_dir(stranger))
+        foreign_sysid = sysid_of(cluster.data_dir(stranger))
+        self.assertNotEqual(foreign_sysid, cluster_sysid)
+
+        # A leader key for the old primary, bound to a lease of ours, whose record claims another
+        # system (an address that answers nothing: no connection is ever attempted).
+        lease = etcd.grant(600)
+        etcd.put(key("leader"), primary, lease)
+        etcd.put(key("members/" + primary),
+                 json.dumps({"name": primary, "role": "primary", "pg": "127.0.0.1:9", "agent": "127.0.0.1:9",
+                             "timeline": 1, "lsn": "0/3000000", "received": "0/3000000",
+                             "sysid": foreign_sysid}), lease)
+        follower = replicas[0]
+        cluster.start_agent(follower)
+        cluster.start_agent(stranger)
+        cluster.wait_for(self, lambda: "refusing to follow leader " + primary in log_of(cluster, follower), 30,
+                         "the replica refusing the stranger leader")
+        self.assertIn(foreign_sysid, log_of(cluster, follower))
+        self.assertIn(cluster_sysid, log_of(cluster, follower))
+        cluster.wait_for(self, lambda: "is of system " + foreign_sysid in log_of(cluster, stranger), 30,
+                         "the foreign node refusing to take part")
+        self.assertIn(cluster_sysid, log_of(cluster, stranger))
+
+        # The stranger's lease ends; the cluster elects a leader of its own (the replica, by
+        # failover, or the returning old primary) and the other follows it; the foreign node still
+        # takes no part and its data stays where it is.
+        etcd.revoke(lease)
+        cluster.start_agent(primary)
+        leader, (other,) = cluster.wait_roles(self, [primary, follower], timeout=60)
+        self.assertEqual(self.rows(cluster, leader), 2)
+        cluster.wait_for(self, lambda: self.rows(cluster, other) == 2, 30, "the rows on the replica")
+        self.assertNotEqual(cluster.code(stranger, "/health"), 200)
+        self.assertNotEqual(cluster.code(stranger, "/primary"), 200)
+        self.assertEqual(sysid_of(cluster.data_dir(stranger)), foreign_sysid)
+        for name in NODES:
+            self.assertEqual([d for d in os.listdir(os.path.join(cluster.dir, "var", name))
+                              if d.startswith("data.failed")], [], name)
+        cluster.stop_all(self)
+
+    def test_garbage_in_etcd_keeps_one_primary(self):
+        """Each kind of garbage once found to break the cluster, written into its keys through
+        etcd's gateway: the cluster stays safe and keeps, or regains, exactly one primary."""
+        cluster = Cluster(failover=True)
+        self.addCleanup(cluster.cleanup)
+        etcd = Etcd(cluster)
+        primary, replicas = cluster.start(self)
+
+        def one_primary(timeout=30):
+            return cluster.wait_roles(self, NODES, timeout=timeout)
+
+        # 1. An impostor member record (no such node, claiming db-2's name and a far position), a
+        #    1.4 MB nested value under a member key and under a key of its own.
+        etcd.put(key("members/db-99"), json.dumps({"name": replicas[0], "role": "primary", "pg": "127.0.0.1:9",
+                                                   "lsn": "FF/0", "received": "FF/0"}), etcd.grant(600))
+        nested = "[" * 700000 + "]" * 700000
+        etcd.put(key("junk"), nested)
+        etcd.put(key("members/db-98"), nested, etcd.grant(600))
+        cluster.wait_for(self, lambda: "ignoring " + key("members/db-99") in log_of(cluster, replicas[0]), 20,
+                         "the impostor record logged")
+        lagless = lambda: all(cluster.status(n)["lag_bytes"] is not None and cluster.status(n)["lag_bytes"] < 1 << 30
+                              for n in replicas)
+        cluster.wait_for(self, lagless, 20, "replicas reporting real lag")
+        for name in replicas:
+            self.assertEqual(cluster.code(name, "/replica?lag=1048576"), 200, name)
+        self.assertEqual(log_of(cluster, replicas[0]).count("ignoring " + key("members/db-99")), 1)
+
+        # 2. A stale switchover intent without a lease: failover is not blocked. The primary's
+        #    agent dies; a replica takes over.
+        etcd.put(key("switchover"), json.dumps({"from": replicas[1], "to": "db-99"}))
+        cluster.agents[primary].proc.kill()
+        cluster.agents[primary].stop()
+        new_primary, _ = cluster.wait_roles(self, replicas, timeout=45)
+        cluster.start_agent(primary)
+        one_primary(timeout=60)
+
+        # 3. The leader key rewritten with the same value and no lease: the leader binds it again
+        #    (no fence, no gap), nobody else takes it.
+        etcd.put(key("leader"), new_primary)
+        cluster.wait_for(self, lambda: (etcd.get(key("leader")) or ("", 0))[1] != 0, 15,
+                         "the leader key bound to a lease again")
+        self.assertEqual(etcd.get(key("leader"))[0], new_primary)
+        self.assertEqual(one_primary()[0], new_primary)
+        self.assertNotIn("no valid leader lease", log_of(cluster, new_primary))
+
+        # 4. The leader key rewritten without a lease while its leader is gone (its agent and
+        #    PostgreSQL killed): the key counts as free after a TTL and a replica takes over.
+        cluster.agents[new_primary].proc.kill()
+        cluster.agents[new_primary].stop()
+        etcd.put(key("leader"), new_primary)
+        others = [n for n in NODES if n != new_primary]
+        third, _ = cluster.wait_roles(self, others, timeout=60)
+        self.assertNotEqual(third, new_primary)
+        self.assertNotEqual(etcd.get(key("leader"))[1], 0)
+        cluster.start_agent(new_primary)
+        one_primary(timeout=60)
+        cluster.stop_all(self)
+
+
+if __name__ == "__main__":
+    unittest.main()
