@@ -14,7 +14,7 @@ import threading
 import time
 import unittest
 
-from harness import FULCRUM, Process, free_port, http_get, wait_until
+from harness import FULCRUM, Process, free_port, http_get, wait_until, needs
 
 LEADER_TTL_MS = 3000
 NODES = ["db-1", "db-2", "db-3"]
@@ -281,7 +281,7 @@ class Writers:
         return set(self.acked)
 
 
-@unittest.skipIf(missing_requirement() is not None, missing_requirement() or "")
+@needs(missing_requirement())
 class DbAgentTest(unittest.TestCase):
     def test_synchronous_is_accepted(self):
         cluster = Cluster(synchronous=True)

@@ -9,7 +9,7 @@ import subprocess
 import time
 import unittest
 
-from harness import http_get, wait_until
+from harness import http_get, needs, wait_until
 from test_db import NODES, Cluster, missing_requirement, pg_bin
 
 
@@ -78,7 +78,7 @@ def sysid_of(data_dir):
     raise AssertionError(out.stdout + out.stderr)
 
 
-@unittest.skipIf(missing_requirement() is not None, missing_requirement() or "")
+@needs(missing_requirement())
 class DbSafetyTest(unittest.TestCase):
     def rows(self, cluster, name):
         out = cluster.psql(name, "SELECT count(*) FROM t")

@@ -10,7 +10,7 @@ import time
 import unittest
 import urllib.parse
 
-from harness import FULCRUM, Process, TempDir, free_port, http_get, wait_until
+from harness import FULCRUM, Process, TempDir, free_port, http_get, wait_until, needs
 from test_db import NODES, Cluster, missing_requirement, pg_bin, processes_mentioning
 
 
@@ -82,7 +82,7 @@ def ids_in(body):
     return [m["id"] for m in json.loads(body)["messages"]]
 
 
-@unittest.skipIf(missing_requirement() is not None, missing_requirement() or "")
+@needs(missing_requirement())
 class GuestbookTest(unittest.TestCase):
     def setUp(self):
         self.site = GuestbookSite(failover=True)

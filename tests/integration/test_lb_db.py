@@ -15,7 +15,7 @@ import threading
 import time
 import unittest
 
-from harness import FULCRUM, Process, TempDir, ThreadedServer, free_port, http_get, wait_until
+from harness import FULCRUM, Process, TempDir, ThreadedServer, free_port, http_get, wait_until, needs
 
 NODES = ["db-1", "db-2", "db-3"]
 CHECK_INTERVAL_MS = 200
@@ -357,7 +357,7 @@ def cluster_requirement():
     return missing_requirement()
 
 
-@unittest.skipIf(cluster_requirement() is not None, cluster_requirement() or "")
+@needs(cluster_requirement())
 class RealClusterTest(unittest.TestCase):
     def test_write_and_read_frontends_follow_a_failover(self):
         from test_db import NODES as DB_NODES, Cluster

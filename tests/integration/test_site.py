@@ -18,7 +18,7 @@ import time
 import unittest
 
 from browser import Browser, chromium_binary
-from harness import http_get, wait_until
+from harness import http_get, needs, wait_until
 from test_db import missing_requirement
 from test_guestbook import cookie_of
 from test_up import WEB, Site
@@ -86,7 +86,7 @@ def post_message(conn):
     return resp.status, resp.read()
 
 
-@unittest.skipIf(missing_requirement() is not None, missing_requirement() or "")
+@needs(missing_requirement())
 class SiteTest(unittest.TestCase):
     site = None
     first = None  # the first message posted: it must survive everything below
@@ -144,7 +144,7 @@ class SiteTest(unittest.TestCase):
         self.assertEqual(code, 200)
         self.assertIn(b'id="post-form"', page)
 
-    @unittest.skipIf(chromium_binary() is None, "chromium is not installed")
+    @needs(None if chromium_binary() else "chromium is not installed")
     def test_2_browser_posts_through_the_page(self):
         browser = Browser()
         self.addCleanup(browser.close)

@@ -9,7 +9,7 @@ import subprocess
 import tempfile
 import unittest
 
-from harness import FULCRUM, Process, free_port, http_get, wait_until
+from harness import FULCRUM, Process, free_port, http_get, wait_until, needs
 from test_db import Cluster, missing_requirement, processes_mentioning
 
 WEB = ["web-1", "web-2"]
@@ -101,7 +101,7 @@ class Site:
     cleanup = Cluster.cleanup
 
 
-@unittest.skipIf(missing_requirement() is not None, missing_requirement() or "")
+@needs(missing_requirement())
 class UpTest(unittest.TestCase):
     def test_refuses_settings_not_built_yet(self):
         site = Site(extra_lb=f'https = "127.0.0.1:{free_port()}"\n')

@@ -25,12 +25,12 @@ class PostgresFixture : public ::testing::Test {
   void SetUp() override {
     auto bin = findPgBin("");
     if (!bin.ok) {
-      GTEST_SKIP() << "PostgreSQL not installed: " << bin.error;
+      FULCRUM_SKIP_UNLESS_CI("PostgreSQL not installed: " << bin.error);
     }
     bin_ = bin.value;
     auto user = resolveOsUser("postgres");
     if (!user.ok) {
-      GTEST_SKIP() << "no PostgreSQL OS user: " << user.error;
+      FULCRUM_SKIP_UNLESS_CI("no PostgreSQL OS user: " << user.error);
     }
     char tmpl[] = "/tmp/fulcrum-pg-XXXXXX";
     ASSERT_NE(::mkdtemp(tmpl), nullptr);

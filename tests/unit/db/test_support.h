@@ -2,6 +2,8 @@
 // Helpers shared by the db tests that run real etcd and PostgreSQL processes.
 #include <chrono>
 #include <cstdint>
+#include <cstdlib>
+#include <string_view>
 #include <string>
 #include <thread>
 
@@ -9,7 +11,23 @@
 #include "core/fd.h"
 #include "core/socket.h"
 
+// A test that cannot run here (no etcd, no PostgreSQL) is skipped on a developer's machine, but
+// fails under CI=true: a green CI always means it ran.
+#define FULCRUM_SKIP_UNLESS_CI(message)                                                    \
+  do {                                                                                     \
+    if (::fulcrum::db::testing::underCi()) {                                               \
+      GTEST_FAIL() << "required under CI=true, but: " << message;                          \
+    }                                                                                      \
+    GTEST_SKIP() << message;                                                               \
+  } while (false)
+
 namespace fulcrum::db::testing {
+
+inline bool underCi() {
+  const char* ci = std::getenv("CI");
+  const std::string_view value = ci == nullptr ? "" : ci;
+  return value == "true" || value == "1" || value == "yes";
+}
 
 using SteadyClock = std::chrono::steady_clock;
 
