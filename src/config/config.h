@@ -133,6 +133,7 @@ struct DbSection {
   std::string database = "site";
   std::string user = "site";
   std::filesystem::path password_file;  // empty = generated into state_dir
+  // Unset in the file: true with three or more [[db.node]] (two replicas or more), else false.
   bool synchronous = false;
   // With synchronous: commits wait even when no replica is healthy (Patroni's
   // synchronous_mode_strict), instead of going on acknowledged by the primary alone.

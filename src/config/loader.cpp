@@ -224,10 +224,8 @@ void readDbSection(Diagnostics& diag, const toml::table& table) {
   readSqlName(r, "database", db.database);
   readSqlName(r, "user", db.user);
   r.readPath("password_file", db.password_file, site.dir, /*allow_empty=*/true);
-  r.read("synchronous", db.synchronous);
-  if (r.read("synchronous_strict", db.synchronous_strict) && db.synchronous_strict && !db.synchronous) {
-    r.error("synchronous_strict", "needs synchronous = true");
-  }
+  const bool synchronous_given = r.read("synchronous", db.synchronous);
+  const bool strict_given = r.read("synchronous_strict", db.synchronous_strict);
   r.read("max_lag_bytes", db.max_lag_bytes, {0, kOneTiB});
   r.read("failover", db.failover);
   r.read("leader_ttl_ms", db.leader_ttl_ms, {1000, 600'000});
@@ -242,6 +240,15 @@ void readDbSection(Diagnostics& diag, const toml::table& table) {
     readNodeName(n, node.name);
     n.readAddress("pg", node.pg);
     n.readAddress("agent", node.agent);
+  }
+  if (!synchronous_given) {
+    // Safe by default: with two or more replicas a commit waits for one of them (Patroni's
+    // non-strict synchronous mode), so a failover loses no acknowledged write. A single replica
+    // would stop writes while it is down for maintenance: asynchronous unless asked.
+    db.synchronous = db.nodes.size() >= 3;
+  }
+  if (strict_given && db.synchronous_strict && !db.synchronous) {
+    r.error("synchronous_strict", "needs synchronous = true");
   }
 }
 

@@ -422,6 +422,26 @@ TEST(Loader, StrictSynchronousNeedsSynchronous) {
   EXPECT_FALSE(dir.load("[db]\nsynchronous = true\n").site.db.synchronous_strict);
 }
 
+TEST(Loader, SynchronousByDefaultWithTwoReplicas) {
+  SiteDir dir;
+  auto nodes = [](int n) {
+    std::string text = "[db]\n";
+    for (int i = 1; i <= n; ++i) {
+      text += "[[db.node]]\nname = \"db-" + std::to_string(i) + "\"\npg = \"127.0.0.1:" +
+              std::to_string(15431 + i) + "\"\nagent = \"127.0.0.1:" + std::to_string(18007 + i) + "\"\n";
+    }
+    return text;
+  };
+  LoadResult three = dir.load(nodes(3));
+  ASSERT_TRUE(three.errors.empty()) << ::testing::PrintToString(testing::lines(three));
+  EXPECT_TRUE(three.site.db.synchronous);
+  EXPECT_FALSE(dir.load(nodes(2)).site.db.synchronous);  // one replica: writes would stop with it
+  EXPECT_FALSE(dir.load("[db]\nsynchronous = false\n" + nodes(3).substr(5)).site.db.synchronous);
+  LoadResult strict = dir.load("[db]\nsynchronous_strict = true\n" + nodes(3).substr(5));
+  ASSERT_TRUE(strict.errors.empty()) << ::testing::PrintToString(testing::lines(strict));
+  EXPECT_TRUE(strict.site.db.synchronous_strict);
+}
+
 TEST(Positions, RecordEveryKeyOfTheFile) {
   SiteDir dir;
   LoadResult result = dir.load(
