@@ -401,6 +401,10 @@ void DbAgent::bootstrapStep() {
 }
 
 bool DbAgent::startPostgres(const char* why) {
+  const core::TimePoint now = loop_.clock().now();
+  if (start_failures_ > 0 && now < next_start_) {
+    return false;  // backing off: the last error was logged
+  }
   ++postgres_starts_;
   // A primary's start (crash recovery) may outlast the lease: keep renewing it meanwhile, and
   // give up (the caller fences) once it can no longer be trusted.
@@ -410,9 +414,20 @@ bool DbAgent::startPostgres(const char* why) {
   }
   Status started = pg_->start(keep_leased);
   if (!started.ok) {
-    log::error("starting PostgreSQL ({}): {}", why, started.error);
+    ++start_failures_;
+    const auto backoff = std::min<core::Duration>(std::chrono::seconds(1L << std::min(start_failures_ - 1, 5)),
+                                                  std::chrono::seconds(30));
+    next_start_ = loop_.clock().now() + backoff;
+    last_start_error_ = started.error;
+    log::error("starting PostgreSQL ({}, attempt {}; next in {} ms): {}", why, start_failures_,
+               std::chrono::duration_cast<milliseconds>(backoff).count(), started.error);
     return false;
   }
+  if (start_failures_ > 0) {
+    log::info("PostgreSQL started after {} failed attempts", start_failures_);
+  }
+  start_failures_ = 0;
+  last_start_error_.clear();
   log::info("PostgreSQL running as {} on {}", why, node_.pg.toString());
   return true;
 }
@@ -521,6 +536,8 @@ void DbAgent::runReplica() {
     }
   } else if (leader_name_ && *leader_name_ != node_.name && *leader_name_ != following_) {
     followLeader();
+  } else {
+    checkDivergence();
   }
 }
 
@@ -646,13 +663,26 @@ void DbAgent::followLeader() {
 
 void DbAgent::rejoinAsReplica() {
   auto leader = leaderRecord(*leader_name_);
-  if (!leader || !sameSystem(*leader, "rewind onto")) {
+  if (!leader) {
     return;
   }
-  const auto address = *core::SocketAddress::parse(leader->pg);
-  log::warn("another node ({}) leads: rewinding this former primary and following it", leader->name);
+  rewindAndFollow(*leader, "another node (" + leader->name + ") leads: rewinding this former primary and following it");
+}
+
+void DbAgent::rewindAndFollow(const MemberRecord& leader, const std::string& why) {
+  if (!sameSystem(leader, "rewind onto")) {
+    return;
+  }
+  const auto address = *core::SocketAddress::parse(leader.pg);
+  log::warn("{}", why);
+  if (pg_->isRunning()) {
+    if (Status stopped = pg_->stop(StopMode::Fast); !stopped.ok) {
+      log::error("stopping PostgreSQL before pg_rewind: {}", stopped.error);
+      return;
+    }
+  }
   if (Status rewound = pg_->rewind(address); !rewound.ok) {
-    log::error("pg_rewind from {}: {}", leader->name, rewound.error);
+    log::error("pg_rewind from {}: {}", leader.name, rewound.error);
     // Not reaching the leader says nothing about our data: try again next tick. Anything else
     // (damaged or incompatible data) will not mend by itself.
     // pg_rewind's own identity check ("different systems") means the leader's record lied about
@@ -660,20 +690,80 @@ void DbAgent::rejoinAsReplica() {
     if (rewound.error.find("could not connect") == std::string::npos &&
         rewound.error.find("connection to server") == std::string::npos &&
         rewound.error.find("different systems") == std::string::npos) {
-      recloneFrom(*leader);
+      recloneFrom(leader);
     }
     return;
   }
   ++rewinds_;
   if (Status following = pg_->follow(address, slotNameFor(node_.name)); !following.ok) {
-    log::error("following {}: {}", leader->name, following.error);
+    log::error("following {}: {}", leader.name, following.error);
     return;
   }
   primary_data_ = false;
-  following_ = leader->name;
+  following_ = leader.name;
+  not_streaming_since_.reset();
+  start_failures_ = 0;  // a new start, not one more of a failing series
   startPostgres("replica");
   observe();
   publish();
+}
+
+void DbAgent::checkDivergence() {
+  const core::TimePoint now = loop_.clock().now();
+  if (status_ok_ && pg_status_.in_recovery && pg_status_.timeline != 0) {
+    received_tli_ = pg_status_.timeline;
+  }
+  if (!leader_record_ || leader_record_->name == node_.name) {
+    not_streaming_since_.reset();
+    return;
+  }
+  const MemberRecord& leader = *leader_record_;
+  const NodeView v = view();
+  if (v.isStreamingReplica()) {
+    not_streaming_since_.reset();
+    diverged_grace_ = core::Duration{};
+    return;
+  }
+  // Precise: our WAL went past the point where the leader's history left our timeline (we
+  // received a former primary's last writes, which the new leader never had).
+  const Lsn position = std::max(pg_status_.receive_lsn, pg_status_.replay_lsn);
+  if (status_ok_ && received_tli_ != 0 &&
+      divergence(received_tli_, position, leader.timeline, leader.history) == Divergence::Yes) {
+    rewindAndFollow(leader, "this replica's WAL (timeline " + std::to_string(received_tli_) + " up to " +
+                                formatLsn(position) + ") forked off leader " + leader.name + "'s timeline " +
+                                std::to_string(leader.timeline) + ": rewinding it");
+    return;
+  }
+  // PostgreSQL refuses to start on a timeline it cannot follow.
+  if (!pg_->isRunning() && start_failures_ >= 2 &&
+      (last_start_error_.find("not a child of this server's history") != std::string::npos ||
+       last_start_error_.find("forked off") != std::string::npos || start_failures_ >= 4)) {
+    rewindAndFollow(leader, "PostgreSQL fails to start as a replica of " + leader.name + " (" +
+                                std::to_string(start_failures_) + " attempts): asking pg_rewind");
+    return;
+  }
+  // Otherwise: pointed at the leader but not streaming from it for a while (the WAL receiver
+  // retries every few seconds and is refused). pg_rewind decides; it changes nothing when our WAL
+  // never left the leader's history. The wait doubles each time (a leader that will not serve us
+  // for another reason must not make us restart in a loop).
+  if (!pg_->isRunning() || following_ != leader.name) {
+    return;
+  }
+  if (!not_streaming_since_) {
+    not_streaming_since_ = now;
+    return;
+  }
+  const core::Duration base = std::max<core::Duration>(ttlOf(site_) * 2, std::chrono::seconds(10));
+  if (diverged_grace_ < base) {
+    diverged_grace_ = base;
+  }
+  if (now - *not_streaming_since_ < diverged_grace_) {
+    return;
+  }
+  const auto waited = std::chrono::duration_cast<milliseconds>(now - *not_streaming_since_).count();
+  diverged_grace_ = std::min<core::Duration>(diverged_grace_ * 2, std::chrono::minutes(10));
+  rewindAndFollow(leader, "not streaming from leader " + leader.name + " for " + std::to_string(waited) +
+                              " ms: stopping this replica and asking pg_rewind whether it forked off");
 }
 
 void DbAgent::recloneFrom(const MemberRecord& leader) {
@@ -766,6 +856,20 @@ void DbAgent::publish() {
       me.seen_leader = seenLeaderText();
     }
     me.sysid = sysid_;
+    if (status_ok_ && !pg_status_.in_recovery && pg_status_.timeline != 0) {
+      if (history_tli_ != pg_status_.timeline) {
+        auto history = pg_->timelineHistory(pg_status_.timeline);
+        if (history.ok) {
+          history_ = std::move(history.value);
+          history_tli_ = pg_status_.timeline;
+        } else {
+          log::warn("timeline history: {}", history.error);
+        }
+      }
+      if (history_tli_ == pg_status_.timeline) {
+        me.history = history_;
+      }
+    }
     published_seen = me.seen_leader;
     if (Status put = etcd_.put(memberKey(site_.site.name, node_.name), encodeMember(me), member_lease_);
         !put.ok) {
@@ -826,6 +930,15 @@ bool DbAgent::readSiteKeys(std::string& error) {
     leader_name_ = leader_key_.name;
   }
   site_read_ = true;
+  if (!leader_name_) {
+    leader_record_.reset();
+  } else if (leader_record_ && leader_record_->name != *leader_name_) {
+    leader_record_.reset();
+  }
+  if (const MemberRecord* m = leader_name_ ? findMember(members_, *leader_name_) : nullptr;
+      m != nullptr && m->role == "primary") {
+    leader_record_ = *m;
+  }
   leader_lsn_.reset();
   for (const auto& m : members_) {
     if (leader_name_ && m.name == *leader_name_ && m.role == "primary") {
@@ -987,6 +1100,10 @@ NodeView DbAgent::view() const {
   v.may_write = elector_.mayWrite();
   v.leader_lsn = leader_lsn_;
   v.sync_standby = syncMode() && sync_key_ && sync_key_->sync.contains(node_.name);
+  if (leader_record_) {
+    v.leader_pg = leader_record_->pg;
+    v.leader_timeline = leader_record_->timeline;
+  }
   return v;
 }
 

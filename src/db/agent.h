@@ -90,6 +90,14 @@ class DbAgent final : public http::Handler {
   void finishPromotion();
   void followLeader();
   void rejoinAsReplica();
+  // Stops PostgreSQL when running, rewinds it onto `leader` (pg_rewind: nothing when its WAL never
+  // left the leader's history) and starts it as the leader's replica; re-clones when pg_rewind
+  // cannot. `why` is logged.
+  void rewindAndFollow(const MemberRecord& leader, const std::string& why);
+  // A replica that cannot follow the leader's timeline (it received WAL the leader never had, or
+  // it does not stream from the leader and cannot start or stream) is rewound. Runs every
+  // replica tick.
+  void checkDivergence();
   // pg_rewind failed: data directory aside, then a new clone of `leader` (or the bootstrap
   // phase clones it later).
   void recloneFrom(const MemberRecord& leader);
@@ -147,6 +155,7 @@ class DbAgent final : public http::Handler {
   std::string seenLeaderText() const;
   void observe();
   void publish();
+  // Starts PostgreSQL; after failures, only once the backoff allows (1 s doubling to 30 s).
   bool startPostgres(const char* why);
   void ensureSlots();
   // Caps etcd calls at the fence deadline while this node may write (see leader_lease.h).
@@ -196,6 +205,21 @@ class DbAgent final : public http::Handler {
   std::optional<Lsn> last_leader_lsn_;  // kept after the leader is gone: the failover lag bound
   std::string following_;               // the leader this replica was last pointed at
   std::vector<MemberRecord> members_;
+  // The current leader's record as last published as a running primary (nullopt: no leader, or
+  // not published yet): whom replicas must stream from, on which timeline.
+  std::optional<MemberRecord> leader_record_;
+  // Our timeline's ancestry, published while primary (read once per timeline).
+  uint32_t history_tli_ = 0;
+  std::vector<TimelineSwitch> history_;
+  // Replica: the timeline of the WAL we last received (kept while not streaming), and since when
+  // we have not been streaming from the leader.
+  uint32_t received_tli_ = 0;
+  std::optional<core::TimePoint> not_streaming_since_;
+  core::Duration diverged_grace_{};  // how long not streaming before pg_rewind is asked (doubles)
+  // PostgreSQL start failures in a row, when the next start may be tried, and the last error.
+  int start_failures_ = 0;
+  core::TimePoint next_start_{};
+  std::string last_start_error_;
   LeaseId member_lease_ = 0;
   bool etcd_ok_ = false;
   std::string last_etcd_error_;

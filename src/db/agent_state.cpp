@@ -48,6 +48,14 @@ std::string encodeMember(const MemberRecord& member) {
   if (member.sysid) {
     j["sysid"] = std::to_string(*member.sysid);  // a string: JSON numbers lose uint64 precision
   }
+  if (!member.history.empty()) {
+    nlohmann::json history = nlohmann::json::array();
+    const size_t from = member.history.size() > kMaxHistory ? member.history.size() - kMaxHistory : 0;
+    for (size_t i = from; i < member.history.size(); ++i) {
+      history.push_back({member.history[i].tli, formatLsn(member.history[i].switchpoint)});
+    }
+    j["history"] = std::move(history);
+  }
   return j.dump();
 }
 
@@ -92,10 +100,44 @@ std::optional<MemberRecord> decodeMember(std::string_view json) {
         return std::nullopt;
       }
     }
+    if (j.contains("history")) {
+      const auto& history = j.at("history");
+      if (!history.is_array() || history.size() > kMaxHistory) {
+        return std::nullopt;
+      }
+      for (const auto& entry : history) {
+        if (!entry.is_array() || entry.size() != 2) {
+          return std::nullopt;
+        }
+        auto lsn = parseLsn(entry[1].get<std::string>());
+        if (!lsn) {
+          return std::nullopt;
+        }
+        m.history.push_back({entry[0].get<uint32_t>(), *lsn});
+      }
+    }
   } catch (const nlohmann::json::exception&) {
     return std::nullopt;
   }
   return m;
+}
+
+Divergence divergence(uint32_t tli, Lsn position, uint32_t leader_tli,
+                      const std::vector<TimelineSwitch>& leader_history) {
+  if (tli == leader_tli) {
+    return Divergence::No;  // one timeline is one line of WAL
+  }
+  if (tli > leader_tli) {
+    return Divergence::Yes;  // a timeline the leader never had
+  }
+  for (const TimelineSwitch& entry : leader_history) {
+    if (entry.tli == tli) {
+      return position > entry.switchpoint ? Divergence::Yes : Divergence::No;
+    }
+  }
+  // Not among the ancestors the leader published: a sibling branch, unless the list was cut.
+  const bool complete = !leader_history.empty() && leader_history.front().tli == 1;
+  return complete ? Divergence::Yes : Divergence::Unknown;
 }
 
 std::optional<uint64_t> NodeView::lagBytes() const {

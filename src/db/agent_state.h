@@ -42,13 +42,25 @@ struct MemberRecord {
   // PostgreSQL's database system identifier of this node's data (pg_controldata), when known:
   // nodes of different clusters must never follow, rewind onto or clone each other.
   std::optional<uint64_t> sysid;
+  // A primary's timeline ancestry (its history file, the last kMaxHistory switches), for replicas
+  // to tell whether they can follow its timeline.
+  std::vector<TimelineSwitch> history;
 };
+inline constexpr size_t kMaxHistory = 16;
 
 std::string encodeMember(const MemberRecord& member);
 // The record of `name` in `members`, or nullptr.
 const MemberRecord* findMember(const std::vector<MemberRecord>& members, std::string_view name);
 // Nullopt when `json` is not a member record.
 std::optional<MemberRecord> decodeMember(std::string_view json);
+
+// Whether a node whose WAL reaches `position` on timeline `tli` can follow a primary on
+// `leader_tli` with ancestry `leader_history` (pg_rewind's question, asked early): Yes when its
+// timeline is not among the leader's ancestors, or it went past the point where the leader's
+// history left it. Unknown when the history needed is missing (an older leader).
+enum class Divergence { No, Yes, Unknown };
+Divergence divergence(uint32_t tli, Lsn position, uint32_t leader_tli,
+                      const std::vector<TimelineSwitch>& leader_history);
 
 // What the agent last saw, plus the lease as of now.
 struct NodeView {
@@ -59,10 +71,17 @@ struct NodeView {
   bool may_write = false;         // ... and its lease is not past the fence deadline
   std::optional<Lsn> leader_lsn;  // from the leader's member record
   bool sync_standby = false;      // synchronous mode, and the sync key lists this node
+  // The current leader as last published ("" / 0 unknown): a replica is healthy only while it
+  // streams from that very node on that timeline.
+  std::string leader_pg;
+  uint32_t leader_timeline = 0;
 
   bool isPrimary() const { return pg_running && status_ok && !pg.in_recovery; }
+  // Streaming from the current leader, on the leader's timeline: never a replica that streams
+  // from a former primary, or whose history forked off.
   bool isStreamingReplica() const {
-    return pg_running && status_ok && pg.in_recovery && pg.receiver == "streaming";
+    return pg_running && status_ok && pg.in_recovery && pg.receiver == "streaming" && !leader_pg.empty() &&
+           pg.sender == leader_pg && pg.timeline == leader_timeline;
   }
   // A replica's lag behind the leader's last published position; nullopt when unknown.
   std::optional<uint64_t> lagBytes() const;

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <charconv>
+#include <cstdio>
 #include <ctime>
 #include <fstream>
 #include <sstream>
@@ -42,10 +43,6 @@ std::optional<std::vector<int>> parseVersion(const std::string& text) {
 std::string readFile(const std::filesystem::path& path) {
   std::ifstream in(path);
   return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
-
-std::string tail(const std::string& text, size_t bytes) {
-  return text.size() > bytes ? text.substr(text.size() - bytes) : text;
 }
 
 // A name we put in pg_hba.conf and SQL: quoting handles the rest, but a double quote or a line
@@ -545,11 +542,44 @@ Status PostgresNode::start(const std::function<bool()>& keep_waiting) {
                                    "unix_socket_directories=\"" + options_.run_dir.string() + "\"",
                                    "-c",
                                    "cluster_name=" + options_.node};
+  std::error_code ec;
+  const auto log_size = std::filesystem::file_size(logFile(), ec);
+  start_log_offset_ = ec ? 0 : log_size;
   Status spawned = postmaster_.spawn(user_, argv, {}, logFile(), options_.run_dir, SIGINT);
   if (!spawned.ok) {
     return spawned;
   }
   return waitReady(keep_waiting);
+}
+
+std::string PostgresNode::startLogSummary() const {
+  // What this start wrote, not the whole log: the FATAL/PANIC lines say why, the rest is noise
+  // (a start loop once copied 466 lines of PostgreSQL's log into the agent's in 25 s).
+  std::string text = readFile(logFile());
+  text = start_log_offset_ <= text.size() ? text.substr(start_log_offset_) : text;
+  std::stringstream in(text);
+  std::string line;
+  std::vector<std::string> fatal;
+  std::vector<std::string> last;
+  while (std::getline(in, line)) {
+    if (line.size() > 300) {
+      line = line.substr(0, 300) + "...";
+    }
+    if ((line.find("FATAL:") != std::string::npos || line.find("PANIC:") != std::string::npos) &&
+        fatal.size() < 3) {
+      fatal.push_back(line);
+    }
+    last.push_back(line);
+    if (last.size() > 3) {
+      last.erase(last.begin());
+    }
+  }
+  const auto& quoted = fatal.empty() ? last : fatal;
+  std::string out;
+  for (const auto& l : quoted) {
+    out += (out.empty() ? "" : " | ") + l;
+  }
+  return out.empty() ? "(nothing in " + logFile().string() + ")" : out;
 }
 
 Status PostgresNode::waitReady(const std::function<bool()>& keep_waiting) {
@@ -581,7 +611,7 @@ Status PostgresNode::waitReady(const std::function<bool()>& keep_waiting) {
       SteadyClock::now() + options_.start_timeout);
   if (exited) {
     return Status::failure("postgres exited during start (" + describeWaitStatus(*exited) +
-                           "); its log ends:\n" + tail(readFile(logFile()), 2000));
+                           "): " + startLogSummary());
   }
   if (abandoned) {
     return Status::failure("stopped waiting for postgres (pid " + std::to_string(ours) +
@@ -590,8 +620,7 @@ Status PostgresNode::waitReady(const std::function<bool()>& keep_waiting) {
   if (!ready) {
     return Status::failure("postgres (pid " + std::to_string(ours) + ") not accepting connections after " +
                            std::to_string(options_.start_timeout.count()) +
-                           " ms; it keeps starting (stop() to give up); its log ends:\n" +
-                           tail(readFile(logFile()), 2000));
+                           " ms; it keeps starting (stop() to give up): " + startLogSummary());
   }
   return Status::success();
 }
@@ -653,12 +682,15 @@ Result<PgStatus> PostgresNode::status() {
       " CASE WHEN r THEN NULL ELSE pg_current_wal_lsn() END,"
       " pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn(),"
       " current_setting('default_transaction_read_only'),"
-      " (SELECT status FROM pg_stat_wal_receiver)"
+      " (SELECT status FROM pg_stat_wal_receiver),"
+      // As core::SocketAddress::toString() writes an address: "[::1]:5432" for IPv6.
+      " (SELECT CASE WHEN sender_host LIKE '%:%' THEN '[' || sender_host || ']' ELSE sender_host END"
+      "  || ':' || sender_port FROM pg_stat_wal_receiver)"
       " FROM (SELECT pg_is_in_recovery() AS r) AS s");
   if (!rows.ok) {
     return R::failure(rows.error);
   }
-  if (rows.value.size() != 1 || rows.value[0].size() != 7) {
+  if (rows.value.size() != 1 || rows.value[0].size() != 8) {
     return R::failure("unexpected answer to the status query");
   }
   const auto& row = rows.value[0];
@@ -670,6 +702,7 @@ Result<PgStatus> PostgresNode::status() {
   status.replay_lsn = parseLsn(row[4]).value_or(0);
   status.read_only = row[5] == "on";
   status.receiver = row[6];
+  status.sender = row[7];
   return R::success(status);
 }
 
@@ -836,6 +869,50 @@ Result<Lsn> PostgresNode::cleanShutdownLsn() {
   return R::failure("pg_controldata printed no latest checkpoint location");
 }
 
+std::optional<std::vector<TimelineSwitch>> parseTimelineHistory(std::string_view text) {
+  // "1\t0/3000148\tno recovery target specified": parent timeline, switchpoint, reason.
+  std::vector<TimelineSwitch> out;
+  std::stringstream in{std::string(text)};
+  std::string line;
+  while (std::getline(in, line)) {
+    std::stringstream fields(line);
+    std::string tli_text;
+    std::string lsn_text;
+    if (!(fields >> tli_text) || tli_text[0] == '#') {
+      continue;  // blank lines and comments, as PostgreSQL's own reader skips them
+    }
+    TimelineSwitch entry;
+    auto [end, ec] = std::from_chars(tli_text.data(), tli_text.data() + tli_text.size(), entry.tli);
+    auto lsn = (fields >> lsn_text) ? parseLsn(lsn_text) : std::nullopt;
+    if (ec != std::errc() || end != tli_text.data() + tli_text.size() || entry.tli == 0 || !lsn) {
+      return std::nullopt;
+    }
+    entry.switchpoint = *lsn;
+    out.push_back(entry);
+  }
+  return out;
+}
+
+Result<std::vector<TimelineSwitch>> PostgresNode::timelineHistory(uint32_t tli) {
+  using R = Result<std::vector<TimelineSwitch>>;
+  if (tli <= 1) {
+    return R::success({});
+  }
+  char name[32];
+  std::snprintf(name, sizeof name, "%08X.history", tli);
+  std::ifstream in(options_.data_dir / "pg_wal" / name);
+  if (!in) {
+    return R::failure("no " + std::string(name) + " in " + (options_.data_dir / "pg_wal").string());
+  }
+  std::stringstream text;
+  text << in.rdbuf();
+  auto parsed = parseTimelineHistory(text.str());
+  if (!parsed) {
+    return R::failure("malformed " + std::string(name));
+  }
+  return R::success(std::move(*parsed));
+}
+
 Result<uint64_t> PostgresNode::systemIdentifier() {
   using R = Result<uint64_t>;
   if (!initialized()) {
@@ -907,7 +984,32 @@ Status PostgresNode::rewind(const core::SocketAddress& source) {
   if (!options_.durable) {
     argv.push_back("--no-sync");
   }
-  return runChecked(std::move(argv), options_.tool_timeout, {"PGAPPNAME=" + options_.node + "-rewind"});
+  // A standby that crashed (or never got through its start) is not cleanly shut down: pg_rewind
+  // then finishes its crash recovery in single-user mode, which refuses to run with
+  // standby.signal. Out of the way meanwhile; put back if pg_rewind fails (the node must not
+  // start as a primary), and follow() writes it afterwards anyway.
+  const std::filesystem::path signal = options_.data_dir / "standby.signal";
+  const std::filesystem::path parked = options_.data_dir / "standby.signal.rewind";
+  std::error_code ec;
+  bool moved = false;
+  if (std::filesystem::exists(signal, ec)) {
+    auto control = capture({program("pg_controldata").string(), "-D", options_.data_dir.string()},
+                           std::max(options_.query_timeout, std::chrono::milliseconds(5000)), {"LC_ALL=C"});
+    const std::string state = control.ok ? controlField(control.value, "Database cluster state") : "";
+    if (state != "shut down" && state != "shut down in recovery") {
+      std::filesystem::rename(signal, parked, ec);
+      moved = !ec;
+    }
+  }
+  Status done = runChecked(std::move(argv), options_.tool_timeout, {"PGAPPNAME=" + options_.node + "-rewind"});
+  if (moved) {
+    if (!done.ok) {
+      std::filesystem::rename(parked, signal, ec);
+    } else {
+      std::filesystem::remove(parked, ec);
+    }
+  }
+  return done;
 }
 
 Status PostgresNode::follow(const core::SocketAddress& primary, std::string_view slot) {

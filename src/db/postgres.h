@@ -103,9 +103,20 @@ struct PgStatus {
   Lsn replay_lsn = 0;        // standby: pg_last_wal_replay_lsn()
   bool read_only = false;    // default_transaction_read_only (fenced) in new sessions
   std::string receiver;      // standby: pg_stat_wal_receiver.status ("streaming"), else ""
+  std::string sender;        // standby: the WAL receiver's sender "host:port", else ""
   // The position this node has: written (primary) or replayed (standby).
   Lsn lsn() const { return in_recovery ? replay_lsn : current_lsn; }
 };
+
+// One line of a timeline history file (pg_wal/0000000N.history): timeline `tli` ended at
+// `switchpoint`, where its child timeline begins.
+struct TimelineSwitch {
+  uint32_t tli = 0;
+  Lsn switchpoint = 0;
+  bool operator==(const TimelineSwitch&) const = default;
+};
+// The lines of a history file; nullopt when malformed.
+std::optional<std::vector<TimelineSwitch>> parseTimelineHistory(std::string_view text);
 
 // A standby connected to this primary (pg_stat_replication).
 struct ReplicaInfo {
@@ -181,6 +192,8 @@ class PostgresNode {
   // The stopped server's shutdown checkpoint (pg_controldata): its WAL ends with that record.
   // Failure when the cluster was not shut down cleanly.
   Result<Lsn> cleanShutdownLsn();
+  // The ancestry of timeline `tli` from this data directory's pg_wal (empty for timeline 1).
+  Result<std::vector<TimelineSwitch>> timelineHistory(uint32_t tli);
   // The data directory's database system identifier (pg_controldata; running or not): the same on
   // every node of one cluster, different for any other initdb.
   Result<uint64_t> systemIdentifier();
@@ -236,12 +249,15 @@ class PostgresNode {
   // The pid in DATA/postmaster.pid when that process is alive, else nullopt.
   std::optional<pid_t> livePostmasterPid() const;
   Status waitReady(const std::function<bool()>& keep_waiting);
+  // The FATAL/PANIC lines the last start wrote to the server log (else its last lines).
+  std::string startLogSummary() const;
 
   PostgresOptions options_;
   OsUser user_;
   std::string init_error_;
   ChildProcess postmaster_;
-  std::optional<int> unreported_exit_;  // seen by isRunning(), not yet returned by pollExit()
+  std::optional<int> unreported_exit_;
+  uintmax_t start_log_offset_ = 0;  // the server log's size when the last start began  // seen by isRunning(), not yet returned by pollExit()
   std::map<std::string, std::unique_ptr<PgSession>, std::less<>> sessions_;  // by database name
 };
 

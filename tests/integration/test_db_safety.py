@@ -5,12 +5,13 @@ import base64
 import json
 import os
 import shutil
+import signal
 import subprocess
 import time
 import unittest
 
 from harness import http_get, needs, wait_until
-from test_db import NODES, Cluster, missing_requirement, pg_bin
+from test_db import NODES, Cluster, missing_requirement, pg_bin, processes_mentioning
 
 
 class Etcd:
@@ -67,6 +68,17 @@ def foreign_initdb(cluster, data_dir):
     os.chmod(data_dir, 0o700)
     subprocess.run(["runuser", "-u", "postgres", "--", os.path.join(pg_bin(), "initdb"), "-D", data_dir,
                     "--no-sync", "-A", "trust"], check=True, capture_output=True, timeout=120)
+
+
+def superuser_sql(cluster, name, *statements):
+    """SQL as the superuser over the node's local socket (root is mapped to it), each statement in
+    its own transaction."""
+    args = [os.path.join(pg_bin(), "psql"), "-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h",
+            os.path.join(cluster.dir, "var", name, "run"), "-p", str(cluster.ports[name][0]), "-U", "postgres",
+            "-d", "postgres"]
+    for sql in statements:
+        args += ["-c", sql]
+    return subprocess.run(args, capture_output=True, text=True, timeout=10)
 
 
 def sysid_of(data_dir):
@@ -245,6 +257,62 @@ class DbSafetyTest(unittest.TestCase):
         self.assertNotEqual(etcd.get(key("leader"))[1], 0)
         cluster.start_agent(new_primary)
         one_primary(timeout=60)
+        cluster.stop_all(self)
+
+    def test_diverged_replica_is_rewound_and_never_read(self):
+        """A replica that received WAL the new leader never had (it streamed from the old primary
+        while its own agent was frozen) is rewound and streams from the new leader; meanwhile its
+        agent never calls it a healthy replica."""
+        cluster = Cluster(failover=True)
+        self.addCleanup(cluster.cleanup)
+        old, (behind, ahead) = cluster.start(self)
+        wrote = cluster.psql(old, "CREATE TABLE t (v int); INSERT INTO t VALUES (1)")
+        self.assertEqual(wrote.returncode, 0, wrote.stderr)
+        for name in (behind, ahead):
+            cluster.wait_for(self, lambda n=name: self.rows(cluster, n) == 1, 30, f"the first row on {name}")
+
+        # `behind` stops receiving; the old primary commits rows only `ahead` receives.
+        cut = superuser_sql(cluster, behind, "ALTER SYSTEM SET primary_conninfo = ''", "SELECT pg_reload_conf()")
+        self.assertEqual(cut.returncode, 0, cut.stderr)
+        cluster.wait_for(self, lambda: superuser_sql(cluster, behind, "SELECT count(*) FROM pg_stat_wal_receiver")
+                         .stdout.strip() == "0", 20, "the WAL receiver of " + behind + " gone")
+        wrote = cluster.psql(old, "INSERT INTO t SELECT generate_series(2, 100)")
+        self.assertEqual(wrote.returncode, 0, wrote.stderr)
+        cluster.wait_for(self, lambda: self.rows(cluster, ahead) == 100, 30, "the extra rows on " + ahead)
+        self.assertEqual(self.rows(cluster, behind), 1)
+
+        # `ahead`'s agent freezes (its PostgreSQL runs on); the old primary dies for good; with
+        # `ahead` unseen, `behind` is the one replica left and takes over.
+        cluster.agents[ahead].signal(signal.SIGSTOP)
+        self.addCleanup(lambda: cluster.agents[ahead].signal(signal.SIGCONT))
+        cluster.agents[old].proc.kill()
+        for pid in processes_mentioning(os.path.join(cluster.dir, "var", old)):
+            os.kill(pid, signal.SIGKILL)
+        cluster.wait_for(self, lambda: cluster.code(behind, "/primary") == 200, 60, behind + " promoted")
+        wrote = cluster.psql(behind, "INSERT INTO t VALUES (-1)")
+        self.assertEqual(wrote.returncode, 0, wrote.stderr)
+
+        # `ahead` thaws: it must rewind and stream from `behind`, never answering /replica 200
+        # while it still holds the old primary's extra rows.
+        cluster.agents[ahead].signal(signal.SIGCONT)
+        healthy_with_extra_rows = []
+
+        def rejoined():
+            code = cluster.code(ahead, "/replica")
+            rows = self.rows(cluster, ahead)
+            if code == 200 and rows not in (None, 2):
+                healthy_with_extra_rows.append(rows)
+            return code == 200 and rows == 2
+
+        cluster.wait_for(self, rejoined, 90, ahead + " rewound and streaming from " + behind)
+        self.assertEqual(healthy_with_extra_rows, [])
+        self.assertIn("forked off", log_of(cluster, ahead))
+        status = cluster.status(ahead)
+        self.assertEqual(status["timeline"], cluster.status(behind)["timeline"])
+
+        # The old primary returns and is rewound too: one primary, two replicas of it.
+        cluster.start_agent(old)
+        self.assertEqual(cluster.wait_roles(self, NODES, timeout=90)[0], behind)
         cluster.stop_all(self)
 
 
