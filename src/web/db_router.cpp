@@ -1,7 +1,6 @@
 #include "web/db_router.h"
 
 #include <algorithm>
-#include <fstream>
 
 #include "core/log.h"
 
@@ -81,7 +80,8 @@ DbRouter::DbRouter(core::EventLoop& loop, DbSettings settings, DbStats& stats, R
       probed_(settings_.nodes.size(), false),
       probe_timer_(loop, [this] { probeAll(); }),
       tick_timer_(loop, [this] { onTick(); }),
-      ready_timer_(loop, [this] { markReady(); }) {
+      ready_timer_(loop, [this] { markReady(); }),
+      password_file_(settings_.password_file) {
   for (const DbNodeConfig& config : settings_.nodes) {
     nodes_.push_back(std::make_unique<Node>());
     nodes_.back()->config = config;
@@ -106,25 +106,16 @@ void DbRouter::markReady() {
 DbRouter::~DbRouter() = default;
 
 std::string DbRouter::connInfo(size_t node) {
-  if (password_.empty()) {
-    std::ifstream in(settings_.password_file);
-    std::string line;
-    if (in && std::getline(in, line)) {
-      while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) {
-        line.pop_back();
-      }
-      password_ = line;
+  const std::string& password = password_file_.get();
+  if (password.empty()) {
+    if (!password_warned_) {
+      password_warned_ = true;
+      log::warn("cannot read the database password from {} (yet): the db agents write it on bootstrap",
+                password_file_.path().string());
     }
-    if (password_.empty()) {
-      if (!password_warned_) {
-        password_warned_ = true;
-        log::warn("cannot read the database password from {} (yet): the db agents write it on bootstrap",
-                  settings_.password_file.string());
-      }
-      return "";
-    }
+    return "";
   }
-  return conninfoFor(settings_, nodes_[node]->config, password_);
+  return conninfoFor(settings_, nodes_[node]->config, password);
 }
 
 // --- the connection pool ---------------------------------------------------------------
@@ -164,7 +155,6 @@ void DbRouter::onConnChange(size_t i, PgConn& conn) {
     return;
   }
   log::debug("db node {}: connection lost: {}", n.config.name, conn.error());
-  password_.clear();  // re-read: the agents may have (re)written it
   n.connect_after = loop_.now() + n.backoff;
   n.backoff = nextBackoff(n.backoff);
   dropConn(i, &conn);
@@ -314,7 +304,6 @@ void DbRouter::applyProbe(size_t i, PgResult& r) {
       loop_.deferDelete(std::unique_ptr<core::Deletable>(n.probe.release()));
       n.probe_after = loop_.now() + n.probe_backoff;
       n.probe_backoff = nextBackoff(n.probe_backoff);
-      password_.clear();
     }
     if (status_[i].reachable && settings_.log_roles) {
       log::warn("db node {} unreachable: {}", n.config.name, r.error);

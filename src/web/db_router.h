@@ -18,6 +18,7 @@
 #include "core/counter.h"
 #include "core/event_loop.h"
 #include "web/db_routing.h"
+#include "web/password_file.h"
 #include "web/pg_conn.h"
 
 namespace fulcrum::web {
@@ -32,7 +33,7 @@ struct DbSettings {
   std::vector<DbNodeConfig> nodes;
   std::string user;
   std::string database;
-  std::filesystem::path password_file;  // read (first line) at each connection attempt until it works
+  std::filesystem::path password_file;  // first line; read again only when the file changes
   std::string application_name = "fulcrum-web";
   uint64_t max_lag_bytes = 1048576;
   size_t conns_per_node = 4;
@@ -152,7 +153,7 @@ class DbRouter {
   core::Timer probe_timer_;
   core::Timer tick_timer_;
   core::Timer ready_timer_;
-  std::string password_;
+  PasswordFile password_file_;
   bool password_warned_ = false;
 };
 
