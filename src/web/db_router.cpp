@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include <fmt/format.h>
+
 #include "core/log.h"
 
 namespace fulcrum::web {
@@ -35,12 +37,32 @@ core::Duration nextBackoff(core::Duration d) { return std::min<core::Duration>(d
 }  // namespace
 
 std::string conninfoFor(const DbSettings& settings, const DbNodeConfig& node, const std::string& password) {
+  // The server's own deadline for a statement: a little past the longest the router waits for
+  // one (a write's whole answer, 2 s), so the router always gives up first, cancels and drops the
+  // connection; the server's timeout ends the statement when that cancel cannot get through.
+  const auto longest = std::max({settings.query_timeout, settings.write_deadline, settings.probe_timeout});
+  const auto statement_timeout = std::chrono::duration_cast<std::chrono::milliseconds>(longest) + 500ms;
+  // Sessions set per connection (options): the backend looks every second whether its client is
+  // still there while a statement runs (client_connection_check_interval), and probes an idle
+  // client after 5 s (2 s apart, 3 tries) or gives up on unacknowledged data after 5 s, so a web
+  // node that vanished frees its backends in about 10 s rather than the kernel's 2 hours.
+  const std::string options = fmt::format(
+      "-c statement_timeout={} -c client_connection_check_interval=1000 -c tcp_keepalives_idle=5 "
+      "-c tcp_keepalives_interval=2 -c tcp_keepalives_count=3 -c tcp_user_timeout=5000",
+      statement_timeout.count());
   // No TLS or GSS negotiation: one socket from start to end (PgConn watches that socket), on
-  // the private database network the agents' pg_hba.conf opens to the application role.
+  // the private database network the agents' pg_hba.conf opens to the application role. The
+  // client side keeps the same keepalive and user-timeout values (the agents' replication
+  // connections use the same keepalives): an idle pooled connection to a node that vanished is
+  // found dead in about 10 s, one with unacknowledged data in 5 s; a query's own deadline (at
+  // most 2 s) is shorter still and ends with the cancel above.
   return "host=" + db::conninfoValue(node.host) + " port=" + std::to_string(node.port) +
          " user=" + db::conninfoValue(settings.user) + " dbname=" + db::conninfoValue(settings.database) +
-         " password=" + db::conninfoValue(password) + " application_name=" + db::conninfoValue(settings.application_name) +
-         " sslmode=disable gssencmode=disable connect_timeout=2";
+         " password=" + db::conninfoValue(password) +
+         " application_name=" + db::conninfoValue(settings.application_name) +
+         " sslmode=disable gssencmode=disable connect_timeout=2" +
+         " keepalives=1 keepalives_idle=5 keepalives_interval=2 keepalives_count=3 tcp_user_timeout=5000" +
+         " options=" + db::conninfoValue(options);
 }
 
 struct DbRouter::Node {

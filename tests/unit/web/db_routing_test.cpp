@@ -84,7 +84,7 @@ TEST(Routing, ATokenNeedsAReplicaThatReplayedIt) {
   EXPECT_EQ(replicasAtLeast(nodes, eligible, 991), (std::vector<size_t>{}));
 }
 
-TEST(Conninfo, QuotesEveryValue) {
+TEST(Conninfo, QuotesEveryValueAndSetsTheSessionsDeadlines) {
   DbSettings s;
   s.user = "site";
   s.database = "my db";
@@ -92,7 +92,15 @@ TEST(Conninfo, QuotesEveryValue) {
   std::string info = conninfoFor(s, {"db-1", "127.0.0.1", 15432}, "p'w\\d");
   EXPECT_EQ(info,
             "host='127.0.0.1' port=15432 user='site' dbname='my db' password='p\\'w\\\\d' "
-            "application_name='fulcrum-web-01' sslmode=disable gssencmode=disable connect_timeout=2");
+            "application_name='fulcrum-web-01' sslmode=disable gssencmode=disable connect_timeout=2 "
+            "keepalives=1 keepalives_idle=5 keepalives_interval=2 keepalives_count=3 tcp_user_timeout=5000 "
+            "options='-c statement_timeout=2500 -c client_connection_check_interval=1000 "
+            "-c tcp_keepalives_idle=5 -c tcp_keepalives_interval=2 -c tcp_keepalives_count=3 "
+            "-c tcp_user_timeout=5000'");
+  // The server's statement deadline follows the router's longest wait, a little past it.
+  s.write_deadline = std::chrono::seconds(4);
+  EXPECT_NE(conninfoFor(s, {"db-1", "127.0.0.1", 15432}, "pw").find("-c statement_timeout=4500 "),
+            std::string::npos);
 }
 
 TEST(GuestbookRows, ConvertsDatabaseRows) {
