@@ -12,11 +12,6 @@ namespace {
 
 using namespace std::chrono_literals;
 
-// Role and WAL position in one round trip; a fenced primary (agent lost its lease) is out of
-// recovery but read-only, and must not be written to.
-constexpr std::string_view kProbeSql =
-    "SELECT pg_is_in_recovery(), CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() "
-    "ELSE pg_current_wal_lsn() END, current_setting('default_transaction_read_only')";
 // Read after COMMIT on the writer's connection: every byte of the commit record is flushed by
 // then (synchronous_commit), so a replica that has replayed this far sees the row.
 constexpr std::string_view kCommitLsnSql = "SELECT pg_current_wal_flush_lsn()";
@@ -99,6 +94,7 @@ DbRouter::DbRouter(core::EventLoop& loop, DbSettings settings, DbStats& stats, R
       shared_(shared),
       schema_ready_(shared.schema_ready),
       status_(settings_.nodes.size()),
+      verdict_(settings_.nodes.size(), ReadVerdict::Down),
       probed_(settings_.nodes.size(), false),
       probe_timer_(loop, [this] { probeAll(); }),
       tick_timer_(loop, [this] { onTick(); }),
@@ -305,8 +301,8 @@ void DbRouter::probe(size_t i) {
 }
 
 void DbRouter::onProbe(size_t i, PgResult& r) {
-  applyProbe(i, r);
   probed_[i] = true;
+  applyProbe(i, r);
   checkReady();
 }
 
@@ -321,35 +317,35 @@ void DbRouter::checkReady() {
 
 void DbRouter::applyProbe(size_t i, PgResult& r) {
   Node& n = *nodes_[i];
-  if (!r.ok || r.rows.empty() || r.rows[0].size() < 3) {
+  std::optional<NodeStatus> seen;
+  if (r.ok && r.rows.size() == 1) {
+    seen = parseProbeRow(r.rows[0]);
+  }
+  if (!seen) {
     if (n.probe && n.probe->state() == PgConn::State::Broken) {
       loop_.deferDelete(std::unique_ptr<core::Deletable>(n.probe.release()));
       n.probe_after = loop_.now() + n.probe_backoff;
       n.probe_backoff = nextBackoff(n.probe_backoff);
     }
     if (status_[i].reachable && settings_.log_roles) {
-      log::warn("db node {} unreachable: {}", n.config.name, r.error);
+      log::warn("db node {} unreachable: {}", n.config.name, r.ok ? "unexpected probe answer" : r.error);
     }
     markDown(i);
     return;
   }
   n.probe_backoff = kFirstBackoff;
-  const auto& row = r.rows[0];
-  NodeStatus s;
-  s.reachable = true;
-  s.in_recovery = row[0] == "t";
-  s.read_only = row[2] == "on";
-  s.lsn = parseLsn(row[1]).value_or(0);
+  NodeStatus& s = *seen;
   // A replica's replay position only moves forward; a read-your-writes check may have seen
   // a newer one than this probe.
   if (s.in_recovery && status_[i].reachable && status_[i].in_recovery) {
     s.lsn = std::max(s.lsn, status_[i].lsn);
   }
-  status_[i] = s;
+  status_[i] = std::move(s);
   updateRoles();
 }
 
 void DbRouter::markDown(size_t i) {
+  // Only reachability is forgotten: the node's last timeline still counts as one seen.
   if (status_[i].reachable) {
     status_[i].reachable = false;
     updateRoles();
@@ -360,14 +356,19 @@ void DbRouter::markDown(size_t i) {
 void DbRouter::updateRoles() {
   std::optional<size_t> before = primary_;
   primary_ = choosePrimary(status_);
-  eligible_ = eligibleReplicas(status_, primary_, settings_.max_lag_bytes);
+  eligible_ = eligibleReplicas(status_, settings_.nodes, primary_, settings_.max_lag_bytes);
+  if (!primary_ && !ready_ && !std::all_of(probed_.begin(), probed_.end(), [](bool b) { return b; })) {
+    // With no primary, "the newest timeline" means the newest of every node: until each has
+    // been heard from (or the ready bound passed), a replica on an old one could look newest.
+    eligible_.clear();
+  }
   if (primary_ != before && settings_.log_roles) {
     size_t claims = 0;
     for (const NodeStatus& s : status_) {
-      claims += s.reachable && !s.in_recovery && !s.read_only ? 1 : 0;
+      claims += claimsPrimary(s) ? 1 : 0;
     }
     if (primary_) {
-      log::info("db primary is {}", nodes_[*primary_]->config.name);
+      log::info("db primary is {} (timeline {})", nodes_[*primary_]->config.name, status_[*primary_].timeline);
     } else if (claims > 1) {
       log::warn("{} db nodes claim to be primary: writes answer 503 until the agents settle it", claims);
     } else {
@@ -376,6 +377,17 @@ void DbRouter::updateRoles() {
   }
   for (size_t i = 0; i < status_.size(); ++i) {
     const NodeStatus& s = status_[i];
+    const ReadVerdict verdict = readVerdict(status_, settings_.nodes, i, primary_, settings_.max_lag_bytes);
+    // Replicas entering or leaving the read pool (lag alone flaps with load: not logged).
+    if (settings_.log_roles && s.reachable && s.in_recovery && verdict != verdict_[i] &&
+        verdict != ReadVerdict::TooFarBehind && verdict_[i] != ReadVerdict::TooFarBehind) {
+      if (verdict == ReadVerdict::Readable) {
+        log::info("db node {} serves reads", nodes_[i]->config.name);
+      } else {
+        log::warn("db node {} serves no reads: {}", nodes_[i]->config.name, describe(verdict));
+      }
+    }
+    verdict_[i] = verdict;
     int role = 0;
     uint64_t lag = 0;
     if (s.reachable) {
@@ -383,7 +395,7 @@ void DbRouter::updateRoles() {
         role = primary_ == i ? 1 : 4;
       } else {
         lag = primary_ ? lagBytes(status_[*primary_].lsn, s.lsn) : 0;
-        role = std::find(eligible_.begin(), eligible_.end(), i) != eligible_.end() ? 2 : 3;
+        role = verdict == ReadVerdict::Readable ? 2 : verdict == ReadVerdict::TooFarBehind ? 3 : 5;
       }
     }
     stats_.node[i]->role.store(role, std::memory_order_relaxed);
@@ -496,6 +508,9 @@ void DbRouter::startWrite(std::string sql, std::vector<std::string> params, Repl
           updateRoles();
         }
         release(p, conn);
+        if (!refusedRow(r.sqlstate)) {
+          probe(p);  // fenced by its lease, demoted, gone? Learn it now, not at the next round.
+        }
         if (refusedRow(r.sqlstate)) {
           DbReply out;
           out.status = 400;

@@ -23,12 +23,6 @@
 
 namespace fulcrum::web {
 
-struct DbNodeConfig {
-  std::string name;
-  std::string host;  // numeric address
-  uint16_t port = 5432;
-};
-
 struct DbSettings {
   std::vector<DbNodeConfig> nodes;
   std::string user;
@@ -52,7 +46,9 @@ struct DbSettings {
 struct DbNodeStats {
   core::Counter queries;
   core::Counter errors;
-  std::atomic<int> role{0};  // 0 unreachable, 1 primary, 2 replica (readable), 3 replica (too far behind), 4 fenced
+  // 0 unreachable, 1 primary, 2 replica (readable), 3 replica (too far behind), 4 fenced (or a
+  // second claimant), 5 replica not following the primary (see ReadVerdict)
+  std::atomic<int> role{0};
   std::atomic<uint64_t> lag_bytes{0};
 };
 struct DbStats {
@@ -142,6 +138,7 @@ class DbRouter {
   std::atomic<bool>& schema_ready_;
   std::vector<std::unique_ptr<Node>> nodes_;
   std::vector<NodeStatus> status_;
+  std::vector<ReadVerdict> verdict_;  // by node, as last logged
   std::vector<bool> probed_;  // by node: a probe result came in
   bool ready_ = false;
   std::optional<size_t> primary_;

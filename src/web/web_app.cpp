@@ -108,7 +108,7 @@ void WebApp::appendDbMetrics(metrics::PrometheusWriter& w) const {
     w.family(f.name, "counter", f.help);
     w.sample(f.name, {{"node", node}}, total([&](const DbStats& s) -> const core::Counter& { return f.get(s); }));
   }
-  static constexpr std::string_view kRoles[] = {"down", "primary", "replica", "lagging", "fenced"};
+  static constexpr std::string_view kRoles[] = {"down", "primary", "replica", "lagging", "fenced", "detached"};
   w.family("fulcrum_web_db_queries_total", "counter", "Statements sent to each database node.");
   for (size_t i = 0; i < db_nodes_.size(); ++i) {
     w.sample("fulcrum_web_db_queries_total", {{"node", node}, {"db_node", db_nodes_[i]}},
@@ -124,7 +124,7 @@ void WebApp::appendDbMetrics(metrics::PrometheusWriter& w) const {
   w.family("fulcrum_web_db_role", "gauge", "1 for each database node's role as this web node sees it.");
   for (size_t i = 0; i < db_nodes_.size(); ++i) {
     int role = first.node[i]->role.load(std::memory_order_relaxed);
-    std::string_view name = role >= 0 && role < 5 ? kRoles[role] : "down";
+    std::string_view name = role >= 0 && role < 6 ? kRoles[role] : "down";
     w.sample("fulcrum_web_db_role", {{"node", node}, {"db_node", db_nodes_[i]}, {"role", name}}, uint64_t{1});
   }
   w.family("fulcrum_web_db_lag_bytes", "gauge", "Bytes each replica's replay trails the primary.");
