@@ -75,6 +75,9 @@ struct DbRouter::Node {
   bool probing = false;
   core::TimePoint probe_after{};
   core::Duration probe_backoff = kFirstBackoff;
+  // Read-your-writes: a replay check of this replica in flight; the earliest the next may start.
+  bool checking = false;
+  core::TimePoint next_check{};
 };
 
 struct DbRouter::ReadOp {
@@ -247,12 +250,12 @@ void DbRouter::onTick() {
       w.use(nullptr);
     }
   }
-  std::vector<std::shared_ptr<ReadOp>> retry = std::move(token_waiting_);
-  token_waiting_.clear();
-  for (auto& op : retry) {
+  // Token reads that waited token_wait: the primary answers (or a replica known to have it).
+  for (auto& op : token_waiters_.takeExpired(loop_.now())) {
     routeRead(op);
   }
-  if (again || !token_waiting_.empty()) {
+  checkReplicas();
+  if (again || !token_waiters_.empty()) {
     armTick();
   }
 }
@@ -579,14 +582,10 @@ void DbRouter::routeRead(const std::shared_ptr<ReadOp>& op) {
     return;
   }
   if (op->token && !op->primary_only && !eligible_.empty() && loop_.now() < op->deadline) {
-    // No replica known to have the writer's commit yet: ask the most advanced one.
-    size_t best = eligible_.front();
-    for (size_t i : eligible_) {
-      if (status_[i].lsn > status_[best].lsn) {
-        best = i;
-      }
-    }
-    checkReplica(best, op);
+    // No replica known to have the writer's commit yet: wait for one, up to token_wait.
+    token_waiters_.push(*op->token, op->deadline, op);
+    checkReplicas();
+    armTick();
     return;
   }
   if (primary_) {
@@ -606,37 +605,74 @@ void DbRouter::routeRead(const std::shared_ptr<ReadOp>& op) {
   unavailable(op->reply, "no database node can serve this read; retry shortly");
 }
 
-void DbRouter::checkReplica(size_t i, const std::shared_ptr<ReadOp>& op) {
-  acquire(i, [this, i, op](PgConn* conn) {
-    if (conn == nullptr) {
-      op->primary_only = true;
+void DbRouter::checkReplicas() {
+  if (token_waiters_.empty()) {
+    return;
+  }
+  if (eligible_.empty()) {
+    // No replica may serve them any more (down, detached, a failover): do not wait in vain.
+    for (auto& op : token_waiters_.takeAll()) {
       routeRead(op);
+    }
+    return;
+  }
+  // A discovery probe may have shown a replica past some tokens since they queued.
+  Lsn known = 0;
+  for (size_t i : eligible_) {
+    known = std::max(known, status_[i].lsn);
+  }
+  for (auto& op : token_waiters_.takeReplayed(known)) {
+    routeRead(op);
+  }
+  // One check per replica per tick, whatever the number of waiters: each answers them all.
+  for (size_t i : eligible_) {
+    Node& n = *nodes_[i];
+    if (!token_waiters_.empty() && !n.checking && loop_.now() >= n.next_check) {
+      checkReplay(i);
+    }
+  }
+}
+
+void DbRouter::checkReplay(size_t i) {
+  Node& n = *nodes_[i];
+  n.checking = true;
+  n.next_check = loop_.now() + kTick;
+  stats_.replay_checks.add();
+  acquire(i, [this, i](PgConn* conn) {
+    if (conn == nullptr) {
+      nodes_[i]->checking = false;  // busy or gone: the next tick may try again
       return;
     }
     stats_.node[i]->queries.add();
-    conn->query(kReplayLsnSql, {}, settings_.query_timeout, [this, i, conn, op](PgResult& r) {
+    conn->query(kReplayLsnSql, {}, settings_.probe_timeout, [this, i, conn](PgResult& r) {
+      nodes_[i]->checking = false;
       std::optional<Lsn> replayed;
       if (r.ok && !r.rows.empty() && !r.rows[0].empty()) {
         replayed = parseLsn(r.rows[0][0]);  // NULL (empty) once the node was promoted
       }
-      if (replayed && status_[i].in_recovery && *replayed > status_[i].lsn) {
-        status_[i].lsn = *replayed;
-      }
-      if (replayed && *replayed >= *op->token) {
-        // Read on this connection: its next statement's snapshot includes everything replayed
-        // up to here, the writer's commit among it.
-        runRead(i, conn, op);
-        return;
-      }
-      release(i, conn);
       if (!r.ok) {
         stats_.node[i]->errors.add();
-        op->primary_only = true;
-        routeRead(op);
+      }
+      // The verdict may have changed while the check ran: a replica that left the read pool
+      // serves no waiter.
+      const bool eligible = std::find(eligible_.begin(), eligible_.end(), i) != eligible_.end();
+      if (!replayed || !eligible || !status_[i].in_recovery) {
+        release(i, conn);
         return;
       }
-      token_waiting_.push_back(op);  // look again on the next tick
-      armTick();
+      status_[i].lsn = std::max(status_[i].lsn, *replayed);
+      std::vector<std::shared_ptr<ReadOp>> answered = token_waiters_.takeReplayed(*replayed);
+      if (answered.empty()) {
+        release(i, conn);
+        return;
+      }
+      // The first runs on this connection: its next statement's snapshot includes everything
+      // replayed up to here, the writer's commit among it. The others go to any replica now
+      // known to have replayed their token (this one among them).
+      runRead(i, conn, answered.front());
+      for (size_t k = 1; k < answered.size(); ++k) {
+        routeRead(answered[k]);
+      }
     });
   });
 }

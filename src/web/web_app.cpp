@@ -101,6 +101,9 @@ void WebApp::appendDbMetrics(metrics::PrometheusWriter& w) const {
       {"fulcrum_web_guestbook_token_primary_reads_total",
        "Token reads served by the primary (no replica had replayed the token in time).",
        [](const DbStats& s) -> const core::Counter& { return s.token_primary_reads; }},
+      {"fulcrum_web_guestbook_replay_checks_total",
+       "Replay positions asked of replicas for token reads (one per replica per tick serves every waiter).",
+       [](const DbStats& s) -> const core::Counter& { return s.replay_checks; }},
       {"fulcrum_web_guestbook_unavailable_total", "Guestbook requests answered 503 (database unavailable).",
        [](const DbStats& s) -> const core::Counter& { return s.unavailable; }},
   };
