@@ -359,6 +359,30 @@ class GuestbookTest(unittest.TestCase):
         self.assertIn("fulcrum_web_guestbook_token_primary_reads_total", text)
         self.assertIn("fulcrum_web_db_lag_bytes", text)
 
+        # --- a primary whose lease fence says 'on' is no primary --------------------------------------
+        # The fence library is not loaded here: a placeholder setting of the same name, set for the
+        # application role's new sessions, stands in for what it would answer once the node's lease
+        # has expired; ending the web node's sessions makes it reconnect and read it.
+        def set_fence(sql):
+            for statement in (sql, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                   "WHERE application_name = 'fulcrum-web-1'"):
+                done = site.as_postgres(self.primary, statement)
+                self.assertEqual(done.returncode, 0, done.stderr)
+
+        set_fence("ALTER ROLE site IN DATABASE site SET fulcrum.fenced = 'on'")
+        self.addCleanup(site.as_postgres, self.primary, "ALTER ROLE site IN DATABASE site RESET fulcrum.fenced")
+        fenced_role = f'db_node="{self.primary}",role="fenced"}} 1'
+        wait_until(lambda: fenced_role in site.get("/metrics")[2].decode(), timeout=10, interval=0.05,
+                   what="the primary seen as fenced")
+        for _ in range(3):
+            code, _, body = site.post({"author": "Fay", "text": "fenced?"})
+            self.assertEqual(code, 503, body)
+            self.assertEqual(site.get("/api/messages?limit=1")[0], 200)  # reads go on from the replicas
+            time.sleep(0.3)
+        set_fence("ALTER ROLE site IN DATABASE site RESET fulcrum.fenced")
+        wait_until(lambda: site.post({"author": "Fay", "text": "unfenced"})[0] == 201, timeout=10, interval=0.05,
+                   what="writes again once the fence is off")
+
         # --- failover: the primary's agent dies (its PostgreSQL stops with it) ---------------------
         acknowledged = [m for m in ids_in(site.get("/api/messages?limit=200", cookie=token)[2])]
         site.cluster.agents[self.primary].proc.kill()
