@@ -360,7 +360,8 @@ void DbRouter::updateRoles() {
   std::optional<size_t> before = primary_;
   primary_ = choosePrimary(status_);
   eligible_ = eligibleReplicas(status_, settings_.nodes, primary_, settings_.max_lag_bytes);
-  if (!primary_ && !ready_ && !std::all_of(probed_.begin(), probed_.end(), [](bool b) { return b; })) {
+  const bool settled = primary_ || ready_ || std::all_of(probed_.begin(), probed_.end(), [](bool b) { return b; });
+  if (!settled) {
     // With no primary, "the newest timeline" means the newest of every node: until each has
     // been heard from (or the ready bound passed), a replica on an old one could look newest.
     eligible_.clear();
@@ -381,16 +382,18 @@ void DbRouter::updateRoles() {
   for (size_t i = 0; i < status_.size(); ++i) {
     const NodeStatus& s = status_[i];
     const ReadVerdict verdict = readVerdict(status_, settings_.nodes, i, primary_, settings_.max_lag_bytes);
-    // Replicas entering or leaving the read pool (lag alone flaps with load: not logged).
-    if (settings_.log_roles && s.reachable && s.in_recovery && verdict != verdict_[i] &&
-        verdict != ReadVerdict::TooFarBehind && verdict_[i] != ReadVerdict::TooFarBehind) {
-      if (verdict == ReadVerdict::Readable) {
+    // Replicas entering or leaving the read pool, with the reason. Lag alone flaps with load:
+    // not logged (the gauge shows it). Down and primary nodes are logged elsewhere.
+    if (!s.reachable || !s.in_recovery) {
+      verdict_[i] = verdict;
+    } else if (settled && verdict != ReadVerdict::TooFarBehind && verdict != verdict_[i]) {
+      verdict_[i] = verdict;
+      if (settings_.log_roles && verdict == ReadVerdict::Readable) {
         log::info("db node {} serves reads", nodes_[i]->config.name);
-      } else {
+      } else if (settings_.log_roles) {
         log::warn("db node {} serves no reads: {}", nodes_[i]->config.name, describe(verdict));
       }
     }
-    verdict_[i] = verdict;
     int role = 0;
     uint64_t lag = 0;
     if (s.reachable) {
@@ -401,7 +404,11 @@ void DbRouter::updateRoles() {
         role = verdict == ReadVerdict::Readable ? 2 : verdict == ReadVerdict::TooFarBehind ? 3 : 5;
       }
     }
-    stats_.node[i]->role.store(role, std::memory_order_relaxed);
+    const int was = stats_.node[i]->role.exchange(role, std::memory_order_relaxed);
+    if (role == 4 && was != 4 && settings_.log_roles && (s.fenced || s.read_only)) {
+      log::warn("db node {} is out of recovery but fenced ({}): no writes go there", nodes_[i]->config.name,
+                s.fenced ? "fulcrum.fenced is on: its lease has expired" : "read-only");
+    }
     stats_.node[i]->lag_bytes.store(lag, std::memory_order_relaxed);
   }
   if (primary_ && !schema_ready_.load() && !schema_running_ && !settings_.schema_sql.empty()) {

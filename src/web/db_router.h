@@ -144,7 +144,7 @@ class DbRouter {
   std::atomic<bool>& schema_ready_;
   std::vector<std::unique_ptr<Node>> nodes_;
   std::vector<NodeStatus> status_;
-  std::vector<ReadVerdict> verdict_;  // by node, as last logged
+  std::vector<ReadVerdict> verdict_;  // by node, as last logged (lag alone is not)
   std::vector<bool> probed_;  // by node: a probe result came in
   bool ready_ = false;
   std::optional<size_t> primary_;

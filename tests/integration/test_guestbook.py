@@ -374,6 +374,7 @@ class GuestbookTest(unittest.TestCase):
         fenced_role = f'db_node="{self.primary}",role="fenced"}} 1'
         wait_until(lambda: fenced_role in site.get("/metrics")[2].decode(), timeout=10, interval=0.05,
                    what="the primary seen as fenced")
+        self.assertIn(f"db node {self.primary} is out of recovery but fenced (fulcrum.fenced is on", site.web.output())
         for _ in range(3):
             code, _, body = site.post({"author": "Fay", "text": "fenced?"})
             self.assertEqual(code, 503, body)
