@@ -360,7 +360,8 @@ void DbRouter::updateRoles() {
   std::optional<size_t> before = primary_;
   primary_ = choosePrimary(status_);
   eligible_ = eligibleReplicas(status_, settings_.nodes, primary_, settings_.max_lag_bytes);
-  const bool settled = primary_ || ready_ || std::all_of(probed_.begin(), probed_.end(), [](bool b) { return b; });
+  const bool settled =
+      primary_ || ready_ || std::all_of(probed_.begin(), probed_.end(), [](bool b) { return b; });
   if (!settled) {
     // With no primary, "the newest timeline" means the newest of every node: until each has
     // been heard from (or the ready bound passed), a replica on an old one could look newest.
@@ -372,7 +373,8 @@ void DbRouter::updateRoles() {
       claims += claimsPrimary(s) ? 1 : 0;
     }
     if (primary_) {
-      log::info("db primary is {} (timeline {})", nodes_[*primary_]->config.name, status_[*primary_].timeline);
+      log::info("db primary is {} (timeline {})", nodes_[*primary_]->config.name,
+                status_[*primary_].timeline);
     } else if (claims > 1) {
       log::warn("{} db nodes claim to be primary: writes answer 503 until the agents settle it", claims);
     } else {

@@ -64,10 +64,10 @@ struct DbStats {
   std::vector<std::unique_ptr<DbNodeStats>> node;
   core::Counter writes;
   core::Counter reads;
-  core::Counter token_reads;            // reads that carried a read-your-writes token
-  core::Counter token_primary_reads;    // ... and went to the primary (no replica caught up in time)
-  core::Counter replay_checks;          // replay positions asked for those reads (one per replica per tick)
-  core::Counter unavailable;            // answered 503
+  core::Counter token_reads;          // reads that carried a read-your-writes token
+  core::Counter token_primary_reads;  // ... and went to the primary (no replica caught up in time)
+  core::Counter replay_checks;        // replay positions asked for those reads (one per replica per tick)
+  core::Counter unavailable;          // answered 503
 };
 
 struct DbReply {

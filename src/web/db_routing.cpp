@@ -99,8 +99,8 @@ bool sameAddress(std::string_view host_a, uint16_t port_a, std::string_view host
 
 }  // namespace
 
-ReadVerdict readVerdict(const std::vector<NodeStatus>& nodes, const std::vector<DbNodeConfig>& config, size_t i,
-                        std::optional<size_t> primary, uint64_t max_lag) {
+ReadVerdict readVerdict(const std::vector<NodeStatus>& nodes, const std::vector<DbNodeConfig>& config,
+                        size_t i, std::optional<size_t> primary, uint64_t max_lag) {
   const NodeStatus& n = nodes[i];
   if (!n.reachable) {
     return ReadVerdict::Down;
@@ -137,8 +137,9 @@ ReadVerdict readVerdict(const std::vector<NodeStatus>& nodes, const std::vector<
   return ReadVerdict::Readable;
 }
 
-std::vector<size_t> eligibleReplicas(const std::vector<NodeStatus>& nodes, const std::vector<DbNodeConfig>& config,
-                                     std::optional<size_t> primary, uint64_t max_lag) {
+std::vector<size_t> eligibleReplicas(const std::vector<NodeStatus>& nodes,
+                                     const std::vector<DbNodeConfig>& config, std::optional<size_t> primary,
+                                     uint64_t max_lag) {
   std::vector<size_t> out;
   for (size_t i = 0; i < nodes.size(); ++i) {
     if (readVerdict(nodes, config, i, primary, max_lag) == ReadVerdict::Readable) {

@@ -88,12 +88,13 @@ std::string_view describe(ReadVerdict verdict);
 // holds rows the primary never had. With none known (a failover), reads keep flowing from every
 // replica on the highest timeline seen on any node, never from one on an older timeline.
 // `config` gives each node's address, in the same order as `nodes`.
-ReadVerdict readVerdict(const std::vector<NodeStatus>& nodes, const std::vector<DbNodeConfig>& config, size_t node,
-                        std::optional<size_t> primary, uint64_t max_lag);
+ReadVerdict readVerdict(const std::vector<NodeStatus>& nodes, const std::vector<DbNodeConfig>& config,
+                        size_t node, std::optional<size_t> primary, uint64_t max_lag);
 
 // The nodes whose verdict is Readable.
-std::vector<size_t> eligibleReplicas(const std::vector<NodeStatus>& nodes, const std::vector<DbNodeConfig>& config,
-                                     std::optional<size_t> primary, uint64_t max_lag);
+std::vector<size_t> eligibleReplicas(const std::vector<NodeStatus>& nodes,
+                                     const std::vector<DbNodeConfig>& config, std::optional<size_t> primary,
+                                     uint64_t max_lag);
 
 // Among `eligible`, those already known to have replayed `token` (all of them when no token).
 std::vector<size_t> replicasAtLeast(const std::vector<NodeStatus>& nodes, const std::vector<size_t>& eligible,

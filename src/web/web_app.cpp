@@ -111,7 +111,8 @@ void WebApp::appendDbMetrics(metrics::PrometheusWriter& w) const {
     w.family(f.name, "counter", f.help);
     w.sample(f.name, {{"node", node}}, total([&](const DbStats& s) -> const core::Counter& { return f.get(s); }));
   }
-  static constexpr std::string_view kRoles[] = {"down", "primary", "replica", "lagging", "fenced", "detached"};
+  static constexpr std::string_view kRoles[] = {"down",    "primary", "replica",
+                                                "lagging", "fenced",  "detached"};
   w.family("fulcrum_web_db_queries_total", "counter", "Statements sent to each database node.");
   for (size_t i = 0; i < db_nodes_.size(); ++i) {
     w.sample("fulcrum_web_db_queries_total", {{"node", node}, {"db_node", db_nodes_[i]}},

@@ -44,8 +44,10 @@ TEST(LsnCookie, FormatsAndFindsTheToken) {
 }
 
 // Three nodes at 10.0.0.1-3:5432; the tests' primary writes timeline 2.
-const std::vector<DbNodeConfig> kConfig = {
-    {"db-1", "10.0.0.1", 5432}, {"db-2", "10.0.0.2", 5432}, {"db-3", "10.0.0.3", 5432}, {"db-4", "10.0.0.4", 5432}};
+const std::vector<DbNodeConfig> kConfig = {{"db-1", "10.0.0.1", 5432},
+                                           {"db-2", "10.0.0.2", 5432},
+                                           {"db-3", "10.0.0.3", 5432},
+                                           {"db-4", "10.0.0.4", 5432}};
 
 NodeStatus primary(Lsn lsn, uint32_t timeline = 2) {
   NodeStatus s;
@@ -64,7 +66,9 @@ NodeStatus replica(Lsn lsn, size_t upstream = 0, uint32_t timeline = 2) {
   s.receiver = WalReceiver{true, "streaming", timeline, kConfig[upstream].host, kConfig[upstream].port};
   return s;
 }
-NodeStatus down() { return {}; }
+NodeStatus down() {
+  return {};
+}
 
 TEST(Routing, ThePrimaryIsTheOneReachableNodeOutOfRecoveryAndUnfenced) {
   EXPECT_EQ(choosePrimary({replica(1), primary(5), replica(2)}), std::optional<size_t>(1));
