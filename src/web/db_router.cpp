@@ -1,7 +1,8 @@
 #include "web/db_router.h"
 
 #include <algorithm>
-#include <fstream>
+
+#include <fmt/format.h>
 
 #include "core/log.h"
 
@@ -11,11 +12,6 @@ namespace {
 
 using namespace std::chrono_literals;
 
-// Role and WAL position in one round trip; a fenced primary (agent lost its lease) is out of
-// recovery but read-only, and must not be written to.
-constexpr std::string_view kProbeSql =
-    "SELECT pg_is_in_recovery(), CASE WHEN pg_is_in_recovery() THEN pg_last_wal_replay_lsn() "
-    "ELSE pg_current_wal_lsn() END, current_setting('default_transaction_read_only')";
 // Read after COMMIT on the writer's connection: every byte of the commit record is flushed by
 // then (synchronous_commit), so a replica that has replayed this far sees the row.
 constexpr std::string_view kCommitLsnSql = "SELECT pg_current_wal_flush_lsn()";
@@ -36,12 +32,32 @@ core::Duration nextBackoff(core::Duration d) { return std::min<core::Duration>(d
 }  // namespace
 
 std::string conninfoFor(const DbSettings& settings, const DbNodeConfig& node, const std::string& password) {
+  // The server's own deadline for a statement: a little past the longest the router waits for
+  // one (a write's whole answer, 2 s), so the router always gives up first, cancels and drops the
+  // connection; the server's timeout ends the statement when that cancel cannot get through.
+  const auto longest = std::max({settings.query_timeout, settings.write_deadline, settings.probe_timeout});
+  const auto statement_timeout = std::chrono::duration_cast<std::chrono::milliseconds>(longest) + 500ms;
+  // Sessions set per connection (options): the backend looks every second whether its client is
+  // still there while a statement runs (client_connection_check_interval), and probes an idle
+  // client after 5 s (2 s apart, 3 tries) or gives up on unacknowledged data after 5 s, so a web
+  // node that vanished frees its backends in about 10 s rather than the kernel's 2 hours.
+  const std::string options = fmt::format(
+      "-c statement_timeout={} -c client_connection_check_interval=1000 -c tcp_keepalives_idle=5 "
+      "-c tcp_keepalives_interval=2 -c tcp_keepalives_count=3 -c tcp_user_timeout=5000",
+      statement_timeout.count());
   // No TLS or GSS negotiation: one socket from start to end (PgConn watches that socket), on
-  // the private database network the agents' pg_hba.conf opens to the application role.
+  // the private database network the agents' pg_hba.conf opens to the application role. The
+  // client side keeps the same keepalive and user-timeout values (the agents' replication
+  // connections use the same keepalives): an idle pooled connection to a node that vanished is
+  // found dead in about 10 s, one with unacknowledged data in 5 s; a query's own deadline (at
+  // most 2 s) is shorter still and ends with the cancel above.
   return "host=" + db::conninfoValue(node.host) + " port=" + std::to_string(node.port) +
          " user=" + db::conninfoValue(settings.user) + " dbname=" + db::conninfoValue(settings.database) +
-         " password=" + db::conninfoValue(password) + " application_name=" + db::conninfoValue(settings.application_name) +
-         " sslmode=disable gssencmode=disable connect_timeout=2";
+         " password=" + db::conninfoValue(password) +
+         " application_name=" + db::conninfoValue(settings.application_name) +
+         " sslmode=disable gssencmode=disable connect_timeout=2" +
+         " keepalives=1 keepalives_idle=5 keepalives_interval=2 keepalives_count=3 tcp_user_timeout=5000" +
+         " options=" + db::conninfoValue(options);
 }
 
 struct DbRouter::Node {
@@ -59,6 +75,9 @@ struct DbRouter::Node {
   bool probing = false;
   core::TimePoint probe_after{};
   core::Duration probe_backoff = kFirstBackoff;
+  // Read-your-writes: a replay check of this replica in flight; the earliest the next may start.
+  bool checking = false;
+  core::TimePoint next_check{};
 };
 
 struct DbRouter::ReadOp {
@@ -78,10 +97,12 @@ DbRouter::DbRouter(core::EventLoop& loop, DbSettings settings, DbStats& stats, R
       shared_(shared),
       schema_ready_(shared.schema_ready),
       status_(settings_.nodes.size()),
+      verdict_(settings_.nodes.size(), ReadVerdict::Down),
       probed_(settings_.nodes.size(), false),
       probe_timer_(loop, [this] { probeAll(); }),
       tick_timer_(loop, [this] { onTick(); }),
-      ready_timer_(loop, [this] { markReady(); }) {
+      ready_timer_(loop, [this] { markReady(); }),
+      password_file_(settings_.password_file) {
   for (const DbNodeConfig& config : settings_.nodes) {
     nodes_.push_back(std::make_unique<Node>());
     nodes_.back()->config = config;
@@ -106,25 +127,16 @@ void DbRouter::markReady() {
 DbRouter::~DbRouter() = default;
 
 std::string DbRouter::connInfo(size_t node) {
-  if (password_.empty()) {
-    std::ifstream in(settings_.password_file);
-    std::string line;
-    if (in && std::getline(in, line)) {
-      while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) {
-        line.pop_back();
-      }
-      password_ = line;
+  const std::string& password = password_file_.get();
+  if (password.empty()) {
+    if (!password_warned_) {
+      password_warned_ = true;
+      log::warn("cannot read the database password from {} (yet): the db agents write it on bootstrap",
+                password_file_.path().string());
     }
-    if (password_.empty()) {
-      if (!password_warned_) {
-        password_warned_ = true;
-        log::warn("cannot read the database password from {} (yet): the db agents write it on bootstrap",
-                  settings_.password_file.string());
-      }
-      return "";
-    }
+    return "";
   }
-  return conninfoFor(settings_, nodes_[node]->config, password_);
+  return conninfoFor(settings_, nodes_[node]->config, password);
 }
 
 // --- the connection pool ---------------------------------------------------------------
@@ -164,7 +176,6 @@ void DbRouter::onConnChange(size_t i, PgConn& conn) {
     return;
   }
   log::debug("db node {}: connection lost: {}", n.config.name, conn.error());
-  password_.clear();  // re-read: the agents may have (re)written it
   n.connect_after = loop_.now() + n.backoff;
   n.backoff = nextBackoff(n.backoff);
   dropConn(i, &conn);
@@ -239,12 +250,12 @@ void DbRouter::onTick() {
       w.use(nullptr);
     }
   }
-  std::vector<std::shared_ptr<ReadOp>> retry = std::move(token_waiting_);
-  token_waiting_.clear();
-  for (auto& op : retry) {
+  // Token reads that waited token_wait: the primary answers (or a replica known to have it).
+  for (auto& op : token_waiters_.takeExpired(loop_.now())) {
     routeRead(op);
   }
-  if (again || !token_waiting_.empty()) {
+  checkReplicas();
+  if (again || !token_waiters_.empty()) {
     armTick();
   }
 }
@@ -293,8 +304,8 @@ void DbRouter::probe(size_t i) {
 }
 
 void DbRouter::onProbe(size_t i, PgResult& r) {
-  applyProbe(i, r);
   probed_[i] = true;
+  applyProbe(i, r);
   checkReady();
 }
 
@@ -309,36 +320,35 @@ void DbRouter::checkReady() {
 
 void DbRouter::applyProbe(size_t i, PgResult& r) {
   Node& n = *nodes_[i];
-  if (!r.ok || r.rows.empty() || r.rows[0].size() < 3) {
+  std::optional<NodeStatus> seen;
+  if (r.ok && r.rows.size() == 1) {
+    seen = parseProbeRow(r.rows[0]);
+  }
+  if (!seen) {
     if (n.probe && n.probe->state() == PgConn::State::Broken) {
       loop_.deferDelete(std::unique_ptr<core::Deletable>(n.probe.release()));
       n.probe_after = loop_.now() + n.probe_backoff;
       n.probe_backoff = nextBackoff(n.probe_backoff);
-      password_.clear();
     }
     if (status_[i].reachable && settings_.log_roles) {
-      log::warn("db node {} unreachable: {}", n.config.name, r.error);
+      log::warn("db node {} unreachable: {}", n.config.name, r.ok ? "unexpected probe answer" : r.error);
     }
     markDown(i);
     return;
   }
   n.probe_backoff = kFirstBackoff;
-  const auto& row = r.rows[0];
-  NodeStatus s;
-  s.reachable = true;
-  s.in_recovery = row[0] == "t";
-  s.read_only = row[2] == "on";
-  s.lsn = parseLsn(row[1]).value_or(0);
+  NodeStatus& s = *seen;
   // A replica's replay position only moves forward; a read-your-writes check may have seen
   // a newer one than this probe.
   if (s.in_recovery && status_[i].reachable && status_[i].in_recovery) {
     s.lsn = std::max(s.lsn, status_[i].lsn);
   }
-  status_[i] = s;
+  status_[i] = std::move(s);
   updateRoles();
 }
 
 void DbRouter::markDown(size_t i) {
+  // Only reachability is forgotten: the node's last timeline still counts as one seen.
   if (status_[i].reachable) {
     status_[i].reachable = false;
     updateRoles();
@@ -349,14 +359,22 @@ void DbRouter::markDown(size_t i) {
 void DbRouter::updateRoles() {
   std::optional<size_t> before = primary_;
   primary_ = choosePrimary(status_);
-  eligible_ = eligibleReplicas(status_, primary_, settings_.max_lag_bytes);
+  eligible_ = eligibleReplicas(status_, settings_.nodes, primary_, settings_.max_lag_bytes);
+  const bool settled =
+      primary_ || ready_ || std::all_of(probed_.begin(), probed_.end(), [](bool b) { return b; });
+  if (!settled) {
+    // With no primary, "the newest timeline" means the newest of every node: until each has
+    // been heard from (or the ready bound passed), a replica on an old one could look newest.
+    eligible_.clear();
+  }
   if (primary_ != before && settings_.log_roles) {
     size_t claims = 0;
     for (const NodeStatus& s : status_) {
-      claims += s.reachable && !s.in_recovery && !s.read_only ? 1 : 0;
+      claims += claimsPrimary(s) ? 1 : 0;
     }
     if (primary_) {
-      log::info("db primary is {}", nodes_[*primary_]->config.name);
+      log::info("db primary is {} (timeline {})", nodes_[*primary_]->config.name,
+                status_[*primary_].timeline);
     } else if (claims > 1) {
       log::warn("{} db nodes claim to be primary: writes answer 503 until the agents settle it", claims);
     } else {
@@ -365,6 +383,19 @@ void DbRouter::updateRoles() {
   }
   for (size_t i = 0; i < status_.size(); ++i) {
     const NodeStatus& s = status_[i];
+    const ReadVerdict verdict = readVerdict(status_, settings_.nodes, i, primary_, settings_.max_lag_bytes);
+    // Replicas entering or leaving the read pool, with the reason. Lag alone flaps with load:
+    // not logged (the gauge shows it). Down and primary nodes are logged elsewhere.
+    if (!s.reachable || !s.in_recovery) {
+      verdict_[i] = verdict;
+    } else if (settled && verdict != ReadVerdict::TooFarBehind && verdict != verdict_[i]) {
+      verdict_[i] = verdict;
+      if (settings_.log_roles && verdict == ReadVerdict::Readable) {
+        log::info("db node {} serves reads", nodes_[i]->config.name);
+      } else if (settings_.log_roles) {
+        log::warn("db node {} serves no reads: {}", nodes_[i]->config.name, describe(verdict));
+      }
+    }
     int role = 0;
     uint64_t lag = 0;
     if (s.reachable) {
@@ -372,10 +403,14 @@ void DbRouter::updateRoles() {
         role = primary_ == i ? 1 : 4;
       } else {
         lag = primary_ ? lagBytes(status_[*primary_].lsn, s.lsn) : 0;
-        role = std::find(eligible_.begin(), eligible_.end(), i) != eligible_.end() ? 2 : 3;
+        role = verdict == ReadVerdict::Readable ? 2 : verdict == ReadVerdict::TooFarBehind ? 3 : 5;
       }
     }
-    stats_.node[i]->role.store(role, std::memory_order_relaxed);
+    const int was = stats_.node[i]->role.exchange(role, std::memory_order_relaxed);
+    if (role == 4 && was != 4 && settings_.log_roles && (s.fenced || s.read_only)) {
+      log::warn("db node {} is out of recovery but fenced ({}): no writes go there", nodes_[i]->config.name,
+                s.fenced ? "fulcrum.fenced is on: its lease has expired" : "read-only");
+    }
     stats_.node[i]->lag_bytes.store(lag, std::memory_order_relaxed);
   }
   if (primary_ && !schema_ready_.load() && !schema_running_ && !settings_.schema_sql.empty()) {
@@ -485,6 +520,9 @@ void DbRouter::startWrite(std::string sql, std::vector<std::string> params, Repl
           updateRoles();
         }
         release(p, conn);
+        if (!refusedRow(r.sqlstate)) {
+          probe(p);  // fenced by its lease, demoted, gone? Learn it now, not at the next round.
+        }
         if (refusedRow(r.sqlstate)) {
           DbReply out;
           out.status = 400;
@@ -553,14 +591,10 @@ void DbRouter::routeRead(const std::shared_ptr<ReadOp>& op) {
     return;
   }
   if (op->token && !op->primary_only && !eligible_.empty() && loop_.now() < op->deadline) {
-    // No replica known to have the writer's commit yet: ask the most advanced one.
-    size_t best = eligible_.front();
-    for (size_t i : eligible_) {
-      if (status_[i].lsn > status_[best].lsn) {
-        best = i;
-      }
-    }
-    checkReplica(best, op);
+    // No replica known to have the writer's commit yet: wait for one, up to token_wait.
+    token_waiters_.push(*op->token, op->deadline, op);
+    checkReplicas();
+    armTick();
     return;
   }
   if (primary_) {
@@ -580,37 +614,74 @@ void DbRouter::routeRead(const std::shared_ptr<ReadOp>& op) {
   unavailable(op->reply, "no database node can serve this read; retry shortly");
 }
 
-void DbRouter::checkReplica(size_t i, const std::shared_ptr<ReadOp>& op) {
-  acquire(i, [this, i, op](PgConn* conn) {
-    if (conn == nullptr) {
-      op->primary_only = true;
+void DbRouter::checkReplicas() {
+  if (token_waiters_.empty()) {
+    return;
+  }
+  if (eligible_.empty()) {
+    // No replica may serve them any more (down, detached, a failover): do not wait in vain.
+    for (auto& op : token_waiters_.takeAll()) {
       routeRead(op);
+    }
+    return;
+  }
+  // A discovery probe may have shown a replica past some tokens since they queued.
+  Lsn known = 0;
+  for (size_t i : eligible_) {
+    known = std::max(known, status_[i].lsn);
+  }
+  for (auto& op : token_waiters_.takeReplayed(known)) {
+    routeRead(op);
+  }
+  // One check per replica per tick, whatever the number of waiters: each answers them all.
+  for (size_t i : eligible_) {
+    Node& n = *nodes_[i];
+    if (!token_waiters_.empty() && !n.checking && loop_.now() >= n.next_check) {
+      checkReplay(i);
+    }
+  }
+}
+
+void DbRouter::checkReplay(size_t i) {
+  Node& n = *nodes_[i];
+  n.checking = true;
+  n.next_check = loop_.now() + kTick;
+  stats_.replay_checks.add();
+  acquire(i, [this, i](PgConn* conn) {
+    if (conn == nullptr) {
+      nodes_[i]->checking = false;  // busy or gone: the next tick may try again
       return;
     }
     stats_.node[i]->queries.add();
-    conn->query(kReplayLsnSql, {}, settings_.query_timeout, [this, i, conn, op](PgResult& r) {
+    conn->query(kReplayLsnSql, {}, settings_.probe_timeout, [this, i, conn](PgResult& r) {
+      nodes_[i]->checking = false;
       std::optional<Lsn> replayed;
       if (r.ok && !r.rows.empty() && !r.rows[0].empty()) {
         replayed = parseLsn(r.rows[0][0]);  // NULL (empty) once the node was promoted
       }
-      if (replayed && status_[i].in_recovery && *replayed > status_[i].lsn) {
-        status_[i].lsn = *replayed;
-      }
-      if (replayed && *replayed >= *op->token) {
-        // Read on this connection: its next statement's snapshot includes everything replayed
-        // up to here, the writer's commit among it.
-        runRead(i, conn, op);
-        return;
-      }
-      release(i, conn);
       if (!r.ok) {
         stats_.node[i]->errors.add();
-        op->primary_only = true;
-        routeRead(op);
+      }
+      // The verdict may have changed while the check ran: a replica that left the read pool
+      // serves no waiter.
+      const bool eligible = std::find(eligible_.begin(), eligible_.end(), i) != eligible_.end();
+      if (!replayed || !eligible || !status_[i].in_recovery) {
+        release(i, conn);
         return;
       }
-      token_waiting_.push_back(op);  // look again on the next tick
-      armTick();
+      status_[i].lsn = std::max(status_[i].lsn, *replayed);
+      std::vector<std::shared_ptr<ReadOp>> answered = token_waiters_.takeReplayed(*replayed);
+      if (answered.empty()) {
+        release(i, conn);
+        return;
+      }
+      // The first runs on this connection: its next statement's snapshot includes everything
+      // replayed up to here, the writer's commit among it. The others go to any replica now
+      // known to have replayed their token (this one among them).
+      runRead(i, conn, answered.front());
+      for (size_t k = 1; k < answered.size(); ++k) {
+        routeRead(answered[k]);
+      }
     });
   });
 }

@@ -1,11 +1,14 @@
 #pragma once
 // Database routing for one worker thread: pooled libpq connections (PgConn) to every
-// [[db.node]], a probe per node every probe_interval that learns who is primary and how far
-// each replica has replayed, writes to the primary, reads round-robin over replicas within
-// max_lag_bytes (the primary as fallback), and read-your-writes through a WAL-position token.
-// Everything runs on the worker's event loop: nothing blocks, no thread per query, no lock.
-// Each worker owns its own router (shared-nothing); only the DbStats counters are read by
-// other threads (metrics).
+// [[db.node]], a probe per node every probe_interval that learns who is primary (and whether a
+// node is fenced), each node's timeline, and what each replica's WAL receiver streams from and
+// how far it has replayed; writes to the primary, reads round-robin over the replicas that
+// stream from the primary on its timeline within max_lag_bytes (db_routing.h decides; the
+// primary as fallback), and read-your-writes through a WAL-position token, with one replay
+// check per replica per tick serving every waiting read. Everything runs on the worker's event
+// loop: nothing blocks, no thread per query, no lock (cancel requests, which libpq sends
+// blocking, go to a few helper threads: pg_cancel.h). Each worker owns its own router
+// (shared-nothing); only the DbStats counters are read by other threads (metrics).
 #include <atomic>
 #include <deque>
 #include <filesystem>
@@ -18,21 +21,17 @@
 #include "core/counter.h"
 #include "core/event_loop.h"
 #include "web/db_routing.h"
+#include "web/password_file.h"
 #include "web/pg_conn.h"
+#include "web/token_waiters.h"
 
 namespace fulcrum::web {
-
-struct DbNodeConfig {
-  std::string name;
-  std::string host;  // numeric address
-  uint16_t port = 5432;
-};
 
 struct DbSettings {
   std::vector<DbNodeConfig> nodes;
   std::string user;
   std::string database;
-  std::filesystem::path password_file;  // read (first line) at each connection attempt until it works
+  std::filesystem::path password_file;  // first line; read again only when the file changes
   std::string application_name = "fulcrum-web";
   uint64_t max_lag_bytes = 1048576;
   size_t conns_per_node = 4;
@@ -51,7 +50,9 @@ struct DbSettings {
 struct DbNodeStats {
   core::Counter queries;
   core::Counter errors;
-  std::atomic<int> role{0};  // 0 unreachable, 1 primary, 2 replica (readable), 3 replica (too far behind), 4 fenced
+  // 0 unreachable, 1 primary, 2 replica (readable), 3 replica (too far behind), 4 fenced (or a
+  // second claimant), 5 replica not following the primary (see ReadVerdict)
+  std::atomic<int> role{0};
   std::atomic<uint64_t> lag_bytes{0};
 };
 struct DbStats {
@@ -63,9 +64,10 @@ struct DbStats {
   std::vector<std::unique_ptr<DbNodeStats>> node;
   core::Counter writes;
   core::Counter reads;
-  core::Counter token_reads;            // reads that carried a read-your-writes token
-  core::Counter token_primary_reads;    // ... and went to the primary (no replica caught up in time)
-  core::Counter unavailable;            // answered 503
+  core::Counter token_reads;          // reads that carried a read-your-writes token
+  core::Counter token_primary_reads;  // ... and went to the primary (no replica caught up in time)
+  core::Counter replay_checks;        // replay positions asked for those reads (one per replica per tick)
+  core::Counter unavailable;          // answered 503
 };
 
 struct DbReply {
@@ -127,7 +129,8 @@ class DbRouter {
   void startWrite(std::string sql, std::vector<std::string> params, ReplyFn reply, core::TimePoint deadline);
   void routeRead(const std::shared_ptr<ReadOp>& op);
   void runRead(size_t node, PgConn* conn, const std::shared_ptr<ReadOp>& op);
-  void checkReplica(size_t node, const std::shared_ptr<ReadOp>& op);
+  void checkReplicas();
+  void checkReplay(size_t node);
   void onTick();
   void markReady();
   void armTick();
@@ -141,6 +144,7 @@ class DbRouter {
   std::atomic<bool>& schema_ready_;
   std::vector<std::unique_ptr<Node>> nodes_;
   std::vector<NodeStatus> status_;
+  std::vector<ReadVerdict> verdict_;  // by node, as last logged (lag alone is not)
   std::vector<bool> probed_;  // by node: a probe result came in
   bool ready_ = false;
   std::optional<size_t> primary_;
@@ -148,11 +152,11 @@ class DbRouter {
   size_t next_replica_ = 0;
   bool schema_running_ = false;
   std::vector<std::function<void(bool)>> after_schema_;
-  std::vector<std::shared_ptr<ReadOp>> token_waiting_;
+  TokenWaiters<std::shared_ptr<ReadOp>> token_waiters_;
   core::Timer probe_timer_;
   core::Timer tick_timer_;
   core::Timer ready_timer_;
-  std::string password_;
+  PasswordFile password_file_;
   bool password_warned_ = false;
 };
 

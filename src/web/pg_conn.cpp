@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "db/libpq_text.h"
+#include "web/pg_cancel.h"
 
 namespace fulcrum::web {
 
@@ -17,7 +18,15 @@ constexpr auto kConnectTimeout = std::chrono::seconds(2);
 PgConn::PgConn(core::EventLoop& loop, const std::string& conninfo, std::function<void(PgConn&)> on_change)
     : loop_(loop), on_change_(std::move(on_change)), timer_(loop, [this] {
         // A deadline passed, or a failure found inside a call had to be reported from the loop.
-        fail(error_.empty() ? (state_ == State::Connecting ? "connect timeout" : "query timeout") : error_);
+        if (error_.empty() && state_ == State::Busy) {
+          // Closing the socket alone leaves the statement running (a commit waiting for a
+          // synchronous replica keeps waiting, holding its backend): ask the server to cancel
+          // it. The connection is dropped either way: what it would answer next is unknown.
+          cancelInBackground(conn_);
+          fail("query timeout");
+          return;
+        }
+        fail(error_.empty() ? "connect timeout" : error_);
       }) {
   conn_ = PQconnectStart(conninfo.c_str());
   if (conn_ == nullptr || PQstatus(conn_) == CONNECTION_BAD) {

@@ -38,7 +38,8 @@ class PgConn final : public core::IoHandler, public core::Deletable {
   const std::string& error() const { return error_; }
 
   // Needs state() == Ready. `done` runs exactly once, from the loop (never from inside this
-  // call); a connection that fails or outlives `timeout` is Broken afterwards.
+  // call); a connection that fails or outlives `timeout` is Broken afterwards. A statement that
+  // outlives `timeout` is also cancelled on the server (pg_cancel.h), not just abandoned.
   void query(std::string_view sql, const std::vector<std::string>& params, core::Duration timeout,
              QueryDone done);
 

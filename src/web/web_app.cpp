@@ -101,6 +101,9 @@ void WebApp::appendDbMetrics(metrics::PrometheusWriter& w) const {
       {"fulcrum_web_guestbook_token_primary_reads_total",
        "Token reads served by the primary (no replica had replayed the token in time).",
        [](const DbStats& s) -> const core::Counter& { return s.token_primary_reads; }},
+      {"fulcrum_web_guestbook_replay_checks_total",
+       "Replay positions asked of replicas for token reads (one per replica per tick serves every waiter).",
+       [](const DbStats& s) -> const core::Counter& { return s.replay_checks; }},
       {"fulcrum_web_guestbook_unavailable_total", "Guestbook requests answered 503 (database unavailable).",
        [](const DbStats& s) -> const core::Counter& { return s.unavailable; }},
   };
@@ -108,7 +111,8 @@ void WebApp::appendDbMetrics(metrics::PrometheusWriter& w) const {
     w.family(f.name, "counter", f.help);
     w.sample(f.name, {{"node", node}}, total([&](const DbStats& s) -> const core::Counter& { return f.get(s); }));
   }
-  static constexpr std::string_view kRoles[] = {"down", "primary", "replica", "lagging", "fenced"};
+  static constexpr std::string_view kRoles[] = {"down",    "primary", "replica",
+                                                "lagging", "fenced",  "detached"};
   w.family("fulcrum_web_db_queries_total", "counter", "Statements sent to each database node.");
   for (size_t i = 0; i < db_nodes_.size(); ++i) {
     w.sample("fulcrum_web_db_queries_total", {{"node", node}, {"db_node", db_nodes_[i]}},
@@ -124,7 +128,7 @@ void WebApp::appendDbMetrics(metrics::PrometheusWriter& w) const {
   w.family("fulcrum_web_db_role", "gauge", "1 for each database node's role as this web node sees it.");
   for (size_t i = 0; i < db_nodes_.size(); ++i) {
     int role = first.node[i]->role.load(std::memory_order_relaxed);
-    std::string_view name = role >= 0 && role < 5 ? kRoles[role] : "down";
+    std::string_view name = role >= 0 && role < 6 ? kRoles[role] : "down";
     w.sample("fulcrum_web_db_role", {{"node", node}, {"db_node", db_nodes_[i]}, {"role", name}}, uint64_t{1});
   }
   w.family("fulcrum_web_db_lag_bytes", "gauge", "Bytes each replica's replay trails the primary.");

@@ -2,6 +2,7 @@
 agents, each with its PostgreSQL): posting and reading back, read-your-writes with the replicas'
 replay paused, bad input, and a failover of the primary. Reuses test_db's Cluster; the web node
 reads the same site file, extended with [web]. Skipped when etcd or PostgreSQL is missing."""
+import concurrent.futures
 import json
 import os
 import signal
@@ -63,6 +64,12 @@ class GuestbookSite:
                                "-h", run_dir, "-p", str(self.cluster.ports[name][0]), "-d", "postgres", "-c", sql],
                               capture_output=True, text=True, timeout=10)
 
+    def as_postgres_on(self, name, database, sql):
+        run_dir = os.path.join(self.cluster.dir, "var", name, "run")
+        return subprocess.run(["runuser", "-u", "postgres", "--", os.path.join(pg_bin(), "psql"), "-X", "-A", "-t",
+                               "-h", run_dir, "-p", str(self.cluster.ports[name][0]), "-d", database, "-c", sql],
+                              capture_output=True, text=True, timeout=10)
+
     def logs(self):
         web = self.web.output()[-4000:] if self.web else ""
         return f"--- web-1 ---\n{web}\n{self.cluster.logs()}"
@@ -71,6 +78,19 @@ class GuestbookSite:
         if self.web is not None:
             self.web.stop(timeout=15)
         self.cluster.cleanup()
+
+
+def sql_literal(text):
+    return "'" + text.replace("'", "''") + "'"
+
+
+def metric(site, name):
+    """The web node's value of a counter (summed over its workers already)."""
+    text = site.get("/metrics")[2].decode()
+    for line in text.splitlines():
+        if line.startswith(name + "{"):
+            return int(float(line.rsplit(" ", 1)[1]))
+    raise AssertionError(f"{name} not in /metrics")
 
 
 def cookie_of(headers):
@@ -94,6 +114,32 @@ class GuestbookTest(unittest.TestCase):
             self.scenario()
         except AssertionError as e:
             raise AssertionError(f"{e}\n{self.site.logs()}") from e
+
+    def wait_read_pool(self, name, other, member, timeout=15):
+        """Plain reads until replica `name` serves them (member) or, for 30 reads in a row, does not while
+        `other` does; returns when the change took effect (the first read of that run)."""
+        site = self.site
+        deadline = time.monotonic() + timeout
+        run_started = None
+        run = 0
+        while time.monotonic() < deadline:
+            at = time.monotonic()
+            code, headers, body = site.get("/api/messages?limit=1")
+            self.assertEqual(code, 200, body)
+            node = headers["X-Db-Node"]
+            if member:
+                if node == name:
+                    return at
+            elif node == name:
+                run, run_started = 0, None
+            else:
+                self.assertEqual(node, other)
+                run_started = run_started or at
+                run += 1
+                if run >= 30:
+                    return run_started
+            time.sleep(0.01)
+        self.fail(f"{name} did not {'join' if member else 'leave'} the read pool in {timeout} s")
 
     def scenario(self):
         site = self.site
@@ -123,6 +169,20 @@ class GuestbookTest(unittest.TestCase):
         self.assertIn(b"/api/messages", body)
         self.assertEqual(site.get("/hello.txt")[2], b"static still served\n")
 
+        # --- without pg_read_all_stats no replica can be shown to follow the primary ----------------
+        # The agents create the application role without it (for now): the web node then sees only
+        # its replicas' WAL receiver pids, sends every read to the primary, and says why.
+        member = site.as_postgres(self.primary, "SELECT pg_has_role('site', 'pg_read_all_stats', 'MEMBER')")
+        self.assertEqual(member.returncode, 0, member.stderr)
+        if member.stdout.strip() == "f":
+            for _ in range(4):
+                code, headers, body = site.get("/api/messages?limit=1")
+                self.assertEqual((code, headers["X-Db-Node"]), (200, self.primary), body)
+            self.assertIn("grant it pg_read_all_stats", site.web.output())
+            granted = site.as_postgres(self.primary, "GRANT pg_read_all_stats TO site")
+            self.assertEqual(granted.returncode, 0, granted.stderr)
+        granted_at = time.monotonic()
+
         # Reads without a token are spread over the replicas once they have caught up.
         served = set()
 
@@ -132,6 +192,43 @@ class GuestbookTest(unittest.TestCase):
             return set(self.replicas) <= served
 
         wait_until(replica_reads, timeout=10, interval=0.05, what="reads served by both replicas")
+        joined = time.monotonic() - granted_at
+
+        # --- a replica that does not stream from the primary serves no reads ------------------------
+        detached, other = self.replicas
+        conninfo = site.as_postgres(detached, "SHOW primary_conninfo").stdout.strip()
+        slot = site.as_postgres(detached, "SHOW primary_slot_name").stdout.strip()
+        self.assertIn(f"port={site.cluster.ports[self.primary][0]}", conninfo)
+
+        def reconfigure(conninfo_value, slot_value):
+            for sql in (f"ALTER SYSTEM SET primary_conninfo = {sql_literal(conninfo_value)}",
+                        f"ALTER SYSTEM SET primary_slot_name = {sql_literal(slot_value)}",
+                        "SELECT pg_reload_conf()"):
+                done = site.as_postgres(detached, sql)
+                self.assertEqual(done.returncode, 0, done.stderr)
+            return time.monotonic()
+
+        # (a) Its WAL receiver stopped (primary_conninfo = '').
+        changed = reconfigure("", slot)
+        left_stopped = self.wait_read_pool(detached, other, member=False) - changed
+        self.assertIn(f"db node {detached} serves no reads: its WAL receiver is not streaming", site.web.output())
+        self.assertIn(f'db_node="{detached}",role="detached"}} 1', site.get("/metrics")[2].decode())
+        changed = reconfigure(conninfo, slot)
+        rejoined = self.wait_read_pool(detached, other, member=True) - changed
+        # (b) It streams, but from the other replica (cascading): nothing shows it has the primary's
+        # history, so it stays out until it follows the primary again.
+        cascade = conninfo.replace(f"port={site.cluster.ports[self.primary][0]}",
+                                   f"port={site.cluster.ports[other][0]}")
+        changed = reconfigure(cascade, "")
+        other_port = site.cluster.ports[other][0]
+        wait_until(lambda: site.as_postgres(detached, "SELECT status, sender_port FROM pg_stat_wal_receiver")
+                   .stdout.strip() == f"streaming|{other_port}", timeout=15, what=f"{detached} streaming from {other}")
+        left_cascade = self.wait_read_pool(detached, other, member=False) - changed
+        wait_until(lambda: f"db node {detached} serves no reads: it streams from another node than the primary"
+                   in site.web.output(), timeout=5, what="the web node naming the other sender")
+        self.wait_read_pool(detached, other, member=False)  # still out while it streams from there
+        changed = reconfigure(conninfo, slot)
+        self.wait_read_pool(detached, other, member=True)
 
         # --- bad input: JSON errors, never a 500 ----------------------------------------------------
         cases = [
@@ -170,6 +267,44 @@ class GuestbookTest(unittest.TestCase):
         self.assertEqual(ids, sorted(ids, reverse=True))  # newest first
         self.assertGreaterEqual(len(ids), 5)
 
+        # --- a write that outlives its deadline is cancelled on the server, not left running ---------
+        locker = subprocess.Popen(
+            ["runuser", "-u", "postgres", "--", os.path.join(pg_bin(), "psql"), "-X", "-q",
+             "-h", os.path.join(site.cluster.dir, "var", self.primary, "run"),
+             "-p", str(site.cluster.ports[self.primary][0]), "-d", "site",
+             "-c", "BEGIN; LOCK TABLE guestbook_messages; SELECT pg_sleep(20); COMMIT;"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ, PGAPPNAME="gb-locker"))
+
+        def stop_locker():
+            site.as_postgres(self.primary, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                           "WHERE application_name = 'gb-locker'")
+            locker.wait(timeout=10)
+
+        self.addCleanup(stop_locker)
+        wait_until(lambda: site.as_postgres(self.primary, "SELECT count(*) FROM pg_stat_activity WHERE "
+                                            "application_name = 'gb-locker' AND query LIKE '%pg_sleep%'")
+                   .stdout.strip() == "1", timeout=10, what="the table locked")
+        started = time.monotonic()
+        code, _, body = site.post({"author": "Eve", "text": "waits for a lock"})
+        answered = time.monotonic() - started
+        self.assertEqual(code, 503, body)
+        waiting_sql = ("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'fulcrum-web-1' "
+                       "AND wait_event_type = 'Lock'")
+        wait_until(lambda: site.as_postgres(self.primary, waiting_sql).stdout.strip() == "0", timeout=5,
+                   what="the abandoned INSERT ended on the server")
+        ended = time.monotonic() - started
+        # Ended by the web node's cancel request, before the session's own statement_timeout (2.5 s).
+        pg_log = os.path.join(site.cluster.dir, "var", self.primary, "run", "postgres.log")
+
+        def cancel_logged():
+            with open(pg_log, errors="replace") as f:
+                return "canceling statement due to user request" in f.read()
+
+        wait_until(cancel_logged, timeout=5, what="the primary logging the cancel")
+        stop_locker()
+        wait_until(lambda: site.post({"author": "Eve", "text": "after the lock"})[0] == 201, timeout=10,
+                   interval=0.1, what="writes again after the lock")
+
         # --- read-your-writes with both replicas' replay paused ---------------------------------------
         for name in self.replicas:
             paused = site.as_postgres(name, "SELECT pg_wal_replay_pause()")
@@ -186,6 +321,18 @@ class GuestbookTest(unittest.TestCase):
         self.assertIn(mine, ids_in(body))
         self.assertEqual(headers["X-Db-Node"], self.primary)  # no replica has it: the primary answered
         self.assertLess(waited, 2.0)
+        # Many such reads at once: one replay check per replica per tick serves them all.
+        checks_before = metric(site, "fulcrum_web_guestbook_replay_checks_total")
+        with concurrent.futures.ThreadPoolExecutor(32) as pool:
+            answers = list(pool.map(lambda _: site.get("/api/messages", cookie=token, timeout=10), range(32)))
+        checks = metric(site, "fulcrum_web_guestbook_replay_checks_total") - checks_before
+        for code, headers, body in answers:
+            self.assertEqual(code, 200, body)
+            self.assertIn(mine, ids_in(body))
+            self.assertEqual(headers["X-Db-Node"], self.primary)
+        # Per worker (2) and replica (2), one check per 20 ms tick over the ~300 ms wait, plus the
+        # spread of arrivals; a check per waiting read would be about 32 x 15.
+        self.assertLessEqual(checks, 120)
         # Without the token, a replica answers, and it does not have the row yet.
         stale = 0
         for _ in range(4):
@@ -211,6 +358,31 @@ class GuestbookTest(unittest.TestCase):
         self.assertIn(f'fulcrum_web_db_role{{node="web-1",db_node="{self.primary}",role="primary"}} 1', text)
         self.assertIn("fulcrum_web_guestbook_token_primary_reads_total", text)
         self.assertIn("fulcrum_web_db_lag_bytes", text)
+
+        # --- a primary whose lease fence says 'on' is no primary --------------------------------------
+        # The fence library is not loaded here: a placeholder setting of the same name, set for the
+        # application role's new sessions, stands in for what it would answer once the node's lease
+        # has expired; ending the web node's sessions makes it reconnect and read it.
+        def set_fence(sql):
+            for statement in (sql, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                   "WHERE application_name = 'fulcrum-web-1'"):
+                done = site.as_postgres(self.primary, statement)
+                self.assertEqual(done.returncode, 0, done.stderr)
+
+        set_fence("ALTER ROLE site IN DATABASE site SET fulcrum.fenced = 'on'")
+        self.addCleanup(site.as_postgres, self.primary, "ALTER ROLE site IN DATABASE site RESET fulcrum.fenced")
+        fenced_role = f'db_node="{self.primary}",role="fenced"}} 1'
+        wait_until(lambda: fenced_role in site.get("/metrics")[2].decode(), timeout=10, interval=0.05,
+                   what="the primary seen as fenced")
+        self.assertIn(f"db node {self.primary} is out of recovery but fenced (fulcrum.fenced is on", site.web.output())
+        for _ in range(3):
+            code, _, body = site.post({"author": "Fay", "text": "fenced?"})
+            self.assertEqual(code, 503, body)
+            self.assertEqual(site.get("/api/messages?limit=1")[0], 200)  # reads go on from the replicas
+            time.sleep(0.3)
+        set_fence("ALTER ROLE site IN DATABASE site RESET fulcrum.fenced")
+        wait_until(lambda: site.post({"author": "Fay", "text": "unfenced"})[0] == 201, timeout=10, interval=0.05,
+                   what="writes again once the fence is off")
 
         # --- failover: the primary's agent dies (its PostgreSQL stops with it) ---------------------
         acknowledged = [m for m in ids_in(site.get("/api/messages?limit=200", cookie=token)[2])]
@@ -262,6 +434,12 @@ class GuestbookTest(unittest.TestCase):
         print(f"\nfailover: writes resumed on {new_primary} {took * 1000:.0f} ms after the primary's agent died; "
               f"{refused} writes refused (slowest answer {slowest * 1000:.0f} ms), reads {reads_ok} ok / "
               f"{reads_failed} failed meanwhile; token read waited {waited * 1000:.0f} ms")
+        print(f"read pool: replicas serving {joined * 1000:.0f} ms after the grant; a replica left it "
+              f"{left_stopped * 1000:.0f} ms after its WAL receiver was stopped and {left_cascade * 1000:.0f} ms "
+              f"after it was pointed at the other replica, and was back {rejoined * 1000:.0f} ms after it followed "
+              f"the primary again; 32 waiting token reads cost {checks} replay checks; a write stuck on a lock "
+              f"answered 503 after {answered * 1000:.0f} ms and its statement ended on the server after "
+              f"{ended * 1000:.0f} ms")
 
 
 if __name__ == "__main__":
