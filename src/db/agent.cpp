@@ -65,6 +65,7 @@ DbAgent::DbAgent(const config::Site& site, const config::DbNode& node, core::Eve
   for (const auto& n : site.db.nodes) {
     nodes_.insert(n.name);
   }
+  forward_mailbox_->loop = &loop_;
 }
 
 DbAgent::~DbAgent() = default;
@@ -415,8 +416,8 @@ bool DbAgent::startPostgres(const char* why) {
   Status started = pg_->start(keep_leased);
   if (!started.ok) {
     ++start_failures_;
-    const auto backoff = std::min<core::Duration>(std::chrono::seconds(1L << std::min(start_failures_ - 1, 5)),
-                                                  std::chrono::seconds(30));
+    const auto backoff = std::min<core::Duration>(
+        std::chrono::seconds(1L << std::min(start_failures_ - 1, 5)), std::chrono::seconds(30));
     next_start_ = loop_.clock().now() + backoff;
     last_start_error_ = started.error;
     log::error("starting PostgreSQL ({}, attempt {}; next in {} ms): {}", why, start_failures_,
@@ -666,7 +667,8 @@ void DbAgent::rejoinAsReplica() {
   if (!leader) {
     return;
   }
-  rewindAndFollow(*leader, "another node (" + leader->name + ") leads: rewinding this former primary and following it");
+  rewindAndFollow(
+      *leader, "another node (" + leader->name + ") leads: rewinding this former primary and following it");
 }
 
 void DbAgent::rewindAndFollow(const MemberRecord& leader, const std::string& why) {
@@ -785,6 +787,11 @@ void DbAgent::recloneFrom(const MemberRecord& leader) {
 
 void DbAgent::ensureSlots() {
   bool ok = true;
+  // Clusters created before initPrimary() granted it: the web nodes' read routing needs it.
+  if (auto granted = pg_->query("GRANT pg_read_all_stats TO " + quoteIdent(site_.db.user)); !granted.ok) {
+    log::warn("granting pg_read_all_stats to {}: {}", site_.db.user, granted.error);
+    ok = false;
+  }
   for (const auto& other : site_.db.nodes) {
     if (other.name == node_.name) {
       continue;
@@ -1108,6 +1115,10 @@ NodeView DbAgent::view() const {
 }
 
 void DbAgent::shutdown() {
+  {
+    std::lock_guard lock(forward_mailbox_->mutex);
+    forward_mailbox_->loop = nullptr;  // forwarded calls still out answer nobody
+  }
   timer_.disarm();
   if (watch_) {
     watch_->stop();

@@ -32,6 +32,7 @@
 // (DATA.failed-<time>, kept) and is cloned again from the leader.
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <set>
 #include <string>
@@ -122,6 +123,15 @@ class DbAgent final : public http::Handler {
   // Switchover (agent_switchover.cpp).
   void handleSwitchover(const http::Request& request, http::Response& response);
   void handleFailover(const http::Request& request, http::Response& response);
+  // Carries an admin call to `node`'s agent and relays its answer (deferred; a thread makes the
+  // blocking call and posts the answer back to the loop).
+  void forwardAdmin(const http::Request& request, http::Response& response, const std::string& node);
+  // Where forwarding threads deliver answers; the loop is cleared at shutdown.
+  struct ForwardMailbox {
+    std::mutex mutex;
+    core::EventLoop* loop = nullptr;
+  };
+  std::shared_ptr<ForwardMailbox> forward_mailbox_ = std::make_shared<ForwardMailbox>();
   void driveSwitchover();
   void finishSwitchover(int status, const std::string& message);
   // An intent in etcd names another node as the one to take the key.

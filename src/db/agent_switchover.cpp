@@ -4,9 +4,11 @@
 // the replica that should lead a cluster without a leader.
 #include <algorithm>
 #include <nlohmann/json.hpp>
+#include <thread>
 
 #include "core/log.h"
 #include "db/agent.h"
+#include "db/http_post.h"
 #include "http/bearer.h"
 
 namespace fulcrum::db {
@@ -40,7 +42,8 @@ std::optional<SwitchoverRequest> adminRequest(const http::Request& request, http
                                               const std::string& token) {
   if (!http::hasBearerToken(request.head, token)) {
     response.addHeader("WWW-Authenticate", "Bearer");
-    refuse(response, 401, "a valid 'Authorization: Bearer TOKEN' is required (token in state_dir/admin.token)");
+    refuse(response, 401,
+           "a valid 'Authorization: Bearer TOKEN' is required (token in state_dir/admin.token)");
     return std::nullopt;
   }
   auto parsed = parseSwitchoverRequest(request.body);
@@ -57,10 +60,61 @@ bool DbAgent::intentBlocks() const {
   return intent_ && intent_->to != node_.name;
 }
 
+void DbAgent::forwardAdmin(const http::Request& request, http::Response& response, const std::string& node) {
+  // Patroni accepts /switchover and /failover on any member: carried to the agent that acts, at
+  // the address the topology gives it (never one read from etcd: the bearer token goes along).
+  if (auto from = request.head.find("x-fulcrum-forwarded")) {
+    refuse(response, 503,
+           node_.name + " cannot act on this and it was already forwarded by " +
+               std::string(*from).substr(0, 64));
+    return;
+  }
+  const config::DbNode* target = nullptr;
+  for (const auto& n : site_.db.nodes) {
+    if (n.name == node) {
+      target = &n;
+    }
+  }
+  auto authorization = request.head.find("authorization");
+  if (target == nullptr || !authorization) {
+    refuse(response, 503, "no agent address for " + node);
+    return;
+  }
+  log::info("forwarding POST {} to {} at {}", request.head.path, node, target->agent.toString());
+  PostLimits limits;
+  // The client's connection to us idles out after 30 s, deferred answers included.
+  limits.deadline = std::chrono::steady_clock::now() + std::chrono::seconds(28);
+  limits.max_body_bytes = 64 << 10;
+  limits.extra_headers =
+      "Authorization: " + std::string(*authorization) + "\r\nX-Fulcrum-Forwarded: " + node_.name + "\r\n";
+  std::thread([mailbox = forward_mailbox_, reply = request.defer(), to = target->agent,
+               path = std::string(request.head.path), body = std::string(request.body),
+               limits = std::move(limits), node]() mutable {
+    PostOutcome outcome = postJson(to, path, body, limits);
+    http::Response answer;
+    if (outcome.reply.ok) {
+      answer.setBody(outcome.reply.value.status, "application/json", std::move(outcome.reply.value.body));
+    } else {
+      answer.setBody(
+          502, "application/json",
+          errorBody("forwarding to " + node + " at " + to.toString() + ": " + outcome.reply.error));
+    }
+    std::lock_guard lock(mailbox->mutex);
+    if (mailbox->loop != nullptr) {  // the agent may have shut down meanwhile
+      auto shared = std::make_shared<http::Response>(std::move(answer));  // std::function copies
+      mailbox->loop->post([reply, shared]() mutable { reply.complete(std::move(*shared)); });
+    }
+  }).detach();
+}
+
 void DbAgent::handleSwitchover(const http::Request& request, http::Response& response) {
   auto refuse = [&](int status, const std::string& message) { db::refuse(response, status, message); };
   std::optional<SwitchoverRequest> parsed = adminRequest(request, response, admin_token_);
   if (!parsed) {
+    return;
+  }
+  if (!elector_.isLeader() && leader_name_ && *leader_name_ != node_.name) {
+    forwardAdmin(request, response, *leader_name_);
     return;
   }
   if (switchover_) {
@@ -106,6 +160,10 @@ void DbAgent::handleFailover(const http::Request& request, http::Response& respo
   if (!parsed) {
     return;
   }
+  if (parsed->to && *parsed->to != node_.name && nodes_.count(*parsed->to) != 0) {
+    forwardAdmin(request, response, *parsed->to);  // the named replica carries it out
+    return;
+  }
   FailoverInputs in;
   in.me = node_.name;
   for (const auto& n : site_.db.nodes) {
@@ -137,7 +195,8 @@ void DbAgent::handleFailover(const http::Request& request, http::Response& respo
     return;
   }
   const auto took = std::chrono::duration_cast<milliseconds>(loop_.clock().now() - started);
-  nlohmann::json body = {{"leader", node_.name}, {"ms", took.count()}, {"message", node_.name + " is the leader"}};
+  nlohmann::json body = {
+      {"leader", node_.name}, {"ms", took.count()}, {"message", node_.name + " is the leader"}};
   response.setBody(200, "application/json", body.dump());
   schedule(loop_.clock().now());  // publish the new role at once
 }

@@ -84,6 +84,7 @@ PostOutcome exchange(http::Method method, const core::SocketAddress& to, std::st
     request.append("Content-Type: application/json\r\nContent-Length: ").append(std::to_string(body.size()));
     request.append("\r\n");
   }
+  request.append(limits.extra_headers);
   request.append("Connection: close\r\n\r\n").append(body);
   size_t sent = 0;
   while (sent < request.size()) {

@@ -27,6 +27,7 @@ struct PostLimits {
   std::chrono::steady_clock::time_point deadline;  // the whole exchange
   std::chrono::milliseconds connect_timeout{500};  // the TCP handshake, within the deadline
   uint64_t max_body_bytes = 64 << 20;
+  std::string extra_headers;  // more header lines, each "Name: value\r\n" (no CR/LF inside values)
 };
 
 PostOutcome postJson(const core::SocketAddress& to, std::string_view path, std::string_view body,

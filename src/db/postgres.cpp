@@ -410,6 +410,9 @@ Status PostgresNode::initPrimary(const AppDatabase& app) {
       "GRANT EXECUTE ON FUNCTION pg_catalog.pg_read_binary_file(text) TO " + repl,
       "GRANT EXECUTE ON FUNCTION pg_catalog.pg_read_binary_file(text, bigint, bigint, boolean) TO " + repl,
       "CREATE ROLE " + quoteIdent(app.user) + " LOGIN PASSWORD " + password_sql(app_password.value),
+      // The web nodes read pg_stat_wal_receiver on replicas (whom a replica streams from, on
+      // which timeline): hidden from ordinary roles.
+      "GRANT pg_read_all_stats TO " + quoteIdent(app.user),
       "CREATE DATABASE " + quoteIdent(app.database) + " OWNER " + quoteIdent(app.user)};
   for (const std::string& sql : statements) {
     if (auto done = query(sql); !done.ok) {
@@ -1001,7 +1004,8 @@ Status PostgresNode::rewind(const core::SocketAddress& source) {
       moved = !ec;
     }
   }
-  Status done = runChecked(std::move(argv), options_.tool_timeout, {"PGAPPNAME=" + options_.node + "-rewind"});
+  Status done =
+      runChecked(std::move(argv), options_.tool_timeout, {"PGAPPNAME=" + options_.node + "-rewind"});
   if (moved) {
     if (!done.ok) {
       std::filesystem::rename(parked, signal, ec);

@@ -257,7 +257,8 @@ class PostgresNode {
   std::string init_error_;
   ChildProcess postmaster_;
   std::optional<int> unreported_exit_;
-  uintmax_t start_log_offset_ = 0;  // the server log's size when the last start began  // seen by isRunning(), not yet returned by pollExit()
+  uintmax_t start_log_offset_ = 0;  // the server log's size when the last start began  // seen by
+                                    // isRunning(), not yet returned by pollExit()
   std::map<std::string, std::unique_ptr<PgSession>, std::less<>> sessions_;  // by database name
 };
 

@@ -315,6 +315,55 @@ class DbSafetyTest(unittest.TestCase):
         self.assertEqual(cluster.wait_roles(self, NODES, timeout=90)[0], behind)
         cluster.stop_all(self)
 
+    def test_switchover_and_failover_on_any_member(self):
+        """As Patroni: POST /switchover sent to a replica is carried out by the leader, and POST
+        /failover naming another replica by that replica; the answer comes back relayed."""
+        cluster = Cluster(failover=False)
+        self.addCleanup(cluster.cleanup)
+        leader, (a, b) = cluster.start(self)
+        token = cluster.token()
+
+        def admin(name, path, body, token=token):
+            headers = {"Content-Type": "application/json", "Authorization": "Bearer " + token}
+            code, _, raw = http_get(cluster.url(name, path), method="POST", data=json.dumps(body).encode(),
+                                    headers=headers, timeout=40)
+            return code, json.loads(raw)
+
+        self.assertEqual(admin(b, "/switchover", {"to": a}, token="wrong")[0], 401)  # checked before forwarding
+        deadline = time.monotonic() + 30
+        while True:
+            code, body = admin(b, "/switchover", {"to": a})
+            if code not in (409, 503) or time.monotonic() > deadline:  # a target not yet seen healthy
+                break
+            time.sleep(0.3)
+        self.assertEqual(code, 200, body)
+        self.assertEqual(cluster.wait_roles(self, NODES, timeout=60)[0], a)
+        self.assertIn("forwarding POST /switchover to " + leader, log_of(cluster, b))
+
+        # The new leader dies; failover = false: nobody takes over until told, here through the
+        # old leader (now a replica), which carries the request to the named replica.
+        cluster.agents[a].proc.kill()
+        for pid in processes_mentioning(os.path.join(cluster.dir, "var", a)):
+            os.kill(pid, signal.SIGKILL)
+        cluster.agents.pop(a).stop()
+        cluster.wait_for(self, lambda: etcd_leader(cluster) is None, 30, "the leader key expired")
+        deadline = time.monotonic() + 30
+        while True:
+            code, body = admin(leader, "/failover", {"to": b})
+            if code != 409 or time.monotonic() > deadline:  # b may not have seen every replica yet
+                break
+            time.sleep(0.3)
+        self.assertEqual(code, 200, body)
+        self.assertEqual(body["leader"], b)
+        cluster.wait_for(self, lambda: cluster.code(b, "/primary") == 200, 20, b + " the primary")
+        self.assertIn("forwarding POST /failover to " + b, log_of(cluster, leader))
+        cluster.stop_all(self)
+
+
+def etcd_leader(cluster):
+    found = Etcd(cluster).get(key("leader"))
+    return found[0] if found else None
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -121,7 +121,10 @@ class SiteTest(unittest.TestCase):
             code, headers, body = self.post("Ann", "hello <b>site</b>")
             return (code, headers, body) if code == 201 else None
 
-        code, headers, body = wait_until(posted, timeout=30, interval=0.2, what="a first message through the lb")
+        try:
+            code, headers, body = wait_until(posted, timeout=30, interval=0.2, what="a first message through the lb")
+        except AssertionError as e:
+            self.fail(f"{e}\n{self.explain()}")
         row = json.loads(body)
         type(self).first = row["id"]
         cookie = cookie_of(headers)

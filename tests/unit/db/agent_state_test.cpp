@@ -29,7 +29,10 @@ NodeView replica(Lsn replayed) {
   v.pg.timeline = 1;
   v.pg.replay_lsn = replayed;
   v.pg.receiver = "streaming";
+  v.pg.sender = "127.0.0.1:5432";
   v.leader_lsn = 0x3000000;
+  v.leader_pg = "127.0.0.1:5432";
+  v.leader_timeline = 1;
   return v;
 }
 
@@ -84,6 +87,60 @@ TEST(AgentStateTest, ReplicaStreamingAndLagBound) {
   not_streaming.pg.receiver = "";
   EXPECT_EQ(replicaStatus(not_streaming, std::nullopt), 503);
   EXPECT_EQ(healthStatus(not_streaming), 200);
+}
+
+TEST(AgentStateTest, ReplicaHealthyOnlyStreamingFromTheLeaderOnItsTimeline) {
+  NodeView from_former_primary = replica(0x3000000);
+  from_former_primary.pg.sender = "127.0.0.1:5433";  // streams, but from another node
+  EXPECT_EQ(replicaStatus(from_former_primary, std::nullopt), 503);
+  EXPECT_EQ(readOnlyStatus(from_former_primary, std::nullopt), 503);
+  NodeView old_timeline = replica(0x3000000);
+  old_timeline.leader_timeline = 2;  // the leader moved on; this one receives timeline 1
+  EXPECT_EQ(replicaStatus(old_timeline, std::nullopt), 503);
+  NodeView no_leader = replica(0x3000000);
+  no_leader.leader_pg.clear();  // nobody to check it against
+  EXPECT_EQ(replicaStatus(no_leader, std::nullopt), 503);
+}
+
+TEST(AgentStateTest, DivergenceFromTheLeadersHistory) {
+  // Leader on timeline 3: timeline 1 ended at 0/5000000, timeline 2 at 0/6000000.
+  const std::vector<TimelineSwitch> history = {{1, 0x5000000}, {2, 0x6000000}};
+  EXPECT_EQ(divergence(3, 0x9000000, 3, history), Divergence::No);
+  EXPECT_EQ(divergence(2, 0x6000000, 3, history), Divergence::No);   // up to the switch: follows
+  EXPECT_EQ(divergence(2, 0x6000001, 3, history), Divergence::Yes);  // a former primary's last writes
+  EXPECT_EQ(divergence(1, 0x4000000, 3, history), Divergence::No);
+  EXPECT_EQ(divergence(1, 0x5800000, 3, history), Divergence::Yes);
+  EXPECT_EQ(divergence(4, 0x1, 3, history), Divergence::Yes);  // a timeline the leader never had
+  EXPECT_EQ(divergence(5, 0x1, 6, {{1, 0x5000000}, {2, 0x6000000}, {4, 0x7000000}, {6 - 1, 0x8000000}}),
+            Divergence::No);
+  EXPECT_EQ(divergence(3, 0x1, 6, {{1, 0x5000000}, {2, 0x6000000}, {4, 0x7000000}, {5, 0x8000000}}),
+            Divergence::Yes);                                          // timeline 3 is a sibling branch
+  EXPECT_EQ(divergence(2, 0x1, 3, {}), Divergence::Unknown);           // an older leader published none
+  EXPECT_EQ(divergence(2, 0x1, 20, {{9, 0x1}}), Divergence::Unknown);  // list cut: cannot tell
+}
+
+TEST(AgentStateTest, TimelineHistoryFiles) {
+  auto parsed = parseTimelineHistory(
+      "1\t0/5000000\tno recovery target specified\n\n"
+      "2\t0/6000148\tno recovery target specified\n# comment\n");
+  ASSERT_TRUE(parsed);
+  EXPECT_EQ(*parsed, (std::vector<TimelineSwitch>{{1, 0x5000000}, {2, 0x6000148}}));
+  EXPECT_FALSE(parseTimelineHistory("x\t0/1\n"));
+  EXPECT_FALSE(parseTimelineHistory("1\tzz\n"));
+  EXPECT_FALSE(parseTimelineHistory("0\t0/1\n"));
+  MemberRecord m;
+  m.name = "db-1";
+  m.role = "primary";
+  m.pg = "127.0.0.1:1";
+  for (uint32_t i = 1; i <= kMaxHistory + 4; ++i) {
+    m.history.push_back({i, Lsn{i} << 24});
+  }
+  auto back = decodeMember(encodeMember(m));
+  ASSERT_TRUE(back);
+  ASSERT_EQ(back->history.size(), kMaxHistory);  // the most recent switches
+  EXPECT_EQ(back->history.back(), m.history.back());
+  EXPECT_FALSE(decodeMember(R"({"name":"a","role":"primary","pg":"x","lsn":"0/1","history":[[1]]})"));
+  EXPECT_FALSE(decodeMember(R"({"name":"a","role":"primary","pg":"x","lsn":"0/1","history":[["a","0/1"]]})"));
 }
 
 TEST(AgentStateTest, PatroniReadOnlySyncAndAsyncChecks) {
