@@ -222,7 +222,8 @@ class Cluster:
         entries = freeze.stop(self.frozen_record, [agent])
         for _ in range(20):
             done = {pid for pid, _ in entries}
-            todo = [p for p in self.pg_processes(node) + freeze.descendants(agent) if p not in done]
+            # dict.fromkeys: in order, once each (Fulcrum's postmaster is also below its agent).
+            todo = [p for p in dict.fromkeys(self.pg_processes(node) + freeze.descendants(agent)) if p not in done]
             if not todo:
                 break
             entries += freeze.stop(self.frozen_record, todo)
