@@ -2,15 +2,22 @@
 # Failover time and lost writes: `fulcrum db` (leader_ttl_ms 10000 and the default 5000) vs
 # Patroni 3 (ttl 10, loop_wait 2, retry_timeout 4) on etcd 3.4, same machine, one run.
 # Each system: three PostgreSQL 15 nodes on loopback with their own etcd, in a temp dir under /tmp.
-# Modes async and synchronous; faults: kill -9 of the primary's postgres only, and of the
-# primary's agent and postgres together. A writer (THREADS clients, default 8) commits INSERTs as
-# fast as it can through whichever node answers /primary; a probe writes to every node directly.
-# Prints: time from the kill to the first commit after it (median/min/max over TRIALS, default
-# 10), acknowledged writes missing from the new primary, trials where two nodes accepted writes
-# at once. A cell whose setting the Fulcrum build refuses reads "n/a (not supported by this build)".
+# Modes async and synchronous; faults: (a) `postgres`, kill -9 of the primary's postgres only;
+# (b) `agent+postgres`, kill -9 of the primary's agent and postgres together; (c) `agent-frozen`,
+# SIGSTOP of the primary's agent process only (its PostgreSQL keeps running); (d) `node-frozen`,
+# SIGSTOP of the agent and every PostgreSQL process of the primary's node. (c) and (d) thaw
+# (SIGCONT, the agent last) THAW_DELAY s after the new primary's first commit; Patroni runs
+# without a watchdog. A writer (THREADS clients, default 8) commits INSERTs as fast as it can
+# through whichever node answers /primary; a probe writes to every node directly; in (c) and (d)
+# a direct client also writes straight to the old primary's PostgreSQL.
+# Prints: time from the fault to the first commit after it (median/min/max over TRIALS, default
+# 10), acknowledged writes missing from the new primary, for (c) and (d) the old primary's commits
+# acknowledged after the new primary's first commit, trials where two nodes accepted writes at
+# once. A cell whose setting the Fulcrum build refuses reads "n/a (not supported by this build)".
 # Reports only; nothing here passes or fails. Needs root (PostgreSQL runs as `postgres`).
 # Env: FULCRUM_BIN, TRIALS, THREADS, SYSTEMS (default fulcrum:10000,fulcrum:5000,patroni:10000),
-#      MODES (async,sync), FAULTS (postgres,agent+postgres), LOGS (a dir to keep the agents' logs in),
+#      MODES (async,sync), FAULTS (postgres,agent+postgres,agent-frozen,node-frozen),
+#      LOGS (a dir to keep the agents' logs in), THAW_DELAY (s, default 3),
 #      REJOIN_TIMEOUT (s, default 90: a node not rejoining by itself is re-cloned and counted).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -37,7 +44,8 @@ cleanup() {
     for _ in $(seq 100); do kill -0 "$RUN" 2>/dev/null || break; sleep 0.1; done
     kill -KILL "$RUN" 2>/dev/null || true
   fi
-  # Whatever is left running from the run dir (agents, patroni, postmasters, etcd), then the dir.
+  # Whatever is left frozen is thawed, whatever runs from the run dir (agents, patroni,
+  # postmasters, etcd) is killed, then the dir is removed.
   "$PY" "$HERE/failover/run.py" --dir "$W" --fulcrum - --cleanup || rm -rf "$W"
 }
 trap cleanup EXIT
@@ -49,6 +57,7 @@ echo "failover.sh: load average $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) CPU
 # In the background so a signal reaches the trap at once; the driver exits on SIGTERM.
 "$PY" "$HERE/failover/run.py" --dir "$W" --fulcrum "$FULCRUM_BIN" --trials "${TRIALS:-10}" \
   --threads "${THREADS:-8}" --systems "${SYSTEMS:-fulcrum:10000,fulcrum:5000,patroni:10000}" \
-  --modes "${MODES:-async,sync}" --faults "${FAULTS:-postgres,agent+postgres}" --logs "${LOGS:-}" &
+  --modes "${MODES:-async,sync}" --faults "${FAULTS:-postgres,agent+postgres,agent-frozen,node-frozen}" \
+  --logs "${LOGS:-}" &
 RUN=$!
 wait "$RUN"

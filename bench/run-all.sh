@@ -11,7 +11,9 @@ echo
 echo "== the guestbook through the load balancer: 90% reads, 0-2 replicas, with and without tokens =="
 "$HERE/guestbook.sh"
 echo
-# bench/failover.sh (Fulcrum vs Patroni, 45-60 minutes) runs alone: sudo bench/failover.sh
+# bench/failover.sh (Fulcrum vs Patroni) runs alone: sudo bench/failover.sh -- with its four default
+# faults an estimated two to three times the 45-60 minutes of the two kill faults
+# (FAULTS=postgres,agent+postgres); see docs/benchmarks.md.
 for b in "$HERE"/../build/bench/*_bench; do
   if [[ -x "$b" ]]; then
     echo "== $(basename "$b") =="

@@ -17,6 +17,8 @@ import urllib.request
 
 import psycopg2
 
+import freeze
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 # The integration tests' helpers: free ports, finding PostgreSQL, processes by command line.
 sys.path.insert(0, os.path.join(HERE, "..", "..", "tests", "integration"))
@@ -112,6 +114,8 @@ class Cluster:
         self.agents = {}
         self.etcd = None
         self.keep_logs = ""  # a directory to copy the logs to before the cluster is removed
+        # Every pid the freeze faults SIGSTOP, until thawed; shared with failover.sh's sweep.
+        self.frozen_record = os.path.join(root, "frozen.pids")
 
     # --- per system ---
     def start_agent(self, node):
@@ -191,6 +195,44 @@ class Cluster:
     def kill_agent(self, node):
         kill_quietly(self.agent_pid(node))
 
+    def pg_processes(self, node):
+        """The node's PostgreSQL processes: the postmaster (from postmaster.pid), its descendants,
+        and anything else whose command line names the data directory; never the agent."""
+        data = self.data_dir(node)
+        postmaster = self.postmaster_pid(node)
+        pids = [postmaster] + freeze.descendants(postmaster) + processes_mentioning(data)
+        agent = self.agent_pid(node)
+        seen, ordered = {agent}, []
+        for pid in pids:
+            if pid not in seen:
+                seen.add(pid)
+                ordered.append(pid)
+        return ordered
+
+    def freeze_agent(self, node):
+        """Fault (c): SIGSTOP of the node's agent process only. Returns what to thaw."""
+        return freeze.stop(self.frozen_record, [self.agent_pid(node)])
+
+    def freeze_node(self, node):
+        """Fault (d): SIGSTOP of the agent, then of every PostgreSQL process of the node (the
+        postmaster first, so it forks nothing more) and anything else below the agent. Rescans
+        until a pass finds nothing new (a child forked during the pass). Returns what to thaw,
+        in stopping order (the agent first)."""
+        agent = self.agent_pid(node)
+        entries = freeze.stop(self.frozen_record, [agent])
+        for _ in range(20):
+            done = {pid for pid, _ in entries}
+            # dict.fromkeys: in order, once each (Fulcrum's postmaster is also below its agent).
+            todo = [p for p in dict.fromkeys(self.pg_processes(node) + freeze.descendants(agent)) if p not in done]
+            if not todo:
+                break
+            entries += freeze.stop(self.frozen_record, todo)
+        return entries
+
+    def thaw(self, entries):
+        """SIGCONT in the reverse order of the freeze: PostgreSQL first, the agent last."""
+        freeze.cont(self.frozen_record, list(reversed(entries)))
+
     def reap_agent(self, node, timeout=30):
         """Waits for the killed agent's process (Fulcrum's agent; Patroni's reaper wrapper)."""
         self.agents[node].wait(timeout=timeout)
@@ -213,7 +255,10 @@ class Cluster:
         self.start_agent(node)
 
     def stop(self, hard=False):
-        """SIGTERM every agent (each stops its PostgreSQL), then kill whatever is left."""
+        """SIGTERM every agent (each stops its PostgreSQL), then kill whatever is left. Anything
+        still frozen is thawed first: a stopped agent would not act on SIGTERM, and a stopped
+        backend would outlive its killed postmaster."""
+        thawed = freeze.thaw_all(self.frozen_record)
         if not hard:
             for proc in self.agents.values():
                 if proc.poll() is None:
@@ -230,6 +275,9 @@ class Cluster:
             self.etcd.stop()
         for pid in processes_mentioning(self.dir):
             kill_quietly(pid)
+        for entry in thawed:
+            if freeze.alive(entry):
+                kill_quietly(entry[0])
         try:
             wait_until(lambda: not processes_mentioning(self.dir), timeout=15, what="no process left")
         except TimeoutError:
@@ -324,6 +372,9 @@ class PatroniCluster(Cluster):
             "log": {"level": "INFO"},
             "restapi": {"listen": f"127.0.0.1:{rest}", "connect_address": f"127.0.0.1:{rest}"},
             "etcd3": {"hosts": [f"127.0.0.1:{self.etcd.port}"]},
+            # No watchdog device, as most installs run (and this machine has no /dev/watchdog):
+            # said explicitly so the default "automatic" cannot pick one up somewhere else.
+            "watchdog": {"mode": "off"},
             "bootstrap": {
                 "dcs": {
                     "ttl": ttl, "loop_wait": 2, "retry_timeout": 4,

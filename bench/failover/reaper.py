@@ -9,6 +9,8 @@ the benchmark measures Patroni and not the sandbox's init.
 
 Usage: reaper.py PIDFILE COMMAND [ARGS...] -- writes the command's pid to PIDFILE, forwards
 SIGTERM/SIGINT/SIGHUP to it, reaps everything, and exits with its status once no child is left.
+A forwarded signal is followed by SIGCONT: the freeze faults SIGSTOP patroni, and a stopped
+process would leave the signal pending until someone thaws it.
 """
 import ctypes
 import os
@@ -34,6 +36,7 @@ def main():
     def forward(signo, _frame):
         try:
             os.kill(child, signo)
+            os.kill(child, signal.SIGCONT)
         except ProcessLookupError:
             pass
 

@@ -3,8 +3,10 @@ the last-resort cleanup).
 
 For each mode (async, sync) and each system (Fulcrum at leader_ttl_ms 10000 and 5000, Patroni
 at ttl 10), one fresh cluster runs TRIALS trials of each fault:
-  postgres        kill -9 of the primary's postmaster only
-  agent+postgres  kill -9 of the primary's agent and its postmaster together
+  postgres        (a) kill -9 of the primary's postmaster only
+  agent+postgres  (b) kill -9 of the primary's agent and its postmaster together
+  agent-frozen    (c) SIGSTOP of the primary's agent process only; its PostgreSQL keeps running
+  node-frozen     (d) SIGSTOP of the primary's agent and every PostgreSQL process of that node
 A trial: wait for one primary and two caught-up replicas; start the writer and the probes; after
 a warm-up (2 s plus a random 0-5 s), kill; the failover time is from the kill to the first commit
 on a connection opened after the kill; keep writing AFTER seconds more; stop; count acknowledged ids missing from the
@@ -12,6 +14,14 @@ node that took the last commit (lost writes); check no two nodes accepted writes
 restart a killed agent so the old primary rejoins before the next trial. A node that does not
 rejoin or follow by itself within REJOIN_TIMEOUT is re-cloned and counted (rejoin failures);
 a trial that fails outright is reported and the cluster rebuilt.
+
+The freeze faults (freeze_trial) differ: the writer follows /primary (writer.py's Router) and a
+Direct client writes straight to the old primary's PostgreSQL; the failover time is from the
+SIGSTOP to the writer's first commit on another node; THAW_DELAY s after it everything is
+SIGCONTed (PostgreSQL first, the agent last), the writer goes on AFTER s, the direct client and
+the probes until the old primary streams as a replica again (nothing is restarted); then count
+the old primary's commits acknowledged after the new primary's first commit, and the lost writes
+(writer and direct ids) on the final primary. One clock: time.monotonic in this process.
 """
 import argparse
 import os
@@ -24,9 +34,14 @@ import time
 
 import psycopg2
 
+import freeze
 from clusters import (MAX_LAG, NODES, FulcrumCluster, NotSupported, PatroniCluster, kill_quietly,
                       processes_mentioning, wait_until)
-from writer import Probes, Writer, double_writers
+from writer import Direct, Probes, Writer, double_writers
+
+KILL_FAULTS = ("postgres", "agent+postgres")
+FREEZE_FAULTS = ("agent-frozen", "node-frozen")
+LETTERS = {"postgres": "a", "agent+postgres": "b", "agent-frozen": "c", "node-frozen": "d"}
 
 WARMUP = 2.0  # seconds of load before the kill, at least
 # Plus a random 0..JITTER s: trials follow each other at a steady pace, so without it every kill
@@ -36,6 +51,8 @@ WARMUP = 2.0  # seconds of load before the kill, at least
 JITTER = 5.0
 KILL_SEED = int(os.environ.get("KILL_SEED", "1"))
 AFTER = 2.0  # seconds of load after the first post-kill commit (catches a second writer)
+# Freeze faults: the frozen processes are thawed this long after the new primary's first commit.
+THAW_DELAY = float(os.environ.get("THAW_DELAY", "3"))
 FAILOVER_TIMEOUT = 90.0
 READY_TIMEOUT = 180.0
 # How long a restarted old primary may take to rejoin as a replica before the benchmark re-clones it
@@ -54,6 +71,11 @@ class Cell:
         self.times, self.lost, self.rates = [], [], []
         self.doubles = 0
         self.rejoin_failures = 0  # trials where a node did not rejoin or follow by itself (re-cloned)
+        self.restarts = 0  # freeze faults: trials where the thawed agent exited and was started again
+        self.after = []  # freeze faults: old primary's commits acknowledged after the new one's first
+        self.after_last = []  # ... and how long after it the last of them came (s), None if none
+        self.after_lost = 0  # ... how many of them the final primary lacks
+        self.led_again = 0  # trials where the thawed old primary took the lead back
         self.failures = []
         self.note = ""
 
@@ -152,7 +174,122 @@ def trial(cluster, fault, threads, warmup):
     if agent is not None:
         cluster.reap_agent(old)
         rejoined = rejoin(cluster, old) and rejoined
-    return failover, lost, doubles, rate, old, new, len(ids), rejoined, killed_at
+    return Result(failover=failover, lost=lost, doubles=doubles, rate=rate, old=old, new=new, acked=len(ids),
+                  rejoined=rejoined, at=killed_at)
+
+
+class Result:
+    def __init__(self, **fields):
+        self.after = None  # freeze faults only, as the rest below
+        self.after_last = None
+        self.after_lost = 0
+        self.led_again = False
+        self.detail = ""
+        self.restarted = False
+        self.__dict__.update(fields)
+
+
+def wall_clock():
+    return time.strftime("%H:%M:%S", time.gmtime()) + f".{int(time.time() * 1000) % 1000:03d}"
+
+
+def freeze_trial(cluster, fault, threads, warmup):
+    """Faults (c) agent-frozen and (d) node-frozen; see the module's docstring."""
+    (old, _), stuck = ensure_ready(cluster)
+    probes = Probes(cluster, NODES)
+    writer = Writer(cluster, NODES, threads, follow=True)
+    direct = Direct(cluster, old)
+    probes.start()
+    writer.start()
+    direct.start()
+    start = time.monotonic()
+    try:
+        wait_until(lambda: writer.count() > 0 and direct.count() > 0 and time.monotonic() - start >= warmup,
+                   timeout=60, interval=0.05, what="the writer's and the direct client's first commits")
+        frozen = time.monotonic()
+        frozen_at = wall_clock()
+        writer.set_mark(frozen, old=old)
+        try:
+            entries = cluster.freeze_agent(old) if fault == "agent-frozen" else cluster.freeze_node(old)
+            running = freeze.wait_stopped(entries)
+            if running:
+                raise RuntimeError(f"{old}: pids {running} did not stop")
+            wait_until(lambda: writer.first_after is not None, timeout=FAILOVER_TIMEOUT, interval=0.01,
+                       what="a commit on another node after the freeze")
+            failover = writer.first_after - frozen
+            time.sleep(THAW_DELAY)
+        finally:
+            # Everything recorded, the latest stopped first: PostgreSQL, then the agent.
+            thawed_pids = len(freeze.thaw_all(cluster.frozen_record))
+            thawed = time.monotonic()
+        time.sleep(AFTER)
+        writer.stop()
+        outcome, restarted = await_rejoin(cluster, old, writer.first_node)
+    finally:
+        acks = writer.stop()
+        direct_acks = direct.stop()
+        probe_acks = probes.stop()
+    if outcome == "timeout":
+        tail = cluster.agent_log(old).strip().splitlines()[-1:]
+        log(f"{old} did not rejoin within {REJOIN_TIMEOUT:.0f} s of the thaw (agent log ends: {tail}); "
+            "re-cloning it")
+        cluster.reclone(old)
+    # The new primary's first commit: the earliest any client (writer or probe) got acknowledged
+    # by another node after the freeze -- the earliest proof that two timelines exist.
+    first_new = min(a.acked for a in acks + probe_acks if a.node != old and a.acked > frozen)
+    after = [a for a in acks + direct_acks + probe_acks if a.node == old and a.acked > first_new]
+    by_client = {c: sum(1 for a in after if a.client == c) for c in ("writer", "held", "fresh", "probe")}
+    rate = len([a for a in acks if frozen - 1.5 <= a.acked < frozen]) / 1.5
+    new = max(acks, key=lambda a: a.acked).node
+    ids = [a.id for a in acks + direct_acks]
+    lost = len(ids) - count_present(cluster, ids)
+    # Which of the late acks the final primary lacks (probes carry no id): a commit the old
+    # primary had replicated before the freeze but acknowledged only after the thaw is late, not
+    # lost; one it took on its own timeline is gone.
+    after_ids = [a.id for a in after if a.id is not None]
+    after_lost = len(after_ids) - count_present(cluster, after_ids) if after_ids else 0
+    doubles = double_writers(acks + direct_acks + probe_acks)
+    detail = (f"new primary's first commit {first_new - frozen:.2f} s after the freeze, thawed {thawed_pids} "
+              f"pids at +{thawed - frozen:.2f} s; old primary acked {len(after)} after it")
+    if after:
+        detail += (" (" + ", ".join(f"{c} {n}" for c, n in by_client.items() if n) + "; "
+                   f"{sum(1 for a in after if a.opened < frozen)} on connections opened before the freeze, "
+                   f"{sum(1 for a in after if a.sent > first_new)} sent after it, {after_lost} lost; "
+                   f"last +{max(a.acked for a in after) - first_new:.2f} s)")
+    if outcome == "leads":
+        detail += f"; the old primary {old} LEADS AGAIN ({writer.first_node} stepped down)"
+    return Result(failover=failover, lost=lost, doubles=doubles, rate=rate, old=old, new=new, acked=len(ids),
+                  rejoined=outcome != "timeout" and stuck == 0, at=frozen_at, after=len(after),
+                  after_lost=after_lost, restarted=restarted, led_again=outcome == "leads",
+                  after_last=(max(a.acked for a in after) - first_new) if after else None, detail=detail)
+
+
+def await_rejoin(cluster, node, new):
+    """After a thaw, until REJOIN_TIMEOUT: ("rejoined", restarted) once the old primary `node`
+    streams as a replica; ("leads", restarted) once it is the primary again and the new primary
+    `new` is not (three checks in a row: the old one took the lead back); ("timeout", restarted)
+    otherwise. An agent that exited meanwhile is started again once (as a service manager would)
+    and reported."""
+    deadline = time.monotonic() + REJOIN_TIMEOUT
+    restarted = False
+    leads = 0
+    while True:
+        code = cluster.agents[node].poll()
+        if code is not None and not restarted:
+            log(f"{node}'s agent exited ({code}) after the thaw; starting it again")
+            cluster.start_agent(node)
+            restarted = True
+        if cluster.code(node, f"/replica?lag={MAX_LAG}") == 200:
+            return "rejoined", restarted
+        if cluster.code(node, "/primary") == 200 and cluster.code(new, "/primary") != 200:
+            leads += 1
+            if leads >= 3:
+                return "leads", restarted
+        else:
+            leads = 0
+        if time.monotonic() > deadline:
+            return "timeout", restarted
+        time.sleep(0.2)
 
 
 def rejoin(cluster, node):
@@ -174,11 +311,11 @@ def run_cell(args, cluster, key, cell, fault):
     system, ttl_ms, mode, _ = key
     rng = random.Random(KILL_SEED)
     for i in range(1, args.trials + 1):
-        label = f"[{system} ttl={ttl_ms / 1000:g}s {mode} kill {fault}] trial {i}/{args.trials}"
+        action = "freeze" if fault in FREEZE_FAULTS else "kill"
+        label = f"[{system} ttl={ttl_ms / 1000:g}s {mode} {action} {fault}] trial {i}/{args.trials}"
         try:
             warmup = WARMUP + rng.uniform(0.0, JITTER)
-            failover, lost, doubles, rate, old, new, n, rejoined, killed_at = trial(
-                cluster, fault, args.threads, warmup)
+            r = (freeze_trial if fault in FREEZE_FAULTS else trial)(cluster, fault, args.threads, warmup)
         except TRIAL_ERRORS as e:
             cell.failures.append(str(e).splitlines()[0])
             log(f"{label}: FAILED: {e}")
@@ -190,28 +327,37 @@ def run_cell(args, cluster, key, cell, fault):
             cluster.stop(hard=True)
             cluster = bring_up(args, system, ttl_ms, mode == "sync")
             continue
-        cell.times.append(failover)
-        cell.lost.append(lost)
-        cell.rates.append(rate)
-        if doubles:
+        cell.times.append(r.failover)
+        cell.lost.append(r.lost)
+        cell.rates.append(r.rate)
+        if r.after is not None:
+            cell.after.append(r.after)
+            cell.after_last.append(r.after_last)
+            cell.after_lost += r.after_lost
+            cell.led_again += r.led_again
+        if r.doubles:
             cell.doubles += 1
-        if not rejoined:
+        if not r.rejoined:
             cell.rejoin_failures += 1
-        log(f"{label}: {failover:.2f} s, lost {lost} of {n} acknowledged, "
-            f"{'TWO WRITERS ' + str(doubles) + ', ' if doubles else ''}"
-            f"{rate:.0f} commits/s before, primary {old} -> {new}"
-            f"{'' if rejoined else ', a node re-cloned'}, killed at {killed_at} UTC")
+        if r.restarted:
+            cell.restarts += 1
+        log(f"{label}: {r.failover:.2f} s, lost {r.lost} of {r.acked} acknowledged, "
+            f"{'TWO WRITERS ' + str(r.doubles) + ', ' if r.doubles else ''}"
+            f"{r.rate:.0f} commits/s before, primary {r.old} -> {r.new}"
+            f"{'' if r.rejoined else ', a node re-cloned'}{', agent restarted' if r.restarted else ''}, "
+            f"{'frozen' if action == 'freeze' else 'killed'} at {r.at} UTC" + (f"; {r.detail}" if r.detail else ""))
     return cluster
 
 
 def table(cells, trials):
     head = ["system", "ttl", "mode", "fault", "trials", "median s", "min s", "max s", "lost writes",
+            "old primary's acks after new primary's first commit", "latest such ack, s after",
             "double-writer incidents", "commits/s before", "rejoin failures"]
     rows = []
     for (system, ttl_ms, mode, fault), cell in cells.items():
-        base = [system, f"{ttl_ms / 1000:g} s", mode, fault]
+        base = [system, f"{ttl_ms / 1000:g} s", mode, f"({LETTERS[fault]}) {fault}"]
         if cell.note:
-            rows.append(base + [cell.note] + [""] * 7)
+            rows.append(base + [cell.note] + [""] * (len(head) - len(base) - 1))
             continue
         t = cell.times
         lost = sum(cell.lost)
@@ -222,15 +368,28 @@ def table(cells, trials):
         done = f"{len(t)}/{trials}" + (f" ({len(cell.failures)} failed)" if cell.failures else "")
         rate = f"{statistics.median(cell.rates):.0f}" if cell.rates else "-"
         rejoins = str(cell.rejoin_failures) if t else "-"
-        rows.append(base + [done] + stats + [lost_text, str(cell.doubles), rate, rejoins])
+        if cell.restarts:
+            rejoins += f" ({cell.restarts} agent restarts)"
+        if cell.led_again:
+            rejoins += f" (old primary led again in {cell.led_again})"
+        after, latest = "-", "-"
+        if cell.after:
+            total = sum(cell.after)
+            after = f"{total}" + (f" (in {sum(1 for x in cell.after if x)}/{len(cell.after)} trials, "
+                                  f"{cell.after_lost} lost)" if total else "")
+            lasts = [x for x in cell.after_last if x is not None]
+            latest = f"{max(lasts):.2f}" if lasts else "-"
+        rows.append(base + [done] + stats + [lost_text, after, latest, str(cell.doubles), rate, rejoins])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines)
 
 
 def sweep(directory):
-    """The last resort (failover.sh's exit trap): every process whose command line names the run
-    dir -- agents, patroni, postmasters, etcd -- is killed, then the dir is removed."""
+    """The last resort (failover.sh's exit trap): whatever a freeze fault left stopped is thawed,
+    every process whose command line names the run dir -- agents, patroni, postmasters, etcd --
+    is killed, so is every once-frozen process still alive (a backend), then the dir is removed."""
+    thawed = freeze.thaw_all(os.path.join(directory, "frozen.pids"))
     for _ in range(50):
         pids = processes_mentioning(directory)
         if not pids:
@@ -238,6 +397,9 @@ def sweep(directory):
         for pid in pids:
             kill_quietly(pid)
         time.sleep(0.2)
+    for entry in thawed:
+        if freeze.alive(entry):
+            kill_quietly(entry[0])
     shutil.rmtree(directory, ignore_errors=True)
 
 
@@ -249,7 +411,7 @@ def main():
     p.add_argument("--threads", type=int, default=8)
     p.add_argument("--systems", default="fulcrum:10000,fulcrum:5000,patroni:10000")
     p.add_argument("--modes", default="async,sync")
-    p.add_argument("--faults", default="postgres,agent+postgres")
+    p.add_argument("--faults", default="postgres,agent+postgres,agent-frozen,node-frozen")
     p.add_argument("--logs", default="", help="keep every cluster's logs in this directory")
     p.add_argument("--cleanup", action="store_true", help="only kill what runs from --dir and remove it")
     args = p.parse_args()
@@ -258,6 +420,9 @@ def main():
         return
     systems = [(s.split(":")[0], int(s.split(":")[1])) for s in args.systems.split(",")]
     modes, faults = args.modes.split(","), args.faults.split(",")
+    unknown = [f for f in faults if f not in KILL_FAULTS + FREEZE_FAULTS]
+    if unknown:
+        sys.exit(f"run.py: unknown fault {', '.join(unknown)} (known: {', '.join(KILL_FAULTS + FREEZE_FAULTS)})")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     # Rows grouped for comparison: fault, then mode, then system.
