@@ -44,6 +44,7 @@
 #include "db/elector.h"
 #include "db/etcd_client.h"
 #include "db/etcd_watch.h"
+#include "db/fence_file.h"
 #include "db/postgres.h"
 #include "db/switchover.h"
 #include "db/sync_state.h"
@@ -122,6 +123,10 @@ class DbAgent final : public http::Handler {
   void observe();
   void publish();
   bool startPostgres(const char* why);
+  // The fence that holds without this process (fence_file.h): armed with the lease's fence
+  // deadline while this node leads and may write, else disarmed. Called after every lease
+  // acquisition, renewal or release.
+  void syncFence();
   void ensureSlots();
   // Caps etcd calls at the fence deadline while this node may write (see leader_lease.h).
   void capEtcd();
@@ -143,6 +148,7 @@ class DbAgent final : public http::Handler {
   EtcdClient etcd_;
   Elector elector_;
   std::unique_ptr<PostgresNode> pg_;
+  std::unique_ptr<FenceFile> fence_;
   AppDatabase app_;
   std::function<void(const std::string&)> on_fatal_;
   // Wakes the control loop when the leader key, the sync key, the switchover intent or another
