@@ -120,7 +120,8 @@ static void refuse_write(void) {
 // abort path (AbortCurrentTransaction -> AbortTransaction -> RecordTransactionAbort), and a
 // FATAL runs proc_exit's ShutdownPostgres -> AbortOutOfAnyTransaction, which reaches the same
 // RecordTransactionAbort: it finds the XID committed in pg_xact and PANICs ("cannot abort
-// transaction %u, it was already committed"), a crash restart of the whole server. The
+// transaction %u, it was already committed"), a crash restart of the whole server (tried on
+// 15.20 with an ERROR here: exactly that PANIC, then "terminated by signal 6"). The
 // acknowledgement (CommandComplete, ReadyForQuery) is only sent after CommitTransaction returns,
 // so shutting the socket down now is early enough: those writes fail, the backend marks the
 // client connection lost and exits at its next interrupt check, outside the transaction.
