@@ -95,11 +95,27 @@ Status DbAgent::prepare() {
   options.run_dir = node_dir / "run";
   options.listen = node_.pg;
   options.replication_password_file = state_dir / "replication.password";
+  options.fence_library = fs::absolute(node_dir / "fulcrum_fence.so");
+  options.fence_file = fs::absolute(node_dir / "fence");
+  auto fence = FenceFile::open(options.fence_file);
+  if (!fence.ok) {
+    return Status::failure(fence.error);
+  }
+  fence_ = std::move(fence.value);
+  fence_->disarm();
   pg_ = std::make_unique<PostgresNode>(options);
   if (!pg_->initError().empty()) {
     return Status::failure("state_dir " + state_dir.string() +
                            " must be reachable by the PostgreSQL OS user '" + options.os_user +
                            "': " + pg_->initError());
+  }
+  // PostgreSQL refuses a library built for another major version (PG_MODULE_MAGIC): say so now.
+  auto version = pg_->serverVersion();
+  if (!version.ok) {
+    return Status::failure(version.error);
+  }
+  if (Status fits = checkFenceLibraryFits(version.value); !fits.ok) {
+    return fits;
   }
   app_.database = site_.db.database;
   app_.user = site_.db.user;
@@ -244,6 +260,7 @@ void DbAgent::tick() {
       if (elector_.isLeader()) {
         elector_.release();
       }
+      syncFence();
       if (pg_->isRunning()) {
         log::warn("stopping PostgreSQL: its data is not of this cluster");
         pg_->stop(StopMode::Fast);
@@ -311,6 +328,8 @@ void DbAgent::bootstrapStep() {
     // Ours, and no data (a run that stopped before initdb finished): nobody can have cloned or
     // written anything yet, so initdb (again) is safe.
     log::info("this node initializes the cluster (initdb into {})", pg_->options().data_dir.string());
+    // Nobody else can hold data yet: the new server may write until the lease is taken next tick.
+    fence_->arm(std::chrono::steady_clock::now() + pg_->bootstrapBound());
     if (Status init = pg_->initPrimary(app_); !init.ok) {
       fatal("initializing the cluster failed: " + init.error);
       return;
@@ -327,6 +346,7 @@ void DbAgent::bootstrapStep() {
       // Someone recorded another identity meanwhile (a node holding an existing cluster's data,
       // after etcd lost its keys): our new cluster is empty and unused, so it goes.
       log::warn("the cluster identity changed while this node ran initdb: discarding the new, empty cluster");
+      fence_->disarm();
       pg_->stop(StopMode::Immediate);
       if (auto aside = pg_->moveDataAside(); aside.ok) {
         std::error_code ec;
@@ -411,7 +431,11 @@ bool DbAgent::startPostgres(const char* why) {
   // give up (the caller fences) once it can no longer be trusted.
   std::function<bool()> keep_leased;
   if (primary_data_) {
-    keep_leased = [this] { return elector_.isLeader() && !elector_.tick().fenced; };
+    keep_leased = [this] {
+      bool leased = elector_.isLeader() && !elector_.tick().fenced;
+      syncFence();
+      return leased;
+    };
   }
   Status started = pg_->start(keep_leased);
   if (!started.ok) {
@@ -431,6 +455,15 @@ bool DbAgent::startPostgres(const char* why) {
   last_start_error_.clear();
   log::info("PostgreSQL running as {} on {}", why, node_.pg.toString());
   return true;
+}
+
+void DbAgent::syncFence() {
+  if (elector_.isLeader() && elector_.mayWrite()) {
+    // The lease runs on the loop's clock, the file on the steady clock (as capEtcd()).
+    fence_->arm(std::chrono::steady_clock::now() + (elector_.lease().fenceDeadline() - loop_.clock().now()));
+  } else {
+    fence_->disarm();
+  }
 }
 
 void DbAgent::runPrimary() {
@@ -475,6 +508,7 @@ void DbAgent::runPrimary() {
       next_wait_log_ = now + kLogEvery;
     }
   }
+  syncFence();
   if (decision.fenced) {
     if (pg_->isRunning()) {
       // The hard fence: nobody may write here once another node could hold the key.
@@ -583,8 +617,10 @@ bool DbAgent::takeOver(const char* how) {
   if (!got.ok || !got.value) {
     return false;
   }
+  syncFence();  // before pg_promote: the server may take writes once recovery ends
   if (syncMode() && !claimSyncKey()) {
     elector_.release();
+    syncFence();
     return false;
   }
   log::warn("leader key was free: this replica (replayed {}) takes over by {} and promotes",
@@ -605,6 +641,7 @@ bool DbAgent::takeOver(const char* how) {
   if (!promoted.ok) {
     log::error("promotion failed: {}; stepping down", promoted.error);
     elector_.release();
+    syncFence();
     return false;
   }
   ++promotions_;
@@ -1135,6 +1172,7 @@ void DbAgent::shutdown() {
     if (Status released = elector_.release(); !released.ok) {
       log::warn("releasing the leader lease: {}", released.error);
     }
+    syncFence();
   }
   if (member_lease_ != 0) {
     etcd_.revoke(member_lease_);  // deletes our member record

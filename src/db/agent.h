@@ -45,6 +45,7 @@
 #include "db/elector.h"
 #include "db/etcd_client.h"
 #include "db/etcd_watch.h"
+#include "db/fence_file.h"
 #include "db/postgres.h"
 #include "db/site_keys.h"
 #include "db/switchover.h"
@@ -167,6 +168,10 @@ class DbAgent final : public http::Handler {
   void publish();
   // Starts PostgreSQL; after failures, only once the backoff allows (1 s doubling to 30 s).
   bool startPostgres(const char* why);
+  // The fence that holds without this process (fence_file.h): armed with the lease's fence
+  // deadline while this node leads and may write, else disarmed. Called after every lease
+  // acquisition, renewal or release.
+  void syncFence();
   void ensureSlots();
   // Caps etcd calls at the fence deadline while this node may write (see leader_lease.h).
   void capEtcd();
@@ -190,6 +195,7 @@ class DbAgent final : public http::Handler {
   EtcdClient etcd_;
   Elector elector_;
   std::unique_ptr<PostgresNode> pg_;
+  std::unique_ptr<FenceFile> fence_;
   AppDatabase app_;
   std::function<void(const std::string&)> on_fatal_;
   // Wakes the control loop when the leader key, the sync key, the switchover intent or another

@@ -13,6 +13,8 @@
 #include <sstream>
 #include <thread>
 
+#include "db/fence_file.h"
+
 namespace fulcrum::db {
 
 using namespace std::string_view_literals;
@@ -136,6 +138,23 @@ PostgresNode::PostgresNode(PostgresOptions options) : options_(std::move(options
   if (socket.size() > 107) {
     init_error_ = "socket path " + socket + " is too long (max 107 bytes): use a shorter run directory";
     return;
+  }
+  if (!options_.fence_file.empty()) {
+    if (!options_.fence_file.is_absolute() || !options_.fence_library.is_absolute()) {
+      init_error_ = "fence_file and fence_library must be absolute paths";
+      return;
+    }
+    if (options_.fence_library.string().size() >= 96) {
+      init_error_ = "fence library path " + options_.fence_library.string() +
+                    " is too long (max 95 bytes): use a shorter state directory";
+      return;
+    }
+    for (const auto& file : {options_.fence_library, options_.fence_file}) {
+      if (Status reachable = checkTraversable(user_, file); !reachable.ok) {
+        init_error_ = reachable.error;
+        return;
+      }
+    }
   }
   for (const auto& dir : {options_.run_dir, options_.data_dir}) {
     Status reachable = checkTraversable(user_, dir);
@@ -355,6 +374,17 @@ Status PostgresNode::prepareEmptyDataDir() {
   return preparePrivateDir(user_, options_.data_dir);
 }
 
+// Statements initPrimary() runs once the server is up (see the list there), plus one spare.
+constexpr int kBootstrapStatements = 8;
+
+std::chrono::milliseconds PostgresNode::bootstrapBound() const {
+  return options_.tool_timeout + options_.start_timeout + kBootstrapStatements * options_.query_timeout;
+}
+
+Result<std::string> PostgresNode::serverVersion() {
+  return capture({program("postgres").string(), "--version"}, options_.query_timeout);
+}
+
 Status PostgresNode::initPrimary(const AppDatabase& app) {
   for (auto [what, name] : {std::pair{"database"sv, std::string_view(app.database)},
                             std::pair{"user"sv, std::string_view(app.user)},
@@ -548,6 +578,14 @@ Status PostgresNode::start(const std::function<bool()>& keep_waiting) {
   std::error_code ec;
   const auto log_size = std::filesystem::file_size(logFile(), ec);
   start_log_offset_ = ec ? 0 : log_size;
+  if (!options_.fence_file.empty()) {
+    // Written at every start: the library always matches this binary (and its fence file layout).
+    if (Status written = writeFenceLibrary(options_.fence_library); !written.ok) {
+      return written;
+    }
+    argv.insert(argv.end(), {"-c", "shared_preload_libraries=\"" + options_.fence_library.string() + "\"",
+                             "-c", "fulcrum.fence_file=" + options_.fence_file.string()});
+  }
   Status spawned = postmaster_.spawn(user_, argv, {}, logFile(), options_.run_dir, SIGINT);
   if (!spawned.ok) {
     return spawned;

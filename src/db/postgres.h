@@ -80,6 +80,13 @@ struct PostgresOptions {
   std::chrono::milliseconds query_timeout{5000};   // each query(), connecting included
   std::chrono::milliseconds start_timeout{60000};  // until the server accepts connections
   std::chrono::milliseconds stop_timeout{30000};   // per shutdown mode before escalating
+  // The fence that holds without the agent (fence_file.h). When fence_file is set, every
+  // start() writes the library built into this binary to fence_library and preloads it with
+  // fulcrum.fence_file = fence_file: the server refuses writes past the deadline the file holds
+  // and stops itself. Absolute paths whose directories the OS user can traverse; the library's
+  // path under 96 bytes (PostgreSQL names a background worker's library in a 96-byte field).
+  std::filesystem::path fence_library;
+  std::filesystem::path fence_file;
 };
 
 // The application's database and role ([db] database, user, password_file).
@@ -146,7 +153,11 @@ class PostgresNode {
   bool initialized() const;
   // A new cluster: initdb (checksums on), configuration, pg_hba; starts it, creates the
   // replication role and the application role and database; leaves it running as a primary.
+  // With a fence configured, the caller arms the fence file for bootstrapBound() first: the
+  // server starts fenced like any other, and its CREATE statements need the window.
   Status initPrimary(const AppDatabase& app);
+  // The longest initPrimary() can take: initdb, the start, and each statement within its timeout.
+  std::chrono::milliseconds bootstrapBound() const;
   // A new standby of `primary` into an empty data_dir: pg_basebackup streaming WAL, creating the
   // physical slot `slot` on the primary (reusing it if it exists), then standby.signal and
   // primary_conninfo. Leaves the server stopped: call start().
@@ -168,6 +179,8 @@ class PostgresNode {
   std::optional<int> pollExit();
   // Our postmaster's pid, or -1.
   pid_t pid() const { return postmaster_.pid(); }
+  // `postgres --version` ("postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)").
+  Result<std::string> serverVersion();
 
   Result<PgStatus> status();
   Result<std::vector<ReplicaInfo>> replicas();

@@ -6,6 +6,7 @@ import glob
 import json
 import os
 import pwd
+import select
 import shutil
 import signal
 import subprocess
@@ -281,6 +282,143 @@ class Writers:
         return set(self.acked)
 
 
+def children_of(parent):
+    """Pids of the direct children of `parent` (every PostgreSQL process is the postmaster's)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == parent:
+            pids.append(int(entry))
+    return pids
+
+
+def first_line(text):
+    lines = text.strip().splitlines()
+    return lines[0] if lines else "(nothing)"
+
+
+class Frozen:
+    """Processes stopped with SIGSTOP, in order; thaw() resumes them in reverse order. Registered
+    as a cleanup, so a failing test never leaves a frozen agent that ignores SIGTERM."""
+
+    def __init__(self, test):
+        self.pids = []
+        test.addCleanup(self.thaw)
+
+    def freeze(self, pid):
+        os.kill(pid, signal.SIGSTOP)
+        self.pids.append(pid)
+
+    def thaw(self):
+        for pid in reversed(self.pids):
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except OSError:
+                pass
+        self.pids = []
+
+
+class PsqlSession:
+    """One psql process holding one connection to a node: statements are fed one at a time, so
+    a session opened before a failure is used after it, as a client's pooled connection would."""
+
+    def __init__(self, cluster, name):
+        with open(os.path.join(cluster.dir, "var", "db.password")) as f:
+            env = dict(os.environ, PGPASSWORD=f.readline().strip(), PGCONNECT_TIMEOUT="2")
+        self.proc = subprocess.Popen([os.path.join(pg_bin(), "psql"), "-X", "-A", "-t", "-q", "-h", "127.0.0.1",
+                                      "-p", str(cluster.ports[name][0]), "-U", "site", "-d", "site"],
+                                     env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT)
+        self.pending = b""
+
+    def run(self, sql, timeout=10):
+        """(True, output) when `sql` printed `ok` (write it with RETURNING 'ok'), else (False, output):
+        an error, a lost connection (psql exits), or no answer within `timeout`."""
+        try:
+            self.proc.stdin.write(sql.rstrip(";").encode() + b";\n\\echo __end__\n")
+            self.proc.stdin.flush()
+        except OSError as e:
+            return False, f"psql gone: {e}"
+        deadline = time.monotonic() + timeout
+        while b"__end__\n" not in self.pending:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self.proc.stdout], [], [], left)[0]:
+                return False, "no answer within %ss: %r" % (timeout, self.pending.decode(errors="replace"))
+            data = os.read(self.proc.stdout.fileno(), 65536)
+            if not data:
+                out, self.pending = self.pending.decode(errors="replace"), b""
+                return False, out
+            self.pending += data
+        out, _, self.pending = self.pending.partition(b"__end__\n")
+        out = out.decode(errors="replace")
+        return "ok" in out.split(), out
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            try:
+                pipe.close()
+            except OSError:
+                pass  # unwritten input to a psql that is gone
+
+
+class NodeWriter:
+    """A client that writes to one node directly and never asks who the primary is: one INSERT
+    at a time, alternately on a session kept open (reopened once lost) and on a new connection.
+    Each write is recorded as (monotonic time sent, acknowledged)."""
+
+    def __init__(self, cluster, name):
+        self.cluster = cluster
+        self.name = name
+        self.writes = []
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self.run, daemon=True)
+        self.thread.start()
+
+    def run(self):
+        session = None
+        sql = f"INSERT INTO w (node) VALUES ('{self.name}') RETURNING 'ok'"
+        while not self.stopping.is_set():
+            sent = time.monotonic()
+            if len(self.writes) % 2 == 0:
+                if session is None:
+                    session = PsqlSession(self.cluster, self.name)
+                ok, _ = session.run(sql, timeout=5)
+                if not ok and session.proc.poll() is not None:
+                    session.close()
+                    session = None
+            else:
+                try:
+                    ok = "ok" in self.cluster.psql(self.name, sql).stdout.split()
+                except subprocess.TimeoutExpired:
+                    ok = False
+            with self.lock:
+                self.writes.append((sent, ok))
+            if not ok:
+                time.sleep(0.02)
+        if session is not None:
+            session.close()
+
+    def acknowledged(self):
+        with self.lock:
+            return sum(ok for _, ok in self.writes)
+
+    def stop(self):
+        self.stopping.set()
+        self.thread.join(timeout=30)
+        with self.lock:
+            return list(self.writes)
+
+
 @needs(missing_requirement())
 class DbAgentTest(unittest.TestCase):
     def test_synchronous_is_accepted(self):
@@ -541,6 +679,110 @@ class DbAgentTest(unittest.TestCase):
         if os.environ.get("FULCRUM_TEST_LOGS"):
             print(cluster.logs())
         print(f"\nnew primary {new_primary} {took_over * 1000:.0f} ms after the old one's agent died "
+              f"(ttl {LEADER_TTL_MS} ms)")
+
+    def test_frozen_agent_and_frozen_node_take_no_write_asynchronous(self):
+        self.check_frozen_agent_and_frozen_node(synchronous=False)
+
+    def test_frozen_agent_and_frozen_node_take_no_write_synchronous(self):
+        self.check_frozen_agent_and_frozen_node(synchronous=True)
+
+    def check_frozen_agent_and_frozen_node(self, synchronous):
+        """The fence that holds without the agent (fulcrum_fence.so in every PostgreSQL). First
+        the leader's agent alone is frozen (SIGSTOP): its PostgreSQL, left running, stops taking
+        writes at the lease's fence deadline and shuts itself down, a replica is promoted, and no
+        write sent straight to the old primary after the new one's first commit succeeds; thawed,
+        the old node rejoins as a replica. Then the whole new primary (agent and every PostgreSQL
+        process) is frozen until another node is promoted, and thawed, its agent last: a write
+        sent after the thaw fails, on a session opened before the freeze and on a new one."""
+        mode = "synchronous" if synchronous else "asynchronous"
+        cluster = Cluster(failover=True, synchronous=synchronous)
+        self.addCleanup(cluster.cleanup)
+        primary, replicas = cluster.start(self, timeout=90)
+        made = cluster.psql(primary, "CREATE TABLE w (id bigserial PRIMARY KEY, node text)")
+        self.assertEqual(made.returncode, 0, made.stderr)
+        frozen = Frozen(self)
+
+        def promoted(candidates):
+            return next((n for n in candidates if cluster.code(n, "/primary") == 200), None)
+
+        def first_commit(name):
+            """Sends writes to `name` until one is acknowledged; returns when that one was sent."""
+            deadline = time.monotonic() + 15
+            while time.monotonic() < deadline:
+                sent = time.monotonic()
+                if "ok" in cluster.psql(name, "INSERT INTO w (node) VALUES ('first') RETURNING 'ok'").stdout.split():
+                    return sent
+                time.sleep(0.05)
+            self.fail(f"no write acknowledged by {name}:\n{cluster.logs()}")
+
+        # 1. The leader's agent alone is frozen; clients keep writing to its PostgreSQL directly.
+        writer = NodeWriter(cluster, primary)
+        self.addCleanup(writer.stop)
+        cluster.wait_for(self, lambda: writer.acknowledged() >= 10, 30, f"writes acknowledged by {primary}")
+        frozen.freeze(cluster.agents[primary].proc.pid)
+        froze = time.monotonic()  # the agent
+        old_pg = os.path.join(cluster.dir, "var", primary, "data")
+        cluster.wait_for(self, lambda: processes_mentioning(old_pg) == [], LEADER_TTL_MS / 1000 + 5,
+                         f"{primary}'s PostgreSQL stopping itself")
+        pg_gone = time.monotonic() - froze
+        new_primary = cluster.wait_for(self, lambda: promoted(replicas), 30, "a replica promoted")
+        new_first = first_commit(new_primary)
+        time.sleep(1)  # let the writer try the old primary a while longer
+        writes = writer.stop()
+        acked = [sent for sent, ok in writes if ok]
+        late = [sent - new_first for sent in acked if sent >= new_first]
+        self.assertEqual(late, [], f"{mode}: writes sent to the old primary after the new primary's first commit "
+                                   f"were acknowledged")
+        refused_after = len([1 for sent, ok in writes if not ok and sent >= new_first])
+        self.assertGreater(refused_after, 0, "the writer kept trying the old primary")
+        last_ack = max(acked) - froze
+        frozen.thaw()
+        rejoined = cluster.wait_roles(self, NODES, timeout=90)
+        self.assertEqual(rejoined[0], new_primary)
+        if synchronous:
+            # No acknowledged write was lost: every one of them is on the new primary.
+            count = cluster.psql(new_primary, f"SELECT count(*) FROM w WHERE node = '{primary}'").stdout.strip()
+            self.assertGreaterEqual(int(count), len(acked), "acknowledged writes lost")
+
+        # 2. The whole new primary is frozen: its agent, its postmaster and every child.
+        others = [n for n in NODES if n != new_primary]
+        if synchronous:
+            cluster.wait_for(self, lambda: cluster.status(new_primary)["sync"]["standbys"] == sorted(others), 45,
+                             "both replicas synchronous again")
+        session = PsqlSession(cluster, new_primary)
+        self.addCleanup(session.close)
+        ok, out = session.run(f"INSERT INTO w (node) VALUES ('{new_primary}') RETURNING 'ok'")
+        self.assertTrue(ok, out)
+        postmaster = cluster.postmaster_pid(new_primary)
+        frozen.freeze(cluster.agents[new_primary].proc.pid)
+        frozen_pg = Frozen(self)
+        frozen_pg.freeze(postmaster)
+        for pid in children_of(postmaster):
+            frozen_pg.freeze(pid)
+        node_froze = time.monotonic()
+        newest = cluster.wait_for(self, lambda: promoted(others), 30, "another node promoted")
+        promoted_after = first_commit(newest) - node_froze
+        # The thaw with the agent scheduled last, the worst order: its first tick would stop
+        # PostgreSQL at once, so only the server's own fence can refuse writes sent before it.
+        frozen_pg.thaw()
+        ok, out = session.run(f"INSERT INTO w (node) VALUES ('{new_primary}') RETURNING 'ok'")
+        self.assertFalse(ok, f"{mode}: a write on a session opened before the freeze was acknowledged after the thaw")
+        try:
+            fresh = cluster.psql(new_primary, f"INSERT INTO w (node) VALUES ('{new_primary}') RETURNING 'ok'")
+            fresh_out = fresh.stdout + fresh.stderr
+        except subprocess.TimeoutExpired:
+            fresh_out = "no answer"  # e.g. a commit waiting for a synchronous replica that left
+        self.assertNotIn("ok", fresh_out.split(), f"{mode}: a new session's write was acknowledged after the thaw")
+        frozen.thaw()
+        cluster.wait_roles(self, NODES, timeout=90)
+        self.assertEqual(cluster.primary(), newest)
+        cluster.stop_all(self)
+        print(f"\n{mode}: {primary}'s agent frozen: its PostgreSQL stopped itself {pg_gone * 1000:.0f} ms later; "
+              f"the last write it acknowledged was sent at {last_ack * 1000:.0f} ms, {new_primary}'s first commit at "
+              f"{(new_first - froze) * 1000:.0f} ms, and all {refused_after} writes sent to {primary} after that "
+              f"failed. Whole {new_primary} frozen: {newest} committing {promoted_after * 1000:.0f} ms later; after "
+              f"the thaw, the old session got \"{first_line(out)}\", a new one \"{first_line(fresh_out)}\" "
               f"(ttl {LEADER_TTL_MS} ms)")
 
     def test_synchronous_switchover_failover_and_reclone(self):

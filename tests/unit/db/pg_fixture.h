@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "core/address.h"
@@ -46,7 +47,16 @@ class PostgresFixture : public ::testing::Test {
     }
   }
 
-  PostgresNode& makeNode(const std::string& name) {
+  PostgresNode& makeNode(const std::string& name) { return addNode(nodeOptions(name)); }
+
+  PostgresNode& addNode(PostgresOptions options) {
+    nodes_.push_back(std::make_unique<PostgresNode>(std::move(options)));
+    EXPECT_EQ(nodes_.back()->initError(), "");
+    return *nodes_.back();
+  }
+
+  // A test node's options: its directories under base_/name, a free loopback port, small settings.
+  PostgresOptions nodeOptions(const std::string& name) const {
     PostgresOptions options;
     options.node = name;
     options.bin_dir = bin_;
@@ -59,9 +69,7 @@ class PostgresFixture : public ::testing::Test {
     options.tool_timeout = std::chrono::milliseconds(30000);
     options.start_timeout = std::chrono::milliseconds(30000);
     options.stop_timeout = std::chrono::milliseconds(10000);
-    nodes_.push_back(std::make_unique<PostgresNode>(options));
-    EXPECT_EQ(nodes_.back()->initError(), "");
-    return *nodes_.back();
+    return options;
   }
 
   AppDatabase app() const {
