@@ -343,6 +343,12 @@ void DbRouter::applyProbe(size_t i, PgResult& r) {
   if (s.in_recovery && status_[i].reachable && status_[i].in_recovery) {
     s.lsn = std::max(s.lsn, status_[i].lsn);
   }
+  // Nor does a replica's timeline: once its WAL receiver stops (the primary died) the probe
+  // falls back to the last restartpoint's, which may be older than the one it streamed. The
+  // last one seen keeps it among the newest during the failover, so reads go on.
+  if (s.in_recovery && status_[i].in_recovery) {
+    s.timeline = std::max(s.timeline, status_[i].timeline);
+  }
   status_[i] = std::move(s);
   updateRoles();
 }

@@ -12,7 +12,7 @@ import unittest
 import urllib.parse
 
 from harness import FULCRUM, Process, TempDir, free_port, http_get, wait_until, needs
-from test_db import NODES, Cluster, missing_requirement, pg_bin, processes_mentioning
+from test_db import NODES, Cluster, children_of, missing_requirement, pg_bin, processes_mentioning
 
 
 class GuestbookSite:
@@ -359,30 +359,49 @@ class GuestbookTest(unittest.TestCase):
         self.assertIn("fulcrum_web_guestbook_token_primary_reads_total", text)
         self.assertIn("fulcrum_web_db_lag_bytes", text)
 
-        # --- a primary whose lease fence says 'on' is no primary --------------------------------------
-        # The fence library is not loaded here: a placeholder setting of the same name, set for the
-        # application role's new sessions, stands in for what it would answer once the node's lease
-        # has expired; ending the web node's sessions makes it reconnect and read it.
-        def set_fence(sql):
-            for statement in (sql, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                                   "WHERE application_name = 'fulcrum-web-1'"):
-                done = site.as_postgres(self.primary, statement)
-                self.assertEqual(done.returncode, 0, done.stderr)
+        # --- a frozen primary: its fence holds, writes follow the new lease holder ----------------
+        # The primary's agent freezes, and so does its fence's background worker (which would
+        # otherwise stop the server at once): the old primary stays up, out of recovery, and
+        # fulcrum.fenced turns on at its lease's fence deadline. It is no primary for the web
+        # node; once a replica takes the key, writes go there (before the fence: "2 db nodes
+        # claim to be primary", every write refused for the whole freeze).
+        old = self.primary
+        postmaster = site.cluster.postmaster_pid(old)
+        workers = [pid for pid in children_of(postmaster)
+                   if b"fulcrum fence" in open(f"/proc/{pid}/cmdline", "rb").read()]
+        self.assertEqual(len(workers), 1, "the fence's background worker")
+        frozen = [site.cluster.agents[old].proc.pid] + workers
 
-        set_fence("ALTER ROLE site IN DATABASE site SET fulcrum.fenced = 'on'")
-        self.addCleanup(site.as_postgres, self.primary, "ALTER ROLE site IN DATABASE site RESET fulcrum.fenced")
-        fenced_role = f'db_node="{self.primary}",role="fenced"}} 1'
-        wait_until(lambda: fenced_role in site.get("/metrics")[2].decode(), timeout=10, interval=0.05,
-                   what="the primary seen as fenced")
-        self.assertIn(f"db node {self.primary} is out of recovery but fenced (fulcrum.fenced is on", site.web.output())
-        for _ in range(3):
-            code, _, body = site.post({"author": "Fay", "text": "fenced?"})
+        def thaw():
+            for pid in frozen:
+                try:
+                    os.kill(pid, signal.SIGCONT)
+                except OSError:
+                    pass
+
+        self.addCleanup(thaw)
+        for pid in frozen:
+            os.kill(pid, signal.SIGSTOP)
+        fenced_role = f'db_node="{old}",role="fenced"}} 1'
+        wait_until(lambda: fenced_role in site.get("/metrics")[2].decode(), timeout=15, interval=0.05,
+                   what="the frozen primary seen as fenced")
+        self.assertIn(f"db node {old} is out of recovery but fenced (fulcrum.fenced is on", site.web.output())
+
+        def written_elsewhere():
+            code, headers, body = site.post({"author": "Fay", "text": "while frozen"})
+            if code == 201:
+                self.assertNotEqual(headers["X-Db-Node"], old)
+                return headers["X-Db-Node"]
             self.assertEqual(code, 503, body)
-            self.assertEqual(site.get("/api/messages?limit=1")[0], 200)  # reads go on from the replicas
-            time.sleep(0.3)
-        set_fence("ALTER ROLE site IN DATABASE site RESET fulcrum.fenced")
-        wait_until(lambda: site.post({"author": "Fay", "text": "unfenced"})[0] == 201, timeout=10, interval=0.05,
-                   what="writes again once the fence is off")
+            return None
+
+        moved_to = wait_until(written_elsewhere, timeout=30, interval=0.1, what="writes on the new lease holder")
+        self.assertIn(moved_to, self.replicas)
+        refused = site.as_postgres(old, "SELECT 1")  # reads still answer there; writes never
+        self.assertEqual(refused.returncode, 0, refused.stderr)
+        thaw()
+        self.primary, self.replicas = site.cluster.wait_roles(self, [old] + self.replicas, timeout=90)
+        self.assertEqual(self.primary, moved_to)
 
         # --- failover: the primary's agent dies (its PostgreSQL stops with it) ---------------------
         acknowledged = [m for m in ids_in(site.get("/api/messages?limit=200", cookie=token)[2])]
