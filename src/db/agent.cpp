@@ -139,6 +139,9 @@ Status DbAgent::prepare() {
 
 void DbAgent::start(std::function<void(const std::string&)> on_fatal) {
   on_fatal_ = std::move(on_fatal);
+  state_ = classify(facts());  // with data, the agent starts fenced or a replica, not bootstrapping
+  state_since_ = loop_.clock().now();
+  log::info("state {} at start", stateName(state_));
   schedule(loop_.clock().now());
   EtcdWatchOptions options;
   options.endpoints = etcdClientOptions(site_).endpoints;
@@ -269,20 +272,39 @@ void DbAgent::tick() {
       publish();
     }
   }
+  updateState();
   if (phase_ == Phase::Running && identity != Identity::Foreign) {
-    if (primary_data_) {
-      pg_->setQueryTimeout(runningQueryTimeout(site_));
-      runPrimary();
-    } else {
-      pg_->setQueryTimeout(replicaQueryTimeout(site_));
-      runReplica();
+    pg_->setQueryTimeout(primary_data_ ? runningQueryTimeout(site_) : replicaQueryTimeout(site_));
+    switch (state_) {
+      case AgentState::Leader:
+      case AgentState::Promoting:
+      case AgentState::SwitchingOver:
+        stepLeader();
+        break;
+      case AgentState::Fenced:
+        stepFenced();
+        break;
+      case AgentState::Replica:
+      case AgentState::Candidate:
+        stepReplica();  // a fresh look first; stepCandidate() decides while the key is free
+        break;
+      case AgentState::Bootstrapping:  // initdb or a clone finished this very tick
+      case AgentState::Rejoining:
+      case AgentState::Foreign:
+        if (primary_data_) {
+          stepFenced();
+        } else {
+          stepReplica();
+        }
+        break;
     }
-    // After the run: the old leader may already have rejoined as a replica while it waits to
+    // After the step: the old leader may already have rejoined as a replica while it waits to
     // see the target published as primary.
     if (switchover_) {
       driveSwitchover();
     }
   }
+  updateState();
   core::TimePoint next = loop_.clock().now() + interval_;
   if (switchover_) {
     next = loop_.clock().now() + kSwitchoverPoll;
@@ -466,7 +488,9 @@ void DbAgent::syncFence() {
   }
 }
 
-void DbAgent::runPrimary() {
+void DbAgent::stepFenced() {
+  // A primary's data without a valid lease: PostgreSQL stays stopped. Take the key when free and
+  // allowed (then lead this very tick), else rejoin whoever leads.
   const core::TimePoint now = loop_.clock().now();
   if (syncMode() && !site_read_) {
     publish();  // whether we may lead depends on the sync key: read it before deciding
@@ -491,7 +515,7 @@ void DbAgent::runPrimary() {
         next_wait_log_ = now + kLogEvery;
       }
     } else if (!got.value) {
-      // Another node leads (by failover, manual or not, or switchover): rejoinAsReplica() below.
+      // Another node leads (by failover, manual or not, or switchover): rejoined below.
     } else if (syncMode() && !claimSyncKey()) {
       elector_.release();
     } else {
@@ -500,26 +524,43 @@ void DbAgent::runPrimary() {
       pg_sync_.reset();
     }
   }
-  LeaseDecision decision;
   if (elector_.isLeader()) {
-    decision = elector_.tick();
-    if (!elector_.lastError().empty() && now >= next_wait_log_) {
-      log::warn("leader lease renewal failed: {}", elector_.lastError());
-      next_wait_log_ = now + kLogEvery;
+    stepLeader();  // took the key (or holds one past its deadline, which a renewal may mend)
+    return;
+  }
+  syncFence();
+  fenceStop();
+  observe();
+  publish();
+  if (!pg_->isRunning() && leader_name_ && *leader_name_ != node_.name) {
+    rejoinAsReplica();
+  }
+}
+
+void DbAgent::fenceStop() {
+  if (pg_->isRunning()) {
+    // The hard fence: nobody may write here once another node could hold the key.
+    ++fences_;
+    log::warn("no valid leader lease ({}): stopping PostgreSQL at once",
+              elector_.isLeader() ? "renewals failing" : "lease lost");
+    if (Status stopped = pg_->stop(StopMode::Immediate); !stopped.ok) {
+      log::error("fencing: stopping PostgreSQL failed: {}", stopped.error);
     }
+  }
+}
+
+void DbAgent::stepLeader() {
+  // Leader, Promoting and SwitchingOver: renew the lease; fence the moment it is no longer
+  // valid; otherwise keep PostgreSQL running, finish a promotion, and keep replication in line.
+  const core::TimePoint now = loop_.clock().now();
+  const LeaseDecision decision = elector_.tick();
+  if (!elector_.lastError().empty() && now >= next_wait_log_) {
+    log::warn("leader lease renewal failed: {}", elector_.lastError());
+    next_wait_log_ = now + kLogEvery;
   }
   syncFence();
   if (decision.fenced) {
-    if (pg_->isRunning()) {
-      // The hard fence: nobody may write here once another node could hold the key.
-      ++fences_;
-      log::warn("no valid leader lease ({}): stopping PostgreSQL at once",
-                elector_.isLeader() ? "renewals failing" : "lease lost");
-      Status stopped = pg_->stop(StopMode::Immediate);
-      if (!stopped.ok) {
-        log::error("fencing: stopping PostgreSQL failed: {}", stopped.error);
-      }
-    }
+    fenceStop();
   } else {
     // A switchover stops PostgreSQL on purpose: it stays stopped unless given up.
     if (!switchover_ && !pg_->isRunning() && !startPostgres("primary") && pg_->isRunning()) {
@@ -546,11 +587,11 @@ void DbAgent::runPrimary() {
     }
   }
   if (!elector_.isLeader() && !pg_->isRunning() && leader_name_ && *leader_name_ != node_.name) {
-    rejoinAsReplica();
+    rejoinAsReplica();  // leadership lost this tick and someone else already leads
   }
 }
 
-void DbAgent::runReplica() {
+void DbAgent::stepReplica() {
   if (!pg_->isRunning()) {
     startPostgres("replica");
   }
@@ -560,19 +601,25 @@ void DbAgent::runReplica() {
     return;
   }
   if (!leader_name_ && leaderFree()) {
-    if (intent_ && intent_->to == node_.name) {
-      if (syncMode() && !(sync_key_ && sync_key_->sync.count(node_.name) != 0)) {
-        log::warn("switchover to this node refused: not listed in the sync key");
-      } else {
-        takeOver("switchover");
-      }
-    } else if (site_.db.failover && !intent_) {
-      maybePromote();
-    }
+    stepCandidate();  // the key is free (or went free this tick): decide now, not a tick later
   } else if (leader_name_ && *leader_name_ != node_.name && *leader_name_ != following_) {
     followLeader();
   } else {
     checkDivergence();
+  }
+}
+
+void DbAgent::stepCandidate() {
+  // A standby while the leader key is free: the switchover target, or the replica the failover
+  // rules choose, takes the key and promotes; the others wait for it.
+  if (intent_ && intent_->to == node_.name) {
+    if (syncMode() && !(sync_key_ && sync_key_->sync.count(node_.name) != 0)) {
+      log::warn("switchover to this node refused: not listed in the sync key");
+    } else {
+      takeOver("switchover");
+    }
+  } else if (site_.db.failover && !intent_) {
+    maybePromote();
   }
 }
 
@@ -714,6 +761,15 @@ void DbAgent::rewindAndFollow(const MemberRecord& leader, const std::string& why
   }
   const auto address = *core::SocketAddress::parse(leader.pg);
   log::warn("{}", why);
+  rejoining_ = true;
+  updateState();
+  struct Done {
+    DbAgent& agent;
+    ~Done() {
+      agent.rejoining_ = false;
+      agent.updateState();
+    }
+  } done{*this};
   if (pg_->isRunning()) {
     if (Status stopped = pg_->stop(StopMode::Fast); !stopped.ok) {
       log::error("stopping PostgreSQL before pg_rewind: {}", stopped.error);
@@ -1135,6 +1191,38 @@ DbAgent::Identity DbAgent::checkIdentity() {
   return Identity::Ok;
 }
 
+AgentFacts DbAgent::facts() const {
+  AgentFacts f;
+  f.has_data = phase_ == Phase::Running;
+  f.foreign = !foreign_.empty();
+  f.primary_data = primary_data_;
+  f.holds_lease = elector_.isLeader();
+  f.may_write = elector_.mayWrite();
+  f.checkpoint_pending = checkpoint_pending_;
+  f.switching_over = switchover_.has_value();
+  f.leader_key_free = site_read_ && etcd_ok_ && leader_key_.state == LeaderKey::State::Free;
+  f.rejoining = rejoining_;
+  return f;
+}
+
+void DbAgent::updateState() {
+  const AgentFacts f = facts();
+  const AgentState next = classify(f);
+  if (next == state_) {
+    return;
+  }
+  const std::string reason = transitionReason(state_, next, f);
+  if (transitionAllowed(state_, next)) {
+    log::info("state {} -> {}: {}", stateName(state_), stateName(next), reason);
+  } else {
+    log::error("unexpected state change {} -> {}: {} (please report: the agent's table does not allow it)",
+               stateName(state_), stateName(next), reason);
+  }
+  ++transitions_[static_cast<size_t>(state_)][static_cast<size_t>(next)];
+  state_ = next;
+  state_since_ = loop_.clock().now();
+}
+
 NodeView DbAgent::view() const {
   NodeView v;
   v.pg_running = pg_running_;
@@ -1185,6 +1273,7 @@ std::string DbAgent::statusJson() const {
   nlohmann::json j;
   j["name"] = node_.name;
   j["role"] = v.role();
+  j["state"] = std::string(stateName(state_));
   j["pg_running"] = v.pg_running;
   j["timeline"] = status_ok_ ? pg_status_.timeline : 0;
   j["lsn"] = formatLsn(status_ok_ ? pg_status_.lsn() : 0);
@@ -1245,6 +1334,25 @@ std::string DbAgent::metricsText() const {
   counter("fulcrum_db_reclones_total", "re-clones after pg_rewind failed", reclones_);
   counter("fulcrum_db_switchovers_total", "switchovers this node handed its leadership over by",
           switchovers_);
+  w.family("fulcrum_db_state", "gauge", "1 for the agent's current state (see docs/architecture.md)");
+  for (int i = 0; i < kAgentStates; ++i) {
+    const auto state = static_cast<AgentState>(i);
+    w.sample("fulcrum_db_state", {{"node", node}, {"state", stateName(state)}}, state == state_ ? 1.0 : 0.0);
+  }
+  gauge("fulcrum_db_state_seconds", "seconds in the current state",
+        std::chrono::duration<double>(loop_.clock().now() - state_since_).count());
+  w.family("fulcrum_db_state_transitions_total", "counter", "state changes of the agent, by pair");
+  for (int from = 0; from < kAgentStates; ++from) {
+    for (int to = 0; to < kAgentStates; ++to) {
+      if (transitions_[from][to] != 0) {
+        w.sample("fulcrum_db_state_transitions_total",
+                 {{"node", node},
+                  {"from", stateName(static_cast<AgentState>(from))},
+                  {"to", stateName(static_cast<AgentState>(to))}},
+                 transitions_[from][to]);
+      }
+    }
+  }
   gauge("fulcrum_db_sync_standbys", "replicas commits wait for (ANY 1 of them); -1 unknown or not leader",
         elector_.isLeader() && pg_sync_ ? static_cast<double>(pg_sync_->size()) : -1.0);
   return w.take();

@@ -30,6 +30,7 @@
 //
 // Re-clone: a former primary that pg_rewind cannot bring back has its data directory moved aside
 // (DATA.failed-<time>, kept) and is cloned again from the leader.
+#include <array>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -41,6 +42,7 @@
 #include "config/config.h"
 #include "core/clock.h"
 #include "core/event_loop.h"
+#include "db/agent_machine.h"
 #include "db/agent_state.h"
 #include "db/elector.h"
 #include "db/etcd_client.h"
@@ -81,9 +83,17 @@ class DbAgent final : public http::Handler {
   enum class Phase { Bootstrap, Running, Failed };
 
   void tick();
-  void bootstrapStep();
-  void runPrimary();
-  void runReplica();
+  // One function per state's step (agent_machine.h), chosen by the state the last facts name.
+  void bootstrapStep();  // Bootstrapping
+  void stepLeader();     // Leader, Promoting, SwitchingOver
+  void stepFenced();     // Fenced: take the key again, or rejoin whoever leads
+  void stepReplica();    // Replica (and a fresh look for Candidate)
+  void stepCandidate();  // Candidate: promote if the rules choose this node
+  // Stops PostgreSQL at once (the agent's own fence) when it runs.
+  void fenceStop();
+  // This tick's facts, and the state they name: a change is logged with its reason and counted.
+  AgentFacts facts() const;
+  void updateState();
   void maybePromote();
   // Takes the free leader key and promotes (`how`: "failover", "switchover"); false when
   // another node got the key or the promotion failed (then the key is released).
@@ -207,6 +217,10 @@ class DbAgent final : public http::Handler {
   core::TimePoint next_tick_{};  // when the control timer is armed for
 
   Phase phase_ = Phase::Bootstrap;
+  AgentState state_ = AgentState::Bootstrapping;
+  core::TimePoint state_since_{};
+  std::array<std::array<uint64_t, kAgentStates>, kAgentStates> transitions_{};  // [from][to]
+  bool rejoining_ = false;     // a rewind or re-clone is under way (rewindAndFollow)
   bool primary_data_ = false;  // our data directory is a primary's (no standby.signal)
   bool slots_ok_ = false;
   std::optional<core::TimePoint> no_leader_since_;  // bootstrap: waiting for a leader to clone

@@ -33,7 +33,8 @@ const std::array<std::array<bool, kAgentStates>, kAgentStates>& table() {
         {S::Leader, {S::Fenced, S::SwitchingOver, S::Foreign}},
         // Given up (leads on), key released (fenced), or already rejoined as the target's replica.
         {S::SwitchingOver, {S::Leader, S::Fenced, S::Replica, S::Rejoining}},
-        {S::Fenced, {S::Leader, S::Promoting, S::Rejoining, S::Replica, S::Candidate, S::Bootstrapping, S::Foreign}},
+        {S::Fenced,
+         {S::Leader, S::Promoting, S::Rejoining, S::Replica, S::Candidate, S::Bootstrapping, S::Foreign}},
         // Rewound (a replica), re-cloned (bootstrapping), or given up for now.
         {S::Rejoining, {S::Replica, S::Candidate, S::Bootstrapping, S::Fenced, S::Foreign}},
     };
@@ -130,7 +131,8 @@ std::string transitionReason(AgentState from, AgentState to, const AgentFacts& f
       if (from == S::SwitchingOver) {
         return "switchover given up: leading on";
       }
-      return from == S::Bootstrapping ? "initialized the cluster and took the leader key" : "took the leader key";
+      return from == S::Bootstrapping ? "initialized the cluster and took the leader key"
+                                      : "took the leader key";
     case S::SwitchingOver:
       return "switchover requested";
     case S::Fenced:

@@ -38,15 +38,15 @@ std::string_view stateName(AgentState state);
 
 // What one tick saw.
 struct AgentFacts {
-  bool has_data = false;          // the data directory holds a cluster (not being bootstrapped)
-  bool foreign = false;           // ... of another system than the cluster's
-  bool primary_data = false;      // no standby.signal: a primary's data
-  bool holds_lease = false;       // this node holds the leader key
-  bool may_write = false;         // ... and its lease is before the fence deadline
+  bool has_data = false;            // the data directory holds a cluster (not being bootstrapped)
+  bool foreign = false;             // ... of another system than the cluster's
+  bool primary_data = false;        // no standby.signal: a primary's data
+  bool holds_lease = false;         // this node holds the leader key
+  bool may_write = false;           // ... and its lease is before the fence deadline
   bool checkpoint_pending = false;  // promoted, post-promotion checkpoint not done yet
-  bool switching_over = false;    // a switchover runs on this node
-  bool leader_key_free = false;   // etcd read, and the leader key counts as free
-  bool rejoining = false;         // a rewind or re-clone is under way
+  bool switching_over = false;      // a switchover runs on this node
+  bool leader_key_free = false;     // etcd read, and the leader key counts as free
+  bool rejoining = false;           // a rewind or re-clone is under way
 };
 
 AgentState classify(const AgentFacts& facts);

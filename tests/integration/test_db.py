@@ -137,7 +137,10 @@ class Cluster:
         return self.psql(name, "SELECT v FROM t ORDER BY v").stdout.split() == expected
 
     def stop_all(self, test):
-        """SIGTERM: every agent exits 0 and leaves no PostgreSQL behind."""
+        """SIGTERM: every agent exits 0 and leaves no PostgreSQL behind; and no agent ever made a
+        state change its table does not allow."""
+        for name, agent in self.agents.items():
+            test.assertNotIn("unexpected state change", agent.output(), name)
         for agent in self.agents.values():
             agent.signal(signal.SIGTERM)
         for name, agent in self.agents.items():

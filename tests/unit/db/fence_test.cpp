@@ -296,7 +296,11 @@ TEST_F(FenceTest, CommitFlushedAfterTheDeadlineIsNotAcknowledged) {
   EXPECT_EQ(PQstatus(writer->get()), CONNECTION_BAD) << commit.message;
   // The row did commit (its record was flushed before the deadline passed): only unacknowledged.
   EXPECT_EQ(control.exec("SELECT count(*) FROM t WHERE v = " + std::to_string(value)).value, "1");
-  EXPECT_NE(readFile(node.logFile()).find("its acknowledgement is withheld"), std::string::npos);
+  // The backend writes its warning just after it closed the client's socket: the client may see
+  // the closed connection first.
+  EXPECT_TRUE(waitFor(
+      [&] { return readFile(node.logFile()).find("its acknowledgement is withheld") != std::string::npos; },
+      seconds(5)));
   ASSERT_EQ(::kill(*worker, SIGCONT), 0);
   EXPECT_TRUE(waitFor([&] { return !node.isRunning(); }, seconds(10)));
 }
