@@ -22,6 +22,8 @@ using std::chrono::milliseconds;
 constexpr auto kLogEvery = std::chrono::seconds(5);
 // The control loop's pace while a switchover runs on this node.
 constexpr auto kSwitchoverPoll = std::chrono::milliseconds(100);
+// While an operation (initdb, a clone, pg_rewind, a start) runs, the loop looks at it this often.
+constexpr auto kOperationPoll = std::chrono::milliseconds(100);
 // Ticks woken by etcd events are at least this far apart.
 constexpr auto kWakeSpacing = std::chrono::milliseconds(20);
 
@@ -241,6 +243,15 @@ void DbAgent::schedule(core::TimePoint next) {
 
 void DbAgent::tick() {
   last_tick_ = loop_.clock().now();
+  if (op_ && tickOperation()) {
+    // Polled every kOperationPoll (SIGCHLD wakes the loop sooner), the lease kept on time.
+    core::TimePoint next = loop_.clock().now() + kOperationPoll;
+    if (elector_.isLeader()) {
+      next = std::min(next, elector_.lease().decide().next_action);
+    }
+    schedule(next);
+    return;
+  }
   if (auto exit = pg_->pollExit()) {
     ++postgres_exits_;
     log::warn("PostgreSQL exited (wait status {})", *exit);
@@ -352,36 +363,39 @@ void DbAgent::bootstrapStep() {
     log::info("this node initializes the cluster (initdb into {})", pg_->options().data_dir.string());
     // Nobody else can hold data yet: the new server may write until the lease is taken next tick.
     fence_->arm(std::chrono::steady_clock::now() + pg_->bootstrapBound());
-    if (Status init = pg_->initPrimary(app_); !init.ok) {
-      fatal("initializing the cluster failed: " + init.error);
-      return;
-    }
-    ++postgres_starts_;
-    readSysid();
-    if (!sysid_) {
-      fatal("initdb made a cluster without a readable system identifier");
-      return;
-    }
-    auto recorded = etcd_.putIfUnchanged(key, init_mod_revision_,
-                                         encodeInit({InitRecord::State::Initialized, node_.name, sysid_}));
-    if (recorded.ok && !recorded.value) {
-      // Someone recorded another identity meanwhile (a node holding an existing cluster's data,
-      // after etcd lost its keys): our new cluster is empty and unused, so it goes.
-      log::warn("the cluster identity changed while this node ran initdb: discarding the new, empty cluster");
-      fence_->disarm();
-      pg_->stop(StopMode::Immediate);
-      if (auto aside = pg_->moveDataAside(); aside.ok) {
-        std::error_code ec;
-        std::filesystem::remove_all(aside.value, ec);
+    runOp("initdb", pg_->beginInitPrimary(app_), [this, key](const Status& init) {
+      if (!init.ok) {
+        fatal("initializing the cluster failed: " + init.error);
+        return;
       }
-      sysid_.reset();
-      return;
-    }
-    log::info("cluster created: system identifier {}", *sysid_);
-    primary_data_ = true;
-    phase_ = Phase::Running;
-    pg_->setQueryTimeout(runningQueryTimeout(site_));
-    // If that write failed, the first running tick (checkIdentity) records it before the lease.
+      ++postgres_starts_;
+      readSysid();
+      if (!sysid_) {
+        fatal("initdb made a cluster without a readable system identifier");
+        return;
+      }
+      auto recorded = etcd_.putIfUnchanged(key, init_mod_revision_,
+                                           encodeInit({InitRecord::State::Initialized, node_.name, sysid_}));
+      if (recorded.ok && !recorded.value) {
+        // Someone recorded another identity meanwhile (a node holding an existing cluster's
+        // data, after etcd lost its keys): our new cluster is empty and unused, so it goes.
+        log::warn(
+            "the cluster identity changed while this node ran initdb: discarding the new, empty cluster");
+        fence_->disarm();
+        pg_->stop(StopMode::Immediate);
+        if (auto aside = pg_->moveDataAside(); aside.ok) {
+          std::error_code ec;
+          std::filesystem::remove_all(aside.value, ec);
+        }
+        sysid_.reset();
+        return;
+      }
+      log::info("cluster created: system identifier {}", *sysid_);
+      primary_data_ = true;
+      phase_ = Phase::Running;
+      pg_->setQueryTimeout(runningQueryTimeout(site_));
+      // If that write failed, the first running tick (checkIdentity) records it before the lease.
+    });
     return;
   }
   // The cluster exists: never initdb again. Clone the leader of this very cluster.
@@ -417,65 +431,101 @@ void DbAgent::bootstrapStep() {
   no_leader_since_.reset();
   log::info("cloning leader {} at {} (pg_basebackup, slot {})", member->name, member->pg,
             slotNameFor(node_.name));
-  Status clone = pg_->cloneReplica(*core::SocketAddress::parse(member->pg), slotNameFor(node_.name));
-  if (!clone.ok) {
-    waiting("cloning " + member->name + " failed: " + clone.error);
-    return;
-  }
-  readSysid();
   const std::optional<uint64_t> expected = cluster ? cluster : member->sysid;
-  if (!sysid_ || (expected && *sysid_ != *expected)) {
-    // The address published for the leader served another cluster: that copy is not ours.
-    log::error("the clone from {} at {} is of system {}, not of this cluster ({}): discarding it",
-               member->name, member->pg, sysid_ ? std::to_string(*sysid_) : "unknown", identity);
-    if (auto aside = pg_->moveDataAside(); aside.ok) {
-      std::error_code ec;
-      std::filesystem::remove_all(aside.value, ec);
-    }
-    sysid_.reset();
-    return;
-  }
-  primary_data_ = false;
-  must_clone_ = false;
-  following_ = member->name;
-  phase_ = Phase::Running;
-  pg_->setQueryTimeout(runningQueryTimeout(site_));
-  startPostgres("replica");
+  runOp("pg_basebackup from " + member->name,
+        pg_->beginClone(*core::SocketAddress::parse(member->pg), slotNameFor(node_.name)),
+        [this, leader = *member, expected, identity](const Status& clone) {
+          if (!clone.ok) {
+            log::warn("cloning {} failed: {}; trying again", leader.name, clone.error);
+            return;
+          }
+          readSysid();
+          if (!sysid_ || (expected && *sysid_ != *expected)) {
+            // The address published for the leader served another cluster: that copy is not ours.
+            log::error("the clone from {} at {} is of system {}, not of this cluster ({}): discarding it",
+                       leader.name, leader.pg, sysid_ ? std::to_string(*sysid_) : "unknown", identity);
+            if (auto aside = pg_->moveDataAside(); aside.ok) {
+              std::error_code ec;
+              std::filesystem::remove_all(aside.value, ec);
+            }
+            sysid_.reset();
+            return;
+          }
+          primary_data_ = false;
+          must_clone_ = false;
+          following_ = leader.name;
+          phase_ = Phase::Running;
+          pg_->setQueryTimeout(runningQueryTimeout(site_));
+          startPostgres("replica");
+        });
 }
 
-bool DbAgent::startPostgres(const char* why) {
+bool DbAgent::startPostgres(const char* why, std::function<void(bool)> then) {
   const core::TimePoint now = loop_.clock().now();
   if (start_failures_ > 0 && now < next_start_) {
     return false;  // backing off: the last error was logged
   }
   ++postgres_starts_;
-  // A primary's start (crash recovery) may outlast the lease: keep renewing it meanwhile, and
-  // give up (the caller fences) once it can no longer be trusted.
-  std::function<bool()> keep_leased;
-  if (primary_data_) {
-    keep_leased = [this] {
-      bool leased = elector_.isLeader() && !elector_.tick().fenced;
-      syncFence();
-      return leased;
-    };
+  // A primary's start (crash recovery) may outlast the lease: the loop keeps renewing it
+  // meanwhile, and abandons the start (and fences) once it can no longer be trusted.
+  runOp(std::string("start as ") + why, pg_->beginStart(),
+        [this, why = std::string(why), then = std::move(then)](const Status& started) {
+          if (!started.ok) {
+            ++start_failures_;
+            const auto backoff = std::min<core::Duration>(
+                std::chrono::seconds(1L << std::min(start_failures_ - 1, 5)), std::chrono::seconds(30));
+            next_start_ = loop_.clock().now() + backoff;
+            last_start_error_ = started.error;
+            log::error("starting PostgreSQL ({}, attempt {}; next in {} ms): {}", why, start_failures_,
+                       std::chrono::duration_cast<milliseconds>(backoff).count(), started.error);
+          } else {
+            if (start_failures_ > 0) {
+              log::info("PostgreSQL started after {} failed attempts", start_failures_);
+            }
+            start_failures_ = 0;
+            last_start_error_.clear();
+            log::info("PostgreSQL running as {} on {}", why, node_.pg.toString());
+          }
+          if (then) {
+            then(started.ok);
+          }
+        });
+  return true;
+}
+
+void DbAgent::runOp(std::string what, Status begun, std::function<void(const Status&)> then) {
+  if (!begun.ok) {
+    then(begun);
+    return;
   }
-  Status started = pg_->start(keep_leased);
-  if (!started.ok) {
-    ++start_failures_;
-    const auto backoff = std::min<core::Duration>(
-        std::chrono::seconds(1L << std::min(start_failures_ - 1, 5)), std::chrono::seconds(30));
-    next_start_ = loop_.clock().now() + backoff;
-    last_start_error_ = started.error;
-    log::error("starting PostgreSQL ({}, attempt {}; next in {} ms): {}", why, start_failures_,
-               std::chrono::duration_cast<milliseconds>(backoff).count(), started.error);
-    return false;
+  log::debug("{}: under way", what);
+  op_ = PendingOp{std::move(what), std::move(then), loop_.clock().now()};
+  wake();
+}
+
+bool DbAgent::tickOperation() {
+  if (auto done = pg_->pollOperation()) {
+    PendingOp op = std::move(*op_);
+    op_.reset();
+    log::debug("{}: done in {} ms", op.what,
+               std::chrono::duration_cast<milliseconds>(loop_.clock().now() - op.started).count());
+    op.then(*done);
+    return op_.has_value();  // a continuation may have begun the next step
   }
-  if (start_failures_ > 0) {
-    log::info("PostgreSQL started after {} failed attempts", start_failures_);
+  // Still running: the loop serves the REST API meanwhile, keeps the lease (a primary's start
+  // can outlast it) and the member record alive.
+  if (elector_.isLeader()) {
+    const LeaseDecision decision = elector_.tick();
+    syncFence();
+    if (decision.fenced) {
+      log::warn("{}: abandoned, the leader lease is no longer valid", op_->what);
+      pg_->abandonOperation();
+      op_.reset();
+      fenceStop();
+      return false;
+    }
   }
-  start_failures_ = 0;
-  last_start_error_.clear();
-  log::info("PostgreSQL running as {} on {}", why, node_.pg.toString());
+  publish();
   return true;
 }
 
@@ -563,10 +613,9 @@ void DbAgent::stepLeader() {
     fenceStop();
   } else {
     // A switchover stops PostgreSQL on purpose: it stays stopped unless given up.
-    if (!switchover_ && !pg_->isRunning() && !startPostgres("primary") && pg_->isRunning()) {
-      // Lease lost while it started: a primary that comes up unleased must not take writes.
-      ++fences_;
-      pg_->stop(StopMode::Immediate);
+    if (!switchover_ && !pg_->isRunning() && startPostgres("primary")) {
+      publish();
+      return;  // the start runs on; tickOperation() keeps the lease (or abandons it and fences)
     }
     if (checkpoint_pending_ && !pg_->isRunning()) {
       checkpoint_pending_ = false;  // a restart's end-of-recovery checkpoint records the timeline
@@ -592,8 +641,9 @@ void DbAgent::stepLeader() {
 }
 
 void DbAgent::stepReplica() {
-  if (!pg_->isRunning()) {
-    startPostgres("replica");
+  if (!pg_->isRunning() && startPostgres("replica")) {
+    publish();
+    return;  // the next ticks watch the start
   }
   observe();
   publish();
@@ -723,7 +773,11 @@ void DbAgent::finishPromotion() {
 }
 
 void DbAgent::onChildSignal() {
-  // SIGCHLD also comes from the tools the agent runs; only the postmaster's death matters.
+  if (op_) {
+    wake();  // a tool (or a starting postmaster) may have exited: the operation says which
+    return;
+  }
+  // SIGCHLD also comes from other children; only the postmaster's death matters.
   if (phase_ == Phase::Running && pg_running_ && !pg_->isRunning()) {
     wake();
   }
@@ -763,44 +817,51 @@ void DbAgent::rewindAndFollow(const MemberRecord& leader, const std::string& why
   log::warn("{}", why);
   rejoining_ = true;
   updateState();
-  struct Done {
-    DbAgent& agent;
-    ~Done() {
-      agent.rejoining_ = false;
-      agent.updateState();
-    }
-  } done{*this};
+  auto done = [this] {
+    rejoining_ = false;
+    updateState();
+  };
   if (pg_->isRunning()) {
     if (Status stopped = pg_->stop(StopMode::Fast); !stopped.ok) {
       log::error("stopping PostgreSQL before pg_rewind: {}", stopped.error);
+      done();
       return;
     }
   }
-  if (Status rewound = pg_->rewind(address); !rewound.ok) {
-    log::error("pg_rewind from {}: {}", leader.name, rewound.error);
-    // Not reaching the leader says nothing about our data: try again next tick. Anything else
-    // (damaged or incompatible data) will not mend by itself.
-    // pg_rewind's own identity check ("different systems") means the leader's record lied about
-    // its identifier: never move our data aside for a stranger.
-    if (rewound.error.find("could not connect") == std::string::npos &&
-        rewound.error.find("connection to server") == std::string::npos &&
-        rewound.error.find("different systems") == std::string::npos) {
-      recloneFrom(leader);
-    }
-    return;
-  }
-  ++rewinds_;
-  if (Status following = pg_->follow(address, slotNameFor(node_.name)); !following.ok) {
-    log::error("following {}: {}", leader.name, following.error);
-    return;
-  }
-  primary_data_ = false;
-  following_ = leader.name;
-  not_streaming_since_.reset();
-  start_failures_ = 0;  // a new start, not one more of a failing series
-  startPostgres("replica");
-  observe();
-  publish();
+  runOp("pg_rewind from " + leader.name, pg_->beginRewind(address),
+        [this, leader, address, done](const Status& rewound) {
+          if (!rewound.ok) {
+            log::error("pg_rewind from {}: {}", leader.name, rewound.error);
+            // Not reaching the leader says nothing about our data: try again next tick. Anything
+            // else (damaged or incompatible data) will not mend by itself. pg_rewind's own
+            // identity check ("different systems") means the leader's record lied about its
+            // identifier: never move our data aside for a stranger.
+            if (rewound.error.find("could not connect") == std::string::npos &&
+                rewound.error.find("connection to server") == std::string::npos &&
+                rewound.error.find("different systems") == std::string::npos) {
+              recloneFrom(leader);
+            }
+            done();
+            return;
+          }
+          ++rewinds_;
+          if (Status following = pg_->follow(address, slotNameFor(node_.name)); !following.ok) {
+            log::error("following {}: {}", leader.name, following.error);
+            done();
+            return;
+          }
+          primary_data_ = false;
+          following_ = leader.name;
+          not_streaming_since_.reset();
+          start_failures_ = 0;  // a new start, not one more of a failing series
+          if (!startPostgres("replica", [this, done](bool) {
+                done();
+                observe();
+                publish();
+              })) {
+            done();
+          }
+        });
 }
 
 void DbAgent::checkDivergence() {
@@ -1240,6 +1301,11 @@ NodeView DbAgent::view() const {
 }
 
 void DbAgent::shutdown() {
+  if (op_) {
+    log::info("{}: abandoned (shutting down)", op_->what);
+    pg_->abandonOperation();  // a running tool is killed; a starting postmaster is stopped below
+    op_.reset();
+  }
   {
     std::lock_guard lock(forward_mailbox_->mutex);
     forward_mailbox_->loop = nullptr;  // forwarded calls still out answer nobody
@@ -1274,6 +1340,13 @@ std::string DbAgent::statusJson() const {
   j["name"] = node_.name;
   j["role"] = v.role();
   j["state"] = std::string(stateName(state_));
+  if (op_) {
+    j["operation"] = {
+        {"what", op_->what},
+        {"ms", std::chrono::duration_cast<milliseconds>(loop_.clock().now() - op_->started).count()}};
+  } else {
+    j["operation"] = nullptr;
+  }
   j["pg_running"] = v.pg_running;
   j["timeline"] = status_ok_ ? pg_status_.timeline : 0;
   j["lsn"] = formatLsn(status_ok_ ? pg_status_.lsn() : 0);

@@ -176,8 +176,22 @@ class DbAgent final : public http::Handler {
   std::string seenLeaderText() const;
   void observe();
   void publish();
-  // Starts PostgreSQL; after failures, only once the backoff allows (1 s doubling to 30 s).
-  bool startPostgres(const char* why);
+  // Begins a start of PostgreSQL (an operation, see runOp); after failures, only once the backoff
+  // allows (1 s doubling to 30 s). False when not begun; `then` runs once it has started or not.
+  bool startPostgres(const char* why, std::function<void(bool started)> then = {});
+  // A long PostgresNode operation (initdb, a clone, pg_rewind, a start) runs while the loop goes
+  // on serving the REST API, renewing the lease and publishing; `then` runs on the loop once it
+  // is done (or at once when `begun` failed).
+  void runOp(std::string what, Status begun, std::function<void(const Status&)> then);
+  // A tick while an operation runs; true while it still runs (the tick ends there). A leader's
+  // lease that is no longer valid abandons the operation and fences.
+  bool tickOperation();
+  struct PendingOp {
+    std::string what;
+    std::function<void(const Status&)> then;
+    core::TimePoint started{};
+  };
+  std::optional<PendingOp> op_;
   // The fence that holds without this process (fence_file.h): armed with the lease's fence
   // deadline while this node leads and may write, else disarmed. Called after every lease
   // acquisition, renewal or release.

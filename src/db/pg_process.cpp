@@ -261,8 +261,8 @@ Status writeFileAs(const OsUser& user, const std::filesystem::path& path, const 
   return Status::success();
 }
 
-Result<ToolOutput> runTool(const OsUser& user, const ToolRun& run) {
-  using R = Result<ToolOutput>;
+Result<std::unique_ptr<ToolJob>> ToolJob::start(const OsUser& user, ToolRun run) {
+  using R = Result<std::unique_ptr<ToolJob>>;
   if (run.argv.empty()) {
     return R::failure("no program to run");
   }
@@ -313,72 +313,120 @@ Result<ToolOutput> runTool(const OsUser& user, const ToolRun& run) {
     }
     return R::failure(errnoText("cannot run " + run.argv[0] + " as " + user.name, *err));
   }
-
-  ToolOutput output;
+  std::unique_ptr<ToolJob> job(new ToolJob());
+  job->pid_ = pid;
+  job->deadline_ = SteadyClock::now() + run.timeout;
   setNonBlocking(in_ours.get());
   setNonBlocking(out_ours.get());
   setNonBlocking(err_ours.get());
-  size_t written = 0;
-  if (run.input.empty()) {
-    in_ours.reset();
+  if (!run.input.empty()) {
+    job->in_ = std::move(in_ours);
   }
-  const auto deadline = SteadyClock::now() + run.timeout;
+  job->out_ = std::move(out_ours);
+  job->err_ = std::move(err_ours);
+  job->run_ = std::move(run);
+  return R::success(std::move(job));
+}
+
+ToolJob::~ToolJob() {
+  if (pid_ > 0) {
+    ::kill(-pid_, SIGKILL);
+    int status = 0;
+    while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
+    }
+  }
+}
+
+bool ToolJob::pump() {
   char buf[16384];
-  while (out_ours || err_ours) {
-    std::vector<pollfd> fds;
-    if (in_ours) {
-      fds.push_back({in_ours.get(), POLLOUT, 0});
+  bool progressed = false;
+  if (in_) {
+    ssize_t w = ::send(in_.get(), run_.input.data() + written_, run_.input.size() - written_, MSG_NOSIGNAL);
+    if (w > 0) {
+      written_ += static_cast<size_t>(w);
+      progressed = true;
     }
-    if (out_ours) {
-      fds.push_back({out_ours.get(), POLLIN, 0});
+    if ((w < 0 && errno != EAGAIN && errno != EINTR) || written_ == run_.input.size()) {
+      in_.reset();  // done, or the tool stopped reading: EOF either way
     }
-    if (err_ours) {
-      fds.push_back({err_ours.get(), POLLIN, 0});
-    }
-    auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - SteadyClock::now()).count();
-    if (left <= 0) {
-      output.timed_out = true;
-      break;
-    }
-    int n = ::poll(fds.data(), fds.size(), static_cast<int>(std::min<int64_t>(left, 1 << 30)));
-    if (n < 0 && errno != EINTR) {
-      output.timed_out = true;  // cannot wait any more: treat as a timeout (kill below)
-      break;
-    }
-    for (const pollfd& p : fds) {
-      if (p.revents == 0) {
-        continue;
-      }
-      if (in_ours && p.fd == in_ours.get()) {
-        ssize_t w = ::send(p.fd, run.input.data() + written, run.input.size() - written, MSG_NOSIGNAL);
-        if (w > 0) {
-          written += static_cast<size_t>(w);
-        }
-        if ((w < 0 && errno != EAGAIN && errno != EINTR) || written == run.input.size()) {
-          in_ours.reset();  // done, or the tool stopped reading: EOF either way
-        }
-        continue;
-      }
-      core::Fd& source = out_ours && p.fd == out_ours.get() ? out_ours : err_ours;
-      std::string& sink = &source == &out_ours ? output.out : output.err;
-      ssize_t r = ::read(p.fd, buf, sizeof buf);
+  }
+  for (core::Fd* source : {&out_, &err_}) {
+    std::string& sink = source == &out_ ? output_.out : output_.err;
+    while (*source) {
+      ssize_t r = ::read(source->get(), buf, sizeof buf);
       if (r > 0) {
         sink.append(buf, std::min(static_cast<size_t>(r), kMaxCapture - std::min(kMaxCapture, sink.size())));
+        progressed = true;
       } else if (r == 0 || (errno != EAGAIN && errno != EINTR)) {
-        source.reset();
+        source->reset();
+      } else {
+        break;
       }
     }
   }
-  if (output.timed_out) {
-    ::kill(-pid, SIGKILL);
+  return progressed;
+}
+
+std::optional<ToolOutput> ToolJob::poll() {
+  if (pid_ <= 0) {
+    return output_;
+  }
+  pump();
+  const bool late = SteadyClock::now() >= deadline_;
+  if ((out_ || err_) && !late) {
+    return std::nullopt;  // the tool (or something it forked) still holds its output open
   }
   int status = 0;
-  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  pid_t reaped = late ? 0 : ::waitpid(pid_, &status, WNOHANG);
+  if (reaped == 0 && !late) {
+    return std::nullopt;  // closed its output, not exited yet
+  }
+  if (late) {
+    output_.timed_out = true;
+    ::kill(-pid_, SIGKILL);
+  }
+  if (reaped == 0) {
+    while (::waitpid(pid_, &status, 0) < 0 && errno == EINTR) {
+    }
   }
   // Descendants that outlive the tool (none expected) must not keep running unsupervised.
-  ::kill(-pid, SIGKILL);
-  output.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  return R::success(std::move(output));
+  ::kill(-pid_, SIGKILL);
+  pid_ = -1;
+  out_.reset();
+  err_.reset();
+  in_.reset();
+  output_.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  return output_;
+}
+
+ToolOutput ToolJob::wait() {
+  for (;;) {
+    if (auto done = poll()) {
+      return *done;
+    }
+    std::vector<pollfd> fds;
+    if (in_) {
+      fds.push_back({in_.get(), POLLOUT, 0});
+    }
+    if (out_) {
+      fds.push_back({out_.get(), POLLIN, 0});
+    }
+    if (err_) {
+      fds.push_back({err_.get(), POLLIN, 0});
+    }
+    auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline_ - SteadyClock::now()).count();
+    // With the output closed, the tool's exit is waited for in short steps (no SIGCHLD here).
+    const int64_t step = fds.empty() ? 10 : std::max<int64_t>(left, 0);
+    ::poll(fds.data(), fds.size(), static_cast<int>(std::min<int64_t>(step, 1 << 30)));
+  }
+}
+
+Result<ToolOutput> runTool(const OsUser& user, const ToolRun& run) {
+  auto job = ToolJob::start(user, run);
+  if (!job.ok) {
+    return Result<ToolOutput>::failure(job.error);
+  }
+  return Result<ToolOutput>::success(job.value->wait());
 }
 
 std::string describeFailure(const ToolRun& run, const ToolOutput& output) {

@@ -12,10 +12,12 @@
 #include <chrono>
 #include <cstdint>
 #include <filesystem>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "core/fd.h"
 #include "db/result.h"
 
 namespace fulcrum::db {
@@ -61,6 +63,36 @@ struct ToolOutput {
   std::string out;
   std::string err;
   bool timed_out = false;
+};
+
+// A tool running in the background, for a caller that must not wait for it (the agent's control
+// loop polls it each tick; SIGCHLD wakes the loop when it exits). Its output is collected as it
+// comes; past its timeout its process group is killed. Destroying a job kills what still runs.
+class ToolJob {
+ public:
+  // Starts the tool; fails only when it could not be started.
+  static Result<std::unique_ptr<ToolJob>> start(const OsUser& user, ToolRun run);
+  ~ToolJob();
+  ToolJob(const ToolJob&) = delete;
+  ToolJob& operator=(const ToolJob&) = delete;
+
+  // Never blocks: moves input and output along; the output once the tool has exited (or was
+  // killed at its timeout), else nullopt.
+  std::optional<ToolOutput> poll();
+  // Blocks until the tool is done.
+  ToolOutput wait();
+  const ToolRun& run() const { return run_; }
+
+ private:
+  ToolJob() = default;
+  bool pump();
+
+  ToolRun run_;
+  pid_t pid_ = -1;
+  std::chrono::steady_clock::time_point deadline_{};
+  core::Fd in_, out_, err_;
+  size_t written_ = 0;
+  ToolOutput output_;
 };
 
 // Runs a tool to completion (or until its timeout) and returns what it printed. Fails only when

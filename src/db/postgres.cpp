@@ -215,6 +215,35 @@ Result<std::string> PostgresNode::capture(std::vector<std::string> argv, millise
   return Result<std::string>::success(std::move(output.value.out));
 }
 
+Status PostgresNode::launchJob(Operation op, std::vector<std::string> argv, milliseconds timeout,
+                               std::vector<std::string> env) {
+  if (!init_error_.empty()) {
+    return Status::failure(init_error_);
+  }
+  if (op_ != Operation::None) {
+    return Status::failure("another operation is under way");
+  }
+  ToolRun tool;
+  tool.argv = std::move(argv);
+  tool.env = std::move(env);
+  tool.cwd = options_.run_dir;
+  tool.timeout = timeout;
+  auto job = ToolJob::start(user_, std::move(tool));
+  if (!job.ok) {
+    return Status::failure(job.error);
+  }
+  job_ = std::move(job.value);
+  op_ = op;
+  return Status::success();
+}
+
+Status PostgresNode::finishOperation() {
+  std::optional<Status> done;
+  pollUntil([&] { return (done = pollOperation()).has_value(); }, SteadyClock::time_point::max(),
+            milliseconds(20));
+  return *done;
+}
+
 Status PostgresNode::runChecked(std::vector<std::string> argv, milliseconds timeout,
                                 std::vector<std::string> env, std::string input) {
   ToolRun described;
@@ -385,7 +414,7 @@ Result<std::string> PostgresNode::serverVersion() {
   return capture({program("postgres").string(), "--version"}, options_.query_timeout);
 }
 
-Status PostgresNode::initPrimary(const AppDatabase& app) {
+Status PostgresNode::beginInitPrimary(const AppDatabase& app) {
   for (auto [what, name] : {std::pair{"database"sv, std::string_view(app.database)},
                             std::pair{"user"sv, std::string_view(app.user)},
                             std::pair{"replication user"sv, std::string_view(options_.replication_user)}}) {
@@ -415,15 +444,21 @@ Status PostgresNode::initPrimary(const AppDatabase& app) {
   if (!options_.durable) {
     initdb.push_back("--no-sync");
   }
-  if (Status done = runChecked(std::move(initdb), options_.tool_timeout); !done.ok) {
-    return done;
-  }
+  init_app_ = app;
+  init_app_password_ = app_password.value;
+  init_replication_password_ = replication_password.value;
+  return launchJob(Operation::InitPrimary, std::move(initdb), options_.tool_timeout);
+}
+
+Status PostgresNode::finishInitPrimary() {
+  const AppDatabase& app = init_app_;
   if (Status done = writeClusterConfig(app); !done.ok) {
     return done;
   }
   if (Status done = writePassFile(); !done.ok) {
     return done;
   }
+  // A new, empty cluster starts in well under a second: waited for here.
   if (Status done = start(); !done.ok) {
     return done;
   }
@@ -433,13 +468,13 @@ Status PostgresNode::initPrimary(const AppDatabase& app) {
   };
   const std::string repl = quoteIdent(options_.replication_user);
   const std::string statements[] = {
-      "CREATE ROLE " + repl + " WITH REPLICATION LOGIN PASSWORD " + password_sql(replication_password.value),
+      "CREATE ROLE " + repl + " WITH REPLICATION LOGIN PASSWORD " + password_sql(init_replication_password_),
       // What pg_rewind reads from its source, so it needs no superuser.
       "GRANT EXECUTE ON FUNCTION pg_catalog.pg_ls_dir(text, boolean, boolean) TO " + repl,
       "GRANT EXECUTE ON FUNCTION pg_catalog.pg_stat_file(text, boolean) TO " + repl,
       "GRANT EXECUTE ON FUNCTION pg_catalog.pg_read_binary_file(text) TO " + repl,
       "GRANT EXECUTE ON FUNCTION pg_catalog.pg_read_binary_file(text, bigint, bigint, boolean) TO " + repl,
-      "CREATE ROLE " + quoteIdent(app.user) + " LOGIN PASSWORD " + password_sql(app_password.value),
+      "CREATE ROLE " + quoteIdent(app.user) + " LOGIN PASSWORD " + password_sql(init_app_password_),
       // The web nodes read pg_stat_wal_receiver on replicas (whom a replica streams from, on
       // which timeline): hidden from ordinary roles.
       "GRANT pg_read_all_stats TO " + quoteIdent(app.user),
@@ -450,6 +485,13 @@ Status PostgresNode::initPrimary(const AppDatabase& app) {
     }
   }
   return Status::success();
+}
+
+Status PostgresNode::initPrimary(const AppDatabase& app) {
+  if (Status begun = beginInitPrimary(app); !begun.ok) {
+    return begun;
+  }
+  return finishOperation();
 }
 
 std::string PostgresNode::primaryConninfo(const core::SocketAddress& primary) const {
@@ -484,51 +526,58 @@ Status PostgresNode::writeStandbyConfig(const core::SocketAddress& primary, std:
   return writeFileAs(user_, options_.data_dir / "standby.signal", "", 0600);
 }
 
-Status PostgresNode::cloneReplica(const core::SocketAddress& primary, std::string_view slot) {
+std::vector<std::string> PostgresNode::basebackupArgs(bool create_slot) const {
+  std::vector<std::string> argv = {program("pg_basebackup").string(),
+                                   "--pgdata=" + options_.data_dir.string(),
+                                   "--host=" + hostText(clone_primary_),
+                                   "--port=" + std::to_string(clone_primary_.port()),
+                                   "--username=" + options_.replication_user,
+                                   "--no-password",
+                                   "--wal-method=stream",
+                                   "--checkpoint=fast",
+                                   "--slot=" + clone_slot_};
+  if (create_slot) {
+    argv.push_back("--create-slot");
+  }
+  if (!options_.durable) {
+    argv.push_back("--no-sync");
+  }
+  return argv;
+}
+
+void PostgresNode::clearDataDir() {
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(options_.data_dir, ec)) {
+    std::filesystem::remove_all(entry.path(), ec);
+  }
+}
+
+Status PostgresNode::launchBasebackup(bool create_slot) {
+  clone_create_slot_ = create_slot;
+  // Not the node's name: this WAL stream must never count as its standby.
+  return launchJob(Operation::Clone, basebackupArgs(create_slot), options_.tool_timeout,
+                   {"PGPASSFILE=" + passFile().string(), "PGAPPNAME=" + options_.node + "-clone",
+                    "PGCONNECT_TIMEOUT=" + connectSeconds(options_.query_timeout)});
+}
+
+Status PostgresNode::beginClone(const core::SocketAddress& primary, std::string_view slot) {
   if (Status dir = prepareEmptyDataDir(); !dir.ok) {
     return dir;
   }
   if (Status pass = writePassFile(); !pass.ok) {
     return pass;
   }
-  auto clear = [&] {
-    std::error_code ec;
-    for (const auto& entry : std::filesystem::directory_iterator(options_.data_dir, ec)) {
-      std::filesystem::remove_all(entry.path(), ec);
-    }
-  };
-  clear();
-  auto basebackup = [&](bool create_slot) {
-    std::vector<std::string> argv = {program("pg_basebackup").string(),
-                                     "--pgdata=" + options_.data_dir.string(),
-                                     "--host=" + hostText(primary),
-                                     "--port=" + std::to_string(primary.port()),
-                                     "--username=" + options_.replication_user,
-                                     "--no-password",
-                                     "--wal-method=stream",
-                                     "--checkpoint=fast",
-                                     "--slot=" + std::string(slot)};
-    if (create_slot) {
-      argv.push_back("--create-slot");
-    }
-    if (!options_.durable) {
-      argv.push_back("--no-sync");
-    }
-    return runChecked(std::move(argv), options_.tool_timeout,
-                      // Not the node's name: this WAL stream must never count as its standby.
-                      {"PGPASSFILE=" + passFile().string(), "PGAPPNAME=" + options_.node + "-clone",
-                       "PGCONNECT_TIMEOUT=" + connectSeconds(options_.query_timeout)});
-  };
-  Status done = basebackup(true);
-  if (!done.ok && done.error.find("already exists") != std::string::npos) {
-    clear();
-    done = basebackup(false);  // a slot left by an earlier clone of this node: reuse it
+  clearDataDir();
+  clone_primary_ = primary;
+  clone_slot_ = std::string(slot);
+  return launchBasebackup(true);
+}
+
+Status PostgresNode::cloneReplica(const core::SocketAddress& primary, std::string_view slot) {
+  if (Status begun = beginClone(primary, slot); !begun.ok) {
+    return begun;
   }
-  if (!done.ok) {
-    clear();
-    return done;
-  }
-  return writeStandbyConfig(primary, slot);
+  return finishOperation();
 }
 
 std::optional<pid_t> PostgresNode::livePostmasterPid() const {
@@ -543,7 +592,7 @@ std::optional<pid_t> PostgresNode::livePostmasterPid() const {
   return static_cast<pid_t>(pid);
 }
 
-Status PostgresNode::start(const std::function<bool()>& keep_waiting) {
+Status PostgresNode::beginStart() {
   if (!init_error_.empty()) {
     return Status::failure(init_error_);
   }
@@ -590,7 +639,36 @@ Status PostgresNode::start(const std::function<bool()>& keep_waiting) {
   if (!spawned.ok) {
     return spawned;
   }
-  return waitReady(keep_waiting);
+  op_ = Operation::Start;
+  start_deadline_ = SteadyClock::now() + options_.start_timeout;
+  return Status::success();
+}
+
+Status PostgresNode::start(const std::function<bool()>& keep_waiting) {
+  if (Status begun = beginStart(); !begun.ok) {
+    return begun;
+  }
+  const pid_t ours = postmaster_.pid();
+  std::optional<Status> result;
+  bool abandoned = false;
+  pollUntil(
+      [&] {
+        if ((result = pollOperation())) {
+          return true;
+        }
+        if (keep_waiting && !keep_waiting()) {
+          abandoned = true;
+          return true;
+        }
+        return false;
+      },
+      SteadyClock::time_point::max());
+  if (abandoned) {
+    op_ = Operation::None;
+    return Status::failure("stopped waiting for postgres (pid " + std::to_string(ours) +
+                           ") to accept connections: still starting");
+  }
+  return *result;
 }
 
 std::string PostgresNode::startLogSummary() const {
@@ -623,47 +701,111 @@ std::string PostgresNode::startLogSummary() const {
   return out.empty() ? "(nothing in " + logFile().string() + ")" : out;
 }
 
-Status PostgresNode::waitReady(const std::function<bool()>& keep_waiting) {
+std::optional<Status> PostgresNode::pollStart() {
   const pid_t ours = postmaster_.pid();
-  std::optional<int> exited;
-  bool abandoned = false;
-  bool ready = pollUntil(
-      [&] {
-        if ((exited = postmaster_.poll())) {
-          return true;
-        }
-        if (keep_waiting && !keep_waiting()) {
-          abandoned = true;
-          return true;
-        }
-        // postmaster.pid line 8 is what pg_ctl -w waits for: "ready" or "standby" once the
-        // server accepts connections.
-        std::ifstream in(options_.data_dir / "postmaster.pid");
-        std::vector<std::string> lines;
-        std::string line;
-        while (std::getline(in, line)) {
-          lines.push_back(line);
-        }
-        if (lines.size() < 8 || lines[0] != std::to_string(ours)) {
-          return false;
-        }
-        return lines[7].rfind("ready", 0) == 0 || lines[7].rfind("standby", 0) == 0;
-      },
-      SteadyClock::now() + options_.start_timeout);
-  if (exited) {
+  if (!postmaster_.started()) {  // reaped elsewhere (isRunning()) while starting
+    return Status::failure("postgres exited during start: " + startLogSummary());
+  }
+  if (auto exited = postmaster_.poll()) {
     return Status::failure("postgres exited during start (" + describeWaitStatus(*exited) +
                            "): " + startLogSummary());
   }
-  if (abandoned) {
-    return Status::failure("stopped waiting for postgres (pid " + std::to_string(ours) +
-                           ") to accept connections: still starting");
+  // postmaster.pid line 8 is what pg_ctl -w waits for: "ready" or "standby" once the server
+  // accepts connections.
+  std::ifstream in(options_.data_dir / "postmaster.pid");
+  std::vector<std::string> lines;
+  std::string line;
+  while (std::getline(in, line)) {
+    lines.push_back(line);
   }
-  if (!ready) {
+  if (lines.size() >= 8 && lines[0] == std::to_string(ours) &&
+      (lines[7].rfind("ready", 0) == 0 || lines[7].rfind("standby", 0) == 0)) {
+    return Status::success();
+  }
+  if (SteadyClock::now() >= start_deadline_) {
     return Status::failure("postgres (pid " + std::to_string(ours) + ") not accepting connections after " +
                            std::to_string(options_.start_timeout.count()) +
                            " ms; it keeps starting (stop() to give up): " + startLogSummary());
   }
-  return Status::success();
+  return std::nullopt;
+}
+
+std::optional<Status> PostgresNode::pollOperation() {
+  std::optional<Status> done;
+  switch (op_) {
+    case Operation::None:
+      return Status::success();
+    case Operation::Start:
+      done = pollStart();
+      break;
+    case Operation::InitPrimary:
+    case Operation::Clone:
+    case Operation::Rewind:
+      done = pollJob();
+      break;
+  }
+  if (done) {
+    op_ = Operation::None;
+  }
+  return done;
+}
+
+std::optional<Status> PostgresNode::pollJob() {
+  auto output = job_ ? job_->poll() : std::optional<ToolOutput>(ToolOutput{});
+  if (!output) {
+    return std::nullopt;
+  }
+  Status result = Status::success();
+  if (output->exit_code != 0 || output->timed_out) {
+    result = Status::failure(describeFailure(job_ ? job_->run() : ToolRun{}, *output));
+  }
+  job_.reset();
+  switch (op_) {
+    case Operation::InitPrimary:
+      op_ = Operation::None;  // finishInitPrimary() starts the server itself
+      return result.ok ? finishInitPrimary() : result;
+    case Operation::Clone:
+      if (!result.ok && clone_create_slot_ && result.error.find("already exists") != std::string::npos) {
+        // A slot left by an earlier clone of this node: reuse it.
+        clearDataDir();
+        op_ = Operation::None;
+        if (Status again = launchBasebackup(false); !again.ok) {
+          clearDataDir();
+          return again;
+        }
+        return std::nullopt;
+      }
+      if (!result.ok) {
+        clearDataDir();
+        return result;
+      }
+      return writeStandbyConfig(clone_primary_, clone_slot_);
+    case Operation::Rewind: {
+      // standby.signal, parked while pg_rewind ran: back if it failed (the node must not start
+      // as a primary); follow() writes it afterwards anyway.
+      const std::filesystem::path signal = options_.data_dir / "standby.signal";
+      const std::filesystem::path parked = options_.data_dir / "standby.signal.rewind";
+      std::error_code ec;
+      if (rewind_parked_) {
+        if (!result.ok) {
+          std::filesystem::rename(parked, signal, ec);
+        } else {
+          std::filesystem::remove(parked, ec);
+        }
+        rewind_parked_ = false;
+      }
+      return result;
+    }
+    case Operation::None:
+    case Operation::Start:
+      break;
+  }
+  return result;
+}
+
+void PostgresNode::abandonOperation() {
+  job_.reset();  // kills a running tool's process group
+  op_ = Operation::None;
 }
 
 Status PostgresNode::stop(StopMode mode) {
@@ -1006,7 +1148,7 @@ Status PostgresNode::dropSlot(std::string_view slot) {
   return rows.ok ? Status::success() : Status::failure(rows.error);
 }
 
-Status PostgresNode::rewind(const core::SocketAddress& source) {
+Status PostgresNode::beginRewind(const core::SocketAddress& source) {
   if (isRunning() || livePostmasterPid()) {
     return Status::failure("pg_rewind needs the server stopped");
   }
@@ -1042,16 +1184,16 @@ Status PostgresNode::rewind(const core::SocketAddress& source) {
       moved = !ec;
     }
   }
-  Status done =
-      runChecked(std::move(argv), options_.tool_timeout, {"PGAPPNAME=" + options_.node + "-rewind"});
-  if (moved) {
-    if (!done.ok) {
-      std::filesystem::rename(parked, signal, ec);
-    } else {
-      std::filesystem::remove(parked, ec);
-    }
+  rewind_parked_ = moved;
+  return launchJob(Operation::Rewind, std::move(argv), options_.tool_timeout,
+                   {"PGAPPNAME=" + options_.node + "-rewind"});
+}
+
+Status PostgresNode::rewind(const core::SocketAddress& source) {
+  if (Status begun = beginRewind(source); !begun.ok) {
+    return begun;
   }
-  return done;
+  return finishOperation();
 }
 
 Status PostgresNode::follow(const core::SocketAddress& primary, std::string_view slot) {

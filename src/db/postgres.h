@@ -163,6 +163,20 @@ class PostgresNode {
   // primary_conninfo. Leaves the server stopped: call start().
   Status cloneReplica(const core::SocketAddress& primary, std::string_view slot);
 
+  // Long operations, for a caller that must not wait (the agent's control loop): begin...() starts
+  // one (a tool runs in the background, or the postmaster is spawned), then pollOperation() every
+  // so often says when it is done and how it went. One at a time; the blocking forms below are
+  // the same operation waited for. abandonOperation() kills a running tool (a started postmaster
+  // stays: stop() it).
+  Status beginInitPrimary(const AppDatabase& app);
+  Status beginClone(const core::SocketAddress& primary, std::string_view slot);
+  Status beginRewind(const core::SocketAddress& source);
+  Status beginStart();
+  // Nullopt while the operation runs; its outcome once done (success when none runs).
+  std::optional<Status> pollOperation();
+  bool operationRunning() const { return op_ != Operation::None; }
+  void abandonOperation();
+
   // Starts the postmaster as our child and waits until it accepts connections (a standby: once
   // consistent, hot_standby is on). `keep_waiting`, when set, runs between polls (the agent
   // renews its lease there) and abandons the wait by returning false: the server is then left
@@ -261,7 +275,17 @@ class PostgresNode {
   std::string primaryConninfo(const core::SocketAddress& primary) const;
   // The pid in DATA/postmaster.pid when that process is alive, else nullopt.
   std::optional<pid_t> livePostmasterPid() const;
-  Status waitReady(const std::function<bool()>& keep_waiting);
+  enum class Operation { None, InitPrimary, Clone, Rewind, Start };
+  Status launchJob(Operation op, std::vector<std::string> argv, std::chrono::milliseconds timeout,
+                   std::vector<std::string> env = {});
+  std::optional<Status> pollJob();
+  std::optional<Status> pollStart();
+  // Waits for the operation under way.
+  Status finishOperation();
+  Status finishInitPrimary();
+  std::vector<std::string> basebackupArgs(bool create_slot) const;
+  Status launchBasebackup(bool create_slot);
+  void clearDataDir();
   // The FATAL/PANIC lines the last start wrote to the server log (else its last lines).
   std::string startLogSummary() const;
 
@@ -270,8 +294,19 @@ class PostgresNode {
   std::string init_error_;
   ChildProcess postmaster_;
   std::optional<int> unreported_exit_;
-  uintmax_t start_log_offset_ = 0;  // the server log's size when the last start began  // seen by
-                                    // isRunning(), not yet returned by pollExit()
+  uintmax_t start_log_offset_ = 0;  // the server log's size when the last start began
+  // The operation under way and what its later steps need.
+  Operation op_ = Operation::None;
+  std::unique_ptr<ToolJob> job_;
+  std::chrono::steady_clock::time_point start_deadline_{};
+  AppDatabase init_app_;
+  std::string init_app_password_;
+  std::string init_replication_password_;
+  core::SocketAddress clone_primary_;
+  std::string clone_slot_;
+  bool clone_create_slot_ = false;
+  bool rewind_parked_ = false;  // seen by
+                                // isRunning(), not yet returned by pollExit()
   std::map<std::string, std::unique_ptr<PgSession>, std::less<>> sessions_;  // by database name
 };
 
