@@ -22,6 +22,10 @@ using nlohmann::json;
 
 // A stream message is small (one batch of events); anything larger is a broken stream.
 constexpr size_t kMaxMessageBytes = 8 << 20;
+// A larger message (someone wrote a large value under the prefix) is not decoded: the owner is
+// told to re-read what it needs (on_resync), which reads only its own keys. Decoding 2 MB of JSON
+// per write would let any writer stall every agent's loop.
+constexpr size_t kMaxDecodedBytes = 64 << 10;
 
 // An int64 field in the proto3 JSON mapping (a string of digits); absent means 0.
 int64_t revisionField(const json& object, const char* name) {
@@ -88,6 +92,7 @@ void EtcdWatch::closeStream() {
   sent_ = 0;
   in_.clear();
   lines_.clear();
+  scanned_ = 0;
   ++generation_;
   phase_ = Phase::Idle;
 }
@@ -265,12 +270,16 @@ bool EtcdWatch::consumeInput() {
   // never holds a raw newline).
   const uint64_t generation = generation_;
   size_t start = 0;
-  for (size_t end; (end = lines_.find('\n', start)) != std::string::npos; start = end + 1) {
+  // Bytes already searched hold no newline: a large message arriving in many pieces is scanned
+  // once, not once per piece.
+  for (size_t end; (end = lines_.find('\n', std::max(start, scanned_))) != std::string::npos;
+       start = end + 1) {
     if (!handleMessage(std::string_view(lines_).substr(start, end - start)) || generation != generation_) {
       return false;  // the stream is gone (and lines_ with it)
     }
   }
   lines_.erase(0, start);
+  scanned_ = lines_.size();
   if (lines_.size() > kMaxMessageBytes) {
     fail("a stream message is over " + std::to_string(kMaxMessageBytes) + " bytes");
     return false;
@@ -280,6 +289,16 @@ bool EtcdWatch::consumeInput() {
 
 bool EtcdWatch::handleMessage(std::string_view line) {
   if (line.find_first_not_of(" \t\r") == std::string_view::npos) {
+    return true;
+  }
+  if (line.size() > kMaxDecodedBytes) {
+    log::warn(
+        "etcd watch: a message of {} bytes under {} was not decoded (a large value written there); "
+        "re-reading instead",
+        line.size(), options_.prefix);
+    if (on_resync_) {
+      on_resync_();
+    }
     return true;
   }
   json doc = json::parse(line.begin(), line.end(), nullptr, /*allow_exceptions=*/false);

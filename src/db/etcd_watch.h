@@ -99,8 +99,9 @@ class EtcdWatch final : public core::IoHandler {
 
   std::string request_;
   size_t sent_ = 0;
-  std::string in_;     // received, not yet decoded
-  std::string lines_;  // decoded body, not yet a complete line
+  std::string in_;      // received, not yet decoded
+  std::string lines_;   // decoded body, not yet a complete line
+  size_t scanned_ = 0;  // bytes of lines_ already searched for a newline
   http::BodyDecoder body_;
 };
 

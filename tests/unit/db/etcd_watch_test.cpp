@@ -252,6 +252,24 @@ TEST_F(EtcdWatchTest, PutAndDeleteUnderThePrefixArriveOthersDoNot) {
   EXPECT_EQ(seen_.resyncs, 1);
 }
 
+TEST_F(EtcdWatchTest, ALargeValueIsNotDecodedButCallsForAResync) {
+  // Anyone who can write under the prefix could stall every agent with megabytes of JSON per
+  // write: such a message is not decoded, the owner re-reads its own keys instead.
+  EtcdWatch watch(loop_, watchOptions(), seen_.onEvent(), seen_.onResync());
+  ASSERT_TRUE(pumpUntil(
+      loop_, [&] { return watch.connected(); }, seconds(5)))
+      << watch.lastError();
+  ASSERT_EQ(seen_.resyncs, 1);
+  ASSERT_TRUE(client_->put(prefix_ + "junk", std::string(1 << 20, '[')).ok);
+  ASSERT_TRUE(client_->put(prefix_ + "leader", "node-a").ok);
+  ASSERT_TRUE(pumpUntil(
+      loop_, [&] { return !seen_.events.empty(); }, seconds(5)));
+  ASSERT_EQ(seen_.events.size(), 1u);
+  EXPECT_EQ(seen_.events[0].key, prefix_ + "leader");  // the stream goes on after the large one
+  EXPECT_EQ(seen_.resyncs, 2);
+  EXPECT_TRUE(watch.connected());
+}
+
 TEST_F(EtcdWatchTest, ExpiredLeaseDeletesTheKeyAtOnce) {
   EtcdWatch watch(loop_, watchOptions(), seen_.onEvent(), seen_.onResync());
   ASSERT_TRUE(pumpUntil(
