@@ -13,6 +13,8 @@
 
 namespace fulcrum::db {
 
+using pg::formatLsn;
+
 namespace {
 
 using std::chrono::milliseconds;

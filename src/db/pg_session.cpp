@@ -9,9 +9,12 @@
 #include <cstring>
 #include <thread>
 
-#include "db/libpq_text.h"
+#include "pg/libpq_text.h"
 
 namespace fulcrum::db {
+
+using pg::appendRows;
+using pg::libpqMessage;
 
 namespace {
 

@@ -51,13 +51,13 @@ std::string conninfoFor(const DbSettings& settings, const DbNodeConfig& node, co
   // connections use the same keepalives): an idle pooled connection to a node that vanished is
   // found dead in about 10 s, one with unacknowledged data in 5 s; a query's own deadline (at
   // most 2 s) is shorter still and ends with the cancel above.
-  return "host=" + db::conninfoValue(node.host) + " port=" + std::to_string(node.port) +
-         " user=" + db::conninfoValue(settings.user) + " dbname=" + db::conninfoValue(settings.database) +
-         " password=" + db::conninfoValue(password) +
-         " application_name=" + db::conninfoValue(settings.application_name) +
+  return "host=" + pg::conninfoValue(node.host) + " port=" + std::to_string(node.port) +
+         " user=" + pg::conninfoValue(settings.user) + " dbname=" + pg::conninfoValue(settings.database) +
+         " password=" + pg::conninfoValue(password) +
+         " application_name=" + pg::conninfoValue(settings.application_name) +
          " sslmode=disable gssencmode=disable connect_timeout=2" +
          " keepalives=1 keepalives_idle=5 keepalives_interval=2 keepalives_count=3 tcp_user_timeout=5000" +
-         " options=" + db::conninfoValue(options);
+         " options=" + pg::conninfoValue(options);
 }
 
 struct DbRouter::Node {
