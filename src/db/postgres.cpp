@@ -14,6 +14,7 @@
 #include <thread>
 
 #include "db/fence_file.h"
+#include "pg/connection_policy.h"
 
 namespace fulcrum::db {
 
@@ -211,12 +212,11 @@ Result<std::vector<std::vector<std::string>>> PostgresNode::query(std::string_vi
   }
   auto session = sessions_.find(database);
   if (session == sessions_.end()) {
-    std::vector<std::pair<std::string, std::string>> params = {
-        {"host", options_.run_dir.string()},
-        {"port", std::to_string(options_.listen.port())},
-        {"user", superuser()},
-        {"dbname", std::string(database)},
-        {"application_name", "fulcrum-agent"}};
+    pg::ConnParams params = {{"host", options_.run_dir.string()},
+                             {"port", std::to_string(options_.listen.port())},
+                             {"user", superuser()},
+                             {"dbname", std::string(database)},
+                             {"application_name", "fulcrum-agent"}};
     session = sessions_.emplace(std::string(database), std::make_unique<PgSession>(std::move(params))).first;
   }
   auto rows = session->second->query(sql, options_.query_timeout);
@@ -422,11 +422,13 @@ Status PostgresNode::initPrimary(const AppDatabase& app) {
 }
 
 std::string PostgresNode::primaryConninfo(const core::SocketAddress& primary) const {
-  return "host=" + conninfoValue(hostText(primary)) + " port=" + std::to_string(primary.port()) +
-         " user=" + conninfoValue(options_.replication_user) +
-         " passfile=" + conninfoValue(passFile().string()) +
-         " application_name=" + conninfoValue(options_.node) + " connect_timeout=2" +
-         " keepalives_idle=5 keepalives_interval=2 keepalives_count=3";
+  pg::ConnParams params = {{"host", hostText(primary)},
+                           {"port", std::to_string(primary.port())},
+                           {"user", options_.replication_user},
+                           {"passfile", passFile().string()},
+                           {"application_name", options_.node}};
+  pg::addReceiverPolicy(params);
+  return pg::conninfoText(params);
 }
 
 Status PostgresNode::writeStandbyConfig(const core::SocketAddress& primary, std::string_view slot) {
