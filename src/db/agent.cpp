@@ -11,8 +11,15 @@
 #include "core/log.h"
 #include "db/site_options.h"
 #include "metrics/prometheus.h"
+#include "pg/pg_bin.h"
 
 namespace fulcrum::db {
+
+using pg::findPgBin;
+using pg::formatLsn;
+using pg::loadOrCreateSecret;
+using pg::quoteIdent;
+using pg::slotNameFor;
 
 namespace {
 

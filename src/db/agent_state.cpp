@@ -6,6 +6,10 @@
 
 namespace fulcrum::db {
 
+using pg::formatLsn;
+using pg::parseLsn;
+using pg::parseSysid;
+
 std::string sitePrefix(std::string_view site) {
   static constexpr char kHex[] = "0123456789ABCDEF";
   std::string out = "/fulcrum/";
@@ -150,7 +154,7 @@ std::optional<uint64_t> NodeView::lagBytes() const {
   if (!leader_lsn) {
     return std::nullopt;
   }
-  return db::lagBytes(*leader_lsn, pg.replay_lsn);
+  return pg::lagBytes(*leader_lsn, pg.replay_lsn);
 }
 
 std::string NodeView::role() const {

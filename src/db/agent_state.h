@@ -8,10 +8,12 @@
 #include <string_view>
 #include <vector>
 
-#include "db/pg_format.h"
 #include "db/postgres.h"
+#include "pg/pg_format.h"
 
 namespace fulcrum::db {
+
+using pg::Lsn;
 
 // "/fulcrum/<site>/": every key of one site. The site name is percent-encoded (every byte but
 // letters, digits, '.', '_' and '-'), so no site's keys lie under another site's prefix ("a" and

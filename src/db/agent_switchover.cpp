@@ -8,10 +8,12 @@
 
 #include "core/log.h"
 #include "db/agent.h"
-#include "db/http_post.h"
 #include "http/bearer.h"
+#include "http/client.h"
 
 namespace fulcrum::db {
+
+using pg::formatLsn;
 
 namespace {
 
@@ -81,23 +83,29 @@ void DbAgent::forwardAdmin(const http::Request& request, http::Response& respons
     return;
   }
   log::info("forwarding POST {} to {} at {}", request.head.path, node, target->agent.toString());
-  PostLimits limits;
   // The client's connection to us idles out after 30 s, deferred answers included.
-  limits.deadline = std::chrono::steady_clock::now() + std::chrono::seconds(28);
-  limits.max_body_bytes = 64 << 10;
-  limits.extra_headers =
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(28);
+  std::string headers =
       "Authorization: " + std::string(*authorization) + "\r\nX-Fulcrum-Forwarded: " + node_.name + "\r\n";
   std::thread([mailbox = forward_mailbox_, reply = request.defer(), to = target->agent,
                path = std::string(request.head.path), body = std::string(request.body),
-               limits = std::move(limits), node]() mutable {
-    PostOutcome outcome = postJson(to, path, body, limits);
+               headers = std::move(headers), deadline, node]() mutable {
+    http::ClientRequest forwarded;
+    forwarded.method = http::Method::Post;
+    forwarded.path = path;
+    forwarded.body = body;
+    forwarded.headers = headers;
+    http::ClientOptions options;
+    options.max_body_bytes = 64 << 10;
+    http::ClientOutcome outcome = http::fetchOnce(to, forwarded, deadline, options);
     http::Response answer;
-    if (outcome.reply.ok) {
-      answer.setBody(outcome.reply.value.status, "application/json", std::move(outcome.reply.value.body));
+    if (outcome.response.ok) {
+      answer.setBody(outcome.response.value.status, "application/json",
+                     std::move(outcome.response.value.body));
     } else {
       answer.setBody(
           502, "application/json",
-          errorBody("forwarding to " + node + " at " + to.toString() + ": " + outcome.reply.error));
+          errorBody("forwarding to " + node + " at " + to.toString() + ": " + outcome.response.error));
     }
     std::lock_guard lock(mailbox->mutex);
     if (mailbox->loop != nullptr) {  // the agent may have shut down meanwhile

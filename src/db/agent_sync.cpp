@@ -5,6 +5,8 @@
 
 namespace fulcrum::db {
 
+using pg::parseLsn;
+
 bool DbAgent::syncAllowsLeading() const {
   // Until the site has been read, nothing is known: wait one tick.
   return site_read_ && (!sync_key_ || sync_key_->leader == node_.name);

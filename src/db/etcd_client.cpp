@@ -2,8 +2,6 @@
 
 #include <utility>
 
-#include "db/http_post.h"
-
 namespace fulcrum::db {
 
 namespace {
@@ -35,7 +33,30 @@ Result<T> forward(const Result<std::string>& failed) {
 
 }  // namespace
 
-EtcdClient::EtcdClient(EtcdClientOptions options) : options_(std::move(options)) {}
+EtcdClient::EtcdClient(EtcdClientOptions options) : options_(std::move(options)) {
+  http::ClientOptions client;
+  client.connect_timeout = options_.connect_timeout;
+  for (const core::SocketAddress& endpoint : options_.endpoints) {
+    endpoints_.emplace_back(endpoint, client);
+  }
+}
+
+uint64_t EtcdClient::connectionsOpened() const {
+  uint64_t total = 0;
+  for (const http::BlockingClient& endpoint : endpoints_) {
+    total += endpoint.connectionsOpened();
+  }
+  return total;
+}
+
+void EtcdClient::answeredBy(size_t index) {
+  preferred_ = index;
+  for (size_t i = 0; i < endpoints_.size(); ++i) {
+    if (i != index) {
+      endpoints_[i].close();
+    }
+  }
+}
 
 Result<std::string> EtcdClient::call(std::string_view path, const std::string& body, Replay replay,
                                      bool not_found_ok) {
@@ -62,26 +83,29 @@ Result<std::string> EtcdClient::call(std::string_view path, const std::string& b
     const size_t index = (first + i) % count;
     // An endpoint that accepts but never answers (a frozen member) may take only its share of
     // what is left, so the others still get a turn within the call's deadline.
-    PostLimits limits;
-    limits.deadline = now + (deadline - now) / static_cast<int64_t>(count - i);
-    limits.connect_timeout = options_.connect_timeout;
-    PostOutcome outcome = postJson(options_.endpoints[index], path, body, limits);
-    if (!outcome.reply.ok) {
+    http::ClientRequest request;
+    request.method = http::Method::Post;
+    request.path = path;
+    request.body = body;
+    request.replay = replay;
+    http::ClientOutcome outcome =
+        endpoints_[index].exchange(request, now + (deadline - now) / static_cast<int64_t>(count - i));
+    if (!outcome.response.ok) {
       preferred_ = (index + 1) % count;  // the next call starts with the next endpoint
       if (outcome.request_sent && replay == Replay::OnlyIfUnsent) {
-        return R::failure(what + ": " + outcome.reply.error + " (the request may have been applied)");
+        return R::failure(what + ": " + outcome.response.error + " (the request may have been applied)");
       }
-      note(outcome.reply.error);
+      note(outcome.response.error);
       continue;
     }
-    HttpReply& reply = outcome.reply.value;
+    http::ClientResponse& reply = outcome.response.value;
     if (reply.status == 200) {
-      preferred_ = index;
+      answeredBy(index);
       return R::success(std::move(reply.body));
     }
     etcd::GatewayError error = etcd::parseGatewayError(reply.status, reply.body);
     if (not_found_ok && error.grpc_code == etcd::kGrpcNotFound) {
-      preferred_ = index;
+      answeredBy(index);
       return R::success(std::string());
     }
     // A member cut off from its cluster answers Unavailable ("no leader"); another may do better.
@@ -91,6 +115,7 @@ Result<std::string> EtcdClient::call(std::string_view path, const std::string& b
       note(options_.endpoints[index].toString() + ": " + error.message);
       continue;
     }
+    answeredBy(index);
     return R::failure(what + ": " + error.message);
   }
   return R::failure(what + ": no endpoint answered: " + errors);

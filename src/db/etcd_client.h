@@ -5,6 +5,10 @@
 // last; each attempt gets at most an equal share of the time left, and a failed endpoint is
 // tried last by the next call, so a dead or frozen member cannot eat every call's budget.
 //
+// Calls go over one persistent HTTP/1.1 connection (http/client.h): the one to the endpoint
+// that answered last. Connections to the others are closed once an endpoint answers, so an
+// agent holds one etcd connection besides its watch, not one per call.
+//
 // Not thread-safe: one client per thread (the agent's control loop owns one).
 #include <chrono>
 #include <cstddef>
@@ -16,6 +20,7 @@
 #include "core/address.h"
 #include "db/etcd_codec.h"
 #include "db/result.h"
+#include "http/client.h"
 
 namespace fulcrum::db {
 
@@ -75,12 +80,14 @@ class EtcdClient {
   void capDeadline(std::optional<std::chrono::steady_clock::time_point> cap) { cap_ = cap; }
 
   const EtcdClientOptions& options() const { return options_; }
+  // TCP connections opened to etcd so far, every endpoint together.
+  uint64_t connectionsOpened() const;
 
  private:
-  // Whether a call may be sent again to another endpoint after the request left: reads and
-  // lease keepalive/revoke may; a put or txn may not (it may have been applied: a replayed
-  // create-if-absent would answer "exists" about our own write).
-  enum class Replay { Safe, OnlyIfUnsent };
+  // Whether a call may be sent again, on a new connection or to another endpoint, after the
+  // request left: reads and lease keepalive/revoke may; a put or txn may not (it may have been
+  // applied: a replayed create-if-absent would answer "exists" about our own write).
+  using Replay = http::Replay;
 
   // POSTs `body` to `path`, failing over across endpoints within one deadline. Returns the body
   // of a 200 answer; any other answer is an error naming etcd's message. `not_found_ok` turns
@@ -88,9 +95,12 @@ class EtcdClient {
   Result<std::string> call(std::string_view path, const std::string& body, Replay replay,
                            bool not_found_ok = false);
   Result<bool> txn(const std::string& body);
+  // The endpoint at `index` answered: later calls start there, and it keeps the only connection.
+  void answeredBy(size_t index);
 
   EtcdClientOptions options_;
-  size_t preferred_ = 0;  // index of the endpoint that answered last
+  std::vector<http::BlockingClient> endpoints_;  // one per options_.endpoints entry
+  size_t preferred_ = 0;                         // index of the endpoint that answered last
   std::optional<std::chrono::steady_clock::time_point> cap_;
 };
 

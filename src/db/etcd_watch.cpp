@@ -143,6 +143,7 @@ void EtcdWatch::connect() {
   request_ = "POST /v3/watch HTTP/1.1\r\nHost: " + to.toString() +
              "\r\nContent-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) +
              "\r\n\r\n" + body;
+  response_.reset(http::Method::Post, /*max_body_bytes=*/0);  // endless by design
   phase_ = Phase::Connecting;
   deadline_timer_.armAfter(options_.connect_timeout);
 }
@@ -220,51 +221,27 @@ void EtcdWatch::onReadable() {
 }
 
 bool EtcdWatch::consumeInput() {
-  while (phase_ == Phase::AwaitingHead) {
-    http::ResponseHead head;
-    http::ParseResult parsed = http::parseResponseHead(in_, http::Limits{}, http::Method::Post, head);
-    if (parsed.state == http::ParseState::Incomplete) {
-      return true;
-    }
-    if (parsed.state == http::ParseState::Error) {
-      fail("bad response: " + std::string(parsed.reason));
+  in_.erase(0, response_.read(in_, lines_));
+  if (phase_ == Phase::AwaitingHead && response_.headDone()) {
+    if (response_.status() != 200) {
+      fail("HTTP " + std::to_string(response_.status()));
       return false;
     }
-    if (head.status >= 100 && head.status < 200) {
-      in_.erase(0, parsed.consumed);  // an interim answer: the real one follows
-      continue;
-    }
-    if (head.status != 200) {
-      fail("HTTP " + std::to_string(head.status));
-      return false;
-    }
-    if (head.body_kind != http::BodyKind::Chunked && head.body_kind != http::BodyKind::UntilClose) {
+    if (response_.bodyKind() != http::BodyKind::Chunked &&
+        response_.bodyKind() != http::BodyKind::UntilClose) {
       fail("the watch response is not a stream");
       return false;
     }
-    body_.reset(head.body_kind, 0, /*max_body_bytes=*/0);  // endless by design
-    in_.erase(0, parsed.consumed);
     phase_ = Phase::AwaitingCreated;
   }
-
-  size_t used = 0;
-  for (;;) {
-    http::BodyStep step = body_.step(std::string_view(in_).substr(used));
-    if (step.error_status != 0) {
-      fail("bad chunked framing");
-      return false;
-    }
-    lines_.append(step.payload);
-    used += step.consumed;
-    if (step.done) {
-      fail("etcd ended the stream");
-      return false;
-    }
-    if (step.consumed == 0) {
-      break;
-    }
+  if (response_.state() == http::ResponseReader::State::Failed) {
+    fail(response_.error());
+    return false;
   }
-  in_.erase(0, used);
+  if (response_.state() == http::ResponseReader::State::Done) {
+    fail("etcd ended the stream");
+    return false;
+  }
 
   // The gateway ends every message with a newline, wherever the chunk boundaries fall (JSON text
   // never holds a raw newline).

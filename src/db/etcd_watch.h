@@ -20,7 +20,7 @@
 #include "core/clock.h"
 #include "core/event_loop.h"
 #include "core/fd.h"
-#include "http/parser.h"
+#include "http/response_reader.h"
 
 namespace fulcrum::db {
 
@@ -73,7 +73,7 @@ class EtcdWatch final : public core::IoHandler {
   void onConnected();
   void flush();  // sends what is left of the request
   void onReadable();
-  // Feeds received bytes through the HTTP head/chunk decoding into complete lines.
+  // Feeds received bytes through the response reader into complete lines.
   bool consumeInput();
   // Handles one JSON message of the stream; false when the stream must be dropped.
   bool handleMessage(std::string_view line);
@@ -102,7 +102,7 @@ class EtcdWatch final : public core::IoHandler {
   std::string in_;      // received, not yet decoded
   std::string lines_;   // decoded body, not yet a complete line
   size_t scanned_ = 0;  // bytes of lines_ already searched for a newline
-  http::BodyDecoder body_;
+  http::ResponseReader response_;
 };
 
 }  // namespace fulcrum::db

@@ -9,9 +9,13 @@
 #include <cstring>
 #include <thread>
 
-#include "db/libpq_text.h"
+#include "pg/connection_policy.h"
+#include "pg/libpq_text.h"
 
 namespace fulcrum::db {
+
+using pg::appendRows;
+using pg::libpqMessage;
 
 namespace {
 
@@ -24,8 +28,8 @@ std::string timedOut(std::string_view what, milliseconds timeout) {
 
 // The server ends a statement a little before the client would give up: the caller then gets the
 // server's "canceling statement due to statement timeout" and the connection stays usable.
-std::string serverTimeout(milliseconds timeout) {
-  return std::to_string(std::max<int64_t>(1, timeout.count() * 9 / 10));
+milliseconds serverTimeout(milliseconds timeout) {
+  return milliseconds(std::max<int64_t>(1, timeout.count() * 9 / 10));
 }
 
 struct ResultDeleter {
@@ -35,7 +39,7 @@ using ResultPtr = std::unique_ptr<PGresult, ResultDeleter>;
 
 }  // namespace
 
-PgSession::PgSession(std::vector<std::pair<std::string, std::string>> params) : params_(std::move(params)) {}
+PgSession::PgSession(pg::ConnParams params) : params_(std::move(params)) {}
 
 PgSession::~PgSession() {
   disconnect();
@@ -76,17 +80,15 @@ Status PgSession::waitSocket(short events, Deadline deadline, milliseconds timeo
 
 Status PgSession::connect(Deadline deadline, milliseconds timeout) {
   // The server applies (nearly) the same deadline to each statement; an abandoned backend checks
-  // every second whether we are still there.
-  std::string options =
-      "-c statement_timeout=" + serverTimeout(timeout) + " -c client_connection_check_interval=1000";
+  // every second whether we are still there (the sessions' common policy, pg/connection_policy.h).
+  pg::ConnParams params = params_;
+  pg::addSessionPolicy(params, serverTimeout(timeout));
   std::vector<const char*> keywords;
   std::vector<const char*> values;
-  for (const auto& [keyword, value] : params_) {
+  for (const auto& [keyword, value] : params) {
     keywords.push_back(keyword.c_str());
     values.push_back(value.c_str());
   }
-  keywords.push_back("options");
-  values.push_back(options.c_str());
   keywords.push_back(nullptr);
   values.push_back(nullptr);
   conn_ = PQconnectStartParams(keywords.data(), values.data(), 0);
@@ -245,7 +247,8 @@ Result<PgRows> PgSession::query(std::string_view sql, milliseconds timeout) {
     }
   }
   if (statement_timeout_ != timeout) {
-    auto set = run("SET statement_timeout = " + serverTimeout(timeout), deadline, timeout);
+    auto set =
+        run("SET statement_timeout = " + std::to_string(serverTimeout(timeout).count()), deadline, timeout);
     if (!set.ok) {
       return set;
     }

@@ -34,6 +34,7 @@
 #include <vector>
 
 #include "db/result.h"
+#include "pg/connection_policy.h"
 
 struct pg_conn;
 
@@ -45,8 +46,9 @@ using PgRows = std::vector<std::vector<std::string>>;
 class PgSession {
  public:
   // libpq connection keywords and values: host (a socket directory or address), port, user,
-  // dbname, application_name, ... Nothing connects until the first query().
-  explicit PgSession(std::vector<std::pair<std::string, std::string>> params);
+  // dbname, application_name, ... The connection policy every session shares is added
+  // (pg/connection_policy.h). Nothing connects until the first query().
+  explicit PgSession(pg::ConnParams params);
   ~PgSession();
   PgSession(const PgSession&) = delete;
   PgSession& operator=(const PgSession&) = delete;
@@ -76,7 +78,7 @@ class PgSession {
   // The statement did not finish in time: ask the server to cancel it, and drop the connection.
   void abandon();
 
-  std::vector<std::pair<std::string, std::string>> params_;
+  pg::ConnParams params_;
   pg_conn* conn_ = nullptr;
   std::chrono::milliseconds statement_timeout_{0};  // the connection's current setting
   bool server_quit_ = false;                        // the backend said FATAL while we were idle

@@ -14,8 +14,20 @@
 #include <thread>
 
 #include "db/fence_file.h"
+#include "pg/connection_policy.h"
 
 namespace fulcrum::db {
+
+using pg::confValue;
+using pg::conninfoValue;
+using pg::hostText;
+using pg::loadOrCreateSecret;
+using pg::parseLsn;
+using pg::parseSysid;
+using pg::pgpassField;
+using pg::quoteIdent;
+using pg::quoteLiteral;
+using pg::scramVerifier;
 
 using namespace std::string_view_literals;
 
@@ -26,21 +38,6 @@ using std::chrono::milliseconds;
 
 // The ident map (pg_ident.conf) the local socket's peer rule uses.
 constexpr const char* kIdentMap = "fulcrum";
-
-std::optional<std::vector<int>> parseVersion(const std::string& text) {
-  std::vector<int> parts;
-  std::stringstream in(text);
-  std::string part;
-  while (std::getline(in, part, '.')) {
-    int value = 0;
-    auto [end, ec] = std::from_chars(part.data(), part.data() + part.size(), value);
-    if (part.empty() || ec != std::errc() || end != part.data() + part.size()) {
-      return std::nullopt;
-    }
-    parts.push_back(value);
-  }
-  return parts.empty() ? std::nullopt : std::optional(parts);
-}
 
 std::string readFile(const std::filesystem::path& path) {
   std::ifstream in(path);
@@ -94,33 +91,6 @@ bool pollUntil(Predicate done, SteadyClock::time_point until, milliseconds max_p
 }
 
 }  // namespace
-
-Result<std::filesystem::path> findPgBin(const std::filesystem::path& configured,
-                                        const std::filesystem::path& root) {
-  using R = Result<std::filesystem::path>;
-  auto usable = [](const std::filesystem::path& dir) {
-    return ::access((dir / "postgres").c_str(), X_OK) == 0;
-  };
-  if (!configured.empty()) {
-    return usable(configured) ? R::success(configured)
-                              : R::failure("pg_bin " + configured.string() + " has no executable 'postgres'");
-  }
-  std::error_code ec;
-  std::optional<std::vector<int>> best_version;
-  std::filesystem::path best;
-  for (const auto& entry : std::filesystem::directory_iterator(root, ec)) {
-    auto version = parseVersion(entry.path().filename().string());
-    if (version && usable(entry.path() / "bin") && (!best_version || *version > *best_version)) {
-      best_version = version;
-      best = entry.path() / "bin";
-    }
-  }
-  if (!best_version) {
-    return R::failure("no PostgreSQL found under " + root.string() +
-                      " (install the postgresql package or set [db] pg_bin)");
-  }
-  return R::success(best);
-}
 
 PostgresNode::PostgresNode(PostgresOptions options) : options_(std::move(options)) {
   auto user = resolveOsUser(options_.os_user);
@@ -271,12 +241,11 @@ Result<std::vector<std::vector<std::string>>> PostgresNode::query(std::string_vi
   }
   auto session = sessions_.find(database);
   if (session == sessions_.end()) {
-    std::vector<std::pair<std::string, std::string>> params = {
-        {"host", options_.run_dir.string()},
-        {"port", std::to_string(options_.listen.port())},
-        {"user", superuser()},
-        {"dbname", std::string(database)},
-        {"application_name", "fulcrum-agent"}};
+    pg::ConnParams params = {{"host", options_.run_dir.string()},
+                             {"port", std::to_string(options_.listen.port())},
+                             {"user", superuser()},
+                             {"dbname", std::string(database)},
+                             {"application_name", "fulcrum-agent"}};
     session = sessions_.emplace(std::string(database), std::make_unique<PgSession>(std::move(params))).first;
   }
   auto rows = session->second->query(sql, options_.query_timeout);
@@ -495,11 +464,13 @@ Status PostgresNode::initPrimary(const AppDatabase& app) {
 }
 
 std::string PostgresNode::primaryConninfo(const core::SocketAddress& primary) const {
-  return "host=" + conninfoValue(hostText(primary)) + " port=" + std::to_string(primary.port()) +
-         " user=" + conninfoValue(options_.replication_user) +
-         " passfile=" + conninfoValue(passFile().string()) +
-         " application_name=" + conninfoValue(options_.node) + " connect_timeout=2" +
-         " keepalives_idle=5 keepalives_interval=2 keepalives_count=3";
+  pg::ConnParams params = {{"host", hostText(primary)},
+                           {"port", std::to_string(primary.port())},
+                           {"user", options_.replication_user},
+                           {"passfile", passFile().string()},
+                           {"application_name", options_.node}};
+  pg::addReceiverPolicy(params);
+  return pg::conninfoText(params);
 }
 
 Status PostgresNode::writeStandbyConfig(const core::SocketAddress& primary, std::string_view slot) {

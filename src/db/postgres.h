@@ -50,17 +50,14 @@
 #include <vector>
 
 #include "core/address.h"
-#include "db/pg_format.h"
 #include "db/pg_process.h"
 #include "db/pg_session.h"
 #include "db/result.h"
+#include "pg/pg_format.h"
 
 namespace fulcrum::db {
 
-// pg_bin from the topology file when set (it must hold `postgres`), else the newest
-// <root>/<version>/bin, as Debian installs them.
-Result<std::filesystem::path> findPgBin(const std::filesystem::path& configured,
-                                        const std::filesystem::path& root = "/usr/lib/postgresql");
+using pg::Lsn;
 
 struct PostgresOptions {
   std::string node;                  // node name: cluster_name, application_name, its slot name

@@ -1,27 +1,10 @@
 #pragma once
-// Outcome of a control-plane call (etcd, later PostgreSQL): a value, or a message saying what
-// failed. Nothing in src/db throws across its API; callers decide what an error means.
-#include <string>
-#include <utility>
+// The agent's calls answer with the Result and Status every layer below the roles uses.
+#include "core/result.h"
 
 namespace fulcrum::db {
 
-struct Status {
-  bool ok = true;
-  std::string error;  // set when !ok: "connect 127.0.0.1:2379: Connection refused"
-
-  static Status success() { return Status{}; }
-  static Status failure(std::string message) { return Status{false, std::move(message)}; }
-};
-
-template <typename T>
-struct Result {
-  bool ok = false;
-  std::string error;  // set when !ok
-  T value{};          // meaningful when ok
-
-  static Result success(T value) { return Result{true, {}, std::move(value)}; }
-  static Result failure(std::string message) { return Result{false, std::move(message), T{}}; }
-};
+using core::Result;
+using core::Status;
 
 }  // namespace fulcrum::db

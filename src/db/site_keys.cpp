@@ -7,6 +7,8 @@
 
 namespace fulcrum::db {
 
+using pg::parseSysid;
+
 namespace {
 
 constexpr size_t kFixedKeys = 4;  // initialize, leader, sync, switchover; then the members

@@ -5,6 +5,10 @@
 
 namespace fulcrum::db {
 
+using pg::formatLsn;
+using pg::lagBytes;
+using pg::quoteIdent;
+
 std::string syncKey(std::string_view site) {
   return sitePrefix(site) + "sync";
 }

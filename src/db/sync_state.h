@@ -36,7 +36,7 @@
 #include <vector>
 
 #include "db/agent_state.h"
-#include "db/pg_format.h"
+#include "pg/pg_format.h"
 
 namespace fulcrum::db {
 

@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "core/socket.h"
+#include "http/client.h"
 
 namespace fulcrum::site {
 
@@ -57,17 +58,18 @@ ProbeResult connectOnly(const core::SocketAddress& address, std::chrono::millise
 
 ProbeResult fetch(const core::SocketAddress& address, const std::string& path, std::chrono::milliseconds timeout) {
   ProbeResult out;
-  db::PostLimits limits;
-  limits.deadline = Clock::now() + timeout;
-  limits.connect_timeout = timeout;
-  limits.max_body_bytes = 4 << 20;
-  auto reply = db::httpGet(address, path, limits);
-  if (!reply.ok) {
-    out.error = reply.error;
+  http::ClientOptions options;
+  options.connect_timeout = timeout;
+  options.max_body_bytes = 4 << 20;
+  http::ClientRequest request;
+  request.path = path;
+  http::ClientOutcome got = http::fetchOnce(address, request, Clock::now() + timeout, options);
+  if (!got.response.ok) {
+    out.error = got.response.error;
     return out;
   }
-  out.status = reply.value.status;
-  out.body = std::move(reply.value.body);
+  out.status = got.response.value.status;
+  out.body = std::move(got.response.value.body);
   out.ok = out.status >= 200 && out.status < 300;
   if (!out.ok) {
     out.error = "HTTP " + std::to_string(out.status);

@@ -3,7 +3,7 @@
 #include <chrono>
 #include <string>
 
-#include "db/http_post.h"
+#include "core/address.h"
 #include "site/plan.h"
 
 namespace fulcrum::site {

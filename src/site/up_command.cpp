@@ -19,7 +19,7 @@
 #include "core/log.h"
 #include "core/signals.h"
 #include "core/socket.h"
-#include "db/postgres.h"
+#include "pg/pg_bin.h"
 #include "site/backoff.h"
 #include "site/child.h"
 #include "site/lock.h"
@@ -458,7 +458,7 @@ int preflight(const config::Site& site, PlanOptions& plan) {
     plan.etcd_exe = etcd->string();
   }
   if (!site.db.nodes.empty()) {
-    auto bin = db::findPgBin(site.db.pg_bin);
+    auto bin = pg::findPgBin(site.db.pg_bin);
     if (!bin.ok) {
       log::error("the database nodes need PostgreSQL: {} (Debian package postgresql: scripts/deps.sh installs it)",
                  bin.error);

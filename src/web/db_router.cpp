@@ -2,9 +2,8 @@
 
 #include <algorithm>
 
-#include <fmt/format.h>
-
 #include "core/log.h"
+#include "pg/connection_policy.h"
 
 namespace fulcrum::web {
 
@@ -37,27 +36,16 @@ std::string conninfoFor(const DbSettings& settings, const DbNodeConfig& node, co
   // connection; the server's timeout ends the statement when that cancel cannot get through.
   const auto longest = std::max({settings.query_timeout, settings.write_deadline, settings.probe_timeout});
   const auto statement_timeout = std::chrono::duration_cast<std::chrono::milliseconds>(longest) + 500ms;
-  // Sessions set per connection (options): the backend looks every second whether its client is
-  // still there while a statement runs (client_connection_check_interval), and probes an idle
-  // client after 5 s (2 s apart, 3 tries) or gives up on unacknowledged data after 5 s, so a web
-  // node that vanished frees its backends in about 10 s rather than the kernel's 2 hours.
-  const std::string options = fmt::format(
-      "-c statement_timeout={} -c client_connection_check_interval=1000 -c tcp_keepalives_idle=5 "
-      "-c tcp_keepalives_interval=2 -c tcp_keepalives_count=3 -c tcp_user_timeout=5000",
-      statement_timeout.count());
-  // No TLS or GSS negotiation: one socket from start to end (PgConn watches that socket), on
-  // the private database network the agents' pg_hba.conf opens to the application role. The
-  // client side keeps the same keepalive and user-timeout values (the agents' replication
-  // connections use the same keepalives): an idle pooled connection to a node that vanished is
-  // found dead in about 10 s, one with unacknowledged data in 5 s; a query's own deadline (at
-  // most 2 s) is shorter still and ends with the cancel above.
-  return "host=" + db::conninfoValue(node.host) + " port=" + std::to_string(node.port) +
-         " user=" + db::conninfoValue(settings.user) + " dbname=" + db::conninfoValue(settings.database) +
-         " password=" + db::conninfoValue(password) +
-         " application_name=" + db::conninfoValue(settings.application_name) +
-         " sslmode=disable gssencmode=disable connect_timeout=2" +
-         " keepalives=1 keepalives_idle=5 keepalives_interval=2 keepalives_count=3 tcp_user_timeout=5000" +
-         " options=" + db::conninfoValue(options);
+  // The rest is the policy every session shares (pg/connection_policy.h): no TLS or GSS
+  // negotiation, so one socket from start to end (PgConn watches that socket); keepalives and
+  // user timeouts both ways, so a web node that vanished frees its backends, and an idle pooled
+  // connection to a node that vanished is found dead, in about 10 s rather than the kernel's 2
+  // hours. A query's own deadline (at most 2 s) is shorter still and ends with the cancel above.
+  pg::ConnParams params = {{"host", node.host},         {"port", std::to_string(node.port)},
+                           {"user", settings.user},     {"dbname", settings.database},
+                           {"password", password},      {"application_name", settings.application_name}};
+  pg::addSessionPolicy(params, statement_timeout);
+  return pg::conninfoText(params);
 }
 
 struct DbRouter::Node {

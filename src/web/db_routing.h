@@ -9,15 +9,15 @@
 #include <string_view>
 #include <vector>
 
-#include "db/pg_format.h"
+#include "pg/pg_format.h"
 
 namespace fulcrum::web {
 
 // WAL positions ("16/B374D848") as the database agent reads and writes them.
-using db::formatLsn;
-using db::lagBytes;
-using db::Lsn;
-using db::parseLsn;
+using pg::formatLsn;
+using pg::lagBytes;
+using pg::Lsn;
+using pg::parseLsn;
 
 // The read-your-writes token travels in this cookie.
 inline constexpr std::string_view kLsnCookie = "fulcrum_lsn";

@@ -4,7 +4,7 @@
 
 #include <utility>
 
-#include "db/libpq_text.h"
+#include "pg/libpq_text.h"
 #include "web/pg_cancel.h"
 
 namespace fulcrum::web {
@@ -30,7 +30,7 @@ PgConn::PgConn(core::EventLoop& loop, const std::string& conninfo, std::function
       }) {
   conn_ = PQconnectStart(conninfo.c_str());
   if (conn_ == nullptr || PQstatus(conn_) == CONNECTION_BAD) {
-    error_ = conn_ == nullptr ? "out of memory" : db::libpqMessage(PQerrorMessage(conn_));
+    error_ = conn_ == nullptr ? "out of memory" : pg::libpqMessage(PQerrorMessage(conn_));
     timer_.armAfter(core::Duration::zero());
     return;
   }
@@ -73,21 +73,21 @@ void PgConn::onIoEvents(uint32_t events) {
     case State::Ready:
       // Idle: the server may have closed the connection (a shutdown, a failover).
       if (!PQconsumeInput(conn_) || PQstatus(conn_) == CONNECTION_BAD) {
-        fail(db::libpqMessage(PQerrorMessage(conn_)));
+        fail(pg::libpqMessage(PQerrorMessage(conn_)));
       }
       return;
     case State::Busy:
       if ((events & EPOLLOUT) && flushing_) {
         int flushed = PQflush(conn_);
         if (flushed < 0) {
-          fail(db::libpqMessage(PQerrorMessage(conn_)));
+          fail(pg::libpqMessage(PQerrorMessage(conn_)));
           return;
         }
         flushing_ = flushed == 1;
       }
       if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
         if (!PQconsumeInput(conn_)) {
-          fail(db::libpqMessage(PQerrorMessage(conn_)));
+          fail(pg::libpqMessage(PQerrorMessage(conn_)));
           return;
         }
         readResults();
@@ -117,7 +117,7 @@ void PgConn::pollConnect() {
       on_change_(*this);
       return;
     default:
-      fail(db::libpqMessage(PQerrorMessage(conn_)));
+      fail(pg::libpqMessage(PQerrorMessage(conn_)));
       return;
   }
 }
@@ -135,14 +135,14 @@ void PgConn::query(std::string_view sql, const std::vector<std::string>& params,
   const std::string text(sql);
   if (!PQsendQueryParams(conn_, text.c_str(), static_cast<int>(values.size()), nullptr, values.data(), nullptr,
                          nullptr, 0)) {
-    error_ = db::libpqMessage(PQerrorMessage(conn_));
+    error_ = pg::libpqMessage(PQerrorMessage(conn_));
     timer_.armAfter(core::Duration::zero());  // reported from the loop, as promised
     return;
   }
   timer_.armAfter(timeout);
   int flushed = PQflush(conn_);
   if (flushed < 0) {
-    error_ = db::libpqMessage(PQerrorMessage(conn_));
+    error_ = pg::libpqMessage(PQerrorMessage(conn_));
     timer_.armAfter(core::Duration::zero());
     return;
   }
@@ -162,10 +162,10 @@ void PgConn::readResults() {
       if (result_.error.empty()) {
         result_.ok = true;
       }
-      db::appendRows(r, result_.rows);
+      pg::appendRows(r, result_.rows);
     } else {
       result_.ok = false;
-      result_.error = db::libpqMessage(PQresultErrorMessage(r));
+      result_.error = pg::libpqMessage(PQresultErrorMessage(r));
       const char* state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
       result_.sqlstate = state == nullptr ? "" : state;
     }

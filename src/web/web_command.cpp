@@ -13,7 +13,7 @@
 #include "core/signals.h"
 #include "core/socket.h"
 #include "core/workers.h"
-#include "db/pg_format.h"
+#include "pg/pg_format.h"
 #include "http/server.h"
 #include "web/db_router.h"
 #include "web/guestbook_app.h"
@@ -46,7 +46,7 @@ http::ServerOptions serverOptions(const config::Site& site, const config::WebNod
 DbSettings dbSettings(const config::Site& site, const config::WebNode& node) {
   DbSettings db;
   for (const config::DbNode& n : site.db.nodes) {
-    db.nodes.push_back({n.name, db::hostText(n.pg), n.pg.port()});
+    db.nodes.push_back({n.name, pg::hostText(n.pg), n.pg.port()});
   }
   db.user = site.db.user;
   db.database = site.db.database;

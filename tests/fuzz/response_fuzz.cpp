@@ -1,16 +1,55 @@
-// Fuzzes the response head parser and the body decoder behind it. The first input byte steers:
-// bit 7 picks small limits, bit 6 decodes the rest as a chunked body directly, bits 4-5 pick
-// the request method, the low bits pick where the input is split.
+// Fuzzes the response head parser, the body decoder behind it and the ResponseReader that
+// drives both for the clients. The first input byte steers: bit 7 picks small limits, bit 6
+// decodes the rest as a chunked body directly, bits 4-5 pick the request method, the low bits
+// pick where the input is split.
 #include <cstddef>
 #include <cstdint>
+#include <string>
 #include <string_view>
 
 #include "http/parser.h"
+#include "http/response_reader.h"
 #include "http/util.h"
 #include "http_fuzz_common.h"
 
 using namespace fulcrum::http;
 using fulcrum::http::fuzz::check;
+
+namespace {
+
+// The reader ends in the same place whether the bytes come at once or in two pieces, as a
+// connection delivers them.
+void checkReader(std::string_view input, size_t split, Method method) {
+  ResponseReader whole;
+  whole.reset(method, 4096);
+  std::string whole_body;
+  const size_t used = whole.read(input, whole_body);
+  check(used <= input.size(), "reader used more than it was given");
+  if (whole.state() == ResponseReader::State::Failed) {
+    check(!whole.error().empty(), "reader failed without a reason");
+  }
+  check(whole_body.size() <= 4096, "reader body over its cap");
+
+  ResponseReader parts;
+  parts.reset(method, 4096);
+  std::string parts_body;
+  std::string in(input.substr(0, split));
+  in.erase(0, parts.read(in, parts_body));
+  if (parts.state() == ResponseReader::State::Head || parts.state() == ResponseReader::State::Body) {
+    in.append(input.substr(split));
+    in.erase(0, parts.read(in, parts_body));
+  } else {
+    in.append(input.substr(split));
+  }
+  check(parts.state() == whole.state(), "reader state depends on the split");
+  check(parts.status() == whole.status(), "reader status depends on the split");
+  if (whole.state() != ResponseReader::State::Failed) {
+    check(parts_body == whole_body, "reader body depends on the split");
+    check(in == input.substr(used), "reader leaves different bytes depending on the split");
+  }
+}
+
+}  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) {
@@ -21,6 +60,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const size_t split = input.size() * (control & 0x0f) / 0x0f;
   static constexpr Method kMethods[] = {Method::Get, Method::Head, Method::Connect, Method::Post};
   const Method method = kMethods[(control >> 4) & 3];
+
+  checkReader(input, split, method);
 
   Limits limits;
   if ((control & 0x80) != 0) {

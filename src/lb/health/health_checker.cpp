@@ -13,13 +13,13 @@
 #include "core/fd.h"
 #include "core/log.h"
 #include "core/socket.h"
-#include "http/parser.h"
+#include "http/response_reader.h"
 
 namespace fulcrum::lb {
 
 namespace {
 
-const http::Limits kResponseLimits{};  // the response head must fit max_header_bytes (16 KiB)
+const size_t kMaxHeadBytes = http::Limits{}.max_header_bytes;  // what a check buffers at most
 
 std::string errnoText(const char* what, int err) {
   return fmt::format("{}: {}", what, std::strerror(err));
@@ -130,13 +130,14 @@ struct HealthChecker::Probe final : core::IoHandler, core::Deletable {
         sent += static_cast<size_t>(n);
       }
       phase = Phase::Reading;
+      reader.reset(http::Method::Get, 0);
       if (!owner->loop_.modify(fd.get(), EPOLLIN, this)) {
         reason = errnoText("epoll", errno);
         return true;
       }
       return false;
     }
-    ssize_t n = in.readFrom(fd.get(), kResponseLimits.max_header_bytes);
+    ssize_t n = in.readFrom(fd.get(), kMaxHeadBytes);
     if (n < 0) {
       if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
         return false;
@@ -145,32 +146,28 @@ struct HealthChecker::Probe final : core::IoHandler, core::Deletable {
       return true;
     }
     if (n == 0) {
-      reason = in.empty() ? "connection closed before a response"
-                          : "connection closed before the end of the response head";
+      reader.closed();
+      reason = reader.error();
       return true;
     }
     return parse(ok, reason);
   }
 
+  // The final head decides (interim 1xx answers are skipped); the body is not looked at.
   bool parse(bool& ok, std::string& reason) {
-    for (;;) {
-      http::ResponseHead head;
-      http::ParseResult result = http::parseResponseHead(in.view(), kResponseLimits, http::Method::Get, head);
-      if (result.state == http::ParseState::Incomplete) {
-        return false;
-      }
-      if (result.state == http::ParseState::Error) {
-        reason = fmt::format("bad response: {}", result.reason);
-        return true;
-      }
-      if (head.status >= 100 && head.status < 200 && head.status != 101) {
-        in.consume(result.consumed);  // an interim response (100 Continue): the final one follows
-        continue;
-      }
-      ok = expect_status != 0 ? head.status == expect_status : head.status >= 200 && head.status <= 399;
-      reason = fmt::format("HTTP {}", head.status);
+    std::string body;
+    in.consume(reader.read(in.view(), body));
+    if (reader.headDone()) {
+      const int status = reader.status();
+      ok = expect_status != 0 ? status == expect_status : status >= 200 && status <= 399;
+      reason = fmt::format("HTTP {}", status);
       return true;
     }
+    if (reader.state() == http::ResponseReader::State::Failed) {
+      reason = reader.error();
+      return true;
+    }
+    return false;
   }
 
   // Ends the connection of the check in flight, if any.
@@ -196,6 +193,7 @@ struct HealthChecker::Probe final : core::IoHandler, core::Deletable {
   core::TimePoint started{};
   core::Fd fd;
   core::Buffer in;
+  http::ResponseReader reader;
   size_t sent = 0;
   Phase phase = Phase::Idle;
 };

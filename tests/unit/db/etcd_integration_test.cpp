@@ -5,13 +5,18 @@
 // direction only.
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <poll.h>
 #include <signal.h>
+#include <sys/eventfd.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
+#include <cerrno>
 #include <chrono>
+#include <cstddef>
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
@@ -203,6 +208,89 @@ class EtcdProcess {
   std::string dir_;
   pid_t pid_ = -1;
   core::SocketAddress client_;
+};
+
+// A TCP relay in front of etcd that counts the connections it accepts: how many a client opens.
+// One thread polls the listener and every relayed pair; the destructor wakes and joins it.
+class CountingRelay {
+ public:
+  explicit CountingRelay(core::SocketAddress upstream)
+      : upstream_(std::move(upstream)), stop_(::eventfd(0, EFD_CLOEXEC)) {
+    std::string error;
+    listener_ =
+        core::listenTcp(*core::SocketAddress::parse("127.0.0.1:0"), core::ListenOptions{false, 16}, error);
+    EXPECT_TRUE(listener_) << error;
+    address_ = core::localAddress(listener_.get());
+    thread_ = std::thread([this] { run(); });
+  }
+  ~CountingRelay() {
+    uint64_t one = 1;
+    EXPECT_EQ(::write(stop_.get(), &one, sizeof one), static_cast<ssize_t>(sizeof one));
+    thread_.join();
+  }
+  CountingRelay(const CountingRelay&) = delete;
+  CountingRelay& operator=(const CountingRelay&) = delete;
+
+  const core::SocketAddress& address() const { return address_; }
+  int accepted() const { return accepted_.load(); }
+
+ private:
+  struct Pair {
+    core::Fd client;
+    core::Fd upstream;
+  };
+
+  void run() {
+    std::vector<Pair> pairs;
+    for (;;) {
+      std::vector<pollfd> fds = {{stop_.get(), POLLIN, 0}, {listener_.get(), POLLIN, 0}};
+      for (const Pair& pair : pairs) {
+        fds.push_back({pair.client.get(), POLLIN, 0});
+        fds.push_back({pair.upstream.get(), POLLIN, 0});
+      }
+      if (::poll(fds.data(), fds.size(), -1) < 0 || fds[0].revents != 0) {
+        return;
+      }
+      if (fds[1].revents != 0) {
+        Pair pair{core::Fd(::accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC)),
+                  core::Fd(::socket(upstream_.family(), SOCK_STREAM | SOCK_CLOEXEC, 0))};
+        if (pair.client) {
+          ++accepted_;
+          if (::connect(pair.upstream.get(), upstream_.sockaddrPtr(), upstream_.sockaddrLen()) == 0) {
+            pairs.push_back(std::move(pair));
+          }
+        }
+      }
+      std::vector<bool> closed(pairs.size(), false);
+      for (size_t i = 0; i < pairs.size(); ++i) {
+        for (int side = 0; side < 2; ++side) {
+          if (fds[2 + 2 * i + side].revents == 0) {
+            continue;
+          }
+          const int from = side == 0 ? pairs[i].client.get() : pairs[i].upstream.get();
+          const int to = side == 0 ? pairs[i].upstream.get() : pairs[i].client.get();
+          char buffer[65536];
+          ssize_t n = ::recv(from, buffer, sizeof buffer, MSG_DONTWAIT);
+          if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR) ||
+              (n > 0 && ::send(to, buffer, static_cast<size_t>(n), MSG_NOSIGNAL) != n)) {
+            closed[i] = true;
+          }
+        }
+      }
+      for (size_t i = pairs.size(); i-- > 0;) {
+        if (closed[i]) {
+          pairs.erase(pairs.begin() + static_cast<std::ptrdiff_t>(i));
+        }
+      }
+    }
+  }
+
+  core::SocketAddress upstream_;
+  core::Fd stop_;
+  core::Fd listener_;
+  core::SocketAddress address_;
+  std::atomic<int> accepted_{0};
+  std::thread thread_;
 };
 
 class EtcdIntegrationTest : public ::testing::Test {
@@ -426,6 +514,45 @@ TEST_F(EtcdIntegrationTest, FailsOverToTheNextEndpoint) {
   auto failed = unreachable.get(prefix_ + "k");
   EXPECT_FALSE(failed.ok);
   EXPECT_NE(failed.error.find(dead.toString()), std::string::npos) << failed.error;
+}
+
+TEST_F(EtcdIntegrationTest, CallsShareOnePersistentConnection) {
+  CountingRelay relay(etcd_->endpoint());
+  EtcdClientOptions options = clientOptions();
+  options.endpoints = {relay.address()};
+  EtcdClient client(options);
+  // An agent's calls, several ticks' worth: reads, writes, txns, lease calls.
+  auto lease = client.grantLease(seconds(30));
+  ASSERT_TRUE(lease.ok) << lease.error;
+  int calls = 1;
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_TRUE(client.put(prefix_ + "k", std::to_string(i), lease.value.id).ok);
+    auto ttl = client.keepAlive(lease.value.id);
+    ASSERT_TRUE(ttl.ok) << ttl.error;
+    auto many = client.getMany({prefix_ + "k", prefix_ + "absent"});
+    ASSERT_TRUE(many.ok) << many.error;
+    auto created = client.createIfAbsent(prefix_ + "once", "v");
+    ASSERT_TRUE(created.ok) << created.error;
+    EXPECT_EQ(created.value, i == 0);
+    ASSERT_TRUE(client.list(prefix_).ok);
+    calls += 5;
+  }
+  ASSERT_TRUE(client.revoke(lease.value.id).ok);
+  ++calls;
+  RecordProperty("etcd_calls", calls);
+  RecordProperty("etcd_connections", relay.accepted());
+  EXPECT_EQ(relay.accepted(), 1) << calls << " calls";
+  EXPECT_EQ(client.connectionsOpened(), 1u);
+
+  // Failing over from a dead endpoint leaves one connection, to the live one.
+  core::SocketAddress dead = *core::SocketAddress::parse("127.0.0.1:" + std::to_string(freePort()));
+  options.endpoints = {dead, relay.address()};
+  EtcdClient failover(options);
+  for (int i = 0; i < 5; ++i) {
+    auto got = failover.get(prefix_ + "once");
+    ASSERT_TRUE(got.ok) << got.error;
+  }
+  EXPECT_EQ(relay.accepted(), 2);
 }
 
 TEST_F(EtcdIntegrationTest, SilentEndpointTimesOutOnTime) {

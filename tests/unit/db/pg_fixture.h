@@ -17,9 +17,14 @@
 #include "core/address.h"
 #include "db/pg_process.h"
 #include "db/postgres.h"
+#include "pg/pg_bin.h"
+#include "pg/pg_format.h"
 #include "test_support.h"
 
 namespace fulcrum::db::testing {
+
+using pg::findPgBin;
+using pg::pgpassField;
 
 class PostgresFixture : public ::testing::Test {
  protected:

@@ -28,6 +28,8 @@
 namespace fulcrum::db {
 namespace {
 
+using pg::loadOrCreateSecret;
+using pg::slotNameFor;
 using testing::freePort;
 using testing::waitFor;
 

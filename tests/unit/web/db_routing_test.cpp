@@ -237,15 +237,15 @@ TEST(Probe, RefusesMalformedRows) {
   EXPECT_FALSE(parseProbeRow({"f", "0/1", "off", "", "3x", "", "", "", "", ""}));
 }
 
-TEST(Conninfo, QuotesEveryValueAndSetsTheSessionsDeadlines) {
+TEST(Conninfo, QuotesWhatNeedsItAndSetsTheSessionsDeadlines) {
   DbSettings s;
   s.user = "site";
   s.database = "my db";
   s.application_name = "fulcrum-web-01";
   std::string info = conninfoFor(s, {"db-1", "127.0.0.1", 15432}, "p'w\\d");
   EXPECT_EQ(info,
-            "host='127.0.0.1' port=15432 user='site' dbname='my db' password='p\\'w\\\\d' "
-            "application_name='fulcrum-web-01' sslmode=disable gssencmode=disable connect_timeout=2 "
+            "host=127.0.0.1 port=15432 user=site dbname='my db' password='p\\'w\\\\d' "
+            "application_name=fulcrum-web-01 sslmode=disable gssencmode=disable connect_timeout=2 "
             "keepalives=1 keepalives_idle=5 keepalives_interval=2 keepalives_count=3 tcp_user_timeout=5000 "
             "options='-c statement_timeout=2500 -c client_connection_check_interval=1000 "
             "-c tcp_keepalives_idle=5 -c tcp_keepalives_interval=2 -c tcp_keepalives_count=3 "

@@ -1,4 +1,4 @@
-#include "db/pg_format.h"
+#include "pg/pg_format.h"
 
 #include <fcntl.h>
 #include <openssl/evp.h>
@@ -13,9 +13,8 @@
 #include <fstream>
 
 #include "core/secret_file.h"
-#include "db/etcd_codec.h"
 
-namespace fulcrum::db {
+namespace fulcrum::pg {
 
 namespace {
 
@@ -57,6 +56,16 @@ std::string sha256(std::string_view data) {
   unsigned int len = 0;
   EVP_Digest(data.data(), data.size(), out, &len, EVP_sha256(), nullptr);
   return std::string(reinterpret_cast<char*>(out), len);
+}
+
+// Standard base64 with padding (RFC 4648 §4), as SCRAM writes salts and keys.
+std::string base64(std::string_view bytes) {
+  std::string out(4 * ((bytes.size() + 2) / 3) + 1, '\0');  // EVP_EncodeBlock adds a NUL
+  int n =
+      EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
+                      reinterpret_cast<const unsigned char*>(bytes.data()), static_cast<int>(bytes.size()));
+  out.resize(static_cast<size_t>(n));
+  return out;
 }
 
 }  // namespace
@@ -165,8 +174,8 @@ std::string scramVerifier(std::string_view password, std::string_view salt, int 
                     reinterpret_cast<unsigned char*>(salted.data()));
   std::string stored_key = sha256(hmacSha256(salted, "Client Key"));
   std::string server_key = hmacSha256(salted, "Server Key");
-  return "SCRAM-SHA-256$" + std::to_string(iterations) + ":" + etcd::base64Encode(salt) + "$" +
-         etcd::base64Encode(stored_key) + ":" + etcd::base64Encode(server_key);
+  return "SCRAM-SHA-256$" + std::to_string(iterations) + ":" + base64(salt) + "$" + base64(stored_key) + ":" +
+         base64(server_key);
 }
 
 std::string generatePassword() {
@@ -186,13 +195,13 @@ std::string generatePassword() {
   return password;
 }
 
-Result<std::string> loadOrCreateSecret(const std::filesystem::path& path) {
+core::Result<std::string> loadOrCreateSecret(const std::filesystem::path& path) {
   std::string value;
   std::string error;
   if (!core::loadOrCreateSecretFile(path, generatePassword, value, error)) {
-    return Result<std::string>::failure(error);
+    return core::Result<std::string>::failure(error);
   }
-  return Result<std::string>::success(std::move(value));
+  return core::Result<std::string>::success(std::move(value));
 }
 
-}  // namespace fulcrum::db
+}  // namespace fulcrum::pg

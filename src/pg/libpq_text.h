@@ -5,7 +5,7 @@
 
 struct pg_result;
 
-namespace fulcrum::db {
+namespace fulcrum::pg {
 
 // libpq's messages span lines ("...\n\tThis probably means..."): one line, runs of white space
 // collapsed, for logs and error strings; "unknown libpq error" when empty.
@@ -14,4 +14,4 @@ std::string libpqMessage(const char* message);
 // Appends a result's rows as text fields (NULL reads as "").
 void appendRows(const pg_result* result, std::vector<std::vector<std::string>>& rows);
 
-}  // namespace fulcrum::db
+}  // namespace fulcrum::pg

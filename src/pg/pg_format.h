@@ -9,9 +9,9 @@
 #include <string_view>
 
 #include "core/address.h"
-#include "db/result.h"
+#include "core/result.h"
 
-namespace fulcrum::db {
+namespace fulcrum::pg {
 
 // A WAL position, "16/B374D848" in PostgreSQL's text form.
 using Lsn = uint64_t;
@@ -55,6 +55,6 @@ std::string scramVerifier(std::string_view password, std::string_view salt, int 
 std::string generatePassword();
 // The secret in `path` (first line), or a new password written there with mode 0600
 // (core::loadOrCreateSecretFile: racing processes all end up with the same secret).
-Result<std::string> loadOrCreateSecret(const std::filesystem::path& path);
+core::Result<std::string> loadOrCreateSecret(const std::filesystem::path& path);
 
-}  // namespace fulcrum::db
+}  // namespace fulcrum::pg

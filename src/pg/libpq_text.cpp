@@ -1,8 +1,8 @@
-#include "db/libpq_text.h"
+#include "pg/libpq_text.h"
 
 #include <libpq-fe.h>
 
-namespace fulcrum::db {
+namespace fulcrum::pg {
 
 std::string libpqMessage(const char* message) {
   std::string s;
@@ -31,4 +31,4 @@ void appendRows(const pg_result* result, std::vector<std::vector<std::string>>& 
   }
 }
 
-}  // namespace fulcrum::db
+}  // namespace fulcrum::pg
