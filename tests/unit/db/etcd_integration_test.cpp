@@ -251,6 +251,8 @@ class CountingRelay {
       if (::poll(fds.data(), fds.size(), -1) < 0 || fds[0].revents != 0) {
         return;
       }
+      // Only the pairs that were polled have revents; one accepted below is polled next round.
+      const size_t polled = pairs.size();
       if (fds[1].revents != 0) {
         Pair pair{core::Fd(::accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC)),
                   core::Fd(::socket(upstream_.family(), SOCK_STREAM | SOCK_CLOEXEC, 0))};
@@ -262,7 +264,7 @@ class CountingRelay {
         }
       }
       std::vector<bool> closed(pairs.size(), false);
-      for (size_t i = 0; i < pairs.size(); ++i) {
+      for (size_t i = 0; i < polled; ++i) {
         for (int side = 0; side < 2; ++side) {
           if (fds[2 + 2 * i + side].revents == 0) {
             continue;
