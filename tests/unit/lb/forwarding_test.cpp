@@ -42,6 +42,23 @@ TEST(ForwardingTest, AppendsToEarlierProxies) {
   EXPECT_EQ(out.find("X-Forwarded-Proto: https"), std::string::npos) << out;
 }
 
+TEST(ForwardingTest, CombinesListsSplitOverLinesInOrder) {
+  // RFC 9110 §5.3: a list field sent as several lines is one list, in order. Each earlier
+  // proxy's entry is kept, and every Connection line names hop-by-hop fields.
+  const std::string text =
+      "GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 10.0.0.1\r\nConnection: X-A\r\n"
+      "Forwarded: for=10.0.0.1\r\nX-Forwarded-For: 10.0.0.2, 10.0.0.3\r\nForwarded: for=10.0.0.2\r\n"
+      "Connection: X-B\r\nX-A: 1\r\nX-B: 2\r\nX-C: 3\r\n\r\n";
+  auto head = parseRequest(text);
+  std::string out;
+  size_t fields = appendUpstreamRequestHead(out, head, ForwardInfo{"192.0.2.9", "http", ""});
+  EXPECT_EQ(out,
+            "GET / HTTP/1.1\r\nHost: h\r\nX-C: 3\r\nX-Forwarded-For: 10.0.0.1, 10.0.0.2, 10.0.0.3, "
+            "192.0.2.9\r\nX-Forwarded-Proto: http\r\nForwarded: for=10.0.0.1, for=10.0.0.2, "
+            "for=192.0.2.9;proto=http\r\n\r\n");
+  EXPECT_EQ(fields, 5u);
+}
+
 TEST(ForwardingTest, NormalisesContentLengthAndAddsHostForHttp10) {
   const std::string text = "POST /p HTTP/1.0\r\nContent-Length: 5, 5\r\n\r\n";
   auto head = parseRequest(text);
