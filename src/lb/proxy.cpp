@@ -65,6 +65,7 @@ struct Exchange {
   bool client_eof = false;     // tunnel: the client ended its side
   bool upstream_shut = false;  // tunnel: and the server has been told
   bool fresh_only = false;     // a reused connection went stale: retries open new ones (once)
+  bool send_failed = false;    // the server stopped taking the request: the rest of its body is dropped
   std::string replay;          // every byte sent upstream for this request, while it fits
   int server = kNoServer;
   std::vector<uint32_t> tried;
@@ -106,6 +107,7 @@ class ProxySession final : public core::IoHandler, public UpstreamOwner, public 
   void readUpstream();
   void processUpstream();
   void flushUpstream();
+  bool writeUpstream();
   void updateUpstreamInterest();
   void upstreamFailed(const char* what, int err, bool connect_phase);
   void closeUpstream(bool reusable);
@@ -172,6 +174,7 @@ void Exchange::reset() {
   client_eof = false;
   upstream_shut = false;
   fresh_only = false;
+  send_failed = false;
   replay.clear();
   server = kNoServer;
   tried.clear();
@@ -381,6 +384,7 @@ void ProxySession::startRequest(size_t head_len) {
   x_->tried.clear();
   x_->attempts = 0;
   x_->fresh_only = false;
+  x_->send_failed = false;
   x_->server = kNoServer;
 
   x_->replay.clear();
@@ -392,8 +396,17 @@ void ProxySession::startRequest(size_t head_len) {
     authority = core::localAddress(client_.get()).toString();
     info.server_address = authority;
   }
-  appendUpstreamRequestHead(x_->replay, x_->req, info);
-  x_->req_body.reset(x_->req.body_kind, x_->req.content_length, worker_.options().limits.max_body_bytes);
+  const http::Limits& limits = worker_.options().limits;
+  size_t fields = appendUpstreamRequestHead(x_->replay, x_->req, info);
+  if (x_->replay.size() > limits.max_header_bytes || fields > limits.max_headers) {
+    // Our forwarding fields made it larger than a server with our limits takes: refuse it here,
+    // as that server would, rather than accept a request no server can be given.
+    worker_.stats().bad_requests.add();
+    x_->replay.clear();
+    respondError(431, "request head too large once forwarded");
+    return;
+  }
+  x_->req_body.reset(x_->req.body_kind, x_->req.content_length, limits.max_body_bytes);
   x_->request_done = x_->req.body_kind == http::BodyKind::None;
   cin_.consume(head_len);
   // The head views into cin_ are not used past this point.
@@ -402,51 +415,64 @@ void ProxySession::startRequest(size_t head_len) {
 }
 
 void ProxySession::forwardRequestBody() {
-  // Decodes (validates) the request body and queues its raw bytes upstream.
-  while (!x_->request_done && !cin_.empty() && x_->uout.size() < kHighWater) {
-    if (phase_ == Phase::Connecting && x_->replay.size() >= kMaxReplayBytes) {
-      break;
-    }
-    // While connecting, step over no more bytes than x_->replay can still take.
-    std::string_view input = cin_.view();
-    if (phase_ == Phase::Connecting && input.size() > kMaxReplayBytes - x_->replay.size()) {
-      input = input.substr(0, kMaxReplayBytes - x_->replay.size());
-    }
-    http::BodyStep step = x_->req_body.step(input);
-    if (step.error_status != 0) {
-      worker_.stats().bad_requests.add();
-      if (!x_->response_started) {
-        respondError(step.error_status, "bad request body");
-      } else {
-        close();
-      }
-      return;
-    }
-    if (step.consumed == 0 && !step.done) {
-      break;
-    }
-    std::string_view raw = cin_.view().substr(0, step.consumed);
-    bool fits = x_->replay.size() + raw.size() <= kMaxReplayBytes;
-    if (phase_ == Phase::Connecting) {
-      // Until the connection is up, x_->replay is the only copy: what does not fit waits in cin_.
-      if (!fits) {
+  // Decodes (validates) the request body and queues its raw bytes upstream, writing as it goes.
+  // Every pass either consumes client bytes or stops: a decoder that needs more input than cin_
+  // holds (a chunk-size line split across reads) ends it until the client sends more.
+  for (;;) {
+    bool progressed = false;
+    while (!x_->request_done && !cin_.empty() && x_->uout.size() < kHighWater) {
+      if (phase_ == Phase::Connecting && x_->replay.size() >= kMaxReplayBytes) {
         break;
       }
-      x_->replay.append(raw);
-    } else {
-      x_->uout.append(raw);
-      if (x_->replayable && fits) {
-        x_->replay.append(raw);
-      } else if (x_->replayable) {
-        x_->replayable = false;  // too large to re-send: this request will not be retried
-        x_->replay.clear();
+      // While connecting, step over no more bytes than x_->replay can still take.
+      std::string_view input = cin_.view();
+      if (phase_ == Phase::Connecting && input.size() > kMaxReplayBytes - x_->replay.size()) {
+        input = input.substr(0, kMaxReplayBytes - x_->replay.size());
       }
+      http::BodyStep step = x_->req_body.step(input);
+      if (step.error_status != 0) {
+        worker_.stats().bad_requests.add();
+        if (!x_->response_started) {
+          respondError(step.error_status, "bad request body");
+        } else {
+          close();
+        }
+        return;
+      }
+      if (step.consumed == 0 && !step.done) {
+        break;
+      }
+      std::string_view raw = cin_.view().substr(0, step.consumed);
+      bool fits = x_->replay.size() + raw.size() <= kMaxReplayBytes;
+      if (x_->send_failed) {
+        // The server stopped reading; its answer is on the way. The body is checked and dropped.
+      } else if (phase_ == Phase::Connecting) {
+        // Until the connection is up, x_->replay is the only copy: what does not fit waits in cin_.
+        if (!fits) {
+          break;
+        }
+        x_->replay.append(raw);
+      } else {
+        x_->uout.append(raw);
+        if (x_->replayable && fits) {
+          x_->replay.append(raw);
+        } else if (x_->replayable) {
+          x_->replayable = false;  // too large to re-send: this request will not be retried
+          x_->replay.clear();
+        }
+      }
+      cin_.consume(step.consumed);
+      x_->request_done = step.done;
+      progressed = true;
     }
-    cin_.consume(step.consumed);
-    x_->request_done = step.done;
-  }
-  if (phase_ == Phase::Exchanging) {
-    flushUpstream();
+    if (phase_ == Phase::Exchanging && !x_->send_failed && !writeUpstream()) {
+      return;  // the exchange ended or moved on (retry, error answer): nothing here is current
+    }
+    // More may fit now that some was written; stop when nothing moved or nothing is left.
+    if (!progressed || x_->request_done || cin_.empty() || x_->uout.size() >= kHighWater ||
+        phase_ != Phase::Exchanging) {
+      break;
+    }
   }
   updateClientInterest();
 }
@@ -486,9 +512,12 @@ void ProxySession::updateClientInterest() {
   }
   // Reading stays on through an exchange (no epoll_ctl per request): a pipelined request is
   // simply kept in cin_. It pauses only for backpressure or once the client has closed.
+  // A request that will close the connection still has its body read to the end.
   uint32_t events = 0;
+  bool body_pending = x_ && phase_ != Phase::ClientHead && !x_->request_done;
   bool reading_paused = phase_ != Phase::Lingering &&
-                        (close_client_ || (x_ && (x_->client_eof || x_->uout.size() >= kHighWater)) ||
+                        ((close_client_ && !body_pending) ||
+                         (x_ && (x_->client_eof || x_->uout.size() >= kHighWater)) ||
                          (phase_ != Phase::ClientHead && cin_.size() >= kHighWater));
   if (!reading_paused) {
     events |= EPOLLIN | EPOLLRDHUP;
@@ -526,6 +555,7 @@ void ProxySession::connectUpstream() {
 
   x_->uout.clear();
   x_->uin.clear();
+  x_->send_failed = false;
   // A non-idempotent request never rides a reused connection: if the server closed it at that
   // moment we could not tell whether the request was processed, so it could not be retried.
   if (http::isIdempotent(x_->method) && !x_->fresh_only) {
@@ -576,8 +606,11 @@ void ProxySession::onUpstreamEvents(uint32_t events) {
     return;
   }
   if (events & EPOLLOUT) {
+    const UpstreamConn* conn = x_->upstream.get();
     flushUpstream();
-    if (phase_ == Phase::Closed || !x_ || !x_->upstream) {
+    // The events are this connection's: if the exchange ended or moved to another server
+    // (a retry, an early answer), they are stale.
+    if (phase_ == Phase::Closed || !x_ || x_->upstream.get() != conn) {
       return;
     }
   }
@@ -587,20 +620,46 @@ void ProxySession::onUpstreamEvents(uint32_t events) {
 }
 
 void ProxySession::flushUpstream() {
+  if (!writeUpstream()) {
+    return;
+  }
+  if (x_->uout.size() < kHighWater) {
+    // Room again upstream: resume reading the client, and pass on what it already sent.
+    updateClientInterest();
+    if (phase_ == Phase::Exchanging && !x_->request_done && !cin_.empty()) {
+      forwardRequestBody();
+    }
+  }
+}
+
+bool ProxySession::writeUpstream() {
+  // Returns false when the exchange ended or changed under us (failure, retry, early answer):
+  // the caller then touches nothing of it.
+  if (!x_->upstream) {
+    return false;
+  }
   bool wrote = false;
-  while (x_->upstream && !x_->uout.empty()) {
+  while (!x_->uout.empty()) {
     ssize_t n = x_->uout.writeTo(x_->upstream->fd());
     if (n < 0) {
       if (errno == EAGAIN || errno == EINTR) {
         break;
       }
+      if (phase_ == Phase::Exchanging && !x_->response_head_done && !x_->send_failed) {
+        // A server may answer and close before taking the whole request (a 413 to a large
+        // upload). Its answer, if any, is readable before the reset: relay it rather than a 502.
+        x_->send_failed = true;
+        x_->uout.clear();
+        log::debug("server {} stopped reading the request: {}", worker_.pool().backend(x_->server).name,
+                   std::strerror(errno));
+        updateUpstreamInterest();
+        readUpstream();
+        return false;
+      }
       upstreamFailed("send", errno, false);
-      return;
+      return false;
     }
     wrote = true;
-  }
-  if (!x_->upstream) {
-    return;
   }
   if (wrote && phase_ == Phase::Exchanging) {
     x_->upstream_timer.armAfter(worker_.options().server_timeout);  // a long upload is moving
@@ -610,13 +669,7 @@ void ProxySession::flushUpstream() {
     ::shutdown(x_->upstream->fd(), SHUT_WR);
   }
   updateUpstreamInterest();
-  if (x_->uout.size() < kHighWater) {
-    // Room again upstream: resume reading the client.
-    updateClientInterest();
-    if (phase_ == Phase::Exchanging && !x_->request_done && !cin_.empty()) {
-      forwardRequestBody();
-    }
-  }
+  return true;
 }
 
 void ProxySession::updateUpstreamInterest() {
@@ -872,7 +925,7 @@ void ProxySession::onUpstreamTimeout() {
   }
   worker_.pool().onRequestEnd(id);
   worker_.stats().backends[id].inflight.sub();
-  if (!x_->request_done && x_->uout.empty()) {
+  if (!x_->request_done && x_->uout.empty() && !x_->send_failed) {
     // The server has every byte the client sent: the wait is on the client's body.
     closeUpstream(false);
     x_->server = kNoServer;
