@@ -106,9 +106,14 @@ int main(int argc, char** argv) {
     if (!loadSite(check_site, site)) {
       return kExitUsage;
     }
-    // Valid, but say plainly what this build would not run.
-    for (const auto& note : fulcrum::config::notBuiltYet(site)) {
-      std::fprintf(stderr, "note: %s\n", note.toString().c_str());
+    // A file the commands would refuse at start is refused here too: a setting this build
+    // cannot run yet must never pass as valid.
+    auto refused = fulcrum::config::notBuiltYet(site);
+    for (const auto& error : refused) {
+      std::fprintf(stderr, "%s\n", error.toString().c_str());
+    }
+    if (!refused.empty()) {
+      return kExitUsage;
     }
     std::printf("%s: ok\n", check_site.c_str());
     return kExitOk;
