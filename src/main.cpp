@@ -5,6 +5,7 @@
 
 #include "config/features.h"
 #include "config/loader.h"
+#include "core/acceptor.h"
 #include "core/exit_codes.h"
 #include "core/log.h"
 #include "db/db_command.h"
@@ -96,6 +97,9 @@ int main(int argc, char** argv) {
   fulcrum::log::parseFormat(log_format, format);
   fulcrum::log::setLevel(level);
   fulcrum::log::setFormat(format);
+  // Every role holds a descriptor per connection: take what the hard limit allows, as HAProxy
+  // and nginx (worker_rlimit_nofile) do. Roles warn when their max_connections still cannot fit.
+  fulcrum::core::raiseFileLimit();
 
   if (*version) {
     std::printf("fulcrum %s (%s)\n", FULCRUM_VERSION, FULCRUM_BUILD_FLAGS);

@@ -19,7 +19,6 @@ namespace {
 
 constexpr size_t kHighWater = 64 * 1024;       // stop reading a side while the other has this much queued
 constexpr size_t kMaxReplayBytes = 64 * 1024;  // requests up to this size can be re-sent on a retry
-constexpr int kAcceptBatch = 64;
 constexpr auto kLingerTime = std::chrono::seconds(2);
 
 double millisBetween(core::TimePoint a, core::TimePoint b) {
@@ -1067,13 +1066,12 @@ void ProxySession::accessLog(int status) {
 ProxyWorker::ProxyWorker(core::EventLoop& loop, core::Fd listener, WorkerPool& pool,
                          const ProxyOptions& options, ProxyStats& stats, FailureReporter report_failure)
     : loop_(loop),
-      listener_(std::move(listener)),
+      acceptor_(loop, std::move(listener), "lb http",
+                [this](core::Fd fd, const core::SocketAddress& peer) { accept(std::move(fd), peer); }),
       pool_(pool),
       options_(options),
       stats_(stats),
-      report_failure_(std::move(report_failure)) {
-  loop_.add(listener_.get(), EPOLLIN, this);
-}
+      report_failure_(std::move(report_failure)) {}
 
 std::unique_ptr<Exchange> ProxyWorker::acquireExchange() {
   if (free_exchanges_.empty()) {
@@ -1092,21 +1090,16 @@ void ProxyWorker::releaseExchange(std::unique_ptr<Exchange> exchange) {
 }
 
 ProxyWorker::~ProxyWorker() {
-  if (listener_) {
-    loop_.remove(listener_.get());
-  }
+  acceptor_.close();
   sessions_.deleteAll();
 }
 
-void ProxyWorker::onIoEvents(uint32_t) {
-  core::acceptBatch(listener_.get(), kAcceptBatch, [this](int fd, const core::SocketAddress& peer) {
-    if (sessions_.size() >= options_.max_connections) {
-      ::close(fd);
-      return;
-    }
-    link(new ProxySession(*this, core::Fd(fd), peer));
-    stats_.connections_total.add();
-  });
+void ProxyWorker::accept(core::Fd fd, const core::SocketAddress& peer) {
+  if (sessions_.size() >= options_.max_connections) {
+    return;  // closed by fd's destructor
+  }
+  link(new ProxySession(*this, std::move(fd), peer));
+  stats_.connections_total.add();
 }
 
 void ProxyWorker::link(ProxySession* s) {
@@ -1117,14 +1110,12 @@ void ProxyWorker::link(ProxySession* s) {
 void ProxyWorker::unlink(ProxySession* s) {
   sessions_.unlink(s, loop_);
   stats_.connections_active.sub();
+  acceptor_.connectionClosed();
 }
 
 void ProxyWorker::drain(std::function<void()> on_idle) {
   draining_ = true;
-  if (listener_) {
-    loop_.remove(listener_.get());
-    listener_.reset();
-  }
+  acceptor_.close();
   sessions_.forEach([](ProxySession* s) { s->drain(); });
   sessions_.whenEmpty(loop_, std::move(on_idle));
 }
