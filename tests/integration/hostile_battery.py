@@ -759,8 +759,10 @@ def describe_upstream(got, probe_sent):
         if r["body"]:
             text += f" body {len(r['body'])} B"
         parts.append(text)
-    leftover = sum(len(b) for b in got["leftover"].values())
-    if leftover:
-        bad = "; ".join(sorted(set(got["bad"].values())))
-        parts.append(f"+{leftover} B unparsed" + (f" ({bad})" if bad else ""))
+    for cid, rest in got["leftover"].items():
+        if cid in got["bad"]:
+            parts.append(f"+{len(rest)} B it could not parse ({got['bad'][cid]})")
+        else:
+            parts.append(f"+{len(rest)} B of an unfinished request" +
+                         (f" `{rest.split(b' ', 2)[0][:12].decode('latin-1')} …`" if rest else ""))
     return "; ".join(parts) if parts else "nothing"
