@@ -19,7 +19,10 @@ struct ForwardInfo {
 // Appends the request head to send upstream: always HTTP/1.1, keep-alive, with the
 // forwarding fields. An upgrade request keeps "Connection: upgrade" and its Upgrade field.
 // List fields split over several lines (Connection, X-Forwarded-For, Forwarded) count as one
-// list, in order. Returns the number of header fields written.
+// list, in order. Host and the framing fields are the proxy's own, whatever Connection names:
+// one Host (the authority of an absolute-form target, which is sent in origin-form; else the
+// client's Host; else server_address), one Content-Length or "Transfer-Encoding: chunked".
+// Returns the number of header fields written.
 size_t appendUpstreamRequestHead(std::string& out, const http::RequestHead& head, const ForwardInfo& info);
 
 struct ClientFraming {

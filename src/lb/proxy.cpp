@@ -6,6 +6,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <optional>
 
 #include "core/buffer.h"
 #include "core/log.h"
@@ -28,6 +29,12 @@ double millisBetween(core::TimePoint a, core::TimePoint b) {
 uint64_t hashClient(const core::SocketAddress& peer) {
   core::IpAddress ip = peer.ip();
   return hashBytes(std::string_view(reinterpret_cast<const char*>(ip.bytes.data()), ip.length()));
+}
+
+// A Content-Length other than 0 ("0, 0" included): the parser has validated the value.
+bool nonZeroLength(const http::ResponseHead& head) {
+  std::optional<std::string_view> value = head.find("content-length");
+  return value && value->find_first_not_of("0, \t") != std::string_view::npos;
 }
 
 }  // namespace
@@ -753,6 +760,23 @@ void ProxySession::processUpstream() {
         x_->uin.consume(result.consumed);
         continue;
       }
+      // A server that puts framing on a 204 (RFC 9112 §6.1, RFC 9110 §8.6), or sends bytes after
+      // a response that has no body, disagrees with us on where its response ends: relaying any
+      // of it could hand the client, or the next request, a response that was not theirs.
+      if (x_->resp.status == 204 && (x_->resp.find("transfer-encoding") || nonZeroLength(x_->resp))) {
+        upstreamFailed("framing fields on a 204 response", 0, false);
+        return;
+      }
+      if (x_->resp.body_kind == http::BodyKind::None && x_->uin.size() > result.consumed) {
+        upstreamFailed("bytes after a response without a body", 0, false);
+        return;
+      }
+      // Checked before any of the response is committed: the client gets a 502, not a close.
+      if (x_->resp.body_kind == http::BodyKind::Tunnel && !x_->upgrade &&
+          x_->method != http::Method::Connect) {
+        upstreamFailed("unexpected protocol switch", 0, false);
+        return;
+      }
       x_->response_head_done = true;
       x_->response_started = true;
       x_->response_status = x_->resp.status;
@@ -768,11 +792,6 @@ void ProxySession::processUpstream() {
       bstats.response_time_us.add(static_cast<uint64_t>(
           std::chrono::duration_cast<std::chrono::microseconds>(x_->t_response - x_->t_connect_start)
               .count()));
-      if (x_->resp.body_kind == http::BodyKind::Tunnel && !x_->upgrade &&
-          x_->method != http::Method::Connect) {
-        upstreamFailed("unexpected protocol switch", 0, false);
-        return;
-      }
       bool client_http10 = x_->version_minor == 0;
       x_->dechunk = client_http10 && x_->resp.body_kind == http::BodyKind::Chunked;
       if (x_->resp.body_kind == http::BodyKind::UntilClose || x_->dechunk || worker_.draining() ||
@@ -846,6 +865,9 @@ void ProxySession::upstreamFailed(const char* what, int err, bool connect_phase)
   auto id = static_cast<uint32_t>(x_->server);
   const Backend& backend = worker_.pool().backend(id);
   bool reused = x_->upstream && x_->upstream->reused;
+  // Bytes from the server are an answer, however bad: only a reused connection that ended or
+  // failed with nothing to read was stale (and its request may go again for free).
+  bool answered = !x_->uin.empty();
   closeUpstream(false);
   x_->upstream_timer.disarm();
 
@@ -860,7 +882,7 @@ void ProxySession::upstreamFailed(const char* what, int err, bool connect_phase)
   worker_.pool().onRequestEnd(id);
   worker_.stats().backends[id].inflight.sub();
   // A reused keep-alive connection the server had just closed is not a server failure.
-  bool stale_keepalive = reused && !connect_phase;
+  bool stale_keepalive = reused && !connect_phase && !answered;
   if (!stale_keepalive) {
     worker_.stats().backends[id].failures.add();
     worker_.reportFailure(id, reason);
