@@ -25,12 +25,6 @@ std::vector<ConfigError> lbNotBuiltYet(const Site& site, const LbNode* only) {
   if (site.has("lb.vip")) {
     refuse("lb.vip", "a VRRP virtual IP");
   }
-  if (!site.lb.firewall.allow.empty()) {
-    refuse("lb.firewall.allow", "the firewall");
-  }
-  if (!site.lb.firewall.deny.empty()) {
-    refuse("lb.firewall.deny", "the firewall");
-  }
   if (site.lb.limits.rate_per_ip != 0) {
     refuse("lb.limits.rate_per_ip", "per-client rate limiting");
   }

@@ -6,6 +6,8 @@
 #include <cerrno>
 #include <cstring>
 
+#include <unistd.h>
+
 #include "core/log.h"
 #include "core/socket.h"
 
@@ -52,8 +54,13 @@ void Acceptor::onIoEvents(uint32_t) {
       return;
     }
     backoff_ = kFirstBackoff;
+    SocketAddress peer = SocketAddress::fromSockaddr(reinterpret_cast<sockaddr*>(&ss), len);
+    if (filter_ != nullptr && filter_->admit(peer.ip()) != IpFilter::Verdict::Allowed) {
+      ::close(fd);
+      continue;
+    }
     setNoDelay(fd);
-    on_accept_(Fd(fd), SocketAddress::fromSockaddr(reinterpret_cast<sockaddr*>(&ss), len));
+    on_accept_(Fd(fd), peer);
   }
 }
 

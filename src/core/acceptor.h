@@ -15,6 +15,7 @@
 #include "core/address.h"
 #include "core/event_loop.h"
 #include "core/fd.h"
+#include "core/ip_filter.h"
 
 namespace fulcrum::core {
 
@@ -28,6 +29,10 @@ class Acceptor final : public IoHandler {
   ~Acceptor() override;
   Acceptor(const Acceptor&) = delete;
   Acceptor& operator=(const Acceptor&) = delete;
+
+  // Judges every peer with `filter` (not owned; null: everyone) right after accept: a refused
+  // connection is closed before a byte is read.
+  void setFilter(IpFilter* filter) { filter_ = filter; }
 
   void onIoEvents(uint32_t events) override;
   // One of the connections this listener feeds has closed: a descriptor is free again.
@@ -49,6 +54,7 @@ class Acceptor final : public IoHandler {
   std::string what_;
   OnAccept on_accept_;
   int batch_;
+  IpFilter* filter_ = nullptr;
   Timer retry_;
   Duration backoff_;
   bool paused_ = false;

@@ -108,6 +108,7 @@ class HttpServer final {
   // runs once no connection is left.
   void drain(std::function<void()> on_idle);
   size_t connectionCount() const { return connections_.size(); }
+  core::Acceptor& acceptor() { return acceptor_; }
 
   // Used by connections.
   core::EventLoop& loop() { return loop_; }

@@ -170,6 +170,7 @@ void DbFrontends::startWorker(core::EventLoop& loop, unsigned index) {
     };
     f->workers[index] = std::make_unique<TcpProxyWorker>(loop, std::move(f->listeners[index]), f->servers,
                                                          "leastconn", f->options, *f->stats[index], report);
+    f->workers[index]->acceptor().setFilter(filter_);
     // Every server starts down, as in the checker (start_down), until its agent vouches for it;
     // the checker's flips reach this worker as posted messages, after this runs.
     for (const Backend& b : f->servers) {

@@ -39,6 +39,8 @@ class DbFrontends {
   DbFrontends(const DbFrontends&) = delete;
   DbFrontends& operator=(const DbFrontends&) = delete;
 
+  // The firewall for every frontend's listener (not owned); set before the workers start.
+  void setFilter(core::IpFilter* filter) { filter_ = filter; }
   // Builds worker `index`'s proxies, on that worker's thread.
   void startWorker(core::EventLoop& loop, unsigned index);
   // Starts the health checks (main thread), once every worker runs.
@@ -68,6 +70,7 @@ class DbFrontends {
   core::WorkerGroup& workers_;
   std::vector<std::unique_ptr<Frontend>> frontends_;
   std::unique_ptr<HealthChecker> checker_;
+  core::IpFilter* filter_ = nullptr;
 };
 
 }  // namespace fulcrum::lb

@@ -8,6 +8,7 @@
 
 #include "config/features.h"
 #include "core/acceptor.h"
+#include "core/ip_filter.h"
 #include "core/event_loop.h"
 #include "core/exit_codes.h"
 #include "core/graceful_stop.h"
@@ -29,6 +30,7 @@ using core::kExitConfig;
 using core::kExitOk;
 using core::kExitRuntime;
 constexpr auto kDrainGrace = std::chrono::seconds(10);
+constexpr uint32_t kStatsMaxConnections = 256;
 
 }  // namespace
 
@@ -105,6 +107,23 @@ int runLbCommand(const config::Site& site, const std::string& node_name) {
       return kExitRuntime;
     }
   }
+  // [lb.firewall]: one filter judges every listener's peers (http, db frontends, stats).
+  std::unique_ptr<core::IpFilter> firewall;
+  if (!site.lb.firewall.allow.empty() || !site.lb.firewall.deny.empty()) {
+    auto prefixes = [](const std::vector<config::Cidr>& cidrs) {
+      std::vector<core::IpPrefix> out;
+      for (const config::Cidr& c : cidrs) {
+        out.push_back(core::IpPrefix{c.network, c.prefix_len});
+      }
+      return out;
+    };
+    firewall = std::make_unique<core::IpFilter>(prefixes(site.lb.firewall.allow), prefixes(site.lb.firewall.deny));
+    if (db) {
+      db->setFilter(firewall.get());
+    }
+    log::info("firewall: {} allow and {} deny entries, checked at accept", site.lb.firewall.allow.size(),
+              site.lb.firewall.deny.size());
+  }
   std::vector<std::unique_ptr<ProxyStats>> stats;
   std::vector<std::unique_ptr<WorkerPool>> pools(threads);
   std::vector<std::unique_ptr<ProxyWorker>> proxies(threads);
@@ -136,6 +155,7 @@ int runLbCommand(const config::Site& site, const std::string& node_name) {
     };
     proxies[i] =
         std::make_unique<ProxyWorker>(loop, std::move(listeners[i]), *pools[i], options, *stats[i], report);
+    proxies[i]->acceptor().setFilter(firewall.get());
     if (db) {
       db->startWorker(loop, i);
     }
@@ -167,6 +187,7 @@ int runLbCommand(const config::Site& site, const std::string& node_name) {
     ctx.workers = &stats;
     ctx.health = &checker;
     ctx.db = db.get();
+    ctx.firewall = firewall.get();
     ctx.token = token;
     ctx.apply_admin = [&workers, &pools](uint32_t id, AdminState state) {
       bool in_rotation = state == AdminState::Ready;
@@ -180,8 +201,12 @@ int runLbCommand(const config::Site& site, const std::string& node_name) {
     stats_handler = std::make_unique<StatsHandler>(std::move(ctx));
     http::ServerOptions server_options;
     server_options.served_by = node->name;
+    // Operators and scrapers: a small cap, so a flood here cannot take the descriptors the
+    // traffic listeners need.
+    server_options.max_connections = kStatsMaxConnections;
     stats_server = std::make_unique<http::HttpServer>(main_loop, std::move(fd), *stats_handler,
                                                       server_options, stats_server_stats);
+    stats_server->acceptor().setFilter(firewall.get());
     log::info("stats on http://{} (dashboard /, /metrics, /api/state; admin token in {})",
               node->stats->toString(), token_path);
   }

@@ -73,6 +73,7 @@ class ProxyWorker final {
   void drain(std::function<void()> on_idle);
 
   core::EventLoop& loop() { return loop_; }
+  core::Acceptor& acceptor() { return acceptor_; }
   WorkerPool& pool() { return pool_; }
   const ProxyOptions& options() const { return options_; }
   ProxyStats& stats() { return stats_; }

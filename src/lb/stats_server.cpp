@@ -336,6 +336,14 @@ std::string StatsHandler::metricsText() const {
   counter("fulcrum_lb_gateway_timeout_total", "504 answers: a server did not answer in time.",
           t.gateway_timeout);
   counter("fulcrum_lb_bad_requests_total", "Requests refused as malformed.", t.bad_requests);
+  if (ctx_.firewall != nullptr) {
+    w.family("fulcrum_lb_firewall_refused_total", "counter",
+             "Connections closed at accept by [lb.firewall], by reason (deny: a deny entry; "
+             "not_allowed: outside the allow list).");
+    w.sample("fulcrum_lb_firewall_refused_total", {{"node", node}, {"reason", "deny"}}, ctx_.firewall->denied());
+    w.sample("fulcrum_lb_firewall_refused_total", {{"node", node}, {"reason", "not_allowed"}},
+             ctx_.firewall->notAllowed());
+  }
   counter("fulcrum_lb_received_bytes_total", "Bytes read from clients.", t.bytes_in);
   counter("fulcrum_lb_sent_bytes_total", "Bytes written to clients.", t.bytes_out);
 

@@ -27,6 +27,7 @@ struct StatsContext {
   const std::vector<std::unique_ptr<ProxyStats>>* workers = nullptr;
   const HealthChecker* health = nullptr;
   const DbFrontends* db = nullptr;  // the node's database frontends, if any
+  const core::IpFilter* firewall = nullptr;  // [lb.firewall], when set
   std::string token;                // admin API bearer token
   // Applies an admin state to every worker (called on the main thread).
   std::function<void(uint32_t server, AdminState state)> apply_admin;

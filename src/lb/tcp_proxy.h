@@ -72,6 +72,7 @@ class TcpProxyWorker final {
   size_t sessionCount() const { return sessions_.size(); }
 
   core::EventLoop& loop() { return loop_; }
+  core::Acceptor& acceptor() { return acceptor_; }
   WorkerPool& pool() { return pool_; }
   const TcpProxyOptions& options() const { return options_; }
   TcpProxyStats& stats() { return stats_; }

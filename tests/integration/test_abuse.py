@@ -89,6 +89,54 @@ threads = 1
         self.flood_and_recover(proc, port, served)
 
 
+class FirewallTest(LbTestCase):
+    """[lb.firewall]: deny wins, an allow list admits only its members, a refused connection is
+    closed before a byte is read and counted; the stats listener is covered too."""
+
+    def refused(self, port, source):
+        """True when a connection from `source` is closed without an answer."""
+        s = socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(source, 0))
+        try:
+            try:
+                s.sendall(b"GET /echo HTTP/1.1\r\nHost: t\r\n\r\n")
+            except OSError:
+                return True
+            try:
+                return s.recv(100) == b""
+            except ConnectionResetError:
+                return True
+        finally:
+            s.close()
+
+    def test_deny_wins_and_allow_admits_only_its_members(self):
+        backend = self.py_backend("py")
+        stats_port = free_port()
+        lb = self.start_lb([Server("py", backend.port)], node_extra={"stats": f"127.0.0.1:{stats_port}"},
+                           extra='[lb.firewall]\nallow = ["127.0.0.0/30", "::1/128"]\ndeny = ["127.0.0.3/32"]\n')
+        self.assertEqual(get_once(lb.port, "/echo", source="127.0.0.2")[0], 200)
+        self.assertTrue(self.refused(lb.port, "127.0.0.3"))  # in the allow list, but denied
+        self.assertTrue(self.refused(lb.port, "127.0.0.9"))  # outside the allow list
+        self.assertTrue(self.refused(stats_port, "127.0.0.9"))  # the stats listener too
+        self.assertTrue(self.lb_alive(lb))
+
+        def metrics():
+            conn = socket.create_connection(("127.0.0.1", stats_port), timeout=5, source_address=("127.0.0.1", 0))
+            try:
+                conn.sendall(b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                data = b""
+                while chunk := conn.recv(65536):
+                    data += chunk
+                return data.decode()
+            finally:
+                conn.close()
+        text = metrics()
+        self.assertIn('fulcrum_lb_firewall_refused_total{node="lb-t",reason="deny"} 1', text)
+        self.assertIn('fulcrum_lb_firewall_refused_total{node="lb-t",reason="not_allowed"} 2', text)
+
+    def lb_alive(self, lb):
+        return lb.alive()
+
+
 def get_once_ok(port):
     try:
         return get_once(port, "/echo", timeout=2)[0] == 200
