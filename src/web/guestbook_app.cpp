@@ -90,7 +90,8 @@ void GuestbookApp::list(const http::Request& request, http::Response& response) 
     return;
   }
   std::optional<Lsn> token;
-  if (auto cookie = request.head.find("Cookie")) {
+  // A client or an HTTP/2 gateway may split cookies over several lines (RFC 9113 §8.2.3).
+  if (auto cookie = request.head.findList("Cookie", "; ")) {
     token = lsnFromCookieHeader(*cookie);
   }
   http::DeferredResponse later = request.defer();
@@ -114,6 +115,10 @@ void GuestbookApp::list(const http::Request& request, http::Response& response) 
 }
 
 void GuestbookApp::post(const http::Request& request, http::Response& response) {
+  if (request.head.count("Content-Type") > 1) {
+    setJson(response, 400, gb::errorJson("repeated Content-Type"));
+    return;
+  }
   auto parsed = gb::parseNewMessage(request.head.find("Content-Type").value_or(""), request.body);
   if (auto* bad = std::get_if<gb::Invalid>(&parsed)) {
     setJson(response, bad->status, gb::errorJson(bad->message));
