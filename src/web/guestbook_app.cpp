@@ -50,6 +50,13 @@ void setDbFailure(http::Response& response, const DbReply& reply) {
 GuestbookApp::GuestbookApp(std::string node_name, http::Handler& fallback, DbRouter& router)
     : node_name_(std::move(node_name)), page_(gb::pageHtml(node_name_)), fallback_(fallback), router_(router) {}
 
+uint64_t GuestbookApp::maxBodyBytes(const http::RequestHead& head) const {
+  if (head.path == kApiPath && head.method == http::Method::Post) {
+    return gb::kMaxBodyBytes;
+  }
+  return fallback_.maxBodyBytes(head);
+}
+
 void GuestbookApp::handle(const http::Request& request, http::Response& response) {
   std::string_view path = request.head.path;
   http::Method method = request.head.method;
