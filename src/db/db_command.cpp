@@ -62,6 +62,7 @@ int runDbCommand(const config::Site& site, const std::string& node_name) {
   http::ServerOptions options;
   options.served_by = node->name;
   options.max_connections = 1000;
+  options.limits.max_body_bytes = 64 << 10;  // the agent API takes small JSON bodies only
   http::ServerStats stats;
   auto server = std::make_unique<http::HttpServer>(loop, std::move(listener), agent, options, stats);
 

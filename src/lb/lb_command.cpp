@@ -177,6 +177,7 @@ int runLbCommand(const config::Site& site, const std::string& node_name) {
     stats_handler = std::make_unique<StatsHandler>(std::move(ctx));
     http::ServerOptions server_options;
     server_options.served_by = node->name;
+    server_options.limits.max_body_bytes = 64 << 10;  // the admin API takes small JSON bodies only
     stats_server = std::make_unique<http::HttpServer>(main_loop, std::move(fd), *stats_handler,
                                                       server_options, stats_server_stats);
     log::info("stats on http://{} (dashboard /, /metrics, /api/state; admin token in {})",
