@@ -77,6 +77,15 @@ void Buffer::consume(size_t n) {
   }
 }
 
+void Buffer::erase(size_t offset, size_t n) {
+  if (n == 0) {
+    return;
+  }
+  char* at = data_ + read_ + offset;
+  std::memmove(at, at + n, size() - offset - n);
+  write_ -= n;
+}
+
 void Buffer::reserveTotal(size_t total) {
   if (data_ == nullptr && total <= kBlockSize) {
     data_ = t_pool.get();

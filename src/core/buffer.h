@@ -27,7 +27,11 @@ class Buffer {
   bool empty() const { return write_ == read_; }
   size_t capacity() const { return capacity_; }
 
+  char* mutableData() { return data_ + read_; }
+
   void consume(size_t n);
+  // Removes `n` bytes starting `offset` bytes after the read position; later bytes move down.
+  void erase(size_t offset, size_t n);
   void append(std::string_view bytes);
   void append(const char* p, size_t n) { append(std::string_view(p, n)); }
   // Space to write into, at least `min` bytes (grows or compacts as needed).

@@ -11,6 +11,7 @@
 #include "core/signals.h"
 #include "core/socket.h"
 #include "db/agent.h"
+#include "http/json_body.h"
 #include "http/server.h"
 
 namespace fulcrum::db {
@@ -62,6 +63,7 @@ int runDbCommand(const config::Site& site, const std::string& node_name) {
   http::ServerOptions options;
   options.served_by = node->name;
   options.max_connections = 1000;
+  options.limits.max_body_bytes = http::kMaxAdminBodyBytes;  // the agent API takes small JSON only
   http::ServerStats stats;
   auto server = std::make_unique<http::HttpServer>(loop, std::move(listener), agent, options, stats);
 

@@ -79,6 +79,30 @@ std::optional<std::string_view> RequestHead::find(std::string_view name) const {
   return findHeader(headers, name);
 }
 
+std::optional<std::string> RequestHead::findList(std::string_view name, std::string_view separator) const {
+  std::optional<std::string> joined;
+  for (const Header& header : headers) {
+    if (!equalsIgnoreCase(header.name, name)) {
+      continue;
+    }
+    if (!joined) {
+      joined.emplace(header.value);
+    } else {
+      *joined += separator;
+      *joined += header.value;
+    }
+  }
+  return joined;
+}
+
+size_t RequestHead::count(std::string_view name) const {
+  size_t n = 0;
+  for (const Header& header : headers) {
+    n += equalsIgnoreCase(header.name, name) ? 1 : 0;
+  }
+  return n;
+}
+
 void RequestHead::clear() {
   method = Method::Other;
   method_text = {};

@@ -3,6 +3,7 @@
 // parsed from: they are valid only while that buffer is unchanged.
 #include <cstdint>
 #include <optional>
+#include <string>
 #include <string_view>
 #include <vector>
 
@@ -43,8 +44,15 @@ struct RequestHead {
   bool expect_continue = false;
   bool upgrade = false;  // Connection: upgrade with an Upgrade header (e.g. websocket)
 
-  // Case-insensitive lookup of the first header with this name.
+  // Case-insensitive lookup of the first header with this name. Only for singleton fields,
+  // and then check count() == 1: a list field may be split over several lines.
   std::optional<std::string_view> find(std::string_view name) const;
+  // A list-valued field (If-None-Match, Accept-Encoding, Cache-Control...) sent on several
+  // lines is one list (RFC 9110 §5.3): its lines joined in order with `separator` ("; " for
+  // Cookie, RFC 9113 §8.2.3). nullopt when absent.
+  std::optional<std::string> findList(std::string_view name, std::string_view separator = ", ") const;
+  // How many lines carry this field.
+  size_t count(std::string_view name) const;
   void clear();
 };
 

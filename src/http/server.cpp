@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <ctime>
@@ -21,6 +22,14 @@ namespace {
 constexpr size_t kMaxPipelinedOutput = 256 * 1024;  // stop parsing ahead past this much queued output
 constexpr size_t kInlineFileBytes = 16 * 1024;      // files up to this size are copied next to the head
 constexpr auto kLingerTime = std::chrono::seconds(2);
+// Input buffered beyond a head (and the body its route accepts): one read, pipelined bytes, a
+// partial chunk-size line (4 KiB at most) or trailer section (16 KiB at most).
+constexpr size_t kReadAhead = 32 * 1024;
+
+size_t saturatingSum(uint64_t a, uint64_t b) {
+  uint64_t sum = a + b;
+  return sum < a || sum > SIZE_MAX ? SIZE_MAX : static_cast<size_t>(sum);
+}
 
 // "Date: <IMF-fixdate>\r\n", rebuilt at most once a second per thread.
 std::string_view dateHeaderLine() {
@@ -88,9 +97,13 @@ class ServerConnection final : public core::IoHandler, public core::Deletable {
  private:
   // Waiting: a handler answers later; no further request is read meanwhile.
   enum class Phase : uint8_t { Head, Body, Waiting, Lingering, Closed };
+  enum class BodyProgress : uint8_t { More, Done, Refused };
 
   void onReadable();
   void processInput();
+  size_t inputLimit() const;
+  bool startBody();
+  BodyProgress decodeBody();
   bool dispatch(size_t head_len, size_t raw_body_len, std::string_view body);
   bool answer(Response& response);
   void detachDeferred();
@@ -112,9 +125,9 @@ class ServerConnection final : public core::IoHandler, public core::Deletable {
   core::Buffer out_;
   RequestHead head_;
   BodyDecoder body_decoder_;
-  std::string chunked_body_;  // decoded body of a chunked request
-  size_t head_len_ = 0;       // parsed head length while the body is still arriving
-  size_t body_scanned_ = 0;   // raw body bytes already decoded
+  size_t head_len_ = 0;      // parsed head length while the body is still arriving
+  size_t body_len_ = 0;      // decoded body bytes, kept in in_ right after the head
+  uint64_t body_limit_ = 0;  // the body the current request's route accepts
   core::Fd file_;
   uint64_t file_offset_ = 0;
   uint64_t file_remaining_ = 0;
@@ -156,24 +169,22 @@ void ServerConnection::onReadable() {
   }
   if (phase_ == Phase::Lingering) {
     // Discard whatever the client still sends until it closes or the linger timer fires.
-    char sink[4096];
+    char sink[16384];
     ssize_t n = ::recv(fd_.get(), sink, sizeof sink, 0);
     if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
       close();
     }
     return;
   }
-  // Bound what one connection may buffer: a whole head plus a whole body.
-  const Limits& limits = server_.options().limits;
-  size_t max_in = limits.max_header_bytes + limits.max_body_bytes + 64 * 1024;
   if (outputPending()) {
     // Backpressure: reading is off while output is queued (see updateInterest()).
     updateInterest();
     return;
   }
+  size_t max_in = inputLimit();
   if (in_.size() >= max_in) {
-    // Only chunk framing far heavier than its payload gets here.
-    queueError(413, "request too large");
+    // Not reached: the parser and the body decoder refuse first. Kept so no input is unbounded.
+    queueError(phase_ == Phase::Body ? 413 : 431, "request too large");
     flush();
     return;
   }
@@ -224,8 +235,7 @@ void ServerConnection::processInput() {
         break;
       }
       head_len_ = result.consumed;
-      body_scanned_ = 0;
-      chunked_body_.clear();
+      body_len_ = 0;
       if (head_.body_kind == BodyKind::None) {
         dispatch(head_len_, 0, {});
         continue;
@@ -235,45 +245,99 @@ void ServerConnection::processInput() {
         queueError(501, "upgrade not supported");
         break;
       }
-      body_decoder_.reset(head_.body_kind, head_.content_length, limits.max_body_bytes);
-      phase_ = Phase::Body;
-      if (head_.expect_continue && in_.size() == head_len_) {
-        out_.append("HTTP/1.1 100 Continue\r\n\r\n");
+      if (!startBody()) {
+        break;  // refused from the head alone
       }
     }
-    // Body: decode what has arrived, without consuming the head it follows.
-    std::string_view raw = in_.view().substr(head_len_ + body_scanned_);
-    bool done = body_decoder_.done();
-    while (!done && !raw.empty()) {
-      BodyStep step = body_decoder_.step(raw);
-      if (step.error_status != 0) {
-        server_.stats().parse_errors.add();
-        queueError(step.error_status, "bad request body");
-        return flush();
-      }
-      if (head_.body_kind == BodyKind::Chunked) {
-        chunked_body_.append(step.payload);
-      }
-      body_scanned_ += step.consumed;
-      raw.remove_prefix(step.consumed);
-      done = step.done;
-      if (step.consumed == 0 && !done) {
-        break;
-      }
+    BodyProgress progress = decodeBody();
+    if (progress == BodyProgress::Refused) {
+      break;
     }
-    if (!done) {
+    if (progress == BodyProgress::More) {
       break;  // wait for more body bytes
     }
     // The buffer may have moved while the body arrived: parse the head again so its views
     // point into the current storage (cheap, and only for requests with a body).
     ParseResult again = parseRequestHead(in_.view(), limits, head_);
     (void)again;
-    std::string_view body = head_.body_kind == BodyKind::Chunked
-                                ? std::string_view(chunked_body_)
-                                : in_.view().substr(head_len_, body_scanned_);
-    dispatch(head_len_, body_scanned_, body);
+    dispatch(head_len_, body_len_, in_.view().substr(head_len_, body_len_));
   }
   flush();
+}
+
+// What one connection may buffer: a head, or a head and the body its route accepts, plus
+// kReadAhead.
+size_t ServerConnection::inputLimit() const {
+  if (phase_ != Phase::Body) {
+    return server_.options().limits.max_header_bytes + kReadAhead;
+  }
+  uint64_t body = head_.body_kind == BodyKind::ContentLength ? head_.content_length : body_limit_;
+  return saturatingSum(head_len_ + kReadAhead, body);
+}
+
+// Asks the route how much body it takes, and refuses a longer declared length before
+// reading any of it (and instead of 100 Continue). False when refused.
+bool ServerConnection::startBody() {
+  uint64_t ceiling = server_.options().limits.max_body_bytes;
+  body_limit_ = server_.handler().maxBodyBytes(head_);
+  if (ceiling != 0) {
+    body_limit_ = std::min(body_limit_, ceiling);
+  }
+  if (head_.body_kind == BodyKind::ContentLength && head_.content_length > body_limit_) {
+    server_.stats().parse_errors.add();
+    queueError(413, "request body larger than this resource accepts");
+    return false;
+  }
+  // BodyDecoder reads a limit of 0 as "none": a route that takes no body gives it 1, and
+  // decodeBody() refuses the first byte of payload.
+  body_decoder_.reset(head_.body_kind, head_.content_length, std::max<uint64_t>(body_limit_, 1));
+  phase_ = Phase::Body;
+  if (head_.expect_continue && !body_decoder_.done() && in_.size() == head_len_) {
+    out_.append("HTTP/1.1 100 Continue\r\n\r\n");
+  }
+  return true;
+}
+
+// Decodes the body bytes that have arrived in place: payload moves down to follow the head and
+// chunk framing is dropped, so in_ holds the head, the body so far (within body_limit_) and
+// at most a partial line — no second copy of the body.
+ServerConnection::BodyProgress ServerConnection::decodeBody() {
+  const size_t raw_start = head_len_ + body_len_;
+  std::string_view raw = in_.view().substr(raw_start);
+  size_t used = 0;
+  int error = 0;
+  bool done = body_decoder_.done();
+  while (!done && used < raw.size()) {
+    BodyStep step = body_decoder_.step(raw.substr(used));
+    if (step.error_status != 0) {
+      error = step.error_status;
+      break;
+    }
+    if (step.payload.size() > body_limit_ - body_len_) {
+      error = 413;
+      break;
+    }
+    if (!step.payload.empty()) {
+      // Only bytes already decoded lie between the destination and the payload.
+      char* dst = in_.mutableData() + head_len_ + body_len_;
+      if (dst != step.payload.data()) {
+        std::memmove(dst, step.payload.data(), step.payload.size());
+      }
+      body_len_ += step.payload.size();
+    }
+    used += step.consumed;
+    done = step.done;
+    if (step.consumed == 0 && !done) {
+      break;
+    }
+  }
+  if (error != 0) {
+    server_.stats().parse_errors.add();
+    queueError(error, error == 413 ? "request body larger than this resource accepts" : "bad request body");
+    return BodyProgress::Refused;
+  }
+  in_.erase(head_len_ + body_len_, raw_start + used - (head_len_ + body_len_));
+  return done ? BodyProgress::Done : BodyProgress::More;
 }
 
 bool ServerConnection::dispatch(size_t head_len, size_t raw_body_len, std::string_view body) {

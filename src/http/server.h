@@ -94,7 +94,18 @@ struct Response {
 
 class Handler {
  public:
+  // maxBodyBytes() answer for "whatever the server allows" (ServerOptions::limits).
+  static constexpr uint64_t kServerBodyLimit = UINT64_MAX;
+
   virtual ~Handler() = default;
+  // The largest request body the route for `head` consumes, asked as soon as the head has
+  // arrived: a longer Content-Length gets 413 before a byte of the body is read (and instead
+  // of 100 Continue), a chunked body gets 413 once its decoded size passes it, so a connection
+  // never buffers more than this. 0: the route takes no body. limits.max_body_bytes caps it.
+  virtual uint64_t maxBodyBytes(const RequestHead& head) const {
+    (void)head;
+    return kServerBodyLimit;
+  }
   virtual void handle(const Request& request, Response& response) = 0;
 };
 

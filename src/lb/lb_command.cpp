@@ -16,6 +16,7 @@
 #include "core/signals.h"
 #include "core/socket.h"
 #include "core/workers.h"
+#include "http/json_body.h"
 #include "lb/db_frontends.h"
 #include "lb/health/health_checker.h"
 #include "lb/pool.h"
@@ -204,6 +205,7 @@ int runLbCommand(const config::Site& site, const std::string& node_name) {
     // Operators and scrapers: a small cap, so a flood here cannot take the descriptors the
     // traffic listeners need.
     server_options.max_connections = kStatsMaxConnections;
+    server_options.limits.max_body_bytes = http::kMaxAdminBodyBytes;  // the admin API takes small JSON only
     stats_server = std::make_unique<http::HttpServer>(main_loop, std::move(fd), *stats_handler,
                                                       server_options, stats_server_stats);
     stats_server->acceptor().setFilter(firewall.get());

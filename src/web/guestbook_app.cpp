@@ -50,6 +50,13 @@ void setDbFailure(http::Response& response, const DbReply& reply) {
 GuestbookApp::GuestbookApp(std::string node_name, http::Handler& fallback, DbRouter& router)
     : node_name_(std::move(node_name)), page_(gb::pageHtml(node_name_)), fallback_(fallback), router_(router) {}
 
+uint64_t GuestbookApp::maxBodyBytes(const http::RequestHead& head) const {
+  if (head.path == kApiPath && head.method == http::Method::Post) {
+    return gb::kMaxBodyBytes;
+  }
+  return fallback_.maxBodyBytes(head);
+}
+
 void GuestbookApp::handle(const http::Request& request, http::Response& response) {
   std::string_view path = request.head.path;
   http::Method method = request.head.method;
@@ -90,7 +97,8 @@ void GuestbookApp::list(const http::Request& request, http::Response& response) 
     return;
   }
   std::optional<Lsn> token;
-  if (auto cookie = request.head.find("Cookie")) {
+  // A client or an HTTP/2 gateway may split cookies over several lines (RFC 9113 §8.2.3).
+  if (auto cookie = request.head.findList("Cookie", "; ")) {
     token = lsnFromCookieHeader(*cookie);
   }
   http::DeferredResponse later = request.defer();
@@ -114,6 +122,10 @@ void GuestbookApp::list(const http::Request& request, http::Response& response) 
 }
 
 void GuestbookApp::post(const http::Request& request, http::Response& response) {
+  if (request.head.count("Content-Type") > 1) {
+    setJson(response, 400, gb::errorJson("repeated Content-Type"));
+    return;
+  }
   auto parsed = gb::parseNewMessage(request.head.find("Content-Type").value_or(""), request.body);
   if (auto* bad = std::get_if<gb::Invalid>(&parsed)) {
     setJson(response, bad->status, gb::errorJson(bad->message));

@@ -15,6 +15,8 @@ namespace fulcrum::web {
 class GuestbookApp final : public http::Handler {
  public:
   GuestbookApp(std::string node_name, http::Handler& fallback, DbRouter& router);
+  // POST /api/messages takes guestbook::kMaxBodyBytes; every other route none.
+  uint64_t maxBodyBytes(const http::RequestHead& head) const override;
   void handle(const http::Request& request, http::Response& response) override;
 
  private:

@@ -245,11 +245,14 @@ void StaticFiles::serve(const http::Request& request, http::Response& response) 
     response.addHeader("Last-Modified", last_modified);
   };
 
-  auto inm = head.find("If-None-Match");
+  // Every field below is read across all its lines (RFC 9110 §5.3). If-None-Match is a list;
+  // the others are single values, which a second line turns into an invalid list that does
+  // not parse: If-Modified-Since and Range are then ignored, If-Range does not match.
+  auto inm = head.findList("If-None-Match");
   bool not_modified = false;
   if (inm) {
     not_modified = etagMatchesAny(*inm, etag);
-  } else if (auto ims = head.find("If-Modified-Since")) {
+  } else if (auto ims = head.findList("If-Modified-Since")) {
     auto since = http::parseHttpDate(*ims);
     not_modified = since && st.st_mtim.tv_sec <= *since;
   }
@@ -267,10 +270,10 @@ void StaticFiles::serve(const http::Request& request, http::Response& response) 
   response.file_offset = 0;
   response.file_length = size;
 
-  auto range = head.find("Range");
+  auto range = head.findList("Range");
   if (range && head.method == http::Method::Get) {
     bool use_range = true;
-    if (auto if_range = head.find("If-Range")) {
+    if (auto if_range = head.findList("If-Range")) {
       // A strong ETag or the exact Last-Modified date must match, else send the whole file.
       std::string_view v = trim(*if_range);
       use_range = (v == etag) || (v == last_modified);

@@ -16,6 +16,8 @@ class WebApp final : public http::Handler {
  public:
   WebApp(std::string node_name, const std::filesystem::path& docroot,
          const std::vector<std::unique_ptr<http::ServerStats>>& worker_stats);
+  // Health, metrics and static files take no body (RFC 9110 §9.3.1: a GET body has no meaning).
+  uint64_t maxBodyBytes(const http::RequestHead&) const override { return 0; }
   void handle(const http::Request& request, http::Response& response) override;
   // The guestbook's per-worker database counters, for /metrics (set before workers start).
   void setDbStats(const std::vector<std::unique_ptr<DbStats>>* stats, std::vector<std::string> db_nodes);

@@ -2,6 +2,7 @@
 import hashlib
 import re
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -9,7 +10,8 @@ import threading
 import time
 import unittest
 
-from harness import (FULCRUM, Process, TempDir, free_port, http_get, raw_exchange, status_of, wait_until)
+from harness import (FULCRUM, Process, TempDir, free_port, http_get, raw_exchange, read_body, read_head, status_of,
+                     wait_until)
 
 
 def statuses_of(raw):
@@ -205,24 +207,63 @@ threads = 2
         self.assertEqual(status_of(data), 408)
         self.assertLess(elapsed, 8)
 
-    def test_post_body_to_static_is_405_and_connection_survives(self):
-        payload = (b"POST /small.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
+    def test_static_routes_take_no_body(self):
+        # An empty body is no body: the connection survives the 405.
+        payload = (b"POST /small.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+                   b"POST /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
                    b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        raw = raw_exchange(self.port, payload)
-        statuses = statuses_of(raw)
-        self.assertEqual(statuses, [405, 200])
+        self.assertEqual(statuses_of(raw_exchange(self.port, payload)), [405, 405, 200])
+        # Any byte of body is refused (RFC 9110 §9.3.1: a GET body has no meaning), and the
+        # connection closes: what follows is not read.
+        for payload in [b"POST /small.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello",
+                        b"GET /small.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello",
+                        b"GET /small.txt HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"]:
+            raw = raw_exchange(self.port, payload + b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            self.assertEqual(statuses_of(raw), [413], raw)
+            self.assertIn(b"Connection: close", raw)
 
-    def test_chunked_body_and_expect_continue(self):
-        payload = (b"POST /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
-                   b"5\r\nhello\r\n0\r\n\r\n"
-                   b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        raw = raw_exchange(self.port, payload)
-        statuses = statuses_of(raw)
-        self.assertEqual(statuses, [405, 200])
+    def test_expect_continue_over_the_limit_gets_413_not_100(self):
+        # The route's limit is checked on the head: 413 at once, no 100 Continue, no body sent.
         with socket.create_connection(("127.0.0.1", self.port), timeout=5) as s:
-            s.sendall(b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n")
-            interim = s.recv(4096)
-            self.assertTrue(interim.startswith(b"HTTP/1.1 100 Continue\r\n\r\n"), interim)
+            s.sendall(b"POST /api/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: 100000\r\nExpect: 100-continue\r\n\r\n")
+            f = s.makefile("rb")
+            start, headers = read_head(f)
+            self.assertTrue(start.startswith("HTTP/1.1 413 "), start)
+            self.assertEqual(headers["connection"], "close")
+            read_body(f, headers)
+            self.assertEqual(f.read(), b"")  # closed after the answer
+        # A length the route takes (none here) still gets no 100: there is no body to invite.
+        raw = raw_exchange(self.port, b"POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n"
+                                      b"Expect: 100-continue\r\nConnection: close\r\n\r\n")
+        self.assertEqual(statuses_of(raw), [405])
+
+    def test_client_still_uploading_receives_the_413(self):
+        # The server refuses on the head and closes gracefully (half-close, then drains), so a
+        # client that keeps uploading reads the 413 rather than a reset.
+        body = os.urandom(4 << 20)
+        with socket.create_connection(("127.0.0.1", self.port), timeout=10) as s:
+            s.sendall(b"GET /small.txt HTTP/1.1\r\nHost: x\r\nContent-Length: " + str(len(body)).encode() +
+                      b"\r\n\r\n")
+            sent_error = None
+            try:
+                s.sendall(body)
+            except (BrokenPipeError, ConnectionResetError) as e:
+                sent_error = e
+            data = b""
+            while True:
+                chunk = s.recv(65536)  # ConnectionResetError here is the failure this test is for
+                if not chunk:
+                    break
+                data += chunk
+        self.assertEqual(statuses_of(data), [413], (data[:200], sent_error))
+
+    def test_if_none_match_on_two_lines(self):
+        status, headers, _ = http_get(self.base + "/small.txt")
+        etag = headers["ETag"].encode()
+        raw = raw_exchange(self.port, b"GET /small.txt HTTP/1.1\r\nHost: x\r\nIf-None-Match: \"zzz\"\r\n"
+                                      b"If-None-Match: " + etag + b"\r\nConnection: close\r\n\r\n")
+        self.assertEqual(statuses_of(raw), [304], raw)
 
     def test_metrics(self):
         http_get(self.base + "/healthz")
@@ -249,6 +290,100 @@ threads = 2
         for t in threads:
             t.join(timeout=60)
         self.assertEqual(errors, [])
+
+
+def vm_kib(pid, field):
+    """A /proc/PID/status size in KiB: VmRSS now, VmHWM its peak."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise ValueError(f"no {field} for pid {pid}")
+
+
+class WebBodyMemoryTest(unittest.TestCase):
+    """Memory per connection is bounded by what the route takes, not by the global body limit:
+    50 clients each uploading a 9 MB chunked body at once. Timeouts are long so that, without
+    the bound, the node would hold every body whole (and, today, twice)."""
+
+    CLIENTS = 50
+    BODY = 9 * 1000 * 1000
+    CHUNK = 64 * 1024
+
+    def setUp(self):
+        self.tmp = TempDir()
+        self.addCleanup(self.tmp.cleanup)
+        self.port = free_port()
+        self.tmp.write("www/index.html", "hi\n")
+        site = self.tmp.write("site.toml", f"""
+[site]
+name = "test"
+state_dir = "var"
+[lb.timeouts]
+http_request_ms = 60000
+client_ms = 60000
+[web]
+docroot = "www"
+app = "none"
+[[web.node]]
+name = "web-m1"
+listen = "127.0.0.1:{self.port}"
+threads = 2
+""")
+        self.proc = Process([FULCRUM, "web", "--site", site, "--node", "web-m1"], os.path.join(self.tmp.path, "web.log"))
+        self.addCleanup(self.proc.stop)
+        wait_until(lambda: http_get(f"http://127.0.0.1:{self.port}/healthz")[0] == 200, what="web node health")
+
+    def test_fifty_large_chunked_uploads_stay_small(self):
+        pid = self.proc.proc.pid
+        before = vm_kib(pid, "VmHWM")
+        chunk = b"%x\r\n" % self.CHUNK + b"u" * self.CHUNK + b"\r\n"
+        head = b"POST /upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        clients = []
+        for _ in range(self.CLIENTS):
+            s = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+            s.setblocking(False)
+            clients.append({"sock": s, "out": memoryview(head), "sent": 0, "answer": b"", "done": False})
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not all(c["done"] for c in clients):
+            live = [c for c in clients if not c["done"]]
+            _, writable, _ = select.select([], [c["sock"] for c in live], [], 0.5)
+            # Round robin: one chunk per client per turn, so every upload is in flight at once.
+            for c in live:
+                try:
+                    data = c["sock"].recv(65536)
+                    if data:
+                        c["answer"] += data
+                    else:
+                        c["done"] = True
+                        continue
+                except BlockingIOError:
+                    pass
+                except ConnectionResetError:
+                    c["done"] = True
+                    continue
+                if c["sock"] not in writable:
+                    continue
+                if not c["out"]:
+                    if c["sent"] >= self.BODY:
+                        continue  # all sent: waiting for the answer
+                    c["out"] = memoryview(chunk if c["sent"] + self.CHUNK < self.BODY else chunk + b"0\r\n\r\n")
+                    c["sent"] += self.CHUNK
+                try:
+                    n = c["sock"].send(c["out"])
+                    c["out"] = c["out"][n:]
+                except BlockingIOError:
+                    pass
+                except (BrokenPipeError, ConnectionResetError):
+                    c["done"] = True
+        for c in clients:
+            c["sock"].close()
+        grown_mib = (vm_kib(pid, "VmHWM") - before) / 1024
+        statuses = [status_of(c["answer"]) for c in clients]
+        print(f"\n{self.CLIENTS} x {self.BODY} B chunked uploads: peak RSS grew {grown_mib:.1f} MiB; "
+              f"answers {sorted(set(map(str, statuses)))}")
+        self.assertEqual(statuses, [413] * self.CLIENTS)
+        self.assertLess(grown_mib, 64)
 
 
 class WebLifecycleTest(unittest.TestCase):

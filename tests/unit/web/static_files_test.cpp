@@ -1,7 +1,12 @@
 #include "web/static_files.h"
 
 #include <gtest/gtest.h>
+#include <stdlib.h>
 
+#include <filesystem>
+#include <fstream>
+
+#include "http/parser.h"
 #include "web/mime.h"
 
 namespace fulcrum::web {
@@ -64,6 +69,60 @@ TEST(EtagTest, WeakComparisonOverLists) {
   EXPECT_FALSE(etagMatchesAny("\"b\"", "\"a\""));
   EXPECT_FALSE(etagMatchesAny("", "\"a\""));
   EXPECT_FALSE(etagMatchesAny("a", "\"a\""));  // unquoted is not the same tag
+}
+
+// StaticFiles::serve on a real file, for the request heads built by each test.
+class ServeTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string tmpl = (std::filesystem::temp_directory_path() / "fulcrum-static-XXXXXX").string();
+    ASSERT_NE(::mkdtemp(tmpl.data()), nullptr);
+    root = tmpl;
+    std::ofstream(root / "a.txt") << "0123456789";
+    files = std::make_unique<StaticFiles>(root);
+  }
+  void TearDown() override { std::filesystem::remove_all(root); }
+
+  http::Response get(const std::string& extra_headers) {
+    text = "GET /a.txt HTTP/1.1\r\nHost: x\r\n" + extra_headers + "\r\n";
+    http::ParseResult r = http::parseRequestHead(text, http::Limits{}, head);
+    EXPECT_EQ(r.state, http::ParseState::Complete);
+    core::SocketAddress peer;
+    http::Request request{head, {}, peer, nullptr};
+    http::Response response;
+    files->serve(request, response);
+    return response;
+  }
+  std::string header(const http::Response& r, const std::string& name) {
+    size_t at = r.headers.find(name + ": ");
+    return at == std::string::npos
+               ? ""
+               : r.headers.substr(at + name.size() + 2, r.headers.find("\r\n", at) - at - name.size() - 2);
+  }
+
+  std::filesystem::path root;
+  std::unique_ptr<StaticFiles> files;
+  std::string text;
+  http::RequestHead head;
+};
+
+TEST_F(ServeTest, IfNoneMatchOverSeveralLinesIsOneList) {
+  std::string etag = header(get(""), "ETag");
+  ASSERT_FALSE(etag.empty());
+  EXPECT_EQ(get("If-None-Match: \"zzz\"\r\nIf-None-Match: " + etag + "\r\n").status, 304);
+  EXPECT_EQ(get("If-None-Match: \"zzz\"\r\nIf-None-Match: \"yyy\"\r\n").status, 200);
+}
+
+TEST_F(ServeTest, RepeatedSingleValueValidatorsAreIgnored) {
+  std::string future = "Fri, 01 Jan 2100 00:00:00 GMT";
+  EXPECT_EQ(get("If-Modified-Since: " + future + "\r\n").status, 304);
+  // Two lines are an invalid value (RFC 9110 §13.1.3): ignored, the file is sent.
+  EXPECT_EQ(get("If-Modified-Since: " + future + "\r\nIf-Modified-Since: " + future + "\r\n").status, 200);
+  EXPECT_EQ(get("Range: bytes=0-1\r\n").status, 206);
+  EXPECT_EQ(get("Range: bytes=0-1\r\nRange: bytes=0-1\r\n").status, 200);
+  std::string etag = header(get(""), "ETag");
+  EXPECT_EQ(get("Range: bytes=0-1\r\nIf-Range: " + etag + "\r\n").status, 206);
+  EXPECT_EQ(get("Range: bytes=0-1\r\nIf-Range: " + etag + "\r\nIf-Range: " + etag + "\r\n").status, 200);
 }
 
 TEST(MimeTest, KnownAndUnknownTypes) {
