@@ -114,6 +114,14 @@ class FirewallTest(LbTestCase):
         lb = self.start_lb([Server("py", backend.port)], node_extra={"stats": f"127.0.0.1:{stats_port}"},
                            extra='[lb.firewall]\nallow = ["127.0.0.0/30", "::1/128"]\ndeny = ["127.0.0.3/32"]\n')
         self.assertEqual(get_once(lb.port, "/echo", source="127.0.0.2")[0], 200)
+
+        def stats_listening():
+            try:
+                socket.create_connection(("127.0.0.1", stats_port), timeout=1).close()
+                return True
+            except OSError:
+                return False
+        wait_until(stats_listening, timeout=15, what="stats listener")
         self.assertTrue(self.refused(lb.port, "127.0.0.3"))  # in the allow list, but denied
         self.assertTrue(self.refused(lb.port, "127.0.0.9"))  # outside the allow list
         self.assertTrue(self.refused(stats_port, "127.0.0.9"))  # the stats listener too
