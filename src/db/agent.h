@@ -73,6 +73,8 @@ class DbAgent final : public http::Handler {
   void shutdown();
 
   void handle(const http::Request& request, http::Response& response) override;
+  // A call with a body and without the admin token is answered 401 before the body is read.
+  bool refuseBeforeBody(const http::RequestHead& head, http::Response& response) const override;
   // SIGCHLD: a control tick at once when it was the postmaster that died (a restart, or a
   // failover, should not wait for the next scheduled tick).
   void onChildSignal();

@@ -58,6 +58,17 @@ std::optional<SwitchoverRequest> adminRequest(const http::Request& request, http
 
 }  // namespace
 
+bool DbAgent::refuseBeforeBody(const http::RequestHead& head, http::Response& response) const {
+  // Only the admin calls take a body, and only with the token: anyone else is answered before
+  // a byte of it is read.
+  if (http::hasBearerToken(head, admin_token_)) {
+    return false;
+  }
+  response.addHeader("WWW-Authenticate", "Bearer");
+  refuse(response, 401, "a valid 'Authorization: Bearer TOKEN' is required (token in state_dir/admin.token)");
+  return true;
+}
+
 bool DbAgent::intentBlocks() const {
   return intent_ && intent_->to != node_.name;
 }

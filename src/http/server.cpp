@@ -278,6 +278,16 @@ size_t ServerConnection::inputLimit() const {
 // Asks the route how much body it takes, and refuses a longer declared length before
 // reading any of it (and instead of 100 Continue). False when refused.
 bool ServerConnection::startBody() {
+  if (head_.body_kind != BodyKind::None) {
+    Response early;
+    if (server_.handler().refuseBeforeBody(head_, early)) {
+      early.close = true;
+      queueResponse(head_, early);
+      close_after_write_ = true;
+      phase_ = Phase::Lingering;
+      return false;
+    }
+  }
   uint64_t ceiling = server_.options().limits.max_body_bytes;
   body_limit_ = server_.handler().maxBodyBytes(head_);
   if (ceiling != 0) {

@@ -106,6 +106,14 @@ class Handler {
     (void)head;
     return kServerBodyLimit;
   }
+  // Asked, for a request with a body, as soon as its head has arrived: true when the request is
+  // refused on its head alone (a missing or wrong token), with the answer in `response`. The
+  // body is then never read and the connection closes after the answer.
+  virtual bool refuseBeforeBody(const RequestHead& head, Response& response) const {
+    (void)head;
+    (void)response;
+    return false;
+  }
   virtual void handle(const Request& request, Response& response) = 0;
 };
 

@@ -194,6 +194,16 @@ void StatsHandler::handle(const http::Request& request, http::Response& response
   }
 }
 
+bool StatsHandler::refuseBeforeBody(const http::RequestHead& head, http::Response& response) const {
+  // Nothing this listener serves needs a body from a caller without the token.
+  if (http::hasBearerToken(head, ctx_.token)) {
+    return false;
+  }
+  jsonError(response, 401, "a valid 'Authorization: Bearer TOKEN' is required");
+  response.addHeader("WWW-Authenticate", "Bearer");
+  return true;
+}
+
 void StatsHandler::handleAdmin(const http::Request& request, http::Response& response,
                                std::string_view name) {
   if (request.head.method != http::Method::Post) {

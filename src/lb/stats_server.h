@@ -39,6 +39,8 @@ class StatsHandler final : public http::Handler {
  public:
   explicit StatsHandler(StatsContext context);
   void handle(const http::Request& request, http::Response& response) override;
+  // An admin call with a body and without the token is answered 401 before the body is read.
+  bool refuseBeforeBody(const http::RequestHead& head, http::Response& response) const override;
 
   AdminState adminState(uint32_t server) const { return admin_[server]; }
   std::string metricsText() const;

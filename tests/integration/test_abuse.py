@@ -145,6 +145,48 @@ class FirewallTest(LbTestCase):
         return lb.alive()
 
 
+class ControlPlaneTest(LbTestCase):
+    """The lb's stats/admin listener as an attacker sees it."""
+
+    def test_admin_body_is_not_read_before_the_token(self):
+        backend = self.py_backend("py")
+        stats_port = free_port()
+        self.start_lb([Server("py", backend.port)], node_extra={"stats": f"127.0.0.1:{stats_port}"})
+
+        def stats_listening():
+            try:
+                socket.create_connection(("127.0.0.1", stats_port), timeout=1).close()
+                return True
+            except OSError:
+                return False
+        wait_until(stats_listening, timeout=15, what="stats listener")
+
+        def answer(head):
+            conn = socket.create_connection(("127.0.0.1", stats_port), timeout=5)
+            try:
+                conn.sendall(head)  # the head only: the body never comes
+                data = b""
+                while chunk := conn.recv(65536):
+                    data += chunk
+                return data
+            finally:
+                conn.close()
+        # No token, a body announced but not sent: 401 at once (it used to wait for the body).
+        data = answer(b"POST /api/servers/py/state HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n")
+        self.assertTrue(data.startswith(b"HTTP/1.1 401 "), data[:200])
+        self.assertIn(b"WWW-Authenticate: Bearer", data)
+        # Two Authorization fields are no credential.
+        data = answer(b"POST /api/servers/py/state HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer x\r\n"
+                      b"Authorization: Bearer y\r\nContent-Length: 100\r\n\r\n")
+        self.assertTrue(data.startswith(b"HTTP/1.1 401 "), data[:200])
+        # A body larger than an admin call ever needs is refused before it is read.
+        with open(os.path.join(self.tmp.path, "var", "admin.token")) as f:
+            token = f.read().strip()
+        data = answer(b"POST /api/servers/py/state HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer " +
+                      token.encode() + b"\r\nContent-Length: 10000000\r\n\r\n")
+        self.assertTrue(data.startswith(b"HTTP/1.1 413 "), data[:200])
+
+
 def get_once_ok(port):
     try:
         return get_once(port, "/echo", timeout=2)[0] == 200
