@@ -43,6 +43,25 @@ ParseResult parseRequestHead(std::string_view data, const Limits& limits, Reques
 ParseResult parseResponseHead(std::string_view data, const Limits& limits, Method request_method,
                               ResponseHead& out);
 
+namespace detail {
+// What the field lines of one head said, gathered line by line (parser.cpp). Plain values, no
+// views into the bytes, so that a parse can be resumed after the caller's buffer moved.
+struct FieldSummary {
+  size_t count = 0;
+  int host_count = 0;
+  bool have_length = false;
+  uint64_t content_length = 0;
+  int te_count = 0;
+  bool te_chunked = false;  // the last Transfer-Encoding value is exactly "chunked"
+  bool close = false;       // Connection tokens
+  bool keep_alive = false;
+  bool upgrade_token = false;
+  bool have_upgrade = false;  // an Upgrade header field
+  bool expect_100 = false;
+  bool expect_other = false;
+};
+}  // namespace detail
+
 // Decodes a message body incrementally. The caller feeds whatever bytes it has; each step
 // consumes some framing and returns at most one piece of payload (a view into the input).
 struct BodyStep {
