@@ -1,6 +1,7 @@
 // Request and response heads (RFC 9112 §2-§6): one pass over the bytes, nothing copied.
 #include "http/parser.h"
 
+#include <algorithm>
 #include <cstring>
 #include <limits>
 
@@ -662,6 +663,148 @@ ParseResult parseResponseHead(std::string_view data, const Limits& limits, Metho
     return failure(502, "response head too large");
   }
   return step;
+}
+
+// ---------------------------------------------------------------------------------------------
+// HeadScanner
+
+void HeadScanner::reset() {
+  line_start_ = 0;
+  scanned_ = 0;
+  in_fields_ = false;
+  method_end_ = kNotYet;
+  target_checked_ = false;
+  seen_ = detail::FieldSummary{};
+}
+
+// The first call parses what is there, as the stateless parser would: a head that arrives whole
+// costs one parse. Later calls scan the new bytes for LF; the lines they complete are checked by
+// `start_line` and `fields` (the stateless parser's own steps, so they fail where it would), and
+// `whole` runs the full parse once the empty line is in, or at the size limit.
+template <typename StartLine, typename Fields, typename Whole>
+ParseResult HeadScanner::scan(std::string_view data, size_t max_header_bytes, StartLine&& start_line,
+                              Fields&& fields, Whole&& whole) {
+  const size_t window = std::min(data.size(), max_header_bytes);
+  auto finish = [&]() {
+    examined_ += window;
+    reset();
+    return whole();
+  };
+  if (data.size() < scanned_) {
+    reset();  // not the bytes scanned before: start again
+  }
+  if (scanned_ == 0) {
+    examined_ += window;
+    ParseResult result = whole();
+    if (result.state != ParseState::Incomplete) {
+      return result;
+    }
+  }
+  const char* const begin = data.data();
+  const size_t from = scanned_;  // line_start_ <= scanned_
+  if (window > from) {
+    examined_ += window - from;
+    const void* lf = ::memrchr(begin + from, '\n', window - from);
+    scanned_ = window;
+    if (lf != nullptr) {
+      // Check the lines completed since the last call, each once.
+      const char* const lines_end = static_cast<const char*>(lf) + 1;
+      const char* p = begin + line_start_;
+      examined_ += static_cast<uint64_t>(lines_end - p);
+      ParseResult step;
+      step.state = ParseState::Complete;
+      if (!in_fields_) {
+        step = start_line(p, lines_end);
+        in_fields_ = step.state == ParseState::Complete;
+      }
+      if (step.state == ParseState::Complete) {
+        step = fields(p, lines_end);
+      }
+      line_start_ = static_cast<size_t>(p - begin);
+      if (step.state == ParseState::Complete) {
+        return finish();  // the empty line is in: parse the head, once
+      }
+      if (step.state == ParseState::Error) {
+        reset();
+        return step;
+      }
+    }
+  }
+  if (data.size() >= max_header_bytes) {
+    return finish();  // 431 (502 for a response), or what the unfinished line holds
+  }
+  return ParseResult{};
+}
+
+ParseResult HeadScanner::parseRequest(std::string_view data, const Limits& limits, RequestHead& out) {
+  const size_t from = data.size() < scanned_ ? 0 : scanned_;  // bytes not yet searched for SP
+  ParseResult result = scan(
+      data, limits.max_header_bytes,
+      [&](const char*& p, const char* end) {
+        out.clear();
+        ParseResult line = parseRequestLine(p, end, limits, out);
+        if (line.state == ParseState::Incomplete) {
+          method_end_ = kNotYet;  // only empty lines so far: the request line starts at p
+        }
+        return line;
+      },
+      [&](const char*& p, const char* end) {
+        return parseFields<Role::Request>(p, end, limits, seen_, nullptr, nullptr);
+      },
+      [&]() { return parseRequestHead(data, limits, out); });
+  if (result.state == ParseState::Incomplete && !in_fields_) {
+    watchRequestTarget(data, from, std::min(data.size(), limits.max_header_bytes), limits, out, result);
+  }
+  return result;
+}
+
+// The stateless parser refuses a request-target with 414 as soon as max_uri_bytes + 1 of it
+// are in, before its line ends; so does the scanner, checking the unfinished request line once,
+// when that many bytes follow the method's SP (found by scanning each new byte once).
+void HeadScanner::watchRequestTarget(std::string_view data, size_t from, size_t window, const Limits& limits,
+                                     RequestHead& out, ParseResult& error) {
+  if (target_checked_) {
+    return;
+  }
+  if (method_end_ == kNotYet) {
+    from = std::max(from, line_start_);
+    if (window <= from) {
+      return;
+    }
+    examined_ += window - from;
+    const void* sp = std::memchr(data.data() + from, ' ', window - from);
+    if (sp == nullptr) {
+      return;
+    }
+    method_end_ = static_cast<size_t>(static_cast<const char*>(sp) - data.data());
+  }
+  if (window - method_end_ - 1 <= limits.max_uri_bytes) {
+    return;
+  }
+  target_checked_ = true;
+  const char* p = data.data() + line_start_;
+  const char* const end = data.data() + window;
+  examined_ += window - line_start_;
+  out.clear();
+  ParseResult line = parseRequestLine(p, end, limits, out);
+  if (line.state == ParseState::Error) {
+    reset();
+    error = line;
+  }
+}
+
+ParseResult HeadScanner::parseResponse(std::string_view data, const Limits& limits, Method request_method,
+                                       ResponseHead& out) {
+  return scan(
+      data, limits.max_header_bytes,
+      [&](const char*& p, const char* end) {
+        out.clear();
+        return parseStatusLine(p, end, out);
+      },
+      [&](const char*& p, const char* end) {
+        return parseFields<Role::Response>(p, end, limits, seen_, nullptr, nullptr);
+      },
+      [&]() { return parseResponseHead(data, limits, request_method, out); });
 }
 
 }  // namespace fulcrum::http
