@@ -1,6 +1,7 @@
 // Request and response heads (RFC 9112 §2-§6): one pass over the bytes, nothing copied.
 #include "http/parser.h"
 
+#include <algorithm>
 #include <cstring>
 #include <limits>
 
@@ -287,45 +288,335 @@ int matchVersion(const char* p, const char* end, char tail) {
   return 9;
 }
 
-// Connection-related flags shared by requests and responses.
-struct ConnectionTokens {
-  bool close = false;
-  bool keep_alive = false;
-  bool upgrade = false;
+// The field lines' connection and framing headers, folded into the summary.
+using detail::FieldSummary;
 
-  void add(std::string_view value) {
-    forEachListElement(value, [&](std::string_view token) {
-      if (equalsLower(token, "close")) {
-        close = true;
-      } else if (equalsLower(token, "keep-alive")) {
-        keep_alive = true;
-      } else if (equalsLower(token, "upgrade")) {
-        upgrade = true;
-      }
-    });
-  }
-  bool keepAlive(uint8_t version_minor) const { return !close && (version_minor == 1 || keep_alive); }
-};
-
-// Framing headers seen while scanning a head.
-struct Framing {
-  bool have_length = false;
-  uint64_t content_length = 0;
-  int te_count = 0;
-  std::string_view te_value;
-
-  // False for a malformed or conflicting Content-Length.
-  bool addContentLength(std::string_view value) {
-    uint64_t length = 0;
-    if (!parseContentLength(value, length) || (have_length && length != content_length)) {
-      return false;
+void addConnection(FieldSummary& seen, std::string_view value) {
+  forEachListElement(value, [&](std::string_view token) {
+    if (equalsLower(token, "close")) {
+      seen.close = true;
+    } else if (equalsLower(token, "keep-alive")) {
+      seen.keep_alive = true;
+    } else if (equalsLower(token, "upgrade")) {
+      seen.upgrade_token = true;
     }
-    have_length = true;
-    content_length = length;
-    return true;
+  });
+}
+
+// False for a malformed or conflicting Content-Length.
+bool addContentLength(FieldSummary& seen, std::string_view value) {
+  uint64_t length = 0;
+  if (!parseContentLength(value, length) || (seen.have_length && length != seen.content_length)) {
+    return false;
   }
-  bool chunkedOnly() const { return te_count == 1 && equalsLower(te_value, "chunked"); }
-};
+  seen.have_length = true;
+  seen.content_length = length;
+  return true;
+}
+
+bool keepAlive(const FieldSummary& seen, uint8_t version_minor) {
+  return !seen.close && (version_minor == 1 || seen.keep_alive);
+}
+
+bool chunkedOnly(const FieldSummary& seen) {
+  return seen.te_count == 1 && seen.te_chunked;
+}
+
+enum class Role : uint8_t { Request, Response };
+
+ParseResult complete(const char* begin, const char* p) {
+  ParseResult result;
+  result.state = ParseState::Complete;
+  result.consumed = static_cast<size_t>(p - begin);
+  return result;
+}
+
+// Parses field lines from p through the empty line that ends the section (RFC 9112 §5): the one
+// field parser of request and response heads, whose refusals differ only in status and wording.
+// Each line is checked against those before it (`seen`) and appended to `headers` when given.
+// Complete: p is past the empty line. Incomplete: p is at the start of the unfinished line.
+template <Role role>
+ParseResult parseFields(const char*& p, const char* end, const Limits& limits, FieldSummary& seen,
+                        std::vector<Header>* headers, std::string_view* host) {
+  constexpr bool kRequest = role == Role::Request;
+  constexpr int kBad = kRequest ? 400 : 502;
+  for (;;) {
+    FieldLine line = parseFieldLine(p, end);
+    if (line.kind == LineKind::More) {
+      return ParseResult{};
+    }
+    if (line.kind == LineKind::Bad) {
+      return failure(kBad, line.reason);
+    }
+    const char* const line_begin = p;
+    p = line.next;
+    if (line.kind == LineKind::End) {
+      return complete(line_begin, p);
+    }
+    if (++seen.count > limits.max_headers) {
+      return kRequest ? failure(431, "too many header fields")
+                      : failure(502, "too many header fields in response");
+    }
+    if (headers != nullptr) {
+      headers->push_back(Header{line.name, line.value});
+    }
+    const std::string_view name = line.name;
+    const std::string_view value = line.value;
+    switch (name.size()) {
+      case 4:
+        if (kRequest && equalsLower(name, "host")) {
+          if (++seen.host_count > 1) {
+            return failure(400, "repeated Host");
+          }
+          if (!validAuthority(value, false)) {
+            return failure(400, "invalid Host");
+          }
+          if (host != nullptr) {
+            *host = value;
+          }
+        }
+        break;
+      case 6:
+        if (kRequest && equalsLower(name, "expect")) {
+          (equalsLower(value, "100-continue") ? seen.expect_100 : seen.expect_other) = true;
+        }
+        break;
+      case 7:
+        if (kRequest && equalsLower(name, "upgrade")) {
+          seen.have_upgrade = true;
+        }
+        break;
+      case 10:
+        if (equalsLower(name, "connection")) {
+          addConnection(seen, value);
+        }
+        break;
+      case 14:
+        if (equalsLower(name, "content-length") && !addContentLength(seen, value)) {
+          return failure(kBad, kRequest ? "invalid Content-Length" : "invalid Content-Length in response");
+        }
+        break;
+      case 17:
+        if (equalsLower(name, "transfer-encoding")) {
+          ++seen.te_count;
+          seen.te_chunked = equalsLower(value, "chunked");
+        }
+        break;
+      default:
+        break;
+    }
+  }
+}
+
+// Leading empty lines (RFC 9112 §2.2), then method SP request-target SP HTTP-version CRLF. p moves
+// past the empty lines even when the request line is unfinished, and past the line when Complete.
+// An over-long request-target is refused as soon as max_uri_bytes + 1 of it are there.
+ParseResult parseRequestLine(const char*& p, const char* end, const Limits& limits, RequestHead& out) {
+  while (end - p >= 2 && p[0] == '\r' && p[1] == '\n') {
+    p += 2;
+  }
+  if (end - p == 1 && *p == '\r') {
+    return ParseResult{};
+  }
+  const char* q = p;
+
+  // method SP
+  const char* method = q;
+  while (q < end && has(*q, kTcharBit)) {
+    ++q;
+  }
+  if (q == end) {
+    return ParseResult{};
+  }
+  if (*q != ' ' || q == method) {
+    return failure(400, "invalid method");
+  }
+  out.method_text = std::string_view(method, static_cast<size_t>(q - method));
+  out.method = identifyMethod(out.method_text);
+  ++q;
+
+  // request-target SP
+  const char* target = q;
+  const size_t available = static_cast<size_t>(end - q);
+  const char* target_scan_end = available > limits.max_uri_bytes ? q + limits.max_uri_bytes + 1 : end;
+  q = scanTarget(q, target_scan_end);
+  if (static_cast<size_t>(q - target) > limits.max_uri_bytes) {
+    return failure(414, "request target too long");
+  }
+  if (q == end) {
+    return ParseResult{};
+  }
+  if (*q != ' ' || q == target) {
+    return failure(400, "invalid request target");
+  }
+  out.target = std::string_view(target, static_cast<size_t>(q - target));
+  ++q;
+
+  // HTTP-version CRLF
+  if (end - q >= 10 && std::memcmp(q, "HTTP/1.1\r\n", 10) == 0) {
+    out.version_minor = 1;
+    q += 10;
+  } else {
+    int matched = matchVersion(q, end, '\r');
+    if (matched == 0) {
+      return ParseResult{};
+    }
+    if (matched < 0) {
+      return failure(400, "invalid HTTP version");
+    }
+    if (q + 9 == end) {
+      return ParseResult{};
+    }
+    if (q[9] != '\n') {
+      return failure(400, "bare CR");
+    }
+    if (q[5] != '1' || q[7] > '1') {
+      return failure(505, "HTTP version not supported");
+    }
+    out.version_minor = static_cast<uint8_t>(q[7] - '0');
+    q += 10;
+  }
+  if (!classifyTarget(out)) {
+    return failure(400, "request target does not fit the method");
+  }
+  const char* const line_begin = p;
+  p = q;
+  return complete(line_begin, p);
+}
+
+// What the whole request head says once its fields are in; `consumed` is its length.
+ParseResult finishRequest(const FieldSummary& seen, const Limits& limits, size_t consumed, RequestHead& out) {
+  if (out.version_minor == 1 && seen.host_count == 0) {
+    return failure(400, "missing Host");
+  }
+  if (seen.te_count > 0) {
+    if (out.version_minor == 0) {
+      return failure(400, "Transfer-Encoding in HTTP/1.0");
+    }
+    if (seen.have_length) {
+      return failure(400, "both Content-Length and Transfer-Encoding");
+    }
+    if (!chunkedOnly(seen)) {
+      int status = rejectTransferEncoding(out.headers);
+      return failure(status, status == 501 ? "unsupported transfer coding" : "invalid Transfer-Encoding");
+    }
+    out.body_kind = BodyKind::Chunked;
+  } else if (seen.have_length) {
+    if (limits.max_body_bytes != 0 && seen.content_length > limits.max_body_bytes) {
+      return failure(413, "request body too large");
+    }
+    out.body_kind = BodyKind::ContentLength;
+    out.content_length = seen.content_length;
+  }
+  if (seen.expect_other) {
+    return failure(417, "unsupported expectation");
+  }
+  out.keep_alive = keepAlive(seen, out.version_minor);
+  // HTTP/1.0 has neither 100-continue nor Upgrade (RFC 9110 §10.1.1, §7.8).
+  out.expect_continue = seen.expect_100 && out.version_minor == 1;
+  out.upgrade = seen.upgrade_token && seen.have_upgrade && out.version_minor == 1;
+  ParseResult result;
+  result.state = ParseState::Complete;
+  result.consumed = consumed;
+  return result;
+}
+
+// HTTP-version SP status-code [ SP reason-phrase ] CRLF; p moves past the line when Complete.
+ParseResult parseStatusLine(const char*& p, const char* end, ResponseHead& out) {
+  const char* q = p;
+  int matched = matchVersion(q, end, ' ');
+  if (matched == 0) {
+    return ParseResult{};
+  }
+  if (matched < 0) {
+    return failure(502, "invalid response status line");
+  }
+  if (q[5] != '1' || q[7] > '1') {
+    return failure(502, "unsupported HTTP version in response");
+  }
+  out.version_minor = static_cast<uint8_t>(q[7] - '0');
+  q += 9;
+  int status = 0;
+  for (int i = 0; i < 3; ++i, ++q) {
+    if (q == end) {
+      return ParseResult{};
+    }
+    if (!isDigit(*q)) {
+      return failure(502, "invalid response status code");
+    }
+    status = status * 10 + (*q - '0');
+  }
+  if (q == end) {
+    return ParseResult{};
+  }
+  if (*q == ' ') {
+    ++q;
+  } else if (*q != '\r') {
+    return failure(502, "invalid response status code");
+  }
+  if (status < 100 || status > 599) {
+    return failure(502, "invalid response status code");
+  }
+  out.status = status;
+  const char* reason = q;
+  q = scanFieldValue(q, end);
+  if (q == end) {
+    return ParseResult{};
+  }
+  if (*q != '\r') {
+    return failure(502, "invalid response reason phrase");
+  }
+  if (q + 1 == end) {
+    return ParseResult{};
+  }
+  if (q[1] != '\n') {
+    return failure(502, "bare CR");
+  }
+  out.reason = std::string_view(reason, static_cast<size_t>(q - reason));
+  const char* const line_begin = p;
+  p = q + 2;
+  return complete(line_begin, p);
+}
+
+// What the whole response head says once its fields are in; `consumed` is its length.
+ParseResult finishResponse(const FieldSummary& seen, Method request_method, size_t consumed,
+                           ResponseHead& out) {
+  // Framing headers are validated even where the status makes the body empty: a proxy must not
+  // forward anything ambiguous.
+  if (seen.te_count > 0) {
+    if (seen.have_length) {
+      return failure(502, "both Content-Length and Transfer-Encoding in response");
+    }
+    if (out.version_minor == 0) {
+      return failure(502, "Transfer-Encoding in HTTP/1.0 response");
+    }
+    if (!chunkedOnly(seen)) {
+      return failure(502, "unsupported Transfer-Encoding in response");
+    }
+  }
+  const int status = out.status;
+  out.keep_alive = keepAlive(seen, out.version_minor);
+  // RFC 9112 §6.3: a 2xx to CONNECT is a tunnel right after the head, even a 204.
+  if (status == 101 || (request_method == Method::Connect && status >= 200 && status < 300)) {
+    out.body_kind = BodyKind::Tunnel;
+  } else if (request_method == Method::Head || status < 200 || status == 204 || status == 304) {
+    out.body_kind = BodyKind::None;
+  } else if (seen.te_count > 0) {
+    out.body_kind = BodyKind::Chunked;
+  } else if (seen.have_length) {
+    out.body_kind = BodyKind::ContentLength;
+    out.content_length = seen.content_length;
+  } else {
+    out.body_kind = BodyKind::UntilClose;
+  }
+  if (out.body_kind == BodyKind::UntilClose || out.body_kind == BodyKind::Tunnel) {
+    out.keep_alive = false;
+  }
+  ParseResult result;
+  result.state = ParseState::Complete;
+  result.consumed = consumed;
+  return result;
+}
 
 }  // namespace
 
@@ -338,179 +629,19 @@ ParseResult parseRequestHead(std::string_view data, const Limits& limits, Reques
   const bool capped = data.size() >= limits.max_header_bytes;
   const char* const begin = data.data();
   const char* const end = begin + (capped ? limits.max_header_bytes : data.size());
-  auto more = [capped]() { return capped ? failure(431, "request head too large") : ParseResult{}; };
   const char* p = begin;
-
-  while (end - p >= 2 && p[0] == '\r' && p[1] == '\n') {
-    p += 2;  // empty lines before the request line (RFC 9112 §2.2)
-  }
-  if (end - p == 1 && *p == '\r') {
-    return more();
-  }
-
-  // method SP
-  const char* method = p;
-  while (p < end && has(*p, kTcharBit)) {
-    ++p;
-  }
-  if (p == end) {
-    return more();
-  }
-  if (*p != ' ' || p == method) {
-    return failure(400, "invalid method");
-  }
-  out.method_text = std::string_view(method, static_cast<size_t>(p - method));
-  out.method = identifyMethod(out.method_text);
-  ++p;
-
-  // request-target SP; an over-long target is refused before its end arrives
-  const char* target = p;
-  const size_t available = static_cast<size_t>(end - p);
-  const char* target_scan_end = available > limits.max_uri_bytes ? p + limits.max_uri_bytes + 1 : end;
-  p = scanTarget(p, target_scan_end);
-  if (static_cast<size_t>(p - target) > limits.max_uri_bytes) {
-    return failure(414, "request target too long");
-  }
-  if (p == end) {
-    return more();
-  }
-  if (*p != ' ' || p == target) {
-    return failure(400, "invalid request target");
-  }
-  out.target = std::string_view(target, static_cast<size_t>(p - target));
-  ++p;
-
-  // HTTP-version CRLF
-  if (end - p >= 10 && std::memcmp(p, "HTTP/1.1\r\n", 10) == 0) {
-    out.version_minor = 1;
-    p += 10;
-  } else {
-    int matched = matchVersion(p, end, '\r');
-    if (matched == 0) {
-      return more();
-    }
-    if (matched < 0) {
-      return failure(400, "invalid HTTP version");
-    }
-    if (p + 9 == end) {
-      return more();
-    }
-    if (p[9] != '\n') {
-      return failure(400, "bare CR");
-    }
-    if (p[5] != '1' || p[7] > '1') {
-      return failure(505, "HTTP version not supported");
-    }
-    out.version_minor = static_cast<uint8_t>(p[7] - '0');
-    p += 10;
-  }
-  if (!classifyTarget(out)) {
-    return failure(400, "request target does not fit the method");
-  }
-
-  // header fields
-  Framing framing;
-  ConnectionTokens connection;
-  int host_count = 0;
-  bool have_upgrade = false;
-  bool expect_100 = false;
-  bool expect_other = false;
-  size_t count = 0;
-  for (;;) {
-    FieldLine line = parseFieldLine(p, end);
-    if (line.kind == LineKind::More) {
-      return more();
-    }
-    if (line.kind == LineKind::Bad) {
-      return failure(400, line.reason);
-    }
-    p = line.next;
-    if (line.kind == LineKind::End) {
-      break;
-    }
-    if (++count > limits.max_headers) {
-      return failure(431, "too many header fields");
-    }
-    out.headers.push_back(Header{line.name, line.value});
-    const std::string_view name = line.name;
-    const std::string_view value = line.value;
-    switch (name.size()) {
-      case 4:
-        if (equalsLower(name, "host")) {
-          if (++host_count > 1) {
-            return failure(400, "repeated Host");
-          }
-          if (!validAuthority(value, false)) {
-            return failure(400, "invalid Host");
-          }
-          out.host = value;
-        }
-        break;
-      case 6:
-        if (equalsLower(name, "expect")) {
-          (equalsLower(value, "100-continue") ? expect_100 : expect_other) = true;
-        }
-        break;
-      case 7:
-        if (equalsLower(name, "upgrade")) {
-          have_upgrade = true;
-        }
-        break;
-      case 10:
-        if (equalsLower(name, "connection")) {
-          connection.add(value);
-        }
-        break;
-      case 14:
-        if (equalsLower(name, "content-length") && !framing.addContentLength(value)) {
-          return failure(400, "invalid Content-Length");
-        }
-        break;
-      case 17:
-        if (equalsLower(name, "transfer-encoding")) {
-          ++framing.te_count;
-          framing.te_value = value;
-        }
-        break;
-      default:
-        break;
+  ParseResult step = parseRequestLine(p, end, limits, out);
+  if (step.state == ParseState::Complete) {
+    FieldSummary seen;
+    step = parseFields<Role::Request>(p, end, limits, seen, &out.headers, &out.host);
+    if (step.state == ParseState::Complete) {
+      return finishRequest(seen, limits, static_cast<size_t>(p - begin), out);
     }
   }
-
-  if (out.version_minor == 1 && host_count == 0) {
-    return failure(400, "missing Host");
+  if (step.state == ParseState::Incomplete && capped) {
+    return failure(431, "request head too large");
   }
-  if (framing.te_count > 0) {
-    if (out.version_minor == 0) {
-      return failure(400, "Transfer-Encoding in HTTP/1.0");
-    }
-    if (framing.have_length) {
-      return failure(400, "both Content-Length and Transfer-Encoding");
-    }
-    if (!framing.chunkedOnly()) {
-      int status = rejectTransferEncoding(out.headers);
-      return failure(status, status == 501 ? "unsupported transfer coding" : "invalid Transfer-Encoding");
-    }
-    out.body_kind = BodyKind::Chunked;
-  } else if (framing.have_length) {
-    if (limits.max_body_bytes != 0 && framing.content_length > limits.max_body_bytes) {
-      return failure(413, "request body too large");
-    }
-    out.body_kind = BodyKind::ContentLength;
-    out.content_length = framing.content_length;
-  }
-  if (expect_other) {
-    return failure(417, "unsupported expectation");
-  }
-  out.keep_alive = connection.keepAlive(out.version_minor);
-  // HTTP/1.0 has neither 100-continue nor Upgrade (RFC 9110 §10.1.1, §7.8).
-  out.expect_continue = expect_100 && out.version_minor == 1;
-  out.upgrade = connection.upgrade && have_upgrade && out.version_minor == 1;
-
-  ParseResult result;
-  result.state = ParseState::Complete;
-  result.consumed = static_cast<size_t>(p - begin);
-  return result;
+  return step;
 }
 
 ParseResult parseResponseHead(std::string_view data, const Limits& limits, Method request_method,
@@ -519,140 +650,161 @@ ParseResult parseResponseHead(std::string_view data, const Limits& limits, Metho
   const bool capped = data.size() >= limits.max_header_bytes;
   const char* const begin = data.data();
   const char* const end = begin + (capped ? limits.max_header_bytes : data.size());
-  auto more = [capped]() { return capped ? failure(502, "response head too large") : ParseResult{}; };
   const char* p = begin;
+  ParseResult step = parseStatusLine(p, end, out);
+  if (step.state == ParseState::Complete) {
+    FieldSummary seen;
+    step = parseFields<Role::Response>(p, end, limits, seen, &out.headers, nullptr);
+    if (step.state == ParseState::Complete) {
+      return finishResponse(seen, request_method, static_cast<size_t>(p - begin), out);
+    }
+  }
+  if (step.state == ParseState::Incomplete && capped) {
+    return failure(502, "response head too large");
+  }
+  return step;
+}
 
-  // HTTP-version SP status-code [ SP reason-phrase ] CRLF
-  int matched = matchVersion(p, end, ' ');
-  if (matched == 0) {
-    return more();
-  }
-  if (matched < 0) {
-    return failure(502, "invalid response status line");
-  }
-  if (p[5] != '1' || p[7] > '1') {
-    return failure(502, "unsupported HTTP version in response");
-  }
-  out.version_minor = static_cast<uint8_t>(p[7] - '0');
-  p += 9;
-  int status = 0;
-  for (int i = 0; i < 3; ++i, ++p) {
-    if (p == end) {
-      return more();
-    }
-    if (!isDigit(*p)) {
-      return failure(502, "invalid response status code");
-    }
-    status = status * 10 + (*p - '0');
-  }
-  if (p == end) {
-    return more();
-  }
-  if (*p == ' ') {
-    ++p;
-  } else if (*p != '\r') {
-    return failure(502, "invalid response status code");
-  }
-  if (status < 100 || status > 599) {
-    return failure(502, "invalid response status code");
-  }
-  out.status = status;
-  const char* reason = p;
-  p = scanFieldValue(p, end);
-  if (p == end) {
-    return more();
-  }
-  if (*p != '\r') {
-    return failure(502, "invalid response reason phrase");
-  }
-  if (p + 1 == end) {
-    return more();
-  }
-  if (p[1] != '\n') {
-    return failure(502, "bare CR");
-  }
-  out.reason = std::string_view(reason, static_cast<size_t>(p - reason));
-  p += 2;
+// ---------------------------------------------------------------------------------------------
+// HeadScanner
 
-  Framing framing;
-  ConnectionTokens connection;
-  size_t count = 0;
-  for (;;) {
-    FieldLine line = parseFieldLine(p, end);
-    if (line.kind == LineKind::More) {
-      return more();
+void HeadScanner::reset() {
+  line_start_ = 0;
+  scanned_ = 0;
+  in_fields_ = false;
+  method_end_ = kNotYet;
+  target_checked_ = false;
+  seen_ = detail::FieldSummary{};
+}
+
+// The first call parses what is there, as the stateless parser would: a head that arrives whole
+// costs one parse. Later calls scan the new bytes for LF; the lines they complete are checked by
+// `start_line` and `fields` (the stateless parser's own steps, so they fail where it would), and
+// `whole` runs the full parse once the empty line is in, or at the size limit.
+template <typename StartLine, typename Fields, typename Whole>
+ParseResult HeadScanner::scan(std::string_view data, size_t max_header_bytes, StartLine&& start_line,
+                              Fields&& fields, Whole&& whole) {
+  const size_t window = std::min(data.size(), max_header_bytes);
+  auto finish = [&]() {
+    examined_ += window;
+    reset();
+    return whole();
+  };
+  if (data.size() < scanned_) {
+    reset();  // not the bytes scanned before: start again
+  }
+  if (scanned_ == 0) {
+    examined_ += window;
+    ParseResult result = whole();
+    if (result.state != ParseState::Incomplete) {
+      return result;
     }
-    if (line.kind == LineKind::Bad) {
-      return failure(502, line.reason);
+  }
+  const char* const begin = data.data();
+  const size_t from = scanned_;  // line_start_ <= scanned_
+  if (window > from) {
+    examined_ += window - from;
+    const void* lf = ::memrchr(begin + from, '\n', window - from);
+    scanned_ = window;
+    if (lf != nullptr) {
+      // Check the lines completed since the last call, each once.
+      const char* const lines_end = static_cast<const char*>(lf) + 1;
+      const char* p = begin + line_start_;
+      examined_ += static_cast<uint64_t>(lines_end - p);
+      ParseResult step;
+      step.state = ParseState::Complete;
+      if (!in_fields_) {
+        step = start_line(p, lines_end);
+        in_fields_ = step.state == ParseState::Complete;
+      }
+      if (step.state == ParseState::Complete) {
+        step = fields(p, lines_end);
+      }
+      line_start_ = static_cast<size_t>(p - begin);
+      if (step.state == ParseState::Complete) {
+        return finish();  // the empty line is in: parse the head, once
+      }
+      if (step.state == ParseState::Error) {
+        reset();
+        return step;
+      }
     }
-    p = line.next;
-    if (line.kind == LineKind::End) {
-      break;
-    }
-    if (++count > limits.max_headers) {
-      return failure(502, "too many header fields in response");
-    }
-    out.headers.push_back(Header{line.name, line.value});
-    switch (line.name.size()) {
-      case 10:
-        if (equalsLower(line.name, "connection")) {
-          connection.add(line.value);
+  }
+  if (data.size() >= max_header_bytes) {
+    return finish();  // 431 (502 for a response), or what the unfinished line holds
+  }
+  return ParseResult{};
+}
+
+ParseResult HeadScanner::parseRequest(std::string_view data, const Limits& limits, RequestHead& out) {
+  const size_t from = data.size() < scanned_ ? 0 : scanned_;  // bytes not yet searched for SP
+  ParseResult result = scan(
+      data, limits.max_header_bytes,
+      [&](const char*& p, const char* end) {
+        out.clear();
+        ParseResult line = parseRequestLine(p, end, limits, out);
+        if (line.state == ParseState::Incomplete) {
+          method_end_ = kNotYet;  // only empty lines so far: the request line starts at p
         }
-        break;
-      case 14:
-        if (equalsLower(line.name, "content-length") && !framing.addContentLength(line.value)) {
-          return failure(502, "invalid Content-Length in response");
-        }
-        break;
-      case 17:
-        if (equalsLower(line.name, "transfer-encoding")) {
-          ++framing.te_count;
-          framing.te_value = line.value;
-        }
-        break;
-      default:
-        break;
-    }
+        return line;
+      },
+      [&](const char*& p, const char* end) {
+        return parseFields<Role::Request>(p, end, limits, seen_, nullptr, nullptr);
+      },
+      [&]() { return parseRequestHead(data, limits, out); });
+  if (result.state == ParseState::Incomplete && !in_fields_) {
+    watchRequestTarget(data, from, std::min(data.size(), limits.max_header_bytes), limits, out, result);
   }
-
-  // Framing headers are validated even where the status makes the body empty: a proxy must not
-  // forward anything ambiguous.
-  if (framing.te_count > 0) {
-    if (framing.have_length) {
-      return failure(502, "both Content-Length and Transfer-Encoding in response");
-    }
-    if (out.version_minor == 0) {
-      return failure(502, "Transfer-Encoding in HTTP/1.0 response");
-    }
-    if (!framing.chunkedOnly()) {
-      return failure(502, "unsupported Transfer-Encoding in response");
-    }
-  }
-  out.keep_alive = connection.keepAlive(out.version_minor);
-  // RFC 9112 §6.3: a 2xx to CONNECT is a tunnel right after the head, even a 204.
-  if (status == 101 || (request_method == Method::Connect && status >= 200 && status < 300)) {
-    out.body_kind = BodyKind::Tunnel;
-  } else if (request_method == Method::Head || status < 200 || status == 204 || status == 304) {
-    out.body_kind = BodyKind::None;
-  } else if (framing.te_count > 0) {
-    out.body_kind = BodyKind::Chunked;
-  } else if (framing.have_length) {
-    out.body_kind = BodyKind::ContentLength;
-    out.content_length = framing.content_length;
-  } else {
-    out.body_kind = BodyKind::UntilClose;
-  }
-  if (out.body_kind == BodyKind::UntilClose || out.body_kind == BodyKind::Tunnel) {
-    out.keep_alive = false;
-  }
-  if (framing.have_length && out.body_kind != BodyKind::ContentLength) {
-    out.content_length = 0;
-  }
-
-  ParseResult result;
-  result.state = ParseState::Complete;
-  result.consumed = static_cast<size_t>(p - begin);
   return result;
+}
+
+// The stateless parser refuses a request-target with 414 as soon as max_uri_bytes + 1 of it
+// are in, before its line ends; so does the scanner, checking the unfinished request line once,
+// when that many bytes follow the method's SP (found by scanning each new byte once).
+void HeadScanner::watchRequestTarget(std::string_view data, size_t from, size_t window, const Limits& limits,
+                                     RequestHead& out, ParseResult& error) {
+  if (target_checked_) {
+    return;
+  }
+  if (method_end_ == kNotYet) {
+    from = std::max(from, line_start_);
+    if (window <= from) {
+      return;
+    }
+    examined_ += window - from;
+    const void* sp = std::memchr(data.data() + from, ' ', window - from);
+    if (sp == nullptr) {
+      return;
+    }
+    method_end_ = static_cast<size_t>(static_cast<const char*>(sp) - data.data());
+  }
+  if (window - method_end_ - 1 <= limits.max_uri_bytes) {
+    return;
+  }
+  target_checked_ = true;
+  const char* p = data.data() + line_start_;
+  const char* const end = data.data() + window;
+  examined_ += window - line_start_;
+  out.clear();
+  ParseResult line = parseRequestLine(p, end, limits, out);
+  if (line.state == ParseState::Error) {
+    reset();
+    error = line;
+  }
+}
+
+ParseResult HeadScanner::parseResponse(std::string_view data, const Limits& limits, Method request_method,
+                                       ResponseHead& out) {
+  return scan(
+      data, limits.max_header_bytes,
+      [&](const char*& p, const char* end) {
+        out.clear();
+        return parseStatusLine(p, end, out);
+      },
+      [&](const char*& p, const char* end) {
+        return parseFields<Role::Response>(p, end, limits, seen_, nullptr, nullptr);
+      },
+      [&]() { return parseResponseHead(data, limits, request_method, out); });
 }
 
 }  // namespace fulcrum::http

@@ -43,6 +43,61 @@ ParseResult parseRequestHead(std::string_view data, const Limits& limits, Reques
 ParseResult parseResponseHead(std::string_view data, const Limits& limits, Method request_method,
                               ResponseHead& out);
 
+namespace detail {
+// What the field lines of one head said, gathered line by line (parser.cpp). Plain values, no
+// views into the bytes: a HeadScanner keeps one between calls while its caller's buffer moves.
+struct FieldSummary {
+  size_t count = 0;
+  int host_count = 0;
+  bool have_length = false;
+  uint64_t content_length = 0;
+  int te_count = 0;
+  bool te_chunked = false;  // the last Transfer-Encoding value is exactly "chunked"
+  bool close = false;       // Connection tokens
+  bool keep_alive = false;
+  bool upgrade_token = false;
+  bool have_upgrade = false;  // an Upgrade header field
+  bool expect_100 = false;
+  bool expect_other = false;
+};
+}  // namespace detail
+
+// The parsers above for a head that arrives in pieces, in time linear in its size however it is
+// split: each call looks only at the bytes added since the last one, checks each line once when
+// its LF arrives, and runs the full parse once, on the complete head (or at max_header_bytes).
+// The results are those of the stateless parsers on the same bytes, but an error inside a line
+// is reported when that line ends (an over-long request-target: as soon as it is too long).
+// `data` is the caller's buffer from the first byte of the head, grown by each read; it may move
+// between calls. After Complete or Error the scanner is ready for the next head; reset() when
+// the bytes are replaced otherwise (a new connection, a retry).
+class HeadScanner {
+ public:
+  ParseResult parseRequest(std::string_view data, const Limits& limits, RequestHead& out);
+  ParseResult parseResponse(std::string_view data, const Limits& limits, Method request_method,
+                            ResponseHead& out);
+  void reset();
+  // Bytes looked at so far, by scans and parses, rescans counted again; reset() keeps it. For the
+  // tests that check the work stays linear.
+  uint64_t examined() const { return examined_; }
+
+ private:
+  template <typename StartLine, typename Fields, typename Whole>
+  ParseResult scan(std::string_view data, size_t max_header_bytes, StartLine&& start_line, Fields&& fields,
+                   Whole&& whole);
+  void watchRequestTarget(std::string_view data, size_t from, size_t window, const Limits& limits,
+                          RequestHead& out, ParseResult& error);
+
+  size_t line_start_ = 0;        // the first line not yet checked
+  size_t scanned_ = 0;           // bytes [line_start_, scanned_) hold no LF
+  bool in_fields_ = false;       // the start line has been checked
+  size_t method_end_ = kNotYet;  // requests: offset of the SP after the method, once seen
+  bool target_checked_ = false;  // requests: the unfinished request line was checked for a 414
+  detail::FieldSummary seen_;
+  uint64_t examined_ = 0;
+
+  static constexpr size_t kNotYet = static_cast<size_t>(-1);
+};
+
 // Decodes a message body incrementally. The caller feeds whatever bytes it has; each step
 // consumes some framing and returns at most one piece of payload (a view into the input).
 struct BodyStep {

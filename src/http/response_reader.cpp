@@ -18,6 +18,7 @@ void ResponseReader::reset(Method request_method, uint64_t max_body_bytes) {
   status_ = 0;
   keep_alive_ = false;
   body_kind_ = BodyKind::None;
+  scanner_.reset();
   error_.clear();
 }
 
@@ -35,8 +36,7 @@ size_t ResponseReader::read(std::string_view input, std::string& body) {
   size_t used = 0;
   saw_bytes_ = saw_bytes_ || !input.empty();
   while (state_ == State::Head) {
-    head_.clear();
-    ParseResult parsed = parseResponseHead(input.substr(used), kResponseLimits, method_, head_);
+    ParseResult parsed = scanner_.parseResponse(input.substr(used), kResponseLimits, method_, head_);
     if (parsed.state == ParseState::Incomplete) {
       return used;
     }

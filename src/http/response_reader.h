@@ -51,6 +51,7 @@ class ResponseReader {
   bool keep_alive_ = false;
   BodyKind body_kind_ = BodyKind::None;
   ResponseHead head_;  // reused across parses; its views are dead once read() returns
+  HeadScanner scanner_;
   BodyDecoder decoder_;
   std::string error_;
 };

@@ -124,6 +124,7 @@ class ServerConnection final : public core::IoHandler, public core::Deletable {
   core::Buffer in_;
   core::Buffer out_;
   RequestHead head_;
+  HeadScanner head_scanner_;  // how far the head in in_ has been checked
   BodyDecoder body_decoder_;
   size_t head_len_ = 0;      // parsed head length while the body is still arriving
   size_t body_len_ = 0;      // decoded body bytes, kept in in_ right after the head
@@ -225,7 +226,7 @@ void ServerConnection::processInput() {
         request_started_ = true;
         timer_.armAfter(server_.options().request_timeout);
       }
-      ParseResult result = parseRequestHead(in_.view(), limits, head_);
+      ParseResult result = head_scanner_.parseRequest(in_.view(), limits, head_);
       if (result.state == ParseState::Incomplete) {
         break;
       }

@@ -53,6 +53,8 @@ struct Exchange {
   core::Buffer uout;
   http::RequestHead req;
   http::ResponseHead resp;
+  http::HeadScanner req_scanner;   // how far the head in the session's cin_ has been checked
+  http::HeadScanner resp_scanner;  // the same for the response head in uin
   http::BodyDecoder req_body;
   http::BodyDecoder resp_body;
   std::string client_ip;
@@ -164,6 +166,8 @@ void Exchange::reset() {
   upstream.reset();
   uin.release();
   uout.release();
+  req_scanner.reset();
+  resp_scanner.reset();
   client_ip.clear();
   method = http::Method::Get;
   method_text.clear();
@@ -341,7 +345,7 @@ void ProxySession::processClient() {
         x_->t_start = worker_.loop().now();
         client_timer_.armAfter(worker_.options().request_timeout);
       }
-      http::ParseResult result = http::parseRequestHead(cin_.view(), worker_.options().limits, x_->req);
+      http::ParseResult result = x_->req_scanner.parseRequest(cin_.view(), worker_.options().limits, x_->req);
       if (result.state == http::ParseState::Incomplete) {
         if (cin_.size() > worker_.options().limits.max_header_bytes) {
           respondError(431, "request head too large");
@@ -562,6 +566,7 @@ void ProxySession::connectUpstream() {
   x_->uout.clear();
   x_->uin.clear();
   x_->send_failed = false;
+  x_->resp_scanner.reset();
   // A non-idempotent request never rides a reused connection: if the server closed it at that
   // moment we could not tell whether the request was processed, so it could not be retried.
   if (http::isIdempotent(x_->method) && !x_->fresh_only) {
@@ -739,7 +744,7 @@ void ProxySession::processUpstream() {
     }
     if (!x_->response_head_done) {
       http::ParseResult result =
-          http::parseResponseHead(x_->uin.view(), worker_.options().limits, x_->method, x_->resp);
+          x_->resp_scanner.parseResponse(x_->uin.view(), worker_.options().limits, x_->method, x_->resp);
       if (result.state == http::ParseState::Incomplete) {
         if (x_->uin.size() >= worker_.options().limits.max_header_bytes) {
           upstreamFailed("response head too large", 0, false);

@@ -54,6 +54,45 @@ inline void checkPrefix(const ParseResult& part, const ParseResult& whole, size_
   }
 }
 
+// A HeadScanner fed the input in pieces (at `split` and then the rest, or a byte at a time)
+// answers as the stateless parser does on the same bytes; it may wait for the LF of a line in
+// which the stateless parser already found an error, and then gives that error.
+template <typename Parse, typename Scan>
+void checkScanner(std::string_view input, size_t split, Parse&& parse, Scan&& scan) {
+  const ParseResult whole = parse(input);
+  for (int byte_at_a_time = 0; byte_at_a_time < 2; ++byte_at_a_time) {
+    HeadScanner scanner;
+    std::string buffer;
+    ParseResult answer;
+    for (size_t call = 0; buffer.size() < input.size() && answer.state == ParseState::Incomplete; ++call) {
+      const size_t len = byte_at_a_time != 0 ? buffer.size() + 1 : (call == 0 ? split : input.size());
+      buffer = std::string(input.substr(0, len));  // a fresh buffer each time: the bytes move
+      answer = scan(scanner, std::string_view(buffer));
+    }
+    if (answer.state != ParseState::Incomplete) {
+      // The first answer is the stateless one on the same bytes, and not later than a head the
+      // stateless parser found complete.
+      const ParseResult stateless = parse(std::string_view(buffer));
+      check(answer.state == stateless.state && answer.status == stateless.status &&
+                answer.reason == stateless.reason && answer.consumed == stateless.consumed,
+            "scanner and stateless parser disagree");
+      if (byte_at_a_time != 0 && answer.state == ParseState::Complete) {
+        check(answer.consumed == buffer.size(), "scanner answered late");
+      }
+    } else {
+      check(whole.state != ParseState::Complete, "scanner missed a complete head");
+    }
+    if (answer.state == ParseState::Incomplete && whole.state == ParseState::Error) {
+      buffer += '\n';
+      answer = scan(scanner, std::string_view(buffer));
+      check(
+          answer.state == ParseState::Error && answer.status == whole.status && answer.reason == whole.reason,
+          "scanner missed an error once its line ended");
+    }
+    check(scanner.examined() <= 8 * (input.size() + 1) + 64, "scanner examined too many bytes");
+  }
+}
+
 struct Decoded {
   std::string payload;
   size_t consumed = 0;

@@ -36,6 +36,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const ParseResult whole = parseRequestHead(input, limits, head);
   RequestHead part_head;
   fuzz::checkPrefix(parseRequestHead(input.substr(0, split), limits, part_head), whole, split);
+  fuzz::checkScanner(
+      input, split, [&](std::string_view bytes) { return parseRequestHead(bytes, limits, part_head); },
+      [&](HeadScanner& scanner, std::string_view bytes) {
+        return scanner.parseRequest(bytes, limits, part_head);
+      });
   if (whole.state == ParseState::Error) {
     const int s = whole.status;
     check(s == 400 || s == 413 || s == 414 || s == 417 || s == 431 || s == 501 || s == 505,

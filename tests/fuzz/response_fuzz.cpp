@@ -77,6 +77,12 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const ParseResult whole = parseResponseHead(input, limits, method, head);
   ResponseHead part_head;
   fuzz::checkPrefix(parseResponseHead(input.substr(0, split), limits, method, part_head), whole, split);
+  fuzz::checkScanner(
+      input, split,
+      [&](std::string_view bytes) { return parseResponseHead(bytes, limits, method, part_head); },
+      [&](HeadScanner& scanner, std::string_view bytes) {
+        return scanner.parseResponse(bytes, limits, method, part_head);
+      });
   if (whole.state == ParseState::Error) {
     check(whole.status == 502, "unexpected response error status");
     return 0;

@@ -73,6 +73,16 @@ TEST_P(ValidRequestTest, SameResultByteAtATime) {
       c.raw, [&](std::string_view data) { return parseRequestHead(data, c.limits, head); });
 }
 
+TEST_P(ValidRequestTest, ScannerAgreesInPieces) {
+  const ValidRequest& c = GetParam();
+  RequestHead head;
+  testing::expectScannerAgrees(
+      c.raw, [&](std::string_view data) { return parseRequestHead(data, c.limits, head); },
+      [&](HeadScanner& scanner, std::string_view data) {
+        return scanner.parseRequest(data, c.limits, head);
+      });
+}
+
 TEST_P(ValidRequestTest, ReusesHeadObject) {
   const ValidRequest& c = GetParam();
   RequestHead head;
@@ -460,6 +470,16 @@ TEST_P(BadRequestTest, SameResultByteAtATime) {
   RequestHead head;
   testing::expectSplitConsistent(
       c.raw, [&](std::string_view data) { return parseRequestHead(data, c.limits, head); });
+}
+
+TEST_P(BadRequestTest, ScannerAgreesInPieces) {
+  const BadRequest& c = GetParam();
+  RequestHead head;
+  testing::expectScannerAgrees(
+      c.raw, [&](std::string_view data) { return parseRequestHead(data, c.limits, head); },
+      [&](HeadScanner& scanner, std::string_view data) {
+        return scanner.parseRequest(data, c.limits, head);
+      });
 }
 
 std::string hostReq(std::string_view host) {

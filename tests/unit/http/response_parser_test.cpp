@@ -50,6 +50,16 @@ TEST_P(ValidResponseTest, SameResultByteAtATime) {
   });
 }
 
+TEST_P(ValidResponseTest, ScannerAgreesInPieces) {
+  const ValidResponse& c = GetParam();
+  ResponseHead head;
+  testing::expectScannerAgrees(
+      c.raw, [&](std::string_view data) { return parseResponseHead(data, Limits{}, c.request_method, head); },
+      [&](HeadScanner& scanner, std::string_view data) {
+        return scanner.parseResponse(data, Limits{}, c.request_method, head);
+      });
+}
+
 std::vector<ValidResponse> validResponses() {
   std::vector<ValidResponse> v;
   v.push_back({.name = "content_length",
@@ -209,6 +219,17 @@ TEST_P(BadResponseTest, SameResultByteAtATime) {
   testing::expectSplitConsistent(c.raw, [&](std::string_view data) {
     return parseResponseHead(data, smallLimits(), c.request_method, head);
   });
+}
+
+TEST_P(BadResponseTest, ScannerAgreesInPieces) {
+  const BadResponse& c = GetParam();
+  ResponseHead head;
+  testing::expectScannerAgrees(
+      c.raw,
+      [&](std::string_view data) { return parseResponseHead(data, smallLimits(), c.request_method, head); },
+      [&](HeadScanner& scanner, std::string_view data) {
+        return scanner.parseResponse(data, smallLimits(), c.request_method, head);
+      });
 }
 
 std::vector<BadResponse> badResponses() {
