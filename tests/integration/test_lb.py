@@ -572,7 +572,7 @@ class LbWithWebNodesTest(LbTestCase):
                    b"POST /b.txt HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"
                    b"GET /c.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         responses = responses_of(raw_exchange(lb.port, payload, timeout=10))
-        self.assertEqual([r[0] for r in responses], [200, 405, 200])
+        self.assertEqual([r[0] for r in responses], [200, 413, 200])  # static routes take no body
         self.assertEqual(responses[2][2], b"file c\n" * 10)
         # Bodiless answers in the middle (HEAD, 304) must not desynchronise the stream.
         etag = get_once(lb.port, "/b.txt")[3].getheader("ETag")
