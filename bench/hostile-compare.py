@@ -42,8 +42,8 @@ NOTES = {
     "trailer-content-length": "RFC 9110 §6.5.1 forbids merging framing fields from a trailer, but "
     "servers that do exist; fulcrum refuses them instead of passing them on.",
     "trailer-transfer-encoding": "As trailer-content-length.",
-    "te-chunked-identity": "chunked is not the final coding: RFC 9112 §6.3 asks 400 and a close; fulcrum "
-    "answers 501 and closes (the parser's current choice, see the summary).",
+    "te-chunked-identity": "chunked is not the final coding: RFC 9112 §6.3 asks 400 and a close, as fulcrum "
+    "and HAProxy answer.",
     "http10-no-host": "HTTP/1.0 may omit Host; the HTTP/1.1 request sent upstream may not, so fulcrum "
     "supplies its own authority (RFC 9112 §3.2).",
     "bare-lf-field-line": "RFC 9112 §2.2 allows (MAY) a bare LF as a line end; fulcrum refuses it, as "
@@ -95,11 +95,10 @@ Where the others differ, in the directions that matter:
 
 Where fulcrum is stricter than the RFC requires, on purpose: bare LF anywhere is refused (RFC 9112
 §2.2 allows a recipient to accept it); `Transfer-Encoding: chunked,` (an empty list element,
-RFC 9110 §5.6.1) is refused rather than read as chunked. Where fulcrum differs from the RFC:
-`Transfer-Encoding: chunked, identity` (and `xchunked`, `gzip`) get 501 (RFC 9112 §6.1, for an
-unknown coding) where §6.3 asks 400 because chunked is not the final coding; the connection
-closes either way and nothing is forwarded (HAProxy answers 400). The parser's status is left as
-it is while the parser's field loops are being reworked; see the report on branch `battery`.
+RFC 9110 §5.6.1) is refused rather than read as chunked. `Transfer-Encoding: chunked, identity`
+(and `xchunked`, `gzip`) get 400, as RFC 9112 §6.3 asks when chunked is not the final coding
+(HAProxy agrees; nginx answers 501); `gzip, chunked` gets 501, a coding we do not implement
+(§6.1).
 
 Caveat of the method: the proxies run one after another against one recording upstream. A
 request a proxy leaves unfinished (HAProxy after `cl-overflow`, `cl-too-large`, `te-cl`) can have

@@ -98,13 +98,17 @@ bool isToken(std::string_view text) {
   return true;
 }
 
-// Status for a Transfer-Encoding that is not exactly one "chunked": 501 for well-formed codings
-// we do not implement, 400 for malformed or redundant ones (e.g. "chunked, chunked").
+// Status for a Transfer-Encoding that is not exactly one "chunked": 400 for malformed or
+// redundant ones ("chunked, chunked") and whenever chunked is not the final coding, for then the
+// body's length cannot be known (RFC 9112 §6.3: "gzip", "chunked, identity", "xchunked"); 501
+// for a well-formed list ending in chunked with a coding we do not implement before it ("gzip,
+// chunked", §6.1).
 template <typename Headers>
 int rejectTransferEncoding(const Headers& headers) {
   int chunked = 0;
   int others = 0;
   bool malformed = false;
+  bool chunked_last = false;
   for (const Header& header : headers) {
     if (!equalsLower(header.name, "transfer-encoding")) {
       continue;
@@ -115,16 +119,18 @@ int rejectTransferEncoding(const Headers& headers) {
       while (!coding.empty() && isOws(coding.back())) {
         coding.remove_suffix(1);
       }
+      chunked_last = false;
       if (!isToken(coding)) {
         malformed = true;
       } else if (semi == std::string_view::npos && equalsLower(coding, "chunked")) {
         ++chunked;
+        chunked_last = true;
       } else {
         ++others;
       }
     });
   }
-  if (malformed || chunked > 1 || others == 0) {
+  if (malformed || chunked > 1 || others == 0 || !chunked_last) {
     return 400;
   }
   return 501;

@@ -600,15 +600,20 @@ std::vector<BadRequest> badRequests() {
   add("te_quoted", withHeader("Transfer-Encoding: \"chunked\""), 400);
   add("te_space_inside", withHeader("Transfer-Encoding: chun ked"), 400);
   add("te_gzip_chunked_chunked", withHeader("Transfer-Encoding: gzip, chunked, chunked"), 400);
-  add("te_gzip", withHeader("Transfer-Encoding: gzip"), 501);
+  // RFC 9112 §6.3: chunked not the final coding is a 400; §6.1: an unknown coding before a final
+  // chunked is a 501.
+  add("te_gzip", withHeader("Transfer-Encoding: gzip"), 400);
   add("te_gzip_chunked", withHeader("Transfer-Encoding: gzip, chunked"), 501);
-  add("te_chunked_gzip", withHeader("Transfer-Encoding: chunked, gzip"), 501);
-  add("te_deflate", withHeader("Transfer-Encoding: deflate"), 501);
-  add("te_identity", withHeader("Transfer-Encoding: identity"), 501);
-  add("te_chunked_param", withHeader("Transfer-Encoding: chunked;q=1"), 501);
+  add("te_chunked_gzip", withHeader("Transfer-Encoding: chunked, gzip"), 400);
+  add("te_deflate", withHeader("Transfer-Encoding: deflate"), 400);
+  add("te_identity", withHeader("Transfer-Encoding: identity"), 400);
+  add("te_chunked_identity", withHeader("Transfer-Encoding: chunked, identity"), 400);
+  add("te_chunked_param", withHeader("Transfer-Encoding: chunked;q=1"), 400);
   add("te_two_headers_gzip_chunked", withHeader("Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked"),
       501);
-  add("te_xchunked", withHeader("Transfer-Encoding: xchunked"), 501);
+  add("te_two_headers_chunked_gzip", withHeader("Transfer-Encoding: chunked\r\nTransfer-Encoding: gzip"),
+      400);
+  add("te_xchunked", withHeader("Transfer-Encoding: xchunked"), 400);
   // sizes
   add("content_length_over_limit", withHeader("Content-Length: 101"), 413, smallLimits());
   add("content_length_over_default_limit", withHeader("Content-Length: 10485761"), 413);
