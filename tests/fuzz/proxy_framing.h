@@ -86,6 +86,25 @@ struct ResponseStream {
   const char* error = nullptr;
 };
 
+// Decodes one response body from the start of `bytes`; false when it is malformed.
+inline bool skipBody(const http::ResponseHead& head, std::string_view& bytes, bool& done) {
+  http::BodyDecoder decoder;
+  decoder.reset(head.body_kind, head.content_length, 0);
+  done = decoder.done();
+  while (!done) {
+    http::BodyStep step = decoder.step(bytes);
+    if (step.error_status != 0) {
+      return false;
+    }
+    bytes.remove_prefix(step.consumed);
+    done = step.done;
+    if (step.consumed == 0 && !step.done) {
+      break;
+    }
+  }
+  return true;
+}
+
 // Splits what the client received into responses; request i was made with methods[i].
 inline ResponseStream parseResponses(std::string_view bytes, const std::vector<http::Method>& methods) {
   ResponseStream out;
@@ -103,6 +122,7 @@ inline ResponseStream parseResponses(std::string_view bytes, const std::vector<h
       out.error = "the client received a malformed response head";
       return out;
     }
+    std::string_view head_bytes = bytes.substr(0, parsed.consumed);
     bytes.remove_prefix(parsed.consumed);
     if (head.status < 200 && head.status != 101) {
       continue;  // interim
@@ -113,21 +133,24 @@ inline ResponseStream parseResponses(std::string_view bytes, const std::vector<h
       return out;
     }
     bool closes = !head.keep_alive;
-    http::BodyDecoder decoder;
-    decoder.reset(head.body_kind, head.content_length, 0);
-    bool done = decoder.done();
-    while (!done) {
-      http::BodyStep step = decoder.step(bytes);
-      if (step.error_status != 0) {
+    std::string_view after = bytes;
+    bool done = false;
+    if (!skipBody(head, after, done)) {
+      out.error = "the client received a malformed response body";
+      return out;
+    }
+    if (closes && method == http::Method::Head && done && !after.empty()) {
+      // The proxy refused a head it could not parse yet (408, 431): it knew no method then,
+      // though the bytes that came later complete a HEAD request. Its answer has a body.
+      http::ResponseHead refusal;
+      http::parseResponseHead(head_bytes, limits, http::Method::Other, refusal);
+      after = bytes;
+      if (!skipBody(refusal, after, done)) {
         out.error = "the client received a malformed response body";
         return out;
       }
-      bytes.remove_prefix(step.consumed);
-      done = step.done;
-      if (step.consumed == 0 && !step.done) {
-        break;
-      }
     }
+    bytes = after;
     if (closes) {
       out.closed_after = static_cast<long>(out.finals - 1);
       if (done && !bytes.empty()) {
