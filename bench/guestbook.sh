@@ -28,12 +28,19 @@
 # the cores, so the figures compare the rows with each other, not with other machines. A stopped
 # replica also stops replaying WAL and competing for those cores, which the 1 and 0 rows gain.
 # Reports only; nothing here passes or fails.
+# Synchronous replication: SYNC=true sets [db] synchronous = true (every commit waits for a
+# replica's flush; the default for a site of three or more db nodes), SYNC=false (the default
+# here) asynchronous. `SYNC=false STEPS=2` and `SYNC=true STEPS=2` in turn give the cost of
+# synchronous commits with both replicas serving reads.
 # Usage: bench/guestbook.sh   env: DUR (s per run, default 10), CONNS (default 32), WEB (web nodes,
-#        default 2), WRK_THREADS (default 2), FULCRUM (binary, default build/fulcrum)
+#        default 2), WRK_THREADS (default 2), FULCRUM (binary, default build/fulcrum),
+#        SYNC (true|false, default false), STEPS (replica counts to run, default "2 1 0")
 set -Eeuo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 FULCRUM=${FULCRUM:-$HERE/../build/fulcrum}
 DUR=${DUR:-10}; CONNS=${CONNS:-32}; WEB=${WEB:-2}; WRK_THREADS=${WRK_THREADS:-2}
+SYNC=${SYNC:-false}; STEPS=${STEPS:-2 1 0}
+[[ $SYNC == true || $SYNC == false ]] || { echo "guestbook.sh: SYNC is true or false" >&2; exit 1; }
 DB_NODES=(db-1 db-2 db-3)
 
 for tool in etcd wrk curl python3; do
@@ -102,7 +109,7 @@ mkdir -p "$W/www"
   for n in "${WEB_NODES[@]}"; do
     printf '[[web.node]]\nname = "%s"\nlisten = "127.0.0.1:%s"\nthreads = 1\n' "$n" "${WEB_PORT[$n]}"
   done
-  printf '[db]\nfailover = false\nsynchronous = false\n'
+  printf '[db]\nfailover = false\nsynchronous = %s\n' "$SYNC"
   for n in "${DB_NODES[@]}"; do
     printf '[[db.node]]\nname = "%s"\npg = "127.0.0.1:%s"\nagent = "127.0.0.1:%s"\n' "$n" "${PG_PORT[$n]}" \
       "${AGENT_PORT[$n]}"
@@ -240,11 +247,12 @@ run_one() { # replicas tokens
   cp "$W/out.wrk" "$W/out-$replicas-$tokens.wrk"
 }
 
-echo "primary $PRIMARY, replicas ${REPLICAS[*]}; $DUR s per run, $CONNS connections, $WRK_THREADS wrk threads" >&2
+echo "primary $PRIMARY, replicas ${REPLICAS[*]}; synchronous = $SYNC; $DUR s per run, $CONNS connections," \
+  "$WRK_THREADS wrk threads" >&2
 printf "| replicas | tokens |      rps |      p50 |      p99 |   reads | writes | errors | reads served by (db node, share)\n"
 printf "|----------|--------|----------|----------|----------|---------|--------|--------|------------------\n"
 SERVING=("${REPLICAS[@]}")
-for replicas in 2 1 0; do
+for replicas in $STEPS; do
   if ((${#SERVING[@]} > replicas)); then
     gone=${SERVING[-1]}
     unset 'SERVING[-1]'

@@ -12,7 +12,7 @@ pkgs=(
   libssl-dev openssl libpq-dev
   postgresql postgresql-server-dev-15 libkrb5-dev etcd-server etcd-client
   nginx
-  python3 chromium
+  python3 chromium wget
 )
 bench=(haproxy wrk linux-perf valgrind hyperfine patroni python3-psycopg2)
 if [[ "${1:-}" == "--bench" ]]; then pkgs+=("${bench[@]}"); fi

@@ -5,6 +5,7 @@
 
 #include "config/features.h"
 #include "config/loader.h"
+#include "core/acceptor.h"
 #include "core/exit_codes.h"
 #include "core/log.h"
 #include "db/db_command.h"
@@ -96,6 +97,9 @@ int main(int argc, char** argv) {
   fulcrum::log::parseFormat(log_format, format);
   fulcrum::log::setLevel(level);
   fulcrum::log::setFormat(format);
+  // Every role holds a descriptor per connection: take what the hard limit allows, as HAProxy
+  // and nginx (worker_rlimit_nofile) do. Roles warn when their max_connections still cannot fit.
+  fulcrum::core::raiseFileLimit();
 
   if (*version) {
     std::printf("fulcrum %s (%s)\n", FULCRUM_VERSION, FULCRUM_BUILD_FLAGS);
@@ -106,9 +110,14 @@ int main(int argc, char** argv) {
     if (!loadSite(check_site, site)) {
       return kExitUsage;
     }
-    // Valid, but say plainly what this build would not run.
-    for (const auto& note : fulcrum::config::notBuiltYet(site)) {
-      std::fprintf(stderr, "note: %s\n", note.toString().c_str());
+    // A file the commands would refuse at start is refused here too: a setting this build
+    // cannot run yet must never pass as valid.
+    auto refused = fulcrum::config::notBuiltYet(site);
+    for (const auto& error : refused) {
+      std::fprintf(stderr, "%s\n", error.toString().c_str());
+    }
+    if (!refused.empty()) {
+      return kExitUsage;
     }
     std::printf("%s: ok\n", check_site.c_str());
     return kExitOk;

@@ -24,8 +24,38 @@ std::string_view parentKey(std::string_view key) {
 
 }  // namespace
 
+namespace {
+
+// Values from the file (node names, paths) reach messages: a newline or escape sequence in one
+// must not forge another `FILE:LINE:COL` line or move the terminal's cursor.
+std::string escapeControls(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (char c : text) {
+    auto u = static_cast<unsigned char>(c);
+    if (c == '\n') {
+      out += "\\n";
+    } else if (c == '\t') {
+      out += "\\t";
+    } else if (c == '\r') {
+      out += "\\r";
+    } else if (u < 0x20 || u == 0x7f) {
+      static const char kHex[] = "0123456789abcdef";
+      out += "\\x";
+      out += kHex[u >> 4];
+      out += kHex[u & 15];
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
 std::string ConfigError::toString() const {
-  return file + ":" + std::to_string(line) + ":" + std::to_string(column) + ": " + key + ": " + message;
+  return escapeControls(file) + ":" + std::to_string(line) + ":" + std::to_string(column) + ": " +
+         escapeControls(key) + ": " + escapeControls(message);
 }
 
 const LbNode* Site::findLbNode(std::string_view name) const {

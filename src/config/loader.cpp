@@ -10,6 +10,8 @@
 #include <cctype>
 #include <cerrno>
 #include <cstring>
+#include <optional>
+#include <string>
 
 #include "config/reader.h"
 #include "config/validate.h"
@@ -24,6 +26,8 @@ using detail::IntRange;
 using detail::TableReader;
 
 constexpr int64_t kOneDayMs = 24 * 60 * 60 * 1000;
+constexpr size_t kMaxSiteNameBytes = 64;
+constexpr size_t kMaxSiteFileBytes = size_t{16} << 20;  // 40,000 nodes take about 3 MiB
 constexpr IntRange kDurationMs{1, kOneDayMs};
 constexpr IntRange kThreads{0, 256};
 constexpr int64_t kOneTiB = int64_t{1} << 40;
@@ -78,8 +82,23 @@ void readSqlName(TableReader& r, std::string_view key, std::string& out) {
 void readSiteSection(Diagnostics& diag, const toml::table& table) {
   Site& site = diag.site();
   TableReader r(diag, table, "site", {"name", "state_dir"});
-  if (r.read("name", site.site.name) && site.site.name.empty()) {
-    r.error("name", "must not be empty");
+  if (r.read("name", site.site.name)) {
+    // The name becomes an etcd key prefix, a PostgreSQL cluster label and part of paths: one
+    // safe segment, bounded.
+    const std::string& name = site.site.name;
+    auto safe = [](char c) {
+      return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
+             c == '_' || c == '.';
+    };
+    if (name.empty()) {
+      r.error("name", "must not be empty");
+    } else if (name.size() > kMaxSiteNameBytes) {
+      r.error("name", "is " + std::to_string(name.size()) + " bytes; at most " +
+                          std::to_string(kMaxSiteNameBytes) + " are allowed");
+    } else if (!std::all_of(name.begin(), name.end(), safe) || name == "." || name == ".." ||
+               name.front() == '.' || name.front() == '-') {
+      r.error("name", "must be letters, digits, '-', '_' and '.', not starting with '.' or '-'");
+    }
   }
   r.readPath("state_dir", site.site.state_dir, site.dir, /*allow_empty=*/false);
 }
@@ -291,19 +310,124 @@ void readRoot(Diagnostics& diag, const toml::table& root) {
   }
 }
 
-// Whole file into `out`; on failure returns errno.
+// How deep a key or value may nest (key segments plus enclosing arrays and inline tables). The
+// deepest topology key is 4 ("lb.node[0].http" counts 3); the TOML library recurses per level.
+constexpr size_t kMaxNesting = 32;
+
+// A light scan of the TOML text: strings and comments are skipped, and for every key (in a
+// table header, before '=', or inside an inline table) the dotted segments are counted on top
+// of the arrays and inline tables around it. It decides nothing else: the parser does that.
+std::optional<ConfigError> checkNesting(std::string_view text, const std::string& file) {
+  uint32_t line = 1;
+  uint32_t column = 0;
+  std::string brackets;  // open '[' and '{' of values
+  bool in_key = true;    // at a key: line start, after '{' or ',' in an inline table, in a header
+  bool header = false;
+  size_t segments = 1;
+  for (size_t i = 0; i < text.size(); ++i) {
+    char c = text[i];
+    ++column;
+    if (c == '\n') {
+      ++line;
+      column = 0;
+      if (brackets.empty()) {
+        in_key = true;
+        header = false;
+        segments = 1;
+      }
+      continue;
+    }
+    if (c == '#') {
+      size_t end = text.find('\n', i);
+      column += static_cast<uint32_t>((end == std::string_view::npos ? text.size() : end) - i - 1);
+      i = (end == std::string_view::npos ? text.size() : end) - 1;
+      continue;
+    }
+    if (c == '"' || c == '\'') {
+      // Strings: basic (escapes), literal, and their multi-line forms. Newlines inside count.
+      bool multi = text.substr(i, 3) == std::string_view(c == '"' ? "\"\"\"" : "'''");
+      std::string_view close = multi ? text.substr(i, 3) : text.substr(i, 1);
+      size_t j = i + close.size();
+      while (j < text.size() && text.substr(j, close.size()) != close) {
+        if (text[j] == '\\' && c == '"') {
+          ++j;
+        } else if (text[j] == '\n') {
+          if (!multi) {
+            break;  // an unterminated string: the parser will say so
+          }
+          ++line;
+          column = 0;
+        }
+        ++j;
+      }
+      size_t end = std::min(text.size(), j + close.size());
+      column += static_cast<uint32_t>(end - i - 1);
+      i = end - 1;
+      continue;
+    }
+    if (in_key) {
+      if (c == '.') {
+        ++segments;
+      } else if (c == '[' && !header && segments == 1 && brackets.empty()) {
+        header = true;  // "[table]" or "[[array]]": the key ends at ']'
+        continue;
+      } else if ((c == ']' && header) || c == '=') {
+        in_key = false;
+        header = false;
+        segments = 1;
+        continue;
+      }
+      if (segments + brackets.size() > kMaxNesting) {
+        return ConfigError{file, line, column, "",
+                           "nested deeper than " + std::to_string(kMaxNesting) + " levels"};
+      }
+      continue;
+    }
+    if (c == '[' || c == '{') {
+      brackets.push_back(c);
+      if (brackets.size() > kMaxNesting) {
+        return ConfigError{file, line, column, "",
+                           "nested deeper than " + std::to_string(kMaxNesting) + " levels"};
+      }
+      in_key = c == '{';
+      segments = 1;
+    } else if ((c == ']' || c == '}') && !brackets.empty()) {
+      brackets.pop_back();
+    } else if (c == ',' && !brackets.empty() && brackets.back() == '{') {
+      in_key = true;
+      segments = 1;
+    }
+  }
+  return std::nullopt;
+}
+
+// Whole file into `out`; on failure returns errno (EFBIG: over kMaxSiteFileBytes; EINVAL: not
+// a regular file, such as /dev/zero or a FIFO that would be read without end).
 int readWholeFile(const std::filesystem::path& path, std::string& out) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) {
     return errno;
   }
   struct stat st {};
-  if (::fstat(fd, &st) == 0 && S_ISDIR(st.st_mode)) {
+  if (::fstat(fd, &st) != 0) {
+    int saved = errno;
+    ::close(fd);
+    return saved;
+  }
+  if (S_ISDIR(st.st_mode)) {
     ::close(fd);
     return EISDIR;
   }
+  if (!S_ISREG(st.st_mode)) {
+    ::close(fd);
+    return EINVAL;
+  }
   char buf[16384];
   for (;;) {
+    if (out.size() > kMaxSiteFileBytes) {
+      ::close(fd);
+      return EFBIG;
+    }
     ssize_t n = ::read(fd, buf, sizeof buf);
     if (n < 0 && errno == EINTR) {
       continue;
@@ -328,8 +452,10 @@ LoadResult loadSiteFile(const std::filesystem::path& path) {
   std::string text;
   if (int err = readWholeFile(path, text); err != 0) {
     LoadResult result;
-    result.errors.push_back(
-        ConfigError{path.string(), 0, 0, "", "cannot read file: " + std::string(std::strerror(err))});
+    std::string why = err == EFBIG    ? "larger than " + std::to_string(kMaxSiteFileBytes >> 20) + " MiB"
+                      : err == EINVAL ? std::string("not a regular file")
+                                      : std::string(std::strerror(err));
+    result.errors.push_back(ConfigError{path.string(), 0, 0, "", "cannot read file: " + why});
     return result;
   }
   return loadSiteString(text, path);
@@ -348,6 +474,17 @@ LoadResult loadSiteString(std::string_view text, const std::filesystem::path& pa
   site.site.state_dir = site.dir / "var";
   site.web.docroot = site.dir / "www";
 
+  if (text.size() > kMaxSiteFileBytes) {
+    result.errors.push_back(ConfigError{site.display_path, 0, 0, "",
+                                        "larger than " + std::to_string(kMaxSiteFileBytes >> 20) + " MiB"});
+    return result;
+  }
+  // The TOML library recurses once per key segment and nesting level: refuse a file nested
+  // deeper than any topology needs before it is parsed.
+  if (std::optional<ConfigError> deep = checkNesting(text, site.display_path)) {
+    result.errors.push_back(std::move(*deep));
+    return result;
+  }
   toml::table root;
   try {
     root = toml::parse(text, std::string_view(site.display_path));

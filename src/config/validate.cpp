@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <map>
+#include <optional>
+#include <string>
 #include <system_error>
 #include <tuple>
 
@@ -98,22 +100,64 @@ void checkListeners(Diagnostics& diag) {
   }
   std::stable_sort(listeners.begin(), listeners.end(),
                    [](const Listener& a, const Listener& b) { return before(a.pos, b.pos); });
-  for (size_t j = 1; j < listeners.size(); ++j) {
+  // Each listener is compared with the earliest earlier one it clashes with (listenersClash),
+  // found through what each port has seen so far rather than by comparing every pair: a site
+  // of 40,000 nodes is checked in n log n.
+  struct PortSeen {
+    std::map<std::string, size_t, std::less<>> by_ip;  // first listener on each exact address
+    std::optional<size_t> any, v4, wild4, wild6;         // first listener of each kind
+  };
+  std::map<uint16_t, PortSeen> ports;
+  for (size_t j = 0; j < listeners.size(); ++j) {
     const Listener& later = listeners[j];
-    for (size_t i = 0; i < j; ++i) {
-      const Listener& earlier = listeners[i];
-      if (!listenersClash(earlier.address, later.address)) {
-        continue;
+    const core::IpAddress ip = later.address.ip();
+    const bool v4 = ip.family == AF_INET;
+    const bool zero = isZeroAddress(ip);
+    std::string ip_key(reinterpret_cast<const char*>(ip.bytes.data()), ip.length());
+    PortSeen& seen = ports[later.address.port()];
+    std::optional<size_t> clash;
+    auto consider = [&](std::optional<size_t> i) {
+      if (i && (!clash || *i < *clash)) {
+        clash = i;
       }
-      std::string here = later.address.toString();
-      std::string there = earlier.address.toString();
-      if (here == there) {
-        diag.error(later.key, "address " + here + " is already used by " + earlier.key);
-      } else {
-        diag.error(later.key, "address " + here + " clashes with " + there + " (" + earlier.key +
-                                  "): same port, and a wildcard address covers both");
+    };
+    if (auto it = seen.by_ip.find(ip_key); it != seen.by_ip.end()) {
+      consider(it->second);
+    }
+    consider(seen.wild6);
+    if (zero && !v4) {
+      consider(seen.any);
+    }
+    if (v4) {
+      consider(seen.wild4);
+    }
+    if (zero && v4) {
+      consider(seen.v4);
+    }
+    seen.by_ip.emplace(std::move(ip_key), j);
+    auto first = [j](std::optional<size_t>& slot) {
+      if (!slot) {
+        slot = j;
       }
-      break;
+    };
+    first(seen.any);
+    if (v4) {
+      first(seen.v4);
+    }
+    if (zero) {
+      first(v4 ? seen.wild4 : seen.wild6);
+    }
+    if (!clash) {
+      continue;
+    }
+    const Listener& earlier = listeners[*clash];
+    std::string here = later.address.toString();
+    std::string there = earlier.address.toString();
+    if (here == there) {
+      diag.error(later.key, "address " + here + " is already used by " + earlier.key);
+    } else {
+      diag.error(later.key, "address " + here + " clashes with " + there + " (" + earlier.key +
+                                "): same port, and a wildcard address covers both");
     }
   }
 }

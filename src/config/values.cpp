@@ -162,6 +162,10 @@ std::optional<Cidr> parseInterfaceAddress(std::string_view text, std::string& er
   return parsePrefixed(text, error, "address", /*require_prefix=*/true, /*allow_host_bits=*/true);
 }
 
+bool isZeroAddress(const core::IpAddress& ip) {
+  return isZero(ip);
+}
+
 bool listenersClash(const core::SocketAddress& a, const core::SocketAddress& b) {
   if (a.port() != b.port()) {
     return false;

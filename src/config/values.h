@@ -25,6 +25,8 @@ std::optional<Cidr> parseInterfaceAddress(std::string_view text, std::string& er
 // True when two listening sockets could not both bind: the same port and the same address, or
 // a wildcard (0.0.0.0 covers IPv4; :: covers both families on Linux's default dual stack).
 bool listenersClash(const core::SocketAddress& a, const core::SocketAddress& b);
+// True for 0.0.0.0 and ::, the wildcard addresses.
+bool isZeroAddress(const core::IpAddress& ip);
 
 // Optimal-string-alignment edit distance (insertions, deletions, substitutions, transpositions).
 size_t editDistance(std::string_view a, std::string_view b);

@@ -1,7 +1,7 @@
 #pragma once
-// What every listener of a worker does the same way: accept a batch of connections per
-// wake-up, keep the live ones in an intrusive list, and, when draining, learn when the last
-// one is gone.
+// What every listener of a worker does the same way: keep the live connections in an
+// intrusive list and, when draining, learn when the last one is gone (accepting them is
+// core/acceptor.h).
 #include <sys/socket.h>
 
 #include <cerrno>
@@ -15,25 +15,6 @@
 #include "core/socket.h"
 
 namespace fulcrum::core {
-
-// Accepts up to `batch` connections from a non-blocking listener; calls `on_accept(fd, peer)`
-// for each (the callee owns fd). Stops at EAGAIN; descriptor exhaustion is logged.
-template <typename OnAccept>
-void acceptBatch(int listener, int batch, OnAccept&& on_accept) {
-  for (int i = 0; i < batch; ++i) {
-    sockaddr_storage ss{};
-    socklen_t len = sizeof ss;
-    int fd = ::accept4(listener, reinterpret_cast<sockaddr*>(&ss), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
-    if (fd < 0) {
-      if (errno == EMFILE || errno == ENFILE) {
-        log::warn("accept: {}", std::strerror(errno));
-      }
-      return;
-    }
-    setNoDelay(fd);
-    on_accept(fd, SocketAddress::fromSockaddr(reinterpret_cast<sockaddr*>(&ss), len));
-  }
-}
 
 // An intrusive list of live connections; T has public `T* prev` and `T* next` members.
 template <typename T>

@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <nlohmann/json.hpp>
 
+#include "http/json_body.h"
+
 namespace fulcrum::db {
 
 std::string switchoverKey(std::string_view site) {
@@ -24,7 +26,15 @@ std::optional<SwitchoverIntent> decodeSwitchover(std::string_view json) {
 
 Result<SwitchoverRequest> parseSwitchoverRequest(std::string_view body) {
   using R = Result<SwitchoverRequest>;
-  nlohmann::json j = nlohmann::json::parse(body, nullptr, false);
+  if (body.size() > http::kMaxAdminBodyBytes) {
+    return R::failure("the body is over " + std::to_string(http::kMaxAdminBodyBytes) + " bytes");
+  }
+  std::string error;
+  std::optional<nlohmann::json> parsed = http::parseStrictJson(body, error);
+  if (!parsed) {
+    return R::failure(error + ": expected {\"to\":\"NODE\"} or {}");
+  }
+  const nlohmann::json& j = *parsed;
   if (!j.is_object()) {
     return R::failure("the body must be a JSON object: {\"to\":\"NODE\"} or {}");
   }

@@ -1,5 +1,7 @@
 #include "http/bearer.h"
 
+#include <optional>
+
 namespace fulcrum::http {
 
 bool sameSecret(std::string_view a, std::string_view b) {
@@ -15,7 +17,17 @@ bool sameSecret(std::string_view a, std::string_view b) {
 
 bool hasBearerToken(const RequestHead& head, std::string_view token) {
   constexpr std::string_view kBearer = "Bearer ";
-  auto auth = head.find("Authorization");
+  // Exactly one Authorization field: with two, which one a check reads is a guess an attacker
+  // can steer (RFC 9110 §11.6.2 allows only one credential).
+  std::optional<std::string_view> auth;
+  for (const Header& h : head.headers) {
+    if (equalsIgnoreCase(h.name, "authorization")) {
+      if (auth) {
+        return false;
+      }
+      auth = h.value;
+    }
+  }
   return !token.empty() && auth && auth->size() > kBearer.size() &&
          equalsIgnoreCase(auth->substr(0, kBearer.size()), kBearer) &&
          sameSecret(auth->substr(kBearer.size()), token);

@@ -10,7 +10,8 @@ namespace fulcrum::http {
 // Constant-time comparison: a secret must not leak through timing.
 bool sameSecret(std::string_view a, std::string_view b);
 
-// True when `head` carries `Authorization: Bearer <token>` (scheme case-insensitive).
+// True when `head` carries exactly one Authorization field, `Bearer <token>` (scheme
+// case-insensitive).
 bool hasBearerToken(const RequestHead& head, std::string_view token);
 
 }  // namespace fulcrum::http

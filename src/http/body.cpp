@@ -237,6 +237,13 @@ BodyStep BodyDecoder::step(std::string_view input) {
         if (line.kind == LineKind::Bad) {
           return fail(400);
         }
+        // Framing and routing never come after the body (RFC 9110 §6.5.1): a recipient that merged
+        // these into the head would frame or route the message differently from us.
+        if (line.kind == LineKind::Field &&
+            (equalsLower(line.name, "content-length") || equalsLower(line.name, "transfer-encoding") ||
+             equalsLower(line.name, "host"))) {
+          return fail(400);
+        }
         trailer_bytes_ += static_cast<size_t>(line.next - p);
         p = line.next;
         if (line.kind == LineKind::End) {

@@ -20,7 +20,6 @@ namespace {
 
 constexpr size_t kMaxPipelinedOutput = 256 * 1024;  // stop parsing ahead past this much queued output
 constexpr size_t kInlineFileBytes = 16 * 1024;      // files up to this size are copied next to the head
-constexpr int kAcceptBatch = 64;
 constexpr auto kLingerTime = std::chrono::seconds(2);
 
 // "Date: <IMF-fixdate>\r\n", rebuilt at most once a second per thread.
@@ -580,27 +579,25 @@ void ServerConnection::close() {
 
 HttpServer::HttpServer(core::EventLoop& loop, core::Fd listener, Handler& handler,
                        const ServerOptions& options, ServerStats& stats)
-    : loop_(loop), listener_(std::move(listener)), handler_(handler), options_(options), stats_(stats) {
-  loop_.add(listener_.get(), EPOLLIN, this);
-}
+    : loop_(loop),
+      acceptor_(loop, std::move(listener), "http server",
+                [this](core::Fd fd, const core::SocketAddress& peer) { accept(std::move(fd), peer); }),
+      handler_(handler),
+      options_(options),
+      stats_(stats) {}
 
 HttpServer::~HttpServer() {
-  if (listener_) {
-    loop_.remove(listener_.get());
-  }
+  acceptor_.close();
   // Connections still open at destruction (loop already stopped) are freed here.
   connections_.deleteAll();
 }
 
-void HttpServer::onIoEvents(uint32_t) {
-  core::acceptBatch(listener_.get(), kAcceptBatch, [this](int fd, const core::SocketAddress& peer) {
-    if (connections_.size() >= options_.max_connections) {
-      ::close(fd);
-      return;
-    }
-    link(new ServerConnection(*this, core::Fd(fd), peer));
-    stats_.connections_total.add();
-  });
+void HttpServer::accept(core::Fd fd, const core::SocketAddress& peer) {
+  if (connections_.size() >= options_.max_connections) {
+    return;  // closed by fd's destructor
+  }
+  link(new ServerConnection(*this, std::move(fd), peer));
+  stats_.connections_total.add();
 }
 
 void HttpServer::link(ServerConnection* conn) {
@@ -611,14 +608,12 @@ void HttpServer::link(ServerConnection* conn) {
 void HttpServer::unlink(ServerConnection* conn) {
   connections_.unlink(conn, loop_);
   stats_.connections_active.sub();
+  acceptor_.connectionClosed();
 }
 
 void HttpServer::drain(std::function<void()> on_idle) {
   draining_ = true;
-  if (listener_) {
-    loop_.remove(listener_.get());
-    listener_.reset();
-  }
+  acceptor_.close();
   connections_.forEach([](ServerConnection* conn) { conn->drain(); });
   connections_.whenEmpty(loop_, std::move(on_idle));
 }

@@ -14,6 +14,7 @@
 
 #include "core/address.h"
 #include "core/buffer.h"
+#include "core/acceptor.h"
 #include "core/connection_list.h"
 #include "core/counter.h"
 #include "core/event_loop.h"
@@ -97,13 +98,12 @@ class Handler {
   virtual void handle(const Request& request, Response& response) = 0;
 };
 
-class HttpServer final : public core::IoHandler {
+class HttpServer final {
  public:
   HttpServer(core::EventLoop& loop, core::Fd listener, Handler& handler, const ServerOptions& options,
              ServerStats& stats);
-  ~HttpServer() override;
+  ~HttpServer();
 
-  void onIoEvents(uint32_t events) override;  // the listener is readable
   // Stops accepting, closes idle connections, lets busy ones finish their response; `on_idle`
   // runs once no connection is left.
   void drain(std::function<void()> on_idle);
@@ -119,8 +119,10 @@ class HttpServer final : public core::IoHandler {
   void unlink(ServerConnection* conn);
 
  private:
+  void accept(core::Fd fd, const core::SocketAddress& peer);
+
   core::EventLoop& loop_;
-  core::Fd listener_;
+  core::Acceptor acceptor_;
   Handler& handler_;
   const ServerOptions options_;
   ServerStats& stats_;

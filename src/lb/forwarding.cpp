@@ -1,6 +1,7 @@
 #include "lb/forwarding.h"
 
 #include <string>
+#include <vector>
 
 #include "http/util.h"
 
@@ -21,6 +22,55 @@ bool quoteForwardedFor(std::string_view ip) {
   return ip.find(':') != std::string_view::npos;
 }
 
+// A list field may be split over several lines (RFC 9110 §5.3): the value of all of them, in
+// order, joined by ", ". One line (the usual case) is returned as is, without a copy.
+std::string_view combinedList(const std::vector<http::Header>& headers, std::string_view name,
+                              std::string& scratch) {
+  std::string_view first;
+  size_t count = 0;
+  for (const http::Header& h : headers) {
+    if (!equalsIgnoreCase(h.name, name) || h.value.empty()) {
+      continue;
+    }
+    if (++count == 1) {
+      first = h.value;
+      continue;
+    }
+    if (count == 2) {
+      scratch.assign(first);
+    }
+    scratch += ", ";
+    scratch += h.value;
+  }
+  return count <= 1 ? first : std::string_view(scratch);
+}
+
+// The authority of an absolute-form target ("http://a.test:8080/x" -> "a.test:8080"); a null
+// view for the other forms. The parser has checked the form.
+std::string_view absoluteFormAuthority(const http::RequestHead& head) {
+  std::string_view target = head.target;
+  if (target.empty() || target[0] == '/' || head.method == http::Method::Connect || target == "*") {
+    return {};
+  }
+  size_t start = target.find("://");
+  if (start == std::string_view::npos) {
+    return {};
+  }
+  start += 3;
+  size_t end = target.find_first_of("/?", start);
+  return target.substr(start, (end == std::string_view::npos ? target.size() : end) - start);
+}
+
+// The origin-form of an absolute-form target: its path and query, "/" when the path is empty.
+std::string originForm(std::string_view target, std::string_view authority) {
+  size_t rest = static_cast<size_t>(authority.data() + authority.size() - target.data());
+  std::string out(target.substr(rest));
+  if (out.empty() || out[0] == '?') {
+    out.insert(0, 1, '/');
+  }
+  return out;
+}
+
 }  // namespace
 
 bool isHopByHop(std::string_view name, std::string_view connection, bool keep_upgrade) {
@@ -35,49 +85,70 @@ bool isHopByHop(std::string_view name, std::string_view connection, bool keep_up
   return !connection.empty() && http::hasToken(connection, name);
 }
 
-void appendUpstreamRequestHead(std::string& out, const http::RequestHead& head, const ForwardInfo& info) {
+size_t appendUpstreamRequestHead(std::string& out, const http::RequestHead& head, const ForwardInfo& info) {
   out += head.method_text;
   out += ' ';
-  out += head.target;
+  // absolute-form is for requests to a proxy; a server is sent origin-form, and the authority
+  // of the target replaces Host (RFC 9112 §3.2.1, §3.2.2).
+  std::string_view authority = absoluteFormAuthority(head);
+  out += authority.data() != nullptr ? originForm(head.target, authority) : head.target;
   out += " HTTP/1.1\r\n";
-  std::string_view connection = head.find("Connection").value_or(std::string_view());
-  std::string_view xff;
-  std::string_view forwarded;
+  if (authority.data() == nullptr) {
+    authority = !head.host.empty() || head.find("host") ? head.host : info.server_address;
+  }
+  // Per-thread scratch for the rare head with a list split over lines: capacity is reused.
+  thread_local std::string connection_lines;
+  thread_local std::string xff_lines;
+  thread_local std::string forwarded_lines;
+  std::string_view connection = combinedList(head.headers, "connection", connection_lines);
+  // Our own forwarding fields are rebuilt below: the client's earlier values come first, every
+  // line of them in order.
+  std::string_view xff = combinedList(head.headers, "x-forwarded-for", xff_lines);
+  std::string_view forwarded = combinedList(head.headers, "forwarded", forwarded_lines);
+  size_t fields = 3;  // X-Forwarded-For, X-Forwarded-Proto, Forwarded
   bool has_host = false;
   for (const http::Header& h : head.headers) {
+    // Host and the framing fields are ours to write, whatever Connection names: a client's
+    // "Connection: Transfer-Encoding" must not strip the framing of a body we pass on as is.
+    if (equalsIgnoreCase(h.name, "host")) {
+      if (!has_host) {
+        appendField(out, "Host", authority);  // where the client put it
+        has_host = true;
+        ++fields;
+      }
+      continue;
+    }
+    if (equalsIgnoreCase(h.name, "content-length") || equalsIgnoreCase(h.name, "transfer-encoding")) {
+      continue;  // re-emitted once below: "5, 5", "CHUNKED" or a repeated field never goes upstream
+    }
     if (isHopByHop(h.name, connection, head.upgrade)) {
       continue;
     }
-    // Our own forwarding fields are rebuilt below: the client's earlier values come first.
-    if (equalsIgnoreCase(h.name, "x-forwarded-for")) {
-      xff = h.value;
-      continue;
-    }
-    if (equalsIgnoreCase(h.name, "forwarded")) {
-      forwarded = h.value;
+    if (equalsIgnoreCase(h.name, "x-forwarded-for") || equalsIgnoreCase(h.name, "forwarded")) {
       continue;
     }
     if (equalsIgnoreCase(h.name, "x-forwarded-proto")) {
       continue;
     }
-    if (equalsIgnoreCase(h.name, "content-length")) {
-      continue;  // re-emitted once below: "5, 5" or a repeated field never goes upstream
-    }
-    if (equalsIgnoreCase(h.name, "host")) {
-      has_host = true;
-    }
     appendField(out, h.name, h.value);
+    ++fields;
   }
   if (head.body_kind == http::BodyKind::ContentLength) {
     out += "Content-Length: ";
     out += std::to_string(head.content_length);
     out += "\r\n";
+    ++fields;
+  } else if (head.body_kind == http::BodyKind::Chunked) {
+    out += "Transfer-Encoding: chunked\r\n";
+    ++fields;
   }
-  if (!has_host && !info.server_address.empty()) {
-    appendField(out, "Host", info.server_address);
+  if (!has_host && !authority.empty()) {
+    appendField(out, "Host", authority);
+    ++fields;
   }
   if (head.upgrade) {
     out += "Connection: upgrade\r\n";
+    ++fields;
   }
   out += "X-Forwarded-For: ";
   if (!xff.empty()) {
@@ -103,6 +174,7 @@ void appendUpstreamRequestHead(std::string& out, const http::RequestHead& head, 
   out += ";proto=";
   out += info.proto;
   out += "\r\n\r\n";
+  return fields;
 }
 
 void appendClientResponseHead(std::string& out, const http::ResponseHead& head,
@@ -114,7 +186,8 @@ void appendClientResponseHead(std::string& out, const http::ResponseHead& head,
   out += head.reason.empty() ? http::reasonPhrase(head.status) : head.reason;
   out += "\r\n";
   bool tunnel = head.body_kind == http::BodyKind::Tunnel;
-  std::string_view connection = head.find("Connection").value_or(std::string_view());
+  thread_local std::string connection_lines;
+  std::string_view connection = combinedList(head.headers, "connection", connection_lines);
   for (const http::Header& h : head.headers) {
     if (isHopByHop(h.name, connection, tunnel)) {
       continue;

@@ -18,7 +18,12 @@ struct ForwardInfo {
 
 // Appends the request head to send upstream: always HTTP/1.1, keep-alive, with the
 // forwarding fields. An upgrade request keeps "Connection: upgrade" and its Upgrade field.
-void appendUpstreamRequestHead(std::string& out, const http::RequestHead& head, const ForwardInfo& info);
+// List fields split over several lines (Connection, X-Forwarded-For, Forwarded) count as one
+// list, in order. Host and the framing fields are the proxy's own, whatever Connection names:
+// one Host (the authority of an absolute-form target, which is sent in origin-form; else the
+// client's Host; else server_address), one Content-Length or "Transfer-Encoding: chunked".
+// Returns the number of header fields written.
+size_t appendUpstreamRequestHead(std::string& out, const http::RequestHead& head, const ForwardInfo& info);
 
 struct ClientFraming {
   bool close = false;              // the client connection closes after this response

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "config/features.h"
+#include "core/acceptor.h"
 #include "core/event_loop.h"
 #include "core/exit_codes.h"
 #include "core/graceful_stop.h"
@@ -83,6 +84,8 @@ int runLbCommand(const config::Site& site, const std::string& node_name) {
   options.retries = site.lb.retries;
   unsigned threads = core::resolveThreadCount(node->threads);
   options.max_connections = std::max<uint32_t>(1, site.lb.limits.max_connections / threads);
+  // A client and a server descriptor per connection, and some for listeners, logs and health.
+  core::fileLimitFits(uint64_t{site.lb.limits.max_connections} * 2 + 256, "lb " + node->name);
 
   std::string listen_error;
   std::vector<core::Fd> listeners = core::listenTcpGroup(node->http, threads, listen_error);

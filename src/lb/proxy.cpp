@@ -6,6 +6,7 @@
 
 #include <cerrno>
 #include <cstring>
+#include <optional>
 
 #include "core/buffer.h"
 #include "core/log.h"
@@ -19,7 +20,6 @@ namespace {
 
 constexpr size_t kHighWater = 64 * 1024;       // stop reading a side while the other has this much queued
 constexpr size_t kMaxReplayBytes = 64 * 1024;  // requests up to this size can be re-sent on a retry
-constexpr int kAcceptBatch = 64;
 constexpr auto kLingerTime = std::chrono::seconds(2);
 
 double millisBetween(core::TimePoint a, core::TimePoint b) {
@@ -29,6 +29,12 @@ double millisBetween(core::TimePoint a, core::TimePoint b) {
 uint64_t hashClient(const core::SocketAddress& peer) {
   core::IpAddress ip = peer.ip();
   return hashBytes(std::string_view(reinterpret_cast<const char*>(ip.bytes.data()), ip.length()));
+}
+
+// A Content-Length other than 0 ("0, 0" included): the parser has validated the value.
+bool nonZeroLength(const http::ResponseHead& head) {
+  std::optional<std::string_view> value = head.find("content-length");
+  return value && value->find_first_not_of("0, \t") != std::string_view::npos;
 }
 
 }  // namespace
@@ -65,6 +71,7 @@ struct Exchange {
   bool client_eof = false;     // tunnel: the client ended its side
   bool upstream_shut = false;  // tunnel: and the server has been told
   bool fresh_only = false;     // a reused connection went stale: retries open new ones (once)
+  bool send_failed = false;    // the server stopped taking the request: the rest of its body is dropped
   std::string replay;          // every byte sent upstream for this request, while it fits
   int server = kNoServer;
   std::vector<uint32_t> tried;
@@ -106,6 +113,7 @@ class ProxySession final : public core::IoHandler, public UpstreamOwner, public 
   void readUpstream();
   void processUpstream();
   void flushUpstream();
+  bool writeUpstream();
   void updateUpstreamInterest();
   void upstreamFailed(const char* what, int err, bool connect_phase);
   void closeUpstream(bool reusable);
@@ -172,6 +180,7 @@ void Exchange::reset() {
   client_eof = false;
   upstream_shut = false;
   fresh_only = false;
+  send_failed = false;
   replay.clear();
   server = kNoServer;
   tried.clear();
@@ -381,6 +390,7 @@ void ProxySession::startRequest(size_t head_len) {
   x_->tried.clear();
   x_->attempts = 0;
   x_->fresh_only = false;
+  x_->send_failed = false;
   x_->server = kNoServer;
 
   x_->replay.clear();
@@ -392,8 +402,17 @@ void ProxySession::startRequest(size_t head_len) {
     authority = core::localAddress(client_.get()).toString();
     info.server_address = authority;
   }
-  appendUpstreamRequestHead(x_->replay, x_->req, info);
-  x_->req_body.reset(x_->req.body_kind, x_->req.content_length, worker_.options().limits.max_body_bytes);
+  const http::Limits& limits = worker_.options().limits;
+  size_t fields = appendUpstreamRequestHead(x_->replay, x_->req, info);
+  if (x_->replay.size() > limits.max_header_bytes || fields > limits.max_headers) {
+    // Our forwarding fields made it larger than a server with our limits takes: refuse it here,
+    // as that server would, rather than accept a request no server can be given.
+    worker_.stats().bad_requests.add();
+    x_->replay.clear();
+    respondError(431, "request head too large once forwarded");
+    return;
+  }
+  x_->req_body.reset(x_->req.body_kind, x_->req.content_length, limits.max_body_bytes);
   x_->request_done = x_->req.body_kind == http::BodyKind::None;
   cin_.consume(head_len);
   // The head views into cin_ are not used past this point.
@@ -402,51 +421,64 @@ void ProxySession::startRequest(size_t head_len) {
 }
 
 void ProxySession::forwardRequestBody() {
-  // Decodes (validates) the request body and queues its raw bytes upstream.
-  while (!x_->request_done && !cin_.empty() && x_->uout.size() < kHighWater) {
-    if (phase_ == Phase::Connecting && x_->replay.size() >= kMaxReplayBytes) {
-      break;
-    }
-    // While connecting, step over no more bytes than x_->replay can still take.
-    std::string_view input = cin_.view();
-    if (phase_ == Phase::Connecting && input.size() > kMaxReplayBytes - x_->replay.size()) {
-      input = input.substr(0, kMaxReplayBytes - x_->replay.size());
-    }
-    http::BodyStep step = x_->req_body.step(input);
-    if (step.error_status != 0) {
-      worker_.stats().bad_requests.add();
-      if (!x_->response_started) {
-        respondError(step.error_status, "bad request body");
-      } else {
-        close();
-      }
-      return;
-    }
-    if (step.consumed == 0 && !step.done) {
-      break;
-    }
-    std::string_view raw = cin_.view().substr(0, step.consumed);
-    bool fits = x_->replay.size() + raw.size() <= kMaxReplayBytes;
-    if (phase_ == Phase::Connecting) {
-      // Until the connection is up, x_->replay is the only copy: what does not fit waits in cin_.
-      if (!fits) {
+  // Decodes (validates) the request body and queues its raw bytes upstream, writing as it goes.
+  // Every pass either consumes client bytes or stops: a decoder that needs more input than cin_
+  // holds (a chunk-size line split across reads) ends it until the client sends more.
+  for (;;) {
+    bool progressed = false;
+    while (!x_->request_done && !cin_.empty() && x_->uout.size() < kHighWater) {
+      if (phase_ == Phase::Connecting && x_->replay.size() >= kMaxReplayBytes) {
         break;
       }
-      x_->replay.append(raw);
-    } else {
-      x_->uout.append(raw);
-      if (x_->replayable && fits) {
-        x_->replay.append(raw);
-      } else if (x_->replayable) {
-        x_->replayable = false;  // too large to re-send: this request will not be retried
-        x_->replay.clear();
+      // While connecting, step over no more bytes than x_->replay can still take.
+      std::string_view input = cin_.view();
+      if (phase_ == Phase::Connecting && input.size() > kMaxReplayBytes - x_->replay.size()) {
+        input = input.substr(0, kMaxReplayBytes - x_->replay.size());
       }
+      http::BodyStep step = x_->req_body.step(input);
+      if (step.error_status != 0) {
+        worker_.stats().bad_requests.add();
+        if (!x_->response_started) {
+          respondError(step.error_status, "bad request body");
+        } else {
+          close();
+        }
+        return;
+      }
+      if (step.consumed == 0 && !step.done) {
+        break;
+      }
+      std::string_view raw = cin_.view().substr(0, step.consumed);
+      bool fits = x_->replay.size() + raw.size() <= kMaxReplayBytes;
+      if (x_->send_failed) {
+        // The server stopped reading; its answer is on the way. The body is checked and dropped.
+      } else if (phase_ == Phase::Connecting) {
+        // Until the connection is up, x_->replay is the only copy: what does not fit waits in cin_.
+        if (!fits) {
+          break;
+        }
+        x_->replay.append(raw);
+      } else {
+        x_->uout.append(raw);
+        if (x_->replayable && fits) {
+          x_->replay.append(raw);
+        } else if (x_->replayable) {
+          x_->replayable = false;  // too large to re-send: this request will not be retried
+          x_->replay.clear();
+        }
+      }
+      cin_.consume(step.consumed);
+      x_->request_done = step.done;
+      progressed = true;
     }
-    cin_.consume(step.consumed);
-    x_->request_done = step.done;
-  }
-  if (phase_ == Phase::Exchanging) {
-    flushUpstream();
+    if (phase_ == Phase::Exchanging && !x_->send_failed && !writeUpstream()) {
+      return;  // the exchange ended or moved on (retry, error answer): nothing here is current
+    }
+    // More may fit now that some was written; stop when nothing moved or nothing is left.
+    if (!progressed || x_->request_done || cin_.empty() || x_->uout.size() >= kHighWater ||
+        phase_ != Phase::Exchanging) {
+      break;
+    }
   }
   updateClientInterest();
 }
@@ -486,9 +518,12 @@ void ProxySession::updateClientInterest() {
   }
   // Reading stays on through an exchange (no epoll_ctl per request): a pipelined request is
   // simply kept in cin_. It pauses only for backpressure or once the client has closed.
+  // A request that will close the connection still has its body read to the end.
   uint32_t events = 0;
+  bool body_pending = x_ && phase_ != Phase::ClientHead && !x_->request_done;
   bool reading_paused = phase_ != Phase::Lingering &&
-                        (close_client_ || (x_ && (x_->client_eof || x_->uout.size() >= kHighWater)) ||
+                        ((close_client_ && !body_pending) ||
+                         (x_ && (x_->client_eof || x_->uout.size() >= kHighWater)) ||
                          (phase_ != Phase::ClientHead && cin_.size() >= kHighWater));
   if (!reading_paused) {
     events |= EPOLLIN | EPOLLRDHUP;
@@ -526,6 +561,7 @@ void ProxySession::connectUpstream() {
 
   x_->uout.clear();
   x_->uin.clear();
+  x_->send_failed = false;
   // A non-idempotent request never rides a reused connection: if the server closed it at that
   // moment we could not tell whether the request was processed, so it could not be retried.
   if (http::isIdempotent(x_->method) && !x_->fresh_only) {
@@ -576,8 +612,11 @@ void ProxySession::onUpstreamEvents(uint32_t events) {
     return;
   }
   if (events & EPOLLOUT) {
+    const UpstreamConn* conn = x_->upstream.get();
     flushUpstream();
-    if (phase_ == Phase::Closed || !x_ || !x_->upstream) {
+    // The events are this connection's: if the exchange ended or moved to another server
+    // (a retry, an early answer), they are stale.
+    if (phase_ == Phase::Closed || !x_ || x_->upstream.get() != conn) {
       return;
     }
   }
@@ -587,20 +626,46 @@ void ProxySession::onUpstreamEvents(uint32_t events) {
 }
 
 void ProxySession::flushUpstream() {
+  if (!writeUpstream()) {
+    return;
+  }
+  if (x_->uout.size() < kHighWater) {
+    // Room again upstream: resume reading the client, and pass on what it already sent.
+    updateClientInterest();
+    if (phase_ == Phase::Exchanging && !x_->request_done && !cin_.empty()) {
+      forwardRequestBody();
+    }
+  }
+}
+
+bool ProxySession::writeUpstream() {
+  // Returns false when the exchange ended or changed under us (failure, retry, early answer):
+  // the caller then touches nothing of it.
+  if (!x_->upstream) {
+    return false;
+  }
   bool wrote = false;
-  while (x_->upstream && !x_->uout.empty()) {
+  while (!x_->uout.empty()) {
     ssize_t n = x_->uout.writeTo(x_->upstream->fd());
     if (n < 0) {
       if (errno == EAGAIN || errno == EINTR) {
         break;
       }
+      if (phase_ == Phase::Exchanging && !x_->response_head_done && !x_->send_failed) {
+        // A server may answer and close before taking the whole request (a 413 to a large
+        // upload). Its answer, if any, is readable before the reset: relay it rather than a 502.
+        x_->send_failed = true;
+        x_->uout.clear();
+        log::debug("server {} stopped reading the request: {}", worker_.pool().backend(x_->server).name,
+                   std::strerror(errno));
+        updateUpstreamInterest();
+        readUpstream();
+        return false;
+      }
       upstreamFailed("send", errno, false);
-      return;
+      return false;
     }
     wrote = true;
-  }
-  if (!x_->upstream) {
-    return;
   }
   if (wrote && phase_ == Phase::Exchanging) {
     x_->upstream_timer.armAfter(worker_.options().server_timeout);  // a long upload is moving
@@ -610,13 +675,7 @@ void ProxySession::flushUpstream() {
     ::shutdown(x_->upstream->fd(), SHUT_WR);
   }
   updateUpstreamInterest();
-  if (x_->uout.size() < kHighWater) {
-    // Room again upstream: resume reading the client.
-    updateClientInterest();
-    if (phase_ == Phase::Exchanging && !x_->request_done && !cin_.empty()) {
-      forwardRequestBody();
-    }
-  }
+  return true;
 }
 
 void ProxySession::updateUpstreamInterest() {
@@ -701,6 +760,23 @@ void ProxySession::processUpstream() {
         x_->uin.consume(result.consumed);
         continue;
       }
+      // A server that puts framing on a 204 (RFC 9112 §6.1, RFC 9110 §8.6), or sends bytes after
+      // a response that has no body, disagrees with us on where its response ends: relaying any
+      // of it could hand the client, or the next request, a response that was not theirs.
+      if (x_->resp.status == 204 && (x_->resp.find("transfer-encoding") || nonZeroLength(x_->resp))) {
+        upstreamFailed("framing fields on a 204 response", 0, false);
+        return;
+      }
+      if (x_->resp.body_kind == http::BodyKind::None && x_->uin.size() > result.consumed) {
+        upstreamFailed("bytes after a response without a body", 0, false);
+        return;
+      }
+      // Checked before any of the response is committed: the client gets a 502, not a close.
+      if (x_->resp.body_kind == http::BodyKind::Tunnel && !x_->upgrade &&
+          x_->method != http::Method::Connect) {
+        upstreamFailed("unexpected protocol switch", 0, false);
+        return;
+      }
       x_->response_head_done = true;
       x_->response_started = true;
       x_->response_status = x_->resp.status;
@@ -716,11 +792,6 @@ void ProxySession::processUpstream() {
       bstats.response_time_us.add(static_cast<uint64_t>(
           std::chrono::duration_cast<std::chrono::microseconds>(x_->t_response - x_->t_connect_start)
               .count()));
-      if (x_->resp.body_kind == http::BodyKind::Tunnel && !x_->upgrade &&
-          x_->method != http::Method::Connect) {
-        upstreamFailed("unexpected protocol switch", 0, false);
-        return;
-      }
       bool client_http10 = x_->version_minor == 0;
       x_->dechunk = client_http10 && x_->resp.body_kind == http::BodyKind::Chunked;
       if (x_->resp.body_kind == http::BodyKind::UntilClose || x_->dechunk || worker_.draining() ||
@@ -794,6 +865,9 @@ void ProxySession::upstreamFailed(const char* what, int err, bool connect_phase)
   auto id = static_cast<uint32_t>(x_->server);
   const Backend& backend = worker_.pool().backend(id);
   bool reused = x_->upstream && x_->upstream->reused;
+  // Bytes from the server are an answer, however bad: only a reused connection that ended or
+  // failed with nothing to read was stale (and its request may go again for free).
+  bool answered = !x_->uin.empty();
   closeUpstream(false);
   x_->upstream_timer.disarm();
 
@@ -808,7 +882,7 @@ void ProxySession::upstreamFailed(const char* what, int err, bool connect_phase)
   worker_.pool().onRequestEnd(id);
   worker_.stats().backends[id].inflight.sub();
   // A reused keep-alive connection the server had just closed is not a server failure.
-  bool stale_keepalive = reused && !connect_phase;
+  bool stale_keepalive = reused && !connect_phase && !answered;
   if (!stale_keepalive) {
     worker_.stats().backends[id].failures.add();
     worker_.reportFailure(id, reason);
@@ -872,7 +946,7 @@ void ProxySession::onUpstreamTimeout() {
   }
   worker_.pool().onRequestEnd(id);
   worker_.stats().backends[id].inflight.sub();
-  if (!x_->request_done && x_->uout.empty()) {
+  if (!x_->request_done && x_->uout.empty() && !x_->send_failed) {
     // The server has every byte the client sent: the wait is on the client's body.
     closeUpstream(false);
     x_->server = kNoServer;
@@ -1014,13 +1088,12 @@ void ProxySession::accessLog(int status) {
 ProxyWorker::ProxyWorker(core::EventLoop& loop, core::Fd listener, WorkerPool& pool,
                          const ProxyOptions& options, ProxyStats& stats, FailureReporter report_failure)
     : loop_(loop),
-      listener_(std::move(listener)),
+      acceptor_(loop, std::move(listener), "lb http",
+                [this](core::Fd fd, const core::SocketAddress& peer) { accept(std::move(fd), peer); }),
       pool_(pool),
       options_(options),
       stats_(stats),
-      report_failure_(std::move(report_failure)) {
-  loop_.add(listener_.get(), EPOLLIN, this);
-}
+      report_failure_(std::move(report_failure)) {}
 
 std::unique_ptr<Exchange> ProxyWorker::acquireExchange() {
   if (free_exchanges_.empty()) {
@@ -1039,21 +1112,16 @@ void ProxyWorker::releaseExchange(std::unique_ptr<Exchange> exchange) {
 }
 
 ProxyWorker::~ProxyWorker() {
-  if (listener_) {
-    loop_.remove(listener_.get());
-  }
+  acceptor_.close();
   sessions_.deleteAll();
 }
 
-void ProxyWorker::onIoEvents(uint32_t) {
-  core::acceptBatch(listener_.get(), kAcceptBatch, [this](int fd, const core::SocketAddress& peer) {
-    if (sessions_.size() >= options_.max_connections) {
-      ::close(fd);
-      return;
-    }
-    link(new ProxySession(*this, core::Fd(fd), peer));
-    stats_.connections_total.add();
-  });
+void ProxyWorker::accept(core::Fd fd, const core::SocketAddress& peer) {
+  if (sessions_.size() >= options_.max_connections) {
+    return;  // closed by fd's destructor
+  }
+  link(new ProxySession(*this, std::move(fd), peer));
+  stats_.connections_total.add();
 }
 
 void ProxyWorker::link(ProxySession* s) {
@@ -1064,14 +1132,12 @@ void ProxyWorker::link(ProxySession* s) {
 void ProxyWorker::unlink(ProxySession* s) {
   sessions_.unlink(s, loop_);
   stats_.connections_active.sub();
+  acceptor_.connectionClosed();
 }
 
 void ProxyWorker::drain(std::function<void()> on_idle) {
   draining_ = true;
-  if (listener_) {
-    loop_.remove(listener_.get());
-    listener_.reset();
-  }
+  acceptor_.close();
   sessions_.forEach([](ProxySession* s) { s->drain(); });
   sessions_.whenEmpty(loop_, std::move(on_idle));
 }

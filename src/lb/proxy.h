@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "core/acceptor.h"
 #include "core/connection_list.h"
 #include "core/counter.h"
 #include "core/event_loop.h"
@@ -59,7 +60,7 @@ struct ProxyStats {
 class ProxySession;
 struct Exchange;
 
-class ProxyWorker final : public core::IoHandler {
+class ProxyWorker final {
  public:
   // `report_failure` is called on this worker's thread for every passive health failure; it
   // forwards to the health checker's thread.
@@ -67,9 +68,8 @@ class ProxyWorker final : public core::IoHandler {
 
   ProxyWorker(core::EventLoop& loop, core::Fd listener, WorkerPool& pool, const ProxyOptions& options,
               ProxyStats& stats, FailureReporter report_failure);
-  ~ProxyWorker() override;
+  ~ProxyWorker();
 
-  void onIoEvents(uint32_t events) override;
   void drain(std::function<void()> on_idle);
 
   core::EventLoop& loop() { return loop_; }
@@ -78,6 +78,7 @@ class ProxyWorker final : public core::IoHandler {
   ProxyStats& stats() { return stats_; }
   bool draining() const { return draining_; }
   void reportFailure(uint32_t server, const std::string& reason) { report_failure_(server, reason); }
+  void accept(core::Fd fd, const core::SocketAddress& peer);
   void link(ProxySession* session);
   void unlink(ProxySession* session);
   // Per-request state from a free list: idle connections hold none, and no malloc per request.
@@ -86,7 +87,7 @@ class ProxyWorker final : public core::IoHandler {
 
  private:
   core::EventLoop& loop_;
-  core::Fd listener_;
+  core::Acceptor acceptor_;
   WorkerPool& pool_;
   const ProxyOptions options_;
   ProxyStats& stats_;

@@ -14,6 +14,7 @@
 #include "core/log.h"
 #include "core/secret_file.h"
 #include "http/bearer.h"
+#include "http/json_body.h"
 #include "metrics/prometheus.h"
 
 namespace fulcrum::lb {
@@ -71,7 +72,6 @@ ServerTotals sumServer(const std::vector<std::unique_ptr<ProxyStats>>& workers, 
 }
 
 // Constant-time comparison: the token must not leak through timing.
-using http::sameSecret;
 
 void jsonError(http::Response& response, int status, std::string_view message) {
   nlohmann::json body = {{"error", message}};
@@ -201,11 +201,7 @@ void StatsHandler::handleAdmin(const http::Request& request, http::Response& res
     response.addHeader("Allow", "POST");
     return;
   }
-  auto auth = request.head.find("Authorization");
-  constexpr std::string_view kBearer = "Bearer ";
-  if (!auth || auth->size() <= kBearer.size() ||
-      !http::equalsIgnoreCase(auth->substr(0, kBearer.size()), kBearer) ||
-      !sameSecret(auth->substr(kBearer.size()), ctx_.token)) {
+  if (!http::hasBearerToken(request.head, ctx_.token)) {
     jsonError(response, 401, "a valid 'Authorization: Bearer TOKEN' is required");
     response.addHeader("WWW-Authenticate", "Bearer");
     return;
@@ -217,9 +213,18 @@ void StatsHandler::handleAdmin(const http::Request& request, http::Response& res
     jsonError(response, 404, "no server named '" + std::string(name) + "'");
     return;
   }
-  nlohmann::json body = nlohmann::json::parse(request.body, nullptr, /*allow_exceptions=*/false);
-  if (body.is_discarded() || !body.is_object() || !body.contains("state") || !body["state"].is_string() ||
-      body.size() != 1) {
+  if (request.body.size() > http::kMaxAdminBodyBytes) {
+    jsonError(response, 413, "the body is over " + std::to_string(http::kMaxAdminBodyBytes) + " bytes");
+    return;
+  }
+  std::string json_error;
+  std::optional<nlohmann::json> parsed = http::parseStrictJson(request.body, json_error);
+  if (!parsed) {
+    jsonError(response, 400, json_error + ": expected {\"state\": \"ready\" | \"drain\" | \"maint\"}");
+    return;
+  }
+  const nlohmann::json& body = *parsed;
+  if (!body.is_object() || !body.contains("state") || !body["state"].is_string() || body.size() != 1) {
     jsonError(response, 400, "expected a JSON object {\"state\": \"ready\" | \"drain\" | \"maint\"}");
     return;
   }

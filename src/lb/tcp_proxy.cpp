@@ -17,7 +17,6 @@ namespace {
 
 constexpr size_t kHighWater = 64 * 1024;  // stop reading a side while this much waits for the other
 constexpr int kPipeSize = 256 * 1024;     // asked of F_SETPIPE_SZ; the default 64 KiB if refused
-constexpr int kAcceptBatch = 64;
 
 std::string errnoText(const char* what, int err) {
   return fmt::format("{}: {}", what, std::strerror(err));
@@ -404,39 +403,34 @@ TcpProxyWorker::TcpProxyWorker(core::EventLoop& loop, core::Fd listener, const s
                                std::string_view algorithm, const TcpProxyOptions& options,
                                TcpProxyStats& stats, FailureReporter report_failure)
     : loop_(loop),
-      listener_(std::move(listener)),
+      acceptor_(loop, std::move(listener), "lb tcp frontend",
+                [this](core::Fd fd, const core::SocketAddress&) { accept(std::move(fd)); }),
       pool_(loop, servers, algorithm, PoolOptions{}),
       options_(options),
       stats_(stats),
-      report_failure_(std::move(report_failure)) {
-  loop_.add(listener_.get(), EPOLLIN, this);
-}
+      report_failure_(std::move(report_failure)) {}
 
 TcpProxyWorker::~TcpProxyWorker() {
-  if (listener_) {
-    loop_.remove(listener_.get());
-  }
+  acceptor_.close();
   sessions_.deleteAll();
 }
 
-void TcpProxyWorker::onIoEvents(uint32_t) {
-  core::acceptBatch(listener_.get(), kAcceptBatch, [this](int fd, const core::SocketAddress&) {
-    if (sessions_.size() >= options_.max_connections) {
-      ::close(fd);
-      stats_.refused.add();
-      return;
-    }
-    auto* session = new TcpSession(*this, core::Fd(fd));
-    sessions_.link(session);
-    stats_.connections_total.add();
-    stats_.connections_active.add();
-    session->connectNext();
-  });
+void TcpProxyWorker::accept(core::Fd fd) {
+  if (sessions_.size() >= options_.max_connections) {
+    stats_.refused.add();
+    return;  // closed by fd's destructor
+  }
+  auto* session = new TcpSession(*this, std::move(fd));
+  sessions_.link(session);
+  stats_.connections_total.add();
+  stats_.connections_active.add();
+  session->connectNext();
 }
 
 void TcpProxyWorker::unlink(TcpSession* session) {
   sessions_.unlink(session, loop_);
   stats_.connections_active.sub();
+  acceptor_.connectionClosed();
 }
 
 void TcpProxyWorker::setUp(uint32_t server, bool up) {
@@ -451,10 +445,7 @@ void TcpProxyWorker::setUp(uint32_t server, bool up) {
 }
 
 void TcpProxyWorker::drain(std::function<void()> on_idle) {
-  if (listener_) {
-    loop_.remove(listener_.get());
-    listener_.reset();
-  }
+  acceptor_.close();
   // Database sessions end when their clients end them; the grace period bounds the wait.
   sessions_.whenEmpty(loop_, std::move(on_idle));
 }

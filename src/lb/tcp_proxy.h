@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "core/acceptor.h"
 #include "core/connection_list.h"
 #include "core/counter.h"
 #include "core/event_loop.h"
@@ -53,7 +54,7 @@ struct TcpProxyStats {
 
 class TcpSession;
 
-class TcpProxyWorker final : public core::IoHandler {
+class TcpProxyWorker final {
  public:
   // Called on this worker's thread for every connect failure (a passive health check).
   using FailureReporter = std::function<void(uint32_t server, const std::string& reason)>;
@@ -62,9 +63,8 @@ class TcpProxyWorker final : public core::IoHandler {
   TcpProxyWorker(core::EventLoop& loop, core::Fd listener, const std::vector<Backend>& servers,
                  std::string_view algorithm, const TcpProxyOptions& options, TcpProxyStats& stats,
                  FailureReporter report_failure);
-  ~TcpProxyWorker() override;
+  ~TcpProxyWorker();
 
-  void onIoEvents(uint32_t events) override;  // the listener
   // A health change: a server marked down takes no new session and every open one is cut.
   void setUp(uint32_t server, bool up);
   // Stops accepting; `on_idle` runs once the last session has ended.
@@ -79,8 +79,10 @@ class TcpProxyWorker final : public core::IoHandler {
   void unlink(TcpSession* session);
 
  private:
+  void accept(core::Fd fd);
+
   core::EventLoop& loop_;
-  core::Fd listener_;
+  core::Acceptor acceptor_;
   WorkerPool pool_;
   const TcpProxyOptions options_;
   TcpProxyStats& stats_;

@@ -6,6 +6,7 @@
 #include <memory>
 #include <vector>
 
+#include "core/acceptor.h"
 #include "core/event_loop.h"
 #include "core/exit_codes.h"
 #include "core/graceful_stop.h"
@@ -39,6 +40,7 @@ http::ServerOptions serverOptions(const config::Site& site, const config::WebNod
   options.request_timeout = core::millis(site.lb.timeouts.http_request_ms);
   options.idle_timeout = core::millis(site.lb.timeouts.client_ms);
   options.max_connections = site.lb.limits.max_connections;
+  core::fileLimitFits(uint64_t{options.max_connections} + 256, "web " + node.name);
   options.served_by = node.name;
   return options;
 }

@@ -211,6 +211,16 @@ INSTANTIATE_TEST_SUITE_P(BadCidr, BadSite, ::testing::ValuesIn(kCidrCases),
 
 const BadCase kStringCases[] = {
     {"site_name_empty", "[site]\nname = \"\"\n", "site.name", 2, 1, "must not be empty"},
+    {"site_name_slash", "[site]\nname = \"a/b\"\n", "site.name", 2, 1,
+     "must be letters, digits, '-', '_' and '.', not starting with '.' or '-'"},
+    {"site_name_dotdot", "[site]\nname = \"..\"\n", "site.name", 2, 1,
+     "must be letters, digits, '-', '_' and '.', not starting with '.' or '-'"},
+    {"site_name_newline", "[site]\nname = \"a\\nb\"\n", "site.name", 2, 1,
+     "must be letters, digits, '-', '_' and '.', not starting with '.' or '-'"},
+    {"site_name_nul", "[site]\nname = \"a\\u0000b\"\n", "site.name", 2, 1,
+     "must be letters, digits, '-', '_' and '.', not starting with '.' or '-'"},
+    {"site_name_long", "[site]\nname = \"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"\n", "site.name", 2, 1,
+     "is 65 bytes; at most 64 are allowed"},
     {"state_dir_empty", "[site]\nstate_dir = \"\"\n", "site.state_dir", 2, 1, "must not be empty"},
     {"docroot_empty", "[web]\ndocroot = \"\"\n", "web.docroot", 2, 1, "must not be empty"},
     {"health_path_relative", "[lb.health]\npath = \"healthz\"\n", "lb.health.path", 2, 1,
@@ -316,6 +326,19 @@ const BadCase kClashCases[] = {
      "etcd.endpoints[0]", 6, 14, "address 127.0.0.1:2379 is already used by db.node[0].pg"},
     {"ipv6_same", "[[lb.node]]\nname = \"l\"\nhttp = \"[::1]:80\"\ndb_read = \"[::1]:80\"\n",
      "lb.node[0].db_read", 4, 1, "address [::1]:80 is already used by lb.node[0].http"},
+    // A wildcard after specific addresses clashes with the first of them.
+    {"wildcard_after_specific",
+     "[[web.node]]\nname = \"a\"\nlisten = \"127.0.0.2:9001\"\n[[web.node]]\nname = \"b\"\nlisten = "
+     "\"[::1]:9001\"\n[[web.node]]\nname = \"c\"\nlisten = \"0.0.0.0:9001\"\n",
+     "web.node[2].listen", 9, 1,
+     "address 0.0.0.0:9001 clashes with 127.0.0.2:9001 (web.node[0].listen): same port, and a wildcard address "
+     "covers both"},
+    {"ipv6_wildcard_after_ipv6",
+     "[[web.node]]\nname = \"a\"\nlisten = \"127.0.0.1:9002\"\n[[web.node]]\nname = \"b\"\nlisten = "
+     "\"[::1]:9001\"\n[[web.node]]\nname = \"c\"\nlisten = \"[::]:9001\"\n",
+     "web.node[2].listen", 9, 1,
+     "address [::]:9001 clashes with [::1]:9001 (web.node[1].listen): same port, and a wildcard address "
+     "covers both"},
 };
 INSTANTIATE_TEST_SUITE_P(Clash, BadSite, ::testing::ValuesIn(kClashCases),
                          [](const auto& info) { return std::string(info.param.name); });

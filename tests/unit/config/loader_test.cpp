@@ -489,6 +489,67 @@ TEST(ConfigErrorFormat, IsFileLineColumnKeyMessage) {
   EXPECT_EQ(e.toString(), "examples/site.toml:12:8: lb.node[1].http: bad address 'x'");
 }
 
+TEST(ConfigErrorFormat, ControlCharactersCannotForgeLines) {
+  ConfigError e{"a\nb.toml", 1, 2, "web.node[0].name", "duplicate node name 'x\nsite.toml:9:9: y\x1b[2J'"};
+  EXPECT_EQ(e.toString(), "a\\nb.toml:1:2: web.node[0].name: duplicate node name 'x\\nsite.toml:9:9: y\\x1b[2J'");
+}
+
+TEST(HostileFiles, DeepNestingIsRefusedBeforeParsing) {
+  SiteDir dir;
+  std::string deep = "[site]\nname = \"x\"\n[a";
+  for (int i = 0; i < 50000; ++i) {
+    deep += ".a";
+  }
+  deep += "]\n";
+  LoadResult result = dir.load(deep);
+  ASSERT_EQ(result.errors.size(), 1u);
+  EXPECT_EQ(result.errors[0].toString(), dir.line(3, 65, "", "nested deeper than 32 levels"));
+  // Values: arrays and inline tables count too, and so do dotted keys inside them.
+  result = dir.load("x = " + std::string(40, '[') + std::string(40, ']') + "\n");
+  ASSERT_EQ(result.errors.size(), 1u);
+  EXPECT_NE(result.errors[0].message.find("nested deeper"), std::string::npos);
+  result = dir.load("x = {a = {b.c.d.e.f.g.h.i.j.k.l.m.n.o.p.q.r.s.t.u.v.w.x.y.z.a.b.c.d.e.f.g.h = 1}}\n");
+  ASSERT_EQ(result.errors.size(), 1u);
+  EXPECT_NE(result.errors[0].message.find("nested deeper"), std::string::npos);
+}
+
+TEST(HostileFiles, OrdinaryNestingStringsAndCommentsPass) {
+  SiteDir dir;
+  // Dots inside strings, comments and float values are not key segments.
+  LoadResult result = dir.load(
+      "# a.b.c.d.e.f.g.h.i.j.k.l.m.n.o.p.q.r.s.t.u.v.w.x.y.z.a.b.c.d.e.f.g.h.i\n"
+      "[site]\nname = \"a.b\" # x.x.x.x.x.x.x.x.x.x.x.x.x.x.x.x.x.x.x.x.x.x.x.x.x.x.x.x.x.x.x.x.x.x\n"
+      "state_dir = '''var'''\n"
+      "[lb.health]\nrise = 2\n"
+      "[[lb.node]]\nname = \"l\"\nhttp = \"127.0.0.1:9001\"\n");
+  EXPECT_TRUE(result.ok()) << (result.errors.empty() ? "" : result.errors[0].toString());
+}
+
+TEST(HostileFiles, NonRegularFilesAreRefused) {
+  LoadResult result = loadSiteFile("/dev/zero");
+  ASSERT_EQ(result.errors.size(), 1u);
+  EXPECT_EQ(result.errors[0].toString(), "/dev/zero:0:0: : cannot read file: not a regular file");
+}
+
+TEST(HostileFiles, ManyNodesAreCheckedWithEveryClashFound) {
+  // 5,000 web nodes on distinct addresses, then one more on the first one's address: the
+  // clash check finds it without comparing every pair.
+  SiteDir dir;
+  std::string text = "[site]\nname = \"many\"\n";
+  for (int i = 0; i < 5000; ++i) {
+    text += "[[web.node]]\nname = \"w" + std::to_string(i) + "\"\nlisten = \"127.0." + std::to_string(i / 250) +
+            "." + std::to_string(1 + i % 250) + ":9001\"\n";
+  }
+  text += "[[web.node]]\nname = \"late\"\nlisten = \"127.0.0.1:9001\"\n";
+  LoadResult result = dir.load(text);
+  ASSERT_FALSE(result.ok());
+  bool clash = false;
+  for (const ConfigError& e : result.errors) {
+    clash = clash || e.message == "address 127.0.0.1:9001 is already used by web.node[0].listen";
+  }
+  EXPECT_TRUE(clash);
+}
+
 TEST(Example, TheDemoSiteLoads) {
   const std::filesystem::path source = FULCRUM_SOURCE_DIR;
   LoadResult result = loadSiteFile(source / "examples/site.toml");

@@ -19,6 +19,14 @@ TEST(SwitchoverTest, ParsesTheBody) {
   }
 }
 
+TEST(SwitchoverTest, RefusesDuplicateKeysAndLargeBodies) {
+  // Last-wins would make {"to":"db-02","to":"db-03"} promote a node the caller may not have meant.
+  auto dup = parseSwitchoverRequest(R"({"to":"db-02","to":"db-03"})");
+  ASSERT_FALSE(dup.ok);
+  EXPECT_NE(dup.error.find("duplicate key 'to'"), std::string::npos) << dup.error;
+  EXPECT_FALSE(parseSwitchoverRequest("{\"to\":\"" + std::string(5000, 'a') + "\"}").ok);
+}
+
 TEST(SwitchoverTest, IntentRoundTrip) {
   auto back = decodeSwitchover(encodeSwitchover({"db-1", "db-2"}));
   ASSERT_TRUE(back);

@@ -298,6 +298,11 @@ std::vector<BodyCase> bodyCases() {
   v.push_back({.name = "chunked_trailer_ctl", .input = "0\r\nA: b\x01\r\n\r\n", .done = false, .error = 400});
   v.push_back({.name = "chunked_trailer_bare_lf_end", .input = "0\r\n\n", .done = false, .error = 400});
   v.push_back({.name = "chunked_trailer_bare_lf", .input = "0\r\nA: b\n\r\n", .done = false, .error = 400});
+  v.push_back({.name = "chunked_trailer_content_length", .input = "0\r\nContent-Length: 50\r\n\r\n", .done = false,
+               .error = 400});
+  v.push_back({.name = "chunked_trailer_transfer_encoding", .input = "0\r\ntransfer-encoding: chunked\r\n\r\n",
+               .done = false, .error = 400});
+  v.push_back({.name = "chunked_trailer_host", .input = "0\r\nHOST: other\r\n\r\n", .done = false, .error = 400});
   v.push_back({.name = "chunked_trailer_no_colon", .input = "0\r\nAb\r\n\r\n", .done = false, .error = 400});
   v.push_back({.name = "chunked_trailer_over_limit",
                .input = "0\r\nX: 123456789\r\n\r\n",

@@ -42,6 +42,23 @@ TEST(ForwardingTest, AppendsToEarlierProxies) {
   EXPECT_EQ(out.find("X-Forwarded-Proto: https"), std::string::npos) << out;
 }
 
+TEST(ForwardingTest, CombinesListsSplitOverLinesInOrder) {
+  // RFC 9110 §5.3: a list field sent as several lines is one list, in order. Each earlier
+  // proxy's entry is kept, and every Connection line names hop-by-hop fields.
+  const std::string text =
+      "GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 10.0.0.1\r\nConnection: X-A\r\n"
+      "Forwarded: for=10.0.0.1\r\nX-Forwarded-For: 10.0.0.2, 10.0.0.3\r\nForwarded: for=10.0.0.2\r\n"
+      "Connection: X-B\r\nX-A: 1\r\nX-B: 2\r\nX-C: 3\r\n\r\n";
+  auto head = parseRequest(text);
+  std::string out;
+  size_t fields = appendUpstreamRequestHead(out, head, ForwardInfo{"192.0.2.9", "http", ""});
+  EXPECT_EQ(out,
+            "GET / HTTP/1.1\r\nHost: h\r\nX-C: 3\r\nX-Forwarded-For: 10.0.0.1, 10.0.0.2, 10.0.0.3, "
+            "192.0.2.9\r\nX-Forwarded-Proto: http\r\nForwarded: for=10.0.0.1, for=10.0.0.2, "
+            "for=192.0.2.9;proto=http\r\n\r\n");
+  EXPECT_EQ(fields, 5u);
+}
+
 TEST(ForwardingTest, NormalisesContentLengthAndAddsHostForHttp10) {
   const std::string text = "POST /p HTTP/1.0\r\nContent-Length: 5, 5\r\n\r\n";
   auto head = parseRequest(text);
@@ -51,6 +68,49 @@ TEST(ForwardingTest, NormalisesContentLengthAndAddsHostForHttp10) {
   EXPECT_NE(out.find("\r\nHost: 127.0.0.1:9001\r\n"), std::string::npos) << out;
   EXPECT_NE(out.find("\r\nContent-Length: 5\r\n"), std::string::npos) << out;
   EXPECT_EQ(out.find("5, 5"), std::string::npos) << out;
+}
+
+TEST(ForwardingTest, ConnectionCannotStripHostOrFraming) {
+  // "Connection: Transfer-Encoding" once made the chunked body we pass on as is arrive with no
+  // framing: the server read it as the next request (smuggling). Host went the same way.
+  const std::string text =
+      "POST / HTTP/1.1\r\nHost: h\r\nConnection: Transfer-Encoding, Host, Content-Length\r\n"
+      "Transfer-Encoding: CHUNKED\r\n\r\n";
+  auto head = parseRequest(text);
+  ASSERT_EQ(head.body_kind, http::BodyKind::Chunked);
+  std::string out;
+  size_t fields = appendUpstreamRequestHead(out, head, ForwardInfo{"192.0.2.1", "http", ""});
+  EXPECT_EQ(out,
+            "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nX-Forwarded-For: 192.0.2.1\r\n"
+            "X-Forwarded-Proto: http\r\nForwarded: for=192.0.2.1;proto=http\r\n\r\n");
+  EXPECT_EQ(fields, 5u);
+}
+
+TEST(ForwardingTest, AbsoluteFormGoesUpstreamInOriginFormWithItsAuthorityAsHost) {
+  // RFC 9112 §3.2.2: the target's authority wins over a different Host.
+  const std::string text = "GET http://a.test:8080/x?y=1 HTTP/1.1\r\nHost: b.test\r\nAccept: */*\r\n\r\n";
+  auto head = parseRequest(text);
+  std::string out;
+  appendUpstreamRequestHead(out, head, ForwardInfo{"192.0.2.1", "http", ""});
+  EXPECT_EQ(out.rfind("GET /x?y=1 HTTP/1.1\r\nHost: a.test:8080\r\nAccept: */*\r\n", 0), 0u) << out;
+  EXPECT_EQ(out.find("b.test"), std::string::npos) << out;
+
+  const std::string bare = "GET http://a.test?q HTTP/1.0\r\n\r\n";
+  auto head10 = parseRequest(bare);
+  out.clear();
+  appendUpstreamRequestHead(out, head10, ForwardInfo{"192.0.2.1", "http", "127.0.0.1:9001"});
+  EXPECT_EQ(out.rfind("GET /?q HTTP/1.1\r\n", 0), 0u) << out;
+  EXPECT_NE(out.find("\r\nHost: a.test\r\n"), std::string::npos) << out;
+  EXPECT_EQ(out.find("9001"), std::string::npos) << out;
+}
+
+TEST(ForwardingTest, KeepsAnEmptyHost) {
+  const std::string text = "GET / HTTP/1.1\r\nHost:\r\n\r\n";
+  auto head = parseRequest(text);
+  std::string out;
+  appendUpstreamRequestHead(out, head, ForwardInfo{"192.0.2.1", "http", "127.0.0.1:9001"});
+  EXPECT_NE(out.find("\r\nHost: \r\n"), std::string::npos) << out;
+  EXPECT_EQ(out.find("9001"), std::string::npos) << out;
 }
 
 TEST(ForwardingTest, KeepsUpgradeForTunnels) {
