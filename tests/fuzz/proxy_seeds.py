@@ -49,6 +49,22 @@ SEEDS = {
     "client_half_close": client(b"POST /m HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
     + bytes([CLIENT_SHUT]) + run() + bytes([SERVER_READ]) + server(OK) + run() + bytes([CLIENT_READ]),
     "server_timeout": client(GET) + run() + bytes([SERVER_READ, TIME, 3]) + run() + bytes([CLIENT_READ]),
+    "chunked_upload_split": client(b"POST /u HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r")
+    + run() + client(b"\nabc\r\n0\r\nX-T: 1\r\n") + run() + client(b"\r\n") + run() + bytes([SERVER_READ])
+    + server(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n") + run()
+    + bytes([CLIENT_READ]),
+    "early_answer": client(b"POST /big HTTP/1.1\r\nHost: a\r\nContent-Length: 900\r\n\r\n" + b"x" * 100) + run()
+    + bytes([SERVER_READ]) + server(b"HTTP/1.1 413 Content Too Large\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+    + bytes([SERVER_CLOSE]) + run() + client(b"y" * 200) + run() + bytes([CLIENT_READ]),
+    "expect_continue": client(b"PUT /p HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n")
+    + run() + bytes([SERVER_READ]) + server(b"HTTP/1.1 100 Continue\r\n\r\n") + run() + bytes([CLIENT_READ])
+    + client(b"abc") + run() + bytes([SERVER_READ]) + server(b"HTTP/1.1 204 No Content\r\n\r\n") + run()
+    + bytes([CLIENT_READ]),
+    "websocket": client(b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+    + run() + bytes([SERVER_READ])
+    + server(b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n") + run()
+    + client(b"GET /not-a-request HTTP/1.1\r\n\r\n") + run() + bytes([SERVER_READ]) + server(b"frames")
+    + bytes([CLIENT_SHUT]) + run() + bytes([SERVER_SHUT]) + run() + bytes([CLIENT_READ]),
     "bad_head": client(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n" + GET) + run() + bytes([CLIENT_READ]),
 }
 
