@@ -36,14 +36,16 @@ test-asan: deps
 	@cd $(ASAN_BUILD) && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 \
 		ctest --output-on-failure -j $(JOBS)
 
-# Coverage-guided fuzzing with libFuzzer (clang). FUZZ_SECONDS per target.
+# Coverage-guided fuzzing with libFuzzer (clang). FUZZ_SECONDS per target; the HTTP targets
+# (all but config) get tests/fuzz/http.dict.
 FUZZ_SECONDS ?= 60
 fuzz: deps
 	@CXX=clang++ cmake -S . -B $(FUZZ_BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo -DFULCRUM_FUZZ=ON -DFULCRUM_BENCH=OFF >/dev/null
 	@cmake --build $(FUZZ_BUILD) -j $(JOBS)
 	@for t in $(FUZZ_BUILD)/tests/*_fuzz; do \
 		c=tests/fuzz/corpus/$$(basename $$t _fuzz); mkdir -p $(FUZZ_BUILD)/corpus-$$(basename $$t); \
-		$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 $(FUZZ_BUILD)/corpus-$$(basename $$t) $$c || exit 1; \
+		d=; case $$t in *config_fuzz) ;; *) d=-dict=tests/fuzz/http.dict;; esac; \
+		$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 $$d $(FUZZ_BUILD)/corpus-$$(basename $$t) $$c || exit 1; \
 	done
 
 bench: build
