@@ -806,7 +806,9 @@ void ProxySession::processUpstream() {
           close_client_ = true;
         }
       }
-      if (worker_.draining()) {
+      if (worker_.draining() || !x_->request_done) {
+        // Draining, or the server answered before the whole request arrived (a 413 to a large
+        // upload): the connection cannot carry another request, so the answer says it closes.
         close_client_ = true;
       }
       ClientFraming framing{close_client_, client_http10 && x_->client_keep_alive && !close_client_,

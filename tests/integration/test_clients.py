@@ -322,7 +322,15 @@ class ClientMatrixThroughLbTest(LbTestCase):
                     conn.sock.sendall(head + body)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the lb may close its side once the answer is out: it is still read below
-                statuses.append(conn.response()[0])
+                status, headers, _ = conn.response()
+                statuses.append(status)
+                if headers.get("connection") == "close":
+                    self.assertTrue(conn.closed_by_peer())
+                else:
+                    # The lb read (and dropped) the rest of the body: the connection is in step
+                    # and carries the next request.
+                    conn.send([b"GET /p HTTP/1.1\r\nHost: t\r\nX-Probe: 1\r\n\r\n"])
+                    self.assertEqual(conn.response(method="GET")[0], 200)
             finally:
                 conn.close()
         self.assertEqual(statuses, [413] * 10)
