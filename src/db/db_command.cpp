@@ -63,6 +63,10 @@ int runDbCommand(const config::Site& site, const std::string& node_name) {
   http::ServerOptions options;
   options.served_by = node->name;
   options.max_connections = 1000;
+  // Health checks (lbs, peers, `fulcrum status`) must get through a flood from one address: it
+  // may hold a few slots, never all; a new connection that sends nothing is closed after 2 s.
+  options.max_connections_per_ip = 64;
+  options.first_byte_timeout = std::chrono::seconds(2);
   options.limits.max_body_bytes = http::kMaxAdminBodyBytes;  // the agent API takes small JSON only
   http::ServerStats stats;
   auto server = std::make_unique<http::HttpServer>(loop, std::move(listener), agent, options, stats);

@@ -19,6 +19,12 @@ namespace fulcrum::http {
 
 namespace {
 
+// The key of a client address in HttpServer::per_ip_: its bytes.
+std::string ipKey(const core::SocketAddress& peer) {
+  core::IpAddress ip = peer.ip();
+  return std::string(reinterpret_cast<const char*>(ip.bytes.data()), ip.length());
+}
+
 constexpr size_t kMaxPipelinedOutput = 256 * 1024;  // stop parsing ahead past this much queued output
 constexpr size_t kInlineFileBytes = 16 * 1024;      // files up to this size are copied next to the head
 constexpr auto kLingerTime = std::chrono::seconds(2);
@@ -74,7 +80,8 @@ class ServerConnection final : public core::IoHandler, public core::Deletable {
   ServerConnection(HttpServer& server, core::Fd fd, const core::SocketAddress& peer)
       : server_(server), fd_(std::move(fd)), peer_(peer), timer_(server.loop(), [this] { onTimeout(); }) {
     server_.loop().add(fd_.get(), EPOLLIN | EPOLLRDHUP, this);
-    timer_.armAfter(server_.options().idle_timeout);
+    const ServerOptions& options = server_.options();
+    timer_.armAfter(options.first_byte_timeout.count() > 0 ? options.first_byte_timeout : options.idle_timeout);
   }
 
   ~ServerConnection() override {
@@ -90,6 +97,7 @@ class ServerConnection final : public core::IoHandler, public core::Deletable {
   void finishDeferred(Response response);
   // Graceful stop: idle connections close now; busy ones after their current response.
   void drain();
+  const core::SocketAddress& peer() const { return peer_; }
 
   ServerConnection* prev = nullptr;
   ServerConnection* next = nullptr;
@@ -669,7 +677,16 @@ HttpServer::~HttpServer() {
 
 void HttpServer::accept(core::Fd fd, const core::SocketAddress& peer) {
   if (connections_.size() >= options_.max_connections) {
+    stats_.refused.add();
     return;  // closed by fd's destructor
+  }
+  if (options_.max_connections_per_ip != 0) {
+    uint32_t& open = per_ip_[ipKey(peer)];
+    if (open >= options_.max_connections_per_ip) {
+      stats_.refused.add();
+      return;
+    }
+    ++open;
   }
   link(new ServerConnection(*this, std::move(fd), peer));
   stats_.connections_total.add();
@@ -683,6 +700,12 @@ void HttpServer::link(ServerConnection* conn) {
 void HttpServer::unlink(ServerConnection* conn) {
   connections_.unlink(conn, loop_);
   stats_.connections_active.sub();
+  if (options_.max_connections_per_ip != 0) {
+    auto it = per_ip_.find(ipKey(conn->peer()));
+    if (it != per_ip_.end() && --it->second == 0) {
+      per_ip_.erase(it);
+    }
+  }
   acceptor_.connectionClosed();
 }
 

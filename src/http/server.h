@@ -11,6 +11,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 
 #include "core/address.h"
 #include "core/buffer.h"
@@ -28,7 +29,13 @@ struct ServerOptions {
   Limits limits;
   core::Duration request_timeout = std::chrono::seconds(10);  // whole head must arrive (slowloris)
   core::Duration idle_timeout = std::chrono::seconds(30);     // keep-alive idle, and a stalled client
+  // A new connection must send its first byte within this (0: idle_timeout): a control plane
+  // closes connections that only hold a slot sooner than keep-alive ones.
+  core::Duration first_byte_timeout{0};
   uint32_t max_connections = 20000;                           // per worker
+  // Per client address, per worker (0: no cap): one address cannot take every slot of a
+  // control plane (1,000 idle connections to an agent used to stop every health check).
+  uint32_t max_connections_per_ip = 0;
   std::string served_by;                                      // X-Served-By on every response; "" = none
 };
 
@@ -41,6 +48,7 @@ struct ServerStats {
   core::Counter bytes_out;
   core::Counter parse_errors;
   core::Counter timeouts;
+  core::Counter refused;  // closed at accept: max_connections or max_connections_per_ip reached
 };
 
 class ServerConnection;
@@ -147,6 +155,7 @@ class HttpServer final {
   const ServerOptions options_;
   ServerStats& stats_;
   core::ConnectionList<ServerConnection> connections_;
+  std::unordered_map<std::string, uint32_t> per_ip_;  // open connections by address bytes, when capped
   bool draining_ = false;
 };
 

@@ -205,6 +205,8 @@ int runLbCommand(const config::Site& site, const std::string& node_name) {
     // Operators and scrapers: a small cap, so a flood here cannot take the descriptors the
     // traffic listeners need.
     server_options.max_connections = kStatsMaxConnections;
+    server_options.max_connections_per_ip = kStatsMaxConnections / 4;
+    server_options.first_byte_timeout = std::chrono::seconds(5);
     server_options.limits.max_body_bytes = http::kMaxAdminBodyBytes;  // the admin API takes small JSON only
     stats_server = std::make_unique<http::HttpServer>(main_loop, std::move(fd), *stats_handler,
                                                       server_options, stats_server_stats);

@@ -187,6 +187,57 @@ class ControlPlaneTest(LbTestCase):
         self.assertTrue(data.startswith(b"HTTP/1.1 413 "), data[:200])
 
 
+class ControlPlaneFloodTest(LbTestCase):
+    """Idle connections from one address cannot take every slot of a control listener (the same
+    HttpServer caps serve the agents' REST API: 64 per address, 2 s to send a first byte)."""
+
+    def test_one_address_cannot_fill_the_stats_listener(self):
+        backend = self.py_backend("py")
+        stats_port = free_port()
+        self.start_lb([Server("py", backend.port)], node_extra={"stats": f"127.0.0.1:{stats_port}"})
+
+        def metrics_from(source):
+            try:
+                conn = socket.create_connection(("127.0.0.1", stats_port), timeout=3, source_address=(source, 0))
+            except OSError:
+                return None
+            try:
+                conn.sendall(b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+                data = b""
+                while chunk := conn.recv(65536):
+                    data += chunk
+                return data
+            except OSError:
+                return None
+            finally:
+                conn.close()
+        wait_until(lambda: metrics_from("127.0.0.2") is not None, timeout=15, what="stats listener")
+        flood = []
+        try:
+            for _ in range(300):  # more than the listener's 256 slots, all from one address
+                flood.append(socket.create_connection(("127.0.0.1", stats_port), timeout=5,
+                                                      source_address=("127.0.0.5", 0)))
+            answer = metrics_from("127.0.0.6")
+            self.assertIsNotNone(answer)
+            self.assertTrue(answer.startswith(b"HTTP/1.1 200 "), answer[:100])
+            # Connections that never send a byte are closed within the first-byte deadline (5 s).
+            def flood_closed():
+                for s in flood:
+                    s.settimeout(0.01)
+                    try:
+                        if s.recv(1) != b"":
+                            return False
+                    except (socket.timeout, TimeoutError):
+                        return False
+                    except OSError:
+                        pass
+                return True
+            wait_until(flood_closed, timeout=15, what="idle connections closed")
+        finally:
+            for s in flood:
+                s.close()
+
+
 def get_once_ok(port):
     try:
         return get_once(port, "/echo", timeout=2)[0] == 200
