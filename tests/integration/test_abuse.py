@@ -17,6 +17,11 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def sanitized_build():
+    version = subprocess.run([FULCRUM, "version"], capture_output=True, text=True, timeout=10).stdout
+    return "sanitize=ON" in version
+
+
 class DescriptorExhaustionTest(LbTestCase):
     """With `ulimit -n 64` and 120 idle clients, accept() fails with EMFILE. The listener must be
     paused and retried, not polled in a spin that floods the log; once clients leave, new ones
@@ -24,6 +29,15 @@ class DescriptorExhaustionTest(LbTestCase):
 
     LIMIT = 64
     IDLE = 120
+
+    def setUp(self):
+        super().setUp()
+        if sanitized_build():
+            # The sanitizer runtime needs descriptors of its own: UBSan's vptr check tests whether
+            # memory is readable by writing it to a pipe, so with none left every object reads as
+            # "invalid vptr". This runs in the release pass of `make test`, where it judges the
+            # product rather than the sanitizer.
+            self.skipTest("descriptor exhaustion is tested on the release build")
 
     def flood_and_recover(self, proc, port, probe):
         idle = []

@@ -31,12 +31,14 @@ TEST(RequestHeadTest, ListFieldLinesAreJoinedInOrder) {
 }
 
 TEST(RequestHeadTest, CookieLinesJoinWithSemicolons) {
-  RequestHead head = parse("GET / HTTP/1.1\r\nHost: x\r\nCookie: a=1\r\nCookie: b=2; c=3\r\n\r\n");
+  const std::string text = "GET / HTTP/1.1\r\nHost: x\r\nCookie: a=1\r\nCookie: b=2; c=3\r\n\r\n";
+  RequestHead head = parse(text);  // the head's views point into `text`: it must outlive them
   EXPECT_EQ(head.findList("Cookie", "; "), "a=1; b=2; c=3");
 }
 
 TEST(RequestHeadTest, EmptyLinesStayEmptyMembers) {
-  RequestHead head = parse("GET / HTTP/1.1\r\nHost: x\r\nCache-Control:\r\nCache-Control: no-cache\r\n\r\n");
+  const std::string text = "GET / HTTP/1.1\r\nHost: x\r\nCache-Control:\r\nCache-Control: no-cache\r\n\r\n";
+  RequestHead head = parse(text);
   EXPECT_EQ(head.findList("Cache-Control"), ", no-cache");
   EXPECT_TRUE(hasToken(*head.findList("Cache-Control"), "no-cache"));
 }
