@@ -23,27 +23,32 @@ bool quoteForwardedFor(std::string_view ip) {
 }
 
 // A list field may be split over several lines (RFC 9110 §5.3): the value of all of them, in
-// order, joined by ", ". One line (the usual case) is returned as is, without a copy.
-std::string_view combinedList(const std::vector<http::Header>& headers, std::string_view name,
-                              std::string& scratch) {
-  std::string_view first;
-  size_t count = 0;
-  for (const http::Header& h : headers) {
-    if (!equalsIgnoreCase(h.name, name) || h.value.empty()) {
-      continue;
+// order, joined by ", ". One line (the usual case) is used as is, without a copy; more are
+// joined in `scratch` (per-thread in the callers, so its capacity is reused).
+class ListJoin {
+ public:
+  explicit ListJoin(std::string& scratch) : scratch_(scratch) {}
+  void add(std::string_view value) {
+    if (value.empty()) {
+      return;
     }
-    if (++count == 1) {
-      first = h.value;
-      continue;
+    if (++count_ == 1) {
+      first_ = value;
+      return;
     }
-    if (count == 2) {
-      scratch.assign(first);
+    if (count_ == 2) {
+      scratch_.assign(first_);
     }
-    scratch += ", ";
-    scratch += h.value;
+    scratch_ += ", ";
+    scratch_ += value;
   }
-  return count <= 1 ? first : std::string_view(scratch);
-}
+  std::string_view value() const { return count_ <= 1 ? first_ : std::string_view(scratch_); }
+
+ private:
+  std::string& scratch_;
+  std::string_view first_;
+  size_t count_ = 0;
+};
 
 // The authority of an absolute-form target ("http://a.test:8080/x" -> "a.test:8080"); a null
 // view for the other forms. The parser has checked the form.
@@ -96,15 +101,24 @@ size_t appendUpstreamRequestHead(std::string& out, const http::RequestHead& head
   if (authority.data() == nullptr) {
     authority = !head.host.empty() || head.find("host") ? head.host : info.server_address;
   }
-  // Per-thread scratch for the rare head with a list split over lines: capacity is reused.
-  thread_local std::string connection_lines;
-  thread_local std::string xff_lines;
-  thread_local std::string forwarded_lines;
-  std::string_view connection = combinedList(head.headers, "connection", connection_lines);
-  // Our own forwarding fields are rebuilt below: the client's earlier values come first, every
-  // line of them in order.
-  std::string_view xff = combinedList(head.headers, "x-forwarded-for", xff_lines);
-  std::string_view forwarded = combinedList(head.headers, "forwarded", forwarded_lines);
+  // One pass gathers the lists the rewriting reads. Our own forwarding fields are rebuilt below:
+  // the client's earlier values come first, every line of them in order.
+  thread_local std::string scratch[3];
+  ListJoin connection_list(scratch[0]);
+  ListJoin xff_list(scratch[1]);
+  ListJoin forwarded_list(scratch[2]);
+  for (const http::Header& h : head.headers) {
+    if (equalsIgnoreCase(h.name, "connection")) {
+      connection_list.add(h.value);
+    } else if (equalsIgnoreCase(h.name, "x-forwarded-for")) {
+      xff_list.add(h.value);
+    } else if (equalsIgnoreCase(h.name, "forwarded")) {
+      forwarded_list.add(h.value);
+    }
+  }
+  const std::string_view connection = connection_list.value();
+  const std::string_view xff = xff_list.value();
+  const std::string_view forwarded = forwarded_list.value();
   size_t fields = 3;  // X-Forwarded-For, X-Forwarded-Proto, Forwarded
   bool has_host = false;
   for (const http::Header& h : head.headers) {
@@ -186,8 +200,14 @@ void appendClientResponseHead(std::string& out, const http::ResponseHead& head,
   out += head.reason.empty() ? http::reasonPhrase(head.status) : head.reason;
   out += "\r\n";
   bool tunnel = head.body_kind == http::BodyKind::Tunnel;
-  thread_local std::string connection_lines;
-  std::string_view connection = combinedList(head.headers, "connection", connection_lines);
+  thread_local std::string scratch;
+  ListJoin connection_list(scratch);
+  for (const http::Header& h : head.headers) {
+    if (equalsIgnoreCase(h.name, "connection")) {
+      connection_list.add(h.value);
+    }
+  }
+  const std::string_view connection = connection_list.value();
   for (const http::Header& h : head.headers) {
     if (isHopByHop(h.name, connection, tunnel)) {
       continue;

@@ -129,34 +129,15 @@ class FirewallTest(LbTestCase):
                            extra='[lb.firewall]\nallow = ["127.0.0.0/30", "::1/128"]\ndeny = ["127.0.0.3/32"]\n')
         self.assertEqual(get_once(lb.port, "/echo", source="127.0.0.2")[0], 200)
 
-        def stats_listening():
-            try:
-                socket.create_connection(("127.0.0.1", stats_port), timeout=1).close()
-                return True
-            except OSError:
-                return False
-        wait_until(stats_listening, timeout=15, what="stats listener")
+        wait_listening(stats_port)
         self.assertTrue(self.refused(lb.port, "127.0.0.3"))  # in the allow list, but denied
         self.assertTrue(self.refused(lb.port, "127.0.0.9"))  # outside the allow list
         self.assertTrue(self.refused(stats_port, "127.0.0.9"))  # the stats listener too
-        self.assertTrue(self.lb_alive(lb))
+        self.assertTrue(lb.alive())
 
-        def metrics():
-            conn = socket.create_connection(("127.0.0.1", stats_port), timeout=5, source_address=("127.0.0.1", 0))
-            try:
-                conn.sendall(b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-                data = b""
-                while chunk := conn.recv(65536):
-                    data += chunk
-                return data.decode()
-            finally:
-                conn.close()
-        text = metrics()
+        text = exchange_from(stats_port, METRICS).decode()
         self.assertIn('fulcrum_lb_firewall_refused_total{node="lb-t",reason="deny"} 1', text)
         self.assertIn('fulcrum_lb_firewall_refused_total{node="lb-t",reason="not_allowed"} 2', text)
-
-    def lb_alive(self, lb):
-        return lb.alive()
 
 
 class ControlPlaneTest(LbTestCase):
@@ -167,24 +148,10 @@ class ControlPlaneTest(LbTestCase):
         stats_port = free_port()
         self.start_lb([Server("py", backend.port)], node_extra={"stats": f"127.0.0.1:{stats_port}"})
 
-        def stats_listening():
-            try:
-                socket.create_connection(("127.0.0.1", stats_port), timeout=1).close()
-                return True
-            except OSError:
-                return False
-        wait_until(stats_listening, timeout=15, what="stats listener")
+        wait_listening(stats_port)
 
         def answer(head):
-            conn = socket.create_connection(("127.0.0.1", stats_port), timeout=5)
-            try:
-                conn.sendall(head)  # the head only: the body never comes
-                data = b""
-                while chunk := conn.recv(65536):
-                    data += chunk
-                return data
-            finally:
-                conn.close()
+            return exchange_from(stats_port, head)  # the head only: the body never comes
         # No token, a body announced but not sent: 401 at once (it used to wait for the body).
         data = answer(b"POST /api/servers/py/state HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n")
         self.assertTrue(data.startswith(b"HTTP/1.1 401 "), data[:200])
@@ -212,19 +179,9 @@ class ControlPlaneFloodTest(LbTestCase):
 
         def metrics_from(source):
             try:
-                conn = socket.create_connection(("127.0.0.1", stats_port), timeout=3, source_address=(source, 0))
+                return exchange_from(stats_port, METRICS, source)
             except OSError:
                 return None
-            try:
-                conn.sendall(b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
-                data = b""
-                while chunk := conn.recv(65536):
-                    data += chunk
-                return data
-            except OSError:
-                return None
-            finally:
-                conn.close()
         wait_until(lambda: metrics_from("127.0.0.2") is not None, timeout=15, what="stats listener")
         flood = []
         try:
@@ -250,6 +207,35 @@ class ControlPlaneFloodTest(LbTestCase):
         finally:
             for s in flood:
                 s.close()
+
+
+METRICS = b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+
+
+def exchange_from(port, payload, source="127.0.0.1"):
+    """Sends `payload` to 127.0.0.1:`port` from the address `source` and returns everything
+    answered until the peer closes (the socket timeout bounds each wait)."""
+    conn = socket.create_connection(("127.0.0.1", port), timeout=5, source_address=(source, 0))
+    try:
+        conn.sendall(payload)
+        data = b""
+        while chunk := conn.recv(65536):
+            data += chunk
+        return data
+    finally:
+        conn.close()
+
+
+def wait_listening(port):
+    """Bounded wait until something accepts connections on 127.0.0.1:`port` (the lb opens its stats
+    listener after its traffic one)."""
+    def listening():
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+    wait_until(listening, timeout=15, what=f"a listener on port {port}")
 
 
 def get_once_ok(port):

@@ -115,6 +115,35 @@ class EarlyAnswerServer:
         self.server.stop()
 
 
+def start_web_node(name):
+    """A `fulcrum web` node (static files, no app) on a free port, serving www/small.txt:
+    (TempDir, port, Process); the caller stops the process and cleans the directory."""
+    from harness import TempDir, free_port
+    tmp = TempDir()
+    tmp.write("www/small.txt", "small\n")
+    port = free_port()
+    site = tmp.write("web.toml", f"""
+[site]
+name = "{name}"
+state_dir = "var"
+[web]
+docroot = "www"
+app = "none"
+[[web.node]]
+name = "{name}"
+listen = "127.0.0.1:{port}"
+threads = 1
+""")
+    web = Process([FULCRUM, "web", "--site", site, "--node", name], os.path.join(tmp.path, "web.log"))
+    try:
+        wait_until(lambda: http_get(f"http://127.0.0.1:{port}/healthz")[0] == 200, what="web node")
+    except Exception:
+        web.stop()
+        tmp.cleanup()
+        raise
+    return tmp, port, web
+
+
 class ClientMatrixThroughLbTest(LbTestCase):
     """Every framing x version x keep-alive x split, through the lb to the echo server."""
 
@@ -342,30 +371,7 @@ class HeadLimitsTest(LbTestCase):
 
     @classmethod
     def setUpClass(cls):
-        from harness import TempDir
-        cls.tmp = TempDir()
-        os.makedirs(os.path.join(cls.tmp.path, "www"), exist_ok=True)
-        cls.tmp.write("www/small.txt", "small\n")
-        cls.web_port = __import__("harness").free_port()
-        site = cls.tmp.write("web.toml", f"""
-[site]
-name = "limits"
-state_dir = "var"
-[web]
-docroot = "www"
-app = "none"
-[[web.node]]
-name = "web-l1"
-listen = "127.0.0.1:{cls.web_port}"
-threads = 1
-""")
-        cls.web = Process([FULCRUM, "web", "--site", site, "--node", "web-l1"], os.path.join(cls.tmp.path, "web.log"))
-        try:
-            wait_until(lambda: http_get(f"http://127.0.0.1:{cls.web_port}/healthz")[0] == 200, what="web node")
-        except Exception:
-            cls.web.stop()
-            cls.tmp.cleanup()
-            raise
+        cls.tmp, cls.web_port, cls.web = start_web_node("web-l1")
 
     @classmethod
     def tearDownClass(cls):
@@ -405,29 +411,7 @@ class WebNodeSplitsTest(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        from harness import TempDir, free_port
-        cls.tmp = TempDir()
-        cls.tmp.write("www/small.txt", "small\n")
-        cls.port = free_port()
-        site = cls.tmp.write("web.toml", f"""
-[site]
-name = "splits"
-state_dir = "var"
-[web]
-docroot = "www"
-app = "none"
-[[web.node]]
-name = "web-s1"
-listen = "127.0.0.1:{cls.port}"
-threads = 1
-""")
-        cls.web = Process([FULCRUM, "web", "--site", site, "--node", "web-s1"], os.path.join(cls.tmp.path, "web.log"))
-        try:
-            wait_until(lambda: http_get(f"http://127.0.0.1:{cls.port}/healthz")[0] == 200, what="web node")
-        except Exception:
-            cls.web.stop()
-            cls.tmp.cleanup()
-            raise
+        cls.tmp, cls.port, cls.web = start_web_node("web-s1")
 
     @classmethod
     def tearDownClass(cls):
