@@ -54,6 +54,7 @@ struct LbLimits {
   uint32_t max_header_bytes = 16384;
   uint64_t max_body_bytes = 10485760;
   uint32_t rate_per_ip = 0;
+  uint32_t min_body_rate = 500;  // bytes/s a request body averages after http_request_ms; 0 = off
 };
 
 struct Cidr {

@@ -84,6 +84,7 @@ int runLbCommand(const config::Site& site, const std::string& node_name) {
   options.server_timeout = core::millis(site.lb.timeouts.server_ms);
   options.client_timeout = core::millis(site.lb.timeouts.client_ms);
   options.request_timeout = core::millis(site.lb.timeouts.http_request_ms);
+  options.min_body_rate = site.lb.limits.min_body_rate;
   options.retries = site.lb.retries;
   unsigned threads = core::resolveThreadCount(node->threads);
   options.max_connections = std::max<uint32_t>(1, site.lb.limits.max_connections / threads);

@@ -84,6 +84,10 @@ struct Exchange {
   core::TimePoint t_connect_start{};
   core::TimePoint t_connected{};
   core::TimePoint t_response{};
+  // The request body's pace (min_body_rate): counted from body_start, restarted whenever the
+  // lb itself held the body back (a slow server).
+  core::TimePoint body_start{};
+  uint64_t body_bytes = 0;
 };
 
 class ProxySession final : public core::IoHandler, public UpstreamOwner, public core::Deletable {
@@ -124,6 +128,9 @@ class ProxySession final : public core::IoHandler, public UpstreamOwner, public 
   void finishExchange();
   void respondError(int status, std::string_view detail);
   void onClientTimeout();
+  void armBodyDeadline();
+  bool bodyHeldBack() const;
+  void armSendDeadline();
   void onUpstreamTimeout();
   void startLingeringClose();
   void close();
@@ -191,7 +198,8 @@ void Exchange::reset() {
   attempts = 0;
   response_status = 0;
   response_bytes = 0;
-  t_start = t_connect_start = t_connected = t_response = core::TimePoint{};
+  t_start = t_connect_start = t_connected = t_response = body_start = core::TimePoint{};
+  body_bytes = 0;
 }
 
 ProxySession::ProxySession(ProxyWorker& worker, core::Fd fd, const core::SocketAddress& peer)
@@ -421,6 +429,11 @@ void ProxySession::startRequest(size_t head_len) {
   cin_.consume(head_len);
   // The head views into cin_ are not used past this point.
   client_timer_.disarm();
+  if (!x_->request_done) {
+    x_->body_start = worker_.loop().now();
+    x_->body_bytes = 0;
+    armBodyDeadline();
+  }
   connectUpstream();
 }
 
@@ -473,7 +486,11 @@ void ProxySession::forwardRequestBody() {
       }
       cin_.consume(step.consumed);
       x_->request_done = step.done;
+      x_->body_bytes += step.consumed;
       progressed = true;
+    }
+    if (progressed) {
+      armBodyDeadline();
     }
     if (phase_ == Phase::Exchanging && !x_->send_failed && !writeUpstream()) {
       return;  // the exchange ended or moved on (retry, error answer): nothing here is current
@@ -488,6 +505,7 @@ void ProxySession::forwardRequestBody() {
 }
 
 void ProxySession::flushClient() {
+  bool wrote = false;
   while (!cout_.empty()) {
     ssize_t n = cout_.writeTo(client_.get());
     if (n < 0) {
@@ -498,6 +516,7 @@ void ProxySession::flushClient() {
       return;
     }
     worker_.stats().bytes_out.add(static_cast<uint64_t>(n));
+    wrote = true;
     if (phase_ == Phase::Exchanging) {
       x_->upstream_timer.armAfter(worker_.options().server_timeout);  // the transfer is moving
     }
@@ -508,6 +527,11 @@ void ProxySession::flushClient() {
       return;
     }
     cout_.release();
+    if (phase_ == Phase::Connecting || phase_ == Phase::Exchanging) {
+      armBodyDeadline();  // the send deadline, if one ran, is over
+    }
+  } else if (wrote || !client_timer_.armed()) {
+    armSendDeadline();
   }
   updateClientInterest();
   // Room again on the client side: resume reading the server.
@@ -990,6 +1014,7 @@ void ProxySession::finishExchange() {
   releaseExchange();
   if (close_client_ || worker_.draining()) {
     phase_ = Phase::Lingering;
+    client_timer_.disarm();  // the flush arms the send deadline if the client is slow to take the rest
     flushClient();
     return;
   }
@@ -1033,28 +1058,105 @@ void ProxySession::respondError(int status, std::string_view detail) {
   x_->response_started = true;
   phase_ = Phase::Lingering;
   releaseExchange();  // the answer is in cout_; nothing else of the exchange is needed
+  client_timer_.disarm();  // the flush arms the send deadline if the client is slow to take it
   flushClient();
 }
 
 void ProxySession::onClientTimeout() {
-  if (phase_ == Phase::Lingering) {
-    close();
+  ProxyStats& stats = worker_.stats();
+  switch (phase_) {
+    case Phase::ClientHead:
+      if (request_started_ && !cin_.empty()) {
+        stats.slow_head.add();
+        respondError(408, "request head not received in time");
+        return;
+      }
+      if (!cout_.empty()) {
+        stats.slow_send.add();
+      }
+      close();  // idle keep-alive, or a client that stopped taking its responses
+      return;
+    case Phase::Connecting:
+    case Phase::Exchanging:
+      if (!x_->request_done && worker_.options().min_body_rate != 0) {
+        if (bodyHeldBack()) {
+          // The lb is the one holding the body back (a slow server, a connect): that time is
+          // not the client's; its pace is measured afresh.
+          x_->body_start = worker_.loop().now();
+          x_->body_bytes = 0;
+          armBodyDeadline();
+          return;
+        }
+        stats.slow_body.add();
+        if (!x_->response_started) {
+          respondError(408, "request body too slow");
+        } else {
+          close();
+        }
+        return;
+      }
+      if (!cout_.empty()) {
+        stats.slow_send.add();
+        close();
+      }
+      return;
+    case Phase::Lingering:
+      if (!cout_.empty()) {
+        stats.slow_send.add();
+      }
+      close();
+      return;
+    case Phase::Tunnel:
+    case Phase::Closed:
+      close();
+      return;
+  }
+}
+
+void ProxySession::armBodyDeadline() {
+  // While a body is coming and min_body_rate is set, it must average that pace after a grace of
+  // request_timeout; a trickle that would hold the connection (and a server's) for ever gets a
+  // 408. With the whole request in, only a send deadline (armed by flushClient) remains.
+  uint32_t rate = worker_.options().min_body_rate;
+  if (x_->request_done || rate == 0) {
+    if (cout_.empty()) {
+      client_timer_.disarm();
+    }
     return;
   }
-  if (phase_ == Phase::ClientHead && request_started_ && !cin_.empty()) {
-    respondError(408, "request head not received in time");
-    return;
+  // Each byte in buys 1/rate of a second; the credit is capped at a day.
+  uint64_t credit_ms = std::min<uint64_t>(x_->body_bytes * 1000 / rate, 86'400'000);
+  client_timer_.armAt(x_->body_start + worker_.options().request_timeout + core::millis(credit_ms));
+}
+
+bool ProxySession::bodyHeldBack() const {
+  // Bytes the client sent that the lb has not passed on yet: the wait is on our side.
+  return !cin_.empty() || x_->uout.size() >= kHighWater;
+}
+
+void ProxySession::armSendDeadline() {
+  // Bytes wait for a client that takes them slowly or not at all: it gets client_timeout from
+  // its last progress. A running head or body deadline is left alone (it ends sooner, or
+  // already judges this client).
+  switch (phase_) {
+    case Phase::ClientHead:
+      if (request_started_) {
+        return;
+      }
+      break;
+    case Phase::Connecting:
+    case Phase::Exchanging:
+      if (!x_->request_done && worker_.options().min_body_rate != 0) {
+        return;
+      }
+      break;
+    case Phase::Lingering:
+      break;
+    case Phase::Tunnel:
+    case Phase::Closed:
+      return;
   }
-  if (phase_ == Phase::Tunnel) {
-    close();
-    return;
-  }
-  if (phase_ == Phase::ClientHead) {
-    close();  // idle keep-alive
-    return;
-  }
-  // Exchanging with a client that stopped reading or sending: give up.
-  close();
+  client_timer_.armAfter(worker_.options().client_timeout);
 }
 
 void ProxySession::startLingeringClose() {

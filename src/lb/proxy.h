@@ -25,6 +25,9 @@ struct ProxyOptions {
   core::Duration server_timeout = std::chrono::seconds(30);
   core::Duration client_timeout = std::chrono::seconds(30);
   core::Duration request_timeout = std::chrono::seconds(10);
+  // A request body must average this many bytes a second, counted after a grace of
+  // request_timeout and only while the lb waits on the client; 0 = off.
+  uint32_t min_body_rate = 500;
   uint32_t retries = 2;
   uint32_t max_connections = 20000;  // per worker
   std::string proto = "http";
@@ -52,6 +55,11 @@ struct ProxyStats {
   core::Counter bad_gateway;      // 502
   core::Counter gateway_timeout;  // 504
   core::Counter bad_requests;     // refused by the parser
+  // Clients closed for being slow: a head not in within request_timeout (408), a body under
+  // min_body_rate (408), or a response not taken within client_timeout (send).
+  core::Counter slow_head;
+  core::Counter slow_body;
+  core::Counter slow_send;
   core::Counter bytes_in;
   core::Counter bytes_out;
   std::vector<BackendStats> backends;

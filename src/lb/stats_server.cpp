@@ -25,7 +25,8 @@ constexpr std::string_view kClasses[] = {"", "1xx", "2xx", "3xx", "4xx", "5xx"};
 
 struct Totals {
   uint64_t connections_total = 0, connections_active = 0, requests = 0, retries = 0, no_server = 0,
-           bad_gateway = 0, gateway_timeout = 0, bad_requests = 0, bytes_in = 0, bytes_out = 0;
+           bad_gateway = 0, gateway_timeout = 0, bad_requests = 0, bytes_in = 0, bytes_out = 0, slow_head = 0,
+           slow_body = 0, slow_send = 0;
   uint64_t by_class[6] = {};
 };
 
@@ -45,6 +46,9 @@ Totals sumTotals(const std::vector<std::unique_ptr<ProxyStats>>& workers) {
     t.bad_gateway += w->bad_gateway.get();
     t.gateway_timeout += w->gateway_timeout.get();
     t.bad_requests += w->bad_requests.get();
+    t.slow_head += w->slow_head.get();
+    t.slow_body += w->slow_body.get();
+    t.slow_send += w->slow_send.get();
     t.bytes_in += w->bytes_in.get();
     t.bytes_out += w->bytes_out.get();
     for (size_t c = 1; c < 6; ++c) {
@@ -308,6 +312,7 @@ std::string StatsHandler::stateJson() const {
         {"bad_gateway", t.bad_gateway},
         {"gateway_timeout", t.gateway_timeout},
         {"bad_requests", t.bad_requests},
+        {"slow_clients", {{"head", t.slow_head}, {"body", t.slow_body}, {"send", t.slow_send}}},
         {"bytes_in", t.bytes_in},
         {"bytes_out", t.bytes_out}}},
       {"servers", servers}};
@@ -346,6 +351,13 @@ std::string StatsHandler::metricsText() const {
   counter("fulcrum_lb_gateway_timeout_total", "504 answers: a server did not answer in time.",
           t.gateway_timeout);
   counter("fulcrum_lb_bad_requests_total", "Requests refused as malformed.", t.bad_requests);
+  w.family("fulcrum_lb_slow_client_closes_total", "counter",
+           "Client connections ended for being slow, by reason (head: request head not in within "
+           "http_request_ms, a 408; body: request body under min_body_rate, a 408; send: a response "
+           "not taken within client_ms).");
+  w.sample("fulcrum_lb_slow_client_closes_total", {{"node", node}, {"reason", "head"}}, t.slow_head);
+  w.sample("fulcrum_lb_slow_client_closes_total", {{"node", node}, {"reason", "body"}}, t.slow_body);
+  w.sample("fulcrum_lb_slow_client_closes_total", {{"node", node}, {"reason", "send"}}, t.slow_send);
   if (ctx_.firewall != nullptr) {
     w.family("fulcrum_lb_firewall_refused_total", "counter",
              "Connections closed at accept by [lb.firewall], by reason (deny: a deny entry; "

@@ -1,6 +1,7 @@
 """Abuse and exhaustion, tried as an attacker would: every refusal is a clear status or a logged,
 counted close — never a spin, a crash or unbounded memory."""
 import os
+import re
 import socket
 import subprocess
 import time
@@ -207,6 +208,81 @@ class ControlPlaneFloodTest(LbTestCase):
         finally:
             for s in flood:
                 s.close()
+
+
+class SlowClientTest(LbTestCase):
+    """Clients too slow to hold a connection: a body under min_body_rate gets a 408, a client that
+    stops taking its response is closed after client_ms; both are counted. server_ms is long, so
+    only the client-side deadlines can end these connections in time."""
+
+    TIMEOUTS = {"http_request_ms": 1000, "client_ms": 1500, "server_ms": 30000}
+
+    def start(self, limits=None):
+        backend = self.py_backend("py")
+        stats_port = free_port()
+        lb = self.start_lb([Server("py", backend.port)], timeouts=self.TIMEOUTS, limits=limits,
+                           node_extra={"stats": f"127.0.0.1:{stats_port}"})
+        wait_listening(stats_port)
+        return lb, stats_port
+
+    def slow_closes(self, stats_port, reason):
+        text = exchange_from(stats_port, METRICS).decode()
+        match = re.search(r'fulcrum_lb_slow_client_closes_total\{node="lb-t",reason="%s"\} (\d+)' % reason, text)
+        self.assertIsNotNone(match, text[-2000:])
+        return int(match.group(1))
+
+    def test_a_trickled_body_gets_408(self):
+        lb, stats_port = self.start(limits={"min_body_rate": 1000})
+        # A body at full speed is fine, and so is one that keeps the pace.
+        conn = socket.create_connection(("127.0.0.1", lb.port), timeout=10)
+        try:
+            conn.sendall(b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 300000\r\n\r\n" + b"u" * 300000)
+            self.assertTrue(conn.recv(100).startswith(b"HTTP/1.1 200 "))
+        finally:
+            conn.close()
+        # 5 bytes a second against 1000: after the 1 s grace and the credit of the bytes sent, 408.
+        conn = socket.create_connection(("127.0.0.1", lb.port), timeout=10)
+        try:
+            conn.sendall(b"POST /upload HTTP/1.1\r\nHost: t\r\nContent-Length: 100000\r\n\r\n" + b"u" * 10)
+            conn.setblocking(False)
+            answer = b""
+            deadline = time.monotonic() + 8
+            while time.monotonic() < deadline and b"\r\n\r\n" not in answer:
+                try:
+                    conn.send(b"u")
+                except OSError:
+                    pass  # closed under us: the answer is what counts
+                try:
+                    answer += conn.recv(4096)
+                except BlockingIOError:
+                    pass
+                except OSError:
+                    break
+                time.sleep(0.2)  # the trickle's pace, not a wait on a condition
+            self.assertTrue(answer.startswith(b"HTTP/1.1 408 "), answer[:200])
+            self.assertIn(b"Connection: close", answer)
+        finally:
+            conn.close()
+        self.assertEqual(self.slow_closes(stats_port, "body"), 1)
+        self.assertTrue(lb.alive())
+
+    def test_a_client_that_stops_reading_is_closed_after_client_ms(self):
+        lb, stats_port = self.start()
+        conn = socket.socket()
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+        conn.settimeout(10)
+        conn.connect(("127.0.0.1", lb.port))
+        try:
+            conn.sendall(b"GET /big HTTP/1.1\r\nHost: t\r\n\r\n")  # 16 MiB, never read
+            # Well before server_ms (30 s), the lb gives up on this client, and says why.
+            wait_until(lambda: self.slow_closes(stats_port, "send") == 1, timeout=12,
+                       what="the non-reading client closed")
+            text = exchange_from(stats_port, METRICS).decode()
+            self.assertIn('fulcrum_lb_connections_active{node="lb-t"} 0', text)
+        finally:
+            conn.close()
+        self.assertEqual(get_once(lb.port, "/echo")[0], 200)
+        self.assertTrue(lb.alive())
 
 
 METRICS = b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"

@@ -139,6 +139,7 @@ class PyBackend:
       /never        never answers; holds the connection until the peer closes it
       /upload       streams the request body, answers its length (nothing is kept)
       /chunked      a chunked response
+      /big          a 16 MiB response (a client that stops reading holds the lb's send side)
       /hop          a response carrying hop-by-hop fields
       Upgrade: websocket   101 Switching Protocols, then echoes raw bytes
       anything else echoes the request as JSON: method, target, fields, body length and sha256
@@ -225,6 +226,12 @@ class PyBackend:
                 self.in_flight.set()
                 if server.stopping.wait(self.delay):
                     return
+            if target == "/big":
+                try:
+                    self._respond(conn, 200, b"b" * (16 << 20), close=close)
+                except OSError:
+                    return  # the lb gave up on a client that stopped reading
+                continue
             if target == "/chunked":
                 conn.sendall(b"HTTP/1.1 200 OK\r\nX-Served-By: " + self.name.encode() +
                              b"\r\nTransfer-Encoding: chunked\r\n\r\n"
