@@ -514,6 +514,7 @@ void ServerConnection::queueError(int status, std::string_view reason) {
 }
 
 void ServerConnection::flush() {
+  size_t pending_before = out_.size() + static_cast<size_t>(file_remaining_);
   while (!out_.empty()) {
     ssize_t n = out_.writeTo(fd_.get());
     if (n < 0) {
@@ -546,6 +547,10 @@ void ServerConnection::flush() {
       processInput();
       return;
     }
+  } else if (!request_started_ && out_.size() + static_cast<size_t>(file_remaining_) < pending_before) {
+    // A response is moving: the client has idle_timeout from its last progress (a long download
+    // to a slow client is fine, one that stops reading is closed).
+    timer_.armAfter(server_.options().idle_timeout);
   }
   updateInterest();
 }

@@ -285,6 +285,77 @@ class SlowClientTest(LbTestCase):
         self.assertTrue(lb.alive())
 
 
+class SlowDownloadTest(LbTestCase):
+    """A web node sending a large file to a slow but steady reader keeps going past client_ms (the
+    deadline runs from the last progress); one that stops reading is closed after it."""
+
+    def test_steady_slow_reader_gets_the_whole_file_and_a_stalled_one_is_closed(self):
+        os.makedirs(os.path.join(self.tmp.path, "www"), exist_ok=True)
+        size = 12 << 20
+        with open(os.path.join(self.tmp.path, "www", "large.bin"), "wb") as f:
+            f.write(b"L" * size)
+        port = free_port()
+        path = self.tmp.write("web-slow.toml", f"""
+[site]
+name = "slowdl"
+state_dir = "var"
+[lb.timeouts]
+client_ms = 700
+[web]
+docroot = "www"
+app = "none"
+[[web.node]]
+name = "web-s1"
+listen = "127.0.0.1:{port}"
+threads = 1
+""")
+        proc = Process([FULCRUM, "web", "--site", path, "--node", "web-s1"], path + ".log")
+        self.addCleanup(self.stop_lb, proc)
+        wait_listening(port)
+
+        def slow_client():
+            conn = socket.socket()
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+            conn.settimeout(10)
+            conn.connect(("127.0.0.1", port))
+            conn.sendall(b"GET /large.bin HTTP/1.1\r\nHost: t\r\n\r\n")
+            return conn
+
+        conn = slow_client()
+        try:
+            received = 0
+            started = time.monotonic()
+            while received < size and time.monotonic() - started < 30:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    break
+                received += len(chunk)
+                time.sleep(0.005)  # a slow reader's pace: the download takes several client_ms
+            elapsed = time.monotonic() - started
+            self.assertGreater(received, size, f"{received} bytes in {elapsed:.1f} s")  # + the head
+            self.assertGreater(elapsed, 1.4)  # it did outlast two client_ms
+        finally:
+            conn.close()
+
+        conn = slow_client()
+        try:
+            conn.recv(1000)  # the response started; now nothing more is read
+            def closed():
+                try:
+                    with open(f"/proc/{proc.proc.pid}/net/tcp") as f:
+                        table = f.read()
+                except OSError:
+                    return False
+                local = f"{port:04X}"
+                # The server side of the connection leaves ESTABLISHED (01) once it gives up.
+                return not any(line.split()[1].endswith(":" + local) and line.split()[3] == "01"
+                               for line in table.splitlines()[1:])
+            wait_until(closed, timeout=10, what="the stalled reader's connection closed by the server")
+        finally:
+            conn.close()
+        self.assertTrue(proc.alive())
+
+
 METRICS = b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
 
 
