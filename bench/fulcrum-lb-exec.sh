@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Starts `fulcrum lb` for a benchmark harness: writes a one-node site file for listen port $1 and
 # the comma-separated backends $2, then execs fulcrum (so the harness measures fulcrum's own PID).
-# Env: THREADS (default 1), ALGORITHM (default roundrobin), FULCRUM (binary).
+# Env: THREADS (default 1), ALGORITHM (default roundrobin), FULCRUM (binary), CLIENT_MS (default 30000),
+# HTTP_REQUEST_MS (default: fulcrum's), MAX_CONNECTIONS (default 100000).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 FULCRUM=${FULCRUM:-$HERE/../build/fulcrum}
 port=$1
 IFS=, read -r -a backends <<< "$2"
-dir=$(mktemp -d /tmp/fulcrum-lb-bench.XXXX)
+dir=$(mktemp -d "${TMPDIR:-/tmp}/fulcrum-lb-bench.XXXX")
 site=$dir/site.toml
 {
   echo "[lb]"
@@ -18,8 +19,9 @@ site=$dir/site.toml
   echo "threads = ${THREADS:-1}"
   echo "[lb.timeouts]"
   echo "client_ms = ${CLIENT_MS:-30000}"
+  if [[ -n ${HTTP_REQUEST_MS:-} ]]; then echo "http_request_ms = $HTTP_REQUEST_MS"; fi
   echo "[lb.limits]"
-  echo "max_connections = 100000"
+  echo "max_connections = ${MAX_CONNECTIONS:-100000}"
   echo "[web]"
   echo "app = \"none\""
   i=0
