@@ -53,7 +53,10 @@ struct LbLimits {
   uint32_t max_connections = 20000;
   uint32_t max_header_bytes = 16384;
   uint64_t max_body_bytes = 10485760;
-  uint32_t rate_per_ip = 0;
+  uint32_t rate_per_ip = 0;       // requests/s per client address; 0 = off
+  uint32_t rate_burst = 0;        // requests a client may send at once; 0 = rate_per_ip
+  uint32_t conn_per_ip = 0;       // open connections per client address; 0 = off
+  uint32_t client_table = 100000;  // addresses tracked for the two above (fixed memory, LRU)
   uint32_t min_body_rate = 500;  // bytes/s a request body averages after http_request_ms; 0 = off
 };
 

@@ -25,9 +25,6 @@ std::vector<ConfigError> lbNotBuiltYet(const Site& site, const LbNode* only) {
   if (site.has("lb.vip")) {
     refuse("lb.vip", "a VRRP virtual IP");
   }
-  if (site.lb.limits.rate_per_ip != 0) {
-    refuse("lb.limits.rate_per_ip", "per-client rate limiting");
-  }
   return out;
 }
 

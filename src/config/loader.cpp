@@ -181,11 +181,15 @@ void readLbSection(Diagnostics& diag, const toml::table& table) {
   }
   if (const auto* t = r.table("limits")) {
     TableReader h(diag, *t, "lb.limits",
-                  {"max_connections", "max_header_bytes", "max_body_bytes", "rate_per_ip", "min_body_rate"});
+                  {"max_connections", "max_header_bytes", "max_body_bytes", "rate_per_ip", "rate_burst",
+                   "conn_per_ip", "client_table", "min_body_rate"});
     h.read("max_connections", lb.limits.max_connections, {1, 10'000'000});
     h.read("max_header_bytes", lb.limits.max_header_bytes, {1024, 1'048'576});
     h.read("max_body_bytes", lb.limits.max_body_bytes, {0, kOneTiB});
     h.read("rate_per_ip", lb.limits.rate_per_ip, {0, 10'000'000});
+    h.read("rate_burst", lb.limits.rate_burst, {0, 10'000'000});
+    h.read("conn_per_ip", lb.limits.conn_per_ip, {0, 10'000'000});
+    h.read("client_table", lb.limits.client_table, {1024, 10'000'000});
     h.read("min_body_rate", lb.limits.min_body_rate, {0, 1'000'000'000});
   }
   if (const auto* t = r.table("firewall")) {

@@ -8,11 +8,13 @@
 
 #include "config/features.h"
 #include "core/acceptor.h"
+#include "core/client_table.h"
 #include "core/ip_filter.h"
 #include "core/event_loop.h"
 #include "core/exit_codes.h"
 #include "core/graceful_stop.h"
 #include "core/log.h"
+#include "core/random.h"
 #include "core/signals.h"
 #include "core/socket.h"
 #include "core/workers.h"
@@ -126,6 +128,21 @@ int runLbCommand(const config::Site& site, const std::string& node_name) {
     log::info("firewall: {} allow and {} deny entries, checked at accept", site.lb.firewall.allow.size(),
               site.lb.firewall.deny.size());
   }
+  // [lb.limits] rate_per_ip / conn_per_ip: one table of client addresses for every worker (one
+  // client's connections land on several), fixed in size; it outlives the workers.
+  std::unique_ptr<core::ClientTable> clients;
+  const config::LbLimits& limits = site.lb.limits;
+  if (limits.rate_per_ip != 0 || limits.conn_per_ip != 0) {
+    // Every open connection pins its address's entry: leave room for as many others.
+    size_t capacity = std::max<size_t>(limits.client_table, size_t{limits.max_connections} * 2);
+    clients = std::make_unique<core::ClientTable>(
+        capacity, core::ClientLimits{limits.rate_per_ip, limits.rate_burst, limits.conn_per_ip}, 16,
+        core::Random::fromOs().next());
+    options.clients = clients.get();
+    log::info("client limits: rate_per_ip {} (burst {}), conn_per_ip {}, {} addresses tracked ({} KiB)",
+              limits.rate_per_ip, limits.rate_burst != 0 ? limits.rate_burst : limits.rate_per_ip,
+              limits.conn_per_ip, clients->capacity(), clients->memoryBytes() / 1024);
+  }
   std::vector<std::unique_ptr<ProxyStats>> stats;
   std::vector<std::unique_ptr<WorkerPool>> pools(threads);
   std::vector<std::unique_ptr<ProxyWorker>> proxies(threads);
@@ -190,6 +207,7 @@ int runLbCommand(const config::Site& site, const std::string& node_name) {
     ctx.health = &checker;
     ctx.db = db.get();
     ctx.firewall = firewall.get();
+    ctx.clients = clients.get();
     ctx.token = token;
     ctx.apply_admin = [&workers, &pools](uint32_t id, AdminState state) {
       bool in_rotation = state == AdminState::Ready;

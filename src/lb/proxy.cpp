@@ -126,7 +126,8 @@ class ProxySession final : public core::IoHandler, public UpstreamOwner, public 
 
   // Outcomes.
   void finishExchange();
-  void respondError(int status, std::string_view detail);
+  // `extra_fields`: whole header lines ("Retry-After: 1\r\n") added to the answer.
+  void respondError(int status, std::string_view detail, std::string_view extra_fields = {});
   void onClientTimeout();
   void armBodyDeadline();
   bool bodyHeldBack() const;
@@ -251,6 +252,9 @@ void ProxySession::close() {
   phase_ = Phase::Closed;
   client_timer_.disarm();
   releaseExchange();
+  if (core::ClientTable* clients = worker_.options().clients; clients != nullptr) {
+    clients->closeConnection(peer_ip_);
+  }
   worker_.loop().remove(client_.get());
   client_.reset();
   cin_.release();
@@ -385,6 +389,20 @@ void ProxySession::processClient() {
 void ProxySession::startRequest(size_t head_len) {
   ProxyStats& stats = worker_.stats();
   stats.requests_total.add();
+  if (core::ClientTable* clients = worker_.options().clients; clients != nullptr) {
+    core::ClientTable::Admission admission = clients->admitRequest(peer_ip_, worker_.loop().now());
+    if (!admission.allowed) {
+      // Over rate_per_ip: refused before any server sees it. The connection closes after the
+      // answer (its body, if any, is drained by the lingering close), which also stops a
+      // pipelined burst.
+      x_->method = x_->req.method;
+      x_->method_text.assign(x_->req.method_text);
+      x_->path.assign(x_->req.path);
+      std::string retry = fmt::format("Retry-After: {}\r\n", core::retryAfterSeconds(admission.retry_after));
+      respondError(429, "too many requests from this address", retry);
+      return;
+    }
+  }
   x_->method = x_->req.method;
   x_->method_text.assign(x_->req.method_text);
   x_->path.assign(x_->req.path);
@@ -1028,7 +1046,7 @@ void ProxySession::finishExchange() {
   }
 }
 
-void ProxySession::respondError(int status, std::string_view detail) {
+void ProxySession::respondError(int status, std::string_view detail, std::string_view extra_fields) {
   if (x_->response_started) {
     close();
     return;
@@ -1044,7 +1062,9 @@ void ProxySession::respondError(int status, std::string_view detail) {
   http::appendStatusLine(head, status);
   head += "Content-Type: text/plain; charset=utf-8\r\nCache-Control: no-store\r\nContent-Length: ";
   head += std::to_string(body.size());
-  head += "\r\nConnection: close\r\n\r\n";
+  head += "\r\n";
+  head += extra_fields;
+  head += "Connection: close\r\n\r\n";
   cout_.append(head);
   if (x_->method != http::Method::Head) {
     cout_.append(body);
@@ -1228,6 +1248,9 @@ ProxyWorker::~ProxyWorker() {
 void ProxyWorker::accept(core::Fd fd, const core::SocketAddress& peer) {
   if (sessions_.size() >= options_.max_connections) {
     return;  // closed by fd's destructor
+  }
+  if (options_.clients != nullptr && !options_.clients->openConnection(peer.ip())) {
+    return;  // over conn_per_ip (counted by the table): closed before a byte is read
   }
   link(new ProxySession(*this, std::move(fd), peer));
   stats_.connections_total.add();

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "core/acceptor.h"
+#include "core/client_table.h"
 #include "core/connection_list.h"
 #include "core/counter.h"
 #include "core/event_loop.h"
@@ -28,6 +29,9 @@ struct ProxyOptions {
   // A request body must average this many bytes a second, counted after a grace of
   // request_timeout and only while the lb waits on the client; 0 = off.
   uint32_t min_body_rate = 500;
+  // [lb.limits] rate_per_ip and conn_per_ip: one table shared by every worker (not owned); null
+  // when both are off.
+  core::ClientTable* clients = nullptr;
   uint32_t retries = 2;
   uint32_t max_connections = 20000;  // per worker
   std::string proto = "http";

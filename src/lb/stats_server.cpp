@@ -366,6 +366,20 @@ std::string StatsHandler::metricsText() const {
     w.sample("fulcrum_lb_firewall_refused_total", {{"node", node}, {"reason", "not_allowed"}},
              ctx_.firewall->notAllowed());
   }
+  if (ctx_.clients != nullptr) {
+    const core::ClientTable& c = *ctx_.clients;
+    w.family("fulcrum_lb_client_limited_total", "counter",
+             "Refused by [lb.limits] per client address (rate: a 429 over rate_per_ip; conn: a "
+             "connection closed at accept over conn_per_ip; table_full: no entry could be had, "
+             "every one held by an address with open connections).");
+    w.sample("fulcrum_lb_client_limited_total", {{"node", node}, {"reason", "rate"}}, c.refusedRequests());
+    w.sample("fulcrum_lb_client_limited_total", {{"node", node}, {"reason", "conn"}}, c.refusedConnections());
+    w.sample("fulcrum_lb_client_limited_total", {{"node", node}, {"reason", "table_full"}}, c.tableFull());
+    w.family("fulcrum_lb_client_table_entries", "gauge", "Client addresses tracked for [lb.limits].");
+    w.sample("fulcrum_lb_client_table_entries", {{"node", node}}, uint64_t{c.size()});
+    counter("fulcrum_lb_client_table_evictions_total",
+            "Client addresses forgotten to make room for new ones (least recently seen first).", c.evictions());
+  }
   counter("fulcrum_lb_received_bytes_total", "Bytes read from clients.", t.bytes_in);
   counter("fulcrum_lb_sent_bytes_total", "Bytes written to clients.", t.bytes_out);
 

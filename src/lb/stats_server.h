@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "core/client_table.h"
 #include "http/server.h"
 #include "lb/db_frontends.h"
 #include "lb/health/health_checker.h"
@@ -28,6 +29,7 @@ struct StatsContext {
   const HealthChecker* health = nullptr;
   const DbFrontends* db = nullptr;  // the node's database frontends, if any
   const core::IpFilter* firewall = nullptr;  // [lb.firewall], when set
+  const core::ClientTable* clients = nullptr;  // [lb.limits] rate_per_ip / conn_per_ip, when set
   std::string token;                // admin API bearer token
   // Applies an admin state to every worker (called on the main thread).
   std::function<void(uint32_t server, AdminState state)> apply_admin;

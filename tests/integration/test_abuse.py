@@ -8,7 +8,7 @@ import time
 import unittest
 
 from harness import FULCRUM, Process, TempDir, free_port, http_get, wait_until
-from test_lb import LbTestCase, Server, get_once, lb_site_text
+from test_lb import Client, LbTestCase, Server, get_once, lb_site_text
 
 
 def cpu_seconds(pid):
@@ -354,6 +354,101 @@ threads = 1
         finally:
             conn.close()
         self.assertTrue(proc.alive())
+
+
+class ClientLimitsTest(LbTestCase):
+    """[lb.limits] rate_per_ip (429 with Retry-After) and conn_per_ip (closed at accept), per
+    client address, in a table of fixed size that a flood of new addresses cannot grow."""
+
+    def start(self, limits):
+        backend = self.py_backend("py")
+        stats_port = free_port()
+        lb = self.start_lb([Server("py", backend.port)], limits=limits,
+                           node_extra={"stats": f"127.0.0.1:{stats_port}"})
+        wait_listening(stats_port)
+        return lb, stats_port
+
+    def metric(self, stats_port, name, labels):
+        text = exchange_from(stats_port, METRICS).decode()
+        match = re.search(re.escape(f'{name}{{node="lb-t"{labels}}} ') + r"(\d+)", text)
+        self.assertIsNotNone(match, (name, text[-3000:]))
+        return int(match.group(1))
+
+    def test_rate_per_ip_answers_429_with_retry_after(self):
+        # One request a second, three at once: a fourth within the second is one too many.
+        lb, stats_port = self.start({"rate_per_ip": 1, "rate_burst": 3})
+        statuses = [get_once(lb.port, "/echo", source="127.0.0.2")[0] for _ in range(3)]
+        self.assertEqual(statuses, [200, 200, 200])
+        status, _, body, resp = get_once(lb.port, "/echo", source="127.0.0.2")
+        self.assertEqual(status, 429, body)
+        self.assertEqual(resp.getheader("Retry-After"), "1")
+        self.assertEqual(resp.getheader("Connection"), "close")
+        # Another address has its own budget.
+        self.assertEqual(get_once(lb.port, "/echo", source="127.0.0.3")[0], 200)
+        # After the wait it asked for, the first address is served again.
+        wait_until(lambda: get_once(lb.port, "/echo", source="127.0.0.2")[0] == 200, timeout=5,
+                   what="served again after Retry-After")
+        self.assertGreaterEqual(self.metric(stats_port, "fulcrum_lb_client_limited_total", ',reason="rate"'), 1)
+        # The answer is the lb's: the server never saw the refused request.
+        self.assertTrue(lb.alive())
+
+    def test_conn_per_ip_refuses_the_connection_over_it(self):
+        lb, stats_port = self.start({"conn_per_ip": 3})
+        held = []
+        try:
+            for _ in range(3):
+                c = Client(lb.port, "127.0.0.4")
+                self.assertEqual(c.get("/echo")[0], 200)
+                held.append(c)
+            # The fourth from the same address is closed before a byte is read.
+            self.assertIsNone(exchange_or_none(lb.port, "127.0.0.4"))
+            self.assertEqual(get_once(lb.port, "/echo", source="127.0.0.5")[0], 200)
+            self.assertEqual(self.metric(stats_port, "fulcrum_lb_client_limited_total", ',reason="conn"'), 1)
+            held.pop().close()
+            wait_until(lambda: exchange_or_none(lb.port, "127.0.0.4") is not None, timeout=5,
+                       what="a slot back once a connection closed")
+        finally:
+            for c in held:
+                c.close()
+
+    def test_a_flood_of_addresses_cannot_grow_the_table(self):
+        # The table holds max(client_table, 2 * max_connections) addresses: 2048 here.
+        lb, stats_port = self.start({"rate_per_ip": 1000, "conn_per_ip": 100, "client_table": 1024,
+                                     "max_connections": 1024})
+        rss_before = rss_kb(lb.proc.pid)
+        count = 0
+        for b in range(1, 13):  # 12 * 250 * 2 = 6000 distinct addresses, each with a request
+            for c in range(1, 251):
+                for d in (1, 2):
+                    status = exchange_from(lb.port, b"GET /echo HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
+                                           f"127.{b}.{c}.{d}")
+                    self.assertTrue(status.startswith(b"HTTP/1.1 200 "), status[:100])
+                    count += 1
+        entries = self.metric(stats_port, "fulcrum_lb_client_table_entries", "")
+        evictions = self.metric(stats_port, "fulcrum_lb_client_table_evictions_total", "")
+        grown = rss_kb(lb.proc.pid) - rss_before
+        print(f"\n{count} addresses: {entries} held, {evictions} evicted, RSS grew {grown} KiB", flush=True)
+        self.assertLessEqual(entries, 2048 + 16)  # rounded up per shard
+        self.assertGreaterEqual(evictions, count - 2048 - 16)
+        self.assertLess(grown, 8 * 1024)
+        self.assertTrue(lb.alive())
+
+
+def rss_kb(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def exchange_or_none(port, source):
+    """The answer to one GET from `source`, or None when the connection is closed unanswered."""
+    try:
+        data = exchange_from(port, b"GET /echo HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", source)
+    except OSError:
+        return None
+    return data or None
 
 
 METRICS = b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"

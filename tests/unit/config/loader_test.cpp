@@ -94,6 +94,10 @@ max_connections = 10
 max_header_bytes = 2048
 max_body_bytes = 4096
 rate_per_ip = 7
+rate_burst = 20
+conn_per_ip = 30
+client_table = 5000
+min_body_rate = 0
 [lb.firewall]
 allow = ["10.0.0.0/8", "::1"]
 deny = ["10.1.0.0/16"]
@@ -170,6 +174,10 @@ TEST(Loader, ReadsEveryKeyOfTheContract) {
   EXPECT_EQ(s.lb.limits.max_header_bytes, 2048u);
   EXPECT_EQ(s.lb.limits.max_body_bytes, 4096u);
   EXPECT_EQ(s.lb.limits.rate_per_ip, 7u);
+  EXPECT_EQ(s.lb.limits.rate_burst, 20u);
+  EXPECT_EQ(s.lb.limits.conn_per_ip, 30u);
+  EXPECT_EQ(s.lb.limits.client_table, 5000u);
+  EXPECT_EQ(s.lb.limits.min_body_rate, 0u);
 
   ASSERT_EQ(s.lb.firewall.allow.size(), 2u);
   EXPECT_EQ(s.lb.firewall.allow[0].text, "10.0.0.0/8");
