@@ -16,7 +16,8 @@
 
 namespace fulcrum::core {
 
-// An intrusive list of live connections; T has public `T* prev` and `T* next` members.
+// An intrusive list of live connections, newest first; T has public `T* prev` and `T* next`
+// members.
 template <typename T>
 class ConnectionList {
  public:
@@ -25,6 +26,8 @@ class ConnectionList {
     c->prev = nullptr;
     if (head_ != nullptr) {
       head_->prev = c;
+    } else {
+      tail_ = c;
     }
     head_ = c;
     ++size_;
@@ -40,6 +43,8 @@ class ConnectionList {
     }
     if (c->next != nullptr) {
       c->next->prev = c->prev;
+    } else {
+      tail_ = c->prev;
     }
     c->prev = c->next = nullptr;
     --size_;
@@ -56,6 +61,19 @@ class ConnectionList {
     }
   }
 
+  // The first connection from the oldest for which `pred(T*)` holds, looking at no more than
+  // `limit` of them (a bounded walk, whatever the list's length); null if none.
+  template <typename P>
+  T* oldestWhere(P&& pred, size_t limit) const {
+    T* c = tail_;
+    for (size_t i = 0; c != nullptr && i < limit; ++i, c = c->prev) {
+      if (pred(c)) {
+        return c;
+      }
+    }
+    return nullptr;
+  }
+
   // Runs `on_empty` (posted to `loop`) once the list is empty: now, if it already is.
   void whenEmpty(EventLoop& loop, std::function<void()> on_empty) {
     on_empty_ = std::move(on_empty);
@@ -70,6 +88,7 @@ class ConnectionList {
       --size_;
       delete c;
     }
+    tail_ = nullptr;
   }
 
   size_t size() const { return size_; }
@@ -82,6 +101,7 @@ class ConnectionList {
   }
 
   T* head_ = nullptr;
+  T* tail_ = nullptr;
   size_t size_ = 0;
   std::function<void()> on_empty_;
 };

@@ -1396,6 +1396,13 @@ std::string DbAgent::metricsText() const {
     w.sample(name, {{"node", node}}, value);
   };
   gauge("fulcrum_db_up", "1 when PostgreSQL is up", healthStatus(v) == 200 ? 1 : 0);
+  if (api_stats_ != nullptr) {
+    counter("fulcrum_db_api_connections_refused_total",
+            "API connections closed at accept (over 64 from one address, or every slot busy)",
+            api_stats_->refused.get());
+    counter("fulcrum_db_api_connections_evicted_total",
+            "idle API connections closed to make room for a new one", api_stats_->evicted.get());
+  }
   gauge("fulcrum_db_primary", "1 on the leader while it accepts writes", primaryStatus(v) == 200 ? 1 : 0);
   gauge("fulcrum_db_replica", "1 on a streaming replica", replicaStatus(v, std::nullopt) == 200 ? 1 : 0);
   gauge("fulcrum_db_leader_lease_valid", "1 while this node holds a valid leader lease", v.may_write ? 1 : 0);

@@ -78,6 +78,8 @@ class DbAgent final : public http::Handler {
   // SIGCHLD: a control tick at once when it was the postmaster that died (a restart, or a
   // failover, should not wait for the next scheduled tick).
   void onChildSignal();
+  // The API listener's counters, for /metrics (not owned; set once before start).
+  void setApiStats(const http::ServerStats* stats) { api_stats_ = stats; }
 
   NodeView view() const;
 
@@ -213,6 +215,7 @@ class DbAgent final : public http::Handler {
   std::string statusJson() const;
   std::string metricsText() const;
 
+  const http::ServerStats* api_stats_ = nullptr;
   const config::Site& site_;
   const config::DbNode& node_;
   core::EventLoop& loop_;

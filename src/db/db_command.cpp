@@ -69,6 +69,7 @@ int runDbCommand(const config::Site& site, const std::string& node_name) {
   options.first_byte_timeout = std::chrono::seconds(2);
   options.limits.max_body_bytes = http::kMaxAdminBodyBytes;  // the agent API takes small JSON only
   http::ServerStats stats;
+  agent.setApiStats(&stats);
   auto server = std::make_unique<http::HttpServer>(loop, std::move(listener), agent, options, stats);
 
   int exit_code = kExitOk;

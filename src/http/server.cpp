@@ -19,12 +19,6 @@ namespace fulcrum::http {
 
 namespace {
 
-// The key of a client address in HttpServer::per_ip_: its bytes.
-std::string ipKey(const core::SocketAddress& peer) {
-  core::IpAddress ip = peer.ip();
-  return std::string(reinterpret_cast<const char*>(ip.bytes.data()), ip.length());
-}
-
 constexpr size_t kMaxPipelinedOutput = 256 * 1024;  // stop parsing ahead past this much queued output
 constexpr size_t kInlineFileBytes = 16 * 1024;      // files up to this size are copied next to the head
 constexpr auto kLingerTime = std::chrono::seconds(2);
@@ -97,7 +91,14 @@ class ServerConnection final : public core::IoHandler, public core::Deletable {
   void finishDeferred(Response response);
   // Graceful stop: idle connections close now; busy ones after their current response.
   void drain();
+  // Closes the connection now (HttpServer makes room for a new one).
+  void evict() { close(); }
   const core::SocketAddress& peer() const { return peer_; }
+  // Between requests with nothing to send: an idle keep-alive connection, or a new one that has
+  // sent nothing yet. Closing it loses no work.
+  bool idle() const {
+    return phase_ == Phase::Head && !request_started_ && !outputPending() && in_.empty();
+  }
 
   ServerConnection* prev = nullptr;
   ServerConnection* next = nullptr;
@@ -672,7 +673,14 @@ HttpServer::HttpServer(core::EventLoop& loop, core::Fd listener, Handler& handle
                 [this](core::Fd fd, const core::SocketAddress& peer) { accept(std::move(fd), peer); }),
       handler_(handler),
       options_(options),
-      stats_(stats) {}
+      stats_(stats) {
+  if (options_.max_connections_per_ip != 0) {
+    // Every open connection pins its address: room for max_connections addresses and as many
+    // more, in fixed memory.
+    per_ip_ = std::make_unique<core::ClientTable>(size_t{options_.max_connections} * 2,
+                                                  core::ClientLimits{0, 0, options_.max_connections_per_ip}, 1);
+  }
+}
 
 HttpServer::~HttpServer() {
   acceptor_.close();
@@ -681,17 +689,24 @@ HttpServer::~HttpServer() {
 }
 
 void HttpServer::accept(core::Fd fd, const core::SocketAddress& peer) {
-  if (connections_.size() >= options_.max_connections) {
+  if (per_ip_ && !per_ip_->openConnection(peer.ip())) {
     stats_.refused.add();
     return;  // closed by fd's destructor
   }
-  if (options_.max_connections_per_ip != 0) {
-    uint32_t& open = per_ip_[ipKey(peer)];
-    if (open >= options_.max_connections_per_ip) {
+  if (connections_.size() >= options_.max_connections) {
+    // Full: the oldest idle connection makes room (nginx reuses idle keep-alive connections the
+    // same way), so connections that only hold a slot cannot lock out a health check that
+    // sends its request at once. With none idle among the oldest, the new one is refused.
+    ServerConnection* victim = connections_.oldestWhere([](ServerConnection* c) { return c->idle(); }, 64);
+    if (victim == nullptr) {
+      if (per_ip_) {
+        per_ip_->closeConnection(peer.ip());
+      }
       stats_.refused.add();
       return;
     }
-    ++open;
+    stats_.evicted.add();
+    victim->evict();
   }
   link(new ServerConnection(*this, std::move(fd), peer));
   stats_.connections_total.add();
@@ -705,11 +720,8 @@ void HttpServer::link(ServerConnection* conn) {
 void HttpServer::unlink(ServerConnection* conn) {
   connections_.unlink(conn, loop_);
   stats_.connections_active.sub();
-  if (options_.max_connections_per_ip != 0) {
-    auto it = per_ip_.find(ipKey(conn->peer()));
-    if (it != per_ip_.end() && --it->second == 0) {
-      per_ip_.erase(it);
-    }
+  if (per_ip_) {
+    per_ip_->closeConnection(conn->peer().ip());
   }
   acceptor_.connectionClosed();
 }

@@ -16,6 +16,7 @@
 #include "core/address.h"
 #include "core/buffer.h"
 #include "core/acceptor.h"
+#include "core/client_table.h"
 #include "core/connection_list.h"
 #include "core/counter.h"
 #include "core/event_loop.h"
@@ -49,6 +50,7 @@ struct ServerStats {
   core::Counter parse_errors;
   core::Counter timeouts;
   core::Counter refused;  // closed at accept: max_connections or max_connections_per_ip reached
+  core::Counter evicted;  // idle connections closed to make room for a new one at max_connections
 };
 
 class ServerConnection;
@@ -155,7 +157,7 @@ class HttpServer final {
   const ServerOptions options_;
   ServerStats& stats_;
   core::ConnectionList<ServerConnection> connections_;
-  std::unordered_map<std::string, uint32_t> per_ip_;  // open connections by address bytes, when capped
+  std::unique_ptr<core::ClientTable> per_ip_;  // open connections by address, when capped
   bool draining_ = false;
 };
 

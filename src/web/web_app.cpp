@@ -31,6 +31,8 @@ std::string WebApp::metricsText() const {
   uint64_t bytes_out = 0;
   uint64_t parse_errors = 0;
   uint64_t timeouts = 0;
+  uint64_t refused = 0;
+  uint64_t evicted = 0;
   for (const auto& s : worker_stats_) {
     conns_total += s->connections_total.get();
     conns_active += s->connections_active.get();
@@ -42,6 +44,8 @@ std::string WebApp::metricsText() const {
     bytes_out += s->bytes_out.get();
     parse_errors += s->parse_errors.get();
     timeouts += s->timeouts.get();
+    refused += s->refused.get();
+    evicted += s->evicted.get();
   }
   metrics::PrometheusWriter w;
   const std::string_view node = node_name_;
@@ -65,6 +69,12 @@ std::string WebApp::metricsText() const {
   w.sample("fulcrum_web_bad_requests_total", {{"node", node}}, parse_errors);
   w.family("fulcrum_web_timeouts_total", "counter", "Connections closed by a request or idle timeout.");
   w.sample("fulcrum_web_timeouts_total", {{"node", node}}, timeouts);
+  w.family("fulcrum_web_connections_refused_total", "counter",
+           "Connections closed at accept: max_connections reached with no idle one to close.");
+  w.sample("fulcrum_web_connections_refused_total", {{"node", node}}, refused);
+  w.family("fulcrum_web_connections_evicted_total", "counter",
+           "Idle keep-alive connections closed to make room for a new one at max_connections.");
+  w.sample("fulcrum_web_connections_evicted_total", {{"node", node}}, evicted);
   appendDbMetrics(w);
   return w.take();
 }

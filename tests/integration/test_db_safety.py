@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 import unittest
@@ -400,6 +401,66 @@ class DbSafetyTest(unittest.TestCase):
         print(f"\nslowest API answer during a clone: {slowest * 1000:.0f} ms")
         cluster.stop_all(self)
 
+
+    def test_api_stays_reachable_under_a_connection_flood(self):
+        """Idle connections that never send a byte, from 20 addresses, 1,100 at once and reopened
+        as fast as the agent closes them (its cap is 1,000): /primary, what the lbs check, still
+        answers at once every time. The oldest idle connection makes room for a new one, and no
+        address holds more than 64."""
+        cluster = Cluster(failover=True)
+        self.addCleanup(cluster.cleanup)
+        leader, _ = cluster.start(self)
+        port = cluster.ports[leader][1]
+        sources = [f"127.0.{i}.9" for i in range(1, 21)]
+        flood = {}  # socket -> source
+        opened = refused = 0
+
+        def refill():
+            nonlocal opened, refused
+            for sock in [s for s in flood if closed_by_peer(s)]:
+                del flood[sock]
+                sock.close()
+            for i in range(1100 - len(flood)):
+                source = sources[i % len(sources)]
+                try:
+                    sock = socket.create_connection(("127.0.0.1", port), timeout=2, source_address=(source, 0))
+                except OSError:
+                    refused += 1
+                    continue
+                flood[sock] = source
+                opened += 1
+
+        try:
+            refill()
+            slowest = 0.0
+            for _ in range(30):
+                refill()
+                started = time.monotonic()
+                code, _, _ = http_get(cluster.url(leader, "/primary"), timeout=5)
+                slowest = max(slowest, time.monotonic() - started)
+                self.assertEqual(code, 200)
+            self.assertLess(slowest, 1.0, "a health check waited behind the flood")
+            metrics = http_get(cluster.url(leader, "/metrics"), timeout=5)[2].decode()
+            print(f"\nflood of {opened} connections: slowest /primary {slowest * 1000:.0f} ms", flush=True)
+            self.assertRegex(metrics, r'fulcrum_db_api_connections_evicted_total\{node="[^"]+"\} [1-9]')
+        finally:
+            for sock in flood:
+                sock.close()
+        self.assertEqual(cluster.code(leader, "/primary"), 200)
+        cluster.stop_all(self)
+
+
+def closed_by_peer(sock):
+    """True when the peer has closed (or reset) `sock`; never blocks."""
+    sock.setblocking(False)
+    try:
+        return sock.recv(1) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+    finally:
+        sock.setblocking(True)
 
 def thaw(pids):
     for pid in pids:
