@@ -98,6 +98,9 @@ class ProxySession final : public core::IoHandler, public UpstreamOwner, public 
   void onIoEvents(uint32_t events) override;  // client socket
   void onUpstreamEvents(uint32_t events) override;
   void drain();
+  // Between requests with nothing queued either way: closing it loses no work.
+  bool idle() const { return phase_ == Phase::ClientHead && !request_started_ && cin_.empty() && cout_.empty(); }
+  void evict() { close(); }
 
   ProxySession* prev = nullptr;
   ProxySession* next = nullptr;
@@ -1246,11 +1249,22 @@ ProxyWorker::~ProxyWorker() {
 }
 
 void ProxyWorker::accept(core::Fd fd, const core::SocketAddress& peer) {
-  if (sessions_.size() >= options_.max_connections) {
-    return;  // closed by fd's destructor
-  }
   if (options_.clients != nullptr && !options_.clients->openConnection(peer.ip())) {
     return;  // over conn_per_ip (counted by the table): closed before a byte is read
+  }
+  if (sessions_.size() >= options_.max_connections) {
+    // Full: the oldest idle keep-alive connection makes room (as nginx does, and as the web
+    // nodes and control planes do); with none idle among the oldest, the new one is refused.
+    ProxySession* victim = sessions_.oldestWhere([](ProxySession* s) { return s->idle(); }, 64);
+    if (victim == nullptr) {
+      if (options_.clients != nullptr) {
+        options_.clients->closeConnection(peer.ip());
+      }
+      stats_.refused.add();
+      return;  // closed by fd's destructor
+    }
+    stats_.evicted.add();
+    victim->evict();
   }
   link(new ProxySession(*this, std::move(fd), peer));
   stats_.connections_total.add();

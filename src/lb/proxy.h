@@ -64,6 +64,9 @@ struct ProxyStats {
   core::Counter slow_head;
   core::Counter slow_body;
   core::Counter slow_send;
+  // At max_connections: an idle connection closed to make room, or (none idle) the new one refused.
+  core::Counter evicted;
+  core::Counter refused;
   core::Counter bytes_in;
   core::Counter bytes_out;
   std::vector<BackendStats> backends;

@@ -26,7 +26,7 @@ constexpr std::string_view kClasses[] = {"", "1xx", "2xx", "3xx", "4xx", "5xx"};
 struct Totals {
   uint64_t connections_total = 0, connections_active = 0, requests = 0, retries = 0, no_server = 0,
            bad_gateway = 0, gateway_timeout = 0, bad_requests = 0, bytes_in = 0, bytes_out = 0, slow_head = 0,
-           slow_body = 0, slow_send = 0;
+           slow_body = 0, slow_send = 0, evicted = 0, refused = 0;
   uint64_t by_class[6] = {};
 };
 
@@ -49,6 +49,8 @@ Totals sumTotals(const std::vector<std::unique_ptr<ProxyStats>>& workers) {
     t.slow_head += w->slow_head.get();
     t.slow_body += w->slow_body.get();
     t.slow_send += w->slow_send.get();
+    t.evicted += w->evicted.get();
+    t.refused += w->refused.get();
     t.bytes_in += w->bytes_in.get();
     t.bytes_out += w->bytes_out.get();
     for (size_t c = 1; c < 6; ++c) {
@@ -351,6 +353,10 @@ std::string StatsHandler::metricsText() const {
   counter("fulcrum_lb_gateway_timeout_total", "504 answers: a server did not answer in time.",
           t.gateway_timeout);
   counter("fulcrum_lb_bad_requests_total", "Requests refused as malformed.", t.bad_requests);
+  counter("fulcrum_lb_connections_evicted_total",
+          "Idle keep-alive connections closed to make room for a new one at max_connections.", t.evicted);
+  counter("fulcrum_lb_connections_refused_total",
+          "Connections closed at accept: max_connections reached with no idle one to close.", t.refused);
   w.family("fulcrum_lb_slow_client_closes_total", "counter",
            "Client connections ended for being slow, by reason (head: request head not in within "
            "http_request_ms, a 408; body: request body under min_body_rate, a 408; send: a response "

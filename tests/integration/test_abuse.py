@@ -1,5 +1,6 @@
 """Abuse and exhaustion, tried as an attacker would: every refusal is a clear status or a logged,
 counted close — never a spin, a crash or unbounded memory."""
+import http.client
 import os
 import re
 import socket
@@ -433,6 +434,35 @@ class ClientLimitsTest(LbTestCase):
         self.assertLess(grown, 8 * 1024)
         self.assertTrue(lb.alive())
 
+
+    def test_at_max_connections_the_oldest_idle_one_makes_room(self):
+        lb, stats_port = self.start({"max_connections": 4})
+        idle = []
+        try:
+            for _ in range(4):
+                c = Client(lb.port)
+                self.assertEqual(c.get("/echo")[0], 200)
+                idle.append(c)
+            # Full of idle keep-alive connections: a new client is served, the oldest idle closed.
+            self.assertEqual(get_once(lb.port, "/echo")[0], 200)
+            self.assertEqual(self.metric(stats_port, "fulcrum_lb_connections_evicted_total", ""), 1)
+            with self.assertRaises((OSError, http.client.HTTPException)):
+                idle[0].get("/echo")
+            # Full of requests in progress (heads not finished): nothing is idle, the new one is refused.
+            busy = []
+            for _ in range(4):
+                s = socket.create_connection(("127.0.0.1", lb.port), timeout=5)
+                s.sendall(b"GET /echo HTTP/1.1\r\n")
+                busy.append(s)
+            wait_until(lambda: self.metric(stats_port, "fulcrum_lb_connections_evicted_total", "") >= 4,
+                       timeout=10, what="the idle ones made room")
+            self.assertIsNone(exchange_or_none(lb.port, "127.0.0.1"))
+            self.assertGreaterEqual(self.metric(stats_port, "fulcrum_lb_connections_refused_total", ""), 1)
+            for s in busy:
+                s.close()
+        finally:
+            for c in idle:
+                c.close()
 
 def rss_kb(pid):
     with open(f"/proc/{pid}/status") as f:
