@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -94,6 +95,17 @@ Fd connectTcp(const SocketAddress& address, std::string& error) {
 void setNoDelay(int fd) {
   int one = 1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+}
+
+uint32_t startLinger(int fd) {
+  ::shutdown(fd, SHUT_WR);
+  return EPOLLIN | EPOLLRDHUP;
+}
+
+bool lingerRead(int fd) {
+  char sink[16384];
+  ssize_t n = ::recv(fd, sink, sizeof sink, 0);
+  return n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR);
 }
 
 }  // namespace fulcrum::core

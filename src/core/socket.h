@@ -1,5 +1,7 @@
 #pragma once
 // Non-blocking TCP sockets.
+#include <chrono>
+#include <cstdint>
 #include <string>
 #include <vector>
 
@@ -26,5 +28,15 @@ SocketAddress localAddress(int fd);
 // Starts a non-blocking connect; the Fd is valid when the connect is under way or done.
 Fd connectTcp(const SocketAddress& address, std::string& error);
 void setNoDelay(int fd);
+
+// Lingering close (RFC 9112 §9.6), the end of every HTTP connection that closes after an answer:
+// closing a socket with unread input sends a RST, which can destroy the answer before the client
+// has read it. So the server half-closes, then reads and drops what the client still sends until
+// it closes or kLingerTime passes.
+inline constexpr std::chrono::seconds kLingerTime{2};
+// Half-closes `fd`; returns the epoll interest to wait with (input only).
+uint32_t startLinger(int fd);
+// Reads and drops what the peer still sends; true once it has closed or failed: time to close.
+bool lingerRead(int fd);
 
 }  // namespace fulcrum::core

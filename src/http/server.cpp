@@ -21,7 +21,6 @@ namespace {
 
 constexpr size_t kMaxPipelinedOutput = 256 * 1024;  // stop parsing ahead past this much queued output
 constexpr size_t kInlineFileBytes = 16 * 1024;      // files up to this size are copied next to the head
-constexpr auto kLingerTime = std::chrono::seconds(2);
 // Input buffered beyond a head (and the body its route accepts): one read, pipelined bytes, a
 // partial chunk-size line (4 KiB at most) or trailer section (16 KiB at most).
 constexpr size_t kReadAhead = 32 * 1024;
@@ -94,6 +93,7 @@ class ServerConnection final : public core::IoHandler, public core::Deletable {
   // Closes the connection now (HttpServer makes room for a new one).
   void evict() { close(); }
   const core::SocketAddress& peer() const { return peer_; }
+  core::IpAddress peerIp() const { return peer_.ip(); }
   // Between requests with nothing to send: an idle keep-alive connection, or a new one that has
   // sent nothing yet. Closing it loses no work.
   bool idle() const {
@@ -179,9 +179,7 @@ void ServerConnection::onReadable() {
   }
   if (phase_ == Phase::Lingering) {
     // Discard whatever the client still sends until it closes or the linger timer fires.
-    char sink[16384];
-    ssize_t n = ::recv(fd_.get(), sink, sizeof sink, 0);
-    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+    if (core::lingerRead(fd_.get())) {
       close();
     }
     return;
@@ -629,14 +627,11 @@ void ServerConnection::onTimeout() {
 }
 
 void ServerConnection::startLingeringClose() {
-  // Half-close and drain: closing with unread bytes would send a RST that can destroy the
-  // response before the client reads it.
   phase_ = Phase::Lingering;
-  ::shutdown(fd_.get(), SHUT_WR);
   in_.release();
-  interest_ = EPOLLIN | EPOLLRDHUP;
+  interest_ = core::startLinger(fd_.get());
   server_.loop().modify(fd_.get(), interest_, this);
-  timer_.armAfter(kLingerTime);
+  timer_.armAfter(core::kLingerTime);
 }
 
 void ServerConnection::drain() {
@@ -669,68 +664,42 @@ void ServerConnection::close() {
 HttpServer::HttpServer(core::EventLoop& loop, core::Fd listener, Handler& handler,
                        const ServerOptions& options, ServerStats& stats)
     : loop_(loop),
-      acceptor_(loop, std::move(listener), "http server",
-                [this](core::Fd fd, const core::SocketAddress& peer) { accept(std::move(fd), peer); }),
       handler_(handler),
       options_(options),
-      stats_(stats) {
-  if (options_.max_connections_per_ip != 0) {
-    // Every open connection pins its address: room for max_connections addresses and as many
-    // more, in fixed memory.
-    per_ip_ = std::make_unique<core::ClientTable>(size_t{options_.max_connections} * 2,
-                                                  core::ClientLimits{0, 0, options_.max_connections_per_ip}, 1);
-  }
-}
+      stats_(stats),
+      per_ip_(options.max_connections_per_ip == 0
+                  ? nullptr
+                  // Every open connection pins its address: room for max_connections addresses
+                  // and as many more, in fixed memory.
+                  : std::make_unique<core::ClientTable>(size_t{options.max_connections} * 2,
+                                                        core::ClientLimits{0, 0, options.max_connections_per_ip},
+                                                        1)),
+      // At the cap the oldest idle connection makes room (nginx reuses idle keep-alive
+      // connections the same way), so connections that only hold a slot cannot lock out a
+      // health check that sends its request at once.
+      connections_(loop, std::move(listener), "http server",
+                   core::ConnectionLimits{options.max_connections, per_ip_.get(), true, &stats.refused,
+                                          &stats.evicted},
+                   [this](core::Fd fd, const core::SocketAddress& peer) { return accept(std::move(fd), peer); }) {}
 
 HttpServer::~HttpServer() {
-  acceptor_.close();
   // Connections still open at destruction (loop already stopped) are freed here.
-  connections_.deleteAll();
+  connections_.closeAll();
 }
 
-void HttpServer::accept(core::Fd fd, const core::SocketAddress& peer) {
-  if (per_ip_ && !per_ip_->openConnection(peer.ip())) {
-    stats_.refused.add();
-    return;  // closed by fd's destructor
-  }
-  if (connections_.size() >= options_.max_connections) {
-    // Full: the oldest idle connection makes room (nginx reuses idle keep-alive connections the
-    // same way), so connections that only hold a slot cannot lock out a health check that
-    // sends its request at once. With none idle among the oldest, the new one is refused.
-    ServerConnection* victim = connections_.oldestWhere([](ServerConnection* c) { return c->idle(); }, 64);
-    if (victim == nullptr) {
-      if (per_ip_) {
-        per_ip_->closeConnection(peer.ip());
-      }
-      stats_.refused.add();
-      return;
-    }
-    stats_.evicted.add();
-    victim->evict();
-  }
-  link(new ServerConnection(*this, std::move(fd), peer));
+ServerConnection* HttpServer::accept(core::Fd fd, const core::SocketAddress& peer) {
   stats_.connections_total.add();
-}
-
-void HttpServer::link(ServerConnection* conn) {
-  connections_.link(conn);
   stats_.connections_active.add();
+  return new ServerConnection(*this, std::move(fd), peer);
 }
 
 void HttpServer::unlink(ServerConnection* conn) {
-  connections_.unlink(conn, loop_);
   stats_.connections_active.sub();
-  if (per_ip_) {
-    per_ip_->closeConnection(conn->peer().ip());
-  }
-  acceptor_.connectionClosed();
+  connections_.remove(conn);
 }
 
 void HttpServer::drain(std::function<void()> on_idle) {
-  draining_ = true;
-  acceptor_.close();
-  connections_.forEach([](ServerConnection* conn) { conn->drain(); });
-  connections_.whenEmpty(loop_, std::move(on_idle));
+  connections_.drain(std::move(on_idle));
 }
 
 }  // namespace fulcrum::http

@@ -17,7 +17,7 @@
 #include "core/buffer.h"
 #include "core/acceptor.h"
 #include "core/client_table.h"
-#include "core/connection_list.h"
+#include "core/connection_set.h"
 #include "core/counter.h"
 #include "core/event_loop.h"
 #include "core/fd.h"
@@ -137,28 +137,26 @@ class HttpServer final {
   // runs once no connection is left.
   void drain(std::function<void()> on_idle);
   size_t connectionCount() const { return connections_.size(); }
-  core::Acceptor& acceptor() { return acceptor_; }
+  core::Acceptor& acceptor() { return connections_.acceptor(); }
 
   // Used by connections.
   core::EventLoop& loop() { return loop_; }
   Handler& handler() { return handler_; }
   const ServerOptions& options() const { return options_; }
   ServerStats& stats() { return stats_; }
-  bool draining() const { return draining_; }
-  void link(ServerConnection* conn);
+  bool draining() const { return connections_.draining(); }
+  // A connection closing (exactly once).
   void unlink(ServerConnection* conn);
 
  private:
-  void accept(core::Fd fd, const core::SocketAddress& peer);
+  ServerConnection* accept(core::Fd fd, const core::SocketAddress& peer);
 
   core::EventLoop& loop_;
-  core::Acceptor acceptor_;
   Handler& handler_;
   const ServerOptions options_;
   ServerStats& stats_;
-  core::ConnectionList<ServerConnection> connections_;
   std::unique_ptr<core::ClientTable> per_ip_;  // open connections by address, when capped
-  bool draining_ = false;
+  core::ConnectionSet<ServerConnection> connections_;
 };
 
 }  // namespace fulcrum::http

@@ -20,7 +20,6 @@ namespace {
 
 constexpr size_t kHighWater = 64 * 1024;       // stop reading a side while the other has this much queued
 constexpr size_t kMaxReplayBytes = 64 * 1024;  // requests up to this size can be re-sent on a retry
-constexpr auto kLingerTime = std::chrono::seconds(2);
 
 double millisBetween(core::TimePoint a, core::TimePoint b) {
   return std::chrono::duration<double, std::milli>(b - a).count();
@@ -101,6 +100,7 @@ class ProxySession final : public core::IoHandler, public UpstreamOwner, public 
   // Between requests with nothing queued either way: closing it loses no work.
   bool idle() const { return phase_ == Phase::ClientHead && !request_started_ && cin_.empty() && cout_.empty(); }
   void evict() { close(); }
+  core::IpAddress peerIp() const { return peer_ip_; }
 
   ProxySession* prev = nullptr;
   ProxySession* next = nullptr;
@@ -255,9 +255,6 @@ void ProxySession::close() {
   phase_ = Phase::Closed;
   client_timer_.disarm();
   releaseExchange();
-  if (core::ClientTable* clients = worker_.options().clients; clients != nullptr) {
-    clients->closeConnection(peer_ip_);
-  }
   worker_.loop().remove(client_.get());
   client_.reset();
   cin_.release();
@@ -297,9 +294,7 @@ void ProxySession::onIoEvents(uint32_t events) {
 
 void ProxySession::readClient() {
   if (phase_ == Phase::Lingering) {
-    char sink[4096];
-    ssize_t n = ::recv(client_.get(), sink, sizeof sink, 0);
-    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
+    if (core::lingerRead(client_.get())) {
       close();
     }
     return;
@@ -1184,11 +1179,10 @@ void ProxySession::armSendDeadline() {
 
 void ProxySession::startLingeringClose() {
   phase_ = Phase::Lingering;
-  ::shutdown(client_.get(), SHUT_WR);
   cin_.release();
-  client_events_ = EPOLLIN | EPOLLRDHUP;
+  client_events_ = core::startLinger(client_.get());
   worker_.loop().modify(client_.get(), client_events_, this);
-  client_timer_.armAfter(kLingerTime);
+  client_timer_.armAfter(core::kLingerTime);
 }
 
 void ProxySession::accessLog(int status) {
@@ -1220,12 +1214,16 @@ void ProxySession::accessLog(int status) {
 ProxyWorker::ProxyWorker(core::EventLoop& loop, core::Fd listener, WorkerPool& pool,
                          const ProxyOptions& options, ProxyStats& stats, FailureReporter report_failure)
     : loop_(loop),
-      acceptor_(loop, std::move(listener), "lb http",
-                [this](core::Fd fd, const core::SocketAddress& peer) { accept(std::move(fd), peer); }),
       pool_(pool),
       options_(options),
       stats_(stats),
-      report_failure_(std::move(report_failure)) {}
+      report_failure_(std::move(report_failure)),
+      // conn_per_ip is judged at accept, before a byte is read; at max_connections the oldest
+      // idle keep-alive connection makes room.
+      sessions_(loop, std::move(listener), "lb http",
+                core::ConnectionLimits{options.max_connections, options.clients, true, &stats.refused,
+                                       &stats.evicted},
+                [this](core::Fd fd, const core::SocketAddress& peer) { return accept(std::move(fd), peer); }) {}
 
 std::unique_ptr<Exchange> ProxyWorker::acquireExchange() {
   if (free_exchanges_.empty()) {
@@ -1244,48 +1242,22 @@ void ProxyWorker::releaseExchange(std::unique_ptr<Exchange> exchange) {
 }
 
 ProxyWorker::~ProxyWorker() {
-  acceptor_.close();
-  sessions_.deleteAll();
+  sessions_.closeAll();  // while the free list the sessions give their exchanges back to lives
 }
 
-void ProxyWorker::accept(core::Fd fd, const core::SocketAddress& peer) {
-  if (options_.clients != nullptr && !options_.clients->openConnection(peer.ip())) {
-    return;  // over conn_per_ip (counted by the table): closed before a byte is read
-  }
-  if (sessions_.size() >= options_.max_connections) {
-    // Full: the oldest idle keep-alive connection makes room (as nginx does, and as the web
-    // nodes and control planes do); with none idle among the oldest, the new one is refused.
-    ProxySession* victim = sessions_.oldestWhere([](ProxySession* s) { return s->idle(); }, 64);
-    if (victim == nullptr) {
-      if (options_.clients != nullptr) {
-        options_.clients->closeConnection(peer.ip());
-      }
-      stats_.refused.add();
-      return;  // closed by fd's destructor
-    }
-    stats_.evicted.add();
-    victim->evict();
-  }
-  link(new ProxySession(*this, std::move(fd), peer));
+ProxySession* ProxyWorker::accept(core::Fd fd, const core::SocketAddress& peer) {
   stats_.connections_total.add();
-}
-
-void ProxyWorker::link(ProxySession* s) {
-  sessions_.link(s);
   stats_.connections_active.add();
+  return new ProxySession(*this, std::move(fd), peer);
 }
 
 void ProxyWorker::unlink(ProxySession* s) {
-  sessions_.unlink(s, loop_);
   stats_.connections_active.sub();
-  acceptor_.connectionClosed();
+  sessions_.remove(s);
 }
 
 void ProxyWorker::drain(std::function<void()> on_idle) {
-  draining_ = true;
-  acceptor_.close();
-  sessions_.forEach([](ProxySession* s) { s->drain(); });
-  sessions_.whenEmpty(loop_, std::move(on_idle));
+  sessions_.drain(std::move(on_idle));
 }
 
 }  // namespace fulcrum::lb

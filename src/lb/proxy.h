@@ -11,7 +11,7 @@
 
 #include "core/acceptor.h"
 #include "core/client_table.h"
-#include "core/connection_list.h"
+#include "core/connection_set.h"
 #include "core/counter.h"
 #include "core/event_loop.h"
 #include "core/fd.h"
@@ -88,29 +88,28 @@ class ProxyWorker final {
   void drain(std::function<void()> on_idle);
 
   core::EventLoop& loop() { return loop_; }
-  core::Acceptor& acceptor() { return acceptor_; }
+  core::Acceptor& acceptor() { return sessions_.acceptor(); }
   WorkerPool& pool() { return pool_; }
   const ProxyOptions& options() const { return options_; }
   ProxyStats& stats() { return stats_; }
-  bool draining() const { return draining_; }
+  bool draining() const { return sessions_.draining(); }
   void reportFailure(uint32_t server, const std::string& reason) { report_failure_(server, reason); }
-  void accept(core::Fd fd, const core::SocketAddress& peer);
-  void link(ProxySession* session);
+  // A session closing (exactly once).
   void unlink(ProxySession* session);
   // Per-request state from a free list: idle connections hold none, and no malloc per request.
   std::unique_ptr<Exchange> acquireExchange();
   void releaseExchange(std::unique_ptr<Exchange> exchange);
 
  private:
+  ProxySession* accept(core::Fd fd, const core::SocketAddress& peer);
+
   core::EventLoop& loop_;
-  core::Acceptor acceptor_;
   WorkerPool& pool_;
   const ProxyOptions options_;
   ProxyStats& stats_;
   FailureReporter report_failure_;
-  core::ConnectionList<ProxySession> sessions_;
-  bool draining_ = false;
   std::vector<std::unique_ptr<Exchange>> free_exchanges_;
+  core::ConnectionSet<ProxySession> sessions_;
 };
 
 }  // namespace fulcrum::lb

@@ -29,11 +29,19 @@ std::string errnoText(const char* what, int err) {
 // `splice_after` bytes, through a pipe with splice(2).
 class TcpSession final : public core::Deletable {
  public:
-  TcpSession(TcpProxyWorker& worker, core::Fd client);
+  TcpSession(TcpProxyWorker& worker, core::Fd client, const core::SocketAddress& peer);
   ~TcpSession() override;
 
+  // Once in the worker's set: picks a server and connects (the session may end inside).
+  void start() { connectNext(); }
   // Picks a server and connects (the session may end inside, with no server to go to).
   void connectNext();
+  // For core::ConnectionSet: a database session is never evicted, and ends when its client ends
+  // it (a drain waits for that, bounded by the grace period).
+  bool idle() const { return false; }
+  void evict() { cut(); }
+  void drain() {}
+  core::IpAddress peerIp() const { return peer_ip_; }
   // Closes both sides now: the server was marked down.
   void cut();
   int server() const { return server_; }
@@ -88,6 +96,7 @@ class TcpSession final : public core::Deletable {
   void close();
 
   TcpProxyWorker& worker_;
+  core::IpAddress peer_ip_;
   Side client_;
   Side server_side_;
   Flow up_;            // client -> server
@@ -98,8 +107,8 @@ class TcpSession final : public core::Deletable {
   std::vector<uint32_t> tried_;
 };
 
-TcpSession::TcpSession(TcpProxyWorker& worker, core::Fd client)
-    : worker_(worker), timer_(worker.loop(), [this] {
+TcpSession::TcpSession(TcpProxyWorker& worker, core::Fd client, const core::SocketAddress& peer)
+    : worker_(worker), peer_ip_(peer.ip()), timer_(worker.loop(), [this] {
         if (phase_ == Phase::Connecting) {
           connectFailed(fmt::format(
               "connect: timeout after {} ms",
@@ -403,34 +412,29 @@ TcpProxyWorker::TcpProxyWorker(core::EventLoop& loop, core::Fd listener, const s
                                std::string_view algorithm, const TcpProxyOptions& options,
                                TcpProxyStats& stats, FailureReporter report_failure)
     : loop_(loop),
-      acceptor_(loop, std::move(listener), "lb tcp frontend",
-                [this](core::Fd fd, const core::SocketAddress&) { accept(std::move(fd)); }),
       pool_(loop, servers, algorithm, PoolOptions{}),
       options_(options),
       stats_(stats),
-      report_failure_(std::move(report_failure)) {}
+      report_failure_(std::move(report_failure)),
+      // A database session is never idle in the HTTP sense (a pooled client connection waits
+      // between queries): at the cap the new one is refused, none is evicted.
+      sessions_(loop, std::move(listener), "lb tcp frontend",
+                core::ConnectionLimits{options.max_connections, nullptr, false, &stats.refused, nullptr},
+                [this](core::Fd fd, const core::SocketAddress& peer) { return accept(std::move(fd), peer); }) {}
 
 TcpProxyWorker::~TcpProxyWorker() {
-  acceptor_.close();
-  sessions_.deleteAll();
+  sessions_.closeAll();  // while the pool the sessions hand their servers back to lives
 }
 
-void TcpProxyWorker::accept(core::Fd fd) {
-  if (sessions_.size() >= options_.max_connections) {
-    stats_.refused.add();
-    return;  // closed by fd's destructor
-  }
-  auto* session = new TcpSession(*this, std::move(fd));
-  sessions_.link(session);
+TcpSession* TcpProxyWorker::accept(core::Fd fd, const core::SocketAddress& peer) {
   stats_.connections_total.add();
   stats_.connections_active.add();
-  session->connectNext();
+  return new TcpSession(*this, std::move(fd), peer);  // start() picks a server once it is linked
 }
 
 void TcpProxyWorker::unlink(TcpSession* session) {
-  sessions_.unlink(session, loop_);
   stats_.connections_active.sub();
-  acceptor_.connectionClosed();
+  sessions_.remove(session);
 }
 
 void TcpProxyWorker::setUp(uint32_t server, bool up) {
@@ -445,9 +449,8 @@ void TcpProxyWorker::setUp(uint32_t server, bool up) {
 }
 
 void TcpProxyWorker::drain(std::function<void()> on_idle) {
-  acceptor_.close();
   // Database sessions end when their clients end them; the grace period bounds the wait.
-  sessions_.whenEmpty(loop_, std::move(on_idle));
+  sessions_.drain(std::move(on_idle));
 }
 
 }  // namespace fulcrum::lb

@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "core/acceptor.h"
-#include "core/connection_list.h"
+#include "core/connection_set.h"
 #include "core/counter.h"
 #include "core/event_loop.h"
 #include "core/fd.h"
@@ -72,7 +72,7 @@ class TcpProxyWorker final {
   size_t sessionCount() const { return sessions_.size(); }
 
   core::EventLoop& loop() { return loop_; }
-  core::Acceptor& acceptor() { return acceptor_; }
+  core::Acceptor& acceptor() { return sessions_.acceptor(); }
   WorkerPool& pool() { return pool_; }
   const TcpProxyOptions& options() const { return options_; }
   TcpProxyStats& stats() { return stats_; }
@@ -80,15 +80,14 @@ class TcpProxyWorker final {
   void unlink(TcpSession* session);
 
  private:
-  void accept(core::Fd fd);
+  TcpSession* accept(core::Fd fd, const core::SocketAddress& peer);
 
   core::EventLoop& loop_;
-  core::Acceptor acceptor_;
   WorkerPool pool_;
   const TcpProxyOptions options_;
   TcpProxyStats& stats_;
   FailureReporter report_failure_;
-  core::ConnectionList<TcpSession> sessions_;
+  core::ConnectionSet<TcpSession> sessions_;
 };
 
 }  // namespace fulcrum::lb
