@@ -196,6 +196,11 @@ ClientTable::~ClientTable() = default;
 
 ClientTable::Key ClientTable::keyOf(const IpAddress& peer) const {
   Key key{unmapIpv4(peer)};
+  if (key.ip.family == AF_INET6) {
+    // One IPv6 subscriber gets a whole /64 (RFC 6177) and picks any address in it: counted per
+    // address, one client could open connections and spend rate budgets without limit.
+    std::fill(key.ip.bytes.begin() + 8, key.ip.bytes.end(), uint8_t{0});
+  }
   uint64_t words[2];
   std::memcpy(words, key.ip.bytes.data(), sizeof words);
   key.hash = mix(mix(hash_seed_ ^ static_cast<uint64_t>(key.ip.family) ^ words[0]) ^ words[1]);

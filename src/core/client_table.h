@@ -5,7 +5,8 @@
 // One table is shared by every worker, because SO_REUSEPORT spreads one client's connections over
 // them; it is split into shards by a keyed hash of the address, each behind its own mutex, so a
 // lock is held for one lookup and is rarely contended. An IPv4 client on a dual-stack listener
-// (::ffff:a.b.c.d) shares the entry of a.b.c.d.
+// (::ffff:a.b.c.d) shares the entry of a.b.c.d; IPv6 clients are counted per /64, the block one
+// subscriber is given.
 //
 // Memory is fixed at construction, so a flood of new source addresses cannot grow it: a full
 // shard gives a new address the entry of its least recently seen address with no open

@@ -35,15 +35,18 @@ IpAddress nthIpv4(uint32_t n) {
   return a;
 }
 
-IpAddress nthIpv6(uint64_t n) {
+// An address in the n-th /64 of 2001:db8::/32 (IPv6 clients are counted per /64); its host part
+// varies too, which must not matter.
+IpAddress nthIpv6(uint32_t n) {
   IpAddress a;
   a.family = AF_INET6;
   a.bytes[0] = 0x20;
   a.bytes[1] = 0x01;
   a.bytes[2] = 0x0d;
   a.bytes[3] = 0xb8;
-  for (size_t i = 0; i < 8; ++i) {
-    a.bytes[15 - i] = static_cast<uint8_t>(n >> (8 * i));
+  for (size_t i = 0; i < 4; ++i) {
+    a.bytes[7 - i] = static_cast<uint8_t>(n >> (8 * i));
+    a.bytes[15 - i] = static_cast<uint8_t>((n * 2654435761u) >> (8 * i));
   }
   return a;
 }
@@ -132,6 +135,18 @@ TEST(ClientTable, MappedIpv4SharesTheEntryOfIpv4) {
   table.closeConnection(ip("::ffff:192.0.2.1"));
   EXPECT_TRUE(table.openConnection(ip("192.0.2.1")));
   EXPECT_EQ(table.size(), 1u);
+}
+
+TEST(ClientTable, Ipv6IsCountedPerSlash64) {
+  // A subscriber picks any of the 2^64 addresses of its /64: they are one client.
+  ManualClock clock;
+  ClientTable table(64, {.rate_per_sec = 2, .conn_per_ip = 1}, 16, kSeed);
+  EXPECT_EQ(allowedInARow(table, ip("2001:db8:1:2::1"), clock.now()), 2);
+  EXPECT_FALSE(table.admitRequest(ip("2001:db8:1:2:ffff:ffff:ffff:fffe"), clock.now()).allowed);
+  EXPECT_TRUE(table.admitRequest(ip("2001:db8:1:3::1"), clock.now()).allowed);  // the next /64
+  EXPECT_TRUE(table.openConnection(ip("2001:db8:1:2::7")));
+  EXPECT_FALSE(table.openConnection(ip("2001:db8:1:2::8")));
+  EXPECT_EQ(table.size(), 2u);
 }
 
 TEST(ClientTable, ConnectionCapRefusesTheOneOverAndAdmitsAfterAClose) {
