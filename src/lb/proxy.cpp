@@ -145,6 +145,10 @@ class ProxySession final : public core::IoHandler, public UpstreamOwner, public 
 
   ProxyWorker& worker_;
   core::Fd client_;
+  // The client's byte stream: plain_ on an http listener, a TLS one (owned by secure_) on https.
+  core::PlainTransport plain_;
+  std::unique_ptr<core::Transport> secure_;
+  core::Transport* transport_;
   core::IpAddress peer_ip_;
   uint16_t peer_port_;
   uint64_t client_hash_;
@@ -209,13 +213,19 @@ void Exchange::reset() {
 ProxySession::ProxySession(ProxyWorker& worker, core::Fd fd, const core::SocketAddress& peer)
     : worker_(worker),
       client_(std::move(fd)),
+      plain_(client_.get()),
+      secure_(worker.options().tls != nullptr ? worker.options().tls->newTransport(client_.get()) : nullptr),
+      transport_(secure_ ? secure_.get() : &plain_),
       peer_ip_(peer.ip()),
       peer_port_(peer.port()),
       client_hash_(hashClient(peer)),
       client_timer_(worker.loop(), [this] { onClientTimeout(); }) {
   client_events_ = EPOLLIN | EPOLLRDHUP;
   worker_.loop().add(client_.get(), client_events_, this);
-  client_timer_.armAfter(worker_.options().client_timeout);
+  // A TLS handshake must end within http_request_ms, as a head must (a client that stalls in it
+  // holds a connection like a slow head).
+  client_timer_.armAfter(transport_->handshaking() ? worker_.options().request_timeout
+                                                   : worker_.options().client_timeout);
 }
 
 ProxySession::~ProxySession() {
@@ -281,13 +291,16 @@ void ProxySession::onIoEvents(uint32_t events) {
     close();
     return;
   }
-  if (events & EPOLLOUT) {
+  // A TLS transport may need the other direction to progress: a read (a handshake) that must
+  // first write, a write that must first read.
+  uint32_t extra = transport_->extraEvents();
+  if ((events & EPOLLOUT) || ((events & EPOLLIN) && (extra & EPOLLIN))) {
     flushClient();
     if (phase_ == Phase::Closed) {
       return;
     }
   }
-  if (events & (EPOLLIN | EPOLLHUP | EPOLLRDHUP)) {
+  if ((events & (EPOLLIN | EPOLLHUP | EPOLLRDHUP)) || ((events & EPOLLOUT) && (extra & EPOLLOUT))) {
     readClient();
   }
 }
@@ -305,7 +318,7 @@ void ProxySession::readClient() {
     updateClientInterest();
     return;
   }
-  ssize_t n = cin_.readFrom(client_.get(), max_in);
+  ssize_t n = transport_->read(cin_, max_in);
   if (n == 0) {
     // The client closed (or half-closed) its side.
     if (phase_ == Phase::Tunnel) {
@@ -328,7 +341,9 @@ void ProxySession::readClient() {
   if (n < 0) {
     if (errno != EAGAIN && errno != EINTR) {
       close();
+      return;
     }
+    updateClientInterest();  // a TLS handshake may now wait to write
     return;
   }
   worker_.stats().bytes_in.add(static_cast<uint64_t>(n));
@@ -523,7 +538,7 @@ void ProxySession::forwardRequestBody() {
 void ProxySession::flushClient() {
   bool wrote = false;
   while (!cout_.empty()) {
-    ssize_t n = cout_.writeTo(client_.get());
+    ssize_t n = transport_->write(cout_);
     if (n < 0) {
       if (errno == EAGAIN || errno == EINTR) {
         break;
@@ -575,6 +590,7 @@ void ProxySession::updateClientInterest() {
   if (!cout_.empty()) {
     events |= EPOLLOUT;
   }
+  events |= transport_->extraEvents();
   if (events != client_events_) {
     client_events_ = events;
     worker_.loop().modify(client_.get(), events, this);
@@ -1180,7 +1196,8 @@ void ProxySession::armSendDeadline() {
 void ProxySession::startLingeringClose() {
   phase_ = Phase::Lingering;
   cin_.release();
-  client_events_ = core::startLinger(client_.get());
+  transport_->shutdownWrite();
+  client_events_ = EPOLLIN | EPOLLRDHUP;
   worker_.loop().modify(client_.get(), client_events_, this);
   client_timer_.armAfter(core::kLingerTime);
 }

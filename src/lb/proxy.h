@@ -14,6 +14,7 @@
 #include "core/connection_set.h"
 #include "core/counter.h"
 #include "core/event_loop.h"
+#include "core/transport.h"
 #include "core/fd.h"
 #include "http/parser.h"
 #include "lb/pool.h"
@@ -32,6 +33,8 @@ struct ProxyOptions {
   // [lb.limits] rate_per_ip and conn_per_ip: one table shared by every worker (not owned); null
   // when both are off.
   core::ClientTable* clients = nullptr;
+  // Set on an https listener: each client gets a TLS transport from it (not owned).
+  core::TransportFactory* tls = nullptr;
   uint32_t retries = 2;
   uint32_t max_connections = 20000;  // per worker
   std::string proto = "http";
