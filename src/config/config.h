@@ -71,11 +71,18 @@ struct LbFirewall {
   std::vector<Cidr> deny;
 };
 
+struct CertKey {
+  std::filesystem::path cert;  // PEM: the certificate, then its chain
+  std::filesystem::path key;   // PEM private key (ECDSA or RSA)
+};
+
 struct LbTls {
-  std::filesystem::path cert;  // empty = self-signed in state_dir
+  std::filesystem::path cert;  // empty (and no certs) = self-signed in state_dir
   std::filesystem::path key;
-  bool redirect_http = false;
-  bool hsts = false;
+  std::vector<CertKey> certs;  // more pairs, chosen by SNI (and ECDSA or RSA by what the client takes)
+  bool redirect_http = false;  // 308 from the http listener to https
+  bool hsts = false;           // Strict-Transport-Security on https responses
+  bool http2 = false;          // offer h2 by ALPN (refused while HTTP/2 is not built)
 };
 
 struct LbVip {

@@ -9,18 +9,9 @@ std::vector<ConfigError> lbNotBuiltYet(const Site& site, const LbNode* only) {
   auto refuse = [&](const std::string& key, const std::string& what) {
     out.push_back(site.errorAt(key, what + " is not supported yet by this build"));
   };
-  for (size_t i = 0; i < site.lb.nodes.size(); ++i) {
-    const LbNode& node = site.lb.nodes[i];
-    if (only != nullptr && only != &node) {
-      continue;
-    }
-    std::string prefix = "lb.node[" + std::to_string(i) + "].";
-    if (node.https) {
-      refuse(prefix + "https", "HTTPS (TLS termination)");
-    }
-  }
-  if (site.has("lb.tls")) {
-    refuse("lb.tls", "TLS");
+  (void)only;
+  if (site.lb.tls.http2) {
+    refuse("lb.tls.http2", "HTTP/2");
   }
   if (site.has("lb.vip")) {
     refuse("lb.vip", "a VRRP virtual IP");

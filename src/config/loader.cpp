@@ -198,11 +198,23 @@ void readLbSection(Diagnostics& diag, const toml::table& table) {
     readCidrs(diag, h, "deny", lb.firewall.deny);
   }
   if (const auto* t = r.table("tls")) {
-    TableReader h(diag, *t, "lb.tls", {"cert", "key", "redirect_http", "hsts"});
+    TableReader h(diag, *t, "lb.tls", {"cert", "key", "certs", "redirect_http", "hsts", "http2"});
     h.readPath("cert", lb.tls.cert, site.dir, /*allow_empty=*/true);
     h.readPath("key", lb.tls.key, site.dir, /*allow_empty=*/true);
+    for (auto& [key, element] : h.tables("certs")) {
+      if (element == nullptr) {
+        continue;
+      }
+      TableReader c(diag, *element, key, {"cert", "key"});
+      CertKey pair;
+      if (c.require("cert") && c.require("key") && c.readPath("cert", pair.cert, site.dir, false) &&
+          c.readPath("key", pair.key, site.dir, false)) {
+        lb.tls.certs.push_back(std::move(pair));
+      }
+    }
     h.read("redirect_http", lb.tls.redirect_http);
     h.read("hsts", lb.tls.hsts);
+    h.read("http2", lb.tls.http2);
   }
   if (const auto* t = r.table("vip")) {
     lb.vip.emplace();

@@ -170,6 +170,29 @@ void checkTls(Diagnostics& diag) {
   if (tls.cert.empty() && !tls.key.empty()) {
     diag.error("lb.tls.cert", "must be set when lb.tls.key is set");
   }
+  // A file that is missing now is named here rather than at the lb's start.
+  auto exists = [&](const std::string& key, const std::filesystem::path& path) {
+    std::error_code ec;
+    if (!path.empty() && !diag.hasErrorFor(key) && !std::filesystem::is_regular_file(path, ec)) {
+      diag.error(key, "no such file: " + path.string());
+    }
+  };
+  exists("lb.tls.cert", tls.cert);
+  exists("lb.tls.key", tls.key);
+  for (size_t i = 0; i < tls.certs.size(); ++i) {
+    exists("lb.tls.certs[" + std::to_string(i) + "].cert", tls.certs[i].cert);
+    exists("lb.tls.certs[" + std::to_string(i) + "].key", tls.certs[i].key);
+  }
+  const Site& site = diag.site();
+  if (tls.redirect_http) {
+    for (size_t i = 0; i < site.lb.nodes.size(); ++i) {
+      if (!site.lb.nodes[i].https) {
+        diag.error("lb.tls.redirect_http",
+                   "lb.node[" + std::to_string(i) + "] has no https listener to redirect to");
+        break;
+      }
+    }
+  }
 }
 
 // Web nodes serve from docroot; without it every static request would fail at run time.

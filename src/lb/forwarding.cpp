@@ -215,7 +215,13 @@ void appendClientResponseHead(std::string& out, const http::ResponseHead& head,
     if (framing.dechunk && equalsIgnoreCase(h.name, "transfer-encoding")) {
       continue;
     }
+    if (framing.hsts && equalsIgnoreCase(h.name, "strict-transport-security")) {
+      continue;
+    }
     appendField(out, h.name, h.value);
+  }
+  if (framing.hsts) {
+    out += kHstsField;
   }
   if (tunnel && head.status == 101) {
     out += "Connection: upgrade\r\n";

@@ -29,7 +29,11 @@ struct ClientFraming {
   bool close = false;              // the client connection closes after this response
   bool http10_keep_alive = false;  // an HTTP/1.0 client asked for keep-alive and keeps it
   bool dechunk = false;            // body is decoded for an HTTP/1.0 client: drop Transfer-Encoding
+  bool hsts = false;               // an https response under [lb.tls] hsts: ours replaces the server's
 };
+
+// The Strict-Transport-Security field of [lb.tls] hsts: two years, subdomains included.
+inline constexpr std::string_view kHstsField = "Strict-Transport-Security: max-age=63072000; includeSubDomains\r\n";
 
 // Appends the response head to send to the client.
 void appendClientResponseHead(std::string& out, const http::ResponseHead& head, const ClientFraming& framing);

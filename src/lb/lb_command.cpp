@@ -24,6 +24,7 @@
 #include "lb/pool.h"
 #include "lb/proxy.h"
 #include "lb/stats_server.h"
+#include "tls/server_context.h"
 
 namespace fulcrum::lb {
 
@@ -34,6 +35,39 @@ using core::kExitOk;
 using core::kExitRuntime;
 constexpr auto kDrainGrace = std::chrono::seconds(10);
 constexpr uint32_t kStatsMaxConnections = 256;
+
+// The node's TLS context: [lb.tls] cert/key then certs, or a self-signed certificate made once in
+// state_dir/tls for the site's name and the node's listen addresses.
+std::unique_ptr<tls::ServerContext> makeTlsContext(const config::Site& site, const config::LbNode& node,
+                                                   std::string& error) {
+  std::vector<tls::CertFiles> pairs;
+  if (!site.lb.tls.cert.empty()) {
+    pairs.push_back({site.lb.tls.cert, site.lb.tls.key});
+  }
+  for (const config::CertKey& c : site.lb.tls.certs) {
+    pairs.push_back({c.cert, c.key});
+  }
+  if (pairs.empty()) {
+    std::vector<std::string> names{"localhost"};
+    if (site.site.name != "localhost") {
+      names.insert(names.begin(), site.site.name);
+    }
+    std::vector<std::string> ips;
+    for (const core::SocketAddress& a : {node.http, *node.https}) {
+      std::string ip = a.ip().toString();
+      if (ip != "0.0.0.0" && ip != "::" && std::find(ips.begin(), ips.end(), ip) == ips.end()) {
+        ips.push_back(ip);
+      }
+    }
+    tls::CertFiles made = tls::ensureSelfSigned(site.site.state_dir / "tls", names, ips, error);
+    if (made.cert.empty()) {
+      return nullptr;
+    }
+    log::warn("https: no certificate configured ([lb.tls] cert/key): serving the self-signed {}", made.cert.string());
+    pairs.push_back(made);
+  }
+  return tls::ServerContext::create(pairs, error);
+}
 
 }  // namespace
 
@@ -99,6 +133,25 @@ int runLbCommand(const config::Site& site, const std::string& node_name) {
     log::error("{}", listen_error);
     return kExitRuntime;
   }
+  // HTTPS: the same proxy over a TLS transport, on a listener group of its own.
+  std::unique_ptr<tls::ServerContext> tls_context;
+  std::vector<core::Fd> https_listeners;
+  if (node->https) {
+    std::string error;
+    tls_context = makeTlsContext(site, *node, error);
+    if (!tls_context) {
+      log::error("https: {}", error);
+      return kExitConfig;
+    }
+    https_listeners = core::listenTcpGroup(*node->https, threads, listen_error);
+    if (https_listeners.empty()) {
+      log::error("{}", listen_error);
+      return kExitRuntime;
+    }
+    for (const std::string& cert : tls_context->describe()) {
+      log::info("https certificate: {}", cert);
+    }
+  }
 
   core::EventLoop main_loop;
   core::WorkerGroup workers;
@@ -146,6 +199,16 @@ int runLbCommand(const config::Site& site, const std::string& node_name) {
   std::vector<std::unique_ptr<ProxyStats>> stats;
   std::vector<std::unique_ptr<WorkerPool>> pools(threads);
   std::vector<std::unique_ptr<ProxyWorker>> proxies(threads);
+  std::vector<std::unique_ptr<ProxyWorker>> https_proxies(threads);
+  ProxyOptions https_options = options;
+  if (tls_context) {
+    https_options.proto = "https";
+    https_options.tls = tls_context.get();
+    https_options.hsts = site.lb.tls.hsts;
+    if (site.lb.tls.redirect_http) {
+      options.redirect_https_port = node->https->port();
+    }
+  }
   for (unsigned i = 0; i < threads; ++i) {
     stats.push_back(std::make_unique<ProxyStats>(backends.size()));
   }
@@ -175,6 +238,12 @@ int runLbCommand(const config::Site& site, const std::string& node_name) {
     proxies[i] =
         std::make_unique<ProxyWorker>(loop, std::move(listeners[i]), *pools[i], options, *stats[i], report);
     proxies[i]->acceptor().setFilter(firewall.get());
+    if (tls_context) {
+      // The same pool and counters as the http listener: one thread, one view of the servers.
+      https_proxies[i] = std::make_unique<ProxyWorker>(loop, std::move(https_listeners[i]), *pools[i], https_options,
+                                                       *stats[i], report);
+      https_proxies[i]->acceptor().setFilter(firewall.get());
+    }
     if (db) {
       db->startWorker(loop, i);
     }
@@ -233,8 +302,17 @@ int runLbCommand(const config::Site& site, const std::string& node_name) {
     log::info("stats on http://{} (dashboard /, /metrics, /api/state; admin token in {})",
               node->stats->toString(), token_path);
   }
-  log::info("load balancer {} on http://{} with {} worker(s), {} server(s), algorithm {}", node->name,
-            node->http.toString(), threads, backends.size(), site.lb.algorithm);
+  log::info("load balancer {} on http://{}{} with {} worker(s), {} server(s), algorithm {}", node->name,
+            node->http.toString(), node->https ? " and https://" + node->https->toString() : std::string(), threads,
+            backends.size(), site.lb.algorithm);
+  // Session ticket keys: one set for every worker, a new one each hour (tls/server_context.h).
+  core::Timer ticket_rotation(main_loop, [&] {
+    tls_context->rotateTicketKeys();
+    ticket_rotation.armAfter(std::chrono::hours(1));
+  });
+  if (tls_context) {
+    ticket_rotation.armAfter(std::chrono::hours(1));
+  }
   if (db) {
     log::info("database frontends: {} ({} [[db.node]], checked through their agents)", db->summary(),
               site.db.nodes.size());
@@ -242,20 +320,22 @@ int runLbCommand(const config::Site& site, const std::string& node_name) {
 
   core::StopHooks hooks;
   hooks.drain_worker = [&](unsigned i, std::function<void()> idle) {
-    if (!db) {
-      proxies[i]->drain(std::move(idle));
-      return;
-    }
-    // Idle once both the HTTP proxy and the database frontends of this worker are.
-    auto done = afterAll(2, std::move(idle));
+    // Idle once the http and https proxies and the database frontends of this worker are.
+    auto done = afterAll(1 + (https_proxies[i] ? 1 : 0) + (db ? 1 : 0), std::move(idle));
     proxies[i]->drain(done);
-    db->drainWorker(i, done);
+    if (https_proxies[i]) {
+      https_proxies[i]->drain(done);
+    }
+    if (db) {
+      db->drainWorker(i, done);
+    }
   };
   hooks.on_reload = [] {
     log::warn("SIGHUP: reloading the topology is not supported yet; restart the node to apply changes");
   };
   hooks.grace = kDrainGrace;
   core::runUntilStopped(main_loop, workers, hooks);
+  https_proxies.clear();
   proxies.clear();
   pools.clear();
   if (db) {

@@ -135,6 +135,7 @@ class ProxySession final : public core::IoHandler, public UpstreamOwner, public 
   void armBodyDeadline();
   bool bodyHeldBack() const;
   void armSendDeadline();
+  void redirectToHttps();
   void onUpstreamTimeout();
   void startLingeringClose();
   void close();
@@ -415,6 +416,10 @@ void ProxySession::startRequest(size_t head_len) {
       respondError(429, "too many requests from this address", retry);
       return;
     }
+  }
+  if (worker_.options().redirect_https_port != 0) {
+    redirectToHttps();
+    return;
   }
   x_->method = x_->req.method;
   x_->method_text.assign(x_->req.method_text);
@@ -868,7 +873,7 @@ void ProxySession::processUpstream() {
         close_client_ = true;
       }
       ClientFraming framing{close_client_, client_http10 && x_->client_keep_alive && !close_client_,
-                            x_->dechunk};
+                            x_->dechunk, worker_.options().hsts};
       // Built in a per-thread scratch string: its capacity is reused, no allocation per response.
       thread_local std::string head;
       head.clear();
@@ -1078,6 +1083,9 @@ void ProxySession::respondError(int status, std::string_view detail, std::string
   head += std::to_string(body.size());
   head += "\r\n";
   head += extra_fields;
+  if (worker_.options().hsts) {
+    head += kHstsField;
+  }
   head += "Connection: close\r\n\r\n";
   cout_.append(head);
   if (x_->method != http::Method::Head) {
@@ -1145,6 +1153,39 @@ void ProxySession::onClientTimeout() {
       close();
       return;
   }
+}
+
+void ProxySession::redirectToHttps() {
+  // [lb.tls] redirect_http: the same host and target on the https listener, 308 so that the
+  // method and body are kept (RFC 9110 §15.4.9).
+  x_->method = x_->req.method;
+  x_->method_text.assign(x_->req.method_text);
+  x_->path.assign(x_->req.path);
+  std::string_view host = x_->req.host;
+  std::string fallback;
+  if (host.empty()) {
+    fallback = core::localAddress(client_.get()).ip().toString();
+    host = fallback;
+  } else if (host.front() == '[') {
+    host = host.substr(0, host.find(']') + 1);  // [v6]:port
+  } else if (size_t colon = host.rfind(':'); colon != std::string_view::npos) {
+    host = host.substr(0, colon);
+  }
+  // The path and query, as sent (origin-form), or taken from an absolute-form target.
+  std::string_view target = x_->req.target;
+  std::string tail;
+  if (!target.empty() && target.front() == '/') {
+    tail = target;
+  } else {
+    tail = x_->req.path.empty() ? "/" : std::string(x_->req.path);
+    if (size_t q = target.find('?'); q != std::string_view::npos) {
+      tail += target.substr(q);
+    }
+  }
+  uint16_t port = worker_.options().redirect_https_port;
+  std::string location = fmt::format("Location: https://{}{}{}\r\n", host,
+                                     port == 443 ? std::string() : fmt::format(":{}", port), tail);
+  respondError(308, "this site is served over https", location);
 }
 
 void ProxySession::armBodyDeadline() {

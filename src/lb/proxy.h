@@ -35,6 +35,9 @@ struct ProxyOptions {
   core::ClientTable* clients = nullptr;
   // Set on an https listener: each client gets a TLS transport from it (not owned).
   core::TransportFactory* tls = nullptr;
+  bool hsts = false;  // https: Strict-Transport-Security on every response
+  // http, with [lb.tls] redirect_http: every request gets a 308 to https on this port (0: off).
+  uint16_t redirect_https_port = 0;
   uint32_t retries = 2;
   uint32_t max_connections = 20000;  // per worker
   std::string proto = "http";

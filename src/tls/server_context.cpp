@@ -1,0 +1,549 @@
+#include "tls/server_context.h"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <openssl/core_names.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/rand.h>
+#include <openssl/x509v3.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <system_error>
+
+namespace fulcrum::tls {
+
+namespace {
+
+// Mozilla "intermediate" (TLS 1.2 part); TLS 1.3's three suites are OpenSSL's defaults, named here.
+constexpr const char* kTls12Ciphers =
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
+    "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305";
+constexpr const char* kTls13Suites =
+    "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256";
+constexpr const char* kGroups = "X25519:P-256:P-384";
+constexpr long kTicketLifetimeSeconds = 3600;  // keys rotate every hour: a ticket opens for 1-2 h
+// "\x08http/1.1": what ALPN offers until HTTP/2 lands.
+constexpr unsigned char kAlpn[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
+
+// The reason for the last OpenSSL failure, and an empty error queue after it (the queue is per
+// thread: a stale entry would be blamed on the next connection).
+std::string lastError() {
+  unsigned long code = ERR_get_error();
+  char text[256] = "unknown error";
+  if (code != 0) {
+    ERR_error_string_n(code, text, sizeof text);
+  }
+  ERR_clear_error();
+  return text;
+}
+
+int selectAlpn(SSL*, const unsigned char** out, unsigned char* out_len, const unsigned char* in,
+               unsigned int in_len, void*) {
+  unsigned char* selected = nullptr;
+  if (SSL_select_next_proto(&selected, out_len, kAlpn, sizeof kAlpn, in, in_len) != OPENSSL_NPN_NEGOTIATED) {
+    return SSL_TLSEXT_ERR_NOACK;  // no common protocol: go on without ALPN (HTTP/1.1)
+  }
+  *out = selected;
+  return SSL_TLSEXT_ERR_OK;
+}
+
+std::string lower(std::string_view s) {
+  std::string out(s);
+  std::transform(out.begin(), out.end(), out.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return out;
+}
+
+// Exact, or "*.example.com" for exactly one more label (RFC 6125 §6.4.3).
+bool nameMatches(std::string_view pattern, std::string_view host) {
+  if (pattern.size() > 2 && pattern.substr(0, 2) == "*.") {
+    size_t dot = host.find('.');
+    return dot != std::string_view::npos && dot > 0 && host.substr(dot + 1) == pattern.substr(2);
+  }
+  return pattern == host;
+}
+
+std::vector<std::string> certificateNames(X509* cert) {
+  std::vector<std::string> names;
+  auto* sans = static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr));
+  if (sans != nullptr) {
+    for (int i = 0; i < sk_GENERAL_NAME_num(sans); ++i) {
+      const GENERAL_NAME* name = sk_GENERAL_NAME_value(sans, i);
+      if (name->type == GEN_DNS) {
+        const ASN1_IA5STRING* dns = name->d.dNSName;
+        names.push_back(lower(std::string_view(reinterpret_cast<const char*>(ASN1_STRING_get0_data(dns)),
+                                               static_cast<size_t>(ASN1_STRING_length(dns)))));
+      }
+    }
+    GENERAL_NAMES_free(sans);
+  }
+  if (names.empty()) {
+    char cn[256];
+    if (X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, cn, sizeof cn) > 0) {
+      names.push_back(lower(cn));
+    }
+  }
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+struct FileCloser {
+  void operator()(FILE* f) const { std::fclose(f); }
+};
+using File = std::unique_ptr<FILE, FileCloser>;
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// The transport
+
+class TlsTransport final : public core::Transport {
+ public:
+  TlsTransport(SSL* ssl, int fd, TlsStats& stats) : ssl_(ssl), fd_(fd), stats_(stats) {
+    SSL_set_fd(ssl_, fd);
+    SSL_set_accept_state(ssl_);
+  }
+  ~TlsTransport() override { SSL_free(ssl_); }
+
+  ssize_t read(core::Buffer& buf, size_t max_total) override {
+    read_wants_write_ = false;
+    if (handshaking_ && !handshake()) {
+      return -1;
+    }
+    size_t total = 0;
+    for (;;) {
+      // One record at a time; the rest of a record already decrypted is taken even past
+      // max_total (at most one record, 16 KiB), since epoll cannot report bytes held here.
+      size_t room = max_total > buf.size() ? std::min(max_total - buf.size(), core::Buffer::kBlockSize) : 0;
+      int pending = SSL_pending(ssl_);
+      if (room == 0 && pending <= 0) {
+        break;
+      }
+      room = std::max(room, static_cast<size_t>(std::max(pending, 0)));
+      char* p = buf.prepare(room);
+      size_t n = 0;
+      ERR_clear_error();
+      if (SSL_read_ex(ssl_, p, room, &n) == 1) {
+        buf.commit(n);
+        total += n;
+        if (SSL_pending(ssl_) <= 0) {
+          break;
+        }
+        continue;
+      }
+      if (total > 0) {
+        ERR_clear_error();
+        break;  // what came is passed on; the condition shows again on the next read
+      }
+      return fail(SSL_get_error(ssl_, 0), /*reading=*/true);
+    }
+    return static_cast<ssize_t>(total);
+  }
+
+  ssize_t write(core::Buffer& buf) override {
+    write_wants_read_ = false;
+    if (handshaking_ && !handshake()) {
+      return -1;
+    }
+    if (buf.empty()) {
+      return 0;
+    }
+    size_t n = 0;
+    ERR_clear_error();
+    if (SSL_write_ex(ssl_, buf.data(), buf.size(), &n) == 1) {
+      buf.consume(n);
+      return static_cast<ssize_t>(n);
+    }
+    return fail(SSL_get_error(ssl_, 0), /*reading=*/false);
+  }
+
+  void shutdownWrite() override {
+    if (!handshaking_ && !failed_) {
+      ERR_clear_error();
+      SSL_shutdown(ssl_);  // close_notify, best effort: the socket is half-closed next anyway
+      ERR_clear_error();
+    }
+    ::shutdown(fd_, SHUT_WR);
+  }
+
+  uint32_t extraEvents() const override {
+    return (read_wants_write_ ? EPOLLOUT : 0u) | (write_wants_read_ ? EPOLLIN : 0u);
+  }
+  bool handshaking() const override { return handshaking_; }
+
+ private:
+  bool handshake() {
+    ERR_clear_error();
+    int r = SSL_do_handshake(ssl_);
+    if (r == 1) {
+      handshaking_ = false;
+      stats_.handshakes.fetch_add(1, std::memory_order_relaxed);
+      if (SSL_session_reused(ssl_)) {
+        stats_.resumed.fetch_add(1, std::memory_order_relaxed);
+      }
+      if (SSL_version(ssl_) == TLS1_3_VERSION) {
+        stats_.tls13.fetch_add(1, std::memory_order_relaxed);
+      }
+      return true;
+    }
+    int err = SSL_get_error(ssl_, r);
+    if (err != SSL_ERROR_WANT_READ && err != SSL_ERROR_WANT_WRITE) {
+      stats_.handshake_failures.fetch_add(1, std::memory_order_relaxed);
+    }
+    fail(err, /*reading=*/true);
+    return false;
+  }
+
+  // Maps an OpenSSL outcome to the socket-like result the session expects.
+  ssize_t fail(int err, bool reading) {
+    switch (err) {
+      case SSL_ERROR_WANT_READ:
+        write_wants_read_ = !reading;
+        errno = EAGAIN;
+        return -1;
+      case SSL_ERROR_WANT_WRITE:
+        read_wants_write_ = reading;
+        errno = EAGAIN;
+        return -1;
+      case SSL_ERROR_ZERO_RETURN:  // close_notify (or, with IGNORE_UNEXPECTED_EOF, a bare EOF)
+        ERR_clear_error();
+        if (reading && !handshaking_) {
+          return 0;
+        }
+        errno = ECONNRESET;
+        return -1;
+      default:
+        failed_ = true;
+        ERR_clear_error();
+        errno = err == SSL_ERROR_SYSCALL && errno != 0 ? errno : EPROTO;
+        return -1;
+    }
+  }
+
+  SSL* ssl_;
+  int fd_;
+  TlsStats& stats_;
+  bool handshaking_ = true;
+  bool failed_ = false;
+  bool read_wants_write_ = false;
+  bool write_wants_read_ = false;
+};
+
+// ---------------------------------------------------------------------------------------------
+// The context
+
+std::unique_ptr<ServerContext> ServerContext::create(const std::vector<CertFiles>& pairs,
+                                                     std::string& error) {
+  if (pairs.empty()) {
+    error = "no certificate";
+    return nullptr;
+  }
+  std::unique_ptr<ServerContext> self(new ServerContext());
+  for (const CertFiles& pair : pairs) {
+    if (!self->load(pair, error)) {
+      return nullptr;
+    }
+  }
+  self->rotateTicketKeys();
+  self->have_previous_ = false;
+  return self;
+}
+
+ServerContext::~ServerContext() {
+  for (Named& n : named_) {
+    SSL_CTX_free(n.ctx);
+  }
+}
+
+SSL_CTX* ServerContext::newCtx(std::string& error) {
+  SSL_CTX* ctx = SSL_CTX_new(TLS_server_method());
+  if (ctx == nullptr) {
+    error = lastError();
+    return nullptr;
+  }
+  bool ok = SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) == 1 &&
+            SSL_CTX_set_max_proto_version(ctx, TLS1_3_VERSION) == 1 &&
+            SSL_CTX_set_cipher_list(ctx, kTls12Ciphers) == 1 &&
+            SSL_CTX_set_ciphersuites(ctx, kTls13Suites) == 1 && SSL_CTX_set1_groups_list(ctx, kGroups) == 1;
+  if (!ok) {
+    error = "TLS policy: " + lastError();
+    SSL_CTX_free(ctx);
+    return nullptr;
+  }
+  // A bare EOF (no close_notify, as browsers often end) reads as an end, not an error.
+  SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION | SSL_OP_IGNORE_UNEXPECTED_EOF);
+  // Partial writes from a buffer that may move between tries (cout_ compacts), and record
+  // buffers given back while a connection is idle.
+  SSL_CTX_set_mode(
+      ctx, SSL_MODE_ENABLE_PARTIAL_WRITE | SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER | SSL_MODE_RELEASE_BUFFERS);
+  // Stateless tickets only: no per-session state to share between the workers.
+  SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+  SSL_CTX_set_num_tickets(ctx, 1);
+  SSL_CTX_set_timeout(ctx, kTicketLifetimeSeconds);
+  SSL_CTX_set_app_data(ctx, this);
+  SSL_CTX_set_tlsext_ticket_key_evp_cb(ctx, &ServerContext::onTicketKey);
+  SSL_CTX_set_alpn_select_cb(ctx, selectAlpn, nullptr);
+  SSL_CTX_set_tlsext_servername_callback(ctx, &ServerContext::onServerName);
+  SSL_CTX_set_tlsext_servername_arg(ctx, this);
+  return ctx;
+}
+
+bool ServerContext::load(const CertFiles& pair, std::string& error) {
+  File cert_file(std::fopen(pair.cert.c_str(), "r"));
+  if (!cert_file) {
+    error = pair.cert.string() + ": " + std::strerror(errno);
+    return false;
+  }
+  X509* cert = PEM_read_X509(cert_file.get(), nullptr, nullptr, nullptr);
+  if (cert == nullptr) {
+    error = pair.cert.string() + ": not a PEM certificate (" + lastError() + ")";
+    return false;
+  }
+  std::vector<std::string> names = certificateNames(cert);
+  X509_free(cert);
+  File key_file(std::fopen(pair.key.c_str(), "r"));
+  if (!key_file) {
+    error = pair.key.string() + ": " + std::strerror(errno);
+    return false;
+  }
+  EVP_PKEY* key = PEM_read_PrivateKey(key_file.get(), nullptr, nullptr, nullptr);
+  if (key == nullptr) {
+    error = pair.key.string() + ": not a PEM private key (" + lastError() + ")";
+    return false;
+  }
+  int type = EVP_PKEY_get_base_id(key);
+  int bit = type == EVP_PKEY_RSA ? 1 : type == EVP_PKEY_EC ? 2 : 4;
+  // An ECDSA and an RSA certificate for the same names go in one context.
+  Named* target = nullptr;
+  for (Named& n : named_) {
+    if (n.names == names && (n.key_types & bit) == 0) {
+      target = &n;
+      break;
+    }
+  }
+  if (target == nullptr) {
+    SSL_CTX* ctx = newCtx(error);
+    if (ctx == nullptr) {
+      EVP_PKEY_free(key);
+      return false;
+    }
+    named_.push_back(Named{names, ctx, 0});
+    target = &named_.back();
+  }
+  bool ok = SSL_CTX_use_certificate_chain_file(target->ctx, pair.cert.c_str()) == 1;
+  if (!ok) {
+    error = pair.cert.string() + ": " + lastError();
+  } else if (SSL_CTX_use_PrivateKey(target->ctx, key) != 1 || SSL_CTX_check_private_key(target->ctx) != 1) {
+    error = pair.key.string() + ": does not match " + pair.cert.string() + " (" + lastError() + ")";
+    ok = false;
+  }
+  EVP_PKEY_free(key);
+  if (!ok) {
+    return false;
+  }
+  target->key_types |= bit;
+  std::string joined;
+  for (const std::string& n : names) {
+    joined += (joined.empty() ? "" : ",") + n;
+  }
+  descriptions_.push_back(fmt::format("{} ({}; {})", pair.cert.string(),
+                                      type == EVP_PKEY_RSA  ? "RSA"
+                                      : type == EVP_PKEY_EC ? "ECDSA"
+                                                            : "other key",
+                                      joined.empty() ? "no DNS name" : joined));
+  return true;
+}
+
+SSL_CTX* ServerContext::ctxFor(std::string_view server_name) const {
+  std::string host = lower(server_name);
+  for (const Named& n : named_) {
+    for (const std::string& pattern : n.names) {
+      if (nameMatches(pattern, host)) {
+        return n.ctx;
+      }
+    }
+  }
+  return named_.front().ctx;  // the default certificate
+}
+
+int ServerContext::onServerName(SSL* ssl, int*, void* arg) {
+  auto* self = static_cast<ServerContext*>(arg);
+  const char* name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+  if (name == nullptr || self->named_.size() == 1) {
+    return SSL_TLSEXT_ERR_NOACK;
+  }
+  SSL_CTX* ctx = self->ctxFor(name);
+  if (ctx != SSL_get_SSL_CTX(ssl)) {
+    SSL_set_SSL_CTX(ssl, ctx);
+  }
+  return SSL_TLSEXT_ERR_OK;
+}
+
+std::unique_ptr<core::Transport> ServerContext::newTransport(int fd) {
+  SSL* ssl = SSL_new(named_.front().ctx);
+  if (ssl == nullptr) {
+    ERR_clear_error();
+    return nullptr;
+  }
+  return std::make_unique<TlsTransport>(ssl, fd, stats_);
+}
+
+void ServerContext::rotateTicketKeys() {
+  TicketKey fresh;
+  if (RAND_bytes(fresh.name.data(), static_cast<int>(fresh.name.size())) != 1 ||
+      RAND_bytes(fresh.aes.data(), static_cast<int>(fresh.aes.size())) != 1 ||
+      RAND_bytes(fresh.hmac.data(), static_cast<int>(fresh.hmac.size())) != 1) {
+    ERR_clear_error();
+    return;  // keep the keys we have
+  }
+  std::lock_guard lock(ticket_mutex_);
+  previous_ = current_;
+  have_previous_ = true;
+  current_ = fresh;
+}
+
+int ServerContext::onTicketKey(SSL* ssl, unsigned char* key_name, unsigned char* iv, EVP_CIPHER_CTX* cipher,
+                               EVP_MAC_CTX* mac, int encrypt) {
+  auto* self = static_cast<ServerContext*>(SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl)));
+  return self->ticketKey(key_name, iv, cipher, mac, encrypt);
+}
+
+int ServerContext::ticketKey(unsigned char* key_name, unsigned char* iv, EVP_CIPHER_CTX* cipher,
+                             EVP_MAC_CTX* mac, int encrypt) {
+  std::lock_guard lock(ticket_mutex_);
+  const TicketKey* key = &current_;
+  int result = 1;
+  if (encrypt == 1) {
+    std::memcpy(key_name, current_.name.data(), current_.name.size());
+    if (RAND_bytes(iv, 16) != 1 ||
+        EVP_EncryptInit_ex(cipher, EVP_aes_256_cbc(), nullptr, current_.aes.data(), iv) != 1) {
+      return -1;
+    }
+  } else {
+    if (std::memcmp(key_name, current_.name.data(), current_.name.size()) != 0) {
+      if (!have_previous_ || std::memcmp(key_name, previous_.name.data(), previous_.name.size()) != 0) {
+        return 0;  // an unknown or expired key: a full handshake
+      }
+      key = &previous_;
+      result = 2;  // valid, but the client gets a ticket under the current key
+    }
+    if (EVP_DecryptInit_ex(cipher, EVP_aes_256_cbc(), nullptr, key->aes.data(), iv) != 1) {
+      return -1;
+    }
+  }
+  char digest[] = "SHA256";
+  OSSL_PARAM params[] = {
+      OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, const_cast<unsigned char*>(key->hmac.data()),
+                                        key->hmac.size()),
+      OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0), OSSL_PARAM_construct_end()};
+  return EVP_MAC_CTX_set_params(mac, params) == 1 ? result : -1;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Self-signed certificate
+
+namespace {
+
+bool stillValid(const std::filesystem::path& cert_path) {
+  File f(std::fopen(cert_path.c_str(), "r"));
+  if (!f) {
+    return false;
+  }
+  X509* cert = PEM_read_X509(f.get(), nullptr, nullptr, nullptr);
+  if (cert == nullptr) {
+    ERR_clear_error();
+    return false;
+  }
+  // Remade a month before it ends.
+  time_t soon = time(nullptr) + 30L * 24 * 3600;
+  bool ok = X509_cmp_time(X509_get0_notAfter(cert), &soon) > 0;
+  X509_free(cert);
+  return ok;
+}
+
+bool addExtension(X509* cert, int nid, const std::string& value) {
+  X509V3_CTX ctx;
+  X509V3_set_ctx_nodb(&ctx);
+  X509V3_set_ctx(&ctx, cert, cert, nullptr, nullptr, 0);
+  X509_EXTENSION* ext = X509V3_EXT_conf_nid(nullptr, &ctx, nid, value.c_str());
+  if (ext == nullptr) {
+    return false;
+  }
+  bool ok = X509_add_ext(cert, ext, -1) == 1;
+  X509_EXTENSION_free(ext);
+  return ok;
+}
+
+}  // namespace
+
+CertFiles ensureSelfSigned(const std::filesystem::path& dir, const std::vector<std::string>& names,
+                           const std::vector<std::string>& ips, std::string& error) {
+  CertFiles out{dir / "self-signed.crt", dir / "self-signed.key"};
+  std::error_code ec;
+  if (std::filesystem::exists(out.key, ec) && stillValid(out.cert)) {
+    return out;
+  }
+  std::filesystem::create_directories(dir, ec);
+  if (ec) {
+    error = dir.string() + ": " + ec.message();
+    return {};
+  }
+  EVP_PKEY* key = EVP_EC_gen("P-256");
+  X509* cert = X509_new();
+  std::string san;
+  for (const std::string& n : names) {
+    san += (san.empty() ? "DNS:" : ",DNS:") + n;
+  }
+  for (const std::string& ip : ips) {
+    san += (san.empty() ? "IP:" : ",IP:") + ip;
+  }
+  uint64_t serial = 0;
+  bool ok = key != nullptr && cert != nullptr &&
+            RAND_bytes(reinterpret_cast<unsigned char*>(&serial), sizeof serial) == 1;
+  if (ok) {
+    X509_NAME* subject = X509_get_subject_name(cert);
+    std::string cn = names.empty() ? std::string("fulcrum") : names.front();
+    ok = X509_set_version(cert, X509_VERSION_3) == 1 &&
+         ASN1_INTEGER_set_uint64(X509_get_serialNumber(cert), serial >> 1) == 1 &&
+         X509_gmtime_adj(X509_getm_notBefore(cert), -3600) != nullptr &&
+         X509_gmtime_adj(X509_getm_notAfter(cert), 397L * 24 * 3600) != nullptr &&
+         X509_set_pubkey(cert, key) == 1 &&
+         X509_NAME_add_entry_by_txt(subject, "CN", MBSTRING_ASC,
+                                    reinterpret_cast<const unsigned char*>(cn.c_str()), -1, -1, 0) == 1 &&
+         X509_set_issuer_name(cert, subject) == 1 &&
+         addExtension(cert, NID_basic_constraints, "critical,CA:FALSE") &&
+         addExtension(cert, NID_key_usage, "critical,digitalSignature") &&
+         addExtension(cert, NID_ext_key_usage, "serverAuth") &&
+         addExtension(cert, NID_subject_key_identifier, "hash") &&
+         (san.empty() || addExtension(cert, NID_subject_alt_name, san)) &&
+         X509_sign(cert, key, EVP_sha256()) > 0;
+  }
+  if (ok) {
+    // The key is written 0600 before a byte of it exists on disk.
+    int fd = ::open(out.key.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    File key_out(fd >= 0 ? ::fdopen(fd, "w") : nullptr);
+    File cert_out(std::fopen(out.cert.c_str(), "w"));
+    ok = key_out && cert_out &&
+         PEM_write_PrivateKey(key_out.get(), key, nullptr, nullptr, 0, nullptr, nullptr) == 1 &&
+         PEM_write_X509(cert_out.get(), cert) == 1;
+    if (!ok && !key_out) {
+      error = out.key.string() + ": " + std::strerror(errno);
+    }
+  }
+  if (!ok && error.empty()) {
+    error = "making a self-signed certificate: " + lastError();
+  }
+  X509_free(cert);
+  EVP_PKEY_free(key);
+  return ok ? out : CertFiles{};
+}
+
+}  // namespace fulcrum::tls

@@ -1,0 +1,92 @@
+#pragma once
+// TLS termination with OpenSSL 3 for the lb's https listeners: one ServerContext per node, shared
+// by its workers, makes a non-blocking TlsTransport for each accepted connection.
+//
+// Policy (Mozilla "intermediate"): TLS 1.2 and 1.3 only; ECDHE with AES-GCM or ChaCha20-Poly1305
+// for 1.2 and the three 1.3 suites; groups X25519, P-256, P-384; no compression, no
+// renegotiation; ALPN http/1.1. Sessions resume from stateless tickets whose keys are shared by
+// the workers and rotated on a timer (the previous key still opens tickets for one more period).
+// Several certificates: SNI picks the one whose names match (exact, or a "*." wildcard for one
+// label), the first is the default; an ECDSA and an RSA certificate for the same names share
+// one SSL_CTX, and OpenSSL gives each client the one its signature algorithms take.
+#include <openssl/ssl.h>
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "core/transport.h"
+
+namespace fulcrum::tls {
+
+struct CertFiles {
+  std::filesystem::path cert;  // PEM: the certificate, then its chain
+  std::filesystem::path key;   // PEM private key
+};
+
+struct TlsStats {
+  std::atomic<uint64_t> handshakes{0};          // completed
+  std::atomic<uint64_t> resumed{0};             // of which resumed from a ticket
+  std::atomic<uint64_t> tls13{0};               // of which TLS 1.3
+  std::atomic<uint64_t> handshake_failures{0};  // refused or broken ClientHellos, plaintext, alerts
+};
+
+class ServerContext final : public core::TransportFactory {
+ public:
+  // Loads every pair (the first is the default). Null with `error` naming the file and the reason.
+  static std::unique_ptr<ServerContext> create(const std::vector<CertFiles>& pairs, std::string& error);
+  ~ServerContext() override;
+  ServerContext(const ServerContext&) = delete;
+  ServerContext& operator=(const ServerContext&) = delete;
+
+  std::unique_ptr<core::Transport> newTransport(int fd) override;
+
+  // A new ticket key becomes current; the current one is kept to open older tickets. Called on a
+  // timer by the node's main thread; handshakes on the workers read the keys under a mutex.
+  void rotateTicketKeys();
+  TlsStats& stats() { return stats_; }
+  // The names each certificate answers (for logs), in load order.
+  const std::vector<std::string>& describe() const { return descriptions_; }
+
+ private:
+  struct Named {
+    std::vector<std::string> names;  // DNS names of the certificate (SAN, else CN), lower case
+    SSL_CTX* ctx = nullptr;
+    int key_types = 0;  // bit per EVP_PKEY type loaded into ctx (ECDSA and RSA may share one)
+  };
+  struct TicketKey {
+    std::array<unsigned char, 16> name{};
+    std::array<unsigned char, 32> aes{};
+    std::array<unsigned char, 32> hmac{};
+  };
+
+  ServerContext() = default;
+  SSL_CTX* newCtx(std::string& error);
+  bool load(const CertFiles& pair, std::string& error);
+  SSL_CTX* ctxFor(std::string_view server_name) const;
+  static int onServerName(SSL* ssl, int* alert, void* arg);
+  static int onTicketKey(SSL* ssl, unsigned char* key_name, unsigned char* iv, EVP_CIPHER_CTX* cipher,
+                         EVP_MAC_CTX* mac, int encrypt);
+  int ticketKey(unsigned char* key_name, unsigned char* iv, EVP_CIPHER_CTX* cipher, EVP_MAC_CTX* mac,
+                int encrypt);
+
+  std::vector<Named> named_;  // named_[0] is the default
+  std::vector<std::string> descriptions_;
+  std::mutex ticket_mutex_;
+  TicketKey current_{};
+  TicketKey previous_{};
+  bool have_previous_ = false;
+  TlsStats stats_;
+};
+
+// A self-signed ECDSA P-256 certificate for `names` (DNS) and `ips`, made once in `dir` (key
+// 0600) and reused while it is there. Returns the pair, or empty paths with `error`.
+CertFiles ensureSelfSigned(const std::filesystem::path& dir, const std::vector<std::string>& names,
+                           const std::vector<std::string>& ips, std::string& error);
+
+}  // namespace fulcrum::tls
