@@ -386,6 +386,18 @@ std::string StatsHandler::metricsText() const {
     counter("fulcrum_lb_client_table_evictions_total",
             "Client addresses forgotten to make room for new ones (least recently seen first).", c.evictions());
   }
+  if (ctx_.tls != nullptr) {
+    tls::TlsStats& s = ctx_.tls->stats();
+    auto get = [](const std::atomic<uint64_t>& v) { return v.load(std::memory_order_relaxed); };
+    w.family("fulcrum_lb_tls_handshakes_total", "counter",
+             "TLS handshakes on the https listener, by result (full, resumed from a ticket, failed: "
+             "plaintext, garbage, a refused version or suite, a client gone mid-handshake).");
+    w.sample("fulcrum_lb_tls_handshakes_total", {{"node", node}, {"result", "full"}},
+             get(s.handshakes) - get(s.resumed));
+    w.sample("fulcrum_lb_tls_handshakes_total", {{"node", node}, {"result", "resumed"}}, get(s.resumed));
+    w.sample("fulcrum_lb_tls_handshakes_total", {{"node", node}, {"result", "failed"}}, get(s.handshake_failures));
+    counter("fulcrum_lb_tls13_handshakes_total", "Completed TLS handshakes that chose TLS 1.3.", get(s.tls13));
+  }
   counter("fulcrum_lb_received_bytes_total", "Bytes read from clients.", t.bytes_in);
   counter("fulcrum_lb_sent_bytes_total", "Bytes written to clients.", t.bytes_out);
 

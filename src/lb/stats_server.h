@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "core/client_table.h"
+#include "tls/server_context.h"
 #include "http/server.h"
 #include "lb/db_frontends.h"
 #include "lb/health/health_checker.h"
@@ -30,6 +31,7 @@ struct StatsContext {
   const DbFrontends* db = nullptr;  // the node's database frontends, if any
   const core::IpFilter* firewall = nullptr;  // [lb.firewall], when set
   const core::ClientTable* clients = nullptr;  // [lb.limits] rate_per_ip / conn_per_ip, when set
+  tls::ServerContext* tls = nullptr;           // the https listener's, when there is one
   std::string token;                // admin API bearer token
   // Applies an admin state to every worker (called on the main thread).
   std::function<void(uint32_t server, AdminState state)> apply_admin;

@@ -392,6 +392,10 @@ class Up {
     std::printf("\nsite %s is up (%.1f s)\n", site_.site.name.c_str(), secondsOf(Clock::now() - begin_));
     for (const auto& node : site_.lb.nodes) {
       std::printf("  site        http://%s/    (%s)\n", node.http.toString().c_str(), node.name.c_str());
+      if (node.https) {
+        std::printf("  site        https://%s/   (%s%s)\n", node.https->toString().c_str(), node.name.c_str(),
+                    site_.lb.tls.cert.empty() && site_.lb.tls.certs.empty() ? ", self-signed certificate" : "");
+      }
       if (node.stats) {
         std::printf("  dashboard   http://%s/    (/metrics, /api/state)\n", node.stats->toString().c_str());
       }
