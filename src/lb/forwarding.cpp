@@ -50,6 +50,8 @@ class ListJoin {
   size_t count_ = 0;
 };
 
+}  // namespace
+
 // The authority of an absolute-form target ("http://a.test:8080/x" -> "a.test:8080"); a null
 // view for the other forms. The parser has checked the form.
 std::string_view absoluteFormAuthority(const http::RequestHead& head) {
@@ -75,8 +77,6 @@ std::string originForm(std::string_view target, std::string_view authority) {
   }
   return out;
 }
-
-}  // namespace
 
 bool isHopByHop(std::string_view name, std::string_view connection, bool keep_upgrade) {
   if (equalsIgnoreCase(name, "connection") || equalsIgnoreCase(name, "keep-alive") ||

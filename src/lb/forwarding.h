@@ -16,6 +16,12 @@ struct ForwardInfo {
   std::string_view server_address;  // Host for HTTP/1.0 requests that carry none
 };
 
+// The authority of an absolute-form target ("http://a.test:8080/x" -> "a.test:8080"); a null
+// view for the other forms.
+std::string_view absoluteFormAuthority(const http::RequestHead& head);
+// The origin-form of an absolute-form target: its path and query, "/" when the path is empty.
+std::string originForm(std::string_view target, std::string_view authority);
+
 // Appends the request head to send upstream: always HTTP/1.1, keep-alive, with the
 // forwarding fields. An upgrade request keeps "Connection: upgrade" and its Upgrade field.
 // List fields split over several lines (Connection, X-Forwarded-For, Forwarded) count as one

@@ -1161,7 +1161,9 @@ void ProxySession::redirectToHttps() {
   x_->method = x_->req.method;
   x_->method_text.assign(x_->req.method_text);
   x_->path.assign(x_->req.path);
-  std::string_view host = x_->req.host;
+  // An absolute-form target's authority wins over Host (RFC 9112 §3.2.2).
+  std::string_view authority = absoluteFormAuthority(x_->req);
+  std::string_view host = authority.empty() ? x_->req.host : authority;
   std::string fallback;
   if (host.empty()) {
     fallback = core::localAddress(client_.get()).ip().toString();
@@ -1172,16 +1174,9 @@ void ProxySession::redirectToHttps() {
     host = host.substr(0, colon);
   }
   // The path and query, as sent (origin-form), or taken from an absolute-form target.
-  std::string_view target = x_->req.target;
-  std::string tail;
-  if (!target.empty() && target.front() == '/') {
-    tail = target;
-  } else {
-    tail = x_->req.path.empty() ? "/" : std::string(x_->req.path);
-    if (size_t q = target.find('?'); q != std::string_view::npos) {
-      tail += target.substr(q);
-    }
-  }
+  std::string tail = !authority.empty() ? originForm(x_->req.target, authority)
+                     : x_->req.target.starts_with('/') ? std::string(x_->req.target)
+                                                       : std::string("/");
   uint16_t port = worker_.options().redirect_https_port;
   std::string location = fmt::format("Location: https://{}{}{}\r\n", host,
                                      port == 443 ? std::string() : fmt::format(":{}", port), tail);

@@ -442,6 +442,9 @@ class RedirectAndHstsTest(TlsTestCase):
                          [f"https://example.test:{https}/form?x=y"])
         self.assertEqual(redirect(b"GET /v6 HTTP/1.1\r\nHost: [::1]:8080\r\n\r\n"), [f"https://[::1]:{https}/v6"])
         self.assertEqual(redirect(b"GET /old HTTP/1.0\r\n\r\n"), [f"https://127.0.0.1:{https}/old"])
+        # An absolute-form target's authority wins over Host (RFC 9112 §3.2.2).
+        self.assertEqual(redirect(b"GET http://other.test/x?y HTTP/1.1\r\nHost: example.test\r\n\r\n"),
+                         [f"https://other.test:{https}/x?y"])
         self.assertEqual(server.seen, [], "a redirected request reached the server")
 
         ctx = client_context(self.self_signed()[0])
