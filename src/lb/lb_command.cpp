@@ -35,11 +35,11 @@ using core::kExitOk;
 using core::kExitRuntime;
 constexpr auto kDrainGrace = std::chrono::seconds(10);
 constexpr uint32_t kStatsMaxConnections = 256;
+constexpr auto kCertificateCheck = std::chrono::seconds(2);  // how often certificate files are looked at
 
-// The node's TLS context: [lb.tls] cert/key then certs, or a self-signed certificate made once in
-// state_dir/tls for the site's name and the node's listen addresses.
-std::unique_ptr<tls::ServerContext> makeTlsContext(const config::Site& site, const config::LbNode& node,
-                                                   std::string& error) {
+// The node's certificates: [lb.tls] cert/key then certs, or a self-signed certificate made once in
+// state_dir/tls for the site's name and the node's listen addresses. Empty with `error` on failure.
+std::vector<tls::CertFiles> tlsPairs(const config::Site& site, const config::LbNode& node, std::string& error) {
   std::vector<tls::CertFiles> pairs;
   if (!site.lb.tls.cert.empty()) {
     pairs.push_back({site.lb.tls.cert, site.lb.tls.key});
@@ -61,12 +61,26 @@ std::unique_ptr<tls::ServerContext> makeTlsContext(const config::Site& site, con
     }
     tls::CertFiles made = tls::ensureSelfSigned(site.site.state_dir / "tls", names, ips, error);
     if (made.cert.empty()) {
-      return nullptr;
+      return {};
     }
-    log::warn("https: no certificate configured ([lb.tls] cert/key): serving the self-signed {}", made.cert.string());
     pairs.push_back(made);
   }
-  return tls::ServerContext::create(pairs, error);
+  return pairs;
+}
+
+// What the certificate files look like now (modification times and sizes): a change means new
+// files to load.
+std::string fileStamp(const std::vector<tls::CertFiles>& pairs) {
+  std::string stamp;
+  for (const tls::CertFiles& p : pairs) {
+    for (const auto& path : {p.cert, p.key}) {
+      std::error_code ec;
+      auto time = std::filesystem::last_write_time(path, ec).time_since_epoch().count();
+      auto size = std::filesystem::file_size(path, ec);
+      stamp += fmt::format("{}:{}:{};", path.string(), time, ec ? 0 : size);
+    }
+  }
+  return stamp;
 }
 
 }  // namespace
@@ -138,10 +152,17 @@ int runLbCommand(const config::Site& site, const std::string& node_name) {
   std::vector<core::Fd> https_listeners;
   if (node->https) {
     std::string error;
-    tls_context = makeTlsContext(site, *node, error);
+    std::vector<tls::CertFiles> pairs = tlsPairs(site, *node, error);
+    if (!pairs.empty()) {
+      tls_context = tls::ServerContext::create(pairs, error);
+    }
     if (!tls_context) {
       log::error("https: {}", error);
       return kExitConfig;
+    }
+    if (site.lb.tls.cert.empty() && site.lb.tls.certs.empty()) {
+      log::warn("https: no certificate configured ([lb.tls] cert/key): serving the self-signed {}",
+                pairs.front().cert.string());
     }
     https_listeners = core::listenTcpGroup(*node->https, threads, listen_error);
     if (https_listeners.empty()) {
@@ -314,6 +335,34 @@ int runLbCommand(const config::Site& site, const std::string& node_name) {
   if (tls_context) {
     ticket_rotation.armAfter(std::chrono::hours(1));
   }
+  // New certificate files (renewed in place, or SIGHUP) are taken by new handshakes; open
+  // connections keep theirs. A file that does not load leaves the old certificates serving.
+  std::string cert_stamp;
+  auto reloadCertificates = [&](std::string_view why) {
+    std::string error;
+    std::vector<tls::CertFiles> pairs = tlsPairs(site, *node, error);
+    cert_stamp = fileStamp(pairs);
+    if (pairs.empty() || !tls_context->reload(pairs, error)) {
+      log::error("https: certificates not reloaded ({}): {}; the previous ones keep serving", why, error);
+      return;
+    }
+    for (const std::string& cert : tls_context->describe()) {
+      log::info("https certificate reloaded ({}): {}", why, cert);
+    }
+  };
+  core::Timer cert_watch(main_loop, [&] {
+    std::string error;
+    std::vector<tls::CertFiles> pairs = tlsPairs(site, *node, error);
+    if (!pairs.empty() && fileStamp(pairs) != cert_stamp) {
+      reloadCertificates("the files changed");
+    }
+    cert_watch.armAfter(kCertificateCheck);
+  });
+  if (tls_context) {
+    std::string error;
+    cert_stamp = fileStamp(tlsPairs(site, *node, error));
+    cert_watch.armAfter(kCertificateCheck);
+  }
   if (db) {
     log::info("database frontends: {} ({} [[db.node]], checked through their agents)", db->summary(),
               site.db.nodes.size());
@@ -331,8 +380,11 @@ int runLbCommand(const config::Site& site, const std::string& node_name) {
       db->drainWorker(i, done);
     }
   };
-  hooks.on_reload = [] {
-    log::warn("SIGHUP: reloading the topology is not supported yet; restart the node to apply changes");
+  hooks.on_reload = [&] {
+    if (tls_context) {
+      reloadCertificates("SIGHUP");
+    }
+    log::warn("SIGHUP: reloading the rest of the topology is not supported yet; restart the node to apply it");
   };
   hooks.grace = kDrainGrace;
   core::runUntilStopped(main_loop, workers, hooks);

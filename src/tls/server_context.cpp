@@ -247,20 +247,55 @@ std::unique_ptr<ServerContext> ServerContext::create(const std::vector<CertFiles
     return nullptr;
   }
   std::unique_ptr<ServerContext> self(new ServerContext());
-  for (const CertFiles& pair : pairs) {
-    if (!self->load(pair, error)) {
-      return nullptr;
-    }
+  self->certs_ = self->loadSet(pairs, error);
+  if (!self->certs_) {
+    return nullptr;
   }
   self->rotateTicketKeys();
   self->have_previous_ = false;
   return self;
 }
 
-ServerContext::~ServerContext() {
-  for (Named& n : named_) {
+ServerContext::~ServerContext() = default;
+
+ServerContext::CertSet::~CertSet() {
+  for (Named& n : named) {
     SSL_CTX_free(n.ctx);
   }
+}
+
+std::shared_ptr<ServerContext::CertSet> ServerContext::loadSet(const std::vector<CertFiles>& pairs,
+                                                               std::string& error) {
+  if (pairs.empty()) {
+    error = "no certificate";
+    return nullptr;
+  }
+  auto set = std::make_shared<CertSet>();
+  for (const CertFiles& pair : pairs) {
+    if (!load(*set, pair, error)) {
+      return nullptr;
+    }
+  }
+  return set;
+}
+
+bool ServerContext::reload(const std::vector<CertFiles>& pairs, std::string& error) {
+  std::shared_ptr<CertSet> fresh = loadSet(pairs, error);
+  if (!fresh) {
+    return false;
+  }
+  std::lock_guard lock(certs_mutex_);
+  certs_ = std::move(fresh);  // the old set goes when its last handshake has taken its context
+  return true;
+}
+
+std::shared_ptr<ServerContext::CertSet> ServerContext::current() const {
+  std::lock_guard lock(certs_mutex_);
+  return certs_;
+}
+
+std::vector<std::string> ServerContext::describe() const {
+  return current()->descriptions;
 }
 
 SSL_CTX* ServerContext::newCtx(std::string& error) {
@@ -296,7 +331,7 @@ SSL_CTX* ServerContext::newCtx(std::string& error) {
   return ctx;
 }
 
-bool ServerContext::load(const CertFiles& pair, std::string& error) {
+bool ServerContext::load(CertSet& set, const CertFiles& pair, std::string& error) {
   File cert_file(std::fopen(pair.cert.c_str(), "r"));
   if (!cert_file) {
     error = pair.cert.string() + ": " + std::strerror(errno);
@@ -323,7 +358,7 @@ bool ServerContext::load(const CertFiles& pair, std::string& error) {
   int bit = type == EVP_PKEY_RSA ? 1 : type == EVP_PKEY_EC ? 2 : 4;
   // An ECDSA and an RSA certificate for the same names go in one context.
   Named* target = nullptr;
-  for (Named& n : named_) {
+  for (Named& n : set.named) {
     if (n.names == names && (n.key_types & bit) == 0) {
       target = &n;
       break;
@@ -335,8 +370,8 @@ bool ServerContext::load(const CertFiles& pair, std::string& error) {
       EVP_PKEY_free(key);
       return false;
     }
-    named_.push_back(Named{names, ctx, 0});
-    target = &named_.back();
+    set.named.push_back(Named{names, ctx, 0});
+    target = &set.named.back();
   }
   bool ok = SSL_CTX_use_certificate_chain_file(target->ctx, pair.cert.c_str()) == 1;
   if (!ok) {
@@ -354,7 +389,7 @@ bool ServerContext::load(const CertFiles& pair, std::string& error) {
   for (const std::string& n : names) {
     joined += (joined.empty() ? "" : ",") + n;
   }
-  descriptions_.push_back(fmt::format("{} ({}; {})", pair.cert.string(),
+  set.descriptions.push_back(fmt::format("{} ({}; {})", pair.cert.string(),
                                       type == EVP_PKEY_RSA  ? "RSA"
                                       : type == EVP_PKEY_EC ? "ECDSA"
                                                             : "other key",
@@ -362,25 +397,29 @@ bool ServerContext::load(const CertFiles& pair, std::string& error) {
   return true;
 }
 
-SSL_CTX* ServerContext::ctxFor(std::string_view server_name) const {
+SSL_CTX* ServerContext::ctxFor(const CertSet& set, std::string_view server_name) {
   std::string host = lower(server_name);
-  for (const Named& n : named_) {
+  for (const Named& n : set.named) {
     for (const std::string& pattern : n.names) {
       if (nameMatches(pattern, host)) {
         return n.ctx;
       }
     }
   }
-  return named_.front().ctx;  // the default certificate
+  return set.named.front().ctx;  // the default certificate
 }
 
 int ServerContext::onServerName(SSL* ssl, int*, void* arg) {
   auto* self = static_cast<ServerContext*>(arg);
   const char* name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
-  if (name == nullptr || self->named_.size() == 1) {
+  if (name == nullptr) {
     return SSL_TLSEXT_ERR_NOACK;
   }
-  SSL_CTX* ctx = self->ctxFor(name);
+  std::shared_ptr<CertSet> set = self->current();
+  if (set->named.size() == 1 && SSL_get_SSL_CTX(ssl) == set->named.front().ctx) {
+    return SSL_TLSEXT_ERR_NOACK;
+  }
+  SSL_CTX* ctx = ctxFor(*set, name);
   if (ctx != SSL_get_SSL_CTX(ssl)) {
     SSL_set_SSL_CTX(ssl, ctx);
   }
@@ -388,7 +427,7 @@ int ServerContext::onServerName(SSL* ssl, int*, void* arg) {
 }
 
 std::unique_ptr<core::Transport> ServerContext::newTransport(int fd) {
-  SSL* ssl = SSL_new(named_.front().ctx);
+  SSL* ssl = SSL_new(current()->named.front().ctx);
   if (ssl == nullptr) {
     ERR_clear_error();
     return nullptr;

@@ -46,18 +46,29 @@ class ServerContext final : public core::TransportFactory {
 
   std::unique_ptr<core::Transport> newTransport(int fd) override;
 
+  // Loads `pairs` again (new files at the same paths, or other paths): new handshakes use them,
+  // open connections keep theirs. On failure nothing changes and `error` names the file.
+  bool reload(const std::vector<CertFiles>& pairs, std::string& error);
+
   // A new ticket key becomes current; the current one is kept to open older tickets. Called on a
   // timer by the node's main thread; handshakes on the workers read the keys under a mutex.
   void rotateTicketKeys();
   TlsStats& stats() { return stats_; }
   // The names each certificate answers (for logs), in load order.
-  const std::vector<std::string>& describe() const { return descriptions_; }
+  std::vector<std::string> describe() const;
 
  private:
   struct Named {
     std::vector<std::string> names;  // DNS names of the certificate (SAN, else CN), lower case
     SSL_CTX* ctx = nullptr;
     int key_types = 0;  // bit per EVP_PKEY type loaded into ctx (ECDSA and RSA may share one)
+  };
+  // The certificates in force; a reload swaps in a new set. An SSL holds a reference to its
+  // SSL_CTX, so a connection outlives the set it started with.
+  struct CertSet {
+    ~CertSet();
+    std::vector<Named> named;  // named[0] is the default
+    std::vector<std::string> descriptions;
   };
   struct TicketKey {
     std::array<unsigned char, 16> name{};
@@ -67,16 +78,18 @@ class ServerContext final : public core::TransportFactory {
 
   ServerContext() = default;
   SSL_CTX* newCtx(std::string& error);
-  bool load(const CertFiles& pair, std::string& error);
-  SSL_CTX* ctxFor(std::string_view server_name) const;
+  std::shared_ptr<CertSet> loadSet(const std::vector<CertFiles>& pairs, std::string& error);
+  bool load(CertSet& set, const CertFiles& pair, std::string& error);
+  std::shared_ptr<CertSet> current() const;
+  static SSL_CTX* ctxFor(const CertSet& set, std::string_view server_name);
   static int onServerName(SSL* ssl, int* alert, void* arg);
   static int onTicketKey(SSL* ssl, unsigned char* key_name, unsigned char* iv, EVP_CIPHER_CTX* cipher,
                          EVP_MAC_CTX* mac, int encrypt);
   int ticketKey(unsigned char* key_name, unsigned char* iv, EVP_CIPHER_CTX* cipher, EVP_MAC_CTX* mac,
                 int encrypt);
 
-  std::vector<Named> named_;  // named_[0] is the default
-  std::vector<std::string> descriptions_;
+  mutable std::mutex certs_mutex_;  // taken once per connection (and per SNI switch)
+  std::shared_ptr<CertSet> certs_;
   std::mutex ticket_mutex_;
   TicketKey current_{};
   TicketKey previous_{};

@@ -10,6 +10,8 @@ import io
 import json
 import os
 import re
+import shutil
+import signal
 import socket
 import ssl
 import subprocess
@@ -285,6 +287,53 @@ class ConfiguredCertificatesTest(TlsTestCase):
         with self.assertRaises(ssl.SSLError):
             served("a.test", ctx)
         self.assert_serving(lb, client_context(*cafiles), "a.test")
+
+
+class CertificateReloadTest(TlsTestCase):
+    def test_new_files_are_taken_by_new_handshakes_and_open_connections_continue(self):
+        backend = self.py_backend("py")
+        d = self.tmp.path
+        first = make_cert(d, "first", "site.test")
+        cert, key = os.path.join(d, "live.crt"), os.path.join(d, "live.key")
+        shutil.copy(first[0], cert)
+        shutil.copy(first[1], key)
+        lb = self.start_https_lb([Server("py", backend.port)], tls=f'[lb.tls]\ncert = "{cert}"\nkey = "{key}"\n')
+        second = make_cert(d, "second", "site.test")
+        ctx = client_context(first[0], second[0])
+
+        def served_cert():
+            with tls_connect(lb.https_port, ctx, "site.test") as s:
+                return s.getpeercert(binary_form=True)
+
+        self.assertEqual(served_cert(), der_of(first[0]))
+        held = https_client(lb.https_port, ctx, "site.test")
+        self.addCleanup(held.close)
+        self.assertEqual(held.get("/echo")[0], 200)
+
+        # Renewed in place (as certbot or an ACME client would): picked up without a signal.
+        os.replace(shutil.copy(second[1], key + ".new"), key)
+        os.replace(shutil.copy(second[0], cert + ".new"), cert)
+        wait_until(lambda: served_cert() == der_of(second[0]), timeout=15, what="the new certificate served")
+        self.assertEqual(held.get("/echo")[0], 200)  # the connection opened before goes on
+        self.assertEqual(der_of_peer(held), der_of(first[0]))
+
+        # A broken file is refused: the certificate in force keeps serving.
+        with open(cert, "w") as f:
+            f.write("not a certificate\n")
+        lb.proc.send_signal(signal.SIGHUP)
+        self.wait_log(lb, r"certificates not reloaded \(SIGHUP\)")
+        self.assertEqual(served_cert(), der_of(second[0]))
+
+        # SIGHUP with good files: taken at once.
+        shutil.copy(first[1], key)
+        shutil.copy(first[0], cert)
+        lb.proc.send_signal(signal.SIGHUP)
+        wait_until(lambda: served_cert() == der_of(first[0]), timeout=15, what="the first certificate again")
+        self.assertTrue(lb.alive())
+
+
+def der_of_peer(client):
+    return client.tls.getpeercert(binary_form=True)
 
 
 class ProtocolPolicyTest(TlsTestCase):
