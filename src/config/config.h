@@ -85,6 +85,13 @@ struct LbTls {
   bool http2 = false;          // offer h2 by ALPN (refused while HTTP/2 is not built)
 };
 
+struct LbAcme {
+  std::string directory;  // the ACME directory URL
+  std::string email;
+  std::vector<std::string> domains;
+  std::filesystem::path ca_file;
+};
+
 struct LbVip {
   std::string address;  // "10.77.0.100/24", as written
   core::IpAddress ip;   // parsed from address: the virtual IP itself (host bits kept)
@@ -114,6 +121,7 @@ struct LbSection {
   LbLimits limits;
   LbFirewall firewall;
   LbTls tls;
+  std::optional<LbAcme> acme;  // [lb.acme]: read, refused until ACME is built
   std::optional<LbVip> vip;
   std::vector<LbNode> nodes;
 };

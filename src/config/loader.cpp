@@ -156,7 +156,7 @@ void readLbSection(Diagnostics& diag, const toml::table& table) {
   LbSection& lb = site.lb;
   lb.present = true;
   TableReader r(diag, table, "lb",
-                {"algorithm", "retries", "health", "timeouts", "limits", "firewall", "tls", "vip", "node"});
+                {"algorithm", "retries", "health", "timeouts", "limits", "firewall", "tls", "acme", "vip", "node"});
   r.readChoice("algorithm", lb.algorithm, kAlgorithms, "algorithm");
   r.read("retries", lb.retries, {0, 10});
 
@@ -215,6 +215,16 @@ void readLbSection(Diagnostics& diag, const toml::table& table) {
     h.read("redirect_http", lb.tls.redirect_http);
     h.read("hsts", lb.tls.hsts);
     h.read("http2", lb.tls.http2);
+  }
+  if (const auto* t = r.table("acme")) {
+    TableReader h(diag, *t, "lb.acme", {"directory", "email", "domains", "ca_file"});
+    LbAcme& acme = lb.acme.emplace();
+    h.read("directory", acme.directory);
+    h.read("email", acme.email);
+    for (auto& [key, domain] : h.strings("domains")) {
+      acme.domains.push_back(domain);
+    }
+    h.readPath("ca_file", acme.ca_file, site.dir, /*allow_empty=*/true);
   }
   if (const auto* t = r.table("vip")) {
     lb.vip.emplace();

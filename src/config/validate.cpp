@@ -177,8 +177,10 @@ void checkTls(Diagnostics& diag) {
       diag.error(key, "no such file: " + path.string());
     }
   };
-  exists("lb.tls.cert", tls.cert);
-  exists("lb.tls.key", tls.key);
+  if (!tls.cert.empty() && !tls.key.empty()) {
+    exists("lb.tls.cert", tls.cert);
+    exists("lb.tls.key", tls.key);
+  }
   for (size_t i = 0; i < tls.certs.size(); ++i) {
     exists("lb.tls.certs[" + std::to_string(i) + "].cert", tls.certs[i].cert);
     exists("lb.tls.certs[" + std::to_string(i) + "].key", tls.certs[i].key);

@@ -314,7 +314,10 @@ SSL_CTX* ServerContext::newCtx(std::string& error) {
     return nullptr;
   }
   // A bare EOF (no close_notify, as browsers often end) reads as an end, not an error.
-  SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION | SSL_OP_IGNORE_UNEXPECTED_EOF);
+  // The server's order of suites wins (the strongest and cheapest first), as HAProxy and nginx
+  // are commonly set up; clients all support the first ones anyway.
+  SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION | SSL_OP_IGNORE_UNEXPECTED_EOF |
+                               SSL_OP_CIPHER_SERVER_PREFERENCE);
   // Partial writes from a buffer that may move between tries (cout_ compacts), and record
   // buffers given back while a connection is idle.
   SSL_CTX_set_mode(

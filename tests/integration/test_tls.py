@@ -336,6 +336,50 @@ def der_of_peer(client):
     return client.tls.getpeercert(binary_form=True)
 
 
+class TestsslTest(TlsTestCase):
+    """testssl (Debian's testssl.sh) against the https listener as a site would run it: a
+    certificate from a CA (this test's, handed to testssl with --add-ca) and hsts on. Its exit code
+    does not encode findings, so its JSON is read: nothing of severity MEDIUM or above."""
+
+    def ca_signed(self, directory):
+        ca_key, ca_cert = os.path.join(directory, "ca.key"), os.path.join(directory, "ca.crt")
+        key, csr, cert = (os.path.join(directory, n) for n in ("leaf.key", "leaf.csr", "leaf.crt"))
+        ext = os.path.join(directory, "leaf.ext")
+        with open(ext, "w") as f:
+            f.write("subjectAltName=DNS:localhost\nbasicConstraints=critical,CA:FALSE\n"
+                    "keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n"
+                    "crlDistributionPoints=URI:http://127.0.0.1:9/ca.crl\n"
+                    "authorityInfoAccess=OCSP;URI:http://127.0.0.1:9/ocsp\n")
+        run = lambda *args: subprocess.run(["openssl", *args], check=True, capture_output=True, timeout=60)
+        run("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", ca_key,
+            "-out", ca_cert, "-days", "365", "-subj", "/CN=Fulcrum test CA")
+        run("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", key,
+            "-out", csr, "-subj", "/CN=localhost")
+        run("x509", "-req", "-in", csr, "-CA", ca_cert, "-CAkey", ca_key, "-CAcreateserial", "-out", cert,
+            "-days", "90", "-sha256", "-extfile", ext)
+        return ca_cert, cert, key
+
+    def test_no_finding_of_medium_severity_or_above(self):
+        testssl = shutil.which("testssl") or shutil.which("testssl.sh")
+        self.assertIsNotNone(testssl, "testssl is not installed (scripts/deps.sh installs testssl.sh)")
+        backend = self.py_backend("py")
+        ca, cert, key = self.ca_signed(self.tmp.path)
+        lb = self.start_https_lb([Server("py", backend.port)],
+                                 tls=f'[lb.tls]\ncert = "{cert}"\nkey = "{key}"\nhsts = true\n')
+        report = os.path.join(self.tmp.path, "testssl.json")
+        result = subprocess.run([testssl, "--quiet", "--color", "0", "--warnings", "off", "--add-ca", ca,
+                                 "--jsonfile", report, "--ip", "127.0.0.1", f"https://localhost:{lb.https_port}/"],
+                                capture_output=True, text=True, timeout=540)
+        self.assertTrue(os.path.exists(report), result.stdout[-3000:] + result.stderr[-3000:])
+        with open(report) as f:
+            findings = json.load(f)
+        severe = [f"{x['id']} {x['severity']}: {x['finding']}" for x in findings
+                  if x.get("severity") in ("MEDIUM", "HIGH", "CRITICAL")]
+        print(f"\ntestssl: {len(findings)} findings, none MEDIUM or above" if not severe else "", flush=True)
+        self.assertEqual(severe, [], result.stdout[-4000:])
+        self.assertTrue(lb.alive())
+
+
 class ProtocolPolicyTest(TlsTestCase):
     def setUp(self):
         super().setUp()

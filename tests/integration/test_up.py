@@ -104,11 +104,11 @@ class Site:
 @needs(missing_requirement())
 class UpTest(unittest.TestCase):
     def test_refuses_settings_not_built_yet(self):
-        site = Site(extra_lb=f'https = "127.0.0.1:{free_port()}"\n')
+        site = Site(extra_lb='[lb.vip]\naddress = "10.77.0.100/24"\ninterface = "eth0"\nvrid = 51\n')
         self.addCleanup(site.cleanup)
         run = subprocess.run([FULCRUM, "up", site.file], capture_output=True, text=True, timeout=30)
         self.assertEqual(run.returncode, 2, run.stderr)
-        self.assertIn("lb.node[0].https", run.stderr)
+        self.assertIn("lb.vip", run.stderr)
         self.assertIn("not supported yet", run.stderr)
         self.assertFalse(os.path.exists(os.path.join(site.dir, "var")), "nothing may be created")
         self.assertEqual(processes_mentioning(site.dir), [])

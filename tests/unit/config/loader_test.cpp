@@ -103,7 +103,7 @@ allow = ["10.0.0.0/8", "::1"]
 deny = ["10.1.0.0/16"]
 [lb.tls]
 cert = "tls/cert.pem"
-key = "/etc/fulcrum/key.pem"
+key = "tls/key.pem"
 redirect_http = true
 hsts = true
 [lb.vip]
@@ -153,6 +153,8 @@ managed = false
 
 TEST(Loader, ReadsEveryKeyOfTheContract) {
   SiteDir dir;
+  dir.touch("tls/cert.pem");
+  dir.touch("tls/key.pem");
   LoadResult result = dir.load(kContractExample);
   ASSERT_TRUE(result.ok()) << ::testing::PrintToString(testing::lines(result));
   const Site& s = result.site;
@@ -189,7 +191,7 @@ TEST(Loader, ReadsEveryKeyOfTheContract) {
   EXPECT_EQ(s.lb.firewall.deny[0].prefix_len, 16);
 
   EXPECT_EQ(s.lb.tls.cert, dir.dir() / "tls/cert.pem");
-  EXPECT_EQ(s.lb.tls.key, "/etc/fulcrum/key.pem");
+  EXPECT_EQ(s.lb.tls.key, dir.dir() / "tls/key.pem");
   EXPECT_TRUE(s.lb.tls.redirect_http);
   EXPECT_TRUE(s.lb.tls.hsts);
 
@@ -239,6 +241,8 @@ TEST(Loader, ReadsEveryKeyOfTheContract) {
 
 TEST(Loader, FindsNodesByName) {
   SiteDir dir;
+  dir.touch("tls/cert.pem");
+  dir.touch("tls/key.pem");
   LoadResult result = dir.load(kContractExample);
   ASSERT_TRUE(result.ok());
   const Site& s = result.site;

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 
 #include <filesystem>
+#include <fstream>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -33,6 +34,11 @@ class SiteDir {
   const std::filesystem::path& dir() const { return dir_; }
   std::filesystem::path file() const { return dir_ / "site.toml"; }
   LoadResult load(std::string_view text) const { return loadSiteString(text, file()); }
+  // An empty file at `relative` (a certificate the topology names must exist).
+  void touch(const std::filesystem::path& relative) const {
+    std::filesystem::create_directories((dir_ / relative).parent_path());
+    std::ofstream(dir_ / relative).put('\n');
+  }
   // "FILE:LINE:COL: key: message" as this site's file would print it.
   std::string line(uint32_t line, uint32_t column, std::string_view key, std::string_view message) const {
     return file().string() + ":" + std::to_string(line) + ":" + std::to_string(column) + ": " +
