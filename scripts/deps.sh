@@ -11,7 +11,7 @@ pkgs=(
   libgtest-dev libgmock-dev libbenchmark-dev
   libssl-dev openssl libpq-dev
   postgresql postgresql-server-dev-15 libkrb5-dev etcd-server etcd-client
-  nginx testssl.sh
+  nginx testssl.sh pebble
   python3 chromium wget
 )
 bench=(haproxy wrk linux-perf valgrind hyperfine patroni python3-psycopg2)

@@ -10,9 +10,6 @@ std::vector<ConfigError> lbNotBuiltYet(const Site& site, const LbNode* only) {
     out.push_back(site.errorAt(key, what + " is not supported yet by this build"));
   };
   (void)only;
-  if (site.lb.acme) {
-    refuse("lb.acme", "ACME certificates");
-  }
   if (site.lb.tls.http2) {
     refuse("lb.tls.http2", "HTTP/2");
   }

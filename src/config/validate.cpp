@@ -186,6 +186,21 @@ void checkTls(Diagnostics& diag) {
     exists("lb.tls.certs[" + std::to_string(i) + "].key", tls.certs[i].key);
   }
   const Site& site = diag.site();
+  if (site.lb.acme) {
+    const LbAcme& acme = *site.lb.acme;
+    if (!acme.directory.starts_with("https://")) {
+      diag.error("lb.acme.directory", "must be the https URL of an ACME directory");
+    }
+    if (acme.domains.empty()) {
+      diag.error("lb.acme.domains", "must name at least one domain to certify");
+    }
+    for (size_t i = 0; i < site.lb.nodes.size(); ++i) {
+      if (!site.lb.nodes[i].https) {
+        diag.error("lb.acme", "lb.node[" + std::to_string(i) + "] has no https listener for the certificate");
+        break;
+      }
+    }
+  }
   if (tls.redirect_http) {
     for (size_t i = 0; i < site.lb.nodes.size(); ++i) {
       if (!site.lb.nodes[i].https) {

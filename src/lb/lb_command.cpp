@@ -41,6 +41,14 @@ constexpr auto kCertificateCheck = std::chrono::seconds(2);  // how often certif
 // state_dir/tls for the site's name and the node's listen addresses. Empty with `error` on failure.
 std::vector<tls::CertFiles> tlsPairs(const config::Site& site, const config::LbNode& node, std::string& error) {
   std::vector<tls::CertFiles> pairs;
+  if (site.lb.acme) {
+    // The ACME certificate, once there is one, is the default (the self-signed one serves until then).
+    std::filesystem::path dir = site.site.state_dir / "acme";
+    std::error_code ec;
+    if (std::filesystem::is_regular_file(dir / "cert.pem", ec) && std::filesystem::is_regular_file(dir / "key.pem", ec)) {
+      pairs.push_back({dir / "cert.pem", dir / "key.pem"});
+    }
+  }
   if (!site.lb.tls.cert.empty()) {
     pairs.push_back({site.lb.tls.cert, site.lb.tls.key});
   }
@@ -58,6 +66,9 @@ std::vector<tls::CertFiles> tlsPairs(const config::Site& site, const config::LbN
       if (ip != "0.0.0.0" && ip != "::" && std::find(ips.begin(), ips.end(), ip) == ips.end()) {
         ips.push_back(ip);
       }
+    }
+    for (const std::string& domain : site.lb.acme ? site.lb.acme->domains : std::vector<std::string>{}) {
+      names.push_back(domain);
     }
     tls::CertFiles made = tls::ensureSelfSigned(site.site.state_dir / "tls", names, ips, error);
     if (made.cert.empty()) {
@@ -230,6 +241,16 @@ int runLbCommand(const config::Site& site, const std::string& node_name) {
       options.redirect_https_port = node->https->port();
     }
   }
+  // [lb.acme]: this node answers HTTP-01 on its http listener and, holding the state_dir's lock,
+  // obtains and renews the certificate on a thread of its own.
+  tls::ChallengeStore acme_challenges;
+  std::unique_ptr<tls::AcmeRenewer> acme;
+  if (site.lb.acme && tls_context) {
+    options.acme_challenges = &acme_challenges;
+    tls::AcmeSettings settings{site.lb.acme->directory, site.lb.acme->email, site.lb.acme->domains,
+                               site.lb.acme->ca_file, site.site.state_dir / "acme"};
+    acme = std::make_unique<tls::AcmeRenewer>(std::move(settings), acme_challenges);
+  }
   for (unsigned i = 0; i < threads; ++i) {
     stats.push_back(std::make_unique<ProxyStats>(backends.size()));
   }
@@ -272,6 +293,9 @@ int runLbCommand(const config::Site& site, const std::string& node_name) {
   checker.start();
   if (db) {
     db->startChecks();
+  }
+  if (acme) {
+    acme->start();  // after the http listener serves: the CA checks it
   }
 
   // The stats listener (dashboard, /metrics, admin API) runs on this main thread.

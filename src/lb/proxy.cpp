@@ -131,6 +131,8 @@ class ProxySession final : public core::IoHandler, public UpstreamOwner, public 
   void finishExchange();
   // `extra_fields`: whole header lines ("Retry-After: 1\r\n") added to the answer.
   void respondError(int status, std::string_view detail, std::string_view extra_fields = {});
+  // An answer of the lb's own (an error, a redirect, an ACME challenge); the connection closes after it.
+  void respondLocal(int status, std::string_view content_type, std::string_view body, std::string_view extra_fields);
   void onClientTimeout();
   void armBodyDeadline();
   bool bodyHeldBack() const;
@@ -414,6 +416,17 @@ void ProxySession::startRequest(size_t head_len) {
       x_->path.assign(x_->req.path);
       std::string retry = fmt::format("Retry-After: {}\r\n", core::retryAfterSeconds(admission.retry_after));
       respondError(429, "too many requests from this address", retry);
+      return;
+    }
+  }
+  if (worker_.options().acme_challenges != nullptr && x_->req.path.starts_with(tls::kAcmeChallengePrefix)) {
+    std::string_view token = x_->req.path.substr(tls::kAcmeChallengePrefix.size());
+    if (std::optional<std::string> answer = worker_.options().acme_challenges->find(token)) {
+      // The CA checking that this node answers for the name (RFC 8555 §8.3): before any redirect.
+      x_->method = x_->req.method;
+      x_->method_text.assign(x_->req.method_text);
+      x_->path.assign(x_->req.path);
+      respondLocal(200, "application/octet-stream", *answer, {});
       return;
     }
   }
@@ -1066,6 +1079,15 @@ void ProxySession::finishExchange() {
 }
 
 void ProxySession::respondError(int status, std::string_view detail, std::string_view extra_fields) {
+  std::string body(http::reasonPhrase(status));
+  body += ": ";
+  body += detail;
+  body += "\n";
+  respondLocal(status, "text/plain; charset=utf-8", body, extra_fields);
+}
+
+void ProxySession::respondLocal(int status, std::string_view content_type, std::string_view body,
+                                std::string_view extra_fields) {
   if (x_->response_started) {
     close();
     return;
@@ -1073,13 +1095,11 @@ void ProxySession::respondError(int status, std::string_view detail, std::string
   x_->response_status = status;
   int cls = status / 100;
   worker_.stats().responses_by_class[static_cast<size_t>(cls)].add();
-  std::string body(http::reasonPhrase(status));
-  body += ": ";
-  body += detail;
-  body += "\n";
   std::string head;
   http::appendStatusLine(head, status);
-  head += "Content-Type: text/plain; charset=utf-8\r\nCache-Control: no-store\r\nContent-Length: ";
+  head += "Content-Type: ";
+  head += content_type;
+  head += "\r\nCache-Control: no-store\r\nContent-Length: ";
   head += std::to_string(body.size());
   head += "\r\n";
   head += extra_fields;

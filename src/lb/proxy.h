@@ -15,6 +15,7 @@
 #include "core/counter.h"
 #include "core/event_loop.h"
 #include "core/transport.h"
+#include "tls/acme.h"
 #include "core/fd.h"
 #include "http/parser.h"
 #include "lb/pool.h"
@@ -38,6 +39,8 @@ struct ProxyOptions {
   bool hsts = false;  // https: Strict-Transport-Security on every response
   // http, with [lb.tls] redirect_http: every request gets a 308 to https on this port (0: off).
   uint16_t redirect_https_port = 0;
+  // http, with [lb.acme]: the HTTP-01 answers this node gives while an order is open (not owned).
+  const tls::ChallengeStore* acme_challenges = nullptr;
   uint32_t retries = 2;
   uint32_t max_connections = 20000;  // per worker
   std::string proto = "http";

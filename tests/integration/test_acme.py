@@ -1,0 +1,177 @@
+"""Certificates from an ACME CA, end to end against Debian's pebble (the ACME test server Let's
+Encrypt publishes) and pebble-challtestsrv (its DNS answers every test name with 127.0.0.1),
+both started here on loopback ports. The lb obtains a certificate for its domains with HTTP-01
+answered on its own http listener (redirect_http on), serves it without a restart, keeps it
+across restarts, and two nodes sharing a state_dir do not both order one."""
+import json
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import unittest
+
+from harness import FULCRUM, Process, free_port, wait_until
+from test_lb import LbTestCase, Server, lb_site_text
+from test_tls import tls_connect
+
+DOMAINS = ["acme.test", "www.acme.test"]
+
+
+def https_get_text(port, cafile, path, timeout=5):
+    ctx = ssl.create_default_context(cafile=cafile)
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as raw:
+        with ctx.wrap_socket(raw, server_hostname="127.0.0.1") as s:
+            s.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode())
+            data = b""
+            while chunk := s.recv(65536):
+                data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+class Pebble:
+    """pebble and pebble-challtestsrv on free loopback ports; `validation_port` is where pebble
+    checks HTTP-01 answers (the lb's http listener)."""
+
+    def __init__(self, tmp, validation_port):
+        self.dir = os.path.join(tmp.path, "pebble")
+        os.makedirs(self.dir)
+        self.cert, key = os.path.join(self.dir, "pebble.crt"), os.path.join(self.dir, "pebble.key")
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                        "-keyout", key, "-out", self.cert, "-days", "30", "-subj", "/CN=pebble",
+                        "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True, timeout=30)
+        self.port, self.management, dns, dns_management = free_port(), free_port(), free_port(), free_port()
+        config = os.path.join(self.dir, "pebble.json")
+        with open(config, "w") as f:
+            json.dump({"pebble": {"listenAddress": f"127.0.0.1:{self.port}",
+                                  "managementListenAddress": f"127.0.0.1:{self.management}",
+                                  "certificate": self.cert, "privateKey": key, "httpPort": validation_port,
+                                  "tlsPort": free_port(), "ocspResponderURL": "",
+                                  "externalAccountBindingRequired": False}}, f)
+        self.dns = Process(["pebble-challtestsrv", "-dns01", f"127.0.0.1:{dns}", "-http01", "", "-https01", "",
+                            "-tlsalpn01", "", "-management", f"127.0.0.1:{dns_management}",
+                            "-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""], os.path.join(self.dir, "dns.log"))
+        # No sleeps before validating; no nonces refused at random (the client retries those, but
+        # the test wants a deterministic count of orders).
+        env = dict(os.environ, PEBBLE_VA_NOSLEEP="1", PEBBLE_WFE_NONCEREJECT="0")
+        self.server = Process(["pebble", "-config", config, "-dnsserver", f"127.0.0.1:{dns}"],
+                              os.path.join(self.dir, "pebble.log"), env=env)
+        wait_until(self.listening, timeout=20, what="pebble listening")
+        self.directory = f"https://127.0.0.1:{self.port}/dir"
+
+    def listening(self):
+        try:
+            socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+            return True
+        except OSError:
+            return False
+
+    def root(self):
+        """The root pebble issues under (it changes with every pebble start), as a PEM file."""
+        status, body = https_get_text(self.management, self.cert, "/roots/0")
+        assert status == 200, status
+        path = os.path.join(self.dir, "root.pem")
+        with open(path, "wb") as f:
+            f.write(body)
+        return path
+
+    def issued(self):
+        return self.server.output().count("Issued certificate serial")
+
+    def stop(self):
+        self.server.stop()
+        self.dns.stop()
+
+
+class AcmeTest(LbTestCase):
+    def setUp(self):
+        super().setUp()
+        for tool in ("pebble", "pebble-challtestsrv"):
+            self.assertIsNotNone(shutil.which(tool), f"{tool} is not installed (scripts/deps.sh installs pebble)")
+        self.http_port, self.https_port = free_port(), free_port()
+        self.pebble = Pebble(self.tmp, self.http_port)
+        self.addCleanup(self.pebble.stop)
+        self.backend = self.py_backend("py")
+
+    def site(self, name, http_port, https_port):
+        extra = (f'[lb.tls]\nredirect_http = true\n[lb.acme]\ndirectory = "{self.pebble.directory}"\n'
+                 f'email = "ops@acme.test"\ndomains = {json.dumps(DOMAINS)}\nca_file = "{self.pebble.cert}"\n')
+        text = lb_site_text(http_port, [Server("py", self.backend.port)], extra=extra,
+                            node_extra={"https": f"127.0.0.1:{https_port}"}).replace('name = "lb-t"', f'name = "{name}"')
+        return self.tmp.write(f"{name}.toml", text)
+
+    def start(self, name, http_port, https_port):
+        path = self.site(name, http_port, https_port)
+        proc = Process([FULCRUM, "lb", "--site", path, "--node", name], path + f".{free_port()}.log")
+        self.addCleanup(self.stop_lb, proc)
+        return proc
+
+    def served_cert(self, port, root, name):
+        ctx = ssl.create_default_context(cafile=root)
+        with tls_connect(port, ctx, name) as s:  # verified: chain to pebble's root, and the name
+            return s.getpeercert(binary_form=True)
+
+    def acme_leaf(self):
+        """The DER of the first certificate of the chain the lb wrote."""
+        with open(os.path.join(self.tmp.path, "var", "acme", "cert.pem")) as f:
+            pem = f.read()
+        end = "-----END CERTIFICATE-----"
+        return ssl.PEM_cert_to_DER_cert(pem[:pem.index(end) + len(end)] + "\n")
+
+    def test_obtains_serves_keeps_and_shares_one_certificate(self):
+        lb = self.start("lb-a", self.http_port, self.https_port)
+        wait_until(lambda: "acme: certificate for acme.test written" in lb.output(), timeout=60,
+                   what="a certificate from pebble")
+        root = self.pebble.root()
+
+        def serving_acme():
+            try:
+                return self.served_cert(self.https_port, root, "www.acme.test") == self.acme_leaf()
+            except (OSError, ssl.SSLError):
+                return False
+        wait_until(serving_acme, timeout=15, what="the ACME certificate served without a restart")
+        self.assertEqual(self.served_cert(self.https_port, root, "acme.test"), self.acme_leaf())
+        acme_dir = os.path.join(self.tmp.path, "var", "acme")
+        for secret in ("account.key", "key.pem"):
+            self.assertEqual(os.stat(os.path.join(acme_dir, secret)).st_mode & 0o777, 0o600, secret)
+        self.assertEqual(self.pebble.issued(), 1)
+        # Requests through it reach the server over https.
+        ctx = ssl.create_default_context(cafile=root)
+        with tls_connect(self.https_port, ctx, "acme.test") as s:
+            s.sendall(b"GET /echo HTTP/1.1\r\nHost: acme.test\r\nConnection: close\r\n\r\n")
+            self.assertTrue(s.recv(100).startswith(b"HTTP/1.1 200 "))
+
+        # A second node sharing the state_dir uses the same certificate and orders none.
+        http2, https2 = free_port(), free_port()
+        other = self.start("lb-b", http2, https2)
+        wait_until(lambda: "acme: certificate for acme.test valid" in other.output() or
+                   other.output().count("https certificate") >= 1, timeout=15, what="the second node up")
+        wait_until(lambda: self.served_cert(https2, root, "acme.test") == self.acme_leaf(), timeout=15,
+                   what="the second node serving the shared certificate")
+        self.assertEqual(self.pebble.issued(), 1)
+
+        # A restart keeps the certificate (and the account): nothing is ordered again.
+        self.stop_lb(lb)
+        lb = self.start("lb-a", self.http_port, self.https_port)
+        wait_until(lambda: "renewal in" in lb.output() or "https certificate" in lb.output(), timeout=15,
+                   what="the node back")
+        wait_until(lambda: self.served_cert(self.https_port, root, "acme.test") == self.acme_leaf(),
+                   timeout=15, what="the kept certificate served at start")
+        self.assertEqual(self.pebble.issued(), 1)
+
+    def test_an_unreachable_ca_keeps_the_node_serving_and_retries(self):
+        self.pebble.stop()
+        lb = self.start("lb-a", self.http_port, self.https_port)
+        wait_until(lambda: "acme: " in lb.output() and "retrying in 10 s" in lb.output(), timeout=40,
+                   what="a failed order, retried")
+        # The self-signed certificate serves meanwhile.
+        self_signed = os.path.join(self.tmp.path, "var", "tls", "self-signed.crt")
+        ctx = ssl.create_default_context(cafile=self_signed)
+        with tls_connect(self.https_port, ctx, "acme.test") as s:
+            self.assertEqual(s.getpeercert(binary_form=True), der_of(self_signed))
+        self.assertTrue(lb.alive())
+
+
+if __name__ == "__main__":
+    unittest.main()
