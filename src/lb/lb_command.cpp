@@ -323,6 +323,7 @@ int runLbCommand(const config::Site& site, const std::string& node_name) {
     ctx.firewall = firewall.get();
     ctx.clients = clients.get();
     ctx.tls = tls_context.get();
+    ctx.acme = acme.get();
     ctx.token = token;
     ctx.apply_admin = [&workers, &pools](uint32_t id, AdminState state) {
       bool in_rotation = state == AdminState::Ready;

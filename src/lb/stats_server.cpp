@@ -398,6 +398,13 @@ std::string StatsHandler::metricsText() const {
     w.sample("fulcrum_lb_tls_handshakes_total", {{"node", node}, {"result", "failed"}}, get(s.handshake_failures));
     counter("fulcrum_lb_tls13_handshakes_total", "Completed TLS handshakes that chose TLS 1.3.", get(s.tls13));
   }
+  if (ctx_.acme != nullptr) {
+    counter("fulcrum_lb_acme_certificates_issued_total", "Certificates this node obtained from the ACME CA.",
+            ctx_.acme->issued());
+    counter("fulcrum_lb_acme_failures_total",
+            "Failed ACME orders (retried with backoff while the current certificate serves).",
+            ctx_.acme->failures());
+  }
   counter("fulcrum_lb_received_bytes_total", "Bytes read from clients.", t.bytes_in);
   counter("fulcrum_lb_sent_bytes_total", "Bytes written to clients.", t.bytes_out);
 

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "core/client_table.h"
+#include "tls/acme.h"
 #include "tls/server_context.h"
 #include "http/server.h"
 #include "lb/db_frontends.h"
@@ -32,6 +33,7 @@ struct StatsContext {
   const core::IpFilter* firewall = nullptr;  // [lb.firewall], when set
   const core::ClientTable* clients = nullptr;  // [lb.limits] rate_per_ip / conn_per_ip, when set
   tls::ServerContext* tls = nullptr;           // the https listener's, when there is one
+  const tls::AcmeRenewer* acme = nullptr;      // [lb.acme], when set
   std::string token;                // admin API bearer token
   // Applies an admin state to every worker (called on the main thread).
   std::function<void(uint32_t server, AdminState state)> apply_admin;
