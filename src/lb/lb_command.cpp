@@ -374,6 +374,9 @@ int runLbCommand(const config::Site& site, const std::string& node_name) {
     for (const std::string& cert : tls_context->describe()) {
       log::info("https certificate reloaded ({}): {}", why, cert);
     }
+    if (acme) {
+      acme->wake();  // the ACME certificate may have changed under it: its renewal date too
+    }
   };
   core::Timer cert_watch(main_loop, [&] {
     std::string error;

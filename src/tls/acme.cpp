@@ -704,9 +704,19 @@ void AcmeRenewer::start() {
   thread_ = std::thread([this] { run(); });
 }
 
+void AcmeRenewer::wake() {
+  {
+    std::lock_guard lock(mutex_);
+    recheck_ = true;
+  }
+  wake_.notify_all();
+}
+
 bool AcmeRenewer::sleepFor(long seconds) {
   std::unique_lock lock(mutex_);
-  return !wake_.wait_for(lock, std::chrono::seconds(std::max(seconds, 0L)), [this] { return stop_; });
+  wake_.wait_for(lock, std::chrono::seconds(std::max(seconds, 0L)), [this] { return stop_ || recheck_; });
+  recheck_ = false;
+  return !stop_;
 }
 
 void AcmeRenewer::run() {

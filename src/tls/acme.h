@@ -64,6 +64,9 @@ class AcmeRenewer {
   AcmeRenewer& operator=(const AcmeRenewer&) = delete;
 
   void start();
+  // The certificate files changed (another node renewed, an operator replaced them): look at
+  // them again now rather than at the next planned renewal.
+  void wake();
   std::filesystem::path certFile() const { return settings_.dir / "cert.pem"; }
   std::filesystem::path keyFile() const { return settings_.dir / "key.pem"; }
 
@@ -81,6 +84,7 @@ class AcmeRenewer {
   std::mutex mutex_;
   std::condition_variable wake_;
   bool stop_ = false;
+  bool recheck_ = false;
   std::atomic<bool> stopping_{false};  // stop_, readable without the mutex by an issuance in flight
   std::atomic<uint64_t> issued_{0};
   std::atomic<uint64_t> failures_{0};

@@ -9,11 +9,13 @@ import shutil
 import socket
 import ssl
 import subprocess
+import threading
+import time
 import unittest
 
 from harness import FULCRUM, Process, free_port, wait_until
 from test_lb import LbTestCase, Server, lb_site_text
-from test_tls import tls_connect
+from test_tls import der_of, tls_connect
 
 DOMAINS = ["acme.test", "www.acme.test"]
 
@@ -159,6 +161,83 @@ class AcmeTest(LbTestCase):
         wait_until(lambda: self.served_cert(self.https_port, root, "acme.test") == self.acme_leaf(),
                    timeout=15, what="the kept certificate served at start")
         self.assertEqual(self.pebble.issued(), 1)
+
+    def due_certificate(self, directory):
+        """A self-signed certificate for DOMAINS with most of its life behind it (10 days ago to 1 day
+        from now: renewal is due at two thirds), made with `openssl ca -selfsign` to set the dates."""
+        os.makedirs(directory)
+        key, csr, cert = (os.path.join(directory, n) for n in ("due.key", "due.csr", "due.pem"))
+        cnf = os.path.join(directory, "ca.cnf")
+        with open(cnf, "w") as f:
+            f.write(f"[ca]\ndefault_ca = d\n[d]\ndatabase = {directory}/index.txt\nnew_certs_dir = {directory}\n"
+                    f"serial = {directory}/serial\ndefault_md = sha256\npolicy = p\ncopy_extensions = copy\n"
+                    f"[p]\ncommonName = supplied\n")
+        open(os.path.join(directory, "index.txt"), "w").close()
+        with open(os.path.join(directory, "serial"), "w") as f:
+            f.write("01\n")
+        san = ",".join(f"DNS:{d}" for d in DOMAINS)
+        run = lambda *a: subprocess.run(["openssl", *a], check=True, capture_output=True, timeout=30)
+        run("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-keyout", key,
+            "-out", csr, "-subj", f"/CN={DOMAINS[0]}", "-addext", f"subjectAltName={san}",
+            "-addext", "basicConstraints=critical,CA:FALSE", "-addext", "keyUsage=critical,digitalSignature")
+        now = time.time()
+        stamp = lambda t: time.strftime("%Y%m%d%H%M%SZ", time.gmtime(t))
+        run("ca", "-batch", "-config", cnf, "-selfsign", "-keyfile", key, "-in", csr, "-out", cert,
+            "-startdate", stamp(now - 10 * 86400), "-enddate", stamp(now + 86400))
+        return cert, key
+
+    def test_a_due_certificate_is_renewed_under_load_with_no_failed_request(self):
+        lb = self.start("lb-a", self.http_port, self.https_port)
+        wait_until(lambda: "acme: certificate for acme.test written" in lb.output(), timeout=60,
+                   what="the first certificate")
+        root = self.pebble.root()
+        wait_until(lambda: self.served_cert(self.https_port, root, "acme.test") == self.acme_leaf(), timeout=15,
+                   what="the first certificate served")
+        due_cert, due_key = self.due_certificate(os.path.join(self.tmp.path, "due"))
+        # An operator (or another node) puts a certificate near its end in place, key first.
+        acme_dir = os.path.join(self.tmp.path, "var", "acme")
+        shutil.copy(due_key, os.path.join(acme_dir, "key.pem.new"))
+        os.replace(os.path.join(acme_dir, "key.pem.new"), os.path.join(acme_dir, "key.pem"))
+        shutil.copy(due_cert, os.path.join(acme_dir, "cert.pem.new"))
+        os.replace(os.path.join(acme_dir, "cert.pem.new"), os.path.join(acme_dir, "cert.pem"))
+
+        # Load: new TLS connections one after another, each verified (pebble's root, or the due
+        # certificate while it serves), each request answered 200.
+        cafile = os.path.join(self.tmp.path, "trusted.pem")
+        with open(cafile, "w") as out:
+            for path in (root, due_cert):
+                with open(path) as f:
+                    out.write(f.read().strip() + "\n")
+        ctx = ssl.create_default_context(cafile=cafile)
+        stop = threading.Event()
+        results = {"ok": 0, "failed": [], "serials": set()}
+
+        def load():
+            for _ in range(100000):
+                if stop.is_set():
+                    return
+                try:
+                    with tls_connect(self.https_port, ctx, "acme.test") as s:
+                        results["serials"].add(s.getpeercert()["serialNumber"])
+                        s.sendall(b"GET /echo HTTP/1.1\r\nHost: acme.test\r\nConnection: close\r\n\r\n")
+                        if not s.recv(100).startswith(b"HTTP/1.1 200 "):
+                            raise AssertionError("not a 200")
+                    results["ok"] += 1
+                except Exception as e:  # every failure is reported below
+                    results["failed"].append(repr(e))
+        thread = threading.Thread(target=load)
+        thread.start()
+        try:
+            wait_until(lambda: self.pebble.issued() == 2, timeout=60, what="the renewal ordered")
+            wait_until(lambda: self.served_cert(self.https_port, root, "acme.test") == self.acme_leaf(),
+                       timeout=15, what="the renewed certificate served")
+            wait_until(lambda: results["ok"] >= 20, timeout=15, what="requests under load")
+        finally:
+            stop.set()
+            thread.join(timeout=30)
+        self.assertEqual(results["failed"], [])
+        self.assertGreaterEqual(len(results["serials"]), 2, "the load never saw the certificate change")
+        self.assertIn("renewing a certificate for acme.test", lb.output())
 
     def test_an_unreachable_ca_keeps_the_node_serving_and_retries(self):
         self.pebble.stop()
