@@ -1,9 +1,15 @@
 #include "core/log.h"
 
+#include <poll.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
+#include <condition_variable>
 #include <ctime>
+#include <mutex>
+#include <thread>
+#include <utility>
 
 namespace fulcrum::log {
 
@@ -132,13 +138,155 @@ void appendJsonHead(std::string& line, Level level) {
   }
 }
 
-void writeLine(const std::string& line) {
-  // One write per line; a short write to a pipe this small does not happen in practice.
-  ssize_t ignored = ::write(STDERR_FILENO, line.data(), line.size());
-  (void)ignored;
+std::string formatLine(Level level, std::string_view message);
+
+// Counts as integers ("bytes=1234567", never "1.23457e+06"), anything else with three decimals
+// (milliseconds to the microsecond).
+void appendNumber(std::string& out, double value) {
+  if (value < 9e15 && value > -9e15 && value == static_cast<double>(static_cast<int64_t>(value))) {
+    fmt::format_to(std::back_inserter(out), "{}", static_cast<int64_t>(value));
+  } else {
+    fmt::format_to(std::back_inserter(out), "{:.3f}", value);
+  }
+}
+
+// Writes all of `data` to stderr, waiting while it is full (only the sink's thread waits here).
+void writeAll(std::string_view data) {
+  while (!data.empty()) {
+    ssize_t n = ::write(STDERR_FILENO, data.data(), data.size());
+    if (n > 0) {
+      data.remove_prefix(static_cast<size_t>(n));
+    } else if (n < 0 && errno == EAGAIN) {
+      pollfd p{STDERR_FILENO, POLLOUT, 0};
+      ::poll(&p, 1, 1000);
+    } else if (!(n < 0 && errno == EINTR)) {
+      return;  // stderr is gone: nothing to report it to
+    }
+  }
+}
+
+// Lines reach stderr from a thread of their own, so a slow or stalled stderr (a full pipe nobody
+// reads, a paused terminal) never blocks a worker: lines wait in a bounded queue and, when it is
+// full, are dropped and counted; the count is written once stderr takes lines again. A forked
+// child (no sink thread there) writes directly.
+class Sink {
+ public:
+  static constexpr size_t kMaxQueued = 1 << 20;  // bytes waiting for stderr before lines are dropped
+
+  ~Sink() {
+    std::unique_lock lock(mutex_);
+    if (!started_ || pid_ != ::getpid()) {
+      return;
+    }
+    stopping_ = true;
+    wake_.notify_all();
+    // At exit, what is queued gets two seconds to be written; a stalled stderr cannot hold the
+    // process (the thread is then left to the exit).
+    bool drained = idle_.wait_for(lock, std::chrono::seconds(2), [this] { return done_; });
+    lock.unlock();
+    if (drained) {
+      thread_.join();
+    } else {
+      thread_.detach();
+    }
+  }
+
+  void push(std::string line) {
+    // A forked child has no sink thread, and may have been forked while another thread held the
+    // mutex: it writes directly, without touching the lock.
+    pid_t owner = owner_.load(std::memory_order_acquire);
+    if (owner != 0 && owner != ::getpid()) {
+      writeAll(line);
+      return;
+    }
+    std::unique_lock lock(mutex_);
+    if (!started_) {
+      started_ = true;
+      pid_ = ::getpid();
+      owner_.store(pid_, std::memory_order_release);
+      thread_ = std::thread([this] { run(); });
+    }
+    if (queued_.size() + line.size() > kMaxQueued) {
+      ++dropped_;
+      return;
+    }
+    queued_ += line;
+    wake_.notify_one();
+  }
+
+  uint64_t dropped() {
+    std::lock_guard lock(mutex_);
+    return dropped_total_ + dropped_;
+  }
+
+  void flush() {
+    std::unique_lock lock(mutex_);
+    if (!started_ || pid_ != ::getpid()) {
+      return;
+    }
+    idle_.wait_for(lock, std::chrono::seconds(2), [this] { return queued_.empty() && !writing_; });
+  }
+
+ private:
+  void run() {
+    std::string batch;
+    std::unique_lock lock(mutex_);
+    for (;;) {
+      wake_.wait(lock, [this] { return stopping_ || !queued_.empty(); });
+      if (queued_.empty() && stopping_) {
+        break;
+      }
+      batch.swap(queued_);
+      writing_ = true;
+      uint64_t dropped = std::exchange(dropped_, 0);
+      dropped_total_ += dropped;
+      lock.unlock();
+      if (dropped > 0) {
+        writeAll(formatLine(Level::Warn, fmt::format("log: {} line(s) dropped: stderr was not taking them", dropped)));
+      }
+      writeAll(batch);
+      batch.clear();
+      lock.lock();
+      writing_ = false;
+      idle_.notify_all();
+    }
+    done_ = true;
+    idle_.notify_all();
+  }
+
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::condition_variable idle_;
+  std::string queued_;
+  std::thread thread_;
+  pid_t pid_ = 0;
+  std::atomic<pid_t> owner_{0};  // pid_, readable without the mutex
+  bool started_ = false;
+  bool stopping_ = false;
+  bool done_ = false;
+  bool writing_ = false;
+  uint64_t dropped_ = 0;        // since the last report
+  uint64_t dropped_total_ = 0;  // reported
+};
+
+Sink& sink() {
+  static Sink instance;
+  return instance;
+}
+
+void writeLine(std::string line) {
+  sink().push(std::move(line));
 }
 
 }  // namespace
+
+uint64_t droppedLines() {
+  return sink().dropped();
+}
+
+void flush() {
+  sink().flush();
+}
 
 void event(Level level, std::string_view name, std::initializer_list<Field> fields) {
   if (!enabled(level)) {
@@ -151,7 +299,7 @@ void event(Level level, std::string_view name, std::initializer_list<Field> fiel
       message += f.key;
       message += '=';
       if (f.is_number) {
-        fmt::format_to(std::back_inserter(message), "{:g}", f.number);
+        appendNumber(message, f.number);
       } else {
         message += f.text;
       }
@@ -170,7 +318,7 @@ void event(Level level, std::string_view name, std::initializer_list<Field> fiel
     appendJsonEscaped(line, f.key);
     line += "\":";
     if (f.is_number) {
-      fmt::format_to(std::back_inserter(line), "{:g}", f.number);
+      appendNumber(line, f.number);
     } else {
       line += '"';
       appendJsonEscaped(line, f.text);
@@ -182,6 +330,11 @@ void event(Level level, std::string_view name, std::initializer_list<Field> fiel
 }
 
 void write(Level level, std::string_view message) {
+  writeLine(formatLine(level, message));
+}
+
+namespace {
+std::string formatLine(Level level, std::string_view message) {
   std::string line;
   line.reserve(message.size() + 64);
   if (format() == Format::Json) {
@@ -203,7 +356,8 @@ void write(Level level, std::string_view message) {
     line += message;
     line += '\n';
   }
-  writeLine(line);
+  return line;
 }
+}  // namespace
 
 }  // namespace fulcrum::log

@@ -1,6 +1,7 @@
 #pragma once
-// Process-wide logging: one line per event on stderr, text or JSON, written with a single
-// write(2) so lines from different threads never interleave.
+// Process-wide logging: one line per event on stderr, text or JSON. Lines are queued whole and
+// written by a thread of the log's own, so lines from different threads never interleave and a
+// stalled stderr never blocks a worker (lines beyond a 1 MiB queue are dropped and counted).
 #include <fmt/format.h>
 
 #include <atomic>
@@ -57,6 +58,12 @@ void debug(fmt::format_string<Args...> f, Args&&... args) {
   if (enabled(Level::Debug))
     write(Level::Debug, fmt::format(f, std::forward<Args>(args)...));
 }
+
+// Lines dropped so far because stderr did not take them (see above).
+uint64_t droppedLines();
+// Waits (at most 2 s) until every line queued so far is written: before a fork or an exit that
+// skips destructors, and in tests reading stderr.
+void flush();
 
 // Appends `text` to `out` as the inside of a JSON string literal.
 void appendJsonEscaped(std::string& out, std::string_view text);

@@ -481,6 +481,44 @@ def exchange_or_none(port, source):
     return data or None
 
 
+class StalledLogTest(LbTestCase):
+    """An lb whose stderr is a pipe nobody reads keeps serving: access-log lines wait in a bounded
+    queue, then are dropped and counted, and the count is reported once stderr moves again."""
+
+    def test_requests_keep_flowing_when_stderr_is_stalled(self):
+        backend = self.py_backend("py")
+        port = free_port()
+        path = self.tmp.write("stalled.toml", lb_site_text(port, [Server("py", backend.port)]))
+        proc = subprocess.Popen([FULCRUM, "lb", "--site", path, "--node", "lb-t"], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE)
+        def cleanup():
+            proc.kill()
+            proc.wait(timeout=10)
+            proc.stderr.close()
+        self.addCleanup(cleanup)
+        wait_listening(port)
+        # ~200-byte access lines: 64 KiB fill the pipe, 1 MiB the queue; 8,000 go well past both.
+        client = Client(port, timeout=5)
+        try:
+            for i in range(8000):
+                self.assertEqual(client.get("/echo")[0], 200, f"request {i}")
+        finally:
+            client.close()
+        # Once stderr is read again, what was dropped is said.
+        os.set_blocking(proc.stderr.fileno(), False)
+        seen = b""
+        def reported():
+            nonlocal seen
+            try:
+                while chunk := proc.stderr.read(1 << 20):
+                    seen += chunk
+            except BlockingIOError:
+                pass
+            return re.search(rb"log: \d+ line\(s\) dropped", seen) is not None
+        wait_until(reported, timeout=15, what="the dropped lines reported")
+        self.assertIsNone(proc.poll())
+
+
 METRICS = b"GET /metrics HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
 
 

@@ -578,9 +578,10 @@ TEST(Example, TheDemoSiteLoads) {
   EXPECT_EQ(s.lb.nodes[0].stats, addr("127.0.0.1:8404"));
   EXPECT_EQ(s.lb.nodes[0].db_write, addr("127.0.0.1:5000"));
   EXPECT_EQ(s.lb.nodes[0].db_read, addr("127.0.0.1:5001"));
-  EXPECT_FALSE(s.lb.nodes[0].https.has_value());
+  EXPECT_EQ(s.lb.nodes[0].https, addr("127.0.0.1:8443"));  // self-signed: no cert configured
+  EXPECT_TRUE(s.lb.tls.cert.empty());
   EXPECT_FALSE(s.lb.vip.has_value());
-  EXPECT_FALSE(s.has("lb.tls"));
+  EXPECT_FALSE(s.lb.acme.has_value());
   ASSERT_EQ(s.web.nodes.size(), 3u);
   EXPECT_EQ(s.web.nodes[2].name, "web-03");
   EXPECT_EQ(s.web.nodes[2].listen, addr("127.0.0.1:9003"));

@@ -320,6 +320,7 @@ TEST_F(HealthCheckerTest, LogsEachChangeWithNameReasonAndCount) {
   ::testing::internal::CaptureStderr();
   checker->start();
   bool done = runUntil(loop_, [&] { return changes_.size() >= 2; });
+  log::flush();  // lines reach stderr from the log's own thread
   std::string logged = ::testing::internal::GetCapturedStderr();
   ASSERT_TRUE(done);
   EXPECT_NE(logged.find("server web-02 is DOWN: HTTP 503 (3 consecutive failures)"), std::string::npos)
