@@ -39,7 +39,8 @@ struct ConnectionLimits {
 template <typename T>
 class ConnectionSet {
  public:
-  // `make` builds the connection for an admitted peer (and links nothing: the set does).
+  // `make` builds the connection for an admitted peer (and links nothing: the set does), or
+  // returns null when it cannot (the descriptor is then closed, counted as refused).
   using Make = std::function<T*(Fd fd, const SocketAddress& peer)>;
 
   ConnectionSet(EventLoop& loop, Fd listener, std::string what, ConnectionLimits limits, Make make)
@@ -103,6 +104,13 @@ class ConnectionSet {
       return;
     }
     T* c = make_(std::move(fd), peer);
+    if (c == nullptr) {
+      if (limits_.per_address != nullptr) {
+        limits_.per_address->closeConnection(peer.ip());
+      }
+      count(limits_.refused);
+      return;
+    }
     list_.link(c);
     if constexpr (requires { c->start(); }) {
       c->start();

@@ -91,7 +91,9 @@ struct Exchange {
 
 class ProxySession final : public core::IoHandler, public UpstreamOwner, public core::Deletable {
  public:
-  ProxySession(ProxyWorker& worker, core::Fd fd, const core::SocketAddress& peer);
+  // `secure`: the TLS transport on an https listener (null: plain TCP).
+  ProxySession(ProxyWorker& worker, core::Fd fd, const core::SocketAddress& peer,
+               std::unique_ptr<core::Transport> secure);
   ~ProxySession() override;
 
   void onIoEvents(uint32_t events) override;  // client socket
@@ -213,11 +215,12 @@ void Exchange::reset() {
   body_bytes = 0;
 }
 
-ProxySession::ProxySession(ProxyWorker& worker, core::Fd fd, const core::SocketAddress& peer)
+ProxySession::ProxySession(ProxyWorker& worker, core::Fd fd, const core::SocketAddress& peer,
+                           std::unique_ptr<core::Transport> secure)
     : worker_(worker),
       client_(std::move(fd)),
       plain_(client_.get()),
-      secure_(worker.options().tls != nullptr ? worker.options().tls->newTransport(client_.get()) : nullptr),
+      secure_(std::move(secure)),
       transport_(secure_ ? secure_.get() : &plain_),
       peer_ip_(peer.ip()),
       peer_port_(peer.port()),
@@ -1319,9 +1322,16 @@ ProxyWorker::~ProxyWorker() {
 }
 
 ProxySession* ProxyWorker::accept(core::Fd fd, const core::SocketAddress& peer) {
+  std::unique_ptr<core::Transport> secure;
+  if (options_.tls != nullptr) {
+    secure = options_.tls->newTransport(fd.get());
+    if (!secure) {
+      return nullptr;  // never plaintext on an https listener
+    }
+  }
   stats_.connections_total.add();
   stats_.connections_active.add();
-  return new ProxySession(*this, std::move(fd), peer);
+  return new ProxySession(*this, std::move(fd), peer, std::move(secure));
 }
 
 void ProxyWorker::unlink(ProxySession* s) {

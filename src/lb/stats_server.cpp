@@ -389,12 +389,15 @@ std::string StatsHandler::metricsText() const {
   if (ctx_.tls != nullptr) {
     tls::TlsStats& s = ctx_.tls->stats();
     auto get = [](const std::atomic<uint64_t>& v) { return v.load(std::memory_order_relaxed); };
+    // `resumed` first: a handshake counts in `handshakes` before `resumed`, so full never goes below 0.
+    uint64_t resumed = get(s.resumed);
+    uint64_t handshakes = get(s.handshakes);
     w.family("fulcrum_lb_tls_handshakes_total", "counter",
              "TLS handshakes on the https listener, by result (full, resumed from a ticket, failed: "
              "plaintext, garbage, a refused version or suite, a client gone mid-handshake).");
     w.sample("fulcrum_lb_tls_handshakes_total", {{"node", node}, {"result", "full"}},
-             get(s.handshakes) - get(s.resumed));
-    w.sample("fulcrum_lb_tls_handshakes_total", {{"node", node}, {"result", "resumed"}}, get(s.resumed));
+             handshakes - resumed);
+    w.sample("fulcrum_lb_tls_handshakes_total", {{"node", node}, {"result", "resumed"}}, resumed);
     w.sample("fulcrum_lb_tls_handshakes_total", {{"node", node}, {"result", "failed"}}, get(s.handshake_failures));
     counter("fulcrum_lb_tls13_handshakes_total", "Completed TLS handshakes that chose TLS 1.3.", get(s.tls13));
   }
