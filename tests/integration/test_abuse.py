@@ -431,7 +431,8 @@ class ClientLimitsTest(LbTestCase):
         print(f"\n{count} addresses: {entries} held, {evictions} evicted, RSS grew {grown} KiB", flush=True)
         self.assertLessEqual(entries, 2048 + 16)  # rounded up per shard
         self.assertGreaterEqual(evictions, count - 2048 - 16)
-        self.assertLess(grown, 8 * 1024)
+        if not sanitized_build():  # ASan keeps freed memory in quarantine: RSS says nothing there
+            self.assertLess(grown, 8 * 1024)
         self.assertTrue(lb.alive())
 
 
