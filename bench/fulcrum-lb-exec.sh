@@ -2,7 +2,8 @@
 # Starts `fulcrum lb` for a benchmark harness: writes a one-node site file for listen port $1 and
 # the comma-separated backends $2, then execs fulcrum (so the harness measures fulcrum's own PID).
 # Env: THREADS (default 1), ALGORITHM (default roundrobin), FULCRUM (binary), CLIENT_MS (default 30000),
-# HTTP_REQUEST_MS (default: fulcrum's), MAX_CONNECTIONS (default 100000).
+# HTTP_REQUEST_MS (default: fulcrum's), MAX_CONNECTIONS (default 100000), and for HTTPS: HTTPS_PORT with
+# TLS_CERT and TLS_KEY (PEM files) add an https listener with that certificate.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 FULCRUM=${FULCRUM:-$HERE/../build/fulcrum}
@@ -17,6 +18,12 @@ site=$dir/site.toml
   echo "name = \"lb-bench\""
   echo "http = \"127.0.0.1:$port\""
   echo "threads = ${THREADS:-1}"
+  if [[ -n ${HTTPS_PORT:-} ]]; then
+    echo "https = \"127.0.0.1:$HTTPS_PORT\""
+    echo "[lb.tls]"
+    echo "cert = \"$TLS_CERT\""
+    echo "key = \"$TLS_KEY\""
+  fi
   echo "[lb.timeouts]"
   echo "client_ms = ${CLIENT_MS:-30000}"
   if [[ -n ${HTTP_REQUEST_MS:-} ]]; then echo "http_request_ms = $HTTP_REQUEST_MS"; fi

@@ -8,6 +8,7 @@
 #include <mutex>
 
 #include "core/counter.h"
+#include "core/hash_mix.h"
 #include "core/ip_filter.h"
 
 namespace fulcrum::core {
@@ -16,15 +17,6 @@ namespace {
 
 constexpr uint32_t kNone = std::numeric_limits<uint32_t>::max();
 
-// murmur3's finalizer: every input bit flips about half of the output bits.
-uint64_t mix(uint64_t x) {
-  x ^= x >> 33;
-  x *= 0xff51afd7ed558ccdULL;
-  x ^= x >> 33;
-  x *= 0xc4ceb9fe1a85ec53ULL;
-  x ^= x >> 33;
-  return x;
-}
 
 Duration emissionInterval(const ClientLimits& limits) {
   return limits.rate_per_sec == 0 ? Duration(0) : Duration(std::chrono::seconds(1)) / limits.rate_per_sec;
@@ -203,7 +195,7 @@ ClientTable::Key ClientTable::keyOf(const IpAddress& peer) const {
   }
   uint64_t words[2];
   std::memcpy(words, key.ip.bytes.data(), sizeof words);
-  key.hash = mix(mix(hash_seed_ ^ static_cast<uint64_t>(key.ip.family) ^ words[0]) ^ words[1]);
+  key.hash = mixKey(mixKey(hash_seed_ ^ static_cast<uint64_t>(key.ip.family) ^ words[0]) ^ words[1]);
   return key;
 }
 

@@ -25,6 +25,7 @@
 
 #include "core/log.h"
 #include "http/parser.h"
+#include "tls/openssl_error.h"
 
 namespace fulcrum::tls {
 
@@ -34,15 +35,6 @@ using json = nlohmann::json;
 constexpr int kExchangeSeconds = 30;  // one HTTPS exchange with the CA, connect included
 constexpr int kPollSeconds = 120;     // how long an authorization or an order may stay pending
 
-std::string sslError() {
-  unsigned long code = ERR_get_error();
-  char text[256] = "unknown error";
-  if (code != 0) {
-    ERR_error_string_n(code, text, sizeof text);
-  }
-  ERR_clear_error();
-  return text;
-}
 
 std::string base64url(std::string_view bytes) {
   static constexpr char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
@@ -163,7 +155,7 @@ bool httpsRequest(const std::string& method, const std::string& url_text, const 
   if (!trusted) {
     ::close(fd);
     error =
-        "trust store " + (ca_file.empty() ? std::string("(system)") : ca_file.string()) + ": " + sslError();
+        "trust store " + (ca_file.empty() ? std::string("(system)") : ca_file.string()) + ": " + lastSslError();
     return false;
   }
   std::unique_ptr<SSL, SslFree> ssl(SSL_new(ctx.get()));
@@ -189,7 +181,7 @@ bool httpsRequest(const std::string& method, const std::string& url_text, const 
   std::string raw;
   bool ok = SSL_connect(ssl.get()) == 1;
   if (!ok) {
-    error = fmt::format("{}: TLS: {}", url.host, sslError());
+    error = fmt::format("{}: TLS: {}", url.host, lastSslError());
   } else {
     size_t written = 0;
     ok = SSL_write_ex(ssl.get(), request.data(), request.size(), &written) == 1;
@@ -403,7 +395,7 @@ class AcmeSession {
       std::string payload64 = payload.empty() ? std::string() : base64url(payload);
       std::string signature = es256(account_, protected64 + "." + payload64);
       if (signature.empty()) {
-        error = "signing: " + sslError();
+        error = "signing: " + lastSslError();
         return false;
       }
       std::string body =
@@ -632,7 +624,7 @@ bool obtainOnce(const AcmeSettings& settings, ChallengeStore& challenges, std::s
   Key cert_key(EVP_EC_gen("P-256"));
   std::string csr = cert_key ? csrDer(cert_key.get(), settings.domains) : std::string();
   if (csr.empty()) {
-    error = "making the CSR: " + sslError();
+    error = "making the CSR: " + lastSslError();
     return false;
   }
   if (!session.post(order["finalize"].get<std::string>(), json{{"csr", base64url(csr)}}.dump(), r, error)) {

@@ -18,6 +18,8 @@
 #include <cstring>
 #include <system_error>
 
+#include "tls/openssl_error.h"
+
 namespace fulcrum::tls {
 
 namespace {
@@ -33,17 +35,6 @@ constexpr long kTicketLifetimeSeconds = 3600;  // keys rotate every hour: a tick
 // "\x08http/1.1": what ALPN offers until HTTP/2 lands.
 constexpr unsigned char kAlpn[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
 
-// The reason for the last OpenSSL failure, and an empty error queue after it (the queue is per
-// thread: a stale entry would be blamed on the next connection).
-std::string lastError() {
-  unsigned long code = ERR_get_error();
-  char text[256] = "unknown error";
-  if (code != 0) {
-    ERR_error_string_n(code, text, sizeof text);
-  }
-  ERR_clear_error();
-  return text;
-}
 
 int selectAlpn(SSL*, const unsigned char** out, unsigned char* out_len, const unsigned char* in,
                unsigned int in_len, void*) {
@@ -301,7 +292,7 @@ std::vector<std::string> ServerContext::describe() const {
 SSL_CTX* ServerContext::newCtx(std::string& error) {
   SSL_CTX* ctx = SSL_CTX_new(TLS_server_method());
   if (ctx == nullptr) {
-    error = lastError();
+    error = lastSslError();
     return nullptr;
   }
   bool ok = SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) == 1 &&
@@ -309,7 +300,7 @@ SSL_CTX* ServerContext::newCtx(std::string& error) {
             SSL_CTX_set_cipher_list(ctx, kTls12Ciphers) == 1 &&
             SSL_CTX_set_ciphersuites(ctx, kTls13Suites) == 1 && SSL_CTX_set1_groups_list(ctx, kGroups) == 1;
   if (!ok) {
-    error = "TLS policy: " + lastError();
+    error = "TLS policy: " + lastSslError();
     SSL_CTX_free(ctx);
     return nullptr;
   }
@@ -342,7 +333,7 @@ bool ServerContext::load(CertSet& set, const CertFiles& pair, std::string& error
   }
   X509* cert = PEM_read_X509(cert_file.get(), nullptr, nullptr, nullptr);
   if (cert == nullptr) {
-    error = pair.cert.string() + ": not a PEM certificate (" + lastError() + ")";
+    error = pair.cert.string() + ": not a PEM certificate (" + lastSslError() + ")";
     return false;
   }
   std::vector<std::string> names = certificateNames(cert);
@@ -354,7 +345,7 @@ bool ServerContext::load(CertSet& set, const CertFiles& pair, std::string& error
   }
   EVP_PKEY* key = PEM_read_PrivateKey(key_file.get(), nullptr, nullptr, nullptr);
   if (key == nullptr) {
-    error = pair.key.string() + ": not a PEM private key (" + lastError() + ")";
+    error = pair.key.string() + ": not a PEM private key (" + lastSslError() + ")";
     return false;
   }
   int type = EVP_PKEY_get_base_id(key);
@@ -378,9 +369,9 @@ bool ServerContext::load(CertSet& set, const CertFiles& pair, std::string& error
   }
   bool ok = SSL_CTX_use_certificate_chain_file(target->ctx, pair.cert.c_str()) == 1;
   if (!ok) {
-    error = pair.cert.string() + ": " + lastError();
+    error = pair.cert.string() + ": " + lastSslError();
   } else if (SSL_CTX_use_PrivateKey(target->ctx, key) != 1 || SSL_CTX_check_private_key(target->ctx) != 1) {
-    error = pair.key.string() + ": does not match " + pair.cert.string() + " (" + lastError() + ")";
+    error = pair.key.string() + ": does not match " + pair.cert.string() + " (" + lastSslError() + ")";
     ok = false;
   }
   EVP_PKEY_free(key);
@@ -581,7 +572,7 @@ CertFiles ensureSelfSigned(const std::filesystem::path& dir, const std::vector<s
     }
   }
   if (!ok && error.empty()) {
-    error = "making a self-signed certificate: " + lastError();
+    error = "making a self-signed certificate: " + lastSslError();
   }
   X509_free(cert);
   EVP_PKEY_free(key);

@@ -14,21 +14,13 @@
 #include <span>
 #include <vector>
 
+#include "core/hash_mix.h"
 #include "lb/balance/balancer.h"
 #include "lb/balance/server_set.h"
 
 namespace fulcrum::lb {
 
-// Spreads a caller's 64-bit key, which may be a weak hash, over all 64 bits (murmur3's
-// finalizer: a bijection, every input bit flips about half the output bits).
-inline uint64_t mixKey(uint64_t key) {
-  key ^= key >> 33;
-  key *= 0xff51afd7ed558ccdULL;
-  key ^= key >> 33;
-  key *= 0xc4ceb9fe1a85ec53ULL;
-  key ^= key >> 33;
-  return key;
-}
+using core::mixKey;  // spreads a caller's key, which may be a weak hash (core/hash_mix.h)
 
 class HashRing {
  public:
