@@ -8,8 +8,8 @@ void PrometheusWriter::family(std::string_view name, std::string_view type, std:
   fmt::format_to(std::back_inserter(out_), "# HELP {} {}\n# TYPE {} {}\n", name, help, name, type);
 }
 
-void PrometheusWriter::labels(std::initializer_list<Label> labels) {
-  if (labels.size() == 0) {
+void PrometheusWriter::labels(std::initializer_list<Label> labels, std::string_view le) {
+  if (labels.size() == 0 && le.empty()) {
     return;
   }
   out_ += '{';
@@ -33,6 +33,11 @@ void PrometheusWriter::labels(std::initializer_list<Label> labels) {
     }
     out_ += '"';
   }
+  if (!le.empty()) {
+    out_ += first ? "le=\"" : ",le=\"";
+    out_ += le;
+    out_ += '"';
+  }
   out_ += '}';
 }
 
@@ -46,6 +51,36 @@ void PrometheusWriter::sample(std::string_view name, std::initializer_list<Label
   out_ += name;
   labels(l);
   fmt::format_to(std::back_inserter(out_), " {}\n", value);
+}
+
+}  // namespace fulcrum::metrics
+
+namespace fulcrum::metrics {
+
+void PrometheusWriter::histogram(std::string_view name, std::initializer_list<Label> l,
+                                 const core::HistogramSnapshot& h) {
+  uint64_t cumulative = 0;
+  char le[32];
+  for (size_t i = 0; i < core::kHistogramBuckets; ++i) {
+    cumulative += h.buckets[i];
+    std::string_view bound = "+Inf";
+    if (i < core::kHistogramBoundsUs.size()) {
+      auto end = fmt::format_to_n(le, sizeof le, "{}", static_cast<double>(core::kHistogramBoundsUs[i]) / 1e6);
+      bound = std::string_view(le, end.out - le);
+    }
+    out_ += name;
+    out_ += "_bucket";
+    labels(l, bound);
+    fmt::format_to(std::back_inserter(out_), " {}\n", cumulative);
+  }
+  out_ += name;
+  out_ += "_sum";
+  labels(l);
+  fmt::format_to(std::back_inserter(out_), " {}\n", static_cast<double>(h.sum_us) / 1e6);
+  out_ += name;
+  out_ += "_count";
+  labels(l);
+  fmt::format_to(std::back_inserter(out_), " {}\n", cumulative);
 }
 
 }  // namespace fulcrum::metrics
