@@ -100,7 +100,9 @@ class ProxySession final : public core::IoHandler, public UpstreamOwner, public 
   void onUpstreamEvents(uint32_t events) override;
   void drain();
   // Between requests with nothing queued either way: closing it loses no work.
-  bool idle() const { return phase_ == Phase::ClientHead && !request_started_ && cin_.empty() && cout_.empty(); }
+  bool idle() const {
+    return phase_ == Phase::ClientHead && !request_started_ && cin_.empty() && cout_.empty();
+  }
   void evict() { close(); }
   core::IpAddress peerIp() const { return peer_ip_; }
 
@@ -134,7 +136,8 @@ class ProxySession final : public core::IoHandler, public UpstreamOwner, public 
   // `extra_fields`: whole header lines ("Retry-After: 1\r\n") added to the answer.
   void respondError(int status, std::string_view detail, std::string_view extra_fields = {});
   // An answer of the lb's own (an error, a redirect, an ACME challenge); the connection closes after it.
-  void respondLocal(int status, std::string_view content_type, std::string_view body, std::string_view extra_fields);
+  void respondLocal(int status, std::string_view content_type, std::string_view body,
+                    std::string_view extra_fields);
   void onClientTimeout();
   void armBodyDeadline();
   bool bodyHeldBack() const;
@@ -601,10 +604,10 @@ void ProxySession::updateClientInterest() {
   // A request that will close the connection still has its body read to the end.
   uint32_t events = 0;
   bool body_pending = x_ && phase_ != Phase::ClientHead && !x_->request_done;
-  bool reading_paused = phase_ != Phase::Lingering &&
-                        ((close_client_ && !body_pending) ||
-                         (x_ && (x_->client_eof || x_->uout.size() >= kHighWater)) ||
-                         (phase_ != Phase::ClientHead && cin_.size() >= kHighWater));
+  bool reading_paused =
+      phase_ != Phase::Lingering &&
+      ((close_client_ && !body_pending) || (x_ && (x_->client_eof || x_->uout.size() >= kHighWater)) ||
+       (phase_ != Phase::ClientHead && cin_.size() >= kHighWater));
   if (!reading_paused) {
     events |= EPOLLIN | EPOLLRDHUP;
   }
@@ -871,7 +874,7 @@ void ProxySession::processUpstream() {
       if (cls >= 1 && cls <= 5) {
         bstats.responses_by_class[static_cast<size_t>(cls)].add();
       }
-      bstats.response_time_us.add(static_cast<uint64_t>(
+      bstats.response_time.observe(static_cast<uint64_t>(
           std::chrono::duration_cast<std::chrono::microseconds>(x_->t_response - x_->t_connect_start)
               .count()));
       bool client_http10 = x_->version_minor == 0;
@@ -1122,7 +1125,7 @@ void ProxySession::respondLocal(int status, std::string_view content_type, std::
   x_->upstream_timer.disarm();
   x_->response_started = true;
   phase_ = Phase::Lingering;
-  releaseExchange();  // the answer is in cout_; nothing else of the exchange is needed
+  releaseExchange();       // the answer is in cout_; nothing else of the exchange is needed
   client_timer_.disarm();  // the flush arms the send deadline if the client is slow to take it
   flushClient();
 }
@@ -1197,7 +1200,7 @@ void ProxySession::redirectToHttps() {
     host = host.substr(0, colon);
   }
   // The path and query, as sent (origin-form), or taken from an absolute-form target.
-  std::string tail = !authority.empty() ? originForm(x_->req.target, authority)
+  std::string tail = !authority.empty()                ? originForm(x_->req.target, authority)
                      : x_->req.target.starts_with('/') ? std::string(x_->req.target)
                                                        : std::string("/");
   uint16_t port = worker_.options().redirect_https_port;
@@ -1262,10 +1265,13 @@ void ProxySession::startLingeringClose() {
 }
 
 void ProxySession::accessLog(int status) {
+  core::TimePoint now = worker_.loop().now();
+  // Every answered request is timed here, once: the access line and the histogram agree.
+  worker_.stats().total_time[worker_.options().tls != nullptr ? 1 : 0].observe(static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::microseconds>(now - x_->t_start).count()));
   if (!worker_.options().access_log || !log::enabled(log::Level::Info)) {
     return;
   }
-  core::TimePoint now = worker_.loop().now();
   std::string_view server = x_->server == kNoServer
                                 ? std::string_view("-")
                                 : std::string_view(worker_.pool().backend(x_->server).name);
@@ -1296,10 +1302,11 @@ ProxyWorker::ProxyWorker(core::EventLoop& loop, core::Fd listener, WorkerPool& p
       report_failure_(std::move(report_failure)),
       // conn_per_ip is judged at accept, before a byte is read; at max_connections the oldest
       // idle keep-alive connection makes room.
-      sessions_(loop, std::move(listener), "lb http",
-                core::ConnectionLimits{options.max_connections, options.clients, true, &stats.refused,
-                                       &stats.evicted},
-                [this](core::Fd fd, const core::SocketAddress& peer) { return accept(std::move(fd), peer); }) {}
+      sessions_(
+          loop, std::move(listener), "lb http",
+          core::ConnectionLimits{options.max_connections, options.clients, true, &stats.refused,
+                                 &stats.evicted},
+          [this](core::Fd fd, const core::SocketAddress& peer) { return accept(std::move(fd), peer); }) {}
 
 std::unique_ptr<Exchange> ProxyWorker::acquireExchange() {
   if (free_exchanges_.empty()) {

@@ -14,11 +14,12 @@
 #include "core/connection_set.h"
 #include "core/counter.h"
 #include "core/event_loop.h"
-#include "core/transport.h"
-#include "tls/acme.h"
 #include "core/fd.h"
+#include "core/histogram.h"
+#include "core/transport.h"
 #include "http/parser.h"
 #include "lb/pool.h"
+#include "tls/acme.h"
 
 namespace fulcrum::lb {
 
@@ -52,9 +53,8 @@ struct BackendStats {
   core::Counter failures;  // connect failures, resets and timeouts seen on real traffic
   core::Counter inflight;
   std::array<core::Counter, 6> responses_by_class;
-  // Time from sending the request (connect start) to the response head, summed over responses:
-  // with responses_by_class it gives the mean, and rates of both give the recent mean.
-  core::Counter response_time_us;
+  // Time from sending the request (connect start) to the response head.
+  core::Histogram response_time;
 };
 
 struct ProxyStats {
@@ -78,6 +78,9 @@ struct ProxyStats {
   core::Counter refused;
   core::Counter bytes_in;
   core::Counter bytes_out;
+  // From the request's first byte to its last response byte queued to the client (or the
+  // lb's own answer), per frontend: [0] http, [1] https.
+  std::array<core::Histogram, 2> total_time;
   std::vector<BackendStats> backends;
 };
 

@@ -28,10 +28,12 @@ struct Totals {
            bad_gateway = 0, gateway_timeout = 0, bad_requests = 0, bytes_in = 0, bytes_out = 0, slow_head = 0,
            slow_body = 0, slow_send = 0, evicted = 0, refused = 0;
   uint64_t by_class[6] = {};
+  core::HistogramSnapshot total_time[2];  // http, https
 };
 
 struct ServerTotals {
-  uint64_t requests = 0, failures = 0, inflight = 0, response_time_us = 0, responses = 0;
+  uint64_t requests = 0, failures = 0, inflight = 0, responses = 0;
+  core::HistogramSnapshot response_time;
   uint64_t by_class[6] = {};
 };
 
@@ -56,6 +58,8 @@ Totals sumTotals(const std::vector<std::unique_ptr<ProxyStats>>& workers) {
     for (size_t c = 1; c < 6; ++c) {
       t.by_class[c] += w->responses_by_class[c].get();
     }
+    w->total_time[0].addTo(t.total_time[0]);
+    w->total_time[1].addTo(t.total_time[1]);
   }
   return t;
 }
@@ -68,7 +72,7 @@ ServerTotals sumServer(const std::vector<std::unique_ptr<ProxyStats>>& workers, 
     t.failures += b.failures.get();
     // In-flight counts go up on one worker and down on the same one; the sum is exact.
     t.inflight += b.inflight.get();
-    t.response_time_us += b.response_time_us.get();
+    b.response_time.addTo(t.response_time);
     for (size_t c = 1; c < 6; ++c) {
       t.by_class[c] += b.responses_by_class[c].get();
       t.responses += b.responses_by_class[c].get();
@@ -257,19 +261,21 @@ void StatsHandler::handleAdmin(const http::Request& request, http::Response& res
     return;
   }
   const std::string server(name);
-  AdminState& current = db_server ? db_admin_.try_emplace(server, AdminState::Ready).first->second : admin_[it->id];
+  AdminState& current =
+      db_server ? db_admin_.try_emplace(server, AdminState::Ready).first->second : admin_[it->id];
   const AdminState before = current;
   current = next;
   if (before != next) {
-    log::info("admin: {}server {} set to {} (was {})", db_server ? "database " : "", server, adminStateName(next),
-              adminStateName(before));
+    log::info("admin: {}server {} set to {} (was {})", db_server ? "database " : "", server,
+              adminStateName(next), adminStateName(before));
     if (db_server) {
       ctx_.apply_db_admin(server, next);
     } else {
       ctx_.apply_admin(it->id, next);
     }
   }
-  nlohmann::json out = {{"server", server}, {"state", adminStateName(next)}, {"previous", adminStateName(before)}};
+  nlohmann::json out = {
+      {"server", server}, {"state", adminStateName(next)}, {"previous", adminStateName(before)}};
   response.setBody(200, "application/json", out.dump() + "\n");
 }
 
@@ -291,7 +297,7 @@ std::string StatsHandler::stateJson() const {
                        {"inflight", s.inflight},
                        {"requests", s.requests},
                        {"failures", s.failures},
-                       {"response_time_us_total", s.response_time_us},
+                       {"response_time_us_total", s.response_time.sum_us},
                        {"responses_total", s.responses},
                        {"responses", responses}});
   }
@@ -368,7 +374,8 @@ std::string StatsHandler::metricsText() const {
     w.family("fulcrum_lb_firewall_refused_total", "counter",
              "Connections closed at accept by [lb.firewall], by reason (deny: a deny entry; "
              "not_allowed: outside the allow list).");
-    w.sample("fulcrum_lb_firewall_refused_total", {{"node", node}, {"reason", "deny"}}, ctx_.firewall->denied());
+    w.sample("fulcrum_lb_firewall_refused_total", {{"node", node}, {"reason", "deny"}},
+             ctx_.firewall->denied());
     w.sample("fulcrum_lb_firewall_refused_total", {{"node", node}, {"reason", "not_allowed"}},
              ctx_.firewall->notAllowed());
   }
@@ -384,7 +391,8 @@ std::string StatsHandler::metricsText() const {
     w.family("fulcrum_lb_client_table_entries", "gauge", "Client addresses tracked for [lb.limits].");
     w.sample("fulcrum_lb_client_table_entries", {{"node", node}}, uint64_t{c.size()});
     counter("fulcrum_lb_client_table_evictions_total",
-            "Client addresses forgotten to make room for new ones (least recently seen first).", c.evictions());
+            "Client addresses forgotten to make room for new ones (least recently seen first).",
+            c.evictions());
   }
   if (ctx_.tls != nullptr) {
     tls::TlsStats& s = ctx_.tls->stats();
@@ -395,11 +403,18 @@ std::string StatsHandler::metricsText() const {
     w.family("fulcrum_lb_tls_handshakes_total", "counter",
              "TLS handshakes on the https listener, by result (full, resumed from a ticket, failed: "
              "plaintext, garbage, a refused version or suite, a client gone mid-handshake).");
-    w.sample("fulcrum_lb_tls_handshakes_total", {{"node", node}, {"result", "full"}},
-             handshakes - resumed);
+    w.sample("fulcrum_lb_tls_handshakes_total", {{"node", node}, {"result", "full"}}, handshakes - resumed);
     w.sample("fulcrum_lb_tls_handshakes_total", {{"node", node}, {"result", "resumed"}}, resumed);
-    w.sample("fulcrum_lb_tls_handshakes_total", {{"node", node}, {"result", "failed"}}, get(s.handshake_failures));
-    counter("fulcrum_lb_tls13_handshakes_total", "Completed TLS handshakes that chose TLS 1.3.", get(s.tls13));
+    w.sample("fulcrum_lb_tls_handshakes_total", {{"node", node}, {"result", "failed"}},
+             get(s.handshake_failures));
+    counter("fulcrum_lb_tls13_handshakes_total", "Completed TLS handshakes that chose TLS 1.3.",
+            get(s.tls13));
+    w.family("fulcrum_lb_tls_certificate_expiry_timestamp_seconds", "gauge",
+             "When each certificate in force stops being valid (Unix time).");
+    for (const tls::CertificateInfo& c : ctx_.tls->certificates()) {
+      w.sample("fulcrum_lb_tls_certificate_expiry_timestamp_seconds",
+               {{"node", node}, {"file", c.file}, {"key", c.key_type}}, static_cast<double>(c.not_after));
+    }
   }
   if (ctx_.acme != nullptr) {
     counter("fulcrum_lb_acme_certificates_issued_total", "Certificates this node obtained from the ACME CA.",
@@ -407,6 +422,14 @@ std::string StatsHandler::metricsText() const {
     counter("fulcrum_lb_acme_failures_total",
             "Failed ACME orders (retried with backoff while the current certificate serves).",
             ctx_.acme->failures());
+  }
+  w.family(
+      "fulcrum_lb_request_duration_seconds", "histogram",
+      "Time from a request's first byte to the last byte of its answer queued to the client, per frontend.");
+  w.histogram("fulcrum_lb_request_duration_seconds", {{"node", node}, {"frontend", "http"}}, t.total_time[0]);
+  if (ctx_.tls != nullptr) {
+    w.histogram("fulcrum_lb_request_duration_seconds", {{"node", node}, {"frontend", "https"}},
+                t.total_time[1]);
   }
   counter("fulcrum_lb_received_bytes_total", "Bytes read from clients.", t.bytes_in);
   counter("fulcrum_lb_sent_bytes_total", "Bytes written to clients.", t.bytes_out);
@@ -439,12 +462,11 @@ std::string StatsHandler::metricsText() const {
   for (const Backend& b : backends) {
     w.sample("fulcrum_lb_server_inflight", {{"node", node}, {"server", b.name}}, per[b.id].inflight);
   }
-  w.family("fulcrum_lb_server_response_seconds", "summary",
+  w.family("fulcrum_lb_server_response_seconds", "histogram",
            "Time from sending a request to the server's response head.");
   for (const Backend& b : backends) {
-    w.sample("fulcrum_lb_server_response_seconds_sum", {{"node", node}, {"server", b.name}},
-             static_cast<double>(per[b.id].response_time_us) / 1e6);
-    w.sample("fulcrum_lb_server_response_seconds_count", {{"node", node}, {"server", b.name}}, per[b.id].responses);
+    w.histogram("fulcrum_lb_server_response_seconds", {{"node", node}, {"server", b.name}},
+                per[b.id].response_time);
   }
   w.family("fulcrum_lb_server_responses_total", "counter", "Responses from each server, by status class.");
   for (const Backend& b : backends) {

@@ -16,6 +16,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <system_error>
 
 #include "tls/openssl_error.h"
@@ -34,7 +35,6 @@ constexpr const char* kGroups = "X25519:P-256:P-384";
 constexpr long kTicketLifetimeSeconds = 3600;  // keys rotate every hour: a ticket opens for 1-2 h
 // "\x08http/1.1": what ALPN offers until HTTP/2 lands.
 constexpr unsigned char kAlpn[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
-
 
 int selectAlpn(SSL*, const unsigned char** out, unsigned char* out_len, const unsigned char* in,
                unsigned int in_len, void*) {
@@ -289,6 +289,10 @@ std::vector<std::string> ServerContext::describe() const {
   return current()->descriptions;
 }
 
+std::vector<CertificateInfo> ServerContext::certificates() const {
+  return current()->certificates;
+}
+
 SSL_CTX* ServerContext::newCtx(std::string& error) {
   SSL_CTX* ctx = SSL_CTX_new(TLS_server_method());
   if (ctx == nullptr) {
@@ -337,6 +341,11 @@ bool ServerContext::load(CertSet& set, const CertFiles& pair, std::string& error
     return false;
   }
   std::vector<std::string> names = certificateNames(cert);
+  struct tm end_tm {};
+  int64_t not_after = 0;
+  if (ASN1_TIME_to_tm(X509_get0_notAfter(cert), &end_tm) == 1) {
+    not_after = static_cast<int64_t>(timegm(&end_tm));
+  }
   X509_free(cert);
   File key_file(std::fopen(pair.key.c_str(), "r"));
   if (!key_file) {
@@ -383,11 +392,16 @@ bool ServerContext::load(CertSet& set, const CertFiles& pair, std::string& error
   for (const std::string& n : names) {
     joined += (joined.empty() ? "" : ",") + n;
   }
+  set.certificates.push_back(CertificateInfo{pair.cert.string(),
+                                             type == EVP_PKEY_RSA  ? "rsa"
+                                             : type == EVP_PKEY_EC ? "ecdsa"
+                                                                   : "other",
+                                             not_after});
   set.descriptions.push_back(fmt::format("{} ({}; {})", pair.cert.string(),
-                                      type == EVP_PKEY_RSA  ? "RSA"
-                                      : type == EVP_PKEY_EC ? "ECDSA"
-                                                            : "other key",
-                                      joined.empty() ? "no DNS name" : joined));
+                                         type == EVP_PKEY_RSA  ? "RSA"
+                                         : type == EVP_PKEY_EC ? "ECDSA"
+                                                               : "other key",
+                                         joined.empty() ? "no DNS name" : joined));
   return true;
 }
 

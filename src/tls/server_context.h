@@ -36,6 +36,13 @@ struct TlsStats {
   std::atomic<uint64_t> handshake_failures{0};  // refused or broken ClientHellos, plaintext, alerts
 };
 
+// One loaded certificate, for metrics and the dashboard.
+struct CertificateInfo {
+  std::string file;
+  std::string key_type;   // ecdsa | rsa | other
+  int64_t not_after = 0;  // Unix seconds
+};
+
 class ServerContext final : public core::TransportFactory {
  public:
   // Loads every pair (the first is the default). Null with `error` naming the file and the reason.
@@ -56,6 +63,7 @@ class ServerContext final : public core::TransportFactory {
   TlsStats& stats() { return stats_; }
   // The names each certificate answers (for logs), in load order.
   std::vector<std::string> describe() const;
+  std::vector<CertificateInfo> certificates() const;
 
  private:
   struct Named {
@@ -69,6 +77,7 @@ class ServerContext final : public core::TransportFactory {
     ~CertSet();
     std::vector<Named> named;  // named[0] is the default
     std::vector<std::string> descriptions;
+    std::vector<CertificateInfo> certificates;
   };
   struct TicketKey {
     std::array<unsigned char, 16> name{};
