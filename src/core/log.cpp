@@ -140,6 +140,30 @@ void appendJsonHead(std::string& line, Level level) {
 
 std::string formatLine(Level level, std::string_view message);
 
+// A text field's value as one token: "-" when empty; quoted with JSON escapes when it holds a
+// space, a quote, a backslash or a control byte, so a request line can never forge a field or a
+// log line of its own.
+void appendTextValue(std::string& out, std::string_view text) {
+  if (text.empty()) {
+    out += '-';
+    return;
+  }
+  bool plain = true;
+  for (unsigned char c : text) {
+    if (c <= ' ' || c == '"' || c == '\\' || c == 0x7f) {
+      plain = false;
+      break;
+    }
+  }
+  if (plain) {
+    out += text;
+    return;
+  }
+  out += '"';
+  appendJsonEscaped(out, text);
+  out += '"';
+}
+
 // Counts as integers ("bytes=1234567", never "1.23457e+06"), anything else with three decimals
 // (milliseconds to the microsecond).
 void appendNumber(std::string& out, double value) {
@@ -242,7 +266,8 @@ class Sink {
       dropped_total_ += dropped;
       lock.unlock();
       if (dropped > 0) {
-        writeAll(formatLine(Level::Warn, fmt::format("log: {} line(s) dropped: stderr was not taking them", dropped)));
+        writeAll(formatLine(Level::Warn,
+                            fmt::format("log: {} line(s) dropped: stderr was not taking them", dropped)));
       }
       writeAll(batch);
       batch.clear();
@@ -301,7 +326,7 @@ void event(Level level, std::string_view name, std::initializer_list<Field> fiel
       if (f.is_number) {
         appendNumber(message, f.number);
       } else {
-        message += f.text;
+        appendTextValue(message, f.text);
       }
     }
     write(level, message);

@@ -36,6 +36,52 @@ bool nonZeroLength(const http::ResponseHead& head) {
   return value && value->find_first_not_of("0, \t") != std::string_view::npos;
 }
 
+// How a request ended, in its access line (HAProxy's termination state, in words).
+enum class Termination : uint8_t {
+  Done,           // the whole response went out
+  Local,          // the lb answered itself (ACME challenge)
+  Redirect,       // redirect_http
+  BadRequest,     // refused by the parser (4xx/5xx of RFC 9112)
+  RateLimited,    // rate_per_ip: 429
+  NoServer,       // 503: nothing up, or every attempt failed to connect
+  ServerError,    // 502: the server failed before its answer was complete
+  ServerTimeout,  // 504, or a server that stalled mid-response
+  ServerAbort,    // the server failed after part of its answer was with the client
+  ClientTimeout,  // a head, body or download too slow (408, or closed)
+  ClientAbort,    // the client closed or failed before its answer was complete
+  Tunnel,         // an upgraded connection (101, CONNECT) that has ended
+};
+
+std::string_view terminationName(Termination t) {
+  switch (t) {
+    case Termination::Done:
+      return "done";
+    case Termination::Local:
+      return "local";
+    case Termination::Redirect:
+      return "redirect";
+    case Termination::BadRequest:
+      return "bad_request";
+    case Termination::RateLimited:
+      return "rate_limited";
+    case Termination::NoServer:
+      return "no_server";
+    case Termination::ServerError:
+      return "server_error";
+    case Termination::ServerTimeout:
+      return "server_timeout";
+    case Termination::ServerAbort:
+      return "server_abort";
+    case Termination::ClientTimeout:
+      return "client_timeout";
+    case Termination::ClientAbort:
+      return "client_abort";
+    case Termination::Tunnel:
+      return "tunnel";
+  }
+  return "?";
+}
+
 }  // namespace
 
 // The state of one request/response exchange. A session takes one from its worker's free list
@@ -60,6 +106,7 @@ struct Exchange {
   http::Method method = http::Method::Get;
   std::string method_text;
   std::string path;
+  std::string query;  // for the access log only
   uint8_t version_minor = 1;
   bool client_keep_alive = true;
   bool expect_continue = false;
@@ -79,6 +126,9 @@ struct Exchange {
   uint32_t attempts = 0;
   int response_status = 0;
   uint64_t response_bytes = 0;
+  // Why the exchange ended, for the access log; set by whoever ends it.
+  Termination term = Termination::Done;
+  bool logged = false;  // its access line is written (once per request)
   core::TimePoint t_start{};
   core::TimePoint t_connect_start{};
   core::TimePoint t_connected{};
@@ -146,7 +196,11 @@ class ProxySession final : public core::IoHandler, public UpstreamOwner, public 
   void onUpstreamTimeout();
   void startLingeringClose();
   void close();
-  void accessLog(int status);
+  // The request line, for the access log: from the parsed head, or on a parse error from the
+  // bytes still in cin_ (as far as the request line could be read).
+  void noteRequestLine(bool reparse);
+  // The request's one access line (and its time in the histogram when it was answered).
+  void accessLog(int status, bool answered);
   void takeExchange();
   void releaseExchange();
   friend struct Exchange;
@@ -195,6 +249,7 @@ void Exchange::reset() {
   method = http::Method::Get;
   method_text.clear();
   path.clear();
+  query.clear();
   version_minor = 1;
   client_keep_alive = true;
   expect_continue = false;
@@ -214,6 +269,8 @@ void Exchange::reset() {
   attempts = 0;
   response_status = 0;
   response_bytes = 0;
+  term = Termination::Done;
+  logged = false;
   t_start = t_connect_start = t_connected = t_response = body_start = core::TimePoint{};
   body_bytes = 0;
 }
@@ -266,6 +323,17 @@ void ProxySession::releaseExchange() {
 void ProxySession::close() {
   if (phase_ == Phase::Closed) {
     return;
+  }
+  if (x_ != nullptr && request_started_ && !x_->logged) {
+    // The request ends without its whole answer: it still gets its line, with why. A client that
+    // got nothing is logged as nginx does, 499.
+    if (x_->term == Termination::Done) {
+      x_->term = Termination::ClientAbort;
+    }
+    if (phase_ == Phase::ClientHead) {
+      noteRequestLine(true);
+    }
+    accessLog(x_->response_started ? x_->response_status : 499, false);
   }
   if (x_ != nullptr && x_->server != kNoServer && !x_->response_head_done && phase_ != Phase::ClientHead) {
     worker_.pool().onRequestEnd(static_cast<uint32_t>(x_->server));
@@ -382,12 +450,16 @@ void ProxySession::processClient() {
       http::ParseResult result = x_->req_scanner.parseRequest(cin_.view(), worker_.options().limits, x_->req);
       if (result.state == http::ParseState::Incomplete) {
         if (cin_.size() > worker_.options().limits.max_header_bytes) {
+          noteRequestLine(true);
+          x_->term = Termination::BadRequest;
           respondError(431, "request head too large");
         }
         return;
       }
       if (result.state == http::ParseState::Error) {
         worker_.stats().bad_requests.add();
+        noteRequestLine(true);
+        x_->term = Termination::BadRequest;
         respondError(result.status, result.reason);
         return;
       }
@@ -417,9 +489,8 @@ void ProxySession::startRequest(size_t head_len) {
       // Over rate_per_ip: refused before any server sees it. The connection closes after the
       // answer (its body, if any, is drained by the lingering close), which also stops a
       // pipelined burst.
-      x_->method = x_->req.method;
-      x_->method_text.assign(x_->req.method_text);
-      x_->path.assign(x_->req.path);
+      noteRequestLine(false);
+      x_->term = Termination::RateLimited;
       std::string retry = fmt::format("Retry-After: {}\r\n", core::retryAfterSeconds(admission.retry_after));
       respondError(429, "too many requests from this address", retry);
       return;
@@ -429,9 +500,8 @@ void ProxySession::startRequest(size_t head_len) {
     std::string_view token = x_->req.path.substr(tls::kAcmeChallengePrefix.size());
     if (std::optional<std::string> answer = worker_.options().acme_challenges->find(token)) {
       // The CA checking that this node answers for the name (RFC 8555 §8.3): before any redirect.
-      x_->method = x_->req.method;
-      x_->method_text.assign(x_->req.method_text);
-      x_->path.assign(x_->req.path);
+      noteRequestLine(false);
+      x_->term = Termination::Local;
       respondLocal(200, "application/octet-stream", *answer, {});
       return;
     }
@@ -440,9 +510,7 @@ void ProxySession::startRequest(size_t head_len) {
     redirectToHttps();
     return;
   }
-  x_->method = x_->req.method;
-  x_->method_text.assign(x_->req.method_text);
-  x_->path.assign(x_->req.path);
+  noteRequestLine(false);
   x_->version_minor = x_->req.version_minor;
   x_->client_keep_alive = x_->req.keep_alive && !worker_.draining();
   x_->expect_continue = x_->req.expect_continue;
@@ -476,6 +544,7 @@ void ProxySession::startRequest(size_t head_len) {
     // as that server would, rather than accept a request no server can be given.
     worker_.stats().bad_requests.add();
     x_->replay.clear();
+    x_->term = Termination::BadRequest;
     respondError(431, "request head too large once forwarded");
     return;
   }
@@ -510,6 +579,7 @@ void ProxySession::forwardRequestBody() {
       http::BodyStep step = x_->req_body.step(input);
       if (step.error_status != 0) {
         worker_.stats().bad_requests.add();
+        x_->term = Termination::BadRequest;
         if (!x_->response_started) {
           respondError(step.error_status, "bad request body");
         } else {
@@ -630,6 +700,7 @@ void ProxySession::connectUpstream() {
   int server = pool.pick(ctx);
   if (server == kNoServer) {
     worker_.stats().no_server.add();
+    x_->term = Termination::NoServer;
     respondError(503, x_->tried.empty() ? "no server is available" : "no server could be reached");
     return;
   }
@@ -901,6 +972,7 @@ void ProxySession::processUpstream() {
       x_->uin.consume(result.consumed);
       if (x_->resp.body_kind == http::BodyKind::Tunnel) {
         phase_ = Phase::Tunnel;
+        x_->term = Termination::Tunnel;  // logged when the tunnel ends
         x_->request_done = true;
         x_->upstream_timer.disarm();
         client_timer_.armAfter(worker_.options().client_timeout);
@@ -963,6 +1035,7 @@ void ProxySession::upstreamFailed(const char* what, int err, bool connect_phase)
     worker_.stats().backends[id].failures.add();
     worker_.reportFailure(id, reason);
     log::warn("server {} failed mid-response to {} {}: {}", backend.name, x_->method_text, x_->path, reason);
+    x_->term = Termination::ServerAbort;
     close();
     return;
   }
@@ -992,9 +1065,11 @@ void ProxySession::upstreamFailed(const char* what, int err, bool connect_phase)
   }
   if (connect_phase) {
     worker_.stats().no_server.add();
+    x_->term = Termination::NoServer;
     respondError(503, "no server could be reached");
   } else {
     worker_.stats().bad_gateway.add();
+    x_->term = Termination::ServerError;
     respondError(502, reason);
   }
 }
@@ -1027,6 +1102,9 @@ void ProxySession::onUpstreamTimeout() {
   if (x_->response_started) {
     if (cout_.size() < kHighWater) {
       worker_.reportFailure(id, reason);  // else the client is the slow side, not the server
+      x_->term = Termination::ServerTimeout;
+    } else {
+      x_->term = Termination::ClientTimeout;
     }
     close();
     return;
@@ -1037,6 +1115,7 @@ void ProxySession::onUpstreamTimeout() {
     // The server has every byte the client sent: the wait is on the client's body.
     closeUpstream(false);
     x_->server = kNoServer;
+    x_->term = Termination::ClientTimeout;
     respondError(408, "request body not received in time");
     return;
   }
@@ -1045,6 +1124,7 @@ void ProxySession::onUpstreamTimeout() {
   closeUpstream(false);
   worker_.stats().gateway_timeout.add();
   x_->server = kNoServer;  // already accounted
+  x_->term = Termination::ServerTimeout;
   respondError(504, "the server did not answer in time");
 }
 
@@ -1059,7 +1139,7 @@ void ProxySession::finishExchange() {
   if (cls >= 1 && cls <= 5) {
     worker_.stats().responses_by_class[static_cast<size_t>(cls)].add();
   }
-  accessLog(x_->response_status);
+  accessLog(x_->response_status, true);
   closeUpstream(reusable);
   x_->server = kNoServer;
   request_started_ = false;
@@ -1118,7 +1198,7 @@ void ProxySession::respondLocal(int status, std::string_view content_type, std::
     cout_.append(body);
   }
   if (request_started_ || phase_ != Phase::ClientHead) {
-    accessLog(status);
+    accessLog(status, true);
   }
   x_->server = kNoServer;
   closeUpstream(false);
@@ -1136,6 +1216,8 @@ void ProxySession::onClientTimeout() {
     case Phase::ClientHead:
       if (request_started_ && !cin_.empty()) {
         stats.slow_head.add();
+        noteRequestLine(true);
+        x_->term = Termination::ClientTimeout;
         respondError(408, "request head not received in time");
         return;
       }
@@ -1156,6 +1238,7 @@ void ProxySession::onClientTimeout() {
           return;
         }
         stats.slow_body.add();
+        x_->term = Termination::ClientTimeout;
         if (!x_->response_started) {
           respondError(408, "request body too slow");
         } else {
@@ -1165,6 +1248,7 @@ void ProxySession::onClientTimeout() {
       }
       if (!cout_.empty()) {
         stats.slow_send.add();
+        x_->term = Termination::ClientTimeout;
         close();
       }
       return;
@@ -1184,9 +1268,8 @@ void ProxySession::onClientTimeout() {
 void ProxySession::redirectToHttps() {
   // [lb.tls] redirect_http: the same host and target on the https listener, 308 so that the
   // method and body are kept (RFC 9110 §15.4.9).
-  x_->method = x_->req.method;
-  x_->method_text.assign(x_->req.method_text);
-  x_->path.assign(x_->req.path);
+  noteRequestLine(false);
+  x_->term = Termination::Redirect;
   // An absolute-form target's authority wins over Host (RFC 9112 §3.2.2).
   std::string_view authority = absoluteFormAuthority(x_->req);
   std::string_view host = authority.empty() ? x_->req.host : authority;
@@ -1264,30 +1347,65 @@ void ProxySession::startLingeringClose() {
   client_timer_.armAfter(core::kLingerTime);
 }
 
-void ProxySession::accessLog(int status) {
+void ProxySession::noteRequestLine(bool reparse) {
+  if (reparse) {
+    // The scanner's views may point where cin_ held the head before it grew: the request line is
+    // read again from cin_ itself (error paths only). The method stays Other: the error answer
+    // keeps its body.
+    (void)http::parseRequestHead(cin_.view(), worker_.options().limits, x_->req);
+  } else {
+    x_->method = x_->req.method;
+  }
+  std::string_view path = x_->req.path;
+  std::string_view query = x_->req.query;
+  if (path.empty()) {
+    // A request line refused after its target (a 505 version): the target as sent.
+    size_t mark = x_->req.target.find('?');
+    path = x_->req.target.substr(0, mark);
+    query = mark == std::string_view::npos ? std::string_view() : x_->req.target.substr(mark + 1);
+  }
+  x_->method_text.assign(x_->req.method_text);
+  x_->path.assign(path);
+  x_->query.assign(query);
+}
+
+void ProxySession::accessLog(int status, bool answered) {
+  x_->logged = true;
   core::TimePoint now = worker_.loop().now();
-  // Every answered request is timed here, once: the access line and the histogram agree.
-  worker_.stats().total_time[worker_.options().tls != nullptr ? 1 : 0].observe(static_cast<uint64_t>(
-      std::chrono::duration_cast<std::chrono::microseconds>(now - x_->t_start).count()));
+  if (answered) {
+    // An answered request is timed here, once: the access line and the histogram agree.
+    worker_.stats().total_time[worker_.options().tls != nullptr ? 1 : 0].observe(static_cast<uint64_t>(
+        std::chrono::duration_cast<std::chrono::microseconds>(now - x_->t_start).count()));
+  }
   if (!worker_.options().access_log || !log::enabled(log::Level::Info)) {
     return;
   }
   std::string_view server = x_->server == kNoServer
                                 ? std::string_view("-")
                                 : std::string_view(worker_.pool().backend(x_->server).name);
-  double connect_ms = x_->t_connected >= x_->t_connect_start && x_->server != kNoServer
-                          ? millisBetween(x_->t_connect_start, x_->t_connected)
-                          : 0.0;
+  bool connected = x_->server != kNoServer && x_->t_connected >= x_->t_connect_start &&
+                   x_->t_connect_start != core::TimePoint{};
+  double connect_ms = connected ? millisBetween(x_->t_connect_start, x_->t_connected) : 0.0;
+  // The server's own time: from its connection being ready (the request going out) to its head.
+  double server_ms =
+      connected && x_->t_response >= x_->t_connected ? millisBetween(x_->t_connected, x_->t_response) : 0.0;
   double response_ms = x_->t_response >= x_->t_start ? millisBetween(x_->t_start, x_->t_response) : 0.0;
   std::string client = core::SocketAddress(peer_ip_, peer_port_).toString();
+  std::string target;
+  std::string_view path = x_->path;
+  if (!x_->query.empty()) {
+    target.reserve(x_->path.size() + 1 + x_->query.size());
+    target.append(x_->path).append(1, '?').append(x_->query);
+    path = target;
+  }
   auto num = [](std::string_view key, double value) { return log::Field{key, {}, value, true}; };
   auto str = [](std::string_view key, std::string_view value) { return log::Field{key, value, 0, false}; };
-  log::event(
-      log::Level::Info, "access",
-      {str("client", client), str("method", x_->method_text), str("path", x_->path), num("status", status),
-       num("bytes", static_cast<double>(x_->response_bytes)), str("server", server),
-       num("retries", x_->attempts > 0 ? x_->attempts - 1 : 0), num("connect_ms", connect_ms),
-       num("response_ms", response_ms), num("total_ms", millisBetween(x_->t_start, now))});
+  log::event(log::Level::Info, "access",
+             {str("client", client), str("method", x_->method_text), str("path", path), num("status", status),
+              num("bytes", static_cast<double>(x_->response_bytes)), str("server", server),
+              num("retries", x_->attempts > 0 ? x_->attempts - 1 : 0), num("connect_ms", connect_ms),
+              num("server_ms", server_ms), num("response_ms", response_ms),
+              num("total_ms", millisBetween(x_->t_start, now)), str("term", terminationName(x_->term))});
 }
 
 // ---------------------------------------------------------------------------------------------

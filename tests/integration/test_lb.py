@@ -559,6 +559,52 @@ class LbWithWebNodesTest(LbTestCase):
         self.assertGreaterEqual(len(retried), 15, lb.output()[-3000:])
         self.assertNotIn("is DOWN", lb.output())
 
+    def test_every_request_gets_one_access_line_saying_how_it_ended(self):
+        backend = self.py_backend("py")
+        lb = self.start_lb([Server("py", backend.port)])
+
+        def line_for(pattern):
+            deadline = time.monotonic() + 10
+            while True:  # bounded polling: the log thread writes the line a moment later
+                found = re.findall(r"access .*" + pattern + ".*", lb.output())
+                if found:
+                    return found
+                self.assertLess(time.monotonic(), deadline, f"no access line /{pattern}/:\n" + lb.output()[-3000:])
+                time.sleep(0.02)
+
+        # The query string is logged with the path; timings and the ending are named.
+        self.assertEqual(get_once(lb.port, "/echo?x=1&y=two")[0], 200)
+        found = line_for(r"path=/echo\?x=1&y=two status=200 ")
+        self.assertRegex(found[0], r"server=py retries=0 connect_ms=[\d.]+ server_ms=[\d.]+ response_ms=[\d.]+ "
+                                   r"total_ms=[\d.]+ term=done")
+        # Requests the lb refuses itself keep the method and path their request line gave.
+        refused = [(b"POST /too-big HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999\r\n\r\n", 413),
+                   (b"GET /too-many HTTP/1.1\r\nHost: x\r\n" + b"X-A: b\r\n" * 200 + b"\r\n", 431),
+                   (b"GET /wrong-version HTTP/2.0\r\nHost: x\r\n\r\n", 505)]
+        for raw, status in refused:
+            self.assertEqual(status_of(raw_exchange(lb.port, raw)), status, raw[:40])
+        line_for(r"method=POST path=/too-big status=413 .*term=bad_request")
+        line_for(r"method=GET path=/too-many status=431 .*term=bad_request")
+        line_for(r"method=GET path=/wrong-version status=505 .*term=bad_request")
+        # A request line that cannot be read at all is logged too, with what could be read.
+        self.assertEqual(status_of(raw_exchange(lb.port, b"GET /a\x1b[31m HTTP/1.1\r\nHost: x\r\n\r\n")), 400)
+        self.assertNotIn("\x1b", line_for(r"method=GET path=- status=400 .*term=bad_request")[0])
+        # A client that leaves mid-body or mid-download still gets its line.
+        with socket.create_connection(("127.0.0.1", lb.port), timeout=5) as s:
+            s.sendall(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n" + b"x" * 10)
+        line_for(r"method=POST path=/upload status=499 .*term=client_abort")
+        with socket.create_connection(("127.0.0.1", lb.port), timeout=5) as s:
+            s.sendall(b"GET /big HTTP/1.1\r\nHost: x\r\n\r\n")
+            self.assertTrue(s.recv(4096).startswith(b"HTTP/1.1 200"))
+        line_for(r"method=GET path=/big status=200 .*server=py .*term=client_abort")
+        # An upgraded connection is logged when its tunnel ends.
+        with socket.create_connection(("127.0.0.1", lb.port), timeout=5) as s:
+            s.sendall(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+            self.assertTrue(s.recv(4096).startswith(b"HTTP/1.1 101"))
+        line_for(r"method=GET path=/ws status=101 .*term=tunnel")
+        # Each request has exactly one line.
+        self.assertEqual(len(re.findall(r"access .*path=/big ", lb.output())), 1)
+
     # -- HTTP semantics through the proxy ----------------------------------------------------------
 
     def test_pipelined_requests_answered_in_order(self):
