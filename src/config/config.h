@@ -90,6 +90,9 @@ struct LbAcme {
   std::string email;
   std::vector<std::string> domains;
   std::filesystem::path ca_file;
+  // How the CA checks this node answers for each domain: "http-01" (the http listener, port 80
+  // for a real CA) or "tls-alpn-01" (RFC 8737: the https listener, port 443).
+  std::string challenge = "http-01";
 };
 
 struct LbVip {

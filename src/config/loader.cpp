@@ -217,7 +217,7 @@ void readLbSection(Diagnostics& diag, const toml::table& table) {
     h.read("http2", lb.tls.http2);
   }
   if (const auto* t = r.table("acme")) {
-    TableReader h(diag, *t, "lb.acme", {"directory", "email", "domains", "ca_file"});
+    TableReader h(diag, *t, "lb.acme", {"directory", "email", "domains", "ca_file", "challenge"});
     LbAcme& acme = lb.acme.emplace();
     h.read("directory", acme.directory);
     h.read("email", acme.email);
@@ -225,6 +225,7 @@ void readLbSection(Diagnostics& diag, const toml::table& table) {
       acme.domains.push_back(domain);
     }
     h.readPath("ca_file", acme.ca_file, site.dir, /*allow_empty=*/true);
+    h.read("challenge", acme.challenge);
   }
   if (const auto* t = r.table("vip")) {
     lb.vip.emplace();

@@ -191,6 +191,9 @@ void checkTls(Diagnostics& diag) {
     if (!acme.directory.starts_with("https://")) {
       diag.error("lb.acme.directory", "must be the https URL of an ACME directory");
     }
+    if (acme.challenge != "http-01" && acme.challenge != "tls-alpn-01") {
+      diag.error("lb.acme.challenge", "must be \"http-01\" or \"tls-alpn-01\"");
+    }
     if (acme.domains.empty()) {
       diag.error("lb.acme.domains", "must name at least one domain to certify");
     }

@@ -241,14 +241,18 @@ int runLbCommand(const config::Site& site, const std::string& node_name) {
       options.redirect_https_port = node->https->port();
     }
   }
-  // [lb.acme]: this node answers HTTP-01 on its http listener and, holding the state_dir's lock,
-  // obtains and renews the certificate on a thread of its own.
+  // [lb.acme]: this node answers HTTP-01 on its http listener (TLS-ALPN-01 on its https one) and,
+  // holding the state_dir's lock, obtains and renews the certificate on a thread of its own.
   tls::ChallengeStore acme_challenges;
   std::unique_ptr<tls::AcmeRenewer> acme;
   if (site.lb.acme && tls_context) {
     options.acme_challenges = &acme_challenges;
     tls::AcmeSettings settings{site.lb.acme->directory, site.lb.acme->email, site.lb.acme->domains,
                                site.lb.acme->ca_file, site.site.state_dir / "acme"};
+    if (site.lb.acme->challenge == "tls-alpn-01") {
+      settings.challenge = tls::AcmeChallenge::TlsAlpn01;
+      tls_context->answerTlsAlpn(&acme_challenges);
+    }
     acme = std::make_unique<tls::AcmeRenewer>(std::move(settings), acme_challenges);
   }
   for (unsigned i = 0; i < threads; ++i) {

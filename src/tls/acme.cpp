@@ -9,6 +9,7 @@
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
+#include <openssl/rand.h>
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 #include <sys/file.h>
@@ -34,7 +35,6 @@ namespace {
 using json = nlohmann::json;
 constexpr int kExchangeSeconds = 30;  // one HTTPS exchange with the CA, connect included
 constexpr int kPollSeconds = 120;     // how long an authorization or an order may stay pending
-
 
 std::string base64url(std::string_view bytes) {
   static constexpr char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
@@ -154,8 +154,8 @@ bool httpsRequest(const std::string& method, const std::string& url_text, const 
                                  : SSL_CTX_load_verify_locations(ctx.get(), ca_file.c_str(), nullptr) == 1;
   if (!trusted) {
     ::close(fd);
-    error =
-        "trust store " + (ca_file.empty() ? std::string("(system)") : ca_file.string()) + ": " + lastSslError();
+    error = "trust store " + (ca_file.empty() ? std::string("(system)") : ca_file.string()) + ": " +
+            lastSslError();
     return false;
   }
   std::unique_ptr<SSL, SslFree> ssl(SSL_new(ctx.get()));
@@ -507,6 +507,102 @@ std::optional<std::string> ChallengeStore::find(std::string_view token) const {
   return it->second;
 }
 
+void ChallengeStore::putTlsAlpn(const std::string& domain, TlsContext context) {
+  std::lock_guard lock(mutex_);
+  tls_alpn_[domain] = std::move(context);
+}
+
+void ChallengeStore::eraseTlsAlpn(const std::string& domain) {
+  std::lock_guard lock(mutex_);
+  tls_alpn_.erase(domain);
+}
+
+ChallengeStore::TlsContext ChallengeStore::findTlsAlpn(std::string_view domain) const {
+  std::lock_guard lock(mutex_);
+  auto it = tls_alpn_.find(domain);
+  return it == tls_alpn_.end() ? nullptr : it->second;
+}
+
+namespace {
+
+int selectAcmeTls(SSL*, const unsigned char** out, unsigned char* out_len, const unsigned char* in,
+                  unsigned int in_len, void*) {
+  static constexpr unsigned char kOnly[] = {10, 'a', 'c', 'm', 'e', '-', 't', 'l', 's', '/', '1'};
+  unsigned char* selected = nullptr;
+  if (SSL_select_next_proto(&selected, out_len, kOnly, sizeof kOnly, in, in_len) != OPENSSL_NPN_NEGOTIATED) {
+    return SSL_TLSEXT_ERR_ALERT_FATAL;
+  }
+  *out = selected;
+  return SSL_TLSEXT_ERR_OK;
+}
+
+}  // namespace
+
+ChallengeStore::TlsContext tlsAlpnContext(const std::string& domain, const std::string& key_authorization,
+                                          std::string& error) {
+  Key key(EVP_EC_gen("P-256"));
+  std::unique_ptr<X509, decltype(&X509_free)> cert(X509_new(), X509_free);
+  if (!key || !cert) {
+    error = "TLS-ALPN-01 certificate: " + lastSslError();
+    return nullptr;
+  }
+  unsigned char serial[16];
+  RAND_bytes(serial, sizeof serial);
+  serial[0] &= 0x7f;
+  std::unique_ptr<BIGNUM, decltype(&BN_free)> bn(BN_bin2bn(serial, sizeof serial, nullptr), BN_free);
+  X509_set_version(cert.get(), 2);
+  BN_to_ASN1_INTEGER(bn.get(), X509_get_serialNumber(cert.get()));
+  X509_gmtime_adj(X509_getm_notBefore(cert.get()), -3600);
+  X509_gmtime_adj(X509_getm_notAfter(cert.get()), 7 * 86400);
+  X509_NAME_add_entry_by_txt(X509_get_subject_name(cert.get()), "CN", MBSTRING_ASC,
+                             reinterpret_cast<const unsigned char*>(domain.c_str()), -1, -1, 0);
+  X509_set_issuer_name(cert.get(), X509_get_subject_name(cert.get()));
+  X509_set_pubkey(cert.get(), key.get());
+  bool ok = true;
+  std::string san = "DNS:" + domain;
+  X509_EXTENSION* ext = X509V3_EXT_conf_nid(nullptr, nullptr, NID_subject_alt_name, san.c_str());
+  ok = ext != nullptr && X509_add_ext(cert.get(), ext, -1) == 1;
+  X509_EXTENSION_free(ext);
+  // id-pe-acmeIdentifier (RFC 8737 §6.1), critical: an OCTET STRING holding the SHA-256 of the
+  // key authorization, itself DER inside the extension's value.
+  std::string digest = sha256(key_authorization);
+  std::unique_ptr<ASN1_OCTET_STRING, decltype(&ASN1_OCTET_STRING_free)> inner(ASN1_OCTET_STRING_new(),
+                                                                              ASN1_OCTET_STRING_free);
+  std::unique_ptr<ASN1_OCTET_STRING, decltype(&ASN1_OCTET_STRING_free)> value(ASN1_OCTET_STRING_new(),
+                                                                              ASN1_OCTET_STRING_free);
+  std::unique_ptr<ASN1_OBJECT, decltype(&ASN1_OBJECT_free)> oid(OBJ_txt2obj("1.3.6.1.5.5.7.1.31", 1),
+                                                                ASN1_OBJECT_free);
+  unsigned char* der = nullptr;
+  int der_len = -1;
+  if (ok && inner && value && oid &&
+      ASN1_OCTET_STRING_set(inner.get(), reinterpret_cast<const unsigned char*>(digest.data()),
+                            static_cast<int>(digest.size())) == 1) {
+    der_len = i2d_ASN1_OCTET_STRING(inner.get(), &der);
+  }
+  ok = der_len > 0 && ASN1_OCTET_STRING_set(value.get(), der, der_len) == 1;
+  OPENSSL_free(der);
+  if (ok) {
+    X509_EXTENSION* acme = X509_EXTENSION_create_by_OBJ(nullptr, oid.get(), 1, value.get());
+    ok = acme != nullptr && X509_add_ext(cert.get(), acme, -1) == 1;
+    X509_EXTENSION_free(acme);
+  }
+  ok = ok && X509_sign(cert.get(), key.get(), EVP_sha256()) > 0;
+  ChallengeStore::TlsContext ctx(SSL_CTX_new(TLS_server_method()), SSL_CTX_free);
+  ok = ok && ctx && SSL_CTX_set_min_proto_version(ctx.get(), TLS1_2_VERSION) == 1 &&
+       SSL_CTX_use_certificate(ctx.get(), cert.get()) == 1 &&
+       SSL_CTX_use_PrivateKey(ctx.get(), key.get()) == 1;
+  if (!ok) {
+    error = "TLS-ALPN-01 certificate for " + domain + ": " + lastSslError();
+    return nullptr;
+  }
+  // A validation handshake only: no tickets, nothing to resume.
+  SSL_CTX_set_options(ctx.get(), SSL_OP_NO_TICKET | SSL_OP_NO_RENEGOTIATION);
+  SSL_CTX_set_num_tickets(ctx.get(), 0);
+  SSL_CTX_set_session_cache_mode(ctx.get(), SSL_SESS_CACHE_OFF);
+  SSL_CTX_set_alpn_select_cb(ctx.get(), selectAcmeTls, nullptr);
+  return ctx;
+}
+
 namespace {
 bool obtainOnce(const AcmeSettings& settings, ChallengeStore& challenges, std::string& error,
                 const std::atomic<bool>* stop);
@@ -567,8 +663,11 @@ bool obtainOnce(const AcmeSettings& settings, ChallengeStore& challenges, std::s
   }
   std::string thumbprint = base64url(sha256(jwkOf(account.get())));
 
-  // HTTP-01 for every authorization still pending: the answer goes in the store first.
+  // A challenge of the chosen type for every authorization still pending: the answer goes in
+  // the store first.
+  const char* type = settings.challenge == AcmeChallenge::TlsAlpn01 ? "tls-alpn-01" : "http-01";
   std::vector<std::string> tokens;
+  std::vector<std::string> alpn_names;
   bool ok = true;
   for (const json& authz_url : order["authorizations"]) {
     if (!session.post(authz_url.get<std::string>(), "", r, error)) {
@@ -588,19 +687,32 @@ bool obtainOnce(const AcmeSettings& settings, ChallengeStore& challenges, std::s
     const json* chosen = nullptr;
     if (authz.contains("challenges") && authz["challenges"].is_array()) {
       for (const json& c : authz["challenges"]) {
-        if (c.is_object() && c.value("type", "") == "http-01") {
+        if (c.is_object() && c.value("type", "") == type) {
           chosen = &c;
         }
       }
     }
+    std::string name = authz.contains("identifier") && authz["identifier"].is_object()
+                           ? authz["identifier"].value("value", "?")
+                           : "?";
     if (chosen == nullptr) {
-      error = "no http-01 challenge offered for " + authz["identifier"].value("value", "?");
+      error = fmt::format("no {} challenge offered for {}", type, name);
       ok = false;
       break;
     }
     std::string token = chosen->value("token", "");
-    challenges.put(token, token + "." + thumbprint);
-    tokens.push_back(token);
+    if (settings.challenge == AcmeChallenge::TlsAlpn01) {
+      ChallengeStore::TlsContext answer = tlsAlpnContext(name, token + "." + thumbprint, error);
+      if (!answer) {
+        ok = false;
+        break;
+      }
+      challenges.putTlsAlpn(name, std::move(answer));
+      alpn_names.push_back(name);
+    } else {
+      challenges.put(token, token + "." + thumbprint);
+      tokens.push_back(token);
+    }
     json done;
     if (!session.post(chosen->value("url", ""), "{}", r, error) ||
         !pollUntilDone(session, authz_url.get<std::string>(), done, error, stop)) {
@@ -608,13 +720,16 @@ bool obtainOnce(const AcmeSettings& settings, ChallengeStore& challenges, std::s
       break;
     }
     if (done.value("status", "") != "valid") {
-      error = "authorization for " + authz["identifier"].value("value", "?") + ": " + problemOf(done);
+      error = "authorization for " + name + ": " + problemOf(done);
       ok = false;
       break;
     }
   }
   for (const std::string& t : tokens) {
     challenges.erase(t);
+  }
+  for (const std::string& n : alpn_names) {
+    challenges.eraseTlsAlpn(n);
   }
   if (!ok) {
     return false;

@@ -12,13 +12,22 @@
 #include <condition_variable>
 #include <filesystem>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
 #include <vector>
 
+// OpenSSL's SSL_CTX, named without its headers.
+struct ssl_ctx_st;
+
 namespace fulcrum::tls {
+
+enum class AcmeChallenge : uint8_t {
+  Http01,     // a key authorization at /.well-known/acme-challenge/TOKEN on the http listener
+  TlsAlpn01,  // RFC 8737: a certificate for the name, handed out on the https listener to acme-tls/1
+};
 
 struct AcmeSettings {
   std::string directory;             // the directory URL
@@ -26,20 +35,38 @@ struct AcmeSettings {
   std::vector<std::string> domains;  // names to certify (the first is the subject)
   std::filesystem::path ca_file;     // extra CA to trust for the ACME server itself ("" = system)
   std::filesystem::path dir;         // state_dir/acme
+  AcmeChallenge challenge = AcmeChallenge::Http01;
 };
 
-// The key authorizations the http listener serves at /.well-known/acme-challenge/TOKEN while an
-// order is open. Thread-safe (written by the ACME thread, read by the workers).
+// What this node answers a CA with while an order is open: HTTP-01 key authorizations (served by
+// the http listener at /.well-known/acme-challenge/TOKEN) and TLS-ALPN-01 certificates (handed to
+// a handshake that asks for acme-tls/1 with that name). Thread-safe (written by the ACME thread,
+// read by the workers).
 class ChallengeStore {
  public:
+  using TlsContext = std::shared_ptr<ssl_ctx_st>;
+
   void put(const std::string& token, const std::string& key_authorization);
   void erase(const std::string& token);
   std::optional<std::string> find(std::string_view token) const;
 
+  void putTlsAlpn(const std::string& domain, TlsContext context);
+  void eraseTlsAlpn(const std::string& domain);
+  TlsContext findTlsAlpn(std::string_view domain) const;  // null when no validation is expected
+
  private:
   mutable std::mutex mutex_;
   std::map<std::string, std::string, std::less<>> answers_;
+  std::map<std::string, TlsContext, std::less<>> tls_alpn_;
 };
+
+inline constexpr std::string_view kAcmeTlsAlpnProtocol = "acme-tls/1";
+
+// The TLS-ALPN-01 answer for `domain` (RFC 8737 §3): a context holding a self-signed certificate
+// for that one name with a critical acmeIdentifier extension (the SHA-256 of the key
+// authorization), whose ALPN accepts only acme-tls/1. Null with `error`.
+ChallengeStore::TlsContext tlsAlpnContext(const std::string& domain, const std::string& key_authorization,
+                                          std::string& error);
 
 inline constexpr std::string_view kAcmeChallengePrefix = "/.well-known/acme-challenge/";
 

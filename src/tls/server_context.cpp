@@ -19,6 +19,7 @@
 #include <ctime>
 #include <system_error>
 
+#include "tls/acme.h"
 #include "tls/openssl_error.h"
 
 namespace fulcrum::tls {
@@ -44,6 +45,47 @@ int selectAlpn(SSL*, const unsigned char** out, unsigned char* out_len, const un
   }
   *out = selected;
   return SSL_TLSEXT_ERR_OK;
+}
+
+// Whether an ALPN extension's body (a 2-byte length, then length-prefixed names) lists `protocol`.
+bool offersProtocol(std::string_view ext, std::string_view protocol) {
+  if (ext.size() < 2) {
+    return false;
+  }
+  size_t total = static_cast<unsigned char>(ext[0]) << 8 | static_cast<unsigned char>(ext[1]);
+  std::string_view list = ext.substr(2, total);
+  while (!list.empty()) {
+    size_t n = static_cast<unsigned char>(list[0]);
+    if (n + 1 > list.size()) {
+      return false;
+    }
+    if (list.substr(1, n) == protocol) {
+      return true;
+    }
+    list.remove_prefix(n + 1);
+  }
+  return false;
+}
+
+// The host name of a server_name extension's body (RFC 6066 §3), or "" when there is none.
+std::string_view hostNameOf(std::string_view ext) {
+  if (ext.size() < 2) {
+    return {};
+  }
+  size_t total = static_cast<unsigned char>(ext[0]) << 8 | static_cast<unsigned char>(ext[1]);
+  std::string_view list = ext.substr(2, total);
+  while (list.size() >= 3) {
+    auto type = static_cast<unsigned char>(list[0]);
+    size_t n = static_cast<unsigned char>(list[1]) << 8 | static_cast<unsigned char>(list[2]);
+    if (n + 3 > list.size()) {
+      return {};
+    }
+    if (type == TLSEXT_NAMETYPE_host_name) {
+      return list.substr(3, n);
+    }
+    list.remove_prefix(n + 3);
+  }
+  return {};
 }
 
 std::string lower(std::string_view s) {
@@ -326,6 +368,7 @@ SSL_CTX* ServerContext::newCtx(std::string& error) {
   SSL_CTX_set_alpn_select_cb(ctx, selectAlpn, nullptr);
   SSL_CTX_set_tlsext_servername_callback(ctx, &ServerContext::onServerName);
   SSL_CTX_set_tlsext_servername_arg(ctx, this);
+  SSL_CTX_set_client_hello_cb(ctx, &ServerContext::onClientHello, this);
   return ctx;
 }
 
@@ -417,8 +460,44 @@ SSL_CTX* ServerContext::ctxFor(const CertSet& set, std::string_view server_name)
   return set.named.front().ctx;  // the default certificate
 }
 
+int ServerContext::onClientHello(SSL* ssl, int* alert, void* arg) {
+  auto* self = static_cast<ServerContext*>(arg);
+  if (self->alpn_challenges_ == nullptr) {
+    return SSL_CLIENT_HELLO_SUCCESS;
+  }
+  const unsigned char* alpn = nullptr;
+  size_t alpn_len = 0;
+  if (SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_application_layer_protocol_negotiation, &alpn, &alpn_len) !=
+          1 ||
+      !offersProtocol(std::string_view(reinterpret_cast<const char*>(alpn), alpn_len),
+                      kAcmeTlsAlpnProtocol)) {
+    return SSL_CLIENT_HELLO_SUCCESS;
+  }
+  // A CA validating TLS-ALPN-01 (browsers never offer acme-tls/1): the name's validation
+  // certificate, or nothing.
+  const unsigned char* sni = nullptr;
+  size_t sni_len = 0;
+  std::string name;
+  if (SSL_client_hello_get0_ext(ssl, TLSEXT_TYPE_server_name, &sni, &sni_len) == 1) {
+    name = lower(hostNameOf(std::string_view(reinterpret_cast<const char*>(sni), sni_len)));
+  }
+  ChallengeStore::TlsContext answer = self->alpn_challenges_->findTlsAlpn(name);
+  if (!answer) {
+    *alert = SSL_AD_NO_APPLICATION_PROTOCOL;
+    return SSL_CLIENT_HELLO_ERROR;
+  }
+  SSL_set_SSL_CTX(ssl, answer.get());  // the SSL holds its own reference
+  // Options and ticket counts stay those of the SSL's first context: a validation gets no ticket.
+  SSL_set_options(ssl, SSL_OP_NO_TICKET);
+  SSL_set_num_tickets(ssl, 0);
+  return SSL_CLIENT_HELLO_SUCCESS;
+}
+
 int ServerContext::onServerName(SSL* ssl, int*, void* arg) {
   auto* self = static_cast<ServerContext*>(arg);
+  if (SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl)) == nullptr) {
+    return SSL_TLSEXT_ERR_OK;  // a TLS-ALPN-01 validation: its context is chosen already
+  }
   const char* name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
   if (name == nullptr) {
     return SSL_TLSEXT_ERR_NOACK;
@@ -460,6 +539,9 @@ void ServerContext::rotateTicketKeys() {
 int ServerContext::onTicketKey(SSL* ssl, unsigned char* key_name, unsigned char* iv, EVP_CIPHER_CTX* cipher,
                                EVP_MAC_CTX* mac, int encrypt) {
   auto* self = static_cast<ServerContext*>(SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl)));
+  if (self == nullptr) {
+    return 0;  // a TLS-ALPN-01 validation's context: no ticket made, none opened
+  }
   return self->ticketKey(key_name, iv, cipher, mac, encrypt);
 }
 

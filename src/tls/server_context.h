@@ -36,6 +36,8 @@ struct TlsStats {
   std::atomic<uint64_t> handshake_failures{0};  // refused or broken ClientHellos, plaintext, alerts
 };
 
+class ChallengeStore;
+
 // One loaded certificate, for metrics and the dashboard.
 struct CertificateInfo {
   std::string file;
@@ -61,6 +63,10 @@ class ServerContext final : public core::TransportFactory {
   // timer by the node's main thread; handshakes on the workers read the keys under a mutex.
   void rotateTicketKeys();
   TlsStats& stats() { return stats_; }
+  // [lb.acme] challenge = "tls-alpn-01": a handshake asking for acme-tls/1 is given the
+  // validation certificate `store` holds for its name (RFC 8737), or refused. Set before the
+  // workers start; not owned.
+  void answerTlsAlpn(const ChallengeStore* store) { alpn_challenges_ = store; }
   // The names each certificate answers (for logs), in load order.
   std::vector<std::string> describe() const;
   std::vector<CertificateInfo> certificates() const;
@@ -92,6 +98,7 @@ class ServerContext final : public core::TransportFactory {
   std::shared_ptr<CertSet> current() const;
   static SSL_CTX* ctxFor(const CertSet& set, std::string_view server_name);
   static int onServerName(SSL* ssl, int* alert, void* arg);
+  static int onClientHello(SSL* ssl, int* alert, void* arg);
   static int onTicketKey(SSL* ssl, unsigned char* key_name, unsigned char* iv, EVP_CIPHER_CTX* cipher,
                          EVP_MAC_CTX* mac, int encrypt);
   int ticketKey(unsigned char* key_name, unsigned char* iv, EVP_CIPHER_CTX* cipher, EVP_MAC_CTX* mac,
@@ -104,6 +111,7 @@ class ServerContext final : public core::TransportFactory {
   TicketKey previous_{};
   bool have_previous_ = false;
   TlsStats stats_;
+  const ChallengeStore* alpn_challenges_ = nullptr;
 };
 
 // A self-signed ECDSA P-256 certificate for `names` (DNS) and `ips`, made once in `dir` (key

@@ -178,6 +178,9 @@ const BadCase kChoiceCases[] = {
      "unknown app 'wordpress'; expected one of: guestbook, none"},
     {"app_case", "[web]\napp = \"Guestbook\"\n", "web.app", 2, 1,
      "unknown app 'Guestbook'; did you mean 'guestbook'?"},
+    {"acme_challenge",
+     "[lb.acme]\ndirectory = \"https://ca.test/dir\"\ndomains = [\"a.test\"]\nchallenge = \"dns-01\"\n",
+     "lb.acme.challenge", 4, 1, "must be \"http-01\" or \"tls-alpn-01\""},
 };
 INSTANTIATE_TEST_SUITE_P(UnknownChoice, BadSite, ::testing::ValuesIn(kChoiceCases),
                          [](const auto& info) { return std::string(info.param.name); });
