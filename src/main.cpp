@@ -10,6 +10,7 @@
 #include "core/log.h"
 #include "db/db_command.h"
 #include "lb/lb_command.h"
+#include "site/monitoring.h"
 #include "site/status.h"
 #include "site/up_command.h"
 #include "web/web_command.h"
@@ -79,8 +80,16 @@ int main(int argc, char** argv) {
   status->add_option("--site", status_site, "topology file (default examples/site.toml)");
   status->add_flag("--json", status_json, "print a JSON array");
 
+  std::string monitoring_site;
+  std::string monitoring_out;
+  auto* monitoring = app.add_subcommand(
+      "monitoring", "write prometheus.yml, alertmanager.yml and alerts.yml for a site's [monitoring]");
+  monitoring->add_option("site", monitoring_site, "topology file")->required();
+  monitoring->add_option("--out", monitoring_out, "directory to write them into (created if missing)")
+      ->required();
+
   // Global options may also be given after the subcommand.
-  for (auto* sub : {version, check, web, lb, db, up, status}) {
+  for (auto* sub : {version, check, web, lb, db, up, status, monitoring}) {
     sub->fallthrough();
   }
 
@@ -156,6 +165,13 @@ int main(int argc, char** argv) {
       return kExitUsage;
     }
     return fulcrum::site::runStatusCommand(site, status_json);
+  }
+  if (*monitoring) {
+    fulcrum::config::Site site;
+    if (!loadSite(monitoring_site, site)) {
+      return kExitUsage;
+    }
+    return fulcrum::site::runMonitoringCommand(site, monitoring_out);
   }
   return kExitUsage;
 }

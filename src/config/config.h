@@ -173,6 +173,16 @@ struct EtcdSection {
   bool managed = true;
 };
 
+// [monitoring]: a Prometheus scraping every node with the alert rules, and an Alertmanager.
+struct MonitoringSection {
+  bool present = false;
+  core::SocketAddress prometheus = *core::SocketAddress::parse("127.0.0.1:9090");
+  // Where Prometheus sends alerts; nullopt ("" in the file) = no Alertmanager.
+  std::optional<core::SocketAddress> alertmanager = core::SocketAddress::parse("127.0.0.1:9093");
+  bool managed = true;          // `fulcrum up` runs both (else they run elsewhere, from `fulcrum monitoring`)
+  uint32_t interval_ms = 5000;  // scrape and rule evaluation interval
+};
+
 struct Site {
   std::filesystem::path file;  // absolute path of the topology file
   std::filesystem::path dir;   // its directory; relative paths resolve against it
@@ -186,6 +196,7 @@ struct Site {
   WebSection web;
   DbSection db;
   EtcdSection etcd;
+  MonitoringSection monitoring;
 
   const LbNode* findLbNode(std::string_view name) const;
   const WebNode* findWebNode(std::string_view name) const;

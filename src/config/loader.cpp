@@ -319,8 +319,30 @@ void readEtcdSection(Diagnostics& diag, const toml::table& table) {
   r.read("managed", etcd.managed);
 }
 
+void readMonitoringSection(Diagnostics& diag, const toml::table& table) {
+  MonitoringSection& mon = diag.site().monitoring;
+  mon.present = true;
+  TableReader r(diag, table, "monitoring", {"prometheus", "alertmanager", "managed", "interval_ms"});
+  if (std::optional<core::SocketAddress> prometheus; r.readAddress("prometheus", prometheus)) {
+    mon.prometheus = *prometheus;
+  }
+  if (std::string text; r.read("alertmanager", text)) {
+    std::string problem;
+    if (text.empty()) {
+      mon.alertmanager.reset();  // "" = none
+    } else if (auto address = parseSiteAddress(text, problem)) {
+      mon.alertmanager = *address;
+    } else {
+      r.error("alertmanager", problem + " (or \"\" for none)");
+    }
+  }
+  r.read("managed", mon.managed);
+  // Prometheus takes whole milliseconds; alerts should fire within tens of seconds.
+  r.read("interval_ms", mon.interval_ms, {100, 600'000});
+}
+
 void readRoot(Diagnostics& diag, const toml::table& root) {
-  TableReader r(diag, root, "", {"site", "lb", "web", "db", "etcd"});
+  TableReader r(diag, root, "", {"site", "lb", "web", "db", "etcd", "monitoring"});
   if (const auto* t = r.table("site")) {
     readSiteSection(diag, *t);
   }
@@ -335,6 +357,9 @@ void readRoot(Diagnostics& diag, const toml::table& root) {
   }
   if (const auto* t = r.table("etcd")) {
     readEtcdSection(diag, *t);
+  }
+  if (const auto* t = r.table("monitoring")) {
+    readMonitoringSection(diag, *t);
   }
 }
 

@@ -98,6 +98,10 @@ void checkListeners(Diagnostics& diag) {
       add("etcd.endpoints[" + std::to_string(i) + "]", site.etcd.endpoints[i]);
     }
   }
+  if (site.monitoring.present && site.monitoring.managed) {  // `fulcrum up` runs them here too
+    add("monitoring.prometheus", site.monitoring.prometheus);
+    addOptional("monitoring.alertmanager", site.monitoring.alertmanager);
+  }
   std::stable_sort(listeners.begin(), listeners.end(),
                    [](const Listener& a, const Listener& b) { return before(a.pos, b.pos); });
   // Each listener is compared with the earliest earlier one it clashes with (listenersClash),

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "site/monitoring.h"
+
 namespace fulcrum::site {
 
 namespace {
@@ -42,6 +44,8 @@ std::string_view roleName(Role role) {
       return "web";
     case Role::Lb:
       return "lb";
+    case Role::Monitoring:
+      return "monitoring";
   }
   return "?";
 }
@@ -52,6 +56,14 @@ std::string Probe::url() const {
 
 bool hasManagedEtcd(const config::Site& site) {
   return site.etcd.managed && !site.etcd.endpoints.empty();
+}
+
+bool hasManagedMonitoring(const config::Site& site) {
+  return site.monitoring.present && site.monitoring.managed;
+}
+
+std::string etcdMemberName(const config::Site& site, size_t i) {
+  return site.etcd.endpoints.size() == 1 ? "etcd" : "etcd-" + std::to_string(i + 1);
 }
 
 std::vector<ChildSpec> planChildren(const config::Site& site, const PlanOptions& options) {
@@ -97,6 +109,33 @@ std::vector<ChildSpec> planChildren(const config::Site& site, const PlanOptions&
     out.push_back(
         ChildSpec{Role::Lb, node.name, roleArgs(options, site, "lb", node.name), probe, logPath(site, node.name)});
   }
+  if (hasManagedMonitoring(site)) {
+    const config::MonitoringSection& mon = site.monitoring;
+    const std::filesystem::path config_dir = monitoringDir(site);
+    // Both log as `up` was asked to (their levels have the same names; text is logfmt).
+    const std::string log_flags[] = {"--log.level=" + options.log_level,
+                                     "--log.format=" + std::string(options.log_format == "json" ? "json" : "logfmt")};
+    if (mon.alertmanager) {
+      ChildSpec am{Role::Monitoring, "alertmanager", {options.alertmanager_exe}};
+      am.argv.insert(am.argv.end(),
+                     {"--config.file=" + (config_dir / "alertmanager.yml").string(),
+                      "--storage.path=" + (site.site.state_dir / "alertmanager").string(),
+                      "--web.listen-address=" + mon.alertmanager->toString(),
+                      // No gossip with other Alertmanagers: it would listen on 0.0.0.0:9094.
+                      "--cluster.listen-address=", log_flags[0], log_flags[1]});
+      am.probe = Probe{*mon.alertmanager, "/-/ready"};
+      am.log = logPath(site, "alertmanager");
+      out.push_back(std::move(am));
+    }
+    ChildSpec prom{Role::Monitoring, "prometheus", {options.prometheus_exe}};
+    prom.argv.insert(prom.argv.end(), {"--config.file=" + (config_dir / "prometheus.yml").string(),
+                                       "--storage.tsdb.path=" + (site.site.state_dir / "prometheus").string(),
+                                       "--web.listen-address=" + mon.prometheus.toString(), log_flags[0],
+                                       log_flags[1]});
+    prom.probe = Probe{mon.prometheus, "/-/ready"};
+    prom.log = logPath(site, "prometheus");
+    out.push_back(std::move(prom));
+  }
   return out;
 }
 
@@ -123,6 +162,12 @@ std::vector<Listener> siteListeners(const config::Site& site, uint16_t etcd_peer
       if (address) {
         out.push_back({node.name + " " + what, *address});
       }
+    }
+  }
+  if (hasManagedMonitoring(site)) {
+    out.push_back({"prometheus", site.monitoring.prometheus});
+    if (site.monitoring.alertmanager) {
+      out.push_back({"alertmanager", *site.monitoring.alertmanager});
     }
   }
   return out;

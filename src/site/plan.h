@@ -14,9 +14,11 @@
 
 namespace fulcrum::site {
 
-// Start order is the enum order; `up` stops them in reverse.
-enum class Role { Etcd = 0, Db = 1, Web = 2, Lb = 3 };
-inline constexpr Role kStartOrder[] = {Role::Etcd, Role::Db, Role::Web, Role::Lb};
+// Start order is the enum order; `up` stops them in reverse. Prometheus and Alertmanager
+// ([monitoring]) come last: they watch the site, so they are stopped first and never alert on
+// a shutdown.
+enum class Role { Etcd = 0, Db = 1, Web = 2, Lb = 3, Monitoring = 4 };
+inline constexpr Role kStartOrder[] = {Role::Etcd, Role::Db, Role::Web, Role::Lb, Role::Monitoring};
 std::string_view roleName(Role role);
 
 // How `up` knows a child is ready: an HTTP GET answered 2xx, or (empty path) a TCP connect.
@@ -28,7 +30,7 @@ struct Probe {
 
 struct ChildSpec {
   Role role = Role::Web;
-  std::string name;               // node name; "etcd" for the managed etcd
+  std::string name;               // node name; "etcd", "prometheus", "alertmanager" for those
   std::vector<std::string> argv;  // argv[0] is an absolute path
   Probe probe;
   std::filesystem::path log;  // stdout and stderr, appended
@@ -38,8 +40,10 @@ struct ChildSpec {
 };
 
 struct PlanOptions {
-  std::string self_exe;   // this binary, for the lb/web/db children
-  std::string etcd_exe;   // the etcd binary (when the site has a managed etcd)
+  std::string self_exe;          // this binary, for the lb/web/db children
+  std::string etcd_exe;          // the etcd binary (when the site has a managed etcd)
+  std::string prometheus_exe;    // Debian's prometheus (when the site has managed monitoring)
+  std::string alertmanager_exe;  // and prometheus-alertmanager (unless alertmanager = "")
   uint16_t etcd_peer_port = 0;
   std::string log_format = "text";
   std::string log_level = "info";
@@ -48,7 +52,13 @@ struct PlanOptions {
 // True when this site runs a local etcd under `up`.
 bool hasManagedEtcd(const config::Site& site);
 
-// Every child, in start order (etcd, db agents, web nodes, load balancers).
+// True when this site runs Prometheus (and its Alertmanager) under `up`.
+bool hasManagedMonitoring(const config::Site& site);
+
+// The name of etcd endpoint `i` as a node: "etcd" for a single member, else "etcd-1", "etcd-2", ...
+std::string etcdMemberName(const config::Site& site, size_t i);
+
+// Every child, in start order (etcd, db agents, web nodes, load balancers, monitoring).
 std::vector<ChildSpec> planChildren(const config::Site& site, const PlanOptions& options);
 
 // Every address a child of `up` listens on, with what listens there ("lb-01 http").

@@ -47,7 +47,7 @@ std::vector<Target> targetsOf(const config::Site& site) {
   std::vector<Target> out;
   const auto& endpoints = site.etcd.endpoints;
   for (size_t i = 0; i < endpoints.size(); ++i) {
-    std::string name = endpoints.size() == 1 ? "etcd" : "etcd-" + std::to_string(i + 1);
+    std::string name = etcdMemberName(site, i);
     Target t{NodeStatus{"etcd", name, endpoints[i].toString()}, endpoints[i], "/health"};
     t.read = [](const ProbeResult& r, NodeStatus& row) -> std::optional<double> {
       auto j = nlohmann::json::parse(r.body, nullptr, false);
@@ -84,6 +84,25 @@ std::vector<Target> targetsOf(const config::Site& site) {
       // No stats listener: all we can tell is whether it accepts connections.
       Target t{NodeStatus{"lb", node.name, node.http.toString()}, node.http, ""};
       out.push_back(std::move(t));
+    }
+  }
+  if (site.monitoring.present) {
+    const config::MonitoringSection& mon = site.monitoring;
+    Target prom{NodeStatus{"monitoring", "prometheus", mon.prometheus.toString()}, mon.prometheus,
+                "/api/v1/targets?state=active"};
+    prom.read = [](const ProbeResult& r, NodeStatus& row) -> std::optional<double> {
+      readPrometheusTargets(r.body, row);
+      return std::nullopt;
+    };
+    out.push_back(std::move(prom));
+    if (mon.alertmanager) {
+      Target am{NodeStatus{"monitoring", "alertmanager", mon.alertmanager->toString()}, *mon.alertmanager,
+                "/api/v2/alerts?active=true&silenced=false&inhibited=false"};
+      am.read = [](const ProbeResult& r, NodeStatus& row) -> std::optional<double> {
+        readAlertmanagerAlerts(r.body, row);
+        return std::nullopt;
+      };
+      out.push_back(std::move(am));
     }
   }
   return out;
@@ -176,11 +195,45 @@ std::optional<double> readLbState(std::string_view json, NodeStatus& out) {
   return std::nullopt;
 }
 
+void readPrometheusTargets(std::string_view json, NodeStatus& out) {
+  auto j = nlohmann::json::parse(json, nullptr, false);
+  const nlohmann::json* targets = nullptr;
+  if (j.is_object() && j.value("status", "") == "success") {
+    if (auto data = j.find("data"); data != j.end() && data->is_object()) {
+      if (auto active = data->find("activeTargets"); active != data->end() && active->is_array()) {
+        targets = &*active;
+      }
+    }
+  }
+  if (targets == nullptr) {
+    out.healthy = false;
+    out.health = "bad /api/v1/targets answer";
+    return;
+  }
+  size_t up = 0;
+  for (const auto& t : *targets) {
+    up += t.is_object() && t.value("health", "") == "up" ? 1 : 0;
+  }
+  out.healthy = true;  // Prometheus itself works; down targets are its alerts' business
+  out.health = fmt::format("{}/{} targets up", up, targets->size());
+}
+
+void readAlertmanagerAlerts(std::string_view json, NodeStatus& out) {
+  auto j = nlohmann::json::parse(json, nullptr, false);
+  if (!j.is_array()) {
+    out.healthy = false;
+    out.health = "bad /api/v2/alerts answer";
+    return;
+  }
+  out.healthy = true;
+  out.health = fmt::format("{} alert{} firing", j.size(), j.size() == 1 ? "" : "s");
+}
+
 std::string formatTable(const std::vector<NodeStatus>& nodes) {
-  std::string out = fmt::format("{:<5} {:<12} {:<22} {:<5} {:<22} {:>8} {:>10}\n", "ROLE", "NAME", "ADDRESS",
+  std::string out = fmt::format("{:<10} {:<12} {:<22} {:<5} {:<22} {:>8} {:>10}\n", "ROLE", "NAME", "ADDRESS",
                                 "STATE", "HEALTH", "REQ/S", "LAG");
   for (const auto& n : nodes) {
-    out += fmt::format("{:<5} {:<12} {:<22} {:<5} {:<22} {:>8} {:>10}\n", n.role, n.name, n.address,
+    out += fmt::format("{:<10} {:<12} {:<22} {:<5} {:<22} {:>8} {:>10}\n", n.role, n.name, n.address,
                        n.up ? "up" : "down", n.health, rateText(n), lagText(n));
   }
   return out;

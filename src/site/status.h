@@ -1,6 +1,7 @@
 #pragma once
 // `fulcrum status`: one row per node of a site, from each node's own endpoints (lb stats
-// /api/state, web /metrics, db agent /status, etcd /health), whoever started the nodes.
+// /api/state, web /metrics, db agent /status, etcd /health, Prometheus' targets, Alertmanager's
+// alerts), whoever started the nodes.
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -12,7 +13,7 @@
 namespace fulcrum::site {
 
 struct NodeStatus {
-  std::string role;  // "etcd", "db", "web", "lb"
+  std::string role;  // "etcd", "db", "web", "lb", "monitoring"
   std::string name;
   std::string address;
   bool up = false;       // the node answered
@@ -29,6 +30,11 @@ std::optional<double> prometheusCounter(std::string_view text, std::string_view 
 void readAgentStatus(std::string_view json, NodeStatus& out);
 // Fills health/healthy from a load balancer's /api/state JSON; returns its request counter.
 std::optional<double> readLbState(std::string_view json, NodeStatus& out);
+
+// Fills health/healthy from Prometheus' /api/v1/targets JSON: "11/12 targets up".
+void readPrometheusTargets(std::string_view json, NodeStatus& out);
+// Fills health/healthy from Alertmanager's /api/v2/alerts JSON (active alerts only): "2 alerts firing".
+void readAlertmanagerAlerts(std::string_view json, NodeStatus& out);
 
 std::string formatTable(const std::vector<NodeStatus>& nodes);
 std::string formatJson(const std::vector<NodeStatus>& nodes);

@@ -23,6 +23,7 @@
 #include "site/backoff.h"
 #include "site/child.h"
 #include "site/lock.h"
+#include "site/monitoring.h"
 #include "site/plan.h"
 #include "site/probe.h"
 
@@ -184,8 +185,10 @@ class Up {
       return;
     }
     stop_requested_ = true;
-    std::printf("fulcrum up: %s: stopping (load balancers, web, databases, etcd; again to kill at once)\n",
-                sig == SIGINT ? "SIGINT" : "SIGTERM");
+    std::printf(
+        "fulcrum up: %s: stopping (monitoring, load balancers, web, databases, etcd; again to kill at "
+        "once)\n",
+        sig == SIGINT ? "SIGINT" : "SIGTERM");
     std::fflush(stdout);
   }
 
@@ -307,8 +310,9 @@ class Up {
           ProbeResult r = runProbe(c->spec.probe, kProbeTimeout);
           if (r.ok) {
             c->ready = true;
-            std::printf("  %6.1f s  %-4s %-10s up    %s\n", secondsOf(Clock::now() - begin_),
-                        std::string(roleName(role)).c_str(), c->spec.name.c_str(), c->spec.probe.url().c_str());
+            std::printf("  %6.1f s  %-10s %-12s up    %s\n", secondsOf(Clock::now() - begin_),
+                        std::string(roleName(role)).c_str(), c->spec.name.c_str(),
+                        c->spec.probe.url().c_str());
             std::fflush(stdout);
             continue;
           }
@@ -381,7 +385,7 @@ class Up {
     }
     for (size_t i = 0; i < group.size(); ++i) {
       if (pids[i] != 0) {
-        std::printf("  stopped %-4s %-10s (%.1f s)\n", std::string(roleName(role)).c_str(),
+        std::printf("  stopped %-10s %-12s (%.1f s)\n", std::string(roleName(role)).c_str(),
                     group[i]->spec.name.c_str(), secondsOf(Clock::now() - start));
       }
     }
@@ -416,6 +420,14 @@ class Up {
       const fs::path password =
           site_.db.password_file.empty() ? site_.site.state_dir / "db.password" : site_.db.password_file;
       std::printf("  db password %s\n", password.c_str());
+    }
+    if (hasManagedMonitoring(site_)) {
+      std::printf("  prometheus  http://%s/    (alerts: /alerts, targets: /targets)\n",
+                  site_.monitoring.prometheus.toString().c_str());
+      if (site_.monitoring.alertmanager) {
+        std::printf("  alertmanager http://%s/   (API: /api/v2/alerts)\n",
+                    site_.monitoring.alertmanager->toString().c_str());
+      }
     }
     std::printf("  logs        %s/\n", (site_.site.state_dir / "logs").c_str());
     std::printf("  status      fulcrum status --site %s\n", site_.display_path.c_str());
@@ -461,6 +473,30 @@ int preflight(const config::Site& site, PlanOptions& plan) {
     }
     plan.etcd_exe = etcd->string();
   }
+  if (hasManagedMonitoring(site)) {
+    auto prometheus = findInPath("prometheus");
+    if (!prometheus) {
+      log::error(
+          "[monitoring] managed = true needs the `prometheus` program in PATH (Debian package "
+          "prometheus: scripts/deps.sh installs it, as root or with sudo)");
+      return kExitRuntime;
+    }
+    plan.prometheus_exe = prometheus->string();
+    if (site.monitoring.alertmanager) {
+      // Debian names Alertmanager's program prometheus-alertmanager; upstream, alertmanager.
+      auto alertmanager = findInPath("prometheus-alertmanager");
+      if (!alertmanager) {
+        alertmanager = findInPath("alertmanager");
+      }
+      if (!alertmanager) {
+        log::error(
+            "[monitoring] alertmanager needs the `prometheus-alertmanager` program in PATH (Debian "
+            "package prometheus-alertmanager: scripts/deps.sh installs it), or set alertmanager = \"\"");
+        return kExitRuntime;
+      }
+      plan.alertmanager_exe = alertmanager->string();
+    }
+  }
   if (!site.db.nodes.empty()) {
     auto bin = pg::findPgBin(site.db.pg_bin);
     if (!bin.ok) {
@@ -471,6 +507,11 @@ int preflight(const config::Site& site, PlanOptions& plan) {
   }
   std::string error;
   if (!makeDir(site.site.state_dir, error) || !makeDir(site.site.state_dir / "logs", error)) {
+    log::error("{}{}", error, accessHint());
+    return kExitRuntime;
+  }
+  // Written at every start: generated from this topology, with the rules of this build.
+  if (hasManagedMonitoring(site) && !writeMonitoringFiles(site, monitoringDir(site), error)) {
     log::error("{}{}", error, accessHint());
     return kExitRuntime;
   }

@@ -19,7 +19,7 @@ DB = ["db-1", "db-2"]
 class Site:
     """A site file, its `up` process and the state it leaves in its temporary directory."""
 
-    def __init__(self, extra_lb="", app="none", extra_db=""):
+    def __init__(self, extra_lb="", app="none", extra_db="", extra=""):
         self.dir = tempfile.mkdtemp(prefix="fulcrum-up-", dir="/tmp")
         os.chmod(self.dir, 0o755)  # the postgres user must traverse it
         self.lb_http, self.lb_stats, self.etcd = free_port(), free_port(), free_port()
@@ -35,7 +35,7 @@ class Site:
         text += f"[db]\nleader_ttl_ms = 3000\n{extra_db}"
         for name, (pg, agent) in self.ports.items():
             text += f'[[db.node]]\nname = "{name}"\npg = "127.0.0.1:{pg}"\nagent = "127.0.0.1:{agent}"\n'
-        text += f'[etcd]\nendpoints = ["127.0.0.1:{self.etcd}"]\nmanaged = true\n'
+        text += f'[etcd]\nendpoints = ["127.0.0.1:{self.etcd}"]\nmanaged = true\n{extra}'
         os.makedirs(os.path.join(self.dir, "www"))
         with open(os.path.join(self.dir, "www", "index.html"), "w") as f:
             f.write("hello from up\n")
@@ -47,10 +47,10 @@ class Site:
         self.agents = {}  # every `up` run, for cleanup
         self.etcd = None  # `up` runs it
 
-    def start(self, test, timeout=150):
-        """Runs `up` and waits for its "is up" line; returns the seconds it took."""
+    def start(self, test, timeout=150, args=()):
+        """Runs `up` (with `args`) and waits for its "is up" line."""
         self.runs += 1
-        self.up = Process([FULCRUM, "up", self.file], os.path.join(self.dir, f"up-{self.runs}.out"))
+        self.up = Process([FULCRUM, "up", *args, self.file], os.path.join(self.dir, f"up-{self.runs}.out"))
         self.agents[f"up-{self.runs}"] = self.up
         try:
             wait_until(lambda: "is up" in self.up.output() or not self.up.alive(), timeout=timeout, interval=0.1,

@@ -103,12 +103,18 @@ const BadCase kAddressCases[] = {
      "db.node[0].agent", 4, 1, "port out of range in '127.0.0.1:65536': must be 1..65535"},
     {"etcd_endpoint_name", "[etcd]\nendpoints = [\"127.0.0.1:2379\", \"etcd:2379\"]\n", "etcd.endpoints[1]",
      2, 32, "bad address 'etcd:2379': host names are not allowed, use an IP address"},
+    {"prometheus_name", "[monitoring]\nprometheus = \"prom:9090\"\n", "monitoring.prometheus", 2, 1,
+     "bad address 'prom:9090': host names are not allowed, use an IP address"},
+    {"alertmanager_no_port", "[monitoring]\nalertmanager = \"127.0.0.1\"\n", "monitoring.alertmanager", 2, 1,
+     "bad address '127.0.0.1': expected IP:port, e.g. 127.0.0.1:8080 (or \"\" for none)"},
 };
 INSTANTIATE_TEST_SUITE_P(BadAddress, BadSite, ::testing::ValuesIn(kAddressCases),
                          [](const auto& info) { return std::string(info.param.name); });
 
 const BadCase kRangeCases[] = {
     {"retries_high", "[lb]\nretries = 11\n", "lb.retries", 2, 1, "must be between 0 and 10, got 11"},
+    {"monitoring_interval_low", "[monitoring]\ninterval_ms = 10\n", "monitoring.interval_ms", 2, 1,
+     "must be between 100 and 600000, got 10"},
     {"retries_negative", "[lb]\nretries = -1\n", "lb.retries", 2, 1, "must not be negative, got -1"},
     {"retries_huge", "[lb]\nretries = 9223372036854775807\n", "lb.retries", 2, 1,
      "must be between 0 and 10, got 9223372036854775807"},
@@ -254,7 +260,7 @@ const BadCase kUnknownKeyCases[] = {
     {"section_typo", "[sitee]\n", "sitee", 1, 2, "unknown key 'sitee'; did you mean 'site'?"},
     {"no_close_match", "[site]\nzzz = 1\n", "site.zzz", 2, 1,
      "unknown key 'zzz'; expected one of: name, state_dir"},
-    {"root_key", "top = 1\n", "top", 1, 1, "unknown key 'top'; expected one of: site, lb, web, db, etcd"},
+    {"root_key", "top = 1\n", "top", 1, 1, "unknown key 'top'; expected one of: site, lb, web, db, etcd, monitoring"},
     {"health_typo", "[lb.health]\nintervall_ms = 5\n", "lb.health.intervall_ms", 2, 1,
      "unknown key 'intervall_ms'; did you mean 'interval_ms'?"},
     {"web_node_typo", "[[web.node]]\nname = \"w\"\nlisten = \"127.0.0.1:9001\"\ntread = 2\n",
@@ -342,6 +348,13 @@ const BadCase kClashCases[] = {
      "web.node[2].listen", 9, 1,
      "address [::]:9001 clashes with [::1]:9001 (web.node[1].listen): same port, and a wildcard address "
      "covers both"},
+    {"prometheus_vs_web",
+     "[[web.node]]\nname = \"w\"\nlisten = \"127.0.0.1:9090\"\n[monitoring]\nprometheus = \"127.0.0.1:9090\"\n",
+     "monitoring.prometheus", 5, 1, "address 127.0.0.1:9090 is already used by web.node[0].listen"},
+    // Defaults clash too: the error sits at the section that brought them in.
+    {"default_alertmanager_vs_lb_stats",
+     "[[lb.node]]\nname = \"l\"\nhttp = \"127.0.0.1:80\"\nstats = \"127.0.0.1:9093\"\n[monitoring]\n",
+     "monitoring.alertmanager", 5, 2, "address 127.0.0.1:9093 is already used by lb.node[0].stats"},
 };
 INSTANTIATE_TEST_SUITE_P(Clash, BadSite, ::testing::ValuesIn(kClashCases),
                          [](const auto& info) { return std::string(info.param.name); });

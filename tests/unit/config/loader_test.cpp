@@ -239,6 +239,34 @@ TEST(Loader, ReadsEveryKeyOfTheContract) {
   EXPECT_FALSE(s.etcd.managed);
 }
 
+TEST(Loader, MonitoringDefaultsAndSettings) {
+  SiteDir dir;
+  LoadResult defaults = dir.load("[monitoring]\n");
+  ASSERT_TRUE(defaults.ok()) << ::testing::PrintToString(testing::lines(defaults));
+  const MonitoringSection& d = defaults.site.monitoring;
+  EXPECT_TRUE(d.present);
+  EXPECT_EQ(d.prometheus, addr("127.0.0.1:9090"));
+  EXPECT_EQ(d.alertmanager, addr("127.0.0.1:9093"));
+  EXPECT_TRUE(d.managed);
+  EXPECT_EQ(d.interval_ms, 5000u);
+  EXPECT_FALSE(dir.load("").site.monitoring.present);
+
+  LoadResult set = dir.load(
+      "[monitoring]\nprometheus = \"[::1]:19090\"\nalertmanager = \"\"\nmanaged = false\ninterval_ms = "
+      "1000\n");
+  ASSERT_TRUE(set.ok()) << ::testing::PrintToString(testing::lines(set));
+  const MonitoringSection& m = set.site.monitoring;
+  EXPECT_EQ(m.prometheus, addr("[::1]:19090"));
+  EXPECT_FALSE(m.alertmanager.has_value());
+  EXPECT_FALSE(m.managed);
+  EXPECT_EQ(m.interval_ms, 1000u);
+
+  // Not run here: its addresses may be those of nodes of this file on another host.
+  EXPECT_TRUE(
+      dir.load("[[web.node]]\nname = \"w\"\nlisten = \"127.0.0.1:9090\"\n[monitoring]\nmanaged = false\n")
+          .ok());
+}
+
 TEST(Loader, FindsNodesByName) {
   SiteDir dir;
   dir.touch("tls/cert.pem");

@@ -101,6 +101,40 @@ TEST(PlanTest, UnmanagedEtcdIsNotStarted) {
   EXPECT_EQ(children.front().role, Role::Db);
 }
 
+TEST(PlanTest, MonitoringRunsLastOnItsAddressesWithStateInStateDir) {
+  PlanOptions o = options();
+  o.prometheus_exe = "/usr/bin/prometheus";
+  o.alertmanager_exe = "/usr/bin/prometheus-alertmanager";
+  auto children =
+      planChildren(load(std::string(kSite) +
+                        "[monitoring]\nprometheus = \"127.0.0.2:9090\"\nalertmanager = \"[::1]:9093\"\n"),
+                   o);
+  ASSERT_EQ(children.size(), 8u);
+  const ChildSpec& am = children[6];
+  const ChildSpec& prom = children[7];
+  EXPECT_EQ(am.role, Role::Monitoring);
+  EXPECT_EQ(prom.role, Role::Monitoring);
+  EXPECT_EQ(am.argv,
+            (std::vector<std::string>{
+                "/usr/bin/prometheus-alertmanager", "--config.file=/srv/state/monitoring/alertmanager.yml",
+                "--storage.path=/srv/state/alertmanager", "--web.listen-address=[::1]:9093",
+                "--cluster.listen-address=", "--log.level=debug", "--log.format=json"}));
+  EXPECT_EQ(am.probe.url(), "http://[::1]:9093/-/ready");
+  EXPECT_EQ(am.log, "/srv/state/logs/alertmanager.log");
+  EXPECT_EQ(prom.argv, (std::vector<std::string>{
+                           "/usr/bin/prometheus", "--config.file=/srv/state/monitoring/prometheus.yml",
+                           "--storage.tsdb.path=/srv/state/prometheus", "--web.listen-address=127.0.0.2:9090",
+                           "--log.level=debug", "--log.format=json"}));
+  EXPECT_EQ(prom.probe.url(), "http://127.0.0.2:9090/-/ready");
+
+  // No Alertmanager: Prometheus alone. Not managed: neither.
+  auto alone = planChildren(load(std::string(kSite) + "[monitoring]\nalertmanager = \"\"\n"), o);
+  ASSERT_EQ(alone.size(), 7u);
+  EXPECT_EQ(alone.back().name, "prometheus");
+  EXPECT_EQ(planChildren(load(std::string(kSite) + "[monitoring]\nmanaged = false\n"), o).size(), 6u);
+  EXPECT_EQ(planChildren(load(kSite), o).size(), 6u);
+}
+
 TEST(PlanTest, PeerPortSkipsSiteListenersAndBusyPorts) {
   config::Site site = load(kSite);
   // 2380 is db-2's agent; 2381 is busy; 2382 is free.
@@ -121,6 +155,14 @@ TEST(PlanTest, ListenersNameEveryAddressOfTheSite) {
                                             "db-2 PostgreSQL=127.0.0.1:15433", "db-2 agent=127.0.0.1:2380",
                                             "web-1 listen=127.0.0.1:9001", "lb-1 http=127.0.0.1:8080",
                                             "lb-1 stats=127.0.0.1:8404", "lb-2 http=127.0.0.1:8081"}));
+}
+
+TEST(PlanTest, ListenersIncludeManagedMonitoring) {
+  auto listeners = siteListeners(load(std::string(kSite) + "[monitoring]\n"), 0);
+  ASSERT_GE(listeners.size(), 2u);
+  EXPECT_EQ(listeners[listeners.size() - 2].what + "=" + listeners[listeners.size() - 2].address.toString(),
+            "prometheus=127.0.0.1:9090");
+  EXPECT_EQ(listeners.back().what + "=" + listeners.back().address.toString(), "alertmanager=127.0.0.1:9093");
 }
 
 }  // namespace

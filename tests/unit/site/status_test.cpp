@@ -77,11 +77,11 @@ std::vector<NodeStatus> sample() {
 TEST(StatusTest, TableHasAHeaderAndOneAlignedLinePerNode) {
   std::string table = formatTable(sample());
   EXPECT_EQ(table,
-            "ROLE  NAME         ADDRESS                STATE HEALTH                    REQ/S        LAG\n"
-            "db    db-1         127.0.0.1:15432        up    primary tl 1                  -          -\n"
-            "web   web-1        127.0.0.1:9001         up    ok                         12.5          -\n"
-            "web   web-2        127.0.0.1:9002         down  connect 127.0.0.1:9002: Connection refused        -          -\n"
-            "db    db-2         127.0.0.1:15433        up    replica tl 1                  -      128 B\n");
+            "ROLE       NAME         ADDRESS                STATE HEALTH                    REQ/S        LAG\n"
+            "db         db-1         127.0.0.1:15432        up    primary tl 1                  -          -\n"
+            "web        web-1        127.0.0.1:9001         up    ok                         12.5          -\n"
+            "web        web-2        127.0.0.1:9002         down  connect 127.0.0.1:9002: Connection refused        -          -\n"
+            "db         db-2         127.0.0.1:15433        up    replica tl 1                  -      128 B\n");
 }
 
 TEST(StatusTest, JsonIsAnArrayOfObjectsWithNullsForUnknowns) {
