@@ -437,7 +437,7 @@ TEST_F(HealthCheckerTest, CheckerMayBeDestroyedFromACallbackDuringIo) {
 
 TEST_F(HealthCheckerTest, ResultCarriesTheBodyWhenAsked) {
   server_.setRawResponse(
-      "HTTP/1.1 200 OK\r\nContent-Length: 16\r\nConnection: close\r\n\r\n{\"role\":\"replica\"}");
+      "HTTP/1.1 200 OK\r\nContent-Length: 18\r\nConnection: close\r\n\r\n{\"role\":\"replica\"}");
   HealthOptions options = fastOptions("/status");
   options.max_body_bytes = 1024;
   auto checker = makeChecker(server_.address(), options);
