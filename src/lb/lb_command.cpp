@@ -270,8 +270,13 @@ int runLbCommand(const config::Site& site, const std::string& node_name) {
   health.timeout = core::millis(site.lb.health.timeout_ms);
   health.rise = site.lb.health.rise;
   health.fall = site.lb.health.fall;
-  HealthChecker checker(main_loop, targets, health, [&](uint32_t id, bool up, std::string_view) {
+  // The dashboard's view of the site (with a stats listener only); told of every change.
+  std::unique_ptr<SiteMonitor> monitor;
+  HealthChecker checker(main_loop, targets, health, [&](uint32_t id, bool up, std::string_view reason) {
     workers.postAll([&pools, id, up](core::EventLoop&, unsigned i) { pools[i]->setUp(id, up); });
+    if (monitor) {
+      monitor->serverChanged(id, up, reason);
+    }
   });
 
   PoolOptions pool_options;
@@ -317,7 +322,10 @@ int runLbCommand(const config::Site& site, const std::string& node_name) {
       workers.stopAll();
       return kExitRuntime;
     }
+    monitor = std::make_unique<SiteMonitor>(main_loop, SiteMonitorInputs{&site, node->name, &backends, &stats, &checker});
+    monitor->start();
     StatsContext ctx;
+    ctx.monitor = monitor.get();
     ctx.node = node->name;
     ctx.algorithm = site.lb.algorithm;
     ctx.backends = &backends;

@@ -16,70 +16,15 @@
 #include "http/bearer.h"
 #include "http/json_body.h"
 #include "metrics/prometheus.h"
+#include "lb/dashboard_page.h"
+#include "lb/proxy_totals.h"
+#include "lb/site_monitor.h"
 
 namespace fulcrum::lb {
 
 namespace {
 
 constexpr std::string_view kClasses[] = {"", "1xx", "2xx", "3xx", "4xx", "5xx"};
-
-struct Totals {
-  uint64_t connections_total = 0, connections_active = 0, requests = 0, retries = 0, no_server = 0,
-           bad_gateway = 0, gateway_timeout = 0, bad_requests = 0, bytes_in = 0, bytes_out = 0, slow_head = 0,
-           slow_body = 0, slow_send = 0, evicted = 0, refused = 0;
-  uint64_t by_class[6] = {};
-  core::HistogramSnapshot total_time[2];  // http, https
-};
-
-struct ServerTotals {
-  uint64_t requests = 0, failures = 0, inflight = 0, responses = 0;
-  core::HistogramSnapshot response_time;
-  uint64_t by_class[6] = {};
-};
-
-Totals sumTotals(const std::vector<std::unique_ptr<ProxyStats>>& workers) {
-  Totals t;
-  for (const auto& w : workers) {
-    t.connections_total += w->connections_total.get();
-    t.connections_active += w->connections_active.get();
-    t.requests += w->requests_total.get();
-    t.retries += w->retries.get();
-    t.no_server += w->no_server.get();
-    t.bad_gateway += w->bad_gateway.get();
-    t.gateway_timeout += w->gateway_timeout.get();
-    t.bad_requests += w->bad_requests.get();
-    t.slow_head += w->slow_head.get();
-    t.slow_body += w->slow_body.get();
-    t.slow_send += w->slow_send.get();
-    t.evicted += w->evicted.get();
-    t.refused += w->refused.get();
-    t.bytes_in += w->bytes_in.get();
-    t.bytes_out += w->bytes_out.get();
-    for (size_t c = 1; c < 6; ++c) {
-      t.by_class[c] += w->responses_by_class[c].get();
-    }
-    w->total_time[0].addTo(t.total_time[0]);
-    w->total_time[1].addTo(t.total_time[1]);
-  }
-  return t;
-}
-
-ServerTotals sumServer(const std::vector<std::unique_ptr<ProxyStats>>& workers, size_t id) {
-  ServerTotals t;
-  for (const auto& w : workers) {
-    const BackendStats& b = w->backends[id];
-    t.requests += b.requests.get();
-    t.failures += b.failures.get();
-    // In-flight counts go up on one worker and down on the same one; the sum is exact.
-    t.inflight += b.inflight.get();
-    b.response_time.addTo(t.response_time);
-    for (size_t c = 1; c < 6; ++c) {
-      t.by_class[c] += b.responses_by_class[c].get();
-      t.responses += b.responses_by_class[c].get();
-    }
-  }
-  return t;
-}
 
 // Constant-time comparison: the token must not leak through timing.
 
@@ -88,72 +33,6 @@ void jsonError(http::Response& response, int status, std::string_view message) {
   response.setBody(status, "application/json", body.dump() + "\n");
 }
 
-const char kDashboard[] = R"HTML(<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>Fulcrum load balancer</title>
-<style>
-body{font:14px/1.4 system-ui,sans-serif;margin:0;background:#f5f6f8;color:#1d2430}
-header{background:#1d2430;color:#fff;padding:12px 20px;display:flex;gap:24px;align-items:baseline}
-header h1{font-size:18px;margin:0} main{padding:16px 20px}
-.cards{display:flex;gap:12px;flex-wrap:wrap;margin-bottom:16px}
-.card{background:#fff;border:1px solid #dde2ea;border-radius:6px;padding:10px 14px;min-width:120px}
-.card b{display:block;font-size:20px}
-table{border-collapse:collapse;background:#fff;width:100%;border:1px solid #dde2ea}
-th,td{padding:6px 10px;border-bottom:1px solid #eef0f4;text-align:right}
-th:first-child,td:first-child,td.l,th.l{text-align:left}
-.up{color:#137333;font-weight:600}.down{color:#c5221f;font-weight:600}.drain,.maint{color:#b06000;font-weight:600}
-small{color:#6b7585}
-</style></head><body>
-<header><h1>Fulcrum</h1><span id="node"></span><small id="updated"></small></header>
-<main>
-<div class="cards" id="cards"></div>
-<table><thead><tr><th class="l">server</th><th class="l">address</th><th>weight</th><th class="l">health</th>
-<th class="l">admin</th><th>in flight</th><th>req/s</th><th>resp ms</th><th>requests</th><th>2xx</th><th>3xx</th><th>4xx</th>
-<th>5xx</th><th>failures</th></tr></thead><tbody id="rows"></tbody></table>
-<div id="db"></div>
-</main>
-<script>
-let prev = null;
-// Mean response time over the last second, or over all time when nothing was answered since.
-function latency(v, old){
-  const n = v.responses_total - (old ? old.responses_total : 0), t = v.response_time_us_total - (old ? old.response_time_us_total : 0);
-  if (n > 0) return (t / n / 1000).toFixed(2);
-  return v.responses_total > 0 ? (v.response_time_us_total / v.responses_total / 1000).toFixed(2) : '-';
-}
-function esc(s){return String(s).replace(/[&<>"']/g,c=>({'&':'&amp;','<':'&lt;','>':'&gt;','"':'&quot;',"'":'&#39;'}[c]));}
-async function tick(){
-  try {
-    const r = await fetch('api/state', {cache:'no-store'}); const s = await r.json(); const now = Date.now();
-    const dt = prev ? (now - prev.t) / 1000 : 0;
-    const rate = (cur, old) => dt > 0 && old !== undefined ? ((cur - old) / dt).toFixed(1) : '-';
-    document.getElementById('node').textContent = s.node + ' · ' + s.algorithm;
-    document.getElementById('updated').textContent = 'up ' + s.uptime_s + ' s';
-    const t = s.totals;
-    const cards = [['req/s', rate(t.requests, prev && prev.s.totals.requests)], ['requests', t.requests],
-      ['connections', t.connections_active], ['retries', t.retries], ['503 no server', t.no_server],
-      ['502', t.bad_gateway], ['504', t.gateway_timeout], ['bad requests', t.bad_requests]];
-    document.getElementById('cards').innerHTML = cards.map(([k,v]) => '<div class="card"><small>'+esc(k)+'</small><b>'+esc(v)+'</b></div>').join('');
-    document.getElementById('rows').innerHTML = s.servers.map((v, i) => {
-      const old = prev && prev.s.servers[i];
-      return '<tr><td>'+esc(v.name)+(v.backup?' <small>backup</small>':'')+'</td><td class="l">'+esc(v.address)+'</td><td>'+v.weight+
-        '</td><td class="l '+v.health+'">'+v.health+'</td><td class="l '+v.admin+'">'+v.admin+'</td><td>'+v.inflight+
-        '</td><td>'+rate(v.requests, old && old.requests)+'</td><td>'+latency(v, old)+'</td><td>'+v.requests+'</td><td>'+v.responses['2xx']+
-        '</td><td>'+v.responses['3xx']+'</td><td>'+v.responses['4xx']+'</td><td>'+v.responses['5xx']+'</td><td>'+v.failures+'</td></tr>';
-    }).join('');
-    document.getElementById('db').innerHTML = (s.db_frontends || []).map(f =>
-      '<h3>'+esc(f.name)+' <small>'+esc(f.address)+' · '+f.connections_active+' open · '+f.no_server+' without a server</small></h3>'+
-      '<table><thead><tr><th class="l">server</th><th class="l">role</th><th class="l">address</th><th class="l">health</th>'+
-      '<th class="l">admin</th><th>sessions</th><th>open</th><th>connect failures</th><th>cut</th></tr></thead><tbody>'+
-      f.servers.map(v => '<tr><td>'+esc(v.name)+'</td><td class="l">'+esc(v.role)+(v.backup?' <small>backup</small>':'')+
-        '</td><td class="l">'+esc(v.address)+'</td><td class="l '+v.health+'">'+v.health+'</td><td class="l '+v.admin+'">'+
-        v.admin+'</td><td>'+v.sessions+
-        '</td><td>'+v.active+'</td><td>'+v.connect_failures+'</td><td>'+v.cut+'</td></tr>').join('')+'</tbody></table>').join('');
-    prev = {t: now, s};
-  } catch (e) { document.getElementById('updated').textContent = 'unreachable: ' + e; }
-}
-tick(); setInterval(tick, 1000);
-</script></body></html>
-)HTML";
 
 }  // namespace
 
@@ -192,7 +71,9 @@ void StatsHandler::handle(const http::Request& request, http::Response& response
   }
   response.addHeader("Cache-Control", "no-store");
   if (path == "/") {
-    response.setBody(200, "text/html; charset=utf-8", kDashboard);
+    response.setBody(200, "text/html; charset=utf-8", std::string(dashboardPage()));
+  } else if (path == "/favicon.ico") {
+    response.setBody(200, "image/svg+xml", std::string(dashboardIcon()));
   } else if (path == "/metrics") {
     response.setBody(200, metrics::kContentType, metricsText());
   } else if (path == "/api/state") {
@@ -272,6 +153,9 @@ void StatsHandler::handleAdmin(const http::Request& request, http::Response& res
       ctx_.apply_db_admin(server, next);
     } else {
       ctx_.apply_admin(it->id, next);
+      if (ctx_.monitor != nullptr) {
+        ctx_.monitor->adminChanged(it->id, adminStateName(next));
+      }
     }
   }
   nlohmann::json out = {
@@ -333,6 +217,9 @@ std::string StatsHandler::stateJson() const {
       }
     }
     out["db_frontends"] = std::move(frontends);
+  }
+  if (ctx_.monitor != nullptr) {
+    ctx_.monitor->addTo(out);  // reads "servers" and "db_frontends"
   }
   return out.dump();
 }

@@ -1,5 +1,5 @@
 #pragma once
-// The load balancer's stats listener: a live HTML dashboard (/), Prometheus metrics (/metrics),
+// The load balancer's stats listener: a live dashboard of the whole site (/, lb/dashboard_page.h), Prometheus metrics (/metrics),
 // the state as JSON (/api/state) and the admin API (POST /api/servers/NAME/state). It runs on
 // the main thread and only reads the workers' counters; admin changes are posted to workers.
 #include <chrono>
@@ -17,6 +17,7 @@
 #include "lb/health/health_checker.h"
 #include "lb/pool.h"
 #include "lb/proxy.h"
+#include "lb/site_monitor.h"
 
 namespace fulcrum::lb {
 
@@ -34,6 +35,7 @@ struct StatsContext {
   const core::ClientTable* clients = nullptr;  // [lb.limits] rate_per_ip / conn_per_ip, when set
   tls::ServerContext* tls = nullptr;           // the https listener's, when there is one
   const tls::AcmeRenewer* acme = nullptr;      // [lb.acme], when set
+  SiteMonitor* monitor = nullptr;              // the dashboard's view of the whole site
   std::string token;                // admin API bearer token
   // Applies an admin state to every worker (called on the main thread).
   std::function<void(uint32_t server, AdminState state)> apply_admin;

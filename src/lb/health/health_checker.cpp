@@ -65,6 +65,7 @@ struct HealthChecker::Probe final : core::IoHandler, core::Deletable {
                                  : RiseFall(options.rise, options.fall, /*initially_up=*/true)),
         request(checkRequest(target.path.value_or(options.path), target.address)),
         expect_status(options.expect_status),
+        max_body_bytes(options.max_body_bytes),
         next_check(checker.loop_,
                    [this] {
                      if (owner != nullptr) {
@@ -130,7 +131,8 @@ struct HealthChecker::Probe final : core::IoHandler, core::Deletable {
         sent += static_cast<size_t>(n);
       }
       phase = Phase::Reading;
-      reader.reset(http::Method::Get, 0);
+      // Without max_body_bytes the check ends at the head, so no body byte is ever kept.
+      reader.reset(http::Method::Get, max_body_bytes);
       if (!owner->loop_.modify(fd.get(), EPOLLIN, this)) {
         reason = errnoText("epoll", errno);
         return true;
@@ -147,27 +149,34 @@ struct HealthChecker::Probe final : core::IoHandler, core::Deletable {
     }
     if (n == 0) {
       reader.closed();
+      if (reader.state() == http::ResponseReader::State::Done) {
+        return judge(ok, reason);  // a body delimited by the close
+      }
       reason = reader.error();
       return true;
     }
     return parse(ok, reason);
   }
 
-  // The final head decides (interim 1xx answers are skipped); the body is not looked at.
+  // The final head decides (interim 1xx answers are skipped); the body is read only when the
+  // caller wants it (max_body_bytes), and then the check ends with the whole response.
   bool parse(bool& ok, std::string& reason) {
-    std::string body;
     in.consume(reader.read(in.view(), body));
-    if (reader.headDone()) {
-      const int status = reader.status();
-      ok = expect_status != 0 ? status == expect_status : status >= 200 && status <= 399;
-      reason = fmt::format("HTTP {}", status);
-      return true;
-    }
     if (reader.state() == http::ResponseReader::State::Failed) {
       reason = reader.error();
       return true;
     }
+    if (reader.headDone() && (max_body_bytes == 0 || reader.state() == http::ResponseReader::State::Done)) {
+      return judge(ok, reason);
+    }
     return false;
+  }
+
+  bool judge(bool& ok, std::string& reason) {
+    const int status = reader.status();
+    ok = expect_status != 0 ? status == expect_status : status >= 200 && status <= 399;
+    reason = fmt::format("HTTP {}", status);
+    return true;
   }
 
   // Ends the connection of the check in flight, if any.
@@ -177,6 +186,7 @@ struct HealthChecker::Probe final : core::IoHandler, core::Deletable {
       fd.reset();
     }
     in.release();
+    body.clear();
     sent = 0;
     phase = Phase::Idle;
   }
@@ -187,6 +197,7 @@ struct HealthChecker::Probe final : core::IoHandler, core::Deletable {
   RiseFall state;
   std::string request;  // empty for a TCP check
   int expect_status;
+  uint64_t max_body_bytes;
   bool checked = false;  // a result has been recorded (the first flip up may need only one)
   core::Timer next_check;
   core::Timer deadline;  // the whole check: connect, request and response head
@@ -194,6 +205,7 @@ struct HealthChecker::Probe final : core::IoHandler, core::Deletable {
   core::Fd fd;
   core::Buffer in;
   http::ResponseReader reader;
+  std::string body;  // read only under max_body_bytes
   size_t sent = 0;
   Phase phase = Phase::Idle;
 };
@@ -290,6 +302,11 @@ void HealthChecker::runProbe(size_t index) {
 void HealthChecker::finishProbe(size_t index, bool ok, std::string reason) {
   Probe& probe = *probes_[index];
   probe.deadline.disarm();
+  if (on_result_) {
+    const bool answered = probe.phase == Probe::Phase::Reading && probe.reader.headDone();
+    const int status = answered ? probe.reader.status() : 0;
+    on_result_(probe.target.id, ok, reason, status, probe.body);
+  }
   probe.closeConnection(loop_);
   // Checks start every interval; one that overran it is followed by the next at once.
   core::Duration elapsed = loop_.now() - probe.started;

@@ -36,6 +36,9 @@ struct HealthOptions {
   // check brings them UP (HAProxy's `init-state down`): a database frontend must not send a
   // write to a node before its agent has said it is the primary.
   bool start_down = false;
+  // > 0: read the whole response body (up to this many bytes) and hand it to the OnResult
+  // callback; 0: the check ends at the response head (a body is never looked at).
+  uint64_t max_body_bytes = 0;
 };
 
 // The rise/fall state machine of one server, kept apart so it is tested on its own.
@@ -63,6 +66,11 @@ class HealthChecker {
   // the result that flipped it ("HTTP 500", "connect: Connection refused", "timeout after 1000 ms",
   // "HTTP 200", "connected" for a TCP check, or the reason given to reportFailure).
   using OnChange = std::function<void(uint32_t id, bool up, std::string_view reason)>;
+  // Called on the loop thread after every check (not for passive failures), before any
+  // OnChange: whether it passed, its reason, the status (0 without an HTTP answer) and the body
+  // read under HealthOptions::max_body_bytes (empty when that is 0). Must not destroy the checker.
+  using OnResult =
+      std::function<void(uint32_t id, bool ok, std::string_view reason, int status, std::string_view body)>;
 
   HealthChecker(core::EventLoop& loop, std::vector<HealthTarget> targets, HealthOptions options,
                 OnChange on_change);
@@ -74,6 +82,8 @@ class HealthChecker {
 
   // Starts checking; the first check of each server is spread over the first interval.
   void start();
+  // Set before start().
+  void setOnResult(OnResult on_result) { on_result_ = std::move(on_result); }
   // Passive check: a worker saw a connect failure, reset or timeout on this server. Counts
   // toward `fall` like a failed active check. Call on the checker's loop thread.
   void reportFailure(uint32_t id, std::string_view reason);
@@ -94,6 +104,7 @@ class HealthChecker {
   core::EventLoop& loop_;
   HealthOptions options_;
   OnChange on_change_;
+  OnResult on_result_;
   std::vector<std::unique_ptr<Probe>> probes_;
   bool started_ = false;
 };

@@ -435,5 +435,44 @@ TEST_F(HealthCheckerTest, CheckerMayBeDestroyedFromACallbackDuringIo) {
   EXPECT_EQ(server_.requests(), 1);
 }
 
+TEST_F(HealthCheckerTest, ResultCarriesTheBodyWhenAsked) {
+  server_.setRawResponse(
+      "HTTP/1.1 200 OK\r\nContent-Length: 18\r\nConnection: close\r\n\r\n{\"role\":\"replica\"}");
+  HealthOptions options = fastOptions("/status");
+  options.max_body_bytes = 1024;
+  auto checker = makeChecker(server_.address(), options);
+  std::vector<std::string> bodies;
+  std::vector<int> statuses;
+  checker->setOnResult([&](uint32_t id, bool ok, std::string_view, int status, std::string_view body) {
+    EXPECT_EQ(id, 7u);
+    EXPECT_TRUE(ok);
+    statuses.push_back(status);
+    bodies.emplace_back(body);
+  });
+  checker->start();
+  ASSERT_TRUE(runUntil(loop_, [&] { return bodies.size() >= 2; }));
+  EXPECT_EQ(bodies[0], "{\"role\":\"replica\"}");
+  EXPECT_EQ(bodies[1], bodies[0]);  // each check reads afresh, nothing appended
+  EXPECT_EQ(statuses[0], 200);
+}
+
+TEST_F(HealthCheckerTest, ResultWithoutAnAnswerHasNoStatusNorBody) {
+  HealthOptions options = fastOptions();
+  options.max_body_bytes = 1024;
+  options.fall = 1;
+  auto checker = makeChecker(server_.address(), options);
+  server_.stopListening();
+  std::vector<int> statuses;
+  checker->setOnResult([&](uint32_t, bool ok, std::string_view reason, int status, std::string_view body) {
+    EXPECT_FALSE(ok);
+    EXPECT_TRUE(body.empty());
+    EXPECT_NE(reason.find("connect"), std::string_view::npos);
+    statuses.push_back(status);
+  });
+  checker->start();
+  ASSERT_TRUE(runUntil(loop_, [&] { return statuses.size() >= 2; }));
+  EXPECT_EQ(statuses[0], 0);
+}
+
 }  // namespace
 }  // namespace fulcrum::lb

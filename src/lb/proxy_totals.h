@@ -1,0 +1,31 @@
+#pragma once
+// The workers' counters of a load balancer added up, for readers on the main thread (the stats
+// listener's /metrics and /api/state, the dashboard's sampler). Relaxed reads: each sum is a
+// moment's view, good to a request or two.
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "core/histogram.h"
+#include "lb/proxy.h"
+
+namespace fulcrum::lb {
+
+struct Totals {
+  uint64_t connections_total = 0, connections_active = 0, requests = 0, retries = 0, no_server = 0,
+           bad_gateway = 0, gateway_timeout = 0, bad_requests = 0, bytes_in = 0, bytes_out = 0, slow_head = 0,
+           slow_body = 0, slow_send = 0, evicted = 0, refused = 0;
+  uint64_t by_class[6] = {};
+  core::HistogramSnapshot total_time[2];  // http, https
+};
+
+struct ServerTotals {
+  uint64_t requests = 0, failures = 0, inflight = 0, responses = 0;
+  core::HistogramSnapshot response_time;
+  uint64_t by_class[6] = {};
+};
+
+Totals sumTotals(const std::vector<std::unique_ptr<ProxyStats>>& workers);
+ServerTotals sumServer(const std::vector<std::unique_ptr<ProxyStats>>& workers, size_t id);
+
+}  // namespace fulcrum::lb
