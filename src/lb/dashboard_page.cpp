@@ -96,6 +96,7 @@ async function promSeries(base){
     const j = await r.json(); const v = j.data && j.data.result[0] ? j.data.result[0].values : [];
     out[k] = v.map(p => [p[0] * 1000, isFinite(+p[1]) ? +p[1] : 0]);
   }
+  if (!out.rps.length) throw new Error('no data in Prometheus yet');  // the lb's own ring meanwhile
   return out;
 }
 async function charts(s){

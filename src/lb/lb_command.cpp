@@ -323,6 +323,10 @@ int runLbCommand(const config::Site& site, const std::string& node_name) {
       return kExitRuntime;
     }
     monitor = std::make_unique<SiteMonitor>(main_loop, SiteMonitorInputs{&site, node->name, &backends, &stats, &checker});
+    if (site.monitoring.present) {
+      // The page draws its charts from Prometheus (it answers any origin by default) when it can.
+      monitor->setPrometheusUrl("http://" + site.monitoring.prometheus.toString());
+    }
     monitor->start();
     StatsContext ctx;
     ctx.monitor = monitor.get();
