@@ -13,6 +13,7 @@ pkgs=(
   postgresql postgresql-server-dev-15 libkrb5-dev etcd-server etcd-client
   nginx testssl.sh pebble
   python3 chromium wget
+  prometheus
 )
 bench=(haproxy wrk linux-perf valgrind hyperfine patroni python3-psycopg2)
 if [[ "${1:-}" == "--bench" ]]; then pkgs+=("${bench[@]}"); fi
