@@ -10,6 +10,7 @@
 
 #include "core/log.h"
 #include "db/site_options.h"
+#include "metrics/process.h"
 #include "metrics/prometheus.h"
 #include "pg/pg_bin.h"
 
@@ -976,6 +977,16 @@ void DbAgent::observe() {
       pg_status_ = status.value;
     }
   }
+  // The primary's view of each replica's replay lag, for /metrics: once a second at most.
+  if (!status_ok_ || pg_status_.in_recovery) {
+    replica_lags_.clear();
+  } else if (loop_.clock().now() >= next_replica_lags_) {
+    next_replica_lags_ = loop_.clock().now() + std::chrono::seconds(1);
+    auto replicas = pg_->replicas();
+    if (replicas.ok) {
+      replica_lags_ = std::move(replicas.value);
+    }
+  }
 }
 
 void DbAgent::capEtcd() {
@@ -1412,7 +1423,30 @@ std::string DbAgent::metricsText() const {
   auto lag = v.lagBytes();
   gauge("fulcrum_db_lag_bytes", "bytes behind the leader's published position (-1 unknown)",
         lag ? static_cast<double>(*lag) : -1.0);
+  // A replica's own view; a replica whose receiver is not streaming cannot tell (-1).
+  const bool streaming = status_ok_ && pg_status_.in_recovery && pg_status_.receiver == "streaming";
+  w.family("fulcrum_db_lag_seconds", "gauge",
+           "Replay lag in seconds: on a replica its own (-1 unknown: not streaming), on the primary one "
+           "sample per connected replica (label replica, its application_name)");
+  if (status_ok_ && pg_status_.in_recovery) {
+    w.sample("fulcrum_db_lag_seconds", {{"node", node}},
+             streaming && pg_status_.replay_lag_seconds ? *pg_status_.replay_lag_seconds : -1.0);
+  }
+  for (const ReplicaInfo& r : replica_lags_) {
+    w.sample("fulcrum_db_lag_seconds", {{"node", node}, {"replica", r.application_name}},
+             r.replay_lag_seconds ? *r.replay_lag_seconds : -1.0);
+  }
+  w.family("fulcrum_db_replica_lag_bytes", "gauge",
+           "On the primary, bytes each connected replica's replay trails the WAL sent to it");
+  for (const ReplicaInfo& r : replica_lags_) {
+    w.sample("fulcrum_db_replica_lag_bytes", {{"node", node}, {"replica", r.application_name}},
+             r.sent_lsn - std::min(r.sent_lsn, r.replay_lsn));
+  }
   gauge("fulcrum_db_etcd_ok", "1 when the last etcd exchange succeeded", etcd_ok_ ? 1 : 0);
+  w.family("fulcrum_db_lease_renewals_total", "counter", "leader lease renewals, by result (ok, failed)");
+  w.sample("fulcrum_db_lease_renewals_total", {{"node", node}, {"result", "ok"}}, elector_.renewals(true));
+  w.sample("fulcrum_db_lease_renewals_total", {{"node", node}, {"result", "failed"}},
+           elector_.renewals(false));
   counter("fulcrum_db_postgres_starts_total", "PostgreSQL starts by the agent", postgres_starts_);
   counter("fulcrum_db_postgres_exits_total", "unexpected PostgreSQL exits seen", postgres_exits_);
   counter("fulcrum_db_fences_total", "hard fences (PostgreSQL stopped on losing the lease)", fences_);
@@ -1442,6 +1476,7 @@ std::string DbAgent::metricsText() const {
   }
   gauge("fulcrum_db_sync_standbys", "replicas commits wait for (ANY 1 of them); -1 unknown or not leader",
         elector_.isLeader() && pg_sync_ ? static_cast<double>(pg_sync_->size()) : -1.0);
+  metrics::writeProcessMetrics(w);
   return w.take();
 }
 

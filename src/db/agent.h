@@ -249,6 +249,8 @@ class DbAgent final : public http::Handler {
   bool pg_running_ = false;
   bool status_ok_ = false;
   PgStatus pg_status_;
+  std::vector<ReplicaInfo> replica_lags_;  // as the primary last read pg_stat_replication
+  core::TimePoint next_replica_lags_{};
   std::optional<std::string> leader_name_;
   std::optional<Lsn> leader_lsn_;
   std::optional<Lsn> last_leader_lsn_;  // kept after the leader is gone: the failover lag bound

@@ -66,6 +66,12 @@ Status Elector::renew() {
   if (!lease_.held()) {
     return Status::failure("not the leader");
   }
+  Status status = renewOnce();
+  ++(status.ok ? renewals_ok_ : renewals_failed_);
+  return status;
+}
+
+Status Elector::renewOnce() {
   const core::TimePoint sent = clock_.now();
   // While writes are allowed, no call may outlast the fence deadline: the caller must get control
   // back in time to act on it. (The lease clock is injected; the socket deadlines are steady_clock.)

@@ -36,6 +36,8 @@ class Elector {
   // failed call nothing is extended (the lease fences itself on time); when the lease expired
   // or the key was taken, leadership is lost.
   Status renew();
+  // Renewals so far that succeeded (ok) or not: what renew() returned.
+  uint64_t renewals(bool ok) const { return ok ? renewals_ok_ : renewals_failed_; }
   // For the agent's loop: renews when due and returns the decision that follows. The agent acts
   // on `fenced` and sleeps until `next_action`. While writes are allowed, a renewal's etcd calls
   // are cut short at the fence deadline, so tick() returns in time for the agent to fence.
@@ -56,6 +58,7 @@ class Elector {
 
  private:
   void lose();
+  Status renewOnce();
 
   EtcdClient& client_;
   const core::Clock& clock_;
@@ -63,6 +66,8 @@ class Elector {
   LeaderLease lease_;
   LeaseId lease_id_ = 0;  // non-zero while held
   std::string last_error_;
+  uint64_t renewals_ok_ = 0;
+  uint64_t renewals_failed_ = 0;
 };
 
 }  // namespace fulcrum::db

@@ -33,6 +33,17 @@ using namespace std::string_view_literals;
 
 namespace {
 
+// A seconds column (numeric text); nullopt for NULL (libpq's empty text) or garbage. A negative
+// age (the primary's clock ahead of this one) reads as 0.
+std::optional<double> parseSeconds(std::string_view text) {
+  double value = 0;
+  auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (text.empty() || ec != std::errc() || end != text.data() + text.size()) {
+    return std::nullopt;
+  }
+  return std::max(value, 0.0);
+}
+
 using SteadyClock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 
@@ -839,12 +850,16 @@ Result<PgStatus> PostgresNode::status() {
       " (SELECT status FROM pg_stat_wal_receiver),"
       // As core::SocketAddress::toString() writes an address: "[::1]:5432" for IPv6.
       " (SELECT CASE WHEN sender_host LIKE '%:%' THEN '[' || sender_host || ']' ELSE sender_host END"
-      "  || ':' || sender_port FROM pg_stat_wal_receiver)"
+      "  || ':' || sender_port FROM pg_stat_wal_receiver),"
+      // Replay lag as commonly measured: 0 when all received WAL is replayed, else the age of
+      // the last transaction replayed.
+      " CASE WHEN r THEN CASE WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0"
+      "  ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp()) END END"
       " FROM (SELECT pg_is_in_recovery() AS r) AS s");
   if (!rows.ok) {
     return R::failure(rows.error);
   }
-  if (rows.value.size() != 1 || rows.value[0].size() != 8) {
+  if (rows.value.size() != 1 || rows.value[0].size() != 9) {
     return R::failure("unexpected answer to the status query");
   }
   const auto& row = rows.value[0];
@@ -857,6 +872,7 @@ Result<PgStatus> PostgresNode::status() {
   status.read_only = row[5] == "on";
   status.receiver = row[6];
   status.sender = row[7];
+  status.replay_lag_seconds = parseSeconds(row[8]);
   return R::success(status);
 }
 
@@ -864,13 +880,15 @@ Result<std::vector<ReplicaInfo>> PostgresNode::replicas() {
   using R = Result<std::vector<ReplicaInfo>>;
   auto rows = query(
       "SELECT application_name, coalesce(host(client_addr), ''), state, sent_lsn, flush_lsn, replay_lsn,"
-      " sync_state, sync_priority FROM pg_stat_replication ORDER BY application_name");
+      " sync_state, sync_priority,"
+      " CASE WHEN replay_lsn = sent_lsn THEN 0 ELSE extract(epoch FROM replay_lag) END"
+      " FROM pg_stat_replication ORDER BY application_name");
   if (!rows.ok) {
     return R::failure(rows.error);
   }
   std::vector<ReplicaInfo> replicas;
   for (const auto& row : rows.value) {
-    if (row.size() != 8) {
+    if (row.size() != 9) {
       return R::failure("unexpected answer from pg_stat_replication");
     }
     ReplicaInfo info;
@@ -882,6 +900,7 @@ Result<std::vector<ReplicaInfo>> PostgresNode::replicas() {
     info.replay_lsn = parseLsn(row[5]).value_or(0);
     info.sync_state = row[6];
     std::from_chars(row[7].data(), row[7].data() + row[7].size(), info.sync_priority);
+    info.replay_lag_seconds = parseSeconds(row[8]);
     replicas.push_back(std::move(info));
   }
   return R::success(std::move(replicas));

@@ -108,6 +108,9 @@ struct PgStatus {
   bool read_only = false;    // default_transaction_read_only (fenced) in new sessions
   std::string receiver;      // standby: pg_stat_wal_receiver.status ("streaming"), else ""
   std::string sender;        // standby: the WAL receiver's sender "host:port", else ""
+  // standby: seconds its replay trails the last transaction it received (0 when it has replayed
+  // all it received; nullopt on a primary or before any transaction was replayed)
+  std::optional<double> replay_lag_seconds;
   // The position this node has: written (primary) or replayed (standby).
   Lsn lsn() const { return in_recovery ? replay_lsn : current_lsn; }
 };
@@ -132,6 +135,9 @@ struct ReplicaInfo {
   Lsn replay_lsn = 0;
   std::string sync_state;  // "async", "sync", "quorum", "potential"
   int sync_priority = 0;   // > 0: its walsender counts for synchronous commits
+  // pg_stat_replication.replay_lag in seconds; 0 once it replayed all that was sent (PostgreSQL
+  // then shows NULL after a while); nullopt when not measured yet
+  std::optional<double> replay_lag_seconds;
 };
 
 class PostgresNode {

@@ -148,6 +148,8 @@ class ServerConnection final : public core::IoHandler, public core::Deletable {
   bool close_after_write_ = false;
   bool request_started_ = false;    // bytes of a new request have arrived: the request timer runs
   bool paused_for_output_ = false;  // input processing stopped to let queued output drain
+  size_t route_ = 0;                // the handler's route of the request being answered
+  core::TimePoint dispatched_at_{};
 };
 
 void ServerConnection::onIoEvents(uint32_t events) {
@@ -361,6 +363,8 @@ ServerConnection::BodyProgress ServerConnection::decodeBody() {
 bool ServerConnection::dispatch(size_t head_len, size_t raw_body_len, std::string_view body) {
   ServerStats& stats = server_.stats();
   stats.requests_total.add();
+  route_ = std::min(server_.handler().routeOf(head_), kMaxRoutes - 1);
+  dispatched_at_ = server_.loop().clock().now();  // the clock: a file served within one batch would show 0
   Response response;
   Request request{head_, body, peer_, this};
   sync_slot_ = &response;
@@ -384,6 +388,14 @@ bool ServerConnection::answer(Response& response) {
     response.close = true;
   }
   queueResponse(head_, response);
+  RouteStats& route = server_.stats().routes[route_];
+  int cls = response.status / 100;
+  if (cls >= 1 && cls <= 5) {
+    route.responses_by_class[static_cast<size_t>(cls)].add();
+  }
+  route.duration.observe(static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::microseconds>(server_.loop().clock().now() - dispatched_at_)
+          .count()));
   phase_ = Phase::Head;
   timer_.armAfter(server_.options().idle_timeout);
   if (response.close) {

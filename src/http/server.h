@@ -13,14 +13,15 @@
 #include <string_view>
 #include <unordered_map>
 
+#include "core/acceptor.h"
 #include "core/address.h"
 #include "core/buffer.h"
-#include "core/acceptor.h"
 #include "core/client_table.h"
 #include "core/connection_set.h"
 #include "core/counter.h"
 #include "core/event_loop.h"
 #include "core/fd.h"
+#include "core/histogram.h"
 #include "http/message.h"
 #include "http/parser.h"
 
@@ -40,6 +41,14 @@ struct ServerOptions {
   std::string served_by;                                      // X-Served-By on every response; "" = none
 };
 
+// Routes a handler names (Handler::routeOf): a small fixed set, so per-route series stay few.
+inline constexpr size_t kMaxRoutes = 8;
+
+struct RouteStats {
+  std::array<core::Counter, 6> responses_by_class;  // index status/100
+  core::Histogram duration;                         // from the request dispatched to its response queued
+};
+
 struct ServerStats {
   core::Counter connections_total;
   core::Counter connections_active;
@@ -51,6 +60,7 @@ struct ServerStats {
   core::Counter timeouts;
   core::Counter refused;  // closed at accept: max_connections or max_connections_per_ip reached
   core::Counter evicted;  // idle connections closed to make room for a new one at max_connections
+  std::array<RouteStats, kMaxRoutes> routes;  // requests that reached the handler, by its route
 };
 
 class ServerConnection;
@@ -125,6 +135,11 @@ class Handler {
     return false;
   }
   virtual void handle(const Request& request, Response& response) = 0;
+  // The route `head` takes, below kMaxRoutes, for ServerStats::routes (asked before handle()).
+  virtual size_t routeOf(const RequestHead& head) const {
+    (void)head;
+    return 0;
+  }
 };
 
 class HttpServer final {

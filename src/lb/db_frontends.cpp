@@ -5,6 +5,7 @@
 
 #include "core/log.h"
 #include "core/socket.h"
+#include "lb/check_metrics.h"
 
 namespace fulcrum::lb {
 
@@ -65,11 +66,13 @@ std::unique_ptr<DbFrontends> DbFrontends::create(const config::Site& site, const
   std::vector<HealthTarget> checks;
   for (uint32_t i = 0; i < n; ++i) {
     checks.push_back(HealthTarget{i, nodes[i].name + " (primary)", nodes[i].agent, "/primary"});
+    self->checks_.push_back(CheckName{i, nodes[i].name, "primary"});
   }
   if (node.db_read) {
     std::string replica = fmt::format("/replica?lag={}", site.db.max_lag_bytes);
     for (uint32_t i = 0; i < n; ++i) {
       checks.push_back(HealthTarget{n + i, nodes[i].name + " (replica)", nodes[i].agent, replica});
+      self->checks_.push_back(CheckName{n + i, nodes[i].name, "replica"});
     }
   }
 
@@ -320,6 +323,13 @@ void DbFrontends::writeMetrics(metrics::PrometheusWriter& w, std::string_view no
                s[fam.key].get<uint64_t>());
     });
   }
+  // Each agent is asked /primary (and /replica for db_read); per member and question.
+  std::vector<CheckSeries> series;
+  for (const CheckName& c : checks_) {
+    series.push_back(
+        CheckSeries{{{"node", node}, {"server", c.server}, {"check", c.kind}}, checker_->stats(c.id)});
+  }
+  writeCheckMetrics(w, "fulcrum_lb_db_server", series);
 }
 
 }  // namespace fulcrum::lb

@@ -70,6 +70,12 @@ class DbFrontends {
   core::WorkerGroup& workers_;
   std::vector<std::unique_ptr<Frontend>> frontends_;
   std::unique_ptr<HealthChecker> checker_;
+  struct CheckName {
+    uint32_t id;
+    std::string server;     // the [[db.node]]
+    std::string_view kind;  // "primary" | "replica": what its agent is asked
+  };
+  std::vector<CheckName> checks_;
   core::IpFilter* filter_ = nullptr;
 };
 

@@ -229,6 +229,7 @@ int runLbCommand(const config::Site& site, const std::string& node_name) {
               limits.conn_per_ip, clients->capacity(), clients->memoryBytes() / 1024);
   }
   std::vector<std::unique_ptr<ProxyStats>> stats;
+  std::vector<std::unique_ptr<PoolStats>> pool_stats;  // outlives the pools that write it
   std::vector<std::unique_ptr<WorkerPool>> pools(threads);
   std::vector<std::unique_ptr<ProxyWorker>> proxies(threads);
   std::vector<std::unique_ptr<ProxyWorker>> https_proxies(threads);
@@ -257,6 +258,7 @@ int runLbCommand(const config::Site& site, const std::string& node_name) {
   }
   for (unsigned i = 0; i < threads; ++i) {
     stats.push_back(std::make_unique<ProxyStats>(backends.size()));
+    pool_stats.push_back(std::make_unique<PoolStats>(backends.size()));
   }
 
   // Health checks run on the main thread; state changes are posted to every worker.
@@ -282,7 +284,9 @@ int runLbCommand(const config::Site& site, const std::string& node_name) {
   PoolOptions pool_options;
   pool_options.idle_timeout = std::min<core::Duration>(std::chrono::seconds(10), options.server_timeout);
   workers.start(threads, [&](core::EventLoop& loop, unsigned i) {
-    pools[i] = std::make_unique<WorkerPool>(loop, backends, site.lb.algorithm, pool_options);
+    PoolOptions worker_pool_options = pool_options;
+    worker_pool_options.stats = pool_stats[i].get();
+    pools[i] = std::make_unique<WorkerPool>(loop, backends, site.lb.algorithm, worker_pool_options);
     auto report = [&main_loop, &checker](uint32_t server, const std::string& reason) {
       main_loop.post([&checker, server, reason] { checker.reportFailure(server, reason); });
     };
@@ -334,6 +338,7 @@ int runLbCommand(const config::Site& site, const std::string& node_name) {
     ctx.algorithm = site.lb.algorithm;
     ctx.backends = &backends;
     ctx.workers = &stats;
+    ctx.pools = &pool_stats;
     ctx.health = &checker;
     ctx.db = db.get();
     ctx.firewall = firewall.get();

@@ -100,6 +100,7 @@ void WorkerPool::setUp(uint32_t id, bool up) {
     for (auto& conn : idle_[id]) {
       retire(std::move(conn));  // we run from a posted message, inside an event batch
     }
+    countIdle(id, 0, idle_[id].size());
     idle_[id].clear();
   }
   rebuild();
@@ -122,6 +123,10 @@ std::unique_ptr<UpstreamConn> WorkerPool::takeIdle(uint32_t id) {
   std::unique_ptr<UpstreamConn> conn = std::move(list.back());
   list.pop_back();
   conn->reused = true;
+  countIdle(id, 0, 1);
+  if (options_.stats != nullptr) {
+    options_.stats->reused[id].add();
+  }
   return conn;
 }
 
@@ -135,14 +140,17 @@ void WorkerPool::putIdle(std::unique_ptr<UpstreamConn> conn) {
   conn->setEvents(EPOLLIN | EPOLLRDHUP);
   conn->park(this, loop_.now());
   list.push_back(std::move(conn));
+  countIdle(id, 1, 0);
 }
 
 void WorkerPool::dropIdle(UpstreamConn* conn) {
   auto& list = idle_[conn->server()];
   for (size_t i = 0; i < list.size(); ++i) {
     if (list[i].get() == conn) {
+      const uint32_t id = conn->server();
       retire(std::move(list[i]));  // we are inside this connection's own callback
       list.erase(list.begin() + static_cast<long>(i));
+      countIdle(id, 0, 1);
       return;
     }
   }
@@ -153,9 +161,17 @@ void WorkerPool::retire(std::unique_ptr<UpstreamConn> conn) {
   loop_.deferDelete(std::move(conn));
 }
 
+void WorkerPool::countIdle(uint32_t id, size_t parked, size_t left) {
+  if (options_.stats != nullptr) {
+    options_.stats->idle[id].add(parked);
+    options_.stats->idle[id].sub(left);
+  }
+}
+
 void WorkerPool::sweepIdle() {
   core::TimePoint cutoff = loop_.now() - options_.idle_timeout;
-  for (auto& list : idle_) {
+  for (uint32_t id = 0; id < idle_.size(); ++id) {
+    auto& list = idle_[id];
     // Oldest first in each list: drop the front run of expired connections.
     size_t expired = 0;
     while (expired < list.size() && list[expired]->since() < cutoff) {
@@ -163,6 +179,7 @@ void WorkerPool::sweepIdle() {
     }
     if (expired > 0) {
       list.erase(list.begin(), list.begin() + static_cast<long>(expired));
+      countIdle(id, 0, expired);
     }
   }
   sweep_timer_.armAfter(std::chrono::seconds(1));

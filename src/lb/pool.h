@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "core/address.h"
+#include "core/counter.h"
 #include "core/event_loop.h"
 #include "core/fd.h"
 #include "lb/balance/balancer.h"
@@ -68,9 +69,18 @@ class UpstreamConn final : public core::IoHandler, public core::Deletable {
   core::TimePoint since_{};
 };
 
+// One worker's keep-alive connections to each server, by server id: written by the worker, read
+// by the stats listener.
+struct PoolStats {
+  explicit PoolStats(size_t servers) : idle(servers), reused(servers) {}
+  std::vector<core::Counter> idle;    // parked now
+  std::vector<core::Counter> reused;  // requests sent on a parked connection
+};
+
 struct PoolOptions {
   size_t max_idle_per_server = 512;
   core::Duration idle_timeout = std::chrono::seconds(10);
+  PoolStats* stats = nullptr;  // sized for the backends; none when null
 };
 
 class WorkerPool {
@@ -110,6 +120,7 @@ class WorkerPool {
  private:
   void rebuild();
   void sweepIdle();
+  void countIdle(uint32_t id, size_t parked, size_t left);
 
   core::EventLoop& loop_;
   std::vector<Backend> backends_;

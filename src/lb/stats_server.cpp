@@ -15,6 +15,8 @@
 #include "core/secret_file.h"
 #include "http/bearer.h"
 #include "http/json_body.h"
+#include "lb/check_metrics.h"
+#include "metrics/process.h"
 #include "metrics/prometheus.h"
 #include "lb/dashboard_page.h"
 #include "lb/proxy_totals.h"
@@ -332,6 +334,22 @@ std::string StatsHandler::metricsText() const {
     w.sample("fulcrum_lb_server_in_rotation", {{"node", node}, {"server", b.name}},
              uint64_t{admin_[b.id] == AdminState::Ready ? 1u : 0u});
   }
+  w.family("fulcrum_lb_server_admin_state", "gauge",
+           "1 for each server's admin state (ready, drain, maint), 0 for the others.");
+  for (const Backend& b : backends) {
+    for (AdminState state : {AdminState::Ready, AdminState::Drain, AdminState::Maint}) {
+      w.sample("fulcrum_lb_server_admin_state",
+               {{"node", node}, {"server", b.name}, {"state", adminStateName(state)}},
+               uint64_t{admin_[b.id] == state ? 1u : 0u});
+    }
+  }
+  {
+    std::vector<CheckSeries> checks;
+    for (const Backend& b : backends) {
+      checks.push_back(CheckSeries{{{"node", node}, {"server", b.name}}, ctx_.health->stats(b.id)});
+    }
+    writeCheckMetrics(w, "fulcrum_lb_server", checks);
+  }
   std::vector<ServerTotals> per;
   for (const Backend& b : backends) {
     per.push_back(sumServer(*ctx_.workers, b.id));
@@ -349,6 +367,32 @@ std::string StatsHandler::metricsText() const {
   for (const Backend& b : backends) {
     w.sample("fulcrum_lb_server_inflight", {{"node", node}, {"server", b.name}}, per[b.id].inflight);
   }
+  if (ctx_.pools != nullptr) {
+    std::vector<uint64_t> idle(backends.size()), reused(backends.size());
+    for (const auto& p : *ctx_.pools) {
+      for (const Backend& b : backends) {
+        idle[b.id] += p->idle[b.id].get();
+        reused[b.id] += p->reused[b.id].get();
+      }
+    }
+    w.family("fulcrum_lb_server_connections_open", "gauge",
+             "Connections to each server open now: one per request in flight, plus idle keep-alive ones.");
+    for (const Backend& b : backends) {
+      w.sample("fulcrum_lb_server_connections_open", {{"node", node}, {"server", b.name}},
+               per[b.id].inflight + idle[b.id]);
+    }
+    w.family("fulcrum_lb_server_connections_idle", "gauge",
+             "Idle keep-alive connections parked for each server.");
+    for (const Backend& b : backends) {
+      w.sample("fulcrum_lb_server_connections_idle", {{"node", node}, {"server", b.name}}, idle[b.id]);
+    }
+    w.family("fulcrum_lb_server_connections_reused_total", "counter",
+             "Requests sent to each server on an idle keep-alive connection.");
+    for (const Backend& b : backends) {
+      w.sample("fulcrum_lb_server_connections_reused_total", {{"node", node}, {"server", b.name}},
+               reused[b.id]);
+    }
+  }
   w.family("fulcrum_lb_server_response_seconds", "histogram",
            "Time from sending a request to the server's response head.");
   for (const Backend& b : backends) {
@@ -365,6 +409,7 @@ std::string StatsHandler::metricsText() const {
   if (ctx_.db != nullptr) {
     ctx_.db->writeMetrics(w, node);
   }
+  metrics::writeProcessMetrics(w);
   return w.take();
 }
 

@@ -29,6 +29,7 @@ struct StatsContext {
   std::string algorithm;
   const std::vector<Backend>* backends = nullptr;
   const std::vector<std::unique_ptr<ProxyStats>>* workers = nullptr;
+  const std::vector<std::unique_ptr<PoolStats>>* pools = nullptr;  // by worker, when known
   const HealthChecker* health = nullptr;
   const DbFrontends* db = nullptr;  // the node's database frontends, if any
   const core::IpFilter* firewall = nullptr;  // [lb.firewall], when set

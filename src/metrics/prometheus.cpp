@@ -8,7 +8,15 @@ void PrometheusWriter::family(std::string_view name, std::string_view type, std:
   fmt::format_to(std::back_inserter(out_), "# HELP {} {}\n# TYPE {} {}\n", name, help, name, type);
 }
 
-void PrometheusWriter::labels(std::initializer_list<Label> labels, std::string_view le) {
+namespace {
+
+std::span<const Label> asSpan(std::initializer_list<Label> l) {
+  return {l.begin(), l.size()};
+}
+
+}  // namespace
+
+void PrometheusWriter::labels(std::span<const Label> labels, std::string_view le) {
   if (labels.size() == 0 && le.empty()) {
     return;
   }
@@ -42,12 +50,20 @@ void PrometheusWriter::labels(std::initializer_list<Label> labels, std::string_v
 }
 
 void PrometheusWriter::sample(std::string_view name, std::initializer_list<Label> l, double value) {
+  sampleOf(name, asSpan(l), value);
+}
+
+void PrometheusWriter::sample(std::string_view name, std::initializer_list<Label> l, uint64_t value) {
+  sampleOf(name, asSpan(l), value);
+}
+
+void PrometheusWriter::sampleOf(std::string_view name, std::span<const Label> l, double value) {
   out_ += name;
   labels(l);
   fmt::format_to(std::back_inserter(out_), " {}\n", value);
 }
 
-void PrometheusWriter::sample(std::string_view name, std::initializer_list<Label> l, uint64_t value) {
+void PrometheusWriter::sampleOf(std::string_view name, std::span<const Label> l, uint64_t value) {
   out_ += name;
   labels(l);
   fmt::format_to(std::back_inserter(out_), " {}\n", value);
@@ -70,16 +86,16 @@ void PrometheusWriter::histogram(std::string_view name, std::initializer_list<La
     }
     out_ += name;
     out_ += "_bucket";
-    labels(l, bound);
+    labels(asSpan(l), bound);
     fmt::format_to(std::back_inserter(out_), " {}\n", cumulative);
   }
   out_ += name;
   out_ += "_sum";
-  labels(l);
+  labels(asSpan(l));
   fmt::format_to(std::back_inserter(out_), " {}\n", static_cast<double>(h.sum_us) / 1e6);
   out_ += name;
   out_ += "_count";
-  labels(l);
+  labels(asSpan(l));
   fmt::format_to(std::back_inserter(out_), " {}\n", cumulative);
 }
 

@@ -2,6 +2,7 @@
 // Writes the Prometheus text exposition format (version 0.0.4).
 #include <cstdint>
 #include <initializer_list>
+#include <span>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -18,6 +19,9 @@ class PrometheusWriter {
   void family(std::string_view name, std::string_view type, std::string_view help);
   void sample(std::string_view name, std::initializer_list<Label> labels, double value);
   void sample(std::string_view name, std::initializer_list<Label> labels, uint64_t value);
+  // The same with labels built at run time (a helper shared by families of different labels).
+  void sampleOf(std::string_view name, std::span<const Label> labels, double value);
+  void sampleOf(std::string_view name, std::span<const Label> labels, uint64_t value);
   // The samples of one histogram (its family started with type "histogram"): cumulative
   // `name_bucket{...,le="…"}` in seconds through +Inf, then `name_sum` (seconds) and `name_count`.
   void histogram(std::string_view name, std::initializer_list<Label> labels, const core::HistogramSnapshot& h);
@@ -25,7 +29,7 @@ class PrometheusWriter {
   std::string take() { return std::move(out_); }
 
  private:
-  void labels(std::initializer_list<Label> labels, std::string_view le = {});
+  void labels(std::span<const Label> labels, std::string_view le = {});
   std::string out_;
 };
 

@@ -134,6 +134,7 @@ void DbRouter::acquire(size_t i, Use use) {
   if (!n.idle.empty()) {
     PgConn* conn = n.idle.back();
     n.idle.pop_back();
+    publishPool(i);
     use(conn);
     return;
   }
@@ -153,7 +154,20 @@ void DbRouter::acquire(size_t i, Use use) {
       n.conns.push_back(std::make_unique<PgConn>(loop_, info, [this, i](PgConn& c) { onConnChange(i, c); }));
     }
   }
+  publishPool(i);
   armTick();
+}
+
+void DbRouter::publishPool(size_t i) {
+  const Node& n = *nodes_[i];
+  size_t ready = 0;
+  for (const auto& c : n.conns) {
+    ready += c->state() == PgConn::State::Ready ? 1 : 0;
+  }
+  DbNodeStats& s = *stats_.node[i];
+  s.pool_in_use.store(ready - std::min(ready, n.idle.size()), std::memory_order_relaxed);
+  s.pool_idle.store(n.idle.size(), std::memory_order_relaxed);
+  s.pool_waiting.store(n.waiters.size(), std::memory_order_relaxed);
 }
 
 void DbRouter::onConnChange(size_t i, PgConn& conn) {
@@ -187,10 +201,12 @@ void DbRouter::release(size_t i, PgConn* conn) {
       w.use(nullptr);
       continue;
     }
+    publishPool(i);
     w.use(conn);
     return;
   }
   n.idle.push_back(conn);
+  publishPool(i);
 }
 
 void DbRouter::dropConn(size_t i, PgConn* conn) {
@@ -201,6 +217,7 @@ void DbRouter::dropConn(size_t i, PgConn* conn) {
       // Possibly inside one of its own callbacks: freed after this batch of events.
       loop_.deferDelete(std::unique_ptr<core::Deletable>(it->release()));
       n.conns.erase(it);
+      publishPool(i);
       return;
     }
   }
@@ -209,6 +226,7 @@ void DbRouter::dropConn(size_t i, PgConn* conn) {
 void DbRouter::failWaiters(size_t i) {
   std::deque<Node::Waiter> waiters = std::move(nodes_[i]->waiters);
   nodes_[i]->waiters.clear();
+  publishPool(i);
   for (auto& w : waiters) {
     w.use(nullptr);
   }
@@ -222,9 +240,9 @@ void DbRouter::armTick() {
 
 void DbRouter::onTick() {
   bool again = false;
-  for (auto& node : nodes_) {
+  for (size_t i = 0; i < nodes_.size(); ++i) {
     std::deque<Node::Waiter> expired;
-    auto& waiters = node->waiters;
+    auto& waiters = nodes_[i]->waiters;
     for (auto it = waiters.begin(); it != waiters.end();) {
       if (loop_.now() > it->deadline) {
         expired.push_back(std::move(*it));
@@ -234,6 +252,9 @@ void DbRouter::onTick() {
       }
     }
     again = again || !waiters.empty();
+    if (!expired.empty()) {
+      publishPool(i);
+    }
     for (auto& w : expired) {
       w.use(nullptr);
     }
@@ -586,6 +607,7 @@ void DbRouter::routeRead(const std::shared_ptr<ReadOp>& op) {
   }
   if (op->token && !op->primary_only && !eligible_.empty() && loop_.now() < op->deadline) {
     // No replica known to have the writer's commit yet: wait for one, up to token_wait.
+    stats_.token_waits.add();
     token_waiters_.push(*op->token, op->deadline, op);
     checkReplicas();
     armTick();
@@ -682,6 +704,7 @@ void DbRouter::checkReplay(size_t i) {
 
 void DbRouter::runRead(size_t i, PgConn* conn, const std::shared_ptr<ReadOp>& op) {
   stats_.node[i]->queries.add();
+  (primary_ == i ? stats_.reads_primary : stats_.reads_replica).add();
   conn->query(op->sql, op->params, settings_.query_timeout, [this, i, conn, op](PgResult& r) {
     bool broken = conn->state() == PgConn::State::Broken;
     release(i, conn);

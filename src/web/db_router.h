@@ -54,6 +54,11 @@ struct DbNodeStats {
   // second claimant), 5 replica not following the primary (see ReadVerdict)
   std::atomic<int> role{0};
   std::atomic<uint64_t> lag_bytes{0};
+  // This worker's pool for the node, as of its last change: connections serving a statement,
+  // parked idle, and requests waiting for one.
+  std::atomic<uint64_t> pool_in_use{0};
+  std::atomic<uint64_t> pool_idle{0};
+  std::atomic<uint64_t> pool_waiting{0};
 };
 struct DbStats {
   explicit DbStats(size_t nodes) {
@@ -66,7 +71,10 @@ struct DbStats {
   core::Counter reads;
   core::Counter token_reads;          // reads that carried a read-your-writes token
   core::Counter token_primary_reads;  // ... and went to the primary (no replica caught up in time)
+  core::Counter token_waits;          // token reads that waited for a replica to replay their token
   core::Counter replay_checks;        // replay positions asked for those reads (one per replica per tick)
+  core::Counter reads_primary;        // reads run on the primary
+  core::Counter reads_replica;        // reads run on a replica
   core::Counter unavailable;          // answered 503
 };
 
@@ -118,6 +126,7 @@ class DbRouter {
   void onConnChange(size_t node, PgConn& conn);
   void dropConn(size_t node, PgConn* conn);
   void failWaiters(size_t node);
+  void publishPool(size_t node);  // the pool gauges of DbNodeStats
   void probeAll();
   void probe(size_t node);
   void onProbe(size_t node, PgResult& result);

@@ -3,6 +3,7 @@
 #include <charconv>
 
 #include "web/guestbook_page.h"
+#include "web/web_app.h"
 
 namespace fulcrum::web {
 
@@ -55,6 +56,13 @@ uint64_t GuestbookApp::maxBodyBytes(const http::RequestHead& head) const {
     return gb::kMaxBodyBytes;
   }
   return fallback_.maxBodyBytes(head);
+}
+
+size_t GuestbookApp::routeOf(const http::RequestHead& head) const {
+  if (head.path == "/" || head.path == kApiPath) {
+    return static_cast<size_t>(Route::Guestbook);
+  }
+  return fallback_.routeOf(head);
 }
 
 void GuestbookApp::handle(const http::Request& request, http::Response& response) {

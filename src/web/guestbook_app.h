@@ -18,6 +18,7 @@ class GuestbookApp final : public http::Handler {
   // POST /api/messages takes guestbook::kMaxBodyBytes; every other route none.
   uint64_t maxBodyBytes(const http::RequestHead& head) const override;
   void handle(const http::Request& request, http::Response& response) override;
+  size_t routeOf(const http::RequestHead& head) const override;
 
  private:
   void list(const http::Request& request, http::Response& response);

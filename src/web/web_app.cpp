@@ -1,5 +1,6 @@
 #include "web/web_app.h"
 
+#include "metrics/process.h"
 
 namespace fulcrum::web {
 
@@ -20,6 +21,19 @@ void WebApp::handle(const http::Request& request, http::Response& response) {
     return;
   }
   files_.serve(request, response);
+}
+
+size_t WebApp::routeOf(const http::RequestHead& head) const {
+  if (head.path == "/healthz") {
+    return static_cast<size_t>(Route::Health);
+  }
+  if (head.path == "/metrics") {
+    return static_cast<size_t>(Route::Metrics);
+  }
+  if (head.method == http::Method::Get || head.method == http::Method::Head) {
+    return static_cast<size_t>(Route::Static);
+  }
+  return static_cast<size_t>(Route::Other);
 }
 
 std::string WebApp::metricsText() const {
@@ -75,8 +89,44 @@ std::string WebApp::metricsText() const {
   w.family("fulcrum_web_connections_evicted_total", "counter",
            "Idle keep-alive connections closed to make room for a new one at max_connections.");
   w.sample("fulcrum_web_connections_evicted_total", {{"node", node}}, evicted);
+  appendRouteMetrics(w);
   appendDbMetrics(w);
+  metrics::writeProcessMetrics(w);
   return w.take();
+}
+
+void WebApp::appendRouteMetrics(metrics::PrometheusWriter& w) const {
+  const std::string_view node = node_name_;
+  constexpr size_t kRoutes = std::size(kRouteNames);
+  static_assert(kRoutes <= http::kMaxRoutes);
+  static constexpr std::string_view kClasses[] = {"", "1xx", "2xx", "3xx", "4xx", "5xx"};
+  uint64_t by_class[kRoutes][6] = {};
+  core::HistogramSnapshot duration[kRoutes];
+  for (const auto& s : worker_stats_) {
+    for (size_t r = 0; r < kRoutes; ++r) {
+      for (size_t c = 1; c < 6; ++c) {
+        by_class[r][c] += s->routes[r].responses_by_class[c].get();
+      }
+      s->routes[r].duration.addTo(duration[r]);
+    }
+  }
+  w.family("fulcrum_web_route_responses_total", "counter",
+           "Responses to requests that reached a route (static, guestbook, health, metrics, other), by "
+           "status class.");
+  for (size_t r = 0; r < kRoutes; ++r) {
+    for (size_t c = 1; c < 6; ++c) {
+      w.sample("fulcrum_web_route_responses_total",
+               {{"node", node}, {"route", kRouteNames[r]}, {"code", kClasses[c]}}, by_class[r][c]);
+    }
+  }
+  w.family(
+      "fulcrum_web_request_duration_seconds", "histogram",
+      "Time from a request's head parsed to its response queued (a guestbook request includes its database "
+      "work), per route.");
+  for (size_t r = 0; r < kRoutes; ++r) {
+    w.histogram("fulcrum_web_request_duration_seconds", {{"node", node}, {"route", kRouteNames[r]}},
+                duration[r]);
+  }
 }
 
 void WebApp::setDbStats(const std::vector<std::unique_ptr<DbStats>>* stats, std::vector<std::string> db_nodes) {
@@ -111,6 +161,10 @@ void WebApp::appendDbMetrics(metrics::PrometheusWriter& w) const {
       {"fulcrum_web_guestbook_token_primary_reads_total",
        "Token reads served by the primary (no replica had replayed the token in time).",
        [](const DbStats& s) -> const core::Counter& { return s.token_primary_reads; }},
+      {"fulcrum_web_guestbook_token_waits_total",
+       "Token reads that waited for a replica to replay their token (up to token_wait; those still "
+       "unserved then fall back to the primary, fulcrum_web_guestbook_token_primary_reads_total).",
+       [](const DbStats& s) -> const core::Counter& { return s.token_waits; }},
       {"fulcrum_web_guestbook_replay_checks_total",
        "Replay positions asked of replicas for token reads (one per replica per tick serves every waiter).",
        [](const DbStats& s) -> const core::Counter& { return s.replay_checks; }},
@@ -120,6 +174,36 @@ void WebApp::appendDbMetrics(metrics::PrometheusWriter& w) const {
   for (const Family& f : kFamilies) {
     w.family(f.name, "counter", f.help);
     w.sample(f.name, {{"node", node}}, total([&](const DbStats& s) -> const core::Counter& { return f.get(s); }));
+  }
+  w.family("fulcrum_web_guestbook_reads_served_total", "counter",
+           "Guestbook reads run, by the role of the database node that served them (primary, replica).");
+  w.sample("fulcrum_web_guestbook_reads_served_total", {{"node", node}, {"by", "primary"}},
+           total([](const DbStats& s) -> const core::Counter& { return s.reads_primary; }));
+  w.sample("fulcrum_web_guestbook_reads_served_total", {{"node", node}, {"by", "replica"}},
+           total([](const DbStats& s) -> const core::Counter& { return s.reads_replica; }));
+  // Pool gauges: every worker has its own pool to each node; the node's figure is their sum.
+  auto pool = [&](size_t i, const std::atomic<uint64_t> DbNodeStats::*member) {
+    uint64_t sum = 0;
+    for (const auto& s : *db_stats_) {
+      sum += ((*s->node[i]).*member).load(std::memory_order_relaxed);
+    }
+    return sum;
+  };
+  w.family("fulcrum_web_db_pool_connections", "gauge",
+           "Pooled connections to each database node, by state (in_use: running a statement; idle).");
+  for (size_t i = 0; i < db_nodes_.size(); ++i) {
+    w.sample("fulcrum_web_db_pool_connections",
+             {{"node", node}, {"db_node", db_nodes_[i]}, {"state", "in_use"}},
+             pool(i, &DbNodeStats::pool_in_use));
+    w.sample("fulcrum_web_db_pool_connections",
+             {{"node", node}, {"db_node", db_nodes_[i]}, {"state", "idle"}},
+             pool(i, &DbNodeStats::pool_idle));
+  }
+  w.family("fulcrum_web_db_pool_waiting", "gauge",
+           "Requests waiting for a pooled connection to each database node.");
+  for (size_t i = 0; i < db_nodes_.size(); ++i) {
+    w.sample("fulcrum_web_db_pool_waiting", {{"node", node}, {"db_node", db_nodes_[i]}},
+             pool(i, &DbNodeStats::pool_waiting));
   }
   static constexpr std::string_view kRoles[] = {"down",    "primary", "replica",
                                                 "lagging", "fenced",  "detached"};

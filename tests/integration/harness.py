@@ -18,6 +18,31 @@ FULCRUM = os.environ.get("FULCRUM_BIN", os.path.join(os.path.dirname(__file__), 
 SOURCE_DIR = os.environ.get("FULCRUM_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "../.."))
 
 
+def promtool_problems(text):
+    """`promtool check metrics` on a /metrics body (bytes or str): "" when it passes with no
+    lint warning, else what promtool said. None when promtool is not installed."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        return None
+    data = text if isinstance(text, bytes) else text.encode()
+    run = subprocess.run([promtool, "check", "metrics"], input=data, capture_output=True, timeout=30)
+    said = (run.stdout + run.stderr).decode(errors="replace").strip()
+    if run.returncode != 0 or said:
+        return f"promtool exit {run.returncode}: {said}"
+    return ""
+
+
+def assert_valid_metrics(test, text):
+    """Fails `test` unless promtool accepts the exposition without a lint warning (a missing
+    promtool fails under CI=true, skips elsewhere)."""
+    problems = promtool_problems(text)
+    if problems is None:
+        if under_ci():
+            test.fail("promtool is not installed (scripts/deps.sh installs prometheus)")
+        test.skipTest("promtool is not installed")
+    test.assertEqual(problems, "", problems)
+
+
 def under_ci():
     return os.environ.get("CI", "").lower() in ("true", "1", "yes")
 

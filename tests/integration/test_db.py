@@ -5,6 +5,7 @@ removed, even when a test fails. Skipped when etcd, PostgreSQL or its OS user is
 import glob
 import json
 import os
+import re
 import pwd
 import select
 import shutil
@@ -15,7 +16,7 @@ import threading
 import time
 import unittest
 
-from harness import FULCRUM, Process, free_port, http_get, wait_until, needs
+from harness import FULCRUM, Process, assert_valid_metrics, free_port, http_get, wait_until, needs
 
 LEADER_TTL_MS = 3000
 NODES = ["db-1", "db-2", "db-3"]
@@ -608,6 +609,26 @@ class DbAgentTest(unittest.TestCase):
         code, headers, body = http_get(cluster.url(primary, "/metrics"))
         self.assertEqual(code, 200)
         self.assertIn(b'fulcrum_db_primary{node="%s"} 1' % primary.encode(), body)
+        assert_valid_metrics(self, body)
+
+        def series(node, pattern):
+            found = re.search(pattern + r" (\S+)\n", http_get(cluster.url(node, "/metrics"), timeout=2)[2].decode())
+            return float(found.group(1)) if found else None
+
+        # Replay lag in seconds: each replica's own, and the primary's view of every replica.
+        def measured(value):
+            return value is not None and value >= 0
+
+        for r in replicas:
+            wait_until(lambda: measured(series(primary, rf'fulcrum_db_lag_seconds\{{node="{primary}",replica="{r}"\}}')),
+                       timeout=5, what=f"the primary's view of {r}'s replay lag")
+            self.assertGreaterEqual(series(r, rf'fulcrum_db_lag_seconds\{{node="{r}"\}}'), 0)
+            self.assertIsNotNone(series(primary, rf'fulcrum_db_replica_lag_bytes\{{node="{primary}",replica="{r}"\}}'))
+            assert_valid_metrics(self, http_get(cluster.url(r, "/metrics"))[2])
+        renewals = rf'fulcrum_db_lease_renewals_total\{{node="{primary}",result="ok"\}}'
+        renewed = series(primary, renewals)
+        wait_until(lambda: series(primary, renewals) > renewed, timeout=LEADER_TTL_MS / 1000, what="a lease renewal")
+        self.assertGreater(series(primary, r"\nprocess_resident_memory_bytes"), 0)
         code, body = cluster.switchover(primary, {"to": replicas[0]})
         self.assertEqual(code, 401)
         self.assertIn("Bearer", body["error"])
@@ -631,9 +652,11 @@ class DbAgentTest(unittest.TestCase):
                    what="the primary fenced")
         fenced_after = time.monotonic() - killed
         self.assertLess(fenced_after, LEADER_TTL_MS / 1000)
+        self.assertGreater(series(primary, rf'fulcrum_db_lease_renewals_total\{{node="{primary}",result="failed"\}}'), 0)
         wait_until(lambda: cluster.psql(primary, "INSERT INTO t VALUES ('after the fence')").returncode != 0,
                    timeout=5, interval=0.1, what="writes refused on the fenced primary")
         wait_until(lambda: cluster.code(primary, "/health") == 503, timeout=5, what="PostgreSQL stopped")
+        self.assertGreaterEqual(series(primary, rf'fulcrum_db_fences_total\{{node="{primary}"\}}'), 1)
 
         cluster.stop_all(self)
         if os.environ.get("FULCRUM_TEST_LOGS"):

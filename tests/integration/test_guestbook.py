@@ -5,6 +5,7 @@ reads the same site file, extended with [web]. Skipped when etcd or PostgreSQL i
 import concurrent.futures
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -12,7 +13,7 @@ import time
 import unittest
 import urllib.parse
 
-from harness import FULCRUM, Process, TempDir, free_port, http_get, read_body, read_head, wait_until, needs
+from harness import FULCRUM, Process, TempDir, assert_valid_metrics, free_port, http_get, read_body, read_head, wait_until, needs
 from test_db import NODES, Cluster, children_of, missing_requirement, pg_bin, processes_mentioning
 
 
@@ -397,6 +398,22 @@ class GuestbookTest(unittest.TestCase):
         self.assertIn(f'fulcrum_web_db_role{{node="web-1",db_node="{self.primary}",role="primary"}} 1', text)
         self.assertIn("fulcrum_web_guestbook_token_primary_reads_total", text)
         self.assertIn("fulcrum_web_db_lag_bytes", text)
+        assert_valid_metrics(self, body)
+        # The 33 token reads with replay paused each waited, then fell back to the primary; the
+        # reads without a token went to replicas.
+        self.assertGreaterEqual(metric(site, "fulcrum_web_guestbook_token_waits_total"), 33)
+        self.assertGreaterEqual(metric(site, "fulcrum_web_guestbook_token_primary_reads_total"), 33)
+        served = {by: int(float(re.search(rf'fulcrum_web_guestbook_reads_served_total\{{node="web-1",by="{by}"\}} (\S+)\n',
+                                           text).group(1))) for by in ("primary", "replica")}
+        self.assertGreaterEqual(served["primary"], 33)
+        self.assertGreaterEqual(served["replica"], stale)
+        for name in [self.primary] + list(self.replicas):
+            for state in ("in_use", "idle"):
+                self.assertRegex(text, rf'fulcrum_web_db_pool_connections\{{node="web-1",db_node="{name}",state="{state}"\}} \d+\n')
+            self.assertRegex(text, rf'fulcrum_web_db_pool_waiting\{{node="web-1",db_node="{name}"\}} 0\n')
+        # Between requests every pooled connection to the primary is idle again.
+        self.assertRegex(text, rf'fulcrum_web_db_pool_connections\{{node="web-1",db_node="{self.primary}",state="in_use"\}} 0\n')
+        self.assertRegex(text, r'fulcrum_web_request_duration_seconds_count\{node="web-1",route="guestbook"\} [1-9]\d*\n')
 
         # --- a frozen primary: its fence holds, writes follow the new lease holder ----------------
         # The primary's agent freezes, and so does its fence's background worker (which would

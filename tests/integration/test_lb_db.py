@@ -15,7 +15,7 @@ import threading
 import time
 import unittest
 
-from harness import FULCRUM, Process, TempDir, ThreadedServer, free_port, http_get, wait_until, needs
+from harness import FULCRUM, Process, TempDir, ThreadedServer, assert_valid_metrics, free_port, http_get, wait_until, needs
 
 NODES = ["db-1", "db-2", "db-3"]
 CHECK_INTERVAL_MS = 200
@@ -209,6 +209,14 @@ class FakeDbTest(unittest.TestCase):
         # At least the session above (a greeting's session may still have been closing).
         self.assertRegex(m, r'fulcrum_lb_db_server_cut_total\{node="lb-t",frontend="db_write",server="db-1",'
                             r'role="primary"\} [1-9]')
+        # Each member's checks: db-1's agent now answers /primary 503, db-2's 200.
+        self.assertRegex(m, r'fulcrum_lb_db_server_check_up\{node="lb-t",server="db-1",check="primary"\} 0\n')
+        self.assertRegex(m, r'fulcrum_lb_db_server_check_up\{node="lb-t",server="db-2",check="primary"\} 1\n')
+        self.assertRegex(m, r'fulcrum_lb_db_server_state_changes_total\{node="lb-t",server="db-1",check="primary",'
+                            r'to="down"\} 1\n')
+        self.assertRegex(m, r'fulcrum_lb_db_server_checks_total\{node="lb-t",server="db-3",check="replica",'
+                            r'result="passed"\} [1-9]')
+        assert_valid_metrics(self, m)
         print(f"\nold primary's session cut {cut_after * 1000:.0f} ms after its agent said 503 "
               f"(interval {CHECK_INTERVAL_MS} ms, fall {FALL})")
 

@@ -6,7 +6,7 @@ import re
 import unittest
 import urllib.request
 
-from harness import FULCRUM, Process, TempDir, free_port, http_get, wait_until
+from harness import FULCRUM, Process, TempDir, assert_valid_metrics, free_port, http_get, wait_until
 from test_lb import Client, LbTestCase, WebNodes
 
 
@@ -69,6 +69,31 @@ class LbStatsTest(LbTestCase):
         for name in ("web-1", "web-2", "web-3"):
             self.assertRegex(text, rf'fulcrum_lb_server_up\{{node="lb-t",server="{name}"\}} 1\n')
             self.assertRegex(text, rf'fulcrum_lb_server_responses_total\{{node="lb-t",server="{name}",code="2xx"\}} 4\n')
+            self.assertRegex(text, rf'fulcrum_lb_server_admin_state\{{node="lb-t",server="{name}",state="ready"\}} 1\n')
+            self.assertRegex(text, rf'fulcrum_lb_server_admin_state\{{node="lb-t",server="{name}",state="drain"\}} 0\n')
+        assert_valid_metrics(self, body)
+        # One client, keep-alive: after each server's first request the lb reuses its connection.
+        reused = re.findall(r'fulcrum_lb_server_connections_reused_total\{node="lb-t",server="web-\d"\} (\d+)\n', text)
+        self.assertEqual(len(reused), 3)
+        self.assertGreater(sum(map(int, reused)), 0, text)
+        self.assertRegex(text, r'fulcrum_lb_server_connections_idle\{node="lb-t",server="web-1"\} \d+\n')
+        self.assertRegex(text, r'fulcrum_lb_server_connections_open\{node="lb-t",server="web-1"\} \d+\n')
+        for family in ("process_cpu_seconds_total", "process_resident_memory_bytes", "process_virtual_memory_bytes",
+                       "process_open_fds", "process_max_fds", "process_start_time_seconds"):
+            self.assertRegex(text, rf"\n{family} [0-9.e+]+\n")
+        self.assertRegex(text, r'\nfulcrum_build_info\{version="[^"]+",build_type="[^"]+"\} 1\n')
+
+        # Health checks: the series move with each active check.
+        def passed(name):
+            found = re.search(rf'fulcrum_lb_server_checks_total\{{node="lb-t",server="{name}",result="passed"\}} (\d+)\n',
+                              http_get(self.stats + "/metrics")[2].decode())
+            return int(found.group(1)) if found else -1
+        before = passed("web-1")
+        wait_until(lambda: passed("web-1") > max(before, 0), what="another passing check of web-1")
+        text = http_get(self.stats + "/metrics")[2].decode()
+        self.assertRegex(text, r'fulcrum_lb_server_check_up\{node="lb-t",server="web-1"\} 1\n')
+        self.assertRegex(text, r'fulcrum_lb_server_last_check_duration_seconds\{node="lb-t",server="web-1"\} [0-9.e-]+\n')
+        self.assertRegex(text, r'fulcrum_lb_server_state_changes_total\{node="lb-t",server="web-1",to="down"\} 0\n')
 
     def test_admin_api_needs_the_token_and_bad_calls_change_nothing(self):
         status, headers, _ = self.set_state("web-2", {"state": "drain"}, token=False)
@@ -100,10 +125,20 @@ class LbStatsTest(LbTestCase):
         self.assertEqual(status, 200)
         wait_until(lambda: set(self.served(4)) == {"web-1"}, what="only web-1 in rotation")
         status, _, body = http_get(self.stats + "/metrics")
-        self.assertRegex(body.decode(), r'fulcrum_lb_server_in_rotation\{node="lb-t",server="web-3"\} 0\n')
+        text = body.decode()
+        self.assertRegex(text, r'fulcrum_lb_server_in_rotation\{node="lb-t",server="web-3"\} 0\n')
+        # The admin state, one-hot: web-2 drain, web-3 maint, web-1 ready.
+        for name, now in (("web-1", "ready"), ("web-2", "drain"), ("web-3", "maint")):
+            for state in ("ready", "drain", "maint"):
+                self.assertRegex(text, rf'fulcrum_lb_server_admin_state\{{node="lb-t",server="{name}",state="{state}"\}} '
+                                       rf'{1 if state == now else 0}\n')
+        assert_valid_metrics(self, body)
         for name in ("web-2", "web-3"):
             status, _, _ = self.set_state(name, {"state": "ready"})
             self.assertEqual(status, 200)
+        text = http_get(self.stats + "/metrics")[2].decode()
+        self.assertRegex(text, r'fulcrum_lb_server_admin_state\{node="lb-t",server="web-3",state="ready"\} 1\n')
+        self.assertRegex(text, r'fulcrum_lb_server_admin_state\{node="lb-t",server="web-3",state="maint"\} 0\n')
         wait_until(lambda: set(self.served(9)) == {"web-1", "web-2", "web-3"}, what="all back in rotation")
         self.assertIn("admin: server web-2 set to drain (was ready)", self.lb.output())
 

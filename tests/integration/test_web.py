@@ -10,8 +10,8 @@ import threading
 import time
 import unittest
 
-from harness import (FULCRUM, Process, TempDir, free_port, http_get, raw_exchange, read_body, read_head, status_of,
-                     wait_until)
+from harness import (FULCRUM, Process, TempDir, assert_valid_metrics, free_port, http_get, raw_exchange, read_body,
+                     read_head, status_of, wait_until)
 
 
 def statuses_of(raw):
@@ -271,6 +271,37 @@ threads = 2
         self.assertEqual(status, 200)
         self.assertIn(b'fulcrum_web_requests_total{node="web-t1"}', body)
         self.assertIn(b"# TYPE fulcrum_web_responses_total counter", body)
+        assert_valid_metrics(self, body)
+        self.assertRegex(body.decode(), r"\nprocess_open_fds \d+\n")
+        self.assertRegex(body.decode(), r'\nfulcrum_build_info\{version="[^"]+",build_type="[^"]+"\} 1\n')
+
+    def test_route_series_move_with_requests(self):
+        def series(text, pattern):
+            found = re.search(pattern + r" (\d+)\n", text)
+            self.assertIsNotNone(found, pattern)
+            return int(found.group(1))
+
+        def figures():
+            text = http_get(self.base + "/metrics")[2].decode()
+            count = r'fulcrum_web_request_duration_seconds_count\{{node="web-t1",route="{}"\}}'
+            code = r'fulcrum_web_route_responses_total\{{node="web-t1",route="{}",code="{}"\}}'
+            return {"static": series(text, count.format("static")), "health": series(text, count.format("health")),
+                    "metrics": series(text, count.format("metrics")), "other": series(text, count.format("other")),
+                    "static_2xx": series(text, code.format("static", "2xx")),
+                    "static_4xx": series(text, code.format("static", "4xx")),
+                    "static_le_inf": series(text, r'fulcrum_web_request_duration_seconds_bucket\{node="web-t1",'
+                                                  r'route="static",le="\+Inf"\}')}
+        before = figures()
+        for _ in range(3):
+            self.assertEqual(http_get(self.base + "/small.txt")[0], 200)
+        self.assertEqual(http_get(self.base + "/no-such-file")[0], 404)
+        self.assertEqual(http_get(self.base + "/healthz")[0], 200)
+        self.assertEqual(http_get(self.base + "/small.txt", method="DELETE")[0], 405)
+        after = figures()
+        delta = {k: after[k] - before[k] for k in before}
+        # The first scrape's own answer is counted once it is sent, so "metrics" moved by one.
+        self.assertEqual(delta, {"static": 4, "health": 1, "metrics": 1, "other": 1, "static_2xx": 3,
+                                 "static_4xx": 1, "static_le_inf": 4})
 
     def test_concurrent_clients(self):
         errors = []

@@ -199,6 +199,7 @@ struct HealthChecker::Probe final : core::IoHandler, core::Deletable {
   int expect_status;
   uint64_t max_body_bytes;
   bool checked = false;  // a result has been recorded (the first flip up may need only one)
+  CheckStats counts;
   core::Timer next_check;
   core::Timer deadline;  // the whole check: connect, request and response head
   core::TimePoint started{};
@@ -251,6 +252,7 @@ void HealthChecker::reportFailure(uint32_t id, std::string_view reason) {
     log::warn("health: failure reported for unknown server id {}: {}", id, reason);
     return;
   }
+  ++probe->counts.passive_failures;
   record(probe->index, false, reason);
 }
 
@@ -261,6 +263,11 @@ bool HealthChecker::isUp(uint32_t id) const {
 
 size_t HealthChecker::size() const {
   return probes_.size();
+}
+
+CheckStats HealthChecker::stats(uint32_t id) const {
+  const Probe* probe = find(id);
+  return probe != nullptr ? probe->counts : CheckStats{};
 }
 
 HealthChecker::Probe* HealthChecker::find(uint32_t id) const {
@@ -311,6 +318,11 @@ void HealthChecker::finishProbe(size_t index, bool ok, std::string reason) {
   // Checks start every interval; one that overran it is followed by the next at once.
   core::Duration elapsed = loop_.now() - probe.started;
   schedule(index, std::max(core::Duration::zero(), options_.interval - elapsed));
+  CheckStats& counts = probe.counts;
+  counts.checked = true;
+  counts.last_ok = ok;
+  counts.last_duration_s = std::chrono::duration<double>(elapsed).count();
+  ++(ok ? counts.passed : counts.failed);
   record(index, ok, reason);
 }
 
@@ -325,6 +337,7 @@ void HealthChecker::record(size_t index, bool ok, std::string_view reason) {
     return;
   }
   const bool up = probe.state.up();
+  ++(up ? probe.counts.went_up : probe.counts.went_down);
   if (up) {
     // A flip up happens exactly at rise, or at the first check of a server that started down.
     uint32_t successes = first ? 1 : std::max<uint32_t>(options_.rise, 1);

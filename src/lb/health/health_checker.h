@@ -60,6 +60,18 @@ class RiseFall {
   uint32_t failures_ = 0;
 };
 
+// What the checks of one server have seen, for /metrics (read on the checker's loop thread).
+struct CheckStats {
+  bool checked = false;           // an active check has finished
+  bool last_ok = false;           // the last active check passed
+  double last_duration_s = 0;     // how long the last active check took
+  uint64_t passed = 0;            // active checks that passed
+  uint64_t failed = 0;            // active checks that failed
+  uint64_t passive_failures = 0;  // failures reported by the workers (reportFailure)
+  uint64_t went_up = 0;           // state changes to UP
+  uint64_t went_down = 0;         // state changes to DOWN
+};
+
 class HealthChecker {
  public:
   // Called on the checker's loop thread for every state change, with a human-readable reason:
@@ -89,6 +101,8 @@ class HealthChecker {
   void reportFailure(uint32_t id, std::string_view reason);
   bool isUp(uint32_t id) const;
   size_t size() const;
+  // The counts of server `id` (all zero for an unknown id).
+  CheckStats stats(uint32_t id) const;
 
  private:
   struct Probe;

@@ -119,6 +119,32 @@ TEST_F(HealthCheckerTest, ComesBackUpAfterExactlyRiseSuccesses) {
   EXPECT_TRUE(checker->isUp(7));
 }
 
+TEST_F(HealthCheckerTest, StatsCountChecksChangesAndPassiveFailures) {
+  server_.setStatus(500);
+  auto checker = makeChecker(server_.address(), fastOptions(), [&](uint32_t, bool up, std::string_view) {
+    if (!up) {
+      server_.setStatus(200);
+    }
+  });
+  EXPECT_FALSE(checker->stats(7).checked);
+  checker->start();
+  ASSERT_TRUE(runUntil(loop_, [&] { return changes_.size() >= 2; }));
+  CheckStats s = checker->stats(7);
+  EXPECT_TRUE(s.checked);
+  EXPECT_TRUE(s.last_ok);
+  EXPECT_GE(s.last_duration_s, 0.0);
+  EXPECT_LT(s.last_duration_s, 2.0);
+  EXPECT_EQ(s.failed, 3u);  // fall
+  EXPECT_EQ(s.passed, 2u);  // rise
+  EXPECT_EQ(s.went_down, 1u);
+  EXPECT_EQ(s.went_up, 1u);
+  EXPECT_EQ(s.passive_failures, 0u);
+  checker->reportFailure(7, "reset");
+  EXPECT_EQ(checker->stats(7).passive_failures, 1u);
+  EXPECT_EQ(checker->stats(7).failed, 3u);  // passive failures are not active checks
+  EXPECT_FALSE(checker->stats(99).checked);
+}
+
 TEST_F(HealthCheckerTest, ExpectedStatusOnlyPasses) {
   server_.setStatus(204);  // a 2xx, but not the 200 a database agent gives its primary
   HealthOptions options = fastOptions();
