@@ -393,9 +393,22 @@ bool ServerConnection::answer(Response& response) {
   if (cls >= 1 && cls <= 5) {
     route.responses_by_class[static_cast<size_t>(cls)].add();
   }
-  route.duration.observe(static_cast<uint64_t>(
-      std::chrono::duration_cast<std::chrono::microseconds>(server_.loop().clock().now() - dispatched_at_)
-          .count()));
+  auto took = std::chrono::duration_cast<std::chrono::microseconds>(server_.loop().clock().now() - dispatched_at_);
+  route.duration.observe(static_cast<uint64_t>(took.count()));
+  if (server_.options().access_log && log::enabled(log::Level::Info)) {
+    // As the lb's access line: the query kept with the path, counts as integers.
+    std::string path(head_.path);
+    if (!head_.query.empty()) {
+      path.append(1, '?').append(head_.query);
+    }
+    uint64_t bytes = response.file ? response.file_length : response.body.size();
+    auto num = [](std::string_view key, double value) { return log::Field{key, {}, value, true}; };
+    auto str = [](std::string_view key, std::string_view value) { return log::Field{key, value, 0, false}; };
+    log::event(log::Level::Info, "access",
+               {str("client", peer_.toString()), str("method", head_.method_text), str("path", path),
+                num("status", response.status), num("bytes", static_cast<double>(bytes)),
+                num("total_ms", static_cast<double>(took.count()) / 1000.0)});
+  }
   phase_ = Phase::Head;
   timer_.armAfter(server_.options().idle_timeout);
   if (response.close) {

@@ -39,6 +39,9 @@ struct ServerOptions {
   // control plane (1,000 idle connections to an agent used to stop every health check).
   uint32_t max_connections_per_ip = 0;
   std::string served_by;                                      // X-Served-By on every response; "" = none
+  // One info-level "access" line per answered request (a web node; not control planes, whose
+  // health checks would fill the log).
+  bool access_log = false;
 };
 
 // Routes a handler names (Handler::routeOf): a small fixed set, so per-route series stay few.

@@ -57,8 +57,7 @@ class SiteMonitor {
   void adminChanged(uint32_t id, std::string_view admin);
 
   // Hook for [monitoring]: the Prometheus base URL ("http://127.0.0.1:9090") whose query_range
-  // API the page asks for its charts instead of this ring. Nothing sets it until the topology
-  // file has a [monitoring] section.
+  // API the page asks for its charts instead of this ring (set with [monitoring]).
   void setPrometheusUrl(std::string url) { prometheus_url_ = std::move(url); }
 
   // Adds the dashboard's keys to the /api/state object (whose "servers" and "db_frontends" it

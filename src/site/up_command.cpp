@@ -13,6 +13,9 @@
 #include <memory>
 #include <optional>
 
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
 #include "config/features.h"
 #include "core/event_loop.h"
 #include "core/exit_codes.h"
@@ -37,6 +40,23 @@ using core::kExitOk;
 using core::kExitRuntime;
 using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
+
+// up's progress on stdout: the lines a person reads, or with --log-format json one JSON object
+// per line ("event" first) for a script or a log collector.
+void progress(std::string_view event, nlohmann::json fields, const std::string& text) {
+  if (log::format() == log::Format::Json) {
+    nlohmann::json line = {{"event", event}};
+    line.update(fields);
+    std::printf("%s\n", line.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+  } else {
+    std::printf("%s\n", text.c_str());
+  }
+  std::fflush(stdout);
+}
+
+std::string seconds1(double s) {
+  return fmt::format("{:.1f}", s);
+}
 
 // Readiness: each check may take this long, and checks of a group repeat this often until its
 // deadline (ChildSpec::start_timeout).
@@ -128,9 +148,10 @@ class Up {
 
   int run() {
     core::SignalWatcher signals(loop_, {SIGINT, SIGTERM, SIGHUP, SIGCHLD}, [this](int sig) { onSignal(sig); });
-    std::printf("fulcrum up: %s (%s), state in %s\n", site_.site.name.c_str(), site_.display_path.c_str(),
-                site_.site.state_dir.c_str());
-    std::fflush(stdout);
+    progress("up.start",
+             {{"site", site_.site.name}, {"file", site_.display_path}, {"state_dir", site_.site.state_dir.string()}},
+             fmt::format("fulcrum up: {} ({}), state in {}", site_.site.name, site_.display_path,
+                         site_.site.state_dir.string()));
     bool started = true;
     for (Role role : kStartOrder) {
       if (!startRole(role)) {
@@ -146,13 +167,18 @@ class Up {
       }
     }
     if (!failure_.empty()) {
-      std::fprintf(stderr, "fulcrum up: %s\nstopping what was started\n", failure_.c_str());
+      if (log::format() == log::Format::Json) {
+        progress("up.failed", {{"error", failure_}}, "");
+      } else {
+        std::fprintf(stderr, "fulcrum up: %s\nstopping what was started\n", failure_.c_str());
+      }
     }
     stopAll();
     if (!failure_.empty()) {
       return kExitRuntime;
     }
-    std::printf("fulcrum up: stopped (%.1f s)\n", secondsOf(Clock::now() - begin_));
+    double took = secondsOf(Clock::now() - begin_);
+    progress("up.stopped", {{"t_s", took}}, fmt::format("fulcrum up: stopped ({} s)", seconds1(took)));
     return kExitOk;
   }
 
@@ -179,17 +205,16 @@ class Up {
     if (stop_requested_) {
       if (!kill_now_) {
         kill_now_ = true;
-        std::printf("fulcrum up: second signal: killing what is left\n");
-        std::fflush(stdout);
+        progress("up.killing", nlohmann::json::object(), "fulcrum up: second signal: killing what is left");
       }
       return;
     }
     stop_requested_ = true;
-    std::printf(
-        "fulcrum up: %s: stopping (monitoring, load balancers, web, databases, etcd; again to kill at "
-        "once)\n",
-        sig == SIGINT ? "SIGINT" : "SIGTERM");
-    std::fflush(stdout);
+    const char* name = sig == SIGINT ? "SIGINT" : "SIGTERM";
+    progress("up.stopping", {{"signal", name}},
+             fmt::format("fulcrum up: {}: stopping (monitoring, load balancers, web, databases, etcd; again to "
+                         "kill at once)",
+                         name));
   }
 
   bool spawn(Child& c) {
@@ -310,10 +335,12 @@ class Up {
           ProbeResult r = runProbe(c->spec.probe, kProbeTimeout);
           if (r.ok) {
             c->ready = true;
-            std::printf("  %6.1f s  %-10s %-12s up    %s\n", secondsOf(Clock::now() - begin_),
-                        std::string(roleName(role)).c_str(), c->spec.name.c_str(),
-                        c->spec.probe.url().c_str());
-            std::fflush(stdout);
+            double at = secondsOf(Clock::now() - begin_);
+            std::string_view role_name = roleName(role);
+            progress("up.node_up",
+                     {{"t_s", at}, {"role", role_name}, {"node", c->spec.name}, {"url", c->spec.probe.url()}},
+                     fmt::format("  {:6.1f} s  {:<10} {:<12} up    {}", at, role_name, c->spec.name,
+                                 c->spec.probe.url()));
             continue;
           }
           c->last_error = r.error;
@@ -385,54 +412,73 @@ class Up {
     }
     for (size_t i = 0; i < group.size(); ++i) {
       if (pids[i] != 0) {
-        std::printf("  stopped %-10s %-12s (%.1f s)\n", std::string(roleName(role)).c_str(),
-                    group[i]->spec.name.c_str(), secondsOf(Clock::now() - start));
+        double took = secondsOf(Clock::now() - start);
+        progress("up.node_stopped", {{"role", roleName(role)}, {"node", group[i]->spec.name}, {"t_s", took}},
+                 fmt::format("  stopped {:<10} {:<12} ({} s)", roleName(role), group[i]->spec.name,
+                             seconds1(took)));
       }
     }
-    std::fflush(stdout);
   }
 
-  void printUrls() {
-    std::printf("\nsite %s is up (%.1f s)\n", site_.site.name.c_str(), secondsOf(Clock::now() - begin_));
+  // What the site offers now, one row each: what it is, where, and a note.
+  struct Entry {
+    std::string what, where, note;
+  };
+  std::vector<Entry> entries() const {
+    std::vector<Entry> out;
     for (const auto& node : site_.lb.nodes) {
-      std::printf("  site        http://%s/    (%s)\n", node.http.toString().c_str(), node.name.c_str());
+      out.push_back({"site", "http://" + node.http.toString() + "/", node.name});
       if (node.https) {
-        std::printf("  site        https://%s/   (%s%s)\n", node.https->toString().c_str(), node.name.c_str(),
-                    site_.lb.tls.cert.empty() && site_.lb.tls.certs.empty() ? ", self-signed certificate" : "");
+        out.push_back({"site", "https://" + node.https->toString() + "/",
+                       node.name + (site_.lb.tls.cert.empty() && site_.lb.tls.certs.empty() && !site_.lb.acme
+                                        ? ", self-signed certificate"
+                                        : "")});
       }
       if (node.stats) {
-        std::printf("  dashboard   http://%s/    (/metrics, /api/state)\n", node.stats->toString().c_str());
+        out.push_back({"dashboard", "http://" + node.stats->toString() + "/", "/metrics, /api/state"});
       }
       if (node.db_write) {
-        std::printf("  db write    %s    (PostgreSQL primary: database %s, user %s)\n",
-                    node.db_write->toString().c_str(), site_.db.database.c_str(), site_.db.user.c_str());
+        out.push_back({"db write", node.db_write->toString(),
+                       "PostgreSQL primary: database " + site_.db.database + ", user " + site_.db.user});
       }
       if (node.db_read) {
-        std::printf("  db read     %s    (replicas)\n", node.db_read->toString().c_str());
+        out.push_back({"db read", node.db_read->toString(), "replicas"});
       }
     }
     if (site_.lb.nodes.empty()) {
       for (const auto& node : site_.web.nodes) {
-        std::printf("  web         http://%s/    (%s)\n", node.listen.toString().c_str(), node.name.c_str());
+        out.push_back({"web", "http://" + node.listen.toString() + "/", node.name});
       }
     }
     if (!site_.db.nodes.empty()) {
       const fs::path password =
           site_.db.password_file.empty() ? site_.site.state_dir / "db.password" : site_.db.password_file;
-      std::printf("  db password %s\n", password.c_str());
+      out.push_back({"db password", password.string(), ""});
     }
     if (hasManagedMonitoring(site_)) {
-      std::printf("  prometheus  http://%s/    (alerts: /alerts, targets: /targets)\n",
-                  site_.monitoring.prometheus.toString().c_str());
+      out.push_back({"prometheus", "http://" + site_.monitoring.prometheus.toString() + "/",
+                     "alerts: /alerts, targets: /targets"});
       if (site_.monitoring.alertmanager) {
-        std::printf("  alertmanager http://%s/   (API: /api/v2/alerts)\n",
-                    site_.monitoring.alertmanager->toString().c_str());
+        out.push_back({"alertmanager", "http://" + site_.monitoring.alertmanager->toString() + "/",
+                       "API: /api/v2/alerts"});
       }
     }
-    std::printf("  logs        %s/\n", (site_.site.state_dir / "logs").c_str());
-    std::printf("  status      fulcrum status --site %s\n", site_.display_path.c_str());
-    std::printf("Ctrl-C stops everything.\n");
-    std::fflush(stdout);
+    out.push_back({"logs", (site_.site.state_dir / "logs").string() + "/", ""});
+    out.push_back({"status", "fulcrum status --site " + site_.display_path, ""});
+    return out;
+  }
+
+  void printUrls() {
+    double took = secondsOf(Clock::now() - begin_);
+    std::vector<Entry> rows = entries();
+    nlohmann::json list = nlohmann::json::array();
+    std::string text = fmt::format("\nsite {} is up ({} s)", site_.site.name, seconds1(took));
+    for (const Entry& e : rows) {
+      list.push_back({{"what", e.what}, {"where", e.where}, {"note", e.note}});
+      text += fmt::format("\n  {:<12} {}{}", e.what, e.where, e.note.empty() ? "" : "    (" + e.note + ")");
+    }
+    text += "\nCtrl-C stops everything.";
+    progress("up.ready", {{"site", site_.site.name}, {"t_s", took}, {"offers", list}}, text);
   }
 
   const config::Site& site_;

@@ -42,6 +42,7 @@ http::ServerOptions serverOptions(const config::Site& site, const config::WebNod
   options.max_connections = site.lb.limits.max_connections;
   core::fileLimitFits(uint64_t{options.max_connections} + 256, "web " + node.name);
   options.served_by = node.name;
+  options.access_log = true;
   return options;
 }
 

@@ -66,12 +66,17 @@ class MonitoringTest(unittest.TestCase):
         site = Site(extra=f'[monitoring]\nprometheus = "127.0.0.1:{prom}"\nalertmanager = "127.0.0.1:{am}"\n'
                           f"interval_ms = 1000\n")
         self.addCleanup(site.cleanup)
-        site.start(self, args=("--no-restart",))
-        out = site.up.output()
-        self.assertRegex(out, r"\d+\.\d s  monitoring +prometheus +up", out)
-        self.assertRegex(out, r"\d+\.\d s  monitoring +alertmanager +up", out)
-        self.assertIn(f"http://127.0.0.1:{prom}/", out)
-        self.assertIn(f"http://127.0.0.1:{am}/", out)
+        # --log-format json: up's progress is one JSON object per line, as its log is.
+        site.start(self, args=("--no-restart", "--log-format", "json"))
+        events = [json.loads(line) for line in site.up.output().splitlines() if line.strip()]
+        up = {e["node"]: e for e in events if e.get("event") == "up.node_up"}
+        self.assertEqual(up["prometheus"]["role"], "monitoring")
+        self.assertEqual(up["alertmanager"]["role"], "monitoring")
+        ready = [e for e in events if e.get("event") == "up.ready"]
+        self.assertEqual(len(ready), 1, events)
+        offers = {o["where"] for o in ready[0]["offers"]}
+        self.assertIn(f"http://127.0.0.1:{prom}/", offers)
+        self.assertIn(f"http://127.0.0.1:{am}/", offers)
 
         # Prometheus and Alertmanager listen on their configured addresses and nowhere else
         # (no Alertmanager cluster port).
@@ -131,6 +136,9 @@ class MonitoringTest(unittest.TestCase):
         self.assertLessEqual(names, {"FulcrumServerDown", "FulcrumTargetDown"}, names)
 
         site.stop(self)  # `up` exits 0 and no process mentioning the directory is left
+        events = [json.loads(line) for line in site.up.output().splitlines() if line.strip()]
+        self.assertEqual(events[-1]["event"], "up.stopped", events[-3:])
+        self.assertIn("up.node_stopped", {e.get("event") for e in events})
         for port in (prom, am):
             with self.assertRaises(OSError):
                 http_get(f"http://127.0.0.1:{port}/-/ready", timeout=1)

@@ -53,7 +53,8 @@ class Site:
         self.up = Process([FULCRUM, "up", *args, self.file], os.path.join(self.dir, f"up-{self.runs}.out"))
         self.agents[f"up-{self.runs}"] = self.up
         try:
-            wait_until(lambda: "is up" in self.up.output() or not self.up.alive(), timeout=timeout, interval=0.1,
+            wait_until(lambda: "is up" in self.up.output() or '"event":"up.ready"' in self.up.output()
+                       or not self.up.alive(), timeout=timeout, interval=0.1,
                        what="`fulcrum up` to print that the site is up")
         except AssertionError:
             test.fail("site not up:\n" + self.up.output()[-4000:] + self.logs())

@@ -71,6 +71,14 @@ threads = 2
         self.assertEqual(body, b"ok\n")
         self.assertEqual(headers["X-Served-By"], "web-t1")
 
+    def test_access_line_per_request(self):
+        status, _, _ = http_get(self.base + "/style.css?v=3")
+        self.assertEqual(status, 200)
+        line = wait_until(lambda: re.search(r"access client=127\.0\.0\.1:\d+ method=GET path=/style\.css\?v=3 "
+                                            r"status=200 bytes=\d+ total_ms=[\d.]+", self.proc.output()),
+                          timeout=10, what="the web node's access line")
+        self.assertTrue(line)
+
     def test_index_and_mime(self):
         status, headers, body = http_get(self.base + "/")
         self.assertEqual(status, 200)
