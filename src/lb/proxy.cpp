@@ -734,6 +734,7 @@ void ProxySession::connectUpstream() {
     upstreamFailed("connect", errno, true);
     return;
   }
+  bstats.connects.add();
   x_->upstream = std::make_unique<UpstreamConn>(worker_.loop(), id, std::move(fd), EPOLLOUT);
   x_->upstream->setOwner(this);
   phase_ = Phase::Connecting;

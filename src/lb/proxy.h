@@ -51,6 +51,7 @@ struct ProxyOptions {
 struct BackendStats {
   core::Counter requests;
   core::Counter failures;  // connect failures, resets and timeouts seen on real traffic
+  core::Counter connects;  // new connections opened to the server (a reused one is not counted)
   core::Counter inflight;
   std::array<core::Counter, 6> responses_by_class;
   // Time from sending the request (connect start) to the response head.

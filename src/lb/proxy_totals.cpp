@@ -35,6 +35,7 @@ ServerTotals sumServer(const std::vector<std::unique_ptr<ProxyStats>>& workers, 
     const BackendStats& b = w->backends[id];
     t.requests += b.requests.get();
     t.failures += b.failures.get();
+    t.connects += b.connects.get();
     // In-flight counts go up on one worker and down on the same one; the sum is exact.
     t.inflight += b.inflight.get();
     b.response_time.addTo(t.response_time);

@@ -20,7 +20,7 @@ struct Totals {
 };
 
 struct ServerTotals {
-  uint64_t requests = 0, failures = 0, inflight = 0, responses = 0;
+  uint64_t requests = 0, failures = 0, inflight = 0, responses = 0, connects = 0;
   core::HistogramSnapshot response_time;
   uint64_t by_class[6] = {};
 };

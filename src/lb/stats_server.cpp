@@ -386,6 +386,11 @@ std::string StatsHandler::metricsText() const {
     for (const Backend& b : backends) {
       w.sample("fulcrum_lb_server_connections_idle", {{"node", node}, {"server", b.name}}, idle[b.id]);
     }
+    w.family("fulcrum_lb_server_connections_total", "counter",
+             "Connections opened to each server (connect attempts that got a socket; reuses not counted).");
+    for (const Backend& b : backends) {
+      w.sample("fulcrum_lb_server_connections_total", {{"node", node}, {"server", b.name}}, per[b.id].connects);
+    }
     w.family("fulcrum_lb_server_connections_reused_total", "counter",
              "Requests sent to each server on an idle keep-alive connection.");
     for (const Backend& b : backends) {

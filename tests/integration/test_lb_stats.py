@@ -76,6 +76,10 @@ class LbStatsTest(LbTestCase):
         reused = re.findall(r'fulcrum_lb_server_connections_reused_total\{node="lb-t",server="web-\d"\} (\d+)\n', text)
         self.assertEqual(len(reused), 3)
         self.assertGreater(sum(map(int, reused)), 0, text)
+        # 12 requests: each one a new connection or a reused one.
+        opened = re.findall(r'fulcrum_lb_server_connections_total\{node="lb-t",server="web-\d"\} (\d+)\n', text)
+        self.assertEqual(len(opened), 3)
+        self.assertEqual(sum(map(int, opened)) + sum(map(int, reused)), 12, text)
         self.assertRegex(text, r'fulcrum_lb_server_connections_idle\{node="lb-t",server="web-1"\} \d+\n')
         self.assertRegex(text, r'fulcrum_lb_server_connections_open\{node="lb-t",server="web-1"\} \d+\n')
         for family in ("process_cpu_seconds_total", "process_resident_memory_bytes", "process_virtual_memory_bytes",
