@@ -86,7 +86,7 @@ struct ProxyStats {
 };
 
 class ProxySession;
-struct Exchange;
+struct Http1Request;
 
 class ProxyWorker final {
  public:
@@ -109,9 +109,10 @@ class ProxyWorker final {
   void reportFailure(uint32_t server, const std::string& reason) { report_failure_(server, reason); }
   // A session closing (exactly once).
   void unlink(ProxySession* session);
-  // Per-request state from a free list: idle connections hold none, and no malloc per request.
-  std::unique_ptr<Exchange> acquireExchange();
-  void releaseExchange(std::unique_ptr<Exchange> exchange);
+  // Per-request state (the codec's and the exchange's) from a free list: idle connections hold
+  // none, and no malloc per request.
+  std::unique_ptr<Http1Request> acquireRequest();
+  void releaseRequest(std::unique_ptr<Http1Request> request);
 
  private:
   ProxySession* accept(core::Fd fd, const core::SocketAddress& peer);
@@ -121,7 +122,7 @@ class ProxyWorker final {
   const ProxyOptions options_;
   ProxyStats& stats_;
   FailureReporter report_failure_;
-  std::vector<std::unique_ptr<Exchange>> free_exchanges_;
+  std::vector<std::unique_ptr<Http1Request>> free_requests_;
   core::ConnectionSet<ProxySession> sessions_;
 };
 
