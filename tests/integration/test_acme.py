@@ -128,18 +128,21 @@ class AcmeTest(LbTestCase):
         end = "-----END CERTIFICATE-----"
         return ssl.PEM_cert_to_DER_cert(pem[:pem.index(end) + len(end)] + "\n")
 
-    def test_obtains_serves_keeps_and_shares_one_certificate(self):
-        lb = self.start("lb-a", self.http_port, self.https_port)
-        wait_until(lambda: "acme: certificate for acme.test written" in lb.output(), timeout=60,
-                   what="a certificate from pebble")
-        root = self.pebble.root()
-
+    def wait_serving_acme(self, root):
+        """Until new handshakes get the certificate the lb wrote, without a restart."""
         def serving_acme():
             try:
                 return self.served_cert(self.https_port, root, "www.acme.test") == self.acme_leaf()
             except (OSError, ssl.SSLError):
                 return False
         wait_until(serving_acme, timeout=15, what="the ACME certificate served without a restart")
+
+    def test_obtains_serves_keeps_and_shares_one_certificate(self):
+        lb = self.start("lb-a", self.http_port, self.https_port)
+        wait_until(lambda: "acme: certificate for acme.test written" in lb.output(), timeout=60,
+                   what="a certificate from pebble")
+        root = self.pebble.root()
+        self.wait_serving_acme(root)
         self.assertEqual(self.served_cert(self.https_port, root, "acme.test"), self.acme_leaf())
         acme_dir = os.path.join(self.tmp.path, "var", "acme")
         for secret in ("account.key", "key.pem"):
@@ -271,13 +274,7 @@ class TlsAlpnTest(AcmeTest):
         except AssertionError:
             self.fail(lb.output()[-3000:] + "\npebble:\n" + self.pebble.server.output()[-3000:])
         root = self.pebble.root()
-
-        def serving_acme():
-            try:
-                return self.served_cert(self.https_port, root, "www.acme.test") == self.acme_leaf()
-            except (OSError, ssl.SSLError):
-                return False
-        wait_until(serving_acme, timeout=15, what="the ACME certificate served without a restart")
+        self.wait_serving_acme(root)
         self.assertEqual(self.pebble.issued(), 1)
         # Outside a validation, acme-tls/1 is refused: no client gets a validation certificate.
         ctx = ssl.create_default_context(cafile=root)
