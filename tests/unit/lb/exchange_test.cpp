@@ -19,6 +19,8 @@ namespace fulcrum::lb {
 namespace {
 
 using testing::closedPort;
+using testing::HandServer;
+using testing::listenLoopback;
 using testing::runUntil;
 
 struct FakeClient final : ExchangeClient {
@@ -40,18 +42,6 @@ struct FakeClient final : ExchangeClient {
   bool exchangeHasRoom() const override { return room; }
   void exchangeFlush() override {}
   void exchangeWantsBody() override { ++wants_body; }
-};
-
-// A server the test answers by hand.
-struct HandServer {
-  HandServer() {
-    std::string error;
-    fd = core::listenTcp(*core::SocketAddress::parse("127.0.0.1:0"), core::ListenOptions{false}, error);
-    address = core::localAddress(fd.get());
-  }
-  core::Fd accept() { return core::Fd(::accept4(fd.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC)); }
-  core::Fd fd;
-  core::SocketAddress address;
 };
 
 std::string readAll(int fd) {
@@ -76,9 +66,8 @@ class ExchangeTest : public ::testing::Test {
     }
     pool_ = std::make_unique<WorkerPool>(loop_, backends_, "static-rr", PoolOptions{});
     stats_ = std::make_unique<ProxyStats>(backends_.size());
-    std::string error;
-    core::Fd listener =
-        core::listenTcp(*core::SocketAddress::parse("127.0.0.1:0"), core::ListenOptions{false}, error);
+    core::SocketAddress unused;
+    core::Fd listener = listenLoopback(unused);  // the worker's own listener: no client connects
     ProxyOptions options;
     options.access_log = false;
     worker_ = std::make_unique<ProxyWorker>(loop_, std::move(listener), *pool_, options, *stats_,

@@ -18,25 +18,9 @@
 namespace fulcrum::lb {
 namespace {
 
+using testing::HandServer;
+using testing::listenLoopback;
 using testing::runUntil;
-
-core::Fd listenLoopback(core::SocketAddress& bound) {
-  std::string error;
-  core::Fd fd =
-      core::listenTcp(*core::SocketAddress::parse("127.0.0.1:0"), core::ListenOptions{false}, error);
-  EXPECT_TRUE(fd.valid()) << error;
-  bound = core::localAddress(fd.get());
-  return fd;
-}
-
-// A server the test drives by hand: accept(), then read and write its connections directly.
-struct HandServer {
-  HandServer() { fd = listenLoopback(address); }
-  // Accepts a waiting connection, or returns an invalid Fd.
-  core::Fd accept() { return core::Fd(::accept4(fd.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC)); }
-  core::Fd fd;
-  core::SocketAddress address;
-};
 
 // Reads what is there now from a non-blocking socket: bytes appended to `out`; returns false at
 // EOF or on an error (reset).

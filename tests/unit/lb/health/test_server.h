@@ -159,6 +159,25 @@ bool runUntil(core::EventLoop& loop, Predicate done,
   return true;
 }
 
+// A loopback listener on a free port; `bound` learns the port.
+inline core::Fd listenLoopback(core::SocketAddress& bound) {
+  std::string error;
+  core::Fd fd =
+      core::listenTcp(*core::SocketAddress::parse("127.0.0.1:0"), core::ListenOptions{false}, error);
+  EXPECT_TRUE(fd.valid()) << error;
+  bound = core::localAddress(fd.get());
+  return fd;
+}
+
+// A server the test drives by hand: accept(), then read and write its connections directly.
+struct HandServer {
+  HandServer() { fd = listenLoopback(address); }
+  // Accepts a waiting connection, or returns an invalid Fd.
+  core::Fd accept() { return core::Fd(::accept4(fd.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC)); }
+  core::Fd fd;
+  core::SocketAddress address;
+};
+
 // A port with nothing listening: bound, learned, closed.
 inline core::SocketAddress closedPort() {
   std::string error;
