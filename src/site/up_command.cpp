@@ -587,15 +587,17 @@ int runUpCommand(const config::Site& site, const UpOptions& options) {
     return kExitRuntime;
   }
   // Under the lock: a port in use now belongs to something else (a node started by hand?).
-  const core::IpAddress etcd_ip =
-      hasManagedEtcd(site) ? site.etcd.endpoints.front().ip() : core::IpAddress{};
-  plan.etcd_peer_port =
-      chooseEtcdPeerPort(site, [&](uint16_t port) { return portFree(core::SocketAddress(etcd_ip, port)); });
-  if (hasManagedEtcd(site) && plan.etcd_peer_port == 0) {
-    log::error("no free port for the managed etcd's peer URL after {}", site.etcd.endpoints.front().toString());
+  plan.etcd_peer_ports = chooseEtcdPeerPorts(site, portFree);
+  if (hasManagedEtcd(site) && plan.etcd_peer_ports.empty()) {
+    std::string endpoints;
+    for (const auto& endpoint : site.etcd.endpoints) {
+      endpoints += (endpoints.empty() ? "" : ", ") + endpoint.toString();
+    }
+    log::error("no free port for a managed etcd member's peer URL within 100 ports after its endpoint ({})",
+               endpoints);
     return kExitRuntime;
   }
-  for (const auto& listener : siteListeners(site, 0)) {
+  for (const auto& listener : siteListeners(site, {})) {
     if (!portFree(listener.address)) {
       log::error("{} ({}) is in use: is this site already running (started by hand?) or another program on it?",
                  listener.address.toString(), listener.what);
