@@ -29,6 +29,7 @@
 #include "site/monitoring.h"
 #include "site/plan.h"
 #include "site/probe.h"
+#include "site/status.h"
 
 namespace fulcrum::site {
 
@@ -378,6 +379,25 @@ class Up {
   // SIGTERM to every running child of `role`, then SIGKILL to whatever is left at the deadline.
   void stopRole(Role role) {
     std::vector<Child*> group = ofRole(role);
+    if (role == Role::Etcd && group.size() > 1 && !kill_now_) {
+      // An etcd leader that stops while its followers run hands its leadership to one of them and
+      // waits for it, up to etcd's request timeout (5 s and more) when they are stopping too: the
+      // followers go first, then the leader, which finds nobody to hand over to.
+      auto leader = std::find_if(group.begin(), group.end(), [](const Child* c) {
+        return c->pid != 0 && etcdIsLeader(fetch(c->spec.probe.address, "/v3/maintenance/status", kProbeTimeout, "{}").body);
+      });
+      if (leader != group.end()) {
+        Child* last = *leader;
+        group.erase(leader);
+        stopGroup(role, group);
+        stopGroup(role, {last});
+        return;
+      }
+    }
+    stopGroup(role, group);
+  }
+
+  void stopGroup(Role role, const std::vector<Child*>& group) {
     if (!anyRunning(group)) {
       return;
     }

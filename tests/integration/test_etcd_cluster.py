@@ -5,6 +5,7 @@ user can traverse; every process and directory is removed even when the test fai
 bounded polls. Skipped when etcd, PostgreSQL or root is missing."""
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -99,6 +100,10 @@ class EtcdClusterTest(unittest.TestCase):
         self.assertEqual(count.returncode, 0, count.stderr)
         self.assertGreater(int(count.stdout.strip()), 10)
         site.stop(self)
+        # Followers first, the leader last: no member waits to hand its leadership over (6 s).
+        stops = re.findall(r"stopped etcd +(etcd-\d) +\((\d+\.\d) s\)", site.up.output())
+        self.assertEqual(sorted(name for name, _ in stops), MEMBERS, site.up.output()[-2000:])
+        self.assertTrue(all(float(took) < 3 for _, took in stops), stops)
 
 
 if __name__ == "__main__":
