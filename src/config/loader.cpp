@@ -324,13 +324,13 @@ void readEtcdSection(Diagnostics& diag, const toml::table& table) {
   const size_t members = etcd.endpoints.size();
   if (etcd.managed && members > 0 && (members % 2 == 0 || members > 7)) {
     const size_t survives = (members - 1) / 2;
-    r.error("endpoints",
-            std::to_string(members) + " endpoints make a managed etcd cluster of " + std::to_string(members) +
-                " members, which works while " + std::to_string(members / 2 + 1) + " are up (a quorum)" +
-                (members % 2 == 0 ? ", so it survives no more failures (" + std::to_string(survives) +
-                                        ") than one member fewer"
-                                  : ", and every write waits for that many") +
-                ": list 1, 3, 5 or 7 endpoints (3 survive one failure, 5 two)");
+    r.error("endpoints", std::to_string(members) + " endpoints make a managed etcd cluster of " +
+                             std::to_string(members) + " members, which works while " +
+                             std::to_string(members / 2 + 1) + " are up (a quorum)" +
+                             (members % 2 == 0 ? ", so it survives no more failures (" +
+                                                     std::to_string(survives) + ") than one member fewer"
+                                               : ", and every write waits for that many") +
+                             ": list 1, 3, 5 or 7 endpoints (3 survive one failure, 5 two)");
   }
 }
 

@@ -114,8 +114,8 @@ Result<std::string> EtcdClient::call(std::string_view path, const std::string& b
       request.body = body;
       request.replay = replay;
       request.headers = kRequireLeader;
-      http::ClientOutcome outcome =
-          endpoints_[index].exchange(request, now + (deadline - now) / static_cast<int64_t>(order.size() - k));
+      http::ClientOutcome outcome = endpoints_[index].exchange(
+          request, now + (deadline - now) / static_cast<int64_t>(order.size() - k));
       if (!outcome.response.ok) {
         failed(index, outcome.response.error);
         if (outcome.request_sent && replay == Replay::OnlyIfUnsent) {

@@ -83,7 +83,8 @@ void EtcdWatch::stop() {
 }
 
 void EtcdWatch::leave(const core::SocketAddress& endpoint, const std::string& why) {
-  if (phase_ == Phase::Stopped || options_.endpoints.size() < 2 || options_.endpoints[endpoint_] != endpoint) {
+  if (phase_ == Phase::Stopped || options_.endpoints.size() < 2 ||
+      options_.endpoints[endpoint_] != endpoint) {
     return;
   }
   if (phase_ == Phase::Idle) {  // waiting to retry it: the retry goes to the next one instead
@@ -156,8 +157,7 @@ void EtcdWatch::connect() {
   // has lost its leader for three election timeouts: the watch moves to a member of the quorum.
   request_ = "POST /v3/watch HTTP/1.1\r\nHost: " + to.toString() +
              "\r\nGrpc-Metadata-hasleader: true\r\nContent-Type: application/json\r\nContent-Length: " +
-             std::to_string(body.size()) +
-             "\r\n\r\n" + body;
+             std::to_string(body.size()) + "\r\n\r\n" + body;
   response_.reset(http::Method::Post, /*max_body_bytes=*/0);  // endless by design
   phase_ = Phase::Connecting;
   deadline_timer_.armAfter(options_.connect_timeout);

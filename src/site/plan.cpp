@@ -221,7 +221,8 @@ std::vector<uint16_t> chooseEtcdPeerPorts(const config::Site& site,
         break;
       }
       const core::SocketAddress peer(client.ip(), static_cast<uint16_t>(port));
-      bool taken = std::any_of(used.begin(), used.end(), [&](const Listener& l) { return clash(l.address, peer); });
+      bool taken =
+          std::any_of(used.begin(), used.end(), [&](const Listener& l) { return clash(l.address, peer); });
       if (!taken && is_free(peer)) {
         found = static_cast<uint16_t>(port);
       }

@@ -56,8 +56,8 @@ ProbeResult connectOnly(const core::SocketAddress& address, std::chrono::millise
 
 }  // namespace
 
-ProbeResult fetch(const core::SocketAddress& address, const std::string& path, std::chrono::milliseconds timeout,
-                  std::string_view post_body) {
+ProbeResult fetch(const core::SocketAddress& address, const std::string& path,
+                  std::chrono::milliseconds timeout, std::string_view post_body) {
   ProbeResult out;
   http::ClientOptions options;
   options.connect_timeout = timeout;

@@ -20,7 +20,7 @@ ProbeResult runProbe(const Probe& probe, std::chrono::milliseconds timeout);
 
 // A GET whatever its status (for `status`, which reads 503 answers too); a POST of `post_body`
 // (JSON) when it is not empty.
-ProbeResult fetch(const core::SocketAddress& address, const std::string& path, std::chrono::milliseconds timeout,
-                  std::string_view post_body = {});
+ProbeResult fetch(const core::SocketAddress& address, const std::string& path,
+                  std::chrono::milliseconds timeout, std::string_view post_body = {});
 
 }  // namespace fulcrum::site

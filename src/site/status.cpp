@@ -50,13 +50,15 @@ std::vector<Target> targetsOf(const config::Site& site) {
     std::string name = etcdMemberName(site, i);
     Target t{NodeStatus{"etcd", name, endpoints[i].toString()}, endpoints[i], "/health"};
     const bool cluster = endpoints.size() > 1;
-    t.read = [cluster, endpoint = endpoints[i]](const ProbeResult& r, NodeStatus& row) -> std::optional<double> {
+    t.read = [cluster, endpoint = endpoints[i]](const ProbeResult& r,
+                                                NodeStatus& row) -> std::optional<double> {
       auto j = nlohmann::json::parse(r.body, nullptr, false);
       row.healthy = r.ok && j.is_object() && j.value("health", "") == "true";
       row.health = row.healthy ? "ok" : "unhealthy (HTTP " + std::to_string(r.status) + ")";
       // Which member leads (one more round trip, only for a cluster): the JSON gateway's
       // Maintenance.Status, a POST.
-      if (cluster && row.healthy && etcdIsLeader(fetch(endpoint, "/v3/maintenance/status", kTimeout, "{}").body)) {
+      if (cluster && row.healthy &&
+          etcdIsLeader(fetch(endpoint, "/v3/maintenance/status", kTimeout, "{}").body)) {
         row.health += ", leader";
       }
       return std::nullopt;

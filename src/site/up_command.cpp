@@ -1,5 +1,6 @@
 #include "site/up_command.h"
 
+#include <fmt/format.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -11,10 +12,8 @@
 #include <cstring>
 #include <fstream>
 #include <memory>
-#include <optional>
-
-#include <fmt/format.h>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "config/features.h"
 #include "core/event_loop.h"
@@ -384,7 +383,8 @@ class Up {
       // waits for it, up to etcd's request timeout (5 s and more) when they are stopping too: the
       // followers go first, then the leader, which finds nobody to hand over to.
       auto leader = std::find_if(group.begin(), group.end(), [](const Child* c) {
-        return c->pid != 0 && etcdIsLeader(fetch(c->spec.probe.address, "/v3/maintenance/status", kProbeTimeout, "{}").body);
+        return c->pid != 0 &&
+               etcdIsLeader(fetch(c->spec.probe.address, "/v3/maintenance/status", kProbeTimeout, "{}").body);
       });
       if (leader != group.end()) {
         Child* last = *leader;

@@ -92,8 +92,8 @@ class EtcdProcess {
 
   // Starts one member of a cluster in `dir` without waiting: a member answers only once a
   // quorum of its cluster runs.
-  bool startMember(const std::string& binary, const std::string& dir, const std::string& name, uint16_t client_port,
-                   uint16_t peer_port, const std::string& initial_cluster) {
+  bool startMember(const std::string& binary, const std::string& dir, const std::string& name,
+                   uint16_t client_port, uint16_t peer_port, const std::string& initial_cluster) {
     dir_ = dir;
     name_ = name;
     initial_cluster_ = initial_cluster;
@@ -859,13 +859,14 @@ class EtcdCluster {
       ports[i] = freePort();
     }
     for (size_t i = 0; i < 3; ++i) {
-      initial += (i == 0 ? "" : ",") + std::string("m") + std::to_string(i + 1) + "=http://127.0.0.1:" +
-                 std::to_string(ports[3 + i]);
+      initial += (i == 0 ? "" : ",") + std::string("m") + std::to_string(i + 1) +
+                 "=http://127.0.0.1:" + std::to_string(ports[3 + i]);
     }
     for (size_t i = 0; i < 3; ++i) {
       const std::string dir = dir_ + "/m" + std::to_string(i + 1);
       std::filesystem::create_directories(dir);
-      if (!members_[i].startMember(binary, dir, "m" + std::to_string(i + 1), ports[i], ports[3 + i], initial)) {
+      if (!members_[i].startMember(binary, dir, "m" + std::to_string(i + 1), ports[i], ports[3 + i],
+                                   initial)) {
         error = "cannot start member " + std::to_string(i + 1);
         return false;
       }
@@ -913,7 +914,8 @@ TEST_F(EtcdIntegrationTest, ClusterMemberFrozenOrWithoutLeaderIsSkipped) {
   options.connect_timeout = milliseconds(375);
   EtcdClient client(options);
   std::vector<std::string> failed;
-  client.onEndpointFailed([&](const core::SocketAddress& a, const std::string&) { failed.push_back(a.toString()); });
+  client.onEndpointFailed(
+      [&](const core::SocketAddress& a, const std::string&) { failed.push_back(a.toString()); });
   Elector elector(client, clock_, electorOptions("db-01", LeaseTiming::forTtl(ttl)));
   ASSERT_TRUE(elector.tryAcquire().value);
 
@@ -922,7 +924,8 @@ TEST_F(EtcdIntegrationTest, ClusterMemberFrozenOrWithoutLeaderIsSkipped) {
   uint64_t renewed = elector.renewals(true);
   while (SteadyClock::now() - frozen < 2 * ttl) {
     LeaseDecision d = elector.tick();
-    ASSERT_FALSE(d.fenced) << "fenced " << std::chrono::duration_cast<milliseconds>(SteadyClock::now() - frozen).count()
+    ASSERT_FALSE(d.fenced) << "fenced "
+                           << std::chrono::duration_cast<milliseconds>(SteadyClock::now() - frozen).count()
                            << " ms after the freeze: " << elector.lastError();
     std::this_thread::sleep_until(std::min(d.next_action, clock_.now() + milliseconds(50)));
   }

@@ -316,7 +316,8 @@ TEST_F(EtcdWatchTest, LeavesAMemberItsOwnerFoundUnresponsive) {
   options.endpoints.insert(options.endpoints.begin(), frozen);
   options.create_timeout = seconds(30);  // the watch alone would wait that long
   EtcdWatch watch(loop_, options, seen_.onEvent(), seen_.onResync());
-  pumpUntil(loop_, [] { return false; }, milliseconds(200));
+  pumpUntil(
+      loop_, [] { return false; }, milliseconds(200));
   EXPECT_FALSE(watch.connected());
   watch.leave(member_->endpoint(), "not the one in use");  // no effect
   const auto left = SteadyClock::now();

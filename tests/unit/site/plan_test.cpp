@@ -163,8 +163,9 @@ agent = "127.0.0.1:2384"
 )";
 
 TEST(PlanTest, PeerPortsOfAClusterClashWithNothing) {
-  config::Site site = load(std::string(kCluster) +
-                           "[etcd]\nendpoints = [\"127.0.0.1:2379\", \"127.0.0.1:2380\", \"127.0.0.1:2381\"]\n");
+  config::Site site =
+      load(std::string(kCluster) +
+           "[etcd]\nendpoints = [\"127.0.0.1:2379\", \"127.0.0.1:2380\", \"127.0.0.1:2381\"]\n");
   std::vector<std::string> probed;
   auto ports = chooseEtcdPeerPorts(site, [&](const core::SocketAddress& a) {
     probed.push_back(a.toString());
@@ -177,27 +178,31 @@ TEST(PlanTest, PeerPortsOfAClusterClashWithNothing) {
                                               "127.0.0.1:2383", "127.0.0.1:2386"}));
 
   // One member per host (the lab: every port is free in its namespace): client port + 1 each.
-  config::Site hosts = load(std::string(kCluster) +
-                            "[etcd]\nendpoints = [\"10.77.0.31:2379\", \"10.77.0.32:2379\", \"10.77.0.33:2379\"]\n");
+  config::Site hosts =
+      load(std::string(kCluster) +
+           "[etcd]\nendpoints = [\"10.77.0.31:2379\", \"10.77.0.32:2379\", \"10.77.0.33:2379\"]\n");
   EXPECT_EQ(chooseEtcdPeerPorts(hosts, [](const core::SocketAddress&) { return true; }),
             (std::vector<uint16_t>{2380, 2380, 2380}));
   // A wildcard listener on the port is a clash on every IP.
-  config::Site wild = load(std::string(kCluster) +
-                           "[[web.node]]\nname = \"w\"\nlisten = \"0.0.0.0:2380\"\n[web]\ndocroot = \"/\"\napp = \"none\"\n"
-                           "[etcd]\nendpoints = [\"10.77.0.31:2379\", \"10.77.0.32:2379\", \"10.77.0.33:2379\"]\n");
+  config::Site wild =
+      load(std::string(kCluster) +
+           "[[web.node]]\nname = \"w\"\nlisten = \"0.0.0.0:2380\"\n[web]\ndocroot = \"/\"\napp = \"none\"\n"
+           "[etcd]\nendpoints = [\"10.77.0.31:2379\", \"10.77.0.32:2379\", \"10.77.0.33:2379\"]\n");
   EXPECT_EQ(chooseEtcdPeerPorts(wild, [](const core::SocketAddress&) { return true; }),
             (std::vector<uint16_t>{2381, 2381, 2381}));
 }
 
 TEST(PlanTest, ClusterMembersEachGetTheirOwnDataDirAndListTheWholeCluster) {
-  config::Site site = load(std::string(kCluster) +
-                           "[etcd]\nendpoints = [\"127.0.0.1:2379\", \"127.0.0.1:2380\", \"127.0.0.1:2381\"]\n");
+  config::Site site =
+      load(std::string(kCluster) +
+           "[etcd]\nendpoints = [\"127.0.0.1:2379\", \"127.0.0.1:2380\", \"127.0.0.1:2381\"]\n");
   PlanOptions o = options();
   o.etcd_peer_ports = {2382, 2385, 2386};
   auto children = planChildren(site, o);
   ASSERT_EQ(children.size(), 4u);
   const std::string cluster =
-      "--initial-cluster=etcd-1=http://127.0.0.1:2382,etcd-2=http://127.0.0.1:2385,etcd-3=http://127.0.0.1:2386";
+      "--initial-cluster=etcd-1=http://127.0.0.1:2382,etcd-2=http://127.0.0.1:2385,etcd-3=http://"
+      "127.0.0.1:2386";
   for (size_t i = 0; i < 3; ++i) {
     const ChildSpec& etcd = children[i];
     const std::string n = std::to_string(i + 1);
@@ -206,16 +211,13 @@ TEST(PlanTest, ClusterMembersEachGetTheirOwnDataDirAndListTheWholeCluster) {
     EXPECT_EQ(etcd.name, etcdMemberName(site, i));
     const std::string client = "http://127.0.0.1:" + std::to_string(2379 + i);
     const std::string peer = "http://127.0.0.1:" + std::to_string(o.etcd_peer_ports[i]);
-    EXPECT_EQ(etcd.argv, (std::vector<std::string>{"/usr/bin/etcd", "--name=etcd-" + n,
-                                                   "--data-dir=/srv/state/etcd-" + n,
-                                                   "--listen-client-urls=" + client,
-                                                   "--advertise-client-urls=" + client,
-                                                   "--listen-peer-urls=" + peer,
-                                                   "--initial-advertise-peer-urls=" + peer, cluster,
-                                                   "--initial-cluster-state=new",
-                                                   "--initial-cluster-token=fulcrum-c",
-                                                   "--heartbeat-interval=50", "--election-timeout=500",
-                                                   "--logger=zap", "--log-level=debug"}));
+    EXPECT_EQ(etcd.argv,
+              (std::vector<std::string>{
+                  "/usr/bin/etcd", "--name=etcd-" + n, "--data-dir=/srv/state/etcd-" + n,
+                  "--listen-client-urls=" + client, "--advertise-client-urls=" + client,
+                  "--listen-peer-urls=" + peer, "--initial-advertise-peer-urls=" + peer, cluster,
+                  "--initial-cluster-state=new", "--initial-cluster-token=fulcrum-c",
+                  "--heartbeat-interval=50", "--election-timeout=500", "--logger=zap", "--log-level=debug"}));
     EXPECT_EQ(etcd.probe.url(), client + "/health");
     EXPECT_EQ(etcd.log, "/srv/state/logs/etcd-" + n + ".log");
   }
