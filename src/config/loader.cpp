@@ -317,6 +317,21 @@ void readEtcdSection(Diagnostics& diag, const toml::table& table) {
     }
   }
   r.read("managed", etcd.managed);
+  // `fulcrum up` makes one member of each endpoint, and a cluster works while a majority of its
+  // members is up: an even count tolerates no more failures than one member fewer, and more than
+  // 7 members only slow every write (each waits for a majority). Another cluster (managed = false)
+  // may be reached through any subset of its members.
+  const size_t members = etcd.endpoints.size();
+  if (etcd.managed && members > 0 && (members % 2 == 0 || members > 7)) {
+    const size_t survives = (members - 1) / 2;
+    r.error("endpoints", std::to_string(members) + " endpoints make a managed etcd cluster of " +
+                             std::to_string(members) + " members, which works while " +
+                             std::to_string(members / 2 + 1) + " are up (a quorum)" +
+                             (members % 2 == 0 ? ", so it survives no more failures (" +
+                                                     std::to_string(survives) + ") than one member fewer"
+                                               : ", and every write waits for that many") +
+                             ": list 1, 3, 5 or 7 endpoints (3 survive one failure, 5 two)");
+  }
 }
 
 void readMonitoringSection(Diagnostics& diag, const toml::table& table) {

@@ -159,6 +159,13 @@ void DbAgent::start(std::function<void(const std::string&)> on_fatal) {
   watch_ = std::make_unique<EtcdWatch>(
       loop_, std::move(options), [this](const WatchEvent& event) { onWatchEvent(event); },
       [this] { wake(); });
+  // A member our calls found dead, frozen or without a leader should not keep the watch either: a
+  // frozen one would hold it open and silent.
+  etcd_.onEndpointFailed([this](const core::SocketAddress& endpoint, const std::string& why) {
+    if (watch_) {
+      watch_->leave(endpoint, why);
+    }
+  });
 }
 
 void DbAgent::onWatchEvent(const WatchEvent& event) {

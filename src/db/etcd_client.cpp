@@ -1,6 +1,8 @@
 #include "db/etcd_client.h"
 
+#include <thread>
 #include <utility>
+#include <vector>
 
 namespace fulcrum::db {
 
@@ -25,6 +27,14 @@ TxnOp putOp(std::string_view key, std::string_view value, LeaseId lease) {
   op.lease = lease;
   return op;
 }
+
+// Asks etcd to refuse the call at once ("etcdserver: no leader") when the member has no leader,
+// instead of holding it until etcd's own request timeout (5 s and more) expires: the gRPC
+// metadata `hasleader: true` (clientv3's WithRequireLeader), which the JSON gateway forwards from
+// a Grpc-Metadata- header.
+constexpr std::string_view kRequireLeader = "Grpc-Metadata-hasleader: true\r\n";
+// Between two rounds over the members that answered "no leader".
+constexpr std::chrono::milliseconds kNoLeaderPause{50};
 
 template <typename T>
 Result<T> forward(const Result<std::string>& failed) {
@@ -74,49 +84,81 @@ Result<std::string> EtcdClient::call(std::string_view path, const std::string& b
   const size_t first = preferred_;
   std::string errors;
   auto note = [&](const std::string& error) { errors += (errors.empty() ? "" : "; ") + error; };
+  auto failed = [&](size_t index, const std::string& why) {
+    preferred_ = (index + 1) % count;  // the next call starts with the next endpoint
+    if (on_endpoint_failed_) {
+      on_endpoint_failed_(options_.endpoints[index], why);
+    }
+  };
+  // The endpoints this call still tries, in order. One that answered "no leader" is tried again
+  // after a pause while the deadline allows (the cluster may be electing a leader: half a second
+  // with `up`'s timing); one that failed otherwise is not.
+  std::vector<size_t> order;
   for (size_t i = 0; i < count; ++i) {
-    const auto now = SteadyClock::now();
-    if (now >= deadline) {
-      note("deadline passed");
+    order.push_back((first + i) % count);
+  }
+  for (bool first_round = true; !order.empty(); first_round = false) {
+    std::vector<size_t> no_leader;
+    for (size_t k = 0; k < order.size(); ++k) {
+      const auto now = SteadyClock::now();
+      if (now >= deadline) {
+        note("deadline passed");
+        return R::failure(what + ": no endpoint answered: " + errors);
+      }
+      const size_t index = order[k];
+      // An endpoint that accepts but never answers (a frozen member) may take only its share of
+      // what is left, so the others still get a turn within the call's deadline.
+      http::ClientRequest request;
+      request.method = http::Method::Post;
+      request.path = path;
+      request.body = body;
+      request.replay = replay;
+      request.headers = kRequireLeader;
+      http::ClientOutcome outcome = endpoints_[index].exchange(
+          request, now + (deadline - now) / static_cast<int64_t>(order.size() - k));
+      if (!outcome.response.ok) {
+        failed(index, outcome.response.error);
+        if (outcome.request_sent && replay == Replay::OnlyIfUnsent) {
+          return R::failure(what + ": " + outcome.response.error + " (the request may have been applied)");
+        }
+        note(outcome.response.error);
+        continue;
+      }
+      http::ClientResponse& reply = outcome.response.value;
+      if (reply.status == 200) {
+        answeredBy(index);
+        return R::success(std::move(reply.body));
+      }
+      etcd::GatewayError error = etcd::parseGatewayError(reply.status, reply.body);
+      if (not_found_ok && error.grpc_code == etcd::kGrpcNotFound) {
+        answeredBy(index);
+        return R::success(std::string());
+      }
+      // A member without a leader (cut off from the quorum, or during an election) refuses at
+      // once, having proposed nothing: another member may do better, for a write too.
+      if (etcd::isNoLeader(error)) {
+        preferred_ = (index + 1) % count;
+        no_leader.push_back(index);
+        if (first_round) {
+          note(options_.endpoints[index].toString() + ": " + error.message);
+        }
+        continue;
+      }
+      // Another Unavailable (a read timed out inside etcd) may be answered elsewhere. A write that
+      // timed out inside etcd may still be applied: no replay then.
+      if (error.grpc_code == etcd::kGrpcUnavailable && replay == Replay::Safe) {
+        failed(index, error.message);
+        note(options_.endpoints[index].toString() + ": " + error.message);
+        continue;
+      }
+      answeredBy(index);
+      return R::failure(what + ": " + error.message);
+    }
+    if (no_leader.empty() || SteadyClock::now() + kNoLeaderPause >= deadline) {
       break;
     }
-    const size_t index = (first + i) % count;
-    // An endpoint that accepts but never answers (a frozen member) may take only its share of
-    // what is left, so the others still get a turn within the call's deadline.
-    http::ClientRequest request;
-    request.method = http::Method::Post;
-    request.path = path;
-    request.body = body;
-    request.replay = replay;
-    http::ClientOutcome outcome =
-        endpoints_[index].exchange(request, now + (deadline - now) / static_cast<int64_t>(count - i));
-    if (!outcome.response.ok) {
-      preferred_ = (index + 1) % count;  // the next call starts with the next endpoint
-      if (outcome.request_sent && replay == Replay::OnlyIfUnsent) {
-        return R::failure(what + ": " + outcome.response.error + " (the request may have been applied)");
-      }
-      note(outcome.response.error);
-      continue;
-    }
-    http::ClientResponse& reply = outcome.response.value;
-    if (reply.status == 200) {
-      answeredBy(index);
-      return R::success(std::move(reply.body));
-    }
-    etcd::GatewayError error = etcd::parseGatewayError(reply.status, reply.body);
-    if (not_found_ok && error.grpc_code == etcd::kGrpcNotFound) {
-      answeredBy(index);
-      return R::success(std::string());
-    }
-    // A member cut off from its cluster answers Unavailable ("no leader"); another may do better.
-    // A timed-out write also answers Unavailable and may still be applied: no replay then.
-    if (error.grpc_code == etcd::kGrpcUnavailable && replay == Replay::Safe) {
-      preferred_ = (index + 1) % count;
-      note(options_.endpoints[index].toString() + ": " + error.message);
-      continue;
-    }
-    answeredBy(index);
-    return R::failure(what + ": " + error.message);
+    std::this_thread::sleep_for(kNoLeaderPause);
+    order = std::move(no_leader);
   }
   return R::failure(what + ": no endpoint answered: " + errors);
 }

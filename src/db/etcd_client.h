@@ -3,7 +3,9 @@
 // transaction and lease calls the database agent needs. Each call has one deadline covering
 // every endpoint it tries. Endpoints are tried in order, starting from the one that answered
 // last; each attempt gets at most an equal share of the time left, and a failed endpoint is
-// tried last by the next call, so a dead or frozen member cannot eat every call's budget.
+// tried last by the next call, so a dead or frozen member cannot eat every call's budget. Every
+// call requires a leader: a member cut off from its cluster's quorum refuses it at once ("no
+// leader", nothing proposed), and the call goes on to the next endpoint, a write too.
 //
 // Calls go over one persistent HTTP/1.1 connection (http/client.h): the one to the endpoint
 // that answered last. Connections to the others are closed once an endpoint answers, so an
@@ -12,6 +14,7 @@
 // Not thread-safe: one client per thread (the agent's control loop owns one).
 #include <chrono>
 #include <cstddef>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -79,6 +82,12 @@ class EtcdClient {
   // elector keeps its calls from running past the instant it must fence itself.
   void capDeadline(std::optional<std::chrono::steady_clock::time_point> cap) { cap_ = cap; }
 
+  // Called (on the caller's thread, inside the call) each time an endpoint fails to answer a call
+  // (dead, silent past its share of the deadline, or without a leader): the agent moves its watch
+  // off that member.
+  using EndpointFailed = std::function<void(const core::SocketAddress& endpoint, const std::string& why)>;
+  void onEndpointFailed(EndpointFailed callback) { on_endpoint_failed_ = std::move(callback); }
+
   const EtcdClientOptions& options() const { return options_; }
   // TCP connections opened to etcd so far, every endpoint together.
   uint64_t connectionsOpened() const;
@@ -102,6 +111,7 @@ class EtcdClient {
   std::vector<http::BlockingClient> endpoints_;  // one per options_.endpoints entry
   size_t preferred_ = 0;                         // index of the endpoint that answered last
   std::optional<std::chrono::steady_clock::time_point> cap_;
+  EndpointFailed on_endpoint_failed_;
 };
 
 }  // namespace fulcrum::db

@@ -398,4 +398,8 @@ GatewayError parseGatewayError(int http_status, std::string_view body) {
   return out;
 }
 
+bool isNoLeader(const GatewayError& error) {
+  return error.grpc_code == kGrpcUnavailable && error.message == "etcdserver: no leader";
+}
+
 }  // namespace fulcrum::db::etcd

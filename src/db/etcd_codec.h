@@ -96,4 +96,8 @@ GatewayError parseGatewayError(int http_status, std::string_view body);
 inline constexpr int kGrpcNotFound = 5;
 inline constexpr int kGrpcUnavailable = 14;
 
+// etcd's answer from a member that has no leader (a minority, or a cluster without quorum), to a
+// call sent with `hasleader: true`: refused before anything was proposed, so nothing was applied.
+bool isNoLeader(const GatewayError& error);
+
 }  // namespace fulcrum::db::etcd

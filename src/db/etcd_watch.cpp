@@ -82,6 +82,19 @@ void EtcdWatch::stop() {
   phase_ = Phase::Stopped;
 }
 
+void EtcdWatch::leave(const core::SocketAddress& endpoint, const std::string& why) {
+  if (phase_ == Phase::Stopped || options_.endpoints.size() < 2 ||
+      options_.endpoints[endpoint_] != endpoint) {
+    return;
+  }
+  if (phase_ == Phase::Idle) {  // waiting to retry it: the retry goes to the next one instead
+    endpoint_ = (endpoint_ + 1) % options_.endpoints.size();
+    return;
+  }
+  log::info("etcd watch leaves {}: {}", endpoint.toString(), why);
+  fail(why);
+}
+
 void EtcdWatch::closeStream() {
   if (fd_) {
     loop_.remove(fd_.get());
@@ -140,9 +153,11 @@ void EtcdWatch::connect() {
   }
   core::setNoDelay(fd_.get());
   const std::string body = createRequest(options_.prefix, revision_ > 0 ? revision_ + 1 : 0);
+  // hasleader: a member without a leader refuses the watch, and etcd ends a stream whose member
+  // has lost its leader for three election timeouts: the watch moves to a member of the quorum.
   request_ = "POST /v3/watch HTTP/1.1\r\nHost: " + to.toString() +
-             "\r\nContent-Type: application/json\r\nContent-Length: " + std::to_string(body.size()) +
-             "\r\n\r\n" + body;
+             "\r\nGrpc-Metadata-hasleader: true\r\nContent-Type: application/json\r\nContent-Length: " +
+             std::to_string(body.size()) + "\r\n\r\n" + body;
   response_.reset(http::Method::Post, /*max_body_bytes=*/0);  // endless by design
   phase_ = Phase::Connecting;
   deadline_timer_.armAfter(options_.connect_timeout);

@@ -57,6 +57,10 @@ class EtcdWatch final : public core::IoHandler {
 
   // Closes the stream and stops retrying; no callback runs afterwards.
   void stop();
+  // Moves the watch off `endpoint` when it is on it (streaming, connecting or about to retry),
+  // to the next endpoint: the owner's calls found that member dead, frozen or without a leader.
+  // A frozen member would keep the stream open and silent for as long as it is stopped.
+  void leave(const core::SocketAddress& endpoint, const std::string& why);
   // True while a stream etcd confirmed ("created") is open.
   bool connected() const { return phase_ == Phase::Streaming; }
   // The newest revision the watch has covered (0 before the first stream).

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "config/values.h"
 #include "site/monitoring.h"
 
 namespace fulcrum::site {
@@ -69,28 +70,47 @@ std::string etcdMemberName(const config::Site& site, size_t i) {
 std::vector<ChildSpec> planChildren(const config::Site& site, const PlanOptions& options) {
   std::vector<ChildSpec> out;
   if (hasManagedEtcd(site)) {
-    const core::SocketAddress& client = site.etcd.endpoints.front();
-    const std::string client_url = httpUrl(client);
-    const std::string peer_url = httpUrl(core::SocketAddress(client.ip(), options.etcd_peer_port));
-    ChildSpec etcd;
-    etcd.role = Role::Etcd;
-    etcd.name = "etcd";
-    // One member; short heartbeats so the member elects itself within a second of starting.
-    etcd.argv = {options.etcd_exe,
-                 "--name=fulcrum",
-                 "--data-dir=" + (site.site.state_dir / "etcd").string(),
-                 "--listen-client-urls=" + client_url,
-                 "--advertise-client-urls=" + client_url,
-                 "--listen-peer-urls=" + peer_url,
-                 "--initial-advertise-peer-urls=" + peer_url,
-                 "--initial-cluster=fulcrum=" + peer_url,
-                 "--heartbeat-interval=50",
-                 "--election-timeout=500",
-                 "--logger=zap",
-                 "--log-level=" + std::string(options.log_level == "debug" ? "debug" : "warn")};
-    etcd.probe = Probe{client, "/health"};
-    etcd.log = logPath(site, "etcd");
-    out.push_back(std::move(etcd));
+    const auto& endpoints = site.etcd.endpoints;
+    const bool single = endpoints.size() == 1;
+    // A single member keeps the name its data dir was made with before clusters existed.
+    auto memberName = [&](size_t i) { return single ? std::string("fulcrum") : etcdMemberName(site, i); };
+    auto peerUrl = [&](size_t i) {
+      uint16_t port = i < options.etcd_peer_ports.size() ? options.etcd_peer_ports[i] : 0;
+      return httpUrl(core::SocketAddress(endpoints[i].ip(), port));
+    };
+    std::string initial_cluster;
+    for (size_t i = 0; i < endpoints.size(); ++i) {
+      initial_cluster += (i == 0 ? "" : ",") + memberName(i) + "=" + peerUrl(i);
+    }
+    for (size_t i = 0; i < endpoints.size(); ++i) {
+      const std::string client_url = httpUrl(endpoints[i]);
+      const std::string peer_url = peerUrl(i);
+      ChildSpec etcd;
+      etcd.role = Role::Etcd;
+      etcd.name = etcdMemberName(site, i);
+      // Short heartbeats: a member elects itself (or the members a leader) within a second of
+      // starting, and a dead leader is replaced as fast. The initial cluster and its state only
+      // matter on an empty data dir; a member restarting on its data rejoins the cluster it knows.
+      etcd.argv = {options.etcd_exe,
+                   "--name=" + memberName(i),
+                   "--data-dir=" + (site.site.state_dir / etcd.name).string(),
+                   "--listen-client-urls=" + client_url,
+                   "--advertise-client-urls=" + client_url,
+                   "--listen-peer-urls=" + peer_url,
+                   "--initial-advertise-peer-urls=" + peer_url,
+                   "--initial-cluster=" + initial_cluster,
+                   "--initial-cluster-state=new",
+                   "--initial-cluster-token=" + etcdClusterToken(site),
+                   "--heartbeat-interval=50",
+                   "--election-timeout=500",
+                   "--logger=zap",
+                   "--log-level=" + std::string(options.log_level == "debug" ? "debug" : "warn")};
+      // A member of a cluster answers /health only once a quorum has a leader: `up` starts every
+      // member before it probes any.
+      etcd.probe = Probe{endpoints[i], "/health"};
+      etcd.log = logPath(site, etcd.name);
+      out.push_back(std::move(etcd));
+    }
   }
   for (const auto& node : site.db.nodes) {
     ChildSpec spec{Role::Db, node.name, roleArgs(options, site, "db", node.name), Probe{node.agent, "/health"},
@@ -139,13 +159,16 @@ std::vector<ChildSpec> planChildren(const config::Site& site, const PlanOptions&
   return out;
 }
 
-std::vector<Listener> siteListeners(const config::Site& site, uint16_t etcd_peer_port) {
+std::vector<Listener> siteListeners(const config::Site& site, const std::vector<uint16_t>& etcd_peer_ports) {
   std::vector<Listener> out;
   if (hasManagedEtcd(site)) {
-    const core::SocketAddress& client = site.etcd.endpoints.front();
-    out.push_back({"etcd client", client});
-    if (etcd_peer_port != 0) {
-      out.push_back({"etcd peer", core::SocketAddress(client.ip(), etcd_peer_port)});
+    const auto& endpoints = site.etcd.endpoints;
+    for (size_t i = 0; i < endpoints.size(); ++i) {
+      const std::string prefix = endpoints.size() == 1 ? "etcd" : etcdMemberName(site, i);
+      out.push_back({prefix + " client", endpoints[i]});
+      if (i < etcd_peer_ports.size() && etcd_peer_ports[i] != 0) {
+        out.push_back({prefix + " peer", core::SocketAddress(endpoints[i].ip(), etcd_peer_ports[i])});
+      }
     }
   }
   for (const auto& node : site.db.nodes) {
@@ -173,24 +196,43 @@ std::vector<Listener> siteListeners(const config::Site& site, uint16_t etcd_peer
   return out;
 }
 
-uint16_t chooseEtcdPeerPort(const config::Site& site, const std::function<bool(uint16_t)>& is_free) {
+std::string etcdClusterToken(const config::Site& site) {
+  return "fulcrum-" + site.site.name;
+}
+
+std::vector<uint16_t> chooseEtcdPeerPorts(const config::Site& site,
+                                          const std::function<bool(const core::SocketAddress&)>& is_free) {
+  std::vector<uint16_t> chosen;
   if (!hasManagedEtcd(site)) {
-    return 0;
+    return chosen;
   }
-  const auto used = siteListeners(site, 0);
-  uint32_t port = site.etcd.endpoints.front().port();
-  for (uint16_t i = 0; i < kPeerPortTries; ++i) {
-    ++port;
-    if (port > 65535) {
-      return 0;
+  // Two listeners clash on the same port when on the same IP, or when either is a wildcard.
+  auto clash = [](const core::SocketAddress& a, const core::SocketAddress& b) {
+    return a.port() == b.port() &&
+           (a.ip() == b.ip() || config::isZeroAddress(a.ip()) || config::isZeroAddress(b.ip()));
+  };
+  for (const core::SocketAddress& client : site.etcd.endpoints) {
+    // Every listener of the site, with the peer ports chosen so far.
+    const std::vector<Listener> used = siteListeners(site, chosen);
+    uint16_t found = 0;
+    uint32_t port = client.port();
+    for (uint16_t i = 0; i < kPeerPortTries && found == 0; ++i) {
+      if (++port > 65535) {
+        break;
+      }
+      const core::SocketAddress peer(client.ip(), static_cast<uint16_t>(port));
+      bool taken =
+          std::any_of(used.begin(), used.end(), [&](const Listener& l) { return clash(l.address, peer); });
+      if (!taken && is_free(peer)) {
+        found = static_cast<uint16_t>(port);
+      }
     }
-    bool taken = std::any_of(used.begin(), used.end(),
-                             [&](const Listener& l) { return l.address.port() == port; });
-    if (!taken && is_free(static_cast<uint16_t>(port))) {
-      return static_cast<uint16_t>(port);
+    if (found == 0) {
+      return {};
     }
+    chosen.push_back(found);
   }
-  return 0;
+  return chosen;
 }
 
 }  // namespace fulcrum::site

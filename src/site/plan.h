@@ -44,7 +44,7 @@ struct PlanOptions {
   std::string etcd_exe;          // the etcd binary (when the site has a managed etcd)
   std::string prometheus_exe;    // Debian's prometheus (when the site has managed monitoring)
   std::string alertmanager_exe;  // and prometheus-alertmanager (unless alertmanager = "")
-  uint16_t etcd_peer_port = 0;
+  std::vector<uint16_t> etcd_peer_ports;  // one per [etcd] endpoint (chooseEtcdPeerPorts)
   std::string log_format = "text";
   std::string log_level = "info";
 };
@@ -56,9 +56,10 @@ bool hasManagedEtcd(const config::Site& site);
 bool hasManagedMonitoring(const config::Site& site);
 
 // The name of etcd endpoint `i` as a node: "etcd" for a single member, else "etcd-1", "etcd-2", ...
+// A managed member's child, log (logs/NAME.log) and data dir (state_dir/NAME) have this name.
 std::string etcdMemberName(const config::Site& site, size_t i);
 
-// Every child, in start order (etcd, db agents, web nodes, load balancers, monitoring).
+// Every child, in start order (etcd members, db agents, web nodes, load balancers, monitoring).
 std::vector<ChildSpec> planChildren(const config::Site& site, const PlanOptions& options);
 
 // Every address a child of `up` listens on, with what listens there ("lb-01 http").
@@ -66,12 +67,21 @@ struct Listener {
   std::string what;
   core::SocketAddress address;
 };
-std::vector<Listener> siteListeners(const config::Site& site, uint16_t etcd_peer_port);
+// `etcd_peer_ports` (one per endpoint, or empty) adds each member's peer listener.
+std::vector<Listener> siteListeners(const config::Site& site, const std::vector<uint16_t>& etcd_peer_ports);
 
-// The managed etcd's peer port (single member, so only etcd itself uses it): the first port after
-// the client port that no listener of the site uses on any address and that `is_free` accepts
-// (a bind test in `up`). Deterministic, so a restart normally picks the same one. 0 when none of
-// the next 100 ports qualifies.
-uint16_t chooseEtcdPeerPort(const config::Site& site, const std::function<bool(uint16_t)>& is_free);
+// The managed etcd cluster's token (`--initial-cluster-token`), derived from the site's name so
+// two sites' members never join each other's cluster by mistake.
+std::string etcdClusterToken(const config::Site& site);
+
+// The peer port of each managed etcd member, one per [etcd] endpoint: the first port after the
+// member's client port that no listener of the site (nor a member's peer port chosen before it)
+// uses on the member's IP or a wildcard, and that `is_free` accepts (a bind test in `up`; always
+// true in a network namespace of its own). With members on their own IPs that is client port + 1
+// for each. Deterministic, so a restart normally picks the same ones (a member's peer URL is
+// stored in the cluster's data). Empty when none of the 100 ports after some member's client port
+// qualifies, or when etcd is not managed.
+std::vector<uint16_t> chooseEtcdPeerPorts(const config::Site& site,
+                                          const std::function<bool(const core::SocketAddress&)>& is_free);
 
 }  // namespace fulcrum::site

@@ -56,13 +56,18 @@ ProbeResult connectOnly(const core::SocketAddress& address, std::chrono::millise
 
 }  // namespace
 
-ProbeResult fetch(const core::SocketAddress& address, const std::string& path, std::chrono::milliseconds timeout) {
+ProbeResult fetch(const core::SocketAddress& address, const std::string& path,
+                  std::chrono::milliseconds timeout, std::string_view post_body) {
   ProbeResult out;
   http::ClientOptions options;
   options.connect_timeout = timeout;
   options.max_body_bytes = 4 << 20;
   http::ClientRequest request;
   request.path = path;
+  if (!post_body.empty()) {
+    request.method = http::Method::Post;
+    request.body = post_body;
+  }
   http::ClientOutcome got = http::fetchOnce(address, request, Clock::now() + timeout, options);
   if (!got.response.ok) {
     out.error = got.response.error;

@@ -18,7 +18,9 @@ struct ProbeResult {
 // HTTP GET (ok on 2xx) or TCP connect (ok once connected), within `timeout`.
 ProbeResult runProbe(const Probe& probe, std::chrono::milliseconds timeout);
 
-// A GET whatever its status (for `status`, which reads 503 answers too).
-ProbeResult fetch(const core::SocketAddress& address, const std::string& path, std::chrono::milliseconds timeout);
+// A GET whatever its status (for `status`, which reads 503 answers too); a POST of `post_body`
+// (JSON) when it is not empty.
+ProbeResult fetch(const core::SocketAddress& address, const std::string& path,
+                  std::chrono::milliseconds timeout, std::string_view post_body = {});
 
 }  // namespace fulcrum::site

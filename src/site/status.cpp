@@ -49,10 +49,18 @@ std::vector<Target> targetsOf(const config::Site& site) {
   for (size_t i = 0; i < endpoints.size(); ++i) {
     std::string name = etcdMemberName(site, i);
     Target t{NodeStatus{"etcd", name, endpoints[i].toString()}, endpoints[i], "/health"};
-    t.read = [](const ProbeResult& r, NodeStatus& row) -> std::optional<double> {
+    const bool cluster = endpoints.size() > 1;
+    t.read = [cluster, endpoint = endpoints[i]](const ProbeResult& r,
+                                                NodeStatus& row) -> std::optional<double> {
       auto j = nlohmann::json::parse(r.body, nullptr, false);
       row.healthy = r.ok && j.is_object() && j.value("health", "") == "true";
       row.health = row.healthy ? "ok" : "unhealthy (HTTP " + std::to_string(r.status) + ")";
+      // Which member leads (one more round trip, only for a cluster): the JSON gateway's
+      // Maintenance.Status, a POST.
+      if (cluster && row.healthy &&
+          etcdIsLeader(fetch(endpoint, "/v3/maintenance/status", kTimeout, "{}").body)) {
+        row.health += ", leader";
+      }
       return std::nullopt;
     };
     out.push_back(std::move(t));
@@ -117,6 +125,18 @@ std::string rateText(const NodeStatus& n) {
 }
 
 }  // namespace
+
+bool etcdIsLeader(std::string_view json) {
+  auto j = nlohmann::json::parse(json, nullptr, false);
+  if (!j.is_object() || !j.contains("header") || !j["header"].is_object()) {
+    return false;
+  }
+  // uint64 ids, as decimal strings in the gateway's JSON.
+  const auto& member = j["header"].value("member_id", nlohmann::json());
+  const auto& leader = j.value("leader", nlohmann::json());
+  return member.is_string() && leader.is_string() && !member.get<std::string>().empty() &&
+         member.get<std::string>() != "0" && member == leader;
+}
 
 std::optional<double> prometheusCounter(std::string_view text, std::string_view name) {
   std::optional<double> sum;

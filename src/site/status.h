@@ -26,6 +26,8 @@ struct NodeStatus {
 // Pure readers of the nodes' answers (unit-tested).
 // The sum of every sample of counter `name` in Prometheus text.
 std::optional<double> prometheusCounter(std::string_view text, std::string_view name);
+// True when an etcd member's /v3/maintenance/status answer says it is its cluster's leader.
+bool etcdIsLeader(std::string_view json);
 // Fills health/healthy/lag from a db agent's /status JSON.
 void readAgentStatus(std::string_view json, NodeStatus& out);
 // Fills health/healthy from a load balancer's /api/state JSON; returns its request counter.

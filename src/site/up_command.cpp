@@ -1,5 +1,6 @@
 #include "site/up_command.h"
 
+#include <fmt/format.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -11,10 +12,8 @@
 #include <cstring>
 #include <fstream>
 #include <memory>
-#include <optional>
-
-#include <fmt/format.h>
 #include <nlohmann/json.hpp>
+#include <optional>
 
 #include "config/features.h"
 #include "core/event_loop.h"
@@ -29,6 +28,7 @@
 #include "site/monitoring.h"
 #include "site/plan.h"
 #include "site/probe.h"
+#include "site/status.h"
 
 namespace fulcrum::site {
 
@@ -378,6 +378,26 @@ class Up {
   // SIGTERM to every running child of `role`, then SIGKILL to whatever is left at the deadline.
   void stopRole(Role role) {
     std::vector<Child*> group = ofRole(role);
+    if (role == Role::Etcd && group.size() > 1 && !kill_now_) {
+      // An etcd leader that stops while its followers run hands its leadership to one of them and
+      // waits for it, up to etcd's request timeout (5 s and more) when they are stopping too: the
+      // followers go first, then the leader, which finds nobody to hand over to.
+      auto leader = std::find_if(group.begin(), group.end(), [](const Child* c) {
+        return c->pid != 0 &&
+               etcdIsLeader(fetch(c->spec.probe.address, "/v3/maintenance/status", kProbeTimeout, "{}").body);
+      });
+      if (leader != group.end()) {
+        Child* last = *leader;
+        group.erase(leader);
+        stopGroup(role, group);
+        stopGroup(role, {last});
+        return;
+      }
+    }
+    stopGroup(role, group);
+  }
+
+  void stopGroup(Role role, const std::vector<Child*>& group) {
     if (!anyRunning(group)) {
       return;
     }
@@ -587,15 +607,17 @@ int runUpCommand(const config::Site& site, const UpOptions& options) {
     return kExitRuntime;
   }
   // Under the lock: a port in use now belongs to something else (a node started by hand?).
-  const core::IpAddress etcd_ip =
-      hasManagedEtcd(site) ? site.etcd.endpoints.front().ip() : core::IpAddress{};
-  plan.etcd_peer_port =
-      chooseEtcdPeerPort(site, [&](uint16_t port) { return portFree(core::SocketAddress(etcd_ip, port)); });
-  if (hasManagedEtcd(site) && plan.etcd_peer_port == 0) {
-    log::error("no free port for the managed etcd's peer URL after {}", site.etcd.endpoints.front().toString());
+  plan.etcd_peer_ports = chooseEtcdPeerPorts(site, portFree);
+  if (hasManagedEtcd(site) && plan.etcd_peer_ports.empty()) {
+    std::string endpoints;
+    for (const auto& endpoint : site.etcd.endpoints) {
+      endpoints += (endpoints.empty() ? "" : ", ") + endpoint.toString();
+    }
+    log::error("no free port for a managed etcd member's peer URL within 100 ports after its endpoint ({})",
+               endpoints);
     return kExitRuntime;
   }
-  for (const auto& listener : siteListeners(site, 0)) {
+  for (const auto& listener : siteListeners(site, {})) {
     if (!portFree(listener.address)) {
       log::error("{} ({}) is in use: is this site already running (started by hand?) or another program on it?",
                  listener.address.toString(), listener.what);

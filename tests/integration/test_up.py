@@ -19,10 +19,11 @@ DB = ["db-1", "db-2"]
 class Site:
     """A site file, its `up` process and the state it leaves in its temporary directory."""
 
-    def __init__(self, extra_lb="", app="none", extra_db="", extra=""):
+    def __init__(self, extra_lb="", app="none", extra_db="", extra="", etcd_members=1):
         self.dir = tempfile.mkdtemp(prefix="fulcrum-up-", dir="/tmp")
         os.chmod(self.dir, 0o755)  # the postgres user must traverse it
-        self.lb_http, self.lb_stats, self.etcd = free_port(), free_port(), free_port()
+        self.lb_http, self.lb_stats = free_port(), free_port()
+        self.etcd_ports = [free_port() for _ in range(etcd_members)]
         self.web = {name: free_port() for name in WEB}
         self.ports = {name: (free_port(), free_port()) for name in DB}
         text = (f'[site]\nname = "uptest"\nstate_dir = "var"\n'
@@ -35,7 +36,8 @@ class Site:
         text += f"[db]\nleader_ttl_ms = 3000\n{extra_db}"
         for name, (pg, agent) in self.ports.items():
             text += f'[[db.node]]\nname = "{name}"\npg = "127.0.0.1:{pg}"\nagent = "127.0.0.1:{agent}"\n'
-        text += f'[etcd]\nendpoints = ["127.0.0.1:{self.etcd}"]\nmanaged = true\n{extra}'
+        endpoints = ", ".join(f'"127.0.0.1:{port}"' for port in self.etcd_ports)
+        text += f'[etcd]\nendpoints = [{endpoints}]\nmanaged = true\n{extra}'
         os.makedirs(os.path.join(self.dir, "www"))
         with open(os.path.join(self.dir, "www", "index.html"), "w") as f:
             f.write("hello from up\n")

@@ -168,6 +168,18 @@ const BadCase kRangeCases[] = {
      "must be between 1000 and 600000, got 600001"},
     {"max_lag_negative", "[db]\nmax_lag_bytes = -1\n", "db.max_lag_bytes", 2, 1,
      "must not be negative, got -1"},
+    {"etcd_members_even", "[etcd]\nendpoints = [\"127.0.0.1:2379\", \"127.0.0.2:2379\"]\n", "etcd.endpoints",
+     2, 1,
+     "2 endpoints make a managed etcd cluster of 2 members, which works while 2 are up (a quorum), so it "
+     "survives no more failures (0) than one member fewer: list 1, 3, 5 or 7 endpoints (3 survive one "
+     "failure, 5 two)"},
+    {"etcd_members_many",
+     "[etcd]\nendpoints = [\"127.0.0.1:1\", \"127.0.0.1:2\", \"127.0.0.1:3\", \"127.0.0.1:4\", "
+     "\"127.0.0.1:5\", "
+     "\"127.0.0.1:6\", \"127.0.0.1:7\", \"127.0.0.1:8\", \"127.0.0.1:9\"]\n",
+     "etcd.endpoints", 2, 1,
+     "9 endpoints make a managed etcd cluster of 9 members, which works while 5 are up (a quorum), and every "
+     "write waits for that many: list 1, 3, 5 or 7 endpoints (3 survive one failure, 5 two)"},
 };
 INSTANTIATE_TEST_SUITE_P(OutOfRange, BadSite, ::testing::ValuesIn(kRangeCases),
                          [](const auto& info) { return std::string(info.param.name); });

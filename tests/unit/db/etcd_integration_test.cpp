@@ -90,6 +90,16 @@ class EtcdProcess {
     return false;
   }
 
+  // Starts one member of a cluster in `dir` without waiting: a member answers only once a
+  // quorum of its cluster runs.
+  bool startMember(const std::string& binary, const std::string& dir, const std::string& name,
+                   uint16_t client_port, uint16_t peer_port, const std::string& initial_cluster) {
+    dir_ = dir;
+    name_ = name;
+    initial_cluster_ = initial_cluster;
+    return spawn(binary, client_port, peer_port);
+  }
+
   void pause() {
     if (pid_ > 0) {
       ::kill(pid_, SIGSTOP);
@@ -119,9 +129,9 @@ class EtcdProcess {
   }
 
  private:
-  bool spawn(const std::string& binary) {
-    uint16_t client_port = freePort();
-    uint16_t peer_port = freePort();
+  bool spawn(const std::string& binary) { return spawn(binary, freePort(), freePort()); }
+
+  bool spawn(const std::string& binary, uint16_t client_port, uint16_t peer_port) {
     if (client_port == 0 || peer_port == 0 || client_port == peer_port) {
       return false;
     }
@@ -130,13 +140,14 @@ class EtcdProcess {
     const std::string peer_url = "http://127.0.0.1:" + std::to_string(peer_port);
     std::vector<std::string> args = {
         binary,
-        "--name=fulcrum-test",
+        "--name=" + name_,
         "--data-dir=" + dir_ + "/data",
         "--listen-client-urls=" + client_url,
         "--advertise-client-urls=" + client_url,
         "--listen-peer-urls=" + peer_url,
         "--initial-advertise-peer-urls=" + peer_url,
-        "--initial-cluster=fulcrum-test=" + peer_url,
+        "--initial-cluster=" + (initial_cluster_.empty() ? name_ + "=" + peer_url : initial_cluster_),
+        "--initial-cluster-token=fulcrum-test-" + std::to_string(::getpid()),
         // Faster elections also lower etcd's minimum lease TTL to 1 s (1.5 election timeouts).
         "--heartbeat-interval=50",
         "--election-timeout=500",
@@ -206,6 +217,8 @@ class EtcdProcess {
   }
 
   std::string dir_;
+  std::string name_ = "fulcrum-test";
+  std::string initial_cluster_;  // empty: a cluster of one
   pid_t pid_ = -1;
   core::SocketAddress client_;
 };
@@ -828,6 +841,137 @@ TEST_F(EtcdIntegrationTest, FrozenEtcdFencesTheLeaderOnTimeThenItRecovers) {
   EXPECT_TRUE(a.mayWrite());
   EXPECT_EQ(a.currentLeader().value, std::optional<std::string>("db-01"));
   ASSERT_TRUE(a.release().ok);
+}
+
+// A cluster of three members, as `fulcrum up` runs one for three [etcd] endpoints.
+class EtcdCluster {
+ public:
+  bool start(const std::string& binary, std::string& error) {
+    char tmpl[] = "/tmp/fulcrum-etcd-cluster-XXXXXX";
+    if (::mkdtemp(tmpl) == nullptr) {
+      error = "mkdtemp failed";
+      return false;
+    }
+    dir_ = tmpl;
+    uint16_t ports[6];
+    std::string initial;
+    for (size_t i = 0; i < 6; ++i) {
+      ports[i] = freePort();
+    }
+    for (size_t i = 0; i < 3; ++i) {
+      initial += (i == 0 ? "" : ",") + std::string("m") + std::to_string(i + 1) +
+                 "=http://127.0.0.1:" + std::to_string(ports[3 + i]);
+    }
+    for (size_t i = 0; i < 3; ++i) {
+      const std::string dir = dir_ + "/m" + std::to_string(i + 1);
+      std::filesystem::create_directories(dir);
+      if (!members_[i].startMember(binary, dir, "m" + std::to_string(i + 1), ports[i], ports[3 + i],
+                                   initial)) {
+        error = "cannot start member " + std::to_string(i + 1);
+        return false;
+      }
+    }
+    EtcdClientOptions options;
+    options.endpoints = endpoints();
+    options.request_timeout = milliseconds(1000);
+    EtcdClient probe(options);
+    if (!waitFor([&] { return probe.put("/cluster/ready", "1").ok; }, seconds(30))) {
+      error = "the cluster did not become ready; member 1's log:\n" + members_[0].logTail();
+      return false;
+    }
+    return true;
+  }
+  ~EtcdCluster() {
+    for (EtcdProcess& m : members_) {
+      m.stop();
+    }
+    std::error_code ignored;
+    std::filesystem::remove_all(dir_, ignored);
+  }
+  std::vector<core::SocketAddress> endpoints() const {
+    return {members_[0].endpoint(), members_[1].endpoint(), members_[2].endpoint()};
+  }
+  EtcdProcess& member(size_t i) { return members_[i]; }
+
+ private:
+  std::string dir_;
+  EtcdProcess members_[3];
+};
+
+// The agent's calls against a three-member cluster: a frozen member (SIGSTOP: connects succeed,
+// answers never come), even the one the client prefers and even the raft leader, costs one
+// share of a call's deadline and never a lease renewal; a member without a leader refuses at
+// once, and a write refused so goes to another member.
+TEST_F(EtcdIntegrationTest, ClusterMemberFrozenOrWithoutLeaderIsSkipped) {
+  EtcdCluster cluster;
+  std::string error;
+  ASSERT_TRUE(cluster.start(*findEtcd(), error)) << error;
+  // The agent's timing for a 3 s leader TTL: each call 750 ms over every endpoint.
+  const milliseconds ttl(3000);
+  EtcdClientOptions options;
+  options.endpoints = cluster.endpoints();
+  options.request_timeout = ttl / 4;
+  options.connect_timeout = milliseconds(375);
+  EtcdClient client(options);
+  std::vector<std::string> failed;
+  client.onEndpointFailed(
+      [&](const core::SocketAddress& a, const std::string&) { failed.push_back(a.toString()); });
+  Elector elector(client, clock_, electorOptions("db-01", LeaseTiming::forTtl(ttl)));
+  ASSERT_TRUE(elector.tryAcquire().value);
+
+  cluster.member(0).pause();  // the endpoint the client uses first
+  const auto frozen = SteadyClock::now();
+  uint64_t renewed = elector.renewals(true);
+  milliseconds slowest_tick{0};
+  while (SteadyClock::now() - frozen < 2 * ttl) {
+    const auto tick_start = SteadyClock::now();
+    LeaseDecision d = elector.tick();
+    slowest_tick = std::max(slowest_tick, std::chrono::duration_cast<milliseconds>(SteadyClock::now() - tick_start));
+    ASSERT_FALSE(d.fenced) << "fenced "
+                           << std::chrono::duration_cast<milliseconds>(SteadyClock::now() - frozen).count()
+                           << " ms after the freeze: " << elector.lastError();
+    std::this_thread::sleep_until(std::min(d.next_action, clock_.now() + milliseconds(50)));
+  }
+  EXPECT_GE(elector.renewals(true), renewed + 2);
+  // A renewal is a keepalive and a read: the frozen member costs the first its share (1/3).
+  RecordProperty("slowest_renewal_ms", static_cast<int>(slowest_tick.count()));
+  EXPECT_LT(slowest_tick, 2 * options.request_timeout);
+  EXPECT_EQ(elector.currentLeader().value, std::optional<std::string>("db-01"));
+  ASSERT_FALSE(failed.empty());
+  EXPECT_EQ(failed.front(), cluster.endpoints()[0].toString());
+  cluster.member(0).resume();
+  ASSERT_TRUE(elector.release().ok);
+
+  // Member 1 alone: no quorum, no leader. Its answer comes at once, and the call retries it
+  // (an election may end) until its deadline, no longer.
+  cluster.member(1).stop();
+  cluster.member(2).stop();
+  EtcdClientOptions lone_options = options;
+  lone_options.endpoints = {cluster.endpoints()[0]};
+  EtcdClient lone(lone_options);
+  ASSERT_TRUE(waitFor(
+      [&] {
+        auto got = lone.get(prefix_ + "k");
+        return !got.ok && got.error.find("no leader") != std::string::npos;
+      },
+      seconds(10)));
+  auto start = SteadyClock::now();
+  auto refused = lone.put(prefix_ + "k", "v");
+  auto took = SteadyClock::now() - start;
+  EXPECT_FALSE(refused.ok);
+  EXPECT_NE(refused.error.find("no leader"), std::string::npos) << refused.error;
+  EXPECT_LT(took, options.request_timeout + milliseconds(200));  // etcd alone would hold it 5 s and more
+
+  // A write it refused was never proposed: the next endpoint (a live etcd) takes it.
+  EtcdClientOptions mixed = options;
+  mixed.endpoints = {cluster.endpoints()[0], etcd_->endpoint()};
+  EtcdClient writer(mixed);
+  auto put = writer.put(prefix_ + "k", "v");
+  ASSERT_TRUE(put.ok) << put.error;
+  EtcdClient reader(clientOptions());
+  auto got = reader.get(prefix_ + "k");
+  ASSERT_TRUE(got.ok && got.value) << got.error;
+  EXPECT_EQ(got.value->value, "v");
 }
 
 }  // namespace

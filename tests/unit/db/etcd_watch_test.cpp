@@ -304,6 +304,36 @@ TEST_F(EtcdWatchTest, SkipsADeadEndpoint) {
       loop_, [&] { return seen_.events.size() == 1; }, seconds(5)));
 }
 
+TEST_F(EtcdWatchTest, LeavesAMemberItsOwnerFoundUnresponsive) {
+  // A listener that never accepts: the connect completes in the kernel, nothing ever answers,
+  // as with a frozen member.
+  std::string error;
+  core::Fd silent =
+      core::listenTcp(*core::SocketAddress::parse("127.0.0.1:0"), core::ListenOptions{false, 8}, error);
+  ASSERT_TRUE(silent) << error;
+  const core::SocketAddress frozen = core::localAddress(silent.get());
+  EtcdWatchOptions options = watchOptions();
+  options.endpoints.insert(options.endpoints.begin(), frozen);
+  options.create_timeout = seconds(30);  // the watch alone would wait that long
+  EtcdWatch watch(loop_, options, seen_.onEvent(), seen_.onResync());
+  pumpUntil(
+      loop_, [] { return false; }, milliseconds(200));
+  EXPECT_FALSE(watch.connected());
+  watch.leave(member_->endpoint(), "not the one in use");  // no effect
+  const auto left = SteadyClock::now();
+  watch.leave(frozen, "timed out");
+  ASSERT_TRUE(pumpUntil(
+      loop_, [&] { return watch.connected(); }, seconds(5)))
+      << watch.lastError();
+  EXPECT_LT(SteadyClock::now() - left, seconds(2));
+  EXPECT_NE(watch.lastError().find("timed out"), std::string::npos) << watch.lastError();
+  watch.leave(frozen, "again");  // not on it any more: the stream stays
+  ASSERT_TRUE(client_->put(prefix_ + "k", "v").ok);
+  ASSERT_TRUE(pumpUntil(
+      loop_, [&] { return seen_.events.size() == 1; }, seconds(5)));
+  EXPECT_TRUE(watch.connected());
+}
+
 // Last: it kills the shared member (and leaves it running again).
 TEST_F(EtcdWatchTest, ZzReconnectsAfterEtcdRestarts) {
   EtcdWatch watch(loop_, watchOptions(), seen_.onEvent(), seen_.onResync());

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <functional>
 #include <string>
 
 #include "config/loader.h"
@@ -49,7 +50,7 @@ PlanOptions options() {
   PlanOptions o;
   o.self_exe = "/bin/fulcrum";
   o.etcd_exe = "/usr/bin/etcd";
-  o.etcd_peer_port = 2381;
+  o.etcd_peer_ports = {2381};
   o.log_format = "json";
   o.log_level = "debug";
   return o;
@@ -92,6 +93,8 @@ TEST(PlanTest, ManagedEtcdIsOneMemberOnTheFirstEndpoint) {
   EXPECT_TRUE(has("--listen-client-urls=http://127.0.0.1:2379"));
   EXPECT_TRUE(has("--listen-peer-urls=http://127.0.0.1:2381"));
   EXPECT_TRUE(has("--initial-cluster=fulcrum=http://127.0.0.1:2381"));
+  EXPECT_TRUE(has("--initial-cluster-state=new"));
+  EXPECT_TRUE(has("--initial-cluster-token=fulcrum-t"));
   EXPECT_EQ(etcd.probe.url(), "http://127.0.0.1:2379/health");
   EXPECT_EQ(etcd.log, "/srv/state/logs/etcd.log");
 }
@@ -137,15 +140,101 @@ TEST(PlanTest, MonitoringRunsLastOnItsAddressesWithStateInStateDir) {
 
 TEST(PlanTest, PeerPortSkipsSiteListenersAndBusyPorts) {
   config::Site site = load(kSite);
+  auto choose = [&](const config::Site& s, std::function<bool(uint16_t)> free) {
+    return chooseEtcdPeerPorts(s, [&](const core::SocketAddress& a) { return free(a.port()); });
+  };
   // 2380 is db-2's agent; 2381 is busy; 2382 is free.
-  EXPECT_EQ(chooseEtcdPeerPort(site, [](uint16_t port) { return port != 2381; }), 2382);
-  EXPECT_EQ(chooseEtcdPeerPort(site, [](uint16_t) { return true; }), 2381);
-  EXPECT_EQ(chooseEtcdPeerPort(site, [](uint16_t) { return false; }), 0);
-  EXPECT_EQ(chooseEtcdPeerPort(load(std::string(kSite) + "managed = false\n"), [](uint16_t) { return true; }), 0);
+  EXPECT_EQ(choose(site, [](uint16_t port) { return port != 2381; }), (std::vector<uint16_t>{2382}));
+  EXPECT_EQ(choose(site, [](uint16_t) { return true; }), (std::vector<uint16_t>{2381}));
+  EXPECT_EQ(choose(site, [](uint16_t) { return false; }), (std::vector<uint16_t>{}));
+  EXPECT_EQ(choose(load(std::string(kSite) + "managed = false\n"), [](uint16_t) { return true; }),
+            (std::vector<uint16_t>{}));
+}
+
+// Three members on one IP with adjacent client ports: each peer port avoids every client port
+// and the peer ports chosen before it; a member of another IP is free to use client port + 1.
+constexpr const char* kCluster = R"([site]
+name = "c"
+state_dir = "/srv/state"
+[[db.node]]
+name = "db-1"
+pg = "127.0.0.1:15432"
+agent = "127.0.0.1:2384"
+)";
+
+TEST(PlanTest, PeerPortsOfAClusterClashWithNothing) {
+  config::Site site =
+      load(std::string(kCluster) +
+           "[etcd]\nendpoints = [\"127.0.0.1:2379\", \"127.0.0.1:2380\", \"127.0.0.1:2381\"]\n");
+  std::vector<std::string> probed;
+  auto ports = chooseEtcdPeerPorts(site, [&](const core::SocketAddress& a) {
+    probed.push_back(a.toString());
+    return a.port() != 2383;  // something else has it
+  });
+  // 2382 for etcd-1; etcd-2: 2381 is etcd-3's client, 2382 taken, 2383 busy, 2384 db-1's agent.
+  EXPECT_EQ(ports, (std::vector<uint16_t>{2382, 2385, 2386}));
+  // Only ports no listener of the site takes are bind-tested (2383 once per member after it).
+  EXPECT_EQ(probed, (std::vector<std::string>{"127.0.0.1:2382", "127.0.0.1:2383", "127.0.0.1:2385",
+                                              "127.0.0.1:2383", "127.0.0.1:2386"}));
+
+  // One member per host (the lab: every port is free in its namespace): client port + 1 each.
+  config::Site hosts =
+      load(std::string(kCluster) +
+           "[etcd]\nendpoints = [\"10.77.0.31:2379\", \"10.77.0.32:2379\", \"10.77.0.33:2379\"]\n");
+  EXPECT_EQ(chooseEtcdPeerPorts(hosts, [](const core::SocketAddress&) { return true; }),
+            (std::vector<uint16_t>{2380, 2380, 2380}));
+  // A wildcard listener on the port is a clash on every IP.
+  config::Site wild =
+      load(std::string(kCluster) +
+           "[[web.node]]\nname = \"w\"\nlisten = \"0.0.0.0:2380\"\n[web]\ndocroot = \"/\"\napp = \"none\"\n"
+           "[etcd]\nendpoints = [\"10.77.0.31:2379\", \"10.77.0.32:2379\", \"10.77.0.33:2379\"]\n");
+  EXPECT_EQ(chooseEtcdPeerPorts(wild, [](const core::SocketAddress&) { return true; }),
+            (std::vector<uint16_t>{2381, 2381, 2381}));
+}
+
+TEST(PlanTest, ClusterMembersEachGetTheirOwnDataDirAndListTheWholeCluster) {
+  config::Site site =
+      load(std::string(kCluster) +
+           "[etcd]\nendpoints = [\"127.0.0.1:2379\", \"127.0.0.1:2380\", \"127.0.0.1:2381\"]\n");
+  PlanOptions o = options();
+  o.etcd_peer_ports = {2382, 2385, 2386};
+  auto children = planChildren(site, o);
+  ASSERT_EQ(children.size(), 4u);
+  const std::string cluster =
+      "--initial-cluster=etcd-1=http://127.0.0.1:2382,etcd-2=http://127.0.0.1:2385,etcd-3=http://"
+      "127.0.0.1:2386";
+  for (size_t i = 0; i < 3; ++i) {
+    const ChildSpec& etcd = children[i];
+    const std::string n = std::to_string(i + 1);
+    EXPECT_EQ(etcd.role, Role::Etcd);
+    EXPECT_EQ(etcd.name, "etcd-" + n);
+    EXPECT_EQ(etcd.name, etcdMemberName(site, i));
+    const std::string client = "http://127.0.0.1:" + std::to_string(2379 + i);
+    const std::string peer = "http://127.0.0.1:" + std::to_string(o.etcd_peer_ports[i]);
+    EXPECT_EQ(etcd.argv,
+              (std::vector<std::string>{
+                  "/usr/bin/etcd", "--name=etcd-" + n, "--data-dir=/srv/state/etcd-" + n,
+                  "--listen-client-urls=" + client, "--advertise-client-urls=" + client,
+                  "--listen-peer-urls=" + peer, "--initial-advertise-peer-urls=" + peer, cluster,
+                  "--initial-cluster-state=new", "--initial-cluster-token=fulcrum-c",
+                  "--heartbeat-interval=50", "--election-timeout=500", "--logger=zap", "--log-level=debug"}));
+    EXPECT_EQ(etcd.probe.url(), client + "/health");
+    EXPECT_EQ(etcd.log, "/srv/state/logs/etcd-" + n + ".log");
+  }
+  EXPECT_EQ(children[3].role, Role::Db);
+
+  std::vector<std::string> seen;
+  for (const auto& l : siteListeners(site, o.etcd_peer_ports)) {
+    seen.push_back(l.what + "=" + l.address.toString());
+  }
+  EXPECT_EQ(seen, (std::vector<std::string>{"etcd-1 client=127.0.0.1:2379", "etcd-1 peer=127.0.0.1:2382",
+                                            "etcd-2 client=127.0.0.1:2380", "etcd-2 peer=127.0.0.1:2385",
+                                            "etcd-3 client=127.0.0.1:2381", "etcd-3 peer=127.0.0.1:2386",
+                                            "db-1 PostgreSQL=127.0.0.1:15432", "db-1 agent=127.0.0.1:2384"}));
 }
 
 TEST(PlanTest, ListenersNameEveryAddressOfTheSite) {
-  auto listeners = siteListeners(load(kSite), 2381);
+  auto listeners = siteListeners(load(kSite), {2381});
   std::vector<std::string> seen;
   for (const auto& l : listeners) {
     seen.push_back(l.what + "=" + l.address.toString());
@@ -158,7 +247,7 @@ TEST(PlanTest, ListenersNameEveryAddressOfTheSite) {
 }
 
 TEST(PlanTest, ListenersIncludeManagedMonitoring) {
-  auto listeners = siteListeners(load(std::string(kSite) + "[monitoring]\n"), 0);
+  auto listeners = siteListeners(load(std::string(kSite) + "[monitoring]\n"), {});
   ASSERT_GE(listeners.size(), 2u);
   EXPECT_EQ(listeners[listeners.size() - 2].what + "=" + listeners[listeners.size() - 2].address.toString(),
             "prometheus=127.0.0.1:9090");

@@ -22,6 +22,19 @@ TEST(StatusTest, PrometheusCounterSumsEverySampleOfExactlyThatName) {
   EXPECT_FALSE(prometheusCounter("x{a=\"b\"} nope\n", "x").has_value());
 }
 
+TEST(StatusTest, EtcdLeaderIsTheMemberWhoseIdIsTheLeaders) {
+  // etcd 3.4's answer to POST /v3/maintenance/status, trimmed.
+  EXPECT_TRUE(
+      etcdIsLeader(R"({"header":{"cluster_id":"53","member_id":"15276464775160152042","raft_term":"2"},)"
+                   R"("version":"3.4.23","leader":"15276464775160152042","raftIndex":"9"})"));
+  EXPECT_FALSE(
+      etcdIsLeader(R"({"header":{"cluster_id":"53","member_id":"14064376165603949834","raft_term":"2"},)"
+                   R"("version":"3.4.23","leader":"15276464775160152042","raftIndex":"9"})"));
+  EXPECT_FALSE(etcdIsLeader(R"({"header":{"member_id":"0"},"leader":"0"})"));  // no leader
+  EXPECT_FALSE(etcdIsLeader(R"({"error":"etcdserver: no leader","code":14})"));
+  EXPECT_FALSE(etcdIsLeader(""));
+}
+
 TEST(StatusTest, AgentStatusGivesRoleTimelineAndLag) {
   NodeStatus primary;
   readAgentStatus(R"({"role":"primary","timeline":2,"lag_bytes":null,"lease":{"held":true,"may_write":true}})",
