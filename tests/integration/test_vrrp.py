@@ -106,7 +106,7 @@ class VrrpTest(unittest.TestCase):
         self.procs.append(p)
         return p
 
-    def write_site(self, priorities):
+    def write_site(self, priorities, vip_extra=""):
         text = f"""[site]
 name = "vrrp-test"
 state_dir = "var"
@@ -121,7 +121,7 @@ address = "{VIP}/24"
 interface = "eth0"
 vrid = {VRID}
 advert_interval_ms = {ADVERT_MS}
-"""
+{vip_extra}"""
         for name, priority in priorities.items():
             text += f"""[[lb.node]]
 name = "lb-{name}"
@@ -223,6 +223,21 @@ priority = {priority}
         print(f"graceful stop: backup holds the VIP after {(time.monotonic() - stopped) * 1000:.0f} ms", flush=True)
         self.assertEqual(lb["a"].wait(timeout=15), 0)
         self.assert_served()
+
+    def test_unicast_peers(self):
+        # The same election with unicast adverts (one peer list for both: each skips itself).
+        site = self.write_site({"a": 200, "b": 100}, f'unicast_peers = ["{NET}.1", "{NET}.2"]\n')
+        lb = {"a": self.start_lb("a", site), "b": self.start_lb("b", site)}
+        self.wait_holders(["a"], what="the higher priority holding the virtual IP")
+        self.assert_served()
+        wait_until(lambda: self.state("b")["adverts_received"] > 0, timeout=5, what="unicast adverts at the backup")
+        lb["a"].proc.kill()
+        lb["a"].wait()
+        wait_until(lambda: self.net.holds("b"), timeout=5, what="the backup taking the virtual IP")
+        self.assert_served()
+        lb["a"] = self.start_lb("a", site)
+        wait_until(lambda: not self.net.holds("a"), timeout=5, what="the restarted node removing its stale VIP")
+        self.watch_never_two(lambda h: h == ["a"], 10, "the restarted node to preempt")
 
     @needs(None if shutil.which("keepalived") else "needs keepalived (Debian keepalived)")
     def test_keepalived_interop(self):

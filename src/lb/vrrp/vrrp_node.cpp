@@ -40,6 +40,8 @@ std::unique_ptr<Node> Node::create(core::EventLoop& loop, NodeOptions options, s
       return nullptr;
     }
   }
+  // One peer list serves every member of the site: each leaves itself out.
+  std::erase(options.unicast_peers, options.router.primary_ip);
   core::Fd fd(::socket(AF_INET, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, kIpProtoVrrp));
   if (!fd) {
     error = std::string("raw socket for VRRP (needs root or CAP_NET_RAW): ") + std::strerror(errno);
