@@ -25,8 +25,8 @@ uint32_t hostOrder(const core::IpAddress& ip) {
 
 std::unique_ptr<VrrpTracking> VrrpTracking::create(const config::Site& site, const config::LbNode& node,
                                                    core::EventLoop& main_loop, core::WorkerGroup& workers,
-                                                   const HealthChecker& checker, const std::vector<Backend>& backends,
-                                                   std::string& error) {
+                                                   const HealthChecker& checker,
+                                                   const std::vector<Backend>& backends, std::string& error) {
   const config::LbVip& vip = *site.lb.vip;
   vrrp::NodeOptions options;
   options.interface = vip.interface;
@@ -94,7 +94,8 @@ void VrrpTracking::check() {
   }
   node_->setHealth(health());
   std::atomic<int64_t>* beats = beats_.get();
-  workers_.postAll([beats](core::EventLoop&, unsigned i) { beats[i].store(steadyNs(), std::memory_order_relaxed); });
+  workers_.postAll(
+      [beats](core::EventLoop&, unsigned i) { beats[i].store(steadyNs(), std::memory_order_relaxed); });
   timer_.armAfter(every_);
 }
 

@@ -23,8 +23,8 @@ class VrrpTracking {
   // workers and the health checker have started. nullptr with `error` on failure.
   static std::unique_ptr<VrrpTracking> create(const config::Site& site, const config::LbNode& node,
                                               core::EventLoop& main_loop, core::WorkerGroup& workers,
-                                              const HealthChecker& checker, const std::vector<Backend>& backends,
-                                              std::string& error);
+                                              const HealthChecker& checker,
+                                              const std::vector<Backend>& backends, std::string& error);
   // Leaves the virtual router (priority-0 advert, address released); tracking stops.
   void stop();
   const vrrp::Node& node() const { return *node_; }

@@ -70,15 +70,24 @@ std::vector<uint8_t> encodeAdvert(const Advert& advert, uint32_t source, uint32_
 
 std::string_view decodeErrorName(DecodeError error) {
   switch (error) {
-    case DecodeError::None: return "none";
-    case DecodeError::Truncated: return "truncated";
-    case DecodeError::NotIpv4: return "not_ipv4";
-    case DecodeError::BadTtl: return "ttl";
-    case DecodeError::BadVersion: return "version";
-    case DecodeError::BadType: return "type";
-    case DecodeError::BadChecksum: return "checksum";
-    case DecodeError::BadInterval: return "interval";
-    case DecodeError::OtherVrid: return "other_vrid";
+    case DecodeError::None:
+      return "none";
+    case DecodeError::Truncated:
+      return "truncated";
+    case DecodeError::NotIpv4:
+      return "not_ipv4";
+    case DecodeError::BadTtl:
+      return "ttl";
+    case DecodeError::BadVersion:
+      return "version";
+    case DecodeError::BadType:
+      return "type";
+    case DecodeError::BadChecksum:
+      return "checksum";
+    case DecodeError::BadInterval:
+      return "interval";
+    case DecodeError::OtherVrid:
+      return "other_vrid";
   }
   return "unknown";
 }

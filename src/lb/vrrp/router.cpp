@@ -27,9 +27,12 @@ int64_t ms(core::Duration d) {
 
 std::string_view stateName(State state) {
   switch (state) {
-    case State::Initialize: return "initialize";
-    case State::Backup: return "backup";
-    case State::Master: return "master";
+    case State::Initialize:
+      return "initialize";
+    case State::Backup:
+      return "backup";
+    case State::Master:
+      return "master";
   }
   return "unknown";
 }
@@ -84,7 +87,8 @@ void Router::checkFrozen(core::TimePoint now) {
     ++freezes_;
     actions_.push_back({Action::ReleaseVip});
     master_advert_interval_ = config_.advert_interval;
-    becomeBackup(now, fmt::format("frozen for {} ms (no advertisement sent): a backup may hold the address", ms(gap)));
+    becomeBackup(
+        now, fmt::format("frozen for {} ms (no advertisement sent): a backup may hold the address", ms(gap)));
   } else if (state_ == State::Backup && gap > masterDownInterval()) {
     // The Master_Down_Timer ran out while we could not read: the master's adverts may be waiting
     // in the socket. Give them a Master_Down_Interval before taking over.
@@ -173,9 +177,12 @@ void Router::setPriority(core::TimePoint now, uint8_t priority) {
 
 std::optional<core::TimePoint> Router::nextDeadline() const {
   switch (state_) {
-    case State::Master: return advert_due_;
-    case State::Backup: return master_down_due_;
-    case State::Initialize: return std::nullopt;
+    case State::Master:
+      return advert_due_;
+    case State::Backup:
+      return master_down_due_;
+    case State::Initialize:
+      return std::nullopt;
   }
   return std::nullopt;
 }

@@ -31,8 +31,8 @@ struct RouterConfig {
 struct Action {
   enum Kind : uint8_t { SendAdvert, TakeVip, ReleaseVip };
   Kind kind;
-  uint8_t priority = 0;       // SendAdvert: the priority to advertise (0 = leaving)
-  uint16_t interval_cs = 0;   // SendAdvert: Max Adver Int
+  uint8_t priority = 0;      // SendAdvert: the priority to advertise (0 = leaving)
+  uint16_t interval_cs = 0;  // SendAdvert: Max Adver Int
 };
 
 struct Transition {

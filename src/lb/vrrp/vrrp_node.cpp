@@ -108,12 +108,13 @@ void Node::start(const NodeHealth& health) {
   loop_.updateTime();
   router_.setPriority(loop_.now(), trackedPriority(options_.router.priority, health));
   router_.start(loop_.now());
-  log::info("vrrp: vrid {} on {} from {}, virtual IP {}/{}, priority {} (configured {}), advert every {} ms, {}",
-            options_.router.vrid, options_.interface, ipv4Text(options_.router.primary_ip), ipv4Text(options_.vip),
-            options_.prefix_len, router_.priority(), options_.router.priority,
-            std::chrono::duration_cast<std::chrono::milliseconds>(options_.router.advert_interval).count(),
-            options_.unicast_peers.empty() ? std::string("multicast 224.0.0.18")
-                                           : fmt::format("unicast to {} peer(s)", options_.unicast_peers.size()));
+  log::info(
+      "vrrp: vrid {} on {} from {}, virtual IP {}/{}, priority {} (configured {}), advert every {} ms, {}",
+      options_.router.vrid, options_.interface, ipv4Text(options_.router.primary_ip), ipv4Text(options_.vip),
+      options_.prefix_len, router_.priority(), options_.router.priority,
+      std::chrono::duration_cast<std::chrono::milliseconds>(options_.router.advert_interval).count(),
+      options_.unicast_peers.empty() ? std::string("multicast 224.0.0.18")
+                                     : fmt::format("unicast to {} peer(s)", options_.unicast_peers.size()));
   apply();
 }
 
@@ -123,7 +124,8 @@ void Node::setHealth(const NodeHealth& health) {
     return;
   }
   log::warn("vrrp: priority {} -> {} ({}{})", router_.priority(), priority,
-            health.servers_up ? "servers up" : "no server up", health.workers_alive ? "" : ", a worker is stalled");
+            health.servers_up ? "servers up" : "no server up",
+            health.workers_alive ? "" : ", a worker is stalled");
   router_.setPriority(loop_.now(), priority);
   apply();
 }
@@ -177,17 +179,23 @@ void Node::onTimer() {
 void Node::apply() {
   for (const Action& a : router_.takeActions()) {
     switch (a.kind) {
-      case Action::SendAdvert: send(a); break;
-      case Action::TakeVip: takeVip(); break;
-      case Action::ReleaseVip: releaseVip(); break;
+      case Action::SendAdvert:
+        send(a);
+        break;
+      case Action::TakeVip:
+        takeVip();
+        break;
+      case Action::ReleaseVip:
+        releaseVip();
+        break;
     }
   }
   for (const Transition& t : router_.takeTransitions()) {
     if (t.to == State::Master) {
       ++counts_.master_transitions;
     }
-    auto line = fmt::format("vrrp: vrid {} {} -> {} (priority {}): {}", options_.router.vrid, stateName(t.from),
-                            stateName(t.to), router_.priority(), t.reason);
+    auto line = fmt::format("vrrp: vrid {} {} -> {} (priority {}): {}", options_.router.vrid,
+                            stateName(t.from), stateName(t.to), router_.priority(), t.reason);
     if (t.from == State::Master || t.to == State::Master) {
       log::warn("{}", line);
     } else {
@@ -207,7 +215,8 @@ void Node::apply() {
 }
 
 void Node::send(const Action& action) {
-  Advert advert{static_cast<uint8_t>(options_.router.vrid), action.priority, action.interval_cs, {options_.vip}};
+  Advert advert{
+      static_cast<uint8_t>(options_.router.vrid), action.priority, action.interval_cs, {options_.vip}};
   std::vector<uint32_t> destinations = options_.unicast_peers;
   if (destinations.empty()) {
     destinations.push_back(kVrrpGroup);

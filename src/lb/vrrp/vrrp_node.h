@@ -19,16 +19,16 @@ struct NodeOptions {
   std::string interface;
   uint32_t vip = 0;  // host order
   uint8_t prefix_len = 32;
-  RouterConfig router;  // primary_ip is found on the interface when 0
+  RouterConfig router;                  // primary_ip is found on the interface when 0
   std::vector<uint32_t> unicast_peers;  // empty: multicast to 224.0.0.18
 };
 
 // What /api/state and /metrics show; read on the loop thread.
 struct NodeStatus {
   State state = State::Initialize;
-  uint8_t priority = 0;             // advertised now
+  uint8_t priority = 0;  // advertised now
   uint8_t configured_priority = 0;
-  uint32_t master_ip = 0;           // the master we hear (ourselves when master)
+  uint32_t master_ip = 0;  // the master we hear (ourselves when master)
   uint32_t primary_ip = 0;
   bool holds_vip = false;
   uint64_t master_transitions = 0;  // times this node became master
@@ -36,7 +36,7 @@ struct NodeStatus {
   uint64_t adverts_sent = 0;
   std::array<uint64_t, kDecodeErrorCount> invalid{};  // by DecodeError
   uint64_t freezes = 0;
-  uint64_t address_errors = 0;      // netlink or ARP failures
+  uint64_t address_errors = 0;  // netlink or ARP failures
 };
 
 class Node final : public core::IoHandler {

@@ -87,7 +87,8 @@ void fixChecksum(std::vector<uint8_t>& p) {
   v[6] = v[7] = 0;
   uint32_t src = uint32_t{p[12]} << 24 | uint32_t{p[13]} << 16 | uint32_t{p[14]} << 8 | p[15];
   uint32_t dst = uint32_t{p[16]} << 24 | uint32_t{p[17]} << 16 | uint32_t{p[18]} << 8 | p[19];
-  uint32_t sum = (src >> 16) + (src & 0xffff) + (dst >> 16) + (dst & 0xffff) + 112 + static_cast<uint32_t>(v.size());
+  uint32_t sum =
+      (src >> 16) + (src & 0xffff) + (dst >> 16) + (dst & 0xffff) + 112 + static_cast<uint32_t>(v.size());
   uint16_t c = internetChecksum(v, sum);
   p[26] = static_cast<uint8_t>(c >> 8);
   p[27] = static_cast<uint8_t>(c);
@@ -96,13 +97,39 @@ void fixChecksum(std::vector<uint8_t>& p) {
 TEST(VrrpAdvert, StrictDecodingDiscards) {
   const Bad cases[] = {
       {"ttl_64", [](std::vector<uint8_t>& p) { p[8] = 64; }, DecodeError::BadTtl},
-      {"version_2", [](std::vector<uint8_t>& p) { p[20] = 0x21; fixChecksum(p); }, DecodeError::BadVersion},
-      {"type_2", [](std::vector<uint8_t>& p) { p[20] = 0x32; fixChecksum(p); }, DecodeError::BadType},
-      {"other_vrid", [](std::vector<uint8_t>& p) { p[21] = 52; fixChecksum(p); }, DecodeError::OtherVrid},
+      {"version_2",
+       [](std::vector<uint8_t>& p) {
+         p[20] = 0x21;
+         fixChecksum(p);
+       },
+       DecodeError::BadVersion},
+      {"type_2",
+       [](std::vector<uint8_t>& p) {
+         p[20] = 0x32;
+         fixChecksum(p);
+       },
+       DecodeError::BadType},
+      {"other_vrid",
+       [](std::vector<uint8_t>& p) {
+         p[21] = 52;
+         fixChecksum(p);
+       },
+       DecodeError::OtherVrid},
       {"checksum", [](std::vector<uint8_t>& p) { p[27] ^= 1; }, DecodeError::BadChecksum},
       {"payload_flip", [](std::vector<uint8_t>& p) { p[22] ^= 0x10; }, DecodeError::BadChecksum},
-      {"interval_0", [](std::vector<uint8_t>& p) { p[24] = 0; p[25] = 0; fixChecksum(p); }, DecodeError::BadInterval},
-      {"count_too_big", [](std::vector<uint8_t>& p) { p[23] = 2; fixChecksum(p); }, DecodeError::Truncated},
+      {"interval_0",
+       [](std::vector<uint8_t>& p) {
+         p[24] = 0;
+         p[25] = 0;
+         fixChecksum(p);
+       },
+       DecodeError::BadInterval},
+      {"count_too_big",
+       [](std::vector<uint8_t>& p) {
+         p[23] = 2;
+         fixChecksum(p);
+       },
+       DecodeError::Truncated},
       {"ip_len_short", [](std::vector<uint8_t>& p) { p[3] = 24; }, DecodeError::Truncated},
       {"ip_len_long", [](std::vector<uint8_t>& p) { p[3] = 200; }, DecodeError::Truncated},
       {"header_only", [](std::vector<uint8_t>& p) { p.resize(19); }, DecodeError::Truncated},

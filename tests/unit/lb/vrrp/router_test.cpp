@@ -104,7 +104,7 @@ TEST(VrrpRouter, MasterYieldsToHigherPriorityAndTies) {
     uint32_t their_ip;
     bool yields;
   } cases[] = {
-      {100, 101, kIpB, true},  {100, 99, kIpB, false},         {100, 100, kIpB, true},  // B's address is higher
+      {100, 101, kIpB, true},      {100, 99, kIpB, false},   {100, 100, kIpB, true},  // B's address is higher
       {100, 100, kIpA - 1, false}, {1, 100, kIpA - 1, true}, {254, 253, kIpB, false},
   };
   for (const Case& c : cases) {
