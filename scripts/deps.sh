@@ -13,6 +13,7 @@ pkgs=(
   postgresql postgresql-server-dev-15 libkrb5-dev etcd-server etcd-client
   nginx testssl.sh pebble
   python3 chromium wget
+  keepalived
   prometheus prometheus-alertmanager
 )
 bench=(haproxy wrk linux-perf valgrind hyperfine patroni python3-psycopg2)
@@ -35,7 +36,7 @@ export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 # Debian starts these services on install; Fulcrum runs its own instances, never the system ones.
-for svc in nginx etcd postgresql prometheus prometheus-alertmanager; do
+for svc in nginx etcd postgresql prometheus prometheus-alertmanager keepalived; do
   if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet "$svc" 2>/dev/null; then
     $SUDO systemctl stop "$svc" || true
     $SUDO systemctl disable "$svc" >/dev/null 2>&1 || true

@@ -102,6 +102,9 @@ struct LbVip {
   std::string interface;
   uint32_t vrid = 51;
   uint32_t advert_interval_ms = 1000;
+  bool preempt = true;                      // a higher-priority backup takes the address over
+  uint32_t preempt_delay_ms = 0;            // ... once it could have for this long
+  std::vector<core::IpAddress> unicast_peers;  // empty: multicast to 224.0.0.18
 };
 
 struct LbNode {

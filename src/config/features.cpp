@@ -1,5 +1,7 @@
 #include "config/features.h"
 
+#include <sys/socket.h>
+
 #include <string>
 
 namespace fulcrum::config {
@@ -13,8 +15,8 @@ std::vector<ConfigError> lbNotBuiltYet(const Site& site, const LbNode* only) {
   if (site.lb.tls.http2) {
     refuse("lb.tls.http2", "HTTP/2");
   }
-  if (site.has("lb.vip")) {
-    refuse("lb.vip", "a VRRP virtual IP");
+  if (site.lb.vip && site.lb.vip->ip.family != AF_INET) {
+    refuse("lb.vip.address", "an IPv6 virtual IP (VRRPv3 over IPv6)");
   }
   return out;
 }

@@ -128,7 +128,8 @@ void readCidrs(Diagnostics& diag, TableReader& r, std::string_view name, std::ve
 }
 
 void readVip(Diagnostics& diag, const toml::table& table, LbVip& vip) {
-  TableReader r(diag, table, "lb.vip", {"address", "interface", "vrid", "advert_interval_ms"});
+  TableReader r(diag, table, "lb.vip",
+                {"address", "interface", "vrid", "advert_interval_ms", "preempt", "preempt_delay_ms", "unicast_peers"});
   if (r.require("address") && r.read("address", vip.address)) {
     std::string problem;
     if (auto parsed = parseInterfaceAddress(vip.address, problem)) {
@@ -149,6 +150,18 @@ void readVip(Diagnostics& diag, const toml::table& table, LbVip& vip) {
   r.read("vrid", vip.vrid, {1, 255});
   // VRRPv3 carries the interval in centiseconds, 12 bits: 10 ms .. 40.95 s.
   r.read("advert_interval_ms", vip.advert_interval_ms, {10, 40950});
+  r.read("preempt", vip.preempt);
+  r.read("preempt_delay_ms", vip.preempt_delay_ms, {0, 3600000});
+  for (auto& [key, text] : r.strings("unicast_peers")) {
+    auto ip = core::IpAddress::parse(text);
+    if (!ip) {
+      diag.error(key, "bad address '" + text + "': use an IP address");
+    } else if (ip->family != vip.ip.family) {
+      diag.error(key, "'" + text + "' is not of the virtual IP's family");
+    } else {
+      vip.unicast_peers.push_back(*ip);
+    }
+  }
 }
 
 void readLbSection(Diagnostics& diag, const toml::table& table) {

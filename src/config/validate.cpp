@@ -76,14 +76,27 @@ void checkListeners(Diagnostics& diag) {
       add(std::move(key), *address);
     }
   };
+  // [lb.vip]: every lb node listens on the virtual IP (only its holder answers), so one
+  // address there is shared by the lb nodes, counted once against everything else.
+  std::vector<std::string> on_vip;
+  auto addLb = [&](std::string key, const std::optional<core::SocketAddress>& address) {
+    if (address && site.lb.vip && address->ip() == site.lb.vip->ip) {
+      std::string text = address->toString();
+      if (std::find(on_vip.begin(), on_vip.end(), text) != on_vip.end()) {
+        return;
+      }
+      on_vip.push_back(std::move(text));
+    }
+    addOptional(std::move(key), address);
+  };
   for (size_t i = 0; i < site.lb.nodes.size(); ++i) {
     const LbNode& n = site.lb.nodes[i];
     std::string base = "lb.node[" + std::to_string(i) + "].";
-    add(base + "http", n.http);
-    addOptional(base + "https", n.https);
-    addOptional(base + "stats", n.stats);
-    addOptional(base + "db_write", n.db_write);
-    addOptional(base + "db_read", n.db_read);
+    addLb(base + "http", n.http);
+    addLb(base + "https", n.https);
+    addLb(base + "stats", n.stats);
+    addLb(base + "db_write", n.db_write);
+    addLb(base + "db_read", n.db_read);
   }
   for (size_t i = 0; i < site.web.nodes.size(); ++i) {
     add("web.node[" + std::to_string(i) + "].listen", site.web.nodes[i].listen);

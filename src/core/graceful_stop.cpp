@@ -27,6 +27,9 @@ void runUntilStopped(EventLoop& main_loop, WorkerGroup& workers, const StopHooks
     }
     stopping = true;
     log::info("{}: draining connections", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    if (hooks.on_stop) {
+      hooks.on_stop();
+    }
     grace_timer.armAfter(hooks.grace);
     workers.postAll([&](EventLoop&, unsigned i) {
       hooks.drain_worker(i, [&main_loop, &idle_workers, total] {

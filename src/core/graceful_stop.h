@@ -14,6 +14,7 @@ struct StopHooks {
   // (from any thread) once the worker has no connection left.
   std::function<void(unsigned index, std::function<void()> idle)> drain_worker;
   std::function<void()> on_reload;  // SIGHUP, on the main thread
+  std::function<void()> on_stop;    // SIGINT/SIGTERM, on the main thread, before the drain (optional)
   Duration grace = std::chrono::seconds(10);
 };
 

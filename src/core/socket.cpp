@@ -12,6 +12,19 @@
 
 namespace fulcrum::core {
 
+namespace {
+
+void setFreeBind(int fd, int family) {
+  int one = 1;
+  if (family == AF_INET6) {
+    setsockopt(fd, IPPROTO_IPV6, IPV6_FREEBIND, &one, sizeof one);
+  } else {
+    setsockopt(fd, IPPROTO_IP, IP_FREEBIND, &one, sizeof one);
+  }
+}
+
+}  // namespace
+
 Fd listenTcp(const SocketAddress& address, const ListenOptions& options, std::string& error) {
   Fd fd(::socket(address.family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
   if (!fd) {
@@ -26,6 +39,9 @@ Fd listenTcp(const SocketAddress& address, const ListenOptions& options, std::st
   if (address.family() == AF_INET6) {
     setsockopt(fd.get(), IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
   }
+  if (options.free_bind) {
+    setFreeBind(fd.get(), address.family());
+  }
   if (::bind(fd.get(), address.sockaddrPtr(), address.sockaddrLen()) != 0) {
     error = "bind " + address.toString() + ": " + std::strerror(errno);
     return Fd();
@@ -37,7 +53,7 @@ Fd listenTcp(const SocketAddress& address, const ListenOptions& options, std::st
   return fd;
 }
 
-std::vector<Fd> listenTcpGroup(const SocketAddress& address, unsigned count, std::string& error) {
+std::vector<Fd> listenTcpGroup(const SocketAddress& address, unsigned count, std::string& error, bool free_bind) {
   SocketAddress bound = address;
   if (address.port() != 0) {
     // A bind without SO_REUSEPORT fails while anyone listens on the address (SO_REUSEADDR
@@ -52,6 +68,9 @@ std::vector<Fd> listenTcpGroup(const SocketAddress& address, unsigned count, std
     if (address.family() == AF_INET6) {
       setsockopt(probe.get(), IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
     }
+    if (free_bind) {
+      setFreeBind(probe.get(), address.family());
+    }
     if (::bind(probe.get(), address.sockaddrPtr(), address.sockaddrLen()) != 0) {
       error = "bind " + address.toString() + ": " + std::strerror(errno);
       return {};
@@ -59,7 +78,9 @@ std::vector<Fd> listenTcpGroup(const SocketAddress& address, unsigned count, std
   }
   std::vector<Fd> listeners;
   for (unsigned i = 0; i < std::max(count, 1u); ++i) {
-    Fd fd = listenTcp(bound, ListenOptions{}, error);
+    ListenOptions options;
+    options.free_bind = free_bind;
+    Fd fd = listenTcp(bound, options, error);
     if (!fd) {
       return {};
     }

@@ -13,6 +13,9 @@ namespace fulcrum::core {
 struct ListenOptions {
   bool reuse_port = true;  // one listener per worker thread, the kernel spreads connections
   int backlog = 4096;
+  // IP_FREEBIND: bind an address the host does not hold yet (a VRRP standby listens on the
+  // virtual IP before it takes it over).
+  bool free_bind = false;
 };
 
 // Creates a non-blocking listening socket; on failure returns an invalid Fd and sets `error`.
@@ -22,7 +25,8 @@ Fd listenTcp(const SocketAddress& address, const ListenOptions& options, std::st
 // alone would let this process share a port with any other process of the same user (a
 // second lb started by mistake) and each would silently get a part of the connections. Port
 // 0 picks one ephemeral port for the whole group. Empty on failure, with `error` set.
-std::vector<Fd> listenTcpGroup(const SocketAddress& address, unsigned count, std::string& error);
+std::vector<Fd> listenTcpGroup(const SocketAddress& address, unsigned count, std::string& error,
+                               bool free_bind = false);
 // The address a socket is bound to (to learn an ephemeral port).
 SocketAddress localAddress(int fd);
 // Starts a non-blocking connect; the Fd is valid when the connect is under way or done.

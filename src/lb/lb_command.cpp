@@ -24,6 +24,7 @@
 #include "lb/pool.h"
 #include "lb/proxy.h"
 #include "lb/stats_server.h"
+#include "lb/vrrp_tracking.h"
 #include "tls/server_context.h"
 
 namespace fulcrum::lb {
@@ -153,7 +154,10 @@ int runLbCommand(const config::Site& site, const std::string& node_name) {
   core::fileLimitFits(uint64_t{site.lb.limits.max_connections} * 2 + 256, "lb " + node->name);
 
   std::string listen_error;
-  std::vector<core::Fd> listeners = core::listenTcpGroup(node->http, threads, listen_error);
+  // A listener on the virtual IP binds it before this node holds it (IP_FREEBIND): a standby
+  // is ready the moment it takes the address over.
+  auto onVip = [&](const core::SocketAddress& a) { return site.lb.vip && a.ip() == site.lb.vip->ip; };
+  std::vector<core::Fd> listeners = core::listenTcpGroup(node->http, threads, listen_error, onVip(node->http));
   if (listeners.empty()) {
     log::error("{}", listen_error);
     return kExitRuntime;
@@ -175,7 +179,7 @@ int runLbCommand(const config::Site& site, const std::string& node_name) {
       log::warn("https: no certificate configured ([lb.tls] cert/key): serving the self-signed {}",
                 pairs.front().cert.string());
     }
-    https_listeners = core::listenTcpGroup(*node->https, threads, listen_error);
+    https_listeners = core::listenTcpGroup(*node->https, threads, listen_error, onVip(*node->https));
     if (https_listeners.empty()) {
       log::error("{}", listen_error);
       return kExitRuntime;
@@ -311,6 +315,18 @@ int runLbCommand(const config::Site& site, const std::string& node_name) {
     acme->start();  // after the http listener serves: the CA checks it
   }
 
+  // [lb.vip]: the VRRP router on this main thread, its priority tracking the node's health.
+  std::unique_ptr<VrrpTracking> vrrp;
+  if (site.lb.vip) {
+    std::string error;
+    vrrp = VrrpTracking::create(site, *node, main_loop, workers, checker, backends, error);
+    if (!vrrp) {
+      log::error("vrrp: {}", error);
+      workers.stopAll();
+      return kExitRuntime;
+    }
+  }
+
   // The stats listener (dashboard, /metrics, admin API) runs on this main thread.
   std::unique_ptr<StatsHandler> stats_handler;
   std::unique_ptr<http::HttpServer> stats_server;
@@ -345,6 +361,7 @@ int runLbCommand(const config::Site& site, const std::string& node_name) {
     ctx.clients = clients.get();
     ctx.tls = tls_context.get();
     ctx.acme = acme.get();
+    ctx.vrrp = vrrp ? &vrrp->node() : nullptr;
     ctx.token = token;
     ctx.apply_admin = [&workers, &pools](uint32_t id, AdminState state) {
       bool in_rotation = state == AdminState::Ready;
@@ -434,6 +451,11 @@ int runLbCommand(const config::Site& site, const std::string& node_name) {
       reloadCertificates("SIGHUP");
     }
     log::warn("SIGHUP: reloading the rest of the topology is not supported yet; restart the node to apply it");
+  };
+  hooks.on_stop = [&] {
+    if (vrrp) {
+      vrrp->stop();  // the backup takes the address after its Skew_Time while this node drains
+    }
   };
   hooks.grace = kDrainGrace;
   core::runUntilStopped(main_loop, workers, hooks);

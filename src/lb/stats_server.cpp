@@ -21,10 +21,70 @@
 #include "lb/dashboard_page.h"
 #include "lb/proxy_totals.h"
 #include "lb/site_monitor.h"
+#include "lb/vrrp/link.h"
 
 namespace fulcrum::lb {
 
 namespace {
+
+// [lb.vip]: the VRRP router's state, for /api/state and the dashboard.
+nlohmann::json vrrpJson(const vrrp::Node& node) {
+  vrrp::NodeStatus s = node.status();
+  const vrrp::NodeOptions& o = node.options();
+  nlohmann::json invalid;
+  uint64_t invalid_total = 0;
+  for (size_t e = 1; e < vrrp::kDecodeErrorCount; ++e) {
+    invalid[std::string(vrrp::decodeErrorName(static_cast<vrrp::DecodeError>(e)))] = s.invalid[e];
+    invalid_total += s.invalid[e];
+  }
+  return {{"vrid", o.router.vrid},
+          {"interface", o.interface},
+          {"address", vrrp::ipv4Text(o.vip) + "/" + std::to_string(o.prefix_len)},
+          {"state", vrrp::stateName(s.state)},
+          {"holds_address", s.holds_vip},
+          {"priority", s.priority},
+          {"configured_priority", s.configured_priority},
+          {"primary_ip", vrrp::ipv4Text(s.primary_ip)},
+          {"master_ip", s.master_ip != 0 ? vrrp::ipv4Text(s.master_ip) : std::string()},
+          {"advert_interval_ms",
+           std::chrono::duration_cast<std::chrono::milliseconds>(o.router.advert_interval).count()},
+          {"preempt", o.router.preempt},
+          {"master_transitions", s.master_transitions},
+          {"adverts_received", s.adverts_received},
+          {"adverts_sent", s.adverts_sent},
+          {"invalid_total", invalid_total},
+          {"invalid", invalid},
+          {"freezes", s.freezes},
+          {"address_errors", s.address_errors}};
+}
+
+void writeVrrpMetrics(metrics::PrometheusWriter& w, std::string_view node, const vrrp::Node& vrrp_node) {
+  vrrp::NodeStatus s = vrrp_node.status();
+  std::string vrid = std::to_string(vrrp_node.options().router.vrid);
+  w.family("fulcrum_lb_vrrp_state", "gauge", "VRRP state of this node, one-hot (initialize, backup, master).");
+  for (vrrp::State state : {vrrp::State::Initialize, vrrp::State::Backup, vrrp::State::Master}) {
+    w.sample("fulcrum_lb_vrrp_state", {{"node", node}, {"vrid", vrid}, {"state", vrrp::stateName(state)}},
+             uint64_t{s.state == state});
+  }
+  w.family("fulcrum_lb_vrrp_priority", "gauge", "The VRRP priority this node advertises now (tracking its health).");
+  w.sample("fulcrum_lb_vrrp_priority", {{"node", node}, {"vrid", vrid}}, uint64_t{s.priority});
+  auto counter = [&](std::string_view name, std::string_view help, uint64_t value) {
+    w.family(name, "counter", help);
+    w.sample(name, {{"node", node}, {"vrid", vrid}}, value);
+  };
+  counter("fulcrum_lb_vrrp_master_transitions_total", "Times this node became VRRP master.", s.master_transitions);
+  counter("fulcrum_lb_vrrp_adverts_received_total", "Valid VRRP advertisements received for this VRID.",
+          s.adverts_received);
+  counter("fulcrum_lb_vrrp_adverts_sent_total", "VRRP advertisements sent.", s.adverts_sent);
+  counter("fulcrum_lb_vrrp_freezes_total", "Times this node found it had been frozen (stopped) for too long.",
+          s.freezes);
+  w.family("fulcrum_lb_vrrp_invalid_total", "counter", "VRRP packets discarded, by reason.");
+  for (size_t e = 1; e < vrrp::kDecodeErrorCount; ++e) {
+    w.sample("fulcrum_lb_vrrp_invalid_total",
+             {{"node", node}, {"vrid", vrid}, {"reason", vrrp::decodeErrorName(static_cast<vrrp::DecodeError>(e))}},
+             s.invalid[e]);
+  }
+}
 
 constexpr std::string_view kClasses[] = {"", "1xx", "2xx", "3xx", "4xx", "5xx"};
 
@@ -220,6 +280,9 @@ std::string StatsHandler::stateJson() const {
     }
     out["db_frontends"] = std::move(frontends);
   }
+  if (ctx_.vrrp != nullptr) {
+    out["vrrp"] = vrrpJson(*ctx_.vrrp);
+  }
   if (ctx_.monitor != nullptr) {
     ctx_.monitor->addTo(out);  // reads "servers" and "db_frontends"
   }
@@ -413,6 +476,9 @@ std::string StatsHandler::metricsText() const {
   }
   if (ctx_.db != nullptr) {
     ctx_.db->writeMetrics(w, node);
+  }
+  if (ctx_.vrrp != nullptr) {
+    writeVrrpMetrics(w, node, *ctx_.vrrp);
   }
   metrics::writeProcessMetrics(w);
   return w.take();

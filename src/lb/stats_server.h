@@ -18,6 +18,7 @@
 #include "lb/pool.h"
 #include "lb/proxy.h"
 #include "lb/site_monitor.h"
+#include "lb/vrrp/vrrp_node.h"
 
 namespace fulcrum::lb {
 
@@ -37,6 +38,7 @@ struct StatsContext {
   tls::ServerContext* tls = nullptr;           // the https listener's, when there is one
   const tls::AcmeRenewer* acme = nullptr;      // [lb.acme], when set
   SiteMonitor* monitor = nullptr;              // the dashboard's view of the whole site
+  const vrrp::Node* vrrp = nullptr;            // [lb.vip], when set
   std::string token;                // admin API bearer token
   // Applies an admin state to every worker (called on the main thread).
   std::function<void(uint32_t server, AdminState state)> apply_admin;

@@ -1177,7 +1177,7 @@ class LbLifecycleTest(LbTestCase):
             ("stats", {"node_extra": {"stats": f"127.0.0.1:{free_port()}"}}),
             ("db_write", {"node_extra": {"db_write": f"127.0.0.1:{free_port()}"}}),
             ("lb.tls", {"extra": '[lb.tls]\ncert = ""\nkey = ""\n'}),
-            ("lb.vip", {"extra": '[lb.vip]\naddress = "10.77.0.100/24"\ninterface = "eth0"\nvrid = 51\n'}),
+            ("lb.vip.address", {"extra": '[lb.vip]\naddress = "fd00::64/64"\ninterface = "eth0"\nvrid = 51\n'}),
             ("lb.firewall", {"extra": '[lb.firewall]\nallow = ["10.0.0.0/8"]\n'}),
             ("rate_per_ip", {"limits": {"rate_per_ip": 10}}),
         ]
@@ -1195,7 +1195,7 @@ class LbLifecycleTest(LbTestCase):
             self.assertEqual(result.returncode, 2, (key, result.stderr))
             self.assertIn(b"not supported yet", result.stderr, key)
             self.assertIn(key.encode(), result.stderr, key)
-        self.assertIn("lb.vip", refused)  # this build has no VRRP yet
+        self.assertIn("lb.vip.address", refused)  # VRRP over IPv6 is not built yet
 
     def test_second_lb_on_a_taken_address_is_refused(self):
         # Each worker's listener joins by SO_REUSEPORT; a second lb must not join the first

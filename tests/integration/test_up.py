@@ -107,7 +107,7 @@ class Site:
 @needs(missing_requirement())
 class UpTest(unittest.TestCase):
     def test_refuses_settings_not_built_yet(self):
-        site = Site(extra_lb='[lb.vip]\naddress = "10.77.0.100/24"\ninterface = "eth0"\nvrid = 51\n')
+        site = Site(extra_lb='[lb.vip]\naddress = "fd00::64/64"\ninterface = "eth0"\nvrid = 51\n')
         self.addCleanup(site.cleanup)
         run = subprocess.run([FULCRUM, "up", site.file], capture_output=True, text=True, timeout=30)
         self.assertEqual(run.returncode, 2, run.stderr)

@@ -150,6 +150,12 @@ const BadCase kRangeCases[] = {
      4, 1, "must be between 1 and 255, got 256"},
     {"advert_low", "[lb.vip]\naddress = \"10.77.0.100/24\"\ninterface = \"eth0\"\nadvert_interval_ms = 5\n",
      "lb.vip.advert_interval_ms", 4, 1, "must be between 10 and 40950, got 5"},
+    {"preempt_delay_high", "[lb.vip]\naddress = \"10.77.0.100/24\"\ninterface = \"eth0\"\npreempt_delay_ms = 3600001\n",
+     "lb.vip.preempt_delay_ms", 4, 1, "must be between 0 and 3600000, got 3600001"},
+    {"unicast_peer_name", "[lb.vip]\naddress = \"10.77.0.100/24\"\ninterface = \"eth0\"\nunicast_peers = [\"lb-02\"]\n",
+     "lb.vip.unicast_peers[0]", 4, 18, "bad address 'lb-02': use an IP address"},
+    {"unicast_peer_family", "[lb.vip]\naddress = \"10.77.0.100/24\"\ninterface = \"eth0\"\nunicast_peers = [\"10.0.0.2\", \"fd00::2\"]\n",
+     "lb.vip.unicast_peers[1]", 4, 30, "'fd00::2' is not of the virtual IP's family"},
     {"lb_threads_high", "[[lb.node]]\nname = \"a\"\nhttp = \"127.0.0.1:80\"\nthreads = 257\n",
      "lb.node[0].threads", 4, 1, "must be between 0 and 256, got 257"},
     {"priority_zero", "[[lb.node]]\nname = \"a\"\nhttp = \"127.0.0.1:80\"\npriority = 0\n",
@@ -403,6 +409,9 @@ const std::pair<const char*, const char*> kGoodCases[] = {
     {"vip",
      "[lb.vip]\naddress = \"fd00::1/64\"\ninterface = \"br0\"\nvrid = 255\nadvert_interval_ms = 40950\n"},
     {"empty_tls_paths", "[lb.tls]\ncert = \"\"\nkey = \"\"\n"},
+    {"lbs_share_the_vip",
+     "[lb.vip]\naddress = \"10.77.0.100/24\"\ninterface = \"eth0\"\n[[lb.node]]\nname = \"a\"\nhttp = "
+     "\"10.77.0.100:80\"\n[[lb.node]]\nname = \"b\"\nhttp = \"10.77.0.100:80\"\n"},
 };
 INSTANTIATE_TEST_SUITE_P(NearMiss, GoodSite, ::testing::ValuesIn(kGoodCases),
                          [](const auto& info) { return std::string(info.param.first); });

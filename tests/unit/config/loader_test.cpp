@@ -111,6 +111,9 @@ address = "10.77.0.100/24"
 interface = "eth0"
 vrid = 52
 advert_interval_ms = 2000
+preempt = false
+preempt_delay_ms = 1500
+unicast_peers = ["10.77.0.2", "10.77.0.3"]
 
 [[lb.node]]
 name = "lb-01"
@@ -202,6 +205,10 @@ TEST(Loader, ReadsEveryKeyOfTheContract) {
   EXPECT_EQ(s.lb.vip->interface, "eth0");
   EXPECT_EQ(s.lb.vip->vrid, 52u);
   EXPECT_EQ(s.lb.vip->advert_interval_ms, 2000u);
+  EXPECT_FALSE(s.lb.vip->preempt);
+  EXPECT_EQ(s.lb.vip->preempt_delay_ms, 1500u);
+  ASSERT_EQ(s.lb.vip->unicast_peers.size(), 2u);
+  EXPECT_EQ(s.lb.vip->unicast_peers[1], *core::IpAddress::parse("10.77.0.3"));
 
   ASSERT_EQ(s.lb.nodes.size(), 1u);
   const LbNode& lb = s.lb.nodes[0];
