@@ -157,9 +157,24 @@ bool labUpRunning(const LabState& s) {
   return cmdline.find(std::string("lab") + '\0') != std::string::npos;
 }
 
-void say(const std::string& text) {
+void sayRaw(const std::string& text) {
   std::printf("%s\n", text.c_str());
   std::fflush(stdout);
+}
+
+// A line for the person at the terminal; with --log-format json, one JSON object per line as `up`
+// prints, with `fields` when the line has data a script wants.
+void say(const std::string& text, std::string_view event = "lab.message", json fields = json::object()) {
+  if (log::format() != log::Format::Json) {
+    sayRaw(text);
+    return;
+  }
+  json line = {{"event", event}};
+  line.update(fields);
+  if (fields.empty()) {
+    line["text"] = text;
+  }
+  sayRaw(line.dump(-1, ' ', false, json::error_handler_t::replace));
 }
 
 // `lab up` through `up`'s supervisor: builds the network in prepare() and removes it in finish().
@@ -206,9 +221,24 @@ class LabEnvironment : public UpEnvironment {
     if (!createLabNetwork(state_.plan, error)) {
       return false;
     }
+    json hosts = json::array();
+    for (const auto& host : state_.plan.hosts) {
+      json addresses = json::array();
+      for (const auto& ip : host.addresses) {
+        addresses.push_back(ip.toString());
+      }
+      hosts.push_back({{"netns", host.netns}, {"addresses", addresses}, {"nodes", host.nodes}});
+    }
     say(fmt::format("fulcrum lab: {} hosts on bridge {} ({}), this machine {}", state_.plan.hosts.size(),
                     state_.plan.bridge, withPrefix(state_.plan.bridge_address, state_.plan.prefix_len),
-                    state_.plan.bridge_address.toString()));
+                    state_.plan.bridge_address.toString()),
+        "lab.network",
+        {{"bridge", state_.plan.bridge},
+         {"this_machine", withPrefix(state_.plan.bridge_address, state_.plan.prefix_len)},
+         {"hosts", hosts}});
+    if (log::format() == log::Format::Json) {
+      return true;
+    }
     for (const auto& host : state_.plan.hosts) {
       std::string addresses;
       for (const auto& ip : host.addresses) {
@@ -233,17 +263,17 @@ class LabEnvironment : public UpEnvironment {
     writeState(statePath(site_), state_);
     std::string text = fmt::format("lab: every host is reachable from this machine through {} ({})",
                                    state_.plan.bridge, state_.plan.bridge_address.toString());
-    if (state_.plan.vip) {
-      for (const auto& node : site_.lb.nodes) {
-        text += fmt::format("\n  site (VIP)   http://{}:{}/", state_.plan.vip->toString(), node.http.port());
-        break;
-      }
+    std::string vip_url;
+    if (state_.plan.vip && !site_.lb.nodes.empty()) {
+      vip_url = fmt::format("http://{}:{}/", state_.plan.vip->toString(), site_.lb.nodes.front().http.port());
+      text += "\n  site (VIP)   " + vip_url;
     }
     text += fmt::format(
         "\n  faults       fulcrum lab kill|pause|resume|cut|heal {} NODE\n  lab status   fulcrum lab status "
         "{}",
         site_.display_path, site_.display_path);
-    say(text);
+    say(text, "lab.ready",
+        {{"bridge", state_.plan.bridge}, {"this_machine", state_.plan.bridge_address.toString()}, {"vip", vip_url}});
   }
 
   void finish() override {
@@ -497,7 +527,7 @@ int labStatus(const config::Site& site, bool as_json) {
   out["nodes"] = nodes;
   const int rc = running && state.ready ? kExitOk : kExitRuntime;
   if (as_json) {
-    say(out.dump());
+    sayRaw(out.dump());
     return rc;
   }
   if (!have) {
