@@ -276,6 +276,15 @@ class LabEnvironment : public UpEnvironment {
         {{"bridge", state_.plan.bridge}, {"this_machine", state_.plan.bridge_address.toString()}, {"vip", vip_url}});
   }
 
+  // A paused node (`lab pause`) must act on the SIGTERM that comes next, PostgreSQL included.
+  void stopping() override {
+    for (const auto& host : state_.plan.hosts) {
+      for (pid_t pid : processesInNetns(host.netns)) {
+        ::kill(pid, SIGCONT);
+      }
+    }
+  }
+
   void finish() override {
     if (!built_) {
       return;

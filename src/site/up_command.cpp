@@ -376,6 +376,9 @@ class Up {
       c->watch->disarm();
     }
     stop_requested_ = true;
+    if (env_ != nullptr) {
+      env_->stopping();
+    }
     for (auto it = std::rbegin(kStartOrder); it != std::rend(kStartOrder); ++it) {
       stopRole(*it);
     }

@@ -28,6 +28,8 @@ class UpEnvironment {
   virtual void started(const ChildSpec& child, pid_t pid) = 0;
   // Every child answered its probe and the URLs are printed.
   virtual void ready() = 0;
+  // Before `up` stops its children (Ctrl-C, SIGTERM, a failed start).
+  virtual void stopping() = 0;
   // After every child has stopped, also after a failed start: removes what prepare() built.
   virtual void finish() = 0;
   // False while `child` must stay down after it exited: `up` asks again a second later.

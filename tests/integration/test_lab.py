@@ -220,9 +220,15 @@ class LabTest(unittest.TestCase):
         self.assertEqual(lab.run("resume", lab.file, "web-02").returncode, 0)
         wait_until(lambda: lab.node("web-02")["answers"], timeout=10, what="web-02 back after resume")
 
-        # down: `lab up` stops every node and removes the network; nothing is left.
+        # down: `lab up` stops every node and removes the network; nothing is left. A paused
+        # database (and its PostgreSQL) is resumed to stop at once, not SIGKILLed after 30 s.
+        self.assertEqual(lab.run("pause", lab.file, "db-01").returncode, 0)
+        began = time.monotonic()
         run = lab.run("down", lab.file)
+        took = time.monotonic() - began
         self.assertEqual(run.returncode, 0, run.stdout + run.stderr)
+        self.assertLess(took, 20, lab.up.output()[-3000:])
+        self.assertNotIn("SIGKILL", lab.up.output())
         self.assertEqual(lab.up.wait(timeout=60), 0, lab.up.output()[-3000:])
         self.assertEqual(lab.leftovers(), [])
         self.assertEqual(processes_mentioning(lab.dir), [])
