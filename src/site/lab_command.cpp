@@ -588,6 +588,11 @@ int runLabCommand(const std::string& action, const config::Site& site, const std
     return kExitRuntime;
   }
   log::setComponent("lab");
+  std::string version;
+  if (action != "status" && (runTool({"ip", "-V"}, version) != 0 || runTool({"tc", "-V"}, version) != 0)) {
+    log::error("the lab needs iproute2's `ip` and `tc` in PATH (Debian package iproute2: scripts/deps.sh installs it)");
+    return kExitRuntime;
+  }
   if (action == "up") {
     LabEnvironment env(site);
     return runUpCommand(site, options.up, &env);
