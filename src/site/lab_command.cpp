@@ -594,6 +594,13 @@ int runLabCommand(const std::string& action, const config::Site& site, const std
     return kExitRuntime;
   }
   if (action == "up") {
+    // Refused before anything is created (state_dir, monitoring files): the file cannot be a lab.
+    LabPlan plan;
+    std::string error;
+    if (!planLab(site, planChildren(site, PlanOptions{}), plan, error)) {
+      std::fprintf(stderr, "%s\nfulcrum lab: this file cannot run as a lab\n", error.c_str());
+      return kExitConfig;
+    }
     LabEnvironment env(site);
     return runUpCommand(site, options.up, &env);
   }

@@ -262,10 +262,11 @@ class LabTest(unittest.TestCase):
         self.addCleanup(lab.cleanup)
         before = netns_list()
         run = lab.run("up", lab.file)
-        self.assertEqual(run.returncode, 1)
+        self.assertEqual(run.returncode, 2)
         self.assertIn("loopback address", run.stderr)
         self.assertIn("10.77.0.0/24", run.stderr)
         self.assertEqual(netns_list(), before)
+        self.assertFalse(os.path.exists(os.path.join(lab.dir, "var")), "nothing is created for a refused file")
         if shutil.which("setpriv"):
             run = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", FULCRUM, "lab",
                                   "status", lab.file], capture_output=True, text=True, timeout=30)
