@@ -2,6 +2,8 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "config/features.h"
 #include "config/loader.h"
@@ -10,6 +12,7 @@
 #include "core/log.h"
 #include "db/db_command.h"
 #include "lb/lb_command.h"
+#include "site/lab_command.h"
 #include "site/monitoring.h"
 #include "site/status.h"
 #include "site/up_command.h"
@@ -88,8 +91,43 @@ int main(int argc, char** argv) {
   monitoring->add_option("--out", monitoring_out, "directory to write them into (created if missing)")
       ->required();
 
+  std::string lab_site;
+  std::string lab_node;
+  fulcrum::site::LabOptions lab_options;
+  auto* lab = app.add_subcommand("lab", "(root) the site across network namespaces, one per host, with faults");
+  lab->require_subcommand(1);
+  std::vector<CLI::App*> lab_actions;
+  for (const auto& [name, what] : std::initializer_list<std::pair<const char*, const char*>>{
+           {"up", "build the lab's network and run every node in its host's namespace (foreground)"},
+           {"down", "stop the lab's nodes and remove its namespaces, links and bridge (also after a crash)"},
+           {"status", "hosts, links, nodes with pid and state; exit 0 once the lab is up and ready"},
+           {"kill", "SIGKILL a node's processes (`lab up` restarts it unless --hold)"},
+           {"pause", "SIGSTOP a node's processes: a stuck host"},
+           {"resume", "SIGCONT a node's processes (and lift a kill --hold)"},
+           {"cut", "take a node's host off the network (both ways, or --oneway in|out)"},
+           {"heal", "bring a node's host back on the network"}}) {
+    auto* action = lab->add_subcommand(name, what);
+    action->add_option("site", lab_site, "topology file")->required();
+    const std::string n = name;
+    if (n != "up" && n != "down" && n != "status") {
+      action->add_option("node", lab_node, "node name (lb-01, web-02, db-01, etcd...)")->required();
+    }
+    if (n == "up") {
+      action->add_flag("--no-restart", up_no_restart, "do not restart a child that exits");
+    } else if (n == "status") {
+      action->add_flag("--json", lab_options.json, "print one JSON object");
+    } else if (n == "kill") {
+      action->add_flag("--hold", lab_options.hold, "keep the node down until `lab resume`");
+    } else if (n == "cut") {
+      action->add_option("--oneway", lab_options.oneway, "drop only the traffic into (in) or out of (out) the host")
+          ->check(CLI::IsMember({"in", "out"}));
+    }
+    action->fallthrough();
+    lab_actions.push_back(action);
+  }
+
   // Global options may also be given after the subcommand.
-  for (auto* sub : {version, check, web, lb, db, up, status, monitoring}) {
+  for (auto* sub : {version, check, web, lb, db, up, status, monitoring, lab}) {
     sub->fallthrough();
   }
 
@@ -165,6 +203,19 @@ int main(int argc, char** argv) {
       return kExitUsage;
     }
     return fulcrum::site::runStatusCommand(site, status_json);
+  }
+  if (*lab) {
+    for (auto* action : lab_actions) {
+      if (!*action) {
+        continue;
+      }
+      fulcrum::config::Site site;
+      if (!loadSite(lab_site, site)) {
+        return kExitUsage;
+      }
+      lab_options.up = {!up_no_restart, log_format, log_level};
+      return fulcrum::site::runLabCommand(action->get_name(), site, lab_node, lab_options);
+    }
   }
   if (*monitoring) {
     fulcrum::config::Site site;

@@ -1,6 +1,7 @@
 #include "site/child.h"
 
 #include <fcntl.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
@@ -18,7 +19,7 @@ namespace fulcrum::site {
 namespace {
 
 // In the child, between fork and exec: async-signal-safe calls only.
-[[noreturn]] void execChild(char* const* argv, int log_fd, pid_t parent) {
+[[noreturn]] void execChild(char* const* argv, int log_fd, int netns_fd, pid_t parent) {
   ::setpgid(0, 0);
   // The death signal follows the thread that forked: `up` forks from its only thread.
   if (::prctl(PR_SET_PDEATHSIG, SIGTERM) != 0 || ::getppid() != parent) {
@@ -30,6 +31,12 @@ namespace {
   }
   ::dup2(log_fd, STDOUT_FILENO);
   ::dup2(log_fd, STDERR_FILENO);
+  if (netns_fd >= 0 && ::setns(netns_fd, CLONE_NEWNET) != 0) {
+    const char msg[] = "fulcrum up: cannot enter the network namespace\n";
+    ssize_t ignored = ::write(STDERR_FILENO, msg, sizeof msg - 1);
+    (void)ignored;
+    ::_exit(kExecFailed);
+  }
   // `up` blocks and ignores signals for its signalfd; the child must start with the defaults.
   sigset_t none;
   sigemptyset(&none);
@@ -66,6 +73,15 @@ pid_t spawnChild(const ChildSpec& spec, std::string& error) {
     error = "cannot open " + spec.log.string() + ": " + std::strerror(errno);
     return -1;
   }
+  core::Fd netns;
+  if (!spec.netns.empty()) {
+    const std::string path = "/run/netns/" + spec.netns;
+    netns.reset(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+    if (!netns) {
+      error = "cannot open network namespace " + path + ": " + std::strerror(errno);
+      return -1;
+    }
+  }
   // Built before fork: the child must not allocate.
   std::vector<char*> argv;
   for (const auto& arg : spec.argv) {
@@ -79,7 +95,7 @@ pid_t spawnChild(const ChildSpec& spec, std::string& error) {
     return -1;
   }
   if (pid == 0) {
-    execChild(argv.data(), log.get(), parent);
+    execChild(argv.data(), log.get(), netns.get(), parent);
   }
   ::setpgid(pid, pid);  // also here, so the group exists before `up` may signal it
   std::string banner = "---- " + nowText() + " fulcrum up: started " + spec.name + " (pid " +

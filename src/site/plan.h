@@ -37,6 +37,8 @@ struct ChildSpec {
   // Time to answer the probe after the start, and from SIGTERM to SIGKILL.
   std::chrono::milliseconds start_timeout{30000};
   std::chrono::milliseconds stop_timeout{10000};
+  // `fulcrum lab`: the network namespace (a name under /run/netns) the child runs in; "" = this one.
+  std::string netns;
 };
 
 struct PlanOptions {

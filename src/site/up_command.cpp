@@ -134,8 +134,8 @@ struct Child {
 
 class Up {
  public:
-  Up(const config::Site& site, const UpOptions& options, std::vector<ChildSpec> specs)
-      : site_(site), options_(options), begin_(Clock::now()) {
+  Up(const config::Site& site, const UpOptions& options, std::vector<ChildSpec> specs, UpEnvironment* env)
+      : site_(site), options_(options), env_(env), begin_(Clock::now()) {
     for (auto& spec : specs) {
       auto child = std::make_unique<Child>();
       child->spec = std::move(spec);
@@ -162,6 +162,9 @@ class Up {
     starting_ = false;
     if (started) {
       printUrls();
+      if (env_ != nullptr) {
+        env_->ready();
+      }
       while (!stop_requested_) {
         loop_.runOnce(std::chrono::seconds(60));
       }
@@ -227,6 +230,9 @@ class Up {
     c.pid = pid;
     c.started = Clock::now();
     c.ready = false;
+    if (env_ != nullptr) {
+      env_->started(c.spec, pid);
+    }
     return true;
   }
 
@@ -278,6 +284,10 @@ class Up {
 
   void restartChild(Child& c) {
     if (stop_requested_ || c.pid != 0) {
+      return;
+    }
+    if (env_ != nullptr && !env_->mayRestart(c.spec)) {
+      c.restart->armAfter(std::chrono::seconds(1));
       return;
     }
     if (!spawn(c)) {
@@ -366,6 +376,9 @@ class Up {
       c->watch->disarm();
     }
     stop_requested_ = true;
+    if (env_ != nullptr) {
+      env_->stopping();
+    }
     for (auto it = std::rbegin(kStartOrder); it != std::rend(kStartOrder); ++it) {
       stopRole(*it);
     }
@@ -503,6 +516,7 @@ class Up {
 
   const config::Site& site_;
   const UpOptions& options_;
+  UpEnvironment* env_;
   const Clock::time_point begin_;
   core::EventLoop loop_;
   std::vector<std::unique_ptr<Child>> children_;
@@ -586,7 +600,7 @@ int preflight(const config::Site& site, PlanOptions& plan) {
 
 }  // namespace
 
-int runUpCommand(const config::Site& site, const UpOptions& options) {
+int runUpCommand(const config::Site& site, const UpOptions& options, UpEnvironment* env) {
   auto refused = config::notBuiltYet(site);
   if (!refused.empty()) {
     for (const auto& error : refused) {
@@ -607,7 +621,8 @@ int runUpCommand(const config::Site& site, const UpOptions& options) {
     return kExitRuntime;
   }
   // Under the lock: a port in use now belongs to something else (a node started by hand?).
-  plan.etcd_peer_ports = chooseEtcdPeerPorts(site, portFree);
+  plan.etcd_peer_ports = chooseEtcdPeerPorts(
+      site, [&](const core::SocketAddress& address) { return env != nullptr || portFree(address); });
   if (hasManagedEtcd(site) && plan.etcd_peer_ports.empty()) {
     std::string endpoints;
     for (const auto& endpoint : site.etcd.endpoints) {
@@ -618,15 +633,25 @@ int runUpCommand(const config::Site& site, const UpOptions& options) {
     return kExitRuntime;
   }
   for (const auto& listener : siteListeners(site, {})) {
-    if (!portFree(listener.address)) {
+    if (env == nullptr && !portFree(listener.address)) {
       log::error("{} ({}) is in use: is this site already running (started by hand?) or another program on it?",
                  listener.address.toString(), listener.what);
       return kExitRuntime;
     }
   }
-  core::blockSignals();
-  Up up(site, options, planChildren(site, plan));
-  return up.run();
+  core::blockSignals();  // a Ctrl-C from here on reaches Up::run (prepare() may take a moment)
+  std::vector<ChildSpec> children = planChildren(site, plan);
+  if (env != nullptr && !env->prepare(children, error)) {
+    log::error("{}", error);
+    env->finish();
+    return kExitRuntime;
+  }
+  Up up(site, options, std::move(children), env);
+  int rc = up.run();
+  if (env != nullptr) {
+    env->finish();
+  }
+  return rc;
 }
 
 }  // namespace fulcrum::site
