@@ -105,7 +105,9 @@ std::unique_ptr<DbFrontends> DbFrontends::create(const config::Site& site, const
       // db_write's only server; db_read's last resort (a backup: used while no replica is up).
       addServer(nodes[i], with_replicas, i);
     }
-    f->listeners = core::listenTcpGroup(address, threads, error);
+    // On the virtual IP, as the http listeners: bound before this node holds it (IP_FREEBIND).
+    const bool on_vip = site.lb.vip && address.ip() == site.lb.vip->ip;
+    f->listeners = core::listenTcpGroup(address, threads, error, on_vip);
     if (f->listeners.empty()) {
       return false;
     }

@@ -133,11 +133,20 @@ bool planLab(const config::Site& site, const std::vector<ChildSpec>& children, L
       }
     }
     for (const auto& [what, ip] : mine) {
+      // The virtual IP is no host's: every lb listens on it, only its VRRP master holds it.
+      if (out.vip && ip == *out.vip) {
+        continue;
+      }
       if (std::string why = unusable(ip); !why.empty()) {
         error = fmt::format("{}: {} ({}) {}", site.display_path, ip.toString(), what, why);
         return false;
       }
       child_ips[c].push_back(indexOf(ip));
+    }
+    if (child_ips[c].empty()) {
+      error = fmt::format("{}: {} listens only on the virtual IP: give it an address of its own host (e.g. stats)",
+                          site.display_path, children[c].name);
+      return false;
     }
     for (size_t i : child_ips[c]) {
       groups.join(i, child_ips[c].front());

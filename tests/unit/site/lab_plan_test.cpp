@@ -107,6 +107,30 @@ TEST(LabPlanTest, TheVipIsNotAHostButSetsTheSubnetAndTheInterfaceName) {
   EXPECT_EQ(plan.vip->toString(), "10.77.0.254");
 }
 
+TEST(LabPlanTest, LbsSharingTheVipStayOnTheirOwnHosts) {
+  // Both lbs listen on the virtual IP (only the VRRP master holds it): that shared address
+  // must not put them on one host, where the second could not bind it.
+  std::string text = kLab;
+  text.replace(text.find("http = \"10.77.0.11:80\""), 22, "http = \"10.77.0.100:80\"");
+  text += "[[lb.node]]\nname = \"lb-02\"\nhttp = \"10.77.0.100:80\"\nstats = \"10.77.0.12:8404\"\n";
+  text += "[lb.vip]\naddress = \"10.77.0.100/24\"\ninterface = \"eth0\"\n";
+  auto site = load(text);
+  LabPlan plan;
+  std::string error;
+  ASSERT_TRUE(planLab(site, children(site), plan, error)) << error;
+  ASSERT_NE(plan.hostOf("lb-01"), nullptr);
+  ASSERT_NE(plan.hostOf("lb-02"), nullptr);
+  EXPECT_NE(plan.hostOf("lb-01"), plan.hostOf("lb-02"));
+  EXPECT_EQ(plan.hostOf("lb-01")->addresses, (std::vector<core::IpAddress>{plan.hostOf("lb-01")->addresses.front()}));
+  EXPECT_EQ(plan.hostOf("lb-01")->addresses.front().toString(), "10.77.0.11");
+  EXPECT_EQ(plan.hostOf("lb-02")->addresses.front().toString(), "10.77.0.12");
+  for (const auto& h : plan.hosts) {
+    for (const auto& a : h.addresses) {
+      EXPECT_NE(a.toString(), "10.77.0.100") << h.netns;
+    }
+  }
+}
+
 TEST(LabPlanTest, RefusesLoopbackWildcardAndSeveralSubnets) {
   LabPlan plan;
   std::string error;
