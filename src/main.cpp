@@ -64,6 +64,9 @@ int main(int argc, char** argv) {
   auto* lb = app.add_subcommand("lb", "run one load balancer node");
   lb->add_option("--site", lb_site, "topology file")->required();
   lb->add_option("--node", lb_node, "node name ([[lb.node]] name)")->required();
+  bool lb_release_vip = false;
+  lb->add_flag("--release-vip", lb_release_vip,
+               "remove [lb.vip]'s address from its interface and exit (after the node died without releasing it)");
 
   std::string db_site;
   std::string db_node;
@@ -90,6 +93,14 @@ int main(int argc, char** argv) {
   monitoring->add_option("site", monitoring_site, "topology file")->required();
   monitoring->add_option("--out", monitoring_out, "directory to write them into (created if missing)")
       ->required();
+
+  std::string etcd_site;
+  std::string etcd_node;
+  bool etcd_print = false;
+  auto* etcd = app.add_subcommand("etcd", "run one managed etcd member with the flags `up` would give it");
+  etcd->add_option("--site", etcd_site, "topology file")->required();
+  etcd->add_option("--node", etcd_node, "member name: etcd (one endpoint), or etcd-1, etcd-2, ...")->required();
+  etcd->add_flag("--print", etcd_print, "print the etcd command line instead of running it");
 
   std::string lab_site;
   std::string lab_node;
@@ -127,7 +138,7 @@ int main(int argc, char** argv) {
   }
 
   // Global options may also be given after the subcommand.
-  for (auto* sub : {version, check, web, lb, db, up, status, monitoring, lab}) {
+  for (auto* sub : {version, check, web, lb, db, up, status, monitoring, lab, etcd}) {
     sub->fallthrough();
   }
 
@@ -181,6 +192,9 @@ int main(int argc, char** argv) {
     if (!loadSite(lb_site, site)) {
       return kExitUsage;
     }
+    if (lb_release_vip) {
+      return fulcrum::lb::releaseVip(site);
+    }
     return fulcrum::lb::runLbCommand(site, lb_node);
   }
   if (*db) {
@@ -196,6 +210,13 @@ int main(int argc, char** argv) {
       return kExitUsage;
     }
     return fulcrum::site::runUpCommand(site, {!up_no_restart, log_format, log_level});
+  }
+  if (*etcd) {
+    fulcrum::config::Site site;
+    if (!loadSite(etcd_site, site)) {
+      return kExitUsage;
+    }
+    return fulcrum::site::runEtcdCommand(site, etcd_node, etcd_print);
   }
   if (*status) {
     fulcrum::config::Site site;

@@ -150,6 +150,10 @@ class ServerConnection final : public core::IoHandler, public core::Deletable {
   bool paused_for_output_ = false;  // input processing stopped to let queued output drain
   size_t route_ = 0;                // the handler's route of the request being answered
   core::TimePoint dispatched_at_{};
+  // The access line's method and path, copied at dispatch: head_'s views point into the input
+  // buffer, which the next bytes overwrite before a deferred response (a database write) ends.
+  std::string access_method_;
+  std::string access_path_;
 };
 
 void ServerConnection::onIoEvents(uint32_t events) {
@@ -365,6 +369,13 @@ bool ServerConnection::dispatch(size_t head_len, size_t raw_body_len, std::strin
   stats.requests_total.add();
   route_ = std::min(server_.handler().routeOf(head_), kMaxRoutes - 1);
   dispatched_at_ = server_.loop().clock().now();  // the clock: a file served within one batch would show 0
+  if (server_.options().access_log) {
+    access_method_.assign(head_.method_text);
+    access_path_.assign(head_.path);
+    if (!head_.query.empty()) {
+      access_path_.append(1, '?').append(head_.query);
+    }
+  }
   Response response;
   Request request{head_, body, peer_, this};
   sync_slot_ = &response;
@@ -397,15 +408,11 @@ bool ServerConnection::answer(Response& response) {
   route.duration.observe(static_cast<uint64_t>(took.count()));
   if (server_.options().access_log && log::enabled(log::Level::Info)) {
     // As the lb's access line: the query kept with the path, counts as integers.
-    std::string path(head_.path);
-    if (!head_.query.empty()) {
-      path.append(1, '?').append(head_.query);
-    }
     uint64_t bytes = response.file ? response.file_length : response.body.size();
     auto num = [](std::string_view key, double value) { return log::Field{key, {}, value, true}; };
     auto str = [](std::string_view key, std::string_view value) { return log::Field{key, value, 0, false}; };
     log::event(log::Level::Info, "access",
-               {str("client", peer_.toString()), str("method", head_.method_text), str("path", path),
+               {str("client", peer_.toString()), str("method", access_method_), str("path", access_path_),
                 num("status", response.status), num("bytes", static_cast<double>(bytes)),
                 num("total_ms", static_cast<double>(took.count()) / 1000.0)});
   }

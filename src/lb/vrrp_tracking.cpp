@@ -6,6 +6,8 @@
 #include <cstring>
 
 #include "core/log.h"
+#include "lb/lb_command.h"
+#include "lb/vrrp/link.h"
 
 namespace fulcrum::lb {
 
@@ -22,6 +24,30 @@ uint32_t hostOrder(const core::IpAddress& ip) {
 }
 
 }  // namespace
+
+int releaseVip(const config::Site& site) {
+  if (!site.lb.vip) {
+    log::info("no [lb.vip]: no virtual IP to release");
+    return 0;
+  }
+  const config::LbVip& vip = *site.lb.vip;
+  std::string error;
+  const int index = vrrp::interfaceIndex(vip.interface, error);
+  if (index == 0) {
+    log::error("release of {}: {}", vip.address, error);
+    return 1;
+  }
+  const bool held = vrrp::hasAddress(vip.interface, hostOrder(vip.ip));
+  if (!vrrp::setAddress(index, hostOrder(vip.ip), vip.prefix_len, false, error)) {
+    log::error("release of {}: {}", vip.address, error);
+    return 1;
+  }
+  if (held) {
+    log::warn("vrrp: released {} from {} (left by a node that stopped without releasing it)", vip.address,
+              vip.interface);
+  }
+  return 0;
+}
 
 std::unique_ptr<VrrpTracking> VrrpTracking::create(const config::Site& site, const config::LbNode& node,
                                                    core::EventLoop& main_loop, core::WorkerGroup& workers,

@@ -117,4 +117,33 @@ std::string describeWaitStatus(int status) {
   return "wait status " + std::to_string(status);
 }
 
+int runToCompletion(const ChildSpec& spec, const std::vector<std::string>& argv, std::chrono::milliseconds timeout,
+                    std::string& error) {
+  ChildSpec once = spec;
+  once.argv = argv;
+  const pid_t pid = spawnChild(once, error);
+  if (pid < 0) {
+    return -1;
+  }
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  int status = 0;
+  for (;;) {
+    const pid_t done = ::waitpid(pid, &status, WNOHANG);
+    if (done == pid) {
+      return status;
+    }
+    if (done < 0 && errno != EINTR) {
+      error = std::string("waitpid: ") + std::strerror(errno);
+      return -1;
+    }
+    if (std::chrono::steady_clock::now() >= deadline) {
+      ::kill(pid, SIGKILL);
+      while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+      }
+      return status;
+    }
+    ::usleep(2000);  // bounded: `timeout` at most
+  }
+}
+
 }  // namespace fulcrum::site

@@ -4,7 +4,9 @@
 // stdin from /dev/null, stdout and stderr appended to its log file.
 #include <sys/types.h>
 
+#include <chrono>
 #include <string>
+#include <vector>
 
 #include "site/plan.h"
 
@@ -16,6 +18,11 @@ inline constexpr int kExecFailed = 127;
 // Forks and execs `spec`. Returns the pid, or -1 with `error` set when the log file cannot be
 // opened or fork fails. An exec failure is reported in the log and as exit status kExecFailed.
 pid_t spawnChild(const ChildSpec& spec, std::string& error);
+
+// Runs `argv` as `spec` would run (namespace, log) and waits for it, at most `timeout` (then
+// SIGKILL). Returns its wait status, or -1 with `error` when it could not start.
+int runToCompletion(const ChildSpec& spec, const std::vector<std::string>& argv, std::chrono::milliseconds timeout,
+                    std::string& error);
 
 // "exit code 1", "killed by signal 9 (Killed)".
 std::string describeWaitStatus(int status);

@@ -126,8 +126,12 @@ std::vector<ChildSpec> planChildren(const config::Site& site, const PlanOptions&
   for (const auto& node : site.lb.nodes) {
     // The stats listener answers /healthz once the node runs; without one, its HTTP port.
     Probe probe = node.stats ? Probe{*node.stats, "/healthz"} : Probe{node.http, ""};
-    out.push_back(
-        ChildSpec{Role::Lb, node.name, roleArgs(options, site, "lb", node.name), probe, logPath(site, node.name)});
+    ChildSpec spec{Role::Lb, node.name, roleArgs(options, site, "lb", node.name), probe, logPath(site, node.name)};
+    if (site.lb.vip) {
+      spec.after_exit = spec.argv;
+      spec.after_exit.push_back("--release-vip");
+    }
+    out.push_back(std::move(spec));
   }
   if (hasManagedMonitoring(site)) {
     const config::MonitoringSection& mon = site.monitoring;

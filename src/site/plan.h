@@ -39,6 +39,9 @@ struct ChildSpec {
   std::chrono::milliseconds stop_timeout{10000};
   // `fulcrum lab`: the network namespace (a name under /run/netns) the child runs in; "" = this one.
   std::string netns;
+  // Run to completion (in the same namespace, into the same log) after the child exited when
+  // it was not asked to: an lb with [lb.vip] releases the address its death left behind.
+  std::vector<std::string> after_exit;
 };
 
 struct PlanOptions {

@@ -84,21 +84,6 @@ std::string tailOf(const fs::path& path, size_t lines) {
   return out;
 }
 
-// The first executable `name` in PATH.
-std::optional<fs::path> findInPath(const std::string& name) {
-  const char* path = ::getenv("PATH");
-  std::string_view rest = path != nullptr ? path : "/usr/local/bin:/usr/bin:/bin";
-  while (!rest.empty()) {
-    size_t colon = rest.find(':');
-    std::string_view dir = rest.substr(0, colon);
-    rest = colon == std::string_view::npos ? std::string_view() : rest.substr(colon + 1);
-    fs::path candidate = fs::path(dir.empty() ? "." : std::string(dir)) / name;
-    if (::access(candidate.c_str(), X_OK) == 0) {
-      return fs::absolute(candidate);
-    }
-  }
-  return std::nullopt;
-}
 
 bool portFree(const core::SocketAddress& address) {
   std::string error;
@@ -258,6 +243,15 @@ class Up {
     }
     const std::string how = describeWaitStatus(status);
     c.last_error = how;
+    if (!c.spec.after_exit.empty()) {
+      // Before a restart or giving up: e.g. the virtual IP a killed lb left on its interface.
+      std::string error;
+      const int after = runToCompletion(c.spec, c.spec.after_exit, std::chrono::seconds(3), error);
+      if (after != 0) {
+        log::warn("{}: after its exit, `{}` failed: {}", c.spec.name, c.spec.after_exit.back(),
+                  after < 0 ? error : describeWaitStatus(after));
+      }
+    }
     const bool refused = WIFEXITED(status) && WEXITSTATUS(status) == kExitConfig;
     const bool exec_failed = WIFEXITED(status) && WEXITSTATUS(status) == kExecFailed;
     if (refused || exec_failed || !options_.restart) {
@@ -652,6 +646,72 @@ int runUpCommand(const config::Site& site, const UpOptions& options, UpEnvironme
     env->finish();
   }
   return rc;
+}
+
+// The first executable `name` in PATH.
+std::optional<std::filesystem::path> findInPath(const std::string& name) {
+  const char* path = ::getenv("PATH");
+  std::string_view rest = path != nullptr ? path : "/usr/local/bin:/usr/bin:/bin";
+  while (!rest.empty()) {
+    size_t colon = rest.find(':');
+    std::string_view dir = rest.substr(0, colon);
+    rest = colon == std::string_view::npos ? std::string_view() : rest.substr(colon + 1);
+    std::filesystem::path candidate = std::filesystem::path(dir.empty() ? "." : std::string(dir)) / name;
+    if (::access(candidate.c_str(), X_OK) == 0) {
+      return std::filesystem::absolute(candidate);
+    }
+  }
+  return std::nullopt;
+}
+
+int runEtcdCommand(const config::Site& site, const std::string& node, bool print) {
+  if (!hasManagedEtcd(site)) {
+    log::error("{}: [etcd] has no managed members (managed = false, or no endpoints)", site.display_path);
+    return kExitConfig;
+  }
+  PlanOptions plan;
+  auto etcd = findInPath("etcd");
+  plan.etcd_exe = etcd ? etcd->string() : "/usr/bin/etcd";
+  // Every host must compute the same peer URLs for --initial-cluster: no local port test here
+  // (one member per address: each gets its client port + 1 unless that is another listener).
+  plan.etcd_peer_ports = chooseEtcdPeerPorts(site, [](const core::SocketAddress&) { return true; });
+  std::vector<std::string> names;
+  for (const ChildSpec& child : planChildren(site, plan)) {
+    if (child.role != Role::Etcd) {
+      continue;
+    }
+    names.push_back(child.name);
+    if (child.name != node) {
+      continue;
+    }
+    if (print) {
+      std::string line;
+      for (const auto& arg : child.argv) {
+        line += (line.empty() ? "" : " ") + arg;
+      }
+      std::printf("%s\n", line.c_str());
+      return kExitOk;
+    }
+    if (!etcd) {
+      log::error("the `etcd` program is not in PATH (Debian package etcd-server)");
+      return kExitRuntime;
+    }
+    std::vector<char*> argv;
+    for (const auto& arg : child.argv) {
+      argv.push_back(const_cast<char*>(arg.c_str()));
+    }
+    argv.push_back(nullptr);
+    log::info("etcd member {}: exec {}", node, child.argv.front());
+    ::execv(argv[0], argv.data());
+    log::error("cannot execute {}: {}", argv[0], std::strerror(errno));
+    return kExitRuntime;
+  }
+  std::string known;
+  for (const auto& name : names) {
+    known += (known.empty() ? "" : ", ") + name;
+  }
+  log::error("{}: no etcd member named '{}' (members: {})", site.display_path, node, known);
+  return kExitConfig;
 }
 
 }  // namespace fulcrum::site

@@ -2,6 +2,8 @@
 // `fulcrum up [SITE]`: every node of the site as supervised child processes of this one.
 #include <sys/types.h>
 
+#include <filesystem>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -39,5 +41,13 @@ class UpEnvironment {
 // Returns the process exit code: 0 after a clean stop (Ctrl-C, SIGTERM), 1 when the site could
 // not be started or every child exited under --no-restart, 2 for settings this build refuses.
 int runUpCommand(const config::Site& site, const UpOptions& options, UpEnvironment* env = nullptr);
+
+// The first executable `name` in PATH.
+std::optional<std::filesystem::path> findInPath(const std::string& name);
+
+// `fulcrum etcd --site FILE --node NAME`: runs (execs) the managed etcd member NAME ("etcd",
+// "etcd-1"..) with the flags `fulcrum up` gives it — for a host that runs only that member
+// (systemd's fulcrum-etcd@.service). `print`: writes the command line instead. Exit code.
+int runEtcdCommand(const config::Site& site, const std::string& node, bool print);
 
 }  // namespace fulcrum::site

@@ -141,8 +141,10 @@ void Router::receive(core::TimePoint now, uint32_t source, const Advert& advert)
     return;
   }
   // A lower master: the RFC discards it; advertising now (as keepalived does) sends it back to
-  // Backup without waiting for our next interval.
+  // Backup without waiting for our next interval. Both held the address (a healed partition):
+  // gratuitous ARP again, or neighbours that learned the other's MAC keep sending to it.
   sendAdvert(priority_);
+  actions_.push_back({Action::Announce});
   advert_due_ = now + config_.advert_interval;
 }
 

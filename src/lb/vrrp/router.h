@@ -29,7 +29,9 @@ struct RouterConfig {
 };
 
 struct Action {
-  enum Kind : uint8_t { SendAdvert, TakeVip, ReleaseVip };
+  // Announce: send gratuitous ARP again for the address this master holds — another master was
+  // heard (a healed partition), so the segment may be sending the address's traffic to it.
+  enum Kind : uint8_t { SendAdvert, TakeVip, ReleaseVip, Announce };
   Kind kind;
   uint8_t priority = 0;      // SendAdvert: the priority to advertise (0 = leaving)
   uint16_t interval_cs = 0;  // SendAdvert: Max Adver Int

@@ -188,6 +188,12 @@ void Node::apply() {
       case Action::ReleaseVip:
         releaseVip();
         break;
+      case Action::Announce:
+        if (holds_vip_ && garp_bursts_left_ <= 0) {  // not again while a burst series runs
+          garp_bursts_left_ = kGarpBursts;
+          announce();
+        }
+        break;
     }
   }
   for (const Transition& t : router_.takeTransitions()) {

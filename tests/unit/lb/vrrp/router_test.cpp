@@ -76,6 +76,28 @@ TEST(VrrpRouter, AloneItBecomesMasterAfterMasterDownInterval) {
   EXPECT_EQ(actions[0].kind, Action::SendAdvert);
 }
 
+TEST(VrrpRouter, AMasterHearingALowerMasterAdvertisesAndAnnouncesAgain) {
+  // A healed partition: both sides were master. The higher one asserts itself at once and
+  // sends gratuitous ARP again, since the segment learned the other's MAC meanwhile.
+  Router r(config(150));
+  r.start(kT0);
+  core::TimePoint down = kT0 + r.masterDownInterval();
+  r.tick(down);
+  ASSERT_EQ(r.state(), State::Master);
+  r.takeActions();
+  r.receive(down + Ms(10), kIpB, advert(100));
+  EXPECT_EQ(r.state(), State::Master);
+  auto actions = r.takeActions();
+  EXPECT_TRUE(has(actions, Action::SendAdvert));
+  EXPECT_TRUE(has(actions, Action::Announce));
+  EXPECT_FALSE(has(actions, Action::ReleaseVip));
+  // A higher one: no announce, the address goes.
+  r.receive(down + Ms(20), kIpB, advert(200));
+  actions = r.takeActions();
+  EXPECT_FALSE(has(actions, Action::Announce));
+  EXPECT_TRUE(has(actions, Action::ReleaseVip));
+}
+
 TEST(VrrpRouter, AdvertsFromAHigherMasterKeepItBackup) {
   Router r(config(100));
   r.start(kT0);
