@@ -7,9 +7,11 @@
 #include <chrono>
 #include <condition_variable>
 #include <ctime>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <utility>
+#include <vector>
 
 namespace fulcrum::log {
 
@@ -60,7 +62,15 @@ void setFormat(Format format) {
   g_format.store(format);
 }
 void setComponent(std::string name) {
-  g_component.store(new std::string(std::move(name)), std::memory_order_release);
+  // A name replaced (`lab` then `up` in one process) stays alive, reachable: a thread may be
+  // formatting a line with it. A process sets its name a handful of times at most.
+  static std::mutex retired_lock;
+  static std::vector<std::unique_ptr<const std::string>> retired;
+  const std::string* old = g_component.exchange(new std::string(std::move(name)), std::memory_order_acq_rel);
+  if (old != nullptr) {
+    std::lock_guard<std::mutex> hold(retired_lock);
+    retired.emplace_back(old);
+  }
 }
 
 bool parseLevel(std::string_view text, Level& out) {
