@@ -35,10 +35,11 @@ def ip(*args):
 
 
 class Segment:
-    """A bridge and one namespace per host (fvr-<pid>-<name>), each with eth0 on the bridge."""
+    """A bridge and one namespace per host (fvr-<pid>-<name>), each with eth0 on the bridge.
+    `test` is anything with addCleanup (bench/vip_failover.py passes its own, and a prefix)."""
 
-    def __init__(self, test):
-        self.prefix = f"fvr-{os.getpid()}-"
+    def __init__(self, test, prefix=None):
+        self.prefix = prefix or f"fvr-{os.getpid()}-"
         self.switch = self.prefix + "sw"
         self.namespaces = [self.switch]
         test.addCleanup(self.cleanup)
