@@ -202,6 +202,7 @@ void DbAgent::onWatchEvent(const WatchEvent& event) {
   // only when a decision is due.
   if (event.key == leaderKey(site_.site.name) || event.key == syncKey(site_.site.name) ||
       event.key == switchoverKey(site_.site.name)) {
+    leader_key_changed_ = leader_key_changed_ || event.key == leaderKey(site_.site.name);
     wake();
   } else if (event.key != initializeKey(site_.site.name)) {
     logStrangeKey(event);
@@ -472,7 +473,8 @@ void DbAgent::bootstrapStep() {
           phase_ = Phase::Running;
           pg_->setQueryTimeout(runningQueryTimeout(site_));
           startPostgres("replica");
-        });
+        },
+        member->name);
 }
 
 bool DbAgent::startPostgres(const char* why, std::function<void(bool)> then) {
@@ -508,17 +510,43 @@ bool DbAgent::startPostgres(const char* why, std::function<void(bool)> then) {
   return true;
 }
 
-void DbAgent::runOp(std::string what, Status begun, std::function<void(const Status&)> then) {
+void DbAgent::runOp(std::string what, Status begun, std::function<void(const Status&)> then, std::string source) {
   if (!begun.ok) {
     then(begun);
     return;
   }
   log::debug("{}: under way", what);
-  op_ = PendingOp{std::move(what), std::move(then), loop_.clock().now()};
+  op_ = PendingOp{std::move(what), std::move(then), loop_.clock().now(), std::move(source)};
+  leader_key_changed_ = false;
   wake();
 }
 
+bool DbAgent::abandonIfSourceLost() {
+  if (op_->source.empty() || !leader_key_changed_) {
+    return false;
+  }
+  leader_key_changed_ = false;
+  std::string error;
+  if (!readSiteKeys(error)) {
+    return false;  // etcd unreachable: nothing known about the source, the tool's timeout stands
+  }
+  if (leader_name_ && *leader_name_ == op_->source) {
+    return false;
+  }
+  const std::string why = op_->source + " no longer leads (" +
+                          (leader_name_ ? *leader_name_ + " does now" : std::string("the leader key is free")) + ")";
+  log::warn("{}: abandoned, {}", op_->what, why);
+  pg_->abandonOperation();
+  PendingOp op = std::move(*op_);
+  op_.reset();
+  op.then(Status::failure("abandoned: " + why));
+  return true;
+}
+
 bool DbAgent::tickOperation() {
+  if (abandonIfSourceLost()) {
+    return op_.has_value();  // a continuation may have begun the next step
+  }
   if (auto done = pg_->pollOperation()) {
     PendingOp op = std::move(*op_);
     op_.reset();
@@ -848,7 +876,8 @@ void DbAgent::rewindAndFollow(const MemberRecord& leader, const std::string& why
           if (!rewound.ok) {
             log::error("pg_rewind from {}: {}", leader.name, rewound.error);
             // Not reaching the leader says nothing about our data: try again next tick. Anything
-            // else (damaged or incompatible data) will not mend by itself. pg_rewind's own
+            // else (damaged or incompatible data, or a pg_rewind abandoned midway because its
+            // source stopped leading: the target may be half rewound) will not mend by itself. pg_rewind's own
             // identity check ("different systems") means the leader's record lied about its
             // identifier: never move our data aside for a stranger.
             if (rewound.error.find("could not connect") == std::string::npos &&
@@ -876,7 +905,8 @@ void DbAgent::rewindAndFollow(const MemberRecord& leader, const std::string& why
               })) {
             done();
           }
-        });
+        },
+        leader.name);
 }
 
 void DbAgent::checkDivergence() {

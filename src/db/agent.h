@@ -186,7 +186,10 @@ class DbAgent final : public http::Handler {
   // A long PostgresNode operation (initdb, a clone, pg_rewind, a start) runs while the loop goes
   // on serving the REST API, renewing the lease and publishing; `then` runs on the loop once it
   // is done (or at once when `begun` failed).
-  void runOp(std::string what, Status begun, std::function<void(const Status&)> then);
+  // `source`: the member the operation copies from (a clone, pg_rewind), abandoned as soon as
+  // that member no longer holds the leader key — a frozen or cut-off source would otherwise hold
+  // the tool until its timeout while the site needs this node as a replica.
+  void runOp(std::string what, Status begun, std::function<void(const Status&)> then, std::string source = {});
   // A tick while an operation runs; true while it still runs (the tick ends there). A leader's
   // lease that is no longer valid abandons the operation and fences.
   bool tickOperation();
@@ -194,8 +197,14 @@ class DbAgent final : public http::Handler {
     std::string what;
     std::function<void(const Status&)> then;
     core::TimePoint started{};
+    std::string source;
   };
   std::optional<PendingOp> op_;
+  // The watch saw the leader key change: an operation with a source re-reads the keys.
+  bool leader_key_changed_ = false;
+  // True (and the operation abandoned, its `then` called with the failure) when op_'s source no
+  // longer leads.
+  bool abandonIfSourceLost();
   // The fence that holds without this process (fence_file.h): armed with the lease's fence
   // deadline while this node leads and may write, else disarmed. Called after every lease
   // acquisition, renewal or release.

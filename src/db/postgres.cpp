@@ -787,6 +787,15 @@ std::optional<Status> PostgresNode::pollJob() {
 
 void PostgresNode::abandonOperation() {
   job_.reset();  // kills a running tool's process group
+  // What a failure of the tool would leave, undone the same way: a partial copy goes, and
+  // standby.signal parked during pg_rewind comes back (the node must never start as a primary).
+  if (op_ == Operation::Clone) {
+    clearDataDir();
+  } else if (op_ == Operation::Rewind && rewind_parked_) {
+    std::error_code ec;
+    std::filesystem::rename(options_.data_dir / "standby.signal.rewind", options_.data_dir / "standby.signal", ec);
+    rewind_parked_ = false;
+  }
   op_ = Operation::None;
 }
 
@@ -1146,11 +1155,15 @@ Status PostgresNode::beginRewind(const core::SocketAddress& source) {
   if (Status pass = writePassFile(); !pass.ok) {
     return pass;
   }
-  std::string conninfo = "host=" + conninfoValue(hostText(source)) +
-                         " port=" + std::to_string(source.port()) +
-                         " user=" + conninfoValue(options_.replication_user) + " dbname=postgres" +
-                         " passfile=" + conninfoValue(passFile().string()) +
-                         " connect_timeout=" + connectSeconds(options_.query_timeout);
+  // The receivers' network policy (connect timeout, keepalives): a source cut off mid-rewind
+  // ends the tool in seconds, not at its timeout.
+  pg::ConnParams params = {{"host", hostText(source)},
+                           {"port", std::to_string(source.port())},
+                           {"user", options_.replication_user},
+                           {"dbname", "postgres"},
+                           {"passfile", passFile().string()}};
+  pg::addReceiverPolicy(params);
+  std::string conninfo = pg::conninfoText(params);
   std::vector<std::string> argv = {program("pg_rewind").string(),
                                    "--target-pgdata=" + options_.data_dir.string(),
                                    "--source-server=" + conninfo};

@@ -147,6 +147,14 @@ class ChaosTest(unittest.TestCase):
     def setUp(self):
         self.lab = Lab(text=site_text())
         self.addCleanup(self.lab.cleanup)
+        self.addCleanup(self.keep_logs)
+
+    def keep_logs(self):
+        """FULCRUM_TEST_KEEP_LOGS=DIR keeps the whole lab's logs of each run there."""
+        keep = os.environ.get("FULCRUM_TEST_KEEP_LOGS")
+        if keep:
+            subprocess.run(["cp", "-r", os.path.join(self.lab.dir, "var", "logs"),
+                            os.path.join(keep, f"chaos-{int(time.time())}")], check=False)
 
     def primary(self):
         up = [name for name, ip in DBS.items() if answers(f"http://{ip}:8008/primary")]
@@ -184,7 +192,10 @@ class ChaosTest(unittest.TestCase):
             since = time.monotonic()
             inject()
             if check is not None:
-                check()
+                try:
+                    check()
+                except AssertionError as e:
+                    self.fail(f"{what}: {e}:" + self.lab.logs())
             if restore is not None:
                 restore()
             self.whole(probes, since, what)
