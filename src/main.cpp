@@ -14,6 +14,7 @@
 #include "lb/lb_command.h"
 #include "site/lab_command.h"
 #include "site/monitoring.h"
+#include "site/reload_command.h"
 #include "site/status.h"
 #include "site/up_command.h"
 #include "web/web_command.h"
@@ -79,6 +80,13 @@ int main(int argc, char** argv) {
   auto* up = app.add_subcommand("up", "run every node of a site on this machine, supervised");
   up->add_option("site", up_site, "topology file (default examples/site.toml)");
   up->add_flag("--no-restart", up_no_restart, "do not restart a child that exits");
+
+  std::string reload_site = "examples/site.toml";
+  fulcrum::site::ReloadOptions reload_options;
+  auto* reload = app.add_subcommand("reload", "ask the nodes of a site running on this host to re-read the file");
+  reload->add_option("--site", reload_site, "topology file (default examples/site.toml)");
+  reload->add_option("--node", reload_options.nodes, "only this node (repeatable)");
+  reload->add_flag("--json", reload_options.json, "print a JSON array");
 
   std::string status_site = "examples/site.toml";
   bool status_json = false;
@@ -217,6 +225,14 @@ int main(int argc, char** argv) {
       return kExitUsage;
     }
     return fulcrum::site::runEtcdCommand(site, etcd_node, etcd_print);
+  }
+  if (*reload) {
+    fulcrum::config::Site site;
+    if (!loadSite(reload_site, site)) {
+      std::fprintf(stderr, "%s: refused; no node was asked to reload\n", reload_site.c_str());
+      return kExitUsage;
+    }
+    return fulcrum::site::runReloadCommand(site, reload_options);
   }
   if (*status) {
     fulcrum::config::Site site;

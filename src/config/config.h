@@ -40,6 +40,7 @@ struct LbHealth {
   uint32_t timeout_ms = 1000;
   uint32_t rise = 2;
   uint32_t fall = 3;
+  bool operator==(const LbHealth&) const = default;
 };
 
 struct LbTimeouts {
@@ -47,6 +48,7 @@ struct LbTimeouts {
   uint32_t client_ms = 30000;
   uint32_t server_ms = 30000;
   uint32_t http_request_ms = 10000;
+  bool operator==(const LbTimeouts&) const = default;
 };
 
 struct LbLimits {
@@ -58,22 +60,26 @@ struct LbLimits {
   uint32_t conn_per_ip = 0;       // open connections per client address; 0 = off
   uint32_t client_table = 100000;  // addresses tracked for the two above (fixed memory, LRU)
   uint32_t min_body_rate = 500;  // bytes/s a request body averages after http_request_ms; 0 = off
+  bool operator==(const LbLimits&) const = default;
 };
 
 struct Cidr {
   std::string text;  // as written, for messages
   core::IpAddress network;
   uint8_t prefix_len = 0;
+  bool operator==(const Cidr&) const = default;
 };
 
 struct LbFirewall {
   std::vector<Cidr> allow;
   std::vector<Cidr> deny;
+  bool operator==(const LbFirewall&) const = default;
 };
 
 struct CertKey {
   std::filesystem::path cert;  // PEM: the certificate, then its chain
   std::filesystem::path key;   // PEM private key (ECDSA or RSA)
+  bool operator==(const CertKey&) const = default;
 };
 
 struct LbTls {
@@ -83,6 +89,7 @@ struct LbTls {
   bool redirect_http = false;  // 308 from the http listener to https
   bool hsts = false;           // Strict-Transport-Security on https responses
   bool http2 = false;          // offer h2 by ALPN (refused while HTTP/2 is not built)
+  bool operator==(const LbTls&) const = default;
 };
 
 struct LbAcme {
@@ -93,6 +100,7 @@ struct LbAcme {
   // How the CA checks this node answers for each domain: "http-01" (the http listener, port 80
   // for a real CA) or "tls-alpn-01" (RFC 8737: the https listener, port 443).
   std::string challenge = "http-01";
+  bool operator==(const LbAcme&) const = default;
 };
 
 struct LbVip {
@@ -105,6 +113,7 @@ struct LbVip {
   bool preempt = true;                      // a higher-priority backup takes the address over
   uint32_t preempt_delay_ms = 0;            // ... once it could have for this long
   std::vector<core::IpAddress> unicast_peers;  // empty: multicast to 224.0.0.18
+  bool operator==(const LbVip&) const = default;
 };
 
 struct LbNode {
@@ -116,6 +125,7 @@ struct LbNode {
   std::optional<core::SocketAddress> db_read;
   uint32_t threads = 0;  // 0 = one per core
   uint32_t priority = 100;
+  bool operator==(const LbNode&) const = default;
 };
 
 struct LbSection {
@@ -138,6 +148,7 @@ struct WebNode {
   uint32_t weight = 1;
   bool backup = false;
   uint32_t threads = 0;  // Fulcrum extension: 0 = one per core
+  bool operator==(const WebNode&) const = default;
 };
 
 struct WebSection {
@@ -151,6 +162,7 @@ struct DbNode {
   std::string name;
   core::SocketAddress pg;
   core::SocketAddress agent;
+  bool operator==(const DbNode&) const = default;
 };
 
 struct DbSection {

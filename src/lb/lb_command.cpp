@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "config/features.h"
+#include "config/loader.h"
 #include "core/acceptor.h"
 #include "core/client_table.h"
 #include "core/ip_filter.h"
@@ -23,8 +24,10 @@
 #include "lb/health/health_checker.h"
 #include "lb/pool.h"
 #include "lb/proxy.h"
+#include "lb/reload_plan.h"
 #include "lb/stats_server.h"
 #include "lb/vrrp_tracking.h"
+#include "run/node_files.h"
 #include "tls/server_context.h"
 
 namespace fulcrum::lb {
@@ -95,6 +98,39 @@ std::string fileStamp(const std::vector<tls::CertFiles>& pairs) {
   return stamp;
 }
 
+// The request path's limits and timeouts from the file (those a reload may change).
+void setTunables(const config::Site& site, ProxyOptions& options) {
+  options.limits.max_header_bytes = site.lb.limits.max_header_bytes;
+  options.limits.max_body_bytes = site.lb.limits.max_body_bytes;
+  options.connect_timeout = core::millis(site.lb.timeouts.connect_ms);
+  options.server_timeout = core::millis(site.lb.timeouts.server_ms);
+  options.client_timeout = core::millis(site.lb.timeouts.client_ms);
+  options.request_timeout = core::millis(site.lb.timeouts.http_request_ms);
+  options.min_body_rate = site.lb.limits.min_body_rate;
+  options.retries = site.lb.retries;
+}
+
+HealthOptions healthOptions(const config::Site& site) {
+  HealthOptions health;
+  health.path = site.lb.health.path;
+  health.interval = core::millis(site.lb.health.interval_ms);
+  health.timeout = core::millis(site.lb.health.timeout_ms);
+  health.rise = site.lb.health.rise;
+  health.fall = site.lb.health.fall;
+  return health;
+}
+
+Backend makeBackend(uint32_t id, const config::WebNode& web) {
+  Backend b;
+  b.id = id;
+  b.name = web.name;
+  b.address = web.listen;
+  b.address_text = web.listen.toString();
+  b.weight = web.weight;
+  b.backup = web.backup;
+  return b;
+}
+
 }  // namespace
 
 int runLbCommand(const config::Site& site, const std::string& node_name) {
@@ -127,27 +163,24 @@ int runLbCommand(const config::Site& site, const std::string& node_name) {
   log::setComponent(node->name);
   core::blockSignals();
 
-  std::vector<Backend> backends;
-  for (const auto& web : site.web.nodes) {
-    Backend b;
-    b.id = static_cast<uint32_t>(backends.size());
-    b.name = web.name;
-    b.address = web.listen;
-    b.address_text = web.listen.toString();
-    b.weight = web.weight;
-    b.backup = web.backup;
-    backends.push_back(std::move(b));
+  std::string pid_error;
+  std::unique_ptr<run::PidFile> pid_file = run::PidFile::create(site.site.state_dir, node->name, pid_error);
+  if (!pid_file) {
+    log::error("{}", pid_error);
+    return kExitRuntime;
   }
 
+  // The server table, by id: the main thread's copy (reloads edit it, then post it to the
+  // workers); ids are never reused.
+  std::vector<Backend> backends;
+  for (const auto& web : site.web.nodes) {
+    backends.push_back(makeBackend(static_cast<uint32_t>(backends.size()), web));
+  }
+  // The file in force: what the next reload is compared with.
+  config::Site current = site;
+
   ProxyOptions options;
-  options.limits.max_header_bytes = site.lb.limits.max_header_bytes;
-  options.limits.max_body_bytes = site.lb.limits.max_body_bytes;
-  options.connect_timeout = core::millis(site.lb.timeouts.connect_ms);
-  options.server_timeout = core::millis(site.lb.timeouts.server_ms);
-  options.client_timeout = core::millis(site.lb.timeouts.client_ms);
-  options.request_timeout = core::millis(site.lb.timeouts.http_request_ms);
-  options.min_body_rate = site.lb.limits.min_body_rate;
-  options.retries = site.lb.retries;
+  setTunables(site, options);
   unsigned threads = core::resolveThreadCount(node->threads);
   options.max_connections = std::max<uint32_t>(1, site.lb.limits.max_connections / threads);
   // A client and a server descriptor per connection, and some for listeners, logs and health.
@@ -270,12 +303,7 @@ int runLbCommand(const config::Site& site, const std::string& node_name) {
   for (const Backend& b : backends) {
     targets.push_back(HealthTarget{b.id, b.name, b.address});
   }
-  HealthOptions health;
-  health.path = site.lb.health.path;
-  health.interval = core::millis(site.lb.health.interval_ms);
-  health.timeout = core::millis(site.lb.health.timeout_ms);
-  health.rise = site.lb.health.rise;
-  health.fall = site.lb.health.fall;
+  HealthOptions health = healthOptions(site);
   // The dashboard's view of the site (with a stats listener only); told of every change.
   std::unique_ptr<SiteMonitor> monitor;
   HealthChecker checker(main_loop, targets, health, [&](uint32_t id, bool up, std::string_view reason) {
@@ -327,6 +355,10 @@ int runLbCommand(const config::Site& site, const std::string& node_name) {
     }
   }
 
+  // A reload (SIGHUP, POST /api/reload, `fulcrum reload`): re-read and validate the file, then
+  // apply the difference on this main thread; defined below, once everything it touches exists.
+  std::function<run::ReloadReport(std::string_view)> reload;
+
   // The stats listener (dashboard, /metrics, admin API) runs on this main thread.
   std::unique_ptr<StatsHandler> stats_handler;
   std::unique_ptr<http::HttpServer> stats_server;
@@ -372,7 +404,16 @@ int runLbCommand(const config::Site& site, const std::string& node_name) {
     ctx.apply_db_admin = [&db](const std::string& name, AdminState state) {
       db->setInRotation(name, state == AdminState::Ready);
     };
+    ctx.apply_weight = [&](uint32_t id, uint32_t weight) {
+      backends[id].weight = weight;
+      workers.postAll([&pools, table = backends, algorithm = current.lb.algorithm](core::EventLoop&, unsigned i) {
+        pools[i]->applyServers(table, algorithm);
+      });
+    };
+    ctx.reload = [&] { return reload("the admin API"); };
+    ctx.state_file = site.site.state_dir / (node->name + ".server-state.json");
     stats_handler = std::make_unique<StatsHandler>(std::move(ctx));
+    stats_handler->restoreServerState();
     http::ServerOptions server_options;
     server_options.served_by = node->name;
     // Operators and scrapers: a small cap, so a flood here cannot take the descriptors the
@@ -403,7 +444,7 @@ int runLbCommand(const config::Site& site, const std::string& node_name) {
   std::string cert_stamp;
   auto reloadCertificates = [&](std::string_view why) {
     std::string error;
-    std::vector<tls::CertFiles> pairs = tlsPairs(site, *node, error);
+    std::vector<tls::CertFiles> pairs = tlsPairs(current, *node, error);
     cert_stamp = fileStamp(pairs);
     if (pairs.empty() || !tls_context->reload(pairs, error)) {
       log::error("https: certificates not reloaded ({}): {}; the previous ones keep serving", why, error);
@@ -418,7 +459,7 @@ int runLbCommand(const config::Site& site, const std::string& node_name) {
   };
   core::Timer cert_watch(main_loop, [&] {
     std::string error;
-    std::vector<tls::CertFiles> pairs = tlsPairs(site, *node, error);
+    std::vector<tls::CertFiles> pairs = tlsPairs(current, *node, error);
     if (!pairs.empty() && fileStamp(pairs) != cert_stamp) {
       reloadCertificates("the files changed");
     }
@@ -446,11 +487,114 @@ int runLbCommand(const config::Site& site, const std::string& node_name) {
       db->drainWorker(i, done);
     }
   };
-  hooks.on_reload = [&] {
-    if (tls_context) {
-      reloadCertificates("SIGHUP");
+  reload = [&](std::string_view why) {
+    run::ReloadReport report;
+    config::LoadResult loaded = config::loadSiteFile(site.file);
+    if (!loaded.ok()) {
+      report.ok = false;
+      for (const config::ConfigError& e : loaded.errors) {
+        report.errors.push_back(e.toString());
+        log::error("reload ({}) refused: {}", why, e.toString());
+      }
+      log::error("reload ({}) refused: the running configuration is kept", why);
+      run::writeReloadReport(site.site.state_dir, node->name, report);
+      return report;
     }
-    log::warn("SIGHUP: reloading the rest of the topology is not supported yet; restart the node to apply it");
+    ReloadPlan plan = planReload(current, loaded.site, node->name);
+    size_t live = backends.size() + plan.added.size();
+    if (live > stats.front()->backends.maxSize()) {
+      report.ok = false;
+      report.errors.push_back(fmt::format("{}: [[web.node]]: this node has had {} servers since it started, "
+                                          "at most {}: restart it to add more",
+                                          site.display_path, live, stats.front()->backends.maxSize()));
+      log::error("reload ({}) refused: {}", why, report.errors.back());
+      run::writeReloadReport(site.site.state_dir, node->name, report);
+      return report;
+    }
+    // Servers: removed ones drain (no new requests, in-flight ones end), updated ones take the
+    // file's weight and role, added ones get new ids and start down until checked.
+    std::vector<std::string> file_changed;
+    for (const std::string& name : plan.removed) {
+      for (Backend& b : backends) {
+        if (b.name == name && !b.removed) {
+          b.removed = true;
+          checker.remove(b.id);
+        }
+      }
+      file_changed.push_back(name);
+    }
+    for (const config::WebNode& w : plan.updated) {
+      for (Backend& b : backends) {
+        if (b.name == w.name && !b.removed) {
+          b.weight = w.weight;
+          b.backup = w.backup;
+        }
+      }
+      file_changed.push_back(w.name);
+    }
+    std::vector<HealthTarget> added;
+    for (const config::WebNode& w : plan.added) {
+      Backend b = makeBackend(static_cast<uint32_t>(backends.size()), w);
+      added.push_back(HealthTarget{b.id, b.name, b.address});
+      backends.push_back(std::move(b));
+    }
+    for (size_t i = 0; i < stats.size(); ++i) {
+      stats[i]->backends.grow(backends.size());
+      pool_stats[i]->grow(backends.size());
+    }
+    // The workers take the table before the checker can tell them about a new id.
+    if (!plan.removed.empty() || !plan.updated.empty() || !plan.added.empty() || plan.algorithm) {
+      workers.postAll([&pools, table = backends, algorithm = plan.effective.lb.algorithm](core::EventLoop&,
+                                                                                           unsigned i) {
+        pools[i]->applyServers(table, algorithm);
+      });
+    }
+    for (HealthTarget& t : added) {
+      checker.add(std::move(t));
+    }
+    if (plan.health) {
+      checker.setOptions(healthOptions(plan.effective));
+    }
+    if (plan.tunables) {
+      setTunables(plan.effective, options);
+      setTunables(plan.effective, https_options);
+      https_options.hsts = plan.effective.lb.tls.hsts;
+      if (node->https) {
+        options.redirect_https_port = plan.effective.lb.tls.redirect_http ? node->https->port() : 0;
+      }
+      workers.postAll([&proxies, &https_proxies, options, https_options](core::EventLoop&, unsigned i) {
+        proxies[i]->retune(options);
+        if (https_proxies[i]) {
+          https_proxies[i]->retune(https_options);
+        }
+      });
+    }
+    current = plan.effective;
+    if (monitor) {
+      monitor->serversChanged();
+    }
+    if (stats_handler) {
+      stats_handler->serversChanged(current.lb.algorithm, file_changed);
+    }
+    if (tls_context) {
+      reloadCertificates(why);  // new paths, or the same files renewed in place
+    }
+    report.changes = plan.changes;
+    report.needs_restart = plan.needs_restart;
+    for (const std::string& c : plan.changes) {
+      log::info("reload ({}): {}", why, c);
+    }
+    for (const std::string& r : plan.needs_restart) {
+      log::warn("reload ({}): not applied, needs a restart: {}", why, r);
+    }
+    if (plan.changes.empty() && plan.needs_restart.empty()) {
+      log::info("reload ({}): the file is unchanged", why);
+    }
+    run::writeReloadReport(site.site.state_dir, node->name, report);
+    return report;
+  };
+  hooks.on_reload = [&] {
+    reload("SIGHUP");
   };
   hooks.on_stop = [&] {
     if (vrrp) {

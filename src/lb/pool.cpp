@@ -35,6 +35,7 @@ WorkerPool::WorkerPool(core::EventLoop& loop, const std::vector<Backend>& backen
                        std::string_view algorithm, const PoolOptions& options)
     : loop_(loop),
       backends_(backends),
+      algorithm_(algorithm),
       options_(options),
       up_(backends.size(), true),
       in_rotation_(backends.size(), true),
@@ -56,7 +57,7 @@ void WorkerPool::rebuild() {
   std::vector<ServerEntry> active;
   std::vector<ServerEntry> backup;
   for (const Backend& b : backends_) {
-    if (!up_[b.id] || !in_rotation_[b.id]) {
+    if (!up_[b.id] || !in_rotation_[b.id] || b.removed) {
       continue;
     }
     (b.backup ? backup : active).push_back(ServerEntry{b.id, b.weight, b.name});
@@ -88,7 +89,40 @@ void WorkerPool::onRequestEnd(uint32_t id) {
 }
 
 bool WorkerPool::anyUsable() const {
-  return std::any_of(backends_.begin(), backends_.end(), [this](const Backend& b) { return up_[b.id]; });
+  return std::any_of(backends_.begin(), backends_.end(),
+                     [this](const Backend& b) { return up_[b.id] && !b.removed; });
+}
+
+void WorkerPool::applyServers(const std::vector<Backend>& backends, std::string_view algorithm) {
+  const size_t known = backends_.size();
+  backends_ = backends;
+  up_.resize(backends_.size(), false);  // new servers: down until their first check passes
+  in_rotation_.resize(backends_.size(), true);
+  idle_.resize(backends_.size());
+  for (const Backend& b : backends_) {
+    if (b.removed && b.id < known) {
+      closeIdle(b.id);
+    }
+  }
+  if (algorithm != algorithm_) {
+    core::Random random = core::Random::fromOs();
+    std::unique_ptr<Balancer> active = makeBalancer(algorithm, core::Random(random.next()));
+    std::unique_ptr<Balancer> backup = makeBalancer(algorithm, core::Random(random.next()));
+    if (active && backup) {  // the reload validated the name: never otherwise
+      active_ = std::move(active);
+      backup_ = std::move(backup);
+      algorithm_ = algorithm;
+    }
+  }
+  rebuild();
+}
+
+void WorkerPool::closeIdle(uint32_t id) {
+  for (auto& conn : idle_[id]) {
+    retire(std::move(conn));  // we run from a posted message, inside an event batch
+  }
+  countIdle(id, 0, idle_[id].size());
+  idle_[id].clear();
 }
 
 void WorkerPool::setUp(uint32_t id, bool up) {
@@ -97,11 +131,7 @@ void WorkerPool::setUp(uint32_t id, bool up) {
   }
   up_[id] = up;
   if (!up) {
-    for (auto& conn : idle_[id]) {
-      retire(std::move(conn));  // we run from a posted message, inside an event batch
-    }
-    countIdle(id, 0, idle_[id].size());
-    idle_[id].clear();
+    closeIdle(id);
   }
   rebuild();
 }
@@ -133,7 +163,7 @@ std::unique_ptr<UpstreamConn> WorkerPool::takeIdle(uint32_t id) {
 void WorkerPool::putIdle(std::unique_ptr<UpstreamConn> conn) {
   uint32_t id = conn->server();
   auto& list = idle_[id];
-  if (!up_[id] || list.size() >= options_.max_idle_per_server) {
+  if (!up_[id] || backends_[id].removed || list.size() >= options_.max_idle_per_server) {
     retire(std::move(conn));
     return;
   }

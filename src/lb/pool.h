@@ -12,10 +12,14 @@
 #include "core/counter.h"
 #include "core/event_loop.h"
 #include "core/fd.h"
+#include "core/stable_vector.h"
 #include "lb/balance/balancer.h"
 
 namespace fulcrum::lb {
 
+// A server as the lb knows it. `id` is its index in the lb's server table, stable for the
+// process's life: a reload that removes a server marks it `removed` (its in-flight requests end,
+// it takes no new ones, its counters stay), and one that adds a server appends a new id.
 struct Backend {
   uint32_t id = 0;
   std::string name;
@@ -23,6 +27,7 @@ struct Backend {
   std::string address_text;
   uint32_t weight = 1;
   bool backup = false;
+  bool removed = false;
 };
 
 class WorkerPool;
@@ -71,10 +76,15 @@ class UpstreamConn final : public core::IoHandler, public core::Deletable {
 
 // One worker's keep-alive connections to each server, by server id: written by the worker, read
 // by the stats listener.
+// Grown by the main thread like ProxyStats::backends.
 struct PoolStats {
   explicit PoolStats(size_t servers) : idle(servers), reused(servers) {}
-  std::vector<core::Counter> idle;    // parked now
-  std::vector<core::Counter> reused;  // requests sent on a parked connection
+  void grow(size_t servers) {
+    idle.grow(servers);
+    reused.grow(servers);
+  }
+  core::StableVector<core::Counter> idle;    // parked now
+  core::StableVector<core::Counter> reused;  // requests sent on a parked connection
 };
 
 struct PoolOptions {
@@ -99,6 +109,11 @@ class WorkerPool {
   void onRequestStart(uint32_t id);
   void onRequestEnd(uint32_t id);
 
+  // A reload's new server table (every id so far, removed ones marked) and algorithm, on this
+  // worker's loop. Servers keep their state by id; new ids start down (the checker brings them
+  // up); removed ones take no new request, their idle connections close, and their in-flight
+  // requests end normally. A changed algorithm starts new balancers.
+  void applyServers(const std::vector<Backend>& backends, std::string_view algorithm);
   // Health (from the checker) and admin changes, applied on this worker's loop. A server takes
   // new requests only while it is up and in rotation (admin state "ready").
   void setUp(uint32_t id, bool up);
@@ -119,11 +134,13 @@ class WorkerPool {
 
  private:
   void rebuild();
+  void closeIdle(uint32_t id);
   void sweepIdle();
   void countIdle(uint32_t id, size_t parked, size_t left);
 
   core::EventLoop& loop_;
   std::vector<Backend> backends_;
+  std::string algorithm_;
   PoolOptions options_;
   std::vector<bool> up_;
   std::vector<bool> in_rotation_;

@@ -916,6 +916,18 @@ void ProxyWorker::releaseRequest(std::unique_ptr<Http1Request> request) {
   }
 }
 
+void ProxyWorker::retune(const ProxyOptions& from) {
+  options_.limits = from.limits;
+  options_.connect_timeout = from.connect_timeout;
+  options_.server_timeout = from.server_timeout;
+  options_.client_timeout = from.client_timeout;
+  options_.request_timeout = from.request_timeout;
+  options_.min_body_rate = from.min_body_rate;
+  options_.retries = from.retries;
+  options_.hsts = from.hsts;
+  options_.redirect_https_port = from.redirect_https_port;
+}
+
 ProxyWorker::~ProxyWorker() {
   sessions_.closeAll();  // while the free list the sessions give their requests back to lives
 }

@@ -16,6 +16,7 @@
 #include "core/event_loop.h"
 #include "core/fd.h"
 #include "core/histogram.h"
+#include "core/stable_vector.h"
 #include "core/transport.h"
 #include "http/parser.h"
 #include "lb/pool.h"
@@ -82,7 +83,9 @@ struct ProxyStats {
   // From the request's first byte to its last response byte queued to the client (or the
   // lb's own answer), per frontend: [0] http, [1] https.
   std::array<core::Histogram, 2> total_time;
-  std::vector<BackendStats> backends;
+  // By server id. Grown by the main thread when a reload adds servers, before any worker hears
+  // of them; ids are never reused, so a removed server's counters stay where they were.
+  core::StableVector<BackendStats> backends;
 };
 
 class ProxySession;
@@ -104,6 +107,10 @@ class ProxyWorker final {
   core::Acceptor& acceptor() { return sessions_.acceptor(); }
   WorkerPool& pool() { return pool_; }
   const ProxyOptions& options() const { return options_; }
+  // A reload's limits, timeouts, retries, hsts and https redirect, on this worker's loop: requests read them as
+  // they go, so the next wait or parse uses the new values. The rest of the options (listener,
+  // TLS, connection cap, client table) is fixed for the worker's life.
+  void retune(const ProxyOptions& from);
   ProxyStats& stats() { return stats_; }
   bool draining() const { return sessions_.draining(); }
   void reportFailure(uint32_t server, const std::string& reason) { report_failure_(server, reason); }
@@ -119,7 +126,7 @@ class ProxyWorker final {
 
   core::EventLoop& loop_;
   WorkerPool& pool_;
-  const ProxyOptions options_;
+  ProxyOptions options_;
   ProxyStats& stats_;
   FailureReporter report_failure_;
   std::vector<std::unique_ptr<Http1Request>> free_requests_;

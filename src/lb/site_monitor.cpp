@@ -136,8 +136,10 @@ int64_t SiteMonitor::nowMs() {
 void SiteMonitor::start() {
   const int64_t now = nowMs();
   for (size_t id = 0; id < in_.backends->size(); ++id) {
-    NodeView v = webView(id, now);
-    log_.observe(v.name, v.state, v.status, "", now);
+    if (!(*in_.backends)[id].removed) {
+      NodeView v = webView(id, now);
+      log_.observe(v.name, v.state, v.status, "", now);
+    }
   }
   snapshots_.push(take());
   sampler_.armAfter(kSampleEvery);
@@ -155,6 +157,18 @@ void SiteMonitor::serverChanged(uint32_t id, bool up, std::string_view reason) {
   NodeView v = webView(id, now);
   (void)up;  // read back from the checker, which has already flipped
   log_.observe(v.name, v.state, v.status, reason, now);
+}
+
+void SiteMonitor::serversChanged() {
+  const size_t n = in_.backends->size();
+  const int64_t now = nowMs();
+  for (size_t id = web_reason_.size(); id < n; ++id) {
+    web_reason_.emplace_back("added by a reload");
+    web_admin_.emplace_back("ready");
+    server_rates_.emplace_back();
+    NodeView v = webView(id, now);
+    log_.observe(v.name, v.state, v.status, "added by a reload", now);
+  }
 }
 
 void SiteMonitor::adminChanged(uint32_t id, std::string_view admin) {
@@ -286,6 +300,10 @@ void SiteMonitor::sample() {
   site_rates_ = rates(last.requests - first.requests, last.errors - first.errors,
                       last.total_time.since(first.total_time), window);
   for (size_t i = 0; i < server_rates_.size(); ++i) {
+    if (i >= first.server_requests.size() || i >= last.server_requests.size()) {
+      server_rates_[i] = WindowRates{};  // added by a reload: no window yet
+      continue;
+    }
     server_rates_[i] = rates(last.server_requests[i] - first.server_requests[i],
                              last.server_errors[i] - first.server_errors[i],
                              last.server_time[i].since(first.server_time[i]), window);
@@ -335,6 +353,9 @@ void SiteMonitor::addTo(nlohmann::json& state) const {
     }
   }
   for (size_t id = 0; id < in_.backends->size(); ++id) {
+    if ((*in_.backends)[id].removed) {
+      continue;
+    }
     nlohmann::json* n = node("web", webView(id, now), (*in_.backends)[id].address_text);
     (*n)["rates"] = ratesJson(server_rates_[id]);
   }

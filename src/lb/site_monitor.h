@@ -54,6 +54,8 @@ class SiteMonitor {
   // This node's checker changed a web server's state (main thread).
   void serverChanged(uint32_t id, bool up, std::string_view reason);
   // The admin API set a web server's admin state ("ready", "drain", "maint").
+  // A reload changed the server table (servers appended or marked removed).
+  void serversChanged();
   void adminChanged(uint32_t id, std::string_view admin);
 
   // Hook for [monitoring]: the Prometheus base URL ("http://127.0.0.1:9090") whose query_range

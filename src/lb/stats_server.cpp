@@ -15,6 +15,7 @@
 #include "core/secret_file.h"
 #include "http/bearer.h"
 #include "http/json_body.h"
+#include "lb/balance/server_set.h"
 #include "lb/check_metrics.h"
 #include "metrics/process.h"
 #include "metrics/prometheus.h"
@@ -113,17 +114,151 @@ std::string_view adminStateName(AdminState state) {
 StatsHandler::StatsHandler(StatsContext context)
     : ctx_(std::move(context)),
       admin_(ctx_.backends->size(), AdminState::Ready),
+      weights_(ctx_.backends->size()),
       started_(std::chrono::steady_clock::now()) {}
+
+namespace {
+
+std::optional<AdminState> parseAdminState(std::string_view name) {
+  if (name == "ready") {
+    return AdminState::Ready;
+  }
+  if (name == "drain") {
+    return AdminState::Drain;
+  }
+  if (name == "maint") {
+    return AdminState::Maint;
+  }
+  return std::nullopt;
+}
+
+}  // namespace
+
+void StatsHandler::serversChanged(const std::string& algorithm, const std::vector<std::string>& file_changed) {
+  ctx_.algorithm = algorithm;
+  const auto& backends = *ctx_.backends;
+  admin_.resize(backends.size(), AdminState::Ready);
+  weights_.resize(backends.size());
+  for (const Backend& b : backends) {
+    if (!b.removed && weights_[b.id].weight != 0 &&
+        std::find(file_changed.begin(), file_changed.end(), b.name) != file_changed.end()) {
+      log::info("admin: server {} takes the file's weight {}; the weight {} set at runtime is dropped", b.name,
+                b.weight, weights_[b.id].weight);
+      weights_[b.id] = {};
+    }
+  }
+  saveServerState();
+}
+
+void StatsHandler::saveServerState() const {
+  if (ctx_.state_file.empty()) {
+    return;
+  }
+  nlohmann::json servers = nlohmann::json::array();
+  for (const Backend& b : *ctx_.backends) {
+    if (b.removed || (admin_[b.id] == AdminState::Ready && weights_[b.id].weight == 0)) {
+      continue;
+    }
+    nlohmann::json entry{{"name", b.name}, {"address", b.address_text}, {"admin", adminStateName(admin_[b.id])}};
+    if (weights_[b.id].weight != 0) {
+      entry["weight"] = weights_[b.id].weight;
+      entry["file_weight"] = weights_[b.id].file_weight;
+    }
+    servers.push_back(std::move(entry));
+  }
+  nlohmann::json out{{"node", ctx_.node}, {"servers", std::move(servers)}};
+  std::filesystem::path tmp = ctx_.state_file;
+  tmp += ".tmp";
+  {
+    std::ofstream f(tmp, std::ios::trunc);
+    f << out.dump(2) << "\n";
+    if (!f) {
+      log::warn("admin: cannot write {}: runtime server states will not survive a restart", tmp.string());
+      return;
+    }
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, ctx_.state_file, ec);
+  if (ec) {
+    log::warn("admin: cannot write {}: {}", ctx_.state_file.string(), ec.message());
+  }
+}
+
+void StatsHandler::restoreServerState() {
+  if (ctx_.state_file.empty()) {
+    return;
+  }
+  std::ifstream in(ctx_.state_file);
+  if (!in) {
+    return;
+  }
+  nlohmann::json state = nlohmann::json::parse(in, nullptr, false);
+  if (!state.is_object() || !state.contains("servers") || !state["servers"].is_array()) {
+    log::warn("admin: {} is not a server state file; ignored", ctx_.state_file.string());
+    return;
+  }
+  const auto& backends = *ctx_.backends;
+  for (const nlohmann::json& entry : state["servers"]) {
+    if (!entry.is_object() || !entry.contains("name") || !entry["name"].is_string()) {
+      continue;
+    }
+    const std::string name = entry["name"].get<std::string>();
+    auto it = std::find_if(backends.begin(), backends.end(),
+                           [&](const Backend& b) { return b.name == name && !b.removed; });
+    if (it == backends.end()) {
+      log::info("admin: saved state of server {} dropped: it is not in the file any more", name);
+      continue;
+    }
+    if (entry.value("address", "") != it->address_text) {
+      log::info("admin: saved state of server {} dropped: the file moved it to {}", name, it->address_text);
+      continue;
+    }
+    std::optional<AdminState> admin = parseAdminState(entry.value("admin", "ready"));
+    if (admin && *admin != AdminState::Ready) {
+      admin_[it->id] = *admin;
+      ctx_.apply_admin(it->id, *admin);
+      if (ctx_.monitor != nullptr) {
+        ctx_.monitor->adminChanged(it->id, adminStateName(*admin));
+      }
+      log::info("admin: server {} restored to {} (from {})", name, adminStateName(*admin), ctx_.state_file.string());
+    }
+    const uint32_t weight = entry.value("weight", 0u);
+    const uint32_t file_weight = entry.value("file_weight", 0u);
+    if (weight >= kMinWeight && weight <= kMaxWeight) {
+      if (file_weight != it->weight) {
+        log::info("admin: saved weight {} of server {} dropped: the file changed its weight to {}", weight, name,
+                  it->weight);
+      } else if (ctx_.apply_weight) {
+        weights_[it->id] = {weight, file_weight};
+        ctx_.apply_weight(it->id, weight);
+        log::info("admin: server {} restored to weight {} (the file says {}; from {})", name, weight, file_weight,
+                  ctx_.state_file.string());
+      }
+    }
+  }
+  saveServerState();
+}
 
 void StatsHandler::handle(const http::Request& request, http::Response& response) {
   std::string_view path = request.head.path;
   bool read = request.head.method == http::Method::Get || request.head.method == http::Method::Head;
   constexpr std::string_view kServers = "/api/servers/";
   constexpr std::string_view kStateSuffix = "/state";
+  constexpr std::string_view kWeightSuffix = "/weight";
   if (path.size() > kServers.size() + kStateSuffix.size() && path.substr(0, kServers.size()) == kServers &&
       path.substr(path.size() - kStateSuffix.size()) == kStateSuffix) {
     handleAdmin(request, response,
                 path.substr(kServers.size(), path.size() - kServers.size() - kStateSuffix.size()));
+    return;
+  }
+  if (path.size() > kServers.size() + kWeightSuffix.size() && path.substr(0, kServers.size()) == kServers &&
+      path.substr(path.size() - kWeightSuffix.size()) == kWeightSuffix) {
+    handleWeight(request, response,
+                 path.substr(kServers.size(), path.size() - kServers.size() - kWeightSuffix.size()));
+    return;
+  }
+  if (path == "/api/reload") {
+    handleReload(request, response);
     return;
   }
   if (!read) {
@@ -157,27 +292,91 @@ bool StatsHandler::refuseBeforeBody(const http::RequestHead& head, http::Respons
   return true;
 }
 
-void StatsHandler::handleAdmin(const http::Request& request, http::Response& response,
-                               std::string_view name) {
+bool StatsHandler::adminCall(const http::Request& request, http::Response& response) const {
   if (request.head.method != http::Method::Post) {
     jsonError(response, 405, "use POST");
     response.addHeader("Allow", "POST");
-    return;
+    return false;
   }
   if (!http::hasBearerToken(request.head, ctx_.token)) {
     jsonError(response, 401, "a valid 'Authorization: Bearer TOKEN' is required");
     response.addHeader("WWW-Authenticate", "Bearer");
-    return;
-  }
-  const auto& backends = *ctx_.backends;
-  auto it = std::find_if(backends.begin(), backends.end(), [&](const Backend& b) { return b.name == name; });
-  const bool db_server = it == backends.end() && ctx_.db != nullptr && ctx_.db->hasServer(name);
-  if (it == backends.end() && !db_server) {
-    jsonError(response, 404, "no server named '" + std::string(name) + "'");
-    return;
+    return false;
   }
   if (request.body.size() > http::kMaxAdminBodyBytes) {
     jsonError(response, 413, "the body is over " + std::to_string(http::kMaxAdminBodyBytes) + " bytes");
+    return false;
+  }
+  return true;
+}
+
+void StatsHandler::handleReload(const http::Request& request, http::Response& response) {
+  if (!adminCall(request, response)) {
+    return;
+  }
+  if (!ctx_.reload) {
+    jsonError(response, 503, "this node cannot reload");
+    return;
+  }
+  log::info("admin: reload requested through the API by {}", request.peer.toString());
+  run::ReloadReport report = ctx_.reload();
+  nlohmann::json out = nlohmann::json::parse(report.toJson());
+  response.setBody(report.ok ? 200 : 400, "application/json", out.dump() + "\n");
+}
+
+void StatsHandler::handleWeight(const http::Request& request, http::Response& response, std::string_view name) {
+  if (!adminCall(request, response)) {
+    return;
+  }
+  const auto& backends = *ctx_.backends;
+  auto it = std::find_if(backends.begin(), backends.end(),
+                         [&](const Backend& b) { return b.name == name && !b.removed; });
+  if (it == backends.end()) {
+    jsonError(response, 404, "no server named '" + std::string(name) + "'");
+    return;
+  }
+  std::string json_error;
+  std::optional<nlohmann::json> parsed = http::parseStrictJson(request.body, json_error);
+  const std::string expected = fmt::format("expected a JSON object {{\"weight\": N}} with N in {}..{}", kMinWeight,
+                                           kMaxWeight);
+  if (!parsed || !parsed->is_object() || parsed->size() != 1 || !parsed->contains("weight") ||
+      !(*parsed)["weight"].is_number_integer()) {
+    jsonError(response, 400, (parsed ? "" : json_error + ": ") + expected);
+    return;
+  }
+  const int64_t weight = (*parsed)["weight"].get<int64_t>();
+  if (weight < kMinWeight || weight > kMaxWeight) {
+    jsonError(response, 400, expected);
+    return;
+  }
+  const uint32_t id = it->id;
+  const uint32_t before = it->weight;
+  RuntimeWeight& kept = weights_[id];
+  if (kept.weight == 0) {
+    kept.file_weight = before;  // what the file says: the weight a later file change replaces
+  }
+  kept.weight = static_cast<uint32_t>(weight);
+  if (before != kept.weight) {
+    log::info("admin: server {} weight set to {} (was {}) by {}", it->name, kept.weight, before,
+              request.peer.toString());
+    ctx_.apply_weight(id, kept.weight);
+  }
+  saveServerState();
+  nlohmann::json out = {{"server", std::string(name)}, {"weight", kept.weight}, {"previous", before}};
+  response.setBody(200, "application/json", out.dump() + "\n");
+}
+
+void StatsHandler::handleAdmin(const http::Request& request, http::Response& response,
+                               std::string_view name) {
+  if (!adminCall(request, response)) {
+    return;
+  }
+  const auto& backends = *ctx_.backends;
+  auto it = std::find_if(backends.begin(), backends.end(),
+                         [&](const Backend& b) { return b.name == name && !b.removed; });
+  const bool db_server = it == backends.end() && ctx_.db != nullptr && ctx_.db->hasServer(name);
+  if (it == backends.end() && !db_server) {
+    jsonError(response, 404, "no server named '" + std::string(name) + "'");
     return;
   }
   std::string json_error;
@@ -191,18 +390,12 @@ void StatsHandler::handleAdmin(const http::Request& request, http::Response& res
     jsonError(response, 400, "expected a JSON object {\"state\": \"ready\" | \"drain\" | \"maint\"}");
     return;
   }
-  std::string state = body["state"].get<std::string>();
-  AdminState next;
-  if (state == "ready") {
-    next = AdminState::Ready;
-  } else if (state == "drain") {
-    next = AdminState::Drain;
-  } else if (state == "maint") {
-    next = AdminState::Maint;
-  } else {
+  std::optional<AdminState> parsed_state = parseAdminState(body["state"].get<std::string>());
+  if (!parsed_state) {
     jsonError(response, 400, "state must be \"ready\", \"drain\" or \"maint\"");
     return;
   }
+  const AdminState next = *parsed_state;
   const std::string server(name);
   AdminState& current =
       db_server ? db_admin_.try_emplace(server, AdminState::Ready).first->second : admin_[it->id];
@@ -218,6 +411,7 @@ void StatsHandler::handleAdmin(const http::Request& request, http::Response& res
       if (ctx_.monitor != nullptr) {
         ctx_.monitor->adminChanged(it->id, adminStateName(next));
       }
+      saveServerState();
     }
   }
   nlohmann::json out = {
@@ -229,6 +423,9 @@ std::string StatsHandler::stateJson() const {
   Totals t = sumTotals(*ctx_.workers);
   nlohmann::json servers = nlohmann::json::array();
   for (const Backend& b : *ctx_.backends) {
+    if (b.removed) {
+      continue;
+    }
     ServerTotals s = sumServer(*ctx_.workers, b.id);
     nlohmann::json responses;
     for (size_t c = 1; c < 6; ++c) {
@@ -386,7 +583,10 @@ std::string StatsHandler::metricsText() const {
   counter("fulcrum_lb_received_bytes_total", "Bytes read from clients.", t.bytes_in);
   counter("fulcrum_lb_sent_bytes_total", "Bytes written to clients.", t.bytes_out);
 
-  const auto& backends = *ctx_.backends;
+  // Servers a reload removed leave the metrics (their in-flight requests end unseen here).
+  const auto& all = *ctx_.backends;
+  std::vector<Backend> backends;
+  std::copy_if(all.begin(), all.end(), std::back_inserter(backends), [](const Backend& b) { return !b.removed; });
   w.family("fulcrum_lb_server_up", "gauge", "1 when the server passes its health checks.");
   for (const Backend& b : backends) {
     w.sample("fulcrum_lb_server_up", {{"node", node}, {"server", b.name}},
@@ -413,9 +613,9 @@ std::string StatsHandler::metricsText() const {
     }
     writeCheckMetrics(w, "fulcrum_lb_server", checks);
   }
-  std::vector<ServerTotals> per;
+  std::vector<ServerTotals> per(all.size());
   for (const Backend& b : backends) {
-    per.push_back(sumServer(*ctx_.workers, b.id));
+    per[b.id] = sumServer(*ctx_.workers, b.id);
   }
   w.family("fulcrum_lb_server_requests_total", "counter", "Requests sent to each server (attempts).");
   for (const Backend& b : backends) {
@@ -431,7 +631,7 @@ std::string StatsHandler::metricsText() const {
     w.sample("fulcrum_lb_server_inflight", {{"node", node}, {"server", b.name}}, per[b.id].inflight);
   }
   if (ctx_.pools != nullptr) {
-    std::vector<uint64_t> idle(backends.size()), reused(backends.size());
+    std::vector<uint64_t> idle(all.size()), reused(all.size());
     for (const auto& p : *ctx_.pools) {
       for (const Backend& b : backends) {
         idle[b.id] += p->idle[b.id].get();

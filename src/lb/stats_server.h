@@ -3,6 +3,7 @@
 // the state as JSON (/api/state) and the admin API (POST /api/servers/NAME/state). It runs on
 // the main thread and only reads the workers' counters; admin changes are posted to workers.
 #include <chrono>
+#include <filesystem>
 #include <functional>
 #include <map>
 #include <memory>
@@ -19,6 +20,7 @@
 #include "lb/proxy.h"
 #include "lb/site_monitor.h"
 #include "lb/vrrp/vrrp_node.h"
+#include "run/node_files.h"
 
 namespace fulcrum::lb {
 
@@ -44,6 +46,13 @@ struct StatsContext {
   std::function<void(uint32_t server, AdminState state)> apply_admin;
   // The same for a [[db.node]] behind the database frontends, by name.
   std::function<void(const std::string& name, AdminState state)> apply_db_admin;
+  // Sets a server's weight at runtime (1..256) in the node's table and every worker.
+  std::function<void(uint32_t server, uint32_t weight)> apply_weight;
+  // POST /api/reload: re-reads the topology file and applies it (the same as SIGHUP).
+  std::function<run::ReloadReport()> reload;
+  // Where admin states and runtime weights are kept across restarts (HAProxy's
+  // server-state-file); empty: not kept.
+  std::filesystem::path state_file;
 };
 
 class StatsHandler final : public http::Handler {
@@ -54,14 +63,34 @@ class StatsHandler final : public http::Handler {
   bool refuseBeforeBody(const http::RequestHead& head, http::Response& response) const override;
 
   AdminState adminState(uint32_t server) const { return admin_[server]; }
+  // The server table changed (a reload): new servers start ready; the algorithm may be new.
+  // `file_changed` names servers whose address, weight or backup flag the file changed: a
+  // runtime weight kept for them is dropped (the file wins), their admin state is kept unless
+  // the address changed.
+  void serversChanged(const std::string& algorithm, const std::vector<std::string>& file_changed);
+  // At start, before traffic: admin states and weights kept in state_file for servers the file
+  // has not changed since, applied (and logged); the rest of the file is dropped.
+  void restoreServerState();
   std::string metricsText() const;
   std::string stateJson() const;
 
  private:
   void handleAdmin(const http::Request& request, http::Response& response, std::string_view name);
+  void handleWeight(const http::Request& request, http::Response& response, std::string_view name);
+  void handleReload(const http::Request& request, http::Response& response);
+  // Checks method and token; false when `response` already says why not.
+  bool adminCall(const http::Request& request, http::Response& response) const;
+  void saveServerState() const;
 
   StatsContext ctx_;
   std::vector<AdminState> admin_;
+  // Weights set by POST /api/servers/NAME/weight, by server id, with the file's weight then
+  // (0: none set at runtime).
+  struct RuntimeWeight {
+    uint32_t weight = 0;
+    uint32_t file_weight = 0;
+  };
+  std::vector<RuntimeWeight> weights_;
   std::map<std::string, AdminState, std::less<>> db_admin_;  // only those ever set
   std::chrono::steady_clock::time_point started_;
 };

@@ -103,7 +103,7 @@ vrrp::NodeHealth VrrpTracking::health() const {
   // Up and passed a check at least once: servers start UP before any check, and a node that
   // just started must not take the address on that assumption.
   h.servers_up = backends_.empty() || std::any_of(backends_.begin(), backends_.end(), [&](const Backend& b) {
-                   return checker_.isUp(b.id) && checker_.stats(b.id).passed > 0;
+                   return !b.removed && checker_.isUp(b.id) && checker_.stats(b.id).passed > 0;
                  });
   int64_t now = steadyNs();
   for (size_t i = 0; i < workers_.size(); ++i) {

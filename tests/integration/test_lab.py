@@ -72,7 +72,10 @@ class Lab:
         self.tag = None  # from `lab status`, for the cleanup's last resort
 
     def start(self, test, timeout=120):
-        self.up = Process([FULCRUM, "lab", "up", self.file], os.path.join(self.dir, "lab-up.out"))
+        # FULCRUM_TEST_LOG_LEVEL=debug: every node logs at that level (chasing a rare failure).
+        level = os.environ.get("FULCRUM_TEST_LOG_LEVEL")
+        self.up = Process([FULCRUM] + (["--log-level", level] if level else []) + ["lab", "up", self.file],
+                          os.path.join(self.dir, "lab-up.out"))
         try:
             wait_until(lambda: self.status()[0] == 0 or not self.up.alive(), timeout=timeout, interval=0.1,
                        what="`lab status` to say the lab is up")

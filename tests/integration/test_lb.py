@@ -363,8 +363,12 @@ class LbTestCase(unittest.TestCase):
         """Starts `fulcrum lb` on a free port in front of `servers`; returns its Process, with
         .port. `site` goes to lb_site_text."""
         port = free_port()
+        # One node name per lb running at once: they share the state_dir, where each node's pid
+        # file refuses a second process of the same node.
+        node = "lb-t" if name == "lb" else f"lb-t-{name}"
+        site["node_extra"] = dict(site.get("node_extra") or {}, name=node)
         path = self.tmp.write(f"{name}-{self.id().rsplit('.', 1)[-1]}.toml", lb_site_text(port, servers, **site))
-        proc = Process([FULCRUM, "lb", "--site", path, "--node", "lb-t"], path + ".log")
+        proc = Process([FULCRUM, "lb", "--site", path, "--node", node], path + ".log")
         proc.port = port
         self.addCleanup(self.stop_lb, proc)
         deadline = time.monotonic() + 20
@@ -1203,7 +1207,15 @@ class LbLifecycleTest(LbTestCase):
         backend = self.py_backend("py")
         lb = self.start_lb([Server("py", backend.port)])
         path = self.tmp.write("second.toml", lb_site_text(lb.port, [Server("py", backend.port)], threads=2))
+        # The same node again on this host: its pid file refuses it before it binds anything.
         result = subprocess.run([FULCRUM, "lb", "--site", path, "--node", "lb-t"], capture_output=True, timeout=15)
+        self.assertNotEqual(result.returncode, 0, result.stderr)
+        self.assertIn(f"node lb-t already runs here (pid {lb.proc.pid})".encode(), result.stderr)
+        # Another node on the same address: refused at bind.
+        path = self.tmp.write("other.toml", lb_site_text(lb.port, [Server("py", backend.port)], threads=2,
+                                                         node_extra={"name": "lb-other"}))
+        result = subprocess.run([FULCRUM, "lb", "--site", path, "--node", "lb-other"], capture_output=True,
+                                timeout=15)
         self.assertNotEqual(result.returncode, 0, result.stderr)
         self.assertIn(f"bind 127.0.0.1:{lb.port}: Address already in use".encode(), result.stderr)
         self.assertTrue(lb.alive())

@@ -72,9 +72,9 @@ struct HealthChecker::Probe final : core::IoHandler, core::Deletable {
                        owner->runProbe(index);
                      }
                    }),
-        deadline(checker.loop_, [this, reason = timeoutReason(options.timeout)] {
+        deadline(checker.loop_, [this] {
           if (owner != nullptr) {
-            owner->finishProbe(index, false, reason);
+            owner->finishProbe(index, false, timeoutReason(owner->options_.timeout));
           }
         }) {}
 
@@ -246,6 +246,49 @@ void HealthChecker::start() {
   }
 }
 
+void HealthChecker::setOptions(const HealthOptions& options) {
+  const core::Duration interval = std::max<core::Duration>(options.interval, std::chrono::milliseconds(1));
+  const bool sooner = interval < options_.interval;
+  options_.path = options.path;
+  options_.interval = interval;
+  options_.timeout = options.timeout;
+  options_.rise = options.rise;
+  options_.fall = options.fall;
+  for (size_t i = 0; i < probes_.size(); ++i) {
+    Probe& probe = *probes_[i];
+    if (probe.owner == nullptr) {
+      continue;
+    }
+    probe.state.setThresholds(options_.rise, options_.fall);
+    probe.request = checkRequest(probe.target.path.value_or(options_.path), probe.target.address);
+    if (sooner && started_ && probe.phase == Probe::Phase::Idle) {
+      schedule(i, options_.interval * static_cast<int64_t>(i) / static_cast<int64_t>(probes_.size()));
+    }
+  }
+}
+
+void HealthChecker::add(HealthTarget target) {
+  const size_t index = probes_.size();
+  HealthOptions options = options_;
+  options.start_down = true;
+  probes_.push_back(std::make_unique<Probe>(*this, index, std::move(target), options));
+  if (started_) {
+    schedule(index, core::Duration::zero());
+  }
+}
+
+void HealthChecker::remove(uint32_t id) {
+  Probe* probe = find(id);
+  if (probe == nullptr) {
+    return;
+  }
+  // The probe stays in place (indexes are stable) but inert: no owner, no timer, no socket.
+  probe->owner = nullptr;
+  probe->next_check.disarm();
+  probe->deadline.disarm();
+  probe->closeConnection(loop_);
+}
+
 void HealthChecker::reportFailure(uint32_t id, std::string_view reason) {
   Probe* probe = find(id);
   if (probe == nullptr) {
@@ -271,11 +314,12 @@ CheckStats HealthChecker::stats(uint32_t id) const {
 }
 
 HealthChecker::Probe* HealthChecker::find(uint32_t id) const {
+  // Removed servers' probes have no owner: never found again.
   if (id < probes_.size() && probes_[id]->target.id == id) {
-    return probes_[id].get();  // ids are usually pool indexes
+    return probes_[id]->owner != nullptr ? probes_[id].get() : nullptr;  // ids are usually pool indexes
   }
   for (const auto& probe : probes_) {
-    if (probe->target.id == id) {
+    if (probe->target.id == id && probe->owner != nullptr) {
       return probe.get();
     }
   }

@@ -51,6 +51,8 @@ class RiseFall {
   bool record(bool ok);
   bool up() const { return up_; }
   uint32_t consecutiveFailures() const { return failures_; }
+  // New thresholds (a reload); the state and the current run of results are kept.
+  void setThresholds(uint32_t rise, uint32_t fall);
 
  private:
   uint32_t rise_;
@@ -96,6 +98,13 @@ class HealthChecker {
   void start();
   // Set before start().
   void setOnResult(OnResult on_result) { on_result_ = std::move(on_result); }
+  // A reload. setOptions: the next check of every server uses the new path, interval, timeout and
+  // thresholds; states and counts are kept. add: a server new to the pool, down until its first
+  // check passes, checked within one interval. remove: its checks stop (one in flight is
+  // abandoned), isUp() is false and on_change is never called for it again.
+  void setOptions(const HealthOptions& options);
+  void add(HealthTarget target);
+  void remove(uint32_t id);
   // Passive check: a worker saw a connect failure, reset or timeout on this server. Counts
   // toward `fall` like a failed active check. Call on the checker's loop thread.
   void reportFailure(uint32_t id, std::string_view reason);

@@ -26,6 +26,11 @@ RiseFall RiseFall::downUntilFirstSuccess(uint32_t rise, uint32_t fall) {
   return state;
 }
 
+void RiseFall::setThresholds(uint32_t rise, uint32_t fall) {
+  rise_ = std::max<uint32_t>(rise, 1);
+  fall_ = std::max<uint32_t>(fall, 1);
+}
+
 bool RiseFall::record(bool ok) {
   if (ok) {
     failures_ = 0;

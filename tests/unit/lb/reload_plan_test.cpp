@@ -1,0 +1,163 @@
+#include "lb/reload_plan.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+
+#include "config/loader.h"
+
+namespace fulcrum::lb {
+namespace {
+
+config::Site load(const std::string& text) {
+  config::LoadResult r = config::loadSiteString(text, "/tmp/reload-plan-test.toml");
+  EXPECT_TRUE(r.ok()) << (r.errors.empty() ? "" : r.errors.front().toString());
+  return r.site;
+}
+
+const std::string kLb = R"(
+[[lb.node]]
+name = "lb-1"
+http = "127.0.0.1:8080"
+stats = "127.0.0.1:8404"
+)";
+
+std::string site(const std::string& lb, const std::string& web) { return lb + kLb + web; }
+
+// docroot: any directory that exists (the default, next to the file, does not here).
+const std::string kWeb = R"(
+[web]
+docroot = "/tmp"
+[[web.node]]
+name = "web-1"
+listen = "127.0.0.1:8081"
+[[web.node]]
+name = "web-2"
+listen = "127.0.0.1:8082"
+[[web.node]]
+name = "web-3"
+listen = "127.0.0.1:8083"
+weight = 2
+)";
+
+bool mentions(const std::vector<std::string>& lines, const std::string& part) {
+  return std::any_of(lines.begin(), lines.end(), [&](const std::string& l) { return l.find(part) != std::string::npos; });
+}
+
+TEST(ReloadPlanTest, AnUnchangedFileChangesNothing) {
+  config::Site a = load(site("", kWeb));
+  ReloadPlan plan = planReload(a, load(site("", kWeb)), "lb-1");
+  EXPECT_TRUE(plan.empty());
+  EXPECT_TRUE(plan.needs_restart.empty());
+  EXPECT_TRUE(plan.added.empty() && plan.removed.empty() && plan.updated.empty());
+}
+
+TEST(ReloadPlanTest, ServersAreMatchedByName) {
+  config::Site a = load(site("", kWeb));
+  // web-1 unchanged, web-2 moved, web-3 reweighted and made a backup, web-4 new; none removed.
+  config::Site b = load(site("", R"(
+[web]
+docroot = "/tmp"
+[[web.node]]
+name = "web-1"
+listen = "127.0.0.1:8081"
+[[web.node]]
+name = "web-2"
+listen = "127.0.0.1:9082"
+[[web.node]]
+name = "web-3"
+listen = "127.0.0.1:8083"
+weight = 5
+backup = true
+[[web.node]]
+name = "web-4"
+listen = "127.0.0.1:8084"
+)"));
+  ReloadPlan plan = planReload(a, b, "lb-1");
+  ASSERT_EQ(plan.added.size(), 2u);
+  EXPECT_EQ(plan.added[0].name, "web-2");  // a new id at the new address...
+  EXPECT_EQ(plan.added[1].name, "web-4");
+  EXPECT_EQ(plan.removed, std::vector<std::string>{"web-2"});  // ...the old one drains
+  ASSERT_EQ(plan.updated.size(), 1u);
+  EXPECT_EQ(plan.updated[0].name, "web-3");
+  EXPECT_EQ(plan.updated[0].weight, 5u);
+  EXPECT_TRUE(plan.updated[0].backup);
+  EXPECT_TRUE(mentions(plan.changes, "web-3 weight 2 -> 5"));
+  EXPECT_TRUE(mentions(plan.changes, "web-3 is now a backup"));
+  EXPECT_TRUE(mentions(plan.changes, "web-2 moved from 127.0.0.1:8082 to 127.0.0.1:9082"));
+  EXPECT_TRUE(plan.needs_restart.empty());
+
+  // And back: web-4 removed.
+  ReloadPlan back = planReload(b, a, "lb-1");
+  EXPECT_TRUE(std::find(back.removed.begin(), back.removed.end(), "web-4") != back.removed.end());
+  EXPECT_TRUE(mentions(back.changes, "server web-4 removed"));
+}
+
+TEST(ReloadPlanTest, TunablesAlgorithmAndHealthApply) {
+  config::Site a = load(site("", kWeb));
+  config::Site b = load(site(R"(
+[lb]
+algorithm = "leastconn"
+retries = 1
+[lb.health]
+interval_ms = 500
+[lb.timeouts]
+server_ms = 5000
+[lb.limits]
+max_body_bytes = 1000
+)",
+                             kWeb));
+  ReloadPlan plan = planReload(a, b, "lb-1");
+  EXPECT_TRUE(plan.algorithm);
+  EXPECT_TRUE(plan.health);
+  EXPECT_TRUE(plan.tunables);
+  EXPECT_TRUE(mentions(plan.changes, "algorithm roundrobin -> leastconn"));
+  EXPECT_TRUE(mentions(plan.changes, "retries 2 -> 1"));
+  EXPECT_TRUE(plan.needs_restart.empty());
+  EXPECT_EQ(plan.effective.lb.algorithm, "leastconn");
+  EXPECT_EQ(plan.effective.lb.limits.max_body_bytes, 1000u);
+}
+
+TEST(ReloadPlanTest, WhatNeedsARestartKeepsItsRunningValue) {
+  config::Site a = load(site("", kWeb));
+  config::Site b = load(R"(
+[lb.limits]
+max_connections = 10
+rate_per_ip = 5
+[lb.firewall]
+deny = ["10.0.0.0/8"]
+[[lb.node]]
+name = "lb-1"
+http = "127.0.0.1:9080"
+stats = "127.0.0.1:8404"
+threads = 3
+)" + kWeb);
+  ReloadPlan plan = planReload(a, b, "lb-1");
+  EXPECT_TRUE(plan.empty());
+  EXPECT_TRUE(mentions(plan.needs_restart, "lb.node[0]"));
+  EXPECT_TRUE(mentions(plan.needs_restart, "lb.limits"));
+  EXPECT_TRUE(mentions(plan.needs_restart, "lb.firewall"));
+  // Still the running values: a second reload of the same file says the same again.
+  EXPECT_EQ(plan.effective.lb.nodes[0].http.toString(), "127.0.0.1:8080");
+  EXPECT_EQ(plan.effective.lb.limits.max_connections, a.lb.limits.max_connections);
+  EXPECT_TRUE(plan.effective.lb.firewall.deny.empty());
+  ReloadPlan again = planReload(plan.effective, b, "lb-1");
+  EXPECT_EQ(again.needs_restart, plan.needs_restart);
+}
+
+TEST(ReloadPlanTest, AFileWithoutThisNodeChangesNothing) {
+  config::Site a = load(site("", kWeb));
+  config::Site b = load(R"(
+[[lb.node]]
+name = "lb-2"
+http = "127.0.0.1:8080"
+)" + kWeb);
+  ReloadPlan plan = planReload(a, b, "lb-1");
+  EXPECT_TRUE(plan.empty());
+  ASSERT_EQ(plan.needs_restart.size(), 1u);
+  EXPECT_TRUE(mentions(plan.needs_restart, "no [[lb.node]] named 'lb-1'"));
+  EXPECT_EQ(plan.effective.lb.nodes[0].name, "lb-1");
+}
+
+}  // namespace
+}  // namespace fulcrum::lb
