@@ -65,6 +65,10 @@ int main(int argc, char** argv) {
   auto* lb = app.add_subcommand("lb", "run one load balancer node");
   lb->add_option("--site", lb_site, "topology file")->required();
   lb->add_option("--node", lb_node, "node name ([[lb.node]] name)")->required();
+  bool lb_takeover = false;
+  lb->add_flag("--takeover", lb_takeover,
+               "take the listening sockets over from this node's running process (a binary upgrade): it "
+               "then stops accepting, drains and exits");
   bool lb_release_vip = false;
   lb->add_flag("--release-vip", lb_release_vip,
                "remove [lb.vip]'s address from its interface and exit (after the node died without releasing it)");
@@ -203,7 +207,7 @@ int main(int argc, char** argv) {
     if (lb_release_vip) {
       return fulcrum::lb::releaseVip(site);
     }
-    return fulcrum::lb::runLbCommand(site, lb_node);
+    return fulcrum::lb::runLbCommand(site, lb_node, lb_takeover);
   }
   if (*db) {
     fulcrum::config::Site site;

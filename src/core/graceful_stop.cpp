@@ -17,16 +17,12 @@ void runUntilStopped(EventLoop& main_loop, WorkerGroup& workers, const StopHooks
     log::warn("drain grace period over; closing remaining connections");
     main_loop.stop();
   });
-  SignalWatcher signals(main_loop, {SIGINT, SIGTERM, SIGHUP}, [&](int sig) {
-    if (sig == SIGHUP) {
-      hooks.on_reload();
-      return;
-    }
+  auto drain = [&](std::string_view why) {
     if (stopping) {
       return;
     }
     stopping = true;
-    log::info("{}: draining connections", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    log::info("{}: draining connections", why);
     if (hooks.on_stop) {
       hooks.on_stop();
     }
@@ -38,6 +34,16 @@ void runUntilStopped(EventLoop& main_loop, WorkerGroup& workers, const StopHooks
         }
       });
     });
+  };
+  if (hooks.drain_now != nullptr) {
+    *hooks.drain_now = drain;
+  }
+  SignalWatcher signals(main_loop, {SIGINT, SIGTERM, SIGHUP}, [&](int sig) {
+    if (sig == SIGHUP) {
+      hooks.on_reload();
+      return;
+    }
+    drain(sig == SIGINT ? "SIGINT" : "SIGTERM");
   });
   main_loop.run();
   // Workers are joined before the counters and hooks captured above go out of scope.

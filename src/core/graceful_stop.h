@@ -2,6 +2,7 @@
 // The main thread of every role: wait for signals; on SIGINT/SIGTERM drain every worker and
 // return once all are idle, or when the grace period ends; on SIGHUP call the reload hook.
 #include <functional>
+#include <string_view>
 
 #include "core/clock.h"
 #include "core/event_loop.h"
@@ -16,6 +17,9 @@ struct StopHooks {
   std::function<void()> on_reload;  // SIGHUP, on the main thread
   std::function<void()> on_stop;    // SIGINT/SIGTERM, on the main thread, before the drain (optional)
   Duration grace = std::chrono::seconds(10);
+  // Set by runUntilStopped (when not null) to a call that begins the drain as SIGTERM would,
+  // logging `why`: for a drain the process decides itself (a successor took its listeners).
+  std::function<void(std::string_view why)>* drain_now = nullptr;
 };
 
 // Runs `main_loop` until the workers are drained (or the grace period is over), then stops and

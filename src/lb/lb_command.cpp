@@ -25,6 +25,7 @@
 #include "lb/pool.h"
 #include "lb/proxy.h"
 #include "lb/reload_plan.h"
+#include "lb/takeover.h"
 #include "lb/stats_server.h"
 #include "lb/vrrp_tracking.h"
 #include "run/node_files.h"
@@ -38,6 +39,9 @@ using core::kExitConfig;
 using core::kExitOk;
 using core::kExitRuntime;
 constexpr auto kDrainGrace = std::chrono::seconds(10);
+// Handing over to a successor: how long an idle keep-alive connection is kept, so that a client
+// sending its next request meanwhile gets an answer (with `Connection: close`), not a reset.
+constexpr auto kHandoverLinger = std::chrono::seconds(2);
 constexpr uint32_t kStatsMaxConnections = 256;
 constexpr auto kCertificateCheck = std::chrono::seconds(2);  // how often certificate files are looked at
 
@@ -133,7 +137,7 @@ Backend makeBackend(uint32_t id, const config::WebNode& web) {
 
 }  // namespace
 
-int runLbCommand(const config::Site& site, const std::string& node_name) {
+int runLbCommand(const config::Site& site, const std::string& node_name, bool takeover) {
   const config::LbNode* node = site.findLbNode(node_name);
   if (node == nullptr) {
     log::error("{}: no [[lb.node]] named '{}'", site.file.string(), node_name);
@@ -163,9 +167,38 @@ int runLbCommand(const config::Site& site, const std::string& node_name) {
   log::setComponent(node->name);
   core::blockSignals();
 
+  // A takeover (binary upgrade): the running process's listening sockets, by kind and address.
+  const std::filesystem::path takeover_path = run::runDir(site.site.state_dir) / (node->name + ".sock");
+  std::vector<TakenListener> taken;
+  core::Fd takeover_channel;
+  if (takeover) {
+    if (site.lb.vip || has_db_frontend) {
+      log::error("--takeover: not built yet for a node with [lb.vip] or db_write/db_read; restart it instead "
+                 "(the VIP's peer or the database clients reconnect)");
+      return kExitConfig;
+    }
+    std::string error;
+    if (!receiveListeners(takeover_path, taken, takeover_channel, std::chrono::seconds(10), error)) {
+      log::error("--takeover: {}", error);
+      return kExitRuntime;
+    }
+    log::info("--takeover: received {} listening sockets from the running process", taken.size());
+  }
+  // Takes the received sockets of `kind` on `address`; empty when there are none.
+  auto takeListeners = [&](std::string_view kind, const core::SocketAddress& address) {
+    std::vector<core::Fd> out;
+    for (TakenListener& t : taken) {
+      if (t.kind == kind && t.address == address.toString() && t.fd) {
+        out.push_back(std::move(t.fd));
+      }
+    }
+    return out;
+  };
+  // The pid file: held by the process being taken over until it has drained; this one takes it
+  // then (polled below).
   std::string pid_error;
   std::unique_ptr<run::PidFile> pid_file = run::PidFile::create(site.site.state_dir, node->name, pid_error);
-  if (!pid_file) {
+  if (!pid_file && !takeover) {
     log::error("{}", pid_error);
     return kExitRuntime;
   }
@@ -190,10 +223,22 @@ int runLbCommand(const config::Site& site, const std::string& node_name) {
   // A listener on the virtual IP binds it before this node holds it (IP_FREEBIND): a standby
   // is ready the moment it takes the address over.
   auto onVip = [&](const core::SocketAddress& a) { return site.lb.vip && a.ip() == site.lb.vip->ip; };
-  std::vector<core::Fd> listeners = core::listenTcpGroup(node->http, threads, listen_error, onVip(node->http));
+  std::vector<core::Fd> listeners = takeover ? takeListeners("http", node->http)
+                                             : core::listenTcpGroup(node->http, threads, listen_error, onVip(node->http));
+  if (takeover && listeners.size() != threads) {
+    log::error("--takeover: the running process has {} http listeners on {}, this one needs {} (threads); "
+               "restart the node to change them",
+               listeners.size(), node->http.toString(), threads);
+    return kExitConfig;
+  }
   if (listeners.empty()) {
     log::error("{}", listen_error);
     return kExitRuntime;
+  }
+  // Their descriptors, for a later takeover by a successor (the Fds move into the workers).
+  std::vector<HandedListener> handed;
+  for (const core::Fd& fd : listeners) {
+    handed.push_back(HandedListener{"http", node->http.toString(), fd.get()});
   }
   // HTTPS: the same proxy over a TLS transport, on a listener group of its own.
   std::unique_ptr<tls::ServerContext> tls_context;
@@ -212,10 +257,20 @@ int runLbCommand(const config::Site& site, const std::string& node_name) {
       log::warn("https: no certificate configured ([lb.tls] cert/key): serving the self-signed {}",
                 pairs.front().cert.string());
     }
-    https_listeners = core::listenTcpGroup(*node->https, threads, listen_error, onVip(*node->https));
+    https_listeners = takeover ? takeListeners("https", *node->https)
+                               : core::listenTcpGroup(*node->https, threads, listen_error, onVip(*node->https));
+    if (takeover && https_listeners.size() != threads) {
+      log::error("--takeover: the running process has {} https listeners on {}, this one needs {}; restart the "
+                 "node to change them",
+                 https_listeners.size(), node->https->toString(), threads);
+      return kExitConfig;
+    }
     if (https_listeners.empty()) {
       log::error("{}", listen_error);
       return kExitRuntime;
+    }
+    for (const core::Fd& fd : https_listeners) {
+      handed.push_back(HandedListener{"https", node->https->toString(), fd.get()});
     }
     for (const std::string& cert : tls_context->describe()) {
       log::info("https certificate: {}", cert);
@@ -367,8 +422,13 @@ int runLbCommand(const config::Site& site, const std::string& node_name) {
     std::string error;
     std::string token_path = (site.site.state_dir / "admin.token").string();
     std::string token = loadOrCreateToken(token_path, error);
-    core::Fd fd =
-        token.empty() ? core::Fd() : core::listenTcp(*node->stats, core::ListenOptions{false}, error);
+    std::vector<core::Fd> taken_stats = takeListeners("stats", *node->stats);
+    core::Fd fd = token.empty()          ? core::Fd()
+                  : !taken_stats.empty() ? std::move(taken_stats.front())
+                                         : core::listenTcp(*node->stats, core::ListenOptions{false}, error);
+    if (fd) {
+      handed.push_back(HandedListener{"stats", node->stats->toString(), fd.get()});
+    }
     if (!fd) {
       log::error("stats listener: {}", error);
       workers.stopAll();
@@ -476,12 +536,14 @@ int runLbCommand(const config::Site& site, const std::string& node_name) {
   }
 
   core::StopHooks hooks;
+  bool handing_over = false;  // drained for a successor: idle keep-alive connections linger
   hooks.drain_worker = [&](unsigned i, std::function<void()> idle) {
     // Idle once the http and https proxies and the database frontends of this worker are.
     auto done = afterAll(1 + (https_proxies[i] ? 1 : 0) + (db ? 1 : 0), std::move(idle));
-    proxies[i]->drain(done);
+    const core::Duration linger = handing_over ? kHandoverLinger : core::Duration::zero();
+    proxies[i]->drain(done, linger);
     if (https_proxies[i]) {
-      https_proxies[i]->drain(done);
+      https_proxies[i]->drain(done, linger);
     }
     if (db) {
       db->drainWorker(i, done);
@@ -602,6 +664,49 @@ int runLbCommand(const config::Site& site, const std::string& node_name) {
     }
   };
   hooks.grace = kDrainGrace;
+  // A binary upgrade: a successor may take these listeners over (lb/takeover.h); then this
+  // process stops accepting (its stats listener too) and drains as on SIGTERM, keeping idle
+  // keep-alive connections a moment so their next request is answered with `Connection: close`
+  // instead of meeting a closed socket.
+  std::function<void(std::string_view)> drain_now;
+  hooks.drain_now = &drain_now;
+  std::unique_ptr<TakeoverServer> takeover_server;
+  if (!site.lb.vip && !has_db_frontend) {
+    std::string error;
+    takeover_server = TakeoverServer::create(
+        main_loop, takeover_path, handed,
+        [&](pid_t pid) {
+          if (stats_server) {
+            stats_server->acceptor().close();
+          }
+          handing_over = true;
+          drain_now(fmt::format("taken over by pid {}", pid));
+        },
+        error);
+    if (!takeover_server) {
+      log::warn("{}; a binary upgrade of this node will need a restart", error);
+    }
+  }
+  if (takeover) {
+    std::string error;
+    if (!confirmServing(takeover_channel, error)) {
+      log::warn("--takeover: telling the previous process: {}", error);
+    }
+    log::info("--takeover: serving; the previous process drains and exits");
+  }
+  // Taken over from a running process: its pid file is ours once it has exited.
+  core::Timer pid_retry(main_loop, [&] {
+    std::string error;
+    pid_file = run::PidFile::create(site.site.state_dir, node->name, error);
+    if (pid_file) {
+      log::info("pid file {} is this process's now", run::pidPath(site.site.state_dir, node->name).string());
+    } else {
+      pid_retry.armAfter(std::chrono::milliseconds(200));
+    }
+  });
+  if (!pid_file) {
+    pid_retry.armAfter(std::chrono::milliseconds(200));
+  }
   core::runUntilStopped(main_loop, workers, hooks);
   https_proxies.clear();
   proxies.clear();

@@ -6,7 +6,9 @@
 namespace fulcrum::lb {
 
 // Runs the [[lb.node]] named `node` until SIGINT/SIGTERM; returns the process exit code.
-int runLbCommand(const config::Site& site, const std::string& node);
+// `takeover`: take the listening sockets of the node's running process instead of binding them
+// (a binary upgrade, lb/takeover.h); that process then drains and exits.
+int runLbCommand(const config::Site& site, const std::string& node, bool takeover = false);
 
 // `fulcrum lb --release-vip`: removes [lb.vip]'s address from its interface, as a node leaving
 // Master does — for a supervisor (fulcrum up/lab, systemd's ExecStopPost) after the node died

@@ -226,7 +226,7 @@ void ProxySession::close() {
 }
 
 void ProxySession::drain() {
-  if (phase_ == Phase::ClientHead && cin_.empty() && cout_.empty()) {
+  if (phase_ == Phase::ClientHead && cin_.empty() && cout_.empty() && !worker_.lingeringIdle()) {
     close();
   }
   // Busy sessions finish their exchange; worker_.draining() makes the response close.
@@ -950,8 +950,16 @@ void ProxyWorker::unlink(ProxySession* s) {
   sessions_.remove(s);
 }
 
-void ProxyWorker::drain(std::function<void()> on_idle) {
+void ProxyWorker::drain(std::function<void()> on_idle, core::Duration idle_linger) {
+  linger_idle_ = idle_linger > core::Duration::zero();
   sessions_.drain(std::move(on_idle));
+  if (linger_idle_) {
+    linger_timer_ = std::make_unique<core::Timer>(loop_, [this] {
+      linger_idle_ = false;
+      sessions_.forEach([](ProxySession* s) { s->drain(); });
+    });
+    linger_timer_->armAfter(idle_linger);
+  }
 }
 
 }  // namespace fulcrum::lb

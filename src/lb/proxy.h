@@ -101,7 +101,11 @@ class ProxyWorker final {
               ProxyStats& stats, FailureReporter report_failure);
   ~ProxyWorker();
 
-  void drain(std::function<void()> on_idle);
+  // Stops accepting; each connection closes once idle. `idle_linger` > 0 (a handover to a
+  // successor): idle keep-alive connections are kept that long, so a request a client sends
+  // meanwhile is answered (with `Connection: close`) rather than meeting a closed socket.
+  void drain(std::function<void()> on_idle, core::Duration idle_linger = core::Duration::zero());
+  bool lingeringIdle() const { return linger_idle_; }
 
   core::EventLoop& loop() { return loop_; }
   core::Acceptor& acceptor() { return sessions_.acceptor(); }
@@ -130,6 +134,8 @@ class ProxyWorker final {
   ProxyStats& stats_;
   FailureReporter report_failure_;
   std::vector<std::unique_ptr<Http1Request>> free_requests_;
+  bool linger_idle_ = false;
+  std::unique_ptr<core::Timer> linger_timer_;
   core::ConnectionSet<ProxySession> sessions_;
 };
 

@@ -11,7 +11,7 @@ import subprocess
 import threading
 import unittest
 
-from harness import FULCRUM, free_port, http_get, read_head, wait_until
+from harness import FULCRUM, Process, free_port, http_get, read_head, wait_until
 from test_lb import Load, LbTestCase, Server, lb_site_text
 
 FAST_HEALTH = {"path": "/healthz", "interval_ms": 100, "timeout_ms": 1000, "rise": 1, "fall": 2}
@@ -167,6 +167,44 @@ class ReloadTest(LbTestCase):
         # And nothing new goes there.
         for _ in range(5):
             self.assertEqual(http_get(f"http://127.0.0.1:{self.lb.port}/x")[1].get("X-Served-By"), "a")
+
+    def test_a_new_process_takes_the_listeners_over_under_load(self):
+        # A binary upgrade: `fulcrum lb --takeover` takes the running node's listening sockets
+        # (http, two workers; stats); the old one stops accepting, drains and exits.
+        self.start({"a": 1, "b": 1}, threads=2)
+        old = self.lb
+        ws, wsf, _ = self.open_websocket()
+        self.addCleanup(ws.close)
+        load = Load(self.lb.port, threads=4, path="/echo")
+        try:
+            wait_until(lambda: load.count() > 50, timeout=20, what="load running")
+            new = Process([FULCRUM, "lb", "--site", self.site_path, "--node", "lb-t", "--takeover"],
+                          self.site_path + ".takeover.log")
+            self.addCleanup(self.stop_lb, new)
+            wait_until(lambda: "--takeover: serving" in new.output() or not new.alive(), timeout=20,
+                       what="the new process serving")
+            self.assertTrue(new.alive(), new.output())
+            self.assertIn("taken over by pid", old.output())
+            # The WebSocket opened on the old process still echoes while it drains.
+            self.assertEqual(self.echo(ws, wsf, b"during the handover"), b"during the handover")
+            count = load.count()
+            wait_until(lambda: load.count() > count + 200, timeout=20, what="traffic through the new process")
+            # The old one exits once drained (the tunnel holds it until the drain's grace).
+            wait_until(lambda: not old.alive(), timeout=30, what="the old process exiting")
+            self.assertEqual(old.proc.returncode, 0, old.output()[-3000:])
+            count = load.count()
+            wait_until(lambda: load.count() > count + 100, timeout=20, what="traffic after the old one left")
+        finally:
+            failures = load.stop()
+        self.assertEqual(failures, [], new.output()[-3000:] + old.output()[-3000:])
+        self.assertIn(" access ", new.output())
+        # The stats listener moved too, and the pid file is the new process's once the old left.
+        self.assertEqual(http_get(self.stats + "/healthz")[0], 200)
+        wait_until(lambda: "is this process's now" in new.output(), timeout=10, what="the pid file taken")
+        out = subprocess.run([FULCRUM, "reload", "--site", self.site_path], capture_output=True, text=True,
+                             timeout=30)
+        self.assertEqual(out.returncode, 0, out.stdout + out.stderr)
+        self.assertEqual(self.report()["pid"], new.proc.pid)
 
     def test_a_broken_file_is_refused_and_changes_nothing(self):
         self.start({"a": 1, "b": 2})
