@@ -484,10 +484,16 @@ bool DbAgent::startPostgres(const char* why, std::function<void(bool)> then) {
   }
   ++postgres_starts_;
   // A primary's start (crash recovery) may outlast the lease: the loop keeps renewing it
-  // meanwhile, and abandons the start (and fences) once it can no longer be trusted.
+  // meanwhile, and abandons the start (and fences) once it can no longer be trusted. A replica
+  // becomes consistent (and accepts connections) only with WAL from the leader it follows: its
+  // start is abandoned if that leader loses the key (abandonIfSourceLost), and it is stopped and
+  // pointed at the new one.
+  const bool replica = std::string_view(why) == "replica";
   runOp(std::string("start as ") + why, pg_->beginStart(),
         [this, why = std::string(why), then = std::move(then)](const Status& started) {
-          if (!started.ok) {
+          if (!started.ok && started.error.rfind("abandoned:", 0) == 0) {
+            // Not a failure of the server: the leader it waited for went (logged). No backoff.
+          } else if (!started.ok) {
             ++start_failures_;
             const auto backoff = std::min<core::Duration>(
                 std::chrono::seconds(1L << std::min(start_failures_ - 1, 5)), std::chrono::seconds(30));
@@ -506,7 +512,8 @@ bool DbAgent::startPostgres(const char* why, std::function<void(bool)> then) {
           if (then) {
             then(started.ok);
           }
-        });
+        },
+        replica ? following_ : std::string());
   return true;
 }
 
@@ -537,6 +544,14 @@ bool DbAgent::abandonIfSourceLost() {
                           (leader_name_ ? *leader_name_ + " does now" : std::string("the leader key is free")) + ")";
   log::warn("{}: abandoned, {}", op_->what, why);
   pg_->abandonOperation();
+  if (pg_->isRunning()) {
+    // A replica's start: its server waits for WAL from the old leader and accepts no session
+    // (so no new primary_conninfo) until then. Stopped, it is pointed at the new leader before
+    // its next start (stepReplica).
+    if (Status stopped = pg_->stop(StopMode::Fast); !stopped.ok) {
+      log::error("stopping PostgreSQL after an abandoned start: {}", stopped.error);
+    }
+  }
   PendingOp op = std::move(*op_);
   op_.reset();
   op.then(Status::failure("abandoned: " + why));
@@ -684,9 +699,15 @@ void DbAgent::stepLeader() {
 }
 
 void DbAgent::stepReplica() {
-  if (!pg_->isRunning() && startPostgres("replica")) {
-    publish();
-    return;  // the next ticks watch the start
+  if (!pg_->isRunning()) {
+    // A new leader since the server stopped: its configuration first, then the start.
+    if (leader_name_ && *leader_name_ != node_.name && *leader_name_ != following_) {
+      followLeader();
+    }
+    if (startPostgres("replica")) {
+      publish();
+      return;  // the next ticks watch the start
+    }
   }
   observe();
   publish();
