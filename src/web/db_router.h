@@ -114,6 +114,8 @@ class DbRouter {
   // primary known, the schema is in place (or kReadyBound has passed): before, it would answer
   // requests 503, so the web node's /healthz keeps the load balancer away meanwhile (a
   // restarted node, say).
+  // A new max_lag_bytes (a reload): replicas join or leave the read pool at once.
+  void setMaxLagBytes(uint64_t max_lag_bytes);
   bool allReady() const { return shared_.ready.load(std::memory_order_relaxed) >= shared_.routers; }
 
  private:
@@ -147,7 +149,7 @@ class DbRouter {
   std::string connInfo(size_t node);
 
   core::EventLoop& loop_;
-  const DbSettings settings_;
+  DbSettings settings_;  // only max_lag_bytes changes after construction
   DbStats& stats_;
   RouterShared& shared_;
   std::atomic<bool>& schema_ready_;

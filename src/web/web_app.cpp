@@ -4,9 +4,9 @@
 
 namespace fulcrum::web {
 
-WebApp::WebApp(std::string node_name, const std::filesystem::path& docroot,
+WebApp::WebApp(std::string node_name, std::shared_ptr<const StaticFiles> files,
                const std::vector<std::unique_ptr<http::ServerStats>>& worker_stats)
-    : node_name_(std::move(node_name)), files_(docroot), worker_stats_(worker_stats) {}
+    : node_name_(std::move(node_name)), files_(std::move(files)), worker_stats_(worker_stats) {}
 
 void WebApp::handle(const http::Request& request, http::Response& response) {
   std::string_view path = request.head.path;
@@ -20,7 +20,7 @@ void WebApp::handle(const http::Request& request, http::Response& response) {
     response.setBody(200, metrics::kContentType, metricsText());
     return;
   }
-  files_.serve(request, response);
+  files_->serve(request, response);
 }
 
 size_t WebApp::routeOf(const http::RequestHead& head) const {

@@ -6,6 +6,7 @@
 #include <memory>
 #include <vector>
 
+#include "config/loader.h"
 #include "core/acceptor.h"
 #include "core/event_loop.h"
 #include "core/exit_codes.h"
@@ -16,10 +17,12 @@
 #include "core/workers.h"
 #include "pg/pg_format.h"
 #include "http/server.h"
+#include "run/node_files.h"
 #include "web/db_router.h"
 #include "web/guestbook_app.h"
 #include "web/guestbook_model.h"
 #include "web/web_app.h"
+#include "web/web_reload.h"
 
 namespace fulcrum::web {
 
@@ -61,6 +64,67 @@ DbSettings dbSettings(const config::Site& site, const config::WebNode& node) {
   return db;
 }
 
+// SIGHUP, on the main thread: re-reads the file and applies what changed for this node. Workers
+// are reached only by a message to their loop (WorkerGroup::postAll): each swaps its own pointer
+// to the document root or sets its own router's max_lag_bytes between two events, so a request
+// never sees half a change and no lock is taken on the request path.
+void reload(config::Site& running, const std::string& node_name, core::WorkerGroup& workers,
+            std::vector<std::unique_ptr<WebApp>>& apps, std::vector<std::unique_ptr<DbRouter>>& routers) {
+  log::info("SIGHUP: reloading {}", running.file.string());
+  config::LoadResult loaded = config::loadSiteFile(running.file);
+  WebReloadPlan plan;
+  for (const config::ConfigError& error : loaded.errors) {
+    plan.report.errors.push_back(error.toString());
+  }
+  if (loaded.ok()) {
+    plan = planWebReload(running, loaded.site, node_name);
+  }
+  std::shared_ptr<const StaticFiles> files;
+  if (plan.docroot) {
+    try {
+      files = std::make_shared<const StaticFiles>(*plan.docroot);
+    } catch (const std::exception& e) {
+      plan.report.errors.push_back(loaded.site.errorAt("web.docroot", e.what()).toString());
+    }
+  }
+  run::ReloadReport& report = plan.report;
+  report.ok = report.errors.empty();
+  if (!report.ok) {
+    report.changes.clear();
+    report.needs_restart.clear();
+    for (const std::string& error : report.errors) {
+      log::error("reload refused: {}", error);
+    }
+    log::warn("reload refused: the running configuration is kept");
+    run::writeReloadReport(running.site.state_dir, node_name, report);
+    return;
+  }
+  if (files) {
+    workers.postAll([&apps, files](core::EventLoop&, unsigned i) { apps[i]->setFiles(files); });
+  }
+  if (plan.max_lag_bytes) {
+    const uint64_t max_lag = *plan.max_lag_bytes;
+    workers.postAll([&routers, max_lag](core::EventLoop&, unsigned i) {
+      if (routers[i]) {
+        routers[i]->setMaxLagBytes(max_lag);
+      }
+    });
+  }
+  for (const std::string& change : report.changes) {
+    log::info("reload: {}", change);
+  }
+  for (const std::string& key : report.needs_restart) {
+    log::warn("reload: needs a restart, not applied: {}", key);
+  }
+  if (report.changes.empty() && report.needs_restart.empty()) {
+    log::info("reload: nothing changed for this node");
+  }
+  // The state_dir the report goes to is the running one (a new one needs a restart).
+  const std::filesystem::path state_dir = running.site.state_dir;
+  applyWebPlan(running, plan);
+  run::writeReloadReport(state_dir, node_name, report);
+}
+
 }  // namespace
 
 int runWebCommand(const config::Site& site, const std::string& node_name) {
@@ -77,6 +141,12 @@ int runWebCommand(const config::Site& site, const std::string& node_name) {
     return kExitConfig;
   }
   log::setComponent(node->name);
+  std::string pid_error;
+  std::unique_ptr<run::PidFile> pid_file = run::PidFile::create(site.site.state_dir, node->name, pid_error);
+  if (!pid_file) {
+    log::error("{}", pid_error);
+    return kExitRuntime;
+  }
   core::blockSignals();
 
   unsigned threads = core::resolveThreadCount(node->threads);
@@ -91,12 +161,17 @@ int runWebCommand(const config::Site& site, const std::string& node_name) {
   for (unsigned i = 0; i < threads; ++i) {
     stats.push_back(std::make_unique<http::ServerStats>());
   }
-  std::unique_ptr<WebApp> app;
+  std::shared_ptr<const StaticFiles> files;
   try {
-    app = std::make_unique<WebApp>(node->name, site.web.docroot, stats);
+    files = std::make_shared<const StaticFiles>(site.web.docroot);
   } catch (const std::exception& e) {
     log::error("{}", e.what());
     return kExitRuntime;
+  }
+  // One handler per worker, all serving the same files (swapped per worker on a reload).
+  std::vector<std::unique_ptr<WebApp>> apps;
+  for (unsigned i = 0; i < threads; ++i) {
+    apps.push_back(std::make_unique<WebApp>(node->name, files, stats));
   }
 
   // The guestbook: per worker, a database router and the handler in front of the shared app.
@@ -109,7 +184,9 @@ int runWebCommand(const config::Site& site, const std::string& node_name) {
   for (const DbNodeConfig& n : db.nodes) {
     db_names.push_back(n.name);
   }
-  app->setDbStats(&db_stats, db_names);
+  for (auto& app : apps) {
+    app->setDbStats(&db_stats, db_names);
+  }
   RouterShared router_shared(threads);
   std::vector<std::unique_ptr<DbRouter>> routers(threads);
   std::vector<std::unique_ptr<GuestbookApp>> guestbooks(threads);
@@ -119,12 +196,12 @@ int runWebCommand(const config::Site& site, const std::string& node_name) {
   std::vector<std::unique_ptr<http::HttpServer>> servers(threads);
   core::WorkerGroup workers;
   workers.start(threads, [&](core::EventLoop& loop, unsigned i) {
-    http::Handler* handler = app.get();
+    http::Handler* handler = apps[i].get();
     if (guestbook) {
       DbSettings settings = db;
       settings.log_roles = i == 0;
       routers[i] = std::make_unique<DbRouter>(loop, std::move(settings), *db_stats[i], router_shared);
-      guestbooks[i] = std::make_unique<GuestbookApp>(node->name, *app, *routers[i]);
+      guestbooks[i] = std::make_unique<GuestbookApp>(node->name, *apps[i], *routers[i]);
       handler = guestbooks[i].get();
     }
     servers[i] = std::make_unique<http::HttpServer>(loop, std::move(listeners[i]), *handler, options, *stats[i]);
@@ -135,9 +212,8 @@ int runWebCommand(const config::Site& site, const std::string& node_name) {
 
   core::StopHooks hooks;
   hooks.drain_worker = [&](unsigned i, std::function<void()> idle) { servers[i]->drain(std::move(idle)); };
-  hooks.on_reload = [] {
-    log::info("SIGHUP: a web node has no settings to reload; restart it to apply changes");
-  };
+  config::Site running = site;  // what this node runs: the file at start, with reloads applied
+  hooks.on_reload = [&] { reload(running, node->name, workers, apps, routers); };
   hooks.grace = kDrainGrace;
   core::runUntilStopped(main_loop, workers, hooks);
   // Workers are joined: connections first (they may hold pending answers), then the routers.
