@@ -11,6 +11,7 @@
 #include "db/agent.h"
 #include "db/db_reload.h"
 #include "http/bearer.h"
+#include "run/reload_diff.h"
 
 namespace fulcrum::db {
 
@@ -38,21 +39,8 @@ run::ReloadReport DbAgent::reload() {
   }
   run::ReloadReport& report = plan.report;
   report.ok = report.errors.empty();
-  if (!report.ok) {
-    for (const std::string& error : report.errors) {
-      log::error("reload refused: {}", error);
-    }
-    log::warn("reload refused: the running configuration is kept");
-  } else {
-    for (const std::string& change : report.changes) {
-      log::info("reload: {}", change);
-    }
-    for (const std::string& key : report.needs_restart) {
-      log::warn("reload: needs a restart, not applied: {}", key);
-    }
-    if (report.changes.empty() && report.needs_restart.empty()) {
-      log::info("reload: nothing changed for this node");
-    }
+  run::logReloadReport(report);
+  if (report.ok) {
     applyDbPlan(site_, plan);
     if (plan.failover || plan.max_lag_bytes) {
       wake();  // a replica waiting on a free leader key decides with the new values now

@@ -2,32 +2,14 @@
 
 #include <fmt/format.h>
 
+#include "run/reload_diff.h"
+
 namespace fulcrum::db {
 
 namespace {
 
-std::string text(const std::filesystem::path& value) {
-  return value.empty() ? "\"\"" : value.string();
-}
-std::string text(const core::SocketAddress& value) {
-  return value.toString();
-}
-std::string text(const std::string& value) {
-  return value;
-}
-std::string text(bool value) {
-  return value ? "true" : "false";
-}
-std::string text(uint32_t value) {
-  return std::to_string(value);
-}
-
-template <typename T>
-void restartIfChanged(run::ReloadReport& report, const std::string& key, const T& before, const T& after) {
-  if (!(before == after)) {
-    report.needs_restart.push_back(fmt::format("{}: {} -> {}", key, text(before), text(after)));
-  }
-}
+using run::changeText;
+using run::restartIfChanged;
 
 std::string peersText(const std::vector<config::DbNode>& nodes) {
   std::string out;
@@ -96,13 +78,11 @@ DbReloadPlan planDbReload(const config::Site& running, const config::Site& next,
   }
   if (running.db.max_lag_bytes != next.db.max_lag_bytes) {
     plan.max_lag_bytes = next.db.max_lag_bytes;
-    report.changes.push_back(
-        fmt::format("db.max_lag_bytes: {} -> {}", running.db.max_lag_bytes, next.db.max_lag_bytes));
+    report.changes.push_back(changeText("db.max_lag_bytes", running.db.max_lag_bytes, next.db.max_lag_bytes));
   }
   if (running.db.failover != next.db.failover) {
     plan.failover = next.db.failover;
-    report.changes.push_back(
-        fmt::format("db.failover: {} -> {}", text(running.db.failover), text(next.db.failover)));
+    report.changes.push_back(changeText("db.failover", running.db.failover, next.db.failover));
   }
   return plan;
 }

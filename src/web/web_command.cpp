@@ -18,6 +18,7 @@
 #include "pg/pg_format.h"
 #include "http/server.h"
 #include "run/node_files.h"
+#include "run/reload_diff.h"
 #include "web/db_router.h"
 #include "web/guestbook_app.h"
 #include "web/guestbook_model.h"
@@ -89,13 +90,10 @@ void reload(config::Site& running, const std::string& node_name, core::WorkerGro
   }
   run::ReloadReport& report = plan.report;
   report.ok = report.errors.empty();
+  run::logReloadReport(report);
   if (!report.ok) {
     report.changes.clear();
     report.needs_restart.clear();
-    for (const std::string& error : report.errors) {
-      log::error("reload refused: {}", error);
-    }
-    log::warn("reload refused: the running configuration is kept");
     run::writeReloadReport(running.site.state_dir, node_name, report);
     return;
   }
@@ -109,15 +107,6 @@ void reload(config::Site& running, const std::string& node_name, core::WorkerGro
         routers[i]->setMaxLagBytes(max_lag);
       }
     });
-  }
-  for (const std::string& change : report.changes) {
-    log::info("reload: {}", change);
-  }
-  for (const std::string& key : report.needs_restart) {
-    log::warn("reload: needs a restart, not applied: {}", key);
-  }
-  if (report.changes.empty() && report.needs_restart.empty()) {
-    log::info("reload: nothing changed for this node");
   }
   // The state_dir the report goes to is the running one (a new one needs a restart).
   const std::filesystem::path state_dir = running.site.state_dir;

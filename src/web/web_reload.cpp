@@ -2,30 +2,14 @@
 
 #include <fmt/format.h>
 
+#include "run/reload_diff.h"
+
 namespace fulcrum::web {
 
 namespace {
 
-template <typename T>
-std::string text(const T& value) {
-  if constexpr (std::is_same_v<T, std::filesystem::path>) {
-    return value.string();
-  } else if constexpr (std::is_same_v<T, core::SocketAddress>) {
-    return value.toString();
-  } else if constexpr (std::is_same_v<T, std::string>) {
-    return value;
-  } else {
-    return fmt::format("{}", value);
-  }
-}
-
-// Records `key` as needing a restart when its value differs.
-template <typename T>
-void restartIfChanged(run::ReloadReport& report, const std::string& key, const T& before, const T& after) {
-  if (!(before == after)) {
-    report.needs_restart.push_back(fmt::format("{}: {} -> {}", key, text(before), text(after)));
-  }
-}
+using run::changeText;
+using run::restartIfChanged;
 
 bool sameDbNodes(const std::vector<config::DbNode>& a, const std::vector<config::DbNode>& b) {
   if (a.size() != b.size()) {
@@ -83,8 +67,7 @@ WebReloadPlan planWebReload(const config::Site& running, const config::Site& nex
 
   if (running.web.docroot != next.web.docroot) {
     plan.docroot = next.web.docroot;
-    report.changes.push_back(
-        fmt::format("web.docroot: {} -> {}", running.web.docroot.string(), next.web.docroot.string()));
+    report.changes.push_back(changeText("web.docroot", running.web.docroot, next.web.docroot));
   }
   if (running.web.app != "guestbook") {
     return plan;  // no database side to compare
@@ -100,8 +83,7 @@ WebReloadPlan planWebReload(const config::Site& running, const config::Site& nex
   }
   if (running.db.max_lag_bytes != next.db.max_lag_bytes) {
     plan.max_lag_bytes = next.db.max_lag_bytes;
-    report.changes.push_back(
-        fmt::format("db.max_lag_bytes: {} -> {}", running.db.max_lag_bytes, next.db.max_lag_bytes));
+    report.changes.push_back(changeText("db.max_lag_bytes", running.db.max_lag_bytes, next.db.max_lag_bytes));
   }
   return plan;
 }
