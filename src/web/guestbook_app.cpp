@@ -49,7 +49,7 @@ void setDbFailure(http::Response& response, const DbReply& reply) {
 }
 
 GuestbookApp::GuestbookApp(std::string node_name, http::Handler& fallback, DbRouter& router)
-    : node_name_(std::move(node_name)), page_(gb::pageHtml(node_name_)), fallback_(fallback), router_(router) {}
+    : node_name_(std::move(node_name)), page_(gb::pageHtml(node_name_)), fallback_(fallback), router_(&router) {}
 
 uint64_t GuestbookApp::maxBodyBytes(const http::RequestHead& head) const {
   if (head.path == kApiPath && head.method == http::Method::Post) {
@@ -69,7 +69,7 @@ void GuestbookApp::handle(const http::Request& request, http::Response& response
   std::string_view path = request.head.path;
   http::Method method = request.head.method;
   bool read_method = method == http::Method::Get || method == http::Method::Head;
-  if (path == "/healthz" && read_method && !router_.allReady()) {
+  if (path == "/healthz" && read_method && !router_->allReady()) {
     // Just started: no database node heard from yet, so the API would answer 503.
     response.setBody(503, "text/plain; charset=utf-8", "starting: database nodes not heard from yet\n");
     response.addHeader("Cache-Control", "no-store");
@@ -110,7 +110,7 @@ void GuestbookApp::list(const http::Request& request, http::Response& response) 
     token = lsnFromCookieHeader(*cookie);
   }
   http::DeferredResponse later = request.defer();
-  router_.read(gb::kSelectLatestSql, {std::to_string(std::get<int>(limit))}, token,
+  router_->read(gb::kSelectLatestSql, {std::to_string(std::get<int>(limit))}, token,
                [this, later](DbReply& reply) mutable {
                  http::Response out;
                  if (reply.status != 200) {
@@ -141,7 +141,7 @@ void GuestbookApp::post(const http::Request& request, http::Response& response) 
   }
   auto& message = std::get<gb::NewMessage>(parsed);
   http::DeferredResponse later = request.defer();
-  router_.write(gb::kInsertSql, {std::move(message.author), std::move(message.text)},
+  router_->write(gb::kInsertSql, {std::move(message.author), std::move(message.text)},
                 [this, later](DbReply& reply) mutable {
                   http::Response out;
                   std::optional<gb::Message> row;

@@ -26,8 +26,9 @@ class WebApp final : public http::Handler {
   uint64_t maxBodyBytes(const http::RequestHead&) const override { return 0; }
   void handle(const http::Request& request, http::Response& response) override;
   size_t routeOf(const http::RequestHead& head) const override;
-  // The guestbook's per-worker database counters, for /metrics (set before workers start).
-  void setDbStats(const std::vector<std::unique_ptr<DbStats>>* stats, std::vector<std::string> db_nodes);
+  // The guestbook's per-worker database counters, for /metrics: set before workers start, and on
+  // this worker's thread when a reload changes the [[db.node]] list.
+  void setDb(std::shared_ptr<const DbGeneration> db) { db_ = std::move(db); }
   // A new document root (a reload), on this worker's thread. A response already built keeps the
   // file it opened.
   void setFiles(std::shared_ptr<const StaticFiles> files) { files_ = std::move(files); }
@@ -40,8 +41,7 @@ class WebApp final : public http::Handler {
   std::string node_name_;
   std::shared_ptr<const StaticFiles> files_;
   const std::vector<std::unique_ptr<http::ServerStats>>& worker_stats_;
-  const std::vector<std::unique_ptr<DbStats>>* db_stats_ = nullptr;
-  std::vector<std::string> db_nodes_;
+  std::shared_ptr<const DbGeneration> db_;
 };
 
 }  // namespace fulcrum::web

@@ -24,6 +24,7 @@
 #include "web/guestbook_model.h"
 #include "web/web_app.h"
 #include "web/web_reload.h"
+#include "web/worker_db.h"
 
 namespace fulcrum::web {
 
@@ -65,54 +66,86 @@ DbSettings dbSettings(const config::Site& site, const config::WebNode& node) {
   return db;
 }
 
-// SIGHUP, on the main thread: re-reads the file and applies what changed for this node. Workers
-// are reached only by a message to their loop (WorkerGroup::postAll): each swaps its own pointer
-// to the document root or sets its own router's max_lag_bytes between two events, so a request
-// never sees half a change and no lock is taken on the request path.
-void reload(config::Site& running, const std::string& node_name, core::WorkerGroup& workers,
-            std::vector<std::unique_ptr<WebApp>>& apps, std::vector<std::unique_ptr<DbRouter>>& routers) {
-  log::info("SIGHUP: reloading {}", running.file.string());
-  config::LoadResult loaded = config::loadSiteFile(running.file);
-  WebReloadPlan plan;
-  for (const config::ConfigError& error : loaded.errors) {
-    plan.report.errors.push_back(error.toString());
+std::vector<std::string> dbNodeNames(const DbSettings& db) {
+  std::vector<std::string> names;
+  for (const DbNodeConfig& n : db.nodes) {
+    names.push_back(n.name);
   }
-  if (loaded.ok()) {
-    plan = planWebReload(running, loaded.site, node_name);
-  }
-  std::shared_ptr<const StaticFiles> files;
-  if (plan.docroot) {
-    try {
-      files = std::make_shared<const StaticFiles>(*plan.docroot);
-    } catch (const std::exception& e) {
-      plan.report.errors.push_back(loaded.site.errorAt("web.docroot", e.what()).toString());
-    }
-  }
-  run::ReloadReport& report = plan.report;
-  report.ok = report.errors.empty();
-  run::logReloadReport(report);
-  if (!report.ok) {
-    report.changes.clear();
-    report.needs_restart.clear();
-    run::writeReloadReport(running.site.state_dir, node_name, report);
-    return;
-  }
-  if (files) {
-    workers.postAll([&apps, files](core::EventLoop&, unsigned i) { apps[i]->setFiles(files); });
-  }
-  if (plan.max_lag_bytes) {
-    const uint64_t max_lag = *plan.max_lag_bytes;
-    workers.postAll([&routers, max_lag](core::EventLoop&, unsigned i) {
-      if (routers[i]) {
-        routers[i]->setMaxLagBytes(max_lag);
-      }
-    });
-  }
-  // The state_dir the report goes to is the running one (a new one needs a restart).
-  const std::filesystem::path state_dir = running.site.state_dir;
-  applyWebPlan(running, plan);
-  run::writeReloadReport(state_dir, node_name, report);
+  return names;
 }
+
+// A new generation for `settings`, whose workers' routers start as ready as the one they replace
+// (so /healthz does not flap) and know the schema exists when it did (the same database).
+std::shared_ptr<DbGeneration> nextGeneration(const DbSettings& settings, unsigned workers,
+                                             const DbGeneration& before) {
+  auto generation = std::make_shared<DbGeneration>(dbNodeNames(settings), workers);
+  if (before.shared.ready.load() >= before.shared.routers) {
+    generation->shared.ready.store(workers);
+  }
+  generation->shared.schema_ready.store(before.shared.schema_ready.load());
+  return generation;
+}
+
+// What SIGHUP needs of a running web node; everything here is the main thread's.
+struct Reloader {
+  config::Site running;  // the file at start, with reloads applied
+  const std::string node_name;
+  core::WorkerGroup& workers;
+  std::vector<std::unique_ptr<WebApp>>& apps;
+  std::vector<std::unique_ptr<WorkerDb>>& dbs;  // empty without the guestbook
+  std::shared_ptr<DbGeneration> db_generation;  // the latest given to the workers
+
+  // Re-reads the file and applies what changed for this node. Workers are reached only by a
+  // message to their loop (WorkerGroup::postAll): each swaps its own pointer to the document root,
+  // or its own router, between two events, so a request never sees half a change and no lock is
+  // taken on the request path.
+  void reload() {
+    log::info("SIGHUP: reloading {}", running.file.string());
+    config::LoadResult loaded = config::loadSiteFile(running.file);
+    WebReloadPlan plan;
+    for (const config::ConfigError& error : loaded.errors) {
+      plan.report.errors.push_back(error.toString());
+    }
+    if (loaded.ok()) {
+      plan = planWebReload(running, loaded.site, node_name);
+    }
+    std::shared_ptr<const StaticFiles> files;
+    if (plan.docroot && plan.report.errors.empty()) {
+      try {
+        files = std::make_shared<const StaticFiles>(*plan.docroot);
+      } catch (const std::exception& e) {
+        plan.report.errors.push_back(loaded.site.errorAt("web.docroot", e.what()).toString());
+      }
+    }
+    run::ReloadReport& report = plan.report;
+    report.ok = report.errors.empty();
+    run::logReloadReport(report);
+    // The state_dir the report goes to is the running one (a new one needs a restart).
+    const std::filesystem::path state_dir = running.site.state_dir;
+    if (!report.ok) {
+      report.changes.clear();
+      report.needs_restart.clear();
+      run::writeReloadReport(state_dir, node_name, report);
+      return;
+    }
+    applyWebPlan(running, plan);
+    if (files) {
+      workers.postAll([&apps = apps, files](core::EventLoop&, unsigned i) { apps[i]->setFiles(files); });
+    }
+    if (plan.max_lag_bytes && !plan.db_nodes && !dbs.empty()) {
+      const uint64_t max_lag = *plan.max_lag_bytes;
+      workers.postAll([&dbs = dbs, max_lag](core::EventLoop&, unsigned i) { dbs[i]->setMaxLagBytes(max_lag); });
+    }
+    if (plan.db_nodes && !dbs.empty()) {
+      const DbSettings settings = dbSettings(running, *running.findWebNode(node_name));
+      db_generation = nextGeneration(settings, static_cast<unsigned>(dbs.size()), *db_generation);
+      workers.postAll([&dbs = dbs, settings, generation = db_generation](core::EventLoop&, unsigned i) {
+        dbs[i]->replace(settings, generation);
+      });
+    }
+    run::writeReloadReport(state_dir, node_name, report);
+  }
+};
 
 }  // namespace
 
@@ -163,21 +196,10 @@ int runWebCommand(const config::Site& site, const std::string& node_name) {
     apps.push_back(std::make_unique<WebApp>(node->name, files, stats));
   }
 
-  // The guestbook: per worker, a database router and the handler in front of the shared app.
+  // The guestbook: per worker, a database router and the handler in front of the worker's app.
   const DbSettings db = guestbook ? dbSettings(site, *node) : DbSettings{};
-  std::vector<std::unique_ptr<DbStats>> db_stats;
-  std::vector<std::string> db_names;
-  for (unsigned i = 0; guestbook && i < threads; ++i) {
-    db_stats.push_back(std::make_unique<DbStats>(db.nodes.size()));
-  }
-  for (const DbNodeConfig& n : db.nodes) {
-    db_names.push_back(n.name);
-  }
-  for (auto& app : apps) {
-    app->setDbStats(&db_stats, db_names);
-  }
-  RouterShared router_shared(threads);
-  std::vector<std::unique_ptr<DbRouter>> routers(threads);
+  auto db_generation = std::make_shared<DbGeneration>(dbNodeNames(db), threads);
+  std::vector<std::unique_ptr<WorkerDb>> dbs(guestbook ? threads : 0);
   std::vector<std::unique_ptr<GuestbookApp>> guestbooks(threads);
 
   const http::ServerOptions options = serverOptions(site, *node);
@@ -187,10 +209,9 @@ int runWebCommand(const config::Site& site, const std::string& node_name) {
   workers.start(threads, [&](core::EventLoop& loop, unsigned i) {
     http::Handler* handler = apps[i].get();
     if (guestbook) {
-      DbSettings settings = db;
-      settings.log_roles = i == 0;
-      routers[i] = std::make_unique<DbRouter>(loop, std::move(settings), *db_stats[i], router_shared);
-      guestbooks[i] = std::make_unique<GuestbookApp>(node->name, *apps[i], *routers[i]);
+      dbs[i] = std::make_unique<WorkerDb>(loop, db, db_generation, i);
+      guestbooks[i] = std::make_unique<GuestbookApp>(node->name, *apps[i], dbs[i]->router());
+      dbs[i]->attach(*guestbooks[i], *apps[i]);
       handler = guestbooks[i].get();
     }
     servers[i] = std::make_unique<http::HttpServer>(loop, std::move(listeners[i]), *handler, options, *stats[i]);
@@ -201,14 +222,14 @@ int runWebCommand(const config::Site& site, const std::string& node_name) {
 
   core::StopHooks hooks;
   hooks.drain_worker = [&](unsigned i, std::function<void()> idle) { servers[i]->drain(std::move(idle)); };
-  config::Site running = site;  // what this node runs: the file at start, with reloads applied
-  hooks.on_reload = [&] { reload(running, node->name, workers, apps, routers); };
+  Reloader reloader{site, node->name, workers, apps, dbs, db_generation};
+  hooks.on_reload = [&] { reloader.reload(); };
   hooks.grace = kDrainGrace;
   core::runUntilStopped(main_loop, workers, hooks);
   // Workers are joined: connections first (they may hold pending answers), then the routers.
   servers.clear();
   guestbooks.clear();
-  routers.clear();
+  dbs.clear();
   log::info("web node {} stopped", node->name);
   return kExitOk;
 }

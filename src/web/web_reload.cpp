@@ -75,10 +75,14 @@ WebReloadPlan planWebReload(const config::Site& running, const config::Site& nex
   restartIfChanged(report, "db.user", running.db.user, next.db.user);
   restartIfChanged(report, "db.database", running.db.database, next.db.database);
   restartIfChanged(report, "db.password_file", running.db.password_file, next.db.password_file);
-  if (!sameDbNodes(running.db.nodes, next.db.nodes)) {
-    // Each worker's router holds a pool and a probe per node (DbRouter): a new list needs new
-    // routers, not applied in place yet.
-    report.needs_restart.push_back(
+  if (next.web.app == "guestbook" && next.db.nodes.empty()) {
+    report.errors.push_back(
+        next.errorAt("web.app", "the guestbook needs its database: add [[db.node]] entries, or set app = \"none\"")
+            .toString());
+  } else if (!sameDbNodes(running.db.nodes, next.db.nodes)) {
+    // Each worker builds new routers over the new list (worker_db.h).
+    plan.db_nodes = next.db.nodes;
+    report.changes.push_back(
         fmt::format("db.node: {} -> {}", dbNodesText(running.db.nodes), dbNodesText(next.db.nodes)));
   }
   if (running.db.max_lag_bytes != next.db.max_lag_bytes) {
@@ -94,6 +98,9 @@ void applyWebPlan(config::Site& running, const WebReloadPlan& plan) {
   }
   if (plan.max_lag_bytes) {
     running.db.max_lag_bytes = *plan.max_lag_bytes;
+  }
+  if (plan.db_nodes) {
+    running.db.nodes = *plan.db_nodes;
   }
 }
 

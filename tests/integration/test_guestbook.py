@@ -9,11 +9,13 @@ import re
 import signal
 import socket
 import subprocess
+import threading
 import time
 import unittest
 import urllib.parse
 
-from harness import FULCRUM, Process, TempDir, assert_valid_metrics, free_port, http_get, read_body, read_head, wait_until, needs
+from harness import (FULCRUM, Process, TempDir, assert_valid_metrics, free_port, http_get, read_body, read_head,
+                     read_response, wait_until, needs)
 from test_db import NODES, Cluster, children_of, missing_requirement, pg_bin, processes_mentioning
 
 
@@ -174,6 +176,67 @@ class GuestbookTest(unittest.TestCase):
                     return run_started
             time.sleep(0.01)
         self.fail(f"{name} did not {'join' if member else 'leave'} the read pool in {timeout} s")
+
+    def check_db_node_reload(self):
+        """SIGHUP with a replica gone from [[db.node]], then back: reads leave it and come back, and
+        meanwhile no request fails and a keep-alive connection stays open (issue 16)."""
+        site = self.site
+        gone, kept = self.replicas
+        with open(site.cluster.site) as f:
+            original = f.read()
+        block = re.search(rf'\[\[db\.node\]\]\nname = "{gone}"\n[^\[]*', original).group(0)
+        connection = socket.create_connection(("127.0.0.1", site.web_port), timeout=10)
+        responses = connection.makefile("rb")
+
+        def ask():
+            connection.sendall(b"GET /api/messages?limit=1 HTTP/1.1\r\nHost: x\r\n\r\n")
+            return read_response(responses)[0]
+
+        self.assertEqual(ask(), 200)
+        failures = []
+        stop = threading.Event()
+
+        def traffic():
+            while not stop.is_set():
+                code, _, body = site.post({"author": "reload", "text": "during a reload"})
+                if code != 201:
+                    failures.append((code, body))
+                code, _, body = site.get("/api/messages?limit=1")
+                if code != 200:
+                    failures.append((code, body))
+                time.sleep(0.02)
+
+        def report(sequence):
+            def written():
+                try:
+                    with open(os.path.join(site.cluster.dir, "var", "run", "web-1.reload.json")) as f:
+                        found = json.load(f)
+                except (OSError, ValueError):
+                    return None
+                return found if found["sequence"] == sequence else None
+            return wait_until(written, timeout=10, what=f"reload report {sequence}")
+
+        thread = threading.Thread(target=traffic)
+        thread.start()
+        try:
+            for sequence, text in ((1, original.replace(block, "")), (2, original)):
+                with open(site.cluster.site, "w") as f:
+                    f.write(text)
+                site.web.signal(signal.SIGHUP)
+                done = report(sequence)
+                self.assertTrue(done["ok"], done)
+                self.assertEqual(len(done["changes"]), 1, done)
+                self.assertTrue(done["changes"][0].startswith("db.node: "), done)
+                self.assertEqual(done["needs_restart"], [], done)
+                self.wait_read_pool(gone, kept, member=sequence == 2)
+                self.assertEqual(f'db_node="{gone}"' in site.get("/metrics")[2].decode(), sequence == 2)
+        finally:
+            stop.set()
+            thread.join()
+        self.assertEqual(failures, [])
+        self.assertEqual(ask(), 200)
+        responses.close()
+        connection.close()
 
     def scenario(self):
         site = self.site
@@ -414,6 +477,8 @@ class GuestbookTest(unittest.TestCase):
         # Between requests every pooled connection to the primary is idle again.
         self.assertRegex(text, rf'fulcrum_web_db_pool_connections\{{node="web-1",db_node="{self.primary}",state="in_use"\}} 0\n')
         self.assertRegex(text, r'fulcrum_web_request_duration_seconds_count\{node="web-1",route="guestbook"\} [1-9]\d*\n')
+
+        self.check_db_node_reload()
 
         # --- a frozen primary: its fence holds, writes follow the new lease holder ----------------
         # The primary's agent freezes, and so does its fence's background worker (which would

@@ -62,24 +62,43 @@ TEST_F(WebReloadTest, DocrootAndMaxLagApplyInPlace) {
   EXPECT_TRUE(planWebReload(running, next, "web-1").report.changes.empty());
 }
 
-TEST_F(WebReloadTest, ListenDbNodesAndLimitsNeedARestartAndStayNamed) {
+TEST_F(WebReloadTest, ListenAndLimitsNeedARestartAndStayNamed) {
   config::Site running = load(siteText());
   const config::Site next =
-      load(siteText("127.0.0.1:9011", "www", "127.0.0.1:6433", "[lb.limits]\nmax_body_bytes = 1024\n"));
+      load(siteText("127.0.0.1:9011", "www", "127.0.0.1:5433", "[lb.limits]\nmax_body_bytes = 1024\n"));
   WebReloadPlan plan = planWebReload(running, next, "web-1");
   EXPECT_TRUE(plan.report.changes.empty());
-  EXPECT_EQ(
-      plan.report.needs_restart,
-      (std::vector<std::string>{
-          "web.node[0].listen: 127.0.0.1:9001 -> 127.0.0.1:9011",
-          "lb.limits.max_body_bytes: 10485760 -> 1024",
-          "db.node: db-1@127.0.0.1:5432, db-2@127.0.0.1:5433 -> db-1@127.0.0.1:5432, db-2@127.0.0.1:6433",
-      }));
+  EXPECT_EQ(plan.report.needs_restart, (std::vector<std::string>{
+                                           "web.node[0].listen: 127.0.0.1:9001 -> 127.0.0.1:9011",
+                                           "lb.limits.max_body_bytes: 10485760 -> 1024",
+                                       }));
   // Nothing of it is taken in: the next reload names it again.
   applyWebPlan(running, plan);
-  EXPECT_EQ(planWebReload(running, next, "web-1").report.needs_restart.size(), 3u);
+  EXPECT_EQ(planWebReload(running, next, "web-1").report.needs_restart.size(), 2u);
   // Another node's listen address is not this node's business.
-  EXPECT_EQ(planWebReload(running, next, "web-2").report.needs_restart.size(), 2u);
+  EXPECT_EQ(planWebReload(running, next, "web-2").report.needs_restart.size(), 1u);
+}
+
+TEST_F(WebReloadTest, ANewDbNodeListIsAppliedAndAnEmptyOneRefused) {
+  config::Site running = load(siteText());
+  const config::Site next = load(siteText("127.0.0.1:9001", "www", "127.0.0.1:6433"));
+  WebReloadPlan plan = planWebReload(running, next, "web-1");
+  ASSERT_TRUE(plan.db_nodes);
+  ASSERT_EQ(plan.db_nodes->size(), 2u);
+  EXPECT_EQ((*plan.db_nodes)[1].pg.toString(), "127.0.0.1:6433");
+  EXPECT_EQ(
+      plan.report.changes,
+      (std::vector<std::string>{"db.node: db-1@127.0.0.1:5432, db-2@127.0.0.1:5433 -> db-1@127.0.0.1:5432, "
+                                "db-2@127.0.0.1:6433"}));
+  EXPECT_TRUE(plan.report.needs_restart.empty());
+  applyWebPlan(running, plan);
+  EXPECT_FALSE(planWebReload(running, next, "web-1").db_nodes);
+
+  std::string none = siteText();
+  none.erase(none.find("[[db.node]]"));
+  WebReloadPlan refused = planWebReload(running, load(none), "web-1");
+  ASSERT_EQ(refused.report.errors.size(), 1u);
+  EXPECT_NE(refused.report.errors[0].find(": web.app: the guestbook needs its database"), std::string::npos);
 }
 
 TEST_F(WebReloadTest, ANodeGoneFromTheFileAppliesNothing) {
