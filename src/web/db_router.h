@@ -102,7 +102,8 @@ struct RouterShared {
 // each worker's counters (read by /metrics on any worker). A reload that changes the list makes a
 // new one; the old lives on while a retired router or a handler still holds it.
 struct DbGeneration {
-  DbGeneration(std::vector<std::string> node_names, unsigned workers) : names(std::move(node_names)), shared(workers) {
+  DbGeneration(std::vector<std::string> node_names, unsigned workers)
+      : names(std::move(node_names)), shared(workers) {
     for (unsigned i = 0; i < workers; ++i) {
       stats.push_back(std::make_unique<DbStats>(names.size()));
     }

@@ -192,8 +192,7 @@ void WebApp::appendDbMetrics(metrics::PrometheusWriter& w) const {
     w.sample("fulcrum_web_db_pool_connections",
              {{"node", node}, {"db_node", db_nodes[i]}, {"state", "in_use"}},
              pool(i, &DbNodeStats::pool_in_use));
-    w.sample("fulcrum_web_db_pool_connections",
-             {{"node", node}, {"db_node", db_nodes[i]}, {"state", "idle"}},
+    w.sample("fulcrum_web_db_pool_connections", {{"node", node}, {"db_node", db_nodes[i]}, {"state", "idle"}},
              pool(i, &DbNodeStats::pool_idle));
   }
   w.family("fulcrum_web_db_pool_waiting", "gauge",

@@ -15,8 +15,8 @@
 #include "core/signals.h"
 #include "core/socket.h"
 #include "core/workers.h"
-#include "pg/pg_format.h"
 #include "http/server.h"
+#include "pg/pg_format.h"
 #include "run/node_files.h"
 #include "run/reload_diff.h"
 #include "web/db_router.h"
@@ -134,7 +134,8 @@ struct Reloader {
     }
     if (plan.max_lag_bytes && !plan.db_nodes && !dbs.empty()) {
       const uint64_t max_lag = *plan.max_lag_bytes;
-      workers.postAll([&dbs = dbs, max_lag](core::EventLoop&, unsigned i) { dbs[i]->setMaxLagBytes(max_lag); });
+      workers.postAll(
+          [&dbs = dbs, max_lag](core::EventLoop&, unsigned i) { dbs[i]->setMaxLagBytes(max_lag); });
     }
     if (plan.db_nodes && !dbs.empty()) {
       const DbSettings settings = dbSettings(running, *running.findWebNode(node_name));

@@ -77,7 +77,8 @@ WebReloadPlan planWebReload(const config::Site& running, const config::Site& nex
   restartIfChanged(report, "db.password_file", running.db.password_file, next.db.password_file);
   if (next.web.app == "guestbook" && next.db.nodes.empty()) {
     report.errors.push_back(
-        next.errorAt("web.app", "the guestbook needs its database: add [[db.node]] entries, or set app = \"none\"")
+        next.errorAt("web.app",
+                     "the guestbook needs its database: add [[db.node]] entries, or set app = \"none\"")
             .toString());
   } else if (!sameDbNodes(running.db.nodes, next.db.nodes)) {
     // Each worker builds new routers over the new list (worker_db.h).
