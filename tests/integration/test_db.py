@@ -16,7 +16,8 @@ import threading
 import time
 import unittest
 
-from harness import FULCRUM, Process, assert_valid_metrics, free_port, http_get, wait_until, needs
+from harness import (FULCRUM, Process, assert_valid_metrics, free_port, http_get, wait_reload_report, wait_until,
+                     needs)
 
 LEADER_TTL_MS = 3000
 NODES = ["db-1", "db-2", "db-3"]
@@ -673,17 +674,7 @@ class DbAgentTest(unittest.TestCase):
             return cluster.status(name)["failover"]["max_lag_bytes"]
 
         def report(name, sequence):
-            path = os.path.join(cluster.dir, "var", "run", name + ".reload.json")
-
-            def written():
-                try:
-                    with open(path) as f:
-                        found = json.load(f)
-                except (OSError, ValueError):
-                    return None
-                return found if found["sequence"] == sequence else None
-
-            return wait_until(written, timeout=10, what=f"{name}'s reload report {sequence}")
+            return wait_reload_report(os.path.join(cluster.dir, "var"), name, sequence)
 
         postmasters = {n: cluster.postmaster_pid(n) for n in NODES}
         # A second agent of a running node refuses to start (its pid file is held).

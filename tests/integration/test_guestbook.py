@@ -15,7 +15,7 @@ import unittest
 import urllib.parse
 
 from harness import (FULCRUM, Process, TempDir, assert_valid_metrics, free_port, http_get, read_body, read_head,
-                     read_response, wait_until, needs)
+                     read_response, wait_reload_report, wait_until, needs)
 from test_db import NODES, Cluster, children_of, missing_requirement, pg_bin, processes_mentioning
 
 
@@ -208,16 +208,6 @@ class GuestbookTest(unittest.TestCase):
                     failures.append((code, body))
                 time.sleep(0.02)
 
-        def report(sequence):
-            def written():
-                try:
-                    with open(os.path.join(site.cluster.dir, "var", "run", "web-1.reload.json")) as f:
-                        found = json.load(f)
-                except (OSError, ValueError):
-                    return None
-                return found if found["sequence"] == sequence else None
-            return wait_until(written, timeout=10, what=f"reload report {sequence}")
-
         thread = threading.Thread(target=traffic)
         thread.start()
         took = []
@@ -227,7 +217,7 @@ class GuestbookTest(unittest.TestCase):
                     f.write(text)
                 signalled = time.monotonic()
                 site.web.signal(signal.SIGHUP)
-                done = report(sequence)
+                done = wait_reload_report(os.path.join(site.cluster.dir, "var"), "web-1", sequence)
                 self.assertTrue(done["ok"], done)
                 self.assertEqual(len(done["changes"]), 1, done)
                 self.assertTrue(done["changes"][0].startswith("db.node: "), done)

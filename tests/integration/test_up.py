@@ -9,7 +9,7 @@ import subprocess
 import tempfile
 import unittest
 
-from harness import FULCRUM, Process, free_port, http_get, wait_until, needs
+from harness import FULCRUM, Process, free_port, http_get, wait_reload_report, wait_until, needs
 from test_db import Cluster, missing_requirement, processes_mentioning
 
 WEB = ["web-1", "web-2"]
@@ -178,15 +178,7 @@ class UpTest(unittest.TestCase):
                    what="`up` to name the added node")
         self.assertRegex(site.up.output(), r"SIGHUP: forwarded to 5 node\(s\): ")
 
-        def report(node):
-            try:
-                with open(os.path.join(site.dir, "var", "run", node + ".reload.json")) as f:
-                    return json.load(f)
-            except (OSError, ValueError):
-                return None
-
-        reports = wait_until(lambda: (lambda r: r if all(r.values()) else None)({n: report(n) for n in WEB + DB}),
-                             timeout=10, what="every web and db node's reload report")
+        reports = {n: wait_reload_report(os.path.join(site.dir, "var"), n, 1) for n in WEB + DB}
         for name in WEB:
             self.assertEqual(len(reports[name]["changes"]), 1, reports[name])
             self.assertIn("web.docroot", reports[name]["changes"][0])

@@ -12,7 +12,7 @@ import time
 import unittest
 
 from harness import (FULCRUM, Process, TempDir, assert_valid_metrics, free_port, http_get, raw_exchange, read_body,
-                     read_head, read_response, status_of, wait_until)
+                     read_head, read_response, status_of, wait_reload_report, wait_until)
 
 
 def statuses_of(raw):
@@ -480,18 +480,7 @@ threads = 1
         self.assertIn("stopped", proc.output())
 
     def reload_report(self, sequence):
-        """The node's report of its `sequence`-th reload, once written (state_dir/run)."""
-        path = os.path.join(self.tmp.path, "var", "run", "web-life.reload.json")
-
-        def written():
-            try:
-                with open(path) as f:
-                    report = json.load(f)
-            except (OSError, ValueError):
-                return None
-            return report if report["sequence"] == sequence else None
-
-        return wait_until(written, timeout=10, what=f"reload report {sequence}")
+        return wait_reload_report(os.path.join(self.tmp.path, "var"), "web-life", sequence)
 
     def test_sighup_swaps_docroot_without_dropping_connections_and_refuses_a_broken_file(self):
         proc = self.start()
