@@ -1447,6 +1447,8 @@ std::string DbAgent::statusJson() const {
     sync["standbys"] = elector_.isLeader() && pg_sync_ ? nlohmann::json(*pg_sync_) : nlohmann::json(nullptr);
   }
   j["sync"] = std::move(sync);
+  // Settings a reload may change (db_reload.h), as in effect now.
+  j["failover"] = {{"automatic", site_.db.failover}, {"max_lag_bytes", site_.db.max_lag_bytes}};
   j["switchover"] =
       intent_ ? nlohmann::json{{"from", intent_->from}, {"to", intent_->to}} : nlohmann::json(nullptr);
   return j.dump();
@@ -1545,6 +1547,15 @@ void DbAgent::handle(const http::Request& request, http::Response& response) {
   auto json = [&](int status, std::string body) {
     response.setBody(status, "application/json", status_only ? std::string() : std::move(body));
   };
+  if (path == "/reload") {
+    if (method != http::Method::Post) {
+      response.addHeader("Allow", "POST");
+      json(405, R"({"error":"use POST"})");
+      return;
+    }
+    handleReload(request, response);
+    return;
+  }
   if (path == "/switchover" || path == "/failover") {
     if (method != http::Method::Post) {
       response.addHeader("Allow", "POST");

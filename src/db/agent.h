@@ -53,12 +53,13 @@
 #include "db/switchover.h"
 #include "db/sync_state.h"
 #include "http/server.h"
+#include "run/node_files.h"
 
 namespace fulcrum::db {
 
 class DbAgent final : public http::Handler {
  public:
-  // `site` and `loop` must outlive the agent. Check prepare() before start().
+  // `loop` must outlive the agent (the site and node are copied). Check prepare() before start().
   DbAgent(const config::Site& site, const config::DbNode& node, core::EventLoop& loop);
   ~DbAgent() override;
 
@@ -82,6 +83,11 @@ class DbAgent final : public http::Handler {
   void setApiStats(const http::ServerStats* stats) { api_stats_ = stats; }
 
   NodeView view() const;
+
+  // Re-reads the topology file (SIGHUP, POST /reload) and applies what may change while running
+  // (db_reload.h); a file with errors changes nothing. The report is written to
+  // state_dir/run/NAME.reload.json and returned.
+  run::ReloadReport reload();
 
  private:
   enum class Phase { Bootstrap, Running, Failed };
@@ -138,6 +144,7 @@ class DbAgent final : public http::Handler {
   // Switchover (agent_switchover.cpp).
   void handleSwitchover(const http::Request& request, http::Response& response);
   void handleFailover(const http::Request& request, http::Response& response);
+  void handleReload(const http::Request& request, http::Response& response);
   // Carries an admin call to `node`'s agent and relays its answer (deferred; a thread makes the
   // blocking call and posts the answer back to the loop).
   void forwardAdmin(const http::Request& request, http::Response& response, const std::string& node);
@@ -225,8 +232,9 @@ class DbAgent final : public http::Handler {
   std::string metricsText() const;
 
   const http::ServerStats* api_stats_ = nullptr;
-  const config::Site& site_;
-  const config::DbNode& node_;
+  // The file as loaded at start, with what reloads applied (db_reload.h): read on the loop only.
+  config::Site site_;
+  const config::DbNode node_;
   core::EventLoop& loop_;
   core::Timer timer_;
   core::Duration interval_;

@@ -13,6 +13,7 @@
 #include "db/agent.h"
 #include "http/json_body.h"
 #include "http/server.h"
+#include "run/node_files.h"
 
 namespace fulcrum::db {
 
@@ -46,9 +47,15 @@ int runDbCommand(const config::Site& site, const std::string& node_name) {
     return kExitConfig;
   }
   log::setComponent(node->name);
+  // Before the listener: a second agent of this node on this host must not touch its data.
+  std::string error;
+  std::unique_ptr<run::PidFile> pid_file = run::PidFile::create(site.site.state_dir, node->name, error);
+  if (!pid_file) {
+    log::error("{}", error);
+    return kExitRuntime;
+  }
   core::blockSignals();
 
-  std::string error;
   core::Fd listener = core::listenTcp(node->agent, core::ListenOptions{false}, error);
   if (!listener) {
     log::error("agent listener: {}", error);
@@ -89,7 +96,7 @@ int runDbCommand(const config::Site& site, const std::string& node_name) {
       return;
     }
     if (sig == SIGHUP) {
-      log::info("SIGHUP: reloading the topology is not supported yet; restart the node to apply changes");
+      agent.reload();  // its report goes to state_dir/run/NAME.reload.json
       return;
     }
     if (stopping) {

@@ -1,6 +1,7 @@
 #include "site/up_command.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -16,6 +17,7 @@
 #include <optional>
 
 #include "config/features.h"
+#include "config/loader.h"
 #include "core/event_loop.h"
 #include "core/exit_codes.h"
 #include "core/log.h"
@@ -52,6 +54,26 @@ void progress(std::string_view event, nlohmann::json fields, const std::string& 
     std::printf("%s\n", text.c_str());
   }
   std::fflush(stdout);
+}
+
+// The lb, web and db nodes one file has and the other not ("web web-3 added"): `up` starts and
+// stops children only at its own start and stop.
+template <typename Node>
+void diffNodes(std::string_view role, const std::vector<Node>& before, const std::vector<Node>& after,
+               std::vector<std::string>& out) {
+  auto has = [](const std::vector<Node>& nodes, const std::string& name) {
+    return std::any_of(nodes.begin(), nodes.end(), [&](const Node& n) { return n.name == name; });
+  };
+  for (const Node& n : after) {
+    if (!has(before, n.name)) {
+      out.push_back(fmt::format("{} {} added", role, n.name));
+    }
+  }
+  for (const Node& n : before) {
+    if (!has(after, n.name)) {
+      out.push_back(fmt::format("{} {} removed", role, n.name));
+    }
+  }
 }
 
 std::string seconds1(double s) {
@@ -187,7 +209,9 @@ class Up {
       return;
     }
     if (sig == SIGHUP) {
-      log::info("SIGHUP: reloading the site is not supported yet; restart `fulcrum up` to apply changes");
+      if (!stop_requested_) {
+        reloadChildren();
+      }
       return;
     }
     if (stop_requested_) {
@@ -203,6 +227,39 @@ class Up {
              fmt::format("fulcrum up: {}: stopping (monitoring, load balancers, web, databases, etcd; again to "
                          "kill at once)",
                          name));
+  }
+
+  // SIGHUP: every running lb, web and db node re-reads the file itself (and writes its report in
+  // state_dir/run); `up` forwards the signal and names the nodes the file adds or removes, which
+  // it does not start or stop while running. etcd (SIGHUP would end it) and Prometheus and
+  // Alertmanager (their files are written by `up` at start) are not signalled.
+  void reloadChildren() {
+    std::vector<std::string> signalled;
+    for (auto& c : children_) {
+      const bool reloads = c->spec.role == Role::Lb || c->spec.role == Role::Web || c->spec.role == Role::Db;
+      // Only a child that answered its probe has its signals blocked: SIGHUP would end one
+      // still starting.
+      if (reloads && c->pid > 0 && c->ready && ::kill(c->pid, SIGHUP) == 0) {
+        signalled.push_back(c->spec.name);
+      }
+    }
+    progress("up.reload", {{"signalled", signalled}},
+             fmt::format("fulcrum up: SIGHUP: forwarded to {} node(s): {}", signalled.size(),
+                         fmt::join(signalled, ", ")));
+    config::LoadResult loaded = config::loadSiteFile(site_.file);
+    if (!loaded.ok()) {
+      for (const config::ConfigError& error : loaded.errors) {
+        log::error("reload: {}", error.toString());
+      }
+      return;  // each node refuses the file too, and keeps running as it is
+    }
+    std::vector<std::string> restart;
+    diffNodes("lb", site_.lb.nodes, loaded.site.lb.nodes, restart);
+    diffNodes("web", site_.web.nodes, loaded.site.web.nodes, restart);
+    diffNodes("db", site_.db.nodes, loaded.site.db.nodes, restart);
+    for (const std::string& what : restart) {
+      log::warn("reload: {}: restart `fulcrum up` to apply", what);
+    }
   }
 
   bool spawn(Child& c) {

@@ -371,6 +371,11 @@ void DbRouter::markDown(size_t i) {
   failWaiters(i);
 }
 
+void DbRouter::setMaxLagBytes(uint64_t max_lag_bytes) {
+  settings_.max_lag_bytes = max_lag_bytes;
+  updateRoles();
+}
+
 void DbRouter::updateRoles() {
   std::optional<size_t> before = primary_;
   primary_ = choosePrimary(status_);

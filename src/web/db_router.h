@@ -98,6 +98,21 @@ struct RouterShared {
   std::atomic<unsigned> ready{0};         // routers past their first round of probes
 };
 
+// The database side of one process for one [[db.node]] list: what the workers' routers share and
+// each worker's counters (read by /metrics on any worker). A reload that changes the list makes a
+// new one; the old lives on while a retired router or a handler still holds it.
+struct DbGeneration {
+  DbGeneration(std::vector<std::string> node_names, unsigned workers)
+      : names(std::move(node_names)), shared(workers) {
+    for (unsigned i = 0; i < workers; ++i) {
+      stats.push_back(std::make_unique<DbStats>(names.size()));
+    }
+  }
+  std::vector<std::string> names;               // by node index, as in DbSettings::nodes
+  std::vector<std::unique_ptr<DbStats>> stats;  // by worker
+  RouterShared shared;
+};
+
 class DbRouter {
  public:
   DbRouter(core::EventLoop& loop, DbSettings settings, DbStats& stats, RouterShared& shared);
@@ -114,7 +129,11 @@ class DbRouter {
   // primary known, the schema is in place (or kReadyBound has passed): before, it would answer
   // requests 503, so the web node's /healthz keeps the load balancer away meanwhile (a
   // restarted node, say).
+  // A new max_lag_bytes (a reload): replicas join or leave the read pool at once.
+  void setMaxLagBytes(uint64_t max_lag_bytes);
   bool allReady() const { return shared_.ready.load(std::memory_order_relaxed) >= shared_.routers; }
+  // This router has heard from every node once (or kReadyBound passed), with the schema in place.
+  bool ready() const { return ready_; }
 
  private:
   struct Node;
@@ -147,7 +166,7 @@ class DbRouter {
   std::string connInfo(size_t node);
 
   core::EventLoop& loop_;
-  const DbSettings settings_;
+  DbSettings settings_;  // only max_lag_bytes changes after construction
   DbStats& stats_;
   RouterShared& shared_;
   std::atomic<bool>& schema_ready_;

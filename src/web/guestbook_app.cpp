@@ -49,7 +49,10 @@ void setDbFailure(http::Response& response, const DbReply& reply) {
 }
 
 GuestbookApp::GuestbookApp(std::string node_name, http::Handler& fallback, DbRouter& router)
-    : node_name_(std::move(node_name)), page_(gb::pageHtml(node_name_)), fallback_(fallback), router_(router) {}
+    : node_name_(std::move(node_name)),
+      page_(gb::pageHtml(node_name_)),
+      fallback_(fallback),
+      router_(&router) {}
 
 uint64_t GuestbookApp::maxBodyBytes(const http::RequestHead& head) const {
   if (head.path == kApiPath && head.method == http::Method::Post) {
@@ -69,7 +72,7 @@ void GuestbookApp::handle(const http::Request& request, http::Response& response
   std::string_view path = request.head.path;
   http::Method method = request.head.method;
   bool read_method = method == http::Method::Get || method == http::Method::Head;
-  if (path == "/healthz" && read_method && !router_.allReady()) {
+  if (path == "/healthz" && read_method && !router_->allReady()) {
     // Just started: no database node heard from yet, so the API would answer 503.
     response.setBody(503, "text/plain; charset=utf-8", "starting: database nodes not heard from yet\n");
     response.addHeader("Cache-Control", "no-store");
@@ -110,23 +113,23 @@ void GuestbookApp::list(const http::Request& request, http::Response& response) 
     token = lsnFromCookieHeader(*cookie);
   }
   http::DeferredResponse later = request.defer();
-  router_.read(gb::kSelectLatestSql, {std::to_string(std::get<int>(limit))}, token,
-               [this, later](DbReply& reply) mutable {
-                 http::Response out;
-                 if (reply.status != 200) {
-                   setDbFailure(out, reply);
-                 } else {
-                   std::vector<gb::Message> rows;
-                   for (const auto& row : reply.rows) {
-                     if (auto m = messageFromRow(row)) {
-                       rows.push_back(std::move(*m));
-                     }
-                   }
-                   setJson(out, 200, gb::messagesJson(rows, node_name_, reply.node));
-                   out.addHeader("X-Db-Node", reply.node);
-                 }
-                 later.complete(std::move(out));
-               });
+  router_->read(gb::kSelectLatestSql, {std::to_string(std::get<int>(limit))}, token,
+                [this, later](DbReply& reply) mutable {
+                  http::Response out;
+                  if (reply.status != 200) {
+                    setDbFailure(out, reply);
+                  } else {
+                    std::vector<gb::Message> rows;
+                    for (const auto& row : reply.rows) {
+                      if (auto m = messageFromRow(row)) {
+                        rows.push_back(std::move(*m));
+                      }
+                    }
+                    setJson(out, 200, gb::messagesJson(rows, node_name_, reply.node));
+                    out.addHeader("X-Db-Node", reply.node);
+                  }
+                  later.complete(std::move(out));
+                });
 }
 
 void GuestbookApp::post(const http::Request& request, http::Response& response) {
@@ -141,28 +144,28 @@ void GuestbookApp::post(const http::Request& request, http::Response& response) 
   }
   auto& message = std::get<gb::NewMessage>(parsed);
   http::DeferredResponse later = request.defer();
-  router_.write(gb::kInsertSql, {std::move(message.author), std::move(message.text)},
-                [this, later](DbReply& reply) mutable {
-                  http::Response out;
-                  std::optional<gb::Message> row;
-                  if (reply.status == 200 && !reply.rows.empty()) {
-                    row = messageFromRow(reply.rows[0]);
-                  }
-                  if (reply.status != 200) {
-                    setDbFailure(out, reply);
-                  } else if (!row) {
-                    reply.status = 503;
-                    reply.error = "the database answered no row";
-                    setDbFailure(out, reply);
-                  } else {
-                    setJson(out, 201, gb::messageJson(*row, node_name_, reply.node));
-                    out.addHeader("X-Db-Node", reply.node);
-                    if (reply.lsn) {
-                      out.addHeader("Set-Cookie", lsnSetCookie(*reply.lsn));
-                    }
-                  }
-                  later.complete(std::move(out));
-                });
+  router_->write(gb::kInsertSql, {std::move(message.author), std::move(message.text)},
+                 [this, later](DbReply& reply) mutable {
+                   http::Response out;
+                   std::optional<gb::Message> row;
+                   if (reply.status == 200 && !reply.rows.empty()) {
+                     row = messageFromRow(reply.rows[0]);
+                   }
+                   if (reply.status != 200) {
+                     setDbFailure(out, reply);
+                   } else if (!row) {
+                     reply.status = 503;
+                     reply.error = "the database answered no row";
+                     setDbFailure(out, reply);
+                   } else {
+                     setJson(out, 201, gb::messageJson(*row, node_name_, reply.node));
+                     out.addHeader("X-Db-Node", reply.node);
+                     if (reply.lsn) {
+                       out.addHeader("Set-Cookie", lsnSetCookie(*reply.lsn));
+                     }
+                   }
+                   later.complete(std::move(out));
+                 });
 }
 
 }  // namespace fulcrum::web

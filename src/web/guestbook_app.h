@@ -19,6 +19,9 @@ class GuestbookApp final : public http::Handler {
   uint64_t maxBodyBytes(const http::RequestHead& head) const override;
   void handle(const http::Request& request, http::Response& response) override;
   size_t routeOf(const http::RequestHead& head) const override;
+  // A reload's new router (another [[db.node]] list), on this worker's thread: requests from now
+  // on use it; those already waiting on the old one finish there.
+  void setRouter(DbRouter& router) { router_ = &router; }
 
  private:
   void list(const http::Request& request, http::Response& response);
@@ -27,7 +30,7 @@ class GuestbookApp final : public http::Handler {
   std::string node_name_;
   std::string page_;  // built once: it only names this node
   http::Handler& fallback_;
-  DbRouter& router_;
+  DbRouter* router_;
 };
 
 // A row of kInsertSql / kSelectLatestSql (id, author, text, created_at); nullopt if malformed.

@@ -4,9 +4,9 @@
 
 namespace fulcrum::web {
 
-WebApp::WebApp(std::string node_name, const std::filesystem::path& docroot,
+WebApp::WebApp(std::string node_name, std::shared_ptr<const StaticFiles> files,
                const std::vector<std::unique_ptr<http::ServerStats>>& worker_stats)
-    : node_name_(std::move(node_name)), files_(docroot), worker_stats_(worker_stats) {}
+    : node_name_(std::move(node_name)), files_(std::move(files)), worker_stats_(worker_stats) {}
 
 void WebApp::handle(const http::Request& request, http::Response& response) {
   std::string_view path = request.head.path;
@@ -20,7 +20,7 @@ void WebApp::handle(const http::Request& request, http::Response& response) {
     response.setBody(200, metrics::kContentType, metricsText());
     return;
   }
-  files_.serve(request, response);
+  files_->serve(request, response);
 }
 
 size_t WebApp::routeOf(const http::RequestHead& head) const {
@@ -129,19 +129,16 @@ void WebApp::appendRouteMetrics(metrics::PrometheusWriter& w) const {
   }
 }
 
-void WebApp::setDbStats(const std::vector<std::unique_ptr<DbStats>>* stats, std::vector<std::string> db_nodes) {
-  db_stats_ = stats;
-  db_nodes_ = std::move(db_nodes);
-}
-
 void WebApp::appendDbMetrics(metrics::PrometheusWriter& w) const {
-  if (db_stats_ == nullptr || db_stats_->empty()) {
+  if (db_ == nullptr || db_->stats.empty()) {
     return;
   }
+  const std::vector<std::unique_ptr<DbStats>>& db_stats = db_->stats;
+  const std::vector<std::string>& db_nodes = db_->names;
   const std::string_view node = node_name_;
   auto total = [&](auto member) {
     uint64_t sum = 0;
-    for (const auto& s : *db_stats_) {
+    for (const auto& s : db_stats) {
       sum += member(*s).get();
     }
     return sum;
@@ -184,50 +181,49 @@ void WebApp::appendDbMetrics(metrics::PrometheusWriter& w) const {
   // Pool gauges: every worker has its own pool to each node; the node's figure is their sum.
   auto pool = [&](size_t i, const std::atomic<uint64_t> DbNodeStats::*member) {
     uint64_t sum = 0;
-    for (const auto& s : *db_stats_) {
+    for (const auto& s : db_stats) {
       sum += ((*s->node[i]).*member).load(std::memory_order_relaxed);
     }
     return sum;
   };
   w.family("fulcrum_web_db_pool_connections", "gauge",
            "Pooled connections to each database node, by state (in_use: running a statement; idle).");
-  for (size_t i = 0; i < db_nodes_.size(); ++i) {
+  for (size_t i = 0; i < db_nodes.size(); ++i) {
     w.sample("fulcrum_web_db_pool_connections",
-             {{"node", node}, {"db_node", db_nodes_[i]}, {"state", "in_use"}},
+             {{"node", node}, {"db_node", db_nodes[i]}, {"state", "in_use"}},
              pool(i, &DbNodeStats::pool_in_use));
-    w.sample("fulcrum_web_db_pool_connections",
-             {{"node", node}, {"db_node", db_nodes_[i]}, {"state", "idle"}},
+    w.sample("fulcrum_web_db_pool_connections", {{"node", node}, {"db_node", db_nodes[i]}, {"state", "idle"}},
              pool(i, &DbNodeStats::pool_idle));
   }
   w.family("fulcrum_web_db_pool_waiting", "gauge",
            "Requests waiting for a pooled connection to each database node.");
-  for (size_t i = 0; i < db_nodes_.size(); ++i) {
-    w.sample("fulcrum_web_db_pool_waiting", {{"node", node}, {"db_node", db_nodes_[i]}},
+  for (size_t i = 0; i < db_nodes.size(); ++i) {
+    w.sample("fulcrum_web_db_pool_waiting", {{"node", node}, {"db_node", db_nodes[i]}},
              pool(i, &DbNodeStats::pool_waiting));
   }
   static constexpr std::string_view kRoles[] = {"down",    "primary", "replica",
                                                 "lagging", "fenced",  "detached"};
   w.family("fulcrum_web_db_queries_total", "counter", "Statements sent to each database node.");
-  for (size_t i = 0; i < db_nodes_.size(); ++i) {
-    w.sample("fulcrum_web_db_queries_total", {{"node", node}, {"db_node", db_nodes_[i]}},
+  for (size_t i = 0; i < db_nodes.size(); ++i) {
+    w.sample("fulcrum_web_db_queries_total", {{"node", node}, {"db_node", db_nodes[i]}},
              total([&](const DbStats& s) -> const core::Counter& { return s.node[i]->queries; }));
   }
   w.family("fulcrum_web_db_errors_total", "counter", "Statements that failed, per database node.");
-  for (size_t i = 0; i < db_nodes_.size(); ++i) {
-    w.sample("fulcrum_web_db_errors_total", {{"node", node}, {"db_node", db_nodes_[i]}},
+  for (size_t i = 0; i < db_nodes.size(); ++i) {
+    w.sample("fulcrum_web_db_errors_total", {{"node", node}, {"db_node", db_nodes[i]}},
              total([&](const DbStats& s) -> const core::Counter& { return s.node[i]->errors; }));
   }
   // Roles and lag as the first worker's router last saw them.
-  const DbStats& first = *db_stats_->front();
+  const DbStats& first = *db_stats.front();
   w.family("fulcrum_web_db_role", "gauge", "1 for each database node's role as this web node sees it.");
-  for (size_t i = 0; i < db_nodes_.size(); ++i) {
+  for (size_t i = 0; i < db_nodes.size(); ++i) {
     int role = first.node[i]->role.load(std::memory_order_relaxed);
     std::string_view name = role >= 0 && role < 6 ? kRoles[role] : "down";
-    w.sample("fulcrum_web_db_role", {{"node", node}, {"db_node", db_nodes_[i]}, {"role", name}}, uint64_t{1});
+    w.sample("fulcrum_web_db_role", {{"node", node}, {"db_node", db_nodes[i]}, {"role", name}}, uint64_t{1});
   }
   w.family("fulcrum_web_db_lag_bytes", "gauge", "Bytes each replica's replay trails the primary.");
-  for (size_t i = 0; i < db_nodes_.size(); ++i) {
-    w.sample("fulcrum_web_db_lag_bytes", {{"node", node}, {"db_node", db_nodes_[i]}},
+  for (size_t i = 0; i < db_nodes.size(); ++i) {
+    w.sample("fulcrum_web_db_lag_bytes", {{"node", node}, {"db_node", db_nodes[i]}},
              first.node[i]->lag_bytes.load(std::memory_order_relaxed));
   }
 }

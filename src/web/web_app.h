@@ -1,6 +1,7 @@
 #pragma once
-// The request handler of a web node: health, metrics, then static files. One instance is
-// shared read-only by every worker thread.
+// The request handler of a web node: health, metrics, then static files. One instance per
+// worker thread; the document root they serve is shared read-only, and replaced on a reload by
+// a message to each worker's loop (setFiles), never under a request.
 #include <memory>
 #include <string>
 #include <vector>
@@ -19,14 +20,18 @@ inline constexpr std::string_view kRouteNames[] = {"other", "static", "guestbook
 
 class WebApp final : public http::Handler {
  public:
-  WebApp(std::string node_name, const std::filesystem::path& docroot,
+  WebApp(std::string node_name, std::shared_ptr<const StaticFiles> files,
          const std::vector<std::unique_ptr<http::ServerStats>>& worker_stats);
   // Health, metrics and static files take no body (RFC 9110 §9.3.1: a GET body has no meaning).
   uint64_t maxBodyBytes(const http::RequestHead&) const override { return 0; }
   void handle(const http::Request& request, http::Response& response) override;
   size_t routeOf(const http::RequestHead& head) const override;
-  // The guestbook's per-worker database counters, for /metrics (set before workers start).
-  void setDbStats(const std::vector<std::unique_ptr<DbStats>>* stats, std::vector<std::string> db_nodes);
+  // The guestbook's per-worker database counters, for /metrics: set before workers start, and on
+  // this worker's thread when a reload changes the [[db.node]] list.
+  void setDb(std::shared_ptr<const DbGeneration> db) { db_ = std::move(db); }
+  // A new document root (a reload), on this worker's thread. A response already built keeps the
+  // file it opened.
+  void setFiles(std::shared_ptr<const StaticFiles> files) { files_ = std::move(files); }
 
  private:
   void appendDbMetrics(metrics::PrometheusWriter& w) const;
@@ -34,10 +39,9 @@ class WebApp final : public http::Handler {
   std::string metricsText() const;
 
   std::string node_name_;
-  StaticFiles files_;
+  std::shared_ptr<const StaticFiles> files_;
   const std::vector<std::unique_ptr<http::ServerStats>>& worker_stats_;
-  const std::vector<std::unique_ptr<DbStats>>* db_stats_ = nullptr;
-  std::vector<std::string> db_nodes_;
+  std::shared_ptr<const DbGeneration> db_;
 };
 
 }  // namespace fulcrum::web

@@ -6,6 +6,7 @@
 #include <memory>
 #include <vector>
 
+#include "config/loader.h"
 #include "core/acceptor.h"
 #include "core/event_loop.h"
 #include "core/exit_codes.h"
@@ -14,12 +15,16 @@
 #include "core/signals.h"
 #include "core/socket.h"
 #include "core/workers.h"
-#include "pg/pg_format.h"
 #include "http/server.h"
+#include "pg/pg_format.h"
+#include "run/node_files.h"
+#include "run/reload_diff.h"
 #include "web/db_router.h"
 #include "web/guestbook_app.h"
 #include "web/guestbook_model.h"
 #include "web/web_app.h"
+#include "web/web_reload.h"
+#include "web/worker_db.h"
 
 namespace fulcrum::web {
 
@@ -61,6 +66,88 @@ DbSettings dbSettings(const config::Site& site, const config::WebNode& node) {
   return db;
 }
 
+std::vector<std::string> dbNodeNames(const DbSettings& db) {
+  std::vector<std::string> names;
+  for (const DbNodeConfig& n : db.nodes) {
+    names.push_back(n.name);
+  }
+  return names;
+}
+
+// A new generation for `settings`, whose workers' routers start as ready as the one they replace
+// (so /healthz does not flap) and know the schema exists when it did (the same database).
+std::shared_ptr<DbGeneration> nextGeneration(const DbSettings& settings, unsigned workers,
+                                             const DbGeneration& before) {
+  auto generation = std::make_shared<DbGeneration>(dbNodeNames(settings), workers);
+  if (before.shared.ready.load() >= before.shared.routers) {
+    generation->shared.ready.store(workers);
+  }
+  generation->shared.schema_ready.store(before.shared.schema_ready.load());
+  return generation;
+}
+
+// What SIGHUP needs of a running web node; everything here is the main thread's.
+struct Reloader {
+  config::Site running;  // the file at start, with reloads applied
+  const std::string node_name;
+  core::WorkerGroup& workers;
+  std::vector<std::unique_ptr<WebApp>>& apps;
+  std::vector<std::unique_ptr<WorkerDb>>& dbs;  // empty without the guestbook
+  std::shared_ptr<DbGeneration> db_generation;  // the latest given to the workers
+
+  // Re-reads the file and applies what changed for this node. Workers are reached only by a
+  // message to their loop (WorkerGroup::postAll): each swaps its own pointer to the document root,
+  // or its own router, between two events, so a request never sees half a change and no lock is
+  // taken on the request path.
+  void reload() {
+    log::info("SIGHUP: reloading {}", running.file.string());
+    config::LoadResult loaded = config::loadSiteFile(running.file);
+    WebReloadPlan plan;
+    for (const config::ConfigError& error : loaded.errors) {
+      plan.report.errors.push_back(error.toString());
+    }
+    if (loaded.ok()) {
+      plan = planWebReload(running, loaded.site, node_name);
+    }
+    std::shared_ptr<const StaticFiles> files;
+    if (plan.docroot && plan.report.errors.empty()) {
+      try {
+        files = std::make_shared<const StaticFiles>(*plan.docroot);
+      } catch (const std::exception& e) {
+        plan.report.errors.push_back(loaded.site.errorAt("web.docroot", e.what()).toString());
+      }
+    }
+    run::ReloadReport& report = plan.report;
+    report.ok = report.errors.empty();
+    run::logReloadReport(report);
+    // The state_dir the report goes to is the running one (a new one needs a restart).
+    const std::filesystem::path state_dir = running.site.state_dir;
+    if (!report.ok) {
+      report.changes.clear();
+      report.needs_restart.clear();
+      run::writeReloadReport(state_dir, node_name, report);
+      return;
+    }
+    applyWebPlan(running, plan);
+    if (files) {
+      workers.postAll([&apps = apps, files](core::EventLoop&, unsigned i) { apps[i]->setFiles(files); });
+    }
+    if (plan.max_lag_bytes && !plan.db_nodes && !dbs.empty()) {
+      const uint64_t max_lag = *plan.max_lag_bytes;
+      workers.postAll(
+          [&dbs = dbs, max_lag](core::EventLoop&, unsigned i) { dbs[i]->setMaxLagBytes(max_lag); });
+    }
+    if (plan.db_nodes && !dbs.empty()) {
+      const DbSettings settings = dbSettings(running, *running.findWebNode(node_name));
+      db_generation = nextGeneration(settings, static_cast<unsigned>(dbs.size()), *db_generation);
+      workers.postAll([&dbs = dbs, settings, generation = db_generation](core::EventLoop&, unsigned i) {
+        dbs[i]->replace(settings, generation);
+      });
+    }
+    run::writeReloadReport(state_dir, node_name, report);
+  }
+};
+
 }  // namespace
 
 int runWebCommand(const config::Site& site, const std::string& node_name) {
@@ -77,6 +164,12 @@ int runWebCommand(const config::Site& site, const std::string& node_name) {
     return kExitConfig;
   }
   log::setComponent(node->name);
+  std::string pid_error;
+  std::unique_ptr<run::PidFile> pid_file = run::PidFile::create(site.site.state_dir, node->name, pid_error);
+  if (!pid_file) {
+    log::error("{}", pid_error);
+    return kExitRuntime;
+  }
   core::blockSignals();
 
   unsigned threads = core::resolveThreadCount(node->threads);
@@ -91,27 +184,23 @@ int runWebCommand(const config::Site& site, const std::string& node_name) {
   for (unsigned i = 0; i < threads; ++i) {
     stats.push_back(std::make_unique<http::ServerStats>());
   }
-  std::unique_ptr<WebApp> app;
+  std::shared_ptr<const StaticFiles> files;
   try {
-    app = std::make_unique<WebApp>(node->name, site.web.docroot, stats);
+    files = std::make_shared<const StaticFiles>(site.web.docroot);
   } catch (const std::exception& e) {
     log::error("{}", e.what());
     return kExitRuntime;
   }
+  // One handler per worker, all serving the same files (swapped per worker on a reload).
+  std::vector<std::unique_ptr<WebApp>> apps;
+  for (unsigned i = 0; i < threads; ++i) {
+    apps.push_back(std::make_unique<WebApp>(node->name, files, stats));
+  }
 
-  // The guestbook: per worker, a database router and the handler in front of the shared app.
+  // The guestbook: per worker, a database router and the handler in front of the worker's app.
   const DbSettings db = guestbook ? dbSettings(site, *node) : DbSettings{};
-  std::vector<std::unique_ptr<DbStats>> db_stats;
-  std::vector<std::string> db_names;
-  for (unsigned i = 0; guestbook && i < threads; ++i) {
-    db_stats.push_back(std::make_unique<DbStats>(db.nodes.size()));
-  }
-  for (const DbNodeConfig& n : db.nodes) {
-    db_names.push_back(n.name);
-  }
-  app->setDbStats(&db_stats, db_names);
-  RouterShared router_shared(threads);
-  std::vector<std::unique_ptr<DbRouter>> routers(threads);
+  auto db_generation = std::make_shared<DbGeneration>(dbNodeNames(db), threads);
+  std::vector<std::unique_ptr<WorkerDb>> dbs(guestbook ? threads : 0);
   std::vector<std::unique_ptr<GuestbookApp>> guestbooks(threads);
 
   const http::ServerOptions options = serverOptions(site, *node);
@@ -119,12 +208,11 @@ int runWebCommand(const config::Site& site, const std::string& node_name) {
   std::vector<std::unique_ptr<http::HttpServer>> servers(threads);
   core::WorkerGroup workers;
   workers.start(threads, [&](core::EventLoop& loop, unsigned i) {
-    http::Handler* handler = app.get();
+    http::Handler* handler = apps[i].get();
     if (guestbook) {
-      DbSettings settings = db;
-      settings.log_roles = i == 0;
-      routers[i] = std::make_unique<DbRouter>(loop, std::move(settings), *db_stats[i], router_shared);
-      guestbooks[i] = std::make_unique<GuestbookApp>(node->name, *app, *routers[i]);
+      dbs[i] = std::make_unique<WorkerDb>(loop, db, db_generation, i);
+      guestbooks[i] = std::make_unique<GuestbookApp>(node->name, *apps[i], dbs[i]->router());
+      dbs[i]->attach(*guestbooks[i], *apps[i]);
       handler = guestbooks[i].get();
     }
     servers[i] = std::make_unique<http::HttpServer>(loop, std::move(listeners[i]), *handler, options, *stats[i]);
@@ -135,15 +223,14 @@ int runWebCommand(const config::Site& site, const std::string& node_name) {
 
   core::StopHooks hooks;
   hooks.drain_worker = [&](unsigned i, std::function<void()> idle) { servers[i]->drain(std::move(idle)); };
-  hooks.on_reload = [] {
-    log::info("SIGHUP: a web node has no settings to reload; restart it to apply changes");
-  };
+  Reloader reloader{site, node->name, workers, apps, dbs, db_generation};
+  hooks.on_reload = [&] { reloader.reload(); };
   hooks.grace = kDrainGrace;
   core::runUntilStopped(main_loop, workers, hooks);
   // Workers are joined: connections first (they may hold pending answers), then the routers.
   servers.clear();
   guestbooks.clear();
-  routers.clear();
+  dbs.clear();
   log::info("web node {} stopped", node->name);
   return kExitOk;
 }

@@ -2,6 +2,7 @@
 loopback, bounded polling (never fixed sleeps), and cleanup even when a test fails."""
 import atexit
 import fcntl
+import json
 import os
 import shutil
 import signal
@@ -149,6 +150,24 @@ def wait_until(predicate, timeout=10.0, interval=0.02, what="condition"):
             last_error = e
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last error: {last_error}")
+
+
+def read_reload_report(state_dir, node):
+    """A node's report of its last reload (state_dir/run/NODE.reload.json), or None."""
+    try:
+        with open(os.path.join(state_dir, "run", node + ".reload.json")) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def wait_reload_report(state_dir, node, sequence, timeout=10.0):
+    """Waits for the report of a node's `sequence`-th reload (1 for its first) and returns it."""
+    def written():
+        report = read_reload_report(state_dir, node)
+        return report if report is not None and report["sequence"] == sequence else None
+
+    return wait_until(written, timeout=timeout, what=f"{node}'s reload report {sequence}")
 
 
 class TempDir:

@@ -16,7 +16,8 @@ import threading
 import time
 import unittest
 
-from harness import FULCRUM, Process, assert_valid_metrics, free_port, http_get, wait_until, needs
+from harness import (FULCRUM, Process, assert_valid_metrics, free_port, http_get, wait_reload_report, wait_until,
+                     needs)
 
 LEADER_TTL_MS = 3000
 NODES = ["db-1", "db-2", "db-3"]
@@ -57,9 +58,10 @@ def processes_mentioning(text):
     return pids
 
 
-def site_text(etcd_port, ports, failover=False, synchronous=False, strict=False):
+def site_text(etcd_port, ports, failover=False, synchronous=False, strict=False, max_lag_bytes=1048576):
     text = '[site]\nname = "dbtest"\nstate_dir = "var"\n'
     text += (f"[db]\nfailover = {'true' if failover else 'false'}\nleader_ttl_ms = {LEADER_TTL_MS}\n"
+             f"max_lag_bytes = {max_lag_bytes}\n"
              f"synchronous = {'true' if synchronous else 'false'}\n"
              f"synchronous_strict = {'true' if strict else 'false'}\n")
     for name in NODES:
@@ -633,6 +635,7 @@ class DbAgentTest(unittest.TestCase):
         self.assertEqual(code, 401)
         self.assertIn("Bearer", body["error"])
         self.assertEqual(cluster.code(primary, "/nowhere"), 404)
+        self.check_reload(cluster, primary, replicas)
 
         # The primary's postmaster dies: its agent sees it and restarts it (the lease is still valid).
         with open(os.path.join(cluster.dir, "var", primary, "data", "postmaster.pid")) as f:
@@ -663,6 +666,59 @@ class DbAgentTest(unittest.TestCase):
             print(cluster.logs())
         print(f"\nfenced {fenced_after * 1000:.0f} ms after etcd died (ttl {LEADER_TTL_MS} ms)")
 
+
+    def check_reload(self, cluster, primary, replicas):
+        """Hot reload (SIGHUP, POST /reload): max_lag_bytes changes with PostgreSQL, the lease and
+        the roles untouched; no token or a broken file changes nothing."""
+        def max_lag(name):
+            return cluster.status(name)["failover"]["max_lag_bytes"]
+
+        def report(name, sequence):
+            return wait_reload_report(os.path.join(cluster.dir, "var"), name, sequence)
+
+        postmasters = {n: cluster.postmaster_pid(n) for n in NODES}
+        # A second agent of a running node refuses to start (its pid file is held).
+        second = subprocess.run([FULCRUM, "db", "--site", cluster.site, "--node", replicas[0]], capture_output=True,
+                                timeout=15)
+        self.assertEqual(second.returncode, 1)
+        self.assertIn(b"already runs here", second.stderr)
+        self.assertEqual({max_lag(n) for n in NODES}, {1048576})
+        with open(cluster.site, "w") as f:
+            f.write(site_text(cluster.etcd_port, cluster.ports, max_lag_bytes=4096).replace(
+                f"leader_ttl_ms = {LEADER_TTL_MS}", "leader_ttl_ms = 4000"))
+        reload_url = cluster.url(primary, "/reload")
+        code, _, _ = http_get(reload_url, method="POST")
+        self.assertEqual(code, 401)
+        self.assertEqual(max_lag(primary), 1048576)
+        code, _, body = http_get(reload_url, method="POST", headers={"Authorization": "Bearer " + cluster.token()})
+        self.assertEqual(code, 200, body)
+        answer = json.loads(body)
+        self.assertEqual((answer["ok"], answer["changes"]), (True, ["db.max_lag_bytes: 1048576 -> 4096"]))
+        self.assertEqual(answer["needs_restart"], ["db.leader_ttl_ms: 3000 -> 4000"])
+        self.assertEqual(report(primary, 1)["changes"], answer["changes"])
+        cluster.agents[replicas[0]].signal(signal.SIGHUP)
+        self.assertTrue(report(replicas[0], 1)["ok"])
+        self.assertEqual([max_lag(n) for n in (primary, replicas[0], replicas[1])], [4096, 4096, 1048576])
+
+        # A broken file: refused with its position, both by the API and on SIGHUP.
+        with open(cluster.site, "w") as f:
+            f.write(site_text(cluster.etcd_port, cluster.ports).replace("max_lag_bytes = 1048576",
+                                                                       'max_lag_bytes = "lots"'))
+        code, _, body = http_get(reload_url, method="POST", headers={"Authorization": "Bearer " + cluster.token()})
+        self.assertEqual(code, 400, body)
+        self.assertRegex(json.loads(body)["errors"][0], r"site\.toml:\d+:\d+: db\.max_lag_bytes: ")
+        cluster.agents[replicas[0]].signal(signal.SIGHUP)
+        refused = report(replicas[0], 2)
+        self.assertFalse(refused["ok"])
+        self.assertRegex(refused["errors"][0], r"site\.toml:\d+:\d+: db\.max_lag_bytes: ")
+        self.assertEqual([max_lag(n) for n in (primary, replicas[0])], [4096, 4096])
+        with open(cluster.site, "w") as f:
+            f.write(site_text(cluster.etcd_port, cluster.ports))
+
+        # Nothing restarted, nobody failed over.
+        self.assertEqual({n: cluster.postmaster_pid(n) for n in NODES}, postmasters)
+        self.assertEqual(cluster.primary(), primary)
+        self.assertEqual({cluster.status(n)["leader"] for n in NODES}, {primary})
 
     def test_failover_rewind_and_rejoin(self):
         cluster = Cluster(failover=True)

@@ -9,11 +9,13 @@ import re
 import signal
 import socket
 import subprocess
+import threading
 import time
 import unittest
 import urllib.parse
 
-from harness import FULCRUM, Process, TempDir, assert_valid_metrics, free_port, http_get, read_body, read_head, wait_until, needs
+from harness import (FULCRUM, Process, TempDir, assert_valid_metrics, free_port, http_get, read_body, read_head,
+                     read_response, wait_reload_report, wait_until, needs)
 from test_db import NODES, Cluster, children_of, missing_requirement, pg_bin, processes_mentioning
 
 
@@ -174,6 +176,63 @@ class GuestbookTest(unittest.TestCase):
                     return run_started
             time.sleep(0.01)
         self.fail(f"{name} did not {'join' if member else 'leave'} the read pool in {timeout} s")
+
+    def check_db_node_reload(self):
+        """SIGHUP with a replica gone from [[db.node]], then back: reads leave it and come back, and
+        meanwhile no request fails and a keep-alive connection stays open (issue 16)."""
+        site = self.site
+        gone, kept = self.replicas
+        with open(site.cluster.site) as f:
+            original = f.read()
+        block = re.search(rf'\[\[db\.node\]\]\nname = "{gone}"\n[^\[]*', original).group(0)
+        connection = socket.create_connection(("127.0.0.1", site.web_port), timeout=10)
+        responses = connection.makefile("rb")
+
+        def ask():
+            connection.sendall(b"GET /api/messages?limit=1 HTTP/1.1\r\nHost: x\r\n\r\n")
+            return read_response(responses)[0]
+
+        self.assertEqual(ask(), 200)
+        failures = []
+        sent = [0]
+        stop = threading.Event()
+
+        def traffic():
+            while not stop.is_set():
+                sent[0] += 2
+                code, _, body = site.post({"author": "reload", "text": "during a reload"})
+                if code != 201:
+                    failures.append((code, body))
+                code, _, body = site.get("/api/messages?limit=1")
+                if code != 200:
+                    failures.append((code, body))
+                time.sleep(0.02)
+
+        thread = threading.Thread(target=traffic)
+        thread.start()
+        took = []
+        try:
+            for sequence, text in ((1, original.replace(block, "")), (2, original)):
+                with open(site.cluster.site, "w") as f:
+                    f.write(text)
+                signalled = time.monotonic()
+                site.web.signal(signal.SIGHUP)
+                done = wait_reload_report(os.path.join(site.cluster.dir, "var"), "web-1", sequence)
+                self.assertTrue(done["ok"], done)
+                self.assertEqual(len(done["changes"]), 1, done)
+                self.assertTrue(done["changes"][0].startswith("db.node: "), done)
+                self.assertEqual(done["needs_restart"], [], done)
+                took.append(self.wait_read_pool(gone, kept, member=sequence == 2) - signalled)
+                self.assertEqual(f'db_node="{gone}"' in site.get("/metrics")[2].decode(), sequence == 2)
+        finally:
+            stop.set()
+            thread.join()
+        self.assertEqual(failures, [])
+        self.assertEqual(ask(), 200)
+        responses.close()
+        connection.close()
+        print(f"\nreload of [[db.node]]: {gone} out of the read pool {took[0] * 1000:.0f} ms after SIGHUP, back "
+              f"{took[1] * 1000:.0f} ms after the next; {sent[0]} requests meanwhile, {len(failures)} failed")
 
     def scenario(self):
         site = self.site
@@ -414,6 +473,8 @@ class GuestbookTest(unittest.TestCase):
         # Between requests every pooled connection to the primary is idle again.
         self.assertRegex(text, rf'fulcrum_web_db_pool_connections\{{node="web-1",db_node="{self.primary}",state="in_use"\}} 0\n')
         self.assertRegex(text, r'fulcrum_web_request_duration_seconds_count\{node="web-1",route="guestbook"\} [1-9]\d*\n')
+
+        self.check_db_node_reload()
 
         # --- a frozen primary: its fence holds, writes follow the new lease holder ----------------
         # The primary's agent freezes, and so does its fence's background worker (which would

@@ -9,7 +9,7 @@ import subprocess
 import tempfile
 import unittest
 
-from harness import FULCRUM, Process, free_port, http_get, wait_until, needs
+from harness import FULCRUM, Process, free_port, http_get, wait_reload_report, wait_until, needs
 from test_db import Cluster, missing_requirement, processes_mentioning
 
 WEB = ["web-1", "web-2"]
@@ -162,6 +162,32 @@ class UpTest(unittest.TestCase):
         self.assertIn("already running", second.stderr)
         self.assertIn(str(site.up.proc.pid), second.stderr)
         self.assertEqual(http_get(f"http://127.0.0.1:{site.lb_http}/", timeout=5)[0], 200)
+
+        # SIGHUP: `up` forwards it to its lb, web and db nodes, each reloads itself (web: a new
+        # docroot); a node the file adds is named for a restart of `up`, not started.
+        with open(site.file) as f:
+            original = f.read()
+        os.makedirs(os.path.join(site.dir, "www2"))
+        with open(os.path.join(site.dir, "www2", "index.html"), "w") as f:
+            f.write("hello after the reload\n")
+        with open(site.file, "w") as f:
+            f.write(original.replace('docroot = "www"', 'docroot = "www2"')
+                    + f'[[web.node]]\nname = "web-3"\nlisten = "127.0.0.1:{free_port()}"\n')
+        site.up.signal(signal.SIGHUP)
+        wait_until(lambda: "reload: web web-3 added: restart `fulcrum up` to apply" in site.up.output(), timeout=10,
+                   what="`up` to name the added node")
+        self.assertRegex(site.up.output(), r"SIGHUP: forwarded to 5 node\(s\): ")
+
+        reports = {n: wait_reload_report(os.path.join(site.dir, "var"), n, 1) for n in WEB + DB}
+        for name in WEB:
+            self.assertEqual(len(reports[name]["changes"]), 1, reports[name])
+            self.assertIn("web.docroot", reports[name]["changes"][0])
+        for name in DB:
+            self.assertEqual((reports[name]["ok"], reports[name]["changes"]), (True, []), reports[name])
+        self.assertEqual(http_get(f"http://127.0.0.1:{site.lb_http}/", timeout=5)[::2],
+                         (200, b"hello after the reload\n"))
+        with open(site.file, "w") as f:
+            f.write(original)
 
         site.stop(self)
         code, rows = site.status()

@@ -1,5 +1,6 @@
 """`fulcrum web` end to end: a real process on a free loopback port, real clients."""
 import hashlib
+import json
 import re
 import os
 import select
@@ -11,7 +12,7 @@ import time
 import unittest
 
 from harness import (FULCRUM, Process, TempDir, assert_valid_metrics, free_port, http_get, raw_exchange, read_body,
-                     read_head, status_of, wait_until)
+                     read_head, read_response, status_of, wait_reload_report, wait_until)
 
 
 def statuses_of(raw):
@@ -477,6 +478,68 @@ threads = 1
         idle.close()
         self.assertEqual(proc.wait(timeout=15), 0)
         self.assertIn("stopped", proc.output())
+
+    def reload_report(self, sequence):
+        return wait_reload_report(os.path.join(self.tmp.path, "var"), "web-life", sequence)
+
+    def test_sighup_swaps_docroot_without_dropping_connections_and_refuses_a_broken_file(self):
+        proc = self.start()
+        # One node of a name per host: a second one refuses to start.
+        second = subprocess.run([FULCRUM, "web", "--site", self.site, "--node", "web-life"], capture_output=True,
+                                timeout=15)
+        self.assertEqual(second.returncode, 1)
+        self.assertIn(b"already runs here (pid %d)" % proc.proc.pid, second.stderr)
+        # A keep-alive connection with one answer, and a download in flight across the reload.
+        kept = socket.create_connection(("127.0.0.1", self.port), timeout=10)
+        kept_file = kept.makefile("rb")
+        kept.sendall(b"GET /index.html HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertEqual(read_response(kept_file)[::2], (200, b"hi\n"))
+        download = socket.socket()
+        download.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        download.settimeout(10)
+        download.connect(("127.0.0.1", self.port))
+        download.sendall(b"GET /big.bin HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        first = download.recv(1024)
+        self.assertEqual(status_of(first), 200)
+
+        self.tmp.write("www2/only-new.txt", "new root\n")
+        with open(self.site) as f:
+            good = f.read().replace('docroot = "www"', 'docroot = "www2"').replace("threads = 1", "threads = 2")
+        self.tmp.write("site.toml", good)
+        proc.signal(signal.SIGHUP)
+        report = self.reload_report(1)
+        self.assertTrue(report["ok"], report)
+        self.assertEqual(report["pid"], proc.proc.pid)
+        self.assertEqual(len(report["changes"]), 1, report)
+        self.assertRegex(report["changes"][0], r"^web\.docroot: .*/www -> .*/www2$")
+        self.assertEqual(report["needs_restart"], ["web.node[0].threads: 1 -> 2"])
+        self.assertEqual(http_get(f"http://127.0.0.1:{self.port}/only-new.txt")[::2], (200, b"new root\n"))
+        self.assertEqual(http_get(f"http://127.0.0.1:{self.port}/index.html")[0], 404)
+        # The connection opened before the reload is served from the new root.
+        kept.sendall(b"GET /only-new.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertEqual(read_response(kept_file)[::2], (200, b"new root\n"))
+        # The download started before it ends whole, from the file it opened.
+        received = len(first)
+        while data := download.recv(65536):
+            received += len(data)
+        download.close()
+        self.assertEqual(received - (first.index(b"\r\n\r\n") + 4), 16 * 1024 * 1024)
+
+        # A broken file: refused with its position, the running configuration kept.
+        self.tmp.write("site.toml", good.replace('docroot = "www2"', 'docroot = "www"').replace(
+            f'listen = "127.0.0.1:{self.port}"', 'listen = "nowhere"'))
+        proc.signal(signal.SIGHUP)
+        report = self.reload_report(2)
+        self.assertFalse(report["ok"])
+        self.assertEqual(report["changes"], [])
+        self.assertRegex(report["errors"][0], r"site\.toml:\d+:\d+: web\.node\[0\]\.listen: ")
+        self.assertIn("reload refused", proc.output())
+        self.assertEqual(http_get(f"http://127.0.0.1:{self.port}/only-new.txt")[0], 200)
+        kept.sendall(b"GET /only-new.txt HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertEqual(read_response(kept_file)[0], 200)
+        kept_file.close()
+        kept.close()
+        self.assertTrue(proc.alive())
 
     def test_sigint_exits_zero(self):
         proc = self.start()
