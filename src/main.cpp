@@ -15,6 +15,7 @@
 #include "site/lab_command.h"
 #include "site/monitoring.h"
 #include "site/reload_command.h"
+#include "site/roll_command.h"
 #include "site/status.h"
 #include "site/up_command.h"
 #include "web/web_command.h"
@@ -91,6 +92,13 @@ int main(int argc, char** argv) {
   reload->add_option("--site", reload_site, "topology file (default examples/site.toml)");
   reload->add_option("--node", reload_options.nodes, "only this node (repeatable)");
   reload->add_flag("--json", reload_options.json, "print a JSON array");
+
+  std::string roll_site = "examples/site.toml";
+  fulcrum::site::RollOptions roll_options;
+  auto* roll = app.add_subcommand("roll", "restart a role's nodes running on this host one by one, drained at the lbs");
+  roll->add_option("--site", roll_site, "topology file (default examples/site.toml)");
+  roll->add_option("--role", roll_options.role, "role to restart (web)");
+  roll->add_option("--node", roll_options.nodes, "only this node (repeatable)");
 
   std::string status_site = "examples/site.toml";
   bool status_json = false;
@@ -229,6 +237,13 @@ int main(int argc, char** argv) {
       return kExitUsage;
     }
     return fulcrum::site::runEtcdCommand(site, etcd_node, etcd_print);
+  }
+  if (*roll) {
+    fulcrum::config::Site site;
+    if (!loadSite(roll_site, site)) {
+      return kExitUsage;
+    }
+    return fulcrum::site::runRollCommand(site, roll_options);
   }
   if (*reload) {
     fulcrum::config::Site site;

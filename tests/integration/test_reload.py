@@ -11,7 +11,7 @@ import subprocess
 import threading
 import unittest
 
-from harness import FULCRUM, Process, free_port, http_get, read_head, wait_until
+from harness import FULCRUM, Process, TempDir, free_port, http_get, read_head, wait_until
 from test_lb import Load, LbTestCase, Server, lb_site_text
 
 FAST_HEALTH = {"path": "/healthz", "interval_ms": 100, "timeout_ms": 1000, "rise": 1, "fall": 2}
@@ -281,3 +281,59 @@ class ReloadTest(LbTestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class RollTest(unittest.TestCase):
+    """`fulcrum roll`: the web nodes of a site under `fulcrum up` restarted one by one under load."""
+
+    def test_roll_restarts_every_web_node_without_a_failed_request(self):
+        tmp = TempDir()
+        self.addCleanup(tmp.cleanup)
+        tmp.write("www/small.txt", "0123456789abcdef" * 64)
+        lb_port, stats_port = free_port(), free_port()
+        web = {f"web-{i}": free_port() for i in (1, 2, 3)}
+        text = (f'[site]\nname = "roll"\nstate_dir = "var"\n'
+                f'[lb.health]\ninterval_ms = 200\ntimeout_ms = 1000\nrise = 1\nfall = 2\n'
+                f'[[lb.node]]\nname = "lb-1"\nhttp = "127.0.0.1:{lb_port}"\nstats = "127.0.0.1:{stats_port}"\n'
+                f'threads = 1\n[web]\ndocroot = "www"\napp = "none"\n')
+        for name, port in web.items():
+            text += f'[[web.node]]\nname = "{name}"\nlisten = "127.0.0.1:{port}"\nthreads = 1\n'
+        site = tmp.write("site.toml", text)
+        up = Process([FULCRUM, "up", site], os.path.join(tmp.path, "up.out"))
+        self.addCleanup(up.stop, 60)
+        wait_until(lambda: "is up" in up.output() or not up.alive(), timeout=60, what="the site up")
+        self.assertTrue(up.alive(), up.output()[-3000:])
+
+        def pid(name):
+            try:
+                with open(os.path.join(tmp.path, "var", "run", f"{name}.pid")) as f:
+                    return int(f.read().strip())
+            except (OSError, ValueError):
+                return None
+
+        before = {name: pid(name) for name in web}
+        self.assertTrue(all(before.values()), before)
+        load = Load(lb_port, threads=4, path="/small.txt")
+        try:
+            wait_until(lambda: load.count() > 50, timeout=20, what="load running")
+            out = subprocess.run([FULCRUM, "roll", "--site", site], capture_output=True, text=True, timeout=300)
+            self.assertEqual(out.returncode, 0, out.stdout + out.stderr + up.output()[-3000:])
+            self.assertIn("3 of 3 web node(s) restarted", out.stdout)
+            count = load.count()
+            wait_until(lambda: load.count() > count + 50, timeout=20, what="traffic after the roll")
+        finally:
+            failures = load.stop()
+        self.assertEqual(failures, [], out.stdout)
+        after = {name: pid(name) for name in web}
+        for name in web:
+            self.assertNotEqual(after[name], before[name], f"{name} was not restarted")
+        self.assertTrue({"web-1", "web-2", "web-3"} <= set(load.served))
+        # Back in rotation everywhere.
+        state = json.loads(http_get(f"http://127.0.0.1:{stats_port}/api/state")[2])
+        self.assertEqual({s["name"]: s["admin"] for s in state["servers"]},
+                         {"web-1": "ready", "web-2": "ready", "web-3": "ready"})
+        # A node that is not a web node, or a role not built yet, is refused with a reason.
+        bad = subprocess.run([FULCRUM, "roll", "--site", site, "--role", "db"], capture_output=True, text=True,
+                             timeout=30)
+        self.assertEqual(bad.returncode, 2)
+        self.assertIn("not built yet", bad.stderr)
