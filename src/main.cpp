@@ -92,6 +92,9 @@ int main(int argc, char** argv) {
   reload->add_option("--site", reload_site, "topology file (default examples/site.toml)");
   reload->add_option("--node", reload_options.nodes, "only this node (repeatable)");
   reload->add_flag("--json", reload_options.json, "print a JSON array");
+  reload->add_flag("--upgrade", reload_options.upgrade,
+                   "binary upgrade: `fulcrum up` restarts each lb from the binary now installed, taking its "
+                   "listening sockets over (no connection refused)");
 
   std::string roll_site = "examples/site.toml";
   fulcrum::site::RollOptions roll_options;
@@ -251,7 +254,8 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "%s: refused; no node was asked to reload\n", reload_site.c_str());
       return kExitUsage;
     }
-    return fulcrum::site::runReloadCommand(site, reload_options);
+    return reload_options.upgrade ? fulcrum::site::runUpgradeCommand(site, reload_options)
+                                  : fulcrum::site::runReloadCommand(site, reload_options);
   }
   if (*status) {
     fulcrum::config::Site site;

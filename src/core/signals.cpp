@@ -14,7 +14,7 @@ namespace fulcrum::core {
 void blockSignals() {
   sigset_t set;
   sigemptyset(&set);
-  for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGCHLD, SIGUSR1}) {
+  for (int sig : {SIGINT, SIGTERM, SIGHUP, SIGCHLD, SIGUSR1, SIGUSR2}) {
     sigaddset(&set, sig);
   }
   pthread_sigmask(SIG_BLOCK, &set, nullptr);

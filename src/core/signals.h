@@ -8,7 +8,7 @@
 
 namespace fulcrum::core {
 
-// Blocks SIGINT, SIGTERM, SIGHUP, SIGCHLD and SIGUSR1 in the calling thread (and threads it
+// Blocks SIGINT, SIGTERM, SIGHUP, SIGCHLD, SIGUSR1 and SIGUSR2 in the calling thread (and threads it
 // starts later), and ignores SIGPIPE.
 void blockSignals();
 

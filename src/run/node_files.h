@@ -17,6 +17,9 @@
 
 namespace fulcrum::run {
 
+// `fulcrum up`'s own pid file name (SIGUSR2 to it: `fulcrum reload --upgrade`).
+inline constexpr const char* kUpPidName = "fulcrum-up";
+
 // The directory (STATE_DIR/run) and a node's files in it.
 std::filesystem::path runDir(const std::filesystem::path& state_dir);
 std::filesystem::path pidPath(const std::filesystem::path& state_dir, const std::string& node);

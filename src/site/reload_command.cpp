@@ -2,7 +2,9 @@
 
 #include <signal.h>
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <thread>
 
 #include <fmt/format.h>
@@ -117,6 +119,63 @@ int runReloadCommand(const config::Site& site, const ReloadOptions& options) {
     return 1;
   }
   return all_ok ? core::kExitOk : 1;
+}
+
+int runUpgradeCommand(const config::Site& site, const ReloadOptions& options) {
+  const std::filesystem::path& state_dir = site.site.state_dir;
+  std::optional<pid_t> up = run::runningPid(state_dir, run::kUpPidName);
+  if (!up) {
+    std::fprintf(stderr,
+                 "no `fulcrum up` runs %s on this host: for a node run by hand or by systemd, start the new binary "
+                 "with `fulcrum lb --site FILE --node NAME --takeover`\n",
+                 site.display_path.c_str());
+    return 1;
+  }
+  std::vector<std::pair<std::string, pid_t>> waiting;
+  for (const config::LbNode& n : site.lb.nodes) {
+    if (!options.nodes.empty() && std::find(options.nodes.begin(), options.nodes.end(), n.name) == options.nodes.end()) {
+      continue;
+    }
+    std::optional<pid_t> pid = run::runningPid(state_dir, n.name);
+    if (!pid) {
+      std::printf("lb   %-12s not running here\n", n.name.c_str());
+    } else if (site.lb.vip || n.db_write || n.db_read) {
+      std::printf("lb   %-12s has [lb.vip] or database frontends: not upgraded in place yet (restart it)\n",
+                  n.name.c_str());
+    } else {
+      waiting.emplace_back(n.name, *pid);
+    }
+  }
+  if (waiting.empty()) {
+    std::fprintf(stderr, "no load balancer of %s to upgrade here\n", site.display_path.c_str());
+    return 1;
+  }
+  if (::kill(*up, SIGUSR2) != 0) {
+    std::fprintf(stderr, "cannot signal fulcrum up (pid %d): %s\n", *up, std::strerror(errno));
+    return 1;
+  }
+  bool all = true;
+  // The new process owns the pid file once the old one has drained (up to its 10 s grace).
+  const auto deadline = std::chrono::steady_clock::now() + options.wait + std::chrono::seconds(20);
+  for (const auto& [name, old] : waiting) {
+    pid_t now = 0;
+    while (std::chrono::steady_clock::now() < deadline) {
+      std::optional<pid_t> holder = run::runningPid(state_dir, name);
+      if (holder && *holder != old) {
+        now = *holder;
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    if (now != 0) {
+      std::printf("lb   %-12s upgraded (pid %d -> %d)\n", name.c_str(), old, now);
+    } else {
+      all = false;
+      std::printf("lb   %-12s not upgraded in time: see fulcrum up's output and the node's log\n", name.c_str());
+    }
+    std::fflush(stdout);
+  }
+  return all ? core::kExitOk : 1;
 }
 
 }  // namespace fulcrum::site

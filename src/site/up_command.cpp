@@ -24,6 +24,7 @@
 #include "core/signals.h"
 #include "core/socket.h"
 #include "pg/pg_bin.h"
+#include "run/node_files.h"
 #include "site/backoff.h"
 #include "site/child.h"
 #include "site/lock.h"
@@ -136,6 +137,7 @@ struct Child {
   std::unique_ptr<core::Timer> watch;  // probes a restarted child until it answers
   bool ready = false;    // answered its probe since its last start
   bool gave_up = false;  // exited and will not be restarted
+  pid_t successor = 0;   // an lb started with --takeover to replace this one (SIGUSR2)
   std::string last_error;
 };
 
@@ -154,7 +156,14 @@ class Up {
   }
 
   int run() {
-    core::SignalWatcher signals(loop_, {SIGINT, SIGTERM, SIGHUP, SIGCHLD}, [this](int sig) { onSignal(sig); });
+    core::SignalWatcher signals(loop_, {SIGINT, SIGTERM, SIGHUP, SIGCHLD, SIGUSR2},
+                                [this](int sig) { onSignal(sig); });
+    // `fulcrum reload --upgrade` finds this process by its pid file.
+    std::string pid_error;
+    std::unique_ptr<run::PidFile> pid_file = run::PidFile::create(site_.site.state_dir, run::kUpPidName, pid_error);
+    if (!pid_file) {
+      log::warn("{}: `fulcrum reload --upgrade` will not find this process", pid_error);
+    }
     progress("up.start",
              {{"site", site_.site.name}, {"file", site_.display_path}, {"state_dir", site_.site.state_dir.string()}},
              fmt::format("fulcrum up: {} ({}), state in {}", site_.site.name, site_.display_path,
@@ -214,6 +223,12 @@ class Up {
       }
       return;
     }
+    if (sig == SIGUSR2) {
+      if (!stop_requested_) {
+        upgradeLbs();
+      }
+      return;
+    }
     if (stop_requested_) {
       if (!kill_now_) {
         kill_now_ = true;
@@ -262,6 +277,37 @@ class Up {
     }
   }
 
+  // SIGUSR2 (`fulcrum reload --upgrade`): each running lb that can be taken over is replaced by a
+  // new process of the binary now at its path, started with --takeover: it takes the listening
+  // sockets, the old one drains and exits, and the new one is the node from then on (reap()).
+  void upgradeLbs() {
+    std::vector<std::string> started;
+    for (auto& c : children_) {
+      if (c->spec.role != Role::Lb || c->pid == 0 || !c->ready || c->successor != 0) {
+        continue;
+      }
+      const config::LbNode* node = site_.findLbNode(c->spec.name);
+      if (node == nullptr || site_.lb.vip || node->db_write || node->db_read) {
+        log::warn("upgrade: {} has [lb.vip] or database frontends: not taken over in place yet; restart it",
+                  c->spec.name);
+        continue;
+      }
+      ChildSpec spec = c->spec;
+      spec.argv.push_back("--takeover");
+      std::string error;
+      pid_t pid = spawnChild(spec, error);
+      if (pid < 0) {
+        log::error("upgrade: {}: {}", c->spec.name, error);
+        continue;
+      }
+      c->successor = pid;
+      started.push_back(fmt::format("{} (pid {} takes over from {})", c->spec.name, pid, c->pid));
+    }
+    progress("up.upgrade", {{"started", started}},
+             fmt::format("fulcrum up: SIGUSR2: upgrading {} load balancer(s): {}", started.size(),
+                         fmt::join(started, ", ")));
+  }
+
   bool spawn(Child& c) {
     std::string error;
     pid_t pid = spawnChild(c.spec, error);
@@ -283,7 +329,36 @@ class Up {
     pid_t pid;
     while ((pid = ::waitpid(-1, &status, WNOHANG)) > 0) {
       for (auto& c : children_) {
+        if (c->successor == pid) {
+          // The new process gave up before the old one left: the old one serves on.
+          log::error("upgrade: {}: the new process (pid {}) exited ({}); pid {} keeps serving; see {}", c->spec.name,
+                     pid, describeWaitStatus(status), c->pid, c->spec.log.string());
+          c->successor = 0;
+          break;
+        }
+        if (c->pid == pid && c->successor != 0 && WIFEXITED(status) && WEXITSTATUS(status) == 0) {
+          // Handed over and drained: the successor is the node now.
+          log::info("upgrade: {}: pid {} drained and exited; pid {} is the node now", c->spec.name, pid,
+                    c->successor);
+          c->pid = std::exchange(c->successor, 0);
+          c->started = Clock::now();
+          if (env_ != nullptr) {
+            env_->started(c->spec, c->pid);
+          }
+          break;
+        }
         if (c->pid == pid) {
+          if (c->successor != 0) {
+            // Died during the handover: the successor (serving, or about to) is the node.
+            log::warn("upgrade: {}: pid {} exited ({}) during the handover; pid {} is the node now", c->spec.name,
+                      pid, describeWaitStatus(status), c->successor);
+            c->pid = std::exchange(c->successor, 0);
+            c->started = Clock::now();
+            if (env_ != nullptr) {
+              env_->started(c->spec, c->pid);
+            }
+            break;
+          }
           onExit(*c, status);
           break;
         }
@@ -472,6 +547,9 @@ class Up {
         ::kill(c->pid, SIGTERM);
         timeout = std::max(timeout, c->spec.stop_timeout);
       }
+      if (c->successor != 0) {
+        ::kill(c->successor, SIGTERM);  // an upgrade under way stops too
+      }
     }
     const auto deadline = start + timeout;
     std::vector<pid_t> pids;
@@ -482,6 +560,14 @@ class Up {
       loop_.runOnce(std::chrono::duration_cast<core::Duration>(deadline - Clock::now()));
     }
     for (Child* c : group) {
+      if (c->successor != 0) {
+        ::kill(-c->successor, SIGKILL);
+        ::kill(c->successor, SIGKILL);
+        int status = 0;
+        while (::waitpid(c->successor, &status, 0) < 0 && errno == EINTR) {
+        }
+        c->successor = 0;
+      }
       if (c->pid == 0) {
         continue;
       }

@@ -332,8 +332,31 @@ class RollTest(unittest.TestCase):
         state = json.loads(http_get(f"http://127.0.0.1:{stats_port}/api/state")[2])
         self.assertEqual({s["name"]: s["admin"] for s in state["servers"]},
                          {"web-1": "ready", "web-2": "ready", "web-3": "ready"})
+        # A binary upgrade of the lb under `fulcrum up`, under load: up starts the binary with
+        # --takeover, the old process drains and exits, up supervises the new one.
+        lb_before = pid("lb-1")
+        load = Load(lb_port, threads=4, path="/small.txt")
+        try:
+            wait_until(lambda: load.count() > 50, timeout=20, what="load running")
+            out = subprocess.run([FULCRUM, "reload", "--site", site, "--upgrade"], capture_output=True, text=True,
+                                 timeout=120)
+            self.assertEqual(out.returncode, 0, out.stdout + out.stderr + up.output()[-3000:])
+            self.assertRegex(out.stdout, rf"lb\s+lb-1\s+upgraded \(pid {lb_before} -> \d+\)")
+            count = load.count()
+            wait_until(lambda: load.count() > count + 50, timeout=20, what="traffic after the upgrade")
+        finally:
+            failures = load.stop()
+        self.assertEqual(failures, [], out.stdout + up.output()[-3000:])
+        self.assertNotEqual(pid("lb-1"), lb_before)
+        wait_until(lambda: "is the node now" in up.output(), timeout=10, what="up adopting the new lb")
         # A node that is not a web node, or a role not built yet, is refused with a reason.
         bad = subprocess.run([FULCRUM, "roll", "--site", site, "--role", "db"], capture_output=True, text=True,
                              timeout=30)
         self.assertEqual(bad.returncode, 2)
         self.assertIn("not built yet", bad.stderr)
+        # `up` stops the adopted lb with the rest.
+        new_lb = pid("lb-1")
+        up.signal(signal.SIGTERM)
+        self.assertEqual(up.wait(timeout=60), 0, up.output()[-3000:])
+        with self.assertRaises(ProcessLookupError):
+            os.kill(new_lb, 0)
