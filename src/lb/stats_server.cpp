@@ -402,8 +402,8 @@ void StatsHandler::handleAdmin(const http::Request& request, http::Response& res
   const AdminState before = current;
   current = next;
   if (before != next) {
-    log::info("admin: {}server {} set to {} (was {})", db_server ? "database " : "", server,
-              adminStateName(next), adminStateName(before));
+    log::info("admin: {}server {} set to {} (was {}) by {}", db_server ? "database " : "", server,
+              adminStateName(next), adminStateName(before), request.peer.toString());
     if (db_server) {
       ctx_.apply_db_admin(server, next);
     } else {
@@ -467,6 +467,20 @@ std::string StatsHandler::stateJson() const {
         {"bytes_in", t.bytes_in},
         {"bytes_out", t.bytes_out}}},
       {"servers", servers}};
+  // Pending drains: servers a reload removed that still finish requests, and servers drained
+  // through the admin API with requests in flight.
+  nlohmann::json draining = nlohmann::json::array();
+  for (const Backend& b : *ctx_.backends) {
+    const bool drained = b.removed || admin_[b.id] != AdminState::Ready;
+    const uint64_t inflight = drained ? sumServer(*ctx_.workers, b.id).inflight : 0;
+    if (inflight != 0) {
+      draining.push_back({{"name", b.name},
+                          {"address", b.address_text},
+                          {"why", b.removed ? "removed by a reload" : std::string(adminStateName(admin_[b.id]))},
+                          {"inflight", inflight}});
+    }
+  }
+  out["draining"] = std::move(draining);
   if (ctx_.db != nullptr) {
     nlohmann::json frontends = ctx_.db->stateJson();
     for (auto& f : frontends) {

@@ -143,7 +143,7 @@ class ReloadTest(LbTestCase):
         self.assertNotIn("AddressSanitizer", self.lb.output())
 
     def test_a_removed_server_finishes_its_requests(self):
-        self.backends["slow"] = self.py_backend("slow", delay=1.0)
+        self.backends["slow"] = self.py_backend("slow", delay=3.0)  # long enough to see the drain under load
         self.start({"a": 1, "slow": 1}, algorithm="leastconn")
         results = []
 
@@ -159,10 +159,15 @@ class ReloadTest(LbTestCase):
         status, _, body = self.post("/api/reload")
         self.assertEqual(status, 200, body)
         self.assertIn("server slow removed (in-flight requests finish)", json.loads(body)["changes"])
-        self.assertEqual(set(self.servers_of(self.state())), {"a"})
+        state = self.state()
+        self.assertEqual(set(self.servers_of(state)), {"a"})
+        # /api/state lists the pending drain until its requests are done.
+        self.assertEqual([(d["name"], d["why"]) for d in state["draining"]], [("slow", "removed by a reload")])
+        self.assertGreater(state["draining"][0]["inflight"], 0)
         for t in threads:
             t.join(timeout=15)
         self.assertEqual([r[0] for r in results], [200] * 4)
+        wait_until(lambda: self.state()["draining"] == [], timeout=5, what="the drain done")
         self.assertIn("slow", [r[1].get("X-Served-By") for r in results])
         # And nothing new goes there.
         for _ in range(5):
