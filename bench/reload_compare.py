@@ -162,16 +162,17 @@ class WebSocket:
 
     def close(self):
         try:
+            self.file.close()  # the socket's fd stays open while its makefile() is
             self.sock.close()
         except OSError:
             pass
 
 
-def open_websockets(port, count):
+def open_websockets(port, count, on_a=True):
     sockets = [WebSocket(port) for _ in range(count)]
     servers = {ws.server for ws in sockets}
-    if servers != {"a"} or not all(ws.echoes() for ws in sockets):
-        raise RuntimeError(f"WebSockets not all echoing from server a: {servers}")
+    if (on_a and servers != {"a"}) or not all(ws.echoes() for ws in sockets):
+        raise RuntimeError(f"WebSockets not all echoing (from server a: {on_a}): {servers}")
     return sockets
 
 
@@ -227,7 +228,10 @@ class Bench:
         self.fulcrum = os.path.abspath(args.fulcrum)
         self.cleanups = Cleanups()
         self.tmp = TempDir()
-        self.cleanups.add(self.tmp.cleanup)
+        if args.keep:
+            log(f"logs and files kept in {self.tmp.path}")
+        else:
+            self.cleanups.add(self.tmp.cleanup)
         self.backends = {}
         for name in ("a", "b", "c"):
             self.backends[name] = Backend(name)
@@ -340,7 +344,7 @@ class Bench:
             if i + 1 < self.args.takeovers:  # fresh WebSockets for the next one, on the new process
                 for ws in sockets:
                     ws.close()
-                sockets = open_websockets(self.port, self.args.websockets)
+                sockets = open_websockets(self.port, self.args.websockets, on_a=False)
                 opened.extend(sockets)
         time.sleep(1.0)
         result = wrk.stop()
@@ -357,7 +361,7 @@ class Bench:
 
     # HAProxy ------------------------------------------------------------------------------------
 
-    def write_haproxy_cfg(self, spec, algorithm):
+    def write_haproxy_cfg(self, spec, algorithm, idle_close):
         lines = ["global",
                  f"  stats socket {self.haproxy_sock} mode 600 level admin expose-fd listeners",
                  f"  hard-stop-after {self.args.hard_stop}s",
@@ -366,6 +370,7 @@ class Bench:
                  "defaults",
                  "  mode http",
                  "  option http-keep-alive",
+                 *(["  option idle-close-on-response"] if idle_close else []),
                  "  timeout connect 2s",
                  "  timeout client 30s",
                  "  timeout server 30s",
@@ -406,29 +411,31 @@ class Bench:
             raise RuntimeError(f"haproxy {label} exited:\n{proc.output()[-3000:]}")
         return proc
 
-    def run_haproxy(self):
+    def run_haproxy(self, idle_close=False):
         self.port = free_port()
-        self.haproxy_cfg = os.path.join(self.tmp.path, "haproxy.cfg")
-        self.haproxy_sock = os.path.join(self.tmp.path, "haproxy.sock")
-        self.write_haproxy_cfg({"a": 1}, "roundrobin")
-        procs = [self.start_haproxy("haproxy-0")]
+        label = "haproxy-idle-close" if idle_close else "haproxy"
+        self.haproxy_cfg = os.path.join(self.tmp.path, label + ".cfg")
+        self.haproxy_sock = os.path.join(self.tmp.path, label + ".sock")
+        self.write_haproxy_cfg({"a": 1}, "roundrobin", idle_close)
+        procs = [self.start_haproxy(f"{label}-0")]
         wait_until(lambda: "a" in self.answering_servers(), timeout=10, what="server a up")
         sockets = open_websockets(self.port, self.args.websockets)
         self.cleanups.add(lambda: [ws.close() for ws in sockets])
-        wrk = Wrk(self.port, os.path.join(self.tmp.path, "wrk-haproxy.log"))
+        wrk = Wrk(self.port, os.path.join(self.tmp.path, f"wrk-{label}.log"))
         self.cleanups.add(wrk.stop)
         time.sleep(1.0)
         first = None
         for i in range(self.args.reloads):
-            self.write_haproxy_cfg(SETS[i % len(SETS)], algorithm_of(i))
+            self.write_haproxy_cfg(SETS[i % len(SETS)], algorithm_of(i), idle_close)
             started = time.monotonic()
             first = first or started
-            procs.append(self.start_haproxy(f"haproxy-{i + 1}", old=procs[-1]))
+            procs.append(self.start_haproxy(f"{label}-{i + 1}", old=procs[-1]))
             time.sleep(max(0.0, RELOAD_EVERY - (time.monotonic() - started)))
         time.sleep(1.0)
         result = wrk.stop()
         lingering = sum(1 for p in procs[:-1] if p.alive())
-        result.update(proxy="HAProxy 2.6 (-sf -x, expose-fd listeners)", reloads=self.args.reloads,
+        name = "HAProxy 2.6 (-sf -x, expose-fd listeners" + (", option idle-close-on-response)" if idle_close else ")")
+        result.update(proxy=name, reloads=self.args.reloads,
                       ws_after_last=count_open(sockets), ws_total=len(sockets),
                       note=f"{lingering} old haproxy process(es) still running after the last reload")
         self.wait_since(first, self.args.hard_stop + 2)
@@ -473,7 +480,8 @@ def main():
     p.add_argument("--websockets", type=int, default=8)
     p.add_argument("--fulcrum", default=os.environ.get("FULCRUM_BIN", os.path.join(HERE, "..", "build", "fulcrum")))
     p.add_argument("--hard-stop", type=int, default=30, help="HAProxy's hard-stop-after, seconds")
-    p.add_argument("--only", default="fulcrum,takeover,haproxy")
+    p.add_argument("--keep", action="store_true", help="keep the temporary directory (logs, files)")
+    p.add_argument("--only", default="fulcrum,takeover,haproxy,haproxy-idle")
     args = p.parse_args()
     for tool in (args.fulcrum, WRK, HAPROXY):
         if not os.access(tool, os.X_OK):
@@ -483,7 +491,7 @@ def main():
     began = time.monotonic()
     try:
         runs = {"fulcrum": bench.run_fulcrum_hot, "takeover": bench.run_fulcrum_takeover,
-                "haproxy": bench.run_haproxy}
+                "haproxy": bench.run_haproxy, "haproxy-idle": lambda: bench.run_haproxy(idle_close=True)}
         for name in args.only.split(","):
             log(f"{name} ...")
             results.append(runs[name]())
