@@ -201,10 +201,11 @@ class Wrk:
         self.out.close()
         with open(self.log_path) as f:
             text = f.read()
-        requests = re.search(r"(\d+) requests in", text)
+        requests = re.search(r"(\d+) requests in ([\d.]+)(ms|s|m)\b", text)
         if not requests:
             raise RuntimeError("wrk printed no summary:\n" + text)
-        result = {"requests": int(requests.group(1)), "non2xx": 0, "connect": 0, "read": 0, "write": 0,
+        seconds = float(requests.group(2)) * {"ms": 0.001, "s": 1, "m": 60}[requests.group(3)]
+        result = {"requests": int(requests.group(1)), "seconds": seconds, "non2xx": 0, "connect": 0, "read": 0, "write": 0,
                   "timeout": 0, "p99": None}
         m = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
         if m:
@@ -465,7 +466,7 @@ def table(results):
     for r in results:
         detail = (f"{r['failed']} ({r['non2xx']} non-2xx; connect {r['connect']}, read {r['read']}, "
                   f"write {r['write']}, timeout {r['timeout']})")
-        rows.append(f"| {r['proxy']} | {r['reloads']} | {r['requests']:,} | {detail} | {r['p99']} | "
+        rows.append(f"| {r['proxy']} | {r['reloads']} | {r['requests']:,} in {r['seconds']:.1f} s | {detail} | {r['p99']} | "
                     f"{r['ws_after_last']} of {r['ws_total']} | {r['ws_later']} of {r['ws_total']} "
                     f"({r['later']}) |")
     notes = [f"- {r['proxy']}: {r['note']}" for r in results if r.get("note")]
