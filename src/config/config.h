@@ -48,6 +48,9 @@ struct LbTimeouts {
   uint32_t client_ms = 30000;
   uint32_t server_ms = 30000;
   uint32_t http_request_ms = 10000;
+  // A stopping lb (SIGTERM, or handing its sockets to a successor) finishes its requests and
+  // tunnels for up to this long, then closes what is left.
+  uint32_t drain_ms = 10000;
   bool operator==(const LbTimeouts&) const = default;
 };
 

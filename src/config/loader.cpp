@@ -186,11 +186,12 @@ void readLbSection(Diagnostics& diag, const toml::table& table) {
     h.read("fall", lb.health.fall, {1, 100});
   }
   if (const auto* t = r.table("timeouts")) {
-    TableReader h(diag, *t, "lb.timeouts", {"connect_ms", "client_ms", "server_ms", "http_request_ms"});
+    TableReader h(diag, *t, "lb.timeouts", {"connect_ms", "client_ms", "server_ms", "http_request_ms", "drain_ms"});
     h.read("connect_ms", lb.timeouts.connect_ms, kDurationMs);
     h.read("client_ms", lb.timeouts.client_ms, kDurationMs);
     h.read("server_ms", lb.timeouts.server_ms, kDurationMs);
     h.read("http_request_ms", lb.timeouts.http_request_ms, kDurationMs);
+    h.read("drain_ms", lb.timeouts.drain_ms, kDurationMs);
   }
   if (const auto* t = r.table("limits")) {
     TableReader h(diag, *t, "lb.limits",

@@ -38,7 +38,6 @@ namespace {
 using core::kExitConfig;
 using core::kExitOk;
 using core::kExitRuntime;
-constexpr auto kDrainGrace = std::chrono::seconds(10);
 // Handing over to a successor: how long an idle keep-alive connection is kept, so that a client
 // sending its next request meanwhile gets an answer (with `Connection: close`), not a reset.
 constexpr auto kHandoverLinger = std::chrono::seconds(2);
@@ -617,6 +616,7 @@ int runLbCommand(const config::Site& site, const std::string& node_name, bool ta
     if (plan.health) {
       checker.setOptions(healthOptions(plan.effective));
     }
+    hooks.grace = core::millis(plan.effective.lb.timeouts.drain_ms);
     if (plan.tunables) {
       setTunables(plan.effective, options);
       setTunables(plan.effective, https_options);
@@ -663,7 +663,7 @@ int runLbCommand(const config::Site& site, const std::string& node_name, bool ta
       vrrp->stop();  // the backup takes the address after its Skew_Time while this node drains
     }
   };
-  hooks.grace = kDrainGrace;
+  hooks.grace = core::millis(site.lb.timeouts.drain_ms);
   // A binary upgrade: a successor may take these listeners over (lb/takeover.h); then this
   // process stops accepting (its stats listener too) and drains as on SIGTERM, keeping idle
   // keep-alive connections a moment so their next request is answered with `Connection: close`

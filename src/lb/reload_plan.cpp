@@ -130,8 +130,8 @@ ReloadPlan planReload(const config::Site& running, const config::Site& next, con
   };
   const config::LbTimeouts& ta = running.lb.timeouts;
   const config::LbTimeouts& tb = next.lb.timeouts;
-  tunable(!(ta == tb), fmt::format("timeouts: connect {} ms, client {} ms, server {} ms, http_request {} ms",
-                                   tb.connect_ms, tb.client_ms, tb.server_ms, tb.http_request_ms));
+  tunable(!(ta == tb), fmt::format("timeouts: connect {} ms, client {} ms, server {} ms, http_request {} ms, drain {} ms",
+                                   tb.connect_ms, tb.client_ms, tb.server_ms, tb.http_request_ms, tb.drain_ms));
   tunable(running.lb.retries != next.lb.retries,
           fmt::format("retries {} -> {}", running.lb.retries, next.lb.retries));
   const config::LbLimits& la = running.lb.limits;

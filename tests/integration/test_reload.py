@@ -176,7 +176,7 @@ class ReloadTest(LbTestCase):
     def test_a_new_process_takes_the_listeners_over_under_load(self):
         # A binary upgrade: `fulcrum lb --takeover` takes the running node's listening sockets
         # (http, two workers; stats); the old one stops accepting, drains and exits.
-        self.start({"a": 1, "b": 1}, threads=2)
+        self.start({"a": 1, "b": 1}, threads=2, timeouts={"drain_ms": 3000})
         old = self.lb
         ws, wsf, _ = self.open_websocket()
         self.addCleanup(ws.close)
@@ -197,6 +197,7 @@ class ReloadTest(LbTestCase):
             # The old one exits once drained (the tunnel holds it until the drain's grace).
             wait_until(lambda: not old.alive(), timeout=30, what="the old process exiting")
             self.assertEqual(old.proc.returncode, 0, old.output()[-3000:])
+            self.assertIn("drain grace period over", old.output())  # [lb.timeouts] drain_ms: the tunnel's end
             count = load.count()
             wait_until(lambda: load.count() > count + 100, timeout=20, what="traffic after the old one left")
         finally:
