@@ -166,6 +166,17 @@ void DbFrontends::setInRotation(const std::string& name, bool in_rotation) {
   });
 }
 
+void DbFrontends::replaceFilter(core::IpFilter* filter) {
+  filter_ = filter;
+  workers_.postAll([this, filter](core::EventLoop&, unsigned i) {
+    for (auto& f : frontends_) {
+      if (f->workers[i]) {
+        f->workers[i]->acceptor().setFilter(filter);
+      }
+    }
+  });
+}
+
 void DbFrontends::startWorker(core::EventLoop& loop, unsigned index) {
   for (auto& f : frontends_) {
     Frontend* frontend = f.get();

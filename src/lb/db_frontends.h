@@ -41,6 +41,9 @@ class DbFrontends {
 
   // The firewall for every frontend's listener (not owned); set before the workers start.
   void setFilter(core::IpFilter* filter) { filter_ = filter; }
+  // A reload's firewall, once the workers run: posted to each worker's listeners (main thread;
+  // the previous filter must outlive the posts).
+  void replaceFilter(core::IpFilter* filter);
   // Builds worker `index`'s proxies, on that worker's thread.
   void startWorker(core::EventLoop& loop, unsigned index);
   // Starts the health checks (main thread), once every worker runs.

@@ -289,7 +289,13 @@ int runLbCommand(const config::Site& site, const std::string& node_name, bool ta
   }
   // [lb.firewall]: one filter judges every listener's peers (http, db frontends, stats).
   std::unique_ptr<core::IpFilter> firewall;
-  if (!site.lb.firewall.allow.empty() || !site.lb.firewall.deny.empty()) {
+  // Filters a reload replaced: a worker may still be using one until its post arrives (kept for
+  // the process's life; a few hundred bytes each).
+  std::vector<std::unique_ptr<core::IpFilter>> retired_firewalls;
+  auto makeFirewall = [](const config::LbFirewall& f) -> std::unique_ptr<core::IpFilter> {
+    if (f.allow.empty() && f.deny.empty()) {
+      return nullptr;
+    }
     auto prefixes = [](const std::vector<config::Cidr>& cidrs) {
       std::vector<core::IpPrefix> out;
       for (const config::Cidr& c : cidrs) {
@@ -297,7 +303,10 @@ int runLbCommand(const config::Site& site, const std::string& node_name, bool ta
       }
       return out;
     };
-    firewall = std::make_unique<core::IpFilter>(prefixes(site.lb.firewall.allow), prefixes(site.lb.firewall.deny));
+    return std::make_unique<core::IpFilter>(prefixes(f.allow), prefixes(f.deny));
+  };
+  if (!site.lb.firewall.allow.empty() || !site.lb.firewall.deny.empty()) {
+    firewall = makeFirewall(site.lb.firewall);
     if (db) {
       db->setFilter(firewall.get());
     }
@@ -640,6 +649,28 @@ int runLbCommand(const config::Site& site, const std::string& node_name, bool ta
     }
     if (tls_context) {
       reloadCertificates(why);  // new paths, or the same files renewed in place
+    }
+    if (plan.firewall) {
+      if (firewall) {
+        retired_firewalls.push_back(std::move(firewall));
+      }
+      firewall = makeFirewall(current.lb.firewall);
+      core::IpFilter* filter = firewall.get();
+      workers.postAll([&proxies, &https_proxies, filter](core::EventLoop&, unsigned i) {
+        proxies[i]->acceptor().setFilter(filter);
+        if (https_proxies[i]) {
+          https_proxies[i]->acceptor().setFilter(filter);
+        }
+      });
+      if (stats_server) {
+        stats_server->acceptor().setFilter(filter);
+      }
+      if (db) {
+        db->replaceFilter(filter);
+      }
+      if (stats_handler) {
+        stats_handler->setFirewall(filter);
+      }
     }
     report.changes = plan.changes;
     report.needs_restart = plan.needs_restart;

@@ -61,8 +61,10 @@ ReloadPlan planReload(const config::Site& running, const config::Site& next, con
     restart("lb.tls.http2", "ALPN is set when the https listener starts");
   }
   if (!(running.lb.firewall == next.lb.firewall)) {
-    eff.lb.firewall = running.lb.firewall;
-    restart("lb.firewall", "not reloadable yet");
+    plan.firewall = true;
+    plan.changes.push_back(fmt::format("firewall: {} allow and {} deny entries (checked at accept: open "
+                                       "connections stay)",
+                                       next.lb.firewall.allow.size(), next.lb.firewall.deny.size()));
   }
   {
     const config::LbLimits& a = running.lb.limits;

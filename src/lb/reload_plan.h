@@ -24,6 +24,7 @@ struct ReloadPlan {
   bool health = false;
   bool tunables = false;      // timeouts, retries, header/body limits, min_body_rate, hsts, redirect
   bool certificates = false;  // [lb.tls] cert/key/certs
+  bool firewall = false;      // [lb.firewall]
   bool empty() const { return changes.empty(); }
 };
 

@@ -63,6 +63,8 @@ class StatsHandler final : public http::Handler {
   bool refuseBeforeBody(const http::RequestHead& head, http::Response& response) const override;
 
   AdminState adminState(uint32_t server) const { return admin_[server]; }
+  // A reload's firewall (null: none), for /metrics and /api/state.
+  void setFirewall(const core::IpFilter* firewall) { ctx_.firewall = firewall; }
   // The server table changed (a reload): new servers start ready; the algorithm may be new.
   // `file_changed` names servers whose address, weight or backup flag the file changed: a
   // runtime weight kept for them is dropped (the file wins), their admin state is kept unless

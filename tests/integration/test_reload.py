@@ -3,6 +3,7 @@ re-read on SIGHUP, `POST /api/reload` and `fulcrum reload`, applied in place und
 with a WebSocket open; a broken file refused with its FILE:LINE:COL errors and nothing changed;
 weights set at runtime; admin states and runtime weights kept across a restart (the server state
 file) until the file changes that server."""
+import http.client
 import json
 import os
 import signal
@@ -12,7 +13,7 @@ import threading
 import unittest
 
 from harness import FULCRUM, Process, TempDir, free_port, http_get, read_head, wait_until
-from test_lb import Load, LbTestCase, Server, lb_site_text
+from test_lb import Client, Load, LbTestCase, Server, get_once, lb_site_text
 
 FAST_HEALTH = {"path": "/healthz", "interval_ms": 100, "timeout_ms": 1000, "rise": 1, "fall": 2}
 
@@ -211,6 +212,27 @@ class ReloadTest(LbTestCase):
                              timeout=30)
         self.assertEqual(out.returncode, 0, out.stdout + out.stderr)
         self.assertEqual(self.report()["pid"], new.proc.pid)
+
+    def test_a_reload_changes_the_firewall_for_new_connections(self):
+        self.start({"a": 1})
+        self.assertEqual(get_once(self.lb.port, "/x", source="127.0.0.2")[0], 200)
+        kept = Client(self.lb.port, source="127.0.0.2")  # opened before: stays
+        self.addCleanup(kept.close)
+        self.assertEqual(kept.get("/x")[0], 200)
+        self.write({"a": 1}, extra='[lb.firewall]\ndeny = ["127.0.0.2/32"]\n')
+        status, _, body = self.post("/api/reload")
+        self.assertEqual(status, 200, body)
+        self.assertTrue(any(c.startswith("firewall: 0 allow and 1 deny") for c in json.loads(body)["changes"]), body)
+        with self.assertRaises((OSError, http.client.HTTPException)):
+            get_once(self.lb.port, "/x", source="127.0.0.2", timeout=3)
+        self.assertEqual(get_once(self.lb.port, "/x")[0], 200)
+        self.assertEqual(kept.get("/x")[0], 200)
+        metrics = http_get(self.stats + "/metrics")[2].decode()
+        self.assertIn('fulcrum_lb_firewall_refused_total{node="lb-t",reason="deny"} 1', metrics)
+        # And off again.
+        self.write({"a": 1})
+        self.assertEqual(self.post("/api/reload")[0], 200)
+        self.assertEqual(get_once(self.lb.port, "/x", source="127.0.0.2")[0], 200)
 
     def test_a_broken_file_is_refused_and_changes_nothing(self):
         self.start({"a": 1, "b": 2})
