@@ -29,6 +29,7 @@
 #include "lb/stats_server.h"
 #include "lb/vrrp_tracking.h"
 #include "run/node_files.h"
+#include "run/reload_diff.h"
 #include "tls/server_context.h"
 
 namespace fulcrum::lb {
@@ -421,6 +422,12 @@ int runLbCommand(const config::Site& site, const std::string& node_name, bool ta
   // A reload (SIGHUP, POST /api/reload, `fulcrum reload`): re-read and validate the file, then
   // apply the difference on this main thread; defined below, once everything it touches exists.
   std::function<run::ReloadReport(std::string_view)> reload;
+  // The main thread's server table and `algorithm` to every worker (a reload, a runtime weight).
+  auto publishServers = [&](const std::string& algorithm) {
+    workers.postAll([&pools, table = backends, algorithm](core::EventLoop&, unsigned i) {
+      pools[i]->applyServers(table, algorithm);
+    });
+  };
 
   // The stats listener (dashboard, /metrics, admin API) runs on this main thread.
   std::unique_ptr<StatsHandler> stats_handler;
@@ -474,9 +481,7 @@ int runLbCommand(const config::Site& site, const std::string& node_name, bool ta
     };
     ctx.apply_weight = [&](uint32_t id, uint32_t weight) {
       backends[id].weight = weight;
-      workers.postAll([&pools, table = backends, algorithm = current.lb.algorithm](core::EventLoop&, unsigned i) {
-        pools[i]->applyServers(table, algorithm);
-      });
+      publishServers(current.lb.algorithm);
     };
     ctx.reload = [&] { return reload("the admin API"); };
     ctx.state_file = site.site.state_dir / (node->name + ".server-state.json");
@@ -558,17 +563,21 @@ int runLbCommand(const config::Site& site, const std::string& node_name, bool ta
     }
   };
   reload = [&](std::string_view why) {
+    log::info("reload ({}): reading {}", why, site.display_path);
     run::ReloadReport report;
+    // Every outcome is logged and written to state_dir/run as the other roles do it.
+    auto finish = [&] {
+      run::logReloadReport(report);
+      run::writeReloadReport(site.site.state_dir, node->name, report);
+      return report;
+    };
     config::LoadResult loaded = config::loadSiteFile(site.file);
     if (!loaded.ok()) {
       report.ok = false;
       for (const config::ConfigError& e : loaded.errors) {
         report.errors.push_back(e.toString());
-        log::error("reload ({}) refused: {}", why, e.toString());
       }
-      log::error("reload ({}) refused: the running configuration is kept", why);
-      run::writeReloadReport(site.site.state_dir, node->name, report);
-      return report;
+      return finish();
     }
     ReloadPlan plan = planReload(current, loaded.site, node->name);
     size_t live = backends.size() + plan.added.size();
@@ -577,9 +586,7 @@ int runLbCommand(const config::Site& site, const std::string& node_name, bool ta
       report.errors.push_back(fmt::format("{}: [[web.node]]: this node has had {} servers since it started, "
                                           "at most {}: restart it to add more",
                                           site.display_path, live, stats.front()->backends.maxSize()));
-      log::error("reload ({}) refused: {}", why, report.errors.back());
-      run::writeReloadReport(site.site.state_dir, node->name, report);
-      return report;
+      return finish();
     }
     // Servers: removed ones drain (no new requests, in-flight ones end), updated ones take the
     // file's weight and role, added ones get new ids and start down until checked.
@@ -614,10 +621,7 @@ int runLbCommand(const config::Site& site, const std::string& node_name, bool ta
     }
     // The workers take the table before the checker can tell them about a new id.
     if (!plan.removed.empty() || !plan.updated.empty() || !plan.added.empty() || plan.algorithm) {
-      workers.postAll([&pools, table = backends, algorithm = plan.effective.lb.algorithm](core::EventLoop&,
-                                                                                           unsigned i) {
-        pools[i]->applyServers(table, algorithm);
-      });
+      publishServers(plan.effective.lb.algorithm);
     }
     for (HealthTarget& t : added) {
       checker.add(std::move(t));
@@ -674,17 +678,7 @@ int runLbCommand(const config::Site& site, const std::string& node_name, bool ta
     }
     report.changes = plan.changes;
     report.needs_restart = plan.needs_restart;
-    for (const std::string& c : plan.changes) {
-      log::info("reload ({}): {}", why, c);
-    }
-    for (const std::string& r : plan.needs_restart) {
-      log::warn("reload ({}): not applied, needs a restart: {}", why, r);
-    }
-    if (plan.changes.empty() && plan.needs_restart.empty()) {
-      log::info("reload ({}): the file is unchanged", why);
-    }
-    run::writeReloadReport(site.site.state_dir, node->name, report);
-    return report;
+    return finish();
   };
   hooks.on_reload = [&] {
     reload("SIGHUP");
