@@ -271,8 +271,12 @@ void H2Stream::start() {
     head.body_kind = http::BodyKind::ContentLength;
     head.content_length = content_length;
   } else if (!end_stream) {
-    head.body_kind = http::BodyKind::Chunked;
+    head.body_kind = http::BodyKind::Chunked;  // the length is known only at the end
     chunked = true;
+  } else if (body_in > 0) {
+    // The whole body came with the head (one read): its length is known.
+    head.body_kind = http::BodyKind::ContentLength;
+    head.content_length = content_length = body_in;
   } else {
     head.body_kind = http::BodyKind::None;
   }
@@ -347,8 +351,8 @@ void H2Stream::start() {
   }
   x->expect_continue = expect_continue;
   x->upgrade = false;
-  bool request_done = head.body_kind == http::BodyKind::None || (end_stream && req_body.empty() && !chunked &&
-                                                                 content_length == 0);
+  bool request_done = head.body_kind == http::BodyKind::None ||
+                      (head.body_kind == http::BodyKind::ContentLength && head.content_length == 0 && end_stream);
   head.headers.clear();  // views into `fields`: not needed past this point
   x->start(request_done);
   // The exchange may have ended already (no server: a 503); otherwise pass on what body came.
