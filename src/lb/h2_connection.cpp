@@ -333,9 +333,8 @@ void H2Stream::start() {
     return;
   }
 
-  std::string client_ip = conn.peerIp().toString();
   std::string local;
-  ForwardInfo info{client_ip, conn.secure() ? "https" : "http", {}};
+  ForwardInfo info{conn.peerText(), conn.secure() ? "https" : "http", {}};
   if (origin.empty()) {
     local = core::localAddress(conn.fd()).toString();
     info.server_address = local;
@@ -794,8 +793,17 @@ struct H2Callbacks {
     return 0;
   }
 
-  static int onFrameSend(nghttp2_session*, const nghttp2_frame* frame, void* user) {
+  static int onFrameSend(nghttp2_session* session, const nghttp2_frame* frame, void* user) {
     H2Connection& c = self(user);
+    if ((frame->hd.type == NGHTTP2_DATA || frame->hd.type == NGHTTP2_HEADERS) &&
+        (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
+      // The whole answer is out while the client is still sending (a 413 to an upload): the
+      // stream ends here (RFC 9113 §8.1), so it stops counting against the client's streams.
+      H2Stream* s = stream(c, frame->hd.stream_id);
+      if (s != nullptr && !s->end_stream) {
+        nghttp2_submit_rst_stream(session, NGHTTP2_FLAG_NONE, frame->hd.stream_id, NGHTTP2_NO_ERROR);
+      }
+    }
     if (frame->hd.type == NGHTTP2_GOAWAY && frame->goaway.error_code != NGHTTP2_NO_ERROR && !c.fatal_) {
       // nghttp2's own verdict (a frame the protocol forbids, its own flood limits).
       c.fatal_ = true;
@@ -814,6 +822,7 @@ H2Connection::H2Connection(ProxyWorker& worker, H2Carrier& carrier, core::Buffer
       carrier_(carrier),
       out_(out),
       peer_ip_(peer.ip()),
+      peer_text_(peer_ip_.toString()),
       peer_port_(peer.port()),
       fd_(fd),
       secure_(secure),

@@ -82,6 +82,7 @@ class H2Connection final : public core::BatchHook {
   nghttp2_session* session() { return session_; }
   ProxyWorker& worker() { return worker_; }
   const core::IpAddress& peerIp() const { return peer_ip_; }
+  const std::string& peerText() const { return peer_text_; }  // the address, for forwarding fields
   uint16_t peerPort() const { return peer_port_; }
   bool secure() const { return secure_; }
   int fd() const { return fd_; }
@@ -100,6 +101,7 @@ class H2Connection final : public core::BatchHook {
   core::Buffer& out_;
   nghttp2_session* session_ = nullptr;
   core::IpAddress peer_ip_;
+  std::string peer_text_;
   uint16_t peer_port_;
   int fd_;
   bool secure_;
