@@ -1,5 +1,8 @@
 #include "lb/h2_connection.h"
 
+#include <openssl/evp.h>
+#include <sys/random.h>
+
 #include <algorithm>
 #include <cstring>
 #include <optional>
@@ -80,6 +83,7 @@ struct H2Stream final : public ExchangeClient {
 
   void start();
   void pumpBody();
+  void pumpTunnel();
   void respondLocal(int status, std::string_view detail, const std::vector<nghttp2_nv>& extra = {});
   void submitResponse(std::vector<nghttp2_nv>& nva, bool with_body);
   void resumeData();
@@ -94,8 +98,8 @@ struct H2Stream final : public ExchangeClient {
   void exchangeComplete() override;
   void exchangeFailed(int status, std::string_view detail, Termination why) override;
   void exchangeAborted(Termination why) override;
-  void exchangeTunnelData(std::string_view) override { exchangeAborted(Termination::ServerError); }
-  void exchangeTunnelClosed() override { exchangeAborted(Termination::ServerError); }
+  void exchangeTunnelData(std::string_view bytes) override;
+  void exchangeTunnelClosed() override;
   bool exchangeHasRoom() const override { return resp.size() < kHighWater; }
   void exchangeFlush() override { conn.wantPump(); }
   void exchangeWantsBody() override { pumpBody(); }
@@ -108,11 +112,11 @@ struct H2Stream final : public ExchangeClient {
 
   std::string fields;
   std::vector<FieldAt> regular;
-  std::string_view method, scheme, authority, path;  // views into `pseudo`
-  std::string pseudo;                                // the pseudo-header values, kept apart
-  uint32_t pseudo_at[4] = {0, 0, 0, 0};
-  uint32_t pseudo_len[4] = {0, 0, 0, 0};
-  bool has_pseudo[4] = {false, false, false, false};
+  std::string_view method, scheme, authority, path, protocol;  // views into `pseudo`
+  std::string pseudo;  // the pseudo-header values, kept apart
+  uint32_t pseudo_at[5] = {0, 0, 0, 0, 0};
+  uint32_t pseudo_len[5] = {0, 0, 0, 0, 0};
+  bool has_pseudo[5] = {false, false, false, false, false};
   size_t header_bytes = 0;
   bool header_overflow = false;
   bool headers_done = false;
@@ -120,6 +124,8 @@ struct H2Stream final : public ExchangeClient {
   bool end_stream = false;  // the client sent its last byte
   bool chunked = false;     // the body goes upstream chunked (no content-length from the client)
   bool touched = false;
+  bool websocket = false;     // extended CONNECT (RFC 8441): a WebSocket tunnel on this stream
+  bool tunnel_ended = false;  // the client's end of the tunnel went upstream
   uint64_t content_length = 0;
   uint64_t body_in = 0;      // request payload bytes received
   core::Buffer req_body;     // request payload not yet passed upstream (within our window)
@@ -136,9 +142,14 @@ struct H2Stream final : public ExchangeClient {
 void H2Stream::addField(std::string_view name, std::string_view value) {
   int slot = -1;
   if (!name.empty() && name[0] == ':') {
-    slot = name == ":method" ? 0 : name == ":scheme" ? 1 : name == ":authority" ? 2 : name == ":path" ? 3 : -1;
+    slot = name == ":method"      ? 0
+           : name == ":scheme"    ? 1
+           : name == ":authority" ? 2
+           : name == ":path"      ? 3
+           : name == ":protocol"  ? 4
+                                  : -1;
     if (slot < 0) {
-      return;  // :protocol is refused by nghttp2 (no SETTINGS_ENABLE_CONNECT_PROTOCOL)
+      return;  // nghttp2 refuses any other
     }
     has_pseudo[slot] = true;
     pseudo_at[slot] = static_cast<uint32_t>(pseudo.size());
@@ -175,9 +186,9 @@ void H2Stream::start() {
   x->client = this;
   x->t_start = begun;
   x->client_hash = hashClientIp(conn.peerIp());
-  for (int i = 0; i < 4; ++i) {
-    std::string_view v = has_pseudo[i] ? std::string_view(pseudo).substr(pseudo_at[i], pseudo_len[i]) : std::string_view();
-    (i == 0 ? method : i == 1 ? scheme : i == 2 ? authority : path) = v;
+  std::string_view* slots[5] = {&method, &scheme, &authority, &path, &protocol};
+  for (int i = 0; i < 5; ++i) {
+    *slots[i] = has_pseudo[i] ? std::string_view(pseudo).substr(pseudo_at[i], pseudo_len[i]) : std::string_view();
   }
   x->method_text.assign(method);
   x->method = http::methodFromName(method);
@@ -202,10 +213,18 @@ void H2Stream::start() {
     return;
   }
   if (x->method == http::Method::Connect) {
-    // A CONNECT stream would be a tunnel over HTTP/2 (RFC 9113 §8.5), not offered.
-    x->term = Termination::BadRequest;
-    respondLocal(501, "CONNECT is not supported over HTTP/2");
-    return;
+    if (!has_pseudo[4] || !http::equalsIgnoreCase(protocol, "websocket")) {
+      // A plain CONNECT would make the lb a forward proxy (RFC 9113 §8.5): not offered; nor is
+      // any extended CONNECT protocol but WebSocket.
+      x->term = Termination::BadRequest;
+      respondLocal(501, has_pseudo[4] ? "only the websocket protocol is supported by CONNECT"
+                                      : "CONNECT is not supported over HTTP/2");
+      return;
+    }
+    // A WebSocket over this stream (RFC 8441): the server gets the HTTP/1.1 upgrade it knows.
+    websocket = true;
+    x->method = http::Method::Get;
+    x->method_text.assign("GET");
   }
   bool asterisk = x->method == http::Method::Options && path == "*";
   if (!asterisk && !http::isValidOriginTarget(path)) {
@@ -217,7 +236,7 @@ void H2Stream::start() {
   http::RequestHead& head = r->req;
   head.clear();
   head.method = x->method;
-  head.method_text = method;
+  head.method_text = websocket ? std::string_view("GET") : method;
   head.target = path;
   head.path = std::string_view(path).substr(0, q);
   head.query = q == std::string_view::npos ? std::string_view() : path.substr(q + 1);
@@ -266,10 +285,26 @@ void H2Stream::start() {
   if (!host && !origin.empty()) {
     head.headers.push_back({"host", origin});
   }
+  char key[32];
+  if (websocket) {
+    // HTTP/2 has no Sec-WebSocket-Key (RFC 8441 §5): the lb makes the nonce of the HTTP/1.1
+    // handshake; the server's Accept answers it and is not passed on.
+    unsigned char nonce[16];
+    if (getrandom(nonce, sizeof nonce, 0) != static_cast<ssize_t>(sizeof nonce)) {
+      respondLocal(500, "no random bytes for the WebSocket handshake");
+      return;
+    }
+    int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(key), nonce, sizeof nonce);
+    head.headers.push_back({"upgrade", "websocket"});
+    head.headers.push_back({"sec-websocket-key", std::string_view(key, static_cast<size_t>(n))});
+    head.upgrade = true;
+  }
   const http::Limits& limits = options.limits;
   if (has_length) {
     head.body_kind = http::BodyKind::ContentLength;
     head.content_length = content_length;
+  } else if (websocket) {
+    head.body_kind = http::BodyKind::None;  // the stream's DATA is the tunnel's, after the 101
   } else if (!end_stream) {
     head.body_kind = http::BodyKind::Chunked;  // the length is known only at the end
     chunked = true;
@@ -349,7 +384,7 @@ void H2Stream::start() {
     return;
   }
   x->expect_continue = expect_continue;
-  x->upgrade = false;
+  x->upgrade = websocket;
   bool request_done = head.body_kind == http::BodyKind::None ||
                       (head.body_kind == http::BodyKind::ContentLength && head.content_length == 0 && end_stream);
   head.headers.clear();  // views into `fields`: not needed past this point
@@ -365,6 +400,13 @@ void H2Stream::pumpBody() {
   // back: a slow server holds the client at its window, never the lb's memory.
   if (x == nullptr) {
     return;
+  }
+  if (x->tunnel()) {
+    pumpTunnel();
+    return;
+  }
+  if (websocket) {
+    return;  // DATA before the server's 101 waits (within the stream's window)
   }
   if (body_in > conn.worker().options().limits.max_body_bytes) {
     x->term = Termination::BadRequest;
@@ -414,6 +456,27 @@ void H2Stream::pumpBody() {
   }
   if (progressed) {
     x->sendBody();  // may end the exchange (a retry moves on; an error answers)
+  }
+}
+
+void H2Stream::pumpTunnel() {
+  // WebSocket bytes from the client go upstream while the server takes them; the window goes
+  // back as they do.
+  if (!req_body.empty() && !x->holdsBody()) {
+    // Taken out of req_body first: sending may call back here (exchangeWantsBody).
+    thread_local std::string chunk;
+    chunk.assign(req_body.view());
+    req_body.clear();
+    nghttp2_session_consume(conn.session(), id, chunk.size());
+    conn.wantPump();
+    x->tunnelFromClient(chunk);
+    if (x == nullptr) {
+      return;  // the server end failed: the stream was reset
+    }
+  }
+  if (end_stream && req_body.empty() && !tunnel_ended) {
+    tunnel_ended = true;
+    x->clientEnded();
   }
 }
 
@@ -551,9 +614,13 @@ void H2Stream::exchangeResponseHead(const http::ResponseHead& head) {
   bool hsts = conn.worker().options().hsts && conn.secure();
   std::vector<nghttp2_nv> nva;
   nva.reserve(head.headers.size() + 2);
+  auto skip = [&](std::string_view name) {
+    return isHopByHop(name, connection, false) || http::equalsIgnoreCase(name, "transfer-encoding") ||
+           (hsts && http::equalsIgnoreCase(name, "strict-transport-security")) ||
+           http::equalsIgnoreCase(name, "sec-websocket-accept");
+  };
   for (const http::Header& h : head.headers) {
-    if (isHopByHop(h.name, connection, false) || http::equalsIgnoreCase(h.name, "transfer-encoding") ||
-        (hsts && http::equalsIgnoreCase(h.name, "strict-transport-security"))) {
+    if (skip(h.name)) {
       continue;
     }
     name_at.push_back(names.size());
@@ -561,13 +628,14 @@ void H2Stream::exchangeResponseHead(const http::ResponseHead& head) {
       names.push_back(c >= 'A' && c <= 'Z' ? static_cast<char>(c + 32) : c);
     }
   }
+  bool tunnel = head.body_kind == http::BodyKind::Tunnel;
   char code[4];
-  std::snprintf(code, sizeof code, "%03d", head.status);
+  // A WebSocket accepted by the server (its 101) is a 2xx to the extended CONNECT (RFC 8441 §5).
+  std::snprintf(code, sizeof code, "%03d", tunnel ? 200 : head.status);
   nva.push_back(nv(":status", std::string_view(code, 3)));
   size_t i = 0;
   for (const http::Header& h : head.headers) {
-    if (isHopByHop(h.name, connection, false) || http::equalsIgnoreCase(h.name, "transfer-encoding") ||
-        (hsts && http::equalsIgnoreCase(h.name, "strict-transport-security"))) {
+    if (skip(h.name)) {
       continue;
     }
     nva.push_back(nv(std::string_view(names).substr(name_at[i], h.name.size()), h.value));
@@ -578,6 +646,24 @@ void H2Stream::exchangeResponseHead(const http::ResponseHead& head) {
   if (!body) {
     resp_done = true;
   }
+  if (tunnel && !req_body.empty()) {
+    // What the client sent ahead goes first, once the exchange returns from this call.
+    x->queueTunnel(req_body.view());
+    nghttp2_session_consume(conn.session(), id, req_body.size());
+    req_body.clear();
+  }
+}
+
+void H2Stream::exchangeTunnelData(std::string_view bytes) {
+  resp.append(bytes);
+  resumeData();
+}
+
+void H2Stream::exchangeTunnelClosed() {
+  // The server ended the WebSocket: END_STREAM once its last bytes are out.
+  resp_done = true;
+  finishExchange(200, true);
+  resumeData();
 }
 
 void H2Stream::exchangeResponseBody(std::string_view, std::string_view payload) {
@@ -884,6 +970,7 @@ bool H2Connection::start() {
       {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, static_cast<uint32_t>(options.limits.max_header_bytes)},
       {NGHTTP2_SETTINGS_HEADER_TABLE_SIZE, 4096},
       {NGHTTP2_SETTINGS_INITIAL_WINDOW_SIZE, 65535},
+      {NGHTTP2_SETTINGS_ENABLE_CONNECT_PROTOCOL, 1},  // WebSockets over HTTP/2 (RFC 8441)
   };
   if (nghttp2_submit_settings(session_, NGHTTP2_FLAG_NONE, settings, std::size(settings)) != 0) {
     return false;
