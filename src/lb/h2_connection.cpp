@@ -126,6 +126,7 @@ struct H2Stream final : public ExchangeClient {
   bool touched = false;
   bool websocket = false;     // extended CONNECT (RFC 8441): a WebSocket tunnel on this stream
   bool tunnel_ended = false;  // the client's end of the tunnel went upstream
+  core::TimePoint tunnel_active{};  // the tunnel's last byte either way (idle for client_ms: closed)
   uint64_t content_length = 0;
   uint64_t body_in = 0;      // request payload bytes received
   core::Buffer req_body;     // request payload not yet passed upstream (within our window)
@@ -646,6 +647,9 @@ void H2Stream::exchangeResponseHead(const http::ResponseHead& head) {
   if (!body) {
     resp_done = true;
   }
+  if (tunnel) {
+    tunnel_active = conn.worker().loop().now();
+  }
   if (tunnel && !req_body.empty()) {
     // What the client sent ahead goes first, once the exchange returns from this call.
     x->queueTunnel(req_body.view());
@@ -655,6 +659,7 @@ void H2Stream::exchangeResponseHead(const http::ResponseHead& head) {
 }
 
 void H2Stream::exchangeTunnelData(std::string_view bytes) {
+  tunnel_active = conn.worker().loop().now();
   resp.append(bytes);
   resumeData();
 }
@@ -852,6 +857,7 @@ struct H2Callbacks {
       return 0;
     }
     s->body_in += len;
+    s->tunnel_active = c.worker_.loop().now();
     s->req_body.append(view(data, len));
     c.touch(s);
     return 0;
@@ -1101,6 +1107,12 @@ bool H2Connection::stalled(core::TimePoint now) {
   const ProxyOptions& options = worker_.options();
   bool waiting_on_client = false;
   for (H2Stream* s = streams_; s != nullptr; s = s->next) {
+    if (s->x != nullptr && s->x->tunnel() && now - s->tunnel_active >= options.client_timeout) {
+      // A WebSocket quiet both ways for client_ms ends, as an HTTP/1.1 tunnel does.
+      nghttp2_submit_rst_stream(session_, NGHTTP2_FLAG_NONE, s->id, NGHTTP2_CANCEL);
+      s->finishExchange(200, true);
+      continue;
+    }
     if (!s->headers_done && now - s->begun >= options.request_timeout) {
       worker_.stats().slow_head.add();
       terminate(H2Abuse::Stalled, NGHTTP2_PROTOCOL_ERROR);
