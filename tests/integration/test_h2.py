@@ -155,6 +155,7 @@ class H2Raw:
         self.windows = {}
         self.max_frame = 16384
         self.block = None            # [stream id, block bytes, END_STREAM] of a header block being received
+        self.held = set()            # streams whose window we do not give back (a slow reader of them)
         self.next_id = 1
         self.send(PREFACE + SettingsFrame(0, settings or {}).serialize())
 
@@ -251,7 +252,7 @@ class H2Raw:
             n = frame.flow_controlled_length
             if self.window_updates and n > 0:
                 update = WindowUpdateFrame(0, window_increment=n).serialize()
-                if not s.ended:
+                if not s.ended and frame.stream_id not in self.held:
                     update += WindowUpdateFrame(frame.stream_id, window_increment=n).serialize()
                 self.send_lenient(update)
         elif isinstance(frame, RstStreamFrame):
@@ -431,6 +432,23 @@ class H2BasicTest(H2TestCase):
             s = client.stream(sid)
             self.assertEqual(s.status, 200, (sid, s.reset))
             self.assertEqual(echo_of(s)["target"], f"/echo?n={i}")
+
+    def test_a_stream_the_client_does_not_read_stalls_no_other(self):
+        self.start_h2_lb()
+        client = self.connect()
+        client.wait(lambda: client.server_settings, what="the lb's SETTINGS")
+        slow = client.take_id()
+        client.held.add(slow)  # its 64 KiB window is never given back: the rest of /blob waits
+        client.send(client.headers_frame(slow, client.request_fields("/blob")))
+        client.wait(lambda: len(client.stream(slow).data) == 65535, what="the slow stream's first window")
+        for i in range(5):  # meanwhile the other streams of the connection are answered
+            s = client.get(f"/echo?beside-{i}")
+            self.assertEqual(s.status, 200)
+        self.assertEqual(len(client.stream(slow).data), 65535)
+        client.held.discard(slow)
+        client.send(WindowUpdateFrame(slow, window_increment=len(BLOB)).serialize())
+        client.wait(lambda: client.stream(slow).done, timeout=20, what="the rest of /blob")
+        self.assertTrue(bytes(client.stream(slow).data) == BLOB, "the body differs from what the server sent")
 
     def test_request_bodies_reach_the_server_byte_exact(self):
         self.start_h2_lb()
