@@ -8,6 +8,7 @@ The client is our own: frames from hyperframe, header blocks from hpack (Debian'
 family), so that it can send what a conforming client library refuses to. Conditions are awaited
 by bounded polling; every process is cleaned up even when a test fails."""
 import hashlib
+import importlib.util
 import json
 import random
 import re
@@ -19,20 +20,18 @@ import threading
 import time
 import unittest
 
-try:
-    import hpack
-    import hyperframe.frame
-except ImportError:  # a python3 (pyenv) without Debian's packages: take them from there
+if importlib.util.find_spec("hpack") is None or importlib.util.find_spec("hyperframe") is None:
+    # A python3 (pyenv) without Debian's python3-h2 family: take them from the system's.
     sys.path.append("/usr/lib/python3/dist-packages")
-    import hpack
-    import hyperframe.frame
 
-from hyperframe.frame import (ContinuationFrame, DataFrame, Frame, GoAwayFrame, HeadersFrame, PingFrame,
-                              RstStreamFrame, SettingsFrame, WindowUpdateFrame)
+import hpack  # noqa: E402
+from hyperframe.frame import (ContinuationFrame, DataFrame, Frame, GoAwayFrame, HeadersFrame,  # noqa: E402
+                              PingFrame, RstStreamFrame, SettingsFrame, WindowUpdateFrame)
 
-from harness import ThreadedServer, free_port, raw_exchange, read_body, read_head, status_of, wait_until
+from harness import (FULCRUM, Process, ThreadedServer, free_port, raw_exchange, read_body, read_head, status_of,
+                     wait_until)
 from test_abuse import METRICS, exchange_from, wait_listening
-from test_lb import LbTestCase, Server
+from test_lb import Server
 from test_tls import TlsTestCase, insecure_context, tls_connect
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -562,8 +561,8 @@ class H2StrictnessTest(H2TestCase):
         self.assertEqual(s.status, 200)
         self.assertEqual(fields_named(echo_of(s)["fields"], "host"), ["a.test"])
         # Without :authority, host names the origin.
-        s = client.get("/echo?host-only", fields=[(":method", "GET"), (":scheme", "https"), (":path", "/echo?host-only"),
-                                                  ("host", "c.test")])
+        s = client.get(fields=[(":method", "GET"), (":scheme", "https"), (":path", "/echo?host-only"),
+                               ("host", "c.test")])
         self.assertEqual(s.status, 200, (s.headers, s.reset))
         self.assertEqual(fields_named(echo_of(s)["fields"], "host"), ["c.test"])
         self.assertEqual(self.backend.records("/bad"), [])
@@ -642,7 +641,8 @@ class H2DefenceTest(H2TestCase):
             chunk = []
             for _ in range(1000):
                 fields = [(":method", "GET"), (":scheme", "https"), (":authority", "a.test"), (":path", f"/rr{sid}")]
-                chunk.append(HeadersFrame(sid, data=enc.encode(fields), flags=["END_HEADERS", "END_STREAM"]).serialize())
+                flags = ["END_HEADERS", "END_STREAM"]
+                chunk.append(HeadersFrame(sid, data=enc.encode(fields), flags=flags).serialize())
                 chunk.append(RstStreamFrame(sid, error_code=CANCEL).serialize())
                 sid += 2
             writes.append(b"".join(chunk))
@@ -801,6 +801,38 @@ class H2GracefulTest(H2TestCase):
         self.assertEqual(echo_of(s)["target"], "/hold?drain")
         self.assertTrue(client.wait_closed(10), "the lb kept the connection after its last stream")
         self.assertEqual(self.lb.wait(timeout=15), 0, self.lb.output()[-3000:])
+
+    def test_takeover_sends_goaway_and_in_flight_streams_finish(self):
+        # A binary upgrade (`fulcrum lb --takeover`, what `reload --upgrade` runs): the new
+        # process takes the listeners, the old one says GOAWAY on its h2 connections and drains.
+        self.start_h2_lb()
+        old = self.lb
+        client = self.connect()
+        client.wait(lambda: client.server_settings, what="the lb's SETTINGS")
+        sid = client.request("/hold?upgrade")
+        wait_until(lambda: self.backend.records("/hold?upgrade"), timeout=10, what="the request at the server")
+        site_path = old.log_path[:-len(".log")]
+        new = Process([FULCRUM, "lb", "--site", site_path, "--node", "lb-t", "--takeover"], site_path + ".takeover.log")
+        self.addCleanup(self.stop_lb, new)
+        wait_until(lambda: "--takeover: serving" in new.output() or not new.alive(), timeout=20,
+                   what="the new process serving")
+        self.assertTrue(new.alive(), new.output())
+        client.wait(lambda: client.goaway is not None, what="GOAWAY")
+        self.assertEqual(client.goaway[1], NO_ERROR, client.goaway)
+        self.assertGreaterEqual(client.goaway[0], sid)
+        # New connections (h2 and h2c) go to the new process while the old stream waits.
+        self.lb = new
+        new.https_port, new.port = old.https_port, old.port
+        self.assert_served()
+        self.assert_served(tls=False)
+        self.assertFalse(client.stream(sid).done)
+        self.backend.release.set()
+        client.wait(lambda: client.stream(sid).done, what="the in-flight answer")
+        self.assertEqual(client.stream(sid).status, 200, client.stream(sid).reset)
+        self.assertEqual(echo_of(client.stream(sid))["target"], "/hold?upgrade")
+        self.assertTrue(client.wait_closed(10), "the old process kept the connection after its last stream")
+        self.assertEqual(old.wait(timeout=15), 0, old.output()[-3000:])
+        self.assertIn("version=HTTP/2", new.output())
 
 
 if __name__ == "__main__":
