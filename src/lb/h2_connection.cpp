@@ -1124,7 +1124,8 @@ bool H2Connection::stalled(core::TimePoint now) {
   }
   if (waiting_on_client && !data_sent_) {
     worker_.stats().slow_send.add();
-    terminate(H2Abuse::Stalled, NGHTTP2_CANCEL);
+    // Holding the lb's buffers with a shut window is an abuse like the others: ENHANCE_YOUR_CALM.
+    terminate(H2Abuse::Stalled, NGHTTP2_ENHANCE_YOUR_CALM);
     return true;
   }
   data_sent_ = false;

@@ -48,9 +48,10 @@ class Server:
 
 
 def lb_site_text(lb_port, servers, algorithm="roundrobin", retries=2, threads=1, health=None, timeouts=None,
-                 limits=None, node_extra=None, extra=""):
+                 limits=None, node_extra=None, extra="", lb_keys=None):
+    """A site file for one lb node in front of `servers`; `lb_keys` are more keys of [lb]."""
     text = toml_table("site", {"name": "lb-test", "state_dir": "var"})
-    text += toml_table("lb", {"algorithm": algorithm, "retries": retries})
+    text += toml_table("lb", {"algorithm": algorithm, "retries": retries, **(lb_keys or {})})
     text += toml_table("lb.health", health or STEADY_HEALTH)
     if timeouts:
         text += toml_table("lb.timeouts", timeouts)
