@@ -582,7 +582,12 @@ void H2Stream::closed(uint32_t error_code) {
   // abandoned, and its line says why.
   if (x != nullptr && !logged) {
     if (x->term == Termination::Done) {
-      x->term = Termination::ClientAbort;
+      // The lb ended the connection for what the client did (an abuse, a protocol error, a
+      // stall), or the client ended the stream or its connection.
+      std::optional<H2Abuse> abuse = conn.abuse();
+      x->term = !abuse                      ? Termination::ClientAbort
+                : *abuse == H2Abuse::Stalled ? Termination::ClientTimeout
+                                             : Termination::BadRequest;
     }
     finishExchange(x->responseStarted() ? x->responseStatus() : 499, false);
   }
@@ -897,9 +902,16 @@ struct H2Callbacks {
       }
     }
     if (frame->hd.type == NGHTTP2_GOAWAY && frame->goaway.error_code != NGHTTP2_NO_ERROR && !c.fatal_) {
-      // nghttp2's own verdict (a frame the protocol forbids, its own flood limits).
+      // nghttp2's own verdict (a frame the protocol forbids, its own flood limits), whose reason
+      // it puts in the GOAWAY's debug data. One that RFC 9113 would make a stream error: more
+      // streams than an acknowledged SETTINGS_MAX_CONCURRENT_STREAMS (nghttp2 1.52 ends the
+      // connection; before the ACK the extra streams are refused one by one).
       c.fatal_ = true;
+      c.abuse_ = H2Abuse::ProtocolError;
       c.worker_.stats().h2_goaway[static_cast<size_t>(H2Abuse::ProtocolError)].add();
+      log::info("h2: closing the connection of {}: protocol_error ({})",
+                core::SocketAddress(c.peer_ip_, c.peer_port_).toString(),
+                view(frame->goaway.opaque_data, frame->goaway.opaque_data_len));
     }
     return 0;
   }
@@ -1005,6 +1017,7 @@ void H2Connection::terminate(H2Abuse reason, uint32_t error_code) {
     return;
   }
   fatal_ = true;
+  abuse_ = reason;
   worker_.stats().h2_goaway[static_cast<size_t>(reason)].add();
   log::info("h2: closing the connection of {}: {}", core::SocketAddress(peer_ip_, peer_port_).toString(),
             h2AbuseName(reason));
@@ -1028,13 +1041,11 @@ bool H2Connection::receive(core::Buffer& in) {
   if (n < 0) {
     log::debug("h2: {}: {}", core::SocketAddress(peer_ip_, peer_port_).toString(),
                nghttp2_strerror(static_cast<int>(n)));
-    if (!fatal_) {
-      fatal_ = true;
-      worker_.stats().h2_goaway[static_cast<size_t>(n == NGHTTP2_ERR_FLOODED ? H2Abuse::ControlFlood
-                                                                              : H2Abuse::ProtocolError)]
-          .add();
-      nghttp2_session_terminate_session(session_, n == NGHTTP2_ERR_FLOODED ? NGHTTP2_ENHANCE_YOUR_CALM
-                                                                           : NGHTTP2_PROTOCOL_ERROR);
+    // A bad preface, or nghttp2's flood limits (its outbound queue of SETTINGS/PING ACKs).
+    if (n == NGHTTP2_ERR_FLOODED) {
+      terminate(H2Abuse::ControlFlood, NGHTTP2_ENHANCE_YOUR_CALM);
+    } else {
+      terminate(H2Abuse::ProtocolError, NGHTTP2_PROTOCOL_ERROR);
     }
     return false;
   }

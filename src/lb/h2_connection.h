@@ -16,6 +16,7 @@
 #include <array>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -87,6 +88,8 @@ class H2Connection final : public core::BatchHook {
   bool secure() const { return secure_; }
   int fd() const { return fd_; }
   void noteDataSent() { data_sent_ = true; }
+  // Why the lb ended the connection, once it has.
+  std::optional<H2Abuse> abuse() const { return abuse_; }
 
  private:
   friend struct H2Callbacks;
@@ -106,6 +109,7 @@ class H2Connection final : public core::BatchHook {
   int fd_;
   bool secure_;
   bool fatal_ = false;         // a protocol error or an abuse: nothing more is read
+  std::optional<H2Abuse> abuse_;
   bool pump_queued_ = false;   // queued on the loop's batch end
   bool shutdown_sent_ = false;
   bool data_sent_ = true;      // a DATA frame went out since the last stall check
