@@ -31,7 +31,7 @@ from hyperframe.frame import (ContinuationFrame, DataFrame, Frame, GoAwayFrame, 
 from harness import (FULCRUM, Process, ThreadedServer, free_port, raw_exchange, read_body, read_head, status_of,
                      wait_until)
 from test_abuse import METRICS, exchange_from, wait_listening
-from test_lb import Server
+from test_lb import PyBackend, Server
 from test_tls import TlsTestCase, insecure_context, tls_connect
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
@@ -797,6 +797,58 @@ class H2StallAndStreamsTest(H2TestCase):
         self.wait_log(self.lb, r"path=/hold\?0 version=HTTP/2 status=499 .*term=bad_request")
         self.backend.release.set()
         self.assert_served()
+
+
+class H2WebSocketTest(H2TestCase):
+    def test_websocket_over_h2_reaches_an_http_1_1_server(self):
+        # RFC 8441: the lb offers extended CONNECT; the server behind gets the HTTP/1.1 upgrade it
+        # knows (with a key the lb made), its 101 becomes the stream's 200, bytes echo both ways,
+        # and the client's END_STREAM ends the tunnel.
+        backend = PyBackend("ws")
+        self.addCleanup(backend.stop)
+        self.stats_port = free_port()
+        self.lb = self.start_https_lb([Server("ws", backend.port)],
+                                      node_extra={"stats": f"127.0.0.1:{self.stats_port}"}, lb_keys={"h2c": True})
+        wait_listening(self.stats_port)
+        for tls in (True, False):
+            client = self.connect(tls)
+            client.wait(lambda: client.server_settings, what="the lb's SETTINGS")
+            self.assertEqual(client.server_settings.get(0x8), 1, "SETTINGS_ENABLE_CONNECT_PROTOCOL")
+            sid = client.take_id()
+            fields = client.request_fields("/chat", method="CONNECT") + [(":protocol", "websocket"),
+                                                                          ("sec-websocket-version", "13")]
+            client.send(client.headers_frame(sid, fields, end_stream=False))
+            client.wait(lambda: client.stream(sid).headers is not None or client.stream(sid).reset is not None,
+                        what="the CONNECT's answer")
+            self.assertEqual(client.stream(sid).status, 200, client.stream(sid).headers)
+            self.assertIsNone(client.stream(sid).field("sec-websocket-accept"))
+            for i in range(3):
+                message = f"frame-{i}-{tls}".encode() * 100
+                before = len(client.stream(sid).data)
+                client.send_body(sid, message, end=False)
+                client.wait(lambda: len(client.stream(sid).data) >= before + len(message), what="the echo")
+                self.assertEqual(bytes(client.stream(sid).data[before:]), message)
+            client.send_body(sid, b"", end=True)
+            client.wait(lambda: client.stream(sid).ended, what="the server's end of the tunnel")
+            upgrade = [r for r in backend.requests if r["target"] == "/chat"][-1]
+            fields = {k.lower(): v for k, v in upgrade["fields"]}
+            self.assertEqual(upgrade["method"], "GET")
+            self.assertEqual(fields.get("upgrade"), "websocket")
+            self.assertEqual(fields.get("connection"), "upgrade")
+            self.assertEqual(len(fields.get("sec-websocket-key", "")), 24, fields)
+            self.assertEqual(fields.get("host"), "a.test")
+        self.wait_log(self.lb, r"path=/chat version=HTTP/2 status=200 .*term=tunnel")
+
+    def test_plain_connect_and_other_protocols_are_refused(self):
+        self.start_h2_lb()
+        client = self.connect()
+        client.wait(lambda: client.server_settings, what="the lb's SETTINGS")
+        sid = client.take_id()
+        fields = client.request_fields("/x", method="CONNECT") + [(":protocol", "not-websocket")]
+        client.send(client.headers_frame(sid, fields, end_stream=False))
+        client.wait(lambda: client.stream(sid).done, what="the refusal")
+        self.assertEqual(client.stream(sid).status, 501)
+        self.assertEqual(self.backend.records("/x"), [])
 
 
 class H2GracefulTest(H2TestCase):
