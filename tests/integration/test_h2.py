@@ -10,11 +10,14 @@ by bounded polling; every process is cleaned up even when a test fails."""
 import hashlib
 import importlib.util
 import json
+import os
 import random
 import re
+import shutil
 import signal
 import socket
 import ssl
+import subprocess
 import sys
 import threading
 import time
@@ -500,6 +503,41 @@ class H2BasicTest(H2TestCase):
         self.assertTrue(answer.startswith(b"HTTP/1.1 505 "), answer[:200])
         self.assertEqual(status_of(answer), 505)
         self.assertEqual([r["target"] for r in backend.records()], ["/echo"])
+
+
+class H2RealClientsTest(H2TestCase):
+    """Clients people use: curl (libcurl's nghttp2) and h2load, not only our frames."""
+
+    def test_curl_over_h2_and_h2c(self):
+        self.start_h2_lb()
+        upload = bytes(random.Random(7).getrandbits(8) for _ in range(200_000))
+        path = os.path.join(self.tmp.path, "upload.bin")
+        with open(path, "wb") as f:
+            f.write(upload)
+        for url, flag in ((f"https://127.0.0.1:{self.lb.https_port}", "--http2"),
+                          (f"http://127.0.0.1:{self.lb.port}", "--http2-prior-knowledge")):
+            out = subprocess.run(["curl", "-sk", flag, "-w", "\n%{http_version} %{http_code}", f"{url}/blob"],
+                                 capture_output=True, timeout=30)
+            body, _, tail = out.stdout.rpartition(b"\n")
+            self.assertEqual(tail, b"2 200", out.stderr)
+            self.assertEqual(body, BLOB)
+            out = subprocess.run(["curl", "-sk", flag, "--data-binary", f"@{path}", "-w", "\n%{http_version}",
+                                  f"{url}/post"], capture_output=True, timeout=30)
+            echo_text, _, version = out.stdout.rpartition(b"\n")
+            self.assertEqual(version, b"2", out.stderr)
+            echo = json.loads(echo_text)
+            self.assertEqual(echo["body_length"], len(upload))
+            self.assertEqual(echo["body_sha256"], hashlib.sha256(upload).hexdigest())
+
+    @unittest.skipUnless(shutil.which("h2load"), "h2load (Debian nghttp2-client) is not installed")
+    def test_h2load_many_streams_all_answered(self):
+        self.start_h2_lb()
+        out = subprocess.run(["h2load", "-n", "2000", "-c", "4", "-m", "20", f"https://127.0.0.1:{self.lb.https_port}/echo"],
+                             capture_output=True, text=True, timeout=60)
+        self.assertIn("Application protocol: h2", out.stdout, out.stdout + out.stderr)
+        self.assertRegex(out.stdout, r"requests: 2000 total, 2000 started, 2000 done, 2000 succeeded, 0 failed",
+                         out.stdout)
+        self.assertIn("status codes: 2000 2xx", out.stdout)
 
 
 class H2StrictnessTest(H2TestCase):
