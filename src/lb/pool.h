@@ -88,7 +88,10 @@ struct PoolStats {
 };
 
 struct PoolOptions {
-  size_t max_idle_per_server = 512;
+  // Parked connections per server (per worker). High enough never to churn at a busy moment: an
+  // HTTP/2 client alone may have 100 requests in flight, and the idle ones are closed after
+  // idle_timeout anyway, so what is kept never exceeds the recent peak of requests in flight.
+  size_t max_idle_per_server = 8192;
   core::Duration idle_timeout = std::chrono::seconds(10);
   PoolStats* stats = nullptr;  // sized for the backends; none when null
 };
