@@ -4,6 +4,7 @@
 # keep-alive to one nginx backend (`return 200 "hello\n"`) on CPU 1; h2load runs on CPU 1:
 # $CONNS connections x $STREAMS concurrent streams for $DUR seconds.
 # Per proxy: requests/s, CPU microseconds (utime+stime from /proc/PID/stat) per completed request,
+# the share of CPU 0 the proxy used over the run (near 100%: the proxy is the bottleneck),
 # request time min/mean/max as h2load prints them, and p50/p99 computed from h2load's per-request
 # log (--log-file), failed/errored/timed-out requests and non-2xx responses.
 # Before measuring, one short h2load run must report "Application protocol: h2"; a proxy that
@@ -77,9 +78,9 @@ measure(){ # name pid
     printf "%-8s protocol=%s: did not negotiate h2, not measured\n" $name "$proto"; return
   fi
   taskset -c 1 h2load -c $CONNS -m $STREAMS -D 1 $URL >/dev/null 2>&1 || true
-  local c0=$(cpu_of $pid)
+  local c0=$(cpu_of $pid) t0=$(date +%s.%N)
   taskset -c 1 h2load -c $CONNS -m $STREAMS -D $DUR --log-file=$log $URL > $out 2>&1 || true
-  local c1=$(cpu_of $pid)
+  local c1=$(cpu_of $pid) t1=$(date +%s.%N)
   # requests: T total, S started, D done, OK succeeded, F failed, E errored, TO timeout
   local rps=$(awk '/^finished in/{print $4}' $out)
   local done=$(awk '/^requests:/{print $6}' $out)
@@ -90,8 +91,9 @@ measure(){ # name pid
     i50 = int(NR*0.50); if (i50 < 1) i50 = 1; i99 = int(NR*0.99); if (i99 < 1) i99 = 1;
     printf "p50=%.2fms p99=%.2fms", v[i50]/1000, v[i99]/1000 }')
   local us=$(awk -v c=$((c1-c0)) -v t=$(getconf CLK_TCK) -v r=${done:-0} 'BEGIN{ if (r>0) printf "%.2f", c/t*1e6/r; else print "NA" }')
-  printf "%-8s %-3s rps=%-10s cpu_us_per_req=%-7s %s %s done=%s non2xx=%s %s rss_kb=%s\n" $name $proto \
-    "${rps:-NA}" $us "$pct" "$times" "${done:-NA}" "${non2xx:-NA}" "$fails" "$(awk '/VmHWM/{print $2}' /proc/$pid/status)"
+  local busy=$(awk -v c=$((c1-c0)) -v t=$(getconf CLK_TCK) -v a=$t0 -v b=$t1 'BEGIN{ printf "%.0f%%", c/t/(b-a)*100 }')
+  printf "%-8s %-3s rps=%-10s cpu_us_per_req=%-7s cpu0_busy=%-4s %s %s done=%s non2xx=%s %s rss_kb=%s\n" $name $proto \
+    "${rps:-NA}" $us $busy "$pct" "$times" "${done:-NA}" "${non2xx:-NA}" "$fails" "$(awk '/VmHWM/{print $2}' /proc/$pid/status)"
 }
 for peer in $PEERS; do
   case $peer in
