@@ -63,6 +63,7 @@ struct LbLimits {
   uint32_t conn_per_ip = 0;       // open connections per client address; 0 = off
   uint32_t client_table = 100000;  // addresses tracked for the two above (fixed memory, LRU)
   uint32_t min_body_rate = 500;  // bytes/s a request body averages after http_request_ms; 0 = off
+  uint32_t h2_max_streams = 100;  // HTTP/2: concurrent streams per connection (SETTINGS_MAX_CONCURRENT_STREAMS)
   bool operator==(const LbLimits&) const = default;
 };
 
@@ -91,7 +92,7 @@ struct LbTls {
   std::vector<CertKey> certs;  // more pairs, chosen by SNI (and ECDSA or RSA by what the client takes)
   bool redirect_http = false;  // 308 from the http listener to https
   bool hsts = false;           // Strict-Transport-Security on https responses
-  bool http2 = false;          // offer h2 by ALPN (refused while HTTP/2 is not built)
+  bool http2 = true;           // offer h2 by ALPN before http/1.1
   bool operator==(const LbTls&) const = default;
 };
 
@@ -135,6 +136,7 @@ struct LbSection {
   bool present = false;  // the file has an [lb] table or [[lb.node]]
   std::string algorithm = "roundrobin";
   uint32_t retries = 2;
+  bool h2c = false;  // HTTP/2 with prior knowledge (cleartext) on the http listeners
   LbHealth health;
   LbTimeouts timeouts;
   LbLimits limits;

@@ -12,9 +12,6 @@ std::vector<ConfigError> lbNotBuiltYet(const Site& site, const LbNode* only) {
     out.push_back(site.errorAt(key, what + " is not supported yet by this build"));
   };
   (void)only;
-  if (site.lb.tls.http2) {
-    refuse("lb.tls.http2", "HTTP/2");
-  }
   if (site.lb.vip && site.lb.vip->ip.family != AF_INET) {
     refuse("lb.vip.address", "an IPv6 virtual IP (VRRPv3 over IPv6)");
   }

@@ -169,9 +169,11 @@ void readLbSection(Diagnostics& diag, const toml::table& table) {
   LbSection& lb = site.lb;
   lb.present = true;
   TableReader r(diag, table, "lb",
-                {"algorithm", "retries", "health", "timeouts", "limits", "firewall", "tls", "acme", "vip", "node"});
+                {"algorithm", "retries", "h2c", "health", "timeouts", "limits", "firewall", "tls", "acme", "vip",
+                 "node"});
   r.readChoice("algorithm", lb.algorithm, kAlgorithms, "algorithm");
   r.read("retries", lb.retries, {0, 10});
+  r.read("h2c", lb.h2c);
 
   if (const auto* t = r.table("health")) {
     TableReader h(diag, *t, "lb.health", {"path", "interval_ms", "timeout_ms", "rise", "fall"});
@@ -196,7 +198,7 @@ void readLbSection(Diagnostics& diag, const toml::table& table) {
   if (const auto* t = r.table("limits")) {
     TableReader h(diag, *t, "lb.limits",
                   {"max_connections", "max_header_bytes", "max_body_bytes", "rate_per_ip", "rate_burst",
-                   "conn_per_ip", "client_table", "min_body_rate"});
+                   "conn_per_ip", "client_table", "min_body_rate", "h2_max_streams"});
     h.read("max_connections", lb.limits.max_connections, {1, 10'000'000});
     h.read("max_header_bytes", lb.limits.max_header_bytes, {1024, 1'048'576});
     h.read("max_body_bytes", lb.limits.max_body_bytes, {0, kOneTiB});
@@ -205,6 +207,7 @@ void readLbSection(Diagnostics& diag, const toml::table& table) {
     h.read("conn_per_ip", lb.limits.conn_per_ip, {0, 10'000'000});
     h.read("client_table", lb.limits.client_table, {1024, 10'000'000});
     h.read("min_body_rate", lb.limits.min_body_rate, {0, 1'000'000'000});
+    h.read("h2_max_streams", lb.limits.h2_max_streams, {1, 10'000});
   }
   if (const auto* t = r.table("firewall")) {
     TableReader h(diag, *t, "lb.firewall", {"allow", "deny"});

@@ -142,7 +142,35 @@ void EventLoop::runOnce(Duration max_wait) {
     events_.resize(events_.size() * 2);
   }
   runExpiredTimers();
+  runBatchEnd();
   deferred_.clear();
+}
+
+void EventLoop::runBatchEnd() {
+  // A hook may queue more (its own flush waking another); bounded so a hook that always
+  // re-queues cannot hold the loop.
+  for (int round = 0; round < 8 && !batch_end_.empty(); ++round) {
+    batch_running_.swap(batch_end_);
+    for (size_t i = 0; i < batch_running_.size(); ++i) {
+      if (BatchHook* hook = batch_running_[i]) {
+        hook->onBatchEnd();
+      }
+    }
+    batch_running_.clear();
+  }
+}
+
+void EventLoop::cancelBatchEnd(BatchHook* hook) {
+  for (BatchHook*& h : batch_end_) {
+    if (h == hook) {
+      h = nullptr;
+    }
+  }
+  for (BatchHook*& h : batch_running_) {
+    if (h == hook) {
+      h = nullptr;
+    }
+  }
 }
 
 void EventLoop::drainPosted() {

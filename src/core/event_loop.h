@@ -32,6 +32,14 @@ class Deletable {
   virtual ~Deletable() = default;
 };
 
+// Work a handler defers to the end of the current batch of events, after every ready socket has
+// been read: an HTTP/2 connection writes once for every stream that got bytes in the batch.
+class BatchHook {
+ public:
+  virtual ~BatchHook() = default;
+  virtual void onBatchEnd() = 0;
+};
+
 // A one-shot timer owned by the code that uses it. Re-arming to a later deadline is O(1)
 // (no heap push), so per-request idle timeouts cost almost nothing.
 class Timer {
@@ -67,6 +75,12 @@ class EventLoop {
   void post(std::function<void()> fn);
   // Frees `object` after the current batch of events (callable only on the loop thread).
   void deferDelete(std::unique_ptr<Deletable> object);
+
+  // Calls `hook` once at the end of the current batch (before deferred deletions). A hook queued
+  // twice in one batch runs twice; its owner keeps a flag. cancelBatchEnd before the owner dies
+  // (other than by deferDelete, which frees after the hooks ran).
+  void atBatchEnd(BatchHook* hook) { batch_end_.push_back(hook); }
+  void cancelBatchEnd(BatchHook* hook);
 
   // Runs until stop() (thread-safe).
   void run();
@@ -106,6 +120,7 @@ class EventLoop {
   void pushEntry(uint32_t slot, TimePoint deadline);
   int epollTimeoutMs(Duration max_wait);
   void drainPosted();
+  void runBatchEnd();
 
   const Clock& clock_;
   TimePoint now_;
@@ -115,6 +130,8 @@ class EventLoop {
   std::mutex posted_mutex_;
   std::vector<std::function<void()>> posted_;
   std::vector<std::unique_ptr<Deletable>> deferred_;
+  std::vector<BatchHook*> batch_end_;
+  std::vector<BatchHook*> batch_running_;
   std::vector<TimerSlot> timers_;
   std::vector<uint32_t> free_timers_;
   std::priority_queue<HeapEntry, std::vector<HeapEntry>, std::greater<>> heap_;

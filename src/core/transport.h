@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <string_view>
 
 #include "core/buffer.h"
 
@@ -30,6 +31,8 @@ class Transport {
   virtual uint32_t extraEvents() const { return 0; }
   // True until the transport is ready for application bytes (a TLS handshake under way).
   virtual bool handshaking() const { return false; }
+  // The protocol chosen by ALPN once the handshake is done ("h2", "http/1.1"); empty when none.
+  virtual std::string_view alpn() const { return {}; }
 };
 
 class PlainTransport final : public Transport {

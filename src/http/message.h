@@ -69,6 +69,13 @@ struct ResponseHead {
   void clear();
 };
 
+// Checks for a request whose parts arrive separately (HTTP/2 pseudo-header fields), by the
+// rules the HTTP/1.1 parser applies to a request line and Host.
+Method methodFromName(std::string_view name);    // Other for an extension method
+bool isValidMethodName(std::string_view name);   // a token (RFC 9110 §9.1)
+bool isValidAuthority(std::string_view text);    // uri-host [":" port], not empty
+bool isValidOriginTarget(std::string_view target);  // "/" then visible ASCII except '#'
+
 // Case-insensitive ASCII comparison, for header names and tokens.
 bool equalsIgnoreCase(std::string_view a, std::string_view b);
 // True when the comma-separated header value contains `token` (case-insensitive), e.g.

@@ -813,4 +813,39 @@ ParseResult HeadScanner::parseResponse(std::string_view data, const Limits& limi
       [&]() { return parseResponseHead(data, limits, request_method, out); });
 }
 
+// ---------------------------------------------------------------------------------------------
+// The same checks for a request that arrives in another framing (HTTP/2's pseudo-header fields).
+
+Method methodFromName(std::string_view name) {
+  return identifyMethod(name);
+}
+
+bool isValidAuthority(std::string_view text) {
+  return !text.empty() && validAuthority(text, false);
+}
+
+bool isValidOriginTarget(std::string_view target) {
+  if (target.empty() || target[0] != '/') {
+    return false;
+  }
+  for (char c : target) {
+    if (!has(c, kTargetBit)) {
+      return false;
+    }
+  }
+  return true;
+}
+
+bool isValidMethodName(std::string_view name) {
+  if (name.empty()) {
+    return false;
+  }
+  for (char c : name) {
+    if (!has(c, kTcharBit)) {
+      return false;
+    }
+  }
+  return true;
+}
+
 }  // namespace fulcrum::http

@@ -112,6 +112,7 @@ void setTunables(const config::Site& site, ProxyOptions& options) {
   options.request_timeout = core::millis(site.lb.timeouts.http_request_ms);
   options.min_body_rate = site.lb.limits.min_body_rate;
   options.retries = site.lb.retries;
+  options.h2_max_streams = site.lb.limits.h2_max_streams;
 }
 
 HealthOptions healthOptions(const config::Site& site) {
@@ -335,7 +336,10 @@ int runLbCommand(const config::Site& site, const std::string& node_name, bool ta
   std::vector<std::unique_ptr<ProxyWorker>> proxies(threads);
   std::vector<std::unique_ptr<ProxyWorker>> https_proxies(threads);
   ProxyOptions https_options = options;
+  options.h2c = site.lb.h2c;
   if (tls_context) {
+    tls_context->offerHttp2(site.lb.tls.http2);
+    https_options.h2c = false;  // ALPN decides on https
     https_options.proto = "https";
     https_options.tls = tls_context.get();
     https_options.hsts = site.lb.tls.hsts;

@@ -14,6 +14,7 @@
 #include "http/util.h"
 #include "lb/exchange.h"
 #include "lb/forwarding.h"
+#include "lb/h2_connection.h"
 
 namespace fulcrum::lb {
 
@@ -25,50 +26,19 @@ double millisBetween(core::TimePoint a, core::TimePoint b) {
   return std::chrono::duration<double, std::milli>(b - a).count();
 }
 
-uint64_t hashClient(const core::SocketAddress& peer) {
-  core::IpAddress ip = peer.ip();
-  return hashBytes(std::string_view(reinterpret_cast<const char*>(ip.bytes.data()), ip.length()));
-}
+// The client preface of HTTP/2 with prior knowledge (RFC 9113 §3.4).
+constexpr std::string_view kH2Preface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 }  // namespace
 
-// One HTTP/1.1 request on a client connection: what the codec keeps of it (the head, the body's
-// framing, how the response is framed back) and its exchange. A session takes one from its
-// worker's free list when a request starts and gives it back when it ends, so an idle keep-alive
-// client holds none of it, and the free list keeps capacities warm (no malloc per request).
-struct Http1Request {
-  explicit Http1Request(ProxyWorker& worker) : exchange(worker) {}
-  void reset();
-
-  ProxyExchange exchange;
-  http::RequestHead req;
-  http::HeadScanner req_scanner;  // how far the head in the session's cin_ has been checked
-  http::BodyDecoder req_body;
-  uint8_t version_minor = 1;
-  bool client_keep_alive = true;
-  bool dechunk = false;  // an HTTP/1.0 client gets a chunked response's payload, ended by the close
-  bool logged = false;   // its access line is written (once per request)
-  // The request body's pace (min_body_rate): counted from body_start, restarted whenever the
-  // lb itself held the body back (a slow server).
-  core::TimePoint body_start{};
-  uint64_t body_bytes = 0;
-};
-
-void Http1Request::reset() {
-  exchange.reset();
-  req_scanner.reset();
-  version_minor = 1;
-  client_keep_alive = true;
-  dechunk = false;
-  logged = false;
-  body_start = core::TimePoint{};
-  body_bytes = 0;
+uint64_t hashClientIp(const core::IpAddress& ip) {
+  return hashBytes(std::string_view(reinterpret_cast<const char*>(ip.bytes.data()), ip.length()));
 }
 
 // The HTTP/1.1 client codec on one connection: reads requests from the transport (plain TCP or
 // TLS), checks their heads and bodies, hands each to an exchange, and frames the exchange's
 // response back; pipelined requests wait in cin_ and are served in order.
-class ProxySession final : public core::IoHandler, public ExchangeClient, public core::Deletable {
+class ProxySession final : public core::IoHandler, public ExchangeClient, public H2Carrier, public core::Deletable {
  public:
   // `secure`: the TLS transport on an https listener (null: plain TCP).
   ProxySession(ProxyWorker& worker, core::Fd fd, const core::SocketAddress& peer,
@@ -78,7 +48,12 @@ class ProxySession final : public core::IoHandler, public ExchangeClient, public
   void onIoEvents(uint32_t events) override;  // client socket
   void drain();
   // Between requests with nothing queued either way: closing it loses no work.
-  bool idle() const { return phase_ == Phase::ClientHead && !request_started_ && cin_.empty() && cout_.empty(); }
+  bool idle() const {
+    if (phase_ == Phase::H2) {
+      return h2_->idle() && cout_.empty();
+    }
+    return phase_ == Phase::ClientHead && !request_started_ && cin_.empty() && cout_.empty();
+  }
   void evict() { close(); }
   core::IpAddress peerIp() const { return peer_ip_; }
 
@@ -98,10 +73,18 @@ class ProxySession final : public core::IoHandler, public ExchangeClient, public
   void exchangeFlush() override { flushClient(); }
   void exchangeWantsBody() override;
 
+  // H2Carrier
+  void h2Pump() override;
+
  private:
-  // The connection: a head being read, a request's exchange running, an upgraded tunnel, the
-  // last answer going out before the close.
-  enum class Phase : uint8_t { ClientHead, Exchange, Tunnel, Lingering, Closed };
+  // The connection: a head being read, a request's exchange running, an upgraded tunnel, an
+  // HTTP/2 connection (h2_ does the rest), the last answer going out before the close.
+  enum class Phase : uint8_t { ClientHead, Exchange, Tunnel, H2, Lingering, Closed };
+
+  // The first bytes of a connection: HTTP/2 when ALPN chose h2, or (h2c) when they are the
+  // preface. True when the session switched (or waits for the rest of a preface).
+  bool maybeStartH2();
+  void readH2();
 
   void readClient();
   void processClient();
@@ -151,6 +134,8 @@ class ProxySession final : public core::IoHandler, public ExchangeClient, public
 
   bool close_client_ = false;
   bool request_started_ = false;
+  bool fresh_ = true;  // no request yet: HTTP/2 may still start
+  std::unique_ptr<H2Connection> h2_;
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -165,7 +150,7 @@ ProxySession::ProxySession(ProxyWorker& worker, core::Fd fd, const core::SocketA
       transport_(secure_ ? secure_.get() : &plain_),
       peer_ip_(peer.ip()),
       peer_port_(peer.port()),
-      client_hash_(hashClient(peer)),
+      client_hash_(hashClientIp(peer.ip())),
       client_timer_(worker.loop(), [this] { onClientTimeout(); }) {
   client_events_ = EPOLLIN | EPOLLRDHUP;
   worker_.loop().add(client_.get(), client_events_, this);
@@ -217,6 +202,7 @@ void ProxySession::close() {
   phase_ = Phase::Closed;
   client_timer_.disarm();
   releaseRequest();  // the exchange's in-flight count and server connection end with it
+  h2_.reset();       // its streams' exchanges end with it (each logs its line)
   worker_.loop().remove(client_.get());
   client_.reset();
   cin_.release();
@@ -226,6 +212,10 @@ void ProxySession::close() {
 }
 
 void ProxySession::drain() {
+  if (phase_ == Phase::H2) {
+    h2_->shutdown();  // GOAWAY: open streams finish, then the connection ends
+    return;
+  }
   if (phase_ == Phase::ClientHead && cin_.empty() && cout_.empty() && !worker_.lingeringIdle()) {
     close();
   }
@@ -241,6 +231,16 @@ void ProxySession::onIoEvents(uint32_t events) {
   }
   if (events & EPOLLERR) {
     close();
+    return;
+  }
+  if (phase_ == Phase::H2) {
+    if (events & (EPOLLIN | EPOLLHUP | EPOLLRDHUP)) {
+      readH2();
+      if (phase_ != Phase::H2) {
+        return;
+      }
+    }
+    h2Pump();
     return;
   }
   // A TLS transport may need the other direction to progress: a read (a handshake) that must
@@ -299,7 +299,113 @@ void ProxySession::readClient() {
   if (phase_ == Phase::Tunnel) {
     client_timer_.armAfter(worker_.options().client_timeout);
   }
+  if (fresh_ && phase_ == Phase::ClientHead && maybeStartH2()) {
+    return;
+  }
   processClient();
+}
+
+bool ProxySession::maybeStartH2() {
+  bool h2 = transport_->alpn() == "h2";
+  if (!h2 && worker_.options().h2c && secure_ == nullptr) {
+    std::string_view in = cin_.view();
+    size_t n = std::min(in.size(), kH2Preface.size());
+    if (in.substr(0, n) != kH2Preface.substr(0, n)) {
+      return false;
+    }
+    if (n < kH2Preface.size()) {
+      if (!request_started_) {
+        client_timer_.armAfter(worker_.options().request_timeout);  // the rest of the preface
+      }
+      return true;
+    }
+    h2 = true;
+  }
+  if (!h2) {
+    return false;
+  }
+  fresh_ = false;
+  phase_ = Phase::H2;
+  core::SocketAddress peer(peer_ip_, peer_port_);
+  h2_ = std::make_unique<H2Connection>(worker_, *this, cout_, peer, client_.get(), secure_ != nullptr);
+  if (!h2_->start()) {
+    close();
+    return true;
+  }
+  if (!h2_->receive(cin_)) {
+    h2Pump();  // the GOAWAY, then the close
+    return true;
+  }
+  h2Pump();
+  return true;
+}
+
+void ProxySession::readH2() {
+  ssize_t n = transport_->read(cin_, kHighWater);
+  if (n == 0) {
+    close();  // the client is gone: its open streams end with the connection
+    return;
+  }
+  if (n < 0) {
+    if (errno != EAGAIN && errno != EINTR) {
+      close();
+    }
+    return;
+  }
+  worker_.stats().bytes_in.add(static_cast<uint64_t>(n));
+  h2_->receive(cin_);
+}
+
+void ProxySession::h2Pump() {
+  if (phase_ != Phase::H2 || !client_) {
+    return;
+  }
+  // Frames out while the socket takes them; each round frames at most a high-water mark.
+  bool wrote = false;
+  for (int round = 0; round < 64; ++round) {
+    h2_->produce();
+    if (cout_.empty()) {
+      break;
+    }
+    while (!cout_.empty()) {
+      ssize_t n = transport_->write(cout_);
+      if (n < 0) {
+        if (errno == EAGAIN || errno == EINTR) {
+          break;
+        }
+        close();
+        return;
+      }
+      worker_.stats().bytes_out.add(static_cast<uint64_t>(n));
+      wrote = true;
+    }
+    if (!cout_.empty()) {
+      break;  // the socket is full: EPOLLOUT resumes
+    }
+  }
+  if (cout_.empty()) {
+    cout_.release();
+    if (h2_->finished()) {
+      phase_ = Phase::Lingering;
+      h2_.reset();
+      client_timer_.disarm();
+      startLingeringClose();
+      return;
+    }
+  }
+  // One timer: a send deadline while frames wait on the socket, else client_ms of quiet (an idle
+  // connection gets a GOAWAY; one with streams open is checked for stalls).
+  if (cout_.empty() || wrote || !client_timer_.armed()) {
+    client_timer_.armAfter(worker_.options().client_timeout);
+  }
+  uint32_t events = EPOLLIN | EPOLLRDHUP | transport_->extraEvents();
+  if (!cout_.empty()) {
+    events |= EPOLLOUT;
+  }
+  if (events != client_events_) {
+    client_events_ = events;
+    worker_.loop().modify(client_.get(), events, this);
+  }
 }
 
 void ProxySession::processClient() {
@@ -310,6 +416,7 @@ void ProxySession::processClient() {
       }
       if (!request_started_) {
         request_started_ = true;
+        fresh_ = false;
         takeRequest();
         // Until this head parses, an error answer belongs to no method (a stale HEAD would drop
         // the error body) and the access log names no earlier request.
@@ -683,6 +790,23 @@ void ProxySession::updateClientInterest() {
 void ProxySession::onClientTimeout() {
   ProxyStats& stats = worker_.stats();
   switch (phase_) {
+    case Phase::H2:
+      if (!cout_.empty()) {
+        stats.slow_send.add();  // the client stopped reading its socket
+        close();
+        return;
+      }
+      if (h2_->idle()) {
+        h2_->shutdown();  // client_ms without a stream: GOAWAY, then the close
+        h2Pump();
+        if (phase_ == Phase::H2) {
+          close();  // the client keeps it open past the GOAWAY: ours ends now
+        }
+        return;
+      }
+      h2_->stalled(worker_.loop().now());
+      h2Pump();
+      return;
     case Phase::ClientHead:
       if (request_started_ && !cin_.empty()) {
         stats.slow_head.add();
@@ -733,6 +857,7 @@ void ProxySession::onClientTimeout() {
       return;
   }
 }
+
 
 void ProxySession::redirectToHttps() {
   // [lb.tls] redirect_http: the same host and target on the https listener, 308 so that the
@@ -801,6 +926,7 @@ void ProxySession::armSendDeadline() {
     case Phase::Lingering:
       break;
     case Phase::Tunnel:
+    case Phase::H2:
     case Phase::Closed:
       return;
   }
@@ -844,43 +970,48 @@ void ProxySession::noteRequestLine(bool reparse) {
 
 void ProxySession::accessLog(int status, bool answered) {
   r_->logged = true;
-  core::TimePoint now = worker_.loop().now();
+  logAccess(worker_, *x_, peer_ip_, peer_port_, status, answered, r_->version_minor == 0 ? "HTTP/1.0" : "HTTP/1.1");
+}
+
+void logAccess(ProxyWorker& worker, const ProxyExchange& x, const core::IpAddress& ip, uint16_t port, int status,
+               bool answered, std::string_view version) {
+  core::TimePoint now = worker.loop().now();
   if (answered) {
     // An answered request is timed here, once: the access line and the histogram agree.
-    worker_.stats().total_time[worker_.options().tls != nullptr ? 1 : 0].observe(static_cast<uint64_t>(
-        std::chrono::duration_cast<std::chrono::microseconds>(now - x_->t_start).count()));
+    worker.stats().total_time[worker.options().tls != nullptr ? 1 : 0].observe(static_cast<uint64_t>(
+        std::chrono::duration_cast<std::chrono::microseconds>(now - x.t_start).count()));
   }
-  if (!worker_.options().access_log || !log::enabled(log::Level::Info)) {
+  if (!worker.options().access_log || !log::enabled(log::Level::Info)) {
     return;
   }
-  int server_id = x_->server();
+  int server_id = x.server();
   std::string_view server =
-      server_id == kNoServer ? std::string_view("-") : std::string_view(worker_.pool().backend(server_id).name);
-  core::TimePoint connect_start = x_->connectStart();
-  core::TimePoint connected_at = x_->connected();
-  core::TimePoint response_at = x_->responseAt();
+      server_id == kNoServer ? std::string_view("-") : std::string_view(worker.pool().backend(server_id).name);
+  core::TimePoint connect_start = x.connectStart();
+  core::TimePoint connected_at = x.connected();
+  core::TimePoint response_at = x.responseAt();
   bool connected = server_id != kNoServer && connected_at >= connect_start && connect_start != core::TimePoint{};
   double connect_ms = connected ? millisBetween(connect_start, connected_at) : 0.0;
   // The server's own time: from its connection being ready (the request going out) to its head.
   double server_ms = connected && response_at >= connected_at ? millisBetween(connected_at, response_at) : 0.0;
-  double response_ms = response_at >= x_->t_start ? millisBetween(x_->t_start, response_at) : 0.0;
-  std::string client = core::SocketAddress(peer_ip_, peer_port_).toString();
+  double response_ms = response_at >= x.t_start ? millisBetween(x.t_start, response_at) : 0.0;
+  std::string client = core::SocketAddress(ip, port).toString();
   std::string target;
-  std::string_view path = x_->path;
-  if (!x_->query.empty()) {
-    target.reserve(x_->path.size() + 1 + x_->query.size());
-    target.append(x_->path).append(1, '?').append(x_->query);
+  std::string_view path = x.path;
+  if (!x.query.empty()) {
+    target.reserve(x.path.size() + 1 + x.query.size());
+    target.append(x.path).append(1, '?').append(x.query);
     path = target;
   }
-  uint32_t attempts = x_->attempts();
+  uint32_t attempts = x.attempts();
   auto num = [](std::string_view key, double value) { return log::Field{key, {}, value, true}; };
   auto str = [](std::string_view key, std::string_view value) { return log::Field{key, value, 0, false}; };
   log::event(log::Level::Info, "access",
-             {str("client", client), str("method", x_->method_text), str("path", path), num("status", status),
-              num("bytes", static_cast<double>(x_->responseBytes())), str("server", server),
+             {str("client", client), str("method", x.method_text), str("path", path), str("version", version),
+              num("status", status), num("bytes", static_cast<double>(x.responseBytes())), str("server", server),
               num("retries", attempts > 0 ? attempts - 1 : 0), num("connect_ms", connect_ms),
               num("server_ms", server_ms), num("response_ms", response_ms),
-              num("total_ms", millisBetween(x_->t_start, now)), str("term", terminationName(x_->term))});
+              num("total_ms", millisBetween(x.t_start, now)), str("term", terminationName(x.term))});
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -926,6 +1057,7 @@ void ProxyWorker::retune(const ProxyOptions& from) {
   options_.retries = from.retries;
   options_.hsts = from.hsts;
   options_.redirect_https_port = from.redirect_https_port;
+  options_.h2_max_streams = from.h2_max_streams;  // new HTTP/2 connections
 }
 
 ProxyWorker::~ProxyWorker() {

@@ -19,6 +19,7 @@
 #include "core/stable_vector.h"
 #include "core/transport.h"
 #include "http/parser.h"
+#include "lb/exchange.h"
 #include "lb/pool.h"
 #include "tls/acme.h"
 
@@ -45,6 +46,9 @@ struct ProxyOptions {
   const tls::ChallengeStore* acme_challenges = nullptr;
   uint32_t retries = 2;
   uint32_t max_connections = 20000;  // per worker
+  // HTTP/2: prior knowledge on this (cleartext) listener ([lb] h2c); on https, ALPN decides.
+  bool h2c = false;
+  uint32_t h2_max_streams = 100;
   std::string proto = "http";
   bool access_log = true;
 };
@@ -83,13 +87,58 @@ struct ProxyStats {
   // From the request's first byte to its last response byte queued to the client (or the
   // lb's own answer), per frontend: [0] http, [1] https.
   std::array<core::Histogram, 2> total_time;
+  // HTTP/2: connections, streams, client resets, and connections the lb ended by reason (H2Abuse).
+  core::Counter h2_connections;
+  core::Counter h2_streams;
+  core::Counter h2_resets_received;
+  std::array<core::Counter, 5> h2_goaway;
   // By server id. Grown by the main thread when a reload adds servers, before any worker hears
   // of them; ids are never reused, so a removed server's counters stay where they were.
   core::StableVector<BackendStats> backends;
 };
 
 class ProxySession;
-struct Http1Request;
+
+// One request on a client connection: what the HTTP/1.1 codec keeps of it (the head, the body's
+// framing, how the response is framed back) and its exchange. An HTTP/2 stream takes one too,
+// for its exchange and the head it builds for the server. A session takes one from its
+// worker's free list when a request starts and gives it back when it ends, so an idle keep-alive
+// client holds none of it, and the free list keeps capacities warm (no malloc per request).
+struct Http1Request {
+  explicit Http1Request(ProxyWorker& worker) : exchange(worker) {}
+  void reset();
+
+  ProxyExchange exchange;
+  http::RequestHead req;
+  http::HeadScanner req_scanner;  // how far the head in the session's cin_ has been checked
+  http::BodyDecoder req_body;
+  uint8_t version_minor = 1;
+  bool client_keep_alive = true;
+  bool dechunk = false;  // an HTTP/1.0 client gets a chunked response's payload, ended by the close
+  bool logged = false;   // its access line is written (once per request)
+  // The request body's pace (min_body_rate): counted from body_start, restarted whenever the
+  // lb itself held the body back (a slow server).
+  core::TimePoint body_start{};
+  uint64_t body_bytes = 0;
+};
+
+inline void Http1Request::reset() {
+  exchange.reset();
+  req_scanner.reset();
+  version_minor = 1;
+  client_keep_alive = true;
+  dechunk = false;
+  logged = false;
+  body_start = core::TimePoint{};
+  body_bytes = 0;
+}
+
+// The client's address hashed for the balancer (source hashing).
+uint64_t hashClientIp(const core::IpAddress& ip);
+// A request's one access line (and, when `answered`, its time in the total_time histogram),
+// whichever protocol carried it; `version` is "HTTP/1.1" or "HTTP/2".
+void logAccess(ProxyWorker& worker, const ProxyExchange& x, const core::IpAddress& ip, uint16_t port, int status,
+               bool answered, std::string_view version);
 
 class ProxyWorker final {
  public:

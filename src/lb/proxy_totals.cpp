@@ -23,6 +23,12 @@ Totals sumTotals(const std::vector<std::unique_ptr<ProxyStats>>& workers) {
     for (size_t c = 1; c < 6; ++c) {
       t.by_class[c] += w->responses_by_class[c].get();
     }
+    t.h2_connections += w->h2_connections.get();
+    t.h2_streams += w->h2_streams.get();
+    t.h2_resets_received += w->h2_resets_received.get();
+    for (size_t r = 0; r < w->h2_goaway.size(); ++r) {
+      t.h2_goaway[r] += w->h2_goaway[r].get();
+    }
     w->total_time[0].addTo(t.total_time[0]);
     w->total_time[1].addTo(t.total_time[1]);
   }

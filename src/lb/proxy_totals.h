@@ -17,6 +17,8 @@ struct Totals {
            slow_body = 0, slow_send = 0, evicted = 0, refused = 0;
   uint64_t by_class[6] = {};
   core::HistogramSnapshot total_time[2];  // http, https
+  uint64_t h2_connections = 0, h2_streams = 0, h2_resets_received = 0;
+  uint64_t h2_goaway[5] = {};  // by H2Abuse
 };
 
 struct ServerTotals {

@@ -60,6 +60,10 @@ ReloadPlan planReload(const config::Site& running, const config::Site& next, con
     eff.lb.tls.http2 = running.lb.tls.http2;
     restart("lb.tls.http2", "ALPN is set when the https listener starts");
   }
+  if (running.lb.h2c != next.lb.h2c) {
+    eff.lb.h2c = running.lb.h2c;
+    restart("lb.h2c", "the http listeners' protocols are set when they start");
+  }
   if (!(running.lb.firewall == next.lb.firewall)) {
     plan.firewall = true;
     plan.changes.push_back(fmt::format("firewall: {} allow and {} deny entries (checked at accept: open "
@@ -139,9 +143,10 @@ ReloadPlan planReload(const config::Site& running, const config::Site& next, con
   const config::LbLimits& la = running.lb.limits;
   const config::LbLimits& lb = eff.lb.limits;
   tunable(la.max_header_bytes != lb.max_header_bytes || la.max_body_bytes != lb.max_body_bytes ||
-              la.min_body_rate != lb.min_body_rate,
-          fmt::format("limits: max_header_bytes {}, max_body_bytes {}, min_body_rate {}", lb.max_header_bytes,
-                      lb.max_body_bytes, lb.min_body_rate));
+              la.min_body_rate != lb.min_body_rate || la.h2_max_streams != lb.h2_max_streams,
+          fmt::format("limits: max_header_bytes {}, max_body_bytes {}, min_body_rate {}, h2_max_streams {} (new "
+                      "HTTP/2 connections)",
+                      lb.max_header_bytes, lb.max_body_bytes, lb.min_body_rate, lb.h2_max_streams));
   tunable(running.lb.tls.hsts != next.lb.tls.hsts, fmt::format("tls.hsts {}", next.lb.tls.hsts));
   tunable(running.lb.tls.redirect_http != next.lb.tls.redirect_http,
           fmt::format("tls.redirect_http {}", next.lb.tls.redirect_http));

@@ -20,6 +20,7 @@
 #include "metrics/process.h"
 #include "metrics/prometheus.h"
 #include "lb/dashboard_page.h"
+#include "lb/h2_connection.h"
 #include "lb/proxy_totals.h"
 #include "lb/site_monitor.h"
 #include "lb/vrrp/link.h"
@@ -27,6 +28,17 @@
 namespace fulcrum::lb {
 
 namespace {
+
+nlohmann::json h2Json(const Totals& t) {
+  nlohmann::json goaway = nlohmann::json::object();
+  for (size_t r = 0; r < static_cast<size_t>(H2Abuse::kCount); ++r) {
+    goaway[std::string(h2AbuseName(static_cast<H2Abuse>(r)))] = t.h2_goaway[r];
+  }
+  return {{"connections", t.h2_connections},
+          {"streams", t.h2_streams},
+          {"resets_received", t.h2_resets_received},
+          {"goaway", goaway}};
+}
 
 // [lb.vip]: the VRRP router's state, for /api/state and the dashboard.
 nlohmann::json vrrpJson(const vrrp::Node& node) {
@@ -464,6 +476,7 @@ std::string StatsHandler::stateJson() const {
         {"gateway_timeout", t.gateway_timeout},
         {"bad_requests", t.bad_requests},
         {"slow_clients", {{"head", t.slow_head}, {"body", t.slow_body}, {"send", t.slow_send}}},
+        {"h2", h2Json(t)},
         {"bytes_in", t.bytes_in},
         {"bytes_out", t.bytes_out}}},
       {"servers", servers}};
@@ -533,6 +546,21 @@ std::string StatsHandler::metricsText() const {
   w.sample("fulcrum_lb_slow_client_closes_total", {{"node", node}, {"reason", "head"}}, t.slow_head);
   w.sample("fulcrum_lb_slow_client_closes_total", {{"node", node}, {"reason", "body"}}, t.slow_body);
   w.sample("fulcrum_lb_slow_client_closes_total", {{"node", node}, {"reason", "send"}}, t.slow_send);
+  counter("fulcrum_lb_h2_connections_total", "Client connections that spoke HTTP/2 (h2 by ALPN, or h2c).",
+          t.h2_connections);
+  counter("fulcrum_lb_h2_streams_total", "HTTP/2 streams (requests) opened by clients.", t.h2_streams);
+  counter("fulcrum_lb_h2_resets_received_total", "RST_STREAM frames received from HTTP/2 clients.",
+          t.h2_resets_received);
+  w.family("fulcrum_lb_h2_goaway_total", "counter",
+           "HTTP/2 connections the lb ended with an error GOAWAY, by reason (protocol_error: a frame the "
+           "protocol forbids; rapid_reset: streams reset faster than the budget (CVE-2023-44487); "
+           "continuation_flood: a header block of too many frames or bytes; control_flood: SETTINGS, PING, "
+           "PRIORITY or empty DATA frames beyond the budget; stalled: a client that took no response byte "
+           "within client_ms, or left a header block unfinished past http_request_ms).");
+  for (size_t r = 0; r < static_cast<size_t>(H2Abuse::kCount); ++r) {
+    w.sample("fulcrum_lb_h2_goaway_total",
+             {{"node", node}, {"reason", h2AbuseName(static_cast<H2Abuse>(r))}}, t.h2_goaway[r]);
+  }
   if (ctx_.firewall != nullptr) {
     w.family("fulcrum_lb_firewall_refused_total", "counter",
              "Connections closed at accept by [lb.firewall], by reason (deny: a deny entry; "

@@ -34,13 +34,20 @@ constexpr const char* kTls13Suites =
     "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256";
 constexpr const char* kGroups = "X25519:P-256:P-384";
 constexpr long kTicketLifetimeSeconds = 3600;  // keys rotate every hour: a ticket opens for 1-2 h
-// "\x08http/1.1": what ALPN offers until HTTP/2 lands.
-constexpr unsigned char kAlpn[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
+// What ALPN offers, in our order of preference: h2 first when [lb.tls] http2 is on.
+constexpr unsigned char kAlpnH2[] = {2, 'h', '2', 8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
+constexpr unsigned char kAlpnH1[] = {8, 'h', 't', 't', 'p', '/', '1', '.', '1'};
 
-int selectAlpn(SSL*, const unsigned char** out, unsigned char* out_len, const unsigned char* in,
+int selectAlpn(SSL* ssl, const unsigned char** out, unsigned char* out_len, const unsigned char* in,
                unsigned int in_len, void*) {
+  auto* self = static_cast<const ServerContext*>(SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl)));
+  bool h2 = self != nullptr && self->offersHttp2();
+  const unsigned char* ours = h2 ? kAlpnH2 : kAlpnH1;
+  unsigned int ours_len = h2 ? sizeof kAlpnH2 : sizeof kAlpnH1;
   unsigned char* selected = nullptr;
-  if (SSL_select_next_proto(&selected, out_len, kAlpn, sizeof kAlpn, in, in_len) != OPENSSL_NPN_NEGOTIATED) {
+  // SSL_select_next_proto walks the first list and picks the first of it the second lists: the
+  // server's list goes first, so that h2 wins whatever order the client wrote.
+  if (SSL_select_next_proto(&selected, out_len, ours, ours_len, in, in_len) != OPENSSL_NPN_NEGOTIATED) {
     return SSL_TLSEXT_ERR_NOACK;  // no common protocol: go on without ALPN (HTTP/1.1)
   }
   *out = selected;
@@ -211,6 +218,12 @@ class TlsTransport final : public core::Transport {
     return (read_wants_write_ ? EPOLLOUT : 0u) | (write_wants_read_ ? EPOLLIN : 0u);
   }
   bool handshaking() const override { return handshaking_; }
+  std::string_view alpn() const override {
+    const unsigned char* p = nullptr;
+    unsigned int len = 0;
+    SSL_get0_alpn_selected(ssl_, &p, &len);
+    return p == nullptr ? std::string_view() : std::string_view(reinterpret_cast<const char*>(p), len);
+  }
 
  private:
   bool handshake() {

@@ -67,6 +67,9 @@ class ServerContext final : public core::TransportFactory {
   // validation certificate `store` holds for its name (RFC 8737), or refused. Set before the
   // workers start; not owned.
   void answerTlsAlpn(const ChallengeStore* store) { alpn_challenges_ = store; }
+  // [lb.tls] http2: ALPN offers h2 before http/1.1. Set before the workers start.
+  void offerHttp2(bool on) { http2_ = on; }
+  bool offersHttp2() const { return http2_; }
   // The names each certificate answers (for logs), in load order.
   std::vector<std::string> describe() const;
   std::vector<CertificateInfo> certificates() const;
@@ -112,6 +115,7 @@ class ServerContext final : public core::TransportFactory {
   bool have_previous_ = false;
   TlsStats stats_;
   const ChallengeStore* alpn_challenges_ = nullptr;
+  bool http2_ = false;
 };
 
 // A self-signed ECDSA P-256 certificate for `names` (DNS) and `ips`, made once in `dir` (key

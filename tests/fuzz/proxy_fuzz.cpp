@@ -30,16 +30,16 @@
 #include <string_view>
 #include <vector>
 
-#include "core/clock.h"
-#include "core/event_loop.h"
-#include "core/log.h"
-#include "core/socket.h"
-#include "lb/pool.h"
-#include "lb/proxy.h"
-#include "proxy_framing.h"
+#include "proxy_harness.h"
 
 using namespace fulcrum;
 using lb::fuzz::fail;
+using lb::fuzz::Peers;
+using lb::fuzz::ServerConn;
+using lb::fuzz::Proxy;
+using lb::fuzz::readAvailable;
+using lb::fuzz::resetClose;
+using lb::fuzz::sendSome;
 
 namespace {
 
@@ -56,8 +56,6 @@ enum Op : uint8_t {
   kOpCount,
 };
 
-constexpr int kSettleIterations = 256;
-constexpr int kTeardownIterations = 200;
 
 http::Limits proxyLimits() {
   // Small, so the fuzzer reaches every limit with short inputs.
@@ -79,106 +77,10 @@ http::Limits serverLimits() {
   return limits;
 }
 
-std::set<int> epollFds() {
-  std::set<int> fds;
-  for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) {
-    std::error_code ec;
-    if (std::filesystem::read_symlink(entry.path(), ec).string() == "anon_inode:[eventpoll]") {
-      fds.insert(std::stoi(entry.path().filename().string()));
-    }
-  }
-  return fds;
-}
-
-// Closes with a reset, so the proxy sees an error at once whatever events it is waiting for.
-void resetClose(core::Fd& fd) {
-  if (!fd) {
-    return;
-  }
-  linger lg{1, 0};
-  setsockopt(fd.get(), SOL_SOCKET, SO_LINGER, &lg, sizeof lg);
-  fd.reset();
-}
-
-// Reads all that is available; false at end of stream or on an error.
-bool readAvailable(int fd, std::string& into) {
-  char buf[16384];
-  for (;;) {
-    ssize_t n = ::recv(fd, buf, sizeof buf, MSG_DONTWAIT);
-    if (n > 0) {
-      into.append(buf, static_cast<size_t>(n));
-      continue;
-    }
-    return n < 0 && (errno == EAGAIN || errno == EINTR);
-  }
-}
-
-size_t sendSome(int fd, std::string_view data) {
-  ssize_t n = ::send(fd, data.data(), data.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
-  return n > 0 ? static_cast<size_t>(n) : 0;
-}
-
-// Built once per process: the loop, the proxy's listener and worker, one server listener.
-struct Proxy {
-  core::ManualClock clock;
-  std::unique_ptr<core::EventLoop> loop;
-  int loop_epoll_fd = -1;
-  core::Fd server_listener;
-  core::SocketAddress address;
-  std::unique_ptr<lb::WorkerPool> pool;
-  std::unique_ptr<lb::ProxyStats> stats;
-  std::unique_ptr<lb::ProxyWorker> worker;
-
-  Proxy() {
-    std::signal(SIGPIPE, SIG_IGN);
-    log::setLevel(log::Level::Error);
-    std::set<int> before = epollFds();
-    loop = std::make_unique<core::EventLoop>(clock);
-    for (int fd : epollFds()) {
-      if (!before.contains(fd)) {
-        loop_epoll_fd = fd;
-      }
-    }
-    std::string error;
-    auto local = *core::SocketAddress::parse("127.0.0.1:0");
-    server_listener = core::listenTcp(local, core::ListenOptions{false, 128}, error);
-    core::Fd listener = core::listenTcp(local, core::ListenOptions{false, 128}, error);
-    if (!server_listener || !listener || loop_epoll_fd < 0) {
-      fail("cannot set up the proxy", error);
-    }
-    address = core::localAddress(listener.get());
-    lb::Backend backend;
-    backend.name = "server";
-    backend.address = core::localAddress(server_listener.get());
-    backend.address_text = backend.address.toString();
-    pool = std::make_unique<lb::WorkerPool>(*loop, std::vector<lb::Backend>{backend}, "roundrobin",
-                                            lb::PoolOptions{});
-    stats = std::make_unique<lb::ProxyStats>(1);
-    lb::ProxyOptions options;
-    options.limits = proxyLimits();
-    options.access_log = false;
-    worker = std::make_unique<lb::ProxyWorker>(*loop, std::move(listener), *pool, options, *stats,
-                                               [](uint32_t, const std::string&) {});
-  }
-};
-
-struct ServerConn {
-  core::Fd fd;
-  std::string received;
-};
-
 // One input's connection: the client's side and every connection the server accepted.
-class Run {
+class Run : public Peers {
  public:
-  explicit Run(Proxy& proxy) : p_(proxy) {
-    client_ = core::Fd(::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-    int one = 1;
-    setsockopt(client_.get(), IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    if (::connect(client_.get(), p_.address.sockaddrPtr(), p_.address.sockaddrLen()) != 0 &&
-        errno != EINPROGRESS) {
-      fail("client connect failed");
-    }
-  }
+  explicit Run(Proxy& proxy) : Peers(proxy) {}
 
   void execute(std::string_view script) {
     while (!script.empty()) {
@@ -234,24 +136,6 @@ class Run {
     }
   }
 
-  // Runs the loop until nothing moves and no event is pending. A loop that keeps waking with
-  // nothing moving spins; one that keeps moving never settles: both abort.
-  void settle() {
-    int still = 0;
-    for (int i = 0; i < kSettleIterations; ++i) {
-      uint64_t before = progress();
-      p_.loop->runOnce(core::Duration::zero());
-      pumpServer();
-      readAvailable(client_.get(), got_);
-      still = progress() == before ? still + 1 : 0;
-      if (still >= 2 && !loopHasEvents()) {
-        return;
-      }
-    }
-    fail(still >= 2 ? "the event loop spins: events keep coming and nothing moves"
-                    : "the connection never settles");
-  }
-
   // FULCRUM_PROXY_FUZZ_TRACE=1 prints the byte streams, to read what an input did.
   void trace() const {
     static const bool enabled = std::getenv("FULCRUM_PROXY_FUZZ_TRACE") != nullptr;
@@ -301,29 +185,6 @@ class Run {
     }
   }
 
-  // Both peers go away with a reset: every session and pooled connection must close.
-  void teardown() {
-    resetClose(client_);
-    for (ServerConn& conn : servers_) {
-      resetClose(conn.fd);
-    }
-    for (int i = 0; i < kTeardownIterations; ++i) {
-      if (p_.stats->connections_active.get() == 0 && p_.pool->idleCount(0) == 0) {
-        return;
-      }
-      // A retry may still connect: the server resets those too.
-      p_.loop->runOnce(i < 20 ? core::Duration::zero() : core::Duration(std::chrono::milliseconds(1)));
-      for (;;) {
-        core::Fd fd(::accept4(p_.server_listener.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
-        if (!fd) {
-          break;
-        }
-        resetClose(fd);
-      }
-    }
-    fail("a proxy connection outlived both its peers");
-  }
-
  private:
   std::string_view takeData(std::string_view& script) {
     if (script.empty()) {
@@ -339,65 +200,13 @@ class Run {
     return data;
   }
 
-  void pumpServer() {
-    for (;;) {
-      core::Fd fd(::accept4(p_.server_listener.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
-      if (!fd) {
-        break;
-      }
-      servers_.push_back(ServerConn{std::move(fd), {}});
-    }
-    for (size_t i = 0; i < servers_.size(); ++i) {
-      ServerConn& conn = servers_[i];
-      if (!conn.fd) {
-        continue;
-      }
-      size_t had = conn.received.size();
-      readAvailable(conn.fd.get(), conn.received);
-      if (conn.received.size() != had) {
-        current_ = static_cast<int>(i);
-      }
-    }
-  }
-
-  ServerConn* currentServer() {
-    pumpServer();
-    int i = current_ >= 0 ? current_ : static_cast<int>(servers_.size()) - 1;
-    if (i < 0 || !servers_[static_cast<size_t>(i)].fd) {
-      return nullptr;
-    }
-    return &servers_[static_cast<size_t>(i)];
-  }
-
-  bool loopHasEvents() const {
-    pollfd pfd{p_.loop_epoll_fd, POLLIN, 0};
-    return ::poll(&pfd, 1, 0) > 0;
-  }
-
-  uint64_t progress() const {
-    uint64_t sum = got_.size() + servers_.size() + p_.stats->bytes_in.get() + p_.stats->bytes_out.get() +
-                   p_.stats->connections_active.get() + p_.stats->connections_total.get() +
-                   p_.stats->requests_total.get() + p_.stats->backends[0].requests.get() +
-                   p_.pool->idleCount(0);
-    for (const ServerConn& conn : servers_) {
-      sum += conn.received.size() + (conn.fd ? 1 : 0);
-    }
-    return sum;
-  }
-
-  Proxy& p_;
-  core::Fd client_;
   bool client_shut_ = false;
-  std::string sent_;  // what the client sent, in order
-  std::string got_;   // what the client received
-  std::vector<ServerConn> servers_;
-  int current_ = -1;
 };
 
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  static Proxy* proxy = new Proxy();  // never freed: it lives as long as the process
+  static Proxy* proxy = new Proxy(proxyLimits());  // never freed: it lives as long as the process
   Run run(*proxy);
   run.execute(std::string_view(reinterpret_cast<const char*>(data), size));
   run.settle();
