@@ -16,7 +16,7 @@ pkgs=(
   keepalived
   prometheus prometheus-alertmanager
 )
-bench=(haproxy wrk nghttp2-client linux-perf valgrind hyperfine patroni python3-psycopg2)
+bench=(haproxy wrk linux-perf valgrind hyperfine patroni python3-psycopg2)
 if [[ "${1:-}" == "--bench" ]]; then pkgs+=("${bench[@]}"); fi
 
 missing=()
