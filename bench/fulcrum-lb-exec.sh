@@ -23,6 +23,12 @@ site=$dir/site.toml
     echo "[lb.tls]"
     echo "cert = \"$TLS_CERT\""
     echo "key = \"$TLS_KEY\""
+    case ${HTTP2:-} in
+      "") ;;
+      1|true) echo "http2 = true" ;;
+      0|false) echo "http2 = false" ;;
+      *) echo "HTTP2 must be 1 or 0, not $HTTP2" >&2; exit 2 ;;
+    esac
   fi
   echo "[lb.timeouts]"
   echo "client_ms = ${CLIENT_MS:-30000}"

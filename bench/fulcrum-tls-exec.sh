@@ -3,7 +3,7 @@
 # certificate $3 and key $4 (PEM), proxying to the comma-separated backends $2; one thread. Execs
 # fulcrum (through fulcrum-lb-exec.sh), so the harness measures fulcrum's own PID.
 #   tls-compare.sh "fulcrum=bench/fulcrum-tls-exec.sh \$PORT \$BACKENDS \$CERT \$KEY"
-# Env: as fulcrum-lb-exec.sh (THREADS, FULCRUM, ...).
+# Env: as fulcrum-lb-exec.sh (THREADS, FULCRUM, HTTP2=1 for h2 by ALPN, ...).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 # The node's http listener is required; nothing is sent to it.

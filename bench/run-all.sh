@@ -8,6 +8,9 @@ echo
 echo "== fulcrum lb vs HAProxy and nginx =="
 "$HERE/lb-vs-haproxy.sh"
 echo
+echo "== HTTP/2 termination (h2load, 64 connections x 10 streams): HAProxy, nginx and fulcrum lb =="
+HTTP2=1 "$HERE/h2-compare.sh" "fulcrum=$HERE/fulcrum-tls-exec.sh \$PORT \$BACKENDS \$CERT \$KEY"
+echo
 echo "== the guestbook through the load balancer: 90% reads, 0-2 replicas, with and without tokens =="
 "$HERE/guestbook.sh"
 echo
