@@ -256,6 +256,8 @@ void H2Stream::start() {
     } else if (name == "content-length") {
       has_length = true;
       continue;  // nghttp2 parsed it into content_length; ours is written from that
+    } else if (websocket && name == "sec-websocket-key") {
+      continue;  // the handshake's nonce is the lb's (below): never two
     } else if (name == "expect") {
       if (!http::equalsIgnoreCase(value, "100-continue")) {
         stats.bad_requests.add();
@@ -301,11 +303,11 @@ void H2Stream::start() {
     head.upgrade = true;
   }
   const http::Limits& limits = options.limits;
-  if (has_length) {
+  if (websocket) {
+    head.body_kind = http::BodyKind::None;  // the stream's DATA is the tunnel's, after the 101
+  } else if (has_length) {
     head.body_kind = http::BodyKind::ContentLength;
     head.content_length = content_length;
-  } else if (websocket) {
-    head.body_kind = http::BodyKind::None;  // the stream's DATA is the tunnel's, after the 101
   } else if (!end_stream) {
     head.body_kind = http::BodyKind::Chunked;  // the length is known only at the end
     chunked = true;
@@ -316,7 +318,8 @@ void H2Stream::start() {
   } else {
     head.body_kind = http::BodyKind::None;
   }
-  if ((has_length && content_length > limits.max_body_bytes) || body_in > limits.max_body_bytes) {
+  if ((has_length && !websocket && content_length > limits.max_body_bytes) ||
+      (!websocket && body_in > limits.max_body_bytes)) {
     x->term = Termination::BadRequest;
     respondLocal(413, "request body too large");
     return;
@@ -340,6 +343,7 @@ void H2Stream::start() {
     std::string_view token = head.path.substr(tls::kAcmeChallengePrefix.size());
     if (std::optional<std::string> answer = options.acme_challenges->find(token)) {
       x->term = Termination::Local;
+      stats.responses_by_class[2].add();
       resp.append(*answer);
       std::string length = std::to_string(answer->size());
       std::vector<nghttp2_nv> nva = {nv(":status", "200"), nv("content-type", "application/octet-stream"),
