@@ -759,6 +759,7 @@ struct H2Callbacks {
     }
     c.streams_ = s;
     ++c.streams_open_;
+    c.last_active_ = c.worker_.loop().now();
     c.worker_.stats().h2_streams.add();
     nghttp2_session_set_stream_user_data(session, frame->hd.stream_id, s);
     // A stream opened counts as work asked for: the control budget grows a little with it.
@@ -999,6 +1000,7 @@ bool H2Connection::start() {
   }
   nghttp2_session_set_local_window_size(session_, NGHTTP2_FLAG_NONE, 0, kConnectionWindow);
   worker_.stats().h2_connections.add();
+  last_active_ = worker_.loop().now();
   return true;
 }
 
@@ -1160,6 +1162,7 @@ void H2Connection::onBatchEnd() {
 }
 
 void H2Connection::destroyStream(H2Stream* s) {
+  last_active_ = worker_.loop().now();
   if (s->prev != nullptr) {
     s->prev->next = s->next;
   } else {

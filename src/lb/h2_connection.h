@@ -70,6 +70,9 @@ class H2Connection final : public core::BatchHook {
   bool idle() const { return streams_open_ == 0; }
   // Graceful end (drain, reload, idle timeout): GOAWAY with the last stream taken; open streams finish.
   void shutdown();
+  bool shutdownSent() const { return shutdown_sent_; }
+  // When a stream last opened or ended (the connection's quiet is counted from it).
+  core::TimePoint lastActive() const { return last_active_; }
   // The session's timer fired while streams are open: true when the connection should be closed
   // for being stalled (a response the client takes no byte of for client_ms, a header block
   // not finished within http_request_ms).
@@ -114,6 +117,7 @@ class H2Connection final : public core::BatchHook {
   bool shutdown_sent_ = false;
   bool data_sent_ = true;      // a DATA frame went out since the last stall check
   uint32_t streams_open_ = 0;
+  core::TimePoint last_active_{};
   H2Stream* streams_ = nullptr;  // open streams (a list, for the stall check and teardown)
   std::vector<int32_t> touched_;  // streams with news after a read (started, body bytes, end)
   // Budgets: resets of streams still in progress, and frames that carry no request.

@@ -136,6 +136,7 @@ class ProxySession final : public core::IoHandler, public ExchangeClient, public
   bool request_started_ = false;
   bool fresh_ = true;  // no request yet: HTTP/2 may still start
   std::unique_ptr<H2Connection> h2_;
+  core::TimePoint h2_progress_{};  // HTTP/2: the socket last took bytes (or had none to take)
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -326,6 +327,7 @@ bool ProxySession::maybeStartH2() {
   }
   fresh_ = false;
   phase_ = Phase::H2;
+  client_timer_.armAfter(worker_.options().client_timeout);  // from now on the H2 checks (onClientTimeout)
   core::SocketAddress peer(peer_ip_, peer_port_);
   h2_ = std::make_unique<H2Connection>(worker_, *this, cout_, peer, client_.get(), secure_ != nullptr);
   if (!h2_->start()) {
@@ -393,9 +395,13 @@ void ProxySession::h2Pump() {
       return;
     }
   }
-  // One timer: a send deadline while frames wait on the socket, else client_ms of quiet (an idle
-  // connection gets a GOAWAY; one with streams open is checked for stalls).
-  if (cout_.empty() || wrote || !client_timer_.armed()) {
+  // One timer, never pushed back by activity (a client that keeps a connection busy with PINGs
+  // must not keep its stalled streams alive): each expiry judges the socket's progress, the
+  // connection's quiet and its streams' (onClientTimeout).
+  if (wrote || cout_.empty()) {
+    h2_progress_ = worker_.loop().now();
+  }
+  if (!client_timer_.armed()) {
     client_timer_.armAfter(worker_.options().client_timeout);
   }
   uint32_t events = EPOLLIN | EPOLLRDHUP | transport_->extraEvents();
@@ -790,23 +796,35 @@ void ProxySession::updateClientInterest() {
 void ProxySession::onClientTimeout() {
   ProxyStats& stats = worker_.stats();
   switch (phase_) {
-    case Phase::H2:
-      if (!cout_.empty()) {
+    case Phase::H2: {
+      core::TimePoint now = worker_.loop().now();
+      core::Duration limit = worker_.options().client_timeout;
+      if (!cout_.empty() && now - h2_progress_ >= limit) {
         stats.slow_send.add();  // the client stopped reading its socket
         close();
         return;
       }
       if (h2_->idle()) {
+        if (now - h2_->lastActive() < limit) {
+          client_timer_.armAt(h2_->lastActive() + limit);
+          return;
+        }
+        if (h2_->shutdownSent()) {
+          close();  // the client keeps it open past our GOAWAY: ours ends now
+          return;
+        }
         h2_->shutdown();  // client_ms without a stream: GOAWAY, then the close
         h2Pump();
         if (phase_ == Phase::H2) {
-          close();  // the client keeps it open past the GOAWAY: ours ends now
+          client_timer_.armAfter(core::kLingerTime);
         }
         return;
       }
-      h2_->stalled(worker_.loop().now());
+      h2_->stalled(now);
+      client_timer_.armAfter(limit);
       h2Pump();
       return;
+    }
     case Phase::ClientHead:
       if (request_started_ && !cin_.empty()) {
         stats.slow_head.add();

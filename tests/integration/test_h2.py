@@ -771,6 +771,28 @@ class H2StallAndStreamsTest(H2TestCase):
         wait_until(lambda: self.goaways("stalled") == before + 1, timeout=5, what="stalled counted")
         self.assert_served()
 
+    def test_zero_window_client_busy_with_pings_is_cut_too(self):
+        # Slow read disguised as activity: a PING every 200 ms (within the control budget) must
+        # not keep alive a stream whose answer the client never takes.
+        self.start_h2_lb(timeouts={"client_ms": 1000})
+        before = self.goaways("stalled")
+        client = self.connect(settings={SETTINGS_INITIAL_WINDOW_SIZE: 0}, window_updates=False)
+        client.wait(lambda: client.settings_acked, what="our SETTINGS acknowledged")
+        started = time.monotonic()
+        sid = client.request("/blob")
+        client.wait(lambda: client.stream(sid).headers is not None, what="the response head")
+        deadline = time.monotonic() + 8
+        next_ping = 0.0
+        while not client.closed and time.monotonic() < deadline:
+            if time.monotonic() >= next_ping:  # paced: 5 a second, well within the control budget
+                client.send_lenient(PingFrame(0, opaque_data=bytes(8)).serialize())
+                next_ping = time.monotonic() + 0.2
+            client.pump(0.05)
+        self.assertTrue(client.closed, f"still open after 8 s of pings; goaway={client.goaway}")
+        self.assertLess(client.closed_at - started, 3.5)
+        self.assertEqual(client.goaway[1], ENHANCE_YOUR_CALM, client.goaway)
+        wait_until(lambda: self.goaways("stalled") == before + 1, timeout=5, what="stalled counted")
+
     def test_unfinished_header_block_is_cut(self):
         self.start_h2_lb(timeouts={"client_ms": 1000, "http_request_ms": 1000})
         before = self.goaways("stalled")
