@@ -622,8 +622,8 @@ void H2Stream::exchangeResponseHead(const http::ResponseHead& head) {
     }
   }
   bool hsts = conn.worker().options().hsts && conn.secure();
-  std::vector<nghttp2_nv> nva;
-  nva.reserve(head.headers.size() + 2);
+  thread_local std::vector<nghttp2_nv> nva;  // nghttp2 copies it: its capacity is reused
+  nva.clear();
   auto skip = [&](std::string_view name) {
     return isHopByHop(name, connection, false) || http::equalsIgnoreCase(name, "transfer-encoding") ||
            (hsts && http::equalsIgnoreCase(name, "strict-transport-security")) ||
