@@ -139,6 +139,7 @@ int main(int argc, char** argv) {
   std::string lab_site;
   std::string lab_node;
   fulcrum::site::LabOptions lab_options;
+  bool lab_no_firewall = false;
   auto* lab = app.add_subcommand("lab", "(root) the site across network namespaces, one per host, with faults");
   lab->require_subcommand(1);
   std::vector<CLI::App*> lab_actions;
@@ -159,6 +160,7 @@ int main(int argc, char** argv) {
     }
     if (n == "up") {
       action->add_flag("--no-restart", up_no_restart, "do not restart a child that exits");
+      action->add_flag("--no-firewall", lab_no_firewall, "do not load each host's nftables ruleset");
     } else if (n == "status") {
       action->add_flag("--json", lab_options.json, "print one JSON object");
     } else if (n == "kill") {
@@ -309,6 +311,7 @@ int main(int argc, char** argv) {
         return kExitUsage;
       }
       lab_options.up = {!up_no_restart, log_format, log_level};
+      lab_options.firewall = !lab_no_firewall;
       return fulcrum::site::runLabCommand(action->get_name(), site, lab_node, lab_options);
     }
   }
