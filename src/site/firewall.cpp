@@ -147,9 +147,19 @@ Model buildModel(const config::Site& site) {
   return m;
 }
 
-std::string quoted(std::string text) {
-  std::replace(text.begin(), text.end(), '"', '\'');
-  return "\"" + text + "\"";
+// Text that cannot end a comment or a statement early: node names are [A-Za-z0-9_.-] already,
+// but a file path may hold anything.
+std::string oneLine(std::string text) {
+  for (char& c : text) {
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f || c == '"') {
+      c = '?';
+    }
+  }
+  return text;
+}
+
+std::string quoted(const std::string& text) {
+  return "\"" + oneLine(text) + "\"";
 }
 
 std::string familyWord(int family) {
@@ -204,7 +214,7 @@ class Writer {
       any = true;
     }
     if (!any) {
-      line(fmt::format("# {} ({}): no other host connects to it", comment, to.toString()));
+      line(fmt::format("# {} ({}): no other host connects to it", oneLine(comment), to.toString()));
     }
   }
 
@@ -292,10 +302,10 @@ bool firewallRuleset(const config::Site& site, const std::string& node, const Fi
   }
   out = "#!/usr/sbin/nft -f\n";
   out += fmt::format("# fulcrum firewall of host {} ({}), site {} ({})\n", host_text, nodes_here, site.site.name,
-                     site.file.string());
+                     oneLine(site.file.string()));
   out += "# Inbound traffic is dropped unless a rule below accepts it; outbound is not filtered.\n";
   out += fmt::format("# Apply: fulcrum firewall {} --node {} | nft -f -    Check: nft list table inet fulcrum\n",
-                     site.display_path, node);
+                     oneLine(site.display_path), node);
   // Declaring, deleting and declaring again replaces the table atomically, also on a re-run.
   out += "table inet fulcrum\ndelete table inet fulcrum\ntable inet fulcrum {\n\tchain input {\n";
   Writer w(out);

@@ -152,6 +152,15 @@ TEST(Firewall, LoopbackSiteIsOneHostWithOnlyItsPublicPorts) {
   EXPECT_THAT(portRules(lb), ::testing::Contains(HasSubstr("tcp dport 8080 accept")));
 }
 
+TEST(Firewall, AFilePathCannotEndACommentLine) {
+  auto result = config::loadSiteString("[web]\ndocroot = \"/\"\napp = \"none\"\n[[web.node]]\nname = \"web-01\"\nlisten = \"10.0.0.21:80\"\n",
+                                       "/srv/a\ntcp dport 22 accept\n#.toml");
+  ASSERT_TRUE(result.ok()) << result.errors[0].toString();
+  const std::string text = ruleset(result.site, "web-01");
+  EXPECT_THAT(text, ::testing::Not(HasSubstr("\ntcp dport 22")));
+  EXPECT_THAT(text, HasSubstr("/srv/a?tcp dport 22 accept?#.toml"));
+}
+
 constexpr const char* kIpv6 = R"([site]
 name = "six"
 state_dir = "/srv/six"
