@@ -12,6 +12,8 @@
 #include "core/log.h"
 #include "db/db_command.h"
 #include "lb/lb_command.h"
+#include "config/values.h"
+#include "site/firewall.h"
 #include "site/lab_command.h"
 #include "site/monitoring.h"
 #include "site/reload_command.h"
@@ -54,6 +56,15 @@ int main(int argc, char** argv) {
   std::string check_site = "examples/site.toml";
   auto* check = app.add_subcommand("check", "validate a topology file");
   check->add_option("site", check_site, "topology file")->required();
+
+  std::string firewall_site;
+  std::string firewall_node;
+  std::vector<std::string> firewall_admin;
+  auto* firewall = app.add_subcommand("firewall", "print the nftables ruleset of a node's host");
+  firewall->add_option("site", firewall_site, "topology file")->required();
+  firewall->add_option("--node", firewall_node, "a node of the host (lb-01, web-02, db-01, etcd-1, prometheus...)")
+      ->required();
+  firewall->add_option("--admin", firewall_admin, "an address or CIDR allowed to every port (repeatable)");
 
   std::string web_site;
   std::string web_node;
@@ -128,6 +139,7 @@ int main(int argc, char** argv) {
   std::string lab_site;
   std::string lab_node;
   fulcrum::site::LabOptions lab_options;
+  bool lab_no_firewall = false;
   auto* lab = app.add_subcommand("lab", "(root) the site across network namespaces, one per host, with faults");
   lab->require_subcommand(1);
   std::vector<CLI::App*> lab_actions;
@@ -148,6 +160,7 @@ int main(int argc, char** argv) {
     }
     if (n == "up") {
       action->add_flag("--no-restart", up_no_restart, "do not restart a child that exits");
+      action->add_flag("--no-firewall", lab_no_firewall, "do not load each host's nftables ruleset");
     } else if (n == "status") {
       action->add_flag("--json", lab_options.json, "print one JSON object");
     } else if (n == "kill") {
@@ -161,7 +174,7 @@ int main(int argc, char** argv) {
   }
 
   // Global options may also be given after the subcommand.
-  for (auto* sub : {version, check, web, lb, db, up, status, monitoring, lab, etcd}) {
+  for (auto* sub : {version, check, firewall, web, lb, db, up, status, monitoring, lab, etcd}) {
     sub->fallthrough();
   }
 
@@ -201,6 +214,30 @@ int main(int argc, char** argv) {
       return kExitUsage;
     }
     std::printf("%s: ok\n", check_site.c_str());
+    return kExitOk;
+  }
+  if (*firewall) {
+    fulcrum::config::Site site;
+    if (!loadSite(firewall_site, site)) {
+      return kExitUsage;
+    }
+    fulcrum::site::FirewallOptions options;
+    for (const auto& text : firewall_admin) {
+      std::string error;
+      auto cidr = fulcrum::config::parseCidr(text, error);
+      if (!cidr) {
+        std::fprintf(stderr, "--admin %s: %s\n", text.c_str(), error.c_str());
+        return kExitUsage;
+      }
+      options.admin.push_back(*cidr);
+    }
+    std::string ruleset;
+    std::string error;
+    if (!fulcrum::site::firewallRuleset(site, firewall_node, options, ruleset, error)) {
+      std::fprintf(stderr, "%s\n", error.c_str());
+      return kExitUsage;
+    }
+    std::fputs(ruleset.c_str(), stdout);
     return kExitOk;
   }
   if (*web) {
@@ -274,6 +311,7 @@ int main(int argc, char** argv) {
         return kExitUsage;
       }
       lab_options.up = {!up_no_restart, log_format, log_level};
+      lab_options.firewall = !lab_no_firewall;
       return fulcrum::site::runLabCommand(action->get_name(), site, lab_node, lab_options);
     }
   }

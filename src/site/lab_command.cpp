@@ -16,6 +16,7 @@
 
 #include "core/exit_codes.h"
 #include "core/log.h"
+#include "site/firewall.h"
 #include "site/lab_network.h"
 #include "site/lab_plan.h"
 #include "site/lock.h"
@@ -42,6 +43,11 @@ fs::path statePath(const config::Site& site) {
 
 fs::path holdDir(const config::Site& site) {
   return site.site.state_dir / "lab-hold";
+}
+
+// Where `lab up` writes each host's nftables ruleset before it loads it (kept for `nft -c -f`).
+fs::path firewallDir(const config::Site& site) {
+  return site.site.state_dir / "lab-firewall";
 }
 
 // What `lab up` is running, for the other lab commands: the plan and each node's pid.
@@ -180,7 +186,7 @@ void say(const std::string& text, std::string_view event = "lab.message", json f
 // `lab up` through `up`'s supervisor: builds the network in prepare() and removes it in finish().
 class LabEnvironment : public UpEnvironment {
  public:
-  explicit LabEnvironment(const config::Site& site) : site_(site) {}
+  LabEnvironment(const config::Site& site, bool firewall) : site_(site), firewall_(firewall) {}
 
   bool prepare(std::vector<ChildSpec>& children, std::string& error) override {
     if (!planLab(site_, children, state_.plan, error)) {
@@ -221,6 +227,9 @@ class LabEnvironment : public UpEnvironment {
     if (!createLabNetwork(state_.plan, error)) {
       return false;
     }
+    if (firewall_ && !applyFirewalls(error)) {
+      return false;
+    }
     json hosts = json::array();
     for (const auto& host : state_.plan.hosts) {
       json addresses = json::array();
@@ -250,6 +259,43 @@ class LabEnvironment : public UpEnvironment {
       }
       say(fmt::format("  {:<28} {:<16} {}", host.netns, addresses, nodes.empty() ? "(no node)" : nodes));
     }
+    return true;
+  }
+
+  // `fulcrum firewall`'s ruleset for each host that runs a node, loaded inside its namespace
+  // before any node starts. This machine (the bridge address) is the operator: `lab up` probes
+  // every node from it, and `lab status`, curl or a browser here reach every port.
+  bool applyFirewalls(std::string& error) {
+    FirewallOptions options;
+    const auto& bridge = state_.plan.bridge_address;
+    options.admin.push_back(config::Cidr{bridge.toString(), bridge, static_cast<uint8_t>(bridge.length() * 8)});
+    const fs::path dir = firewallDir(site_);
+    std::error_code ec;
+    fs::remove_all(dir, ec);
+    fs::create_directories(dir, ec);
+    size_t applied = 0;
+    for (const auto& host : state_.plan.hosts) {
+      if (host.nodes.empty()) {
+        continue;  // an etcd endpoint `up` does not run: nothing listens there
+      }
+      std::string ruleset;
+      if (!firewallRuleset(site_, host.nodes.front(), options, ruleset, error)) {
+        return false;
+      }
+      const fs::path file = dir / (host.netns + ".nft");
+      std::ofstream(file) << ruleset;
+      std::string output;
+      const int rc = runTool({"ip", "netns", "exec", host.netns, "nft", "-f", file.string()}, output);
+      if (rc != 0) {
+        error = fmt::format("cannot load the firewall of {} ({}): {}{}", host.netns, file.string(), output,
+                            rc == 127 ? " (is nft installed? Debian nftables; or run with --no-firewall)" : "");
+        return false;
+      }
+      ++applied;
+    }
+    say(fmt::format("fulcrum lab: firewall loaded on {} hosts (rulesets in {}; --no-firewall skips it)", applied,
+                    dir.string()),
+        "lab.firewall", {{"hosts", applied}, {"dir", dir.string()}});
     return true;
   }
 
@@ -311,6 +357,7 @@ class LabEnvironment : public UpEnvironment {
 
  private:
   const config::Site& site_;
+  const bool firewall_;
   LabState state_;
   bool built_ = false;
 };
@@ -601,7 +648,7 @@ int runLabCommand(const std::string& action, const config::Site& site, const std
       std::fprintf(stderr, "%s\nfulcrum lab: this file cannot run as a lab\n", error.c_str());
       return kExitConfig;
     }
-    LabEnvironment env(site);
+    LabEnvironment env(site, options.firewall);
     return runUpCommand(site, options.up, &env);
   }
   if (action == "down") {

@@ -15,6 +15,7 @@ struct LabOptions {
   bool json = false;   // status: one JSON object
   bool hold = false;   // kill: keep the node down until `lab resume`
   std::string oneway;  // cut: "", "in" or "out"
+  bool firewall = true;  // up: load each host's `fulcrum firewall` ruleset in its namespace
 };
 
 // Runs one lab action ("up", "down", "status", "kill", "pause", "resume", "cut", "heal") and returns

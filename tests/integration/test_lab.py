@@ -149,6 +149,48 @@ def answers(url):
         return False
 
 
+# Run in a namespace: connects to every HOST:PORT argument at once (1 s each), prints
+# {"HOST:PORT": "open" | "refused" | "silent" | error}.
+REACH = """
+import concurrent.futures, json, socket, sys
+def one(target):
+    host, port = target.rsplit(":", 1)
+    try:
+        socket.create_connection((host, int(port)), timeout=1).close()
+        return "open"
+    except ConnectionRefusedError:
+        return "refused"
+    except socket.timeout:
+        return "silent"
+    except OSError as e:
+        return str(e)
+with concurrent.futures.ThreadPoolExecutor(len(sys.argv)) as pool:
+    print(json.dumps(dict(zip(sys.argv[1:], pool.map(one, sys.argv[1:])))))
+"""
+
+
+def reach(netns, targets):
+    run = subprocess.run(["ip", "netns", "exec", netns, "python3", "-c", REACH, *targets], capture_output=True,
+                         text=True, timeout=30)
+    assert run.returncode == 0, run.stderr
+    return json.loads(run.stdout)
+
+
+def vip_site_text():
+    """Two lbs on a virtual IP (http and https there, db frontends too), a web node, a database, etcd:
+    examples/lab.toml in small."""
+    return (f'[site]\nname = "fwtest"\nstate_dir = "var"\n'
+            f'[lb]\nretries = 2\n[lb.health]\ninterval_ms = 200\ntimeout_ms = 300\nrise = 1\nfall = 2\n'
+            f'[lb.vip]\naddress = "{NET}.100/24"\ninterface = "eth0"\nvrid = 77\nadvert_interval_ms = 200\n'
+            + "".join(f'[[lb.node]]\nname = "lb-0{i}"\nhttp = "{NET}.100:80"\nhttps = "{NET}.100:443"\n'
+                      f'stats = "{NET}.1{i}:8404"\ndb_write = "{NET}.100:5000"\nthreads = 1\npriority = {200 - i}\n'
+                      for i in (1, 2))
+            + f'[web]\ndocroot = "www"\napp = "guestbook"\n'
+            f'[[web.node]]\nname = "web-01"\nlisten = "{NET}.21:80"\nthreads = 1\n'
+            f'[db]\nleader_ttl_ms = 3000\n[[db.node]]\nname = "db-01"\npg = "{NET}.31:5432"\n'
+            f'agent = "{NET}.31:8008"\n[etcd]\nendpoints = ["{NET}.41:2379"]\nmanaged = true\n')
+
+
 def netns_inode(path):
     return os.stat(path).st_ino
 
@@ -242,6 +284,59 @@ class LabTest(unittest.TestCase):
         self.assertEqual(run.returncode, 0)
         self.assertIn("nothing to do", run.stdout)
         self.assertEqual(lab.status()[0], 1)
+
+    def test_firewall_lets_in_only_what_the_topology_needs(self):
+        lab = Lab(text=vip_site_text())
+        self.addCleanup(lab.cleanup)
+        state = lab.start(self)
+        self.assertIn("firewall loaded on 5 hosts", lab.up.output())
+        vip = f"{NET}.100"
+        wait_until(lambda: answers(f"http://{vip}/hello.txt"), timeout=20, what="the VIP to answer")
+
+        # An outside machine on the lab's segment: a namespace of ours on its bridge, at .200.
+        outside, veth = f"fwout-{os.getpid()}", f"fwo{os.getpid()}"[:15]
+
+        def remove_outside():
+            subprocess.run(["ip", "netns", "del", outside], capture_output=True)
+            subprocess.run(["ip", "link", "del", veth], capture_output=True)
+        self.addCleanup(remove_outside)
+        for args in (["netns", "add", outside], ["-n", outside, "link", "set", "lo", "up"],
+                     ["link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", outside],
+                     ["link", "set", veth, "master", state["bridge"], "up"],
+                     ["-n", outside, "addr", "add", f"{NET}.200/24", "dev", "eth0"],
+                     ["-n", outside, "link", "set", "eth0", "up"]):
+            run = subprocess.run(["ip", *args], capture_output=True, text=True)
+            self.assertEqual(run.returncode, 0, f"ip {' '.join(args)}: {run.stderr}")
+
+        public = [f"{vip}:80", f"{vip}:443"]
+        internal = [f"{vip}:5000", f"{NET}.11:8404", f"{NET}.12:8404", f"{NET}.21:80", f"{NET}.31:5432",
+                    f"{NET}.31:8008", f"{NET}.41:2379", f"{NET}.41:2380"]
+        # The bridge forwards once the new port leaves the listening state: poll the public port.
+        wait_until(lambda: reach(outside, public[:1])[public[0]] == "open", timeout=10,
+                   what="the VIP to answer the outside namespace")
+        seen = reach(outside, public + internal)
+        self.assertEqual({t: seen[t] for t in public}, {t: "open" for t in public}, seen)
+        self.assertEqual({t: seen[t] for t in internal}, {t: "silent" for t in internal}, seen)
+        # Through the VIP, the whole site works from outside: a guestbook write and its read.
+        run = subprocess.run(["ip", "netns", "exec", outside, "curl", "-sS", "-m", "10", "-o", "/dev/null", "-w",
+                              "%{http_code}", "-H", "Content-Type: application/json", "-d",
+                              json.dumps({"author": "fw", "text": "through the firewall"}),
+                              f"http://{vip}/api/messages"], capture_output=True, text=True, timeout=30)
+        self.assertEqual(run.stdout, "201", run.stderr)
+        run = subprocess.run(["ip", "netns", "exec", outside, "curl", "-sS", "-m", "10", f"http://{vip}/api/messages"],
+                             capture_output=True, text=True, timeout=30)
+        self.assertIn("through the firewall", run.stdout, run.stderr)
+
+        # The web host reaches PostgreSQL, not etcd; the database host reaches etcd.
+        web_host = lab.host("web-01")["netns"]
+        self.assertEqual(reach(web_host, [f"{NET}.31:5432", f"{NET}.41:2379"]),
+                         {f"{NET}.31:5432": "open", f"{NET}.41:2379": "silent"})
+        self.assertEqual(reach(lab.host("db-01")["netns"], [f"{NET}.41:2379"]), {f"{NET}.41:2379": "open"})
+        # What was loaded is what `fulcrum firewall` prints (with this machine as --admin).
+        listed = subprocess.run(["ip", "netns", "exec", web_host, "nft", "list", "table", "inet", "fulcrum"],
+                                capture_output=True, text=True, timeout=30)
+        self.assertIn("policy drop", listed.stdout, listed.stderr)
+        self.assertIn(f"ip saddr {{ {NET}.11, {NET}.12 }} tcp dport 80 accept", listed.stdout)
 
     def test_down_cleans_up_after_lab_up_was_killed(self):
         lab = Lab(with_db=False)
