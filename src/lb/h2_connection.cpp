@@ -1092,6 +1092,7 @@ void H2Connection::produce() {
     if (n < 0) {
       log::debug("h2: send: {}", nghttp2_strerror(static_cast<int>(n)));
       fatal_ = true;
+      send_failed_ = true;  // nothing more can be framed: the connection ends (finished())
       return;
     }
     if (n == 0) {
@@ -1102,7 +1103,7 @@ void H2Connection::produce() {
 }
 
 bool H2Connection::finished() const {
-  if (session_ == nullptr) {
+  if (session_ == nullptr || send_failed_) {
     return true;
   }
   return nghttp2_session_want_read(session_) == 0 && nghttp2_session_want_write(session_) == 0;

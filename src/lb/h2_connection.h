@@ -115,6 +115,7 @@ class H2Connection final : public core::BatchHook {
   std::optional<H2Abuse> abuse_;
   bool pump_queued_ = false;   // queued on the loop's batch end
   bool shutdown_sent_ = false;
+  bool send_failed_ = false;   // nghttp2 could not frame (out of memory): the connection is over
   bool data_sent_ = true;      // a DATA frame went out since the last stall check
   uint32_t streams_open_ = 0;
   core::TimePoint last_active_{};
