@@ -338,6 +338,7 @@ bool ProxySession::maybeStartH2() {
     h2Pump();  // the GOAWAY, then the close
     return true;
   }
+  cin_.release();
   h2Pump();
   return true;
 }
@@ -355,7 +356,10 @@ void ProxySession::readH2() {
     return;
   }
   worker_.stats().bytes_in.add(static_cast<uint64_t>(n));
-  h2_->receive(cin_);
+  h2_->receive(cin_);  // takes every byte
+  if (h2_->idle()) {
+    cin_.release();  // an idle connection holds no read buffer (thousands may be open)
+  }
 }
 
 void ProxySession::h2Pump() {
