@@ -854,7 +854,7 @@ class H2StallAndStreamsTest(H2TestCase):
         self.assertEqual(client.goaway[1], PROTOCOL_ERROR, client.goaway)
         self.assertEqual(self.goaways("protocol_error"), before + 1)
         self.wait_log(self.lb, r"h2: closing the connection of 127\.0\.0\.1:\d+: protocol_error \(.*max concurrent")
-        self.wait_log(self.lb, r"path=/hold\?0 version=HTTP/2 status=499 .*term=bad_request")
+        self.wait_log(self.lb, r"path=/hold\?0 status=499 .*term=bad_request version=HTTP/2")
         self.backend.release.set()
         self.assert_served()
 
@@ -897,7 +897,7 @@ class H2WebSocketTest(H2TestCase):
             self.assertEqual(fields.get("connection"), "upgrade")
             self.assertEqual(len(fields.get("sec-websocket-key", "")), 24, fields)
             self.assertEqual(fields.get("host"), "a.test")
-        self.wait_log(self.lb, r"path=/chat version=HTTP/2 status=200 .*term=tunnel")
+        self.wait_log(self.lb, r"path=/chat status=200 .*term=tunnel version=HTTP/2")
 
     def test_plain_connect_and_other_protocols_are_refused(self):
         self.start_h2_lb()
