@@ -27,6 +27,8 @@ using namespace fulcrum;
 using lb::fuzz::fail;
 using lb::fuzz::Peers;
 using lb::fuzz::Proxy;
+using lb::fuzz::proxyLimits;
+using lb::fuzz::serverLimits;
 using lb::fuzz::readAvailable;
 using lb::fuzz::sendSome;
 using lb::fuzz::ServerConn;
@@ -48,24 +50,6 @@ enum Op : uint8_t {
 };
 
 constexpr std::string_view kPreface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
-http::Limits proxyLimits() {
-  http::Limits limits;
-  limits.max_header_bytes = 1024;
-  limits.max_uri_bytes = 256;
-  limits.max_headers = 16;
-  limits.max_body_bytes = 2048;
-  return limits;
-}
-
-http::Limits serverLimits() {
-  http::Limits limits;
-  limits.max_header_bytes = 1 << 20;
-  limits.max_uri_bytes = 1 << 20;
-  limits.max_headers = 1 << 16;
-  limits.max_body_bytes = 0;
-  return limits;
-}
 
 // Request header blocks, HPACK by hand from the static table (RFC 7541 Appendix A): indexed
 // fields, and literals without indexing (0x0N: name index N < 15; 0x0F then N - 15; 0x00: a new

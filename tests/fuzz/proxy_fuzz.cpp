@@ -37,6 +37,8 @@ using lb::fuzz::fail;
 using lb::fuzz::Peers;
 using lb::fuzz::ServerConn;
 using lb::fuzz::Proxy;
+using lb::fuzz::proxyLimits;
+using lb::fuzz::serverLimits;
 using lb::fuzz::readAvailable;
 using lb::fuzz::resetClose;
 using lb::fuzz::sendSome;
@@ -56,26 +58,6 @@ enum Op : uint8_t {
   kOpCount,
 };
 
-
-http::Limits proxyLimits() {
-  // Small, so the fuzzer reaches every limit with short inputs.
-  http::Limits limits;
-  limits.max_header_bytes = 1024;
-  limits.max_uri_bytes = 256;
-  limits.max_headers = 16;
-  limits.max_body_bytes = 2048;
-  return limits;
-}
-
-http::Limits serverLimits() {
-  // Heads grow by the forwarding fields on the way: the server's parser takes any size.
-  http::Limits limits;
-  limits.max_header_bytes = 1 << 20;
-  limits.max_uri_bytes = 1 << 20;
-  limits.max_headers = 1 << 16;
-  limits.max_body_bytes = 0;
-  return limits;
-}
 
 // One input's connection: the client's side and every connection the server accepted.
 class Run : public Peers {

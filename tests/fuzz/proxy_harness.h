@@ -29,6 +29,26 @@
 
 namespace fulcrum::lb::fuzz {
 
+inline http::Limits proxyLimits() {
+  // Small, so the fuzzer reaches every limit with short inputs.
+  http::Limits limits;
+  limits.max_header_bytes = 1024;
+  limits.max_uri_bytes = 256;
+  limits.max_headers = 16;
+  limits.max_body_bytes = 2048;
+  return limits;
+}
+
+inline http::Limits serverLimits() {
+  // Heads grow by the forwarding fields on the way: the server's parser takes any size.
+  http::Limits limits;
+  limits.max_header_bytes = 1 << 20;
+  limits.max_uri_bytes = 1 << 20;
+  limits.max_headers = 1 << 16;
+  limits.max_body_bytes = 0;
+  return limits;
+}
+
 inline std::set<int> epollFds() {
   std::set<int> fds;
   for (const auto& entry : std::filesystem::directory_iterator("/proc/self/fd")) {
