@@ -13,6 +13,52 @@ namespace {
 
 using std::chrono::milliseconds;
 
+// Records its calls; may queue another hook (or itself) from inside its call.
+struct RecordingHook : BatchHook {
+  RecordingHook(EventLoop& loop, std::vector<int>& log, int id) : loop(loop), log(log), id(id) {}
+  void onBatchEnd() override {
+    log.push_back(id);
+    if (then != nullptr) {
+      loop.atBatchEnd(then);
+      then = nullptr;
+    }
+  }
+  EventLoop& loop;
+  std::vector<int>& log;
+  int id;
+  BatchHook* then = nullptr;
+};
+
+TEST(BatchHookTest, RunsOnceAtTheEndOfTheBatchInOrderAndMayQueueMore) {
+  ManualClock clock;
+  EventLoop loop(clock);
+  std::vector<int> log;
+  RecordingHook a(loop, log, 1);
+  RecordingHook b(loop, log, 2);
+  RecordingHook c(loop, log, 3);
+  a.then = &c;  // queued from inside a's call: runs in the same batch end
+  loop.atBatchEnd(&a);
+  loop.atBatchEnd(&b);
+  EXPECT_TRUE(log.empty());  // nothing runs at queue time
+  loop.runOnce(Duration::zero());
+  EXPECT_EQ(log, (std::vector<int>{1, 2, 3}));
+  loop.runOnce(Duration::zero());
+  EXPECT_EQ(log.size(), 3u);  // once per queueing
+}
+
+TEST(BatchHookTest, CancelledHookDoesNotRun) {
+  ManualClock clock;
+  EventLoop loop(clock);
+  std::vector<int> log;
+  RecordingHook a(loop, log, 1);
+  RecordingHook b(loop, log, 2);
+  loop.atBatchEnd(&a);
+  loop.atBatchEnd(&b);
+  loop.cancelBatchEnd(&a);  // its owner is going away
+  loop.runOnce(Duration::zero());
+  EXPECT_EQ(log, (std::vector<int>{2}));
+}
+
 TEST(TimerTest, FiresAtDeadlineOnSimulatedTime) {
   ManualClock clock;
   EventLoop loop(clock);
