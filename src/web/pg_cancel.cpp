@@ -39,16 +39,19 @@ void BoundedThreads::waitBelow(size_t n) const {
   }
 }
 
-bool cancelInBackground(PGconn* conn) {
+bool cancelThenFinish(PGconn* conn) {
   static BoundedThreads* threads = new BoundedThreads(8);  // never destroyed: its threads may run at exit
   if (conn == nullptr) {
     return false;
   }
+  // Owned from here: finished on whichever thread drops the last reference (this one when
+  // nothing can be sent, the cancel's thread after its request otherwise).
+  std::shared_ptr<PGconn> owned(conn, [](PGconn* c) { PQfinish(c); });
   std::shared_ptr<PGcancel> cancel(PQgetCancel(conn), [](PGcancel* c) { PQfreeCancel(c); });
   if (!cancel) {
     return false;
   }
-  return threads->run([cancel] {
+  return threads->run([cancel, owned] {
     char error[256];
     PQcancel(cancel.get(), error, sizeof error);  // best effort: a failed request changes nothing
   });

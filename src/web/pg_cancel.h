@@ -32,10 +32,13 @@ class BoundedThreads {
   std::shared_ptr<State> state_;  // shared with the threads: they may outlive this object
 };
 
-// Asks the server to cancel what `conn` runs, in the background (the process's BoundedThreads:
-// 8 at once; each blocks at most until the postmaster answers or the TCP connect gives up, so a
-// few suffice, and more would only pile threads onto a server that is gone). Call it before
-// closing `conn`. False when nothing was sent (no connection, or too many in flight).
-bool cancelInBackground(pg_conn* conn);
+// Asks the server to cancel what `conn` runs, then closes `conn`, in the background (the
+// process's BoundedThreads: 8 at once; each blocks at most until the postmaster answers or the TCP
+// connect gives up, so a few suffice, and more would only pile threads onto a server that is
+// gone). Takes ownership of `conn`: the caller must have stopped watching its socket. The close
+// comes after the request, so the server ends the statement as cancelled rather than finding
+// the client gone first (client_connection_check_interval). False when nothing was sent (no
+// connection, or too many in flight): `conn` is closed at once then.
+bool cancelThenFinish(pg_conn* conn);
 
 }  // namespace fulcrum::web

@@ -22,7 +22,11 @@ PgConn::PgConn(core::EventLoop& loop, const std::string& conninfo, std::function
           // Closing the socket alone leaves the statement running (a commit waiting for a
           // synchronous replica keeps waiting, holding its backend): ask the server to cancel
           // it. The connection is dropped either way: what it would answer next is unknown.
-          cancelInBackground(conn_);
+          if (watched_fd_ >= 0) {
+            loop_.remove(watched_fd_);
+            watched_fd_ = -1;
+          }
+          cancelThenFinish(std::exchange(conn_, nullptr));
           fail("query timeout");
           return;
         }

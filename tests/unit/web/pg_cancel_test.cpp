@@ -53,8 +53,8 @@ TEST(BoundedThreads, ATaskMayOutliveItsRunner) {
   end.wait();
 }
 
-TEST(CancelInBackground, NothingToCancelWithoutAConnection) {
-  EXPECT_FALSE(cancelInBackground(nullptr));
+TEST(CancelThenFinish, NothingToCancelWithoutAConnection) {
+  EXPECT_FALSE(cancelThenFinish(nullptr));
 }
 
 }  // namespace
