@@ -22,6 +22,7 @@
 #include <set>
 
 #include "tls/openssl_error.h"
+#include "tls/x509_ext.h"
 
 namespace fulcrum::tls {
 
@@ -102,19 +103,6 @@ core::Status writeCerts(const std::filesystem::path& path, const std::vector<X50
   return writeAtomically(path, 0644, [&chain](FILE* f) {
     return std::all_of(chain.begin(), chain.end(), [f](X509* c) { return PEM_write_X509(f, c) == 1; });
   });
-}
-
-bool addExtension(X509* cert, X509* issuer, int nid, const std::string& value) {
-  X509V3_CTX ctx;
-  X509V3_set_ctx_nodb(&ctx);
-  X509V3_set_ctx(&ctx, issuer, cert, nullptr, nullptr, 0);
-  X509_EXTENSION* ext = X509V3_EXT_conf_nid(nullptr, &ctx, nid, value.c_str());
-  if (ext == nullptr) {
-    return false;
-  }
-  bool ok = X509_add_ext(cert, ext, -1) == 1;
-  X509_EXTENSION_free(ext);
-  return ok;
 }
 
 bool addName(X509_NAME* name, const char* field, const std::string& value) {
