@@ -19,6 +19,7 @@
 #include "pg/pg_format.h"
 #include "run/node_files.h"
 #include "run/reload_diff.h"
+#include "tls/site_pki.h"
 #include "web/db_router.h"
 #include "web/guestbook_app.h"
 #include "web/guestbook_model.h"
@@ -60,6 +61,12 @@ DbSettings dbSettings(const config::Site& site, const config::WebNode& node) {
   db.database = site.db.database;
   // The application role's password: the agents generate it into state_dir unless the site names a file.
   db.password_file = site.db.password_file.empty() ? site.site.state_dir / "db.password" : site.db.password_file;
+  if (site.security.internal_tls) {
+    // The files nodeTls() checked at start (runWebCommand); libpq reads them at each connect, so
+    // a renewed pair is used from the next connection on.
+    const tls::SitePaths paths = tls::sitePaths(site);
+    db.tls = pg::ClientTls{paths.ca_cert, paths.nodeCert(node.name), paths.nodeKey(node.name)};
+  }
   db.application_name = "fulcrum-" + node.name;
   db.max_lag_bytes = site.db.max_lag_bytes;
   db.schema_sql = std::string(guestbook::kSchemaSql);
@@ -164,6 +171,16 @@ int runWebCommand(const config::Site& site, const std::string& node_name) {
     return kExitConfig;
   }
   log::setComponent(node->name);
+  if (guestbook && site.security.internal_tls) {
+    // Its database connections present this certificate: refuse to start without a valid one
+    // rather than fail every connection later.
+    auto own = tls::nodeTls(site, node->name);
+    if (!own.ok) {
+      log::error("internal_tls: the guestbook's database connections need {}'s certificate: {}", node->name,
+                 own.error);
+      return kExitRuntime;
+    }
+  }
   std::string pid_error;
   std::unique_ptr<run::PidFile> pid_file = run::PidFile::create(site.site.state_dir, node->name, pid_error);
   if (!pid_file) {
