@@ -32,15 +32,20 @@
 # replica's flush; the default for a site of three or more db nodes), SYNC=false (the default
 # here) asynchronous. `SYNC=false STEPS=2` and `SYNC=true STEPS=2` in turn give the cost of
 # synchronous commits with both replicas serving reads.
+# Internal TLS: TLS=true sets [security] internal_tls = true (certificates from `fulcrum certs`):
+# the lb reaches the web nodes, and the web nodes and replicas reach PostgreSQL, over mutual TLS.
+# `TLS=false STEPS=2` and `TLS=true STEPS=2` in turn give the cost of encrypting those links.
 # Usage: bench/guestbook.sh   env: DUR (s per run, default 10), CONNS (default 32), WEB (web nodes,
 #        default 2), WRK_THREADS (default 2), FULCRUM (binary, default build/fulcrum),
-#        SYNC (true|false, default false), STEPS (replica counts to run, default "2 1 0")
+#        SYNC (true|false, default false), STEPS (replica counts to run, default "2 1 0"),
+#        TLS (true|false, default false)
 set -Eeuo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 FULCRUM=${FULCRUM:-$HERE/../build/fulcrum}
 DUR=${DUR:-10}; CONNS=${CONNS:-32}; WEB=${WEB:-2}; WRK_THREADS=${WRK_THREADS:-2}
-SYNC=${SYNC:-false}; STEPS=${STEPS:-2 1 0}
+SYNC=${SYNC:-false}; STEPS=${STEPS:-2 1 0}; TLS=${TLS:-false}
 [[ $SYNC == true || $SYNC == false ]] || { echo "guestbook.sh: SYNC is true or false" >&2; exit 1; }
+[[ $TLS == true || $TLS == false ]] || { echo "guestbook.sh: TLS is true or false" >&2; exit 1; }
 DB_NODES=(db-1 db-2 db-3)
 
 for tool in etcd wrk curl python3; do
@@ -115,9 +120,11 @@ mkdir -p "$W/www"
       "${AGENT_PORT[$n]}"
   done
   printf '[etcd]\nendpoints = ["127.0.0.1:%s"]\nmanaged = false\n' "$ETCD"
+  printf '[security]\ninternal_tls = %s\n' "$TLS"
 } > "$W/site.toml"
 "$FULCRUM" check "$W/site.toml" >/dev/null 2>"$W/check.err" || {
   echo "guestbook.sh: this build refuses the benchmark's site:" >&2; cat "$W/check.err" >&2; exit 1; }
+if [[ $TLS == true ]]; then "$FULCRUM" certs "$W/site.toml" >"$W/certs.out"; fi
 
 # The wrk script. Counters are per-thread globals, gathered in done() through thread:get().
 cat > "$W/guestbook.lua" <<'LUA'
@@ -247,7 +254,7 @@ run_one() { # replicas tokens
   cp "$W/out.wrk" "$W/out-$replicas-$tokens.wrk"
 }
 
-echo "primary $PRIMARY, replicas ${REPLICAS[*]}; synchronous = $SYNC; $DUR s per run, $CONNS connections," \
+echo "primary $PRIMARY, replicas ${REPLICAS[*]}; synchronous = $SYNC; internal_tls = $TLS; $DUR s per run, $CONNS connections," \
   "$WRK_THREADS wrk threads" >&2
 printf "| replicas | tokens |      rps |      p50 |      p99 |   reads | writes | errors | reads served by (db node, share)\n"
 printf "|----------|--------|----------|----------|----------|---------|--------|--------|------------------\n"

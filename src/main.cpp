@@ -13,6 +13,7 @@
 #include "db/db_command.h"
 #include "lb/lb_command.h"
 #include "config/values.h"
+#include "site/certs_command.h"
 #include "site/firewall.h"
 #include "site/lab_command.h"
 #include "site/monitoring.h"
@@ -65,6 +66,13 @@ int main(int argc, char** argv) {
   firewall->add_option("--node", firewall_node, "a node of the host (lb-01, web-02, db-01, etcd-1, prometheus...)")
       ->required();
   firewall->add_option("--admin", firewall_admin, "an address or CIDR allowed to every port (repeatable)");
+
+  std::string certs_site;
+  bool certs_json = false;
+  auto* certs = app.add_subcommand(
+      "certs", "make the site CA and every node's certificate for [security] internal_tls (or renew them)");
+  certs->add_option("site", certs_site, "topology file")->required();
+  certs->add_flag("--json", certs_json, "print a JSON object");
 
   std::string web_site;
   std::string web_node;
@@ -239,6 +247,13 @@ int main(int argc, char** argv) {
     }
     std::fputs(ruleset.c_str(), stdout);
     return kExitOk;
+  }
+  if (*certs) {
+    fulcrum::config::Site site;
+    if (!loadSite(certs_site, site)) {
+      return kExitUsage;
+    }
+    return fulcrum::site::runCertsCommand(site, certs_json);
   }
   if (*web) {
     fulcrum::config::Site site;

@@ -203,6 +203,16 @@ struct MonitoringSection {
   uint32_t interval_ms = 5000;  // scrape and rule evaluation interval
 };
 
+// [security]: least privilege inside the site.
+struct SecuritySection {
+  bool present = false;
+  // Mutual TLS on the internal links, with certificates from the site CA (tls/site_pki.h).
+  bool internal_tls = false;
+  // The user's own CA (both or neither, absolute after loading); empty = one made in state_dir.
+  std::filesystem::path ca_cert;
+  std::filesystem::path ca_key;
+};
+
 struct Site {
   std::filesystem::path file;  // absolute path of the topology file
   std::filesystem::path dir;   // its directory; relative paths resolve against it
@@ -217,6 +227,7 @@ struct Site {
   DbSection db;
   EtcdSection etcd;
   MonitoringSection monitoring;
+  SecuritySection security;
 
   const LbNode* findLbNode(std::string_view name) const;
   const WebNode* findWebNode(std::string_view name) const;

@@ -373,8 +373,22 @@ void readMonitoringSection(Diagnostics& diag, const toml::table& table) {
   r.read("interval_ms", mon.interval_ms, {100, 600'000});
 }
 
+void readSecuritySection(Diagnostics& diag, const toml::table& table) {
+  Site& site = diag.site();
+  SecuritySection& security = site.security;
+  security.present = true;
+  TableReader r(diag, table, "security", {"internal_tls", "ca_cert", "ca_key"});
+  r.read("internal_tls", security.internal_tls);
+  bool cert = r.readPath("ca_cert", security.ca_cert, site.dir, /*allow_empty=*/false);
+  bool key = r.readPath("ca_key", security.ca_key, site.dir, /*allow_empty=*/false);
+  if (cert != key) {
+    r.error(cert ? "ca_cert" : "ca_key", std::string("needs ") + (cert ? "ca_key" : "ca_cert") +
+                                             " too: the CA's certificate and its key issue the nodes' certificates");
+  }
+}
+
 void readRoot(Diagnostics& diag, const toml::table& root) {
-  TableReader r(diag, root, "", {"site", "lb", "web", "db", "etcd", "monitoring"});
+  TableReader r(diag, root, "", {"site", "lb", "web", "db", "etcd", "monitoring", "security"});
   if (const auto* t = r.table("site")) {
     readSiteSection(diag, *t);
   }
@@ -392,6 +406,9 @@ void readRoot(Diagnostics& diag, const toml::table& root) {
   }
   if (const auto* t = r.table("monitoring")) {
     readMonitoringSection(diag, *t);
+  }
+  if (const auto* t = r.table("security")) {
+    readSecuritySection(diag, *t);
   }
 }
 

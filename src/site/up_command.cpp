@@ -26,6 +26,7 @@
 #include "pg/pg_bin.h"
 #include "run/node_files.h"
 #include "site/backoff.h"
+#include "site/certs_command.h"
 #include "site/child.h"
 #include "site/lock.h"
 #include "site/monitoring.h"
@@ -730,6 +731,12 @@ int preflight(const config::Site& site, PlanOptions& plan) {
   // Written at every start: generated from this topology, with the rules of this build.
   if (hasManagedMonitoring(site) && !writeMonitoringFiles(site, monitoringDir(site), error)) {
     log::error("{}{}", error, accessHint());
+    return kExitRuntime;
+  }
+  // Before any node starts: each loads its pair at start. A certificate close to its end is
+  // renewed here, at each start of the site.
+  if (site.security.internal_tls && !ensureCertificates(site, error)) {
+    log::error("internal_tls: {}{}", error, accessHint());
     return kExitRuntime;
   }
   return kExitOk;

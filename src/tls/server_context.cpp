@@ -22,6 +22,7 @@
 #include "tls/acme.h"
 #include "tls/openssl_error.h"
 #include "tls/tls_transport.h"
+#include "tls/x509_ext.h"
 
 namespace fulcrum::tls {
 
@@ -497,19 +498,6 @@ bool stillValid(const std::filesystem::path& cert_path) {
   return ok;
 }
 
-bool addExtension(X509* cert, int nid, const std::string& value) {
-  X509V3_CTX ctx;
-  X509V3_set_ctx_nodb(&ctx);
-  X509V3_set_ctx(&ctx, cert, cert, nullptr, nullptr, 0);
-  X509_EXTENSION* ext = X509V3_EXT_conf_nid(nullptr, &ctx, nid, value.c_str());
-  if (ext == nullptr) {
-    return false;
-  }
-  bool ok = X509_add_ext(cert, ext, -1) == 1;
-  X509_EXTENSION_free(ext);
-  return ok;
-}
-
 }  // namespace
 
 CertFiles ensureSelfSigned(const std::filesystem::path& dir, const std::vector<std::string>& names,
@@ -547,11 +535,11 @@ CertFiles ensureSelfSigned(const std::filesystem::path& dir, const std::vector<s
          X509_NAME_add_entry_by_txt(subject, "CN", MBSTRING_ASC,
                                     reinterpret_cast<const unsigned char*>(cn.c_str()), -1, -1, 0) == 1 &&
          X509_set_issuer_name(cert, subject) == 1 &&
-         addExtension(cert, NID_basic_constraints, "critical,CA:FALSE") &&
-         addExtension(cert, NID_key_usage, "critical,digitalSignature") &&
-         addExtension(cert, NID_ext_key_usage, "serverAuth") &&
-         addExtension(cert, NID_subject_key_identifier, "hash") &&
-         (san.empty() || addExtension(cert, NID_subject_alt_name, san)) &&
+         addExtension(cert, cert, NID_basic_constraints, "critical,CA:FALSE") &&
+         addExtension(cert, cert, NID_key_usage, "critical,digitalSignature") &&
+         addExtension(cert, cert, NID_ext_key_usage, "serverAuth") &&
+         addExtension(cert, cert, NID_subject_key_identifier, "hash") &&
+         (san.empty() || addExtension(cert, cert, NID_subject_alt_name, san)) &&
          X509_sign(cert, key, EVP_sha256()) > 0;
   }
   if (ok) {
