@@ -35,7 +35,8 @@ std::unique_ptr<ClientContext> ClientContext::create(const std::filesystem::path
     return nullptr;
   }
   self->ctx_ = ctx;
-  if (SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION) != 1 || SSL_CTX_set1_groups_list(ctx, kGroups) != 1 ||
+  if (SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION) != 1 ||
+      SSL_CTX_set1_groups_list(ctx, kGroups) != 1 ||
       SSL_CTX_set_alpn_protos(ctx, kAlpnH1, sizeof kAlpnH1) != 0) {
     error = "TLS policy: " + lastSslError();
     return nullptr;
@@ -131,9 +132,11 @@ void ClientContext::reportFailure(std::string_view server, const core::SocketAdd
   std::string more = suppressed > 0 ? fmt::format(" ({} more TLS failures since the last report)", suppressed)
                                     : std::string();
   if (transport.verifyFailed()) {
-    log::warn("server {} ({}): certificate refused: {}{}", server, peer.toString(), transport.failure(), more);
+    log::warn("server {} ({}): certificate refused: {}{}", server, peer.toString(), transport.failure(),
+              more);
   } else {
-    log::warn("server {} ({}): TLS handshake failed: {}{}", server, peer.toString(), transport.failure(), more);
+    log::warn("server {} ({}): TLS handshake failed: {}{}", server, peer.toString(), transport.failure(),
+              more);
   }
 }
 

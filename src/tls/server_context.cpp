@@ -147,8 +147,7 @@ using File = std::unique_ptr<FILE, FileCloser>;
 // ---------------------------------------------------------------------------------------------
 // The context
 
-std::unique_ptr<ServerContext> ServerContext::create(const std::vector<CertFiles>& pairs,
-                                                     std::string& error,
+std::unique_ptr<ServerContext> ServerContext::create(const std::vector<CertFiles>& pairs, std::string& error,
                                                      const std::filesystem::path& client_ca) {
   if (pairs.empty()) {
     error = "no certificate";

@@ -169,11 +169,13 @@ int TlsTransport::handshake() {
   if (refusals_ != nullptr && refusals_->admit(suppressed)) {
     sockaddr_storage ss{};
     socklen_t len = sizeof ss;
-    std::string peer = getpeername(fd_, reinterpret_cast<sockaddr*>(&ss), &len) == 0
-                           ? core::SocketAddress::fromSockaddr(reinterpret_cast<sockaddr*>(&ss), len).toString()
-                           : std::string("?");
+    std::string peer =
+        getpeername(fd_, reinterpret_cast<sockaddr*>(&ss), &len) == 0
+            ? core::SocketAddress::fromSockaddr(reinterpret_cast<sockaddr*>(&ss), len).toString()
+            : std::string("?");
     if (suppressed > 0) {
-      log::warn("TLS client {} refused: {} ({} more refused since the last report)", peer, failure_, suppressed);
+      log::warn("TLS client {} refused: {} ({} more refused since the last report)", peer, failure_,
+                suppressed);
     } else {
       log::warn("TLS client {} refused: {}", peer, failure_);
     }

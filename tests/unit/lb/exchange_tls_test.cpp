@@ -31,7 +31,9 @@ struct Recorder final : ExchangeClient {
   int failed = 0;
   bool complete = false;
   void exchangeContinue() override {}
-  void exchangeResponseHead(const http::ResponseHead& head) override { head_status = std::to_string(head.status); }
+  void exchangeResponseHead(const http::ResponseHead& head) override {
+    head_status = std::to_string(head.status);
+  }
   void exchangeResponseBody(std::string_view, std::string_view payload) override { body.append(payload); }
   void exchangeComplete() override { complete = true; }
   void exchangeFailed(int status, std::string_view, Termination) override { failed = status; }
@@ -86,8 +88,8 @@ class ExchangeTlsTest : public ::testing::Test {
     core::SocketAddress address;
     core::Fd fd = listenLoopback(address);
     server_stats_.push_back(std::make_unique<http::ServerStats>());
-    servers_.push_back(std::make_unique<http::HttpServer>(loop_, std::move(fd), handler_, options,
-                                                          *server_stats_.back()));
+    servers_.push_back(
+        std::make_unique<http::HttpServer>(loop_, std::move(fd), handler_, options, *server_stats_.back()));
     contexts_.push_back(std::move(ctx));
     return address;
   }
@@ -107,8 +109,9 @@ class ExchangeTlsTest : public ::testing::Test {
     ProxyOptions options;
     options.access_log = false;
     options.upstream_tls = client_tls_.get();
-    worker_ = std::make_unique<ProxyWorker>(loop_, listenLoopback(unused), *pool_, options, *stats_,
-                                            [this](uint32_t server, const std::string&) { failures_.push_back(server); });
+    worker_ = std::make_unique<ProxyWorker>(
+        loop_, listenLoopback(unused), *pool_, options, *stats_,
+        [this](uint32_t server, const std::string&) { failures_.push_back(server); });
   }
 
   // One request on a new exchange, to its end; the connection is released for reuse.

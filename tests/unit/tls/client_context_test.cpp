@@ -15,8 +15,8 @@
 #include <string>
 
 #include "core/fd.h"
-#include "tls/server_context.h"
 #include "test_pki.h"
+#include "tls/server_context.h"
 
 namespace fulcrum::tls {
 namespace {

@@ -71,8 +71,8 @@ class TestCa {
     X509_gmtime_adj(X509_getm_notAfter(cert), to_s);
     X509_set_pubkey(cert, key);
     X509_NAME* subject = X509_get_subject_name(cert);
-    X509_NAME_add_entry_by_txt(subject, "CN", MBSTRING_ASC, reinterpret_cast<const unsigned char*>(cn.c_str()), -1,
-                               -1, 0);
+    X509_NAME_add_entry_by_txt(subject, "CN", MBSTRING_ASC,
+                               reinterpret_cast<const unsigned char*>(cn.c_str()), -1, -1, 0);
     X509_set_issuer_name(cert, issuer != nullptr ? X509_get_subject_name(issuer) : subject);
   }
   static void add(X509* issuer, X509* cert, int nid, const std::string& value) {
