@@ -100,8 +100,13 @@ int ClientContext::onNewSession(SSL* ssl, SSL_SESSION* session) {
   if (self == nullptr || peer.empty() || SSL_SESSION_is_resumable(session) != 1) {
     return 0;
   }
-  self->keep(peer, session);
-  return 1;  // the reference is ours now
+  // A copy: OpenSSL marks the connection's own session unresumable when the connection is freed
+  // without a close_notify (as a pooled connection is), and the copy must outlive that.
+  SSL_SESSION* copy = SSL_SESSION_dup(session);
+  if (copy != nullptr) {
+    self->keep(peer, copy);
+  }
+  return 0;  // the connection keeps its own
 }
 
 void ClientContext::keep(const std::string& peer, SSL_SESSION* session) {
