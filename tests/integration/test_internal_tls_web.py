@@ -26,7 +26,8 @@ class TlsBackend(PyBackend):
     context = None
 
     def _handle(self, conn, server):
-        super()._handle(self.context.wrap_socket(conn, server_side=True), server)
+        with self.context.wrap_socket(conn, server_side=True) as tls:
+            super()._handle(tls, server)
 
 
 class InternalTlsWebTest(unittest.TestCase):
@@ -132,17 +133,21 @@ class InternalTlsWebTest(unittest.TestCase):
     def test_1_keep_alive_requests_reach_both_nodes_over_tls(self):
         seen = self.served_by(20)
         self.assertEqual(set(seen), {"web-1", "web-2"}, seen)
-        # The lb's connections are pooled and its new ones resume: web-1 counts resumed handshakes.
+        # The lb's connections are pooled and its new ones (health checks: one each) resume.
+        wait_until(lambda: self.web_metric(r'fulcrum_web_tls_handshakes_total\{node="web-1",result="resumed"\} (\d+)') > 0,
+                   timeout=10, what="resumed handshakes on web-1")
+
+    def web_metric(self, pattern):
+        """A number from web-1's /metrics, read over TLS as the operator."""
         with socket.create_connection(("127.0.0.1", self.web_port), timeout=5) as raw:
-            with self.tls_client("lb-t").wrap_socket(raw, server_hostname=None) as s:
+            with self.tls_client("operator").wrap_socket(raw, server_hostname=None) as s:
                 s.sendall(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-                metrics = b""
+                text = b""
                 while data := s.recv(65536):
-                    metrics += data
-        text = metrics.decode()
-        resumed = re.search(r'fulcrum_web_tls_handshakes_total\{node="web-1",result="resumed"\} (\d+)', text)
-        self.assertIsNotNone(resumed, text[-2000:])
-        self.assertGreater(int(resumed.group(1)), 0, text[-2000:])
+                    text += data
+        found = re.search(pattern, text.decode())
+        self.assertIsNotNone(found, text.decode()[-2000:])
+        return int(found.group(1))
 
     def test_2_no_certificate_no_entry(self):
         # Plain HTTP: no HTTP answer, the connection just ends.
