@@ -21,6 +21,7 @@
 
 #include "tls/acme.h"
 #include "tls/openssl_error.h"
+#include "tls/tls_transport.h"
 #include "tls/x509_ext.h"
 
 namespace fulcrum::tls {
@@ -144,156 +145,16 @@ using File = std::unique_ptr<FILE, FileCloser>;
 }  // namespace
 
 // ---------------------------------------------------------------------------------------------
-// The transport
-
-class TlsTransport final : public core::Transport {
- public:
-  TlsTransport(SSL* ssl, int fd, TlsStats& stats) : ssl_(ssl), fd_(fd), stats_(stats) {
-    SSL_set_fd(ssl_, fd);
-    SSL_set_accept_state(ssl_);
-  }
-  ~TlsTransport() override { SSL_free(ssl_); }
-
-  ssize_t read(core::Buffer& buf, size_t max_total) override {
-    read_wants_write_ = false;
-    if (handshaking_ && !handshake()) {
-      return -1;
-    }
-    size_t total = 0;
-    for (;;) {
-      // One record at a time; the rest of a record already decrypted is taken even past
-      // max_total (at most one record, 16 KiB), since epoll cannot report bytes held here.
-      size_t room = max_total > buf.size() ? std::min(max_total - buf.size(), core::Buffer::kBlockSize) : 0;
-      int pending = SSL_pending(ssl_);
-      if (room == 0 && pending <= 0) {
-        break;
-      }
-      room = std::max(room, static_cast<size_t>(std::max(pending, 0)));
-      char* p = buf.prepare(room);
-      size_t n = 0;
-      ERR_clear_error();
-      if (SSL_read_ex(ssl_, p, room, &n) == 1) {
-        buf.commit(n);
-        total += n;
-        if (SSL_pending(ssl_) <= 0) {
-          break;
-        }
-        continue;
-      }
-      if (total > 0) {
-        ERR_clear_error();
-        break;  // what came is passed on; the condition shows again on the next read
-      }
-      return fail(SSL_get_error(ssl_, 0), /*reading=*/true);
-    }
-    return static_cast<ssize_t>(total);
-  }
-
-  ssize_t write(core::Buffer& buf) override {
-    write_wants_read_ = false;
-    if (handshaking_ && !handshake()) {
-      return -1;
-    }
-    if (buf.empty()) {
-      return 0;
-    }
-    size_t n = 0;
-    ERR_clear_error();
-    if (SSL_write_ex(ssl_, buf.data(), buf.size(), &n) == 1) {
-      buf.consume(n);
-      return static_cast<ssize_t>(n);
-    }
-    return fail(SSL_get_error(ssl_, 0), /*reading=*/false);
-  }
-
-  void shutdownWrite() override {
-    if (!handshaking_ && !failed_) {
-      ERR_clear_error();
-      SSL_shutdown(ssl_);  // close_notify, best effort: the socket is half-closed next anyway
-      ERR_clear_error();
-    }
-    ::shutdown(fd_, SHUT_WR);
-  }
-
-  uint32_t extraEvents() const override {
-    return (read_wants_write_ ? EPOLLOUT : 0u) | (write_wants_read_ ? EPOLLIN : 0u);
-  }
-  bool handshaking() const override { return handshaking_; }
-  std::string_view alpn() const override {
-    const unsigned char* p = nullptr;
-    unsigned int len = 0;
-    SSL_get0_alpn_selected(ssl_, &p, &len);
-    return p == nullptr ? std::string_view() : std::string_view(reinterpret_cast<const char*>(p), len);
-  }
-
- private:
-  bool handshake() {
-    ERR_clear_error();
-    int r = SSL_do_handshake(ssl_);
-    if (r == 1) {
-      handshaking_ = false;
-      stats_.handshakes.fetch_add(1, std::memory_order_relaxed);
-      if (SSL_session_reused(ssl_)) {
-        stats_.resumed.fetch_add(1, std::memory_order_relaxed);
-      }
-      if (SSL_version(ssl_) == TLS1_3_VERSION) {
-        stats_.tls13.fetch_add(1, std::memory_order_relaxed);
-      }
-      return true;
-    }
-    int err = SSL_get_error(ssl_, r);
-    if (err != SSL_ERROR_WANT_READ && err != SSL_ERROR_WANT_WRITE) {
-      stats_.handshake_failures.fetch_add(1, std::memory_order_relaxed);
-    }
-    fail(err, /*reading=*/true);
-    return false;
-  }
-
-  // Maps an OpenSSL outcome to the socket-like result the session expects.
-  ssize_t fail(int err, bool reading) {
-    switch (err) {
-      case SSL_ERROR_WANT_READ:
-        write_wants_read_ = !reading;
-        errno = EAGAIN;
-        return -1;
-      case SSL_ERROR_WANT_WRITE:
-        read_wants_write_ = reading;
-        errno = EAGAIN;
-        return -1;
-      case SSL_ERROR_ZERO_RETURN:  // close_notify (or, with IGNORE_UNEXPECTED_EOF, a bare EOF)
-        ERR_clear_error();
-        if (reading && !handshaking_) {
-          return 0;
-        }
-        errno = ECONNRESET;
-        return -1;
-      default:
-        failed_ = true;
-        ERR_clear_error();
-        errno = err == SSL_ERROR_SYSCALL && errno != 0 ? errno : EPROTO;
-        return -1;
-    }
-  }
-
-  SSL* ssl_;
-  int fd_;
-  TlsStats& stats_;
-  bool handshaking_ = true;
-  bool failed_ = false;
-  bool read_wants_write_ = false;
-  bool write_wants_read_ = false;
-};
-
-// ---------------------------------------------------------------------------------------------
 // The context
 
-std::unique_ptr<ServerContext> ServerContext::create(const std::vector<CertFiles>& pairs,
-                                                     std::string& error) {
+std::unique_ptr<ServerContext> ServerContext::create(const std::vector<CertFiles>& pairs, std::string& error,
+                                                     const std::filesystem::path& client_ca) {
   if (pairs.empty()) {
     error = "no certificate";
     return nullptr;
   }
   std::unique_ptr<ServerContext> self(new ServerContext());
+  self->client_ca_ = client_ca;
   self->certs_ = self->loadSet(pairs, error);
   if (!self->certs_) {
     return nullptr;
@@ -383,7 +244,27 @@ SSL_CTX* ServerContext::newCtx(std::string& error) {
   SSL_CTX_set_tlsext_servername_callback(ctx, &ServerContext::onServerName);
   SSL_CTX_set_tlsext_servername_arg(ctx, this);
   SSL_CTX_set_client_hello_cb(ctx, &ServerContext::onClientHello, this);
+  if (!client_ca_.empty() && !requireClientCertificates(ctx, error)) {
+    SSL_CTX_free(ctx);
+    return nullptr;
+  }
   return ctx;
+}
+
+bool ServerContext::requireClientCertificates(SSL_CTX* ctx, std::string& error) const {
+  STACK_OF(X509_NAME)* names = SSL_load_client_CA_file(client_ca_.c_str());
+  if (names == nullptr || SSL_CTX_load_verify_locations(ctx, client_ca_.c_str(), nullptr) != 1) {
+    sk_X509_NAME_pop_free(names, X509_NAME_free);
+    error = client_ca_.string() + ": " + lastSslError();
+    return false;
+  }
+  SSL_CTX_set_client_CA_list(ctx, names);
+  SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
+  // A resumed session keeps the verified client; OpenSSL refuses resumption with verification
+  // on unless the sessions are tied to a context.
+  static constexpr unsigned char kSessionContext[] = "fulcrum-internal";
+  SSL_CTX_set_session_id_context(ctx, kSessionContext, sizeof kSessionContext - 1);
+  return true;
 }
 
 bool ServerContext::load(CertSet& set, const CertFiles& pair, std::string& error) {
@@ -533,7 +414,11 @@ std::unique_ptr<core::Transport> ServerContext::newTransport(int fd) {
     ERR_clear_error();
     return nullptr;
   }
-  return std::make_unique<TlsTransport>(ssl, fd, stats_);
+  auto transport = std::make_unique<TlsTransport>(ssl, fd, stats_, TlsTransport::Side::Accept);
+  if (!client_ca_.empty()) {
+    transport->logRefusals(&refusals_);
+  }
+  return transport;
 }
 
 void ServerContext::rotateTicketKeys() {

@@ -19,6 +19,7 @@
 #include "pg/pg_format.h"
 #include "run/node_files.h"
 #include "run/reload_diff.h"
+#include "tls/server_context.h"
 #include "tls/site_pki.h"
 #include "web/db_router.h"
 #include "web/guestbook_app.h"
@@ -220,7 +221,26 @@ int runWebCommand(const config::Site& site, const std::string& node_name) {
   std::vector<std::unique_ptr<WorkerDb>> dbs(guestbook ? threads : 0);
   std::vector<std::unique_ptr<GuestbookApp>> guestbooks(threads);
 
-  const http::ServerOptions options = serverOptions(site, *node);
+  // [security] internal_tls: the listener speaks TLS with this node's certificate, and lets in
+  // only clients with a certificate from the site CA (the lbs).
+  std::unique_ptr<tls::ServerContext> tls_context;
+  if (site.security.internal_tls) {
+    core::Result<tls::NodeTls> pki = tls::nodeTls(site, node->name);
+    std::string error = pki.error;
+    if (pki.ok) {
+      tls_context = tls::ServerContext::create({tls::CertFiles{pki.value.cert, pki.value.key}}, error,
+                                               pki.value.ca_cert);
+    }
+    if (!tls_context) {
+      log::error("internal_tls: {}", error);
+      return kExitConfig;
+    }
+    for (auto& app : apps) {
+      app->setTlsStats(&tls_context->stats());
+    }
+  }
+  http::ServerOptions options = serverOptions(site, *node);
+  options.tls = tls_context.get();
   core::EventLoop main_loop;
   std::vector<std::unique_ptr<http::HttpServer>> servers(threads);
   core::WorkerGroup workers;
@@ -234,9 +254,18 @@ int runWebCommand(const config::Site& site, const std::string& node_name) {
     }
     servers[i] = std::make_unique<http::HttpServer>(loop, std::move(listeners[i]), *handler, options, *stats[i]);
   });
-  log::info("web node {} serving {} on http://{} with {} worker(s){}", node->name, site.web.docroot.string(),
-            node->listen.toString(), threads,
+  log::info("web node {} serving {} on {}://{} with {} worker(s){}", node->name, site.web.docroot.string(),
+            tls_context ? "https" : "http", node->listen.toString(), threads,
             guestbook ? fmt::format(", guestbook on {} db node(s)", db.nodes.size()) : std::string());
+
+  // Session ticket keys: one set for every worker, a new one each hour (tls/server_context.h).
+  core::Timer ticket_rotation(main_loop, [&] {
+    tls_context->rotateTicketKeys();
+    ticket_rotation.armAfter(std::chrono::hours(1));
+  });
+  if (tls_context) {
+    ticket_rotation.armAfter(std::chrono::hours(1));
+  }
 
   core::StopHooks hooks;
   hooks.drain_worker = [&](unsigned i, std::function<void()> idle) { servers[i]->drain(std::move(idle)); };
