@@ -31,6 +31,7 @@ class InternalTlsDbTest(unittest.TestCase):
                               timeout=60)
         self.assertEqual(made.returncode, 0, made.stdout + made.stderr)
         self.tls_dir = os.path.join(self.site.cluster.dir, "var", "tls")
+        self.site.use_tls(self.tls_dir)
         self.primary, self.replicas = self.site.start(self)
 
     def test_internal_tls(self):
