@@ -278,7 +278,7 @@ const BadCase kUnknownKeyCases[] = {
     {"section_typo", "[sitee]\n", "sitee", 1, 2, "unknown key 'sitee'; did you mean 'site'?"},
     {"no_close_match", "[site]\nzzz = 1\n", "site.zzz", 2, 1,
      "unknown key 'zzz'; expected one of: name, state_dir"},
-    {"root_key", "top = 1\n", "top", 1, 1, "unknown key 'top'; expected one of: site, lb, web, db, etcd, monitoring"},
+    {"root_key", "top = 1\n", "top", 1, 1, "unknown key 'top'; expected one of: site, lb, web, db, etcd, monitoring, security"},
     {"health_typo", "[lb.health]\nintervall_ms = 5\n", "lb.health.intervall_ms", 2, 1,
      "unknown key 'intervall_ms'; did you mean 'interval_ms'?"},
     {"web_node_typo", "[[web.node]]\nname = \"w\"\nlisten = \"127.0.0.1:9001\"\ntread = 2\n",
