@@ -21,19 +21,13 @@
 #include <vector>
 
 #include "core/transport.h"
+#include "tls/tls_transport.h"
 
 namespace fulcrum::tls {
 
 struct CertFiles {
   std::filesystem::path cert;  // PEM: the certificate, then its chain
   std::filesystem::path key;   // PEM private key
-};
-
-struct TlsStats {
-  std::atomic<uint64_t> handshakes{0};          // completed
-  std::atomic<uint64_t> resumed{0};             // of which resumed from a ticket
-  std::atomic<uint64_t> tls13{0};               // of which TLS 1.3
-  std::atomic<uint64_t> handshake_failures{0};  // refused or broken ClientHellos, plaintext, alerts
 };
 
 class ChallengeStore;
