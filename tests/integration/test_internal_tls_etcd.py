@@ -1,9 +1,9 @@
 """etcd over mutual TLS ([security] internal_tls = true) under `fulcrum up`: three managed members
 serve clients and peers over https with the site CA's certificates and want one from every client.
 The site (test_up's: two database agents with real PostgreSQL, two web nodes, one load balancer,
-leader_ttl_ms = 3000) bootstraps with its agents' etcd calls and watches over TLS, elects a leader,
-fails over when the leader's agent stops (and is killed), and `fulcrum status` (the "operator"
-certificate) reads every member. curl without a certificate, or with another CA's, is refused.
+leader_ttl_ms = 3000) bootstraps with its agents' etcd calls and watches over TLS (etcd's own
+watcher count shows both streams), elects a leader, fails over when the leader's agent stops (and
+is killed), and `fulcrum status` (the "operator" certificate) reads every member. curl without a certificate, or with another CA's, is refused.
 Every process and directory is removed even when the test fails. Skipped when etcd, PostgreSQL,
 root, curl or openssl is missing."""
 import os
@@ -88,6 +88,16 @@ class InternalTlsEtcdTest(unittest.TestCase):
         etcd_rows = [r for r in rows if r["role"] == "etcd"]
         self.assertEqual([r["name"] for r in etcd_rows], MEMBERS)
         self.assertTrue(all(r["state"] == "up" for r in etcd_rows), etcd_rows)
+
+        # Both agents' watches stream over TLS (etcd counts a watcher per stream).
+        def watchers():
+            total = 0
+            for port in site.etcd_ports:
+                metrics = curl(f"https://127.0.0.1:{port}/metrics", "--cacert", ca, *operator).stdout
+                found = re.search(r"^etcd_debugging_mvcc_watcher_total (\d+)", metrics, re.M)
+                total += int(found.group(1)) if found else 0
+            return total >= 2
+        wait_until(watchers, timeout=15, interval=0.5, what="the two agents' etcd watches")
 
         primary = wait_until(site.primary, timeout=30, interval=0.2, what="a primary")
         made = site.psql(primary, "CREATE TABLE kept (v text); INSERT INTO kept VALUES ('before')")
