@@ -221,10 +221,13 @@ TEST_F(ClientContextTest, ClientOfAnotherCaIsRefusedByTheServer) {
   ASSERT_NE(foreign, nullptr) << error;
   http::ClientOutcome got = get(foreign, server.address());
   ASSERT_FALSE(got.response.ok);
-  // TLS 1.3: the client's side of the handshake is over before the server judges its certificate;
-  // the server's alert ends the exchange on the first read.
-  EXPECT_THAT(got.response.error, HasSubstr("TLS with " + server.address().toString() + ": tlsv"));
-  EXPECT_THAT(got.response.error, HasSubstr("alert"));
+  // TLS 1.3: the client's side of the handshake is over before the server judges its certificate,
+  // and the request goes out. The server's alert ends the exchange on the first read, or, when the
+  // server closed with the request unread, the reset that follows it.
+  const std::string prefix = "TLS with " + server.address().toString() + ": ";
+  EXPECT_THAT(got.response.error, ::testing::AnyOf(HasSubstr(prefix + "tlsv13 alert certificate required"),
+                                                   HasSubstr(prefix + "tlsv1 alert unknown ca"),
+                                                   HasSubstr(prefix + "Connection reset by peer")));
   EXPECT_EQ(server.clientName(), "");
 }
 
