@@ -8,6 +8,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <string_view>
 
 #include "core/address.h"
@@ -36,7 +37,7 @@ class Transport {
   virtual std::string_view alpn() const { return {}; }
   // Why the last -1 that was not EAGAIN happened, when errno cannot say it (TLS: a refused
   // handshake, a certificate that did not verify); empty when errno says it all.
-  virtual std::string failure() const { return {}; }
+  virtual std::string failureReason() const { return {}; }
 };
 
 class PlainTransport final : public Transport {

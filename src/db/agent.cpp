@@ -13,6 +13,7 @@
 #include "metrics/process.h"
 #include "metrics/prometheus.h"
 #include "pg/pg_bin.h"
+#include "tls/site_pki.h"
 
 namespace fulcrum::db {
 
@@ -109,6 +110,33 @@ Status DbAgent::prepare() {
   options.replication_password_file = state_dir / "replication.password";
   options.fence_library = fs::absolute(node_dir / "fulcrum_fence.so");
   options.fence_file = fs::absolute(node_dir / "fence");
+  if (site_.security.internal_tls) {
+    // Refused here, before anything starts: a server without its certificate would take no
+    // client, and a replica could not reach its primary.
+    auto own = tls::nodeTls(site_, node_.name);
+    if (!own.ok) {
+      return Status::failure("internal_tls: PostgreSQL on " + node_.name +
+                             " needs its certificate: " + own.error);
+    }
+    ServerTls server;
+    server.ca_cert = own.value.ca_cert;
+    server.cert = own.value.cert;
+    server.key = own.value.key;
+    server.app_database = site_.db.database;
+    server.app_user = site_.db.user;
+    // Web nodes and lbs log in as the application (an lb's database frontends only pass TCP
+    // through: the client behind one presents its own certificate), db nodes as the replication role.
+    for (const auto& web : site_.web.nodes) {
+      server.app_clients.push_back(web.name);
+    }
+    for (const auto& lb : site_.lb.nodes) {
+      server.app_clients.push_back(lb.name);
+    }
+    for (const auto& db : site_.db.nodes) {
+      server.replication_clients.push_back(db.name);
+    }
+    options.tls = std::move(server);
+  }
   auto fence = FenceFile::open(options.fence_file);
   if (!fence.ok) {
     return Status::failure(fence.error);

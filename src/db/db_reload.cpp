@@ -39,6 +39,19 @@ std::string endpointsText(const std::vector<core::SocketAddress>& endpoints) {
   return out.empty() ? "none" : out;
 }
 
+// Under internal_tls, the certificate names pg_ident.conf lets in as the application: the web
+// nodes and the lbs, as the agent wrote them at its start.
+std::string appClientsText(const config::Site& site) {
+  std::string out;
+  for (const config::WebNode& n : site.web.nodes) {
+    out += (out.empty() ? "" : ", ") + n.name;
+  }
+  for (const config::LbNode& n : site.lb.nodes) {
+    out += (out.empty() ? "" : ", ") + n.name;
+  }
+  return out.empty() ? "none" : out;
+}
+
 }  // namespace
 
 DbReloadPlan planDbReload(const config::Site& running, const config::Site& next, const std::string& node) {
@@ -67,6 +80,13 @@ DbReloadPlan planDbReload(const config::Site& running, const config::Site& next,
   restartIfChanged(report, "db.synchronous_strict", running.db.synchronous_strict,
                    next.db.synchronous_strict);
   restartIfChanged(report, "db.leader_ttl_ms", running.db.leader_ttl_ms, next.db.leader_ttl_ms);
+  restartIfChanged(report, "security.internal_tls", running.security.internal_tls,
+                   next.security.internal_tls);
+  if (next.security.internal_tls && appClientsText(running) != appClientsText(next)) {
+    report.needs_restart.push_back(
+        fmt::format("web.node, lb.node (the certificates admitted as the application): {} -> {}",
+                    appClientsText(running), appClientsText(next)));
+  }
   if (!samePeers(running.db.nodes, next.db.nodes)) {
     report.needs_restart.push_back(
         fmt::format("db.node: {} -> {}", peersText(running.db.nodes), peersText(next.db.nodes)));

@@ -203,7 +203,7 @@ void EtcdWatch::rearm() {
 }
 
 std::string EtcdWatch::ioError(std::string_view what, int err) const {
-  std::string reason = transport_->failure();
+  std::string reason = transport_->failureReason();
   return reason.empty() ? std::string(what) + ": " + std::strerror(err) : "TLS: " + reason;
 }
 

@@ -82,7 +82,8 @@ Status PgSession::connect(Deadline deadline, milliseconds timeout) {
   // The server applies (nearly) the same deadline to each statement; an abandoned backend checks
   // every second whether we are still there (the sessions' common policy, pg/connection_policy.h).
   pg::ConnParams params = params_;
-  pg::addSessionPolicy(params, serverTimeout(timeout));
+  // The agent's sessions use the local socket only: no TLS there.
+  pg::addSessionPolicy(params, serverTimeout(timeout), std::nullopt);
   std::vector<const char*> keywords;
   std::vector<const char*> values;
   for (const auto& [keyword, value] : params) {

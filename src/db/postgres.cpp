@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <charconv>
 #include <cstdio>
+#include <cstring>
 #include <ctime>
 #include <fstream>
 #include <sstream>
@@ -49,6 +50,8 @@ using std::chrono::milliseconds;
 
 // The ident map (pg_ident.conf) the local socket's peer rule uses.
 constexpr const char* kIdentMap = "fulcrum";
+// The ident map of the TCP rules under internal_tls: certificate names (node names) to roles.
+constexpr const char* kCertMap = "fulcrum_cert";
 
 std::string readFile(const std::filesystem::path& path) {
   std::ifstream in(path);
@@ -283,6 +286,33 @@ Status PostgresNode::writePassFile() {
   return writeFileAs(user_, passFile(), line, 0600);
 }
 
+Status PostgresNode::installTls() {
+  if (!options_.tls) {
+    return Status::success();
+  }
+  if (Status dir = preparePrivateDir(user_, tlsDir()); !dir.ok) {
+    return dir;
+  }
+  const pg::ClientTls copies = clientTls();
+  for (const auto& [from, to] :
+       {std::pair{options_.tls->ca_cert, copies.root_cert}, std::pair{options_.tls->cert, copies.cert},
+        std::pair{options_.tls->key, copies.key}}) {
+    std::ifstream in(from, std::ios::binary);
+    if (!in) {
+      return Status::failure("internal_tls: cannot read " + from.string() + ": " + std::strerror(errno));
+    }
+    std::string content((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    if (Status done = writeFileAs(user_, to, content, 0600); !done.ok) {
+      return Status::failure("internal_tls: " + done.error);
+    }
+  }
+  return Status::success();
+}
+
+pg::ClientTls PostgresNode::clientTls() const {
+  return {tlsDir() / "ca.crt", tlsDir() / "node.crt", tlsDir() / "node.key"};
+}
+
 Status PostgresNode::writeClusterConfig(const AppDatabase& app) {
   std::string conf =
       "# Written by Fulcrum: the same on every node (pg_basebackup copies it). Each node's address,\n"
@@ -331,7 +361,19 @@ Status PostgresNode::writeClusterConfig(const AppDatabase& app) {
 
 Status PostgresNode::writeAccessFiles(std::optional<std::vector<std::string>> host_rules) {
   const std::filesystem::path hba_file = options_.data_dir / "pg_hba.conf";
-  if (!host_rules) {
+  if (options_.tls) {
+    // Rewritten at every start: the site may have turned internal_tls on since initdb.
+    const ServerTls& tls = *options_.tls;
+    const std::string cert = " cert map=" + std::string(kCertMap);
+    host_rules.emplace();
+    for (const std::string& network : options_.allowed_networks) {
+      host_rules->push_back("hostssl replication " + hbaName(options_.replication_user) + " " + network +
+                            cert);
+      host_rules->push_back("hostssl postgres " + hbaName(options_.replication_user) + " " + network + cert);
+      host_rules->push_back("hostssl " + hbaName(tls.app_database) + " " + hbaName(tls.app_user) + " " +
+                            network + cert);
+    }
+  } else if (!host_rules) {
     host_rules.emplace();
     // Keep the TCP rules (the same on every node: initPrimary wrote them, clones copied them);
     // the local rules are ours to write.
@@ -339,9 +381,17 @@ Status PostgresNode::writeAccessFiles(std::optional<std::vector<std::string>> ho
     std::string line;
     while (std::getline(in, line)) {
       size_t start = line.find_first_not_of(" \t");
-      if (start != std::string::npos && line[start] != '#' && line.compare(start, 5, "local") != 0) {
-        host_rules->push_back(line);
+      if (start == std::string::npos || line[start] == '#' || line.compare(start, 5, "local") == 0) {
+        continue;
       }
+      // Our certificate rules, left by a start under internal_tls now turned off: back to the
+      // password rules initPrimary() wrote ("hostssl D U NET cert map=M" -> "host D U NET scram-sha-256").
+      const std::string cert = " cert map=" + std::string(kCertMap);
+      if (line.compare(start, 8, "hostssl ") == 0 && line.size() > cert.size() &&
+          line.compare(line.size() - cert.size(), cert.size(), cert) == 0) {
+        line = "host " + line.substr(start + 8, line.size() - cert.size() - start - 8) + " scram-sha-256";
+      }
+      host_rules->push_back(line);
     }
   }
   // The agent's OS user (root) and the OS user named like the superuser may log in as the superuser.
@@ -355,6 +405,16 @@ Status PostgresNode::writeAccessFiles(std::optional<std::vector<std::string>> ho
   if (const std::string agent = agentOsUser(); agent != superuser()) {
     ident += std::string(kIdentMap) + " " + hbaName(agent) + " " + hbaName(superuser()) + "\n";
   }
+  if (options_.tls) {
+    ident +=
+        "# internal_tls: the client certificate's CN (a node of the site) -> the role it may log in as.\n";
+    for (const std::string& name : options_.tls->app_clients) {
+      ident += std::string(kCertMap) + " " + hbaName(name) + " " + hbaName(options_.tls->app_user) + "\n";
+    }
+    for (const std::string& name : options_.tls->replication_clients) {
+      ident += std::string(kCertMap) + " " + hbaName(name) + " " + hbaName(options_.replication_user) + "\n";
+    }
+  }
   if (Status done = writeFileAs(user_, options_.data_dir / "pg_ident.conf", ident, 0600); !done.ok) {
     return done;
   }
@@ -362,7 +422,10 @@ Status PostgresNode::writeAccessFiles(std::optional<std::vector<std::string>> ho
       "# Written by Fulcrum. The local socket: the superuser only, by peer authentication (map " +
       std::string(kIdentMap) +
       " in\n"
-      "# pg_ident.conf). TCP: the replication role and the application role, by password (SCRAM) only.\n"
+      "# pg_ident.conf). TCP: the replication role and the application role, by password (SCRAM) only,\n"
+      "# or under internal_tls by client certificate only (map " +
+      std::string(kCertMap) +
+      ").\n"
       "# TYPE  DATABASE  USER  ADDRESS  METHOD\n"
       "local all " +
       hbaName(superuser()) + " peer map=" + kIdentMap + "\n";
@@ -477,9 +540,13 @@ Status PostgresNode::initPrimary(const AppDatabase& app) {
 std::string PostgresNode::primaryConninfo(const core::SocketAddress& primary) const {
   pg::ConnParams params = {{"host", hostText(primary)},
                            {"port", std::to_string(primary.port())},
-                           {"user", options_.replication_user},
-                           {"passfile", passFile().string()},
-                           {"application_name", options_.node}};
+                           {"user", options_.replication_user}};
+  if (options_.tls) {
+    pg::addTlsPolicy(params, clientTls());
+  } else {
+    params.emplace_back("passfile", passFile().string());
+  }
+  params.emplace_back("application_name", options_.node);
   pg::addReceiverPolicy(params);
   return pg::conninfoText(params);
 }
@@ -521,6 +588,11 @@ std::vector<std::string> PostgresNode::basebackupArgs(bool create_slot) const {
   if (create_slot) {
     argv.push_back("--create-slot");
   }
+  if (options_.tls) {
+    pg::ConnParams tls;
+    pg::addTlsPolicy(tls, clientTls());
+    argv.push_back("--dbname=" + pg::conninfoText(tls));
+  }
   if (!options_.durable) {
     argv.push_back("--no-sync");
   }
@@ -548,6 +620,9 @@ Status PostgresNode::beginClone(const core::SocketAddress& primary, std::string_
   }
   if (Status pass = writePassFile(); !pass.ok) {
     return pass;
+  }
+  if (Status tls = installTls(); !tls.ok) {
+    return tls;
   }
   clearDataDir();
   clone_primary_ = primary;
@@ -595,6 +670,9 @@ Status PostgresNode::beginStart() {
   if (Status access = writeAccessFiles(); !access.ok) {
     return access;
   }
+  if (Status tls = installTls(); !tls.ok) {
+    return tls;
+  }
   std::vector<std::string> argv = {program("postgres").string(),
                                    "-D",
                                    options_.data_dir.string(),
@@ -606,6 +684,12 @@ Status PostgresNode::beginStart() {
                                    "unix_socket_directories=\"" + options_.run_dir.string() + "\"",
                                    "-c",
                                    "cluster_name=" + options_.node};
+  if (options_.tls) {
+    const pg::ClientTls files = clientTls();
+    argv.insert(argv.end(),
+                {"-c", "ssl=on", "-c", "ssl_ca_file=" + files.root_cert.string(), "-c",
+                 "ssl_cert_file=" + files.cert.string(), "-c", "ssl_key_file=" + files.key.string()});
+  }
   std::error_code ec;
   const auto log_size = std::filesystem::file_size(logFile(), ec);
   start_log_offset_ = ec ? 0 : log_size;
@@ -1160,8 +1244,15 @@ Status PostgresNode::beginRewind(const core::SocketAddress& source) {
   pg::ConnParams params = {{"host", hostText(source)},
                            {"port", std::to_string(source.port())},
                            {"user", options_.replication_user},
-                           {"dbname", "postgres"},
-                           {"passfile", passFile().string()}};
+                           {"dbname", "postgres"}};
+  if (options_.tls) {
+    if (Status tls = installTls(); !tls.ok) {
+      return tls;
+    }
+    pg::addTlsPolicy(params, clientTls());
+  } else {
+    params.emplace_back("passfile", passFile().string());
+  }
   pg::addReceiverPolicy(params);
   std::string conninfo = pg::conninfoText(params);
   std::vector<std::string> argv = {program("pg_rewind").string(),

@@ -27,7 +27,8 @@
 // verifiers, and the tools read them from a .pgpass file, never from a command line.
 // pg_hba.conf's local rule and pg_ident.conf belong to the agent: both are rewritten before
 // every start (a clone or rewind copies another node's, an older build wrote no map); the TCP
-// rules written by initPrimary() are kept as they are.
+// rules written by initPrimary() are kept as they are. Under internal_tls (ServerTls) the TCP
+// rules are rewritten too, certificate authentication only, and every TCP connection is TLS.
 //
 // Queries go through libpq in-process (PgSession: one persistent connection per database on the
 // local socket, each call bounded by query_timeout even against a frozen server), not a psql per
@@ -53,11 +54,29 @@
 #include "db/pg_process.h"
 #include "db/pg_session.h"
 #include "db/result.h"
+#include "pg/connection_policy.h"
 #include "pg/pg_format.h"
 
 namespace fulcrum::db {
 
 using pg::Lsn;
+
+// TLS on every TCP connection, both ways, with certificates from the site CA. The server takes
+// only certificate authentication over TCP (hostssl ... cert, no password over the wire): a
+// client's certificate CN, a node name, maps to a role in pg_ident.conf. Its own pair and the CA
+// also serve as this node's client identity towards the other nodes (clones, pg_rewind, the WAL
+// receiver, all verify-full). PostgreSQL demands a key owned by its OS user, so the files are
+// copied into run_dir/tls (outside the data directory, which clones and rewinds replace) before
+// every start, clone and rewind: a renewed certificate is taken up then.
+struct ServerTls {
+  std::filesystem::path ca_cert;  // the site CA (verifies clients and servers)
+  std::filesystem::path cert;     // this node's pair, readable by the agent
+  std::filesystem::path key;
+  std::string app_database;  // the application's database and role
+  std::string app_user;
+  std::vector<std::string> app_clients;          // certificate names that log in as app_user
+  std::vector<std::string> replication_clients;  // ... as the replication role
+};
 
 struct PostgresOptions {
   std::string node;                  // node name: cluster_name, application_name, its slot name
@@ -84,6 +103,8 @@ struct PostgresOptions {
   // path under 96 bytes (PostgreSQL names a background worker's library in a 96-byte field).
   std::filesystem::path fence_library;
   std::filesystem::path fence_file;
+  // [security] internal_tls (see ServerTls); nullopt: TCP by password, no TLS.
+  std::optional<ServerTls> tls;
 };
 
 // The application's database and role ([db] database, user, password_file).
@@ -269,11 +290,17 @@ class PostgresNode {
                     std::vector<std::string> env = {}, std::string input = {});
   Status writeClusterConfig(const AppDatabase& app);
   // pg_ident.conf and pg_hba.conf: the agent's local rule and map, then `host_rules` (the TCP
-  // rules; nullopt: those the current pg_hba.conf holds).
+  // rules; nullopt: those the current pg_hba.conf holds). Under tls, the certificate rules and
+  // map instead.
   Status writeAccessFiles(std::optional<std::vector<std::string>> host_rules = std::nullopt);
   // Closes every session (the postmaster stopped, died or is about to start).
   void dropSessions();
   Status writePassFile();
+  // Copies options_.tls's files into tlsDir(), owned by the OS user (nothing without tls).
+  Status installTls();
+  std::filesystem::path tlsDir() const { return options_.run_dir / "tls"; }
+  // This node's identity as a client of another node: the copies, which postgres can read.
+  pg::ClientTls clientTls() const;
   Status writeStandbyConfig(const core::SocketAddress& primary, std::string_view slot);
   std::string primaryConninfo(const core::SocketAddress& primary) const;
   // The pid in DATA/postmaster.pid when that process is alive, else nullopt.

@@ -101,7 +101,7 @@ void BlockingClient::close() {
 }
 
 std::string BlockingClient::ioError(std::string_view what, int err) const {
-  std::string reason = transport_ ? transport_->failure() : std::string();
+  std::string reason = transport_ ? transport_->failureReason() : std::string();
   if (!reason.empty()) {
     return "TLS with " + server_.toString() + ": " + reason;
   }

@@ -72,8 +72,11 @@ class ServerConnection final : public core::IoHandler, public core::Deletable {
  public:
   ServerConnection(HttpServer& server, core::Fd fd, const core::SocketAddress& peer)
       : server_(server), fd_(std::move(fd)), peer_(peer), timer_(server.loop(), [this] { onTimeout(); }) {
-    server_.loop().add(fd_.get(), EPOLLIN | EPOLLRDHUP, this);
     const ServerOptions& options = server_.options();
+    if (options.tls != nullptr) {
+      transport_ = options.tls->newTransport(fd_.get());  // null: closed at the first event
+    }
+    server_.loop().add(fd_.get(), EPOLLIN | EPOLLRDHUP, this);
     timer_.armAfter(options.first_byte_timeout.count() > 0 ? options.first_byte_timeout : options.idle_timeout);
   }
 
@@ -120,6 +123,7 @@ class ServerConnection final : public core::IoHandler, public core::Deletable {
   void queueError(int status, std::string_view reason);
   void flush();
   bool sendFile();
+  bool sendFileThroughTransport();
   void updateInterest();
   void onTimeout();
   void startLingeringClose();
@@ -128,6 +132,7 @@ class ServerConnection final : public core::IoHandler, public core::Deletable {
 
   HttpServer& server_;
   core::Fd fd_;
+  std::unique_ptr<core::Transport> transport_;  // TLS; null on plain TCP
   core::SocketAddress peer_;
   core::Timer timer_;
   core::Buffer in_;
@@ -168,13 +173,19 @@ void ServerConnection::onIoEvents(uint32_t events) {
     close();  // the client is gone; the pending answer will find no connection
     return;
   }
+  if (transport_ == nullptr && server_.options().tls != nullptr) {
+    close();  // no TLS state could be made for it
+    return;
+  }
   if (events & EPOLLOUT) {
     flush();
     if (phase_ == Phase::Closed) {
       return;
     }
   }
-  if (events & (EPOLLIN | EPOLLHUP | EPOLLRDHUP)) {
+  // A TLS read (a handshake) that waited to write goes on when the socket is writable.
+  bool transport_read = transport_ != nullptr && (events & EPOLLOUT) != 0 && !outputPending();
+  if ((events & (EPOLLIN | EPOLLHUP | EPOLLRDHUP)) || transport_read) {
     onReadable();
   }
 }
@@ -191,6 +202,10 @@ void ServerConnection::onReadable() {
     return;
   }
   if (outputPending()) {
+    if (transport_ != nullptr && (transport_->extraEvents() & EPOLLIN) != 0) {
+      flush();  // a TLS write was waiting for the peer's bytes
+      return;
+    }
     // Backpressure: reading is off while output is queued (see updateInterest()).
     updateInterest();
     return;
@@ -202,7 +217,7 @@ void ServerConnection::onReadable() {
     flush();
     return;
   }
-  ssize_t n = in_.readFrom(fd_.get(), max_in);
+  ssize_t n = transport_ != nullptr ? transport_->read(in_, max_in) : in_.readFrom(fd_.get(), max_in);
   if (n == 0) {
     // Client closed its side. Finish writing what is queued, then close.
     if (outputPending()) {
@@ -215,6 +230,9 @@ void ServerConnection::onReadable() {
   }
   if (n < 0) {
     if (errno == EAGAIN || errno == EINTR) {
+      if (transport_ != nullptr) {
+        updateInterest();  // a TLS read may wait to write (a handshake)
+      }
       return;
     }
     close();
@@ -547,7 +565,7 @@ void ServerConnection::queueError(int status, std::string_view reason) {
 void ServerConnection::flush() {
   size_t pending_before = out_.size() + static_cast<size_t>(file_remaining_);
   while (!out_.empty()) {
-    ssize_t n = out_.writeTo(fd_.get());
+    ssize_t n = transport_ != nullptr ? transport_->write(out_) : out_.writeTo(fd_.get());
     if (n < 0) {
       if (errno == EAGAIN || errno == EINTR) {
         break;
@@ -587,6 +605,9 @@ void ServerConnection::flush() {
 }
 
 bool ServerConnection::sendFile() {
+  if (transport_ != nullptr) {
+    return sendFileThroughTransport();
+  }
   while (file_remaining_ > 0) {
     off_t offset = static_cast<off_t>(file_offset_);
     size_t chunk = file_remaining_ > (1u << 30) ? (1u << 30) : static_cast<size_t>(file_remaining_);
@@ -610,6 +631,39 @@ bool ServerConnection::sendFile() {
   return true;
 }
 
+// TLS encrypts in user space: no sendfile, the file goes through out_ a block at a time.
+bool ServerConnection::sendFileThroughTransport() {
+  constexpr size_t kChunk = 64 * 1024;
+  while (file_remaining_ > 0 || !out_.empty()) {
+    if (out_.empty()) {
+      size_t chunk = file_remaining_ > kChunk ? kChunk : static_cast<size_t>(file_remaining_);
+      char* p = out_.prepare(chunk);
+      ssize_t got = ::pread(file_.get(), p, chunk, static_cast<off_t>(file_offset_));
+      if (got < 0 && errno == EINTR) {
+        continue;
+      }
+      if (got <= 0) {
+        log::warn("served file shrank while sending; closing the connection");
+        close();
+        return false;
+      }
+      out_.commit(static_cast<size_t>(got));
+      file_offset_ += static_cast<uint64_t>(got);
+      file_remaining_ -= static_cast<uint64_t>(got);
+    }
+    ssize_t n = transport_->write(out_);
+    if (n < 0) {
+      if (errno == EAGAIN || errno == EINTR) {
+        return true;
+      }
+      close();
+      return false;
+    }
+    server_.stats().bytes_out.add(static_cast<uint64_t>(n));
+  }
+  return true;
+}
+
 void ServerConnection::updateInterest() {
   if (phase_ == Phase::Closed) {
     return;
@@ -619,6 +673,9 @@ void ServerConnection::updateInterest() {
   // the next write fail; EPOLLRDHUP is left out here since, level-triggered, it would spin.
   // While a response is owed, nothing is read (EPOLLHUP still reports a vanished client).
   uint32_t events = want_write ? EPOLLOUT : phase_ == Phase::Waiting ? 0 : (EPOLLIN | EPOLLRDHUP);
+  if (transport_ != nullptr) {
+    events |= transport_->extraEvents();
+  }
   if (events != interest_) {
     interest_ = events;
     server_.loop().modify(fd_.get(), events, this);
@@ -661,6 +718,9 @@ void ServerConnection::onTimeout() {
 void ServerConnection::startLingeringClose() {
   phase_ = Phase::Lingering;
   in_.release();
+  if (transport_ != nullptr) {
+    transport_->shutdownWrite();  // close_notify before the half-close
+  }
   interest_ = core::startLinger(fd_.get());
   server_.loop().modify(fd_.get(), interest_, this);
   timer_.armAfter(core::kLingerTime);
@@ -685,6 +745,7 @@ void ServerConnection::close() {
   detachDeferred();
   timer_.disarm();
   server_.loop().remove(fd_.get());
+  transport_.reset();
   fd_.reset();
   file_.reset();
   in_.release();

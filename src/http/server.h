@@ -22,6 +22,7 @@
 #include "core/event_loop.h"
 #include "core/fd.h"
 #include "core/histogram.h"
+#include "core/transport.h"
 #include "http/message.h"
 #include "http/parser.h"
 
@@ -42,6 +43,9 @@ struct ServerOptions {
   // One info-level "access" line per answered request (a web node; not control planes, whose
   // health checks would fill the log).
   bool access_log = false;
+  // Set: every connection speaks TLS through a transport from it (a web node under
+  // [security] internal_tls); not owned. Null: plain TCP, the socket used directly.
+  core::TransportFactory* tls = nullptr;
 };
 
 // Routes a handler names (Handler::routeOf): a small fixed set, so per-route series stay few.

@@ -85,6 +85,7 @@ void ProxyExchange::reset() {
   upstream_shut_ = false;
   fresh_only_ = false;
   send_failed_ = false;
+  handshaking_ = false;
   server_ = kNoServer;
   tried_.clear();
   attempts_ = 0;
@@ -212,6 +213,7 @@ void ProxyExchange::connectUpstream() {
   uout_.clear();
   uin_.clear();
   send_failed_ = false;
+  handshaking_ = false;
   resp_scanner_.reset();
   // A non-idempotent request never rides a reused connection: if the server closed it at that
   // moment we could not tell whether the request was processed, so it could not be retried.
@@ -230,7 +232,16 @@ void ProxyExchange::connectUpstream() {
     return;
   }
   bstats.connects.add();
+  std::unique_ptr<tls::TlsTransport> tls;
+  if (worker_.options().upstream_tls != nullptr) {
+    tls = worker_.options().upstream_tls->newTransport(fd.get(), pool.backend(id).address);
+    if (!tls) {
+      upstreamFailed("TLS: no session could be made", 0, true);
+      return;
+    }
+  }
   upstream_ = std::make_unique<UpstreamConn>(worker_.loop(), id, std::move(fd), EPOLLOUT);
+  upstream_->setTls(std::move(tls));
   upstream_->setOwner(this);
   state_ = State::Connecting;
   upstream_timer_.armAfter(worker_.options().connect_timeout);
@@ -253,16 +264,23 @@ void ProxyExchange::onUpstreamEvents(uint32_t events) {
     return;
   }
   if (state_ == State::Connecting) {
-    int err = 0;
-    socklen_t len = sizeof err;
-    getsockopt(upstream_->fd(), SOL_SOCKET, SO_ERROR, &err, &len);
-    if (err != 0 || (events & (EPOLLERR | EPOLLHUP))) {
-      upstreamFailed("connect", err != 0 ? err : ECONNREFUSED, true);
+    if (!handshaking_) {
+      int err = 0;
+      socklen_t len = sizeof err;
+      getsockopt(upstream_->fd(), SOL_SOCKET, SO_ERROR, &err, &len);
+      if (err != 0 || (events & (EPOLLERR | EPOLLHUP))) {
+        upstreamFailed("connect", err != 0 ? err : ECONNREFUSED, true);
+        return;
+      }
+    }
+    if (upstream_->tls() != nullptr && !handshakeUpstream()) {
       return;
     }
     onConnected();
     return;
   }
+  // A TLS read that waited to write goes on when the socket is writable.
+  bool read_wants_write = (upstream_->extraEvents() & EPOLLOUT) != 0;
   if (events & EPOLLOUT) {
     const UpstreamConn* conn = upstream_.get();
     flushUpstream();
@@ -272,9 +290,29 @@ void ProxyExchange::onUpstreamEvents(uint32_t events) {
       return;
     }
   }
-  if (events & (EPOLLIN | EPOLLHUP | EPOLLRDHUP | EPOLLERR)) {
+  if ((events & (EPOLLIN | EPOLLHUP | EPOLLRDHUP | EPOLLERR)) || read_wants_write) {
     readUpstream();
   }
+}
+
+bool ProxyExchange::handshakeUpstream() {
+  tls::TlsTransport& tls = *upstream_->tls();
+  handshaking_ = true;
+  int r = tls.handshake();
+  if (r == 0) {
+    upstream_->setEvents(tls.wantedEvents());
+    return false;
+  }
+  if (r < 0) {
+    auto id = static_cast<uint32_t>(server_);
+    worker_.options().upstream_tls->reportFailure(worker_.pool().backend(id).name,
+                                                  worker_.pool().backend(id).address, tls);
+    std::string reason = (tls.verifyFailed() ? "TLS: certificate refused: " : "TLS: ") + tls.failure();
+    upstreamFailed(reason.c_str(), 0, true);
+    return false;
+  }
+  handshaking_ = false;
+  return true;
 }
 
 void ProxyExchange::flushUpstream() {
@@ -295,7 +333,7 @@ bool ProxyExchange::writeUpstream() {
   }
   bool wrote = false;
   while (!uout_.empty()) {
-    ssize_t n = uout_.writeTo(upstream_->fd());
+    ssize_t n = upstream_->write(uout_);
     if (n < 0) {
       if (errno == EAGAIN || errno == EINTR) {
         break;
@@ -321,7 +359,7 @@ bool ProxyExchange::writeUpstream() {
   }
   if (client_eof_ && uout_.empty() && !upstream_shut_) {
     upstream_shut_ = true;
-    ::shutdown(upstream_->fd(), SHUT_WR);
+    upstream_->shutdownWrite();
   }
   updateUpstreamInterest();
   return true;
@@ -338,7 +376,7 @@ void ProxyExchange::updateUpstreamInterest() {
   if (!uout_.empty()) {
     events |= EPOLLOUT;
   }
-  upstream_->setEvents(events);
+  upstream_->setEvents(events | upstream_->extraEvents());
 }
 
 void ProxyExchange::readUpstream() {
@@ -346,7 +384,7 @@ void ProxyExchange::readUpstream() {
     updateUpstreamInterest();
     return;
   }
-  ssize_t n = uin_.readFrom(upstream_->fd(), kHighWater);
+  ssize_t n = upstream_->read(uin_, kHighWater);
   if (n == 0) {
     if (state_ == State::Tunnel) {
       // The server ended the tunnel: what is queued goes to the client, then it closes.
@@ -366,6 +404,9 @@ void ProxyExchange::readUpstream() {
   }
   if (n < 0) {
     if (errno == EAGAIN || errno == EINTR) {
+      if (upstream_->tls() != nullptr) {
+        updateUpstreamInterest();  // a TLS read may wait to write
+      }
       return;
     }
     upstreamFailed("recv", errno, false);

@@ -141,6 +141,8 @@ class ProxyExchange final : public UpstreamOwner {
 
   void connectUpstream();
   void onConnected();
+  // Moves the TLS handshake on; true once it is done (false: wait, or the attempt failed).
+  bool handshakeUpstream();
   void readUpstream();
   void processUpstream();
   bool writeUpstream();
@@ -172,6 +174,7 @@ class ProxyExchange final : public UpstreamOwner {
   bool upstream_shut_ = false;  // tunnel: and the server has been told
   bool fresh_only_ = false;     // a reused connection went stale: retries open new ones (once)
   bool send_failed_ = false;    // the server stopped taking the request: the rest of its body is dropped
+  bool handshaking_ = false;    // connected, TLS handshake under way (still State::Connecting)
   bool inflight_ = false;       // counted in the server's in-flight requests
   int server_ = kNoServer;
   std::vector<uint32_t> tried_;

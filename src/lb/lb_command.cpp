@@ -31,6 +31,7 @@
 #include "run/node_files.h"
 #include "run/reload_diff.h"
 #include "tls/server_context.h"
+#include "tls/site_pki.h"
 
 namespace fulcrum::lb {
 
@@ -335,6 +336,20 @@ int runLbCommand(const config::Site& site, const std::string& node_name, bool ta
   std::vector<std::unique_ptr<WorkerPool>> pools(threads);
   std::vector<std::unique_ptr<ProxyWorker>> proxies(threads);
   std::vector<std::unique_ptr<ProxyWorker>> https_proxies(threads);
+  // [security] internal_tls: the web nodes are reached over mutual TLS, as this node.
+  std::unique_ptr<tls::ClientContext> upstream_tls;
+  if (site.security.internal_tls) {
+    core::Result<tls::NodeTls> files = tls::nodeTls(site, node->name);
+    std::string error = files.error;
+    if (files.ok) {
+      upstream_tls = tls::ClientContext::create(files.value.ca_cert, {files.value.cert, files.value.key}, error);
+    }
+    if (!upstream_tls) {
+      log::error("internal_tls: {}", error);
+      return kExitConfig;
+    }
+    options.upstream_tls = upstream_tls.get();
+  }
   ProxyOptions https_options = options;
   options.h2c = site.lb.h2c;
   if (tls_context) {
@@ -372,6 +387,7 @@ int runLbCommand(const config::Site& site, const std::string& node_name, bool ta
     targets.push_back(HealthTarget{b.id, b.name, b.address});
   }
   HealthOptions health = healthOptions(site);
+  health.tls = upstream_tls.get();
   // The dashboard's view of the site (with a stats listener only); told of every change.
   std::unique_ptr<SiteMonitor> monitor;
   HealthChecker checker(main_loop, targets, health, [&](uint32_t id, bool up, std::string_view reason) {
@@ -471,6 +487,7 @@ int runLbCommand(const config::Site& site, const std::string& node_name, bool ta
     ctx.firewall = firewall.get();
     ctx.clients = clients.get();
     ctx.tls = tls_context.get();
+    ctx.upstream_tls = upstream_tls.get();
     ctx.acme = acme.get();
     ctx.vrrp = vrrp ? &vrrp->node() : nullptr;
     ctx.token = token;

@@ -3,6 +3,8 @@
 // balancers choosing among them, in-flight counts and idle keep-alive connections. One
 // WorkerPool per worker thread; changes arrive as messages on the worker's loop, so the
 // request path reads all of this without a lock.
+#include <sys/socket.h>
+
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -14,6 +16,7 @@
 #include "core/fd.h"
 #include "core/stable_vector.h"
 #include "lb/balance/balancer.h"
+#include "tls/tls_transport.h"
 
 namespace fulcrum::lb {
 
@@ -55,6 +58,23 @@ class UpstreamConn final : public core::IoHandler, public core::Deletable {
   void setEvents(uint32_t events);
   int fd() const { return fd_.get(); }
   uint32_t server() const { return server_; }
+  // [security] internal_tls: the connection speaks TLS through `tls` (set before any byte
+  // moves). Plain connections use the socket directly, with no indirection.
+  void setTls(std::unique_ptr<tls::TlsTransport> tls) { tls_ = std::move(tls); }
+  tls::TlsTransport* tls() const { return tls_.get(); }
+  ssize_t read(core::Buffer& buf, size_t max_total) {
+    return tls_ ? tls_->read(buf, max_total) : buf.readFrom(fd_.get(), max_total);
+  }
+  ssize_t write(core::Buffer& buf) { return tls_ ? tls_->write(buf) : buf.writeTo(fd_.get()); }
+  void shutdownWrite() {
+    if (tls_) {
+      tls_->shutdownWrite();
+    } else {
+      ::shutdown(fd_.get(), SHUT_WR);
+    }
+  }
+  // epoll events TLS needs for its own progress (a read that must write first, or the reverse).
+  uint32_t extraEvents() const { return tls_ ? tls_->extraEvents() : 0; }
   void setOwner(UpstreamOwner* owner) { owner_ = owner; }
   void park(WorkerPool* pool, core::TimePoint since) {
     owner_ = nullptr;
@@ -68,6 +88,7 @@ class UpstreamConn final : public core::IoHandler, public core::Deletable {
   core::EventLoop& loop_;
   uint32_t server_;
   core::Fd fd_;
+  std::unique_ptr<tls::TlsTransport> tls_;  // freed before the socket it works on
   uint32_t events_;
   UpstreamOwner* owner_ = nullptr;
   WorkerPool* parked_in_ = nullptr;

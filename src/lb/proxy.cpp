@@ -550,9 +550,11 @@ void ProxySession::forwardRequestBody() {
   // more.
   for (;;) {
     bool progressed = false;
+    bool full = false;  // the exchange had no room for what cin_ holds
     while (!x_->requestDone() && !cin_.empty()) {
       size_t room = x_->bodyRoom();
       if (room == 0) {
+        full = true;
         break;
       }
       std::string_view input = cin_.view();
@@ -584,8 +586,11 @@ void ProxySession::forwardRequestBody() {
     if (!x_->sendBody()) {
       return;  // the exchange ended or moved on (retry, error answer): nothing here is current
     }
-    // More may fit now that some was written; stop when nothing moved or nothing is left.
-    if (!progressed || x_->requestDone() || cin_.empty() || x_->holdsBody() || x_->connecting()) {
+    // More may fit now that some was written; stop when nothing moved or nothing is left. A
+    // pass that found the exchange full goes on if the send made room: the exchange says so
+    // only from a later EPOLLOUT, and there is none when the whole send went out at once (the
+    // replay buffer, full after a long connect or TLS handshake, sent in one go).
+    if ((!progressed && !full) || x_->requestDone() || cin_.empty() || x_->holdsBody() || x_->connecting()) {
       break;
     }
   }

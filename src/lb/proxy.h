@@ -22,6 +22,7 @@
 #include "lb/exchange.h"
 #include "lb/pool.h"
 #include "tls/acme.h"
+#include "tls/client_context.h"
 
 namespace fulcrum::lb {
 
@@ -39,6 +40,8 @@ struct ProxyOptions {
   core::ClientTable* clients = nullptr;
   // Set on an https listener: each client gets a TLS transport from it (not owned).
   core::TransportFactory* tls = nullptr;
+  // [security] internal_tls: connections to the servers speak TLS from it (not owned).
+  tls::ClientContext* upstream_tls = nullptr;
   bool hsts = false;  // https: Strict-Transport-Security on every response
   // http, with [lb.tls] redirect_http: every request gets a 308 to https on this port (0: off).
   uint16_t redirect_https_port = 0;

@@ -64,6 +64,10 @@ ReloadPlan planReload(const config::Site& running, const config::Site& next, con
     eff.lb.h2c = running.lb.h2c;
     restart("lb.h2c", "the http listeners' protocols are set when they start");
   }
+  if (running.security.internal_tls != next.security.internal_tls) {
+    eff.security.internal_tls = running.security.internal_tls;
+    restart("security.internal_tls", "the web nodes' TLS client context is made at start");
+  }
   if (!(running.lb.firewall == next.lb.firewall)) {
     plan.firewall = true;
     plan.changes.push_back(fmt::format("firewall: {} allow and {} deny entries (checked at accept: open "

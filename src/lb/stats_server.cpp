@@ -607,6 +607,22 @@ std::string StatsHandler::metricsText() const {
                {{"node", node}, {"file", c.file}, {"key", c.key_type}}, static_cast<double>(c.not_after));
     }
   }
+  if (ctx_.upstream_tls != nullptr) {
+    tls::TlsStats& s = ctx_.upstream_tls->stats();
+    auto get = [](const std::atomic<uint64_t>& v) { return v.load(std::memory_order_relaxed); };
+    uint64_t resumed = get(s.resumed);
+    uint64_t handshakes = get(s.handshakes);
+    w.family("fulcrum_lb_upstream_tls_handshakes_total", "counter",
+             "TLS handshakes with the web nodes ([security] internal_tls), by result (full, resumed "
+             "from the server's ticket, failed).");
+    w.sample("fulcrum_lb_upstream_tls_handshakes_total", {{"node", node}, {"result", "full"}}, handshakes - resumed);
+    w.sample("fulcrum_lb_upstream_tls_handshakes_total", {{"node", node}, {"result", "resumed"}}, resumed);
+    w.sample("fulcrum_lb_upstream_tls_handshakes_total", {{"node", node}, {"result", "failed"}},
+             get(s.handshake_failures));
+    counter("fulcrum_lb_upstream_tls_verify_failures_total",
+            "Failed handshakes with web nodes whose certificate was refused (wrong CA, wrong address, expired).",
+            get(s.verify_failures));
+  }
   if (ctx_.acme != nullptr) {
     counter("fulcrum_lb_acme_certificates_issued_total", "Certificates this node obtained from the ACME CA.",
             ctx_.acme->issued());

@@ -12,6 +12,7 @@
 
 #include "core/client_table.h"
 #include "tls/acme.h"
+#include "tls/client_context.h"
 #include "tls/server_context.h"
 #include "http/server.h"
 #include "lb/db_frontends.h"
@@ -38,6 +39,7 @@ struct StatsContext {
   const core::IpFilter* firewall = nullptr;  // [lb.firewall], when set
   const core::ClientTable* clients = nullptr;  // [lb.limits] rate_per_ip / conn_per_ip, when set
   tls::ServerContext* tls = nullptr;           // the https listener's, when there is one
+  tls::ClientContext* upstream_tls = nullptr;  // [security] internal_tls: to the web nodes
   const tls::AcmeRenewer* acme = nullptr;      // [lb.acme], when set
   SiteMonitor* monitor = nullptr;              // the dashboard's view of the whole site
   const vrrp::Node* vrrp = nullptr;            // [lb.vip], when set

@@ -42,6 +42,13 @@ std::string conninfoText(const ConnParams& params) {
   return text;
 }
 
+void addTlsPolicy(ConnParams& params, const ClientTls& tls) {
+  params.emplace_back("sslmode", "verify-full");
+  params.emplace_back("sslrootcert", tls.root_cert.string());
+  params.emplace_back("sslcert", tls.cert.string());
+  params.emplace_back("sslkey", tls.key.string());
+}
+
 void addReceiverPolicy(ConnParams& params) {
   params.emplace_back("connect_timeout", std::to_string(kConnectTimeoutSeconds));
   params.emplace_back("keepalives", "1");
@@ -50,8 +57,13 @@ void addReceiverPolicy(ConnParams& params) {
   params.emplace_back("keepalives_count", std::to_string(kKeepaliveCount));
 }
 
-void addSessionPolicy(ConnParams& params, std::chrono::milliseconds statement_timeout) {
-  params.emplace_back("sslmode", "disable");
+void addSessionPolicy(ConnParams& params, std::chrono::milliseconds statement_timeout,
+                      const std::optional<ClientTls>& tls) {
+  if (tls) {
+    addTlsPolicy(params, *tls);
+  } else {
+    params.emplace_back("sslmode", "disable");
+  }
   params.emplace_back("gssencmode", "disable");
   addReceiverPolicy(params);
   params.emplace_back("tcp_user_timeout", std::to_string(kUserTimeoutMs));

@@ -145,8 +145,11 @@ std::vector<ChildSpec> planChildren(const config::Site& site, const PlanOptions&
     out.push_back(std::move(spec));
   }
   for (const auto& node : site.web.nodes) {
-    out.push_back(ChildSpec{Role::Web, node.name, roleArgs(options, site, "web", node.name),
-                            Probe{node.listen, "/healthz"}, logPath(site, node.name)});
+    // Under internal_tls a web node answers only TLS clients with a site certificate: `up` waits
+    // for its port instead.
+    Probe probe{node.listen, site.security.internal_tls ? "" : "/healthz"};
+    out.push_back(ChildSpec{Role::Web, node.name, roleArgs(options, site, "web", node.name), probe,
+                            logPath(site, node.name)});
   }
   for (const auto& node : site.lb.nodes) {
     // The stats listener answers /healthz once the node runs; without one, its HTTP port.

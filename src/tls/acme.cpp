@@ -1,5 +1,6 @@
 #include "tls/acme.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -26,7 +27,6 @@
 #include "core/log.h"
 #include "http/parser.h"
 #include "tls/openssl_error.h"
-#include "tls/tls_transport.h"
 
 namespace fulcrum::tls {
 
@@ -160,7 +160,15 @@ bool httpsRequest(const std::string& method, const std::string& url_text, const 
   }
   std::unique_ptr<SSL, SslFree> ssl(SSL_new(ctx.get()));
   SSL_set_fd(ssl.get(), fd);
-  expectServer(ssl.get(), url.host);
+  in6_addr probe{};
+  bool literal = ::inet_pton(AF_INET, url.host.c_str(), &probe) == 1 ||
+                 ::inet_pton(AF_INET6, url.host.c_str(), &probe) == 1;
+  if (literal) {
+    X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl.get()), url.host.c_str());  // no SNI for an address
+  } else {
+    SSL_set_tlsext_host_name(ssl.get(), url.host.c_str());
+    SSL_set1_host(ssl.get(), url.host.c_str());
+  }
   std::string request = fmt::format(
       "{} {} HTTP/1.1\r\nHost: {}\r\nUser-Agent: fulcrum-acme\r\nAccept: application/json\r\n"
       "Connection: close\r\n",

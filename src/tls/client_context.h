@@ -1,45 +1,67 @@
 #pragma once
-// The client side of `[security] internal_tls`: the TLS every internal client (the agents' etcd
-// calls and watch, `fulcrum status`, `up`'s probes) opens its connections with. It trusts the
-// site CA alone, presents its holder's certificate (a node's, or "operator"), and verifies each
-// server for the address it dialled (an IP SAN of the server's certificate).
+// The client side of internal TLS (`[security] internal_tls`): the lb's connections to web nodes
+// and its health checks of them. One ClientContext per lb, shared by its workers, makes a
+// non-blocking TlsTransport for each connected socket.
 //
-// Policy: TLS 1.2 and 1.3 only, OpenSSL's default suites; no session resumption (a control-plane
-// client opens few connections and keeps them).
+// The lb presents its node certificate (web nodes require one from the site CA), and accepts a
+// server only if its certificate chains to the site CA and names the IP address it dialled.
+// TLS 1.3 only (both ends are ours); ALPN http/1.1. The last session ticket of each server is
+// kept, so a new connection to it resumes without a signature or a certificate check.
 #include <openssl/ssl.h>
 
 #include <filesystem>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
+#include <unordered_map>
 
 #include "config/config.h"
+#include "core/address.h"
 #include "core/transport.h"
+#include "tls/server_context.h"
+#include "tls/tls_transport.h"
 
 namespace fulcrum::tls {
 
 class ClientContext final : public core::ClientTransportFactory {
  public:
-  // Trusts `ca_cert` only and presents `cert` with `key`. Null with `error` naming the file and
-  // the reason.
-  static std::shared_ptr<ClientContext> create(const std::filesystem::path& ca_cert,
-                                               const std::filesystem::path& cert,
-                                               const std::filesystem::path& key, std::string& error);
+  // Null with `error` naming the file and the reason.
+  static std::unique_ptr<ClientContext> create(const std::filesystem::path& ca, const CertFiles& own,
+                                               std::string& error);
   // The context of `holder` (a node of the site, or "operator") from the site's PKI
-  // (site_pki.h: nodeTls), or null with its error.
+  // (site_pki.h: nodeTls), or null with its error: the control plane's clients (the agents'
+  // etcd calls and watch, `status`, `up`'s probes) hold it shared.
   static std::shared_ptr<ClientContext> forHolder(const config::Site& site, std::string_view holder,
                                                   std::string& error);
   ~ClientContext() override;
   ClientContext(const ClientContext&) = delete;
   ClientContext& operator=(const ClientContext&) = delete;
 
-  // A client TLS transport on the connected (or connecting) `fd`, verifying `server`'s IP.
-  // Null only when OpenSSL cannot allocate.
-  std::unique_ptr<core::Transport> newClientTransport(int fd, const core::SocketAddress& server) override;
+  // A TLS client on `fd`, a socket connected (or connecting) to `peer`; the handshake starts at
+  // the transport's first handshake() call. Null when OpenSSL cannot make one.
+  std::unique_ptr<TlsTransport> newTransport(int fd, const core::SocketAddress& peer);
+  // The same, for clients that see transports as core::ClientTransportFactory (http does not
+  // depend on tls).
+  std::unique_ptr<core::Transport> newClientTransport(int fd, const core::SocketAddress& server) override {
+    return newTransport(fd, server);
+  }
+  // A handshake with `server` failed: a warning naming the server and the reason, at most one a
+  // second (with how many were not logged); the server's kept session is forgotten.
+  void reportFailure(std::string_view server, const core::SocketAddress& peer, const TlsTransport& transport);
+  TlsStats& stats() { return stats_; }
 
  private:
-  explicit ClientContext(SSL_CTX* ctx) : ctx_(ctx) {}
-  SSL_CTX* ctx_;
+  ClientContext() = default;
+  static int onNewSession(SSL* ssl, SSL_SESSION* session);
+  void keep(const std::string& peer, SSL_SESSION* session);
+  void forget(const std::string& peer);
+
+  SSL_CTX* ctx_ = nullptr;
+  std::mutex sessions_mutex_;  // taken once per new connection and once per ticket
+  std::unordered_map<std::string, SSL_SESSION*> sessions_;  // by the server's "ip:port"
+  TlsStats stats_;
+  LogThrottle log_throttle_;
 };
 
 }  // namespace fulcrum::tls

@@ -21,6 +21,7 @@
 
 #include "tls/acme.h"
 #include "tls/openssl_error.h"
+#include "tls/tls_transport.h"
 #include "tls/x509_ext.h"
 
 namespace fulcrum::tls {
@@ -146,13 +147,14 @@ using File = std::unique_ptr<FILE, FileCloser>;
 // ---------------------------------------------------------------------------------------------
 // The context
 
-std::unique_ptr<ServerContext> ServerContext::create(const std::vector<CertFiles>& pairs,
-                                                     std::string& error) {
+std::unique_ptr<ServerContext> ServerContext::create(const std::vector<CertFiles>& pairs, std::string& error,
+                                                     const std::filesystem::path& client_ca) {
   if (pairs.empty()) {
     error = "no certificate";
     return nullptr;
   }
   std::unique_ptr<ServerContext> self(new ServerContext());
+  self->client_ca_ = client_ca;
   self->certs_ = self->loadSet(pairs, error);
   if (!self->certs_) {
     return nullptr;
@@ -242,7 +244,27 @@ SSL_CTX* ServerContext::newCtx(std::string& error) {
   SSL_CTX_set_tlsext_servername_callback(ctx, &ServerContext::onServerName);
   SSL_CTX_set_tlsext_servername_arg(ctx, this);
   SSL_CTX_set_client_hello_cb(ctx, &ServerContext::onClientHello, this);
+  if (!client_ca_.empty() && !requireClientCertificates(ctx, error)) {
+    SSL_CTX_free(ctx);
+    return nullptr;
+  }
   return ctx;
+}
+
+bool ServerContext::requireClientCertificates(SSL_CTX* ctx, std::string& error) const {
+  STACK_OF(X509_NAME)* names = SSL_load_client_CA_file(client_ca_.c_str());
+  if (names == nullptr || SSL_CTX_load_verify_locations(ctx, client_ca_.c_str(), nullptr) != 1) {
+    sk_X509_NAME_pop_free(names, X509_NAME_free);
+    error = client_ca_.string() + ": " + lastSslError();
+    return false;
+  }
+  SSL_CTX_set_client_CA_list(ctx, names);
+  SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
+  // A resumed session keeps the verified client; OpenSSL refuses resumption with verification
+  // on unless the sessions are tied to a context.
+  static constexpr unsigned char kSessionContext[] = "fulcrum-internal";
+  SSL_CTX_set_session_id_context(ctx, kSessionContext, sizeof kSessionContext - 1);
+  return true;
 }
 
 bool ServerContext::load(CertSet& set, const CertFiles& pair, std::string& error) {
@@ -392,7 +414,11 @@ std::unique_ptr<core::Transport> ServerContext::newTransport(int fd) {
     ERR_clear_error();
     return nullptr;
   }
-  return std::make_unique<TlsTransport>(ssl, fd, TlsTransport::Side::Server, &stats_);
+  auto transport = std::make_unique<TlsTransport>(ssl, fd, stats_, TlsTransport::Side::Accept);
+  if (!client_ca_.empty()) {
+    transport->logRefusals(&refusals_);
+  }
+  return transport;
 }
 
 void ServerContext::rotateTicketKeys() {

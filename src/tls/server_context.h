@@ -42,7 +42,10 @@ struct CertificateInfo {
 class ServerContext final : public core::TransportFactory {
  public:
   // Loads every pair (the first is the default). Null with `error` naming the file and the reason.
-  static std::unique_ptr<ServerContext> create(const std::vector<CertFiles>& pairs, std::string& error);
+  // With `client_ca` (PEM), every client must present a certificate that CA signed (mutual TLS:
+  // a web node under internal_tls lets in the site's lbs only).
+  static std::unique_ptr<ServerContext> create(const std::vector<CertFiles>& pairs, std::string& error,
+                                               const std::filesystem::path& client_ca = {});
   ~ServerContext() override;
   ServerContext(const ServerContext&) = delete;
   ServerContext& operator=(const ServerContext&) = delete;
@@ -90,6 +93,7 @@ class ServerContext final : public core::TransportFactory {
 
   ServerContext() = default;
   SSL_CTX* newCtx(std::string& error);
+  bool requireClientCertificates(SSL_CTX* ctx, std::string& error) const;
   std::shared_ptr<CertSet> loadSet(const std::vector<CertFiles>& pairs, std::string& error);
   bool load(CertSet& set, const CertFiles& pair, std::string& error);
   std::shared_ptr<CertSet> current() const;
@@ -110,6 +114,8 @@ class ServerContext final : public core::TransportFactory {
   TlsStats stats_;
   const ChallengeStore* alpn_challenges_ = nullptr;
   bool http2_ = false;
+  std::filesystem::path client_ca_;  // set: clients need a certificate from this CA
+  LogThrottle refusals_;             // and the handshakes refused are logged through this
 };
 
 // A self-signed ECDSA P-256 certificate for `names` (DNS) and `ips`, made once in `dir` (key

@@ -1,48 +1,40 @@
 #include "tls/tls_transport.h"
 
-#include <arpa/inet.h>
 #include <openssl/err.h>
-#include <openssl/x509v3.h>
-#include <sys/epoll.h>
+#include <openssl/x509.h>
 #include <sys/socket.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
 
+#include "core/address.h"
+#include "core/log.h"
+#include "tls/openssl_error.h"
+
 namespace fulcrum::tls {
 
-namespace {
-
-// Why a handshake or a record failed, in words: the verification's own reason when the peer's
-// certificate did not verify, else OpenSSL's reason ("tlsv13 alert certificate required": the
-// server wanted our certificate), else the socket's.
-std::string describeFailure(SSL* ssl, int err, int saved_errno) {
-  long verify = SSL_get_verify_result(ssl);
-  unsigned long code = ERR_peek_last_error();
-  std::string out;
-  if (verify != X509_V_OK && ERR_GET_REASON(code) == SSL_R_CERTIFICATE_VERIFY_FAILED) {
-    out = std::string("certificate verify failed: ") + X509_verify_cert_error_string(verify);
-  } else if (code != 0) {
-    const char* reason = ERR_reason_error_string(code);
-    out = reason != nullptr ? reason : "TLS error " + std::to_string(ERR_GET_REASON(code));
-  } else if (err == SSL_ERROR_SYSCALL) {
-    out = saved_errno != 0 ? std::strerror(saved_errno) : "connection closed during the TLS exchange";
-  } else {
-    out = "TLS error " + std::to_string(err);
+bool LogThrottle::admit(uint64_t& suppressed) {
+  auto now = std::chrono::steady_clock::now();
+  std::lock_guard lock(mutex_);
+  if (logged_ && now - last_ < std::chrono::seconds(1)) {
+    ++suppressed_;
+    return false;
   }
-  ERR_clear_error();
-  return out;
+  logged_ = true;
+  last_ = now;
+  suppressed = suppressed_;
+  suppressed_ = 0;
+  return true;
 }
 
-}  // namespace
-
-TlsTransport::TlsTransport(SSL* ssl, int fd, Side side, TlsStats* stats) : ssl_(ssl), fd_(fd), stats_(stats) {
+TlsTransport::TlsTransport(SSL* ssl, int fd, TlsStats& stats, Side side) : ssl_(ssl), fd_(fd), stats_(stats) {
   SSL_set_fd(ssl_, fd);
-  if (side == Side::Server) {
+  if (side == Side::Accept) {
     SSL_set_accept_state(ssl_);
   } else {
     SSL_set_connect_state(ssl_);
+    handshake_wants_write_ = true;  // the ClientHello goes first
   }
 }
 
@@ -52,7 +44,7 @@ TlsTransport::~TlsTransport() {
 
 ssize_t TlsTransport::read(core::Buffer& buf, size_t max_total) {
   read_wants_write_ = false;
-  if (handshaking_ && !handshake(/*reading=*/true)) {
+  if (handshaking_ && handshake() != 1) {
     return -1;
   }
   size_t total = 0;
@@ -87,7 +79,7 @@ ssize_t TlsTransport::read(core::Buffer& buf, size_t max_total) {
 
 ssize_t TlsTransport::write(core::Buffer& buf) {
   write_wants_read_ = false;
-  if (handshaking_ && !handshake(/*reading=*/false)) {
+  if (handshaking_ && handshake() != 1) {
     return -1;
   }
   if (buf.empty()) {
@@ -122,30 +114,78 @@ std::string_view TlsTransport::alpn() const {
   return p == nullptr ? std::string_view() : std::string_view(reinterpret_cast<const char*>(p), len);
 }
 
-bool TlsTransport::handshake(bool reading) {
+bool TlsTransport::resumed() const {
+  return SSL_session_reused(ssl_) == 1;
+}
+
+int TlsTransport::handshake() {
+  if (failed_) {
+    errno = EPROTO;
+    return -1;
+  }
   ERR_clear_error();
   int r = SSL_do_handshake(ssl_);
   if (r == 1) {
     handshaking_ = false;
-    if (stats_ != nullptr) {
-      stats_->handshakes.fetch_add(1, std::memory_order_relaxed);
-      if (SSL_session_reused(ssl_)) {
-        stats_->resumed.fetch_add(1, std::memory_order_relaxed);
-      }
-      if (SSL_version(ssl_) == TLS1_3_VERSION) {
-        stats_->tls13.fetch_add(1, std::memory_order_relaxed);
-      }
+    stats_.handshakes.fetch_add(1, std::memory_order_relaxed);
+    if (SSL_session_reused(ssl_)) {
+      stats_.resumed.fetch_add(1, std::memory_order_relaxed);
     }
-    return true;
+    if (SSL_version(ssl_) == TLS1_3_VERSION) {
+      stats_.tls13.fetch_add(1, std::memory_order_relaxed);
+    }
+    return 1;
   }
   int err = SSL_get_error(ssl_, r);
-  if (err != SSL_ERROR_WANT_READ && err != SSL_ERROR_WANT_WRITE && stats_ != nullptr) {
-    stats_->handshake_failures.fetch_add(1, std::memory_order_relaxed);
+  if (err == SSL_ERROR_WANT_READ || err == SSL_ERROR_WANT_WRITE) {
+    handshake_wants_write_ = err == SSL_ERROR_WANT_WRITE;
+    fail(err, /*reading=*/true);
+    return 0;
   }
-  fail(err, reading);
-  return false;
+  stats_.handshake_failures.fetch_add(1, std::memory_order_relaxed);
+  // The reason, read before fail() empties OpenSSL's queue.
+  long verify = SSL_get_verify_result(ssl_);
+  unsigned long code = ERR_peek_error();
+  int reason = ERR_GET_REASON(code);
+  if (verify != X509_V_OK) {
+    verify_failed_ = true;
+    failure_ = X509_verify_cert_error_string(verify);
+  } else if (reason == SSL_R_PEER_DID_NOT_RETURN_A_CERTIFICATE ||
+             reason == SSL_R_TLSV13_ALERT_CERTIFICATE_REQUIRED) {
+    verify_failed_ = true;
+    failure_ = "no client certificate";
+  } else if (code != 0) {
+    failure_ = lastSslError();
+  } else if (err == SSL_ERROR_SYSCALL && errno != 0) {
+    failure_ = std::strerror(errno);
+  } else {
+    failure_ = "connection closed during the handshake";
+  }
+  if (verify_failed_) {
+    stats_.verify_failures.fetch_add(1, std::memory_order_relaxed);
+  }
+  int saved_errno = errno;
+  uint64_t suppressed = 0;
+  if (refusals_ != nullptr && refusals_->admit(suppressed)) {
+    sockaddr_storage ss{};
+    socklen_t len = sizeof ss;
+    std::string peer =
+        getpeername(fd_, reinterpret_cast<sockaddr*>(&ss), &len) == 0
+            ? core::SocketAddress::fromSockaddr(reinterpret_cast<sockaddr*>(&ss), len).toString()
+            : std::string("?");
+    if (suppressed > 0) {
+      log::warn("TLS client {} refused: {} ({} more refused since the last report)", peer, failure_,
+                suppressed);
+    } else {
+      log::warn("TLS client {} refused: {}", peer, failure_);
+    }
+  }
+  errno = saved_errno;
+  fail(err, /*reading=*/true);
+  return -1;
 }
 
+// Maps an OpenSSL outcome to the socket-like result the session expects.
 ssize_t TlsTransport::fail(int err, bool reading) {
   switch (err) {
     case SSL_ERROR_WANT_READ:
@@ -163,25 +203,11 @@ ssize_t TlsTransport::fail(int err, bool reading) {
       }
       errno = ECONNRESET;
       return -1;
-    default: {
-      const int saved_errno = errno;
+    default:
       failed_ = true;
-      failure_ = describeFailure(ssl_, err, saved_errno);
-      errno = err == SSL_ERROR_SYSCALL && saved_errno != 0 ? saved_errno : EPROTO;
+      ERR_clear_error();
+      errno = err == SSL_ERROR_SYSCALL && errno != 0 ? errno : EPROTO;
       return -1;
-    }
-  }
-}
-
-void expectServer(SSL* ssl, const std::string& host) {
-  in6_addr probe{};
-  bool literal =
-      ::inet_pton(AF_INET, host.c_str(), &probe) == 1 || ::inet_pton(AF_INET6, host.c_str(), &probe) == 1;
-  if (literal) {
-    X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), host.c_str());
-  } else {
-    SSL_set_tlsext_host_name(ssl, host.c_str());
-    SSL_set1_host(ssl, host.c_str());
   }
 }
 

@@ -36,15 +36,21 @@ std::string conninfoFor(const DbSettings& settings, const DbNodeConfig& node, co
   // connection; the server's timeout ends the statement when that cancel cannot get through.
   const auto longest = std::max({settings.query_timeout, settings.write_deadline, settings.probe_timeout});
   const auto statement_timeout = std::chrono::duration_cast<std::chrono::milliseconds>(longest) + 500ms;
-  // The rest is the policy every session shares (pg/connection_policy.h): no TLS or GSS
-  // negotiation, so one socket from start to end (PgConn watches that socket); keepalives and
-  // user timeouts both ways, so a web node that vanished frees its backends, and an idle pooled
-  // connection to a node that vanished is found dead, in about 10 s rather than the kernel's 2
-  // hours. A query's own deadline (at most 2 s) is shorter still and ends with the cancel above.
-  pg::ConnParams params = {{"host", node.host},         {"port", std::to_string(node.port)},
-                           {"user", settings.user},     {"dbname", settings.database},
-                           {"password", password},      {"application_name", settings.application_name}};
-  pg::addSessionPolicy(params, statement_timeout);
+  // The rest is the policy every session shares (pg/connection_policy.h): TLS verified both ways
+  // under internal_tls, else none, and never GSS, so one socket from start to end (PgConn watches
+  // that socket); keepalives and user timeouts both ways, so a web node that vanished frees its
+  // backends, and an idle pooled connection to a node that vanished is found dead, in about 10 s
+  // rather than the kernel's 2 hours. A query's own deadline (at most 2 s) is shorter still and
+  // ends with the cancel above.
+  pg::ConnParams params = {{"host", node.host},
+                           {"port", std::to_string(node.port)},
+                           {"user", settings.user},
+                           {"dbname", settings.database}};
+  if (!settings.tls) {
+    params.emplace_back("password", password);
+  }
+  params.emplace_back("application_name", settings.application_name);
+  pg::addSessionPolicy(params, statement_timeout, settings.tls);
   return pg::conninfoText(params);
 }
 
@@ -115,6 +121,9 @@ void DbRouter::markReady() {
 DbRouter::~DbRouter() = default;
 
 std::string DbRouter::connInfo(size_t node) {
+  if (settings_.tls) {
+    return conninfoFor(settings_, nodes_[node]->config, "");
+  }
   const std::string& password = password_file_.get();
   if (password.empty()) {
     if (!password_warned_) {

@@ -20,6 +20,7 @@
 
 #include "core/counter.h"
 #include "core/event_loop.h"
+#include "pg/connection_policy.h"
 #include "web/db_routing.h"
 #include "web/password_file.h"
 #include "web/pg_conn.h"
@@ -32,6 +33,9 @@ struct DbSettings {
   std::string user;
   std::string database;
   std::filesystem::path password_file;  // first line; read again only when the file changes
+  // [security] internal_tls: sslmode=verify-full with the web node's certificate, which the
+  // servers map to `user` (cert authentication): then no password is read or sent.
+  std::optional<pg::ClientTls> tls;
   std::string application_name = "fulcrum-web";
   uint64_t max_lag_bytes = 1048576;
   size_t conns_per_node = 4;
@@ -87,7 +91,8 @@ struct DbReply {
 };
 using ReplyFn = std::function<void(DbReply&)>;
 
-// The conninfo string of one node (values quoted per libpq's rules).
+// The conninfo string of one node (values quoted per libpq's rules); `password` is left out under
+// settings.tls.
 std::string conninfoFor(const DbSettings& settings, const DbNodeConfig& node, const std::string& password);
 
 // What every worker's router of one process shares.

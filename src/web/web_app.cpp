@@ -89,6 +89,22 @@ std::string WebApp::metricsText() const {
   w.family("fulcrum_web_connections_evicted_total", "counter",
            "Idle keep-alive connections closed to make room for a new one at max_connections.");
   w.sample("fulcrum_web_connections_evicted_total", {{"node", node}}, evicted);
+  if (tls_stats_ != nullptr) {
+    auto get = [](const std::atomic<uint64_t>& v) { return v.load(std::memory_order_relaxed); };
+    // `resumed` first: a handshake counts in `handshakes` before `resumed`, so full never goes below 0.
+    uint64_t resumed = get(tls_stats_->resumed);
+    uint64_t handshakes = get(tls_stats_->handshakes);
+    w.family("fulcrum_web_tls_handshakes_total", "counter",
+             "TLS handshakes on the listener ([security] internal_tls), by result (full, resumed from a "
+             "ticket, failed: plaintext, no or a refused client certificate, a client gone mid-handshake).");
+    w.sample("fulcrum_web_tls_handshakes_total", {{"node", node}, {"result", "full"}}, handshakes - resumed);
+    w.sample("fulcrum_web_tls_handshakes_total", {{"node", node}, {"result", "resumed"}}, resumed);
+    w.sample("fulcrum_web_tls_handshakes_total", {{"node", node}, {"result", "failed"}},
+             get(tls_stats_->handshake_failures));
+    w.family("fulcrum_web_tls_clients_refused_total", "counter",
+             "Failed handshakes where the client had no certificate from the site CA.");
+    w.sample("fulcrum_web_tls_clients_refused_total", {{"node", node}}, get(tls_stats_->verify_failures));
+  }
   appendRouteMetrics(w);
   appendDbMetrics(w);
   metrics::writeProcessMetrics(w);

@@ -8,6 +8,7 @@
 
 #include "http/server.h"
 #include "metrics/prometheus.h"
+#include "tls/tls_transport.h"
 #include "web/db_router.h"
 #include "web/static_files.h"
 
@@ -32,6 +33,9 @@ class WebApp final : public http::Handler {
   // A new document root (a reload), on this worker's thread. A response already built keeps the
   // file it opened.
   void setFiles(std::shared_ptr<const StaticFiles> files) { files_ = std::move(files); }
+  // [security] internal_tls: the listener's handshake counters, for /metrics (set before the
+  // workers start; not owned).
+  void setTlsStats(const tls::TlsStats* stats) { tls_stats_ = stats; }
 
  private:
   void appendDbMetrics(metrics::PrometheusWriter& w) const;
@@ -42,6 +46,7 @@ class WebApp final : public http::Handler {
   std::shared_ptr<const StaticFiles> files_;
   const std::vector<std::unique_ptr<http::ServerStats>>& worker_stats_;
   std::shared_ptr<const DbGeneration> db_;
+  const tls::TlsStats* tls_stats_ = nullptr;
 };
 
 }  // namespace fulcrum::web

@@ -19,6 +19,8 @@
 #include "pg/pg_format.h"
 #include "run/node_files.h"
 #include "run/reload_diff.h"
+#include "tls/server_context.h"
+#include "tls/site_pki.h"
 #include "web/db_router.h"
 #include "web/guestbook_app.h"
 #include "web/guestbook_model.h"
@@ -60,6 +62,12 @@ DbSettings dbSettings(const config::Site& site, const config::WebNode& node) {
   db.database = site.db.database;
   // The application role's password: the agents generate it into state_dir unless the site names a file.
   db.password_file = site.db.password_file.empty() ? site.site.state_dir / "db.password" : site.db.password_file;
+  if (site.security.internal_tls) {
+    // The files nodeTls() checked at start (runWebCommand); libpq reads them at each connect, so
+    // a renewed pair is used from the next connection on.
+    const tls::SitePaths paths = tls::sitePaths(site);
+    db.tls = pg::ClientTls{paths.ca_cert, paths.nodeCert(node.name), paths.nodeKey(node.name)};
+  }
   db.application_name = "fulcrum-" + node.name;
   db.max_lag_bytes = site.db.max_lag_bytes;
   db.schema_sql = std::string(guestbook::kSchemaSql);
@@ -164,6 +172,16 @@ int runWebCommand(const config::Site& site, const std::string& node_name) {
     return kExitConfig;
   }
   log::setComponent(node->name);
+  if (guestbook && site.security.internal_tls) {
+    // Its database connections present this certificate: refuse to start without a valid one
+    // rather than fail every connection later.
+    auto own = tls::nodeTls(site, node->name);
+    if (!own.ok) {
+      log::error("internal_tls: the guestbook's database connections need {}'s certificate: {}", node->name,
+                 own.error);
+      return kExitRuntime;
+    }
+  }
   std::string pid_error;
   std::unique_ptr<run::PidFile> pid_file = run::PidFile::create(site.site.state_dir, node->name, pid_error);
   if (!pid_file) {
@@ -203,7 +221,26 @@ int runWebCommand(const config::Site& site, const std::string& node_name) {
   std::vector<std::unique_ptr<WorkerDb>> dbs(guestbook ? threads : 0);
   std::vector<std::unique_ptr<GuestbookApp>> guestbooks(threads);
 
-  const http::ServerOptions options = serverOptions(site, *node);
+  // [security] internal_tls: the listener speaks TLS with this node's certificate, and lets in
+  // only clients with a certificate from the site CA (the lbs).
+  std::unique_ptr<tls::ServerContext> tls_context;
+  if (site.security.internal_tls) {
+    core::Result<tls::NodeTls> pki = tls::nodeTls(site, node->name);
+    std::string error = pki.error;
+    if (pki.ok) {
+      tls_context = tls::ServerContext::create({tls::CertFiles{pki.value.cert, pki.value.key}}, error,
+                                               pki.value.ca_cert);
+    }
+    if (!tls_context) {
+      log::error("internal_tls: {}", error);
+      return kExitConfig;
+    }
+    for (auto& app : apps) {
+      app->setTlsStats(&tls_context->stats());
+    }
+  }
+  http::ServerOptions options = serverOptions(site, *node);
+  options.tls = tls_context.get();
   core::EventLoop main_loop;
   std::vector<std::unique_ptr<http::HttpServer>> servers(threads);
   core::WorkerGroup workers;
@@ -217,9 +254,18 @@ int runWebCommand(const config::Site& site, const std::string& node_name) {
     }
     servers[i] = std::make_unique<http::HttpServer>(loop, std::move(listeners[i]), *handler, options, *stats[i]);
   });
-  log::info("web node {} serving {} on http://{} with {} worker(s){}", node->name, site.web.docroot.string(),
-            node->listen.toString(), threads,
+  log::info("web node {} serving {} on {}://{} with {} worker(s){}", node->name, site.web.docroot.string(),
+            tls_context ? "https" : "http", node->listen.toString(), threads,
             guestbook ? fmt::format(", guestbook on {} db node(s)", db.nodes.size()) : std::string());
+
+  // Session ticket keys: one set for every worker, a new one each hour (tls/server_context.h).
+  core::Timer ticket_rotation(main_loop, [&] {
+    tls_context->rotateTicketKeys();
+    ticket_rotation.armAfter(std::chrono::hours(1));
+  });
+  if (tls_context) {
+    ticket_rotation.armAfter(std::chrono::hours(1));
+  }
 
   core::StopHooks hooks;
   hooks.drain_worker = [&](unsigned i, std::function<void()> idle) { servers[i]->drain(std::move(idle)); };

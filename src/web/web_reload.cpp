@@ -75,6 +75,9 @@ WebReloadPlan planWebReload(const config::Site& running, const config::Site& nex
   restartIfChanged(report, "db.user", running.db.user, next.db.user);
   restartIfChanged(report, "db.database", running.db.database, next.db.database);
   restartIfChanged(report, "db.password_file", running.db.password_file, next.db.password_file);
+  // The guestbook's database connections authenticate by certificate under internal_tls.
+  restartIfChanged(report, "security.internal_tls", running.security.internal_tls,
+                   next.security.internal_tls);
   if (next.web.app == "guestbook" && next.db.nodes.empty()) {
     report.errors.push_back(
         next.errorAt("web.app",

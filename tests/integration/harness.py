@@ -223,11 +223,12 @@ class Process:
             return f.read().decode("utf-8", "replace")
 
 
-def http_get(url, headers=None, method="GET", timeout=5.0, data=None):
-    """Returns (status, headers dict, body bytes) without raising on HTTP errors."""
+def http_get(url, headers=None, method="GET", timeout=5.0, data=None, context=None):
+    """Returns (status, headers dict, body bytes) without raising on HTTP errors. `context`: an
+    ssl.SSLContext for https URLs (a client certificate, the site CA)."""
     req = urllib.request.Request(url, headers=headers or {}, method=method, data=data)
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
+        with urllib.request.urlopen(req, timeout=timeout, context=context) as resp:
             return resp.status, dict(resp.headers), resp.read()
     except urllib.error.HTTPError as e:
         return e.code, dict(e.headers), e.read()

@@ -8,6 +8,7 @@ import os
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -32,6 +33,14 @@ class GuestbookSite:
             f.write('[web]\ndocroot = "www"\napp = "guestbook"\n'
                     f'[[web.node]]\nname = "web-1"\nlisten = "127.0.0.1:{self.web_port}"\nthreads = 2\n')
         self.web = None
+        self.tls = None  # an ssl.SSLContext once use_tls() is called
+
+    def use_tls(self, tls_dir):
+        """[security] internal_tls: the web node answers only TLS clients with a site certificate,
+        so the test speaks to it as the operator (`fulcrum certs` made the files in tls_dir)."""
+        self.tls = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        self.tls.load_verify_locations(os.path.join(tls_dir, "ca.crt"))
+        self.tls.load_cert_chain(os.path.join(tls_dir, "operator.crt"), os.path.join(tls_dir, "operator.key"))
 
     def start(self, test):
         self.cluster.start_etcd()
@@ -50,16 +59,16 @@ class GuestbookSite:
         return primary, replicas
 
     def url(self, path):
-        return f"http://127.0.0.1:{self.web_port}{path}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.web_port}{path}"
 
     def get(self, path, cookie=None, timeout=5):
         headers = {"Cookie": cookie} if cookie else {}
-        return http_get(self.url(path), headers=headers, timeout=timeout)
+        return http_get(self.url(path), headers=headers, timeout=timeout, context=self.tls)
 
     def post(self, body, content_type="application/json", timeout=5):
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
         return http_get(self.url("/api/messages"), method="POST", data=data,
-                        headers={"Content-Type": content_type}, timeout=timeout)
+                        headers={"Content-Type": content_type}, timeout=timeout, context=self.tls)
 
     def as_postgres(self, name, sql):
         """psql as the superuser over the node's private socket (peer authentication)."""

@@ -55,7 +55,7 @@ std::string checkRequest(const std::string& path, const core::SocketAddress& add
 // One server's checks. Stable for the checker's lifetime (timers and the loop hold `this`); at
 // most one check is in flight, and its socket is the only fd registered with `this`.
 struct HealthChecker::Probe final : core::IoHandler, core::Deletable {
-  enum class Phase : uint8_t { Idle, Connecting, Sending, Reading };
+  enum class Phase : uint8_t { Idle, Connecting, Handshaking, Sending, Reading };
 
   Probe(HealthChecker& checker, size_t probe_index, HealthTarget server, const HealthOptions& options)
       : owner(&checker),
@@ -108,12 +108,41 @@ struct HealthChecker::Probe final : core::IoHandler, core::Deletable {
         }
         return false;  // not connected yet
       }
+      phase = tls ? Phase::Handshaking : Phase::Sending;
+    }
+    if (phase == Phase::Handshaking) {
+      int r = tls->handshake();
+      if (r == 0) {
+        return !watch(tls->wantedEvents(), reason);
+      }
+      if (r < 0) {
+        owner->options_.tls->reportFailure(target.name, target.address, *tls);
+        reason = (tls->verifyFailed() ? "TLS: certificate refused: " : "TLS: ") + tls->failure();
+        return true;
+      }
+      phase = Phase::Sending;
+    }
+    if (phase == Phase::Sending && sent == 0) {
       if (request.empty()) {
         ok = true;
         reason = "connected";
         return true;
       }
-      phase = Phase::Sending;
+    }
+    if (phase == Phase::Sending && tls) {
+      if (out.empty() && sent == 0) {
+        out.append(request);
+        sent = request.size();
+      }
+      while (!out.empty()) {
+        if (tls->write(out) < 0) {
+          if (errno == EAGAIN || errno == EINTR) {
+            return !watch(EPOLLOUT | tls->extraEvents(), reason);
+          }
+          reason = errnoText("send", errno);
+          return true;
+        }
+      }
     }
     if (phase == Phase::Sending) {
       while (sent < request.size()) {
@@ -133,16 +162,12 @@ struct HealthChecker::Probe final : core::IoHandler, core::Deletable {
       phase = Phase::Reading;
       // Without max_body_bytes the check ends at the head, so no body byte is ever kept.
       reader.reset(http::Method::Get, max_body_bytes);
-      if (!owner->loop_.modify(fd.get(), EPOLLIN, this)) {
-        reason = errnoText("epoll", errno);
-        return true;
-      }
-      return false;
+      return !watch(EPOLLIN, reason);
     }
-    ssize_t n = in.readFrom(fd.get(), kMaxHeadBytes);
+    ssize_t n = tls ? tls->read(in, kMaxHeadBytes) : in.readFrom(fd.get(), kMaxHeadBytes);
     if (n < 0) {
       if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
-        return false;
+        return tls && !watch(EPOLLIN | tls->extraEvents(), reason);
       }
       reason = errnoText("read", errno);
       return true;
@@ -179,13 +204,24 @@ struct HealthChecker::Probe final : core::IoHandler, core::Deletable {
     return true;
   }
 
+  // Registers for `events`; false (with the reason) when epoll refuses.
+  bool watch(uint32_t events, std::string& reason) {
+    if (!owner->loop_.modify(fd.get(), events, this)) {
+      reason = errnoText("epoll", errno);
+      return false;
+    }
+    return true;
+  }
+
   // Ends the connection of the check in flight, if any.
   void closeConnection(core::EventLoop& loop) {
+    tls.reset();
     if (fd) {
       loop.remove(fd.get());
       fd.reset();
     }
     in.release();
+    out.release();
     body.clear();
     sent = 0;
     phase = Phase::Idle;
@@ -204,6 +240,8 @@ struct HealthChecker::Probe final : core::IoHandler, core::Deletable {
   core::Timer deadline;  // the whole check: connect, request and response head
   core::TimePoint started{};
   core::Fd fd;
+  std::unique_ptr<tls::TlsTransport> tls;  // [security] internal_tls; freed before fd
+  core::Buffer out;                        // the request, under TLS
   core::Buffer in;
   http::ResponseReader reader;
   std::string body;  // read only under max_body_bytes
@@ -339,6 +377,14 @@ void HealthChecker::runProbe(size_t index) {
   if (!probe.fd) {
     finishProbe(index, false, connectFailure(error));  // refused at once (common on loopback)
     return;
+  }
+  if (options_.tls != nullptr) {
+    probe.tls = options_.tls->newTransport(probe.fd.get(), probe.target.address);
+    if (!probe.tls) {
+      probe.fd.reset();
+      finishProbe(index, false, "TLS: no session could be made");
+      return;
+    }
   }
   if (!loop_.add(probe.fd.get(), EPOLLOUT, &probe)) {
     std::string reason = errnoText("epoll", errno);

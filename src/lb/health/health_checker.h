@@ -13,6 +13,7 @@
 #include "core/address.h"
 #include "core/clock.h"
 #include "core/event_loop.h"
+#include "tls/client_context.h"
 
 namespace fulcrum::lb {
 
@@ -39,6 +40,8 @@ struct HealthOptions {
   // > 0: read the whole response body (up to this many bytes) and hand it to the OnResult
   // callback; 0: the check ends at the response head (a body is never looked at).
   uint64_t max_body_bytes = 0;
+  // [security] internal_tls: checks speak TLS from this context, as requests do (not owned).
+  tls::ClientContext* tls = nullptr;
 };
 
 // The rise/fall state machine of one server, kept apart so it is tested on its own.

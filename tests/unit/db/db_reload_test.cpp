@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include "../config/site_fixture.h"
 #include "config/loader.h"
 
 namespace fulcrum::db {
@@ -54,6 +55,31 @@ TEST(DbReloadTest, WhatTheAgentFixedAtStartNeedsARestart) {
   applyDbPlan(running, plan);
   EXPECT_EQ(running.db.leader_ttl_ms, 5000u);  // left as it runs
   EXPECT_FALSE(running.db.synchronous);
+}
+
+TEST(DbReloadTest, InternalTlsAndTheNamesItAdmitsNeedARestart) {
+  const config::testing::SiteDir dir;  // the web nodes' docroot must exist
+  auto site = [&](bool tls, bool second_web) {
+    std::string text =
+        siteText("max_lag_bytes = 1000") +
+        "[web]\ndocroot = \"www\"\n[[web.node]]\nname = \"web-1\"\nlisten = \"127.0.0.1:8081\"\n";
+    if (second_web) {
+      text += "[[web.node]]\nname = \"web-2\"\nlisten = \"127.0.0.1:8082\"\n";
+    }
+    if (tls) {
+      text += "[security]\ninternal_tls = true\n";
+    }
+    config::LoadResult result = dir.load(text);
+    EXPECT_TRUE(result.ok()) << (result.errors.empty() ? "" : result.errors[0].toString());
+    return result.site;
+  };
+  EXPECT_EQ(planDbReload(site(false, false), site(true, false), "db-1").report.needs_restart,
+            (std::vector<std::string>{"security.internal_tls: false -> true"}));
+  // pg_ident.conf maps the web nodes' certificate names to the application role at each start.
+  EXPECT_EQ(planDbReload(site(true, false), site(true, true), "db-1").report.needs_restart,
+            (std::vector<std::string>{
+                "web.node, lb.node (the certificates admitted as the application): web-1 -> web-1, web-2"}));
+  EXPECT_TRUE(planDbReload(site(false, false), site(false, true), "db-1").report.needs_restart.empty());
 }
 
 TEST(DbReloadTest, ANodeGoneFromTheFileAppliesNothing) {

@@ -18,12 +18,14 @@
 #include <thread>
 #include <vector>
 
+#include "config/loader.h"
 #include "core/address.h"
 #include "core/fd.h"
 #include "core/socket.h"
 #include "db/pg_process.h"
 #include "pg_fixture.h"
 #include "test_support.h"
+#include "tls/site_pki.h"
 
 namespace fulcrum::db {
 namespace {
@@ -227,6 +229,103 @@ TEST_F(PostgresTest, AccessFilesRewrittenAtEachStart) {
     EXPECT_NE(refused.find("Peer authentication failed"), std::string::npos) << refused;
     EXPECT_NE(refused.find("map 'fulcrum'"), std::string::npos) << refused;
   }
+}
+
+// [security] internal_tls: certificates from the site CA (tls/site_pki.h) for two db nodes; the
+// site file exists only to name them and their addresses.
+config::Site tlsSite(const std::filesystem::path& base, const std::vector<PostgresOptions>& nodes) {
+  std::string text = "[site]\nname = \"t\"\nstate_dir = \"state\"\n[security]\ninternal_tls = true\n";
+  for (const PostgresOptions& n : nodes) {
+    text += "[[db.node]]\nname = \"" + n.node + "\"\npg = \"" + n.listen.toString() +
+            "\"\nagent = \"127.0.0.1:" + std::to_string(freePort()) + "\"\n";
+  }
+  text += "[etcd]\nendpoints = [\"127.0.0.1:2379\"]\nmanaged = false\n";
+  config::LoadResult loaded = config::loadSiteString(text, base / "site.toml");
+  EXPECT_TRUE(loaded.ok()) << (loaded.errors.empty() ? "" : loaded.errors[0].toString());
+  return loaded.site;
+}
+
+TEST_F(PostgresTest, InternalTlsTakesCertificatesOnlyAndReplicatesOverTls) {
+  std::vector<PostgresOptions> options = {nodeOptions("db-01"), nodeOptions("db-02")};
+  const config::Site site = tlsSite(base_, options);
+  auto issued = tls::ensureSiteCertificates(site);
+  ASSERT_TRUE(issued.ok) << issued.error;
+  for (PostgresOptions& o : options) {
+    auto own = tls::nodeTls(site, o.node);
+    ASSERT_TRUE(own.ok) << own.error;
+    o.tls = ServerTls{own.value.ca_cert, own.value.cert,    own.value.key, "site", "site",
+                      {"web-01"},        {"db-01", "db-02"}};
+  }
+  PostgresNode& primary = addNode(options[0]);
+  Status initialized = primary.initPrimary(app());
+  ASSERT_TRUE(initialized.ok) << initialized.error;
+  auto read = [](const std::filesystem::path& path) {
+    std::ifstream in(path);
+    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  };
+  const std::filesystem::path hba = primary.options().data_dir / "pg_hba.conf";
+  const std::string rules = read(hba);
+  EXPECT_NE(rules.find("\nhostssl \"site\" \"site\" 0.0.0.0/0 cert map=fulcrum_cert\n"), std::string::npos)
+      << rules;
+  EXPECT_EQ(rules.find("\nhost "), std::string::npos) << rules;
+  const std::string ident = read(primary.options().data_dir / "pg_ident.conf");
+  EXPECT_NE(ident.find("\nfulcrum_cert \"web-01\" \"site\"\n"), std::string::npos) << ident;
+  EXPECT_NE(ident.find("\nfulcrum_cert \"db-02\" \"replicator\"\n"), std::string::npos) << ident;
+  // The server's key is its own copy, private to the postgres user.
+  struct stat key {};
+  ASSERT_EQ(::stat((primary.options().run_dir / "tls" / "node.key").c_str(), &key), 0);
+  EXPECT_EQ(key.st_uid, primary.osUser().uid);
+  EXPECT_EQ(key.st_mode & 0777, 0600u);
+
+  // The password is never asked for: without a certificate, no login.
+  auto password = loadOrCreateSecret(base_ / "secrets" / "db.password");
+  ASSERT_TRUE(password.ok);
+  ToolOutput refused = psqlTcp(primary, "site", password.value, "SELECT 1");
+  EXPECT_NE(refused.exit_code, 0);
+  EXPECT_NE(refused.err.find("connection requires a valid client certificate"), std::string::npos)
+      << refused.err;
+
+  // A clone, its WAL stream and a rewind: each a TLS client with the node's certificate.
+  ASSERT_TRUE(primary.query("CREATE TABLE t (v text)", "site").ok);
+  PostgresNode& replica = addNode(options[1]);
+  Status cloned = replica.cloneReplica(primary.options().listen, slotNameFor("db-02"));
+  ASSERT_TRUE(cloned.ok) << cloned.error;
+  Status started = replica.start();
+  ASSERT_TRUE(started.ok) << started.error;
+  const std::string stream_sql =
+      "SELECT s.ssl, s.client_dn LIKE '%/CN=db-02' FROM pg_stat_ssl s JOIN pg_stat_replication r USING (pid)"
+      " WHERE r.application_name = 'db-02' AND r.state = 'streaming'";
+  EXPECT_TRUE(waitFor(
+      [&] {
+        return primary.query(stream_sql).value == Rows{{"t", "t"}};
+      },
+      seconds(15)))
+      << one(primary, stream_sql, "postgres");
+  ASSERT_TRUE(primary.stop().ok);
+  ASSERT_TRUE(replica.promote().ok);
+  ASSERT_TRUE(replica.checkpoint().ok);
+  ASSERT_TRUE(replica.query("INSERT INTO t VALUES ('on the new timeline')", "site").ok);
+  Status rewound = primary.rewind(replica.options().listen);
+  ASSERT_TRUE(rewound.ok) << rewound.error;
+  ASSERT_TRUE(primary.follow(replica.options().listen, slotNameFor("db-01")).ok);
+  ASSERT_TRUE(replica.ensureSlot(slotNameFor("db-01")).ok);
+  started = primary.start();
+  ASSERT_TRUE(started.ok) << started.error;
+  EXPECT_TRUE(waitFor([&] { return one(primary, "SELECT v FROM t") == "on the new timeline"; }, seconds(15)))
+      << one(primary, "SELECT v FROM t");
+
+  // internal_tls off again: the password rules are back at the next start.
+  ASSERT_TRUE(replica.stop().ok);
+  PostgresOptions plain = options[1];
+  plain.tls.reset();
+  nodes_.pop_back();
+  PostgresNode& again = addNode(plain);
+  started = again.start();
+  ASSERT_TRUE(started.ok) << started.error;
+  EXPECT_NE(read(again.options().data_dir / "pg_hba.conf")
+                .find("\nhost \"site\" \"site\" 0.0.0.0/0 scram-sha-256\n"),
+            std::string::npos);
+  EXPECT_EQ(psqlTcp(again, "site", password.value, "SELECT 1").exit_code, 0);
 }
 
 TEST_F(PostgresTest, RefusesUnreachableDataDirAndMissingCluster) {

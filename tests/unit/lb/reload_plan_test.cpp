@@ -131,10 +131,14 @@ name = "lb-1"
 http = "127.0.0.1:9080"
 stats = "127.0.0.1:8404"
 threads = 3
+[security]
+internal_tls = true
 )" + kWeb);
   ReloadPlan plan = planReload(a, b, "lb-1");
   EXPECT_TRUE(mentions(plan.needs_restart, "lb.node[0]"));
   EXPECT_TRUE(mentions(plan.needs_restart, "lb.limits"));
+  EXPECT_TRUE(mentions(plan.needs_restart, "security.internal_tls"));
+  EXPECT_FALSE(plan.effective.security.internal_tls);
   // The firewall is applied (checked at accept), the rest waits for a restart.
   EXPECT_TRUE(plan.firewall);
   EXPECT_EQ(plan.changes.size(), 1u);

@@ -47,7 +47,7 @@ TEST(ConnectionPolicyTest, ConninfoTextQuotesWhatNeedsIt) {
 
 TEST(ConnectionPolicyTest, SessionsAndReceivers) {
   ConnParams session = {{"host", "10.0.0.1"}};
-  addSessionPolicy(session, std::chrono::milliseconds(1800));
+  addSessionPolicy(session, std::chrono::milliseconds(1800), std::nullopt);
   const std::string text = conninfoText(session);
   EXPECT_EQ(
       text,
@@ -62,6 +62,25 @@ TEST(ConnectionPolicyTest, SessionsAndReceivers) {
   EXPECT_EQ(conninfoText(receiver),
             "host=10.0.0.2 connect_timeout=2 keepalives=1 keepalives_idle=5 keepalives_interval=2 "
             "keepalives_count=3");
+}
+
+TEST(ConnectionPolicyTest, InternalTlsVerifiesTheServerAndPresentsTheNodesCertificate) {
+  const ClientTls tls{"/var/lib/fulcrum/tls/ca.crt", "/var/lib/fulcrum/tls/web 1.crt",
+                      "/var/lib/fulcrum/tls/web 1.key"};
+  ConnParams session = {{"host", "10.0.0.1"}};
+  addSessionPolicy(session, std::chrono::milliseconds(1800), tls);
+  const std::string text = conninfoText(session);
+  EXPECT_EQ(
+      text.substr(0, text.find(" connect_timeout=")),
+      "host=10.0.0.1 sslmode=verify-full sslrootcert='/var/lib/fulcrum/tls/ca.crt' "
+      "sslcert='/var/lib/fulcrum/tls/web 1.crt' sslkey='/var/lib/fulcrum/tls/web 1.key' gssencmode=disable");
+  EXPECT_EQ(parsedByLibpq(text, session), session);
+
+  ConnParams receiver = {{"host", "10.0.0.2"}};
+  addTlsPolicy(receiver, tls);
+  addReceiverPolicy(receiver);
+  EXPECT_EQ(parsedByLibpq(conninfoText(receiver), receiver), receiver);
+  EXPECT_EQ(receiver[1], (std::pair<std::string, std::string>{"sslmode", "verify-full"}));
 }
 
 }  // namespace

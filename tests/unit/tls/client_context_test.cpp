@@ -1,241 +1,264 @@
-// The internal clients' TLS (ClientContext under http::BlockingClient) against a TLS server on a
-// thread that wants a client certificate of the site CA: an exchange with the right certificates,
-// and a clear reason for each way it is refused (the server's IP not in its certificate, a
-// server of another CA, a client of another CA).
+// The internal TLS link of an lb and a web node, both ends in this thread over a loopback TCP
+// connection: ClientContext verifies the server by the site CA and the address it dialled, and
+// ServerContext with a client CA lets in only holders of a certificate from it.
 #include "tls/client_context.h"
 
-#include <gmock/gmock.h>
+#include <arpa/inet.h>
+#include <fcntl.h>
 #include <gtest/gtest.h>
-#include <openssl/err.h>
-#include <openssl/ssl.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <filesystem>
 #include <string>
-#include <thread>
 
-#include "config/loader.h"
-#include "core/socket.h"
-#include "http/client.h"
-#include "tls/site_pki.h"
+#include "core/fd.h"
+#include "test_pki.h"
+#include "tls/server_context.h"
 
 namespace fulcrum::tls {
 namespace {
 
-using ::testing::HasSubstr;
-namespace fs = std::filesystem;
+using testing::Pem;
+using testing::TestCa;
 
-// One TLS connection served on a thread: the handshake (a client certificate of `ca` required),
-// then `requests` requests each answered "ok" (keep-alive but for the last). Records the client's
-// CN. Every wait is bounded.
-class TlsServer {
+class TempDir {
  public:
-  TlsServer(const fs::path& ca, const fs::path& cert, const fs::path& key, int requests = 1)
-      : requests_(requests) {
-    std::string error;
-    listener_ =
-        core::listenTcp(*core::SocketAddress::parse("127.0.0.1:0"), core::ListenOptions{false}, error);
-    EXPECT_TRUE(listener_) << error;
-    address_ = core::localAddress(listener_.get());
-    ctx_ = SSL_CTX_new(TLS_server_method());
-    EXPECT_EQ(SSL_CTX_use_certificate_chain_file(ctx_, cert.c_str()), 1);
-    EXPECT_EQ(SSL_CTX_use_PrivateKey_file(ctx_, key.c_str(), SSL_FILETYPE_PEM), 1);
-    EXPECT_EQ(SSL_CTX_load_verify_locations(ctx_, ca.c_str(), nullptr), 1);
-    SSL_CTX_set_verify(ctx_, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
-    thread_ = std::thread([this] { serveOne(); });
+  TempDir() {
+    char templ[] = "/tmp/fulcrum-tls-XXXXXX";
+    path_ = ::mkdtemp(templ);
   }
-  ~TlsServer() {
-    finish();
-    SSL_CTX_free(ctx_);
+  ~TempDir() { std::filesystem::remove_all(path_); }
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+void nonBlocking(int fd) {
+  ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) | O_NONBLOCK);
+}
+
+// A loopback listener; connections to it are accepted one at a time by link().
+class Loopback {
+ public:
+  Loopback() : listener_(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)) {
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ::bind(listener_.get(), reinterpret_cast<sockaddr*>(&a), sizeof a);
+    ::listen(listener_.get(), 8);
+    socklen_t len = sizeof a;
+    ::getsockname(listener_.get(), reinterpret_cast<sockaddr*>(&a), &len);
+    address_ = core::SocketAddress::fromSockaddr(reinterpret_cast<sockaddr*>(&a), len);
   }
   const core::SocketAddress& address() const { return address_; }
-  // The CN of the client's certificate once its connection is over ("" when it had none).
-  std::string clientName() {
-    finish();
-    return client_cn_;
+  // A connected pair: the client's socket and the server's, both non-blocking.
+  std::pair<core::Fd, core::Fd> link() {
+    core::Fd client(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0));
+    ::connect(client.get(), address_.sockaddrPtr(), address_.sockaddrLen());
+    core::Fd server(::accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC));
+    nonBlocking(client.get());
+    nonBlocking(server.get());
+    return {std::move(client), std::move(server)};
   }
 
  private:
-  void finish() {
-    if (thread_.joinable()) {
-      thread_.join();
-    }
-  }
-
-  void serveOne() {
-    pollfd p{listener_.get(), POLLIN, 0};
-    if (::poll(&p, 1, 5000) != 1) {
-      return;
-    }
-    int fd = ::accept4(listener_.get(), nullptr, nullptr, SOCK_CLOEXEC);  // blocking
-    if (fd < 0) {
-      return;
-    }
-    timeval tv{5, 0};
-    ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-    SSL* ssl = SSL_new(ctx_);
-    SSL_set_fd(ssl, fd);
-    if (SSL_accept(ssl) == 1) {
-      X509* peer = SSL_get1_peer_certificate(ssl);
-      if (peer != nullptr) {
-        char cn[256] = "";
-        X509_NAME_get_text_by_NID(X509_get_subject_name(peer), NID_commonName, cn, sizeof cn);
-        client_cn_ = cn;
-        X509_free(peer);
-      }
-      for (int i = 0; i < requests_; ++i) {
-        std::string in;
-        char buf[4096];
-        size_t n = 0;
-        while (in.find("\r\n\r\n") == std::string::npos && SSL_read_ex(ssl, buf, sizeof buf, &n) == 1) {
-          in.append(buf, n);
-        }
-        const bool last = i + 1 == requests_;
-        const std::string reply = std::string("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n") +
-                                  (last ? "Connection: close\r\n" : "") + "\r\nok";
-        SSL_write_ex(ssl, reply.data(), reply.size(), &n);
-      }
-      SSL_shutdown(ssl);
-    }
-    ERR_clear_error();
-    SSL_free(ssl);
-    ::close(fd);
-  }
-
-  const int requests_;
   core::Fd listener_;
   core::SocketAddress address_;
-  SSL_CTX* ctx_ = nullptr;
-  std::thread thread_;
-  std::string client_cn_;
 };
 
-class ClientContextTest : public ::testing::Test {
+struct Outcome {
+  int client = 0;  // 1 done, -1 failed, 0 still going (never, once drive returns)
+  int server = 0;
+};
+
+// Waits (at most 100 ms) until one of the sockets is readable: loopback bytes may reach the
+// peer a little after send returns on a busy machine.
+void waitReadable(int a, int b) {
+  pollfd fds[] = {{a, POLLIN, 0}, {b, POLLIN, 0}};
+  ::poll(fds, 2, 100);
+}
+
+constexpr auto kPatience = std::chrono::seconds(5);
+
+// Runs both handshakes to their end (the server's is driven by reads, as a connection does).
+Outcome drive(TlsTransport& client, core::Transport& server, int cfd, int sfd) {
+  Outcome out;
+  const auto deadline = std::chrono::steady_clock::now() + kPatience;
+  while ((out.client == 0 || out.server == 0) && std::chrono::steady_clock::now() < deadline) {
+    if (out.client == 0) {
+      out.client = client.handshake();
+    }
+    if (out.server == 0) {
+      core::Buffer sink;
+      ssize_t n = server.read(sink, 1 << 16);
+      if (!server.handshaking()) {
+        out.server = 1;
+      } else if (n < 0 && errno != EAGAIN) {
+        out.server = -1;
+      }
+    }
+    if (out.client == -1 || out.server == -1) {
+      break;
+    }
+    waitReadable(cfd, sfd);
+  }
+  return out;
+}
+
+// Reads what `from` wrote, through `to` whose socket is `to_fd` (the bytes, or "" when the link
+// failed).
+std::string pass(core::Transport& from, core::Transport& to, int to_fd, std::string_view text) {
+  core::Buffer out;
+  out.append(text);
+  core::Buffer in;
+  const auto deadline = std::chrono::steady_clock::now() + kPatience;
+  while (in.size() < text.size() && std::chrono::steady_clock::now() < deadline) {
+    if (!out.empty() && from.write(out) < 0 && errno != EAGAIN) {
+      return {};
+    }
+    if (to.read(in, 1 << 16) < 0 && errno != EAGAIN) {
+      return {};
+    }
+    waitReadable(to_fd, to_fd);
+  }
+  return std::string(in.view());
+}
+
+class InternalTlsTest : public ::testing::Test {
  protected:
-  void SetUp() override {
-    char pattern[] = "/tmp/fulcrum-client-tls-XXXXXX";
-    ASSERT_NE(::mkdtemp(pattern), nullptr);
-    dir_ = pattern;
-    site_ = makeSite("site");
-    other_ = makeSite("other");
-  }
-  void TearDown() override { fs::remove_all(dir_); }
+  InternalTlsTest() : ca_(dir_.path() / "site", "site-ca"), other_ca_(dir_.path() / "other", "other-ca") {}
 
-  // A site whose "etcd" holds 127.0.0.1 and whose web-1 holds 127.0.0.21, with its CA and
-  // certificates made in `name`/var/tls.
-  config::Site makeSite(const std::string& name) {
-    fs::create_directories(dir_ / name / "www");
-    const std::string text =
-        "[site]\nname = \"" + name + "\"\nstate_dir = \"" + (dir_ / name / "var").string() +
-        "\"\n[web]\napp = \"none\"\n"
-        "[[web.node]]\nname = \"web-1\"\nlisten = \"127.0.0.21:9001\"\n"
-        "[[db.node]]\nname = \"db-1\"\npg = \"127.0.0.31:5432\"\nagent = \"127.0.0.31:8008\"\n"
-        "[etcd]\nendpoints = [\"127.0.0.1:2379\"]\n[security]\ninternal_tls = true\n";
-    auto loaded = config::loadSiteString(text, (dir_ / name / "site.toml").string());
-    EXPECT_TRUE(loaded.ok()) << (loaded.errors.empty() ? "" : loaded.errors[0].toString());
-    auto made = ensureSiteCertificates(loaded.site);
-    EXPECT_TRUE(made.ok) << made.error;
-    return loaded.site;
-  }
-
-  static http::ClientOutcome get(const std::shared_ptr<ClientContext>& tls, const core::SocketAddress& to) {
-    http::ClientOptions options;
-    options.tls = tls;
-    http::ClientRequest request;
-    request.path = "/health";
-    return http::fetchOnce(to, request, std::chrono::steady_clock::now() + std::chrono::seconds(5), options);
-  }
-
-  static std::shared_ptr<ClientContext> client(const config::Site& site, const std::string& holder) {
+  std::unique_ptr<ServerContext> server(const Pem& pair) {
     std::string error;
-    auto ctx = ClientContext::forHolder(site, holder, error);
-    EXPECT_NE(ctx, nullptr) << error;
+    auto ctx = ServerContext::create({CertFiles{pair.cert, pair.key}}, error, ca_.files().cert);
+    EXPECT_TRUE(ctx) << error;
+    return ctx;
+  }
+  std::unique_ptr<ClientContext> client(const Pem& pair) {
+    std::string error;
+    auto ctx = ClientContext::create(ca_.files().cert, CertFiles{pair.cert, pair.key}, error);
+    EXPECT_TRUE(ctx) << error;
     return ctx;
   }
 
-  fs::path dir_;
-  config::Site site_;
-  config::Site other_;
+  TempDir dir_;
+  TestCa ca_;
+  TestCa other_ca_;
+  Loopback net_;
 };
 
-TEST_F(ClientContextTest, ExchangeWithBothCertificatesOfTheSiteCa) {
-  const SitePaths pki = sitePaths(site_);
-  TlsServer server(pki.ca_cert, pki.nodeCert("etcd"), pki.nodeKey("etcd"));
-  http::ClientOutcome got = get(client(site_, "db-1"), server.address());
-  ASSERT_TRUE(got.response.ok) << got.response.error;
-  EXPECT_EQ(got.response.value.status, 200);
-  EXPECT_EQ(got.response.value.body, "ok");
-  EXPECT_EQ(server.clientName(), "db-1");
-}
-
-TEST_F(ClientContextTest, KeepAliveReusesOneTlsConnection) {
-  const SitePaths pki = sitePaths(site_);
-  TlsServer server(pki.ca_cert, pki.nodeCert("etcd"), pki.nodeKey("etcd"), /*requests=*/3);
-  http::ClientOptions options;
-  options.tls = client(site_, "db-1");
-  http::BlockingClient blocking(server.address(), options);
-  http::ClientRequest request;
-  request.path = "/health";
-  for (int i = 0; i < 3; ++i) {
-    http::ClientOutcome got =
-        blocking.exchange(request, std::chrono::steady_clock::now() + std::chrono::seconds(5));
-    ASSERT_TRUE(got.response.ok) << i << ": " << got.response.error;
-    EXPECT_EQ(got.response.value.body, "ok");
+TEST_F(InternalTlsTest, AGoodChainConnectsAndTheNextConnectionResumes) {
+  auto web = server(ca_.issue("web1", {"127.0.0.1"}));
+  auto lb = client(ca_.issue("lb1", {"127.0.0.1"}));
+  for (int round = 0; round < 2; ++round) {
+    auto [cfd, sfd] = net_.link();
+    std::unique_ptr<TlsTransport> c = lb->newTransport(cfd.get(), net_.address());
+    std::unique_ptr<core::Transport> s = web->newTransport(sfd.get());
+    ASSERT_TRUE(c && s);
+    Outcome o = drive(*c, *s, cfd.get(), sfd.get());
+    ASSERT_EQ(o.client, 1) << c->failure();
+    ASSERT_EQ(o.server, 1);
+    EXPECT_EQ(c->alpn(), "http/1.1");
+    EXPECT_EQ(s->alpn(), "http/1.1");
+    // A request, then its answer, whose read also takes the server's ticket: the second
+    // connection resumes from it (though the first is gone without a close_notify).
+    EXPECT_EQ(pass(*c, *s, sfd.get(), "GET / HTTP/1.1\r\n"), "GET / HTTP/1.1\r\n");
+    EXPECT_EQ(pass(*s, *c, cfd.get(), "HTTP/1.1 200 OK\r\n"), "HTTP/1.1 200 OK\r\n");
+    EXPECT_EQ(c->resumed(), round == 1);
   }
-  // The session tickets a TLS 1.3 server sends after its handshake do not make the idle
-  // connection look closed.
-  EXPECT_EQ(blocking.connectionsOpened(), 1u);
+  EXPECT_EQ(lb->stats().handshakes.load(), 2u);
+  EXPECT_EQ(lb->stats().resumed.load(), 1u);
+  EXPECT_EQ(web->stats().resumed.load(), 1u);
 }
 
-TEST_F(ClientContextTest, ServerWhoseCertificateIsNotForTheAddressDialledIsRefused) {
-  const SitePaths pki = sitePaths(site_);
-  TlsServer server(pki.ca_cert, pki.nodeCert("web-1"), pki.nodeKey("web-1"));  // 127.0.0.21, not .1
-  http::ClientOutcome got = get(client(site_, "operator"), server.address());
-  ASSERT_FALSE(got.response.ok);
-  EXPECT_THAT(got.response.error, HasSubstr("TLS with " + server.address().toString() +
-                                            ": certificate verify failed: IP address mismatch"));
-  EXPECT_FALSE(got.request_sent);
+TEST_F(InternalTlsTest, AServerFromAnotherCaIsRefused) {
+  auto web = server(other_ca_.issue("web1", {"127.0.0.1"}));
+  auto lb = client(ca_.issue("lb1", {"127.0.0.1"}));
+  auto [cfd, sfd] = net_.link();
+  auto c = lb->newTransport(cfd.get(), net_.address());
+  auto s = web->newTransport(sfd.get());
+  EXPECT_EQ(drive(*c, *s, cfd.get(), sfd.get()).client, -1);
+  EXPECT_TRUE(c->verifyFailed());
+  EXPECT_EQ(c->failure(), "unable to get local issuer certificate");
+  EXPECT_EQ(lb->stats().verify_failures.load(), 1u);
 }
 
-TEST_F(ClientContextTest, ServerOfAnotherCaIsRefused) {
-  const SitePaths theirs = sitePaths(other_);
-  TlsServer server(sitePaths(site_).ca_cert, theirs.nodeCert("etcd"), theirs.nodeKey("etcd"));
-  http::ClientOutcome got = get(client(site_, "operator"), server.address());
-  ASSERT_FALSE(got.response.ok);
-  EXPECT_THAT(got.response.error,
-              HasSubstr("TLS with " + server.address().toString() +
-                        ": certificate verify failed: unable to get local issuer certificate"));
+TEST_F(InternalTlsTest, AServerWhoseCertificateNamesAnotherAddressIsRefused) {
+  auto web = server(ca_.issue("web1", {"127.0.0.2"}));
+  auto lb = client(ca_.issue("lb1", {"127.0.0.1"}));
+  auto [cfd, sfd] = net_.link();
+  auto c = lb->newTransport(cfd.get(), net_.address());
+  auto s = web->newTransport(sfd.get());
+  EXPECT_EQ(drive(*c, *s, cfd.get(), sfd.get()).client, -1);
+  EXPECT_TRUE(c->verifyFailed());
+  EXPECT_EQ(c->failure(), "IP address mismatch");
 }
 
-TEST_F(ClientContextTest, ClientOfAnotherCaIsRefusedByTheServer) {
-  const SitePaths pki = sitePaths(site_);
-  TlsServer server(pki.ca_cert, pki.nodeCert("etcd"), pki.nodeKey("etcd"));
-  // Trusts this site's CA (the server verifies), presents the other site's operator.
-  const SitePaths theirs = sitePaths(other_);
+TEST_F(InternalTlsTest, AnExpiredServerCertificateIsRefused) {
+  auto web = server(ca_.issue("web1", {"127.0.0.1"}, -2 * 86400, -86400));
+  auto lb = client(ca_.issue("lb1", {"127.0.0.1"}));
+  auto [cfd, sfd] = net_.link();
+  auto c = lb->newTransport(cfd.get(), net_.address());
+  auto s = web->newTransport(sfd.get());
+  EXPECT_EQ(drive(*c, *s, cfd.get(), sfd.get()).client, -1);
+  EXPECT_EQ(c->failure(), "certificate has expired");
+}
+
+TEST_F(InternalTlsTest, AClientWithACertificateFromAnotherCaIsRefusedByTheServer) {
+  auto web = server(ca_.issue("web1", {"127.0.0.1"}));
   std::string error;
-  auto foreign =
-      ClientContext::create(pki.ca_cert, theirs.nodeCert("operator"), theirs.nodeKey("operator"), error);
-  ASSERT_NE(foreign, nullptr) << error;
-  http::ClientOutcome got = get(foreign, server.address());
-  ASSERT_FALSE(got.response.ok);
-  // TLS 1.3: the client's side of the handshake is over before the server judges its certificate,
-  // and the request goes out. The server's alert ends the exchange on the first read, or, when the
-  // server closed with the request unread, the reset that follows it.
-  const std::string prefix = "TLS with " + server.address().toString() + ": ";
-  EXPECT_THAT(got.response.error, ::testing::AnyOf(HasSubstr(prefix + "tlsv13 alert certificate required"),
-                                                   HasSubstr(prefix + "tlsv1 alert unknown ca"),
-                                                   HasSubstr(prefix + "Connection reset by peer")));
-  EXPECT_EQ(server.clientName(), "");
+  Pem stranger = other_ca_.issue("stranger", {});
+  auto lb = ClientContext::create(ca_.files().cert, CertFiles{stranger.cert, stranger.key}, error);
+  ASSERT_TRUE(lb) << error;
+  auto [cfd, sfd] = net_.link();
+  auto c = lb->newTransport(cfd.get(), net_.address());
+  auto s = web->newTransport(sfd.get());
+  Outcome o = drive(*c, *s, cfd.get(), sfd.get());
+  EXPECT_EQ(o.server, -1);
+  EXPECT_EQ(web->stats().verify_failures.load(), 1u);
+  // TLS 1.3: the client's side was done before the server judged it; its first read fails.
+  EXPECT_EQ(pass(*s, *c, cfd.get(), "x"), "");
 }
 
-TEST_F(ClientContextTest, MissingPairNamesTheFix) {
-  fs::remove(sitePaths(site_).nodeKey("operator"));
+TEST_F(InternalTlsTest, AClientWithoutACertificateIsRefusedByTheServer) {
+  auto web = server(ca_.issue("web1", {"127.0.0.1"}));
+  SSL_CTX* bare = SSL_CTX_new(TLS_client_method());
+  SSL_CTX_set_min_proto_version(bare, TLS1_3_VERSION);
+  auto [cfd, sfd] = net_.link();
+  TlsStats stats;
+  TlsTransport c(SSL_new(bare), cfd.get(), stats, TlsTransport::Side::Connect);
+  auto s = web->newTransport(sfd.get());
+  EXPECT_EQ(drive(c, *s, cfd.get(), sfd.get()).server, -1);
+  EXPECT_EQ(web->stats().verify_failures.load(), 1u);
+  SSL_CTX_free(bare);
+}
+
+TEST_F(InternalTlsTest, PlaintextIsRefusedByTheServer) {
+  auto web = server(ca_.issue("web1", {"127.0.0.1"}));
+  auto [cfd, sfd] = net_.link();
+  auto s = web->newTransport(sfd.get());
+  std::string request = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+  ASSERT_EQ(::send(cfd.get(), request.data(), request.size(), 0), static_cast<ssize_t>(request.size()));
+  core::Buffer in;
+  EXPECT_EQ(s->read(in, 1 << 16), -1);
+  EXPECT_NE(errno, EAGAIN);
+  EXPECT_EQ(web->stats().handshake_failures.load(), 1u);
+  EXPECT_EQ(web->stats().verify_failures.load(), 0u);
+}
+
+TEST_F(InternalTlsTest, AMissingFileIsNamed) {
   std::string error;
-  EXPECT_EQ(ClientContext::forHolder(site_, "operator", error), nullptr);
-  EXPECT_THAT(error, HasSubstr("fulcrum certs"));
+  Pem lb = ca_.issue("lb1", {});
+  EXPECT_FALSE(ClientContext::create(dir_.path() / "nope.crt", CertFiles{lb.cert, lb.key}, error));
+  EXPECT_NE(error.find("nope.crt"), std::string::npos) << error;
+  EXPECT_FALSE(ClientContext::create(ca_.files().cert, CertFiles{lb.cert, dir_.path() / "nope.key"}, error));
+  EXPECT_NE(error.find("nope.key"), std::string::npos) << error;
 }
 
 }  // namespace

@@ -256,6 +256,21 @@ TEST(Conninfo, QuotesWhatNeedsItAndSetsTheSessionsDeadlines) {
             std::string::npos);
 }
 
+TEST(Conninfo, UnderInternalTlsPresentsTheCertificateAndNoPassword) {
+  DbSettings s;
+  s.user = "site";
+  s.database = "site";
+  s.application_name = "fulcrum-web-01";
+  s.tls = pg::ClientTls{"/s/tls/ca.crt", "/s/tls/web-01.crt", "/s/tls/web-01.key"};
+  std::string info = conninfoFor(s, {"db-1", "10.0.0.5", 5432}, "unused");
+  EXPECT_EQ(
+      info.substr(0, info.find(" connect_timeout=")),
+      "host=10.0.0.5 port=5432 user=site dbname=site application_name=fulcrum-web-01 sslmode=verify-full "
+      "sslrootcert='/s/tls/ca.crt' sslcert='/s/tls/web-01.crt' sslkey='/s/tls/web-01.key' "
+      "gssencmode=disable");
+  EXPECT_EQ(info.find("password"), std::string::npos);
+}
+
 TEST(GuestbookRows, ConvertsDatabaseRows) {
   auto m = messageFromRow({"42", "ann", "<b>hi</b>", "2026-11-27T14:30:00.123Z"});
   ASSERT_TRUE(m);

@@ -79,6 +79,15 @@ TEST_F(WebReloadTest, ListenAndLimitsNeedARestartAndStayNamed) {
   EXPECT_EQ(planWebReload(running, next, "web-2").report.needs_restart.size(), 1u);
 }
 
+TEST_F(WebReloadTest, InternalTlsNeedsARestart) {
+  const config::Site running = load(siteText());
+  const config::Site next =
+      load(siteText("127.0.0.1:9001", "www", "127.0.0.1:5433", "[security]\ninternal_tls = true\n"));
+  WebReloadPlan plan = planWebReload(running, next, "web-1");
+  EXPECT_TRUE(plan.report.changes.empty());
+  EXPECT_EQ(plan.report.needs_restart, (std::vector<std::string>{"security.internal_tls: false -> true"}));
+}
+
 TEST_F(WebReloadTest, ANewDbNodeListIsAppliedAndAnEmptyOneRefused) {
   config::Site running = load(siteText());
   const config::Site next = load(siteText("127.0.0.1:9001", "www", "127.0.0.1:6433"));
