@@ -1,6 +1,8 @@
 #include "core/log.h"
 
 #include <poll.h>
+#include <pthread.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -238,7 +240,14 @@ class Sink {
       started_ = true;
       pid_ = ::getpid();
       owner_.store(pid_, std::memory_order_release);
+      // With every signal blocked, which the thread keeps: a process's signals go to its own
+      // threads (its signalfd), even when the first line is logged before it blocks them.
+      sigset_t all;
+      sigset_t before;
+      sigfillset(&all);
+      pthread_sigmask(SIG_SETMASK, &all, &before);
       thread_ = std::thread([this] { run(); });
+      pthread_sigmask(SIG_SETMASK, &before, nullptr);
     }
     if (queued_.size() + line.size() > kMaxQueued) {
       ++dropped_;

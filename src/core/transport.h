@@ -8,8 +8,10 @@
 
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <string_view>
 
+#include "core/address.h"
 #include "core/buffer.h"
 
 namespace fulcrum::core {
@@ -33,6 +35,9 @@ class Transport {
   virtual bool handshaking() const { return false; }
   // The protocol chosen by ALPN once the handshake is done ("h2", "http/1.1"); empty when none.
   virtual std::string_view alpn() const { return {}; }
+  // Why the last -1 that was not EAGAIN happened, when errno cannot say it (TLS: a refused
+  // handshake, a certificate that did not verify); empty when errno says it all.
+  virtual std::string failureReason() const { return {}; }
 };
 
 class PlainTransport final : public Transport {
@@ -52,6 +57,14 @@ class TransportFactory {
  public:
   virtual ~TransportFactory() = default;
   virtual std::unique_ptr<Transport> newTransport(int fd) = 0;
+};
+
+// Makes the transport of a connection this process opened to `server` (thread-safe). TLS verifies
+// the server's certificate for that address, the one dialled.
+class ClientTransportFactory {
+ public:
+  virtual ~ClientTransportFactory() = default;
+  virtual std::unique_ptr<Transport> newClientTransport(int fd, const SocketAddress& server) = 0;
 };
 
 }  // namespace fulcrum::core

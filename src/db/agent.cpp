@@ -65,13 +65,15 @@ nlohmann::json memberJson(const MemberRecord& m) {
 
 }  // namespace
 
-DbAgent::DbAgent(const config::Site& site, const config::DbNode& node, core::EventLoop& loop)
+DbAgent::DbAgent(const config::Site& site, const config::DbNode& node, core::EventLoop& loop,
+                 std::shared_ptr<core::ClientTransportFactory> etcd_tls)
     : site_(site),
       node_(node),
       loop_(loop),
       timer_(loop, [this] { tick(); }),
       interval_(ttlOf(site) / 5),
-      etcd_(etcdClientOptions(site)),
+      etcd_tls_(std::move(etcd_tls)),
+      etcd_(etcdClientOptions(site, etcd_tls_)),
       elector_(etcd_, loop.clock(), electorOptions(site, node.name)) {
   for (const auto& n : site.db.nodes) {
     nodes_.insert(n.name);
@@ -182,7 +184,8 @@ void DbAgent::start(std::function<void(const std::string&)> on_fatal) {
   log::info("state {} at start", stateName(state_));
   schedule(loop_.clock().now());
   EtcdWatchOptions options;
-  options.endpoints = etcdClientOptions(site_).endpoints;
+  options.endpoints = site_.etcd.endpoints;
+  options.tls = etcd_tls_;
   options.prefix = sitePrefix(site_.site.name);
   watch_ = std::make_unique<EtcdWatch>(
       loop_, std::move(options), [this](const WatchEvent& event) { onWatchEvent(event); },

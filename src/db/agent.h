@@ -60,7 +60,9 @@ namespace fulcrum::db {
 class DbAgent final : public http::Handler {
  public:
   // `loop` must outlive the agent (the site and node are copied). Check prepare() before start().
-  DbAgent(const config::Site& site, const config::DbNode& node, core::EventLoop& loop);
+  // `etcd_tls` ([security] internal_tls): the node's TLS for its etcd calls and watch; null: http.
+  DbAgent(const config::Site& site, const config::DbNode& node, core::EventLoop& loop,
+          std::shared_ptr<core::ClientTransportFactory> etcd_tls = nullptr);
   ~DbAgent() override;
 
   // Directories, secrets and the PostgresNode; a clear message when something is unusable
@@ -238,6 +240,7 @@ class DbAgent final : public http::Handler {
   core::EventLoop& loop_;
   core::Timer timer_;
   core::Duration interval_;
+  std::shared_ptr<core::ClientTransportFactory> etcd_tls_;
   EtcdClient etcd_;
   Elector elector_;
   std::unique_ptr<PostgresNode> pg_;

@@ -14,6 +14,7 @@
 #include "http/json_body.h"
 #include "http/server.h"
 #include "run/node_files.h"
+#include "tls/client_context.h"
 
 namespace fulcrum::db {
 
@@ -61,8 +62,17 @@ int runDbCommand(const config::Site& site, const std::string& node_name) {
     log::error("agent listener: {}", error);
     return kExitRuntime;
   }
+  // [security] internal_tls: the agent's etcd calls and watch present this node's certificate.
+  std::shared_ptr<core::ClientTransportFactory> etcd_tls;
+  if (site.security.internal_tls) {
+    etcd_tls = tls::ClientContext::forHolder(site, node->name, error);
+    if (!etcd_tls) {
+      log::error("internal TLS for etcd: {}", error);
+      return kExitConfig;
+    }
+  }
   core::EventLoop loop;
-  DbAgent agent(site, *node, loop);
+  DbAgent agent(site, *node, loop, std::move(etcd_tls));
   if (Status prepared = agent.prepare(); !prepared.ok) {
     log::error("{}", prepared.error);
     return kExitRuntime;

@@ -46,6 +46,7 @@ Result<T> forward(const Result<std::string>& failed) {
 EtcdClient::EtcdClient(EtcdClientOptions options) : options_(std::move(options)) {
   http::ClientOptions client;
   client.connect_timeout = options_.connect_timeout;
+  client.tls = options_.tls;
   for (const core::SocketAddress& endpoint : options_.endpoints) {
     endpoints_.emplace_back(endpoint, client);
   }

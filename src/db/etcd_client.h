@@ -15,12 +15,14 @@
 #include <chrono>
 #include <cstddef>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "core/address.h"
+#include "core/transport.h"
 #include "db/etcd_codec.h"
 #include "db/result.h"
 #include "http/client.h"
@@ -34,6 +36,9 @@ struct EtcdClientOptions {
   std::vector<core::SocketAddress> endpoints;
   std::chrono::milliseconds connect_timeout{500};   // per endpoint tried
   std::chrono::milliseconds request_timeout{2000};  // per call, all endpoints together
+  // [security] internal_tls: https with this node's certificate, members verified against the
+  // site CA (tls/client_context.h). Null: plain http.
+  std::shared_ptr<core::ClientTransportFactory> tls;
 };
 
 class EtcdClient {

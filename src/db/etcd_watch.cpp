@@ -96,13 +96,14 @@ void EtcdWatch::leave(const core::SocketAddress& endpoint, const std::string& wh
 }
 
 void EtcdWatch::closeStream() {
+  transport_.reset();
   if (fd_) {
     loop_.remove(fd_.get());
     fd_.reset();
   }
+  armed_ = 0;
   deadline_timer_.disarm();
-  request_.clear();
-  sent_ = 0;
+  out_.clear();
   in_.clear();
   lines_.clear();
   scanned_ = 0;
@@ -151,13 +152,23 @@ void EtcdWatch::connect() {
     fail(std::string("epoll: ") + std::strerror(errno));
     return;
   }
+  armed_ = EPOLLOUT;
   core::setNoDelay(fd_.get());
+  if (options_.tls) {
+    transport_ = options_.tls->newClientTransport(fd_.get(), to);  // handshakes with the first write
+  } else {
+    transport_ = std::make_unique<core::PlainTransport>(fd_.get());
+  }
+  if (!transport_) {
+    fail("TLS: out of memory");
+    return;
+  }
   const std::string body = createRequest(options_.prefix, revision_ > 0 ? revision_ + 1 : 0);
   // hasleader: a member without a leader refuses the watch, and etcd ends a stream whose member
   // has lost its leader for three election timeouts: the watch moves to a member of the quorum.
-  request_ = "POST /v3/watch HTTP/1.1\r\nHost: " + to.toString() +
-             "\r\nGrpc-Metadata-hasleader: true\r\nContent-Type: application/json\r\nContent-Length: " +
-             std::to_string(body.size()) + "\r\n\r\n" + body;
+  out_.append("POST /v3/watch HTTP/1.1\r\nHost: " + to.toString() +
+              "\r\nGrpc-Metadata-hasleader: true\r\nContent-Type: application/json\r\nContent-Length: " +
+              std::to_string(body.size()) + "\r\n\r\n" + body);
   response_.reset(http::Method::Post, /*max_body_bytes=*/0);  // endless by design
   phase_ = Phase::Connecting;
   deadline_timer_.armAfter(options_.connect_timeout);
@@ -169,12 +180,31 @@ void EtcdWatch::onIoEvents(uint32_t events) {
     return;  // a response cannot have arrived before the request was sent
   }
   const uint64_t generation = generation_;
-  if ((events & EPOLLOUT) != 0 && sent_ < request_.size()) {
+  // Whatever woke us: a TLS handshake may go on by a read as much as by a write.
+  if (!out_.empty()) {
     flush();
   }
-  if (generation == generation_ && (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) != 0) {
+  if (generation == generation_ && (events & (EPOLLIN | EPOLLOUT | EPOLLHUP | EPOLLERR)) != 0) {
     onReadable();
   }
+  if (generation == generation_) {
+    rearm();
+  }
+}
+
+void EtcdWatch::rearm() {
+  const uint32_t extra = transport_->extraEvents();
+  const bool write_waits_for_read = !out_.empty() && (extra & EPOLLIN) != 0;
+  const uint32_t want =
+      EPOLLIN | (((extra & EPOLLOUT) != 0 || (!out_.empty() && !write_waits_for_read)) ? EPOLLOUT : 0u);
+  if (want != armed_ && loop_.modify(fd_.get(), want, this)) {
+    armed_ = want;
+  }
+}
+
+std::string EtcdWatch::ioError(std::string_view what, int err) const {
+  std::string reason = transport_->failureReason();
+  return reason.empty() ? std::string(what) + ": " + std::strerror(err) : "TLS: " + reason;
 }
 
 void EtcdWatch::onConnected() {
@@ -193,29 +223,27 @@ void EtcdWatch::onConnected() {
 }
 
 void EtcdWatch::flush() {
-  while (sent_ < request_.size()) {
-    ssize_t n = ::send(fd_.get(), request_.data() + sent_, request_.size() - sent_, MSG_NOSIGNAL);
+  while (!out_.empty()) {
+    ssize_t n = transport_->write(out_);
     if (n > 0) {
-      sent_ += static_cast<size_t>(n);
-    } else if (n < 0 && errno == EINTR) {
       continue;
-    } else if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      loop_.modify(fd_.get(), EPOLLIN | EPOLLOUT, this);
-      return;
-    } else {
-      fail(std::string("send: ") + std::strerror(errno));
-      return;
     }
+    if (n < 0 && errno == EINTR) {
+      continue;
+    }
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+      break;
+    }
+    fail(ioError("send", n < 0 ? errno : EPIPE));
+    return;
   }
-  loop_.modify(fd_.get(), EPOLLIN, this);
+  rearm();
 }
 
 void EtcdWatch::onReadable() {
-  char buffer[16384];
   for (;;) {
-    ssize_t n = ::recv(fd_.get(), buffer, sizeof buffer, 0);
+    ssize_t n = transport_->read(in_, in_.size() + core::Buffer::kBlockSize);
     if (n > 0) {
-      in_.append(buffer, static_cast<size_t>(n));
       if (!consumeInput()) {
         return;
       }
@@ -229,14 +257,14 @@ void EtcdWatch::onReadable() {
       continue;
     }
     if (errno != EAGAIN && errno != EWOULDBLOCK) {
-      fail(std::string("recv: ") + std::strerror(errno));
+      fail(ioError("recv", errno));
     }
     return;
   }
 }
 
 bool EtcdWatch::consumeInput() {
-  in_.erase(0, response_.read(in_, lines_));
+  in_.consume(response_.read(in_.view(), lines_));
   if (phase_ == Phase::AwaitingHead && response_.headDone()) {
     if (response_.status() != 200) {
       fail("HTTP " + std::to_string(response_.status()));

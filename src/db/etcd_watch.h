@@ -13,13 +13,16 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "core/address.h"
+#include "core/buffer.h"
 #include "core/clock.h"
 #include "core/event_loop.h"
 #include "core/fd.h"
+#include "core/transport.h"
 #include "http/response_reader.h"
 
 namespace fulcrum::db {
@@ -40,6 +43,8 @@ struct EtcdWatchOptions {
   core::Duration create_timeout = std::chrono::milliseconds(2000);
   core::Duration min_backoff = std::chrono::milliseconds(100);
   core::Duration max_backoff = std::chrono::seconds(2);
+  // [security] internal_tls: https with this node's certificate (tls/client_context.h). Null: http.
+  std::shared_ptr<core::ClientTransportFactory> tls;
 };
 
 // Callbacks run on the loop's thread. They may call stop() but must not destroy the watch.
@@ -77,6 +82,11 @@ class EtcdWatch final : public core::IoHandler {
   void onConnected();
   void flush();  // sends what is left of the request
   void onReadable();
+  // Asks the loop for what comes next: always reading, writing while the request (or a TLS
+  // read) needs it.
+  void rearm();
+  // Why the transport's last read or write failed.
+  std::string ioError(std::string_view what, int err) const;
   // Feeds received bytes through the response reader into complete lines.
   bool consumeInput();
   // Handles one JSON message of the stream; false when the stream must be dropped.
@@ -95,15 +105,16 @@ class EtcdWatch final : public core::IoHandler {
 
   Phase phase_ = Phase::Idle;
   core::Fd fd_;
+  std::unique_ptr<core::Transport> transport_;  // on fd_: plain, or TLS
+  uint32_t armed_ = 0;                          // the events the loop watches fd_ for
   size_t endpoint_ = 0;
   core::Duration backoff_;
   int64_t revision_ = 0;
   uint64_t generation_ = 0;  // bumped when a stream closes: callbacks may close it under us
   std::string last_error_;
 
-  std::string request_;
-  size_t sent_ = 0;
-  std::string in_;      // received, not yet decoded
+  core::Buffer out_;    // the request, what is left of it to send
+  core::Buffer in_;     // received, not yet decoded
   std::string lines_;   // decoded body, not yet a complete line
   size_t scanned_ = 0;  // bytes of lines_ already searched for a newline
   http::ResponseReader response_;

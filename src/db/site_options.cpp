@@ -5,13 +5,15 @@
 
 namespace fulcrum::db {
 
-EtcdClientOptions etcdClientOptions(const config::Site& site) {
+EtcdClientOptions etcdClientOptions(const config::Site& site,
+                                    std::shared_ptr<core::ClientTransportFactory> tls) {
   using std::chrono::milliseconds;
   EtcdClientOptions options;
   options.endpoints = site.etcd.endpoints;
   options.request_timeout =
       std::clamp(milliseconds(site.db.leader_ttl_ms / 4), milliseconds(200), milliseconds(2000));
   options.connect_timeout = std::min(milliseconds(500), options.request_timeout / 2);
+  options.tls = std::move(tls);
   return options;
 }
 

@@ -1,6 +1,7 @@
 #include "http/client.h"
 
 #include <poll.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
 
 #include <algorithm>
@@ -52,6 +53,16 @@ bool peerGone(int err) {
   return err == EPIPE || err == ECONNRESET;
 }
 
+// What to wait for before trying the transport again: `base` (POLLIN to read, POLLOUT to write),
+// unless TLS must first do the other (a read that must write, a write that must read).
+short eventsFor(const core::Transport& transport, short base) {
+  uint32_t extra = transport.extraEvents();
+  if (extra == 0) {
+    return base;
+  }
+  return static_cast<short>(((extra & EPOLLIN) != 0 ? POLLIN : 0) | ((extra & EPOLLOUT) != 0 ? POLLOUT : 0));
+}
+
 std::string serialize(const ClientRequest& request, const core::SocketAddress& to, bool keep_alive) {
   std::string wire;
   wire.reserve(128 + request.path.size() + request.headers.size() + request.body.size());
@@ -84,8 +95,17 @@ BlockingClient::BlockingClient(core::SocketAddress server, ClientOptions options
     : server_(std::move(server)), options_(options) {}
 
 void BlockingClient::close() {
+  transport_.reset();
   fd_.reset();
   in_.clear();
+}
+
+std::string BlockingClient::ioError(std::string_view what, int err) const {
+  std::string reason = transport_ ? transport_->failureReason() : std::string();
+  if (!reason.empty()) {
+    return "TLS with " + server_.toString() + ": " + reason;
+  }
+  return errnoText(what, server_, err);
 }
 
 bool BlockingClient::idleConnectionUsable() const {
@@ -116,17 +136,26 @@ core::Status BlockingClient::connect(core::TimePoint deadline) {
     return core::Status::failure(errnoText("connect", server_, err));
   }
   core::setNoDelay(fd_.get());  // a request goes out whole; its answer is waited for
+  if (options_.tls) {
+    transport_ = options_.tls->newClientTransport(fd_.get(), server_);  // handshakes with the first write
+  } else {
+    transport_ = std::make_unique<core::PlainTransport>(fd_.get());
+  }
+  if (!transport_) {
+    close();
+    return core::Status::failure("TLS with " + server_.toString() + ": out of memory");
+  }
   return core::Status::success();
 }
 
 void BlockingClient::sendAndRead(const std::string& wire, Method method, core::TimePoint deadline,
                                  Attempt& attempt) {
   int err = 0;
-  size_t sent = 0;
-  while (sent < wire.size()) {
-    ssize_t n = ::send(fd_.get(), wire.data() + sent, wire.size() - sent, MSG_NOSIGNAL);
+  core::Buffer out;
+  out.append(wire);
+  while (!out.empty()) {
+    ssize_t n = transport_->write(out);
     if (n > 0) {
-      sent += static_cast<size_t>(n);
       attempt.sent = true;
       continue;
     }
@@ -134,34 +163,36 @@ void BlockingClient::sendAndRead(const std::string& wire, Method method, core::T
       continue;
     }
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-      if (!waitReady(fd_.get(), POLLOUT, deadline, err)) {
+      if (!waitReady(fd_.get(), eventsFor(*transport_, POLLOUT), deadline, err)) {
         attempt.error = err != 0 ? errnoText("poll", server_, err) : timeoutText("sending to", server_);
         return;
       }
       continue;
     }
-    attempt.peer_closed = peerGone(errno);
-    attempt.error = errnoText("send to", server_, errno);
+    attempt.peer_closed = n < 0 && peerGone(errno);
+    attempt.error = ioError("send to", n < 0 ? errno : EPIPE);
     return;
   }
 
   reader_.reset(method, options_.max_body_bytes);
   in_.clear();
   bool response_started = false;
-  char chunk[16384];
   for (;;) {
-    if (!waitReady(fd_.get(), POLLIN, deadline, err)) {
-      attempt.error =
-          err != 0 ? errnoText("poll", server_, err) : timeoutText("waiting for a response from", server_);
-      return;
-    }
-    ssize_t n = ::recv(fd_.get(), chunk, sizeof chunk, 0);
+    ssize_t n = transport_->read(in_, in_.size() + core::Buffer::kBlockSize);
     if (n < 0) {
-      if (errno == EINTR || errno == EAGAIN || errno == EWOULDBLOCK) {
+      if (errno == EINTR) {
+        continue;
+      }
+      if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        if (!waitReady(fd_.get(), eventsFor(*transport_, POLLIN), deadline, err)) {
+          attempt.error = err != 0 ? errnoText("poll", server_, err)
+                                   : timeoutText("waiting for a response from", server_);
+          return;
+        }
         continue;
       }
       attempt.peer_closed = !response_started && peerGone(errno);
-      attempt.error = errnoText("recv from", server_, errno);
+      attempt.error = ioError("recv from", errno);
       return;
     }
     if (n == 0) {
@@ -174,8 +205,7 @@ void BlockingClient::sendAndRead(const std::string& wire, Method method, core::T
       return;
     }
     response_started = true;
-    in_.append(chunk, static_cast<size_t>(n));
-    in_.erase(0, reader_.read(in_, attempt.response.body));
+    in_.consume(reader_.read(in_.view(), attempt.response.body));
     if (reader_.state() == ResponseReader::State::Failed) {
       attempt.error = server_.toString() + ": " + reader_.error();
       return;

@@ -14,9 +14,14 @@
 // a request that may have taken effect is never sent twice. Any other failure (a timeout, a bad
 // response, a close on a fresh connection) closes the connection and fails the exchange.
 //
+// With ClientOptions::tls every connection is TLS (the handshake within the exchange's deadline):
+// a server whose certificate does not verify, or that refuses ours, fails the exchange with the
+// reason ("TLS with 10.0.0.5:2379: certificate verify failed: IP address mismatch").
+//
 // Not thread-safe: one owner thread per client.
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 
@@ -24,6 +29,7 @@
 #include "core/clock.h"
 #include "core/fd.h"
 #include "core/result.h"
+#include "core/transport.h"
 #include "http/message.h"
 #include "http/response_reader.h"
 
@@ -59,6 +65,8 @@ struct ClientOptions {
   std::chrono::milliseconds connect_timeout{500};  // the TCP handshake, within the deadline
   uint64_t max_body_bytes = 64 << 20;              // a larger response body fails the exchange
   bool keep_alive = true;  // false: `Connection: close`, a new connection for every exchange
+  // TLS on every connection (tls/client_context.h); null: plain TCP.
+  std::shared_ptr<core::ClientTransportFactory> tls;
 };
 
 class BlockingClient {
@@ -80,6 +88,8 @@ class BlockingClient {
  private:
   struct Attempt;
   core::Status connect(core::TimePoint deadline);
+  // What a failed read or write of the transport came to, for the exchange's error.
+  std::string ioError(std::string_view what, int err) const;
   // True when the idle connection shows nothing to read: no EOF, no reset, no stray bytes.
   bool idleConnectionUsable() const;
   void sendAndRead(const std::string& wire, Method method, core::TimePoint deadline, Attempt& attempt);
@@ -87,7 +97,8 @@ class BlockingClient {
   core::SocketAddress server_;
   ClientOptions options_;
   core::Fd fd_;
-  std::string in_;  // received, not yet read by reader_
+  std::unique_ptr<core::Transport> transport_;  // on fd_: plain, or TLS
+  core::Buffer in_;                             // received, not yet read by reader_
   ResponseReader reader_;
   uint64_t connections_opened_ = 0;
 };

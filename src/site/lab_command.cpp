@@ -21,6 +21,7 @@
 #include "site/lab_plan.h"
 #include "site/lock.h"
 #include "site/probe.h"
+#include "tls/client_context.h"
 
 namespace fulcrum::site {
 
@@ -75,8 +76,11 @@ json toJson(const LabState& s) {
   }
   json nodes = json::object();
   for (const auto& [name, n] : s.nodes) {
-    nodes[name] = {
-        {"pid", n.pid}, {"host", n.host}, {"probe", n.probe.address.toString()}, {"path", n.probe.path}};
+    nodes[name] = {{"pid", n.pid},
+                   {"host", n.host},
+                   {"probe", n.probe.address.toString()},
+                   {"path", n.probe.path},
+                   {"tls", n.probe.tls}};
   }
   return {{"pid", s.pid},
           {"ready", s.ready},
@@ -115,7 +119,7 @@ bool fromJson(const json& j, LabState& s) {
     for (const auto& [name, n] : j.at("nodes").items()) {
       LabNode node{n.at("pid").get<pid_t>(), n.at("host").get<std::string>(),
                    Probe{core::SocketAddress::parse(n.at("probe").get<std::string>()).value(),
-                         n.at("path").get<std::string>()}};
+                         n.at("path").get<std::string>(), n.value("tls", false)}};
       s.nodes[name] = std::move(node);
     }
   } catch (const std::exception&) {
@@ -548,6 +552,15 @@ int labStatus(const config::Site& site, bool as_json) {
     out["vip"] = state.plan.vip ? state.plan.vip->toString() : "";
   }
   out["leftovers"] = running ? json::array() : json(left.netns);
+  // The probes of nodes that speak only TLS present the operator's certificate; without it they
+  // show as not answering, and the reason goes to the log.
+  std::shared_ptr<core::ClientTransportFactory> probe_tls;
+  if (running && site.security.internal_tls) {
+    probe_tls = tls::ClientContext::forHolder(site, "operator", error);
+    if (!probe_tls) {
+      log::warn("internal_tls: the probes' certificate: {}", error);
+    }
+  }
   json hosts = json::array();
   json nodes = json::array();
   std::error_code ec;
@@ -571,7 +584,8 @@ int labStatus(const config::Site& site, bool as_json) {
     if (fs::exists(holdDir(site) / name, ec)) {
       what += ", held";
     }
-    const bool answers = running && st != 0 && runProbe(n.probe, std::chrono::milliseconds(300)).ok;
+    const bool answers =
+        running && st != 0 && runProbe(n.probe, std::chrono::milliseconds(300), probe_tls).ok;
     nodes.push_back({{"name", name},
                      {"host", n.host},
                      {"pid", st == 0 || st == 'Z' ? 0 : n.pid},

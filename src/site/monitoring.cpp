@@ -10,6 +10,7 @@
 
 #include "core/exit_codes.h"
 #include "site/plan.h"
+#include "tls/site_pki.h"
 
 // The bytes of deploy/prometheus/alerts.yml (CMakeLists.txt: fulcrum_embed_file).
 extern const char fulcrum_alert_rules_begin[];
@@ -42,13 +43,14 @@ struct Target {
 struct Job {
   std::string_view name;  // the role
   std::vector<Target> targets;
+  bool tls = false;  // https with the operator's certificate ([security] internal_tls)
 };
 
 std::vector<Job> jobsOf(const config::Site& site) {
   std::vector<Job> jobs;
-  auto add = [&](std::string_view name, std::vector<Target> targets) {
+  auto add = [&](std::string_view name, std::vector<Target> targets, bool tls = false) {
     if (!targets.empty()) {
-      jobs.push_back(Job{name, std::move(targets)});
+      jobs.push_back(Job{name, std::move(targets), tls});
     }
   };
   std::vector<Target> lb;
@@ -72,7 +74,8 @@ std::vector<Job> jobsOf(const config::Site& site) {
   for (size_t i = 0; i < site.etcd.endpoints.size(); ++i) {
     etcd.push_back({etcdMemberName(site, i), site.etcd.endpoints[i]});
   }
-  add("etcd", std::move(etcd));
+  // Under internal_tls etcd serves its /metrics only to holders of a site certificate.
+  add("etcd", std::move(etcd), site.security.internal_tls);
   add("prometheus", {{"prometheus", site.monitoring.prometheus}});
   if (site.monitoring.alertmanager) {
     add("alertmanager", {{"alertmanager", *site.monitoring.alertmanager}});
@@ -135,9 +138,20 @@ std::string prometheusConfig(const config::Site& site) {
   for (const Job& job : jobsOf(site)) {
     out += fmt::format(
         "  - job_name: {}\n"
-        "    honor_labels: true\n"
-        "    static_configs:\n",
+        "    honor_labels: true\n",
         yamlString(job.name));
+    if (job.tls) {
+      const tls::SitePaths pki = tls::sitePaths(site);
+      out += fmt::format(
+          "    scheme: https\n"
+          "    tls_config:\n"
+          "      ca_file: {}\n"
+          "      cert_file: {}\n"
+          "      key_file: {}\n",
+          yamlString(pki.ca_cert.string()), yamlString(pki.nodeCert("operator").string()),
+          yamlString(pki.nodeKey("operator").string()));
+    }
+    out += "    static_configs:\n";
     for (const Target& t : job.targets) {
       out += fmt::format(
           "      - targets: [{}]\n"

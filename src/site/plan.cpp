@@ -4,6 +4,7 @@
 
 #include "config/values.h"
 #include "site/monitoring.h"
+#include "tls/site_pki.h"
 
 namespace fulcrum::site {
 
@@ -29,8 +30,13 @@ std::filesystem::path logPath(const config::Site& site, const std::string& name)
   return site.site.state_dir / "logs" / (name + ".log");
 }
 
-std::string httpUrl(const core::SocketAddress& address) {
-  return "http://" + address.toString();
+std::string httpUrl(const core::SocketAddress& address, bool tls = false) {
+  return (tls ? "https://" : "http://") + address.toString();
+}
+
+bool isLoopback(const core::SocketAddress& address) {
+  const core::IpAddress ip = address.ip();
+  return ip.family == AF_INET ? ip.bytes[0] == 127 : ip == *core::IpAddress::parse("::1");
 }
 
 }  // namespace
@@ -52,7 +58,7 @@ std::string_view roleName(Role role) {
 }
 
 std::string Probe::url() const {
-  return path.empty() ? "tcp://" + address.toString() : httpUrl(address) + path;
+  return path.empty() ? "tcp://" + address.toString() : httpUrl(address, tls) + path;
 }
 
 bool hasManagedEtcd(const config::Site& site) {
@@ -72,18 +78,19 @@ std::vector<ChildSpec> planChildren(const config::Site& site, const PlanOptions&
   if (hasManagedEtcd(site)) {
     const auto& endpoints = site.etcd.endpoints;
     const bool single = endpoints.size() == 1;
+    const bool tls = site.security.internal_tls;
     // A single member keeps the name its data dir was made with before clusters existed.
     auto memberName = [&](size_t i) { return single ? std::string("fulcrum") : etcdMemberName(site, i); };
     auto peerUrl = [&](size_t i) {
       uint16_t port = i < options.etcd_peer_ports.size() ? options.etcd_peer_ports[i] : 0;
-      return httpUrl(core::SocketAddress(endpoints[i].ip(), port));
+      return httpUrl(core::SocketAddress(endpoints[i].ip(), port), tls);
     };
     std::string initial_cluster;
     for (size_t i = 0; i < endpoints.size(); ++i) {
       initial_cluster += (i == 0 ? "" : ",") + memberName(i) + "=" + peerUrl(i);
     }
     for (size_t i = 0; i < endpoints.size(); ++i) {
-      const std::string client_url = httpUrl(endpoints[i]);
+      const std::string client_url = httpUrl(endpoints[i], tls);
       const std::string peer_url = peerUrl(i);
       ChildSpec etcd;
       etcd.role = Role::Etcd;
@@ -105,9 +112,27 @@ std::vector<ChildSpec> planChildren(const config::Site& site, const PlanOptions&
                    "--election-timeout=500",
                    "--logger=zap",
                    "--log-level=" + std::string(options.log_level == "debug" ? "debug" : "warn")};
+      if (tls) {
+        // Clients and peers alike present a certificate of the site CA; the member's own is its
+        // server and its client certificate (the gateway inside etcd dials the member with it).
+        const tls::SitePaths pki = tls::sitePaths(site);
+        const std::string cert = pki.nodeCert(etcd.name).string();
+        const std::string key = pki.nodeKey(etcd.name).string();
+        const std::string ca = pki.ca_cert.string();
+        etcd.argv.insert(etcd.argv.end(),
+                         {"--cert-file=" + cert, "--key-file=" + key, "--client-cert-auth",
+                          "--trusted-ca-file=" + ca, "--peer-cert-file=" + cert, "--peer-key-file=" + key,
+                          "--peer-client-cert-auth", "--peer-trusted-ca-file=" + ca});
+        // etcd also checks that a peer's certificate names the address it connects from. Members
+        // on one machine's loopback connect from whichever loopback address the kernel picks (on
+        // Linux 127.0.0.1 for all of 127/8), not their own: there the CA's signature is the check.
+        if (std::all_of(endpoints.begin(), endpoints.end(), isLoopback)) {
+          etcd.argv.push_back("--experimental-peer-skip-client-san-verification");
+        }
+      }
       // A member of a cluster answers /health only once a quorum has a leader: `up` starts every
       // member before it probes any.
-      etcd.probe = Probe{endpoints[i], "/health"};
+      etcd.probe = Probe{endpoints[i], "/health", tls};
       etcd.log = logPath(site, etcd.name);
       out.push_back(std::move(etcd));
     }

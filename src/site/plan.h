@@ -25,6 +25,8 @@ std::string_view roleName(Role role);
 struct Probe {
   core::SocketAddress address;
   std::string path;
+  // https, verified against the site CA with the "operator" certificate ([security] internal_tls).
+  bool tls = false;
   std::string url() const;  // "http://127.0.0.1:9001/healthz", or "tcp://127.0.0.1:8080"
 };
 

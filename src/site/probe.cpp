@@ -57,9 +57,11 @@ ProbeResult connectOnly(const core::SocketAddress& address, std::chrono::millise
 }  // namespace
 
 ProbeResult fetch(const core::SocketAddress& address, const std::string& path,
-                  std::chrono::milliseconds timeout, std::string_view post_body) {
+                  std::chrono::milliseconds timeout, std::string_view post_body,
+                  std::shared_ptr<core::ClientTransportFactory> tls) {
   ProbeResult out;
   http::ClientOptions options;
+  options.tls = std::move(tls);
   options.connect_timeout = timeout;
   options.max_body_bytes = 4 << 20;
   http::ClientRequest request;
@@ -82,8 +84,15 @@ ProbeResult fetch(const core::SocketAddress& address, const std::string& path,
   return out;
 }
 
-ProbeResult runProbe(const Probe& probe, std::chrono::milliseconds timeout) {
-  return probe.path.empty() ? connectOnly(probe.address, timeout) : fetch(probe.address, probe.path, timeout);
+ProbeResult runProbe(const Probe& probe, std::chrono::milliseconds timeout,
+                     const std::shared_ptr<core::ClientTransportFactory>& tls) {
+  if (probe.path.empty()) {
+    return connectOnly(probe.address, timeout);
+  }
+  if (probe.tls && !tls) {
+    return ProbeResult{false, 0, {}, probe.url() + ": no client certificate to probe it with"};
+  }
+  return fetch(probe.address, probe.path, timeout, {}, probe.tls ? tls : nullptr);
 }
 
 }  // namespace fulcrum::site

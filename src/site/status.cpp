@@ -10,6 +10,7 @@
 
 #include "core/exit_codes.h"
 #include "site/probe.h"
+#include "tls/client_context.h"
 
 namespace fulcrum::site {
 
@@ -29,10 +30,19 @@ struct Target {
   std::function<std::optional<double>(const ProbeResult&, NodeStatus&)> read;
   // Requests a reading itself adds to the counter (a web node counts our GET /metrics).
   double own_requests = 0;
+  // A node that speaks only TLS ([security] internal_tls): the operator's client TLS.
+  std::shared_ptr<core::ClientTransportFactory> tls;
+  std::string tls_error;  // why there is none when one is needed
 };
 
 std::optional<double> sample(Target& t) {
-  ProbeResult r = fetch(t.address, t.path, kTimeout);
+  if (!t.tls_error.empty()) {
+    t.row.up = false;
+    t.row.healthy = false;
+    t.row.health = t.tls_error;
+    return std::nullopt;
+  }
+  ProbeResult r = fetch(t.address, t.path, kTimeout, {}, t.tls);
   if (r.status == 0) {
     t.row.up = false;
     t.row.healthy = false;
@@ -45,20 +55,31 @@ std::optional<double> sample(Target& t) {
 
 std::vector<Target> targetsOf(const config::Site& site) {
   std::vector<Target> out;
+  // Loaded only when a node needs it: `status` of a site without internal_tls reads no key.
+  std::shared_ptr<core::ClientTransportFactory> operator_tls;
+  std::string tls_error;
+  if (site.security.internal_tls) {
+    operator_tls = tls::ClientContext::forHolder(site, "operator", tls_error);
+    if (!operator_tls) {
+      tls_error = "no client certificate: " + tls_error;
+    }
+  }
   const auto& endpoints = site.etcd.endpoints;
   for (size_t i = 0; i < endpoints.size(); ++i) {
     std::string name = etcdMemberName(site, i);
     Target t{NodeStatus{"etcd", name, endpoints[i].toString()}, endpoints[i], "/health"};
+    t.tls = operator_tls;
+    t.tls_error = tls_error;
     const bool cluster = endpoints.size() > 1;
-    t.read = [cluster, endpoint = endpoints[i]](const ProbeResult& r,
-                                                NodeStatus& row) -> std::optional<double> {
+    t.read = [cluster, endpoint = endpoints[i], tls = operator_tls](
+                 const ProbeResult& r, NodeStatus& row) -> std::optional<double> {
       auto j = nlohmann::json::parse(r.body, nullptr, false);
       row.healthy = r.ok && j.is_object() && j.value("health", "") == "true";
       row.health = row.healthy ? "ok" : "unhealthy (HTTP " + std::to_string(r.status) + ")";
       // Which member leads (one more round trip, only for a cluster): the JSON gateway's
       // Maintenance.Status, a POST.
       if (cluster && row.healthy &&
-          etcdIsLeader(fetch(endpoint, "/v3/maintenance/status", kTimeout, "{}").body)) {
+          etcdIsLeader(fetch(endpoint, "/v3/maintenance/status", kTimeout, "{}", tls).body)) {
         row.health += ", leader";
       }
       return std::nullopt;

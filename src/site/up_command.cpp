@@ -33,6 +33,7 @@
 #include "site/plan.h"
 #include "site/probe.h"
 #include "site/status.h"
+#include "tls/client_context.h"
 
 namespace fulcrum::site {
 
@@ -144,8 +145,10 @@ struct Child {
 
 class Up {
  public:
-  Up(const config::Site& site, const UpOptions& options, std::vector<ChildSpec> specs, UpEnvironment* env)
-      : site_(site), options_(options), env_(env), begin_(Clock::now()) {
+  // `probe_tls`: the operator's client TLS for the probes of nodes that speak only TLS.
+  Up(const config::Site& site, const UpOptions& options, std::vector<ChildSpec> specs, UpEnvironment* env,
+     std::shared_ptr<core::ClientTransportFactory> probe_tls)
+      : site_(site), options_(options), env_(env), probe_tls_(std::move(probe_tls)), begin_(Clock::now()) {
     for (auto& spec : specs) {
       auto child = std::make_unique<Child>();
       child->spec = std::move(spec);
@@ -435,7 +438,7 @@ class Up {
       return;
     }
     const auto since = Clock::now() - c.started;
-    ProbeResult r = runProbe(c.spec.probe, kProbeTimeout);
+    ProbeResult r = runProbe(c.spec.probe, kProbeTimeout, probe_tls_);
     if (r.ok) {
       c.ready = true;
       log::info("{} answers {} again ({:.1f} s after its restart)", c.spec.name, c.spec.probe.url(), secondsOf(since));
@@ -469,7 +472,7 @@ class Up {
         }
         all_ready = false;
         if (c->pid != 0) {
-          ProbeResult r = runProbe(c->spec.probe, kProbeTimeout);
+          ProbeResult r = runProbe(c->spec.probe, kProbeTimeout, probe_tls_);
           if (r.ok) {
             c->ready = true;
             double at = secondsOf(Clock::now() - begin_);
@@ -522,9 +525,11 @@ class Up {
       // An etcd leader that stops while its followers run hands its leadership to one of them and
       // waits for it, up to etcd's request timeout (5 s and more) when they are stopping too: the
       // followers go first, then the leader, which finds nobody to hand over to.
-      auto leader = std::find_if(group.begin(), group.end(), [](const Child* c) {
+      auto leader = std::find_if(group.begin(), group.end(), [this](const Child* c) {
         return c->pid != 0 &&
-               etcdIsLeader(fetch(c->spec.probe.address, "/v3/maintenance/status", kProbeTimeout, "{}").body);
+               etcdIsLeader(fetch(c->spec.probe.address, "/v3/maintenance/status", kProbeTimeout, "{}",
+                                  c->spec.probe.tls ? probe_tls_ : nullptr)
+                                .body);
       });
       if (leader != group.end()) {
         Child* last = *leader;
@@ -655,6 +660,7 @@ class Up {
   const config::Site& site_;
   const UpOptions& options_;
   UpEnvironment* env_;
+  const std::shared_ptr<core::ClientTransportFactory> probe_tls_;
   const Clock::time_point begin_;
   core::EventLoop loop_;
   std::vector<std::unique_ptr<Child>> children_;
@@ -790,7 +796,18 @@ int runUpCommand(const config::Site& site, const UpOptions& options, UpEnvironme
     env->finish();
     return kExitRuntime;
   }
-  Up up(site, options, std::move(children), env);
+  std::shared_ptr<core::ClientTransportFactory> probe_tls;
+  if (site.security.internal_tls) {
+    probe_tls = tls::ClientContext::forHolder(site, "operator", error);
+    if (!probe_tls) {
+      log::error("internal_tls: the probes' certificate: {}", error);
+      if (env != nullptr) {
+        env->finish();
+      }
+      return kExitRuntime;
+    }
+  }
+  Up up(site, options, std::move(children), env, std::move(probe_tls));
   int rc = up.run();
   if (env != nullptr) {
     env->finish();

@@ -6,6 +6,7 @@
 
 #include "core/log.h"
 #include "tls/openssl_error.h"
+#include "tls/site_pki.h"
 
 namespace fulcrum::tls {
 
@@ -63,6 +64,16 @@ std::unique_ptr<ClientContext> ClientContext::create(const std::filesystem::path
   SSL_CTX_sess_set_new_cb(ctx, &ClientContext::onNewSession);
   SSL_CTX_set_app_data(ctx, self.get());
   return self;
+}
+
+std::shared_ptr<ClientContext> ClientContext::forHolder(const config::Site& site, std::string_view holder,
+                                                        std::string& error) {
+  core::Result<NodeTls> files = nodeTls(site, holder);
+  if (!files.ok) {
+    error = files.error;
+    return nullptr;
+  }
+  return create(files.value.ca_cert, CertFiles{files.value.cert, files.value.key}, error);
 }
 
 ClientContext::~ClientContext() {

@@ -16,24 +16,36 @@
 #include <string_view>
 #include <unordered_map>
 
+#include "config/config.h"
 #include "core/address.h"
+#include "core/transport.h"
 #include "tls/server_context.h"
 #include "tls/tls_transport.h"
 
 namespace fulcrum::tls {
 
-class ClientContext {
+class ClientContext final : public core::ClientTransportFactory {
  public:
   // Null with `error` naming the file and the reason.
   static std::unique_ptr<ClientContext> create(const std::filesystem::path& ca, const CertFiles& own,
                                                std::string& error);
-  ~ClientContext();
+  // The context of `holder` (a node of the site, or "operator") from the site's PKI
+  // (site_pki.h: nodeTls), or null with its error: the control plane's clients (the agents'
+  // etcd calls and watch, `status`, `up`'s probes) hold it shared.
+  static std::shared_ptr<ClientContext> forHolder(const config::Site& site, std::string_view holder,
+                                                  std::string& error);
+  ~ClientContext() override;
   ClientContext(const ClientContext&) = delete;
   ClientContext& operator=(const ClientContext&) = delete;
 
   // A TLS client on `fd`, a socket connected (or connecting) to `peer`; the handshake starts at
   // the transport's first handshake() call. Null when OpenSSL cannot make one.
   std::unique_ptr<TlsTransport> newTransport(int fd, const core::SocketAddress& peer);
+  // The same, for clients that see transports as core::ClientTransportFactory (http does not
+  // depend on tls).
+  std::unique_ptr<core::Transport> newClientTransport(int fd, const core::SocketAddress& server) override {
+    return newTransport(fd, server);
+  }
   // A handshake with `server` failed: a warning naming the server and the reason, at most one a
   // second (with how many were not logged); the server's kept session is forgotten.
   void reportFailure(std::string_view server, const core::SocketAddress& peer, const TlsTransport& transport);

@@ -64,6 +64,7 @@ class TlsTransport final : public core::Transport {
   // Why the handshake failed, for a log line: the certificate's verification error
   // (X509_verify_cert_error_string) when that was the cause, else OpenSSL's reason.
   const std::string& failure() const { return failure_; }
+  std::string failureReason() const override { return failure_; }
   bool verifyFailed() const { return verify_failed_; }
   bool resumed() const;
   // Accept side: each refused handshake is logged through `throttle` (a mutual-TLS server,

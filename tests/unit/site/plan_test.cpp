@@ -233,6 +233,51 @@ TEST(PlanTest, ClusterMembersEachGetTheirOwnDataDirAndListTheWholeCluster) {
                                             "db-1 PostgreSQL=127.0.0.1:15432", "db-1 agent=127.0.0.1:2384"}));
 }
 
+TEST(PlanTest, InternalTlsPutsEtcdClientsAndPeersOnMutualTls) {
+  const std::string tls = "[security]\ninternal_tls = true\n";
+  config::Site site =
+      load(std::string(kCluster) +
+           "[etcd]\nendpoints = [\"127.0.0.1:2379\", \"127.0.0.1:2380\", \"127.0.0.1:2381\"]\n" + tls);
+  PlanOptions o = options();
+  o.etcd_peer_ports = {2382, 2385, 2386};
+  auto children = planChildren(site, o);
+  const ChildSpec& etcd = children[1];
+  ASSERT_EQ(etcd.name, "etcd-2");
+  auto has = [&](const std::string& arg) {
+    return std::find(etcd.argv.begin(), etcd.argv.end(), arg) != etcd.argv.end();
+  };
+  EXPECT_TRUE(has("--listen-client-urls=https://127.0.0.1:2380"));
+  EXPECT_TRUE(has("--advertise-client-urls=https://127.0.0.1:2380"));
+  EXPECT_TRUE(has("--listen-peer-urls=https://127.0.0.1:2385"));
+  EXPECT_TRUE(
+      has("--initial-cluster=etcd-1=https://127.0.0.1:2382,etcd-2=https://127.0.0.1:2385,"
+          "etcd-3=https://127.0.0.1:2386"));
+  for (const char* flag :
+       {"--cert-file=/srv/state/tls/etcd-2.crt", "--key-file=/srv/state/tls/etcd-2.key", "--client-cert-auth",
+        "--trusted-ca-file=/srv/state/tls/ca.crt", "--peer-cert-file=/srv/state/tls/etcd-2.crt",
+        "--peer-key-file=/srv/state/tls/etcd-2.key", "--peer-client-cert-auth",
+        "--peer-trusted-ca-file=/srv/state/tls/ca.crt"}) {
+    EXPECT_TRUE(has(flag)) << flag;
+  }
+  // All on loopback: peers connect from 127.0.0.1, whatever their own address.
+  EXPECT_TRUE(has("--experimental-peer-skip-client-san-verification"));
+  EXPECT_TRUE(etcd.probe.tls);
+  EXPECT_EQ(etcd.probe.url(), "https://127.0.0.1:2380/health");
+  EXPECT_FALSE(children[3].probe.tls);  // the agents' API is not etcd's to change
+
+  // One member per host: a peer's certificate must name the address it connects from.
+  config::Site hosts =
+      load(std::string(kCluster) +
+           "[etcd]\nendpoints = [\"10.77.0.31:2379\", \"10.77.0.32:2379\", \"10.77.0.33:2379\"]\n" + tls);
+  o.etcd_peer_ports = {2380, 2380, 2380};
+  for (const ChildSpec& member : planChildren(hosts, o)) {
+    EXPECT_EQ(std::count(member.argv.begin(), member.argv.end(),
+                         "--experimental-peer-skip-client-san-verification"),
+              0)
+        << member.name;
+  }
+}
+
 TEST(PlanTest, ListenersNameEveryAddressOfTheSite) {
   auto listeners = siteListeners(load(kSite), {2381});
   std::vector<std::string> seen;
