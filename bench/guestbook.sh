@@ -181,12 +181,20 @@ end
 LUA
 
 echo "starting etcd, 3 db agents, $WEB web nodes and a load balancer in $W ..." >&2
-etcd --name=gbbench --data-dir="$W/etcd" --listen-client-urls="http://127.0.0.1:$ETCD" \
-  --advertise-client-urls="http://127.0.0.1:$ETCD" --listen-peer-urls="http://127.0.0.1:$ETCD_PEER" \
+# Under internal_tls the agents speak TLS to etcd with their certificates, as to a managed one.
+ETCD_URL="http://127.0.0.1:$ETCD"; ETCD_TLS=(); CURL_TLS=()
+if [[ $TLS == true ]]; then
+  T="$W/var/tls"; ETCD_URL="https://127.0.0.1:$ETCD"
+  ETCD_TLS=(--cert-file="$T/etcd.crt" --key-file="$T/etcd.key" --client-cert-auth --trusted-ca-file="$T/ca.crt")
+  CURL_TLS=(--cacert "$T/ca.crt" --cert "$T/operator.crt" --key "$T/operator.key")
+fi
+etcd_healthy() { [[ $(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "${CURL_TLS[@]}" "$ETCD_URL/health") == 200 ]]; }
+etcd --name=gbbench --data-dir="$W/etcd" --listen-client-urls="$ETCD_URL" "${ETCD_TLS[@]}" \
+  --advertise-client-urls="$ETCD_URL" --listen-peer-urls="http://127.0.0.1:$ETCD_PEER" \
   --initial-advertise-peer-urls="http://127.0.0.1:$ETCD_PEER" \
   --initial-cluster="gbbench=http://127.0.0.1:$ETCD_PEER" --heartbeat-interval=50 --election-timeout=500 --logger=zap --log-level=warn >"$W/etcd.log" 2>&1 &
 PID[etcd]=$!
-wait_for "etcd" 60 answers_200 "http://127.0.0.1:$ETCD/health"
+wait_for "etcd" 60 etcd_healthy
 start_agent() {
   "$FULCRUM" db --site "$W/site.toml" --node "$1" --log-level info >"$W/$1.log" 2>&1 &
   PID[$1]=$!

@@ -67,8 +67,10 @@ int runDbCommand(const config::Site& site, const std::string& node_name) {
   if (site.security.internal_tls) {
     etcd_tls = tls::ClientContext::forHolder(site, node->name, error);
     if (!etcd_tls) {
-      log::error("internal TLS for etcd: {}", error);
-      return kExitConfig;
+      // A runtime failure, as the same refusal for PostgreSQL's files: `up` tries again, and the
+      // node starts once the files are there.
+      log::error("internal_tls: {} needs its certificate (etcd, PostgreSQL): {}", node->name, error);
+      return kExitRuntime;
     }
   }
   core::EventLoop loop;

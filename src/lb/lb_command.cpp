@@ -469,7 +469,7 @@ int runLbCommand(const config::Site& site, const std::string& node_name, bool ta
       workers.stopAll();
       return kExitRuntime;
     }
-    monitor = std::make_unique<SiteMonitor>(main_loop, SiteMonitorInputs{&site, node->name, &backends, &stats, &checker});
+    monitor = std::make_unique<SiteMonitor>(main_loop, SiteMonitorInputs{&site, node->name, &backends, &stats, &checker, upstream_tls.get()});
     if (site.monitoring.present) {
       // The page draws its charts from Prometheus (it answers any origin by default) when it can.
       monitor->setPrometheusUrl("http://" + site.monitoring.prometheus.toString());

@@ -88,7 +88,9 @@ SiteMonitor::SiteMonitor(core::EventLoop& loop, SiteMonitorInputs inputs)
   auto add = [&](Peer::Kind kind, std::string role, std::string name, const core::SocketAddress& address,
                  std::string path, std::string shown) {
     auto id = static_cast<uint32_t>(peers_.size());
-    targets.push_back(HealthTarget{id, name, address, std::move(path)});
+    // Under internal_tls the etcd members answer site certificates only; the rest is plain.
+    const bool plain = kind != Peer::Kind::Etcd;
+    targets.push_back(HealthTarget{id, name, address, std::move(path), plain});
     peers_.push_back(Peer{kind, std::move(role), std::move(name), std::move(shown)});
   };
   for (const config::LbNode& lb : site.lb.nodes) {
@@ -118,6 +120,7 @@ SiteMonitor::SiteMonitor(core::EventLoop& loop, SiteMonitorInputs inputs)
     options.rise = 1;  // the dashboard shows the last answer; the events log keeps the history
     options.fall = 1;
     options.max_body_bytes = kMaxPeerBody;
+    options.tls = in_.tls;
     peer_checker_ = std::make_unique<HealthChecker>(loop_, std::move(targets), options, nullptr);
     peer_checker_->setOnResult([this](uint32_t id, bool ok, std::string_view reason, int, std::string_view body) {
       onPeerResult(id, ok, reason, body);

@@ -64,7 +64,8 @@ std::vector<Job> jobsOf(const config::Site& site) {
   for (const auto& node : site.web.nodes) {
     web.push_back({node.name, node.listen});
   }
-  add("web", std::move(web));
+  // Under internal_tls a web node answers holders of a site certificate only, /metrics included.
+  add("web", std::move(web), site.security.internal_tls);
   std::vector<Target> db;
   for (const auto& node : site.db.nodes) {
     db.push_back({node.name, node.agent});
@@ -74,7 +75,7 @@ std::vector<Job> jobsOf(const config::Site& site) {
   for (size_t i = 0; i < site.etcd.endpoints.size(); ++i) {
     etcd.push_back({etcdMemberName(site, i), site.etcd.endpoints[i]});
   }
-  // Under internal_tls etcd serves its /metrics only to holders of a site certificate.
+  // So does etcd.
   add("etcd", std::move(etcd), site.security.internal_tls);
   add("prometheus", {{"prometheus", site.monitoring.prometheus}});
   if (site.monitoring.alertmanager) {

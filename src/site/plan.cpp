@@ -145,9 +145,9 @@ std::vector<ChildSpec> planChildren(const config::Site& site, const PlanOptions&
     out.push_back(std::move(spec));
   }
   for (const auto& node : site.web.nodes) {
-    // Under internal_tls a web node answers only TLS clients with a site certificate: `up` waits
-    // for its port instead.
-    Probe probe{node.listen, site.security.internal_tls ? "" : "/healthz"};
+    // Under internal_tls a web node answers only TLS clients with a site certificate: `up` asks
+    // as the operator.
+    Probe probe{node.listen, "/healthz", site.security.internal_tls};
     out.push_back(ChildSpec{Role::Web, node.name, roleArgs(options, site, "web", node.name), probe,
                             logPath(site, node.name)});
   }

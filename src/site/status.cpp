@@ -96,6 +96,8 @@ std::vector<Target> targetsOf(const config::Site& site) {
   }
   for (const auto& node : site.web.nodes) {
     Target t{NodeStatus{"web", node.name, node.listen.toString()}, node.listen, "/metrics"};
+    t.tls = operator_tls;  // under internal_tls it answers site certificates only
+    t.tls_error = tls_error;
     t.read = [](const ProbeResult& r, NodeStatus& row) -> std::optional<double> {
       row.healthy = r.ok;
       row.health = r.ok ? "ok" : "HTTP " + std::to_string(r.status);

@@ -10,6 +10,7 @@ import pwd
 import select
 import shutil
 import signal
+import ssl
 import subprocess
 import tempfile
 import threading
@@ -78,6 +79,7 @@ class Cluster:
         self.dir = tempfile.mkdtemp(prefix="fulcrum-db-", dir="/tmp")
         os.chmod(self.dir, 0o755)  # the postgres user must traverse it
         self.etcd = None
+        self.etcd_tls = None
         self.agents = {}
         self.etcd_port = free_port()
         self.ports = {name: (free_port(), free_port()) for name in NODES}
@@ -87,15 +89,26 @@ class Cluster:
                               strict=strict))
 
     def start_etcd(self):
-        client = f"http://127.0.0.1:{self.etcd_port}"
+        # Under [security] internal_tls (etcd_tls: the directory `fulcrum certs` filled) the agents
+        # speak TLS to etcd with their certificates: clients over https, site certificates only.
+        client = f"{'https' if self.etcd_tls else 'http'}://127.0.0.1:{self.etcd_port}"
         peer = f"http://127.0.0.1:{free_port()}"
+        tls_flags, context = [], None
+        if self.etcd_tls:
+            t = self.etcd_tls
+            tls_flags = [f"--cert-file={t}/etcd.crt", f"--key-file={t}/etcd.key", "--client-cert-auth",
+                         f"--trusted-ca-file={t}/ca.crt"]
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            context.load_verify_locations(f"{t}/ca.crt")
+            context.load_cert_chain(f"{t}/operator.crt", f"{t}/operator.key")
         self.etcd = Process(["etcd", "--name=fulcrum-db-test", "--data-dir=" + os.path.join(self.dir, "etcd"),
                              "--listen-client-urls=" + client, "--advertise-client-urls=" + client,
                              "--listen-peer-urls=" + peer, "--initial-advertise-peer-urls=" + peer,
                              "--initial-cluster=fulcrum-db-test=" + peer, "--heartbeat-interval=50",
-                             "--election-timeout=500", "--logger=zap", "--log-level=warn"],
+                             "--election-timeout=500", "--logger=zap", "--log-level=warn", *tls_flags],
                             os.path.join(self.dir, "etcd.log"))
-        wait_until(lambda: http_get(client + "/health", timeout=1)[0] == 200, timeout=15, what="etcd healthy")
+        wait_until(lambda: http_get(client + "/health", timeout=1, context=context)[0] == 200, timeout=15,
+                   what="etcd healthy")
 
     def start_agent(self, name):
         self.agents[name] = Process([FULCRUM, "db", "--site", self.site, "--node", name],

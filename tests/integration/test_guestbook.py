@@ -38,6 +38,7 @@ class GuestbookSite:
     def use_tls(self, tls_dir):
         """[security] internal_tls: the web node answers only TLS clients with a site certificate,
         so the test speaks to it as the operator (`fulcrum certs` made the files in tls_dir)."""
+        self.cluster.etcd_tls = tls_dir
         self.tls = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         self.tls.load_verify_locations(os.path.join(tls_dir, "ca.crt"))
         self.tls.load_cert_chain(os.path.join(tls_dir, "operator.crt"), os.path.join(tls_dir, "operator.key"))

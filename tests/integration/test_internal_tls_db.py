@@ -168,8 +168,8 @@ class InternalTlsDbTest(unittest.TestCase):
         self.assertEqual(site.cluster.agents[replica].stop(timeout=30), 0)
         os.rename(os.path.join(self.tls_dir, replica + ".crt"), os.path.join(self.tls_dir, replica + ".crt.away"))
         os.remove(os.path.join(self.tls_dir, "web-1.key"))
-        for role, node, reason in [("db", replica, f"internal_tls: PostgreSQL on {replica} needs its certificate: "
-                                                   f"the certificate of {replica}"),
+        for role, node, reason in [("db", replica, f"internal_tls: {replica} needs its certificate (etcd, "
+                                                   f"PostgreSQL): the certificate of {replica}"),
                                    ("web", "web-1", "internal_tls: the guestbook's database connections need "
                                                     "web-1's certificate: the key of web-1")]:
             refused = subprocess.run([FULCRUM, role, "--site", site.cluster.site, "--node", node],

@@ -378,7 +378,7 @@ void HealthChecker::runProbe(size_t index) {
     finishProbe(index, false, connectFailure(error));  // refused at once (common on loopback)
     return;
   }
-  if (options_.tls != nullptr) {
+  if (options_.tls != nullptr && !probe.target.plain) {
     probe.tls = options_.tls->newTransport(probe.fd.get(), probe.target.address);
     if (!probe.tls) {
       probe.fd.reset();

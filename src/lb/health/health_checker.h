@@ -24,6 +24,9 @@ struct HealthTarget {
   // This server's check path, when it differs from HealthOptions::path (a database frontend
   // asks one agent both /primary and /replica?lag=N).
   std::optional<std::string> path;
+  // Checked without TLS even when HealthOptions::tls is set (a peer that serves plain HTTP
+  // beside others that need the site's TLS).
+  bool plain = false;
 };
 
 struct HealthOptions {

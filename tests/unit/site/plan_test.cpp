@@ -264,6 +264,12 @@ TEST(PlanTest, InternalTlsPutsEtcdClientsAndPeersOnMutualTls) {
   EXPECT_TRUE(etcd.probe.tls);
   EXPECT_EQ(etcd.probe.url(), "https://127.0.0.1:2380/health");
   EXPECT_FALSE(children[3].probe.tls);  // the agents' API is not etcd's to change
+  // A web node answers site certificates only: up asks it as the operator.
+  auto web = planChildren(load(std::string(kSite) + tls), options());
+  auto web1 = std::find_if(web.begin(), web.end(), [](const ChildSpec& c) { return c.role == Role::Web; });
+  ASSERT_NE(web1, web.end());
+  EXPECT_TRUE(web1->probe.tls);
+  EXPECT_EQ(web1->probe.url(), "https://127.0.0.1:9001/healthz");
 
   // One member per host: a peer's certificate must name the address it connects from.
   config::Site hosts =
