@@ -585,19 +585,23 @@ std::string StatsHandler::metricsText() const {
             "Client addresses forgotten to make room for new ones (least recently seen first).",
             c.evictions());
   }
-  if (ctx_.tls != nullptr) {
-    tls::TlsStats& s = ctx_.tls->stats();
-    auto get = [](const std::atomic<uint64_t>& v) { return v.load(std::memory_order_relaxed); };
+  auto get = [](const std::atomic<uint64_t>& v) { return v.load(std::memory_order_relaxed); };
+  // One family of handshakes by result: full, resumed, failed.
+  auto handshakes = [&](std::string_view name, std::string_view help, const tls::TlsStats& s) {
     // `resumed` first: a handshake counts in `handshakes` before `resumed`, so full never goes below 0.
     uint64_t resumed = get(s.resumed);
-    uint64_t handshakes = get(s.handshakes);
-    w.family("fulcrum_lb_tls_handshakes_total", "counter",
-             "TLS handshakes on the https listener, by result (full, resumed from a ticket, failed: "
-             "plaintext, garbage, a refused version or suite, a client gone mid-handshake).");
-    w.sample("fulcrum_lb_tls_handshakes_total", {{"node", node}, {"result", "full"}}, handshakes - resumed);
-    w.sample("fulcrum_lb_tls_handshakes_total", {{"node", node}, {"result", "resumed"}}, resumed);
-    w.sample("fulcrum_lb_tls_handshakes_total", {{"node", node}, {"result", "failed"}},
-             get(s.handshake_failures));
+    uint64_t all = get(s.handshakes);
+    w.family(name, "counter", help);
+    w.sample(name, {{"node", node}, {"result", "full"}}, all - resumed);
+    w.sample(name, {{"node", node}, {"result", "resumed"}}, resumed);
+    w.sample(name, {{"node", node}, {"result", "failed"}}, get(s.handshake_failures));
+  };
+  if (ctx_.tls != nullptr) {
+    tls::TlsStats& s = ctx_.tls->stats();
+    handshakes("fulcrum_lb_tls_handshakes_total",
+               "TLS handshakes on the https listener, by result (full, resumed from a ticket, failed: "
+               "plaintext, garbage, a refused version or suite, a client gone mid-handshake).",
+               s);
     counter("fulcrum_lb_tls13_handshakes_total", "Completed TLS handshakes that chose TLS 1.3.",
             get(s.tls13));
     w.family("fulcrum_lb_tls_certificate_expiry_timestamp_seconds", "gauge",
@@ -609,16 +613,10 @@ std::string StatsHandler::metricsText() const {
   }
   if (ctx_.upstream_tls != nullptr) {
     tls::TlsStats& s = ctx_.upstream_tls->stats();
-    auto get = [](const std::atomic<uint64_t>& v) { return v.load(std::memory_order_relaxed); };
-    uint64_t resumed = get(s.resumed);
-    uint64_t handshakes = get(s.handshakes);
-    w.family("fulcrum_lb_upstream_tls_handshakes_total", "counter",
-             "TLS handshakes with the web nodes ([security] internal_tls), by result (full, resumed "
-             "from the server's ticket, failed).");
-    w.sample("fulcrum_lb_upstream_tls_handshakes_total", {{"node", node}, {"result", "full"}}, handshakes - resumed);
-    w.sample("fulcrum_lb_upstream_tls_handshakes_total", {{"node", node}, {"result", "resumed"}}, resumed);
-    w.sample("fulcrum_lb_upstream_tls_handshakes_total", {{"node", node}, {"result", "failed"}},
-             get(s.handshake_failures));
+    handshakes("fulcrum_lb_upstream_tls_handshakes_total",
+               "TLS handshakes with the web nodes ([security] internal_tls), by result (full, resumed "
+               "from the server's ticket, failed).",
+               s);
     counter("fulcrum_lb_upstream_tls_verify_failures_total",
             "Failed handshakes with web nodes whose certificate was refused (wrong CA, wrong address, expired).",
             get(s.verify_failures));
