@@ -201,6 +201,8 @@ priority = {priority}
         wait_until(lambda: not self.net.holds("a"), timeout=5, what="the restarted node removing its stale VIP")
         self.watch_never_two(lambda h: h == ["a"], 10, "the restarted node to preempt")
         self.assert_served()
+        # The address is seen before the log line that says so is written (the log has a thread).
+        wait_until(lambda: "backup -> master" in lb["a"].output(), timeout=5, what="the takeover logged")
         log = lb["a"].output()
         self.assertIn("was still on eth0", log)
         self.assertLess(log.index("priority 1 -> 200"), log.index("backup -> master"), log)
