@@ -345,8 +345,8 @@ int runLbCommand(const config::Site& site, const std::string& node_name, bool ta
       upstream_tls = tls::ClientContext::create(files.value.ca_cert, {files.value.cert, files.value.key}, error);
     }
     if (!upstream_tls) {
-      log::error("internal_tls: {}", error);
-      return kExitConfig;
+      log::error("internal_tls: {}", error);  // a runtime failure: the node starts once its files are there
+      return kExitRuntime;
     }
     options.upstream_tls = upstream_tls.get();
   }

@@ -232,8 +232,10 @@ int runWebCommand(const config::Site& site, const std::string& node_name) {
                                                pki.value.ca_cert);
     }
     if (!tls_context) {
+      // As for the database connections above: `up` tries again, and the node starts once its
+      // files are there.
       log::error("internal_tls: {}", error);
-      return kExitConfig;
+      return kExitRuntime;
     }
     for (auto& app : apps) {
       app->setTlsStats(&tls_context->stats());
