@@ -211,10 +211,18 @@ class ChaosTest(unittest.TestCase):
 
         def master():
             # A thawed or healed lb of higher priority may be taking the address back (preempt):
-            # for a moment two hold it. One holder within a few adverts.
-            wait_until(lambda: self.vip_holder(probes) is not None, timeout=10, interval=0.02,
-                       what="one lb holding the VIP")
-            return self.vip_holder(probes)
+            # for a moment two hold it, then the other. The active lb is the one that has held it
+            # alone for a while (longer than an advert interval).
+            seen = {"holder": None, "since": time.monotonic()}
+
+            def settled():
+                holder = self.vip_holder(probes)
+                if holder != seen["holder"]:
+                    seen.update(holder=holder, since=time.monotonic())
+                return holder is not None and time.monotonic() - seen["since"] >= 1.5
+
+            wait_until(settled, timeout=20, interval=0.05, what="one lb holding the VIP for 1.5 s")
+            return seen["holder"]
 
         def thawed(lb, what):
             # Running and connected again, `lb` gives the address up (or keeps it alone) at
