@@ -179,6 +179,18 @@ class ChaosTest(unittest.TestCase):
                       f"{probes.good_since(since, probes.writes)}, VIP on {holders} (frozen {probes.frozen}), "
                       f"primary {self.primary()}:" + self.lab.logs())
 
+    def redundant(self, what, timeout=120):
+        """Every database node is the primary or a streaming replica again. A fault injected
+        while the others still rewind or re-clone would find no replica to promote: no
+        failover system survives that, and it is not the fault this test means to inject."""
+        def streaming():
+            return all(answers(f"http://{ip}:8008/primary") or answers(f"http://{ip}:8008/replica")
+                       for ip in DBS.values())
+        try:
+            wait_until(streaming, timeout=timeout, interval=0.5, what=f"every db node streaming after {what}")
+        except AssertionError as e:
+            self.fail(f"{e}:" + self.lab.logs())
+
     def test_site_survives_every_fault_without_losing_a_write(self):
         state = self.lab.start(self, timeout=180)
         self.assertEqual(state["bridge"].startswith("flbr-"), True)
@@ -202,6 +214,7 @@ class ChaosTest(unittest.TestCase):
             # Let the restored side settle (preemption, rejoin) before the next fault.
             settle = time.monotonic()
             self.whole(probes, settle, what + " (settled)")
+            self.redundant(what)
             report.append((what, probes.outage(since, probes.reads), probes.outage(since, probes.writes)))
             print(f"\n{what}: reads out {report[-1][1]:.2f} s, writes out {report[-1][2]:.2f} s", flush=True)
 
