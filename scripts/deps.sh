@@ -13,7 +13,7 @@ pkgs=(
   postgresql postgresql-server-dev-15 libkrb5-dev etcd-server etcd-client
   nginx testssl.sh pebble
   python3 chromium wget
-  keepalived nftables
+  keepalived nftables tcpdump
   prometheus prometheus-alertmanager
 )
 bench=(haproxy wrk linux-perf valgrind hyperfine patroni python3-psycopg2)
