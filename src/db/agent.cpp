@@ -878,6 +878,14 @@ void DbAgent::onChildSignal() {
   }
 }
 
+void DbAgent::refreshTls() {
+  if (Status done = pg_->refreshTls(); !done.ok) {
+    log::warn("internal_tls: PostgreSQL on {} keeps its previous certificate: {}", node_.name, done.error);
+    return;
+  }
+  log::info("internal_tls: PostgreSQL on {} takes its new certificate", node_.name);
+}
+
 void DbAgent::followLeader() {
   auto leader = leaderRecord(*leader_name_);
   if (!leader) {

@@ -75,6 +75,10 @@ class DbAgent final : public http::Handler {
   // member record removed. Blocking.
   void shutdown();
 
+  // internal_tls: this node's certificate was renewed or reissued (tls::NodeTlsWatch); its
+  // PostgreSQL takes it now, its etcd client (the caller reloads that) at the next connection.
+  void refreshTls();
+
   void handle(const http::Request& request, http::Response& response) override;
   // A call with a body and without the admin token is answered 401 before the body is read.
   bool refuseBeforeBody(const http::RequestHead& head, http::Response& response) const override;

@@ -3,6 +3,7 @@
 #include <signal.h>
 
 #include <memory>
+#include <optional>
 
 #include "config/features.h"
 #include "core/event_loop.h"
@@ -15,6 +16,7 @@
 #include "http/server.h"
 #include "run/node_files.h"
 #include "tls/client_context.h"
+#include "tls/site_pki.h"
 
 namespace fulcrum::db {
 
@@ -63,7 +65,7 @@ int runDbCommand(const config::Site& site, const std::string& node_name) {
     return kExitRuntime;
   }
   // [security] internal_tls: the agent's etcd calls and watch present this node's certificate.
-  std::shared_ptr<core::ClientTransportFactory> etcd_tls;
+  std::shared_ptr<tls::ClientContext> etcd_tls;
   if (site.security.internal_tls) {
     etcd_tls = tls::ClientContext::forHolder(site, node->name, error);
     if (!etcd_tls) {
@@ -74,7 +76,7 @@ int runDbCommand(const config::Site& site, const std::string& node_name) {
     }
   }
   core::EventLoop loop;
-  DbAgent agent(site, *node, loop, std::move(etcd_tls));
+  DbAgent agent(site, *node, loop, etcd_tls);  // shared: renewals reload it below
   if (Status prepared = agent.prepare(); !prepared.ok) {
     log::error("{}", prepared.error);
     return kExitRuntime;
@@ -100,6 +102,30 @@ int runDbCommand(const config::Site& site, const std::string& node_name) {
   log::info("database agent {} (PostgreSQL on {}) API on http://{}", node->name, node->pg.toString(),
             node->agent.toString());
 
+  // A renewed or reissued internal_tls certificate (tls/site_pki.h: NodeTlsWatch): the etcd
+  // client's next connections present it, PostgreSQL reloads it.
+  std::optional<tls::NodeTlsWatch> tls_watch;
+  auto takeNewCertificate = [&] {
+    std::optional<tls::NodeTls> files = tls_watch->changed();
+    if (!files) {
+      return;
+    }
+    if (std::string error; !etcd_tls->reload(files->ca_cert, {files->cert, files->key}, error)) {
+      log::error("internal_tls: the new certificate of {} not loaded for etcd: {}", node->name, error);
+    } else {
+      log::info("internal_tls: {} presents its new certificate to etcd ({})", node->name, files->cert.string());
+    }
+    agent.refreshTls();
+  };
+  core::Timer tls_check(loop, [&] {
+    takeNewCertificate();
+    tls_check.armAfter(tls::NodeTlsWatch::kInterval);
+  });
+  if (etcd_tls) {
+    tls_watch.emplace(site, node->name);
+    tls_check.armAfter(tls::NodeTlsWatch::kInterval);
+  }
+
   bool stopping = false;
   core::Timer grace(loop, [&] { loop.stop(); });
   core::SignalWatcher signals(loop, {SIGINT, SIGTERM, SIGHUP, SIGCHLD}, [&](int sig) {
@@ -109,6 +135,9 @@ int runDbCommand(const config::Site& site, const std::string& node_name) {
     }
     if (sig == SIGHUP) {
       agent.reload();  // its report goes to state_dir/run/NAME.reload.json
+      if (tls_watch) {
+        takeNewCertificate();
+      }
       return;
     }
     if (stopping) {

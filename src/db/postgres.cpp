@@ -309,6 +309,17 @@ Status PostgresNode::installTls() {
   return Status::success();
 }
 
+Status PostgresNode::refreshTls() {
+  if (Status copied = installTls(); !copied.ok) {
+    return copied;
+  }
+  if (!isRunning()) {
+    return Status::success();  // a start reads the copies
+  }
+  auto reload = query("SELECT pg_reload_conf()");
+  return reload.ok ? Status::success() : Status::failure("pg_reload_conf(): " + reload.error);
+}
+
 pg::ClientTls PostgresNode::clientTls() const {
   return {tlsDir() / "ca.crt", tlsDir() / "node.crt", tlsDir() / "node.key"};
 }

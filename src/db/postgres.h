@@ -210,6 +210,10 @@ class PostgresNode {
   // stop_timeout. A postmaster we did not start (left by a previous agent) is stopped with
   // pg_ctl. Success when nothing runs any more.
   Status stop(StopMode mode = StopMode::Fast);
+  // internal_tls: the node's pair (renewed or reissued) copied in again, and a running server
+  // told to read it (PostgreSQL reloads its SSL files with its configuration). The clients of
+  // this node (pg_basebackup, pg_rewind, the WAL receiver) read the copies at their next connect.
+  Status refreshTls();
   // Our postmaster is alive (reaps it if it died).
   bool isRunning();
   // The wait status of our postmaster once it has died (reported once), else nullopt. The

@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "config/features.h"
@@ -701,8 +702,35 @@ int runLbCommand(const config::Site& site, const std::string& node_name, bool ta
     report.needs_restart = plan.needs_restart;
     return finish();
   };
+  // A renewed or reissued internal_tls certificate (tls/site_pki.h: NodeTlsWatch): new
+  // connections to the web nodes and new health checks present it; open ones keep theirs.
+  std::optional<tls::NodeTlsWatch> tls_watch;
+  auto takeNewCertificate = [&] {
+    std::optional<tls::NodeTls> files = tls_watch->changed();
+    if (!files) {
+      return;
+    }
+    std::string error;
+    if (!upstream_tls->reload(files->ca_cert, {files->cert, files->key}, error)) {
+      log::error("internal_tls: the new certificate of {} not loaded: {}; the previous one stays in use",
+                 node->name, error);
+      return;
+    }
+    log::info("internal_tls: {} presents its new certificate ({})", node->name, files->cert.string());
+  };
+  core::Timer tls_check(main_loop, [&] {
+    takeNewCertificate();
+    tls_check.armAfter(tls::NodeTlsWatch::kInterval);
+  });
+  if (upstream_tls) {
+    tls_watch.emplace(site, node->name);
+    tls_check.armAfter(tls::NodeTlsWatch::kInterval);
+  }
   hooks.on_reload = [&] {
     reload("SIGHUP");
+    if (tls_watch) {
+      takeNewCertificate();
+    }
   };
   hooks.on_stop = [&] {
     if (vrrp) {

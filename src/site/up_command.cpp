@@ -88,6 +88,9 @@ std::string seconds1(double s) {
 constexpr milliseconds kProbeTimeout{500};
 constexpr milliseconds kProbeInterval{100};
 constexpr size_t kLogTailLines = 15;
+// internal_tls: how often a running `up` renews the certificates that are due (tls/site_pki.h:
+// a node's lives 90 days and is renewed with less than 30 left).
+constexpr std::chrono::hours kCertificateRenewal{12};
 
 double secondsOf(Clock::duration d) {
   return std::chrono::duration<double>(d).count();
@@ -180,6 +183,13 @@ class Up {
       }
     }
     starting_ = false;
+    core::Timer renewal(loop_, [&] {
+      renewCertificates();
+      renewal.armAfter(kCertificateRenewal);
+    });
+    if (started && site_.security.internal_tls) {
+      renewal.armAfter(kCertificateRenewal);
+    }
     if (started) {
       printUrls();
       if (env_ != nullptr) {
@@ -253,6 +263,9 @@ class Up {
   // it does not start or stop while running. etcd (SIGHUP would end it) and Prometheus and
   // Alertmanager (their files are written by `up` at start) are not signalled.
   void reloadChildren() {
+    if (site_.security.internal_tls) {
+      renewCertificates();  // a reissued pair is taken by its node on this SIGHUP
+    }
     std::vector<std::string> signalled;
     for (auto& c : children_) {
       const bool reloads = c->spec.role == Role::Lb || c->spec.role == Role::Web || c->spec.role == Role::Db;
@@ -278,6 +291,17 @@ class Up {
     diffNodes("db", site_.db.nodes, loaded.site.db.nodes, restart);
     for (const std::string& what : restart) {
       log::warn("reload: {}: restart `fulcrum up` to apply", what);
+    }
+  }
+
+  // internal_tls: certificates due are renewed in place while the site runs (every
+  // kCertificateRenewal and on SIGHUP); each node notices its new files and takes them without a
+  // restart (tls::NodeTlsWatch), etcd reads them at each handshake, Prometheus at each scrape.
+  void renewCertificates() {
+    std::string error;
+    if (!ensureCertificates(site_, error)) {
+      log::error("internal_tls: certificates not renewed: {}; trying again in {} h", error,
+                 std::chrono::duration_cast<std::chrono::hours>(kCertificateRenewal).count());
     }
   }
 

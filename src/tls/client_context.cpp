@@ -27,33 +27,31 @@ std::string peerOf(SSL* ssl) {
 
 }  // namespace
 
-std::unique_ptr<ClientContext> ClientContext::create(const std::filesystem::path& ca, const CertFiles& own,
-                                                     std::string& error) {
-  std::unique_ptr<ClientContext> self(new ClientContext());
+SSL_CTX* ClientContext::newCtx(const std::filesystem::path& ca, const CertFiles& own, std::string& error) {
   SSL_CTX* ctx = SSL_CTX_new(TLS_client_method());
   if (ctx == nullptr) {
     error = lastSslError();
     return nullptr;
   }
-  self->ctx_ = ctx;
+  auto fail = [&](std::string why) {
+    error = std::move(why);
+    SSL_CTX_free(ctx);
+    return nullptr;
+  };
   if (SSL_CTX_set_min_proto_version(ctx, TLS1_3_VERSION) != 1 ||
       SSL_CTX_set1_groups_list(ctx, kGroups) != 1 ||
       SSL_CTX_set_alpn_protos(ctx, kAlpnH1, sizeof kAlpnH1) != 0) {
-    error = "TLS policy: " + lastSslError();
-    return nullptr;
+    return fail("TLS policy: " + lastSslError());
   }
   if (SSL_CTX_load_verify_locations(ctx, ca.c_str(), nullptr) != 1) {
-    error = ca.string() + ": " + lastSslError();
-    return nullptr;
+    return fail(ca.string() + ": " + lastSslError());
   }
   if (SSL_CTX_use_certificate_chain_file(ctx, own.cert.c_str()) != 1) {
-    error = own.cert.string() + ": " + lastSslError();
-    return nullptr;
+    return fail(own.cert.string() + ": " + lastSslError());
   }
   if (SSL_CTX_use_PrivateKey_file(ctx, own.key.c_str(), SSL_FILETYPE_PEM) != 1 ||
       SSL_CTX_check_private_key(ctx) != 1) {
-    error = own.key.string() + ": " + lastSslError();
-    return nullptr;
+    return fail(own.key.string() + ": " + lastSslError());
   }
   SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, nullptr);
   SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
@@ -62,8 +60,32 @@ std::unique_ptr<ClientContext> ClientContext::create(const std::filesystem::path
   // Sessions are kept here, by server, not in OpenSSL's cache (which a client does not search).
   SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_CLIENT | SSL_SESS_CACHE_NO_INTERNAL_STORE);
   SSL_CTX_sess_set_new_cb(ctx, &ClientContext::onNewSession);
-  SSL_CTX_set_app_data(ctx, self.get());
-  return self;
+  SSL_CTX_set_app_data(ctx, this);
+  return ctx;
+}
+
+std::unique_ptr<ClientContext> ClientContext::create(const std::filesystem::path& ca, const CertFiles& own,
+                                                     std::string& error) {
+  std::unique_ptr<ClientContext> self(new ClientContext());
+  self->ctx_ = self->newCtx(ca, own, error);
+  return self->ctx_ != nullptr ? std::move(self) : nullptr;
+}
+
+bool ClientContext::reload(const std::filesystem::path& ca, const CertFiles& own, std::string& error) {
+  SSL_CTX* fresh = newCtx(ca, own, error);
+  if (fresh == nullptr) {
+    return false;
+  }
+  std::lock_guard lock(mutex_);
+  // Each open connection's SSL holds a reference to the context it began with.
+  SSL_CTX_free(ctx_);
+  ctx_ = fresh;
+  // Sessions of the old identity: a server could resume one without seeing the new certificate.
+  for (auto& [peer, session] : sessions_) {
+    SSL_SESSION_free(session);
+  }
+  sessions_.clear();
+  return true;
 }
 
 std::shared_ptr<ClientContext> ClientContext::forHolder(const config::Site& site, std::string_view holder,
@@ -84,6 +106,7 @@ ClientContext::~ClientContext() {
 }
 
 std::unique_ptr<TlsTransport> ClientContext::newTransport(int fd, const core::SocketAddress& peer) {
+  std::unique_lock lock(mutex_);
   SSL* ssl = SSL_new(ctx_);
   if (ssl == nullptr) {
     ERR_clear_error();
@@ -95,13 +118,10 @@ std::unique_ptr<TlsTransport> ClientContext::newTransport(int fd, const core::So
     SSL_free(ssl);
     return nullptr;
   }
-  {
-    std::lock_guard lock(sessions_mutex_);
-    auto it = sessions_.find(peer.toString());
-    if (it != sessions_.end()) {
-      SSL_set_session(ssl, it->second);  // takes its own reference
-    }
+  if (auto it = sessions_.find(peer.toString()); it != sessions_.end()) {
+    SSL_set_session(ssl, it->second);  // takes its own reference
   }
+  lock.unlock();
   return std::make_unique<TlsTransport>(ssl, fd, stats_, TlsTransport::Side::Connect);
 }
 
@@ -121,7 +141,7 @@ int ClientContext::onNewSession(SSL* ssl, SSL_SESSION* session) {
 }
 
 void ClientContext::keep(const std::string& peer, SSL_SESSION* session) {
-  std::lock_guard lock(sessions_mutex_);
+  std::lock_guard lock(mutex_);
   SSL_SESSION*& slot = sessions_[peer];
   if (slot != nullptr) {
     SSL_SESSION_free(slot);
@@ -130,7 +150,7 @@ void ClientContext::keep(const std::string& peer, SSL_SESSION* session) {
 }
 
 void ClientContext::forget(const std::string& peer) {
-  std::lock_guard lock(sessions_mutex_);
+  std::lock_guard lock(mutex_);
   auto it = sessions_.find(peer);
   if (it != sessions_.end()) {
     SSL_SESSION_free(it->second);

@@ -34,6 +34,9 @@ class ClientContext final : public core::ClientTransportFactory {
   // etcd calls and watch, `status`, `up`'s probes) hold it shared.
   static std::shared_ptr<ClientContext> forHolder(const config::Site& site, std::string_view holder,
                                                   std::string& error);
+  // New files (a renewed or reissued pair, a new CA): new connections present and verify with
+  // them, open ones keep theirs. On failure nothing changes and `error` names the file.
+  bool reload(const std::filesystem::path& ca, const CertFiles& own, std::string& error);
   ~ClientContext() override;
   ClientContext(const ClientContext&) = delete;
   ClientContext& operator=(const ClientContext&) = delete;
@@ -53,12 +56,13 @@ class ClientContext final : public core::ClientTransportFactory {
 
  private:
   ClientContext() = default;
+  SSL_CTX* newCtx(const std::filesystem::path& ca, const CertFiles& own, std::string& error);
   static int onNewSession(SSL* ssl, SSL_SESSION* session);
   void keep(const std::string& peer, SSL_SESSION* session);
   void forget(const std::string& peer);
 
+  std::mutex mutex_;  // ctx_ and sessions_: taken once per new connection and once per ticket
   SSL_CTX* ctx_ = nullptr;
-  std::mutex sessions_mutex_;  // taken once per new connection and once per ticket
   std::unordered_map<std::string, SSL_SESSION*> sessions_;  // by the server's "ip:port"
   TlsStats stats_;
   LogThrottle log_throttle_;

@@ -21,6 +21,7 @@
 #include <optional>
 #include <set>
 
+#include "core/log.h"
 #include "tls/openssl_error.h"
 #include "tls/x509_ext.h"
 
@@ -431,6 +432,47 @@ core::Result<NodeTls> nodeTls(const config::Site& site, std::string_view node, C
     return R::failure("the certificate of " + std::string(node) + " (" + out.cert.string() + "): " + why + fix);
   }
   return R::success(std::move(out));
+}
+
+NodeTlsWatch::NodeTlsWatch(const config::Site& site, std::string node)
+    : site_(site), node_(std::move(node)), taken_(stamp()) {}
+
+std::string NodeTlsWatch::stamp() const {
+  const SitePaths paths = sitePaths(site_);
+  std::string out;
+  for (const std::filesystem::path& file : {paths.ca_cert, paths.nodeCert(node_), paths.nodeKey(node_)}) {
+    struct stat st{};
+    if (::stat(file.c_str(), &st) != 0) {
+      out += "-;";
+      continue;
+    }
+    out += std::to_string(st.st_ino) + ":" + std::to_string(st.st_size) + ":" + std::to_string(st.st_mtim.tv_sec) +
+           "." + std::to_string(st.st_mtim.tv_nsec) + ";";
+  }
+  return out;
+}
+
+std::optional<NodeTls> NodeTlsWatch::changed() {
+  const std::string now = stamp();
+  if (now == taken_) {
+    return std::nullopt;
+  }
+  core::Result<NodeTls> files = nodeTls(site_, node_);
+  if (files.ok) {
+    taken_ = now;
+    failed_.clear();
+    warned_ = false;
+    return std::move(files.value);
+  }
+  if (now != failed_) {
+    failed_ = now;  // maybe a renewal between its key and its certificate: look again
+    warned_ = false;
+  } else if (!warned_) {
+    warned_ = true;
+    log::warn("internal_tls: new certificate files for {} not taken: {}; the loaded ones keep serving", node_,
+              files.error);
+  }
+  return std::nullopt;
 }
 
 }  // namespace fulcrum::tls

@@ -13,6 +13,7 @@
 // roles starting at once never make two CAs, and a host without the CA key never makes one.
 #include <chrono>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -70,5 +71,31 @@ struct NodeTls {
 // now. The error says what is wrong and how to fix it ("run `fulcrum certs SITE`").
 core::Result<NodeTls> nodeTls(const config::Site& site, std::string_view node,
                               std::chrono::system_clock::time_point now = std::chrono::system_clock::now());
+
+// A running role's own files over time: `fulcrum up` renews certificates in place on a timer
+// (and `fulcrum certs`, or the user's own CA tooling, may replace them) while the node runs.
+// The role polls changed() on a timer and reloads its TLS contexts with what it returns.
+class NodeTlsWatch {
+ public:
+  // How often a role looks (three stat() calls).
+  static constexpr std::chrono::seconds kInterval{5};
+
+  // Takes the files as they are now as the ones loaded at start.
+  NodeTlsWatch(const config::Site& site, std::string node);
+  // The files, checked by nodeTls(), when they changed since they were last taken. Files that
+  // do not check (a pair caught half-written, a wrong key, a certificate of another CA) are
+  // skipped and, still so at the next look, named in one warning: the loaded ones keep serving.
+  std::optional<NodeTls> changed();
+  const std::string& node() const { return node_; }
+
+ private:
+  std::string stamp() const;
+
+  config::Site site_;
+  std::string node_;
+  std::string taken_;   // the stamp of the files in use
+  std::string failed_;  // a stamp that did not check at the last look
+  bool warned_ = false;
+};
 
 }  // namespace fulcrum::tls

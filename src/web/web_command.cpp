@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "config/loader.h"
@@ -269,10 +270,40 @@ int runWebCommand(const config::Site& site, const std::string& node_name) {
     ticket_rotation.armAfter(std::chrono::hours(1));
   }
 
+  // A renewed or reissued certificate (tls/site_pki.h: NodeTlsWatch) is taken by new handshakes;
+  // open connections keep theirs. The guestbook's libpq reads the files at each connect.
+  std::optional<tls::NodeTlsWatch> tls_watch;
+  auto takeNewCertificate = [&] {
+    std::optional<tls::NodeTls> files = tls_watch->changed();
+    if (!files) {
+      return;
+    }
+    std::string error;
+    if (!tls_context->reload({tls::CertFiles{files->cert, files->key}}, error)) {
+      log::error("internal_tls: the new certificate of {} not loaded: {}; the previous one keeps serving",
+                 node->name, error);
+      return;
+    }
+    log::info("internal_tls: {} serves its new certificate ({})", node->name, files->cert.string());
+  };
+  core::Timer tls_check(main_loop, [&] {
+    takeNewCertificate();
+    tls_check.armAfter(tls::NodeTlsWatch::kInterval);
+  });
+  if (tls_context) {
+    tls_watch.emplace(site, node->name);
+    tls_check.armAfter(tls::NodeTlsWatch::kInterval);
+  }
+
   core::StopHooks hooks;
   hooks.drain_worker = [&](unsigned i, std::function<void()> idle) { servers[i]->drain(std::move(idle)); };
   Reloader reloader{site, node->name, workers, apps, dbs, db_generation};
-  hooks.on_reload = [&] { reloader.reload(); };
+  hooks.on_reload = [&] {
+    reloader.reload();
+    if (tls_watch) {
+      takeNewCertificate();
+    }
+  };
   hooks.grace = kDrainGrace;
   core::runUntilStopped(main_loop, workers, hooks);
   // Workers are joined: connections first (they may hold pending answers), then the routers.

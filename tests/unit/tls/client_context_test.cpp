@@ -177,6 +177,34 @@ TEST_F(InternalTlsTest, AGoodChainConnectsAndTheNextConnectionResumes) {
   EXPECT_EQ(web->stats().resumed.load(), 1u);
 }
 
+TEST_F(InternalTlsTest, AReloadedClientPresentsItsNewPairAndDropsItsSessions) {
+  auto web = server(ca_.issue("web1", {"127.0.0.1"}));
+  // Its pair from another CA: refused. The same context reloaded with a good pair: admitted,
+  // and a full handshake (no session of the old identity is offered).
+  Pem stranger = other_ca_.issue("lb1", {});
+  std::string error;
+  auto lb = ClientContext::create(ca_.files().cert, CertFiles{stranger.cert, stranger.key}, error);
+  ASSERT_TRUE(lb) << error;
+  {
+    auto [cfd, sfd] = net_.link();
+    auto c = lb->newTransport(cfd.get(), net_.address());
+    auto s = web->newTransport(sfd.get());
+    EXPECT_EQ(drive(*c, *s, cfd.get(), sfd.get()).server, -1);
+  }
+  Pem good = ca_.issue("lb1", {"127.0.0.1"});
+  ASSERT_TRUE(lb->reload(ca_.files().cert, CertFiles{good.cert, good.key}, error)) << error;
+  auto [cfd, sfd] = net_.link();
+  auto c = lb->newTransport(cfd.get(), net_.address());
+  auto s = web->newTransport(sfd.get());
+  Outcome o = drive(*c, *s, cfd.get(), sfd.get());
+  ASSERT_EQ(o.client, 1) << c->failure();
+  ASSERT_EQ(o.server, 1);
+  EXPECT_FALSE(c->resumed());
+  // A file that does not load changes nothing.
+  EXPECT_FALSE(lb->reload(ca_.files().cert, CertFiles{good.cert, dir_.path() / "missing.key"}, error));
+  EXPECT_NE(error.find("missing.key"), std::string::npos) << error;
+}
+
 TEST_F(InternalTlsTest, AServerFromAnotherCaIsRefused) {
   auto web = server(other_ca_.issue("web1", {"127.0.0.1"}));
   auto lb = client(ca_.issue("lb1", {"127.0.0.1"}));

@@ -203,6 +203,32 @@ TEST_F(SitePki, AKeyThatIsNotTheCertificatesIsRefused) {
   EXPECT_THAT(missing.error, HasSubstr("web-9.crt"));
 }
 
+TEST_F(SitePki, ARunningNodeSeesItsReissuedPairOnceAndSkipsAHalfWrittenOne) {
+  const config::Site s = site();
+  ASSERT_TRUE(ensureSiteCertificates(s).ok);
+  const SitePaths paths = sitePaths(s);
+  NodeTlsWatch watch(s, "web-1");
+  EXPECT_FALSE(watch.changed());  // the files loaded at start
+
+  fs::remove(paths.nodeCert("web-1"));
+  fs::remove(paths.nodeKey("web-1"));
+  EXPECT_FALSE(watch.changed());  // gone: the loaded pair keeps serving
+  ASSERT_TRUE(ensureSiteCertificates(s).ok);
+  auto taken = watch.changed();
+  ASSERT_TRUE(taken);
+  EXPECT_EQ(taken->cert, paths.nodeCert("web-1"));
+  EXPECT_FALSE(watch.changed());  // taken once
+
+  // A key that is not the certificate's (a pair caught between its two writes, or a mistake):
+  // skipped at every look until a good pair is there.
+  fs::copy_file(paths.nodeKey("db-1"), paths.nodeKey("web-1"), fs::copy_options::overwrite_existing);
+  EXPECT_FALSE(watch.changed());
+  EXPECT_FALSE(watch.changed());
+  fs::remove(paths.nodeCert("web-1"));
+  ASSERT_TRUE(ensureSiteCertificates(s).ok);
+  EXPECT_TRUE(watch.changed());
+}
+
 TEST_F(SitePki, TheUsersOwnCaIssuesAndIsNeverMade) {
   // Made with this site's own CA code into another directory, then named in [security].
   const config::Site plain = site();
