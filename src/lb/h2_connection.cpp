@@ -418,49 +418,62 @@ void H2Stream::pumpBody() {
     respondLocal(413, "request body too large");
     return;
   }
-  size_t passed = 0;
-  bool progressed = false;
-  while (!x->requestDone()) {
-    size_t room = x->bodyRoom();
-    if (room == 0) {
-      break;
-    }
-    if (req_body.empty()) {
-      if (!end_stream) {
+  // A pass that found the exchange full goes on once its send made room: the exchange asks for
+  // more (exchangeWantsBody) only from a later EPOLLOUT, and there is none when the whole send
+  // went out at once (the replay buffer, full after a slow connect or TLS handshake).
+  for (;;) {
+    size_t passed = 0;
+    bool progressed = false;
+    bool full = false;
+    while (!x->requestDone()) {
+      size_t room = x->bodyRoom();
+      if (room == 0) {
+        full = true;
         break;
       }
-      x->takeBody(chunked ? std::string_view("0\r\n\r\n") : std::string_view(), true);
+      if (req_body.empty()) {
+        if (!end_stream) {
+          break;
+        }
+        x->takeBody(chunked ? std::string_view("0\r\n\r\n") : std::string_view(), true);
+        progressed = true;
+        break;
+      }
+      size_t n = std::min(room, req_body.size());
+      bool last = end_stream && n == req_body.size();
+      std::string_view payload = req_body.view().substr(0, n);
+      if (chunked) {
+        thread_local std::string framed;
+        framed.clear();
+        char size[20];
+        int len = std::snprintf(size, sizeof size, "%zx\r\n", n);
+        framed.append(size, static_cast<size_t>(len));
+        framed.append(payload);
+        framed.append(last ? "\r\n0\r\n\r\n" : "\r\n");
+        x->takeBody(framed, last);
+      } else {
+        x->takeBody(payload, last);
+      }
+      req_body.consume(n);
+      passed += n;
       progressed = true;
-      break;
     }
-    size_t n = std::min(room, req_body.size());
-    bool last = end_stream && n == req_body.size();
-    std::string_view payload = req_body.view().substr(0, n);
-    if (chunked) {
-      thread_local std::string framed;
-      framed.clear();
-      char size[20];
-      int len = std::snprintf(size, sizeof size, "%zx\r\n", n);
-      framed.append(size, static_cast<size_t>(len));
-      framed.append(payload);
-      framed.append(last ? "\r\n0\r\n\r\n" : "\r\n");
-      x->takeBody(framed, last);
-    } else {
-      x->takeBody(payload, last);
+    if (passed > 0) {
+      nghttp2_session_consume(conn.session(), id, passed);
+      conn.wantPump();  // WINDOW_UPDATE
     }
-    req_body.consume(n);
-    passed += n;
-    progressed = true;
-  }
-  if (passed > 0) {
-    nghttp2_session_consume(conn.session(), id, passed);
-    conn.wantPump();  // WINDOW_UPDATE
-  }
-  if (req_body.empty()) {
-    req_body.release();
-  }
-  if (progressed) {
-    x->sendBody();  // may end the exchange (a retry moves on; an error answers)
+    if (req_body.empty()) {
+      req_body.release();
+    }
+    if (!progressed) {
+      return;
+    }
+    if (!x->sendBody()) {
+      return;  // the exchange ended or moved on (a retry, an error answer): nothing here is current
+    }
+    if (!full || x->requestDone() || x->holdsBody() || x->connecting()) {
+      return;
+    }
   }
 }
 

@@ -62,7 +62,7 @@ class InternalTlsWebTest(unittest.TestCase):
         site = (
             '[site]\nname = "itls"\nstate_dir = "var"\n'
             '[security]\ninternal_tls = true\n'
-            '[lb]\nalgorithm = "roundrobin"\nretries = 2\n'
+            '[lb]\nalgorithm = "roundrobin"\nretries = 2\nh2c = true\n'
             "[lb.health]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in HEALTH.items()) +
             f'[[lb.node]]\nname = "lb-t"\nhttp = "127.0.0.1:{cls.lb_port}"\nthreads = 2\n'
             '[web]\ndocroot = "www"\napp = "none"\n'
@@ -184,6 +184,16 @@ class InternalTlsWebTest(unittest.TestCase):
             self.assertEqual(client.get("/small.txt")[:2], (200, "web-2"))  # the same connection
         finally:
             client.close()
+        # The same over HTTP/2 (h2c, nghttp: two streams at once on one connection): each
+        # stream's body crosses a new TLS connection of the lb (its replay buffer fills during
+        # the handshake and goes out in one send).
+        body = self.tmp.write("body.bin", "y" * 300000)
+        for _ in range(3):
+            run = subprocess.run(["nghttp", "-d", body, f"http://127.0.0.1:{self.lb_port}/echo",
+                                  f"http://127.0.0.1:{self.lb_port}/echo?second"],
+                                 capture_output=True, text=True, timeout=30)
+            self.assertEqual(run.returncode, 0, run.stdout[-500:] + run.stderr)
+            self.assertEqual(re.findall(r'"body_length": ?(\d+)', run.stdout), ["300000", "300000"], run.stdout[:500])
         with socket.create_connection(("127.0.0.1", self.lb_port), timeout=5) as s:
             s.sendall(b"GET /chat HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
                       b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
