@@ -135,6 +135,9 @@ struct LbNode {
 struct LbSection {
   bool present = false;  // the file has an [lb] table or [[lb.node]]
   std::string algorithm = "roundrobin";
+  // Bounded-load consistent hashing for source and uri (HAProxy's hash-balance-factor): a server
+  // takes at most this percentage of its share of the requests in flight. 0 = off, else >= 100.
+  uint32_t hash_balance_factor = 0;
   uint32_t retries = 2;
   bool h2c = false;  // HTTP/2 with prior knowledge (cleartext) on the http listeners
   LbHealth health;

@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <fmt/format.h>
 #include <toml++/toml.h>
 #include <unistd.h>
 
@@ -169,9 +170,22 @@ void readLbSection(Diagnostics& diag, const toml::table& table) {
   LbSection& lb = site.lb;
   lb.present = true;
   TableReader r(diag, table, "lb",
-                {"algorithm", "retries", "h2c", "health", "timeouts", "limits", "firewall", "tls", "acme", "vip",
+                {"algorithm", "hash_balance_factor", "retries", "h2c", "health", "timeouts", "limits", "firewall", "tls", "acme", "vip",
                  "node"});
   r.readChoice("algorithm", lb.algorithm, kAlgorithms, "algorithm");
+  if (r.read("hash_balance_factor", lb.hash_balance_factor, {0, 1000})) {
+    if (lb.hash_balance_factor != 0 && lb.hash_balance_factor < 100) {
+      r.error("hash_balance_factor",
+              fmt::format("must be 0 (off) or a percentage of at least 100 (150: a server takes at most 1.5 times "
+                          "its share), got {}",
+                          lb.hash_balance_factor));
+    } else if (lb.hash_balance_factor != 0 && lb.algorithm != "source" && lb.algorithm != "uri") {
+      r.error("hash_balance_factor",
+              fmt::format("bounds the loads of consistent hashing: it needs algorithm \"source\" or \"uri\", not "
+                          "\"{}\"",
+                          lb.algorithm));
+    }
+  }
   r.read("retries", lb.retries, {0, 10});
   r.read("h2c", lb.h2c);
 

@@ -42,8 +42,8 @@ WorkerPool::WorkerPool(core::EventLoop& loop, const std::vector<Backend>& backen
       idle_(backends.size()),
       sweep_timer_(loop, [this] { sweepIdle(); }) {
   core::Random random = core::Random::fromOs();
-  active_ = makeBalancer(algorithm, core::Random(random.next()));
-  backup_ = makeBalancer(algorithm, core::Random(random.next()));
+  active_ = makeBalancer(algorithm, core::Random(random.next()), options_.balance);
+  backup_ = makeBalancer(algorithm, core::Random(random.next()), options_.balance);
   if (!active_ || !backup_) {
     throw std::invalid_argument("unknown balancing algorithm");
   }
@@ -106,8 +106,8 @@ void WorkerPool::applyServers(const std::vector<Backend>& backends, std::string_
   }
   if (algorithm != algorithm_) {
     core::Random random = core::Random::fromOs();
-    std::unique_ptr<Balancer> active = makeBalancer(algorithm, core::Random(random.next()));
-    std::unique_ptr<Balancer> backup = makeBalancer(algorithm, core::Random(random.next()));
+    std::unique_ptr<Balancer> active = makeBalancer(algorithm, core::Random(random.next()), options_.balance);
+    std::unique_ptr<Balancer> backup = makeBalancer(algorithm, core::Random(random.next()), options_.balance);
     if (active && backup) {  // the reload validated the name: never otherwise
       active_ = std::move(active);
       backup_ = std::move(backup);

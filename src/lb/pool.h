@@ -115,6 +115,7 @@ struct PoolOptions {
   size_t max_idle_per_server = 8192;
   core::Duration idle_timeout = std::chrono::seconds(10);
   PoolStats* stats = nullptr;  // sized for the backends; none when null
+  BalancerOptions balance;      // [lb] hash_balance_factor (a change needs a restart)
 };
 
 class WorkerPool {

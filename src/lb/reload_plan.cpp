@@ -60,6 +60,10 @@ ReloadPlan planReload(const config::Site& running, const config::Site& next, con
     eff.lb.tls.http2 = running.lb.tls.http2;
     restart("lb.tls.http2", "ALPN is set when the https listener starts");
   }
+  if (running.lb.hash_balance_factor != next.lb.hash_balance_factor) {
+    eff.lb.hash_balance_factor = running.lb.hash_balance_factor;
+    restart("lb.hash_balance_factor", "each worker's balancers take it when they are made");
+  }
   if (running.lb.h2c != next.lb.h2c) {
     eff.lb.h2c = running.lb.h2c;
     restart("lb.h2c", "the http listeners' protocols are set when they start");

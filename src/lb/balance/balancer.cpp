@@ -8,7 +8,8 @@
 
 namespace fulcrum::lb {
 
-std::unique_ptr<Balancer> makeBalancer(std::string_view algorithm, core::Random random) {
+std::unique_ptr<Balancer> makeBalancer(std::string_view algorithm, core::Random random,
+                                       const BalancerOptions& options) {
   if (algorithm == "roundrobin") {
     return makeRoundRobin();
   }
@@ -19,10 +20,10 @@ std::unique_ptr<Balancer> makeBalancer(std::string_view algorithm, core::Random 
     return makeLeastConn();
   }
   if (algorithm == "source") {
-    return makeSourceHash();
+    return makeSourceHash(options.hash_balance_factor);
   }
   if (algorithm == "uri") {
-    return makeUriHash();
+    return makeUriHash(options.hash_balance_factor);
   }
   if (algorithm == "random2") {
     return makeRandomTwo(random);

@@ -44,10 +44,18 @@ class Balancer {
   virtual void onRequestEnd(uint32_t /*id*/) {}
 };
 
+struct BalancerOptions {
+  // Bounded loads for source and uri ([lb] hash_balance_factor, as HAProxy's and Envoy's): a
+  // server takes at most factor/100 times its weighted share of the requests in flight (plus
+  // one); a key whose server is full goes on along the ring. 0: off.
+  uint32_t hash_balance_factor = 0;
+};
+
 // The algorithm names of the topology file: roundrobin | static-rr | leastconn | source | uri |
 // random2 | maglev. Returns nullptr for an unknown name. `random` is used by random2 (and to
 // break ties where an algorithm says so).
-std::unique_ptr<Balancer> makeBalancer(std::string_view algorithm, core::Random random);
+std::unique_ptr<Balancer> makeBalancer(std::string_view algorithm, core::Random random,
+                                       const BalancerOptions& options = {});
 const std::vector<std::string_view>& balancerNames();
 
 // 64-bit hashes used by the hashing algorithms (stable across processes and versions).

@@ -15,6 +15,15 @@ uint32_t HashRing::pointsPerWeight(uint64_t total_weight) {
 
 void HashRing::build(std::span<const ServerEntry> servers) {
   members_.assign(servers);
+  weights_.clear();
+  total_weight_ = 0;
+  for (const ServerEntry& server : servers) {
+    if (server.id >= weights_.size()) {
+      weights_.resize(server.id + 1, 0);
+    }
+    weights_[server.id] = server.weight;
+    total_weight_ += server.weight;
+  }
   struct Point {
     uint64_t hash;
     uint32_t owner;
@@ -73,6 +82,32 @@ int HashRing::lookup(uint64_t key, std::span<const uint32_t> exclude) const {
     }
   }
   return static_cast<int>(owners_[i]);
+}
+
+int HashRing::lookupBounded(uint64_t key, std::span<const uint32_t> exclude, const InflightCounts& inflight,
+                            uint64_t total_inflight, uint32_t factor_percent) const {
+  if (hashes_.empty() || total_weight_ == 0 || members_.allExcluded(exclude)) {
+    return kNoServer;
+  }
+  size_t i = static_cast<size_t>(std::lower_bound(hashes_.begin(), hashes_.end(), key) - hashes_.begin());
+  // (total + 1) counts the request being placed; the product stays far inside 64 bits (a
+  // factor of at most 1000, weights of at most 256).
+  const uint64_t scaled = (total_inflight + 1) * factor_percent;
+  for (size_t step = 0; step < hashes_.size(); ++step, ++i) {
+    if (i == hashes_.size()) {
+      i = 0;
+    }
+    const uint32_t owner = owners_[i];
+    if (isExcluded(owner, exclude)) {
+      continue;
+    }
+    const uint64_t weight = weights_[owner];
+    const uint64_t bound = (scaled * weight + 100 * total_weight_ - 1) / (100 * total_weight_);
+    if (inflight[owner] < bound) {
+      return static_cast<int>(owner);
+    }
+  }
+  return lookup(key, exclude);
 }
 
 }  // namespace fulcrum::lb

@@ -35,12 +35,55 @@ class HashRing {
   // The owner of the first point at or after `key` whose owner is not excluded; kNoServer when
   // the ring is empty or every server is excluded. O(log points) (+ a short walk on a retry).
   int lookup(uint64_t key, std::span<const uint32_t> exclude) const;
+  // Bounded loads (Mirrokni, Thorup, Zadimoghaddam, "Consistent Hashing with Bounded Loads"):
+  // the first owner from `key` on, not excluded, with fewer than its bound of requests in
+  // flight: ceil(factor/100 * (total + 1) * weight / total_weight). The bounds sum to more than
+  // the requests in flight, so one is always under its bound; with exclusions leaving none, the
+  // plain lookup. A key moves only while its server is full, and comes back as it drains.
+  int lookupBounded(uint64_t key, std::span<const uint32_t> exclude, const InflightCounts& inflight,
+                    uint64_t total_inflight, uint32_t factor_percent) const;
   size_t points() const { return hashes_.size(); }
 
  private:
   std::vector<uint64_t> hashes_;  // sorted; searched alone, so the search touches less memory
   std::vector<uint32_t> owners_;  // owners_[i] owns hashes_[i]
+  std::vector<uint32_t> weights_;  // by id
+  uint64_t total_weight_ = 0;
   Membership members_;
+};
+
+// source and uri: a ring, and (with a balance factor) the loads that bound it. Each worker's
+// balancer counts its own requests in flight, so the bound holds per worker thread.
+class BoundedHashRing {
+ public:
+  explicit BoundedHashRing(uint32_t factor_percent) : factor_(factor_percent) {}
+  void setServers(std::span<const ServerEntry> servers) {
+    std::vector<ServerEntry> usable = usableServers(servers);
+    ring_.build(usable);
+    inflight_.cover(usable);
+  }
+  int pick(uint64_t key, std::span<const uint32_t> exclude) const {
+    return factor_ == 0 ? ring_.lookup(key, exclude) : ring_.lookupBounded(key, exclude, inflight_, total_, factor_);
+  }
+  void start(uint32_t id) {
+    if (factor_ != 0) {
+      inflight_.start(id);
+      ++total_;
+    }
+  }
+  void end(uint32_t id) {
+    if (factor_ != 0 && inflight_[id] > 0) {
+      inflight_.end(id);
+      --total_;
+    }
+  }
+  uint32_t inflight(uint32_t id) const { return inflight_[id]; }
+
+ private:
+  HashRing ring_;
+  InflightCounts inflight_;
+  uint64_t total_ = 0;
+  uint32_t factor_;
 };
 
 }  // namespace fulcrum::lb

@@ -195,6 +195,12 @@ const BadCase kChoiceCases[] = {
      "unknown algorithm 'roundrobbin'; did you mean 'roundrobin'?"},
     {"algorithm_close", "[lb]\nalgorithm = \"leastcon\"\n", "lb.algorithm", 2, 1,
      "unknown algorithm 'leastcon'; did you mean 'leastconn'?"},
+    {"hash_balance_factor_small", "[lb]\nalgorithm = \"uri\"\nhash_balance_factor = 50\n",
+     "lb.hash_balance_factor", 3, 1,
+     "must be 0 (off) or a percentage of at least 100 (150: a server takes at most 1.5 times its share), got 50"},
+    {"hash_balance_factor_not_hashing", "[lb]\nalgorithm = \"leastconn\"\nhash_balance_factor = 150\n",
+     "lb.hash_balance_factor", 3, 1,
+     "bounds the loads of consistent hashing: it needs algorithm \"source\" or \"uri\", not \"leastconn\""},
     {"algorithm_unknown", "[lb]\nalgorithm = \"fastest\"\n", "lb.algorithm", 2, 1,
      "unknown algorithm 'fastest'; expected one of: roundrobin, static-rr, leastconn, source, uri, random2, "
      "maglev"},

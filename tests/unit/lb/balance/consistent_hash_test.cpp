@@ -280,5 +280,97 @@ TEST(HashRingTest, SequentialClientKeysStillSpread) {
   }
 }
 
+// Bounded loads ([lb] hash_balance_factor): the bound holds whatever the keys, and with light
+// load (every request over before the next) nothing changes from the plain ring.
+class BoundedLoadTest : public ::testing::TestWithParam<std::string_view> {
+ protected:
+  static PickContext keyed(uint64_t i, std::string& uri) {
+    uri = "/item/" + std::to_string(i);
+    return PickContext{i * 0x9e3779b97f4a7c15ULL, uri, {}};
+  }
+};
+
+TEST_P(BoundedLoadTest, NoServerTakesMoreThanTheFactorTimesItsShare) {
+  for (uint32_t factor : {100u, 125u, 150u, 200u}) {
+    SCOPED_TRACE("factor " + std::to_string(factor));
+    TestPool pool({1, 1, 2, 1, 3});  // weights: shares 1/8, 1/8, 2/8, 1/8, 3/8
+    auto balancer = makeBalancer(GetParam(), core::Random(1), BalancerOptions{factor});
+    balancer->setServers(pool.entries());
+    std::vector<uint32_t> load(5, 0);
+    uint64_t total = 0;
+    std::string uri;
+    // A hot key (half of all requests) and spread ones; requests pile up, a few end.
+    for (uint64_t i = 0; i < 4000; ++i) {
+      PickContext context = keyed(i % 2 == 0 ? 7 : i, uri);
+      int id = balancer->pick(context);
+      ASSERT_NE(id, kNoServer);
+      // The bound when it was placed: ceil(factor/100 * (total + 1) * weight / 8).
+      uint64_t weight = pool.entries()[static_cast<size_t>(id)].weight;
+      uint64_t bound = ((total + 1) * factor * weight + 800 - 1) / 800;
+      ASSERT_LT(load[static_cast<size_t>(id)], bound) << "request " << i;
+      balancer->onRequestStart(static_cast<uint32_t>(id));
+      ++load[static_cast<size_t>(id)];
+      ++total;
+      if (i % 5 == 4) {  // one in five ends: the server with the most in flight
+        size_t busiest = static_cast<size_t>(std::max_element(load.begin(), load.end()) - load.begin());
+        balancer->onRequestEnd(static_cast<uint32_t>(busiest));
+        --load[busiest];
+        --total;
+      }
+    }
+    for (size_t id = 0; id < load.size(); ++id) {
+      uint64_t weight = pool.entries()[id].weight;
+      EXPECT_LE(load[id], (total * factor * weight + 800 - 1) / 800 + 1) << "server " << id;
+    }
+  }
+}
+
+TEST_P(BoundedLoadTest, UnderLightLoadKeysStayAndMoveLittleWhenAServerLeaves) {
+  TestPool pool = TestPool::equal(5);
+  auto plain = makeBalancer(GetParam(), core::Random(1));
+  auto bounded = makeBalancer(GetParam(), core::Random(1), BalancerOptions{150});
+  plain->setServers(pool.entries());
+  bounded->setServers(pool.entries());
+  std::string uri;
+  std::vector<int> before;
+  for (uint64_t i = 0; i < 20000; ++i) {
+    PickContext context = keyed(i, uri);
+    int id = bounded->pick(context);
+    ASSERT_EQ(id, plain->pick(context)) << "key " << i;  // one in flight at a time: never full
+    bounded->onRequestStart(static_cast<uint32_t>(id));
+    bounded->onRequestEnd(static_cast<uint32_t>(id));
+    before.push_back(id);
+  }
+  bounded->setServers(pool.without(2));
+  int moved = 0;
+  for (uint64_t i = 0; i < 20000; ++i) {
+    PickContext context = keyed(i, uri);
+    int id = bounded->pick(context);
+    ASSERT_NE(id, 2);
+    moved += id != before[i] ? 1 : 0;
+  }
+  EXPECT_LE(moved, 20000 * 13 / 50);  // about a fifth: the leaving server's keys only
+  EXPECT_GE(moved, 20000 * 7 / 50);
+}
+
+TEST_P(BoundedLoadTest, ARetryNeverComesBackToTheServerItLeft) {
+  TestPool pool = TestPool::equal(3);
+  auto balancer = makeBalancer(GetParam(), core::Random(1), BalancerOptions{100});
+  balancer->setServers(pool.entries());
+  std::string uri;
+  PickContext context = keyed(42, uri);
+  int first = balancer->pick(context);
+  uint32_t tried[] = {static_cast<uint32_t>(first)};
+  context.exclude = tried;
+  int second = balancer->pick(context);
+  EXPECT_NE(second, first);
+  EXPECT_NE(second, kNoServer);
+  uint32_t all[] = {0, 1, 2};
+  context.exclude = all;
+  EXPECT_EQ(balancer->pick(context), kNoServer);
+}
+
+INSTANTIATE_TEST_SUITE_P(RingAlgorithms, BoundedLoadTest, ::testing::Values("source", "uri"));
+
 }  // namespace
 }  // namespace fulcrum::lb
