@@ -3,7 +3,9 @@ node's certificate from the site CA. Reads (/metrics, /api/state, /healthz) work
 client certificate and without any (a browser); the admin API wants the operator's certificate as
 well as the token (a token alone gets 403 and changes nothing); a certificate from another CA is
 refused at the handshake and the lb's log says who and why. Two lbs: each one's site monitor reads
-the other's stats listener over TLS; `fulcrum status` reads both as the operator."""
+the other's stats listener over TLS; `fulcrum status` reads both as the operator, and Prometheus
+(when installed) scrapes them over https with the operator's certificate from the generated
+prometheus.yml."""
 import json
 import os
 import re
@@ -50,7 +52,7 @@ class InternalTlsStatsTest(unittest.TestCase):
 
     @classmethod
     def _start(cls):
-        cls.web_port = free_port()
+        cls.web_port, cls.prometheus_port = free_port(), free_port()
         cls.lbs = {name: (free_port(), free_port()) for name in ("lb-1", "lb-2")}  # http, stats
         cls.tmp.write("www/index.html", "hello\n")
         site = ('[site]\nname = "stls"\nstate_dir = "var"\n'
@@ -60,7 +62,10 @@ class InternalTlsStatsTest(unittest.TestCase):
             site += (f'[[lb.node]]\nname = "{name}"\nhttp = "127.0.0.1:{http}"\n'
                      f'stats = "127.0.0.1:{stats}"\nthreads = 1\n')
         site += ('[web]\ndocroot = "www"\napp = "none"\n'
-                 f'[[web.node]]\nname = "web-1"\nlisten = "127.0.0.1:{cls.web_port}"\nthreads = 1\n')
+                 f'[[web.node]]\nname = "web-1"\nlisten = "127.0.0.1:{cls.web_port}"\nthreads = 1\n'
+                 # Run by test_5 from `fulcrum monitoring`'s files, when Prometheus is installed.
+                 f'[monitoring]\nprometheus = "127.0.0.1:{cls.prometheus_port}"\nalertmanager = ""\n'
+                 'managed = false\ninterval_ms = 500\n')
         cls.site = cls.tmp.write("site.toml", site)
         certs = subprocess.run([FULCRUM, "certs", cls.site], capture_output=True, text=True, timeout=30)
         if certs.returncode != 0:
@@ -178,10 +183,15 @@ class InternalTlsStatsTest(unittest.TestCase):
 
     def test_3_a_certificate_from_another_ca_is_refused_at_the_handshake(self):
         foreign = self.context(os.path.join(self.other, "operator.crt"), os.path.join(self.other, "operator.key"))
-        status, _, body = self.get(self.stats, "/api/state", foreign)
-        self.assertEqual(status, 0, body)  # no HTTP answer: the handshake failed
-        wait_until(lambda: re.search(r"TLS client 127\.0\.0\.1:\d+ refused: unable to get local issuer certificate",
-                                     self.lb.output()), timeout=5, what="the refusal logged with its reason")
+
+        # Refusals are logged one a second at most (test_1's plain request may have just been):
+        # each try is refused, one of them is logged.
+        def refused_and_logged():
+            status, _, body = self.get(self.stats, "/api/state", foreign)
+            self.assertEqual(status, 0, body)  # no HTTP answer: the handshake failed
+            return re.search(r"TLS client 127\.0\.0\.1:\d+ refused: unable to get local issuer certificate",
+                             self.lb.output())
+        wait_until(refused_and_logged, timeout=10, interval=0.3, what="the refusal logged with its reason")
         status, _, body = self.get(self.stats, "/metrics")
         self.assertEqual(status, 200, body)
         self.assertRegex(body.decode(), r'fulcrum_lb_stats_tls_verify_failures_total\{node="lb-1"\} [1-9]')
@@ -194,6 +204,32 @@ class InternalTlsStatsTest(unittest.TestCase):
             return lbs if lbs and all(r["state"] == "up" and r["health"] == "1/1 servers up" for r in lbs) else None
         lbs = wait_until(rows, timeout=15, interval=0.5, what="`status`: both lbs up, web-1 up behind them")
         self.assertEqual([r["name"] for r in lbs], ["lb-1", "lb-2"])
+
+    @needs(None if shutil.which("prometheus") else "prometheus is not installed (scripts/deps.sh installs it)")
+    def test_5_prometheus_scrapes_the_lbs_over_https_as_the_operator(self):
+        out = os.path.join(self.tmp.path, "monitoring")
+        wrote = subprocess.run([FULCRUM, "monitoring", self.site, "--out", out], capture_output=True, text=True,
+                               timeout=30)
+        self.assertEqual(wrote.returncode, 0, wrote.stdout + wrote.stderr)
+        prometheus = Process(["prometheus", f"--config.file={out}/prometheus.yml",
+                              f"--storage.tsdb.path={self.tmp.path}/prometheus",
+                              f"--web.listen-address=127.0.0.1:{self.prometheus_port}"],
+                             os.path.join(self.tmp.path, "prometheus.log"))
+        self.addCleanup(prometheus.stop)
+
+        def lb_targets():
+            status, _, body = http_get(f"http://127.0.0.1:{self.prometheus_port}/api/v1/targets?state=active",
+                                       timeout=3)
+            if status != 200:
+                return None
+            targets = json.loads(body)["data"]["activeTargets"]
+            lbs = {t["labels"]["node"]: t for t in targets if t["labels"]["job"] == "lb"}
+            return lbs if len(lbs) == 2 and all(t["health"] == "up" for t in lbs.values()) else None
+        try:
+            lbs = wait_until(lb_targets, timeout=30, interval=0.5, what="Prometheus scraping both lbs")
+        except AssertionError as e:
+            raise AssertionError(f"{e}\n{prometheus.output()[-3000:]}") from e
+        self.assertTrue(all(t["scrapeUrl"].startswith("https://") for t in lbs.values()), lbs)
 
 
 if __name__ == "__main__":
