@@ -38,6 +38,9 @@ class Transport {
   // Why the last -1 that was not EAGAIN happened, when errno cannot say it (TLS: a refused
   // handshake, a certificate that did not verify); empty when errno says it all.
   virtual std::string failureReason() const { return {}; }
+  // True when the handshake verified a certificate the peer presented (TLS: a client certificate
+  // a listener asked for, checked against its CA); false on plain TCP or without one.
+  virtual bool peerVerified() const { return false; }
 };
 
 class PlainTransport final : public Transport {

@@ -395,7 +395,7 @@ bool ServerConnection::dispatch(size_t head_len, size_t raw_body_len, std::strin
     }
   }
   Response response;
-  Request request{head_, body, peer_, this};
+  Request request{head_, body, peer_, this, transport_ != nullptr && transport_->peerVerified()};
   sync_slot_ = &response;
   server_.handler().handle(request, response);
   sync_slot_ = nullptr;

@@ -99,6 +99,8 @@ struct Request {
   std::string_view body;  // like head, valid only during Handler::handle(): copy what a later answer needs
   const core::SocketAddress& peer;
   ServerConnection* connection = nullptr;
+  // The client presented a certificate the listener's client CA verified (core::Transport).
+  bool peer_verified = false;
 
   // Answers later: the handler leaves `response` untouched and completes the returned handle.
   DeferredResponse defer() const;

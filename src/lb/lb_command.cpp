@@ -339,10 +339,12 @@ int runLbCommand(const config::Site& site, const std::string& node_name, bool ta
   std::vector<std::unique_ptr<ProxyWorker>> https_proxies(threads);
   // [security] internal_tls: the web nodes are reached over mutual TLS, as this node.
   std::unique_ptr<tls::ClientContext> upstream_tls;
+  tls::NodeTls node_tls;  // and the stats listener speaks TLS with the same files
   if (site.security.internal_tls) {
     core::Result<tls::NodeTls> files = tls::nodeTls(site, node->name);
     std::string error = files.error;
     if (files.ok) {
+      node_tls = files.value;
       upstream_tls = tls::ClientContext::create(files.value.ca_cert, {files.value.cert, files.value.key}, error);
     }
     if (!upstream_tls) {
@@ -452,11 +454,23 @@ int runLbCommand(const config::Site& site, const std::string& node_name, bool ta
   };
 
   // The stats listener (dashboard, /metrics, admin API) runs on this main thread.
+  std::unique_ptr<tls::ServerContext> stats_tls;  // outlives the server's connections
   std::unique_ptr<StatsHandler> stats_handler;
   std::unique_ptr<http::HttpServer> stats_server;
   http::ServerStats stats_server_stats;
   if (node->stats) {
     std::string error;
+    if (site.security.internal_tls) {
+      // HTTPS with this node's certificate. A client certificate from the site CA is asked for,
+      // not required: a browser reads the dashboard without one; the admin API needs it.
+      stats_tls = tls::ServerContext::create({tls::CertFiles{node_tls.cert, node_tls.key}}, error,
+                                             node_tls.ca_cert, tls::ClientCertMode::Optional);
+      if (!stats_tls) {
+        log::error("stats listener: internal_tls: {}", error);
+        workers.stopAll();
+        return kExitRuntime;
+      }
+    }
     std::string token_path = (site.site.state_dir / "admin.token").string();
     std::string token = loadOrCreateToken(token_path, error);
     std::vector<core::Fd> taken_stats = takeListeners("stats", *node->stats);
@@ -493,6 +507,8 @@ int runLbCommand(const config::Site& site, const std::string& node_name, bool ta
     ctx.acme = acme.get();
     ctx.vrrp = vrrp ? &vrrp->node() : nullptr;
     ctx.token = token;
+    ctx.stats_tls = stats_tls.get();
+    ctx.admin_needs_client_certificate = stats_tls != nullptr;
     ctx.apply_admin = [&workers, &pools](uint32_t id, AdminState state) {
       bool in_rotation = state == AdminState::Ready;
       workers.postAll([&pools, id, in_rotation](core::EventLoop&, unsigned i) {
@@ -518,21 +534,28 @@ int runLbCommand(const config::Site& site, const std::string& node_name, bool ta
     server_options.max_connections_per_ip = kStatsMaxConnections / 4;
     server_options.first_byte_timeout = std::chrono::seconds(5);
     server_options.limits.max_body_bytes = http::kMaxAdminBodyBytes;  // the admin API takes small JSON only
+    server_options.tls = stats_tls.get();
     stats_server = std::make_unique<http::HttpServer>(main_loop, std::move(fd), *stats_handler,
                                                       server_options, stats_server_stats);
     stats_server->acceptor().setFilter(firewall.get());
-    log::info("stats on http://{} (dashboard /, /metrics, /api/state; admin token in {})",
-              node->stats->toString(), token_path);
+    log::info("stats on {}://{} (dashboard /, /metrics, /api/state; admin token in {}{})",
+              stats_tls ? "https" : "http", node->stats->toString(), token_path,
+              stats_tls ? "; the admin API needs a client certificate from " + node_tls.ca_cert.string()
+                        : std::string());
   }
   log::info("load balancer {} on http://{}{} with {} worker(s), {} server(s), algorithm {}", node->name,
             node->http.toString(), node->https ? " and https://" + node->https->toString() : std::string(), threads,
             backends.size(), site.lb.algorithm);
   // Session ticket keys: one set for every worker, a new one each hour (tls/server_context.h).
   core::Timer ticket_rotation(main_loop, [&] {
-    tls_context->rotateTicketKeys();
+    for (tls::ServerContext* context : {tls_context.get(), stats_tls.get()}) {
+      if (context != nullptr) {
+        context->rotateTicketKeys();
+      }
+    }
     ticket_rotation.armAfter(std::chrono::hours(1));
   });
-  if (tls_context) {
+  if (tls_context || stats_tls) {
     ticket_rotation.armAfter(std::chrono::hours(1));
   }
   // New certificate files (renewed in place, or SIGHUP) are taken by new handshakes; open

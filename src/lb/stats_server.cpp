@@ -315,6 +315,15 @@ bool StatsHandler::adminCall(const http::Request& request, http::Response& respo
     response.addHeader("WWW-Authenticate", "Bearer");
     return false;
   }
+  if (ctx_.admin_needs_client_certificate && !request.peer_verified) {
+    log::warn("admin: {} {} from {} refused: no client certificate from the site CA",
+              request.head.method_text, request.head.path, request.peer.toString());
+    jsonError(
+        response, 403,
+        "internal_tls: the admin API needs a client certificate from the site CA (the operator's) as well "
+        "as the token");
+    return false;
+  }
   if (request.body.size() > http::kMaxAdminBodyBytes) {
     jsonError(response, 413, "the body is over " + std::to_string(http::kMaxAdminBodyBytes) + " bytes");
     return false;
@@ -620,6 +629,17 @@ std::string StatsHandler::metricsText() const {
     counter("fulcrum_lb_upstream_tls_verify_failures_total",
             "Failed handshakes with web nodes whose certificate was refused (wrong CA, wrong address, expired).",
             get(s.verify_failures));
+  }
+  if (ctx_.stats_tls != nullptr) {
+    tls::TlsStats& s = ctx_.stats_tls->stats();
+    handshakes("fulcrum_lb_stats_tls_handshakes_total",
+               "TLS handshakes on the stats listener ([security] internal_tls), by result (full, resumed, "
+               "failed).",
+               s);
+    counter(
+        "fulcrum_lb_stats_tls_verify_failures_total",
+        "Failed handshakes on the stats listener whose client certificate was refused (another CA, expired).",
+        get(s.verify_failures));
   }
   if (ctx_.acme != nullptr) {
     counter("fulcrum_lb_acme_certificates_issued_total", "Certificates this node obtained from the ACME CA.",

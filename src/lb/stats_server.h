@@ -40,10 +40,14 @@ struct StatsContext {
   const core::ClientTable* clients = nullptr;  // [lb.limits] rate_per_ip / conn_per_ip, when set
   tls::ServerContext* tls = nullptr;           // the https listener's, when there is one
   tls::ClientContext* upstream_tls = nullptr;  // [security] internal_tls: to the web nodes
+  tls::ServerContext* stats_tls = nullptr;     // [security] internal_tls: this listener's own
   const tls::AcmeRenewer* acme = nullptr;      // [lb.acme], when set
   SiteMonitor* monitor = nullptr;              // the dashboard's view of the whole site
   const vrrp::Node* vrrp = nullptr;            // [lb.vip], when set
   std::string token;                // admin API bearer token
+  // [security] internal_tls: an admin call needs, besides the token, a client certificate the
+  // listener verified against the site CA (http::Request::peer_verified).
+  bool admin_needs_client_certificate = false;
   // Applies an admin state to every worker (called on the main thread).
   std::function<void(uint32_t server, AdminState state)> apply_admin;
   // The same for a [[db.node]] behind the database frontends, by name.
@@ -82,7 +86,8 @@ class StatsHandler final : public http::Handler {
   void handleAdmin(const http::Request& request, http::Response& response, std::string_view name);
   void handleWeight(const http::Request& request, http::Response& response, std::string_view name);
   void handleReload(const http::Request& request, http::Response& response);
-  // Checks method and token; false when `response` already says why not.
+  // Checks method, token and (under internal_tls) client certificate; false when `response`
+  // already says why not.
   bool adminCall(const http::Request& request, http::Response& response) const;
   void saveServerState() const;
 

@@ -59,7 +59,9 @@ std::vector<Job> jobsOf(const config::Site& site) {
       lb.push_back({node.name, *node.stats});
     }
   }
-  add("lb", std::move(lb));
+  // Under internal_tls its stats listener speaks HTTPS only (a client certificate is optional
+  // for /metrics; the operator's goes with it as for the others).
+  add("lb", std::move(lb), site.security.internal_tls);
   std::vector<Target> web;
   for (const auto& node : site.web.nodes) {
     web.push_back({node.name, node.listen});

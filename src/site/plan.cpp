@@ -152,8 +152,10 @@ std::vector<ChildSpec> planChildren(const config::Site& site, const PlanOptions&
                             logPath(site, node.name)});
   }
   for (const auto& node : site.lb.nodes) {
-    // The stats listener answers /healthz once the node runs; without one, its HTTP port.
-    Probe probe = node.stats ? Probe{*node.stats, "/healthz"} : Probe{node.http, ""};
+    // The stats listener answers /healthz once the node runs (over HTTPS under internal_tls);
+    // without one, its HTTP port.
+    Probe probe =
+        node.stats ? Probe{*node.stats, "/healthz", site.security.internal_tls} : Probe{node.http, ""};
     ChildSpec spec{Role::Lb, node.name, roleArgs(options, site, "lb", node.name), probe, logPath(site, node.name)};
     if (site.lb.vip) {
       spec.after_exit = spec.argv;

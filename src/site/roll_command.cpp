@@ -15,6 +15,7 @@
 #include "core/exit_codes.h"
 #include "http/client.h"
 #include "run/node_files.h"
+#include "tls/client_context.h"
 
 namespace fulcrum::site {
 
@@ -27,6 +28,9 @@ constexpr auto kPoll = std::chrono::milliseconds(100);
 struct Lb {
   std::string name;
   core::SocketAddress stats;
+  // [security] internal_tls: the stats listener speaks HTTPS, and its admin API needs the
+  // operator's client certificate.
+  std::shared_ptr<core::ClientTransportFactory> tls;
 };
 
 // One call to an lb's stats listener; the body, or nullopt with `error`.
@@ -39,7 +43,9 @@ std::optional<std::string> call(const Lb& lb, http::Method method, const std::st
   request.body = body;
   request.headers = auth;
   request.replay = http::Replay::Safe;
-  http::ClientOutcome out = http::fetchOnce(lb.stats, request, Clock::now() + kCallTimeout);
+  http::ClientOptions options;
+  options.tls = lb.tls;
+  http::ClientOutcome out = http::fetchOnce(lb.stats, request, Clock::now() + kCallTimeout, options);
   if (!out.response.ok) {
     error = fmt::format("{} ({}): {}", lb.name, lb.stats.toString(), out.response.error);
     return std::nullopt;
@@ -105,10 +111,19 @@ int runRollCommand(const config::Site& site, const RollOptions& options) {
                  "database node `POST /switchover` first)\n", options.role.c_str());
     return core::kExitConfig;
   }
+  std::shared_ptr<core::ClientTransportFactory> operator_tls;
+  if (site.security.internal_tls) {
+    std::string error;
+    operator_tls = tls::ClientContext::forHolder(site, "operator", error);
+    if (!operator_tls) {
+      std::fprintf(stderr, "internal_tls: no client certificate for the admin API: %s\n", error.c_str());
+      return 1;
+    }
+  }
   std::vector<Lb> lbs;
   for (const config::LbNode& n : site.lb.nodes) {
     if (n.stats) {
-      lbs.push_back({n.name, *n.stats});
+      lbs.push_back({n.name, *n.stats, operator_tls});
     }
   }
   if (lbs.empty() || lbs.size() != site.lb.nodes.size()) {
@@ -202,7 +217,9 @@ int runRollCommand(const config::Site& site, const RollOptions& options) {
               http::ClientRequest health;
               health.path = "/healthz";
               health.replay = http::Replay::Safe;
-              auto own = http::fetchOnce(node->listen, health, Clock::now() + kCallTimeout);
+              http::ClientOptions own_options;
+              own_options.tls = operator_tls;  // under internal_tls a web node answers site certificates only
+              auto own = http::fetchOnce(node->listen, health, Clock::now() + kCallTimeout, own_options);
               if (!own.response.ok || own.response.value.status != 200) {
                 why = fmt::format("{} does not answer /healthz yet", name);
                 return false;

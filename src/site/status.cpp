@@ -109,6 +109,8 @@ std::vector<Target> targetsOf(const config::Site& site) {
   for (const auto& node : site.lb.nodes) {
     if (node.stats) {
       Target t{NodeStatus{"lb", node.name, node.http.toString()}, *node.stats, "/api/state"};
+      t.tls = operator_tls;  // under internal_tls the stats listener speaks HTTPS only
+      t.tls_error = tls_error;
       t.read = [](const ProbeResult& r, NodeStatus& row) { return readLbState(r.body, row); };
       out.push_back(std::move(t));
     } else {

@@ -34,6 +34,7 @@
 #include "site/probe.h"
 #include "site/status.h"
 #include "tls/client_context.h"
+#include "tls/site_pki.h"
 
 namespace fulcrum::site {
 
@@ -635,7 +636,14 @@ class Up {
                                         : "")});
       }
       if (node.stats) {
-        out.push_back({"dashboard", "http://" + node.stats->toString() + "/", "/metrics, /api/state"});
+        if (site_.security.internal_tls) {
+          // Signed by the site CA: a browser that trusts it reads the page; the admin API also
+          // wants the operator's certificate.
+          out.push_back({"dashboard", "https://" + node.stats->toString() + "/",
+                         "/metrics, /api/state; trust the CA " + tls::sitePaths(site_).ca_cert.string()});
+        } else {
+          out.push_back({"dashboard", "http://" + node.stats->toString() + "/", "/metrics, /api/state"});
+        }
       }
       if (node.db_write) {
         out.push_back({"db write", node.db_write->toString(),

@@ -134,6 +134,8 @@ int TlsTransport::handshake() {
     if (SSL_version(ssl_) == TLS1_3_VERSION) {
       stats_.tls13.fetch_add(1, std::memory_order_relaxed);
     }
+    // A resumed session carries the certificate and the verdict of its first handshake.
+    peer_verified_ = SSL_get0_peer_certificate(ssl_) != nullptr && SSL_get_verify_result(ssl_) == X509_V_OK;
     return 1;
   }
   int err = SSL_get_error(ssl_, r);

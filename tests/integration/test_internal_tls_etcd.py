@@ -41,6 +41,9 @@ class InternalTlsEtcdTest(unittest.TestCase):
         out = site.up.output()
         for name in MEMBERS:
             self.assertRegex(out, rf"\d+\.\d s  etcd +{name} +up +https://127\.0\.0\.1:\d+/health", out)
+        # The lb's stats listener speaks HTTPS too: up probes it so and prints its dashboard so.
+        self.assertRegex(out, rf"\d+\.\d s  lb +lb-1 +up +https://127\.0\.0\.1:{site.lb_stats}/healthz", out)
+        self.assertRegex(out, rf"dashboard +https://127\.0\.0\.1:{site.lb_stats}/ .*trust the CA \S+/var/tls/ca\.crt", out)
 
         # The command line `up` runs: https for clients and peers, client certificates required.
         etcd_1 = subprocess.run([FULCRUM, "etcd", "--site", site.file, "--node", "etcd-1", "--print"], capture_output=True,

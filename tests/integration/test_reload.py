@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import threading
 import unittest
@@ -388,3 +389,35 @@ class RollTest(unittest.TestCase):
         self.assertEqual(up.wait(timeout=60), 0, up.output()[-3000:])
         with self.assertRaises(ProcessLookupError):
             os.kill(new_lb, 0)
+
+    def test_roll_under_internal_tls_drains_over_https_as_the_operator(self):
+        """[security] internal_tls: the lb's stats listener speaks HTTPS and its admin API wants a
+        client certificate; roll presents the operator's (and checks the web nodes' /healthz so)."""
+        tmp = TempDir()
+        self.addCleanup(tmp.cleanup)
+        tmp.write("www/small.txt", "0123456789abcdef" * 64)
+        lb_port, stats_port = free_port(), free_port()
+        web = {f"web-{i}": free_port() for i in (1, 2)}
+        text = (f'[site]\nname = "rolltls"\nstate_dir = "var"\n[security]\ninternal_tls = true\n'
+                f'[lb.health]\ninterval_ms = 200\ntimeout_ms = 1000\nrise = 1\nfall = 2\n'
+                f'[[lb.node]]\nname = "lb-1"\nhttp = "127.0.0.1:{lb_port}"\nstats = "127.0.0.1:{stats_port}"\n'
+                f'threads = 1\n[web]\ndocroot = "www"\napp = "none"\n')
+        for name, port in web.items():
+            text += f'[[web.node]]\nname = "{name}"\nlisten = "127.0.0.1:{port}"\nthreads = 1\n'
+        site = tmp.write("site.toml", text)
+        up = Process([FULCRUM, "up", site], os.path.join(tmp.path, "up.out"))
+        self.addCleanup(up.stop, 60)
+        wait_until(lambda: "is up" in up.output() or not up.alive(), timeout=60, what="the site up")
+        self.assertTrue(up.alive(), up.output()[-3000:])
+        load = Load(lb_port, threads=2, path="/small.txt")
+        try:
+            wait_until(lambda: load.count() > 50, timeout=20, what="load running")
+            out = subprocess.run([FULCRUM, "roll", "--site", site], capture_output=True, text=True, timeout=300)
+            self.assertEqual(out.returncode, 0, out.stdout + out.stderr + up.output()[-3000:])
+            self.assertIn("2 of 2 web node(s) restarted", out.stdout)
+        finally:
+            failures = load.stop()
+        self.assertEqual(failures, [], out.stdout)
+        context = ssl.create_default_context(cafile=os.path.join(tmp.path, "var", "tls", "ca.crt"))
+        state = json.loads(http_get(f"https://127.0.0.1:{stats_port}/api/state", context=context)[2])
+        self.assertEqual({s["name"]: s["admin"] for s in state["servers"]}, {"web-1": "ready", "web-2": "ready"})

@@ -82,6 +82,29 @@ TEST(MonitoringTest, EveryNodeIsATargetWithItsRoleAsJobAndItsName) {
   EXPECT_NE(yml.find(target("alertmanager", "127.0.0.1:9093", "alertmanager")), std::string::npos);
 }
 
+TEST(MonitoringTest, InternalTlsScrapesLbWebAndEtcdOverHttpsAsTheOperator) {
+  std::string yml = prometheusConfig(load(std::string(kSite) + "[security]\ninternal_tls = true\n"));
+  const std::string https =
+      "    honor_labels: true\n"
+      "    scheme: https\n"
+      "    tls_config:\n"
+      "      ca_file: \"/srv/state/tls/ca.crt\"\n"
+      "      cert_file: \"/srv/state/tls/operator.crt\"\n"
+      "      key_file: \"/srv/state/tls/operator.key\"\n"
+      "    static_configs:\n";
+  // The lbs' stats listeners, the web nodes and etcd speak HTTPS only under internal_tls.
+  for (const char* job : {"lb", "web", "etcd"}) {
+    EXPECT_NE(yml.find(std::string("  - job_name: \"") + job + "\"\n" + https), std::string::npos)
+        << job << yml;
+  }
+  for (const char* job : {"db", "prometheus", "alertmanager"}) {
+    EXPECT_NE(
+        yml.find(std::string("  - job_name: \"") + job + "\"\n    honor_labels: true\n    static_configs:\n"),
+        std::string::npos)
+        << job << yml;
+  }
+}
+
 TEST(MonitoringTest, NoAlertmanagerMeansNoAlertingSection) {
   std::string text = kSite;
   text += "alertmanager = \"\"\n";

@@ -270,6 +270,14 @@ TEST(PlanTest, InternalTlsPutsEtcdClientsAndPeersOnMutualTls) {
   ASSERT_NE(web1, web.end());
   EXPECT_TRUE(web1->probe.tls);
   EXPECT_EQ(web1->probe.url(), "https://127.0.0.1:9001/healthz");
+  // So does an lb's stats listener (reads without a client certificate, but up has one); an lb
+  // without one is still a connect check on its plain http port.
+  auto lb1 = std::find_if(web.begin(), web.end(), [](const ChildSpec& c) { return c.name == "lb-1"; });
+  auto lb2 = std::find_if(web.begin(), web.end(), [](const ChildSpec& c) { return c.name == "lb-2"; });
+  ASSERT_NE(lb1, web.end());
+  ASSERT_NE(lb2, web.end());
+  EXPECT_EQ(lb1->probe.url(), "https://127.0.0.1:8404/healthz");
+  EXPECT_EQ(lb2->probe.url(), "tcp://127.0.0.1:8081");
 
   // One member per host: a peer's certificate must name the address it connects from.
   config::Site hosts =

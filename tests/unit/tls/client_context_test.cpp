@@ -1,6 +1,7 @@
 // The internal TLS link of an lb and a web node, both ends in this thread over a loopback TCP
 // connection: ClientContext verifies the server by the site CA and the address it dialled, and
-// ServerContext with a client CA lets in only holders of a certificate from it.
+// ServerContext with a client CA lets in only holders of a certificate from it (or, Optional,
+// clients without one too).
 #include "tls/client_context.h"
 
 #include <arpa/inet.h>
@@ -265,6 +266,68 @@ TEST_F(InternalTlsTest, AClientWithoutACertificateIsRefusedByTheServer) {
   EXPECT_EQ(drive(c, *s, cfd.get(), sfd.get()).server, -1);
   EXPECT_EQ(web->stats().verify_failures.load(), 1u);
   SSL_CTX_free(bare);
+}
+
+TEST_F(InternalTlsTest, TheServerTellsAVerifiedClient) {
+  auto web = server(ca_.issue("web1", {"127.0.0.1"}));
+  auto lb = client(ca_.issue("lb1", {"127.0.0.1"}));
+  auto [cfd, sfd] = net_.link();
+  auto c = lb->newTransport(cfd.get(), net_.address());
+  auto s = web->newTransport(sfd.get());
+  EXPECT_FALSE(s->peerVerified());  // not before the handshake
+  Outcome o = drive(*c, *s, cfd.get(), sfd.get());
+  ASSERT_EQ(o.server, 1);
+  EXPECT_TRUE(s->peerVerified());
+  EXPECT_TRUE(c->peerVerified());  // the client verified the server's
+}
+
+// ClientCertMode::Optional (an lb's stats listener): a certificate is asked for; none is fine, one
+// that verifies is told to the connection, one that does not fails the handshake.
+TEST_F(InternalTlsTest, AnOptionalClientCertificateMayBeAbsentButNotWrong) {
+  std::string error;
+  Pem pair = ca_.issue("lb1", {"127.0.0.1"});
+  auto stats = ServerContext::create({CertFiles{pair.cert, pair.key}}, error, ca_.files().cert,
+                                     ClientCertMode::Optional);
+  ASSERT_TRUE(stats) << error;
+
+  SSL_CTX* bare = SSL_CTX_new(TLS_client_method());
+  SSL_CTX_set_min_proto_version(bare, TLS1_3_VERSION);
+  {
+    auto [cfd, sfd] = net_.link();
+    TlsStats bare_stats;
+    TlsTransport c(SSL_new(bare), cfd.get(), bare_stats, TlsTransport::Side::Connect);
+    auto s = stats->newTransport(sfd.get());
+    Outcome o = drive(c, *s, cfd.get(), sfd.get());
+    EXPECT_EQ(o.client, 1);
+    EXPECT_EQ(o.server, 1);
+    EXPECT_FALSE(s->peerVerified());
+    EXPECT_EQ(pass(c, *s, sfd.get(), "GET /metrics HTTP/1.1\r\n"), "GET /metrics HTTP/1.1\r\n");
+  }
+  SSL_CTX_free(bare);
+
+  // The operator's certificate: verified, and still so on a resumed connection.
+  auto op = client(ca_.issue("operator", {}));
+  for (int round = 0; round < 2; ++round) {
+    auto [cfd, sfd] = net_.link();
+    auto c = op->newTransport(cfd.get(), net_.address());
+    auto s = stats->newTransport(sfd.get());
+    Outcome o = drive(*c, *s, cfd.get(), sfd.get());
+    ASSERT_EQ(o.server, 1);
+    EXPECT_TRUE(s->peerVerified()) << "round " << round;
+    EXPECT_EQ(pass(*c, *s, sfd.get(), "POST / HTTP/1.1\r\n"), "POST / HTTP/1.1\r\n");
+    EXPECT_EQ(pass(*s, *c, cfd.get(), "HTTP/1.1 200 OK\r\n"), "HTTP/1.1 200 OK\r\n");
+    EXPECT_EQ(c->resumed(), round == 1);
+  }
+
+  Pem stranger = other_ca_.issue("operator", {});
+  auto foreign = ClientContext::create(ca_.files().cert, CertFiles{stranger.cert, stranger.key}, error);
+  ASSERT_TRUE(foreign) << error;
+  auto [cfd, sfd] = net_.link();
+  auto c = foreign->newTransport(cfd.get(), net_.address());
+  auto s = stats->newTransport(sfd.get());
+  EXPECT_EQ(drive(*c, *s, cfd.get(), sfd.get()).server, -1);
+  EXPECT_EQ(s->failureReason(), "unable to get local issuer certificate");
+  EXPECT_EQ(stats->stats().verify_failures.load(), 1u);
 }
 
 TEST_F(InternalTlsTest, PlaintextIsRefusedByTheServer) {
