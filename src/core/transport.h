@@ -38,6 +38,9 @@ class Transport {
   // Why the last -1 that was not EAGAIN happened, when errno cannot say it (TLS: a refused
   // handshake, a certificate that did not verify); empty when errno says it all.
   virtual std::string failureReason() const { return {}; }
+  // Once the handshake is done: the common name of the certificate the peer presented and the
+  // handshake verified; empty when it presented none (or on plain TCP).
+  virtual std::string verifiedPeerName() const { return {}; }
 };
 
 class PlainTransport final : public Transport {

@@ -66,14 +66,15 @@ nlohmann::json memberJson(const MemberRecord& m) {
 }  // namespace
 
 DbAgent::DbAgent(const config::Site& site, const config::DbNode& node, core::EventLoop& loop,
-                 std::shared_ptr<core::ClientTransportFactory> etcd_tls)
+                 std::shared_ptr<core::ClientTransportFactory> client_tls)
     : site_(site),
       node_(node),
       loop_(loop),
       timer_(loop, [this] { tick(); }),
       interval_(ttlOf(site) / 5),
-      etcd_tls_(std::move(etcd_tls)),
-      etcd_(etcdClientOptions(site, etcd_tls_)),
+      internal_tls_(site.security.internal_tls),
+      client_tls_(std::move(client_tls)),
+      etcd_(etcdClientOptions(site, client_tls_)),
       elector_(etcd_, loop.clock(), electorOptions(site, node.name)) {
   for (const auto& n : site.db.nodes) {
     nodes_.insert(n.name);
@@ -185,7 +186,7 @@ void DbAgent::start(std::function<void(const std::string&)> on_fatal) {
   schedule(loop_.clock().now());
   EtcdWatchOptions options;
   options.endpoints = site_.etcd.endpoints;
-  options.tls = etcd_tls_;
+  options.tls = client_tls_;
   options.prefix = sitePrefix(site_.site.name);
   watch_ = std::make_unique<EtcdWatch>(
       loop_, std::move(options), [this](const WatchEvent& event) { onWatchEvent(event); },
@@ -1584,6 +1585,9 @@ void DbAgent::handle(const http::Request& request, http::Response& response) {
       json(405, R"({"error":"use POST"})");
       return;
     }
+    if (refuseUncertified(request.peer_certificate, response)) {
+      return;
+    }
     handleReload(request, response);
     return;
   }
@@ -1591,6 +1595,9 @@ void DbAgent::handle(const http::Request& request, http::Response& response) {
     if (method != http::Method::Post) {
       response.addHeader("Allow", "POST");
       json(405, R"({"error":"use POST"})");
+      return;
+    }
+    if (refuseUncertified(request.peer_certificate, response)) {
       return;
     }
     if (path == "/switchover") {

@@ -15,6 +15,8 @@
 #include "http/server.h"
 #include "run/node_files.h"
 #include "tls/client_context.h"
+#include "tls/server_context.h"
+#include "tls/site_pki.h"
 
 namespace fulcrum::db {
 
@@ -62,19 +64,31 @@ int runDbCommand(const config::Site& site, const std::string& node_name) {
     log::error("agent listener: {}", error);
     return kExitRuntime;
   }
-  // [security] internal_tls: the agent's etcd calls and watch present this node's certificate.
-  std::shared_ptr<core::ClientTransportFactory> etcd_tls;
+  // [security] internal_tls: the agent's etcd calls and watch (and the admin calls it forwards)
+  // present this node's certificate, and its API speaks TLS only, with the same certificate.
+  // Anyone may read the health endpoints (an outside balancer may use them); a certificate that
+  // is presented must come from the site CA, and the admin calls want one (DbAgent).
+  std::shared_ptr<core::ClientTransportFactory> client_tls;
+  std::unique_ptr<tls::ServerContext> api_tls;
   if (site.security.internal_tls) {
-    etcd_tls = tls::ClientContext::forHolder(site, node->name, error);
-    if (!etcd_tls) {
+    client_tls = tls::ClientContext::forHolder(site, node->name, error);
+    if (client_tls) {
+      core::Result<tls::NodeTls> pki = tls::nodeTls(site, node->name);
+      error = pki.error;
+      if (pki.ok) {
+        api_tls = tls::ServerContext::create({tls::CertFiles{pki.value.cert, pki.value.key}}, error,
+                                             pki.value.ca_cert, tls::ClientCertificates::VerifiedIfPresented);
+      }
+    }
+    if (!client_tls || !api_tls) {
       // A runtime failure, as the same refusal for PostgreSQL's files: `up` tries again, and the
       // node starts once the files are there.
-      log::error("internal_tls: {} needs its certificate (etcd, PostgreSQL): {}", node->name, error);
+      log::error("internal_tls: {} needs its certificate (etcd, PostgreSQL, its API): {}", node->name, error);
       return kExitRuntime;
     }
   }
   core::EventLoop loop;
-  DbAgent agent(site, *node, loop, std::move(etcd_tls));
+  DbAgent agent(site, *node, loop, std::move(client_tls));
   if (Status prepared = agent.prepare(); !prepared.ok) {
     log::error("{}", prepared.error);
     return kExitRuntime;
@@ -87,6 +101,7 @@ int runDbCommand(const config::Site& site, const std::string& node_name) {
   options.max_connections_per_ip = 64;
   options.first_byte_timeout = std::chrono::seconds(2);
   options.limits.max_body_bytes = http::kMaxAdminBodyBytes;  // the agent API takes small JSON only
+  options.tls = api_tls.get();
   http::ServerStats stats;
   agent.setApiStats(&stats);
   auto server = std::make_unique<http::HttpServer>(loop, std::move(listener), agent, options, stats);
@@ -97,8 +112,8 @@ int runDbCommand(const config::Site& site, const std::string& node_name) {
     exit_code = kExitRuntime;
     loop.stop();
   });
-  log::info("database agent {} (PostgreSQL on {}) API on http://{}", node->name, node->pg.toString(),
-            node->agent.toString());
+  log::info("database agent {} (PostgreSQL on {}) API on {}://{}", node->name, node->pg.toString(),
+            api_tls ? "https" : "http", node->agent.toString());
 
   bool stopping = false;
   core::Timer grace(loop, [&] { loop.stop(); });

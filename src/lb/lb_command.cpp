@@ -279,12 +279,26 @@ int runLbCommand(const config::Site& site, const std::string& node_name, bool ta
     }
   }
 
+  // [security] internal_tls: the web nodes and the db agents are reached over mutual TLS, as this
+  // node (made before the db frontends, whose checks use it, and destroyed after them).
+  std::unique_ptr<tls::ClientContext> upstream_tls;
+  if (site.security.internal_tls) {
+    core::Result<tls::NodeTls> files = tls::nodeTls(site, node->name);
+    std::string error = files.error;
+    if (files.ok) {
+      upstream_tls = tls::ClientContext::create(files.value.ca_cert, {files.value.cert, files.value.key}, error);
+    }
+    if (!upstream_tls) {
+      log::error("internal_tls: {}", error);  // a runtime failure: the node starts once its files are there
+      return kExitRuntime;
+    }
+  }
   core::EventLoop main_loop;
   core::WorkerGroup workers;
   std::unique_ptr<DbFrontends> db;
   if (has_db_frontend) {
     std::string error;
-    db = DbFrontends::create(site, *node, threads, main_loop, workers, error);
+    db = DbFrontends::create(site, *node, threads, main_loop, workers, upstream_tls.get(), error);
     if (!db) {
       log::error("{}", error);
       return kExitRuntime;
@@ -336,20 +350,7 @@ int runLbCommand(const config::Site& site, const std::string& node_name, bool ta
   std::vector<std::unique_ptr<WorkerPool>> pools(threads);
   std::vector<std::unique_ptr<ProxyWorker>> proxies(threads);
   std::vector<std::unique_ptr<ProxyWorker>> https_proxies(threads);
-  // [security] internal_tls: the web nodes are reached over mutual TLS, as this node.
-  std::unique_ptr<tls::ClientContext> upstream_tls;
-  if (site.security.internal_tls) {
-    core::Result<tls::NodeTls> files = tls::nodeTls(site, node->name);
-    std::string error = files.error;
-    if (files.ok) {
-      upstream_tls = tls::ClientContext::create(files.value.ca_cert, {files.value.cert, files.value.key}, error);
-    }
-    if (!upstream_tls) {
-      log::error("internal_tls: {}", error);  // a runtime failure: the node starts once its files are there
-      return kExitRuntime;
-    }
-    options.upstream_tls = upstream_tls.get();
-  }
+  options.upstream_tls = upstream_tls.get();
   ProxyOptions https_options = options;
   options.h2c = site.lb.h2c;
   if (tls_context) {

@@ -88,8 +88,9 @@ SiteMonitor::SiteMonitor(core::EventLoop& loop, SiteMonitorInputs inputs)
   auto add = [&](Peer::Kind kind, std::string role, std::string name, const core::SocketAddress& address,
                  std::string path, std::string shown) {
     auto id = static_cast<uint32_t>(peers_.size());
-    // Under internal_tls the etcd members answer site certificates only; the rest is plain.
-    const bool plain = kind != Peer::Kind::Etcd;
+    // Under internal_tls the etcd members and the db agents speak TLS; the other lbs' stats
+    // listeners are plain.
+    const bool plain = kind == Peer::Kind::Lb;
     targets.push_back(HealthTarget{id, name, address, std::move(path), plain});
     peers_.push_back(Peer{kind, std::move(role), std::move(name), std::move(shown)});
   };

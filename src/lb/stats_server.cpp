@@ -294,7 +294,8 @@ void StatsHandler::handle(const http::Request& request, http::Response& response
   }
 }
 
-bool StatsHandler::refuseBeforeBody(const http::RequestHead& head, http::Response& response) const {
+bool StatsHandler::refuseBeforeBody(const http::RequestHead& head, std::string_view,
+                                    http::Response& response) const {
   // Nothing this listener serves needs a body from a caller without the token.
   if (http::hasBearerToken(head, ctx_.token)) {
     return false;

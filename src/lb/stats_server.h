@@ -62,7 +62,8 @@ class StatsHandler final : public http::Handler {
   explicit StatsHandler(StatsContext context);
   void handle(const http::Request& request, http::Response& response) override;
   // An admin call with a body and without the token is answered 401 before the body is read.
-  bool refuseBeforeBody(const http::RequestHead& head, http::Response& response) const override;
+  bool refuseBeforeBody(const http::RequestHead& head, std::string_view peer_certificate,
+                        http::Response& response) const override;
 
   AdminState adminState(uint32_t server) const { return admin_[server]; }
   // A reload's firewall (null: none), for /metrics and /api/state.

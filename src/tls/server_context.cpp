@@ -148,13 +148,15 @@ using File = std::unique_ptr<FILE, FileCloser>;
 // The context
 
 std::unique_ptr<ServerContext> ServerContext::create(const std::vector<CertFiles>& pairs, std::string& error,
-                                                     const std::filesystem::path& client_ca) {
+                                                     const std::filesystem::path& client_ca,
+                                                     ClientCertificates clients) {
   if (pairs.empty()) {
     error = "no certificate";
     return nullptr;
   }
   std::unique_ptr<ServerContext> self(new ServerContext());
   self->client_ca_ = client_ca;
+  self->clients_ = clients;
   self->certs_ = self->loadSet(pairs, error);
   if (!self->certs_) {
     return nullptr;
@@ -244,14 +246,14 @@ SSL_CTX* ServerContext::newCtx(std::string& error) {
   SSL_CTX_set_tlsext_servername_callback(ctx, &ServerContext::onServerName);
   SSL_CTX_set_tlsext_servername_arg(ctx, this);
   SSL_CTX_set_client_hello_cb(ctx, &ServerContext::onClientHello, this);
-  if (!client_ca_.empty() && !requireClientCertificates(ctx, error)) {
+  if (!client_ca_.empty() && !verifyClientCertificates(ctx, error)) {
     SSL_CTX_free(ctx);
     return nullptr;
   }
   return ctx;
 }
 
-bool ServerContext::requireClientCertificates(SSL_CTX* ctx, std::string& error) const {
+bool ServerContext::verifyClientCertificates(SSL_CTX* ctx, std::string& error) const {
   STACK_OF(X509_NAME)* names = SSL_load_client_CA_file(client_ca_.c_str());
   if (names == nullptr || SSL_CTX_load_verify_locations(ctx, client_ca_.c_str(), nullptr) != 1) {
     sk_X509_NAME_pop_free(names, X509_NAME_free);
@@ -259,7 +261,12 @@ bool ServerContext::requireClientCertificates(SSL_CTX* ctx, std::string& error) 
     return false;
   }
   SSL_CTX_set_client_CA_list(ctx, names);
-  SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
+  // Without FAIL_IF_NO_PEER_CERT a client may send no certificate; one it sends must still verify
+  // (no callback: OpenSSL's verdict stands).
+  SSL_CTX_set_verify(ctx,
+                     clients_ == ClientCertificates::Required ? SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT
+                                                              : SSL_VERIFY_PEER,
+                     nullptr);
   // A resumed session keeps the verified client; OpenSSL refuses resumption with verification
   // on unless the sessions are tied to a context.
   static constexpr unsigned char kSessionContext[] = "fulcrum-internal";

@@ -39,13 +39,24 @@ struct CertificateInfo {
   int64_t not_after = 0;  // Unix seconds
 };
 
+// What a server with a client CA asks of its clients.
+enum class ClientCertificates : uint8_t {
+  // Every client presents a certificate the CA signed (a web node under internal_tls lets in the
+  // site's lbs only).
+  Required,
+  // A client may come without one; one that is presented must verify, or the handshake fails (a
+  // db agent's health endpoints answer anyone, its admin calls want a site certificate).
+  VerifiedIfPresented,
+};
+
 class ServerContext final : public core::TransportFactory {
  public:
   // Loads every pair (the first is the default). Null with `error` naming the file and the reason.
-  // With `client_ca` (PEM), every client must present a certificate that CA signed (mutual TLS:
-  // a web node under internal_tls lets in the site's lbs only).
+  // With `client_ca` (PEM), clients are asked for a certificate that CA signed, as `clients`
+  // says; a refused handshake is logged with the peer and the reason.
   static std::unique_ptr<ServerContext> create(const std::vector<CertFiles>& pairs, std::string& error,
-                                               const std::filesystem::path& client_ca = {});
+                                               const std::filesystem::path& client_ca = {},
+                                               ClientCertificates clients = ClientCertificates::Required);
   ~ServerContext() override;
   ServerContext(const ServerContext&) = delete;
   ServerContext& operator=(const ServerContext&) = delete;
@@ -93,7 +104,7 @@ class ServerContext final : public core::TransportFactory {
 
   ServerContext() = default;
   SSL_CTX* newCtx(std::string& error);
-  bool requireClientCertificates(SSL_CTX* ctx, std::string& error) const;
+  bool verifyClientCertificates(SSL_CTX* ctx, std::string& error) const;
   std::shared_ptr<CertSet> loadSet(const std::vector<CertFiles>& pairs, std::string& error);
   bool load(CertSet& set, const CertFiles& pair, std::string& error);
   std::shared_ptr<CertSet> current() const;
@@ -114,7 +125,8 @@ class ServerContext final : public core::TransportFactory {
   TlsStats stats_;
   const ChallengeStore* alpn_challenges_ = nullptr;
   bool http2_ = false;
-  std::filesystem::path client_ca_;  // set: clients need a certificate from this CA
+  std::filesystem::path client_ca_;  // set: clients are asked for a certificate from this CA
+  ClientCertificates clients_ = ClientCertificates::Required;
   LogThrottle refusals_;             // and the handshakes refused are logged through this
 };
 

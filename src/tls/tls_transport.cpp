@@ -114,6 +114,17 @@ std::string_view TlsTransport::alpn() const {
   return p == nullptr ? std::string_view() : std::string_view(reinterpret_cast<const char*>(p), len);
 }
 
+std::string TlsTransport::verifiedPeerName() const {
+  // A session resumed from a ticket carries the certificate verified when it was made.
+  X509* cert = SSL_get0_peer_certificate(ssl_);
+  if (handshaking_ || cert == nullptr || SSL_get_verify_result(ssl_) != X509_V_OK) {
+    return {};
+  }
+  char cn[256];
+  int n = X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, cn, sizeof cn);
+  return n > 0 ? std::string(cn, static_cast<size_t>(n)) : std::string("?");
+}
+
 bool TlsTransport::resumed() const {
   return SSL_session_reused(ssl_) == 1;
 }

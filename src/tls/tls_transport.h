@@ -66,6 +66,7 @@ class TlsTransport final : public core::Transport {
   const std::string& failure() const { return failure_; }
   std::string failureReason() const override { return failure_; }
   bool verifyFailed() const { return verify_failed_; }
+  std::string verifiedPeerName() const override;
   bool resumed() const;
   // Accept side: each refused handshake is logged through `throttle` (a mutual-TLS server,
   // where a refusal means a client that is not one of the site's nodes). Not owned.

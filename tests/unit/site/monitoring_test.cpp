@@ -82,6 +82,18 @@ TEST(MonitoringTest, EveryNodeIsATargetWithItsRoleAsJobAndItsName) {
   EXPECT_NE(yml.find(target("alertmanager", "127.0.0.1:9093", "alertmanager")), std::string::npos);
 }
 
+TEST(MonitoringTest, InternalTlsScrapesWebEtcdAndDbOverHttpsAsTheOperator) {
+  std::string yml = prometheusConfig(load(std::string(kSite) + "[security]\ninternal_tls = true\n"));
+  const std::string https =
+      "    honor_labels: true\n    scheme: https\n    tls_config:\n      ca_file: \"/srv/state/tls/ca.crt\"\n"
+      "      cert_file: \"/srv/state/tls/operator.crt\"\n      key_file: \"/srv/state/tls/operator.key\"\n";
+  for (const char* job : {"web", "db", "etcd"}) {
+    EXPECT_NE(yml.find(std::string("  - job_name: \"") + job + "\"\n" + https), std::string::npos) << job << "\n" << yml;
+  }
+  // The lbs' stats listeners are still plain HTTP.
+  EXPECT_NE(yml.find("  - job_name: \"lb\"\n    honor_labels: true\n    static_configs:\n"), std::string::npos) << yml;
+}
+
 TEST(MonitoringTest, NoAlertmanagerMeansNoAlertingSection) {
   std::string text = kSite;
   text += "alertmanager = \"\"\n";
