@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <atomic>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <system_error>
@@ -1505,6 +1506,22 @@ std::string DbAgent::metricsText() const {
             api_stats_->refused.get());
     counter("fulcrum_db_api_connections_evicted_total",
             "idle API connections closed to make room for a new one", api_stats_->evicted.get());
+  }
+  if (api_tls_stats_ != nullptr) {
+    auto get = [](const std::atomic<uint64_t>& v) { return v.load(std::memory_order_relaxed); };
+    // `resumed` first: a handshake counts in `handshakes` before `resumed`, so full never goes below 0.
+    const uint64_t resumed = get(api_tls_stats_->resumed);
+    const uint64_t handshakes = get(api_tls_stats_->handshakes);
+    w.family("fulcrum_db_api_tls_handshakes_total", "counter",
+             "TLS handshakes on the API listener ([security] internal_tls), by result (full, resumed from a "
+             "ticket, failed: plaintext, a client certificate that did not verify, a client gone mid-handshake)");
+    w.sample("fulcrum_db_api_tls_handshakes_total", {{"node", node}, {"result", "full"}}, handshakes - resumed);
+    w.sample("fulcrum_db_api_tls_handshakes_total", {{"node", node}, {"result", "resumed"}}, resumed);
+    w.sample("fulcrum_db_api_tls_handshakes_total", {{"node", node}, {"result", "failed"}},
+             get(api_tls_stats_->handshake_failures));
+    counter("fulcrum_db_api_tls_clients_refused_total",
+            "API handshakes refused because the client's certificate did not verify (another CA, expired)",
+            get(api_tls_stats_->verify_failures));
   }
   gauge("fulcrum_db_primary", "1 on the leader while it accepts writes", primaryStatus(v) == 200 ? 1 : 0);
   gauge("fulcrum_db_replica", "1 on a streaming replica", replicaStatus(v, std::nullopt) == 200 ? 1 : 0);

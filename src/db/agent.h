@@ -54,6 +54,7 @@
 #include "db/sync_state.h"
 #include "http/server.h"
 #include "run/node_files.h"
+#include "tls/tls_transport.h"
 
 namespace fulcrum::db {
 
@@ -88,6 +89,9 @@ class DbAgent final : public http::Handler {
   void onChildSignal();
   // The API listener's counters, for /metrics (not owned; set once before start).
   void setApiStats(const http::ServerStats* stats) { api_stats_ = stats; }
+  // Under internal_tls, the API listener's TLS counters, for /metrics (not owned; set once before
+  // start).
+  void setApiTlsStats(const tls::TlsStats* stats) { api_tls_stats_ = stats; }
 
   NodeView view() const;
 
@@ -242,6 +246,7 @@ class DbAgent final : public http::Handler {
   std::string metricsText() const;
 
   const http::ServerStats* api_stats_ = nullptr;
+  const tls::TlsStats* api_tls_stats_ = nullptr;
   // The file as loaded at start, with what reloads applied (db_reload.h): read on the loop only.
   config::Site site_;
   const config::DbNode node_;

@@ -104,6 +104,9 @@ int runDbCommand(const config::Site& site, const std::string& node_name) {
   options.tls = api_tls.get();
   http::ServerStats stats;
   agent.setApiStats(&stats);
+  if (api_tls) {
+    agent.setApiTlsStats(&api_tls->stats());
+  }
   auto server = std::make_unique<http::HttpServer>(loop, std::move(listener), agent, options, stats);
 
   int exit_code = kExitOk;

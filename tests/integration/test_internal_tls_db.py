@@ -148,6 +148,9 @@ class InternalTlsDbTest(unittest.TestCase):
             with self.assertRaises(OSError):
                 cluster.switchover(old, {"to": target}, token=token, holder=holder, timeout=10)
         self.assertEqual(cluster.primary(), old)
+        metrics = http_get(cluster.url(old, "/metrics"), context=cluster.agent_context())[2].decode()
+        refused = re.search(rf'^fulcrum_db_api_tls_clients_refused_total\{{node="{old}"\}} (\d+)$', metrics, re.M)
+        self.assertTrue(refused and int(refused.group(1)) >= 2, metrics)
 
         # The operator's certificate and the token: the switchover happens.
         code, body, _ = cluster.planned_switchover(old, target, token)
