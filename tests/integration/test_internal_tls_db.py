@@ -8,7 +8,7 @@ certificate refuses to start. The agents' REST API speaks https only: health end
 without a client certificate, a switchover with the token but no certificate is refused (403)
 and changes nothing, one with another CA's certificate or an expired site certificate fails the
 handshake (the agent logs the peer and the reason), and the operator's certificate with the token
-switches over. Skipped when etcd or PostgreSQL is missing."""
+switches over (the call, made to a replica, forwarded to the leader over TLS). Skipped when etcd or PostgreSQL is missing."""
 import json
 import os
 import re
@@ -152,9 +152,12 @@ class InternalTlsDbTest(unittest.TestCase):
         refused = re.search(rf'^fulcrum_db_api_tls_clients_refused_total\{{node="{old}"\}} (\d+)$', metrics, re.M)
         self.assertTrue(refused and int(refused.group(1)) >= 2, metrics)
 
-        # The operator's certificate and the token: the switchover happens.
-        code, body, _ = cluster.planned_switchover(old, target, token)
+        # The operator's certificate and the token: the switchover happens. Asked of the other
+        # replica, which forwards the call to the leader over TLS with its own certificate.
+        other = self.replicas[1]
+        code, body, _ = cluster.planned_switchover(other, target, token)
         self.assertEqual(code, 200, body)
+        self.assertIn(f"forwarding POST /switchover to {old}", cluster.agents[other].output())
         self.primary, self.replicas = cluster.wait_roles(self, [old] + self.replicas, timeout=60)
         self.assertEqual(self.primary, target)
 
