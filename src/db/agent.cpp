@@ -1512,10 +1512,12 @@ std::string DbAgent::metricsText() const {
     // `resumed` first: a handshake counts in `handshakes` before `resumed`, so full never goes below 0.
     const uint64_t resumed = get(api_tls_stats_->resumed);
     const uint64_t handshakes = get(api_tls_stats_->handshakes);
-    w.family("fulcrum_db_api_tls_handshakes_total", "counter",
-             "TLS handshakes on the API listener ([security] internal_tls), by result (full, resumed from a "
-             "ticket, failed: plaintext, a client certificate that did not verify, a client gone mid-handshake)");
-    w.sample("fulcrum_db_api_tls_handshakes_total", {{"node", node}, {"result", "full"}}, handshakes - resumed);
+    w.family(
+        "fulcrum_db_api_tls_handshakes_total", "counter",
+        "TLS handshakes on the API listener ([security] internal_tls), by result (full, resumed from a "
+        "ticket, failed: plaintext, a client certificate that did not verify, a client gone mid-handshake)");
+    w.sample("fulcrum_db_api_tls_handshakes_total", {{"node", node}, {"result", "full"}},
+             handshakes - resumed);
     w.sample("fulcrum_db_api_tls_handshakes_total", {{"node", node}, {"result", "resumed"}}, resumed);
     w.sample("fulcrum_db_api_tls_handshakes_total", {{"node", node}, {"result", "failed"}},
              get(api_tls_stats_->handshake_failures));

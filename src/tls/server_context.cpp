@@ -264,8 +264,9 @@ bool ServerContext::verifyClientCertificates(SSL_CTX* ctx, std::string& error) c
   // Without FAIL_IF_NO_PEER_CERT a client may send no certificate; one it sends must still verify
   // (no callback: OpenSSL's verdict stands).
   SSL_CTX_set_verify(ctx,
-                     clients_ == ClientCertificates::Required ? SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT
-                                                              : SSL_VERIFY_PEER,
+                     clients_ == ClientCertificates::Required
+                         ? SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT
+                         : SSL_VERIFY_PEER,
                      nullptr);
   // A resumed session keeps the verified client; OpenSSL refuses resumption with verification
   // on unless the sessions are tied to a context.

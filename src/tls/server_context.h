@@ -127,7 +127,7 @@ class ServerContext final : public core::TransportFactory {
   bool http2_ = false;
   std::filesystem::path client_ca_;  // set: clients are asked for a certificate from this CA
   ClientCertificates clients_ = ClientCertificates::Required;
-  LogThrottle refusals_;             // and the handshakes refused are logged through this
+  LogThrottle refusals_;  // with a client CA, refused handshakes are logged through this
 };
 
 // A self-signed ECDSA P-256 certificate for `names` (DNS) and `ips`, made once in `dir` (key

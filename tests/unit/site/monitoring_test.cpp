@@ -88,10 +88,14 @@ TEST(MonitoringTest, InternalTlsScrapesWebEtcdAndDbOverHttpsAsTheOperator) {
       "    honor_labels: true\n    scheme: https\n    tls_config:\n      ca_file: \"/srv/state/tls/ca.crt\"\n"
       "      cert_file: \"/srv/state/tls/operator.crt\"\n      key_file: \"/srv/state/tls/operator.key\"\n";
   for (const char* job : {"web", "db", "etcd"}) {
-    EXPECT_NE(yml.find(std::string("  - job_name: \"") + job + "\"\n" + https), std::string::npos) << job << "\n" << yml;
+    EXPECT_NE(yml.find(std::string("  - job_name: \"") + job + "\"\n" + https), std::string::npos)
+        << job << "\n"
+        << yml;
   }
   // The lbs' stats listeners are still plain HTTP.
-  EXPECT_NE(yml.find("  - job_name: \"lb\"\n    honor_labels: true\n    static_configs:\n"), std::string::npos) << yml;
+  EXPECT_NE(yml.find("  - job_name: \"lb\"\n    honor_labels: true\n    static_configs:\n"),
+            std::string::npos)
+      << yml;
 }
 
 TEST(MonitoringTest, NoAlertmanagerMeansNoAlertingSection) {
