@@ -38,9 +38,9 @@ class Transport {
   // Why the last -1 that was not EAGAIN happened, when errno cannot say it (TLS: a refused
   // handshake, a certificate that did not verify); empty when errno says it all.
   virtual std::string failureReason() const { return {}; }
-  // True when the handshake verified a certificate the peer presented (TLS: a client certificate
-  // a listener asked for, checked against its CA); false on plain TCP or without one.
-  virtual bool peerVerified() const { return false; }
+  // Once the handshake is done: the common name of the certificate the peer presented and the
+  // handshake verified; empty when it presented none (or on plain TCP).
+  virtual std::string verifiedPeerName() const { return {}; }
 };
 
 class PlainTransport final : public Transport {

@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <atomic>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <system_error>
@@ -66,14 +67,15 @@ nlohmann::json memberJson(const MemberRecord& m) {
 }  // namespace
 
 DbAgent::DbAgent(const config::Site& site, const config::DbNode& node, core::EventLoop& loop,
-                 std::shared_ptr<core::ClientTransportFactory> etcd_tls)
+                 std::shared_ptr<core::ClientTransportFactory> client_tls)
     : site_(site),
       node_(node),
       loop_(loop),
       timer_(loop, [this] { tick(); }),
       interval_(ttlOf(site) / 5),
-      etcd_tls_(std::move(etcd_tls)),
-      etcd_(etcdClientOptions(site, etcd_tls_)),
+      internal_tls_(site.security.internal_tls),
+      client_tls_(std::move(client_tls)),
+      etcd_(etcdClientOptions(site, client_tls_)),
       elector_(etcd_, loop.clock(), electorOptions(site, node.name)) {
   for (const auto& n : site.db.nodes) {
     nodes_.insert(n.name);
@@ -185,7 +187,7 @@ void DbAgent::start(std::function<void(const std::string&)> on_fatal) {
   schedule(loop_.clock().now());
   EtcdWatchOptions options;
   options.endpoints = site_.etcd.endpoints;
-  options.tls = etcd_tls_;
+  options.tls = client_tls_;
   options.prefix = sitePrefix(site_.site.name);
   watch_ = std::make_unique<EtcdWatch>(
       loop_, std::move(options), [this](const WatchEvent& event) { onWatchEvent(event); },
@@ -1513,6 +1515,24 @@ std::string DbAgent::metricsText() const {
     counter("fulcrum_db_api_connections_evicted_total",
             "idle API connections closed to make room for a new one", api_stats_->evicted.get());
   }
+  if (api_tls_stats_ != nullptr) {
+    auto get = [](const std::atomic<uint64_t>& v) { return v.load(std::memory_order_relaxed); };
+    // `resumed` first: a handshake counts in `handshakes` before `resumed`, so full never goes below 0.
+    const uint64_t resumed = get(api_tls_stats_->resumed);
+    const uint64_t handshakes = get(api_tls_stats_->handshakes);
+    w.family(
+        "fulcrum_db_api_tls_handshakes_total", "counter",
+        "TLS handshakes on the API listener ([security] internal_tls), by result (full, resumed from a "
+        "ticket, failed: plaintext, a client certificate that did not verify, a client gone mid-handshake)");
+    w.sample("fulcrum_db_api_tls_handshakes_total", {{"node", node}, {"result", "full"}},
+             handshakes - resumed);
+    w.sample("fulcrum_db_api_tls_handshakes_total", {{"node", node}, {"result", "resumed"}}, resumed);
+    w.sample("fulcrum_db_api_tls_handshakes_total", {{"node", node}, {"result", "failed"}},
+             get(api_tls_stats_->handshake_failures));
+    counter("fulcrum_db_api_tls_clients_refused_total",
+            "API handshakes refused because the client's certificate did not verify (another CA, expired)",
+            get(api_tls_stats_->verify_failures));
+  }
   gauge("fulcrum_db_primary", "1 on the leader while it accepts writes", primaryStatus(v) == 200 ? 1 : 0);
   gauge("fulcrum_db_replica", "1 on a streaming replica", replicaStatus(v, std::nullopt) == 200 ? 1 : 0);
   gauge("fulcrum_db_leader_lease_valid", "1 while this node holds a valid leader lease", v.may_write ? 1 : 0);
@@ -1592,6 +1612,9 @@ void DbAgent::handle(const http::Request& request, http::Response& response) {
       json(405, R"({"error":"use POST"})");
       return;
     }
+    if (refuseUncertified(request.peer_certificate, response)) {
+      return;
+    }
     handleReload(request, response);
     return;
   }
@@ -1599,6 +1622,9 @@ void DbAgent::handle(const http::Request& request, http::Response& response) {
     if (method != http::Method::Post) {
       response.addHeader("Allow", "POST");
       json(405, R"({"error":"use POST"})");
+      return;
+    }
+    if (refuseUncertified(request.peer_certificate, response)) {
       return;
     }
     if (path == "/switchover") {

@@ -54,15 +54,19 @@
 #include "db/sync_state.h"
 #include "http/server.h"
 #include "run/node_files.h"
+#include "tls/tls_transport.h"
 
 namespace fulcrum::db {
 
 class DbAgent final : public http::Handler {
  public:
   // `loop` must outlive the agent (the site and node are copied). Check prepare() before start().
-  // `etcd_tls` ([security] internal_tls): the node's TLS for its etcd calls and watch; null: http.
+  // `client_tls` ([security] internal_tls): the node's TLS for its etcd calls and watch and for
+  // the admin calls it forwards to another agent; null: http. Under internal_tls the API's
+  // admin calls also need a client certificate from the site CA (the TLS listener is the
+  // caller's to set up).
   DbAgent(const config::Site& site, const config::DbNode& node, core::EventLoop& loop,
-          std::shared_ptr<core::ClientTransportFactory> etcd_tls = nullptr);
+          std::shared_ptr<core::ClientTransportFactory> client_tls = nullptr);
   ~DbAgent() override;
 
   // Directories, secrets and the PostgresNode; a clear message when something is unusable
@@ -81,12 +85,17 @@ class DbAgent final : public http::Handler {
 
   void handle(const http::Request& request, http::Response& response) override;
   // A call with a body and without the admin token is answered 401 before the body is read.
-  bool refuseBeforeBody(const http::RequestHead& head, http::Response& response) const override;
+  // Under internal_tls, so is an admin call from a client without a site certificate (403).
+  bool refuseBeforeBody(const http::RequestHead& head, std::string_view peer_certificate,
+                        http::Response& response) const override;
   // SIGCHLD: a control tick at once when it was the postmaster that died (a restart, or a
   // failover, should not wait for the next scheduled tick).
   void onChildSignal();
   // The API listener's counters, for /metrics (not owned; set once before start).
   void setApiStats(const http::ServerStats* stats) { api_stats_ = stats; }
+  // Under internal_tls, the API listener's TLS counters, for /metrics (not owned; set once before
+  // start).
+  void setApiTlsStats(const tls::TlsStats* stats) { api_tls_stats_ = stats; }
 
   NodeView view() const;
 
@@ -148,6 +157,9 @@ class DbAgent final : public http::Handler {
   void reconcileSyncSteps();
 
   // Switchover (agent_switchover.cpp).
+  // Under internal_tls: true, with a 403 in `response`, when the admin caller presented no
+  // site certificate.
+  bool refuseUncertified(std::string_view peer_certificate, http::Response& response) const;
   void handleSwitchover(const http::Request& request, http::Response& response);
   void handleFailover(const http::Request& request, http::Response& response);
   void handleReload(const http::Request& request, http::Response& response);
@@ -238,13 +250,15 @@ class DbAgent final : public http::Handler {
   std::string metricsText() const;
 
   const http::ServerStats* api_stats_ = nullptr;
+  const tls::TlsStats* api_tls_stats_ = nullptr;
   // The file as loaded at start, with what reloads applied (db_reload.h): read on the loop only.
   config::Site site_;
   const config::DbNode node_;
   core::EventLoop& loop_;
   core::Timer timer_;
   core::Duration interval_;
-  std::shared_ptr<core::ClientTransportFactory> etcd_tls_;
+  const bool internal_tls_;  // as started: the API listener's TLS is not reloaded
+  std::shared_ptr<core::ClientTransportFactory> client_tls_;
   EtcdClient etcd_;
   Elector elector_;
   std::unique_ptr<PostgresNode> pg_;

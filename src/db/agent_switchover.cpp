@@ -58,9 +58,25 @@ std::optional<SwitchoverRequest> adminRequest(const http::Request& request, http
 
 }  // namespace
 
-bool DbAgent::refuseBeforeBody(const http::RequestHead& head, http::Response& response) const {
-  // Only the admin calls take a body, and only with the token: anyone else is answered before
-  // a byte of it is read.
+bool DbAgent::refuseUncertified(std::string_view peer_certificate, http::Response& response) const {
+  // Under internal_tls the token alone (a file any host of the site may hold) is not enough: the
+  // caller also proves it holds a site certificate (the operator's, a node's).
+  if (!internal_tls_ || !peer_certificate.empty()) {
+    return false;
+  }
+  refuse(response, 403,
+         "a client certificate from the site CA is required (internal_tls): present the operator's "
+         "(state_dir/tls/operator.crt) along with the token");
+  return true;
+}
+
+bool DbAgent::refuseBeforeBody(const http::RequestHead& head, std::string_view peer_certificate,
+                               http::Response& response) const {
+  // Only the admin calls take a body, and only from a caller with the token (and the site
+  // certificate): anyone else is answered before a byte of it is read.
+  if (refuseUncertified(peer_certificate, response)) {
+    return true;
+  }
   if (http::hasBearerToken(head, admin_token_)) {
     return false;
   }
@@ -98,7 +114,7 @@ void DbAgent::forwardAdmin(const http::Request& request, http::Response& respons
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(28);
   std::string headers =
       "Authorization: " + std::string(*authorization) + "\r\nX-Fulcrum-Forwarded: " + node_.name + "\r\n";
-  std::thread([mailbox = forward_mailbox_, reply = request.defer(), to = target->agent,
+  std::thread([mailbox = forward_mailbox_, reply = request.defer(), to = target->agent, tls = client_tls_,
                path = std::string(request.head.path), body = std::string(request.body),
                headers = std::move(headers), deadline, node]() mutable {
     http::ClientRequest forwarded;
@@ -108,6 +124,7 @@ void DbAgent::forwardAdmin(const http::Request& request, http::Response& respons
     forwarded.headers = headers;
     http::ClientOptions options;
     options.max_body_bytes = 64 << 10;
+    options.tls = std::move(tls);  // internal_tls: this node's certificate answers for the call
     http::ClientOutcome outcome = http::fetchOnce(to, forwarded, deadline, options);
     http::Response answer;
     if (outcome.response.ok) {

@@ -16,6 +16,7 @@
 #include "http/server.h"
 #include "run/node_files.h"
 #include "tls/client_context.h"
+#include "tls/server_context.h"
 #include "tls/site_pki.h"
 
 namespace fulcrum::db {
@@ -64,19 +65,31 @@ int runDbCommand(const config::Site& site, const std::string& node_name) {
     log::error("agent listener: {}", error);
     return kExitRuntime;
   }
-  // [security] internal_tls: the agent's etcd calls and watch present this node's certificate.
-  std::shared_ptr<tls::ClientContext> etcd_tls;
+  // [security] internal_tls: the agent's etcd calls and watch (and the admin calls it forwards)
+  // present this node's certificate, and its API speaks TLS only, with the same certificate.
+  // Anyone may read the health endpoints (an outside balancer may use them); a certificate that
+  // is presented must come from the site CA, and the admin calls want one (DbAgent).
+  std::shared_ptr<tls::ClientContext> client_tls;
+  std::unique_ptr<tls::ServerContext> api_tls;
   if (site.security.internal_tls) {
-    etcd_tls = tls::ClientContext::forHolder(site, node->name, error);
-    if (!etcd_tls) {
+    client_tls = tls::ClientContext::forHolder(site, node->name, error);
+    if (client_tls) {
+      core::Result<tls::NodeTls> pki = tls::nodeTls(site, node->name);
+      error = pki.error;
+      if (pki.ok) {
+        api_tls = tls::ServerContext::create({tls::CertFiles{pki.value.cert, pki.value.key}}, error,
+                                             pki.value.ca_cert, tls::ClientCertificates::VerifiedIfPresented);
+      }
+    }
+    if (!client_tls || !api_tls) {
       // A runtime failure, as the same refusal for PostgreSQL's files: `up` tries again, and the
       // node starts once the files are there.
-      log::error("internal_tls: {} needs its certificate (etcd, PostgreSQL): {}", node->name, error);
+      log::error("internal_tls: {} needs its certificate (etcd, PostgreSQL, its API): {}", node->name, error);
       return kExitRuntime;
     }
   }
   core::EventLoop loop;
-  DbAgent agent(site, *node, loop, etcd_tls);  // shared: renewals reload it below
+  DbAgent agent(site, *node, loop, client_tls);  // shared: renewals reload it below
   if (Status prepared = agent.prepare(); !prepared.ok) {
     log::error("{}", prepared.error);
     return kExitRuntime;
@@ -89,8 +102,12 @@ int runDbCommand(const config::Site& site, const std::string& node_name) {
   options.max_connections_per_ip = 64;
   options.first_byte_timeout = std::chrono::seconds(2);
   options.limits.max_body_bytes = http::kMaxAdminBodyBytes;  // the agent API takes small JSON only
+  options.tls = api_tls.get();
   http::ServerStats stats;
   agent.setApiStats(&stats);
+  if (api_tls) {
+    agent.setApiTlsStats(&api_tls->stats());
+  }
   auto server = std::make_unique<http::HttpServer>(loop, std::move(listener), agent, options, stats);
 
   int exit_code = kExitOk;
@@ -99,8 +116,8 @@ int runDbCommand(const config::Site& site, const std::string& node_name) {
     exit_code = kExitRuntime;
     loop.stop();
   });
-  log::info("database agent {} (PostgreSQL on {}) API on http://{}", node->name, node->pg.toString(),
-            node->agent.toString());
+  log::info("database agent {} (PostgreSQL on {}) API on {}://{}", node->name, node->pg.toString(),
+            api_tls ? "https" : "http", node->agent.toString());
 
   // A renewed or reissued internal_tls certificate (tls/site_pki.h: NodeTlsWatch): the etcd
   // client's next connections present it, PostgreSQL reloads it.
@@ -110,10 +127,12 @@ int runDbCommand(const config::Site& site, const std::string& node_name) {
     if (!files) {
       return;
     }
-    if (std::string error; !etcd_tls->reload(files->ca_cert, {files->cert, files->key}, error)) {
-      log::error("internal_tls: the new certificate of {} not loaded for etcd: {}", node->name, error);
+    if (std::string error; !client_tls->reload(files->ca_cert, {files->cert, files->key}, error) ||
+                           !api_tls->reload({tls::CertFiles{files->cert, files->key}}, error)) {
+      log::error("internal_tls: the new certificate of {} not loaded: {}", node->name, error);
     } else {
-      log::info("internal_tls: {} presents its new certificate to etcd ({})", node->name, files->cert.string());
+      log::info("internal_tls: {} presents its new certificate (etcd, its API) ({})", node->name,
+                files->cert.string());
     }
     agent.refreshTls();
   };
@@ -121,7 +140,7 @@ int runDbCommand(const config::Site& site, const std::string& node_name) {
     takeNewCertificate();
     tls_check.armAfter(tls::NodeTlsWatch::kInterval);
   });
-  if (etcd_tls) {
+  if (client_tls) {
     tls_watch.emplace(site, node->name);
     tls_check.armAfter(tls::NodeTlsWatch::kInterval);
   }

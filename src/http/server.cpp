@@ -10,6 +10,8 @@
 #include <cerrno>
 #include <cstring>
 #include <ctime>
+#include <optional>
+#include <string>
 
 #include "core/log.h"
 #include "core/socket.h"
@@ -129,10 +131,13 @@ class ServerConnection final : public core::IoHandler, public core::Deletable {
   void startLingeringClose();
   void close();
   bool outputPending() const { return !out_.empty() || file_remaining_ > 0; }
+  // The TLS client's verified certificate name (Request::peer_certificate), read once.
+  std::string_view peerCertificate();
 
   HttpServer& server_;
   core::Fd fd_;
   std::unique_ptr<core::Transport> transport_;  // TLS; null on plain TCP
+  std::optional<std::string> peer_certificate_;
   core::SocketAddress peer_;
   core::Timer timer_;
   core::Buffer in_;
@@ -307,12 +312,19 @@ size_t ServerConnection::inputLimit() const {
   return saturatingSum(head_len_ + kReadAhead, body);
 }
 
+std::string_view ServerConnection::peerCertificate() {
+  if (!peer_certificate_) {
+    peer_certificate_ = transport_ != nullptr ? transport_->verifiedPeerName() : std::string();
+  }
+  return *peer_certificate_;
+}
+
 // Asks the route how much body it takes, and refuses a longer declared length before
 // reading any of it (and instead of 100 Continue). False when refused.
 bool ServerConnection::startBody() {
   if (head_.body_kind != BodyKind::None) {
     Response early;
-    if (server_.handler().refuseBeforeBody(head_, early)) {
+    if (server_.handler().refuseBeforeBody(head_, peerCertificate(), early)) {
       early.close = true;
       queueResponse(head_, early);
       close_after_write_ = true;
@@ -395,7 +407,7 @@ bool ServerConnection::dispatch(size_t head_len, size_t raw_body_len, std::strin
     }
   }
   Response response;
-  Request request{head_, body, peer_, this, transport_ != nullptr && transport_->peerVerified()};
+  Request request{head_, body, peer_, this, peerCertificate()};
   sync_slot_ = &response;
   server_.handler().handle(request, response);
   sync_slot_ = nullptr;

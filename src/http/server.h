@@ -99,8 +99,9 @@ struct Request {
   std::string_view body;  // like head, valid only during Handler::handle(): copy what a later answer needs
   const core::SocketAddress& peer;
   ServerConnection* connection = nullptr;
-  // The client presented a certificate the listener's client CA verified (core::Transport).
-  bool peer_verified = false;
+  // The common name of the client certificate the TLS handshake verified; empty when the client
+  // presented none, or on plain TCP.
+  std::string_view peer_certificate;
 
   // Answers later: the handler leaves `response` untouched and completes the returned handle.
   DeferredResponse defer() const;
@@ -136,10 +137,13 @@ class Handler {
     return kServerBodyLimit;
   }
   // Asked, for a request with a body, as soon as its head has arrived: true when the request is
-  // refused on its head alone (a missing or wrong token), with the answer in `response`. The
-  // body is then never read and the connection closes after the answer.
-  virtual bool refuseBeforeBody(const RequestHead& head, Response& response) const {
+  // refused on its head alone (a missing or wrong token, no client certificate), with the answer
+  // in `response`. The body is then never read and the connection closes after the answer.
+  // `peer_certificate` as in Request.
+  virtual bool refuseBeforeBody(const RequestHead& head, std::string_view peer_certificate,
+                                Response& response) const {
     (void)head;
+    (void)peer_certificate;
     (void)response;
     return false;
   }

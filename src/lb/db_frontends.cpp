@@ -58,7 +58,8 @@ DbFrontends::~DbFrontends() = default;
 
 std::unique_ptr<DbFrontends> DbFrontends::create(const config::Site& site, const config::LbNode& node,
                                                  unsigned threads, core::EventLoop& main_loop,
-                                                 core::WorkerGroup& workers, std::string& error) {
+                                                 core::WorkerGroup& workers, tls::ClientContext* tls,
+                                                 std::string& error) {
   std::unique_ptr<DbFrontends> self(new DbFrontends(main_loop, workers));
   const auto& nodes = site.db.nodes;
   const auto n = static_cast<uint32_t>(nodes.size());
@@ -125,8 +126,10 @@ std::unique_ptr<DbFrontends> DbFrontends::create(const config::Site& site, const
     return nullptr;
   }
   DbFrontends* raw = self.get();
+  HealthOptions health = dbHealthOptions(site.lb.health);
+  health.tls = tls;
   self->checker_ = std::make_unique<HealthChecker>(
-      main_loop, std::move(checks), dbHealthOptions(site.lb.health),
+      main_loop, std::move(checks), health,
       [raw](uint32_t check, bool up, std::string_view) { raw->onHealthChange(check, up); });
   return self;
 }

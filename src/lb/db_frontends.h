@@ -32,9 +32,12 @@ class DbFrontends {
  public:
   // Binds every listener (one per worker and frontend) and builds the health checks; null with
   // `error` set when a listener cannot be bound. Call on the main thread before workers start.
+  // `tls` ([security] internal_tls): the lb's client TLS, which the agents' API requires (not
+  // owned; outlives this).
   static std::unique_ptr<DbFrontends> create(const config::Site& site, const config::LbNode& node,
                                              unsigned threads, core::EventLoop& main_loop,
-                                             core::WorkerGroup& workers, std::string& error);
+                                             core::WorkerGroup& workers, tls::ClientContext* tls,
+                                             std::string& error);
   ~DbFrontends();
   DbFrontends(const DbFrontends&) = delete;
   DbFrontends& operator=(const DbFrontends&) = delete;

@@ -280,12 +280,28 @@ int runLbCommand(const config::Site& site, const std::string& node_name, bool ta
     }
   }
 
+  // [security] internal_tls: the web nodes and the db agents are reached over mutual TLS, as this
+  // node (made before the db frontends, whose checks use it, and destroyed after them).
+  std::unique_ptr<tls::ClientContext> upstream_tls;
+  tls::NodeTls node_tls;  // and the stats listener speaks TLS with the same files
+  if (site.security.internal_tls) {
+    core::Result<tls::NodeTls> files = tls::nodeTls(site, node->name);
+    std::string error = files.error;
+    if (files.ok) {
+      node_tls = files.value;
+      upstream_tls = tls::ClientContext::create(files.value.ca_cert, {files.value.cert, files.value.key}, error);
+    }
+    if (!upstream_tls) {
+      log::error("internal_tls: {}", error);  // a runtime failure: the node starts once its files are there
+      return kExitRuntime;
+    }
+  }
   core::EventLoop main_loop;
   core::WorkerGroup workers;
   std::unique_ptr<DbFrontends> db;
   if (has_db_frontend) {
     std::string error;
-    db = DbFrontends::create(site, *node, threads, main_loop, workers, error);
+    db = DbFrontends::create(site, *node, threads, main_loop, workers, upstream_tls.get(), error);
     if (!db) {
       log::error("{}", error);
       return kExitRuntime;
@@ -337,22 +353,7 @@ int runLbCommand(const config::Site& site, const std::string& node_name, bool ta
   std::vector<std::unique_ptr<WorkerPool>> pools(threads);
   std::vector<std::unique_ptr<ProxyWorker>> proxies(threads);
   std::vector<std::unique_ptr<ProxyWorker>> https_proxies(threads);
-  // [security] internal_tls: the web nodes are reached over mutual TLS, as this node.
-  std::unique_ptr<tls::ClientContext> upstream_tls;
-  tls::NodeTls node_tls;  // and the stats listener speaks TLS with the same files
-  if (site.security.internal_tls) {
-    core::Result<tls::NodeTls> files = tls::nodeTls(site, node->name);
-    std::string error = files.error;
-    if (files.ok) {
-      node_tls = files.value;
-      upstream_tls = tls::ClientContext::create(files.value.ca_cert, {files.value.cert, files.value.key}, error);
-    }
-    if (!upstream_tls) {
-      log::error("internal_tls: {}", error);  // a runtime failure: the node starts once its files are there
-      return kExitRuntime;
-    }
-    options.upstream_tls = upstream_tls.get();
-  }
+  options.upstream_tls = upstream_tls.get();
   ProxyOptions https_options = options;
   options.h2c = site.lb.h2c;
   if (tls_context) {
@@ -464,7 +465,7 @@ int runLbCommand(const config::Site& site, const std::string& node_name, bool ta
       // HTTPS with this node's certificate. A client certificate from the site CA is asked for,
       // not required: a browser reads the dashboard without one; the admin API needs it.
       stats_tls = tls::ServerContext::create({tls::CertFiles{node_tls.cert, node_tls.key}}, error,
-                                             node_tls.ca_cert, tls::ClientCertMode::Optional);
+                                             node_tls.ca_cert, tls::ClientCertificates::VerifiedIfPresented);
       if (!stats_tls) {
         log::error("stats listener: internal_tls: {}", error);
         workers.stopAll();
@@ -727,7 +728,8 @@ int runLbCommand(const config::Site& site, const std::string& node_name, bool ta
     return finish();
   };
   // A renewed or reissued internal_tls certificate (tls/site_pki.h: NodeTlsWatch): new
-  // connections to the web nodes and new health checks present it; open ones keep theirs.
+  // connections to the web nodes, new health checks and the stats listener's new handshakes
+  // use it; open connections keep theirs.
   std::optional<tls::NodeTlsWatch> tls_watch;
   auto takeNewCertificate = [&] {
     std::optional<tls::NodeTls> files = tls_watch->changed();
@@ -735,7 +737,8 @@ int runLbCommand(const config::Site& site, const std::string& node_name, bool ta
       return;
     }
     std::string error;
-    if (!upstream_tls->reload(files->ca_cert, {files->cert, files->key}, error)) {
+    if (!upstream_tls->reload(files->ca_cert, {files->cert, files->key}, error) ||
+        (stats_tls && !stats_tls->reload({tls::CertFiles{files->cert, files->key}}, error))) {
       log::error("internal_tls: the new certificate of {} not loaded: {}; the previous one stays in use",
                  node->name, error);
       return;

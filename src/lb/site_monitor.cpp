@@ -88,10 +88,10 @@ SiteMonitor::SiteMonitor(core::EventLoop& loop, SiteMonitorInputs inputs)
   auto add = [&](Peer::Kind kind, std::string role, std::string name, const core::SocketAddress& address,
                  std::string path, std::string shown) {
     auto id = static_cast<uint32_t>(peers_.size());
-    // Under internal_tls the etcd members and the lbs' stats listeners speak TLS (the lb's
-    // client certificate goes with it); the agents, and an lb's http listener (no stats
-    // listener: a connect check), are plain.
-    const bool plain = kind == Peer::Kind::Db || (kind == Peer::Kind::Lb && path.empty());
+    // Under internal_tls the etcd members, the db agents and the lbs' stats listeners speak TLS
+    // (the lb's client certificate goes with it); an lb's http listener (no stats listener: a
+    // connect check) is plain.
+    const bool plain = kind == Peer::Kind::Lb && path.empty();
     targets.push_back(HealthTarget{id, name, address, std::move(path), plain});
     peers_.push_back(Peer{kind, std::move(role), std::move(name), std::move(shown)});
   };

@@ -28,8 +28,8 @@ struct SiteMonitorInputs {
   const std::vector<Backend>* backends = nullptr;
   const std::vector<std::unique_ptr<ProxyStats>>* workers = nullptr;
   const HealthChecker* health = nullptr;  // the web servers' checks
-  // [security] internal_tls: the lb's client TLS, for the etcd members and the other lbs' stats
-  // listeners (the agents' API serves plain HTTP). Not owned.
+  // [security] internal_tls: the lb's client TLS, for the etcd members, the agents' API and the
+  // other lbs' stats listeners. Not owned.
   tls::ClientContext* tls = nullptr;
 };
 

@@ -294,7 +294,8 @@ void StatsHandler::handle(const http::Request& request, http::Response& response
   }
 }
 
-bool StatsHandler::refuseBeforeBody(const http::RequestHead& head, http::Response& response) const {
+bool StatsHandler::refuseBeforeBody(const http::RequestHead& head, std::string_view,
+                                    http::Response& response) const {
   // Nothing this listener serves needs a body from a caller without the token.
   if (http::hasBearerToken(head, ctx_.token)) {
     return false;
@@ -315,7 +316,7 @@ bool StatsHandler::adminCall(const http::Request& request, http::Response& respo
     response.addHeader("WWW-Authenticate", "Bearer");
     return false;
   }
-  if (ctx_.admin_needs_client_certificate && !request.peer_verified) {
+  if (ctx_.admin_needs_client_certificate && request.peer_certificate.empty()) {
     log::warn("admin: {} {} from {} refused: no client certificate from the site CA",
               request.head.method_text, request.head.path, request.peer.toString());
     jsonError(

@@ -46,7 +46,7 @@ struct StatsContext {
   const vrrp::Node* vrrp = nullptr;            // [lb.vip], when set
   std::string token;                // admin API bearer token
   // [security] internal_tls: an admin call needs, besides the token, a client certificate the
-  // listener verified against the site CA (http::Request::peer_verified).
+  // listener verified against the site CA (http::Request::peer_certificate).
   bool admin_needs_client_certificate = false;
   // Applies an admin state to every worker (called on the main thread).
   std::function<void(uint32_t server, AdminState state)> apply_admin;
@@ -66,7 +66,8 @@ class StatsHandler final : public http::Handler {
   explicit StatsHandler(StatsContext context);
   void handle(const http::Request& request, http::Response& response) override;
   // An admin call with a body and without the token is answered 401 before the body is read.
-  bool refuseBeforeBody(const http::RequestHead& head, http::Response& response) const override;
+  bool refuseBeforeBody(const http::RequestHead& head, std::string_view peer_certificate,
+                        http::Response& response) const override;
 
   AdminState adminState(uint32_t server) const { return admin_[server]; }
   // A reload's firewall (null: none), for /metrics and /api/state.

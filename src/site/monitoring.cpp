@@ -72,7 +72,8 @@ std::vector<Job> jobsOf(const config::Site& site) {
   for (const auto& node : site.db.nodes) {
     db.push_back({node.name, node.agent});
   }
-  add("db", std::move(db));
+  // Under internal_tls an agent's API speaks TLS only (the operator's certificate is welcome).
+  add("db", std::move(db), site.security.internal_tls);
   std::vector<Target> etcd;
   for (size_t i = 0; i < site.etcd.endpoints.size(); ++i) {
     etcd.push_back({etcdMemberName(site, i), site.etcd.endpoints[i]});

@@ -138,8 +138,9 @@ std::vector<ChildSpec> planChildren(const config::Site& site, const PlanOptions&
     }
   }
   for (const auto& node : site.db.nodes) {
-    ChildSpec spec{Role::Db, node.name, roleArgs(options, site, "db", node.name), Probe{node.agent, "/health"},
-                   logPath(site, node.name)};
+    // Under internal_tls the agent's API speaks TLS only: `up` asks as the operator.
+    ChildSpec spec{Role::Db, node.name, roleArgs(options, site, "db", node.name),
+                   Probe{node.agent, "/health", site.security.internal_tls}, logPath(site, node.name)};
     spec.start_timeout = kDbStartTimeout;
     spec.stop_timeout = kDbStopTimeout;
     out.push_back(std::move(spec));

@@ -88,6 +88,8 @@ std::vector<Target> targetsOf(const config::Site& site) {
   }
   for (const auto& node : site.db.nodes) {
     Target t{NodeStatus{"db", node.name, node.pg.toString()}, node.agent, "/status"};
+    t.tls = operator_tls;  // under internal_tls its API speaks TLS only
+    t.tls_error = tls_error;
     t.read = [](const ProbeResult& r, NodeStatus& row) -> std::optional<double> {
       readAgentStatus(r.body, row);
       return std::nullopt;

@@ -149,16 +149,14 @@ using File = std::unique_ptr<FILE, FileCloser>;
 
 std::unique_ptr<ServerContext> ServerContext::create(const std::vector<CertFiles>& pairs, std::string& error,
                                                      const std::filesystem::path& client_ca,
-                                                     ClientCertMode client_certs) {
+                                                     ClientCertificates clients) {
   if (pairs.empty()) {
     error = "no certificate";
     return nullptr;
   }
   std::unique_ptr<ServerContext> self(new ServerContext());
-  if (!client_ca.empty() && client_certs != ClientCertMode::None) {
-    self->client_ca_ = client_ca;
-    self->client_certs_ = client_certs;
-  }
+  self->client_ca_ = client_ca;
+  self->clients_ = clients;
   self->certs_ = self->loadSet(pairs, error);
   if (!self->certs_) {
     return nullptr;
@@ -248,14 +246,14 @@ SSL_CTX* ServerContext::newCtx(std::string& error) {
   SSL_CTX_set_tlsext_servername_callback(ctx, &ServerContext::onServerName);
   SSL_CTX_set_tlsext_servername_arg(ctx, this);
   SSL_CTX_set_client_hello_cb(ctx, &ServerContext::onClientHello, this);
-  if (client_certs_ != ClientCertMode::None && !askClientCertificates(ctx, error)) {
+  if (!client_ca_.empty() && !verifyClientCertificates(ctx, error)) {
     SSL_CTX_free(ctx);
     return nullptr;
   }
   return ctx;
 }
 
-bool ServerContext::askClientCertificates(SSL_CTX* ctx, std::string& error) const {
+bool ServerContext::verifyClientCertificates(SSL_CTX* ctx, std::string& error) const {
   STACK_OF(X509_NAME)* names = SSL_load_client_CA_file(client_ca_.c_str());
   if (names == nullptr || SSL_CTX_load_verify_locations(ctx, client_ca_.c_str(), nullptr) != 1) {
     sk_X509_NAME_pop_free(names, X509_NAME_free);
@@ -263,8 +261,10 @@ bool ServerContext::askClientCertificates(SSL_CTX* ctx, std::string& error) cons
     return false;
   }
   SSL_CTX_set_client_CA_list(ctx, names);
+  // Without FAIL_IF_NO_PEER_CERT a client may send no certificate; one it sends must still verify
+  // (no callback: OpenSSL's verdict stands).
   SSL_CTX_set_verify(ctx,
-                     client_certs_ == ClientCertMode::Required
+                     clients_ == ClientCertificates::Required
                          ? SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT
                          : SSL_VERIFY_PEER,
                      nullptr);
@@ -423,7 +423,7 @@ std::unique_ptr<core::Transport> ServerContext::newTransport(int fd) {
     return nullptr;
   }
   auto transport = std::make_unique<TlsTransport>(ssl, fd, stats_, TlsTransport::Side::Accept);
-  if (client_certs_ != ClientCertMode::None) {
+  if (!client_ca_.empty()) {
     transport->logRefusals(&refusals_);
   }
   return transport;

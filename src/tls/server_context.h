@@ -39,23 +39,24 @@ struct CertificateInfo {
   int64_t not_after = 0;  // Unix seconds
 };
 
-// What a listener asks of its clients' certificates, checked against its client CA.
-enum class ClientCertMode : uint8_t {
-  None,      // not asked for
-  Optional,  // asked for: none is fine, one that does not verify fails the handshake
-  Required,  // none, or one that does not verify, fails the handshake
+// What a server with a client CA asks of its clients.
+enum class ClientCertificates : uint8_t {
+  // Every client presents a certificate the CA signed (a web node under internal_tls lets in the
+  // site's lbs only).
+  Required,
+  // A client may come without one; one that is presented must verify, or the handshake fails (a
+  // db agent's health endpoints answer anyone, its admin calls want a site certificate).
+  VerifiedIfPresented,
 };
 
 class ServerContext final : public core::TransportFactory {
  public:
   // Loads every pair (the first is the default). Null with `error` naming the file and the reason.
-  // With `client_ca` (PEM) and `client_certs` Required, every client must present a certificate
-  // that CA signed (mutual TLS: a web node under internal_tls lets in the site's lbs only);
-  // Optional lets in clients without one too (an lb's stats listener: an operator's browser
-  // reads, the admin API asks for the certificate, http::Request::peer_verified).
+  // With `client_ca` (PEM), clients are asked for a certificate that CA signed, as `clients`
+  // says; a refused handshake is logged with the peer and the reason.
   static std::unique_ptr<ServerContext> create(const std::vector<CertFiles>& pairs, std::string& error,
                                                const std::filesystem::path& client_ca = {},
-                                               ClientCertMode client_certs = ClientCertMode::Required);
+                                               ClientCertificates clients = ClientCertificates::Required);
   ~ServerContext() override;
   ServerContext(const ServerContext&) = delete;
   ServerContext& operator=(const ServerContext&) = delete;
@@ -103,7 +104,7 @@ class ServerContext final : public core::TransportFactory {
 
   ServerContext() = default;
   SSL_CTX* newCtx(std::string& error);
-  bool askClientCertificates(SSL_CTX* ctx, std::string& error) const;
+  bool verifyClientCertificates(SSL_CTX* ctx, std::string& error) const;
   std::shared_ptr<CertSet> loadSet(const std::vector<CertFiles>& pairs, std::string& error);
   bool load(CertSet& set, const CertFiles& pair, std::string& error);
   std::shared_ptr<CertSet> current() const;
@@ -125,8 +126,8 @@ class ServerContext final : public core::TransportFactory {
   const ChallengeStore* alpn_challenges_ = nullptr;
   bool http2_ = false;
   std::filesystem::path client_ca_;  // set: clients are asked for a certificate from this CA
-  ClientCertMode client_certs_ = ClientCertMode::None;
-  LogThrottle refusals_;  // and the handshakes refused are logged through this
+  ClientCertificates clients_ = ClientCertificates::Required;
+  LogThrottle refusals_;  // with a client CA, refused handshakes are logged through this
 };
 
 // A self-signed ECDSA P-256 certificate for `names` (DNS) and `ips`, made once in `dir` (key

@@ -114,6 +114,17 @@ std::string_view TlsTransport::alpn() const {
   return p == nullptr ? std::string_view() : std::string_view(reinterpret_cast<const char*>(p), len);
 }
 
+std::string TlsTransport::verifiedPeerName() const {
+  // A session resumed from a ticket carries the certificate verified when it was made.
+  X509* cert = SSL_get0_peer_certificate(ssl_);
+  if (handshaking_ || cert == nullptr || SSL_get_verify_result(ssl_) != X509_V_OK) {
+    return {};
+  }
+  char cn[256];
+  int n = X509_NAME_get_text_by_NID(X509_get_subject_name(cert), NID_commonName, cn, sizeof cn);
+  return n > 0 ? std::string(cn, static_cast<size_t>(n)) : std::string("?");
+}
+
 bool TlsTransport::resumed() const {
   return SSL_session_reused(ssl_) == 1;
 }
@@ -134,8 +145,6 @@ int TlsTransport::handshake() {
     if (SSL_version(ssl_) == TLS1_3_VERSION) {
       stats_.tls13.fetch_add(1, std::memory_order_relaxed);
     }
-    // A resumed session carries the certificate and the verdict of its first handshake.
-    peer_verified_ = SSL_get0_peer_certificate(ssl_) != nullptr && SSL_get_verify_result(ssl_) == X509_V_OK;
     return 1;
   }
   int err = SSL_get_error(ssl_, r);

@@ -66,7 +66,7 @@ class TlsTransport final : public core::Transport {
   const std::string& failure() const { return failure_; }
   std::string failureReason() const override { return failure_; }
   bool verifyFailed() const { return verify_failed_; }
-  bool peerVerified() const override { return peer_verified_; }
+  std::string verifiedPeerName() const override;
   bool resumed() const;
   // Accept side: each refused handshake is logged through `throttle` (a mutual-TLS server,
   // where a refusal means a client that is not one of the site's nodes). Not owned.
@@ -84,7 +84,6 @@ class TlsTransport final : public core::Transport {
   bool write_wants_read_ = false;
   bool handshake_wants_write_ = false;
   bool verify_failed_ = false;
-  bool peer_verified_ = false;  // set once the handshake is done
   std::string failure_;
   LogThrottle* refusals_ = nullptr;
 };

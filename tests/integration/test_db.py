@@ -122,17 +122,32 @@ class Cluster:
         return self.wait_roles(test, NODES, timeout=timeout)
 
     def url(self, name, path):
-        return f"http://127.0.0.1:{self.ports[name][1]}{path}"
+        return f"{'https' if self.etcd_tls else 'http'}://127.0.0.1:{self.ports[name][1]}{path}"
+
+    def agent_context(self, holder="operator"):
+        """Under internal_tls the agents' API is https only: an ssl context that verifies it with the
+        site CA and presents `holder`'s certificate (None: none; a (cert, key) pair: those files).
+        None without internal_tls."""
+        if not self.etcd_tls:
+            return None
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        context.load_verify_locations(os.path.join(self.etcd_tls, "ca.crt"))
+        if isinstance(holder, tuple):
+            context.load_cert_chain(*holder)
+        elif holder is not None:
+            context.load_cert_chain(os.path.join(self.etcd_tls, holder + ".crt"),
+                                    os.path.join(self.etcd_tls, holder + ".key"))
+        return context
 
     def code(self, name, path, method="GET"):
         try:
-            return http_get(self.url(name, path), method=method, timeout=2)[0]
+            return http_get(self.url(name, path), method=method, timeout=2, context=self.agent_context())[0]
         except OSError:
             return None
 
     def status(self, name):
         # Generous: an agent's loop may be busy for seconds (a promotion, a loaded machine).
-        code, _, body = http_get(self.url(name, "/status"), timeout=10)
+        code, _, body = http_get(self.url(name, "/status"), timeout=10, context=self.agent_context())
         assert code == 200, code
         return json.loads(body)
 
@@ -187,14 +202,15 @@ class Cluster:
         with open(os.path.join(self.dir, "var", "admin.token")) as f:
             return f.readline().strip()
 
-    def switchover(self, name, body, token=None, timeout=60):
-        """POST /switchover; returns (status, decoded JSON body)."""
+    def switchover(self, name, body, token=None, timeout=60, holder="operator"):
+        """POST /switchover (under internal_tls as `holder`, see agent_context); returns (status,
+        decoded JSON body)."""
         headers = {"Content-Type": "application/json"}
         if token is not None:
             headers["Authorization"] = "Bearer " + token
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
         code, _, raw = http_get(self.url(name, "/switchover"), method="POST", data=data, headers=headers,
-                                timeout=timeout)
+                                timeout=timeout, context=self.agent_context(holder))
         try:
             return code, json.loads(raw)
         except ValueError:

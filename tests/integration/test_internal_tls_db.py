@@ -4,14 +4,19 @@ from `fulcrum certs`. The guestbook writes and reads back (read-your-writes) thr
 pg_stat_ssl shows TLS for the web node's and the replicas' connections, a failover keeps it
 working and the old primary rejoins over TLS; a client without a certificate, or with one from
 another CA, is refused and the server's log says why; an agent or a web node without its
-certificate refuses to start. Skipped when etcd or PostgreSQL is missing."""
+certificate refuses to start. The agents' REST API speaks https only: health endpoints answer
+without a client certificate, a switchover with the token but no certificate is refused (403)
+and changes nothing, one with another CA's certificate or an expired site certificate fails the
+handshake (the agent logs the peer and the reason), and the operator's certificate with the token
+switches over (the call, made to a replica, forwarded to the leader over TLS). Skipped when etcd or PostgreSQL is missing."""
 import json
 import os
+import re
 import subprocess
 import time
 import unittest
 
-from harness import FULCRUM, needs, wait_until
+from harness import FULCRUM, http_get, needs, raw_exchange, wait_until
 from test_db import missing_requirement, pg_bin, processes_mentioning
 from test_guestbook import GuestbookSite, cookie_of, ids_in
 
@@ -74,6 +79,95 @@ class InternalTlsDbTest(unittest.TestCase):
         self.assertIn(written, ids_in(body))
         return headers["X-Db-Node"]
 
+    def expired_site_certificate(self):
+        """A certificate the site CA signed, valid in January 2020 only: `openssl ca` takes explicit
+        start and end dates (x509 -req has no way to put the end in the past)."""
+        work = os.path.join(self.site.cluster.dir, "expired")
+        os.makedirs(work)
+        with open(os.path.join(work, "ca.cnf"), "w") as f:
+            f.write("[ca]\ndefault_ca = site\n[site]\ndatabase = index.txt\nnew_certs_dir = .\nserial = serial\n"
+                    "default_md = sha256\npolicy = any\n[any]\ncommonName = supplied\n"
+                    "[client]\nbasicConstraints = CA:FALSE\nextendedKeyUsage = clientAuth\n")
+        open(os.path.join(work, "index.txt"), "w").close()
+        with open(os.path.join(work, "serial"), "w") as f:
+            f.write("1000\n")
+        openssl("req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+                "-subj", "/CN=operator", "-keyout", "expired.key", "-out", "expired.csr", cwd=work)
+        openssl("ca", "-batch", "-config", "ca.cnf", "-extensions", "client", "-notext",
+                "-cert", os.path.join(self.tls_dir, "ca.crt"), "-keyfile", os.path.join(self.tls_dir, "ca.key"),
+                "-startdate", "20200101000000Z", "-enddate", "20200102000000Z",
+                "-in", "expired.csr", "-out", "expired.crt", cwd=work)
+        return os.path.join(work, "expired.crt"), os.path.join(work, "expired.key")
+
+    def agent_api(self, forged):
+        """The agents' REST API: https only; the health endpoints answer anyone, a certificate that
+        is presented must verify (the agent logs who and why not), and a switchover needs the
+        operator's certificate besides the token."""
+        cluster = self.site.cluster
+        old = self.primary
+        port = cluster.ports[old][1]
+        self.assertTrue(cluster.url(old, "/health").startswith("https://"))
+        # Plain HTTP gets no answer: the agent reads it as a broken handshake (and may reset).
+        try:
+            answer = raw_exchange(port, b"GET /health HTTP/1.1\r\nHost: a\r\n\r\n", timeout=3)
+        except ConnectionResetError:
+            answer = b""
+        self.assertFalse(answer.startswith(b"HTTP/"), answer[:200])
+        # Health and status without a client certificate, as an outside balancer asks.
+        anonymous = cluster.agent_context(None)
+        self.assertEqual(http_get(cluster.url(old, "/health"), context=anonymous)[0], 200)
+        self.assertEqual(http_get(cluster.url(old, "/primary"), context=anonymous)[0], 200)
+        # An admin call without one is refused (403) however good its token, and nothing changes.
+        token = cluster.token()
+        target = self.replicas[0]
+        code, body = cluster.switchover(old, {"to": target}, token=token, holder=None, timeout=10)
+        self.assertEqual(code, 403, body)
+        self.assertIn("client certificate from the site CA is required", body["error"])
+        code, body = cluster.switchover(target, {"to": target}, token=token, holder=None, timeout=10)
+        self.assertEqual(code, 403, body)  # a replica refuses too, rather than forward it
+        self.assertEqual(cluster.status(old)["role"], "primary")
+        self.assertEqual(cluster.primary(), old)
+
+        # A certificate that does not verify fails the handshake; the agent says who and why.
+        expired = self.expired_site_certificate()
+        agent = cluster.agents[old]
+        for holder, reason in [((forged + ".crt", forged + ".key"), "unable to get local issuer certificate"),
+                               (expired, "certificate has expired")]:
+            line = re.compile(r"TLS client 127\.0\.0\.1:\d+ refused: " + re.escape(reason))
+
+            def refused_and_logged():
+                # Again until logged: refusals are logged one a second at most.
+                try:
+                    http_get(cluster.url(old, "/health"), context=cluster.agent_context(holder), timeout=3)
+                    self.fail(f"{holder} was let in")
+                except OSError:
+                    pass
+                return line.search(agent.output())
+
+            wait_until(refused_and_logged, timeout=10, interval=0.3, what=f"'{reason}' in {old}'s log")
+            with self.assertRaises(OSError):
+                cluster.switchover(old, {"to": target}, token=token, holder=holder, timeout=10)
+        self.assertEqual(cluster.primary(), old)
+        metrics = http_get(cluster.url(old, "/metrics"), context=cluster.agent_context())[2].decode()
+        refused = re.search(rf'^fulcrum_db_api_tls_clients_refused_total\{{node="{old}"\}} (\d+)$', metrics, re.M)
+        self.assertTrue(refused and int(refused.group(1)) >= 2, metrics)
+
+        # The operator's certificate and the token: the switchover happens. Asked of the other
+        # replica, which forwards the call to the leader over TLS with its own certificate.
+        other = self.replicas[1]
+        code, body, _ = cluster.planned_switchover(other, target, token)
+        self.assertEqual(code, 200, body)
+        self.assertIn(f"forwarding POST /switchover to {old}", cluster.agents[other].output())
+        self.primary, self.replicas = cluster.wait_roles(self, [old] + self.replicas, timeout=60)
+        self.assertEqual(self.primary, target)
+
+        def written_on_target():
+            code, headers, _ = self.site.post({"author": "tls", "text": "after the switchover"}, timeout=10)
+            return code == 201 and headers.get("X-Db-Node") == target
+
+        wait_until(written_on_target, timeout=20, interval=0.3, what=f"writes on {target} after the switchover")
+        self.assertEqual(self.write_and_read_back("after the switchover"), target)
+
     def scenario(self):
         site = self.site
         self.assertEqual(self.write_and_read_back("over verified TLS"), self.primary)
@@ -132,6 +226,8 @@ class InternalTlsDbTest(unittest.TestCase):
                                                f"sslkey={web_cert}.key")
         self.assertEqual((admitted.returncode, admitted.stdout.strip()), (0, "1"), admitted.stderr)
 
+        self.agent_api(forged)
+
         # Failover: the primary's agent dies (its PostgreSQL with it); writes resume on a replica
         # over TLS, and the old primary, started again, follows the new one over TLS.
         old = self.primary
@@ -169,7 +265,7 @@ class InternalTlsDbTest(unittest.TestCase):
         os.rename(os.path.join(self.tls_dir, replica + ".crt"), os.path.join(self.tls_dir, replica + ".crt.away"))
         os.remove(os.path.join(self.tls_dir, "web-1.key"))
         for role, node, reason in [("db", replica, f"internal_tls: {replica} needs its certificate (etcd, "
-                                                   f"PostgreSQL): the certificate of {replica}"),
+                                                   f"PostgreSQL, its API): the certificate of {replica}"),
                                    ("web", "web-1", "internal_tls: the guestbook's database connections need "
                                                     "web-1's certificate: the key of web-1")]:
             refused = subprocess.run([FULCRUM, role, "--site", site.cluster.site, "--node", node],

@@ -5,6 +5,7 @@ is removed even when a test fails. Skipped when etcd, PostgreSQL or root is miss
 import json
 import os
 import signal
+import ssl
 import subprocess
 import tempfile
 import unittest
@@ -80,9 +81,14 @@ class Site:
         return pids[0] if len(pids) == 1 else None
 
     def primary(self):
+        # Under internal_tls the agents' API is https only (no client certificate needed to read).
+        with open(self.file) as f:
+            tls = "internal_tls = true" in f.read()
+        context = ssl.create_default_context(cafile=os.path.join(self.dir, "var", "tls", "ca.crt")) if tls else None
         for name, (_, agent) in self.ports.items():
             try:
-                if http_get(f"http://127.0.0.1:{agent}/primary", timeout=2)[0] == 200:
+                if http_get(f"{'https' if tls else 'http'}://127.0.0.1:{agent}/primary", timeout=2,
+                            context=context)[0] == 200:
                     return name
             except OSError:
                 pass

@@ -82,7 +82,7 @@ TEST(MonitoringTest, EveryNodeIsATargetWithItsRoleAsJobAndItsName) {
   EXPECT_NE(yml.find(target("alertmanager", "127.0.0.1:9093", "alertmanager")), std::string::npos);
 }
 
-TEST(MonitoringTest, InternalTlsScrapesLbWebAndEtcdOverHttpsAsTheOperator) {
+TEST(MonitoringTest, InternalTlsScrapesEveryNodeOverHttpsAsTheOperator) {
   std::string yml = prometheusConfig(load(std::string(kSite) + "[security]\ninternal_tls = true\n"));
   const std::string https =
       "    honor_labels: true\n"
@@ -92,12 +92,12 @@ TEST(MonitoringTest, InternalTlsScrapesLbWebAndEtcdOverHttpsAsTheOperator) {
       "      cert_file: \"/srv/state/tls/operator.crt\"\n"
       "      key_file: \"/srv/state/tls/operator.key\"\n"
       "    static_configs:\n";
-  // The lbs' stats listeners, the web nodes and etcd speak HTTPS only under internal_tls.
-  for (const char* job : {"lb", "web", "etcd"}) {
+  // The lbs' stats listeners, the web nodes, the agents and etcd speak HTTPS only under internal_tls.
+  for (const char* job : {"lb", "web", "db", "etcd"}) {
     EXPECT_NE(yml.find(std::string("  - job_name: \"") + job + "\"\n" + https), std::string::npos)
         << job << yml;
   }
-  for (const char* job : {"db", "prometheus", "alertmanager"}) {
+  for (const char* job : {"prometheus", "alertmanager"}) {
     EXPECT_NE(
         yml.find(std::string("  - job_name: \"") + job + "\"\n    honor_labels: true\n    static_configs:\n"),
         std::string::npos)

@@ -263,7 +263,10 @@ TEST(PlanTest, InternalTlsPutsEtcdClientsAndPeersOnMutualTls) {
   EXPECT_TRUE(has("--experimental-peer-skip-client-san-verification"));
   EXPECT_TRUE(etcd.probe.tls);
   EXPECT_EQ(etcd.probe.url(), "https://127.0.0.1:2380/health");
-  EXPECT_FALSE(children[3].probe.tls);  // the agents' API is not etcd's to change
+  // The agents' API speaks TLS only: up asks it as the operator too.
+  ASSERT_EQ(children[3].role, Role::Db);
+  EXPECT_TRUE(children[3].probe.tls);
+  EXPECT_TRUE(children[3].probe.url().starts_with("https://")) << children[3].probe.url();
   // A web node answers site certificates only: up asks it as the operator.
   auto web = planChildren(load(std::string(kSite) + tls), options());
   auto web1 = std::find_if(web.begin(), web.end(), [](const ChildSpec& c) { return c.role == Role::Web; });
