@@ -1,8 +1,10 @@
 """`[security] internal_tls = true` in `fulcrum lab`, as root: every node on its own host (a
 network namespace on a bridge in 10.199.79.0/24). The guestbook works through the load balancer
-with read-your-writes, survives a database failover, and a packet capture on the bridge of every
-internal link (web -> PostgreSQL, replication, agents -> etcd, lb -> web, probes) holds none of
-the guestbook's messages and not the database password. The same capture taken with the edge
+with read-your-writes, survives a database failover and a switchover asked of the agents' https API
+(refused without a client certificate), and a packet capture on the bridge of every internal
+link (web -> PostgreSQL, replication, agents -> etcd and to each other, lb -> web and -> agents)
+holds none of the guestbook's messages, the database password, the admin token or any HTTP or
+SQL in clear. The same capture taken with the edge
 included (plain http from this machine to the load balancer) does find the messages: the
 capture would see plaintext if there were any."""
 import json
@@ -135,6 +137,32 @@ class LabTlsTest(unittest.TestCase):
         self.assertEqual(lab.run("resume", lab.file, old).returncode, 0)
         wait_until(replica_streaming, timeout=120, interval=0.5, what=f"{old} streaming again")
 
+        # Switchover back to it, asked of the agents' API over https: without a client
+        # certificate the token alone is refused (403), with the operator's it happens.
+        tls = os.path.join(lab.dir, "var", "tls")
+        with open(os.path.join(lab.dir, "var", "admin.token")) as f:
+            token = f.read().strip()
+        leader = primary()
+
+        def switchover(*cert):
+            return subprocess.run(["curl", "-sS", "--max-time", "20", "-o", "/dev/null", "-w", "%{http_code}",
+                                   "--cacert", os.path.join(tls, "ca.crt"), *cert, "-H",
+                                   f"Authorization: Bearer {token}", "-d", json.dumps({"to": old}),
+                                   f"https://{DBS[leader]}:8008/switchover"],
+                                  capture_output=True, text=True, timeout=60)
+        refused = switchover()
+        self.assertEqual(refused.stdout, "403", refused.stderr)
+        self.assertEqual(primary(), leader)
+        done = switchover("--cert", os.path.join(tls, "operator.crt"), "--key", os.path.join(tls, "operator.key"))
+        self.assertEqual(done.stdout, "200", done.stderr)
+        try:
+            wait_until(lambda: primary() == old, timeout=60, interval=0.5, what=f"{old} leading after the switchover")
+            wait_until(lambda: write_and_read(200), timeout=60, interval=0.5, what="a write after the switchover")
+        except AssertionError as e:
+            self.fail(f"{e}{lab.logs()}")
+        for i in range(201, 210):
+            self.assertTrue(write_and_read(i), f"write {i} after the switchover")
+
         inside_bytes, everything_bytes = inside.stop(), everything.stop()
         with open(os.path.join(lab.dir, "var", "db.password")) as f:
             password = f.readline().strip().encode()
@@ -147,7 +175,8 @@ class LabTlsTest(unittest.TestCase):
         for text in sent:
             self.assertFalse(text.encode() in inside_bytes, f"the guestbook message {text} crossed the lab in clear")
         self.assertFalse(password in inside_bytes, "the database password crossed the lab in clear")
-        for clear in (b"guestbook_messages", b"INSERT INTO", b"START_REPLICATION", b"/v3/lease", b"GET /healthz"):
+        for clear in (b"guestbook_messages", b"INSERT INTO", b"START_REPLICATION", b"/v3/lease", b"GET /healthz",
+                      b"GET /status", b"GET /api/state", b"/switchover", token.encode()):
             self.assertFalse(clear in inside_bytes, f"{clear!r} crossed the lab in clear")
 
 
