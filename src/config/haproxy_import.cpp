@@ -526,7 +526,7 @@ class Importer {
           notDone(l, "Fulcrum's source and uri hashing is consistent (as hash-type consistent)");
         }
       } else if (k == "option" && w.size() >= 2) {
-        translateOption(p, l, front, back, db);
+        translateOption(p, l, back, db);
       } else if (k == "no" && w.size() >= 3 && w[1] == "option") {
         notDone(l, "'no option " + w[2] + "' has no counterpart");
       } else if (k == "http-check" && back) {
@@ -697,10 +697,13 @@ class Importer {
     }
   }
 
-  void translateOption(Proxy& p, const Line* l, bool front, bool back, bool db) {
+  void translateOption(const Proxy& p, const Line* l, bool back, bool db) {
     const auto& w = l->words;
     const std::string& o = w[1];
-    if (o == "httpchk" && back) {
+    if ((o == "httpchk" || o == "tcp-check" || o == "redispatch") && !back) {
+      return;  // a backend option inherited by a frontend: the backend translates it
+    }
+    if (o == "httpchk") {
       if (db) {
         done(l);
         note("option httpchk (line " + std::to_string(l->number) +
@@ -724,16 +727,16 @@ class Importer {
       if (w.size() >= 5) {
         partly(l, "the check's HTTP version and headers: Fulcrum sends HTTP/1.1 with Host");
       }
-    } else if ((o == "tcp-check") && back) {
+    } else if (o == "tcp-check") {
       if (db) {
         notDone(l, "the db frontends check each node's agent");
       } else {
         set("health.path", "\"\"", l);
       }
-    } else if (o == "forwardfor" && front) {
+    } else if (o == "forwardfor") {
       done(l);
       note("option forwardfor (line " + std::to_string(l->number) + "): the lb always adds X-Forwarded-For");
-    } else if (o == "redispatch" && back) {
+    } else if (o == "redispatch") {
       done(l);  // a failed attempt goes to another server: what [lb] retries does
     } else if (o == "httplog" || o == "tcplog" || o == "dontlognull" || o == "log-health-checks" ||
                o == "dontlog-normal" || o == "logasap" || o == "log-separate-errors") {
@@ -744,7 +747,6 @@ class Importer {
               "connection handling: Fulcrum keeps client and server connections alive (timeouts in "
               "[lb.timeouts])");
     } else {
-      (void)p;
       notDone(l, "option " + o + " has no counterpart");
     }
   }
