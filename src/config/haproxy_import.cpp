@@ -708,6 +708,7 @@ class Importer {
         done(l);
         note("option httpchk (line " + std::to_string(l->number) +
              "): the db frontends ask each node's agent GET /primary (db_write) and /replica (db_read)");
+        translateLag(l, w.back());
         return;
       }
       std::string method = w.size() >= 4 ? w[2] : "";
@@ -751,6 +752,38 @@ class Importer {
     }
   }
 
+  // Patroni's /replica?lag=N (bytes, or with kB, MB, GB, TB as PostgreSQL counts them) is
+  // Fulcrum's [db] max_lag_bytes: replicas further behind leave db_read.
+  void translateLag(const Line* l, const std::string& uri) {
+    size_t at = uri.find("lag=");
+    if (at == std::string::npos || (at > 0 && uri[at - 1] != '?' && uri[at - 1] != '&')) {
+      return;
+    }
+    std::string value = uri.substr(at + 4, uri.find('&', at) - at - 4);
+    size_t digits = 0;
+    while (digits < value.size() && std::isdigit(static_cast<unsigned char>(value[digits]))) {
+      ++digits;
+    }
+    std::string unit = value.substr(digits);
+    uint64_t scale = unit.empty() || unit == "B" ? 1
+                     : unit == "kB"              ? 1ull << 10
+                     : unit == "MB"              ? 1ull << 20
+                     : unit == "GB"              ? 1ull << 30
+                     : unit == "TB"              ? 1ull << 40
+                                                 : 0;
+    auto n = parseCount(value.substr(0, digits));
+    if (!n || scale == 0 || *n > (uint64_t{1} << 40) / scale) {
+      partly(l, "lag=" + value + ": not a size of up to 1 TB ([db] max_lag_bytes)");
+      return;
+    }
+    auto [it, inserted] =
+        settings_.emplace("db.max_lag_bytes", Setting{std::to_string(*n * scale), l->number});
+    if (!inserted && it->second.value != std::to_string(*n * scale)) {
+      partly(l, "lag=" + value + ": conflicts with line " + std::to_string(it->second.line) +
+                    " ([db] max_lag_bytes = " + it->second.value + ")");
+    }
+  }
+
   static bool sendsUri(const Proxy& p) {
     for (const Line* l : p.lines) {
       const auto& w = l->words;
@@ -767,6 +800,11 @@ class Importer {
     if (w.size() >= 2 && w[1] == "send") {
       if (db) {
         done(l);
+        for (size_t i = 2; i + 1 < w.size(); ++i) {
+          if (w[i] == "uri") {
+            translateLag(l, w[i + 1]);
+          }
+        }
         return;
       }
       for (size_t i = 2; i + 1 < w.size(); ++i) {
@@ -1233,6 +1271,9 @@ class Importer {
           out += "backup = true\n";
         }
       }
+    }
+    if (auto lag = settings_.find("db.max_lag_bytes"); lag != settings_.end() && !db_.empty()) {
+      out += "\n[db]\nmax_lag_bytes = " + lag->second.value + comment(lag->first, lag->second.line) + "\n";
     }
     if (!db_.empty()) {
       out +=

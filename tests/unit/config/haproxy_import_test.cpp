@@ -232,6 +232,45 @@ listen batman
   EXPECT_EQ(site.db.nodes[1].agent, addr("127.0.0.1:8009"));
 }
 
+// As PostgreSQL cluster deployment playbooks write it: replicas within a lag, a third listener
+// for synchronous replicas, pgbouncer's port behind the checks.
+TEST(HaproxyImport, PatroniReplicaLagAndExtraListeners) {
+  SiteDir dir;
+  HaproxyImport result = import(R"(defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 60m
+    timeout server 60m
+listen master
+    bind 10.128.64.140:5000
+    option httpchk OPTIONS /primary
+    http-check expect status 200
+    default-server inter 3s fastinter 1s fall 3 rise 4 on-marked-down shutdown-sessions
+    server pgnode01 10.128.64.140:6432 check port 8008
+    server pgnode02 10.128.64.141:6432 check port 8008
+listen replicas
+    bind 10.128.64.140:5001
+    option httpchk OPTIONS /replica?lag=100MB
+    balance roundrobin
+    default-server inter 3s fall 3 rise 4 on-marked-down shutdown-sessions
+    server pgnode01 10.128.64.140:6432 check port 8008
+    server pgnode02 10.128.64.141:6432 check port 8008
+listen replicas_sync
+    bind 10.128.64.140:5002
+    option httpchk OPTIONS /sync
+    server pgnode01 10.128.64.140:6432 check port 8008
+)");
+  Site site = loadClean(dir, result);
+  EXPECT_EQ(site.db.max_lag_bytes, 100u << 20);
+  ASSERT_EQ(site.db.nodes.size(), 2u);
+  EXPECT_EQ(site.db.nodes[1].agent, addr("10.128.64.141:8008"));
+  EXPECT_EQ(*site.lb.nodes[0].db_read, addr("10.128.64.140:5001"));
+  EXPECT_EQ(site.lb.nodes[0].http, addr("10.128.64.140:80"));  // none in HAProxy: port 80 of the same address
+  EXPECT_EQ(untranslatedLines(result), (std::vector<uint32_t>{10, 20, 21, 22, 23}));
+  EXPECT_NE(whyOf(result, 10).find("fastinter 1s"), std::string::npos);
+  EXPECT_NE(whyOf(result, 20).find("one db_read frontend"), std::string::npos);
+}
+
 TEST(HaproxyImport, RoutingStickinessAndCookiesAreListed) {
   SiteDir dir;
   HaproxyImport result = import(readCfg("routing.cfg"), "routing.cfg");
