@@ -169,6 +169,9 @@ class Importer {
     if (!checkClashes(result.error)) {
       return result;
     }
+    if (!web_.empty() && !web_checked_ && settings_.count("health.path") != 0) {
+      note("no server had 'check': Fulcrum checks every web node (the [lb.health] path above)");
+    }
     result.ok = true;
     result.source_name = options_.source_name;
     result.untranslated = untranslated();
@@ -812,6 +815,11 @@ class Importer {
           set("health.path", tomlString(w[i + 1]), l);
         } else if (w[i] == "meth" && w[i + 1] != "GET" && w[i + 1] != "HEAD") {
           partly(l, "meth " + w[i + 1] + ": Fulcrum's checks send GET");
+        } else if (w[i] == "hdr" && i + 2 < w.size()) {
+          partly(l, "hdr " + w[i + 1] + ": Fulcrum's checks send Host and User-Agent only");
+          ++i;
+        } else if (w[i] != "meth" && w[i] != "ver") {
+          partly(l, w[i] + " " + w[i + 1] + ": Fulcrum's checks send a GET without a body");
         }
         ++i;
       }
