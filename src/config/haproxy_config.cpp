@@ -161,14 +161,14 @@ bool parseSections(std::string_view text, const std::string& source_name, std::v
               "' is outside any section (global, defaults, frontend, backend, listen...)";
       return false;
     }
-    if ((keyword == "server" || keyword == "default-server") && current->kind != Kind::kGlobal) {
-      size_t need = keyword == "server" ? 3 : 1;
-      if (line.words.size() < need) {
-        error = where(number) + "server needs a name and an address: " + line.text;
-        return false;
-      }
+    // Other sections (peers, rings) have servers of their own forms: only proxies are checked.
+    const bool proxy = current->kind == Kind::kFrontend || current->kind == Kind::kBackend ||
+                       current->kind == Kind::kListen || current->kind == Kind::kDefaults;
+    if (proxy && keyword == "server" && line.words.size() < 3) {
+      error = where(number) + "server needs a name and an address: " + line.text;
+      return false;
     }
-    if (keyword == "bind" && line.words.size() < 2) {
+    if (proxy && keyword == "bind" && line.words.size() < 2) {
       error = where(number) + "bind needs an address: " + line.text;
       return false;
     }
