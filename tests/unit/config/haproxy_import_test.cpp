@@ -350,6 +350,19 @@ TEST(HaproxyImport, MalformedInputIsRefusedWithItsLine) {
   EXPECT_FALSE(import("").ok);
 }
 
+TEST(HaproxyImport, OtherSectionsAreListedLineByLine) {
+  SiteDir dir;
+  HaproxyImport result = import(
+      "peers mypeers\n  peer lb1 192.0.2.1:10000\n  server lb2\n"
+      "resolvers dns\n  nameserver ns1 192.0.2.53:53\n"
+      "defaults\n  mode http\n"
+      "listen l\n  bind 127.0.0.1:8080\n  server a 127.0.0.2:9000 resolvers dns\n");
+  loadClean(dir, result);
+  EXPECT_EQ(untranslatedLines(result), (std::vector<uint32_t>{1, 2, 3, 4, 5, 10}));
+  EXPECT_NE(whyOf(result, 3).find("peers section"), std::string::npos);
+  EXPECT_NE(whyOf(result, 10).find("resolvers dns"), std::string::npos);
+}
+
 TEST(HaproxyImport, SiteNameFromPath) {
   EXPECT_EQ(siteNameFromPath("/etc/haproxy/haproxy.cfg"), "haproxy");
   EXPECT_EQ(siteNameFromPath("my site.cfg"), "my-site");
