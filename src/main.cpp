@@ -7,12 +7,12 @@
 
 #include "config/features.h"
 #include "config/loader.h"
-#include "config/values.h"
 #include "core/acceptor.h"
 #include "core/exit_codes.h"
 #include "core/log.h"
 #include "db/db_command.h"
 #include "lb/lb_command.h"
+#include "config/values.h"
 #include "site/certs_command.h"
 #include "site/firewall.h"
 #include "site/import_command.h"
@@ -64,9 +64,7 @@ int main(int argc, char** argv) {
   std::vector<std::string> firewall_admin;
   auto* firewall = app.add_subcommand("firewall", "print the nftables ruleset of a node's host");
   firewall->add_option("site", firewall_site, "topology file")->required();
-  firewall
-      ->add_option("--node", firewall_node,
-                   "a node of the host (lb-01, web-02, db-01, etcd-1, prometheus...)")
+  firewall->add_option("--node", firewall_node, "a node of the host (lb-01, web-02, db-01, etcd-1, prometheus...)")
       ->required();
   firewall->add_option("--admin", firewall_admin, "an address or CIDR allowed to every port (repeatable)");
 
@@ -79,13 +77,11 @@ int main(int argc, char** argv) {
 
   fulcrum::site::ImportOptions import_options;
   auto* import = app.add_subcommand(
-      "import",
-      "print a topology file equivalent to an haproxy.cfg, naming each line it could not translate");
+      "import", "print a topology file equivalent to an haproxy.cfg, naming each line it could not translate");
   import->add_option("file", import_options.input, "haproxy.cfg")->required();
   import->add_option("--out", import_options.out, "write the topology file here instead of stdout");
   import->add_flag("--force", import_options.force, "overwrite --out if it exists");
-  import->add_option("--name", import_options.name,
-                     "[site] name (default: the file's name without extension)");
+  import->add_option("--name", import_options.name, "[site] name (default: the file's name without extension)");
   import->add_option("--bind-ip", import_options.bind_ip,
                      "the lb's address for binds on every address ('*:80', ':80'); default 0.0.0.0");
 
@@ -105,9 +101,8 @@ int main(int argc, char** argv) {
                "take the listening sockets over from this node's running process (a binary upgrade): it "
                "then stops accepting, drains and exits");
   bool lb_release_vip = false;
-  lb->add_flag(
-      "--release-vip", lb_release_vip,
-      "remove [lb.vip]'s address from its interface and exit (after the node died without releasing it)");
+  lb->add_flag("--release-vip", lb_release_vip,
+               "remove [lb.vip]'s address from its interface and exit (after the node died without releasing it)");
 
   std::string db_site;
   std::string db_node;
@@ -123,8 +118,7 @@ int main(int argc, char** argv) {
 
   std::string reload_site = "examples/site.toml";
   fulcrum::site::ReloadOptions reload_options;
-  auto* reload =
-      app.add_subcommand("reload", "ask the nodes of a site running on this host to re-read the file");
+  auto* reload = app.add_subcommand("reload", "ask the nodes of a site running on this host to re-read the file");
   reload->add_option("--site", reload_site, "topology file (default examples/site.toml)");
   reload->add_option("--node", reload_options.nodes, "only this node (repeatable)");
   reload->add_flag("--json", reload_options.json, "print a JSON array");
@@ -134,8 +128,7 @@ int main(int argc, char** argv) {
 
   std::string roll_site = "examples/site.toml";
   fulcrum::site::RollOptions roll_options;
-  auto* roll = app.add_subcommand(
-      "roll", "restart a role's nodes running on this host one by one, drained at the lbs");
+  auto* roll = app.add_subcommand("roll", "restart a role's nodes running on this host one by one, drained at the lbs");
   roll->add_option("--site", roll_site, "topology file (default examples/site.toml)");
   roll->add_option("--role", roll_options.role, "role to restart (web)");
   roll->add_option("--node", roll_options.nodes, "only this node (repeatable)");
@@ -159,16 +152,14 @@ int main(int argc, char** argv) {
   bool etcd_print = false;
   auto* etcd = app.add_subcommand("etcd", "run one managed etcd member with the flags `up` would give it");
   etcd->add_option("--site", etcd_site, "topology file")->required();
-  etcd->add_option("--node", etcd_node, "member name: etcd (one endpoint), or etcd-1, etcd-2, ...")
-      ->required();
+  etcd->add_option("--node", etcd_node, "member name: etcd (one endpoint), or etcd-1, etcd-2, ...")->required();
   etcd->add_flag("--print", etcd_print, "print the etcd command line instead of running it");
 
   std::string lab_site;
   std::string lab_node;
   fulcrum::site::LabOptions lab_options;
   bool lab_no_firewall = false;
-  auto* lab =
-      app.add_subcommand("lab", "(root) the site across network namespaces, one per host, with faults");
+  auto* lab = app.add_subcommand("lab", "(root) the site across network namespaces, one per host, with faults");
   lab->require_subcommand(1);
   std::vector<CLI::App*> lab_actions;
   for (const auto& [name, what] : std::initializer_list<std::pair<const char*, const char*>>{
@@ -194,9 +185,7 @@ int main(int argc, char** argv) {
     } else if (n == "kill") {
       action->add_flag("--hold", lab_options.hold, "keep the node down until `lab resume`");
     } else if (n == "cut") {
-      action
-          ->add_option("--oneway", lab_options.oneway,
-                       "drop only the traffic into (in) or out of (out) the host")
+      action->add_option("--oneway", lab_options.oneway, "drop only the traffic into (in) or out of (out) the host")
           ->check(CLI::IsMember({"in", "out"}));
     }
     action->fallthrough();
