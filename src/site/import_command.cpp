@@ -136,10 +136,10 @@ int runImportCommand(const ImportOptions& options) {
     std::fprintf(stderr, "%s\n", line.c_str());
   }
   // What `fulcrum check` would still refuse on this host (a certificate not copied here yet,
-  // no docroot): said now, the file is printed all the same.
-  std::filesystem::path as = options.out.empty()
-                                 ? std::filesystem::path(options.input).parent_path() / "site.toml"
-                                 : std::filesystem::path(options.out);
+  // no docroot): said now, the file is printed all the same. Printed, it is most likely saved in
+  // the current directory.
+  std::filesystem::path as =
+      options.out.empty() ? std::filesystem::path("site.toml") : std::filesystem::path(options.out);
   config::LoadResult loaded = config::loadSiteString(result.toml, as);
   for (const config::ConfigError& e : loaded.errors) {
     std::fprintf(stderr, "fulcrum import: before `fulcrum check` passes: %s\n", e.toString().c_str());

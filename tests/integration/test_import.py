@@ -2,11 +2,14 @@
 it balances the servers the haproxy.cfg named."""
 import http.server
 import os
+import ssl
 import subprocess
 import threading
 import unittest
 
-from harness import FULCRUM, SOURCE_DIR, Process, TempDir, free_port, http_get, wait_until
+from harness import (FULCRUM, SOURCE_DIR, Process, TempDir, free_port, http_get, raw_exchange, status_of,
+                     wait_until)
+from test_tls import insecure_context, make_cert
 
 
 def fulcrum(*args):
@@ -111,6 +114,47 @@ backend api
         wait_until(both_answer, timeout=20, what="both servers answering through the imported lb")
         status, _, _ = http_get(f"http://127.0.0.1:{stats_port}/metrics", timeout=2)
         self.assertEqual(status, 200)
+
+    def test_tls_frontend_serves_with_haproxys_combined_pem(self):
+        backend = Backend("secure")
+        self.addCleanup(backend.stop)
+        cert, key = make_cert(self.tmp.path, "site", "localhost")
+        with open(cert) as c, open(key) as k:
+            combined = self.tmp.write("haproxy/site.pem", c.read() + k.read())  # HAProxy's crt form
+        http_port, https_port = free_port(), free_port()
+        cfg = self.tmp.write("haproxy.cfg", f"""
+global
+    crt-base {os.path.dirname(combined)}
+defaults
+    mode http
+frontend www
+    bind 127.0.0.1:{http_port}
+    bind 127.0.0.1:{https_port} ssl crt site.pem alpn h2,http/1.1
+    http-request redirect scheme https unless {{ ssl_fc }}
+    default_backend app
+backend app
+    server s1 127.0.0.1:{backend.port} check
+""")
+        site = os.path.join(self.tmp.path, "site.toml")
+        os.mkdir(os.path.join(self.tmp.path, "www"))
+        run = fulcrum("import", cfg, "--out", site)
+        self.assertEqual(run.returncode, 0, run.stderr)
+        self.assertEqual(run.stderr, "")  # nothing left out, nothing `check` would refuse
+        check = fulcrum("check", site)
+        self.assertEqual(check.returncode, 0, check.stderr)
+
+        lb = Process([FULCRUM, "lb", "--site", site, "--node", "lb-01"], os.path.join(self.tmp.path, "lb.log"))
+        self.addCleanup(lb.stop)
+
+        def served():
+            self.assertTrue(lb.alive(), lb.output())
+            status, _, body = http_get(f"https://127.0.0.1:{https_port}/", timeout=2, context=insecure_context())
+            return status == 200 and body == b"secure"
+
+        wait_until(served, timeout=20, what="the backend through the imported TLS frontend")
+        raw = raw_exchange(http_port, b"GET /x HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        self.assertEqual(status_of(raw), 308, raw)
+        self.assertIn(b"\r\nLocation: https://localhost", raw)
 
     def test_patroni_config_passes_check(self):
         cfg = os.path.join(SOURCE_DIR, "tests/unit/config/haproxy/patroni.cfg")
