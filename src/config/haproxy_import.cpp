@@ -709,8 +709,9 @@ class Importer {
     if (o == "httpchk") {
       if (db) {
         done(l);
-        note("option httpchk (line " + std::to_string(l->number) +
-             "): the db frontends ask each node's agent GET /primary (db_write) and /replica (db_read)");
+        note(
+            "option httpchk of the database listeners: the db frontends ask each node's agent GET /primary "
+            "(db_write) and /replica (db_read)");
         translateLag(l, w.back());
         return;
       }
