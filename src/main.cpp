@@ -15,6 +15,7 @@
 #include "config/values.h"
 #include "site/certs_command.h"
 #include "site/firewall.h"
+#include "site/import_command.h"
 #include "site/lab_command.h"
 #include "site/monitoring.h"
 #include "site/reload_command.h"
@@ -73,6 +74,16 @@ int main(int argc, char** argv) {
       "certs", "make the site CA and every node's certificate for [security] internal_tls (or renew them)");
   certs->add_option("site", certs_site, "topology file")->required();
   certs->add_flag("--json", certs_json, "print a JSON object");
+
+  fulcrum::site::ImportOptions import_options;
+  auto* import = app.add_subcommand(
+      "import", "print a topology file equivalent to an haproxy.cfg, naming each line it could not translate");
+  import->add_option("file", import_options.input, "haproxy.cfg")->required();
+  import->add_option("--out", import_options.out, "write the topology file here instead of stdout");
+  import->add_flag("--force", import_options.force, "overwrite --out if it exists");
+  import->add_option("--name", import_options.name, "[site] name (default: the file's name without extension)");
+  import->add_option("--bind-ip", import_options.bind_ip,
+                     "the lb's address for binds on every address ('*:80', ':80'); default 0.0.0.0");
 
   std::string web_site;
   std::string web_node;
@@ -182,7 +193,7 @@ int main(int argc, char** argv) {
   }
 
   // Global options may also be given after the subcommand.
-  for (auto* sub : {version, check, firewall, web, lb, db, up, status, monitoring, lab, etcd}) {
+  for (auto* sub : {version, check, firewall, import, web, lb, db, up, status, monitoring, lab, etcd}) {
     sub->fallthrough();
   }
 
@@ -223,6 +234,9 @@ int main(int argc, char** argv) {
     }
     std::printf("%s: ok\n", check_site.c_str());
     return kExitOk;
+  }
+  if (*import) {
+    return fulcrum::site::runImportCommand(import_options);
   }
   if (*firewall) {
     fulcrum::config::Site site;
