@@ -9,6 +9,7 @@
 #include <openssl/rand.h>
 #include <openssl/x509v3.h>
 #include <sys/epoll.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -19,6 +20,7 @@
 #include <ctime>
 #include <system_error>
 
+#include "core/fd.h"
 #include "tls/acme.h"
 #include "tls/openssl_error.h"
 #include "tls/tls_transport.h"
@@ -511,13 +513,21 @@ CertFiles ensureSelfSigned(const std::filesystem::path& dir, const std::vector<s
                            const std::vector<std::string>& ips, std::string& error) {
   CertFiles out{dir / "self-signed.crt", dir / "self-signed.key"};
   std::error_code ec;
-  if (std::filesystem::exists(out.key, ec) && stillValid(out.cert)) {
-    return out;
-  }
   std::filesystem::create_directories(dir, ec);
   if (ec) {
     error = dir.string() + ": " + ec.message();
     return {};
+  }
+  // Two lbs of one site starting at once share the pair: one makes it while the other waits,
+  // then finds it whole (never a certificate beside a key still being written).
+  const std::filesystem::path lock_path = dir / "self-signed.lock";
+  core::Fd lock(::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  if (!lock || ::flock(lock.get(), LOCK_EX) != 0) {
+    error = lock_path.string() + ": " + std::strerror(errno);
+    return {};
+  }
+  if (std::filesystem::exists(out.key, ec) && stillValid(out.cert)) {
+    return out;
   }
   EVP_PKEY* key = EVP_EC_gen("P-256");
   X509* cert = X509_new();

@@ -15,7 +15,7 @@ import signal
 import subprocess
 import unittest
 
-from harness import FULCRUM, free_port, http_get, wait_until, needs
+from harness import FULCRUM, free_port, wait_until, needs
 from test_db import missing_requirement
 from test_up import Site
 
@@ -112,7 +112,8 @@ class InternalTlsEtcdTest(unittest.TestCase):
         # The lb checks the agents over TLS with its own certificate: its db_write frontend routes
         # to the primary, and its dashboard shows both db nodes with their roles.
         def lb_sees_the_agents():
-            state = json.loads(http_get(f"http://127.0.0.1:{site.lb_stats}/api/state", timeout=5)[2])
+            # The stats listener is https too (the operator's certificate is optional for reads).
+            state = json.loads(curl(f"https://127.0.0.1:{site.lb_stats}/api/state", "--cacert", ca).stdout)
             roles = sorted(n["state"] for n in state["nodes"] if n["role"] == "db")
             writes = [s["name"] for f in state.get("db_frontends", []) if f["name"] == "db_write"
                       for s in f["servers"] if s["health"] == "up"]
