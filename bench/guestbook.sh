@@ -82,7 +82,8 @@ trap 'echo "guestbook.sh: failed at line $LINENO: $BASH_COMMAND" >&2' ERR
 trap 'exit 130' INT TERM
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-code() { curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$1" || true; }
+# Under internal_tls (TLS=true) the agents' API is https, read as the operator (CURL_TLS, below).
+code() { curl -s -o /dev/null -w '%{http_code}' --max-time 2 "${CURL_TLS[@]}" "$1" || true; }
 answers_200() { [[ $(code "$1") == 200 ]]; }
 # wait_for WHAT SECONDS COMMAND...: runs COMMAND every 0.2 s until it succeeds.
 wait_for() {
@@ -182,9 +183,9 @@ LUA
 
 echo "starting etcd, 3 db agents, $WEB web nodes and a load balancer in $W ..." >&2
 # Under internal_tls the agents speak TLS to etcd with their certificates, as to a managed one.
-ETCD_URL="http://127.0.0.1:$ETCD"; ETCD_TLS=(); CURL_TLS=()
+ETCD_URL="http://127.0.0.1:$ETCD"; ETCD_TLS=(); CURL_TLS=(); AGENT=http
 if [[ $TLS == true ]]; then
-  T="$W/var/tls"; ETCD_URL="https://127.0.0.1:$ETCD"
+  T="$W/var/tls"; ETCD_URL="https://127.0.0.1:$ETCD"; AGENT=https
   ETCD_TLS=(--cert-file="$T/etcd.crt" --key-file="$T/etcd.key" --client-cert-auth --trusted-ca-file="$T/ca.crt")
   CURL_TLS=(--cacert "$T/ca.crt" --cert "$T/operator.crt" --key "$T/operator.key")
 fi
@@ -201,15 +202,15 @@ start_agent() {
 }
 # The first agent bootstraps alone (initdb, then the lease); the others then clone it.
 start_agent "${DB_NODES[0]}"
-wait_for "${DB_NODES[0]} primary" 180 answers_200 "http://127.0.0.1:${AGENT_PORT[${DB_NODES[0]}]}/primary"
+wait_for "${DB_NODES[0]} primary" 180 answers_200 "$AGENT://127.0.0.1:${AGENT_PORT[${DB_NODES[0]}]}/primary"
 for n in "${DB_NODES[@]:1}"; do start_agent "$n"; done
 roles_settled() {
   PRIMARY=""; REPLICAS=()
   for n in "${DB_NODES[@]}"; do
-    if [[ $(code "http://127.0.0.1:${AGENT_PORT[$n]}/primary") == 200 ]]; then
+    if [[ $(code "$AGENT://127.0.0.1:${AGENT_PORT[$n]}/primary") == 200 ]]; then
       [[ -z $PRIMARY ]] || return 1
       PRIMARY=$n
-    elif [[ $(code "http://127.0.0.1:${AGENT_PORT[$n]}/replica") == 200 ]]; then
+    elif [[ $(code "$AGENT://127.0.0.1:${AGENT_PORT[$n]}/replica") == 200 ]]; then
       REPLICAS+=("$n")
     fi
   done
@@ -283,3 +284,11 @@ for replicas in $STEPS; do
   run_one "$replicas" off
   run_one "$replicas" on
 done
+if [[ $TLS == true ]]; then
+  # The TLS handshakes the web nodes made (full and resumed) against the requests above: a pooled
+  # link makes few; one per request would be the cost to look at first.
+  for n in "${WEB_NODES[@]}"; do
+    curl -s --max-time 3 "${CURL_TLS[@]}" "https://127.0.0.1:${WEB_PORT[$n]}/metrics" |
+      grep -E '^fulcrum_web_tls_handshakes_total' | sed "s/^/$n: /" >&2 || true
+  done
+fi
