@@ -17,6 +17,7 @@
 #include "run/node_files.h"
 #include "tls/client_context.h"
 #include "tls/server_context.h"
+#include "tls/node_tls_reloader.h"
 #include "tls/site_pki.h"
 
 namespace fulcrum::db {
@@ -119,30 +120,16 @@ int runDbCommand(const config::Site& site, const std::string& node_name) {
   log::info("database agent {} (PostgreSQL on {}) API on {}://{}", node->name, node->pg.toString(),
             api_tls ? "https" : "http", node->agent.toString());
 
-  // A renewed or reissued internal_tls certificate (tls/site_pki.h: NodeTlsWatch): the etcd
-  // client's next connections present it, PostgreSQL reloads it.
-  std::optional<tls::NodeTlsWatch> tls_watch;
-  auto takeNewCertificate = [&] {
-    std::optional<tls::NodeTls> files = tls_watch->changed();
-    if (!files) {
-      return;
-    }
-    if (std::string error; !client_tls->reload(files->ca_cert, {files->cert, files->key}, error) ||
-                           !api_tls->reload({tls::CertFiles{files->cert, files->key}}, error)) {
-      log::error("internal_tls: the new certificate of {} not loaded: {}", node->name, error);
-    } else {
-      log::info("internal_tls: {} presents its new certificate (etcd, its API) ({})", node->name,
-                files->cert.string());
-    }
-    agent.refreshTls();
-  };
-  core::Timer tls_check(loop, [&] {
-    takeNewCertificate();
-    tls_check.armAfter(tls::NodeTlsWatch::kInterval);
-  });
+  // A renewed or reissued internal_tls certificate: the etcd client's and the API's next
+  // connections use it, and PostgreSQL reloads it (the agent logs that part).
+  std::optional<tls::NodeTlsReloader> tls_reloader;
   if (client_tls) {
-    tls_watch.emplace(site, node->name);
-    tls_check.armAfter(tls::NodeTlsWatch::kInterval);
+    tls_reloader.emplace(loop, site, node->name, "etcd client and API", [&](const tls::NodeTls& files, std::string& error) {
+      const bool taken = client_tls->reload(files.ca_cert, {files.cert, files.key}, error) &&
+                         api_tls->reload({tls::CertFiles{files.cert, files.key}}, error);
+      agent.refreshTls();
+      return taken;
+    });
   }
 
   bool stopping = false;
@@ -154,8 +141,8 @@ int runDbCommand(const config::Site& site, const std::string& node_name) {
     }
     if (sig == SIGHUP) {
       agent.reload();  // its report goes to state_dir/run/NAME.reload.json
-      if (tls_watch) {
-        takeNewCertificate();
+      if (tls_reloader) {
+        tls_reloader->check();
       }
       return;
     }

@@ -32,6 +32,7 @@
 #include "run/node_files.h"
 #include "run/reload_diff.h"
 #include "tls/server_context.h"
+#include "tls/node_tls_reloader.h"
 #include "tls/site_pki.h"
 
 namespace fulcrum::lb {
@@ -727,36 +728,21 @@ int runLbCommand(const config::Site& site, const std::string& node_name, bool ta
     report.needs_restart = plan.needs_restart;
     return finish();
   };
-  // A renewed or reissued internal_tls certificate (tls/site_pki.h: NodeTlsWatch): new
-  // connections to the web nodes, new health checks and the stats listener's new handshakes
-  // use it; open connections keep theirs.
-  std::optional<tls::NodeTlsWatch> tls_watch;
-  auto takeNewCertificate = [&] {
-    std::optional<tls::NodeTls> files = tls_watch->changed();
-    if (!files) {
-      return;
-    }
-    std::string error;
-    if (!upstream_tls->reload(files->ca_cert, {files->cert, files->key}, error) ||
-        (stats_tls && !stats_tls->reload({tls::CertFiles{files->cert, files->key}}, error))) {
-      log::error("internal_tls: the new certificate of {} not loaded: {}; the previous one stays in use",
-                 node->name, error);
-      return;
-    }
-    log::info("internal_tls: {} presents its new certificate ({})", node->name, files->cert.string());
-  };
-  core::Timer tls_check(main_loop, [&] {
-    takeNewCertificate();
-    tls_check.armAfter(tls::NodeTlsWatch::kInterval);
-  });
+  // A renewed or reissued internal_tls certificate: new connections to the web nodes and the
+  // agents, new health checks and the stats listener's new handshakes use it; open connections
+  // keep theirs.
+  std::optional<tls::NodeTlsReloader> tls_reloader;
   if (upstream_tls) {
-    tls_watch.emplace(site, node->name);
-    tls_check.armAfter(tls::NodeTlsWatch::kInterval);
+    tls_reloader.emplace(main_loop, site, node->name, "its client and stats listener",
+                         [&](const tls::NodeTls& files, std::string& error) {
+                           return upstream_tls->reload(files.ca_cert, {files.cert, files.key}, error) &&
+                                  (!stats_tls || stats_tls->reload({tls::CertFiles{files.cert, files.key}}, error));
+                         });
   }
   hooks.on_reload = [&] {
     reload("SIGHUP");
-    if (tls_watch) {
-      takeNewCertificate();
+    if (tls_reloader) {
+      tls_reloader->check();
     }
   };
   hooks.on_stop = [&] {

@@ -20,6 +20,7 @@
 #include "pg/pg_format.h"
 #include "run/node_files.h"
 #include "run/reload_diff.h"
+#include "tls/node_tls_reloader.h"
 #include "tls/server_context.h"
 #include "tls/site_pki.h"
 #include "web/db_router.h"
@@ -270,29 +271,13 @@ int runWebCommand(const config::Site& site, const std::string& node_name) {
     ticket_rotation.armAfter(std::chrono::hours(1));
   }
 
-  // A renewed or reissued certificate (tls/site_pki.h: NodeTlsWatch) is taken by new handshakes;
-  // open connections keep theirs. The guestbook's libpq reads the files at each connect.
-  std::optional<tls::NodeTlsWatch> tls_watch;
-  auto takeNewCertificate = [&] {
-    std::optional<tls::NodeTls> files = tls_watch->changed();
-    if (!files) {
-      return;
-    }
-    std::string error;
-    if (!tls_context->reload({tls::CertFiles{files->cert, files->key}}, error)) {
-      log::error("internal_tls: the new certificate of {} not loaded: {}; the previous one keeps serving",
-                 node->name, error);
-      return;
-    }
-    log::info("internal_tls: {} serves its new certificate ({})", node->name, files->cert.string());
-  };
-  core::Timer tls_check(main_loop, [&] {
-    takeNewCertificate();
-    tls_check.armAfter(tls::NodeTlsWatch::kInterval);
-  });
+  // A renewed or reissued certificate is taken by new handshakes; open connections keep theirs.
+  // The guestbook's libpq reads the files at each connect.
+  std::optional<tls::NodeTlsReloader> tls_reloader;
   if (tls_context) {
-    tls_watch.emplace(site, node->name);
-    tls_check.armAfter(tls::NodeTlsWatch::kInterval);
+    tls_reloader.emplace(main_loop, site, node->name, "its listener", [&](const tls::NodeTls& files, std::string& error) {
+      return tls_context->reload({tls::CertFiles{files.cert, files.key}}, error);
+    });
   }
 
   core::StopHooks hooks;
@@ -300,8 +285,8 @@ int runWebCommand(const config::Site& site, const std::string& node_name) {
   Reloader reloader{site, node->name, workers, apps, dbs, db_generation};
   hooks.on_reload = [&] {
     reloader.reload();
-    if (tls_watch) {
-      takeNewCertificate();
+    if (tls_reloader) {
+      tls_reloader->check();
     }
   };
   hooks.grace = kDrainGrace;

@@ -91,7 +91,7 @@ class InternalTlsRenewalTest(unittest.TestCase):
         for name in ("web-1", primary, "etcd"):
             self.assertNotEqual(before[name], file_der(os.path.join(tls, name + ".crt")), name)
         with open(os.path.join(site.dir, "var", "logs", "lb-1.log")) as f:
-            wait_until(lambda: "lb-1 presents its new certificate" in (f.seek(0) or f.read()), timeout=20,
+            wait_until(lambda: "lb-1 takes its new certificate" in (f.seek(0) or f.read()), timeout=20,
                        interval=0.2, what="lb-1 to take its new certificate")
 
         # The lb, with its new pair, reaches web-1 with its new one: new connections only (the
