@@ -138,6 +138,9 @@ struct LbSection {
   // Bounded-load consistent hashing for source and uri (HAProxy's hash-balance-factor): a server
   // takes at most this percentage of its share of the requests in flight. 0 = off, else >= 100.
   uint32_t hash_balance_factor = 0;
+  // A server that comes up, back from maintenance, or is added ramps its weight up over this
+  // time (HAProxy's slowstart) with roundrobin, leastconn and random2. 0 = at once.
+  uint32_t slow_start_ms = 0;
   uint32_t retries = 2;
   bool h2c = false;  // HTTP/2 with prior knowledge (cleartext) on the http listeners
   LbHealth health;

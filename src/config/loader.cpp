@@ -170,7 +170,7 @@ void readLbSection(Diagnostics& diag, const toml::table& table) {
   LbSection& lb = site.lb;
   lb.present = true;
   TableReader r(diag, table, "lb",
-                {"algorithm", "hash_balance_factor", "retries", "h2c", "health", "timeouts", "limits", "firewall", "tls", "acme", "vip",
+                {"algorithm", "hash_balance_factor", "slow_start_ms", "retries", "h2c", "health", "timeouts", "limits", "firewall", "tls", "acme", "vip",
                  "node"});
   r.readChoice("algorithm", lb.algorithm, kAlgorithms, "algorithm");
   if (r.read("hash_balance_factor", lb.hash_balance_factor, {0, 1000})) {
@@ -185,6 +185,13 @@ void readLbSection(Diagnostics& diag, const toml::table& table) {
                           "\"{}\"",
                           lb.algorithm));
     }
+  }
+  if (r.read("slow_start_ms", lb.slow_start_ms, {0, 3600000}) && lb.slow_start_ms != 0 &&
+      lb.algorithm != "roundrobin" && lb.algorithm != "leastconn" && lb.algorithm != "random2") {
+    r.error("slow_start_ms",
+            fmt::format("ramps weights up for roundrobin, leastconn and random2; \"{}\" keeps its own shares (a hashing "
+                        "or static algorithm would move keys at every step)",
+                        lb.algorithm));
   }
   r.read("retries", lb.retries, {0, 10});
   r.read("h2c", lb.h2c);

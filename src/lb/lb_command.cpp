@@ -405,6 +405,7 @@ int runLbCommand(const config::Site& site, const std::string& node_name, bool ta
   PoolOptions pool_options;
   pool_options.idle_timeout = std::min<core::Duration>(std::chrono::seconds(10), options.server_timeout);
   pool_options.balance.hash_balance_factor = site.lb.hash_balance_factor;
+  pool_options.slow_start = core::millis(site.lb.slow_start_ms);
   workers.start(threads, [&](core::EventLoop& loop, unsigned i) {
     PoolOptions worker_pool_options = pool_options;
     worker_pool_options.stats = pool_stats[i].get();

@@ -40,7 +40,8 @@ WorkerPool::WorkerPool(core::EventLoop& loop, const std::vector<Backend>& backen
       up_(backends.size(), true),
       in_rotation_(backends.size(), true),
       idle_(backends.size()),
-      sweep_timer_(loop, [this] { sweepIdle(); }) {
+      sweep_timer_(loop, [this] { sweepIdle(); }),
+      ramp_timer_(loop, [this] { rebuild(); }) {
   core::Random random = core::Random::fromOs();
   active_ = makeBalancer(algorithm, core::Random(random.next()), options_.balance);
   backup_ = makeBalancer(algorithm, core::Random(random.next()), options_.balance);
@@ -53,14 +54,65 @@ WorkerPool::WorkerPool(core::EventLoop& loop, const std::vector<Backend>& backen
 
 WorkerPool::~WorkerPool() = default;
 
+namespace {
+
+// The algorithms whose shares follow the weights request by request: a weight change takes
+// effect at once and moves no key (the hashing ones would remap keys at every step of a ramp).
+bool rampsWeights(std::string_view algorithm) {
+  return algorithm == "roundrobin" || algorithm == "leastconn" || algorithm == "random2";
+}
+
+}  // namespace
+
+uint32_t slowStartWeight(uint32_t weight, uint32_t scale, core::Duration elapsed, core::Duration period) {
+  const uint64_t full = uint64_t{weight} * scale;
+  if (period <= core::Duration::zero() || elapsed >= period) {
+    return static_cast<uint32_t>(full);
+  }
+  const double share = std::max(0.0, std::chrono::duration<double>(elapsed) / std::chrono::duration<double>(period));
+  return static_cast<uint32_t>(std::clamp<uint64_t>(static_cast<uint64_t>(static_cast<double>(full) * share), 1, full));
+}
+
+void WorkerPool::startRamp(uint32_t id) {
+  if (slow_start_applies_ && id < usable_since_.size()) {
+    usable_since_[id] = loop_.now();
+  }
+}
+
 void WorkerPool::rebuild() {
+  slow_start_applies_ = options_.slow_start > core::Duration::zero() && rampsWeights(algorithm_);
+  usable_since_.resize(backends_.size(), core::TimePoint{});
+  // With slow start every weight is scaled up (as far as 256 allows, at most 16 times) so that
+  // a server of weight 1 ramps in steps too; the shares between servers at full weight stay.
+  uint32_t scale = 1;
+  if (slow_start_applies_) {
+    uint32_t heaviest = 1;
+    for (const Backend& b : backends_) {
+      heaviest = std::max(heaviest, std::clamp<uint32_t>(b.weight, 1, 256));
+    }
+    scale = std::clamp<uint32_t>(256 / heaviest, 1, 16);
+  }
+  const core::TimePoint now = loop_.now();
+  bool ramping = false;
   std::vector<ServerEntry> active;
   std::vector<ServerEntry> backup;
   for (const Backend& b : backends_) {
     if (!up_[b.id] || !in_rotation_[b.id] || b.removed) {
       continue;
     }
-    (b.backup ? backup : active).push_back(ServerEntry{b.id, b.weight, b.name});
+    uint32_t weight = b.weight;
+    if (slow_start_applies_) {
+      const core::Duration elapsed = now - usable_since_[b.id];
+      weight = slowStartWeight(std::clamp<uint32_t>(b.weight, 1, 256), scale, elapsed, options_.slow_start);
+      ramping = ramping || elapsed < options_.slow_start;
+    }
+    (b.backup ? backup : active).push_back(ServerEntry{b.id, weight, b.name});
+  }
+  if (ramping) {
+    // Sixteen steps over the ramp (none closer than 50 ms apart).
+    ramp_timer_.armAfter(std::max<core::Duration>(options_.slow_start / 16, std::chrono::milliseconds(50)));
+  } else {
+    ramp_timer_.disarm();
   }
   active_->setServers(active);
   backup_->setServers(backup);
@@ -132,6 +184,8 @@ void WorkerPool::setUp(uint32_t id, bool up) {
   up_[id] = up;
   if (!up) {
     closeIdle(id);
+  } else {
+    startRamp(id);
   }
   rebuild();
 }
@@ -141,6 +195,9 @@ void WorkerPool::setInRotation(uint32_t id, bool in_rotation) {
     return;
   }
   in_rotation_[id] = in_rotation;
+  if (in_rotation) {
+    startRamp(id);  // back from maintenance or a drain, as from down
+  }
   rebuild();
 }
 

@@ -116,7 +116,16 @@ struct PoolOptions {
   core::Duration idle_timeout = std::chrono::seconds(10);
   PoolStats* stats = nullptr;  // sized for the backends; none when null
   BalancerOptions balance;      // [lb] hash_balance_factor (a change needs a restart)
+  // [lb] slow_start_ms: a server that comes up (or back from maintenance) ramps its weight from
+  // almost nothing to its full share over this time, for the algorithms whose shares follow the
+  // weights from request to request (roundrobin, leastconn, random2); 0: at once.
+  core::Duration slow_start{};
 };
+
+// The weight a server has `elapsed` into its slow start of `period`: its share grows linearly
+// from 1/`scale` of its weight; `scale` multiplies every weight of the set so that a weight of 1
+// can ramp too (at most 256 in all).
+uint32_t slowStartWeight(uint32_t weight, uint32_t scale, core::Duration elapsed, core::Duration period);
 
 class WorkerPool {
  public:
@@ -159,6 +168,7 @@ class WorkerPool {
 
  private:
   void rebuild();
+  void startRamp(uint32_t id);
   void closeIdle(uint32_t id);
   void sweepIdle();
   void countIdle(uint32_t id, size_t parked, size_t left);
@@ -169,11 +179,14 @@ class WorkerPool {
   PoolOptions options_;
   std::vector<bool> up_;
   std::vector<bool> in_rotation_;
+  std::vector<core::TimePoint> usable_since_;  // by id: when it last became usable (slow start)
+  bool slow_start_applies_ = false;            // options_.slow_start set, and a dynamic algorithm
   std::unique_ptr<Balancer> active_;
   std::unique_ptr<Balancer> backup_;
   bool use_backup_ = false;
   std::vector<std::vector<std::unique_ptr<UpstreamConn>>> idle_;
   core::Timer sweep_timer_;
+  core::Timer ramp_timer_;  // rebuilds the balancers while a server ramps up
 };
 
 }  // namespace fulcrum::lb

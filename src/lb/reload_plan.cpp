@@ -64,6 +64,10 @@ ReloadPlan planReload(const config::Site& running, const config::Site& next, con
     eff.lb.hash_balance_factor = running.lb.hash_balance_factor;
     restart("lb.hash_balance_factor", "each worker's balancers take it when they are made");
   }
+  if (running.lb.slow_start_ms != next.lb.slow_start_ms) {
+    eff.lb.slow_start_ms = running.lb.slow_start_ms;
+    restart("lb.slow_start_ms", "each worker's pool takes it when it is made");
+  }
   if (running.lb.h2c != next.lb.h2c) {
     eff.lb.h2c = running.lb.h2c;
     restart("lb.h2c", "the http listeners' protocols are set when they start");

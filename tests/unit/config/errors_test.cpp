@@ -198,6 +198,9 @@ const BadCase kChoiceCases[] = {
     {"hash_balance_factor_small", "[lb]\nalgorithm = \"uri\"\nhash_balance_factor = 50\n",
      "lb.hash_balance_factor", 3, 1,
      "must be 0 (off) or a percentage of at least 100 (150: a server takes at most 1.5 times its share), got 50"},
+    {"slow_start_hashing", "[lb]\nalgorithm = \"source\"\nslow_start_ms = 5000\n", "lb.slow_start_ms", 3, 1,
+     "ramps weights up for roundrobin, leastconn and random2; \"source\" keeps its own shares (a hashing or static "
+     "algorithm would move keys at every step)"},
     {"hash_balance_factor_not_hashing", "[lb]\nalgorithm = \"leastconn\"\nhash_balance_factor = 150\n",
      "lb.hash_balance_factor", 3, 1,
      "bounds the loads of consistent hashing: it needs algorithm \"source\" or \"uri\", not \"leastconn\""},
