@@ -925,6 +925,23 @@ class Importer {
     }
   }
 
+  // A server's check timing (into [lb.health]) and its connection limit (none in Fulcrum), the
+  // same for web and database servers. False for any other option.
+  bool checkOrLimitOption(const Option& o) {
+    if (o.name == "inter") {
+      healthOption(o, "health.interval_ms", true);
+    } else if (o.name == "rise") {
+      healthOption(o, "health.rise", false);
+    } else if (o.name == "fall") {
+      healthOption(o, "health.fall", false);
+    } else if (o.name == "maxconn") {
+      partly(o.line, "maxconn " + o.arg + ": no per-server connection limit in Fulcrum");
+    } else {
+      return false;
+    }
+    return true;
+  }
+
   void translateWebServer(const Proxy& p, const Line* l) {
     Server s = serverOf(p, l);
     Address address = parseAddress(s.address, /*bind=*/false, options_.wildcard_ip);
@@ -951,14 +968,7 @@ class Importer {
         node.backup = false;
       } else if (o.name == "check") {
         web_checked_ = true;
-      } else if (o.name == "inter") {
-        healthOption(o, "health.interval_ms", true);
-      } else if (o.name == "rise") {
-        healthOption(o, "health.rise", false);
-      } else if (o.name == "fall") {
-        healthOption(o, "health.fall", false);
-      } else if (o.name == "maxconn") {
-        partly(o.line, "maxconn " + o.arg + ": no per-server connection limit in Fulcrum");
+      } else if (checkOrLimitOption(o)) {
       } else if (o.name == "cookie") {
         partly(o.line, "cookie " + o.arg + ": cookie-based persistence is not in Fulcrum");
       } else if (o.name == "port" || o.name == "addr") {
@@ -1004,14 +1014,7 @@ class Importer {
       if (o.name == "check" || o.name == "port" || o.name == "addr") {
       } else if (o.name == "on-marked-down" && o.arg == "shutdown-sessions") {
         // The db frontends cut a node's sessions when its checks mark it down.
-      } else if (o.name == "inter") {
-        healthOption(o, "health.interval_ms", true);
-      } else if (o.name == "rise") {
-        healthOption(o, "health.rise", false);
-      } else if (o.name == "fall") {
-        healthOption(o, "health.fall", false);
-      } else if (o.name == "maxconn") {
-        partly(o.line, "maxconn " + o.arg + ": no per-server connection limit in Fulcrum");
+      } else if (checkOrLimitOption(o)) {
       } else {
         partly(o.line, o.name + (o.arg.empty() ? "" : " " + o.arg) + ": no counterpart");
       }

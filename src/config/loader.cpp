@@ -87,17 +87,12 @@ void readSiteSection(Diagnostics& diag, const toml::table& table) {
     // The name becomes an etcd key prefix, a PostgreSQL cluster label and part of paths: one
     // safe segment, bounded.
     const std::string& name = site.site.name;
-    auto safe = [](char c) {
-      return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
-             c == '_' || c == '.';
-    };
     if (name.empty()) {
       r.error("name", "must not be empty");
     } else if (name.size() > kMaxSiteNameBytes) {
       r.error("name", "is " + std::to_string(name.size()) + " bytes; at most " +
                           std::to_string(kMaxSiteNameBytes) + " are allowed");
-    } else if (!std::all_of(name.begin(), name.end(), safe) || name == "." || name == ".." ||
-               name.front() == '.' || name.front() == '-') {
+    } else if (!isSiteName(name)) {
       r.error("name", "must be letters, digits, '-', '_' and '.', not starting with '.' or '-'");
     }
   }
@@ -624,6 +619,15 @@ LoadResult loadSiteString(std::string_view text, const std::filesystem::path& pa
   detail::validateSite(diag);
   result.errors = diag.take();
   return result;
+}
+
+bool isSiteName(std::string_view name) {
+  auto safe = [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_' ||
+           c == '.';
+  };
+  return !name.empty() && name.size() <= kMaxSiteNameBytes && name.front() != '.' && name.front() != '-' &&
+         std::all_of(name.begin(), name.end(), safe);
 }
 
 }  // namespace fulcrum::config

@@ -21,4 +21,8 @@ LoadResult loadSiteFile(const std::filesystem::path& path);
 // Same, from text already in memory; `path` names the file in messages and anchors relative paths.
 LoadResult loadSiteString(std::string_view text, const std::filesystem::path& path);
 
+// A [site] name: 1-64 letters, digits, '-', '_' and '.', not starting with '.' or '-' (it becomes
+// an etcd key prefix, a PostgreSQL cluster label and part of paths).
+bool isSiteName(std::string_view name);
+
 }  // namespace fulcrum::config

@@ -59,21 +59,6 @@ bool readInput(const std::string& path, std::string& out, std::string& error) {
   return true;
 }
 
-// The same rule as the loader's [site] name.
-bool isSiteName(const std::string& name) {
-  if (name.empty() || name.size() > 64 || name.front() == '.' || name.front() == '-') {
-    return false;
-  }
-  for (char c : name) {
-    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
-              c == '_' || c == '.';
-    if (!ok) {
-      return false;
-    }
-  }
-  return true;
-}
-
 bool writeOutput(const std::string& path, const std::string& text, bool force, std::string& error) {
   int flags = O_WRONLY | O_CREAT | O_CLOEXEC | (force ? O_TRUNC : O_EXCL);
   int fd = ::open(path.c_str(), flags, 0644);
@@ -107,7 +92,7 @@ int runImportCommand(const ImportOptions& options) {
   config::HaproxyImportOptions import;
   import.source_name = options.input;
   import.site_name = options.name.empty() ? config::siteNameFromPath(options.input) : options.name;
-  if (!isSiteName(import.site_name)) {
+  if (!config::isSiteName(import.site_name)) {
     std::fprintf(stderr,
                  "fulcrum import: --name '%s': use 1-64 letters, digits, '-', '_' and '.', not starting "
                  "with '.' or '-'\n",
