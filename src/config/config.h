@@ -141,6 +141,10 @@ struct LbSection {
   // A server that comes up, back from maintenance, or is added ramps its weight up over this
   // time (HAProxy's slowstart) with roundrobin, leastconn and random2. 0 = at once.
   uint32_t slow_start_ms = 0;
+  // Requests waiting for a server slot (max_conn): how long one waits before its 503 (HAProxy's
+  // timeout queue; 0 = no queue, a 503 at once), and how many wait at most.
+  uint32_t queue_timeout_ms = 5000;
+  uint32_t max_queue = 10000;
   uint32_t retries = 2;
   bool h2c = false;  // HTTP/2 with prior knowledge (cleartext) on the http listeners
   LbHealth health;
@@ -158,6 +162,9 @@ struct WebNode {
   core::SocketAddress listen;
   uint32_t weight = 1;
   bool backup = false;
+  // Requests the lb sends it at once, across its workers (HAProxy's server maxconn); the rest
+  // wait in the lb's queue. 0 = no limit.
+  uint32_t max_conn = 0;
   uint32_t threads = 0;  // Fulcrum extension: 0 = one per core
   bool operator==(const WebNode&) const = default;
 };

@@ -864,7 +864,7 @@ class Importer {
     } else if (t == "http-request") {
       setDuration("timeouts.http_request_ms", w[2], l);
     } else if (t == "queue") {
-      notDone(l, "Fulcrum has no request queue: a request finding no server is answered 503 at once");
+      setDuration("queue_timeout_ms", w[2], l);
     } else if (t == "http-keep-alive") {
       notDone(l, "Fulcrum's client_ms covers idle keep-alive connections");
     } else {
@@ -925,8 +925,8 @@ class Importer {
     }
   }
 
-  // A server's check timing (into [lb.health]) and its connection limit (none in Fulcrum), the
-  // same for web and database servers. False for any other option.
+  // A server's check timing (into [lb.health]), the same for web and database servers; a database
+  // server's connection limit (none in the database frontends). False for any other option.
   bool checkOrLimitOption(const Option& o) {
     if (o.name == "inter") {
       healthOption(o, "health.interval_ms", true);
@@ -935,7 +935,7 @@ class Importer {
     } else if (o.name == "fall") {
       healthOption(o, "health.fall", false);
     } else if (o.name == "maxconn") {
-      partly(o.line, "maxconn " + o.arg + ": no per-server connection limit in Fulcrum");
+      partly(o.line, "maxconn " + o.arg + ": the database frontends have no per-server connection limit");
     } else {
       return false;
     }
@@ -950,7 +950,7 @@ class Importer {
       return;
     }
     done(l);
-    WebOut node{uniqueName(s.name), address.text, 1, false, l->number};
+    WebOut node{uniqueName(s.name), address.text, 1, false, 0, l->number};
     for (const Option& o : s.options) {
       if (o.line != l) {
         done(o.line);
@@ -968,6 +968,13 @@ class Importer {
         node.backup = false;
       } else if (o.name == "check") {
         web_checked_ = true;
+      } else if (o.name == "maxconn") {
+        auto n = parseCount(o.arg);
+        if (n && *n <= 1'000'000) {
+          node.max_conn = static_cast<uint32_t>(*n);
+        } else {
+          partly(o.line, "maxconn " + o.arg + ": Fulcrum takes 0 to 1000000");
+        }
       } else if (checkOrLimitOption(o)) {
       } else if (o.name == "cookie") {
         partly(o.line, "cookie " + o.arg + ": cookie-based persistence is not in Fulcrum");
@@ -1083,6 +1090,7 @@ class Importer {
     std::string listen;
     uint32_t weight = 1;
     bool backup = false;
+    uint32_t max_conn = 0;
     uint32_t line = 0;
   };
   struct DbOut {
@@ -1209,7 +1217,7 @@ class Importer {
         out += "\n[" + table + "]\n" + body;
       }
     };
-    emit("lb", {{"algorithm", "algorithm"}, {"retries", "retries"}});
+    emit("lb", {{"algorithm", "algorithm"}, {"retries", "retries"}, {"queue_timeout_ms", "queue_timeout_ms"}});
     if (!web_.empty() && settings_.count("health.path") == 0) {
       // HAProxy's "check" alone connects; Fulcrum's default would ask /healthz.
       settings_["health.path"] = Setting{"\"\"", 0};
@@ -1281,6 +1289,9 @@ class Importer {
         }
         if (w.backup) {
           out += "backup = true\n";
+        }
+        if (w.max_conn != 0) {
+          out += "max_conn = " + std::to_string(w.max_conn) + "\n";
         }
       }
     }

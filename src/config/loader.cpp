@@ -165,7 +165,7 @@ void readLbSection(Diagnostics& diag, const toml::table& table) {
   LbSection& lb = site.lb;
   lb.present = true;
   TableReader r(diag, table, "lb",
-                {"algorithm", "hash_balance_factor", "slow_start_ms", "retries", "h2c", "health", "timeouts", "limits", "firewall", "tls", "acme", "vip",
+                {"algorithm", "hash_balance_factor", "slow_start_ms", "queue_timeout_ms", "max_queue", "retries", "h2c", "health", "timeouts", "limits", "firewall", "tls", "acme", "vip",
                  "node"});
   r.readChoice("algorithm", lb.algorithm, kAlgorithms, "algorithm");
   if (r.read("hash_balance_factor", lb.hash_balance_factor, {0, 1000})) {
@@ -188,6 +188,8 @@ void readLbSection(Diagnostics& diag, const toml::table& table) {
                         "or static algorithm would move keys at every step)",
                         lb.algorithm));
   }
+  r.read("queue_timeout_ms", lb.queue_timeout_ms, {0, 3600000});
+  r.read("max_queue", lb.max_queue, {1, 10'000'000});
   r.read("retries", lb.retries, {0, 10});
   r.read("h2c", lb.h2c);
 
@@ -285,11 +287,12 @@ void readWebSection(Diagnostics& diag, const toml::table& table) {
       continue;
     }
     WebNode& node = web.nodes.back();
-    TableReader n(diag, *element, key, {"name", "listen", "weight", "backup", "threads"});
+    TableReader n(diag, *element, key, {"name", "listen", "weight", "backup", "max_conn", "threads"});
     readNodeName(n, node.name);
     n.readAddress("listen", node.listen);
     n.read("weight", node.weight, {1, 256});
     n.read("backup", node.backup);
+    n.read("max_conn", node.max_conn, {0, 1'000'000});
     n.read("threads", node.threads, kThreads);
   }
 }

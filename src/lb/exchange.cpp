@@ -50,6 +50,10 @@ std::string_view terminationName(Termination t) {
       return "client_abort";
     case Termination::Tunnel:
       return "tunnel";
+    case Termination::QueueFull:
+      return "queue_full";
+    case Termination::QueueTimeout:
+      return "queue_timeout";
   }
   return "?";
 }
@@ -87,6 +91,8 @@ void ProxyExchange::reset() {
   send_failed_ = false;
   handshaking_ = false;
   server_ = kNoServer;
+  t_queued_ = core::TimePoint{};
+  queue_time_ = core::Duration::zero();
   tried_.clear();
   attempts_ = 0;
   response_status_ = 0;
@@ -96,6 +102,7 @@ void ProxyExchange::reset() {
 
 void ProxyExchange::abandon() {
   upstream_timer_.disarm();
+  endSlot();
   endInflight();
   closeUpstream(false);
   if (state_ != State::Idle) {
@@ -124,7 +131,7 @@ size_t ProxyExchange::bodyRoom() const {
   if (send_failed_) {
     return SIZE_MAX;  // the server stopped reading: the body is checked and dropped
   }
-  if (state_ == State::Connecting) {
+  if (state_ == State::Connecting || state_ == State::Queued) {
     // Until the connection is up, replay is the only copy: what does not fit waits with the client.
     return replay.size() < kMaxReplayBytes ? kMaxReplayBytes - replay.size() : 0;
   }
@@ -134,7 +141,7 @@ size_t ProxyExchange::bodyRoom() const {
 void ProxyExchange::takeBody(std::string_view raw, bool done) {
   if (send_failed_) {
     // The server stopped reading; its answer is on the way. The body is checked and dropped.
-  } else if (state_ == State::Connecting) {
+  } else if (state_ == State::Connecting || state_ == State::Queued) {
     replay.append(raw);
   } else {
     uout_.append(raw);
@@ -181,6 +188,7 @@ void ProxyExchange::clientEnded() {
 
 void ProxyExchange::release() {
   upstream_timer_.disarm();
+  endSlot();
   bool reusable = upstream_ && request_done_ && uin_.empty() && resp_.keep_alive &&
                   resp_.body_kind != http::BodyKind::UntilClose;
   closeUpstream(reusable);
@@ -190,17 +198,77 @@ void ProxyExchange::release() {
 // ---------------------------------------------------------------------------------------------
 // The server side
 
+void ProxyExchange::endSlot() {
+  if (ticket_ != 0) {
+    worker_.pool().cancelWait(ticket_);
+    ticket_ = 0;
+  }
+  if (slot_ != kNoServer) {
+    worker_.pool().releaseSlot(static_cast<uint32_t>(slot_));
+    slot_ = kNoServer;
+  }
+}
+
 void ProxyExchange::connectUpstream() {
   WorkerPool& pool = worker_.pool();
+  endSlot();  // a retry gives back the slot of the server that failed
   PickContext ctx{client_hash, path, tried_};
-  int server = pool.pick(ctx);
+  int server = kNoServer;
+  if (pool.limitsSlots()) {
+    bool full = false;
+    bool slot = false;
+    server = pool.pickWithSlot(ctx, full, slot);
+    if (server == kNoServer && full) {
+      queueForSlot();
+      return;
+    }
+    if (slot) {
+      slot_ = server;
+    }
+  } else {
+    server = pool.pick(ctx);
+  }
   if (server == kNoServer) {
     worker_.stats().no_server.add();
     fail(503, tried_.empty() ? "no server is available" : "no server could be reached", Termination::NoServer);
     return;
   }
-  server_ = server;
-  auto id = static_cast<uint32_t>(server);
+  useServer(static_cast<uint32_t>(server));
+}
+
+void ProxyExchange::queueForSlot() {
+  ProxyStats& stats = worker_.stats();
+  core::Duration timeout = worker_.options().queue_timeout;
+  if (timeout > core::Duration::zero()) {
+    ticket_ = worker_.pool().waitForSlot(this);
+  }
+  if (ticket_ == 0) {
+    stats.queue_full.add();
+    stats.no_server.add();
+    fail(503, "every server is at its max_conn and the queue is full", Termination::QueueFull);
+    return;
+  }
+  stats.queued.add();
+  state_ = State::Queued;
+  t_queued_ = worker_.loop().now();
+  upstream_timer_.armAfter(timeout);
+}
+
+void ProxyExchange::onSlot(uint32_t server) {
+  ticket_ = 0;
+  slot_ = static_cast<int>(server);
+  upstream_timer_.disarm();
+  core::Duration waited = worker_.loop().now() - t_queued_;
+  queue_time_ += waited;
+  worker_.stats().queue_time.observe(
+      static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::microseconds>(waited).count()));
+  state_ = State::Idle;
+  useServer(server);
+}
+
+void ProxyExchange::useServer(uint32_t id) {
+  WorkerPool& pool = worker_.pool();
+  server_ = static_cast<int>(id);
   tried_.push_back(id);
   ++attempts_;
   pool.onRequestStart(id);
@@ -527,6 +595,7 @@ void ProxyExchange::complete() {
 
 void ProxyExchange::fail(int status, std::string_view detail, Termination why) {
   upstream_timer_.disarm();
+  endSlot();
   closeUpstream(false);
   state_ = State::Done;
   term = why;
@@ -604,6 +673,13 @@ void ProxyExchange::closeUpstream(bool reusable) {
 }
 
 void ProxyExchange::onUpstreamTimeout() {
+  if (state_ == State::Queued) {
+    queue_time_ += worker_.loop().now() - t_queued_;
+    worker_.stats().queue_timeouts.add();
+    worker_.stats().no_server.add();
+    fail(503, "no server was free within queue_timeout_ms", Termination::QueueTimeout);
+    return;
+  }
   if (state_ == State::Connecting) {
     upstreamFailed("connect: timed out", 0, true);
     return;

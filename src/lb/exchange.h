@@ -33,6 +33,8 @@ enum class Termination : uint8_t {
   ClientTimeout,  // a head, body or download too slow (408, or closed)
   ClientAbort,    // the client closed or failed before its answer was complete
   Tunnel,         // an upgraded connection (101, CONNECT) that has ended
+  QueueFull,      // 503: every server at its max_conn and the queue full (or off)
+  QueueTimeout,   // 503: no server slot within queue_timeout_ms
 };
 std::string_view terminationName(Termination t);
 
@@ -68,7 +70,7 @@ class ExchangeClient {
   virtual void exchangeWantsBody() = 0;
 };
 
-class ProxyExchange final : public UpstreamOwner {
+class ProxyExchange final : public UpstreamOwner, public SlotWaiter {
  public:
   static constexpr size_t kHighWater = 64 * 1024;       // a side stops reading while this much waits
   static constexpr size_t kMaxReplayBytes = 64 * 1024;  // requests up to this size can be re-sent
@@ -119,8 +121,10 @@ class ProxyExchange final : public UpstreamOwner {
   void release();
   void reset();
 
-  bool connecting() const { return state_ == State::Connecting; }
+  // Waiting for its server (in the queue, or connecting): the body waits with the client.
+  bool connecting() const { return state_ == State::Connecting || state_ == State::Queued; }
   bool tunnel() const { return state_ == State::Tunnel; }
+  bool queued() const { return state_ == State::Queued; }
   bool requestDone() const { return request_done_; }
   bool responseStarted() const { return response_started_; }
   bool holdsBody() const { return uout_.size() >= kHighWater; }  // the lb, not the client, holds the body
@@ -133,13 +137,22 @@ class ProxyExchange final : public UpstreamOwner {
   core::TimePoint connectStart() const { return t_connect_start_; }
   core::TimePoint connected() const { return t_connected_; }
   core::TimePoint responseAt() const { return t_response_; }
+  // Time spent waiting in the queue for a server slot (max_conn), over every attempt.
+  core::Duration queueTime() const { return queue_time_; }
 
   void onUpstreamEvents(uint32_t events) override;
+  void onSlot(uint32_t server) override;
 
  private:
-  enum class State : uint8_t { Idle, Connecting, Exchanging, Tunnel, Done };
+  enum class State : uint8_t { Idle, Queued, Connecting, Exchanging, Tunnel, Done };
 
   void connectUpstream();
+  // Sends the request to server `id` (its slot, if it has a limit, already held).
+  void useServer(uint32_t id);
+  // Every server that could take the request is at its max_conn: wait in the queue, or 503.
+  void queueForSlot();
+  // Gives back the server slot (max_conn) this request holds, or its place in the queue.
+  void endSlot();
   void onConnected();
   // Moves the TLS handshake on; true once it is done (false: wait, or the attempt failed).
   bool handshakeUpstream();
@@ -177,6 +190,10 @@ class ProxyExchange final : public UpstreamOwner {
   bool handshaking_ = false;    // connected, TLS handshake under way (still State::Connecting)
   bool inflight_ = false;       // counted in the server's in-flight requests
   int server_ = kNoServer;
+  int slot_ = kNoServer;  // the server whose slot (max_conn) this request holds
+  uint64_t ticket_ = 0;   // its place in the queue while State::Queued
+  core::TimePoint t_queued_{};
+  core::Duration queue_time_{};
   std::vector<uint32_t> tried_;
   uint32_t attempts_ = 0;
   int response_status_ = 0;

@@ -26,6 +26,7 @@
 #include "lb/pool.h"
 #include "lb/proxy.h"
 #include "lb/reload_plan.h"
+#include "lb/server_slots.h"
 #include "lb/takeover.h"
 #include "lb/stats_server.h"
 #include "lb/vrrp_tracking.h"
@@ -115,6 +116,7 @@ void setTunables(const config::Site& site, ProxyOptions& options) {
   options.request_timeout = core::millis(site.lb.timeouts.http_request_ms);
   options.min_body_rate = site.lb.limits.min_body_rate;
   options.retries = site.lb.retries;
+  options.queue_timeout = core::millis(site.lb.queue_timeout_ms);
   options.h2_max_streams = site.lb.limits.h2_max_streams;
 }
 
@@ -136,7 +138,17 @@ Backend makeBackend(uint32_t id, const config::WebNode& web) {
   b.address_text = web.listen.toString();
   b.weight = web.weight;
   b.backup = web.backup;
+  b.max_conn = web.max_conn;
   return b;
+}
+
+std::vector<SlotLimits> slotLimits(const std::vector<Backend>& backends) {
+  std::vector<SlotLimits> limits;
+  limits.reserve(backends.size());
+  for (const Backend& b : backends) {
+    limits.push_back(SlotLimits{b.max_conn, b.backup, b.removed});
+  }
+  return limits;
 }
 
 }  // namespace
@@ -395,7 +407,16 @@ int runLbCommand(const config::Site& site, const std::string& node_name, bool ta
   health.tls = upstream_tls.get();
   // The dashboard's view of the site (with a stats listener only); told of every change.
   std::unique_ptr<SiteMonitor> monitor;
+  // [[web.node]] max_conn: the slots and the queue every worker shares. Always made (a reload
+  // may set a limit); the request path skips it while no server has one.
+  ServerSlots slots(slotLimits(backends), site.lb.max_queue,
+                    [&pools, &workers](uint32_t worker, uint64_t ticket, uint32_t server) {
+                      workers.loop(worker).post([&pools, worker, ticket, server] {
+                        pools[worker]->deliverSlot(ticket, server);
+                      });
+                    });
   HealthChecker checker(main_loop, targets, health, [&](uint32_t id, bool up, std::string_view reason) {
+    slots.setUp(id, up);
     workers.postAll([&pools, id, up](core::EventLoop&, unsigned i) { pools[i]->setUp(id, up); });
     if (monitor) {
       monitor->serverChanged(id, up, reason);
@@ -409,6 +430,8 @@ int runLbCommand(const config::Site& site, const std::string& node_name, bool ta
   workers.start(threads, [&](core::EventLoop& loop, unsigned i) {
     PoolOptions worker_pool_options = pool_options;
     worker_pool_options.stats = pool_stats[i].get();
+    worker_pool_options.slots = &slots;
+    worker_pool_options.worker = i;
     pools[i] = std::make_unique<WorkerPool>(loop, backends, site.lb.algorithm, worker_pool_options);
     auto report = [&main_loop, &checker](uint32_t server, const std::string& reason) {
       main_loop.post([&checker, server, reason] { checker.reportFailure(server, reason); });
@@ -451,6 +474,7 @@ int runLbCommand(const config::Site& site, const std::string& node_name, bool ta
   std::function<run::ReloadReport(std::string_view)> reload;
   // The main thread's server table and `algorithm` to every worker (a reload, a runtime weight).
   auto publishServers = [&](const std::string& algorithm) {
+    slots.setServers(slotLimits(backends));
     workers.postAll([&pools, table = backends, algorithm](core::EventLoop&, unsigned i) {
       pools[i]->applyServers(table, algorithm);
     });
@@ -502,6 +526,7 @@ int runLbCommand(const config::Site& site, const std::string& node_name, bool ta
     ctx.workers = &stats;
     ctx.pools = &pool_stats;
     ctx.health = &checker;
+    ctx.slots = &slots;
     ctx.db = db.get();
     ctx.firewall = firewall.get();
     ctx.clients = clients.get();
@@ -512,8 +537,9 @@ int runLbCommand(const config::Site& site, const std::string& node_name, bool ta
     ctx.token = token;
     ctx.stats_tls = stats_tls.get();
     ctx.admin_needs_client_certificate = stats_tls != nullptr;
-    ctx.apply_admin = [&workers, &pools](uint32_t id, AdminState state) {
+    ctx.apply_admin = [&workers, &pools, &slots](uint32_t id, AdminState state) {
       bool in_rotation = state == AdminState::Ready;
+      slots.setInRotation(id, in_rotation);
       workers.postAll([&pools, id, in_rotation](core::EventLoop&, unsigned i) {
         pools[i]->setInRotation(id, in_rotation);
       });
@@ -654,6 +680,7 @@ int runLbCommand(const config::Site& site, const std::string& node_name, bool ta
         if (b.name == w.name && !b.removed) {
           b.weight = w.weight;
           b.backup = w.backup;
+          b.max_conn = w.max_conn;
         }
       }
       file_changed.push_back(w.name);
@@ -680,6 +707,7 @@ int runLbCommand(const config::Site& site, const std::string& node_name, bool ta
     }
     hooks.grace = core::millis(plan.effective.lb.timeouts.drain_ms);
     if (plan.tunables) {
+      slots.setMaxQueue(plan.effective.lb.max_queue);
       setTunables(plan.effective, options);
       setTunables(plan.effective, https_options);
       https_options.hsts = plan.effective.lb.tls.hsts;

@@ -132,6 +132,65 @@ int WorkerPool::pick(const PickContext& context) {
   return id;
 }
 
+int WorkerPool::pickWithSlot(const PickContext& context, bool& full, bool& slot) {
+  full = false;
+  slot = false;
+  ServerSlots& slots = *options_.slots;
+  exclude_.assign(context.exclude.begin(), context.exclude.end());
+  PickContext ctx = context;
+  // The balancer picks as usual; a server at its limit is set aside and the pick goes on among
+  // the others. Backups stand in for failed active servers, never for busy ones: when the
+  // active servers are full the request waits for them.
+  Balancer* order[2] = {use_backup_ ? backup_.get() : active_.get(), use_backup_ ? nullptr : backup_.get()};
+  for (Balancer* balancer : order) {
+    if (balancer == nullptr || full) {
+      break;
+    }
+    for (size_t guard = 0; guard <= backends_.size(); ++guard) {
+      ctx.exclude = exclude_;
+      int id = balancer->pick(ctx);
+      if (id == kNoServer) {
+        break;
+      }
+      auto uid = static_cast<uint32_t>(id);
+      if (!slots.limited(uid)) {
+        return id;
+      }
+      if (slots.tryAcquire(uid)) {
+        slot = true;
+        return id;
+      }
+      full = true;
+      exclude_.push_back(uid);
+    }
+  }
+  return kNoServer;
+}
+
+uint64_t WorkerPool::waitForSlot(SlotWaiter* waiter) {
+  uint64_t ticket = options_.slots->enqueue(options_.worker);
+  if (ticket != 0) {
+    waiters_.emplace(ticket, waiter);  // a delivery is posted, so it finds this entry
+  }
+  return ticket;
+}
+
+void WorkerPool::cancelWait(uint64_t ticket) {
+  waiters_.erase(ticket);
+  options_.slots->cancel(ticket);
+}
+
+void WorkerPool::deliverSlot(uint64_t ticket, uint32_t server) {
+  auto it = waiters_.find(ticket);
+  if (it == waiters_.end()) {
+    options_.slots->release(server);  // its waiter gave up meanwhile: the next one takes it
+    return;
+  }
+  SlotWaiter* waiter = it->second;
+  waiters_.erase(it);
+  waiter->onSlot(server);
+}
+
 void WorkerPool::onRequestStart(uint32_t id) {
   (backends_[id].backup ? backup_ : active_)->onRequestStart(id);
 }

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "core/address.h"
@@ -16,6 +17,7 @@
 #include "core/fd.h"
 #include "core/stable_vector.h"
 #include "lb/balance/balancer.h"
+#include "lb/server_slots.h"
 #include "tls/tls_transport.h"
 
 namespace fulcrum::lb {
@@ -31,9 +33,18 @@ struct Backend {
   uint32_t weight = 1;
   bool backup = false;
   bool removed = false;
+  uint32_t max_conn = 0;  // concurrent requests at most (ServerSlots); 0: no limit
 };
 
 class WorkerPool;
+
+// A request waiting in the lb's queue for a slot on a server with max_conn.
+class SlotWaiter {
+ public:
+  virtual ~SlotWaiter() = default;
+  // Its slot on `server` (held: the waiter gives it back through WorkerPool::releaseSlot).
+  virtual void onSlot(uint32_t server) = 0;
+};
 
 // Receives the events of an upstream connection while it is attached to a request.
 class UpstreamOwner {
@@ -120,6 +131,10 @@ struct PoolOptions {
   // almost nothing to its full share over this time, for the algorithms whose shares follow the
   // weights from request to request (roundrobin, leastconn, random2); 0: at once.
   core::Duration slow_start{};
+  // [[web.node]] max_conn: the slots and queue every worker shares (not owned); null when no
+  // server has a limit. `worker` is this pool's index in its deliveries.
+  ServerSlots* slots = nullptr;
+  uint32_t worker = 0;
 };
 
 // The weight a server has `elapsed` into its slow start of `period`: its share grows linearly
@@ -142,6 +157,19 @@ class WorkerPool {
   int pick(const PickContext& context);
   void onRequestStart(uint32_t id);
   void onRequestEnd(uint32_t id);
+
+  // With server limits (max_conn): picks as pick() does among the servers with a free slot and
+  // takes the slot; kNoServer with `full` set when every server that could take the request is
+  // at its limit (the request may wait in the queue). `slot` tells whether a slot was taken.
+  int pickWithSlot(const PickContext& context, bool& full, bool& slot);
+  bool limitsSlots() const { return options_.slots != nullptr && options_.slots->anyLimited(); }
+  // Queues `waiter` for the next free slot; 0 when the queue is full. Cancelled with cancelWait
+  // (also when its slot is on the way: the slot then goes to the next waiter).
+  uint64_t waitForSlot(SlotWaiter* waiter);
+  void cancelWait(uint64_t ticket);
+  void releaseSlot(uint32_t id) { options_.slots->release(id); }
+  // A slot the queue gave ticket `ticket` (posted to this worker's loop).
+  void deliverSlot(uint64_t ticket, uint32_t server);
 
   // A reload's new server table (every id so far, removed ones marked) and algorithm, on this
   // worker's loop. Servers keep their state by id; new ids start down (the checker brings them
@@ -187,6 +215,8 @@ class WorkerPool {
   std::vector<std::vector<std::unique_ptr<UpstreamConn>>> idle_;
   core::Timer sweep_timer_;
   core::Timer ramp_timer_;  // rebuilds the balancers while a server ramps up
+  std::unordered_map<uint64_t, SlotWaiter*> waiters_;  // this worker's requests in the queue
+  std::vector<uint32_t> exclude_;                       // pickWithSlot's scratch
 };
 
 }  // namespace fulcrum::lb

@@ -279,7 +279,10 @@ void ProxySession::readClient() {
       updateClientInterest();
       return;
     }
-    if (phase_ == Phase::ClientHead || !x_->requestDone()) {
+    // A request still waiting for a server slot leaves the queue (HAProxy's abortonclose): no
+    // server has seen it, and a client gone under load must not cost a slot. Only a client that
+    // half-closed yet still reads loses its answer.
+    if (phase_ == Phase::ClientHead || !x_->requestDone() || x_->queued()) {
       close();
       return;
     }
@@ -1038,7 +1041,8 @@ void logAccess(ProxyWorker& worker, const ProxyExchange& x, const core::IpAddres
               num("retries", attempts > 0 ? attempts - 1 : 0), num("connect_ms", connect_ms),
               num("server_ms", server_ms), num("response_ms", response_ms),
               num("total_ms", millisBetween(x.t_start, now)), str("term", terminationName(x.term)),
-              str("version", version)});
+              str("version", version),
+              num("queue_ms", std::chrono::duration<double, std::milli>(x.queueTime()).count())});
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1082,6 +1086,7 @@ void ProxyWorker::retune(const ProxyOptions& from) {
   options_.request_timeout = from.request_timeout;
   options_.min_body_rate = from.min_body_rate;
   options_.retries = from.retries;
+  options_.queue_timeout = from.queue_timeout;
   options_.hsts = from.hsts;
   options_.redirect_https_port = from.redirect_https_port;
   options_.h2_max_streams = from.h2_max_streams;  // new HTTP/2 connections

@@ -48,6 +48,8 @@ struct ProxyOptions {
   // http, with [lb.acme]: the HTTP-01 answers this node gives while an order is open (not owned).
   const tls::ChallengeStore* acme_challenges = nullptr;
   uint32_t retries = 2;
+  // [lb] queue_timeout_ms: how long a request waits for a server slot (max_conn); 0: no queue.
+  core::Duration queue_timeout = std::chrono::seconds(5);
   uint32_t max_connections = 20000;  // per worker
   // HTTP/2: prior knowledge on this (cleartext) listener ([lb] h2c); on https, ALPN decides.
   bool h2c = false;
@@ -76,6 +78,12 @@ struct ProxyStats {
   core::Counter no_server;        // 503: nothing up, or every attempt failed to connect
   core::Counter bad_gateway;      // 502
   core::Counter gateway_timeout;  // 504
+  // The queue for server slots (max_conn): requests that waited, were refused at once (queue
+  // full or off), or gave up after queue_timeout; and how long those served waited.
+  core::Counter queued;
+  core::Counter queue_full;
+  core::Counter queue_timeouts;
+  core::Histogram queue_time;
   core::Counter bad_requests;     // refused by the parser
   // Clients closed for being slow: a head not in within request_timeout (408), a body under
   // min_body_rate (408), or a response not taken within client_timeout (send).

@@ -29,6 +29,10 @@ Totals sumTotals(const std::vector<std::unique_ptr<ProxyStats>>& workers) {
     for (size_t r = 0; r < w->h2_goaway.size(); ++r) {
       t.h2_goaway[r] += w->h2_goaway[r].get();
     }
+    t.queued += w->queued.get();
+    t.queue_full += w->queue_full.get();
+    t.queue_timeouts += w->queue_timeouts.get();
+    w->queue_time.addTo(t.queue_time);
     w->total_time[0].addTo(t.total_time[0]);
     w->total_time[1].addTo(t.total_time[1]);
   }

@@ -19,6 +19,8 @@ struct Totals {
   core::HistogramSnapshot total_time[2];  // http, https
   uint64_t h2_connections = 0, h2_streams = 0, h2_resets_received = 0;
   uint64_t h2_goaway[5] = {};  // by H2Abuse
+  uint64_t queued = 0, queue_full = 0, queue_timeouts = 0;
+  core::HistogramSnapshot queue_time;
 };
 
 struct ServerTotals {

@@ -112,8 +112,12 @@ ReloadPlan planReload(const config::Site& running, const config::Site& next, con
       plan.added.push_back(w);
       plan.changes.push_back(fmt::format("server {} moved from {} to {} (the old address drains)", w.name,
                                          was->listen.toString(), w.listen.toString()));
-    } else if (was->weight != w.weight || was->backup != w.backup) {
+    } else if (was->weight != w.weight || was->backup != w.backup || was->max_conn != w.max_conn) {
       plan.updated.push_back(w);
+      if (was->max_conn != w.max_conn) {
+        plan.changes.push_back(fmt::format("server {} max_conn {} -> {} (0: no limit)", w.name, was->max_conn,
+                                           w.max_conn));
+      }
       if (was->weight != w.weight) {
         plan.changes.push_back(fmt::format("server {} weight {} -> {}", w.name, was->weight, w.weight));
       }
@@ -152,6 +156,8 @@ ReloadPlan planReload(const config::Site& running, const config::Site& next, con
                                    tb.connect_ms, tb.client_ms, tb.server_ms, tb.http_request_ms, tb.drain_ms));
   tunable(running.lb.retries != next.lb.retries,
           fmt::format("retries {} -> {}", running.lb.retries, next.lb.retries));
+  tunable(running.lb.queue_timeout_ms != next.lb.queue_timeout_ms || running.lb.max_queue != next.lb.max_queue,
+          fmt::format("queue: queue_timeout_ms {}, max_queue {}", next.lb.queue_timeout_ms, next.lb.max_queue));
   const config::LbLimits& la = running.lb.limits;
   const config::LbLimits& lb = eff.lb.limits;
   tunable(la.max_header_bytes != lb.max_header_bytes || la.max_body_bytes != lb.max_body_bytes ||

@@ -459,6 +459,8 @@ std::string StatsHandler::stateJson() const {
                        {"backup", b.backup},
                        {"health", ctx_.health->isUp(b.id) ? "up" : "down"},
                        {"admin", adminStateName(admin_[b.id])},
+                       {"max_conn", b.max_conn},
+                       {"slots_used", ctx_.slots != nullptr ? ctx_.slots->active(b.id) : 0},
                        {"inflight", s.inflight},
                        {"requests", s.requests},
                        {"failures", s.failures},
@@ -487,6 +489,11 @@ std::string StatsHandler::stateJson() const {
         {"bad_requests", t.bad_requests},
         {"slow_clients", {{"head", t.slow_head}, {"body", t.slow_body}, {"send", t.slow_send}}},
         {"h2", h2Json(t)},
+        {"queue",
+         {{"current", ctx_.slots != nullptr ? ctx_.slots->queued() : 0},
+          {"queued", t.queued},
+          {"full", t.queue_full},
+          {"timeouts", t.queue_timeouts}}},
         {"bytes_in", t.bytes_in},
         {"bytes_out", t.bytes_out}}},
       {"servers", servers}};
@@ -649,6 +656,17 @@ std::string StatsHandler::metricsText() const {
             "Failed ACME orders (retried with backoff while the current certificate serves).",
             ctx_.acme->failures());
   }
+  w.family("fulcrum_lb_queue_current", "gauge",
+           "Requests waiting now for a server slot ([[web.node]] max_conn), across the workers.");
+  w.sample("fulcrum_lb_queue_current", {{"node", node}}, uint64_t{ctx_.slots != nullptr ? ctx_.slots->queued() : 0});
+  counter("fulcrum_lb_queued_total", "Requests that waited in the queue for a server slot.", t.queued);
+  w.family("fulcrum_lb_queue_refused_total", "counter",
+           "503 answers from the queue, by reason (full: every server at its max_conn and the queue full "
+           "or off; timeout: no slot within queue_timeout_ms).");
+  w.sample("fulcrum_lb_queue_refused_total", {{"node", node}, {"reason", "full"}}, t.queue_full);
+  w.sample("fulcrum_lb_queue_refused_total", {{"node", node}, {"reason", "timeout"}}, t.queue_timeouts);
+  w.family("fulcrum_lb_queue_seconds", "histogram", "Time the requests served from the queue waited for a slot.");
+  w.histogram("fulcrum_lb_queue_seconds", {{"node", node}}, t.queue_time);
   w.family(
       "fulcrum_lb_request_duration_seconds", "histogram",
       "Time from a request's first byte to the last byte of its answer queued to the client, per frontend.");
@@ -736,6 +754,18 @@ std::string StatsHandler::metricsText() const {
     for (const Backend& b : backends) {
       w.sample("fulcrum_lb_server_connections_reused_total", {{"node", node}, {"server", b.name}},
                reused[b.id]);
+    }
+  }
+  w.family("fulcrum_lb_server_max_conn", "gauge", "Each server's max_conn (0: no limit).");
+  for (const Backend& b : backends) {
+    w.sample("fulcrum_lb_server_max_conn", {{"node", node}, {"server", b.name}}, uint64_t{b.max_conn});
+  }
+  if (ctx_.slots != nullptr) {
+    w.family("fulcrum_lb_server_slots_used", "gauge",
+             "Requests holding one of a server's max_conn slots now (counted only while it has a limit).");
+    for (const Backend& b : backends) {
+      w.sample("fulcrum_lb_server_slots_used", {{"node", node}, {"server", b.name}},
+               uint64_t{ctx_.slots->active(b.id)});
     }
   }
   w.family("fulcrum_lb_server_response_seconds", "histogram",

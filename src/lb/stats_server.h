@@ -19,6 +19,7 @@
 #include "lb/health/health_checker.h"
 #include "lb/pool.h"
 #include "lb/proxy.h"
+#include "lb/server_slots.h"
 #include "lb/site_monitor.h"
 #include "lb/vrrp/vrrp_node.h"
 #include "run/node_files.h"
@@ -35,6 +36,7 @@ struct StatsContext {
   const std::vector<std::unique_ptr<ProxyStats>>* workers = nullptr;
   const std::vector<std::unique_ptr<PoolStats>>* pools = nullptr;  // by worker, when known
   const HealthChecker* health = nullptr;
+  const ServerSlots* slots = nullptr;  // [[web.node]] max_conn: slots in use and the queue
   const DbFrontends* db = nullptr;  // the node's database frontends, if any
   const core::IpFilter* firewall = nullptr;  // [lb.firewall], when set
   const core::ClientTable* clients = nullptr;  // [lb.limits] rate_per_ip / conn_per_ip, when set

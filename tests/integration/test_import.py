@@ -161,7 +161,7 @@ backend app
         site = os.path.join(self.tmp.path, "patroni.toml")
         run = fulcrum("import", cfg, "--out", site)
         self.assertEqual(run.returncode, 0, run.stderr)
-        self.assertIn("maxconn 100: no per-server connection limit", run.stderr)
+        self.assertIn("maxconn 100: the database frontends have no per-server connection limit", run.stderr)
         check = fulcrum("check", site)
         self.assertEqual(check.returncode, 0, check.stderr)
         with open(site) as f:

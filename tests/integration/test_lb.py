@@ -43,8 +43,9 @@ def toml_table(name, values):
 class Server:
     """A [[web.node]] entry of a load balancer's site file: any HTTP server on 127.0.0.1."""
 
-    def __init__(self, name, port, weight=1, backup=False):
+    def __init__(self, name, port, weight=1, backup=False, max_conn=0):
         self.name, self.port, self.weight, self.backup = name, port, weight, backup
+        self.max_conn = max_conn
 
 
 def lb_site_text(lb_port, servers, algorithm="roundrobin", retries=2, threads=1, health=None, timeouts=None,
@@ -65,6 +66,8 @@ def lb_site_text(lb_port, servers, algorithm="roundrobin", retries=2, threads=1,
     for s in servers:
         text += (f'[[web.node]]\nname = "{s.name}"\nlisten = "127.0.0.1:{s.port}"\nweight = {s.weight}\n'
                  f"backup = {toml_value(s.backup)}\n")
+        if s.max_conn:
+            text += f"max_conn = {s.max_conn}\n"
     return text
 
 
