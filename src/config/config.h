@@ -145,6 +145,11 @@ struct LbSection {
   // timeout queue; 0 = no queue, a 503 at once), and how many wait at most.
   uint32_t queue_timeout_ms = 5000;
   uint32_t max_queue = 10000;
+  // Sticky sessions (HAProxy's cookie ... insert): "cookie" sets `sticky_cookie` to the name of
+  // the web node that answered and sends a client that presents it back there while that node
+  // takes requests; "none" = off.
+  std::string sticky = "none";
+  std::string sticky_cookie = "FULCRUM_SERVER";
   uint32_t retries = 2;
   bool h2c = false;  // HTTP/2 with prior knowledge (cleartext) on the http listeners
   LbHealth health;

@@ -550,9 +550,8 @@ class Importer {
         } else {
           notDone(l, "Fulcrum takes 1 to 10000000 connections");
         }
-      } else if (k == "cookie") {
-        notDone(l,
-                "cookie-based persistence is not in Fulcrum (balance source keeps a client on one server)");
+      } else if (k == "cookie" && back && !db) {
+        translateCookie(l);
       } else if (k == "stick-table" || k == "stick") {
         notDone(l,
                 "stick tables: not in Fulcrum (balance source keeps a client on one server; [lb.limits] "
@@ -942,6 +941,29 @@ class Importer {
     return true;
   }
 
+  // cookie NAME insert [indirect] [nocache] ...: [lb] sticky = "cookie" with that name.
+  void translateCookie(const Line* l) {
+    const auto& w = l->words;
+    const bool valid_name = w.size() >= 2 && !w[1].empty() && w[1].size() <= 64 &&
+                            w[1].find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-.") ==
+                                std::string::npos;
+    if (!valid_name || w.size() < 3 || w[2] != "insert") {
+      notDone(l, "only `cookie NAME insert` (Fulcrum's [lb] sticky = \"cookie\") has a counterpart; rewrite and "
+                 "prefix modes do not");
+      return;
+    }
+    set("sticky", "\"cookie\"", l);
+    set("sticky_cookie", tomlString(w[1]), l);
+    std::string rest;
+    for (size_t i = 3; i < w.size(); ++i) {
+      rest += (rest.empty() ? "" : " ") + w[i];
+    }
+    if (!rest.empty()) {
+      partly(l, rest + ": Fulcrum's cookie is set with Path=/; HttpOnly; SameSite=Lax, passed on to the server and "
+                       "sent with no Cache-Control of its own");
+    }
+  }
+
   void translateWebServer(const Proxy& p, const Line* l) {
     Server s = serverOf(p, l);
     Address address = parseAddress(s.address, /*bind=*/false, options_.wildcard_ip);
@@ -977,7 +999,9 @@ class Importer {
         }
       } else if (checkOrLimitOption(o)) {
       } else if (o.name == "cookie") {
-        partly(o.line, "cookie " + o.arg + ": cookie-based persistence is not in Fulcrum");
+        if (o.arg != node.name) {
+          partly(o.line, "cookie " + o.arg + ": Fulcrum's sticky cookie names the node (" + node.name + ")");
+        }
       } else if (o.name == "port" || o.name == "addr") {
         partly(o.line, o.name + " " + o.arg + ": Fulcrum checks the address it sends requests to");
       } else if (o.name == "ssl" || o.name == "verify" || o.name == "ca-file" || o.name == "sni") {
@@ -1217,7 +1241,11 @@ class Importer {
         out += "\n[" + table + "]\n" + body;
       }
     };
-    emit("lb", {{"algorithm", "algorithm"}, {"retries", "retries"}, {"queue_timeout_ms", "queue_timeout_ms"}});
+    emit("lb", {{"algorithm", "algorithm"},
+                {"retries", "retries"},
+                {"queue_timeout_ms", "queue_timeout_ms"},
+                {"sticky", "sticky"},
+                {"sticky_cookie", "sticky_cookie"}});
     if (!web_.empty() && settings_.count("health.path") == 0) {
       // HAProxy's "check" alone connects; Fulcrum's default would ask /healthz.
       settings_["health.path"] = Setting{"\"\"", 0};

@@ -35,6 +35,7 @@ constexpr int64_t kOneTiB = int64_t{1} << 40;
 
 constexpr std::array<std::string_view, 7> kAlgorithms = {"roundrobin", "static-rr", "leastconn", "source",
                                                          "uri",        "random2",   "maglev"};
+constexpr std::array<std::string_view, 2> kSticky = {"none", "cookie"};
 constexpr std::array<std::string_view, 2> kApps = {"guestbook", "none"};
 
 // Node names end up in file names, URLs (/api/servers/NAME/state) and log lines.
@@ -165,7 +166,7 @@ void readLbSection(Diagnostics& diag, const toml::table& table) {
   LbSection& lb = site.lb;
   lb.present = true;
   TableReader r(diag, table, "lb",
-                {"algorithm", "hash_balance_factor", "slow_start_ms", "queue_timeout_ms", "max_queue", "retries", "h2c", "health", "timeouts", "limits", "firewall", "tls", "acme", "vip",
+                {"algorithm", "hash_balance_factor", "slow_start_ms", "queue_timeout_ms", "max_queue", "sticky", "sticky_cookie", "retries", "h2c", "health", "timeouts", "limits", "firewall", "tls", "acme", "vip",
                  "node"});
   r.readChoice("algorithm", lb.algorithm, kAlgorithms, "algorithm");
   if (r.read("hash_balance_factor", lb.hash_balance_factor, {0, 1000})) {
@@ -190,6 +191,13 @@ void readLbSection(Diagnostics& diag, const toml::table& table) {
   }
   r.read("queue_timeout_ms", lb.queue_timeout_ms, {0, 3600000});
   r.read("max_queue", lb.max_queue, {1, 10'000'000});
+  r.readChoice("sticky", lb.sticky, kSticky, "sticky mode");
+  if (r.read("sticky_cookie", lb.sticky_cookie) &&
+      (lb.sticky_cookie.empty() || lb.sticky_cookie.size() > 64 ||
+       lb.sticky_cookie.find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-.") !=
+           std::string::npos)) {
+    r.error("sticky_cookie", "must be 1 to 64 letters, digits, '_', '-' or '.', got '" + lb.sticky_cookie + "'");
+  }
   r.read("retries", lb.retries, {0, 10});
   r.read("h2c", lb.h2c);
 

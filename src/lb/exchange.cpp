@@ -73,6 +73,7 @@ void ProxyExchange::reset() {
   path.clear();
   query.clear();
   client_hash = 0;
+  sticky = kNoServer;
   expect_continue = false;
   upgrade = false;
   replay.clear();
@@ -214,6 +215,21 @@ void ProxyExchange::connectUpstream() {
   endSlot();  // a retry gives back the slot of the server that failed
   PickContext ctx{client_hash, path, tried_};
   int server = kNoServer;
+  if (sticky != kNoServer && attempts_ == 0 && pool.usable(static_cast<uint32_t>(sticky))) {
+    // The client's own server, while it takes requests (a slot free, if it has a limit); a
+    // retry goes elsewhere, and the answer then moves the client.
+    auto id = static_cast<uint32_t>(sticky);
+    ServerSlots* slots = pool.limitsSlots() ? pool.slots() : nullptr;
+    if (slots == nullptr || !slots->limited(id)) {
+      useServer(id);
+      return;
+    }
+    if (slots->tryAcquire(id)) {
+      slot_ = sticky;
+      useServer(id);
+      return;
+    }
+  }
   if (pool.limitsSlots()) {
     bool full = false;
     bool slot = false;

@@ -87,6 +87,9 @@ class ProxyExchange final : public UpstreamOwner, public SlotWaiter {
   std::string path;   // for the balancer (uri) and the logs
   std::string query;  // for the access log only
   uint64_t client_hash = 0;
+  // Sticky sessions: the server the client's cookie names, when it takes requests (its first
+  // attempt goes there); kNoServer: none.
+  int sticky = kNoServer;
   bool expect_continue = false;
   bool upgrade = false;
   // The request as it goes upstream: the head, then body bytes while they fit (a retry re-sends
@@ -137,6 +140,9 @@ class ProxyExchange final : public UpstreamOwner, public SlotWaiter {
   core::TimePoint connectStart() const { return t_connect_start_; }
   core::TimePoint connected() const { return t_connected_; }
   core::TimePoint responseAt() const { return t_response_; }
+  // Sticky sessions: the answering server is not the one the client's cookie named, so the
+  // response sets the cookie to it.
+  bool stickyMoved() const { return server_ != kNoServer && server_ != sticky; }
   // Time spent waiting in the queue for a server slot (max_conn), over every attempt.
   core::Duration queueTime() const { return queue_time_; }
 

@@ -223,6 +223,11 @@ void appendClientResponseHead(std::string& out, const http::ResponseHead& head,
   if (framing.hsts) {
     out += kHstsField;
   }
+  if (!framing.sticky_cookie.empty()) {
+    out += "Set-Cookie: ";
+    appendStickyCookie(out, framing.sticky_cookie, framing.sticky_server);
+    out += "\r\n";
+  }
   if (tunnel && head.status == 101) {
     out += "Connection: upgrade\r\n";
   } else if (framing.close) {
@@ -231,6 +236,43 @@ void appendClientResponseHead(std::string& out, const http::ResponseHead& head,
     out += "Connection: keep-alive\r\n";
   }
   out += "\r\n";
+}
+
+std::string_view findCookie(const http::RequestHead& head, std::string_view name) {
+  for (const http::Header& h : head.headers) {
+    if (!equalsIgnoreCase(h.name, "cookie")) {
+      continue;
+    }
+    // cookie-string = cookie-pair *( ";" SP cookie-pair ) (RFC 6265 §4.2.1), read leniently.
+    std::string_view rest = h.value;
+    while (!rest.empty()) {
+      size_t end = rest.find(';');
+      std::string_view pair = rest.substr(0, end);
+      rest = end == std::string_view::npos ? std::string_view() : rest.substr(end + 1);
+      size_t first = pair.find_first_not_of(" \t");
+      if (first == std::string_view::npos) {
+        continue;
+      }
+      pair.remove_prefix(first);
+      size_t eq = pair.find('=');
+      if (eq == std::string_view::npos || pair.substr(0, eq) != name) {
+        continue;
+      }
+      std::string_view value = pair.substr(eq + 1);
+      while (!value.empty() && (value.back() == ' ' || value.back() == '\t')) {
+        value.remove_suffix(1);
+      }
+      if (value.size() >= 2 && value.front() == '"' && value.back() == '"') {
+        value = value.substr(1, value.size() - 2);
+      }
+      return value;
+    }
+  }
+  return {};
+}
+
+void appendStickyCookie(std::string& out, std::string_view cookie, std::string_view server) {
+  out.append(cookie).append(1, '=').append(server).append("; Path=/; HttpOnly; SameSite=Lax");
 }
 
 }  // namespace fulcrum::lb

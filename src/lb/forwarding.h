@@ -36,10 +36,19 @@ struct ClientFraming {
   bool http10_keep_alive = false;  // an HTTP/1.0 client asked for keep-alive and keeps it
   bool dechunk = false;            // body is decoded for an HTTP/1.0 client: drop Transfer-Encoding
   bool hsts = false;               // an https response under [lb.tls] hsts: ours replaces the server's
+  // Sticky sessions: the cookie to set, naming the server that answered (both empty: none).
+  std::string_view sticky_cookie;
+  std::string_view sticky_server;
 };
 
 // The Strict-Transport-Security field of [lb.tls] hsts: two years, subdomains included.
 inline constexpr std::string_view kHstsField = "Strict-Transport-Security: max-age=63072000; includeSubDomains\r\n";
+
+// The value of cookie `name` in a request's Cookie fields (several lines in HTTP/2), or empty.
+std::string_view findCookie(const http::RequestHead& head, std::string_view name);
+// The Set-Cookie field's value that keeps a client on `server` (sticky sessions): for the whole
+// site, out of scripts' reach, sent on top-level navigations from other sites too.
+void appendStickyCookie(std::string& out, std::string_view cookie, std::string_view server);
 
 // Appends the response head to send to the client.
 void appendClientResponseHead(std::string& out, const http::ResponseHead& head, const ClientFraming& framing);

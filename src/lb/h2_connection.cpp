@@ -379,6 +379,10 @@ void H2Stream::start() {
     local = core::localAddress(conn.fd()).toString();
     info.server_address = local;
   }
+  if (const std::string& cookie = options.sticky_cookie; !cookie.empty()) {
+    std::string_view server = findCookie(head, cookie);
+    x->sticky = server.empty() ? kNoServer : worker.pool().findByName(server);
+  }
   x->replay.clear();
   size_t count = appendUpstreamRequestHead(x->replay, head, info);
   if (x->replay.size() > limits.max_header_bytes || count > limits.max_headers) {
@@ -663,6 +667,14 @@ void H2Stream::exchangeResponseHead(const http::ResponseHead& head) {
     }
     nva.push_back(nv(std::string_view(names).substr(name_at[i], h.name.size()), h.value));
     ++i;
+  }
+  thread_local std::string sticky;
+  const ProxyOptions& options = conn.worker().options();
+  if (!options.sticky_cookie.empty() && x->stickyMoved()) {
+    sticky.clear();
+    appendStickyCookie(sticky, options.sticky_cookie,
+                       conn.worker().pool().backend(static_cast<uint32_t>(x->server())).name);
+    nva.push_back(nv("set-cookie", sticky));
   }
   bool body = head.body_kind != http::BodyKind::None;
   submitResponse(nva, body);

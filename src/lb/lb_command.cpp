@@ -117,6 +117,7 @@ void setTunables(const config::Site& site, ProxyOptions& options) {
   options.min_body_rate = site.lb.limits.min_body_rate;
   options.retries = site.lb.retries;
   options.queue_timeout = core::millis(site.lb.queue_timeout_ms);
+  options.sticky_cookie = site.lb.sticky == "cookie" ? site.lb.sticky_cookie : std::string();
   options.h2_max_streams = site.lb.limits.h2_max_streams;
 }
 

@@ -199,6 +199,20 @@ void WorkerPool::onRequestEnd(uint32_t id) {
   (backends_[id].backup ? backup_ : active_)->onRequestEnd(id);
 }
 
+bool WorkerPool::usable(uint32_t id) const {
+  return id < backends_.size() && up_[id] && in_rotation_[id] && !backends_[id].removed &&
+         (!backends_[id].backup || use_backup_);
+}
+
+int WorkerPool::findByName(std::string_view name) const {
+  for (const Backend& b : backends_) {
+    if (b.name == name && !b.removed) {
+      return static_cast<int>(b.id);
+    }
+  }
+  return kNoServer;
+}
+
 bool WorkerPool::anyUsable() const {
   return std::any_of(backends_.begin(), backends_.end(),
                      [this](const Backend& b) { return up_[b.id] && !b.removed; });

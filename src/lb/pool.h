@@ -163,6 +163,12 @@ class WorkerPool {
   // at its limit (the request may wait in the queue). `slot` tells whether a slot was taken.
   int pickWithSlot(const PickContext& context, bool& full, bool& slot);
   bool limitsSlots() const { return options_.slots != nullptr && options_.slots->anyLimited(); }
+  ServerSlots* slots() const { return options_.slots; }
+  // A server that takes requests now: up, in rotation, not removed (and not a backup while an
+  // active server is up).
+  bool usable(uint32_t id) const;
+  // The id of the server named `name` (sticky cookies), or kNoServer.
+  int findByName(std::string_view name) const;
   // Queues `waiter` for the next free slot; 0 when the queue is full. Cancelled with cancelWait
   // (also when its slot is on the way: the slot then goes to the next waiter).
   uint64_t waitForSlot(SlotWaiter* waiter);

@@ -519,6 +519,10 @@ void ProxySession::startRequest(size_t head_len) {
     info.server_address = authority;
   }
   const http::Limits& limits = worker_.options().limits;
+  if (const std::string& cookie = worker_.options().sticky_cookie; !cookie.empty()) {
+    std::string_view server = findCookie(req, cookie);
+    x_->sticky = server.empty() ? kNoServer : worker_.pool().findByName(server);
+  }
   x_->replay.clear();
   size_t fields = appendUpstreamRequestHead(x_->replay, req, info);
   if (x_->replay.size() > limits.max_header_bytes || fields > limits.max_headers) {
@@ -629,6 +633,10 @@ void ProxySession::exchangeResponseHead(const http::ResponseHead& resp) {
   }
   ClientFraming framing{close_client_, client_http10 && r_->client_keep_alive && !close_client_, r_->dechunk,
                         worker_.options().hsts};
+  if (!worker_.options().sticky_cookie.empty() && x_->stickyMoved()) {
+    framing.sticky_cookie = worker_.options().sticky_cookie;
+    framing.sticky_server = worker_.pool().backend(static_cast<uint32_t>(x_->server())).name;
+  }
   // Built in a per-thread scratch string: its capacity is reused, no allocation per response.
   thread_local std::string head;
   head.clear();
@@ -1087,6 +1095,7 @@ void ProxyWorker::retune(const ProxyOptions& from) {
   options_.min_body_rate = from.min_body_rate;
   options_.retries = from.retries;
   options_.queue_timeout = from.queue_timeout;
+  options_.sticky_cookie = from.sticky_cookie;
   options_.hsts = from.hsts;
   options_.redirect_https_port = from.redirect_https_port;
   options_.h2_max_streams = from.h2_max_streams;  // new HTTP/2 connections

@@ -50,6 +50,8 @@ struct ProxyOptions {
   uint32_t retries = 2;
   // [lb] queue_timeout_ms: how long a request waits for a server slot (max_conn); 0: no queue.
   core::Duration queue_timeout = std::chrono::seconds(5);
+  // [lb] sticky = "cookie": the cookie naming a client's server; empty: no sticky sessions.
+  std::string sticky_cookie;
   uint32_t max_connections = 20000;  // per worker
   // HTTP/2: prior knowledge on this (cleartext) listener ([lb] h2c); on https, ALPN decides.
   bool h2c = false;

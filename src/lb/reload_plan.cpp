@@ -156,6 +156,8 @@ ReloadPlan planReload(const config::Site& running, const config::Site& next, con
                                    tb.connect_ms, tb.client_ms, tb.server_ms, tb.http_request_ms, tb.drain_ms));
   tunable(running.lb.retries != next.lb.retries,
           fmt::format("retries {} -> {}", running.lb.retries, next.lb.retries));
+  tunable(running.lb.sticky != next.lb.sticky || running.lb.sticky_cookie != next.lb.sticky_cookie,
+          fmt::format("sticky {} (cookie {})", next.lb.sticky, next.lb.sticky_cookie));
   tunable(running.lb.queue_timeout_ms != next.lb.queue_timeout_ms || running.lb.max_queue != next.lb.max_queue,
           fmt::format("queue: queue_timeout_ms {}, max_queue {}", next.lb.queue_timeout_ms, next.lb.max_queue));
   const config::LbLimits& la = running.lb.limits;

@@ -197,5 +197,35 @@ TEST(ForwardingTest, HopByHopNames) {
   EXPECT_FALSE(isHopByHop("Transfer-Encoding", "", false));
 }
 
+TEST(ForwardingTest, FindsACookieAmongOthersAndOverSeveralLines) {
+  const std::string text =
+      "GET / HTTP/1.1\r\nHost: x\r\nCookie: session=abc; FULCRUM_SERVER=web-2 ; theme=dark\r\n"
+      "Cookie: other=1;QUOTED=\"web-3\"\r\n\r\n";
+  auto head = parseRequest(text);
+  EXPECT_EQ(findCookie(head, "FULCRUM_SERVER"), "web-2");
+  EXPECT_EQ(findCookie(head, "QUOTED"), "web-3");
+  EXPECT_EQ(findCookie(head, "other"), "1");
+  EXPECT_EQ(findCookie(head, "fulcrum_server"), "") << "cookie names are case-sensitive";
+  EXPECT_EQ(findCookie(head, "SERVER"), "");
+  EXPECT_EQ(findCookie(parseRequest("GET / HTTP/1.1\r\nHost: x\r\n\r\n"), "FULCRUM_SERVER"), "");
+  EXPECT_EQ(findCookie(parseRequest("GET / HTTP/1.1\r\nHost: x\r\nCookie: ;;FULCRUM_SERVER\r\n\r\n"),
+                       "FULCRUM_SERVER"),
+            "");
+}
+
+TEST(ForwardingTest, TheStickyCookieGoesOnTheClientsResponse) {
+  http::ResponseHead head;
+  head.status = 200;
+  head.reason = "OK";
+  head.body_kind = http::BodyKind::None;
+  std::string out;
+  ClientFraming framing;
+  framing.sticky_cookie = "FULCRUM_SERVER";
+  framing.sticky_server = "web-1";
+  appendClientResponseHead(out, head, framing);
+  EXPECT_NE(out.find("\r\nSet-Cookie: FULCRUM_SERVER=web-1; Path=/; HttpOnly; SameSite=Lax\r\n"), std::string::npos)
+      << out;
+}
+
 }  // namespace
 }  // namespace fulcrum::lb
