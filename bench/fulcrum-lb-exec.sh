@@ -3,7 +3,8 @@
 # the comma-separated backends $2, then execs fulcrum (so the harness measures fulcrum's own PID).
 # Env: THREADS (default 1), ALGORITHM (default roundrobin), FULCRUM (binary), CLIENT_MS (default 30000),
 # HTTP_REQUEST_MS (default: fulcrum's), MAX_CONNECTIONS (default 100000), and for HTTPS: HTTPS_PORT with
-# TLS_CERT and TLS_KEY (PEM files) add an https listener with that certificate.
+# TLS_CERT and TLS_KEY (PEM files) add an https listener with that certificate; MAX_CONN (each
+# server's max_conn, default none) and SLOW_START_MS (default none) turn those on.
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 FULCRUM=${FULCRUM:-$HERE/../build/fulcrum}
@@ -14,6 +15,7 @@ site=$dir/site.toml
 {
   echo "[lb]"
   echo "algorithm = \"${ALGORITHM:-roundrobin}\""
+  if [[ -n ${SLOW_START_MS:-} ]]; then echo "slow_start_ms = $SLOW_START_MS"; fi
   echo "[[lb.node]]"
   echo "name = \"lb-bench\""
   echo "http = \"127.0.0.1:$port\""
@@ -43,6 +45,7 @@ site=$dir/site.toml
     echo "[[web.node]]"
     echo "name = \"s$i\""
     echo "listen = \"$b\""
+    if [[ -n ${MAX_CONN:-} ]]; then echo "max_conn = $MAX_CONN"; fi
   done
 } > "$site"
 mkdir -p "$dir/www"
