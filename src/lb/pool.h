@@ -31,6 +31,8 @@ struct Backend {
   uint32_t weight = 1;
   bool backup = false;
   bool removed = false;
+  // [[web.node]] send_proxy: 1 or 2, the PROXY protocol version each new connection starts with; 0: none.
+  uint8_t send_proxy = 0;
 };
 
 class WorkerPool;
