@@ -299,6 +299,16 @@ class AcceptProxyTest(LbTestCase):
         self.assertEqual(field(json.loads(out.stdout)["fields"], "X-Forwarded-For"), "127.0.0.6")
         self.wait_log(lb, r"access client=127\.0\.0\.6:\d+ method=GET path=/echo status=200")
 
+    @unittest.skipUnless(shutil.which("curl"), "curl is not installed")
+    def test_h2c_after_the_header(self):
+        backend = self.py_backend("py")
+        lb = self.start_proxied_lb([Server("py", backend.port)], lb_keys={"h2c": True})
+        out = subprocess.run(["curl", "-sS", "--http2-prior-knowledge", "--haproxy-protocol", "--interface",
+                              "127.0.0.8", f"http://127.0.0.1:{lb.port}/echo"], capture_output=True, timeout=20)
+        self.assertEqual(out.returncode, 0, out.stderr)
+        self.assertEqual(field(json.loads(out.stdout)["fields"], "X-Forwarded-For"), "127.0.0.8")
+        self.wait_log(lb, r"access client=127\.0\.0\.8:\d+ method=GET path=/echo status=200 .*version=HTTP/2")
+
     def test_https_starts_after_the_header(self):
         backend = self.py_backend("py")
         https_port = free_port()
