@@ -417,7 +417,7 @@ send_proxy = "{version}"
     def test_v2(self):
         self.check_clients_never_share("v2")
 
-    def test_a_fulcrum_web_node_takes_the_header(self):
+    def run_web_node(self, internal_tls):
         os.makedirs(os.path.join(self.tmp.path, "www"), exist_ok=True)
         self.tmp.write("www/small.txt", "small\n")
         lb_port, web_port = free_port(), free_port()
@@ -425,6 +425,8 @@ send_proxy = "{version}"
 [site]
 name = "pp"
 state_dir = "var"
+[security]
+internal_tls = {"true" if internal_tls else "false"}
 [lb.health]
 path = "/healthz"
 interval_ms = 200
@@ -445,10 +447,14 @@ threads = 1
 send_proxy = "v2"
 """
         path = self.tmp.write("send-web.toml", site)
+        if internal_tls:
+            certs = subprocess.run([FULCRUM, "certs", path], capture_output=True, text=True, timeout=30)
+            self.assertEqual(certs.returncode, 0, certs.stdout + certs.stderr)
         web = Process([FULCRUM, "web", "--site", path, "--node", "web-pp"], path + ".web.log")
         self.addCleanup(self.stop_lb, web)
-        # Direct probes (status, Prometheus) still reach it without a header.
-        wait_until(lambda: _get_ok(web_port, "/healthz"), timeout=20, what="web node serving")
+        if not internal_tls:
+            # Direct probes (status, Prometheus) still reach it without a header.
+            wait_until(lambda: _get_ok(web_port, "/healthz"), timeout=20, what="web node serving")
         lb = Process([FULCRUM, "lb", "--site", path, "--node", "lb-t"], path + ".lb.log")
         self.addCleanup(self.stop_lb, lb)
         wait_until(lambda: _get_ok(lb_port, "/small.txt", source="127.0.0.31"), timeout=20,
@@ -457,6 +463,13 @@ send_proxy = "v2"
         self.assertEqual((status, served, body), (200, "web-pp", b"small\n"))
         self.wait_log(web, r"access client=127\.0\.0\.31:\d+ method=GET path=/small\.txt status=200")
         self.assertNotIn("PROXY header from", web.output())
+        self.assertTrue(lb.alive() and web.alive())
+
+    def test_a_fulcrum_web_node_takes_the_header(self):
+        self.run_web_node(internal_tls=False)
+
+    def test_a_fulcrum_web_node_under_internal_tls_takes_it_before_the_handshake(self):
+        self.run_web_node(internal_tls=True)
 
 
 def _get_ok(port, path, source=None):
