@@ -152,6 +152,10 @@ struct LbSection {
   std::string sticky_cookie = "FULCRUM_SERVER";
   uint32_t retries = 2;
   bool h2c = false;  // HTTP/2 with prior knowledge (cleartext) on the http listeners
+  // Behind another balancer: every connection to the http and https listeners starts with a
+  // PROXY protocol header (v1 or v2) naming the client, from a peer in accept_proxy_from (empty: any).
+  bool accept_proxy = false;
+  std::vector<Cidr> accept_proxy_from;
   LbHealth health;
   LbTimeouts timeouts;
   LbLimits limits;
@@ -171,6 +175,9 @@ struct WebNode {
   // wait in the lb's queue. 0 = no limit.
   uint32_t max_conn = 0;
   uint32_t threads = 0;  // Fulcrum extension: 0 = one per core
+  // "v1" or "v2": the lb opens each connection to this server with a PROXY protocol header
+  // naming the client, and the web node expects one on every connection; empty: off.
+  std::string send_proxy;
   bool operator==(const WebNode&) const = default;
 };
 

@@ -172,6 +172,9 @@ class Importer {
     if (!web_.empty() && !web_checked_ && settings_.count("health.path") != 0) {
       note("no server had 'check': Fulcrum checks every web node (the [lb.health] path above)");
     }
+    if (accept_proxy_slots_.size() == 1 && listeners_.count("http") != 0 && listeners_.count("https") != 0) {
+      note("accept-proxy on one of the http and https binds: Fulcrum's [lb] accept_proxy applies to both");
+    }
     result.ok = true;
     result.source_name = options_.source_name;
     result.untranslated = untranslated();
@@ -591,11 +594,14 @@ class Importer {
       return;
     }
     bool ssl = false;
+    bool accept_proxy = false;
     std::vector<std::string> crts;
     std::optional<bool> h2;
     for (size_t i = 2; i < w.size(); ++i) {
       if (w[i] == "ssl") {
         ssl = true;
+      } else if (w[i] == "accept-proxy") {
+        accept_proxy = true;
       } else if (w[i] == "crt" && i + 1 < w.size()) {
         crts.push_back(w[++i]);
       } else if (w[i] == "alpn" && i + 1 < w.size()) {
@@ -633,6 +639,14 @@ class Importer {
     }
     listeners_[slot] = Listener{address.text, l->number, address.implicit};
     done(l);
+    if (accept_proxy) {
+      if (slot == "http" || slot == "https") {
+        settings_.emplace("accept_proxy", Setting{"true", l->number});
+        accept_proxy_slots_.insert(slot);
+      } else {
+        extra.push_back("accept-proxy");  // the database frontends and stats take no PROXY header
+      }
+    }
     if (ssl) {
       translateCerts(l, crts);
       if (h2) {
@@ -972,7 +986,7 @@ class Importer {
       return;
     }
     done(l);
-    WebOut node{uniqueName(s.name), address.text, 1, false, 0, l->number};
+    WebOut node{uniqueName(s.name), address.text, 1, false, 0, l->number, {}};
     for (const Option& o : s.options) {
       if (o.line != l) {
         done(o.line);
@@ -1007,6 +1021,17 @@ class Importer {
       } else if (o.name == "ssl" || o.name == "verify" || o.name == "ca-file" || o.name == "sni") {
         partly(o.line, o.name + (o.arg.empty() ? "" : " " + o.arg) +
                            ": TLS to servers comes from [security] internal_tls (Fulcrum's own web nodes)");
+      } else if (o.name == "send-proxy") {
+        node.send_proxy = "v1";
+      } else if (o.name == "send-proxy-v2") {
+        node.send_proxy = "v2";
+      } else if (o.name == "send-proxy-v2-ssl" || o.name == "send-proxy-v2-ssl-cn") {
+        node.send_proxy = "v2";
+        partly(o.line, o.name + ": sent as send-proxy-v2, without the TLS details");
+      } else if (o.name == "no-send-proxy" || o.name == "no-send-proxy-v2") {
+        node.send_proxy.clear();
+      } else if (o.name == "check-send-proxy") {
+        // Fulcrum's checks of a send_proxy server open with a PROXY header (LOCAL) anyway.
       } else {
         partly(o.line, o.name + (o.arg.empty() ? "" : " " + o.arg) + ": no counterpart");
       }
@@ -1116,6 +1141,7 @@ class Importer {
     bool backup = false;
     uint32_t max_conn = 0;
     uint32_t line = 0;
+    std::string send_proxy;  // "v1", "v2" or empty
   };
   struct DbOut {
     std::string name;
@@ -1245,7 +1271,8 @@ class Importer {
                 {"retries", "retries"},
                 {"queue_timeout_ms", "queue_timeout_ms"},
                 {"sticky", "sticky"},
-                {"sticky_cookie", "sticky_cookie"}});
+                {"sticky_cookie", "sticky_cookie"},
+                {"accept_proxy", "accept_proxy"}});
     if (!web_.empty() && settings_.count("health.path") == 0) {
       // HAProxy's "check" alone connects; Fulcrum's default would ask /healthz.
       settings_["health.path"] = Setting{"\"\"", 0};
@@ -1321,6 +1348,9 @@ class Importer {
         if (w.max_conn != 0) {
           out += "max_conn = " + std::to_string(w.max_conn) + "\n";
         }
+        if (!w.send_proxy.empty()) {
+          out += "send_proxy = " + tomlString(w.send_proxy) + "\n";
+        }
       }
     }
     if (auto lag = settings_.find("db.max_lag_bytes"); lag != settings_.end() && !db_.empty()) {
@@ -1383,6 +1413,7 @@ class Importer {
   bool invented_http_ = false;
   std::set<std::string> names_;
   std::vector<WebOut> web_;
+  std::set<std::string> accept_proxy_slots_;  // the http/https binds with accept-proxy
   std::vector<DbOut> db_;
 };
 

@@ -37,6 +37,7 @@ constexpr std::array<std::string_view, 7> kAlgorithms = {"roundrobin", "static-r
                                                          "uri",        "random2",   "maglev"};
 constexpr std::array<std::string_view, 2> kSticky = {"none", "cookie"};
 constexpr std::array<std::string_view, 2> kApps = {"guestbook", "none"};
+constexpr std::array<std::string_view, 2> kProxyVersions = {"v1", "v2"};
 
 // Node names end up in file names, URLs (/api/servers/NAME/state) and log lines.
 bool isNodeName(std::string_view s) {
@@ -166,8 +167,9 @@ void readLbSection(Diagnostics& diag, const toml::table& table) {
   LbSection& lb = site.lb;
   lb.present = true;
   TableReader r(diag, table, "lb",
-                {"algorithm", "hash_balance_factor", "slow_start_ms", "queue_timeout_ms", "max_queue", "sticky", "sticky_cookie", "retries", "h2c", "health", "timeouts", "limits", "firewall", "tls", "acme", "vip",
-                 "node"});
+                {"algorithm", "hash_balance_factor", "slow_start_ms", "queue_timeout_ms", "max_queue", "sticky",
+                 "sticky_cookie", "retries", "h2c", "accept_proxy", "accept_proxy_from", "health", "timeouts", "limits",
+                 "firewall", "tls", "acme", "vip", "node"});
   r.readChoice("algorithm", lb.algorithm, kAlgorithms, "algorithm");
   if (r.read("hash_balance_factor", lb.hash_balance_factor, {0, 1000})) {
     if (lb.hash_balance_factor != 0 && lb.hash_balance_factor < 100) {
@@ -200,6 +202,11 @@ void readLbSection(Diagnostics& diag, const toml::table& table) {
   }
   r.read("retries", lb.retries, {0, 10});
   r.read("h2c", lb.h2c);
+  r.read("accept_proxy", lb.accept_proxy);
+  readCidrs(diag, r, "accept_proxy_from", lb.accept_proxy_from);
+  if (!lb.accept_proxy_from.empty() && !lb.accept_proxy) {
+    r.error("accept_proxy_from", "names who may send a PROXY header: it needs accept_proxy = true");
+  }
 
   if (const auto* t = r.table("health")) {
     TableReader h(diag, *t, "lb.health", {"path", "interval_ms", "timeout_ms", "rise", "fall"});
@@ -295,13 +302,14 @@ void readWebSection(Diagnostics& diag, const toml::table& table) {
       continue;
     }
     WebNode& node = web.nodes.back();
-    TableReader n(diag, *element, key, {"name", "listen", "weight", "backup", "max_conn", "threads"});
+    TableReader n(diag, *element, key, {"name", "listen", "weight", "backup", "max_conn", "threads", "send_proxy"});
     readNodeName(n, node.name);
     n.readAddress("listen", node.listen);
     n.read("weight", node.weight, {1, 256});
     n.read("backup", node.backup);
     n.read("max_conn", node.max_conn, {0, 1'000'000});
     n.read("threads", node.threads, kThreads);
+    n.readChoice("send_proxy", node.send_proxy, kProxyVersions, "PROXY protocol version");
   }
 }
 

@@ -10,14 +10,32 @@
 
 #include <cstdint>
 #include <functional>
+#include <list>
+#include <memory>
+#include <optional>
 #include <string>
+#include <string_view>
 
 #include "core/address.h"
+#include "core/counter.h"
 #include "core/event_loop.h"
 #include "core/fd.h"
 #include "core/ip_filter.h"
 
 namespace fulcrum::core {
+
+// A listener behind another balancer ([lb] accept_proxy): every connection starts with a PROXY
+// protocol header naming the client, read before the connection is handed on.
+struct ProxyHeaderPolicy {
+  // The peers allowed to send it (accept_proxy_from); null: any. Others are closed at accept.
+  IpFilter* from = nullptr;
+  Duration timeout = std::chrono::seconds(10);  // for the whole header (http_request_ms)
+  size_t max_waiting = 20000;                   // connections still owing their header
+  Counter* errors = nullptr;  // a malformed or late header, or a peer not in `from` (this thread's)
+  // The header is taken when the first bytes carry a PROXY signature and the connection goes on
+  // without one otherwise (a web node: the lb sends it, direct probes and scrapes do not).
+  bool optional = false;
+};
 
 class Acceptor final : public IoHandler {
  public:
@@ -32,7 +50,13 @@ class Acceptor final : public IoHandler {
 
   // Judges every peer with `filter` (not owned; null: everyone) right after accept: a refused
   // connection is closed before a byte is read.
+  // With a PROXY header policy, `filter` judges the client the header names instead.
   void setFilter(IpFilter* filter) { filter_ = filter; }
+  // From now on each connection owes a PROXY header first; the address it names (or the socket's
+  // own, for a LOCAL or UNKNOWN header) is the peer given to OnAccept. The bytes after the header
+  // stay in the socket for whoever reads next (TLS, HTTP).
+  void expectProxyHeader(const ProxyHeaderPolicy& policy);
+  void setProxyHeaderTimeout(Duration timeout) { proxy_policy_.timeout = timeout; }
 
   void onIoEvents(uint32_t events) override;
   // One of the connections this listener feeds has closed: a descriptor is free again.
@@ -46,8 +70,14 @@ class Acceptor final : public IoHandler {
   uint64_t exhaustedTotal() const { return exhausted_total_; }
 
  private:
+  class PendingHeader;
+
   void pause(int err);
   void resume();
+  void admit(Fd fd, const SocketAddress& peer);
+  void waitForHeader(Fd fd, const SocketAddress& peer);
+  void headerError(const SocketAddress& peer, std::string_view error);
+  void headerDone(PendingHeader* pending, const SocketAddress* client, std::string_view error);
 
   EventLoop& loop_;
   Fd listener_;
@@ -55,6 +85,11 @@ class Acceptor final : public IoHandler {
   OnAccept on_accept_;
   int batch_;
   IpFilter* filter_ = nullptr;
+  bool expect_proxy_ = false;
+  ProxyHeaderPolicy proxy_policy_;
+  std::list<std::unique_ptr<PendingHeader>> pending_;
+  TimePoint last_header_log_{};
+  uint64_t header_errors_unlogged_ = 0;
   Timer retry_;
   Duration backoff_;
   bool paused_ = false;

@@ -8,6 +8,7 @@
 #include <optional>
 
 #include "core/log.h"
+#include "core/proxy_protocol.h"
 #include "core/socket.h"
 #include "http/util.h"
 #include "lb/proxy.h"
@@ -356,6 +357,9 @@ void ProxyExchange::onUpstreamEvents(uint32_t events) {
         upstreamFailed("connect", err != 0 ? err : ECONNREFUSED, true);
         return;
       }
+      if (!sendProxyHeader()) {
+        return;
+      }
     }
     if (upstream_->tls() != nullptr && !handshakeUpstream()) {
       return;
@@ -377,6 +381,25 @@ void ProxyExchange::onUpstreamEvents(uint32_t events) {
   if ((events & (EPOLLIN | EPOLLHUP | EPOLLRDHUP | EPOLLERR)) || read_wants_write) {
     readUpstream();
   }
+}
+
+bool ProxyExchange::sendProxyHeader() {
+  uint8_t version = worker_.pool().backend(static_cast<uint32_t>(server_)).send_proxy;
+  if (version == 0) {
+    return true;
+  }
+  // The lb's own address on the client's connection (the listener's), as HAProxy sends it.
+  core::SocketAddress local = core::localAddress(client_fd);
+  std::string header = version == 1 ? core::proxy_protocol::encodeV1(client_address, local)
+                                    : core::proxy_protocol::encodeV2(client_address, local);
+  // A socket that has just connected has an empty send buffer: the header (28 to 108 bytes)
+  // goes in one write.
+  ssize_t n = ::send(upstream_->fd(), header.data(), header.size(), MSG_NOSIGNAL);
+  if (n != static_cast<ssize_t>(header.size())) {
+    upstreamFailed("PROXY header", n < 0 ? errno : EIO, true);
+    return false;
+  }
+  return true;
 }
 
 bool ProxyExchange::handshakeUpstream() {
@@ -679,7 +702,11 @@ void ProxyExchange::closeUpstream(bool reusable) {
   }
   // Never freed here: the client's event may have brought us here with the server's event
   // still waiting in the same batch.
-  if (reusable) {
+  // A connection to a send_proxy server announced one client in its PROXY header: it must never
+  // carry another client's request, so it is not pooled (HAProxy makes it private to the client's
+  // session). Keeping it for that client's next request would need the pool to key idle
+  // connections by client; a new connection per request is the simple, safe price.
+  if (reusable && worker_.pool().backend(upstream_->server()).send_proxy == 0) {
     worker_.pool().putIdle(std::move(upstream_));
   } else {
     worker_.pool().retire(std::move(upstream_));

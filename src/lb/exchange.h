@@ -10,6 +10,7 @@
 #include <string_view>
 #include <vector>
 
+#include "core/address.h"
 #include "core/buffer.h"
 #include "core/event_loop.h"
 #include "http/parser.h"
@@ -90,6 +91,10 @@ class ProxyExchange final : public UpstreamOwner, public SlotWaiter {
   // Sticky sessions: the server the client's cookie names, when it takes requests (its first
   // attempt goes there); kNoServer: none.
   int sticky = kNoServer;
+  // The client's address and the socket it reached us on: a server with send_proxy is told them
+  // in the PROXY header that opens each connection to it.
+  core::SocketAddress client_address;
+  int client_fd = -1;
   bool expect_continue = false;
   bool upgrade = false;
   // The request as it goes upstream: the head, then body bytes while they fit (a retry re-sends
@@ -160,6 +165,9 @@ class ProxyExchange final : public UpstreamOwner, public SlotWaiter {
   // Gives back the server slot (max_conn) this request holds, or its place in the queue.
   void endSlot();
   void onConnected();
+  // [[web.node]] send_proxy: writes the PROXY header on the connection just made (before TLS);
+  // false when the attempt failed.
+  bool sendProxyHeader();
   // Moves the TLS handshake on; true once it is done (false: wait, or the attempt failed).
   bool handshakeUpstream();
   void readUpstream();

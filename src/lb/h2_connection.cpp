@@ -187,6 +187,8 @@ void H2Stream::start() {
   x->client = this;
   x->t_start = begun;
   x->client_hash = hashClientIp(conn.peerIp());
+  x->client_address = core::SocketAddress(conn.peerIp(), conn.peerPort());
+  x->client_fd = conn.fd();
   std::string_view* slots[5] = {&method, &scheme, &authority, &path, &protocol};
   for (int i = 0; i < 5; ++i) {
     *slots[i] = has_pseudo[i] ? std::string_view(pseudo).substr(pseudo_at[i], pseudo_len[i]) : std::string_view();

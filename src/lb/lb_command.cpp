@@ -140,6 +140,7 @@ Backend makeBackend(uint32_t id, const config::WebNode& web) {
   b.weight = web.weight;
   b.backup = web.backup;
   b.max_conn = web.max_conn;
+  b.send_proxy = web.send_proxy == "v1" ? 1 : web.send_proxy == "v2" ? 2 : 0;
   return b;
 }
 
@@ -362,6 +363,19 @@ int runLbCommand(const config::Site& site, const std::string& node_name, bool ta
               limits.rate_per_ip, limits.rate_burst != 0 ? limits.rate_burst : limits.rate_per_ip,
               limits.conn_per_ip, clients->capacity(), clients->memoryBytes() / 1024);
   }
+  // [lb] accept_proxy_from: the balancers in front that may name clients in a PROXY header.
+  std::unique_ptr<core::IpFilter> proxy_senders;
+  options.accept_proxy = site.lb.accept_proxy;
+  if (!site.lb.accept_proxy_from.empty()) {
+    proxy_senders = makeFirewall(config::LbFirewall{site.lb.accept_proxy_from, {}});
+    options.accept_proxy_from = proxy_senders.get();
+  }
+  if (site.lb.accept_proxy) {
+    log::info("accept_proxy: every http and https connection starts with a PROXY header{}",
+              site.lb.accept_proxy_from.empty()
+                  ? std::string{}
+                  : fmt::format(", sent from {} networks", site.lb.accept_proxy_from.size()));
+  }
   std::vector<std::unique_ptr<ProxyStats>> stats;
   std::vector<std::unique_ptr<PoolStats>> pool_stats;  // outlives the pools that write it
   std::vector<std::unique_ptr<WorkerPool>> pools(threads);
@@ -402,7 +416,7 @@ int runLbCommand(const config::Site& site, const std::string& node_name, bool ta
   // Health checks run on the main thread; state changes are posted to every worker.
   std::vector<HealthTarget> targets;
   for (const Backend& b : backends) {
-    targets.push_back(HealthTarget{b.id, b.name, b.address});
+    targets.push_back(HealthTarget{b.id, b.name, b.address, std::nullopt, false, b.send_proxy});
   }
   HealthOptions health = healthOptions(site);
   health.tls = upstream_tls.get();
@@ -689,7 +703,7 @@ int runLbCommand(const config::Site& site, const std::string& node_name, bool ta
     std::vector<HealthTarget> added;
     for (const config::WebNode& w : plan.added) {
       Backend b = makeBackend(static_cast<uint32_t>(backends.size()), w);
-      added.push_back(HealthTarget{b.id, b.name, b.address});
+      added.push_back(HealthTarget{b.id, b.name, b.address, std::nullopt, false, b.send_proxy});
       backends.push_back(std::move(b));
     }
     for (size_t i = 0; i < stats.size(); ++i) {

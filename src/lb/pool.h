@@ -34,6 +34,8 @@ struct Backend {
   bool backup = false;
   bool removed = false;
   uint32_t max_conn = 0;  // concurrent requests at most (ServerSlots); 0: no limit
+  // [[web.node]] send_proxy: 1 or 2, the PROXY protocol version each new connection starts with; 0: none.
+  uint8_t send_proxy = 0;
 };
 
 class WorkerPool;

@@ -174,6 +174,8 @@ void ProxySession::takeRequest() {
     x_ = &r_->exchange;
     x_->client = this;
     x_->client_hash = client_hash_;
+    x_->client_address = core::SocketAddress(peer_ip_, peer_port_);
+    x_->client_fd = client_.get();
   }
 }
 
@@ -1068,7 +1070,16 @@ ProxyWorker::ProxyWorker(core::EventLoop& loop, core::Fd listener, WorkerPool& p
       sessions_(loop, std::move(listener), "lb http",
                 core::ConnectionLimits{options.max_connections, options.clients, true, &stats.refused,
                                        &stats.evicted},
-                [this](core::Fd fd, const core::SocketAddress& peer) { return accept(std::move(fd), peer); }) {}
+                [this](core::Fd fd, const core::SocketAddress& peer) { return accept(std::move(fd), peer); }) {
+  if (options.accept_proxy) {
+    // The header is read before the session exists, so every later use of the client's address
+    // (firewall, conn_per_ip, rate_per_ip, source hashing, X-Forwarded-For, the access log) is the
+    // address the header names.
+    sessions_.acceptor().expectProxyHeader(
+        core::ProxyHeaderPolicy{options.accept_proxy_from, options.request_timeout, options.max_connections,
+                                &stats.proxy_protocol_errors});
+  }
+}
 
 std::unique_ptr<Http1Request> ProxyWorker::acquireRequest() {
   if (free_requests_.empty()) {
@@ -1092,6 +1103,7 @@ void ProxyWorker::retune(const ProxyOptions& from) {
   options_.server_timeout = from.server_timeout;
   options_.client_timeout = from.client_timeout;
   options_.request_timeout = from.request_timeout;
+  sessions_.acceptor().setProxyHeaderTimeout(from.request_timeout);
   options_.min_body_rate = from.min_body_rate;
   options_.retries = from.retries;
   options_.queue_timeout = from.queue_timeout;

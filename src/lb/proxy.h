@@ -58,6 +58,10 @@ struct ProxyOptions {
   uint32_t h2_max_streams = 100;
   std::string proto = "http";
   bool access_log = true;
+  // [lb] accept_proxy: each connection starts with a PROXY header naming the client, sent by a
+  // peer `accept_proxy_from` admits (not owned; null: any).
+  bool accept_proxy = false;
+  core::IpFilter* accept_proxy_from = nullptr;
 };
 
 struct BackendStats {
@@ -87,6 +91,9 @@ struct ProxyStats {
   core::Counter queue_timeouts;
   core::Histogram queue_time;
   core::Counter bad_requests;     // refused by the parser
+  // [lb] accept_proxy: connections closed for a malformed or late PROXY header, or a sender not
+  // in accept_proxy_from.
+  core::Counter proxy_protocol_errors;
   // Clients closed for being slow: a head not in within request_timeout (408), a body under
   // min_body_rate (408), or a response not taken within client_timeout (send).
   core::Counter slow_head;

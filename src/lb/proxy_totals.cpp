@@ -13,6 +13,7 @@ Totals sumTotals(const std::vector<std::unique_ptr<ProxyStats>>& workers) {
     t.bad_gateway += w->bad_gateway.get();
     t.gateway_timeout += w->gateway_timeout.get();
     t.bad_requests += w->bad_requests.get();
+    t.proxy_protocol_errors += w->proxy_protocol_errors.get();
     t.slow_head += w->slow_head.get();
     t.slow_body += w->slow_body.get();
     t.slow_send += w->slow_send.get();

@@ -68,6 +68,12 @@ ReloadPlan planReload(const config::Site& running, const config::Site& next, con
     eff.lb.slow_start_ms = running.lb.slow_start_ms;
     restart("lb.slow_start_ms", "each worker's pool takes it when it is made");
   }
+  if (running.lb.accept_proxy != next.lb.accept_proxy ||
+      running.lb.accept_proxy_from != next.lb.accept_proxy_from) {
+    eff.lb.accept_proxy = running.lb.accept_proxy;
+    eff.lb.accept_proxy_from = running.lb.accept_proxy_from;
+    restart("lb.accept_proxy", "the listeners learn at start whether a PROXY header comes first");
+  }
   if (running.lb.h2c != next.lb.h2c) {
     eff.lb.h2c = running.lb.h2c;
     restart("lb.h2c", "the http listeners' protocols are set when they start");
@@ -112,6 +118,12 @@ ReloadPlan planReload(const config::Site& running, const config::Site& next, con
       plan.added.push_back(w);
       plan.changes.push_back(fmt::format("server {} moved from {} to {} (the old address drains)", w.name,
                                          was->listen.toString(), w.listen.toString()));
+    } else if (was->send_proxy != w.send_proxy) {
+      // Its connections and checks open differently: a new server, the old one drains (as a move).
+      plan.removed.push_back(w.name);
+      plan.added.push_back(w);
+      plan.changes.push_back(fmt::format("server {} send_proxy '{}' -> '{}' (its old connections drain)",
+                                         w.name, was->send_proxy, w.send_proxy));
     } else if (was->weight != w.weight || was->backup != w.backup || was->max_conn != w.max_conn) {
       plan.updated.push_back(w);
       if (was->max_conn != w.max_conn) {

@@ -92,7 +92,9 @@ SiteMonitor::SiteMonitor(core::EventLoop& loop, SiteMonitorInputs inputs)
     // (the lb's client certificate goes with it); an lb's http listener (no stats listener: a
     // connect check) is plain.
     const bool plain = kind == Peer::Kind::Lb && path.empty();
-    targets.push_back(HealthTarget{id, name, address, std::move(path), plain});
+    // An http listener behind another balancer ([lb] accept_proxy) expects a PROXY header first.
+    const uint8_t send_proxy = plain && site.lb.accept_proxy ? 2 : 0;
+    targets.push_back(HealthTarget{id, name, address, std::move(path), plain, send_proxy});
     peers_.push_back(Peer{kind, std::move(role), std::move(name), std::move(shown)});
   };
   for (const config::LbNode& lb : site.lb.nodes) {

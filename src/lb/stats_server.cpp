@@ -487,6 +487,7 @@ std::string StatsHandler::stateJson() const {
         {"bad_gateway", t.bad_gateway},
         {"gateway_timeout", t.gateway_timeout},
         {"bad_requests", t.bad_requests},
+        {"proxy_protocol_errors", t.proxy_protocol_errors},
         {"slow_clients", {{"head", t.slow_head}, {"body", t.slow_body}, {"send", t.slow_send}}},
         {"h2", h2Json(t)},
         {"queue",
@@ -552,6 +553,9 @@ std::string StatsHandler::metricsText() const {
   counter("fulcrum_lb_gateway_timeout_total", "504 answers: a server did not answer in time.",
           t.gateway_timeout);
   counter("fulcrum_lb_bad_requests_total", "Requests refused as malformed.", t.bad_requests);
+  counter("fulcrum_lb_proxy_protocol_errors_total",
+          "Connections closed for a malformed or late PROXY header, or a sender not in accept_proxy_from.",
+          t.proxy_protocol_errors);
   counter("fulcrum_lb_connections_evicted_total",
           "Idle keep-alive connections closed to make room for a new one at max_connections.", t.evicted);
   counter("fulcrum_lb_connections_refused_total",

@@ -257,10 +257,23 @@ int runWebCommand(const config::Site& site, const std::string& node_name) {
       handler = guestbooks[i].get();
     }
     servers[i] = std::make_unique<http::HttpServer>(loop, std::move(listeners[i]), *handler, options, *stats[i]);
+    if (!node->send_proxy.empty()) {
+      // The lb opens every connection with a PROXY header naming the client; `fulcrum status`,
+      // `up`, `roll` and Prometheus reach this node directly without one. So the header is taken
+      // when it comes (the spec would have a receiver insist): a web node listens for the site's
+      // own machines only, so what it could be told falsely is just the address in its log.
+      core::ProxyHeaderPolicy policy;
+      policy.timeout = options.request_timeout;
+      policy.max_waiting = options.max_connections;
+      policy.optional = true;
+      servers[i]->acceptor().expectProxyHeader(policy);
+    }
   });
-  log::info("web node {} serving {} on {}://{} with {} worker(s){}", node->name, site.web.docroot.string(),
-            tls_context ? "https" : "http", node->listen.toString(), threads,
-            guestbook ? fmt::format(", guestbook on {} db node(s)", db.nodes.size()) : std::string());
+  log::info(
+      "web node {} serving {} on {}://{} with {} worker(s){}{}", node->name, site.web.docroot.string(),
+      tls_context ? "https" : "http", node->listen.toString(), threads,
+      guestbook ? fmt::format(", guestbook on {} db node(s)", db.nodes.size()) : std::string(),
+      node->send_proxy.empty() ? std::string() : ", taking the lb's PROXY " + node->send_proxy + " header");
 
   // Session ticket keys: one set for every worker, a new one each hour (tls/server_context.h).
   core::Timer ticket_rotation(main_loop, [&] {

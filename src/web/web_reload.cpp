@@ -48,6 +48,7 @@ WebReloadPlan planWebReload(const config::Site& running, const config::Site& nex
   if (before != nullptr) {
     restartIfChanged(report, prefix + ".listen", before->listen, after->listen);
     restartIfChanged(report, prefix + ".threads", before->threads, after->threads);
+    restartIfChanged(report, prefix + ".send_proxy", before->send_proxy, after->send_proxy);
   }
   restartIfChanged(report, "site.name", running.site.name, next.site.name);
   restartIfChanged(report, "site.state_dir", running.site.state_dir, next.site.state_dir);

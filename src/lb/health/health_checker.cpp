@@ -12,6 +12,7 @@
 #include "core/buffer.h"
 #include "core/fd.h"
 #include "core/log.h"
+#include "core/proxy_protocol.h"
 #include "core/socket.h"
 #include "http/response_reader.h"
 
@@ -107,6 +108,17 @@ struct HealthChecker::Probe final : core::IoHandler, core::Deletable {
           return true;
         }
         return false;  // not connected yet
+      }
+      if (target.send_proxy != 0) {
+        // The server expects a PROXY header first; a check is the lb's own connection (LOCAL,
+        // UNKNOWN). Fresh send buffer: it goes in one write, before any TLS.
+        std::string header = target.send_proxy == 1 ? core::proxy_protocol::encodeV1Unknown()
+                                                    : core::proxy_protocol::encodeV2Local();
+        if (::send(fd.get(), header.data(), header.size(), MSG_NOSIGNAL) !=
+            static_cast<ssize_t>(header.size())) {
+          reason = errnoText("PROXY header", errno);
+          return true;
+        }
       }
       phase = tls ? Phase::Handshaking : Phase::Sending;
     }

@@ -27,6 +27,9 @@ struct HealthTarget {
   // Checked without TLS even when HealthOptions::tls is set (a peer that serves plain HTTP
   // beside others that need the site's TLS).
   bool plain = false;
+  // [[web.node]] send_proxy: 1 or 2, the check opens with a PROXY header of that version (LOCAL,
+  // UNKNOWN: the lb's own connection); 0: none.
+  uint8_t send_proxy = 0;
 };
 
 struct HealthOptions {

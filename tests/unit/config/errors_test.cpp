@@ -223,6 +223,22 @@ const BadCase kChoiceCases[] = {
      "[lb.acme]\ndirectory = \"https://ca.test/dir\"\ndomains = [\"a.test\"]\nchallenge = \"dns-01\"\n",
      "lb.acme.challenge", 4, 1, "must be \"http-01\" or \"tls-alpn-01\""},
 };
+const BadCase kProxyProtocolCases[] = {
+    {"accept_proxy_string", "[lb]\naccept_proxy = \"yes\"\n", "lb.accept_proxy", 2, 1,
+     "expected a boolean, got a string"},
+    {"accept_proxy_from_without_accept_proxy", "[lb]\naccept_proxy_from = [\"10.0.0.0/8\"]\n",
+     "lb.accept_proxy_from", 2, 1, "names who may send a PROXY header: it needs accept_proxy = true"},
+    {"accept_proxy_from_bad_cidr", "[lb]\naccept_proxy = true\naccept_proxy_from = [\"10.0.0.1/8\"]\n",
+     "lb.accept_proxy_from[0]", 3, 22,
+     "bad CIDR '10.0.0.1/8': host bits are set; did you mean '10.0.0.0/8'?"},
+    {"send_proxy_v3", "[[web.node]]\nname = \"w\"\nlisten = \"127.0.0.1:9001\"\nsend_proxy = \"v3\"\n",
+     "web.node[0].send_proxy", 4, 1, "unknown PROXY protocol version 'v3'; did you mean 'v1'?"},
+    {"send_proxy_bool", "[[web.node]]\nname = \"w\"\nlisten = \"127.0.0.1:9001\"\nsend_proxy = true\n",
+     "web.node[0].send_proxy", 4, 1, "expected a string, got a boolean"},
+};
+INSTANTIATE_TEST_SUITE_P(ProxyProtocol, BadSite, ::testing::ValuesIn(kProxyProtocolCases),
+                         [](const auto& info) { return std::string(info.param.name); });
+
 INSTANTIATE_TEST_SUITE_P(UnknownChoice, BadSite, ::testing::ValuesIn(kChoiceCases),
                          [](const auto& info) { return std::string(info.param.name); });
 
@@ -418,6 +434,9 @@ const std::pair<const char*, const char*> kGoodCases[] = {
      "[lb]\nretries = 0\n[lb.limits]\nmax_body_bytes = 0\nmax_header_bytes = 1024\n"
      "[lb.health]\npath = \"\"\nrise = 100\n[db]\nleader_ttl_ms = 600000\nmax_lag_bytes = 0\n"},
     {"app_none", "[web]\napp = \"none\"\n"},
+    {"proxy_protocol",
+     "[lb]\naccept_proxy = true\naccept_proxy_from = [\"10.0.0.0/8\", \"::1\"]\n[[web.node]]\nname = \"w\"\n"
+     "listen = \"127.0.0.1:9001\"\nsend_proxy = \"v2\"\n"},
     {"ipv6_listen", "[[web.node]]\nname = \"w\"\nlisten = \"[::1]:9001\"\nthreads = 256\nweight = 256\n"},
     {"inline_tables",
      "[web]\nnode = [{name = \"a\", listen = \"127.0.0.1:1\"}, {name = \"b\", listen = "

@@ -315,6 +315,32 @@ TEST(HaproxyImport, BindForms) {
   EXPECT_NE(whyOf(range, 4).find("port ranges"), std::string::npos);
 }
 
+TEST(HaproxyImport, ProxyProtocolOnBindsAndServers) {
+  SiteDir dir;
+  HaproxyImport result = import(
+      "defaults\n  mode http\n"
+      "frontend f\n  bind 127.0.0.1:8080 accept-proxy\n  default_backend b\n"
+      "backend b\n  default-server check-send-proxy\n  server a 127.0.0.2:9000 send-proxy\n"
+      "  server b 127.0.0.3:9000 send-proxy-v2\n  server c 127.0.0.4:9000 send-proxy-v2-ssl-cn\n"
+      "  server d 127.0.0.5:9000\n");
+  Site site = loadClean(dir, result);
+  EXPECT_TRUE(site.lb.accept_proxy);
+  ASSERT_EQ(site.web.nodes.size(), 4u);
+  EXPECT_EQ(site.web.nodes[0].send_proxy, "v1");
+  EXPECT_EQ(site.web.nodes[1].send_proxy, "v2");
+  EXPECT_EQ(site.web.nodes[2].send_proxy, "v2");
+  EXPECT_EQ(site.web.nodes[3].send_proxy, "");
+  // Only the SSL details of send-proxy-v2-ssl-cn are lost.
+  EXPECT_EQ(untranslatedLines(result), (std::vector<uint32_t>{10}));
+  EXPECT_NE(whyOf(result, 10).find("without the TLS details"), std::string::npos);
+
+  HaproxyImport one = import(
+      "defaults\n  mode http\n"
+      "frontend f\n  bind 127.0.0.1:8080 accept-proxy\n  bind 127.0.0.1:8443 ssl crt /x.pem\n"
+      "  default_backend b\nbackend b\n  server a 127.0.0.2:9000\n");
+  EXPECT_NE(one.toml.find("accept_proxy applies to both"), std::string::npos) << one.toml;
+}
+
 TEST(HaproxyImport, WildcardSharingAServerPortNeedsBindIp) {
   std::string cfg = "defaults\n  mode http\nlisten l\n  bind *:80\n  server a 10.0.0.1:80\n";
   HaproxyImport refused = import(cfg);

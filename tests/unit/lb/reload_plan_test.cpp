@@ -150,6 +150,23 @@ internal_tls = true
   EXPECT_EQ(again.needs_restart, plan.needs_restart);
 }
 
+TEST(ReloadPlanTest, ProxyProtocolChanges) {
+  config::Site a = load(site("", kWeb));
+  std::string web = kWeb;
+  web.replace(web.find("listen = \"127.0.0.1:8082\""), 25, "listen = \"127.0.0.1:8082\"\nsend_proxy = \"v2\"");
+  config::Site b = load(site("[lb]\naccept_proxy = true\naccept_proxy_from = [\"10.0.0.0/8\"]\n", web));
+  ReloadPlan plan = planReload(a, b, "lb-1");
+  // The listeners keep reading what they read (a restart), ...
+  EXPECT_TRUE(mentions(plan.needs_restart, "lb.accept_proxy"));
+  EXPECT_FALSE(plan.effective.lb.accept_proxy);
+  EXPECT_TRUE(plan.effective.lb.accept_proxy_from.empty());
+  // ... while a server whose connections now open with a header is a new server, the old draining.
+  EXPECT_EQ(plan.removed, std::vector<std::string>{"web-2"});
+  ASSERT_EQ(plan.added.size(), 1u);
+  EXPECT_EQ(plan.added[0].send_proxy, "v2");
+  EXPECT_TRUE(mentions(plan.changes, "server web-2 send_proxy '' -> 'v2'"));
+}
+
 TEST(ReloadPlanTest, AFileWithoutThisNodeChangesNothing) {
   config::Site a = load(site("", kWeb));
   config::Site b = load(R"(
