@@ -68,6 +68,10 @@ ReloadPlan planReload(const config::Site& running, const config::Site& next, con
     eff.lb.slow_start_ms = running.lb.slow_start_ms;
     restart("lb.slow_start_ms", "each worker's pool takes it when it is made");
   }
+  if (!(running.lb.outlier == next.lb.outlier)) {
+    eff.lb.outlier = running.lb.outlier;
+    restart("lb.outlier", "outlier ejection's counters and timers are set up at start");
+  }
   if (running.lb.h2c != next.lb.h2c) {
     eff.lb.h2c = running.lb.h2c;
     restart("lb.h2c", "the http listeners' protocols are set when they start");
@@ -152,6 +156,10 @@ ReloadPlan planReload(const config::Site& running, const config::Site& next, con
                                    tb.connect_ms, tb.client_ms, tb.server_ms, tb.http_request_ms, tb.drain_ms));
   tunable(running.lb.retries != next.lb.retries,
           fmt::format("retries {} -> {}", running.lb.retries, next.lb.retries));
+  tunable(running.lb.retry_budget_percent != next.lb.retry_budget_percent ||
+              running.lb.retry_budget_min != next.lb.retry_budget_min,
+          fmt::format("retry budget {} % of the requests in flight, at least {}",
+                      next.lb.retry_budget_percent, next.lb.retry_budget_min));
   const config::LbLimits& la = running.lb.limits;
   const config::LbLimits& lb = eff.lb.limits;
   tunable(la.max_header_bytes != lb.max_header_bytes || la.max_body_bytes != lb.max_body_bytes ||
