@@ -215,6 +215,7 @@ void OutlierDetector::serversChanged() {
   signals_.grow(n);
   ejector_.resize(n);
   in_rotation_.resize(n, true);
+  last_refusal_.resize(n);
   last_totals_.resize(n);
 }
 
@@ -253,16 +254,22 @@ void OutlierDetector::onRun(uint32_t server, OutlierReason reason) {
 }
 
 void OutlierDetector::tryEject(uint32_t server, OutlierReason reason, const std::string& detail) {
+  if (ejector_.ejected(server)) {
+    return;  // requests in flight at its ejection ended their run meanwhile
+  }
   const std::string& name = backends_[server].name;
   std::string refusal;
   std::optional<core::Duration> time =
       ejector_.eject(server, reason, loop_.now(), poolSize(), usableOthers(server), &refusal);
   if (!time) {
-    if (refusal != "already ejected") {
+    // Once per server and reason: a pool that fails all over would repeat it at every run.
+    if (refusal != last_refusal_[server]) {
       log::info("outlier: {} stays in rotation despite {}: {}", name, detail, refusal);
+      last_refusal_[server] = std::move(refusal);
     }
     return;
   }
+  last_refusal_[server].clear();
   log::warn("outlier: ejecting {} for {}: {}", name, durationText(*time), detail);
   hooks_.apply(server, true);
   armExpiry();

@@ -172,6 +172,7 @@ class OutlierDetector {
   OutlierEjector ejector_;
   OutlierSignals signals_;
   std::vector<bool> in_rotation_;
+  std::vector<std::string> last_refusal_;  // the last refusal logged, by server
   std::vector<ServerWindow> last_totals_;  // at the last interval
   core::Timer interval_timer_;
   core::Timer expiry_timer_;
