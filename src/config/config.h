@@ -120,6 +120,24 @@ struct LbVip {
   bool operator==(const LbVip&) const = default;
 };
 
+// [lb.outlier] (Envoy's outlier detection): a server answering runs of 5xx or failing runs of
+// requests, or far slower than its peers, is ejected for a growing time even while its health
+// check passes. Off unless the table is there (and `enabled` is not false).
+struct LbOutlier {
+  bool enabled = false;
+  uint32_t consecutive_5xx = 5;       // 5xx answers in a row, across workers; 0 = not judged
+  uint32_t consecutive_failures = 5;  // connect failures, resets and timeouts in a row; 0 = not judged
+  // A server whose mean response time over an interval is more than this many times the median
+  // of its peers' is ejected; 0 = off.
+  uint32_t slow_factor = 0;
+  uint32_t interval_ms = 10000;       // the slow comparison's window, and the pace ejection counts decay at
+  uint32_t min_requests = 20;         // requests a server needs in an interval to be compared
+  uint32_t base_ejection_ms = 30000;  // times the number of ejections so far
+  uint32_t max_ejection_ms = 300000;
+  uint32_t max_ejection_percent = 50;  // of the servers, at once (one may always be)
+  bool operator==(const LbOutlier&) const = default;
+};
+
 struct LbNode {
   std::string name;
   core::SocketAddress http;
@@ -151,12 +169,17 @@ struct LbSection {
   std::string sticky = "none";
   std::string sticky_cookie = "FULCRUM_SERVER";
   uint32_t retries = 2;
+  // Envoy's retry budget: a retry goes out only while the retries in flight are fewer than this
+  // percentage of the requests in flight (every server, every worker), or than retry_budget_min.
+  uint32_t retry_budget_percent = 20;
+  uint32_t retry_budget_min = 3;
   bool h2c = false;  // HTTP/2 with prior knowledge (cleartext) on the http listeners
   // Behind another balancer: every connection to the http and https listeners starts with a
   // PROXY protocol header (v1 or v2) naming the client, from a peer in accept_proxy_from (empty: any).
   bool accept_proxy = false;
   std::vector<Cidr> accept_proxy_from;
   LbHealth health;
+  LbOutlier outlier;
   LbTimeouts timeouts;
   LbLimits limits;
   LbFirewall firewall;

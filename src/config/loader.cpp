@@ -162,14 +162,44 @@ void readVip(Diagnostics& diag, const toml::table& table, LbVip& vip) {
   }
 }
 
+void readOutlier(Diagnostics& diag, const toml::table& table, LbOutlier& o) {
+  TableReader h(diag, table, "lb.outlier",
+                {"enabled", "consecutive_5xx", "consecutive_failures", "slow_factor", "interval_ms",
+                 "min_requests", "base_ejection_ms", "max_ejection_ms", "max_ejection_percent"});
+  o.enabled = true;  // the table turns it on
+  h.read("enabled", o.enabled);
+  h.read("consecutive_5xx", o.consecutive_5xx, {0, 1000000});
+  h.read("consecutive_failures", o.consecutive_failures, {0, 1000000});
+  if (h.read("slow_factor", o.slow_factor, {0, 1000}) && o.slow_factor == 1) {
+    h.error("slow_factor",
+            "must be 0 (off) or at least 2 (a server slower than that many times its peers' median), got 1");
+  }
+  h.read("interval_ms", o.interval_ms, {100, kOneDayMs});
+  h.read("min_requests", o.min_requests, {1, 1000000});
+  const bool base_given = h.read("base_ejection_ms", o.base_ejection_ms, kDurationMs);
+  const bool max_given = h.read("max_ejection_ms", o.max_ejection_ms, kDurationMs);
+  if (o.max_ejection_ms < o.base_ejection_ms && (base_given || max_given)) {
+    h.error(max_given ? "max_ejection_ms" : "base_ejection_ms",
+            fmt::format("max_ejection_ms ({}) must be at least base_ejection_ms ({})", o.max_ejection_ms,
+                        o.base_ejection_ms));
+  }
+  h.read("max_ejection_percent", o.max_ejection_percent, {0, 100});
+  if (o.enabled && o.consecutive_5xx == 0 && o.consecutive_failures == 0 && o.slow_factor == 0) {
+    diag.error("lb.outlier",
+               "judges nothing: consecutive_5xx, consecutive_failures and slow_factor are all 0 (set "
+               "enabled = false to turn it off)");
+  }
+}
+
 void readLbSection(Diagnostics& diag, const toml::table& table) {
   Site& site = diag.site();
   LbSection& lb = site.lb;
   lb.present = true;
   TableReader r(diag, table, "lb",
                 {"algorithm", "hash_balance_factor", "slow_start_ms", "queue_timeout_ms", "max_queue", "sticky",
-                 "sticky_cookie", "retries", "h2c", "accept_proxy", "accept_proxy_from", "health", "timeouts", "limits",
-                 "firewall", "tls", "acme", "vip", "node"});
+                 "sticky_cookie", "retries", "retry_budget_percent", "retry_budget_min", "h2c", "accept_proxy",
+                 "accept_proxy_from", "health", "outlier", "timeouts", "limits", "firewall", "tls", "acme", "vip",
+                 "node"});
   r.readChoice("algorithm", lb.algorithm, kAlgorithms, "algorithm");
   if (r.read("hash_balance_factor", lb.hash_balance_factor, {0, 1000})) {
     if (lb.hash_balance_factor != 0 && lb.hash_balance_factor < 100) {
@@ -201,6 +231,8 @@ void readLbSection(Diagnostics& diag, const toml::table& table) {
     r.error("sticky_cookie", "must be 1 to 64 letters, digits, '_', '-' or '.', got '" + lb.sticky_cookie + "'");
   }
   r.read("retries", lb.retries, {0, 10});
+  r.read("retry_budget_percent", lb.retry_budget_percent, {0, 100});
+  r.read("retry_budget_min", lb.retry_budget_min, {0, 100000});
   r.read("h2c", lb.h2c);
   r.read("accept_proxy", lb.accept_proxy);
   readCidrs(diag, r, "accept_proxy_from", lb.accept_proxy_from);
@@ -219,6 +251,9 @@ void readLbSection(Diagnostics& diag, const toml::table& table) {
     h.read("timeout_ms", lb.health.timeout_ms, kDurationMs);
     h.read("rise", lb.health.rise, {1, 100});
     h.read("fall", lb.health.fall, {1, 100});
+  }
+  if (const auto* t = r.table("outlier")) {
+    readOutlier(diag, *t, lb.outlier);
   }
   if (const auto* t = r.table("timeouts")) {
     TableReader h(diag, *t, "lb.timeouts", {"connect_ms", "client_ms", "server_ms", "http_request_ms", "drain_ms"});

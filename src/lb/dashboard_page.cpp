@@ -119,7 +119,8 @@ function nodeRow(n, s, servers){
     const v = servers[n.name] || {}, r = n.rates || {};
     extra = '<span>' + num(r.rps) + ' req/s</span><span>' + num(r.errors_per_s) + ' err/s</span><span class="nowrap">p50 ' + num(r.p50_ms) +
       ' · p90 ' + num(r.p90_ms) + ' · p99 ' + num(r.p99_ms) + ' ms</span><span>' + (v.inflight || 0) + ' in flight</span><span>' +
-      (v.requests || 0) + ' requests · ' + (v.failures || 0) + ' failures</span>' + (v.admin && v.admin !== 'ready' ? '<span>admin ' + esc(v.admin) + '</span>' : '');
+      (v.requests || 0) + ' requests · ' + (v.failures || 0) + ' failures</span>' + (v.admin && v.admin !== 'ready' ? '<span>admin ' + esc(v.admin) + '</span>' : '') +
+      (v.outlier && v.outlier.ejected ? '<span class="badge flap">ejected: ' + esc(v.outlier.reason) + ', ' + dur(v.outlier.remaining_ms) + ' left</span>' : '');
   } else if (n.role === 'db') {
     extra = '<span>timeline ' + num(n.timeline, 0) + '</span><span>lag ' + bytes(n.lag_bytes) + '</span><span>leader ' + esc(n.leader || '-') +
       '</span><span>routes ' + (n.routes && n.routes.length ? esc(n.routes.join(', ')) : 'none') + '</span>';

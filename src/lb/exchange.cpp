@@ -11,7 +11,9 @@
 #include "core/proxy_protocol.h"
 #include "core/socket.h"
 #include "http/util.h"
+#include "lb/outlier.h"
 #include "lb/proxy.h"
+#include "lb/retry_budget.h"
 
 namespace fulcrum::lb {
 
@@ -118,7 +120,21 @@ void ProxyExchange::endInflight() {
     auto id = static_cast<uint32_t>(server_);
     worker_.pool().onRequestEnd(id);
     worker_.stats().backends[id].inflight.sub();
+    worker_.stats().inflight.sub();
   }
+  if (retry_slot_) {
+    retry_slot_ = false;
+    worker_.options().retry_budget->release();
+  }
+}
+
+bool ProxyExchange::takeRetrySlot() {
+  const ProxyOptions& o = worker_.options();
+  if (o.retry_budget == nullptr) {
+    return true;
+  }
+  retry_slot_ = o.retry_budget->acquire(o.retry_budget_percent, o.retry_budget_min);
+  return retry_slot_;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -246,6 +262,7 @@ void ProxyExchange::connectUpstream() {
     server = pool.pick(ctx);
   }
   if (server == kNoServer) {
+    endInflight();  // a retry's budget slot
     worker_.stats().no_server.add();
     fail(503, tried_.empty() ? "no server is available" : "no server could be reached", Termination::NoServer);
     return;
@@ -292,6 +309,7 @@ void ProxyExchange::useServer(uint32_t id) {
   inflight_ = true;
   BackendStats& bstats = worker_.stats().backends[id];
   bstats.inflight.add();
+  worker_.stats().inflight.add();
   bstats.requests.add();
   t_connect_start_ = worker_.loop().now();
 
@@ -583,6 +601,9 @@ void ProxyExchange::processUpstream() {
       }
       bstats.response_time.observe(static_cast<uint64_t>(
           std::chrono::duration_cast<std::chrono::microseconds>(t_response_ - t_connect_start_).count()));
+      if (worker_.options().outlier != nullptr) {
+        worker_.options().outlier->answered(id, resp_.status);
+      }
       bool tunnel = resp_.body_kind == http::BodyKind::Tunnel;
       if (tunnel) {
         state_ = State::Tunnel;
@@ -678,6 +699,13 @@ void ProxyExchange::upstreamFailed(const char* what, int err, bool connect_phase
   // would all be stale when the server has just died), so a dead server fails them at connect.
   fresh_only_ = fresh_only_ || stale_keepalive;
   uint32_t allowed = worker_.options().retries + (fresh_only_ ? 1 : 0);
+  // A stale connection's retry is free; any other takes a slot of the retry budget.
+  if (may_retry && attempts_ <= allowed && !stale_keepalive && !takeRetrySlot()) {
+    worker_.stats().retries_budget_exhausted.add();
+    log::debug("not retrying {} {} after {} on {}: the retry budget is spent", method_text, path, reason,
+               backend.name);
+    may_retry = false;
+  }
   if (may_retry && attempts_ <= allowed) {
     worker_.stats().retries.add();
     log::debug("retrying {} {} after {} on {}", method_text, path, reason, backend.name);

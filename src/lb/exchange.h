@@ -184,6 +184,8 @@ class ProxyExchange final : public UpstreamOwner, public SlotWaiter {
   void complete();
   // The server's in-flight count ends (once): on its response head, a failure, or abandon().
   void endInflight();
+  // A slot of the retry budget for the next attempt (true when there is no budget).
+  bool takeRetrySlot();
 
   ProxyWorker& worker_;
   State state_ = State::Idle;
@@ -203,6 +205,7 @@ class ProxyExchange final : public UpstreamOwner, public SlotWaiter {
   bool send_failed_ = false;    // the server stopped taking the request: the rest of its body is dropped
   bool handshaking_ = false;    // connected, TLS handshake under way (still State::Connecting)
   bool inflight_ = false;       // counted in the server's in-flight requests
+  bool retry_slot_ = false;     // this attempt is a retry holding a slot of the retry budget
   int server_ = kNoServer;
   int slot_ = kNoServer;  // the server whose slot (max_conn) this request holds
   uint64_t ticket_ = 0;   // its place in the queue while State::Queued

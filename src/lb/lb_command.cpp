@@ -23,10 +23,13 @@
 #include "http/json_body.h"
 #include "lb/db_frontends.h"
 #include "lb/health/health_checker.h"
+#include "lb/outlier.h"
 #include "lb/pool.h"
 #include "lb/proxy.h"
+#include "lb/proxy_totals.h"
 #include "lb/reload_plan.h"
 #include "lb/server_slots.h"
+#include "lb/retry_budget.h"
 #include "lb/takeover.h"
 #include "lb/stats_server.h"
 #include "lb/vrrp_tracking.h"
@@ -118,6 +121,8 @@ void setTunables(const config::Site& site, ProxyOptions& options) {
   options.retries = site.lb.retries;
   options.queue_timeout = core::millis(site.lb.queue_timeout_ms);
   options.sticky_cookie = site.lb.sticky == "cookie" ? site.lb.sticky_cookie : std::string();
+  options.retry_budget_percent = site.lb.retry_budget_percent;
+  options.retry_budget_min = site.lb.retry_budget_min;
   options.h2_max_streams = site.lb.limits.h2_max_streams;
 }
 
@@ -129,6 +134,19 @@ HealthOptions healthOptions(const config::Site& site) {
   health.rise = site.lb.health.rise;
   health.fall = site.lb.health.fall;
   return health;
+}
+
+OutlierOptions outlierOptions(const config::LbOutlier& o) {
+  OutlierOptions out;
+  out.consecutive_5xx = o.consecutive_5xx;
+  out.consecutive_failures = o.consecutive_failures;
+  out.slow_factor = o.slow_factor;
+  out.interval = core::millis(o.interval_ms);
+  out.min_requests = o.min_requests;
+  out.base_ejection = core::millis(o.base_ejection_ms);
+  out.max_ejection = core::millis(o.max_ejection_ms);
+  out.max_ejection_percent = o.max_ejection_percent;
+  return out;
 }
 
 Backend makeBackend(uint32_t id, const config::WebNode& web) {
@@ -438,6 +456,31 @@ int runLbCommand(const config::Site& site, const std::string& node_name, bool ta
     }
   });
 
+  // Every worker's requests in flight are the retry budget's base (the vector is fixed from here on).
+  RetryBudget retry_budget(stats);
+  options.retry_budget = &retry_budget;
+  https_options.retry_budget = &retry_budget;
+  // [lb.outlier]: the workers count each server's runs of 5xx and failures; the main thread
+  // decides and tells every worker's pool.
+  std::unique_ptr<OutlierDetector> outlier;
+  if (site.lb.outlier.enabled) {
+    OutlierDetector::Hooks hooks;
+    hooks.apply = [&workers, &pools, &slots](uint32_t id, bool ejected) {
+      slots.setEjected(id, ejected);
+      workers.postAll(
+          [&pools, id, ejected](core::EventLoop&, unsigned i) { pools[i]->setEjected(id, ejected); });
+    };
+    hooks.healthy = [&checker, &backends](uint32_t id) { return !backends[id].removed && checker.isUp(id); };
+    hooks.totals = [&stats](uint32_t id) {
+      ServerTotals t = sumServer(stats, id);
+      return ServerWindow{t.responses, t.response_time.sum_us};
+    };
+    outlier = std::make_unique<OutlierDetector>(main_loop, outlierOptions(site.lb.outlier), backends,
+                                                std::move(hooks));
+    options.outlier = &outlier->signals();
+    https_options.outlier = &outlier->signals();
+  }
+
   PoolOptions pool_options;
   pool_options.idle_timeout = std::min<core::Duration>(std::chrono::seconds(10), options.server_timeout);
   pool_options.balance.hash_balance_factor = site.lb.hash_balance_factor;
@@ -465,6 +508,9 @@ int runLbCommand(const config::Site& site, const std::string& node_name, bool ta
     }
   });
   checker.start();
+  if (outlier) {
+    outlier->start();
+  }
   if (db) {
     db->startChecks();
   }
@@ -552,9 +598,13 @@ int runLbCommand(const config::Site& site, const std::string& node_name, bool ta
     ctx.token = token;
     ctx.stats_tls = stats_tls.get();
     ctx.admin_needs_client_certificate = stats_tls != nullptr;
-    ctx.apply_admin = [&workers, &pools, &slots](uint32_t id, AdminState state) {
+    ctx.outlier = outlier.get();
+    ctx.apply_admin = [&workers, &pools, &slots, &outlier](uint32_t id, AdminState state) {
       bool in_rotation = state == AdminState::Ready;
       slots.setInRotation(id, in_rotation);
+      if (outlier) {
+        outlier->setInRotation(id, in_rotation);
+      }
       workers.postAll([&pools, id, in_rotation](core::EventLoop&, unsigned i) {
         pools[i]->setInRotation(id, in_rotation);
       });
@@ -709,6 +759,9 @@ int runLbCommand(const config::Site& site, const std::string& node_name, bool ta
     for (size_t i = 0; i < stats.size(); ++i) {
       stats[i]->backends.grow(backends.size());
       pool_stats[i]->grow(backends.size());
+    }
+    if (outlier) {
+      outlier->serversChanged();
     }
     // The workers take the table before the checker can tell them about a new id.
     if (!plan.removed.empty() || !plan.updated.empty() || !plan.added.empty() || plan.algorithm) {

@@ -39,6 +39,7 @@ WorkerPool::WorkerPool(core::EventLoop& loop, const std::vector<Backend>& backen
       options_(options),
       up_(backends.size(), true),
       in_rotation_(backends.size(), true),
+      ejected_(backends.size(), false),
       idle_(backends.size()),
       sweep_timer_(loop, [this] { sweepIdle(); }),
       ramp_timer_(loop, [this] { rebuild(); }) {
@@ -97,7 +98,7 @@ void WorkerPool::rebuild() {
   std::vector<ServerEntry> active;
   std::vector<ServerEntry> backup;
   for (const Backend& b : backends_) {
-    if (!up_[b.id] || !in_rotation_[b.id] || b.removed) {
+    if (!up_[b.id] || !in_rotation_[b.id] || ejected_[b.id] || b.removed) {
       continue;
     }
     uint32_t weight = b.weight;
@@ -200,7 +201,7 @@ void WorkerPool::onRequestEnd(uint32_t id) {
 }
 
 bool WorkerPool::usable(uint32_t id) const {
-  return id < backends_.size() && up_[id] && in_rotation_[id] && !backends_[id].removed &&
+  return id < backends_.size() && up_[id] && in_rotation_[id] && !ejected_[id] && !backends_[id].removed &&
          (!backends_[id].backup || use_backup_);
 }
 
@@ -223,6 +224,7 @@ void WorkerPool::applyServers(const std::vector<Backend>& backends, std::string_
   backends_ = backends;
   up_.resize(backends_.size(), false);  // new servers: down until their first check passes
   in_rotation_.resize(backends_.size(), true);
+  ejected_.resize(backends_.size(), false);
   idle_.resize(backends_.size());
   for (const Backend& b : backends_) {
     if (b.removed && b.id < known) {
@@ -270,6 +272,17 @@ void WorkerPool::setInRotation(uint32_t id, bool in_rotation) {
   in_rotation_[id] = in_rotation;
   if (in_rotation) {
     startRamp(id);  // back from maintenance or a drain, as from down
+  }
+  rebuild();
+}
+
+void WorkerPool::setEjected(uint32_t id, bool ejected) {
+  if (id >= ejected_.size() || ejected_[id] == ejected) {
+    return;
+  }
+  ejected_[id] = ejected;
+  if (!ejected) {
+    startRamp(id);
   }
   rebuild();
 }

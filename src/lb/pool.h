@@ -166,8 +166,8 @@ class WorkerPool {
   int pickWithSlot(const PickContext& context, bool& full, bool& slot);
   bool limitsSlots() const { return options_.slots != nullptr && options_.slots->anyLimited(); }
   ServerSlots* slots() const { return options_.slots; }
-  // A server that takes requests now: up, in rotation, not removed (and not a backup while an
-  // active server is up).
+  // A server that takes requests now: up, in rotation, not ejected, not removed (and not a
+  // backup while an active server is up).
   bool usable(uint32_t id) const;
   // The id of the server named `name` (sticky cookies), or kNoServer.
   int findByName(std::string_view name) const;
@@ -188,6 +188,8 @@ class WorkerPool {
   // new requests only while it is up and in rotation (admin state "ready").
   void setUp(uint32_t id, bool up);
   void setInRotation(uint32_t id, bool in_rotation);
+  // [lb.outlier]: an ejected server takes no new requests whatever its health and admin state.
+  void setEjected(uint32_t id, bool ejected);
   bool isUp(uint32_t id) const { return up_[id]; }
   bool anyUsable() const;
 
@@ -215,6 +217,7 @@ class WorkerPool {
   PoolOptions options_;
   std::vector<bool> up_;
   std::vector<bool> in_rotation_;
+  std::vector<bool> ejected_;
   std::vector<core::TimePoint> usable_since_;  // by id: when it last became usable (slow start)
   bool slow_start_applies_ = false;            // options_.slow_start set, and a dynamic algorithm
   std::unique_ptr<Balancer> active_;

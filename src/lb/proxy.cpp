@@ -15,6 +15,7 @@
 #include "lb/exchange.h"
 #include "lb/forwarding.h"
 #include "lb/h2_connection.h"
+#include "lb/outlier.h"
 
 namespace fulcrum::lb {
 
@@ -1097,6 +1098,13 @@ void ProxyWorker::releaseRequest(std::unique_ptr<Http1Request> request) {
   }
 }
 
+void ProxyWorker::reportFailure(uint32_t server, const std::string& reason) {
+  report_failure_(server, reason);
+  if (options_.outlier != nullptr) {
+    options_.outlier->failed(server);
+  }
+}
+
 void ProxyWorker::retune(const ProxyOptions& from) {
   options_.limits = from.limits;
   options_.connect_timeout = from.connect_timeout;
@@ -1108,6 +1116,8 @@ void ProxyWorker::retune(const ProxyOptions& from) {
   options_.retries = from.retries;
   options_.queue_timeout = from.queue_timeout;
   options_.sticky_cookie = from.sticky_cookie;
+  options_.retry_budget_percent = from.retry_budget_percent;
+  options_.retry_budget_min = from.retry_budget_min;
   options_.hsts = from.hsts;
   options_.redirect_https_port = from.redirect_https_port;
   options_.h2_max_streams = from.h2_max_streams;  // new HTTP/2 connections

@@ -26,6 +26,9 @@
 
 namespace fulcrum::lb {
 
+class OutlierSignals;
+class RetryBudget;
+
 struct ProxyOptions {
   http::Limits limits;
   core::Duration connect_timeout = std::chrono::seconds(2);
@@ -52,6 +55,13 @@ struct ProxyOptions {
   core::Duration queue_timeout = std::chrono::seconds(5);
   // [lb] sticky = "cookie": the cookie naming a client's server; empty: no sticky sessions.
   std::string sticky_cookie;
+  // [lb] retry_budget_percent / retry_budget_min, checked against `retry_budget` (shared by every
+  // worker, not owned; null: retries are limited by `retries` alone).
+  uint32_t retry_budget_percent = 20;
+  uint32_t retry_budget_min = 3;
+  RetryBudget* retry_budget = nullptr;
+  // [lb.outlier]: every response head and server failure is told (shared, not owned; null: off).
+  OutlierSignals* outlier = nullptr;
   uint32_t max_connections = 20000;  // per worker
   // HTTP/2: prior knowledge on this (cleartext) listener ([lb] h2c); on https, ALPN decides.
   bool h2c = false;
@@ -81,6 +91,9 @@ struct ProxyStats {
   core::Counter requests_total;
   std::array<core::Counter, 6> responses_by_class;  // what clients got, by status/100
   core::Counter retries;
+  core::Counter retries_budget_exhausted;  // retries not made: the retry budget was spent
+  // Requests waiting for a server's answer, every server (the retry budget's base).
+  core::Counter inflight;
   core::Counter no_server;        // 503: nothing up, or every attempt failed to connect
   core::Counter bad_gateway;      // 502
   core::Counter gateway_timeout;  // 504
@@ -186,7 +199,7 @@ class ProxyWorker final {
   void retune(const ProxyOptions& from);
   ProxyStats& stats() { return stats_; }
   bool draining() const { return sessions_.draining(); }
-  void reportFailure(uint32_t server, const std::string& reason) { report_failure_(server, reason); }
+  void reportFailure(uint32_t server, const std::string& reason);
   // A session closing (exactly once).
   void unlink(ProxySession* session);
   // Per-request state (the codec's and the exchange's) from a free list: idle connections hold

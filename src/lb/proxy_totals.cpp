@@ -9,6 +9,7 @@ Totals sumTotals(const std::vector<std::unique_ptr<ProxyStats>>& workers) {
     t.connections_active += w->connections_active.get();
     t.requests += w->requests_total.get();
     t.retries += w->retries.get();
+    t.retries_budget_exhausted += w->retries_budget_exhausted.get();
     t.no_server += w->no_server.get();
     t.bad_gateway += w->bad_gateway.get();
     t.gateway_timeout += w->gateway_timeout.get();

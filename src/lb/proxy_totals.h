@@ -12,9 +12,10 @@
 namespace fulcrum::lb {
 
 struct Totals {
-  uint64_t connections_total = 0, connections_active = 0, requests = 0, retries = 0, no_server = 0,
-           bad_gateway = 0, gateway_timeout = 0, bad_requests = 0, bytes_in = 0, bytes_out = 0, slow_head = 0,
-           slow_body = 0, slow_send = 0, evicted = 0, refused = 0, proxy_protocol_errors = 0;
+  uint64_t connections_total = 0, connections_active = 0, requests = 0, retries = 0,
+           retries_budget_exhausted = 0, no_server = 0, bad_gateway = 0, gateway_timeout = 0,
+           bad_requests = 0, bytes_in = 0, bytes_out = 0, slow_head = 0, slow_body = 0, slow_send = 0,
+           evicted = 0, refused = 0, proxy_protocol_errors = 0;
   uint64_t by_class[6] = {};
   core::HistogramSnapshot total_time[2];  // http, https
   uint64_t h2_connections = 0, h2_streams = 0, h2_resets_received = 0;

@@ -74,6 +74,10 @@ ReloadPlan planReload(const config::Site& running, const config::Site& next, con
     eff.lb.accept_proxy_from = running.lb.accept_proxy_from;
     restart("lb.accept_proxy", "the listeners learn at start whether a PROXY header comes first");
   }
+  if (!(running.lb.outlier == next.lb.outlier)) {
+    eff.lb.outlier = running.lb.outlier;
+    restart("lb.outlier", "outlier ejection's counters and timers are set up at start");
+  }
   if (running.lb.h2c != next.lb.h2c) {
     eff.lb.h2c = running.lb.h2c;
     restart("lb.h2c", "the http listeners' protocols are set when they start");
@@ -172,6 +176,10 @@ ReloadPlan planReload(const config::Site& running, const config::Site& next, con
           fmt::format("sticky {} (cookie {})", next.lb.sticky, next.lb.sticky_cookie));
   tunable(running.lb.queue_timeout_ms != next.lb.queue_timeout_ms || running.lb.max_queue != next.lb.max_queue,
           fmt::format("queue: queue_timeout_ms {}, max_queue {}", next.lb.queue_timeout_ms, next.lb.max_queue));
+  tunable(running.lb.retry_budget_percent != next.lb.retry_budget_percent ||
+              running.lb.retry_budget_min != next.lb.retry_budget_min,
+          fmt::format("retry budget {} % of the requests in flight, at least {}",
+                      next.lb.retry_budget_percent, next.lb.retry_budget_min));
   const config::LbLimits& la = running.lb.limits;
   const config::LbLimits& lb = eff.lb.limits;
   tunable(la.max_header_bytes != lb.max_header_bytes || la.max_body_bytes != lb.max_body_bytes ||

@@ -50,6 +50,14 @@ void ServerSlots::setInRotation(uint32_t id, bool in_rotation) {
   }
 }
 
+void ServerSlots::setEjected(uint32_t id, bool ejected) {
+  std::lock_guard lock(mu_);
+  if (id < size_) {
+    servers_[id].ejected = ejected;
+    dispatchLocked();
+  }
+}
+
 bool ServerSlots::tryAcquire(uint32_t id) {
   if (id >= size_ || queued_.load() > 0) {
     return false;
@@ -111,14 +119,14 @@ void ServerSlots::dispatchLocked() {
   bool active_usable = false;
   for (size_t i = 0; i < n && !active_usable; ++i) {
     const Server& s = servers_[i];
-    active_usable = !s.backup && s.up && s.in_rotation && !s.removed;
+    active_usable = !s.backup && s.usable();
   }
   while (!queue_.empty()) {
     size_t chosen = n;
     for (size_t k = 0; k < n; ++k) {
       size_t i = (next_server_ + k) % n;
       Server& s = servers_[i];
-      if (!s.up || !s.in_rotation || s.removed || s.backup == active_usable) {
+      if (!s.usable() || s.backup == active_usable) {
         continue;
       }
       uint32_t limit = s.limit.load();

@@ -42,6 +42,7 @@ class ServerSlots {
   // A server starts up, as in the workers' pools.
   void setUp(uint32_t id, bool up);
   void setInRotation(uint32_t id, bool in_rotation);
+  void setEjected(uint32_t id, bool ejected);  // [lb.outlier]
 
   // --- any worker -------------------------------------------------------------------------
   bool limited(uint32_t id) const {
@@ -84,6 +85,8 @@ class ServerSlots {
     bool removed = false;
     bool up = true;
     bool in_rotation = true;
+    bool ejected = false;
+    bool usable() const { return up && in_rotation && !ejected && !removed; }
   };
   struct Waiter {
     uint32_t worker = 0;

@@ -108,6 +108,18 @@ void jsonError(http::Response& response, int status, std::string_view message) {
   response.setBody(status, "application/json", body.dump() + "\n");
 }
 
+// [lb.outlier]: whether the server is ejected, for how much longer and why, and its count of
+// recent ejections (the next one lasts base_ejection_ms times that plus one).
+nlohmann::json outlierJson(const OutlierDetector& outlier, uint32_t id) {
+  const OutlierEjector& e = outlier.ejector();
+  nlohmann::json out = {{"ejected", e.ejected(id)}, {"ejections", e.ejections(id)}};
+  if (e.ejected(id)) {
+    out["remaining_ms"] = std::max<int64_t>(
+        0, std::chrono::duration_cast<std::chrono::milliseconds>(e.ejectedUntil(id) - outlier.now()).count());
+    out["reason"] = outlierReasonName(e.lastReason(id));
+  }
+  return out;
+}
 
 }  // namespace
 
@@ -467,6 +479,9 @@ std::string StatsHandler::stateJson() const {
                        {"response_time_us_total", s.response_time.sum_us},
                        {"responses_total", s.responses},
                        {"responses", responses}});
+    if (ctx_.outlier != nullptr) {
+      servers.back()["outlier"] = outlierJson(*ctx_.outlier, b.id);
+    }
   }
   nlohmann::json responses;
   for (size_t c = 1; c < 6; ++c) {
@@ -483,6 +498,7 @@ std::string StatsHandler::stateJson() const {
         {"requests", t.requests},
         {"responses", responses},
         {"retries", t.retries},
+        {"retries_budget_exhausted", t.retries_budget_exhausted},
         {"no_server", t.no_server},
         {"bad_gateway", t.bad_gateway},
         {"gateway_timeout", t.gateway_timeout},
@@ -548,6 +564,9 @@ std::string StatsHandler::metricsText() const {
   w.family("fulcrum_lb_connections_active", "gauge", "Client connections open now.");
   w.sample("fulcrum_lb_connections_active", {{"node", node}}, t.connections_active);
   counter("fulcrum_lb_retries_total", "Requests redispatched to another server.", t.retries);
+  counter("fulcrum_lb_retries_budget_exhausted_total",
+          "Retries not made because the retry budget (retry_budget_percent, retry_budget_min) was spent.",
+          t.retries_budget_exhausted);
   counter("fulcrum_lb_no_server_total", "503 answers: no server available or reachable.", t.no_server);
   counter("fulcrum_lb_bad_gateway_total", "502 answers: a server failed before answering.", t.bad_gateway);
   counter("fulcrum_lb_gateway_timeout_total", "504 answers: a server did not answer in time.",
@@ -703,6 +722,24 @@ std::string StatsHandler::metricsText() const {
       w.sample("fulcrum_lb_server_admin_state",
                {{"node", node}, {"server", b.name}, {"state", adminStateName(state)}},
                uint64_t{admin_[b.id] == state ? 1u : 0u});
+    }
+  }
+  if (ctx_.outlier != nullptr) {
+    const OutlierEjector& e = ctx_.outlier->ejector();
+    w.family("fulcrum_lb_server_ejected", "gauge",
+             "1 while outlier ejection keeps the server out of rotation ([lb.outlier]).");
+    for (const Backend& b : backends) {
+      w.sample("fulcrum_lb_server_ejected", {{"node", node}, {"server", b.name}},
+               uint64_t{e.ejected(b.id) ? 1u : 0u});
+    }
+    w.family("fulcrum_lb_outlier_ejections_total", "counter",
+             "Outlier ejections, by reason (consecutive_5xx, consecutive_failures, slow).");
+    for (const Backend& b : backends) {
+      for (OutlierReason reason : kOutlierReasons) {
+        w.sample("fulcrum_lb_outlier_ejections_total",
+                 {{"node", node}, {"server", b.name}, {"reason", outlierReasonName(reason)}},
+                 e.ejectionsTotal(b.id, reason));
+      }
     }
   }
   {

@@ -17,6 +17,7 @@
 #include "http/server.h"
 #include "lb/db_frontends.h"
 #include "lb/health/health_checker.h"
+#include "lb/outlier.h"
 #include "lb/pool.h"
 #include "lb/proxy.h"
 #include "lb/server_slots.h"
@@ -37,6 +38,7 @@ struct StatsContext {
   const std::vector<std::unique_ptr<PoolStats>>* pools = nullptr;  // by worker, when known
   const HealthChecker* health = nullptr;
   const ServerSlots* slots = nullptr;  // [[web.node]] max_conn: slots in use and the queue
+  const OutlierDetector* outlier = nullptr;  // [lb.outlier], when set
   const DbFrontends* db = nullptr;  // the node's database frontends, if any
   const core::IpFilter* firewall = nullptr;  // [lb.firewall], when set
   const core::ClientTable* clients = nullptr;  // [lb.limits] rate_per_ip / conn_per_ip, when set

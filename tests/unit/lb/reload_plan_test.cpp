@@ -167,6 +167,26 @@ TEST(ReloadPlanTest, ProxyProtocolChanges) {
   EXPECT_TRUE(mentions(plan.changes, "server web-2 send_proxy '' -> 'v2'"));
 }
 
+TEST(ReloadPlanTest, TheRetryBudgetAppliesOutlierEjectionWaitsForARestart) {
+  config::Site a = load(site("", kWeb));
+  config::Site b = load(site(R"(
+[lb]
+retry_budget_percent = 50
+retry_budget_min = 1
+[lb.outlier]
+consecutive_5xx = 3
+)",
+                             kWeb));
+  ReloadPlan plan = planReload(a, b, "lb-1");
+  EXPECT_TRUE(plan.tunables);
+  EXPECT_TRUE(mentions(plan.changes, "retry budget 50 % of the requests in flight, at least 1"));
+  EXPECT_EQ(plan.effective.lb.retry_budget_percent, 50u);
+  EXPECT_TRUE(mentions(plan.needs_restart, "lb.outlier"));
+  EXPECT_FALSE(plan.effective.lb.outlier.enabled);
+  ReloadPlan again = planReload(plan.effective, b, "lb-1");
+  EXPECT_EQ(again.needs_restart, plan.needs_restart);
+}
+
 TEST(ReloadPlanTest, AFileWithoutThisNodeChangesNothing) {
   config::Site a = load(site("", kWeb));
   config::Site b = load(R"(

@@ -110,9 +110,11 @@ TEST_F(ServerSlotsTest, WaitersGoToUsableServersOnlyAndBackupsOnlyWithoutActiveO
   ASSERT_EQ(delivered_.size(), 1u);
   EXPECT_EQ(delivered_[0].ticket, a);
   EXPECT_EQ(delivered_[0].server, 1u);
+  slots_->setEjected(1, true);
   uint64_t b = slots_->enqueue(0);
+  slots_->release(1);  // a's slot frees on an ejected server: b does not get it
+  EXPECT_EQ(delivered_.size(), 1u);
   slots_->setInRotation(0, false);
-  slots_->setUp(1, false);
   ASSERT_EQ(delivered_.size(), 2u) << "no active server left: the backup takes the waiter";
   EXPECT_EQ(delivered_[1].ticket, b);
   EXPECT_EQ(delivered_[1].server, 2u);

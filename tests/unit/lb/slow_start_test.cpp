@@ -111,10 +111,29 @@ TEST_F(SlowStartPool, BackFromMaintenanceRampsToo) {
   EXPECT_LT(toServer1(1000), 100);
 }
 
+// [lb.outlier]: ejection is a state of its own; neither a health flip nor an admin change ends it.
+TEST_F(SlowStartPool, AnEjectedServerTakesNothingUntilItReturnsThenRamps) {
+  make("roundrobin", milliseconds(600));
+  pool_->setEjected(1, true);
+  EXPECT_EQ(toServer1(100), 0);
+  pool_->setUp(1, false);
+  pool_->setUp(1, true);
+  pool_->setInRotation(1, false);
+  pool_->setInRotation(1, true);
+  EXPECT_EQ(toServer1(100), 0);
+  loop_.updateTime();
+  pool_->setEjected(1, false);
+  EXPECT_GT(toServer1(1000), 0);
+  EXPECT_LT(toServer1(1000), 100);
+}
+
 TEST_F(SlowStartPool, WithoutSlowStartAServerIsBackAtOnce) {
   make("roundrobin", milliseconds(0));
   pool_->setUp(1, false);
   pool_->setUp(1, true);
+  EXPECT_EQ(toServer1(1000), 500);
+  pool_->setEjected(1, true);
+  pool_->setEjected(1, false);
   EXPECT_EQ(toServer1(1000), 500);
 }
 
