@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "core/log.h"
+#include "db/backup_repo.h"
 #include "db/site_options.h"
 #include "metrics/process.h"
 #include "metrics/prometheus.h"
@@ -145,11 +146,22 @@ Status DbAgent::prepare() {
   }
   fence_ = std::move(fence.value);
   fence_->disarm();
+  std::optional<BackupRepo> backup;
+  if (site_.db.backup) {
+    backup = backupRepo(site_, node_.name);
+    options.archive_command = archiveCommand(*backup, options.data_dir);
+  }
   pg_ = std::make_unique<PostgresNode>(options);
   if (!pg_->initError().empty()) {
     return Status::failure("state_dir " + state_dir.string() +
                            " must be reachable by the PostgreSQL OS user '" + options.os_user +
                            "': " + pg_->initError());
+  }
+  if (backup) {
+    const std::string conf = pgbackrestConfig(*backup, options.data_dir, options.listen.port(), options.run_dir);
+    if (Status ready = prepareBackupRepo(pg_->osUser(), *backup, conf); !ready.ok) {
+      return ready;
+    }
   }
   // PostgreSQL refuses a library built for another major version (PG_MODULE_MAGIC): say so now.
   auto version = pg_->serverVersion();

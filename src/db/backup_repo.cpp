@@ -61,6 +61,15 @@ std::string pgbackrestConfig(const BackupRepo& repo, const std::filesystem::path
       pg_data.string(), port, socket_dir.string());
 }
 
+Status prepareBackupRepo(const OsUser& user, const BackupRepo& repo, const std::string& config_text) {
+  for (const std::filesystem::path& dir : {repo.repo, repo.work, repo.work / "log", repo.work / "lock", repo.work / "spool"}) {
+    if (Status made = preparePrivateDir(user, dir); !made.ok) {
+      return Status::failure("[db.backup]: " + made.error);
+    }
+  }
+  return writeFileAs(user, repo.config, config_text, 0600);
+}
+
 std::string shellQuote(const std::string& text) {
   std::string out = "'";
   for (char c : text) {

@@ -9,6 +9,8 @@
 #include <string>
 
 #include "config/config.h"
+#include "db/pg_process.h"
+#include "db/result.h"
 
 namespace fulcrum::db {
 
@@ -33,6 +35,10 @@ std::string pgbackrestConfig(const BackupRepo& repo, const std::filesystem::path
 // this node's data directory: PostgreSQL copies its settings to replicas and backups, so the
 // command goes on the postmaster's command line, never into a configuration file.
 std::string archiveCommand(const BackupRepo& repo, const std::filesystem::path& pg_data);
+
+// Makes the repository and this node's work directories (owned by `user`, who runs PostgreSQL
+// and pgBackRest) and writes its configuration file.
+Status prepareBackupRepo(const OsUser& user, const BackupRepo& repo, const std::string& config_text);
 
 // `text` quoted for /bin/sh (PostgreSQL runs archive_command through it).
 std::string shellQuote(const std::string& text);
