@@ -98,7 +98,7 @@ void WorkerPool::rebuild() {
   std::vector<ServerEntry> active;
   std::vector<ServerEntry> backup;
   for (const Backend& b : backends_) {
-    if (!up_[b.id] || !in_rotation_[b.id] || ejected_[b.id] || b.removed) {
+    if (!inService(b.id)) {
       continue;
     }
     uint32_t weight = b.weight;
@@ -201,8 +201,7 @@ void WorkerPool::onRequestEnd(uint32_t id) {
 }
 
 bool WorkerPool::usable(uint32_t id) const {
-  return id < backends_.size() && up_[id] && in_rotation_[id] && !ejected_[id] && !backends_[id].removed &&
-         (!backends_[id].backup || use_backup_);
+  return id < backends_.size() && inService(id) && (!backends_[id].backup || use_backup_);
 }
 
 int WorkerPool::findByName(std::string_view name) const {

@@ -206,6 +206,10 @@ class WorkerPool {
 
  private:
   void rebuild();
+  // Up, in rotation, not ejected, not removed: what the balancers choose among.
+  bool inService(uint32_t id) const {
+    return up_[id] && in_rotation_[id] && !ejected_[id] && !backends_[id].removed;
+  }
   void startRamp(uint32_t id);
   void closeIdle(uint32_t id);
   void sweepIdle();

@@ -64,12 +64,8 @@ class ServerSlots {
   uint32_t active(uint32_t id) const {
     return id < size_ ? servers_[id].active.load(std::memory_order_relaxed) : 0;
   }
-  uint32_t limit(uint32_t id) const {
-    return id < size_ ? servers_[id].limit.load(std::memory_order_relaxed) : 0;
-  }
   // Some server has a limit: requests go through the slots (else the pools pick as before).
   bool anyLimited() const { return any_limited_.load(std::memory_order_relaxed); }
-  size_t maxQueue() const { return max_queue_.load(std::memory_order_relaxed); }
   void setMaxQueue(size_t max_queue) { max_queue_.store(max_queue, std::memory_order_relaxed); }
 
   // Upper bound on servers, fixed at construction: the per-server array never moves, so

@@ -279,8 +279,11 @@ class AcceptProxyTest(LbTestCase):
     def test_only_accept_proxy_from_may_send_the_header(self):
         backend = self.py_backend("py")
         lb = self.start_proxied_lb([Server("py", backend.port)], lb_keys={"accept_proxy_from": ["127.0.0.2/32"]})
-        # The start-up probe (from 127.0.0.1, a connect alone) was already a stranger.
-        before = metric(self.stats_port, "fulcrum_lb_proxy_protocol_errors_total")
+        # The start-up probe (from 127.0.0.1, a connect alone) was a stranger too. The kernel finished
+        # its handshake before the lb accepted it, so wait for it to be counted before taking the base.
+        wait_until(lambda: metric(self.stats_port, "fulcrum_lb_proxy_protocol_errors_total") == 1, timeout=10,
+                   what="the start-up probe counted")
+        before = 1
         header = v1("203.0.113.7", "127.0.0.1", 5555, lb.port)
         fields = echo_fields(exchange(lb.port, header + REQUEST, source="127.0.0.2"))
         self.assertEqual(field(fields, "X-Forwarded-For"), "203.0.113.7")
