@@ -14,6 +14,7 @@ using std::chrono::system_clock;
 using namespace std::chrono_literals;
 
 constexpr auto kInfoEvery = 60s;
+constexpr auto kInfoSoon = 5s;
 constexpr auto kInfoTimeout = std::chrono::milliseconds(60s);
 constexpr auto kStanzaTimeout = std::chrono::milliseconds(120s);
 constexpr auto kBackupTimeout = std::chrono::milliseconds(std::chrono::hours(6));
@@ -86,6 +87,16 @@ bool BackupManager::startJob(JobKind kind, std::vector<std::string> args, std::c
 void BackupManager::tick(bool leading, const std::optional<ArchiverStatus>& archiver,
                          const std::vector<LocalStandby>& standbys, system_clock::time_point now) {
   archiver_ = leading ? archiver : std::nullopt;
+  if (archiver_) {
+    // Archiving failed since the last look, or works again: the catalog and its gaps are read
+    // again soon, so a segment pgBackRest dropped shows within seconds, not at the next minute.
+    const bool failing = archiver_->last_failed_time != 0 && archiver_->last_failed_time >= archiver_->last_archived_time;
+    if (archiver_->failed_count != seen_failed_ || failing != was_failing_) {
+      seen_failed_ = archiver_->failed_count;
+      was_failing_ = failing;
+      next_info_ = std::min(next_info_, now + kInfoSoon);
+    }
+  }
   if (job_) {
     if (auto out = job_->job->poll()) {
       finishJob(*out, now);

@@ -112,6 +112,8 @@ class BackupManager {
   std::optional<BackupCatalog> catalog_;
   std::optional<ArchiveGaps> gaps_;  // as of the last listing of the archive
   bool list_due_ = false;            // a listing follows each catalog read
+  uint64_t seen_failed_ = 0;         // the archiver's failures as of the last catalog read
+  bool was_failing_ = false;
   std::optional<ArchiverStatus> archiver_;
   std::chrono::system_clock::time_point next_info_{};
   std::chrono::system_clock::time_point next_try_{};  // after a failed backup or stanza-create

@@ -34,7 +34,8 @@ class BackupTest(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls):
-        cls.site = Site(app="guestbook", extra_db="failover = true\n[db.backup]\n")
+        # Three segments of WAL may wait for the archive; beyond that pgBackRest drops them.
+        cls.site = Site(app="guestbook", extra_db="failover = true\n[db.backup]\narchive_queue_max_bytes = 50331648\n")
         try:
             cls.site.start(unittest.TestCase())
         except BaseException:
@@ -195,27 +196,72 @@ class BackupTest(unittest.TestCase):
         self.post_all("after", ["after the refused restore"])
         self.assertFalse(os.path.exists(os.path.join(self.site.dir, "var", primary, "data.restore")))
 
-    def test_4_an_unwritable_repository_shows_and_the_primary_keeps_serving(self):
+    def test_4_an_unwritable_repository_shows_bounded_wal_and_the_gap(self):
         repo = os.path.join(self.site.dir, "var", "backup")
         os.chmod(repo, 0o000)
         self.addCleanup(os.chmod, repo, 0o700)
         primary = self.site.primary()
         failed_before = self.metric(primary, "fulcrum_db_archive_failed_total") or 0
-        switch = self._psql_superuser(primary, "SELECT pg_switch_wal()")
-        self.assertEqual(switch.returncode, 0, switch.stderr)
+        self.new_segment(primary)
         wait_until(lambda: self.metric(primary, "fulcrum_db_archive_failing") == 1, timeout=60, interval=0.5,
                    what="archiving seen failing")
         self.assertGreater(self.metric(primary, "fulcrum_db_archive_failed_total"), failed_before)
         self.assertGreaterEqual(self.metric(primary, "fulcrum_db_archive_ready_segments"), 1)
         listing = self.fulcrum("backup", "--list", timeout=30)
         self.assertIn("FAILING", listing.stdout)
+        code, rows = self.site.status()
+        self.assertIn("FAILING", [r.get("archive") for r in rows if r["name"] == primary][0] or "")
         # Writes still go through the whole site.
         self.post_all("during", ["while the archive is down"])
+        # Seven more segments: pgBackRest keeps at most archive_queue_max_bytes (3 segments) waiting
+        # and drops the rest, so pg_wal cannot fill the disk.
+        for _ in range(7):
+            self.new_segment(primary)
+        wait_until(lambda: self.metric(primary, "fulcrum_db_archive_ready_segments") <= 4, timeout=60, interval=0.5,
+                   what="the WAL waiting for the archive bounded")
+        self.assertLessEqual(self.metric(primary, "fulcrum_db_archive_ready_segments"), 4)
         os.chmod(repo, 0o700)
-        self._psql_superuser(primary, "SELECT pg_switch_wal()")
-        wait_until(lambda: self.metric(primary, "fulcrum_db_archive_failing") == 0, timeout=90, interval=0.5,
+        self.new_segment(primary)
+        wait_until(lambda: self.metric(primary, "fulcrum_db_archive_failing") == 0
+                   and self.metric(primary, "fulcrum_db_archive_ready_segments") == 0, timeout=120, interval=0.5,
                    what="archiving recovered once the repository is writable again")
-        self.assertEqual(self.metric(primary, "fulcrum_db_archive_ready_segments"), 0)
+        # The dropped segments are a gap in the archive: shown, and mended by a full backup.
+        wait_until(lambda: (self.metric(primary, "fulcrum_db_archive_missing_segments") or 0) > 0, timeout=60,
+                   interval=0.5, what="the dropped WAL seen missing from the archive")
+        self.assertIn("WARNING", self.fulcrum("backup", "--list", timeout=30).stdout)
+        run = self.fulcrum("backup", "--full", timeout=300)
+        self.assertEqual(run.returncode, 0, run.stdout + run.stderr)
+        wait_until(lambda: self.metric(primary, "fulcrum_db_archive_missing_segments") == 0, timeout=60,
+                   interval=0.5, what="no gap since the new full backup")
+
+    def test_5_a_restore_past_a_failover_follows_the_timelines(self):
+        run = self.fulcrum("backup", timeout=300)
+        self.assertEqual(run.returncode, 0, run.stdout + run.stderr + self.explain())
+        before = [f"before failover {i}" for i in range(3)]
+        self.post_all("keeper", before)
+        old = self.site.primary()
+        os.kill(self.site.pid_of(old), 9)  # the agent and, by its death signal, its PostgreSQL
+        wait_until(lambda: self.site.primary() not in (None, old), timeout=60, interval=0.2,
+                   what="the other node promoted")
+        after = [f"after failover {i}" for i in range(3)]
+        self.post_all("keeper", after)
+        wait_until(lambda: set(before + after) <= (self.texts() or set()), timeout=30, what="all readable")
+        self.wait_archived()
+        target = time.time()
+        wait_until(lambda: time.time() >= target + 1.5, timeout=5, what="the clock past the target")
+        deleted = self.site.psql(self.site.primary(), "DELETE FROM guestbook_messages")
+        self.assertEqual(deleted.returncode, 0, deleted.stderr)
+        restore = self.fulcrum("restore", "--to", f"@{math.ceil(target)}", timeout=600)
+        self.assertEqual(restore.returncode, 0, restore.stdout + restore.stderr + self.explain())
+        wait_until(lambda: set(before + after) <= (self.texts() or set()), timeout=120, interval=0.5,
+                   what="the rows from both sides of the failover back")
+        self.wait_site_healthy()
+
+    def new_segment(self, name):
+        """Some WAL, then a switch: one more segment for the archiver."""
+        run = self._psql_superuser(name, "CREATE TABLE IF NOT EXISTS wal_filler (x int); "
+                                         "INSERT INTO wal_filler VALUES (1); SELECT pg_switch_wal()")
+        self.assertEqual(run.returncode, 0, run.stderr)
 
     # --- psql ------------------------------------------------------------------------------------
 
