@@ -10,7 +10,7 @@ pkgs=(
   libtomlplusplus-dev libcli11-dev nlohmann-json3-dev libfmt-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   libssl-dev openssl libpq-dev libnghttp2-dev python3-h2 nghttp2-client
-  postgresql postgresql-server-dev-15 libkrb5-dev etcd-server etcd-client
+  postgresql postgresql-server-dev-15 libkrb5-dev etcd-server etcd-client pgbackrest
   nginx testssl.sh pebble
   python3 chromium wget
   keepalived nftables tcpdump

@@ -13,6 +13,7 @@
 #include "db/db_command.h"
 #include "lb/lb_command.h"
 #include "config/values.h"
+#include "site/backup_command.h"
 #include "site/certs_command.h"
 #include "site/firewall.h"
 #include "site/import_command.h"
@@ -138,6 +139,28 @@ int main(int argc, char** argv) {
   auto* status = app.add_subcommand("status", "one line per node: role, state, health, requests/s, lag");
   status->add_option("--site", status_site, "topology file (default examples/site.toml)");
   status->add_flag("--json", status_json, "print a JSON array");
+
+  std::string backup_site = "examples/site.toml";
+  fulcrum::site::BackupOptions backup_options;
+  bool backup_full = false;
+  bool backup_incr = false;
+  auto* backup = app.add_subcommand("backup", "take a pgBackRest backup now on the db leader ([db.backup]), or list them");
+  backup->add_option("site", backup_site, "topology file (default examples/site.toml)");
+  auto* full_flag = backup->add_flag("--full", backup_full, "a full backup (default: differential)");
+  backup->add_flag("--incr", backup_incr, "an incremental backup")->excludes(full_flag);
+  backup->add_flag("--list", backup_options.list, "list the backups and the time range a restore can reach");
+  backup->add_flag("--json", backup_options.json, "with --list: the leader agent's JSON");
+
+  std::string restore_site = "examples/site.toml";
+  fulcrum::site::RestoreOptions restore_options;
+  auto* restore = app.add_subcommand(
+      "restore", "restore the database to a moment (point-in-time recovery) or a backup; replicas re-clone");
+  restore->add_option("site", restore_site, "topology file (default examples/site.toml)");
+  auto* to_flag = restore->add_option("--to", restore_options.to,
+                                      "a moment: '2026-12-03 10:15:00' (UTC unless +HH:MM is given) or @UNIXTIME");
+  restore->add_option("--to-backup", restore_options.to_backup, "a backup's label (fulcrum backup --list)")
+      ->excludes(to_flag);
+  restore->add_flag("--dry-run", restore_options.dry_run, "print what would happen, change nothing");
 
   std::string monitoring_site;
   std::string monitoring_out;
@@ -322,6 +345,21 @@ int main(int argc, char** argv) {
     }
     return reload_options.upgrade ? fulcrum::site::runUpgradeCommand(site, reload_options)
                                   : fulcrum::site::runReloadCommand(site, reload_options);
+  }
+  if (*backup) {
+    fulcrum::config::Site site;
+    if (!loadSite(backup_site, site)) {
+      return kExitUsage;
+    }
+    backup_options.type = backup_full ? "full" : backup_incr ? "incr" : "diff";
+    return fulcrum::site::runBackupCommand(site, backup_options);
+  }
+  if (*restore) {
+    fulcrum::config::Site site;
+    if (!loadSite(restore_site, site)) {
+      return kExitUsage;
+    }
+    return fulcrum::site::runRestoreCommand(site, restore_options);
   }
   if (*status) {
     fulcrum::config::Site site;

@@ -218,6 +218,22 @@ struct DbNode {
   bool operator==(const DbNode&) const = default;
 };
 
+// [db.backup]: continuous WAL archiving and scheduled backups with pgBackRest (Debian's
+// `pgbackrest`), into one repository every node reaches.
+struct DbBackup {
+  std::filesystem::path repo_path;  // absolute after loading; default "<state_dir>/backup"
+  uint32_t full_every_hours = 168;  // a full backup at least this often
+  uint32_t diff_every_hours = 24;   // a differential one in between; 0 = none
+  uint32_t retention_full = 2;      // full backups kept (their diffs and WAL with them)
+  uint32_t retention_diff = 7;      // differential backups kept
+  bool from_replica = true;         // taken from a healthy replica when there is one
+  // WAL waiting to be archived beyond this is dropped (the primary keeps serving; the archive
+  // then has a gap, reported, until the next full backup), so a dead repository never fills
+  // the primary's disk.
+  uint64_t archive_queue_max_bytes = uint64_t{1} << 30;
+  bool operator==(const DbBackup&) const = default;
+};
+
 struct DbSection {
   bool present = false;
   std::string database = "site";
@@ -232,6 +248,7 @@ struct DbSection {
   bool failover = true;
   uint32_t leader_ttl_ms = 5000;
   std::filesystem::path pg_bin;  // empty = newest /usr/lib/postgresql/*/bin
+  std::optional<DbBackup> backup;  // [db.backup]; nullopt: no archiving, no backups
   std::vector<DbNode> nodes;
 };
 

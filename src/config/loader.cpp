@@ -354,7 +354,7 @@ void readDbSection(Diagnostics& diag, const toml::table& table) {
   db.present = true;
   TableReader r(diag, table, "db",
                 {"database", "user", "password_file", "synchronous", "synchronous_strict", "max_lag_bytes",
-                 "failover", "leader_ttl_ms", "pg_bin", "node"});
+                 "failover", "leader_ttl_ms", "pg_bin", "backup", "node"});
   readSqlName(r, "database", db.database);
   readSqlName(r, "user", db.user);
   r.readPath("password_file", db.password_file, site.dir, /*allow_empty=*/true);
@@ -364,6 +364,25 @@ void readDbSection(Diagnostics& diag, const toml::table& table) {
   r.read("failover", db.failover);
   r.read("leader_ttl_ms", db.leader_ttl_ms, {1000, 600'000});
   r.readPath("pg_bin", db.pg_bin, site.dir, /*allow_empty=*/true);
+  if (const auto* t = r.table("backup")) {
+    DbBackup& backup = db.backup.emplace();
+    TableReader b(diag, *t, "db.backup",
+                  {"repo_path", "full_every_hours", "diff_every_hours", "retention_full", "retention_diff",
+                   "from_replica", "archive_queue_max_bytes"});
+    b.readPath("repo_path", backup.repo_path, site.dir, /*allow_empty=*/true);
+    b.read("full_every_hours", backup.full_every_hours, {1, 24 * 366});
+    b.read("diff_every_hours", backup.diff_every_hours, {0, 24 * 366});
+    b.read("retention_full", backup.retention_full, {1, 1000});
+    b.read("retention_diff", backup.retention_diff, {1, 1000});
+    b.read("from_replica", backup.from_replica);
+    b.read("archive_queue_max_bytes", backup.archive_queue_max_bytes, {int64_t{16} << 20, kOneTiB});
+    if (backup.diff_every_hours != 0 && backup.diff_every_hours >= backup.full_every_hours) {
+      b.error("diff_every_hours",
+              fmt::format("a differential backup comes between full ones: must be under full_every_hours ({}), "
+                          "or 0 for none, got {}",
+                          backup.full_every_hours, backup.diff_every_hours));
+    }
+  }
   for (auto& [key, element] : r.tables("node")) {
     db.nodes.emplace_back();
     if (element == nullptr) {
@@ -670,6 +689,9 @@ LoadResult loadSiteString(std::string_view text, const std::filesystem::path& pa
 
   detail::Diagnostics diag(site);
   readRoot(diag, root);
+  if (site.db.backup && site.db.backup->repo_path.empty()) {
+    site.db.backup->repo_path = site.site.state_dir / "backup";  // [site] state_dir is read by now
+  }
   detail::validateSite(diag);
   result.errors = diag.take();
   return result;

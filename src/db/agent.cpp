@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "core/log.h"
+#include "db/backup_repo.h"
 #include "db/site_options.h"
 #include "metrics/process.h"
 #include "metrics/prometheus.h"
@@ -145,11 +146,24 @@ Status DbAgent::prepare() {
   }
   fence_ = std::move(fence.value);
   fence_->disarm();
+  std::optional<BackupRepo> backup;
+  if (site_.db.backup) {
+    backup = backupRepo(site_, node_.name);
+    options.archive_command = archiveCommand(*backup, options.data_dir);
+  }
   pg_ = std::make_unique<PostgresNode>(options);
   if (!pg_->initError().empty()) {
     return Status::failure("state_dir " + state_dir.string() +
                            " must be reachable by the PostgreSQL OS user '" + options.os_user +
                            "': " + pg_->initError());
+  }
+  if (backup) {
+    const std::string conf = pgbackrestConfig(*backup, options.data_dir, options.listen.port(), options.run_dir);
+    if (Status ready = prepareBackupRepo(pg_->osUser(), *backup, conf); !ready.ok) {
+      return ready;
+    }
+    backup_ = std::make_unique<BackupManager>(*backup, *site_.db.backup, pg_->osUser(), options.data_dir,
+                                              options.listen.port(), options.run_dir);
   }
   // PostgreSQL refuses a library built for another major version (PG_MODULE_MAGIC): say so now.
   auto version = pg_->serverVersion();
@@ -234,7 +248,7 @@ void DbAgent::onWatchEvent(const WatchEvent& event) {
   // The leader key (taken, released, expired), the sync key and the switchover intent change
   // only when a decision is due.
   if (event.key == leaderKey(site_.site.name) || event.key == syncKey(site_.site.name) ||
-      event.key == switchoverKey(site_.site.name)) {
+      event.key == switchoverKey(site_.site.name) || event.key == restoreKey(site_.site.name)) {
     leader_key_changed_ = leader_key_changed_ || event.key == leaderKey(site_.site.name);
     wake();
   } else if (event.key != initializeKey(site_.site.name)) {
@@ -335,7 +349,10 @@ void DbAgent::tick() {
   updateState();
   if (phase_ == Phase::Running && identity != Identity::Foreign) {
     pg_->setQueryTimeout(primary_data_ ? runningQueryTimeout(site_) : replicaQueryTimeout(site_));
-    switch (state_) {
+    if (holdForRestore()) {
+      observe();
+      publish();
+    } else switch (state_) {
       case AgentState::Leader:
       case AgentState::Promoting:
       case AgentState::SwitchingOver:
@@ -363,10 +380,15 @@ void DbAgent::tick() {
     if (switchover_) {
       driveSwitchover();
     }
+    driveRestore();
   }
   updateState();
+  if (backup_) {
+    tickBackup();
+  }
   core::TimePoint next = loop_.clock().now() + interval_;
-  if (switchover_) {
+  if (switchover_ || (restore_ && restore_->step != RestoreStep::Done && restore_->step != RestoreStep::Failed) ||
+      !held_restore_id_.empty()) {
     next = loop_.clock().now() + kSwitchoverPoll;
   } else if (std::exchange(promoted_this_tick_, false)) {
     next = loop_.clock().now();  // serve the requests waiting for /primary, then checkpoint
@@ -704,7 +726,7 @@ void DbAgent::stepLeader() {
     fenceStop();
   } else {
     // A switchover stops PostgreSQL on purpose: it stays stopped unless given up.
-    if (!switchover_ && !pg_->isRunning() && startPostgres("primary")) {
+    if (!switchover_ && !restoreOwnsPostgres() && !pg_->isRunning() && startPostgres("primary")) {
       publish();
       return;  // the start runs on; tickOperation() keeps the lease (or abandons it and fences)
     }
@@ -713,7 +735,7 @@ void DbAgent::stepLeader() {
     }
     if (checkpoint_pending_) {
       finishPromotion();
-    } else if (!slots_ok_ && pg_->isRunning()) {
+    } else if (!slots_ok_ && pg_->isRunning() && !restoreOwnsPostgres()) {
       ensureSlots();
     }
   }
@@ -1192,6 +1214,7 @@ bool DbAgent::readSiteKeys(std::string& error) {
   members_ = std::move(site.members);
   sync_key_ = std::move(site.sync);
   intent_ = std::move(site.intent);
+  restore_key_ = std::move(site.restore);
   init_ = std::move(site.init);
   init_mod_revision_ = site.init_mod_revision;
   init_value_ = std::move(site.init_value);
@@ -1423,6 +1446,9 @@ void DbAgent::shutdown() {
     pg_->abandonOperation();  // a running tool is killed; a starting postmaster is stopped below
     op_.reset();
   }
+  if (backup_) {
+    backup_->stopJobs("shutting down");
+  }
   {
     std::lock_guard lock(forward_mailbox_->mutex);
     forward_mailbox_->loop = nullptr;  // forwarded calls still out answer nobody
@@ -1492,6 +1518,7 @@ std::string DbAgent::statusJson() const {
   j["failover"] = {{"automatic", site_.db.failover}, {"max_lag_bytes", site_.db.max_lag_bytes}};
   j["switchover"] =
       intent_ ? nlohmann::json{{"from", intent_->from}, {"to", intent_->to}} : nlohmann::json(nullptr);
+  j["backup"] = backup_ ? backup_->statusJson() : nlohmann::json(nullptr);
   return j.dump();
 }
 
@@ -1595,6 +1622,9 @@ std::string DbAgent::metricsText() const {
   }
   gauge("fulcrum_db_sync_standbys", "replicas commits wait for (ANY 1 of them); -1 unknown or not leader",
         elector_.isLeader() && pg_sync_ ? static_cast<double>(pg_sync_->size()) : -1.0);
+  if (backup_) {
+    backup_->writeMetrics(w, node);
+  }
   metrics::writeProcessMetrics(w);
   return w.take();
 }
@@ -1632,6 +1662,14 @@ void DbAgent::handle(const http::Request& request, http::Response& response) {
     } else {
       handleFailover(request, response);
     }
+    return;
+  }
+  if (path == "/backup") {
+    handleBackup(request, response);
+    return;
+  }
+  if (path == "/restore") {
+    handleRestore(request, response);
     return;
   }
   if (method != http::Method::Get && !status_only) {

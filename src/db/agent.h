@@ -44,6 +44,7 @@
 #include "core/event_loop.h"
 #include "db/agent_machine.h"
 #include "db/agent_state.h"
+#include "db/backup_manager.h"
 #include "db/elector.h"
 #include "db/etcd_client.h"
 #include "db/etcd_watch.h"
@@ -98,6 +99,9 @@ class DbAgent final : public http::Handler {
   void setApiTlsStats(const tls::TlsStats* stats) { api_tls_stats_ = stats; }
 
   NodeView view() const;
+
+  // A point-in-time restore on this (leader) node, step by step (agent_restore.cpp).
+  enum class RestoreStep { Archiving, Staging, Holding, Swapping, Recovering, Done, Failed };
 
   // Re-reads the topology file (SIGHUP, POST /reload) and applies what may change while running
   // (db_reload.h); a file with errors changes nothing. The report is written to
@@ -249,6 +253,27 @@ class DbAgent final : public http::Handler {
   std::string statusJson() const;
   std::string metricsText() const;
 
+  // [db.backup] (agent_backup.cpp): pgBackRest driven while this node leads.
+  void tickBackup();
+  // The primary's pg_stat_archiver and the segments waiting in archive_status.
+  std::optional<ArchiverStatus> readArchiver();
+  // Streaming replicas of ours whose data directory is on this host (a backup may copy from them).
+  std::vector<LocalStandby> localStandbys() const;
+  // GET /backup (the catalog, the archive, what runs), POST /backup {"type":"full"|"diff"|"incr"}.
+  void handleBackup(const http::Request& request, http::Response& response);
+  // GET /restore (how the last one goes), POST /restore {"to":TIME}|{"backup":LABEL}[,"dry_run":true].
+  void handleRestore(const http::Request& request, http::Response& response);
+  // Every tick on the restoring leader.
+  void driveRestore();
+  void restoreStep(RestoreStep step);
+  void restoreLog(const std::string& line);
+  void failRestore(const std::string& why);
+  void putRestoreKey(RestoreHold::State state);
+  // The restore (Swapping, Recovering) starts and watches PostgreSQL, not the leader's step.
+  bool restoreOwnsPostgres() const;
+  // Another node restores: true while this one must keep PostgreSQL stopped and do nothing else.
+  bool holdForRestore();
+
   const http::ServerStats* api_stats_ = nullptr;
   const tls::TlsStats* api_tls_stats_ = nullptr;
   // The file as loaded at start, with what reloads applied (db_reload.h): read on the loop only.
@@ -362,6 +387,26 @@ class DbAgent final : public http::Handler {
     std::string intent_value;  // as published (deleted by value when the attempt ends)
   };
   std::optional<Switchover> switchover_;
+  struct Restore {
+    std::string id;
+    RestorePlan plan;
+    RestoreStep step = RestoreStep::Archiving;
+    core::TimePoint since{};
+    std::vector<std::string> log;  // what GET /restore shows the operator
+    std::string error;
+    std::string switched_wal;
+    bool staging_started = false;
+    std::filesystem::path staging, aside;
+    uint32_t timeline_before = 0, timeline = 0;
+    std::string key_value;  // the restore key as last published
+  };
+  std::optional<Restore> restore_;
+  std::optional<RestoreHold> restore_key_;  // as last read
+  std::string held_restore_id_;             // another node's restore this one holds for
+  std::unique_ptr<BackupManager> backup_;  // null without [db.backup]
+  std::optional<ArchiverStatus> archiver_;
+  core::TimePoint next_archiver_read_{};
+  bool backup_leading_ = false;  // the manager was last told this node leads
   bool checkpoint_pending_ = false;  // promoted, the post-promotion CHECKPOINT not done yet
   bool promoted_this_tick_ = false;  // the next tick comes at once (one time only)
 };

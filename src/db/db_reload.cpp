@@ -87,6 +87,11 @@ DbReloadPlan planDbReload(const config::Site& running, const config::Site& next,
         fmt::format("web.node, lb.node (the certificates admitted as the application): {} -> {}",
                     appClientsText(running), appClientsText(next)));
   }
+  if (running.db.backup != next.db.backup) {
+    // archive_command is on the postmaster's command line, the schedule in the agent.
+    report.needs_restart.push_back(fmt::format("db.backup: {} -> {}", running.db.backup ? "set" : "absent",
+                                               next.db.backup ? "set (changed)" : "absent"));
+  }
   if (!samePeers(running.db.nodes, next.db.nodes)) {
     report.needs_restart.push_back(
         fmt::format("db.node: {} -> {}", peersText(running.db.nodes), peersText(next.db.nodes)));

@@ -701,6 +701,9 @@ Status PostgresNode::beginStart() {
                 {"-c", "ssl=on", "-c", "ssl_ca_file=" + files.root_cert.string(), "-c",
                  "ssl_cert_file=" + files.cert.string(), "-c", "ssl_key_file=" + files.key.string()});
   }
+  if (!options_.archive_command.empty()) {
+    argv.insert(argv.end(), {"-c", "archive_mode=on", "-c", "archive_command=" + options_.archive_command});
+  }
   std::error_code ec;
   const auto log_size = std::filesystem::file_size(logFile(), ec);
   start_log_offset_ = ec ? 0 : log_size;

@@ -105,6 +105,10 @@ struct PostgresOptions {
   std::filesystem::path fence_file;
   // [security] internal_tls (see ServerTls); nullopt: TCP by password, no TLS.
   std::optional<ServerTls> tls;
+  // [db.backup]: archive_mode on, with this archive_command (backup_repo.h); empty: no archiving.
+  // On the command line, not in fulcrum.conf: it names this node's own data directory, and the
+  // configuration files travel to replicas with every clone.
+  std::string archive_command;
 };
 
 // The application's database and role ([db] database, user, password_file).

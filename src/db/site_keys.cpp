@@ -11,7 +11,7 @@ using pg::parseSysid;
 
 namespace {
 
-constexpr size_t kFixedKeys = 4;  // initialize, leader, sync, switchover; then the members
+constexpr size_t kFixedKeys = 5;  // initialize, leader, sync, switchover, restore; then the members
 
 bool isRole(std::string_view role) {
   return role == "primary" || role == "replica" || role == "stopped" || role == "promoting";
@@ -69,8 +69,51 @@ InitRecord decodeInit(std::string_view value) {
   return out;
 }
 
+std::string restoreKey(std::string_view site) {
+  return sitePrefix(site) + "restore";
+}
+
+std::string encodeRestoreHold(const RestoreHold& hold) {
+  const char* state = hold.state == RestoreHold::State::Switching ? "switching"
+                      : hold.state == RestoreHold::State::Done    ? "done"
+                                                                  : "failed";
+  return nlohmann::json{{"id", hold.id}, {"node", hold.node}, {"state", state}, {"timeline", hold.timeline}}.dump();
+}
+
+std::optional<RestoreHold> decodeRestoreHold(std::string_view value) {
+  nlohmann::json j = nlohmann::json::parse(value, nullptr, false);
+  if (!j.is_object() || !j.contains("id") || !j["id"].is_string() || !j.contains("node") || !j["node"].is_string() ||
+      !j.contains("state") || !j["state"].is_string()) {
+    return std::nullopt;
+  }
+  RestoreHold hold;
+  hold.id = j["id"].get<std::string>();
+  hold.node = j["node"].get<std::string>();
+  const std::string state = j["state"].get<std::string>();
+  if (state == "switching") {
+    hold.state = RestoreHold::State::Switching;
+  } else if (state == "done") {
+    hold.state = RestoreHold::State::Done;
+  } else if (state == "failed") {
+    hold.state = RestoreHold::State::Failed;
+  } else {
+    return std::nullopt;
+  }
+  if (j.contains("timeline")) {
+    if (!j["timeline"].is_number_unsigned() || j["timeline"].get<uint64_t>() > UINT32_MAX) {
+      return std::nullopt;
+    }
+    hold.timeline = j["timeline"].get<uint32_t>();
+  }
+  if (hold.id.empty() || hold.id.size() > 64) {
+    return std::nullopt;
+  }
+  return hold;
+}
+
 std::vector<std::string> siteKeys(std::string_view site, const std::set<std::string>& nodes) {
-  std::vector<std::string> keys = {initializeKey(site), leaderKey(site), syncKey(site), switchoverKey(site)};
+  std::vector<std::string> keys = {initializeKey(site), leaderKey(site), syncKey(site), switchoverKey(site),
+                                   restoreKey(site)};
   for (const std::string& node : nodes) {
     keys.push_back(memberKey(site, node));
   }
@@ -184,6 +227,22 @@ SiteView readSite(std::string_view site, const std::set<std::string>& nodes,
       ignore(keys[3], "the switchover intent names no pair of distinct [[db.node]]s");
     } else {
       view.intent = std::move(intent);
+    }
+  }
+
+  if (const auto* kv = at(4)) {
+    std::optional<RestoreHold> hold;
+    if (kv->value.size() > kMaxSmallValueBytes) {
+      ignore(keys[4], tooLarge(kv->value.size(), kMaxSmallValueBytes));
+    } else if (kv->lease == 0) {
+      // A hold that outlives its restorer would stop the cluster for good.
+      ignore(keys[4], "restore record bound to no lease");
+    } else if (!(hold = decodeRestoreHold(kv->value))) {
+      ignore(keys[4], "not a restore record");
+    } else if (nodes.count(hold->node) == 0) {
+      ignore(keys[4], "the restore record names no [[db.node]]");
+    } else {
+      view.restore = std::move(hold);
     }
   }
 

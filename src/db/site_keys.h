@@ -9,6 +9,8 @@
 //   leader               the leader's node name, bound to its lease
 //   sync                 synchronous mode's promotable set (sync_state.h), permanent
 //   switchover           a switchover intent (switchover.h), bound to the old leader's member lease
+//   restore              a point-in-time restore under way (RestoreHold), bound to the restoring
+//                        leader's member lease
 //   members/<node>       one record per [[db.node]], bound to that node's own lease
 // Only these exact keys are read (one txn), so garbage under other keys costs nothing.
 #include <cstdint>
@@ -44,6 +46,21 @@ struct InitRecord {
 std::string encodeInit(const InitRecord& record);
 // Never fails: anything that is not a well-formed record reads as Unknown (the cluster exists).
 InitRecord decodeInit(std::string_view value);
+
+// The restore key (`fulcrum restore`, agent_restore.cpp). While it says Switching, every other
+// agent keeps its PostgreSQL stopped and takes no part in elections (the restoring node holds the
+// leader key throughout); Done: they clone the restored leader; Failed: they carry on as before.
+struct RestoreHold {
+  enum class State { Switching, Done, Failed };
+  std::string id;    // the restore's id, as the operator's command saw it
+  std::string node;  // the restoring node (the leader)
+  State state = State::Switching;
+  uint32_t timeline = 0;  // Done: the restored primary's new timeline
+  bool operator==(const RestoreHold&) const = default;
+};
+std::string restoreKey(std::string_view site);
+std::string encodeRestoreHold(const RestoreHold& hold);
+std::optional<RestoreHold> decodeRestoreHold(std::string_view value);
 
 // Values larger than these are ignored unread (a record is a few hundred bytes; etcd accepts up
 // to 1.5 MB, which would cost every agent a parse per tick).
@@ -83,6 +100,7 @@ struct SiteView {
   std::vector<MemberRecord> members;  // only configured nodes, each under its own key
   std::optional<SyncState> sync;
   std::optional<SwitchoverIntent> intent;
+  std::optional<RestoreHold> restore;
   std::optional<InitRecord> init;
   int64_t init_mod_revision = 0;
   std::string init_value;  // as stored (compare-and-put target)

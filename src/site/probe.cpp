@@ -58,7 +58,7 @@ ProbeResult connectOnly(const core::SocketAddress& address, std::chrono::millise
 
 ProbeResult fetch(const core::SocketAddress& address, const std::string& path,
                   std::chrono::milliseconds timeout, std::string_view post_body,
-                  std::shared_ptr<core::ClientTransportFactory> tls) {
+                  std::shared_ptr<core::ClientTransportFactory> tls, std::string_view headers) {
   ProbeResult out;
   http::ClientOptions options;
   options.tls = std::move(tls);
@@ -66,6 +66,7 @@ ProbeResult fetch(const core::SocketAddress& address, const std::string& path,
   options.max_body_bytes = 4 << 20;
   http::ClientRequest request;
   request.path = path;
+  request.headers = headers;
   if (!post_body.empty()) {
     request.method = http::Method::Post;
     request.body = post_body;

@@ -23,9 +23,10 @@ ProbeResult runProbe(const Probe& probe, std::chrono::milliseconds timeout,
                      const std::shared_ptr<core::ClientTransportFactory>& tls = nullptr);
 
 // A GET whatever its status (for `status`, which reads 503 answers too); a POST of `post_body`
-// (JSON) when it is not empty. Over TLS when `tls` is given.
+// (JSON) when it is not empty. Over TLS when `tls` is given; `headers`: more lines, each
+// "Name: value\r\n".
 ProbeResult fetch(const core::SocketAddress& address, const std::string& path,
                   std::chrono::milliseconds timeout, std::string_view post_body = {},
-                  std::shared_ptr<core::ClientTransportFactory> tls = nullptr);
+                  std::shared_ptr<core::ClientTransportFactory> tls = nullptr, std::string_view headers = {});
 
 }  // namespace fulcrum::site

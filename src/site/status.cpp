@@ -205,6 +205,15 @@ void readAgentStatus(std::string_view json, NodeStatus& out) {
   if (auto lag = j.find("lag_bytes"); lag != j.end() && lag->is_number_integer()) {
     out.lag_bytes = lag->get<int64_t>();
   }
+  if (auto backup = j.find("backup"); backup != j.end() && backup->is_object()) {
+    if (auto archive = backup->find("archive"); archive != backup->end() && archive->is_object()) {
+      const uint64_t waiting = archive->value("ready_segments", uint64_t{0});
+      out.archive = archive->value("ok", false) ? "ok" : "FAILING";
+      if (waiting > 1) {
+        out.archive += fmt::format(" ({} waiting)", waiting);
+      }
+    }
+  }
   if (role == "primary") {
     out.healthy = writable;
     out.health = writable ? fmt::format("primary tl {}", timeline) : fmt::format("primary tl {}, fenced", timeline);
@@ -277,11 +286,18 @@ void readAlertmanagerAlerts(std::string_view json, NodeStatus& out) {
 }
 
 std::string formatTable(const std::vector<NodeStatus>& nodes) {
-  std::string out = fmt::format("{:<10} {:<12} {:<22} {:<5} {:<22} {:>8} {:>10}\n", "ROLE", "NAME", "ADDRESS",
-                                "STATE", "HEALTH", "REQ/S", "LAG");
+  // The ARCHIVE column ([db.backup]) only when a node reports one.
+  bool archive = false;
   for (const auto& n : nodes) {
-    out += fmt::format("{:<10} {:<12} {:<22} {:<5} {:<22} {:>8} {:>10}\n", n.role, n.name, n.address,
+    archive = archive || !n.archive.empty();
+  }
+  std::string out = fmt::format("{:<10} {:<12} {:<22} {:<5} {:<22} {:>8} {:>10}", "ROLE", "NAME", "ADDRESS",
+                                "STATE", "HEALTH", "REQ/S", "LAG");
+  out += archive ? "  ARCHIVE\n" : "\n";
+  for (const auto& n : nodes) {
+    out += fmt::format("{:<10} {:<12} {:<22} {:<5} {:<22} {:>8} {:>10}", n.role, n.name, n.address,
                        n.up ? "up" : "down", n.health, rateText(n), lagText(n));
+    out += archive ? "  " + (n.archive.empty() ? std::string("-") : n.archive) + "\n" : "\n";
   }
   return out;
 }
@@ -296,7 +312,8 @@ std::string formatJson(const std::vector<NodeStatus>& nodes) {
                    {"healthy", n.healthy},
                    {"health", n.health},
                    {"requests_per_s", n.requests_per_s ? nlohmann::json(*n.requests_per_s) : nlohmann::json()},
-                   {"lag_bytes", n.lag_bytes ? nlohmann::json(*n.lag_bytes) : nlohmann::json()}});
+                   {"lag_bytes", n.lag_bytes ? nlohmann::json(*n.lag_bytes) : nlohmann::json()},
+                   {"archive", n.archive.empty() ? nlohmann::json() : nlohmann::json(n.archive)}});
   }
   return out.dump(2) + "\n";
 }

@@ -21,6 +21,8 @@ struct NodeStatus {
   std::string health;    // "ok", "primary tl 2", "replica tl 2", "3/3 servers up", or why not
   std::optional<double> requests_per_s;
   std::optional<int64_t> lag_bytes;
+  // [db.backup], on the db leader: "ok", "FAILING", with the WAL segments waiting ("" elsewhere).
+  std::string archive;
 };
 
 // Pure readers of the nodes' answers (unit-tested).

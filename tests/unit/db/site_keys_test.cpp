@@ -48,11 +48,29 @@ bool ignored(const SiteView& view, const std::string& key) {
 
 TEST(SiteKeysTest, ReadsOnlyTheSitesOwnExactKeys) {
   auto keys = siteKeys("shop", kNodes);
-  ASSERT_EQ(keys.size(), 7u);
+  ASSERT_EQ(keys.size(), 8u);
   EXPECT_EQ(keys[0], initializeKey("shop"));
   EXPECT_EQ(keys[1], leaderKey("shop"));
-  EXPECT_EQ(keys[4], memberKey("shop", "db-01"));
-  EXPECT_EQ(keys[6], memberKey("shop", "db-03"));
+  EXPECT_EQ(keys[4], restoreKey("shop"));
+  EXPECT_EQ(keys[5], memberKey("shop", "db-01"));
+  EXPECT_EQ(keys[7], memberKey("shop", "db-03"));
+}
+
+TEST(SiteKeysTest, RestoreHoldIsBelievedOnlyWithALeaseAndAKnownNode) {
+  const RestoreHold hold{"r1", "db-01", RestoreHold::State::Done, 4};
+  EXPECT_EQ(decodeRestoreHold(encodeRestoreHold(hold)), hold);
+  auto view = Keys().set(restoreKey("shop"), encodeRestoreHold(hold), 80).read();
+  ASSERT_TRUE(view.restore);
+  EXPECT_EQ(*view.restore, hold);
+  // Without a lease it would hold the cluster for good; a stranger's name, or garbage, is no hold.
+  EXPECT_FALSE(Keys().set(restoreKey("shop"), encodeRestoreHold(hold)).read().restore);
+  EXPECT_TRUE(ignored(Keys().set(restoreKey("shop"), encodeRestoreHold(hold)).read(), restoreKey("shop")));
+  EXPECT_FALSE(Keys().set(restoreKey("shop"), R"({"id":"r","node":"db-09","state":"done"})", 80).read().restore);
+  EXPECT_FALSE(Keys().set(restoreKey("shop"), R"({"id":"r","node":"db-01","state":"later"})", 80).read().restore);
+  EXPECT_FALSE(Keys().set(restoreKey("shop"), R"({"id":"r","node":"db-01","state":"done","timeline":-1})", 80)
+                   .read()
+                   .restore);
+  EXPECT_FALSE(Keys().set(restoreKey("shop"), "[1,2]", 80).read().restore);
 }
 
 TEST(SiteKeysTest, ValidSiteIsBelieved) {

@@ -65,6 +65,25 @@ TEST(StatusTest, AgentStatusGivesRoleTimelineAndLag) {
   EXPECT_FALSE(garbage.healthy);
 }
 
+TEST(StatusTest, TheLeadersArchivingGetsAColumn) {
+  NodeStatus failing;
+  readAgentStatus(R"({"role":"primary","timeline":2,"lease":{"held":true,"may_write":true},)"
+                  R"("backup":{"archive":{"ok":false,"ready_segments":7}}})",
+                  failing);
+  EXPECT_EQ(failing.archive, "FAILING (7 waiting)");
+  NodeStatus fine;
+  readAgentStatus(R"({"role":"primary","timeline":2,"backup":{"archive":{"ok":true,"ready_segments":0}}})", fine);
+  EXPECT_EQ(fine.archive, "ok");
+  NodeStatus replica;  // only the leader archives
+  readAgentStatus(R"({"role":"replica","timeline":2,"backup":{"archive":null}})", replica);
+  EXPECT_EQ(replica.archive, "");
+  std::vector<NodeStatus> rows = {failing, replica};
+  const std::string table = formatTable(rows);
+  EXPECT_NE(table.find("ARCHIVE"), std::string::npos);
+  EXPECT_NE(table.find("FAILING (7 waiting)"), std::string::npos);
+  EXPECT_EQ(formatTable({replica}).find("ARCHIVE"), std::string::npos);  // no [db.backup]: no column
+}
+
 TEST(StatusTest, LoadBalancerStateCountsServersUpAndReturnsRequests) {
   NodeStatus row;
   auto requests = readLbState(
