@@ -7,7 +7,9 @@
 #     first full backup (taken by the leader's agent by itself) shows in `fulcrum backup --list`.
 #  2. Write throughput with WAL archiving on: wrk sends only POST /api/messages (a small JSON
 #     message) through the lb for DUR seconds (after a 2 s warm-up). Run on the small database,
-#     right after the first backup, so that it compares with step 6.
+#     right after the first backup, so that it compares with step 6. With it, the WAL the run wrote
+#     (pg_current_wal_lsn before and after) and the segments archived meanwhile (the leader agent's
+#     fulcrum_db_archive_archived_total): all that archiving adds is one archive-push per segment.
 #  3. The guestbook table grown to about SIZE_MB (default 1024) MiB: INSERT ... SELECT
 #     generate_series in batches of BATCH rows as the application role (psql over TCP, user and
 #     database "site", password from state_dir/db.password). Each row's text is 256 hex characters
@@ -124,7 +126,7 @@ site_up() {
   local started; started=$(now)
   "$FULCRUM" up "$S/site.toml" >"$S/up.out" 2>&1 &
   UP_PID=$!
-  is_up() { grep -q "is up" "$S/up.out" || exited "$UP_PID"; }
+  is_up() { grep -qs "is up" "$S/up.out" || exited "$UP_PID"; }
   wait_for "\`fulcrum up\` to say the site is up" 300 is_up
   exited "$UP_PID" && { echo "backup.sh: \`fulcrum up\` exited:" >&2; tail -30 "$S/up.out" >&2; KEEP=1; exit 1; }
   UP_SECONDS=$(since "$started")
@@ -174,20 +176,31 @@ function done(summary, latency, requests)
 end
 LUA
 
-# post_load LABEL: the wrk run of steps 2 and 6; sets RPS_<LABEL> and prints a table row.
+# The leader agent's count of archived WAL segments ("-" without [db.backup]).
+archived() {
+  local p; p=$(primary) || { echo "-"; return; }
+  curl -s --max-time 2 "http://127.0.0.1:${AGENT_PORT[$p]}/metrics" |
+    awk '/^fulcrum_db_archive_archived_total[{ ]/{print $NF; found=1} END{if (!found) print "-"}'
+}
+# post_load LABEL: the wrk run of steps 2 and 6; sets RPS_<LABEL> and prints a table row with the
+# WAL the run wrote and the segments archived meanwhile (which is all that archiving adds).
 WRK_ROWS=()
 post_load() {
   local label=$1 site="http://127.0.0.1:$LB"
   wait_for "a guestbook write through the load balancer" 60 post_ok
   wrk -t"$WRK_THREADS" -c"$CONNS" -d2s -s "$W/post.lua" "$site" >/dev/null 2>&1 || true
-  local load; load=$(cut -d' ' -f1-3 /proc/loadavg)
+  local load lsn0 arch0 wal arch
+  load=$(cut -d' ' -f1-3 /proc/loadavg); lsn0=$(sql "SELECT pg_current_wal_lsn()"); arch0=$(archived)
   wrk -t"$WRK_THREADS" -c"$CONNS" -d"${DUR}s" --latency -s "$W/post.lua" "$site" >"$W/wrk-$label.out" 2>&1
+  wal=$(mib "$(sql "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '$lsn0')::bigint")"); arch=$(archived)
+  [[ $arch == - ]] || arch=$(awk -v a="$arch" -v b="$arch0" 'BEGIN{print a - b}')
   local rps p50 p99 posts
   rps=$(awk '/Requests\/sec/{print $2}' "$W/wrk-$label.out")
   p50=$(awk '$1=="50%"{print $2}' "$W/wrk-$label.out"); p99=$(awk '$1=="99%"{print $2}' "$W/wrk-$label.out")
   posts=$(grep '^POSTS ' "$W/wrk-$label.out" | cut -d' ' -f2- || echo "(no summary)")
   printf -v "RPS_$label" '%s' "$rps"
-  WRK_ROWS+=("$(printf '| %-13s | %8s | %8s | %8s | %-22s | %s |' "$label" "$rps" "$p50" "$p99" "$posts" "$load")")
+  WRK_ROWS+=("$(printf '| %-9s | %8s | %8s | %8s | %-22s | %7s | %8s | %s |' "$label" "$rps" "$p50" "$p99" "$posts" \
+    "$wal" "$arch" "$load")")
   echo "${WRK_ROWS[-1]}" >&2
 }
 
@@ -233,14 +246,14 @@ backup_row() {
   if "$FULCRUM" backup "$S/site.toml" "$@" >"$W/backup-$what.out" 2>&1; then
     local took; took=$(since "$t")
     local last label; last=$(catalog | jq -c '.backups[-1]'); label=$(jq -r '.label' <<<"$last")
-    fig "\`fulcrum backup $*\` ($what) wall time (s)" "$took"
+    fig "\`fulcrum backup${*:+ $*}\` ($what) wall time (s)" "$took"
     fig "  label" "$label"
     fig "  size (MiB: the database files it covers)" "$(mib "$(jq '.size' <<<"$last")")"
     fig "  repo_size (MiB)" "$(mib "$(jq '.repo_size' <<<"$last")")"
     fig "  \`du -sb\` of its directory in the repository (MiB)" \
       "$(mib "$(du -sb "$S/var/backup/backup/$SITE_NAME/$label" | cut -f1)")"
   else
-    fig "\`fulcrum backup $*\` ($what)" "FAILED after $(since "$t") s: $(tail -3 "$W/backup-$what.out" | tr '\n' ' ')"
+    fig "\`fulcrum backup${*:+ $*}\` ($what)" "FAILED after $(since "$t") s: $(tail -3 "$W/backup-$what.out" | tr '\n' ' ')"
   fi
 }
 echo "full backup ..." >&2
@@ -296,8 +309,8 @@ for row in "${FIG[@]}"; do echo "| ${row%%|*} | ${row#*|} |"; done
 echo
 echo "POST /api/messages through the lb, $DUR s, $CONNS connections, $WRK_THREADS wrk threads:"
 echo
-echo "| site          |      rps |      p50 |      p99 | answers                | load average before |"
-echo "|---------------|----------|----------|----------|------------------------|---------------------|"
+echo "| site      |      rps |      p50 |      p99 | answers                | WAL MiB | archived | load average before |"
+echo "|-----------|----------|----------|----------|------------------------|---------|----------|---------------------|"
 printf '%s\n' "${WRK_ROWS[@]}"
 echo
 echo "rps with archiving / without: $(python3 -c "import sys; print(f'{float(sys.argv[1]) / float(sys.argv[2]):.3f}')" \
