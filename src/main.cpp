@@ -137,6 +137,8 @@ int main(int argc, char** argv) {
   std::string status_site = "examples/site.toml";
   bool status_json = false;
   auto* status = app.add_subcommand("status", "one line per node: role, state, health, requests/s, lag");
+  std::string status_file;
+  status->add_option("file", status_file, "topology file (as --site)");
   status->add_option("--site", status_site, "topology file (default examples/site.toml)");
   status->add_flag("--json", status_json, "print a JSON array");
 
@@ -363,7 +365,7 @@ int main(int argc, char** argv) {
   }
   if (*status) {
     fulcrum::config::Site site;
-    if (!loadSite(status_site, site)) {
+    if (!loadSite(status_file.empty() ? status_site : status_file, site)) {
       return kExitUsage;
     }
     return fulcrum::site::runStatusCommand(site, status_json);

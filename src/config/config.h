@@ -231,6 +231,10 @@ struct DbBackup {
   // then has a gap, reported, until the next full backup), so a dead repository never fills
   // the primary's disk.
   uint64_t archive_queue_max_bytes = uint64_t{1} << 30;
+  // A node that needs a copy of the database (new, emptied, or re-cloned) restores the newest
+  // backup of the leader's timeline and streams the rest when that backup is at least this large,
+  // sparing the primary a full copy; smaller ones clone with pg_basebackup. 0: always pg_basebackup.
+  uint64_t replica_from_backup_bytes = uint64_t{1} << 30;
   bool operator==(const DbBackup&) const = default;
 };
 

@@ -368,7 +368,7 @@ void readDbSection(Diagnostics& diag, const toml::table& table) {
     DbBackup& backup = db.backup.emplace();
     TableReader b(diag, *t, "db.backup",
                   {"repo_path", "full_every_hours", "diff_every_hours", "retention_full", "retention_diff",
-                   "from_replica", "archive_queue_max_bytes"});
+                   "from_replica", "archive_queue_max_bytes", "replica_from_backup_bytes"});
     b.readPath("repo_path", backup.repo_path, site.dir, /*allow_empty=*/true);
     b.read("full_every_hours", backup.full_every_hours, {1, 24 * 366});
     b.read("diff_every_hours", backup.diff_every_hours, {0, 24 * 366});
@@ -376,6 +376,7 @@ void readDbSection(Diagnostics& diag, const toml::table& table) {
     b.read("retention_diff", backup.retention_diff, {1, 1000});
     b.read("from_replica", backup.from_replica);
     b.read("archive_queue_max_bytes", backup.archive_queue_max_bytes, {int64_t{16} << 20, kOneTiB});
+    b.read("replica_from_backup_bytes", backup.replica_from_backup_bytes, {0, kOneTiB * 1024});
     if (backup.diff_every_hours != 0 && backup.diff_every_hours >= backup.full_every_hours) {
       b.error("diff_every_hours",
               fmt::format("a differential backup comes between full ones: must be under full_every_hours ({}), "
@@ -691,6 +692,18 @@ LoadResult loadSiteString(std::string_view text, const std::filesystem::path& pa
   readRoot(diag, root);
   if (site.db.backup && site.db.backup->repo_path.empty()) {
     site.db.backup->repo_path = site.site.state_dir / "backup";  // [site] state_dir is read by now
+  }
+  if (site.db.backup) {
+    // pgBackRest writes these paths into PostgreSQL's restore_command between single quotes,
+    // without escaping: a quote would break the restored server's configuration.
+    auto unsafe = [](const std::filesystem::path& p) { return p.string().find_first_of("'\"$`\\\n") != std::string::npos; };
+    const char* why = "with [db.backup] this path must hold none of ' \" $ ` \\ (pgBackRest copies it into "
+                      "PostgreSQL's restore_command unescaped)";
+    if (unsafe(site.site.state_dir)) {
+      diag.error("site.state_dir", why);
+    } else if (unsafe(site.db.backup->repo_path)) {
+      diag.error("db.backup.repo_path", why);
+    }
   }
   detail::validateSite(diag);
   result.errors = diag.take();

@@ -500,16 +500,41 @@ void DbAgent::bootstrapStep() {
     return;
   }
   no_leader_since_.reset();
-  log::info("cloning leader {} at {} (pg_basebackup, slot {})", member->name, member->pg,
-            slotNameFor(node_.name));
   const std::optional<uint64_t> expected = cluster ? cluster : member->sysid;
-  runOp("pg_basebackup from " + member->name,
-        pg_->beginClone(*core::SocketAddress::parse(member->pg), slotNameFor(node_.name)),
-        [this, leader = *member, expected, identity](const Status& clone) {
+  // [db.backup]: a large database comes from the newest backup of the leader's timeline, the
+  // rest streamed (after one failed try, pg_basebackup).
+  std::optional<BackupSet> from_backup;
+  if (backup_ && !repo_clone_failed_) {
+    std::string why;
+    from_backup = backup_->backupForReplica(member->timeline, why);
+    if (!from_backup) {
+      log::info("copying the leader with pg_basebackup, not from the repository: {}", why);
+    }
+  }
+  const core::SocketAddress leader_pg = *core::SocketAddress::parse(member->pg);
+  Status begun = Status::success();
+  std::string what;
+  if (from_backup) {
+    log::info("restoring backup {} ({} bytes) from the repository, then streaming from leader {} at {} (slot {})",
+              from_backup->label, from_backup->size, member->name, member->pg, slotNameFor(node_.name));
+    what = "restore of backup " + from_backup->label;
+    begun = pg_->beginRestoreClone(backup_->standbyRestoreArgs(*from_backup), std::chrono::hours(6), leader_pg,
+                                   slotNameFor(node_.name));
+  } else {
+    log::info("cloning leader {} at {} (pg_basebackup, slot {})", member->name, member->pg,
+              slotNameFor(node_.name));
+    what = "pg_basebackup from " + member->name;
+    begun = pg_->beginClone(leader_pg, slotNameFor(node_.name));
+  }
+  runOp(what, begun,
+        [this, leader = *member, expected, identity, repo = from_backup.has_value()](const Status& clone) {
           if (!clone.ok) {
-            log::warn("cloning {} failed: {}; trying again", leader.name, clone.error);
+            log::warn("{} {} failed: {}; trying again{}", repo ? "restoring a backup to follow" : "cloning",
+                      leader.name, clone.error, repo ? " with pg_basebackup" : "");
+            repo_clone_failed_ = repo_clone_failed_ || repo;
             return;
           }
+          repo_clone_failed_ = false;
           readSysid();
           if (!sysid_ || (expected && *sysid_ != *expected)) {
             // The address published for the leader served another cluster: that copy is not ours.

@@ -404,6 +404,7 @@ class DbAgent final : public http::Handler {
   std::optional<RestoreHold> restore_key_;  // as last read
   std::string held_restore_id_;             // another node's restore this one holds for
   std::unique_ptr<BackupManager> backup_;  // null without [db.backup]
+  bool repo_clone_failed_ = false;         // the last copy from the repository failed: pg_basebackup next
   std::optional<ArchiverStatus> archiver_;
   core::TimePoint next_archiver_read_{};
   bool backup_leading_ = false;  // the manager was last told this node leads

@@ -44,8 +44,10 @@ std::optional<ArchiverStatus> DbAgent::readArchiver() {
   auto rows = pg_->query(
       "SELECT archived_count, failed_count, coalesce(last_archived_wal, ''),"
       " coalesce(extract(epoch FROM last_archived_time)::bigint, 0), coalesce(last_failed_wal, ''),"
-      " coalesce(extract(epoch FROM last_failed_time)::bigint, 0) FROM pg_stat_archiver");
-  if (!rows.ok || rows.value.size() != 1 || rows.value[0].size() != 6) {
+      " coalesce(extract(epoch FROM last_failed_time)::bigint, 0),"
+      " CASE WHEN last_failed_time IS NULL THEN false WHEN last_archived_time IS NULL THEN true"
+      "  ELSE last_failed_time > last_archived_time END FROM pg_stat_archiver");
+  if (!rows.ok || rows.value.size() != 1 || rows.value[0].size() != 7) {
     return std::nullopt;
   }
   const auto& r = rows.value[0];
@@ -56,6 +58,7 @@ std::optional<ArchiverStatus> DbAgent::readArchiver() {
   a.last_archived_time = epochOf(r[3]);
   a.last_failed_wal = r[4];
   a.last_failed_time = epochOf(r[5]);
+  a.failing = r[6] == "t";
   a.ready_segments = countReady(pg_->options().data_dir / "pg_wal" / "archive_status");
   return a;
 }

@@ -30,7 +30,8 @@ const std::array<std::array<bool, kAgentStates>, kAgentStates>& table() {
         {S::Candidate, {S::Replica, S::Promoting, S::Leader, S::Rejoining, S::Bootstrapping, S::Foreign}},
         // The checkpoint done, or the lease lost first.
         {S::Promoting, {S::Leader, S::Fenced, S::SwitchingOver}},
-        {S::Leader, {S::Fenced, S::SwitchingOver, S::Foreign}},
+        // Promoting: a restored copy of the database promoted itself (fulcrum restore).
+        {S::Leader, {S::Fenced, S::SwitchingOver, S::Foreign, S::Promoting}},
         // Given up (leads on), key released (fenced), or already rejoined as the target's replica.
         {S::SwitchingOver, {S::Leader, S::Fenced, S::Replica, S::Rejoining}},
         {S::Fenced,
@@ -123,7 +124,8 @@ std::string transitionReason(AgentState from, AgentState to, const AgentFacts& f
     case S::Candidate:
       return "the leader key is free";
     case S::Promoting:
-      return "took the leader key and promoted";
+      return from == S::Leader ? "a restored copy of the database promoted (fulcrum restore)"
+                               : "took the leader key and promoted";
     case S::Leader:
       if (from == S::Promoting) {
         return "post-promotion checkpoint done";

@@ -103,6 +103,7 @@ Result<BackupCatalog> parseBackupInfo(std::string_view text) {
       set.prior = stringAt(b, "prior");
       set.size = static_cast<uint64_t>(intAt(b, "info", "size"));
       set.repo_size = static_cast<uint64_t>(intAt(b, "info", "repository", "size"));
+      set.repo_delta = static_cast<uint64_t>(intAt(b, "info", "repository", "delta"));
       set.error = b.value("error", false);
       out.backups.push_back(std::move(set));
     }

@@ -26,7 +26,8 @@ struct BackupSet {
   std::string wal_start, wal_stop;  // the first and last WAL segment it needs
   std::string prior;                // the backup a diff/incr builds on ("" for a full one)
   uint64_t size = 0;                // database size
-  uint64_t repo_size = 0;           // bytes in the repository (compressed)
+  uint64_t repo_size = 0;           // bytes in the repository (compressed), of the whole set it restores
+  uint64_t repo_delta = 0;          // of those, what this backup itself stored
   bool error = false;               // pgBackRest found page checksum errors while copying
 };
 

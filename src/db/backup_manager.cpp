@@ -4,6 +4,8 @@
 
 #include <algorithm>
 
+#include <fmt/format.h>
+
 #include "core/log.h"
 
 namespace fulcrum::db {
@@ -90,7 +92,7 @@ void BackupManager::tick(bool leading, const std::optional<ArchiverStatus>& arch
   if (archiver_) {
     // Archiving failed since the last look, or works again: the catalog and its gaps are read
     // again soon, so a segment pgBackRest dropped shows within seconds, not at the next minute.
-    const bool failing = archiver_->last_failed_time != 0 && archiver_->last_failed_time >= archiver_->last_archived_time;
+    const bool failing = archiver_->failing;
     if (archiver_->failed_count != seen_failed_ || failing != was_failing_) {
       seen_failed_ = archiver_->failed_count;
       was_failing_ = failing;
@@ -306,6 +308,54 @@ Status BackupManager::restoreResult(const RestorePlan& plan, const Result<ToolOu
   return Status::success();
 }
 
+std::optional<BackupSet> BackupManager::backupForReplica(uint32_t timeline, std::string& why) const {
+  if (schedule_.replica_from_backup_bytes == 0) {
+    why = "replica_from_backup_bytes = 0";
+    return std::nullopt;
+  }
+  ToolRun run;
+  run.argv = baseArgs();
+  run.argv.insert(run.argv.end(), {"info", "--output=json"});
+  run.cwd = repo_.work;
+  run.timeout = kInfoTimeout;
+  auto out = runTool(user_, run);
+  if (!out.ok || out.value.exit_code != 0) {
+    why = "the repository cannot be read (" + (out.ok ? lastLines(out.value) : out.error) + ")";
+    return std::nullopt;
+  }
+  auto catalog = parseBackupInfo(out.value.out);
+  if (!catalog.ok) {
+    why = catalog.error;
+    return std::nullopt;
+  }
+  // Only a backup of the leader's own timeline: one from before a restore or a failover may hold
+  // WAL the new timeline never had, and PostgreSQL would refuse to follow it.
+  for (auto it = catalog.value.backups.rbegin(); it != catalog.value.backups.rend(); ++it) {
+    if (it->error || it->wal_start.size() < 8) {
+      continue;
+    }
+    const uint32_t tli = static_cast<uint32_t>(std::strtoul(it->wal_start.substr(0, 8).c_str(), nullptr, 16));
+    if (tli != timeline) {
+      why = "the newest backup is of timeline " + std::to_string(tli) + ", the leader's " + std::to_string(timeline);
+      return std::nullopt;
+    }
+    if (it->size < schedule_.replica_from_backup_bytes) {
+      why = fmt::format("the database ({} bytes) is under replica_from_backup_bytes", it->size);
+      return std::nullopt;
+    }
+    return *it;
+  }
+  why = "no backup in the repository";
+  return std::nullopt;
+}
+
+std::vector<std::string> BackupManager::standbyRestoreArgs(const BackupSet& from) const {
+  std::vector<std::string> args = baseArgs();
+  args.insert(args.end(), {"restore", "--set=" + from.label, "--type=standby", "--target-timeline=latest",
+                           "--job-retry=0"});
+  return args;
+}
+
 nlohmann::json BackupManager::statusJson() const {
   nlohmann::json j;
   j["stanza"] = repo_.stanza;
@@ -339,9 +389,7 @@ nlohmann::json BackupManager::statusJson() const {
   j["last_error_at"] = last_error_.empty() ? nlohmann::json(nullptr) : nlohmann::json(unixSeconds(last_error_time_));
   if (archiver_) {
     const ArchiverStatus& a = *archiver_;
-    // Failing: the last attempt failed (a later success clears it), or segments wait for long.
-    const bool failing = a.last_failed_time != 0 && a.last_failed_time >= a.last_archived_time;
-    j["archive"] = {{"ok", !failing},
+    j["archive"] = {{"ok", !a.failing},
                     {"archived", a.archived_count},
                     {"failed", a.failed_count},
                     {"ready_segments", a.ready_segments},
@@ -369,6 +417,7 @@ nlohmann::json BackupManager::json(system_clock::time_point now) const {
                       {"prior", b.prior.empty() ? nlohmann::json(nullptr) : nlohmann::json(b.prior)},
                       {"size", b.size},
                       {"repo_size", b.repo_size},
+                      {"repo_delta", b.repo_delta},
                       {"wal_start", b.wal_start},
                       {"wal_stop", b.wal_stop},
                       {"error", b.error}});
@@ -416,7 +465,7 @@ void BackupManager::writeMetrics(metrics::PrometheusWriter& w, std::string_view 
     gauge("fulcrum_db_archive_last_failure_timestamp_seconds", "when archiving last failed (0 never)",
           static_cast<double>(a.last_failed_time));
     gauge("fulcrum_db_archive_failing", "1 while the primary's last archiving attempt failed",
-          a.last_failed_time != 0 && a.last_failed_time >= a.last_archived_time ? 1 : 0);
+          a.failing ? 1 : 0);
   }
   gauge("fulcrum_db_backup_running", "1 while this node runs a pgBackRest backup",
         job_ && job_->kind == JobKind::Backup ? 1 : 0);

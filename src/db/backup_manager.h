@@ -33,6 +33,9 @@ struct ArchiverStatus {
   std::string last_failed_wal;
   int64_t last_failed_time = 0;
   uint64_t ready_segments = 0;  // .ready files: WAL finished but not archived yet
+  // The last attempt failed and none succeeded since (compared at PostgreSQL's microseconds: a
+  // failure and a success often fall in the same second).
+  bool failing = false;
 };
 
 // A replica on this host a backup may copy from (pgBackRest's --backup-standby).
@@ -74,6 +77,13 @@ class BackupManager {
   ToolRun restoreRun(const RestorePlan& plan, const std::filesystem::path& target,
                      std::chrono::milliseconds timeout) const;
   static Status restoreResult(const RestorePlan& plan, const Result<ToolOutput>& out);
+
+  // For a new replica: the newest backup of timeline `timeline` when it is at least
+  // replica_from_backup_bytes (nullopt: clone with pg_basebackup). Reads the repository (blocking,
+  // a fraction of a second); a repository that cannot be read says nullopt, with why in `why`.
+  std::optional<BackupSet> backupForReplica(uint32_t timeline, std::string& why) const;
+  // pgBackRest's restore of `from` as a standby into this node's (empty) data directory.
+  std::vector<std::string> standbyRestoreArgs(const BackupSet& from) const;
   const OsUser& user() const { return user_; }
 
   // GET /backup and the /status field.

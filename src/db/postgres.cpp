@@ -641,6 +641,23 @@ Status PostgresNode::beginClone(const core::SocketAddress& primary, std::string_
   return launchBasebackup(true);
 }
 
+Status PostgresNode::beginRestoreClone(std::vector<std::string> restore, milliseconds timeout,
+                                       const core::SocketAddress& primary, std::string_view slot) {
+  if (Status dir = prepareEmptyDataDir(); !dir.ok) {
+    return dir;
+  }
+  if (Status pass = writePassFile(); !pass.ok) {
+    return pass;
+  }
+  if (Status tls = installTls(); !tls.ok) {
+    return tls;
+  }
+  clearDataDir();
+  clone_primary_ = primary;
+  clone_slot_ = std::string(slot);
+  return launchJob(Operation::RestoreClone, std::move(restore), timeout);
+}
+
 Status PostgresNode::cloneReplica(const core::SocketAddress& primary, std::string_view slot) {
   if (Status begun = beginClone(primary, slot); !begun.ok) {
     return begun;
@@ -820,6 +837,7 @@ std::optional<Status> PostgresNode::pollOperation() {
       break;
     case Operation::InitPrimary:
     case Operation::Clone:
+    case Operation::RestoreClone:
     case Operation::Rewind:
       done = pollJob();
       break;
@@ -855,6 +873,12 @@ std::optional<Status> PostgresNode::pollJob() {
         }
         return std::nullopt;
       }
+      if (!result.ok) {
+        clearDataDir();
+        return result;
+      }
+      return writeStandbyConfig(clone_primary_, clone_slot_);
+    case Operation::RestoreClone:
       if (!result.ok) {
         clearDataDir();
         return result;

@@ -198,6 +198,11 @@ class PostgresNode {
   // stays: stop() it).
   Status beginInitPrimary(const AppDatabase& app);
   Status beginClone(const core::SocketAddress& primary, std::string_view slot);
+  // A new standby from a backup instead ([db.backup]): `restore` (pgBackRest's restore as a standby
+  // into data_dir) fills the empty data directory, then standby.signal and primary_conninfo point it
+  // at `primary` (whose slot `slot` the leader keeps): it replays the archive and streams the rest.
+  Status beginRestoreClone(std::vector<std::string> restore, std::chrono::milliseconds timeout,
+                           const core::SocketAddress& primary, std::string_view slot);
   Status beginRewind(const core::SocketAddress& source);
   Status beginStart();
   // Nullopt while the operation runs; its outcome once done (success when none runs).
@@ -313,7 +318,7 @@ class PostgresNode {
   std::string primaryConninfo(const core::SocketAddress& primary) const;
   // The pid in DATA/postmaster.pid when that process is alive, else nullopt.
   std::optional<pid_t> livePostmasterPid() const;
-  enum class Operation { None, InitPrimary, Clone, Rewind, Start };
+  enum class Operation { None, InitPrimary, Clone, RestoreClone, Rewind, Start };
   Status launchJob(Operation op, std::vector<std::string> argv, std::chrono::milliseconds timeout,
                    std::vector<std::string> env = {});
   std::optional<Status> pollJob();

@@ -107,11 +107,12 @@ std::string text(const json& j, const char* key) {
 void printList(const json& j) {
   const json& backups = j["backups"];
   std::printf("%-34s %-5s %-22s %-22s %10s %10s\n", "LABEL", "TYPE", "STARTED (UTC)", "CONSISTENT FROM", "SIZE",
-              "IN REPO");
+              "STORED");
   for (const json& b : backups) {
+    // STORED: what this backup added to the repository (a differential stores changed files only).
     std::printf("%-34s %-5s %-22s %-22s %10s %10s%s\n", text(b, "label").c_str(), text(b, "type").c_str(),
                 text(b, "start").c_str(), text(b, "stop").c_str(), bytes(b.value("size", uint64_t{0})).c_str(),
-                bytes(b.value("repo_size", uint64_t{0})).c_str(), b.value("error", false) ? "  (checksum errors)" : "");
+                bytes(b.value("repo_delta", uint64_t{0})).c_str(), b.value("error", false) ? "  (checksum errors)" : "");
   }
   if (backups.empty()) {
     std::printf("(no backup yet)\n");
@@ -221,8 +222,8 @@ int runBackupCommand(const config::Site& site, const BackupOptions& options) {
     std::string sizes;
     for (const json& b : j["backups"]) {
       if (text(b, "label") == text(last, "label")) {
-        sizes = ": " + bytes(b.value("size", uint64_t{0})) + ", " + bytes(b.value("repo_size", uint64_t{0})) +
-                " in the repository";
+        sizes = ": " + bytes(b.value("size", uint64_t{0})) + " of database, " +
+                bytes(b.value("repo_delta", uint64_t{0})) + " stored";
       }
     }
     std::printf("backup %s (%s, from %s) done in %.1f s%s\n", text(last, "label").c_str(), text(last, "type").c_str(),

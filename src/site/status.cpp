@@ -50,7 +50,14 @@ std::optional<double> sample(Target& t) {
     return std::nullopt;
   }
   t.row.up = true;
-  return t.read(r, t.row);
+  // Whatever a node answers (a field of the wrong type, say) costs its own row, never the report.
+  try {
+    return t.read(r, t.row);
+  } catch (const std::exception& e) {
+    t.row.healthy = false;
+    t.row.health = std::string("bad answer: ") + e.what();
+    return std::nullopt;
+  }
 }
 
 std::vector<Target> targetsOf(const config::Site& site) {
@@ -74,7 +81,7 @@ std::vector<Target> targetsOf(const config::Site& site) {
     t.read = [cluster, endpoint = endpoints[i], tls = operator_tls](
                  const ProbeResult& r, NodeStatus& row) -> std::optional<double> {
       auto j = nlohmann::json::parse(r.body, nullptr, false);
-      row.healthy = r.ok && j.is_object() && j.value("health", "") == "true";
+      row.healthy = r.ok && j.is_object() && j.contains("health") && j["health"] == "true";
       row.health = row.healthy ? "ok" : "unhealthy (HTTP " + std::to_string(r.status) + ")";
       // Which member leads (one more round trip, only for a cluster): the JSON gateway's
       // Maintenance.Status, a POST.
@@ -196,19 +203,23 @@ void readAgentStatus(std::string_view json, NodeStatus& out) {
     out.health = "bad /status answer";
     return;
   }
-  const std::string role = j.value("role", "");
-  const int64_t timeline = j.value("timeline", int64_t{0});
+  const std::string role = j.contains("role") && j["role"].is_string() ? j["role"].get<std::string>() : "";
+  const int64_t timeline =
+      j.contains("timeline") && j["timeline"].is_number_integer() ? j["timeline"].get<int64_t>() : 0;
   bool writable = false;
   if (auto lease = j.find("lease"); lease != j.end() && lease->is_object()) {
-    writable = lease->value("held", false) && lease->value("may_write", false);
+    auto flag = [&](const char* key) { return lease->contains(key) && (*lease)[key].is_boolean() && (*lease)[key].get<bool>(); };
+    writable = flag("held") && flag("may_write");
   }
   if (auto lag = j.find("lag_bytes"); lag != j.end() && lag->is_number_integer()) {
     out.lag_bytes = lag->get<int64_t>();
   }
   if (auto backup = j.find("backup"); backup != j.end() && backup->is_object()) {
     if (auto archive = backup->find("archive"); archive != backup->end() && archive->is_object()) {
-      const uint64_t waiting = archive->value("ready_segments", uint64_t{0});
-      out.archive = archive->value("ok", false) ? "ok" : "FAILING";
+      auto ready = archive->find("ready_segments");
+      auto ok = archive->find("ok");
+      const uint64_t waiting = ready != archive->end() && ready->is_number_unsigned() ? ready->get<uint64_t>() : 0;
+      out.archive = ok != archive->end() && ok->is_boolean() ? (ok->get<bool>() ? "ok" : "FAILING") : "unknown";
       if (waiting > 1) {
         out.archive += fmt::format(" ({} waiting)", waiting);
       }
@@ -238,7 +249,7 @@ std::optional<double> readLbState(std::string_view json, NodeStatus& out) {
   if (auto servers = j.find("servers"); servers != j.end() && servers->is_array()) {
     for (const auto& s : *servers) {
       ++total;
-      up += s.is_object() && s.value("health", "") == "up" ? 1 : 0;
+      up += s.is_object() && s.contains("health") && s["health"] == "up" ? 1 : 0;
     }
   }
   out.healthy = total == 0 || up > 0;
@@ -254,7 +265,7 @@ std::optional<double> readLbState(std::string_view json, NodeStatus& out) {
 void readPrometheusTargets(std::string_view json, NodeStatus& out) {
   auto j = nlohmann::json::parse(json, nullptr, false);
   const nlohmann::json* targets = nullptr;
-  if (j.is_object() && j.value("status", "") == "success") {
+  if (j.is_object() && j.contains("status") && j["status"] == "success") {
     if (auto data = j.find("data"); data != j.end() && data->is_object()) {
       if (auto active = data->find("activeTargets"); active != data->end() && active->is_array()) {
         targets = &*active;
@@ -268,7 +279,7 @@ void readPrometheusTargets(std::string_view json, NodeStatus& out) {
   }
   size_t up = 0;
   for (const auto& t : *targets) {
-    up += t.is_object() && t.value("health", "") == "up" ? 1 : 0;
+    up += t.is_object() && t.contains("health") && t["health"] == "up" ? 1 : 0;
   }
   out.healthy = true;  // Prometheus itself works; down targets are its alerts' business
   out.health = fmt::format("{}/{} targets up", up, targets->size());
@@ -285,19 +296,40 @@ void readAlertmanagerAlerts(std::string_view json, NodeStatus& out) {
   out.health = fmt::format("{} alert{} firing", j.size(), j.size() == 1 ? "" : "s");
 }
 
+namespace {
+
+// A node's text for the terminal: control characters (escape sequences, newlines) shown as '?',
+// and at most `width` characters, so no answer can break the table or drive the terminal.
+std::string cell(std::string_view text, size_t width) {
+  std::string out;
+  for (unsigned char c : text) {
+    out += (c < 0x20 || c == 0x7f) ? '?' : static_cast<char>(c);
+  }
+  if (out.size() > width) {
+    out.resize(width - 3);
+    out += "...";
+  }
+  return out;
+}
+
+}  // namespace
+
 std::string formatTable(const std::vector<NodeStatus>& nodes) {
+  // HEALTH is free text (an error, a node's own words): last, so it never pushes the columns.
   // The ARCHIVE column ([db.backup]) only when a node reports one.
   bool archive = false;
   for (const auto& n : nodes) {
     archive = archive || !n.archive.empty();
   }
-  std::string out = fmt::format("{:<10} {:<12} {:<22} {:<5} {:<22} {:>8} {:>10}", "ROLE", "NAME", "ADDRESS",
-                                "STATE", "HEALTH", "REQ/S", "LAG");
-  out += archive ? "  ARCHIVE\n" : "\n";
+  std::string out = fmt::format("{:<10} {:<12} {:<22} {:<5} {:>8} {:>10}", "ROLE", "NAME", "ADDRESS", "STATE",
+                                "REQ/S", "LAG");
+  out += archive ? fmt::format("  {:<20}", "ARCHIVE") : "";
+  out += "  HEALTH\n";
   for (const auto& n : nodes) {
-    out += fmt::format("{:<10} {:<12} {:<22} {:<5} {:<22} {:>8} {:>10}", n.role, n.name, n.address,
-                       n.up ? "up" : "down", n.health, rateText(n), lagText(n));
-    out += archive ? "  " + (n.archive.empty() ? std::string("-") : n.archive) + "\n" : "\n";
+    out += fmt::format("{:<10} {:<12} {:<22} {:<5} {:>8} {:>10}", cell(n.role, 10), cell(n.name, 40),
+                       cell(n.address, 60), n.up ? "up" : "down", rateText(n), lagText(n));
+    out += archive ? fmt::format("  {:<20}", cell(n.archive.empty() ? std::string("-") : n.archive, 20)) : "";
+    out += "  " + cell(n.health, 100) + "\n";
   }
   return out;
 }

@@ -12,12 +12,13 @@ import json
 import math
 import os
 import shutil
+import signal
 import subprocess
 import time
 import unittest
 
 from harness import FULCRUM, http_get, needs, wait_until
-from test_db import missing_requirement
+from test_db import missing_requirement, processes_mentioning
 from test_up import DB, Site
 
 
@@ -35,7 +36,8 @@ class BackupTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         # Three segments of WAL may wait for the archive; beyond that pgBackRest drops them.
-        cls.site = Site(app="guestbook", extra_db="failover = true\n[db.backup]\narchive_queue_max_bytes = 50331648\n")
+        cls.site = Site(app="guestbook", extra_db="failover = true\n[db.backup]\narchive_queue_max_bytes = 50331648\n"
+                                                           "replica_from_backup_bytes = 1\n")
         try:
             cls.site.start(unittest.TestCase())
         except BaseException:
@@ -156,6 +158,9 @@ class BackupTest(unittest.TestCase):
         restore = self.fulcrum("restore", "--to", at, timeout=600)
         self.assertEqual(restore.returncode, 0, restore.stdout + restore.stderr + self.explain())
         self.assertIn("promoted on timeline", restore.stdout)
+        for name in DB:  # every state change the restore made is one the agents' table allows
+            with open(os.path.join(self.site.dir, "var", "logs", f"{name}.log"), errors="replace") as f:
+                self.assertNotIn("please report", f.read())
         wait_until(lambda: set(kept) <= (self.texts() or set()), timeout=120, interval=0.5,
                    what="every deleted message back through the guestbook")
         self.wait_site_healthy()
@@ -240,9 +245,14 @@ class BackupTest(unittest.TestCase):
         before = [f"before failover {i}" for i in range(3)]
         self.post_all("keeper", before)
         old = self.site.primary()
-        os.kill(self.site.pid_of(old), 9)  # the agent and, by its death signal, its PostgreSQL
+        # A frozen leader agent: its lease runs out, its fence stops its PostgreSQL, and the
+        # replica takes over (a killed one could come back and win the key again).
+        frozen = self.site.pid_of(old)
+        os.kill(frozen, signal.SIGSTOP)
+        self.addCleanup(lambda: subprocess.run(["kill", "-CONT", str(frozen)], capture_output=True))
         wait_until(lambda: self.site.primary() not in (None, old), timeout=60, interval=0.2,
                    what="the other node promoted")
+        os.kill(frozen, signal.SIGCONT)  # it rejoins as a replica of the new timeline
         after = [f"after failover {i}" for i in range(3)]
         self.post_all("keeper", after)
         wait_until(lambda: set(before + after) <= (self.texts() or set()), timeout=30, what="all readable")
@@ -255,6 +265,29 @@ class BackupTest(unittest.TestCase):
         self.assertEqual(restore.returncode, 0, restore.stdout + restore.stderr + self.explain())
         wait_until(lambda: set(before + after) <= (self.texts() or set()), timeout=120, interval=0.5,
                    what="the rows from both sides of the failover back")
+        self.wait_site_healthy()
+
+    def test_6_an_emptied_replica_comes_back_from_the_repository(self):
+        wait_until(lambda: (self.catalog() or {}).get("running") is None and self.catalog().get("requested") is None,
+                   timeout=120, interval=0.5, what="no backup running")
+        run = self.fulcrum("backup", "--full", timeout=300)  # a backup of the current timeline
+        self.assertEqual(run.returncode, 0, run.stdout + run.stderr)
+        self.post_all("keeper", ["after the last backup"])  # streamed from the primary, not in the backup
+        primary = self.site.primary()
+        replica = next(n for n in DB if n != primary)
+        data = os.path.join(self.site.dir, "var", replica, "data")
+        os.kill(self.site.pid_of(replica), 9)  # its PostgreSQL follows by its death signal
+        wait_until(lambda: not processes_mentioning(data), timeout=30, what="the replica's PostgreSQL gone")
+        def emptied():
+            shutil.rmtree(data, ignore_errors=True)  # a backend still exiting may remove its own files
+            return not os.path.exists(data)
+        wait_until(emptied, timeout=10, what="the replica's data directory removed")
+        wait_until(lambda: self.site.psql(replica, "SELECT count(*) FROM guestbook_messages "
+                                                   "WHERE text = 'after the last backup'").stdout.strip() == "1",
+                   timeout=180, interval=0.5, what="the emptied replica back, with the rows after the backup")
+        with open(os.path.join(self.site.dir, "var", "logs", f"{replica}.log"), errors="replace") as f:
+            log = f.read()
+        self.assertIn("from the repository, then streaming from leader", log)
         self.wait_site_healthy()
 
     def new_segment(self, name):

@@ -76,6 +76,14 @@ TEST(AgentMachineTest, TheLifeOfAFailover) {
   }
 }
 
+TEST(AgentMachineTest, ARestoreOnTheLeaderPromotesItsRestoredCopy) {
+  // fulcrum restore: the leader keeps its key while the restored copy replays and promotes.
+  EXPECT_TRUE(transitionAllowed(S::Leader, S::Promoting));
+  EXPECT_TRUE(transitionAllowed(S::Promoting, S::Leader));
+  AgentFacts f;
+  EXPECT_EQ(transitionReason(S::Leader, S::Promoting, f), "a restored copy of the database promoted (fulcrum restore)");
+}
+
 TEST(AgentMachineTest, ShortcutsThatWouldSkipASafetyStepAreNotAllowed) {
   // A leader never becomes a replica without being fenced and rewound first.
   EXPECT_FALSE(transitionAllowed(S::Leader, S::Replica));

@@ -39,6 +39,7 @@ TEST(BackupCatalogTest, ParsesBackupsOldestFirstAndTheArchiveRange) {
   EXPECT_EQ(c.backups[1].type, BackupType::Diff);
   EXPECT_EQ(c.backups[1].prior, "20261203-100000F");
   EXPECT_EQ(c.backups[1].repo_size, 4194304u);
+  EXPECT_EQ(c.backups[1].repo_delta, 4194304u);
   EXPECT_EQ(c.wal_min, "000000010000000000000003");
   EXPECT_EQ(c.wal_max, "000000020000000000000009");
   EXPECT_EQ(newestFull(c)->label, "20261203-100000F");

@@ -37,6 +37,12 @@ TEST(BackupConfig, BadValuesAreRefusedAtTheirKey) {
   r = load("[db.backup]\narchive_queue_max_bytes = 1024\n");
   ASSERT_EQ(r.errors.size(), 1u);
   EXPECT_EQ(r.errors[0].key, "db.backup.archive_queue_max_bytes");
+  r = load("[site]\nstate_dir = \"/data/it's here\"\n[db.backup]\n");
+  ASSERT_EQ(r.errors.size(), 1u);
+  EXPECT_EQ(r.errors[0].key, "site.state_dir");
+  r = load("[db.backup]\nrepo_path = \"/mnt/$HOME\"\n");
+  ASSERT_EQ(r.errors.size(), 1u);
+  EXPECT_EQ(r.errors[0].key, "db.backup.repo_path");
   r = load("[db.backup]\nschedule = \"daily\"\n");
   ASSERT_EQ(r.errors.size(), 1u);
   EXPECT_EQ(r.errors[0].key, "db.backup.schedule");
@@ -44,21 +50,21 @@ TEST(BackupConfig, BadValuesAreRefusedAtTheirKey) {
 
 TEST(BackupRepo, EachNodeHasItsOwnConfigurationAndArchiveCommand) {
   config::LoadResult r = load(
-      "[site]\nname = \"www.example.com\"\nstate_dir = \"/data/it's here\"\n"
+      "[site]\nname = \"www.example.com\"\nstate_dir = \"/data/fulcrum here\"\n"
       "[db.backup]\nrepo_path = \"/mnt/backups\"\nretention_full = 3\narchive_queue_max_bytes = 67108864\n");
   ASSERT_TRUE(r.ok()) << r.errors[0].toString();
   BackupRepo repo = backupRepo(r.site, "db-1");
   EXPECT_EQ(repo.stanza, "www-example-com");
-  EXPECT_EQ(repo.config, "/data/it's here/db-1/pgbackrest/pgbackrest.conf");
-  std::string conf = pgbackrestConfig(repo, "/data/it's here/db-1/data", 5432, "/data/it's here/db-1/run");
+  EXPECT_EQ(repo.config, "/data/fulcrum here/db-1/pgbackrest/pgbackrest.conf");
+  std::string conf = pgbackrestConfig(repo, "/data/fulcrum here/db-1/data", 5432, "/data/fulcrum here/db-1/run");
   EXPECT_NE(conf.find("repo1-path=/mnt/backups\n"), std::string::npos) << conf;
   EXPECT_NE(conf.find("repo1-retention-full=3\n"), std::string::npos);
   EXPECT_NE(conf.find("archive-push-queue-max=67108864\n"), std::string::npos);
-  EXPECT_NE(conf.find("lock-path=/data/it's here/db-1/pgbackrest/lock\n"), std::string::npos);
-  EXPECT_NE(conf.find("[www-example-com]\npg1-path=/data/it's here/db-1/data\npg1-port=5432\n"), std::string::npos);
-  EXPECT_EQ(archiveCommand(repo, "/data/it's here/db-1/data"),
-            "pgbackrest --config='/data/it'\\''s here/db-1/pgbackrest/pgbackrest.conf' --stanza='www-example-com' "
-            "--pg1-path='/data/it'\\''s here/db-1/data' archive-push %p");
+  EXPECT_NE(conf.find("lock-path=/data/fulcrum here/db-1/pgbackrest/lock\n"), std::string::npos);
+  EXPECT_NE(conf.find("[www-example-com]\npg1-path=/data/fulcrum here/db-1/data\npg1-port=5432\n"), std::string::npos);
+  EXPECT_EQ(archiveCommand(repo, "/data/fulcrum here/db-1/data"),
+            "pgbackrest --config='/data/fulcrum here/db-1/pgbackrest/pgbackrest.conf' --stanza='www-example-com' "
+            "--pg1-path='/data/fulcrum here/db-1/data' archive-push %p");
 }
 
 }  // namespace

@@ -3,6 +3,8 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include <nlohmann/json.hpp>
 
 namespace fulcrum::site {
@@ -65,6 +67,28 @@ TEST(StatusTest, AgentStatusGivesRoleTimelineAndLag) {
   EXPECT_FALSE(garbage.healthy);
 }
 
+TEST(StatusTest, WronglyTypedFieldsReadAsUnknownNotAsACrash) {
+  NodeStatus odd;
+  readAgentStatus(R"({"role":1,"timeline":"two","lease":{"held":"yes","may_write":1},"lag_bytes":"x"})", odd);
+  EXPECT_FALSE(odd.healthy);
+  EXPECT_EQ(odd.health, "unknown");
+  EXPECT_FALSE(odd.lag_bytes.has_value());
+}
+
+TEST(StatusTest, ANodesTextCannotDriveTheTerminalOrBreakTheTable) {
+  NodeStatus evil;
+  evil.role = "db";
+  evil.name = "db-1";
+  evil.address = "127.0.0.1:1";
+  evil.up = true;
+  evil.health = "postgres \x1b[2J\x1b]0;pwned\x07 stopped\nsecond line" + std::string(300, 'x');
+  const std::string table = formatTable({evil});
+  EXPECT_EQ(table.find('\x1b'), std::string::npos);
+  EXPECT_EQ(table.find('\x07'), std::string::npos);
+  EXPECT_EQ(std::count(table.begin(), table.end(), '\n'), 2) << table;  // the header and one row
+  EXPECT_NE(table.find("..."), std::string::npos);
+}
+
 TEST(StatusTest, TheLeadersArchivingGetsAColumn) {
   NodeStatus failing;
   readAgentStatus(R"({"role":"primary","timeline":2,"lease":{"held":true,"may_write":true},)"
@@ -107,13 +131,14 @@ std::vector<NodeStatus> sample() {
 }
 
 TEST(StatusTest, TableHasAHeaderAndOneAlignedLinePerNode) {
+  // Free-text health last: a long error never pushes the other columns.
   std::string table = formatTable(sample());
   EXPECT_EQ(table,
-            "ROLE       NAME         ADDRESS                STATE HEALTH                    REQ/S        LAG\n"
-            "db         db-1         127.0.0.1:15432        up    primary tl 1                  -          -\n"
-            "web        web-1        127.0.0.1:9001         up    ok                         12.5          -\n"
-            "web        web-2        127.0.0.1:9002         down  connect 127.0.0.1:9002: Connection refused        -          -\n"
-            "db         db-2         127.0.0.1:15433        up    replica tl 1                  -      128 B\n");
+            "ROLE       NAME         ADDRESS                STATE    REQ/S        LAG  HEALTH\n"
+            "db         db-1         127.0.0.1:15432        up           -          -  primary tl 1\n"
+            "web        web-1        127.0.0.1:9001         up        12.5          -  ok\n"
+            "web        web-2        127.0.0.1:9002         down         -          -  connect 127.0.0.1:9002: Connection refused\n"
+            "db         db-2         127.0.0.1:15433        up           -      128 B  replica tl 1\n");
 }
 
 TEST(StatusTest, JsonIsAnArrayOfObjectsWithNullsForUnknowns) {
