@@ -15,6 +15,7 @@
 #include "config/values.h"
 #include "site/backup_command.h"
 #include "site/certs_command.h"
+#include "site/db_cli.h"
 #include "site/firewall.h"
 #include "site/import_command.h"
 #include "site/lab_command.h"
@@ -107,9 +108,22 @@ int main(int argc, char** argv) {
 
   std::string db_site;
   std::string db_node;
-  auto* db = app.add_subcommand("db", "run one database node agent (supervises its PostgreSQL)");
-  db->add_option("--site", db_site, "topology file")->required();
-  db->add_option("--node", db_node, "node name ([[db.node]] name)")->required();
+  auto* db = app.add_subcommand("db", "run one database node agent (supervises its PostgreSQL), or act on the cluster");
+  db->add_option("--site", db_site, "topology file (running an agent)");
+  db->add_option("--node", db_node, "node name ([[db.node]] name; running an agent)");
+  db->require_subcommand(0, 1);
+  std::string db_cli_site = "examples/site.toml";
+  bool db_list_json = false;
+  auto* db_list = db->add_subcommand("list", "the cluster as each agent sees it: leader, timeline, members, lag");
+  db_list->add_option("site", db_cli_site, "topology file (default examples/site.toml)");
+  db_list->add_flag("--json", db_list_json, "an object: site, leader, timeline, synchronous, members");
+  std::string db_to;
+  auto* db_switchover = db->add_subcommand("switchover", "hand the leadership over without loss (planned)");
+  db_switchover->add_option("site", db_cli_site, "topology file (default examples/site.toml)");
+  db_switchover->add_option("--to", db_to, "the replica to take over (default: the most advanced healthy one)");
+  auto* db_failover = db->add_subcommand("failover", "make NODE the leader of a cluster that has none");
+  db_failover->add_option("site", db_cli_site, "topology file (default examples/site.toml)");
+  db_failover->add_option("--to", db_to, "the replica to promote")->required();
 
   std::string up_site = "examples/site.toml";
   bool up_no_restart = false;
@@ -313,6 +327,19 @@ int main(int argc, char** argv) {
   }
   if (*db) {
     fulcrum::config::Site site;
+    if (*db_list || *db_switchover || *db_failover) {
+      if (!loadSite(db_cli_site, site)) {
+        return kExitUsage;
+      }
+      if (*db_list) {
+        return fulcrum::site::runDbList(site, db_list_json);
+      }
+      return *db_switchover ? fulcrum::site::runDbSwitchover(site, db_to) : fulcrum::site::runDbFailover(site, db_to);
+    }
+    if (db_site.empty() || db_node.empty()) {
+      std::fprintf(stderr, "fulcrum db: --site and --node are required to run an agent (or: db list|switchover|failover)\n");
+      return kExitUsage;
+    }
     if (!loadSite(db_site, site)) {
       return kExitUsage;
     }

@@ -1523,6 +1523,12 @@ std::string DbAgent::statusJson() const {
   } else {
     j["lag_bytes"] = nullptr;
   }
+  // A replica's own view: its WAL receiver, and its replay lag in time while it streams.
+  const bool replica = status_ok_ && pg_status_.in_recovery;
+  j["receiver"] = replica ? nlohmann::json(pg_status_.receiver) : nlohmann::json(nullptr);
+  j["lag_seconds"] = replica && pg_status_.receiver == "streaming" && pg_status_.replay_lag_seconds
+                         ? nlohmann::json(*pg_status_.replay_lag_seconds)
+                         : nlohmann::json(nullptr);
   j["leader"] = leader_name_ ? nlohmann::json(*leader_name_) : nlohmann::json(nullptr);
   j["lease"] = {{"held", v.leader}, {"may_write", v.may_write}};
   j["etcd_ok"] = etcd_ok_;

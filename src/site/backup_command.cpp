@@ -3,12 +3,11 @@
 #include <fmt/format.h>
 
 #include <cstdio>
-#include <fstream>
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "site/admin_client.h"
 #include "site/probe.h"
-#include "tls/client_context.h"
 
 namespace fulcrum::site {
 
@@ -36,26 +35,13 @@ std::optional<LeaderAgent> findLeader(const config::Site& site, std::string& err
     error = "the site has no [db.backup]: no archiving, no backups (add the table, restart the db nodes)";
     return std::nullopt;
   }
-  LeaderAgent out;
-  if (site.security.internal_tls) {
-    std::string tls_error;
-    out.tls = tls::ClientContext::forHolder(site, "operator", tls_error);
-    if (!out.tls) {
-      error = "internal_tls: no operator certificate: " + tls_error;
-      return std::nullopt;
-    }
-  }
-  const std::filesystem::path token_path = site.site.state_dir / "admin.token";
-  std::ifstream token_file(token_path);
-  std::string token;
-  if (!token_file || !std::getline(token_file, token) || token.empty()) {
-    error = "cannot read the admin token in " + token_path.string() + " (run this where the db agents run, as their user)";
+  auto admin = adminClient(site, error);
+  if (!admin) {
     return std::nullopt;
   }
-  while (!token.empty() && (token.back() == '\r' || token.back() == ' ')) {
-    token.pop_back();
-  }
-  out.headers = "Authorization: Bearer " + token + "\r\n";
+  LeaderAgent out;
+  out.tls = admin->tls;
+  out.headers = admin->headers;
   std::string leader;
   std::string reasons;
   for (const config::DbNode& n : site.db.nodes) {

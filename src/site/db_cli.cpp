@@ -1,0 +1,249 @@
+#include "site/db_cli.h"
+
+#include <fmt/format.h>
+
+#include <cstdio>
+#include <nlohmann/json.hpp>
+
+#include "site/admin_client.h"
+#include "site/probe.h"
+
+namespace fulcrum::site {
+
+namespace {
+
+using json = nlohmann::json;
+constexpr std::chrono::milliseconds kTimeout{2000};
+// A switchover or failover answers once the new leader holds the key (the agent bounds it).
+constexpr std::chrono::milliseconds kActionTimeout{40000};
+
+std::string str(const json& j, const char* key) {
+  return j.is_object() && j.contains(key) && j[key].is_string() ? j[key].get<std::string>() : "";
+}
+
+std::string stateOf(const json& j) {
+  if (j.contains("operation") && j["operation"].is_object()) {
+    const std::string what = str(j["operation"], "what");
+    if (what.rfind("start", 0) == 0) {
+      return "starting";
+    }
+    if (what.rfind("pg_basebackup", 0) == 0 || what.rfind("restore", 0) == 0) {
+      return "cloning";
+    }
+    if (what.rfind("pg_rewind", 0) == 0) {
+      return "rewinding";
+    }
+    if (what == "initdb") {
+      return "initializing";
+    }
+    return what.empty() ? "busy" : what;
+  }
+  if (j.contains("pg_running") && j["pg_running"].is_boolean()) {
+    return j["pg_running"].get<bool>() ? "running" : "stopped";
+  }
+  return "unknown";
+}
+
+// Control characters out of what an agent says, before it reaches the terminal.
+std::string clean(std::string text, size_t width = 60) {
+  for (char& c : text) {
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) {
+      c = '?';
+    }
+  }
+  if (text.size() > width) {
+    text = text.substr(0, width - 3) + "...";
+  }
+  return text;
+}
+
+std::string errorOf(const ProbeResult& r) {
+  json j = json::parse(r.body, nullptr, false);
+  std::string e = str(j, "error");
+  return clean(e.empty() ? (r.error.empty() ? r.body : r.error) : e, 400);
+}
+
+}  // namespace
+
+DbClusterView readDbCluster(const config::Site& site, const std::vector<std::optional<std::string>>& answers,
+                            const std::vector<std::string>& errors) {
+  DbClusterView view;
+  view.site = site.site.name;
+  std::vector<json> parsed(site.db.nodes.size());
+  for (size_t i = 0; i < site.db.nodes.size(); ++i) {
+    const config::DbNode& n = site.db.nodes[i];
+    DbMemberRow row;
+    row.name = n.name;
+    row.host = n.pg.toString();
+    if (i >= answers.size() || !answers[i]) {
+      row.state = "unreachable";
+      row.error = i < errors.size() ? errors[i] : "";
+      view.members.push_back(std::move(row));
+      continue;
+    }
+    json j = json::parse(*answers[i], nullptr, false);
+    if (!j.is_object()) {
+      row.state = "unknown";
+      row.error = "not a JSON object";
+      view.members.push_back(std::move(row));
+      continue;
+    }
+    row.answered = true;
+    row.role = str(j, "role");
+    bool holds = false;
+    if (j.contains("lease") && j["lease"].is_object() && j["lease"].contains("held") && j["lease"]["held"].is_boolean()) {
+      holds = j["lease"]["held"].get<bool>();
+    }
+    if (holds) {
+      row.role = "leader";
+    }
+    row.state = stateOf(j);
+    if (j.contains("timeline") && j["timeline"].is_number_integer()) {
+      row.timeline = j["timeline"].get<int64_t>();
+    }
+    row.receiver = str(j, "receiver");
+    if (j.contains("lag_bytes") && j["lag_bytes"].is_number_integer()) {
+      row.lag_bytes = j["lag_bytes"].get<int64_t>();
+    }
+    if (j.contains("lag_seconds") && j["lag_seconds"].is_number()) {
+      row.lag_seconds = j["lag_seconds"].get<double>();
+    }
+    if (!view.leader && j.contains("leader") && j["leader"].is_string()) {
+      view.leader = j["leader"].get<std::string>();
+    }
+    parsed[i] = std::move(j);
+    view.members.push_back(std::move(row));
+  }
+  for (size_t i = 0; i < view.members.size(); ++i) {
+    if (view.leader && view.members[i].name == *view.leader && view.members[i].answered) {
+      view.timeline = view.members[i].timeline;
+      const json& j = parsed[i];
+      view.synchronous = j.contains("sync") && j["sync"].is_object() && str(j["sync"], "mode") == "synchronous";
+    }
+  }
+  return view;
+}
+
+std::string formatDbCluster(const DbClusterView& v) {
+  std::string out = fmt::format("Cluster: {}  leader: {}  timeline: {}  synchronous: {}\n", clean(v.site),
+                                v.leader ? clean(*v.leader) : "none", v.timeline, v.synchronous ? "yes" : "no");
+  out += fmt::format("{:<12} {:<22} {:<8} {:<12} {:>3}  {:<10} {:>10} {:>8}\n", "MEMBER", "HOST", "ROLE", "STATE", "TL",
+                     "RECEIVER", "LAG", "LAG(s)");
+  for (const DbMemberRow& m : v.members) {
+    const std::string lag = m.lag_bytes ? fmt::format("{} B", *m.lag_bytes) : "-";
+    const std::string lag_s = m.lag_seconds ? fmt::format("{:.1f}", *m.lag_seconds) : "-";
+    out += fmt::format("{:<12} {:<22} {:<8} {:<12} {:>3}  {:<10} {:>10} {:>8}", clean(m.name, 12), m.host,
+                       m.role.empty() ? "-" : clean(m.role, 8), clean(m.state, 12), m.timeline,
+                       m.receiver.empty() ? "-" : clean(m.receiver, 10), lag, lag_s);
+    out += m.error.empty() ? "\n" : "  " + clean(m.error, 80) + "\n";
+  }
+  return out;
+}
+
+std::string dbClusterJson(const DbClusterView& v) {
+  json members = json::array();
+  for (const DbMemberRow& m : v.members) {
+    members.push_back({{"name", m.name},
+                       {"host", m.host},
+                       {"role", m.role.empty() ? json(nullptr) : json(m.role)},
+                       {"state", m.state},
+                       {"timeline", m.timeline},
+                       {"receiver", m.receiver.empty() ? json(nullptr) : json(m.receiver)},
+                       {"lag_bytes", m.lag_bytes ? json(*m.lag_bytes) : json(nullptr)},
+                       {"lag_seconds", m.lag_seconds ? json(*m.lag_seconds) : json(nullptr)},
+                       {"error", m.error.empty() ? json(nullptr) : json(m.error)}});
+  }
+  return json{{"site", v.site},
+              {"leader", v.leader ? json(*v.leader) : json(nullptr)},
+              {"timeline", v.timeline},
+              {"synchronous", v.synchronous},
+              {"members", std::move(members)}}
+             .dump(2) +
+         "\n";
+}
+
+int runDbList(const config::Site& site, bool as_json) {
+  if (site.db.nodes.empty()) {
+    std::fprintf(stderr, "fulcrum db list: the site has no [[db.node]]\n");
+    return 1;
+  }
+  std::string error;
+  std::shared_ptr<core::ClientTransportFactory> tls;
+  if (site.security.internal_tls) {
+    auto admin = adminClient(site, error);
+    if (!admin) {
+      std::fprintf(stderr, "fulcrum db list: %s\n", error.c_str());
+      return 1;
+    }
+    tls = admin->tls;
+  }
+  std::vector<std::optional<std::string>> answers;
+  std::vector<std::string> errors;
+  for (const config::DbNode& n : site.db.nodes) {
+    ProbeResult r = fetch(n.agent, "/status", kTimeout, {}, tls);
+    answers.push_back(r.status == 200 ? std::optional<std::string>(r.body) : std::nullopt);
+    errors.push_back(r.status == 200 ? "" : (r.error.empty() ? "HTTP " + std::to_string(r.status) : r.error));
+  }
+  DbClusterView view = readDbCluster(site, answers, errors);
+  std::fputs((as_json ? dbClusterJson(view) : formatDbCluster(view)).c_str(), stdout);
+  bool all = view.leader.has_value();
+  for (const DbMemberRow& m : view.members) {
+    all = all && m.answered;
+  }
+  return all ? 0 : 1;
+}
+
+namespace {
+
+int adminPost(const config::Site& site, const char* command, const std::string& path, const std::string& body,
+              const std::vector<const config::DbNode*>& agents) {
+  std::string error;
+  auto admin = adminClient(site, error);
+  if (!admin) {
+    std::fprintf(stderr, "fulcrum db %s: %s\n", command, error.c_str());
+    return 1;
+  }
+  std::string reasons;
+  for (const config::DbNode* n : agents) {
+    ProbeResult r = fetch(n->agent, path, kActionTimeout, body, admin->tls, admin->headers);
+    if (r.status == 0) {
+      reasons += fmt::format("\n  {} ({}): {}", n->name, n->agent.toString(), clean(r.error, 200));
+      continue;  // try the next agent: any of them forwards to the one that acts
+    }
+    json j = json::parse(r.body, nullptr, false);
+    if (r.ok) {
+      std::printf("%s: %s\n", command, clean(j.is_object() ? j.dump() : r.body, 400).c_str());
+      return 0;
+    }
+    std::fprintf(stderr, "fulcrum db %s: refused by %s (HTTP %d): %s\n", command, n->name.c_str(), r.status,
+                 errorOf(r).c_str());
+    return 1;
+  }
+  std::fprintf(stderr, "fulcrum db %s: no agent answered:%s\n", command, reasons.c_str());
+  return 1;
+}
+
+}  // namespace
+
+int runDbSwitchover(const config::Site& site, const std::string& to) {
+  if (!to.empty() && site.findDbNode(to) == nullptr) {
+    std::fprintf(stderr, "fulcrum db switchover: no [[db.node]] named '%s'\n", to.c_str());
+    return 1;
+  }
+  std::vector<const config::DbNode*> agents;
+  for (const config::DbNode& n : site.db.nodes) {
+    agents.push_back(&n);
+  }
+  return adminPost(site, "switchover", "/switchover", to.empty() ? "{}" : json{{"to", to}}.dump(), agents);
+}
+
+int runDbFailover(const config::Site& site, const std::string& to) {
+  const config::DbNode* node = site.findDbNode(to);
+  if (node == nullptr) {
+    std::fprintf(stderr, "fulcrum db failover: no [[db.node]] named '%s'\n", to.c_str());
+    return 1;
+  }
+  return adminPost(site, "failover", "/failover", json{{"to", to}}.dump(), {node});
+}
+
+}  // namespace fulcrum::site

@@ -1,0 +1,50 @@
+#pragma once
+// `fulcrum db list|switchover|failover`: patronictl's everyday commands. Each finds the agents from
+// the topology file and the admin token in state_dir, asks them, prints what happened, and exits
+// non-zero with the reason when it could not.
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "config/config.h"
+
+namespace fulcrum::site {
+
+struct DbMemberRow {
+  std::string name;
+  std::string host;   // the PostgreSQL address
+  bool answered = false;
+  std::string error;  // why the agent did not answer
+  std::string role;   // "leader", "replica", "primary" (writable without the lease: fenced), "stopped", ...
+  std::string state;  // "running", "stopped", "starting", "cloning", "rewinding", "initializing", "unreachable"
+  int64_t timeline = 0;
+  std::string receiver;  // a replica's WAL receiver ("streaming"), else ""
+  std::optional<int64_t> lag_bytes;
+  std::optional<double> lag_seconds;
+};
+
+struct DbClusterView {
+  std::string site;
+  std::optional<std::string> leader;  // as the agents see the leader key
+  int64_t timeline = 0;               // the leader's
+  bool synchronous = false;
+  std::vector<DbMemberRow> members;
+};
+
+// Reads each agent's /status answer (nullopt: it did not answer, with `errors[i]`), in the file's
+// node order. Pure: every field of the wrong type reads as unknown.
+DbClusterView readDbCluster(const config::Site& site, const std::vector<std::optional<std::string>>& answers,
+                            const std::vector<std::string>& errors);
+std::string formatDbCluster(const DbClusterView& view);
+std::string dbClusterJson(const DbClusterView& view);
+
+// Exit 0 when every agent answered and a leader leads, else 1.
+int runDbList(const config::Site& site, bool json);
+// POST /switchover ({"to": NODE} or {}) to the agents until one acts (any forwards to the leader).
+int runDbSwitchover(const config::Site& site, const std::string& to);
+// POST /failover {"to": NODE} to NODE's agent (a cluster without a leader).
+int runDbFailover(const config::Site& site, const std::string& to);
+
+}  // namespace fulcrum::site

@@ -1,0 +1,88 @@
+"""`fulcrum db list|switchover|failover` against a real site under `fulcrum up` (issue 21): the
+commands find the agents and the token themselves, print what happened, and exit non-zero with the
+reason when they cannot act. Skipped when etcd, PostgreSQL or root is missing."""
+import json
+import subprocess
+import unittest
+
+from harness import FULCRUM, needs, wait_until
+from test_db import missing_requirement
+from test_up import DB, Site
+
+
+@needs(missing_requirement())
+class DbCliTest(unittest.TestCase):
+    site = None
+
+    @classmethod
+    def setUpClass(cls):
+        cls.site = Site(extra_db="failover = true\n")
+        try:
+            cls.site.start(unittest.TestCase())
+        except BaseException:
+            cls.site.cleanup()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.site.cleanup()
+
+    def db(self, *args, timeout=60):
+        return subprocess.run([FULCRUM, "db", *args, self.site.file], capture_output=True, text=True, timeout=timeout)
+
+    def cluster(self):
+        run = self.db("list", "--json")
+        return run.returncode, json.loads(run.stdout)
+
+    def settled(self):
+        """The cluster once a leader leads and every other member streams from it."""
+        def ready():
+            code, c = self.cluster()
+            return code == 0 and all(m["role"] == "leader" or m["receiver"] == "streaming" for m in c["members"])
+        wait_until(ready, timeout=60, interval=0.3, what="a leader and streaming replicas")
+        return self.cluster()[1]
+
+    def test_1_list_shows_the_leader_timeline_and_each_member(self):
+        c = self.settled()
+        self.assertEqual(c["site"], "uptest")
+        self.assertIn(c["leader"], DB)
+        self.assertGreaterEqual(c["timeline"], 1)
+        self.assertEqual([m["name"] for m in c["members"]], DB)
+        roles = {m["name"]: m["role"] for m in c["members"]}
+        self.assertEqual(roles[c["leader"]], "leader")
+        replica = next(m for m in c["members"] if m["name"] != c["leader"])
+        self.assertEqual((replica["role"], replica["state"], replica["timeline"]), ("replica", "running", c["timeline"]))
+        self.assertIsInstance(replica["lag_bytes"], int)
+        table = self.db("list")
+        self.assertEqual(table.returncode, 0, table.stderr)
+        self.assertIn(f"leader: {c['leader']}", table.stdout)
+        self.assertRegex(table.stdout, rf"{replica['name']} +\S+ +replica +running +{c['timeline']} +streaming")
+
+    def test_2_switchover_to_the_replica(self):
+        before = self.settled()
+        target = next(n for n in DB if n != before["leader"])
+        run = self.db("switchover", "--to", target, timeout=90)
+        self.assertEqual(run.returncode, 0, run.stdout + run.stderr)
+        self.assertIn("switchover", run.stdout)
+        after = self.settled()
+        self.assertEqual(after["leader"], target)
+        self.assertGreater(after["timeline"], before["timeline"])
+
+    def test_3_refusals_say_why_and_change_nothing(self):
+        before = self.settled()
+        run = self.db("switchover", "--to", "db-9")
+        self.assertEqual(run.returncode, 1)
+        self.assertIn("no [[db.node]] named 'db-9'", run.stderr)
+        # A failover is for a cluster without a leader.
+        other = next(n for n in DB if n != before["leader"])
+        run = self.db("failover", "--to", other)
+        self.assertEqual(run.returncode, 1)
+        self.assertIn("holds the leader key", run.stderr)
+        run = self.db("switchover", "--to", before["leader"])
+        self.assertEqual(run.returncode, 1)
+        self.assertIn("already the leader", run.stderr)
+        self.assertEqual(self.settled()["leader"], before["leader"])
+
+
+if __name__ == "__main__":
+    unittest.main()
