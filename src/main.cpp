@@ -124,6 +124,10 @@ int main(int argc, char** argv) {
   auto* db_failover = db->add_subcommand("failover", "make NODE the leader of a cluster that has none");
   db_failover->add_option("site", db_cli_site, "topology file (default examples/site.toml)");
   db_failover->add_option("--to", db_to, "the replica to promote")->required();
+  auto* db_pause = db->add_subcommand("pause", "maintenance mode: no automatic failover until `db resume`");
+  db_pause->add_option("site", db_cli_site, "topology file (default examples/site.toml)");
+  auto* db_resume = db->add_subcommand("resume", "end maintenance mode: automatic failover again");
+  db_resume->add_option("site", db_cli_site, "topology file (default examples/site.toml)");
 
   std::string up_site = "examples/site.toml";
   bool up_no_restart = false;
@@ -327,17 +331,20 @@ int main(int argc, char** argv) {
   }
   if (*db) {
     fulcrum::config::Site site;
-    if (*db_list || *db_switchover || *db_failover) {
+    if (*db_list || *db_switchover || *db_failover || *db_pause || *db_resume) {
       if (!loadSite(db_cli_site, site)) {
         return kExitUsage;
       }
       if (*db_list) {
         return fulcrum::site::runDbList(site, db_list_json);
       }
+      if (*db_pause || *db_resume) {
+        return fulcrum::site::runDbPause(site, db_pause->parsed());
+      }
       return *db_switchover ? fulcrum::site::runDbSwitchover(site, db_to) : fulcrum::site::runDbFailover(site, db_to);
     }
     if (db_site.empty() || db_node.empty()) {
-      std::fprintf(stderr, "fulcrum db: --site and --node are required to run an agent (or: db list|switchover|failover)\n");
+      std::fprintf(stderr, "fulcrum db: --site and --node are required to run an agent (or: db list|switchover|failover|pause|resume)\n");
       return kExitUsage;
     }
     if (!loadSite(db_site, site)) {

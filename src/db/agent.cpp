@@ -248,7 +248,8 @@ void DbAgent::onWatchEvent(const WatchEvent& event) {
   // The leader key (taken, released, expired), the sync key and the switchover intent change
   // only when a decision is due.
   if (event.key == leaderKey(site_.site.name) || event.key == syncKey(site_.site.name) ||
-      event.key == switchoverKey(site_.site.name) || event.key == restoreKey(site_.site.name)) {
+      event.key == switchoverKey(site_.site.name) || event.key == restoreKey(site_.site.name) ||
+      event.key == pauseKey(site_.site.name)) {
     leader_key_changed_ = leader_key_changed_ || event.key == leaderKey(site_.site.name);
     wake();
   } else if (event.key != initializeKey(site_.site.name)) {
@@ -812,7 +813,7 @@ void DbAgent::stepCandidate() {
     } else {
       takeOver("switchover");
     }
-  } else if (site_.db.failover && !intent_) {
+  } else if (site_.db.failover && !intent_ && !pause_) {
     maybePromote();
   }
 }
@@ -1240,6 +1241,15 @@ bool DbAgent::readSiteKeys(std::string& error) {
   sync_key_ = std::move(site.sync);
   intent_ = std::move(site.intent);
   restore_key_ = std::move(site.restore);
+  if (site.pause.has_value() != pause_.has_value()) {
+    if (site.pause) {
+      log::info("maintenance mode: no automatic failover (paused by {} at {})", site.pause->by,
+                formatUtc(site.pause->since));
+    } else {
+      log::info("maintenance mode over: automatic failover {}", site_.db.failover ? "on again" : "stays off (db.failover)");
+    }
+  }
+  pause_ = std::move(site.pause);
   init_ = std::move(site.init);
   init_mod_revision_ = site.init_mod_revision;
   init_value_ = std::move(site.init_value);
@@ -1546,7 +1556,8 @@ std::string DbAgent::statusJson() const {
   }
   j["sync"] = std::move(sync);
   // Settings a reload may change (db_reload.h), as in effect now.
-  j["failover"] = {{"automatic", site_.db.failover}, {"max_lag_bytes", site_.db.max_lag_bytes}};
+  j["failover"] = {{"automatic", site_.db.failover && !pause_}, {"max_lag_bytes", site_.db.max_lag_bytes}};
+  j["paused"] = pause_ ? nlohmann::json{{"by", pause_->by}, {"since", formatUtc(pause_->since)}} : nlohmann::json(nullptr);
   j["switchover"] =
       intent_ ? nlohmann::json{{"from", intent_->from}, {"to", intent_->to}} : nlohmann::json(nullptr);
   j["backup"] = backup_ ? backup_->statusJson() : nlohmann::json(nullptr);
@@ -1651,6 +1662,8 @@ std::string DbAgent::metricsText() const {
       }
     }
   }
+  gauge("fulcrum_db_paused", "1 while the cluster is in maintenance mode (fulcrum db pause): no automatic failover",
+        pause_ ? 1 : 0);
   gauge("fulcrum_db_sync_standbys", "replicas commits wait for (ANY 1 of them); -1 unknown or not leader",
         elector_.isLeader() && pg_sync_ ? static_cast<double>(pg_sync_->size()) : -1.0);
   if (backup_) {
@@ -1677,6 +1690,15 @@ void DbAgent::handle(const http::Request& request, http::Response& response) {
       return;
     }
     handleReload(request, response);
+    return;
+  }
+  if (path == "/pause") {
+    if (method != http::Method::Post) {
+      response.addHeader("Allow", "POST");
+      json(405, R"({"error":"use POST"})");
+      return;
+    }
+    handlePause(request, response);
     return;
   }
   if (path == "/switchover" || path == "/failover") {

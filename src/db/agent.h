@@ -164,9 +164,14 @@ class DbAgent final : public http::Handler {
   // Under internal_tls: true, with a 403 in `response`, when the admin caller presented no
   // site certificate.
   bool refuseUncertified(std::string_view peer_certificate, http::Response& response) const;
+  // An admin call's credentials: true, with the 403 (no site certificate under internal_tls) or
+  // the 401 (no valid bearer token) in `response`, when they are missing.
+  bool refuseUnauthorized(const http::Request& request, http::Response& response) const;
   void handleSwitchover(const http::Request& request, http::Response& response);
   void handleFailover(const http::Request& request, http::Response& response);
   void handleReload(const http::Request& request, http::Response& response);
+  // POST /pause {"paused": true|false}: maintenance mode on or off, for the whole cluster.
+  void handlePause(const http::Request& request, http::Response& response);
   // Carries an admin call to `node`'s agent and relays its answer (deferred; a thread makes the
   // blocking call and posts the answer back to the loop).
   void forwardAdmin(const http::Request& request, http::Response& response, const std::string& node);
@@ -402,6 +407,7 @@ class DbAgent final : public http::Handler {
   };
   std::optional<Restore> restore_;
   std::optional<RestoreHold> restore_key_;  // as last read
+  std::optional<PauseRecord> pause_;        // maintenance mode, as last read (nullopt: not paused)
   std::string held_restore_id_;             // another node's restore this one holds for
   std::unique_ptr<BackupManager> backup_;  // null without [db.backup]
   bool repo_clone_failed_ = false;         // the last copy from the repository failed: pg_basebackup next

@@ -7,7 +7,6 @@
 
 #include "core/log.h"
 #include "db/agent.h"
-#include "http/bearer.h"
 #include "http/json_body.h"
 
 namespace fulcrum::db {
@@ -126,13 +125,7 @@ void DbAgent::handleBackup(const http::Request& request, http::Response& respons
     answer(response, 405, {{"error", "use GET or POST"}});
     return;
   }
-  if (refuseUncertified(request.peer_certificate, response)) {
-    return;
-  }
-  if (!http::hasBearerToken(request.head, admin_token_)) {
-    response.addHeader("WWW-Authenticate", "Bearer");
-    answer(response, 401,
-           {{"error", "a valid 'Authorization: Bearer TOKEN' is required (token in state_dir/admin.token)"}});
+  if (refuseUnauthorized(request, response)) {
     return;
   }
   std::string error;

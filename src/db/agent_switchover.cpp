@@ -10,6 +10,7 @@
 #include "db/agent.h"
 #include "http/bearer.h"
 #include "http/client.h"
+#include "http/json_body.h"
 
 namespace fulcrum::db {
 
@@ -67,6 +68,18 @@ bool DbAgent::refuseUncertified(std::string_view peer_certificate, http::Respons
   refuse(response, 403,
          "a client certificate from the site CA is required (internal_tls): present the operator's "
          "(state_dir/tls/operator.crt) along with the token");
+  return true;
+}
+
+bool DbAgent::refuseUnauthorized(const http::Request& request, http::Response& response) const {
+  if (refuseUncertified(request.peer_certificate, response)) {
+    return true;
+  }
+  if (http::hasBearerToken(request.head, admin_token_)) {
+    return false;
+  }
+  response.addHeader("WWW-Authenticate", "Bearer");
+  refuse(response, 401, "a valid 'Authorization: Bearer TOKEN' is required (token in state_dir/admin.token)");
   return true;
 }
 
@@ -335,6 +348,60 @@ void DbAgent::driveSwitchover() {
       return;
     }
   }
+}
+
+}  // namespace fulcrum::db
+
+namespace fulcrum::db {
+
+void DbAgent::handlePause(const http::Request& request, http::Response& response) {
+  if (refuseUnauthorized(request, response)) {
+    return;
+  }
+  std::string error;
+  std::optional<nlohmann::json> body = http::parseStrictJson(request.body, error);
+  if (!body || !body->is_object() || body->size() != 1 || !body->contains("paused") ||
+      !(*body)["paused"].is_boolean()) {
+    refuse(response, 400, (error.empty() ? std::string("bad body") : error) + R"(: expected {"paused": true|false})");
+    return;
+  }
+  const bool paused = (*body)["paused"].get<bool>();
+  const std::string key = pauseKey(site_.site.name);
+  if (paused) {
+    // By whom: the forwarded-by header when another agent carried it, else this agent's node.
+    PauseRecord record{"operator via " + node_.name,
+                       std::chrono::duration_cast<std::chrono::seconds>(
+                           std::chrono::system_clock::now().time_since_epoch())
+                           .count()};
+    auto created = etcd_.createIfAbsent(key, encodePause(record));
+    if (!created.ok) {
+      refuse(response, 503, "etcd: " + created.error);
+      return;
+    }
+    if (!created.value) {
+      response.setBody(200, "application/json", nlohmann::json{{"paused", true}, {"changed", false}}.dump());
+      return;
+    }
+    log::info("maintenance mode requested: automatic failover paused for the cluster");
+  } else {
+    auto current = etcd_.get(key);
+    if (!current.ok) {
+      refuse(response, 503, "etcd: " + current.error);
+      return;
+    }
+    auto deleted = current.value ? etcd_.deleteIfUnchanged(key, current.value->mod_revision) : Result<bool>::success(false);
+    if (!deleted.ok) {
+      refuse(response, 503, "etcd: " + deleted.error);
+      return;
+    }
+    if (!deleted.value) {
+      response.setBody(200, "application/json", nlohmann::json{{"paused", false}, {"changed", false}}.dump());
+      return;
+    }
+    log::info("maintenance mode ended on request: automatic failover resumes");
+  }
+  wake();
+  response.setBody(200, "application/json", nlohmann::json{{"paused", paused}, {"changed", true}}.dump());
 }
 
 }  // namespace fulcrum::db

@@ -11,7 +11,7 @@ using pg::parseSysid;
 
 namespace {
 
-constexpr size_t kFixedKeys = 5;  // initialize, leader, sync, switchover, restore; then the members
+constexpr size_t kFixedKeys = 6;  // initialize, leader, sync, switchover, restore, pause; then the members
 
 bool isRole(std::string_view role) {
   return role == "primary" || role == "replica" || role == "stopped" || role == "promoting";
@@ -111,9 +111,30 @@ std::optional<RestoreHold> decodeRestoreHold(std::string_view value) {
   return hold;
 }
 
+std::string pauseKey(std::string_view site) {
+  return sitePrefix(site) + "pause";
+}
+
+std::string encodePause(const PauseRecord& record) {
+  return nlohmann::json{{"by", record.by}, {"since", record.since}}.dump();
+}
+
+std::optional<PauseRecord> decodePause(std::string_view value) {
+  nlohmann::json j = nlohmann::json::parse(value, nullptr, false);
+  if (!j.is_object() || !j.contains("by") || !j["by"].is_string() || !j.contains("since") ||
+      !j["since"].is_number_integer()) {
+    return std::nullopt;
+  }
+  PauseRecord record{j["by"].get<std::string>(), j["since"].get<int64_t>()};
+  if (record.by.size() > 128) {
+    return std::nullopt;
+  }
+  return record;
+}
+
 std::vector<std::string> siteKeys(std::string_view site, const std::set<std::string>& nodes) {
   std::vector<std::string> keys = {initializeKey(site), leaderKey(site), syncKey(site), switchoverKey(site),
-                                   restoreKey(site)};
+                                   restoreKey(site),    pauseKey(site)};
   for (const std::string& node : nodes) {
     keys.push_back(memberKey(site, node));
   }
@@ -243,6 +264,18 @@ SiteView readSite(std::string_view site, const std::set<std::string>& nodes,
       ignore(keys[4], "the restore record names no [[db.node]]");
     } else {
       view.restore = std::move(hold);
+    }
+  }
+
+  if (const auto* kv = at(5)) {
+    std::optional<PauseRecord> pause;
+    if (kv->value.size() > kMaxSmallValueBytes) {
+      ignore(keys[5], tooLarge(kv->value.size(), kMaxSmallValueBytes));
+    } else if (!(pause = decodePause(kv->value))) {
+      // Garbage under the key pauses nothing: automatic failover is the safe default.
+      ignore(keys[5], "not a pause record");
+    } else {
+      view.pause = std::move(pause);
     }
   }
 

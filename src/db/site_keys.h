@@ -11,6 +11,7 @@
 //   switchover           a switchover intent (switchover.h), bound to the old leader's member lease
 //   restore              a point-in-time restore under way (RestoreHold), bound to the restoring
 //                        leader's member lease
+//   pause                maintenance mode (PauseRecord), permanent until `fulcrum db resume`
 //   members/<node>       one record per [[db.node]], bound to that node's own lease
 // Only these exact keys are read (one txn), so garbage under other keys costs nothing.
 #include <cstdint>
@@ -62,6 +63,17 @@ std::string restoreKey(std::string_view site);
 std::string encodeRestoreHold(const RestoreHold& hold);
 std::optional<RestoreHold> decodeRestoreHold(std::string_view value);
 
+// The pause key (`fulcrum db pause`): while it exists no replica takes the leader key by itself
+// (Patroni's maintenance mode); switchovers and manual failovers still work.
+struct PauseRecord {
+  std::string by;     // who paused it ("operator", a host name)
+  int64_t since = 0;  // unix seconds
+  bool operator==(const PauseRecord&) const = default;
+};
+std::string pauseKey(std::string_view site);
+std::string encodePause(const PauseRecord& record);
+std::optional<PauseRecord> decodePause(std::string_view value);
+
 // Values larger than these are ignored unread (a record is a few hundred bytes; etcd accepts up
 // to 1.5 MB, which would cost every agent a parse per tick).
 inline constexpr size_t kMaxMemberBytes = 4096;
@@ -101,6 +113,7 @@ struct SiteView {
   std::optional<SyncState> sync;
   std::optional<SwitchoverIntent> intent;
   std::optional<RestoreHold> restore;
+  std::optional<PauseRecord> pause;
   std::optional<InitRecord> init;
   int64_t init_mod_revision = 0;
   std::string init_value;  // as stored (compare-and-put target)

@@ -111,6 +111,9 @@ DbClusterView readDbCluster(const config::Site& site, const std::vector<std::opt
     if (!view.leader && j.contains("leader") && j["leader"].is_string()) {
       view.leader = j["leader"].get<std::string>();
     }
+    if (!view.paused && j.contains("paused") && j["paused"].is_object()) {
+      view.paused = "by " + str(j["paused"], "by") + " since " + str(j["paused"], "since");
+    }
     parsed[i] = std::move(j);
     view.members.push_back(std::move(row));
   }
@@ -125,8 +128,9 @@ DbClusterView readDbCluster(const config::Site& site, const std::vector<std::opt
 }
 
 std::string formatDbCluster(const DbClusterView& v) {
-  std::string out = fmt::format("Cluster: {}  leader: {}  timeline: {}  synchronous: {}\n", clean(v.site),
-                                v.leader ? clean(*v.leader) : "none", v.timeline, v.synchronous ? "yes" : "no");
+  std::string out = fmt::format("Cluster: {}  leader: {}  timeline: {}  synchronous: {}  paused: {}\n", clean(v.site),
+                                v.leader ? clean(*v.leader) : "none", v.timeline, v.synchronous ? "yes" : "no",
+                                v.paused ? "YES (" + clean(*v.paused, 80) + "): no automatic failover" : "no");
   out += fmt::format("{:<12} {:<22} {:<8} {:<12} {:>3}  {:<10} {:>10} {:>8}\n", "MEMBER", "HOST", "ROLE", "STATE", "TL",
                      "RECEIVER", "LAG", "LAG(s)");
   for (const DbMemberRow& m : v.members) {
@@ -157,6 +161,7 @@ std::string dbClusterJson(const DbClusterView& v) {
               {"leader", v.leader ? json(*v.leader) : json(nullptr)},
               {"timeline", v.timeline},
               {"synchronous", v.synchronous},
+              {"paused", v.paused.has_value()},
               {"members", std::move(members)}}
              .dump(2) +
          "\n";
@@ -244,6 +249,18 @@ int runDbFailover(const config::Site& site, const std::string& to) {
     return 1;
   }
   return adminPost(site, "failover", "/failover", json{{"to", to}}.dump(), {node});
+}
+
+}  // namespace fulcrum::site
+
+namespace fulcrum::site {
+
+int runDbPause(const config::Site& site, bool paused) {
+  std::vector<const config::DbNode*> agents;
+  for (const config::DbNode& n : site.db.nodes) {
+    agents.push_back(&n);
+  }
+  return adminPost(site, paused ? "pause" : "resume", "/pause", json{{"paused", paused}}.dump(), agents);
 }
 
 }  // namespace fulcrum::site

@@ -30,6 +30,7 @@ struct DbClusterView {
   std::optional<std::string> leader;  // as the agents see the leader key
   int64_t timeline = 0;               // the leader's
   bool synchronous = false;
+  std::optional<std::string> paused;  // maintenance mode: by whom, since when (nullopt: not paused)
   std::vector<DbMemberRow> members;
 };
 
@@ -46,5 +47,7 @@ int runDbList(const config::Site& site, bool json);
 int runDbSwitchover(const config::Site& site, const std::string& to);
 // POST /failover {"to": NODE} to NODE's agent (a cluster without a leader).
 int runDbFailover(const config::Site& site, const std::string& to);
+// POST /pause {"paused": ...} to the first agent that answers: maintenance mode on or off.
+int runDbPause(const config::Site& site, bool paused);
 
 }  // namespace fulcrum::site

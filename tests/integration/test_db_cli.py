@@ -2,7 +2,10 @@
 commands find the agents and the token themselves, print what happened, and exit non-zero with the
 reason when they cannot act. Skipped when etcd, PostgreSQL or root is missing."""
 import json
+import os
+import signal
 import subprocess
+import time
 import unittest
 
 from harness import FULCRUM, needs, wait_until
@@ -82,6 +85,36 @@ class DbCliTest(unittest.TestCase):
         self.assertEqual(run.returncode, 1)
         self.assertIn("already the leader", run.stderr)
         self.assertEqual(self.settled()["leader"], before["leader"])
+
+    def test_4_paused_no_failover_until_resumed(self):
+        before = self.settled()
+        run = self.db("pause")
+        self.assertEqual(run.returncode, 0, run.stderr)
+        wait_until(lambda: self.cluster()[1]["paused"], timeout=10, what="every agent sees the pause")
+        self.assertIn("paused: YES", self.db("list").stdout)
+        again = self.db("pause")  # idempotent
+        self.assertEqual(again.returncode, 0, again.stderr)
+        self.assertIn('"changed":false', again.stdout)
+        # The leader's agent freezes: its lease runs out (3 s), its fence stops its PostgreSQL, and
+        # the replica, paused, does not take over.
+        old = before["leader"]
+        replica = next(n for n in DB if n != old)
+        frozen = self.site.pid_of(old)
+        os.kill(frozen, signal.SIGSTOP)
+        self.addCleanup(lambda: subprocess.run(["kill", "-CONT", str(frozen)], capture_output=True))
+        deadline = time.monotonic() + 12  # four lease TTLs: an absence can only be watched for a while
+        while time.monotonic() < deadline:
+            members = {m["name"]: m for m in self.cluster()[1]["members"]}
+            self.assertNotEqual(members[replica]["role"], "leader", "a replica took over while paused")
+            time.sleep(0.5)
+        run = self.db("resume")
+        self.assertEqual(run.returncode, 0, run.stderr)
+        wait_until(lambda: self.cluster()[1]["leader"] == replica, timeout=30, interval=0.3,
+                   what="the replica takes over once resumed")
+        os.kill(frozen, signal.SIGCONT)
+        after = self.settled()
+        self.assertEqual(after["leader"], replica)
+        self.assertFalse(after["paused"])
 
 
 if __name__ == "__main__":

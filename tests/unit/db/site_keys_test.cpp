@@ -48,12 +48,26 @@ bool ignored(const SiteView& view, const std::string& key) {
 
 TEST(SiteKeysTest, ReadsOnlyTheSitesOwnExactKeys) {
   auto keys = siteKeys("shop", kNodes);
-  ASSERT_EQ(keys.size(), 8u);
+  ASSERT_EQ(keys.size(), 9u);
   EXPECT_EQ(keys[0], initializeKey("shop"));
   EXPECT_EQ(keys[1], leaderKey("shop"));
   EXPECT_EQ(keys[4], restoreKey("shop"));
-  EXPECT_EQ(keys[5], memberKey("shop", "db-01"));
-  EXPECT_EQ(keys[7], memberKey("shop", "db-03"));
+  EXPECT_EQ(keys[5], pauseKey("shop"));
+  EXPECT_EQ(keys[6], memberKey("shop", "db-01"));
+  EXPECT_EQ(keys[8], memberKey("shop", "db-03"));
+}
+
+TEST(SiteKeysTest, APauseRecordPausesAndGarbageDoesNot) {
+  const PauseRecord record{"operator", 1796292900};
+  EXPECT_EQ(decodePause(encodePause(record)), record);
+  auto view = Keys().set(pauseKey("shop"), encodePause(record)).read();
+  ASSERT_TRUE(view.pause);
+  EXPECT_EQ(view.pause->by, "operator");
+  for (const char* bad : {"yes", "{}", R"({"by":1,"since":2})", R"({"by":"x","since":"now"})"}) {
+    auto odd = Keys().set(pauseKey("shop"), bad).read();
+    EXPECT_FALSE(odd.pause) << bad;
+    EXPECT_TRUE(ignored(odd, pauseKey("shop"))) << bad;
+  }
 }
 
 TEST(SiteKeysTest, RestoreHoldIsBelievedOnlyWithALeaseAndAKnownNode) {
