@@ -227,6 +227,16 @@ void BackupManager::finishJob(const ToolOutput& out, system_clock::time_point no
       break;
     case JobKind::Backup: {
       const double seconds = std::chrono::duration<double>(now - job->started).count();
+      if (!ok && job->from != "primary") {
+        // The standby could not serve (not caught up, unreachable): the same backup again at once,
+        // from the primary; the operator waiting for it sees only how that one ends.
+        ++backups_failed_[static_cast<int>(job->type)];
+        standby_failed_ = true;
+        requested_ = job->type;
+        log::warn("backup: {} backup from {} failed ({}); taking it from the primary", backupTypeName(job->type),
+                  job->from, lastLines(out));
+        break;
+      }
       last_ = LastBackup{job->type, job->from, ok, ok ? "" : lastLines(out), "", unixSeconds(now), seconds};
       label_pending_ = ok;
       if (ok) {
@@ -240,13 +250,7 @@ void BackupManager::finishJob(const ToolOutput& out, system_clock::time_point no
         log::info("backup: {} backup from {} done in {:.1f} s", backupTypeName(job->type), job->from, seconds);
       } else {
         ++backups_failed_[static_cast<int>(job->type)];
-        if (job->from != "primary") {
-          standby_failed_ = true;  // the next try copies from the primary
-        }
         failed(std::string(backupTypeName(job->type)) + " backup from " + job->from);
-        if (job->from != "primary") {
-          next_try_ = now;  // at once, from the primary
-        }
       }
       break;
     }
