@@ -20,7 +20,7 @@ DB = ["db-1", "db-2"]
 class Site:
     """A site file, its `up` process and the state it leaves in its temporary directory."""
 
-    def __init__(self, extra_lb="", app="none", extra_db="", extra="", etcd_members=1):
+    def __init__(self, extra_lb="", app="none", extra_db="", extra="", etcd_members=1, leader_ttl_ms=3000):
         self.dir = tempfile.mkdtemp(prefix="fulcrum-up-", dir="/tmp")
         os.chmod(self.dir, 0o755)  # the postgres user must traverse it
         self.lb_http, self.lb_stats = free_port(), free_port()
@@ -34,7 +34,7 @@ class Site:
                 f'[web]\ndocroot = "www"\napp = "{app}"\n')
         for name, port in self.web.items():
             text += f'[[web.node]]\nname = "{name}"\nlisten = "127.0.0.1:{port}"\nthreads = 1\n'
-        text += f"[db]\nleader_ttl_ms = 3000\n{extra_db}"
+        text += f"[db]\nleader_ttl_ms = {leader_ttl_ms}\n{extra_db}"
         for name, (pg, agent) in self.ports.items():
             text += f'[[db.node]]\nname = "{name}"\npg = "127.0.0.1:{pg}"\nagent = "127.0.0.1:{agent}"\n'
         endpoints = ", ".join(f'"127.0.0.1:{port}"' for port in self.etcd_ports)
