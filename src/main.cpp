@@ -128,6 +128,20 @@ int main(int argc, char** argv) {
   db_pause->add_option("site", db_cli_site, "topology file (default examples/site.toml)");
   auto* db_resume = db->add_subcommand("resume", "end maintenance mode: automatic failover again");
   db_resume->add_option("site", db_cli_site, "topology file (default examples/site.toml)");
+  std::string db_target;
+  auto* db_restart = db->add_subcommand("restart", "restart NODE's PostgreSQL in its role (the leader keeps the lease)");
+  db_restart->add_option("node", db_target, "the [[db.node]] to restart")->required();
+  db_restart->add_option("site", db_cli_site, "topology file (default examples/site.toml)");
+  int db_reinit_wait = 900;
+  auto* db_reinit = db->add_subcommand("reinit", "clone replica NODE again from the leader (old data kept aside)");
+  db_reinit->add_option("node", db_target, "the replica to re-clone")->required();
+  db_reinit->add_option("site", db_cli_site, "topology file (default examples/site.toml)");
+  db_reinit->add_option("--wait", db_reinit_wait, "seconds to wait for it to stream again (default 900)")
+      ->check(CLI::Range(1, 86400));
+  bool db_history_json = false;
+  auto* db_history = db->add_subcommand("history", "the cluster's timelines: where, when and why each began");
+  db_history->add_option("site", db_cli_site, "topology file (default examples/site.toml)");
+  db_history->add_flag("--json", db_history_json, "an object: leader, timeline, history");
 
   std::string up_site = "examples/site.toml";
   bool up_no_restart = false;
@@ -159,6 +173,11 @@ int main(int argc, char** argv) {
   status->add_option("file", status_file, "topology file (as --site)");
   status->add_option("--site", status_site, "topology file (default examples/site.toml)");
   status->add_flag("--json", status_json, "print a JSON array");
+  bool status_watch = false;
+  int status_interval = 2;
+  status->add_flag("--watch", status_watch, "redraw in place until interrupted");
+  status->add_option("--interval", status_interval, "seconds between two reports under --watch (default 2)")
+      ->check(CLI::Range(1, 3600));
 
   std::string backup_site = "examples/site.toml";
   fulcrum::site::BackupOptions backup_options;
@@ -331,12 +350,22 @@ int main(int argc, char** argv) {
   }
   if (*db) {
     fulcrum::config::Site site;
-    if (*db_list || *db_switchover || *db_failover || *db_pause || *db_resume) {
+    if (*db_list || *db_switchover || *db_failover || *db_pause || *db_resume || *db_restart || *db_reinit ||
+        *db_history) {
       if (!loadSite(db_cli_site, site)) {
         return kExitUsage;
       }
       if (*db_list) {
         return fulcrum::site::runDbList(site, db_list_json);
+      }
+      if (*db_restart) {
+        return fulcrum::site::runDbRestart(site, db_target);
+      }
+      if (*db_reinit) {
+        return fulcrum::site::runDbReinit(site, db_target, std::chrono::seconds(db_reinit_wait));
+      }
+      if (*db_history) {
+        return fulcrum::site::runDbHistory(site, db_history_json);
       }
       if (*db_pause || *db_resume) {
         return fulcrum::site::runDbPause(site, db_pause->parsed());
@@ -344,7 +373,7 @@ int main(int argc, char** argv) {
       return *db_switchover ? fulcrum::site::runDbSwitchover(site, db_to) : fulcrum::site::runDbFailover(site, db_to);
     }
     if (db_site.empty() || db_node.empty()) {
-      std::fprintf(stderr, "fulcrum db: --site and --node are required to run an agent (or: db list|switchover|failover|pause|resume)\n");
+      std::fprintf(stderr, "fulcrum db: --site and --node are required to run an agent (or: db list|switchover|failover|pause|resume|restart|reinit|history)\n");
       return kExitUsage;
     }
     if (!loadSite(db_site, site)) {
@@ -402,7 +431,7 @@ int main(int argc, char** argv) {
     if (!loadSite(status_file.empty() ? status_site : status_file, site)) {
       return kExitUsage;
     }
-    return fulcrum::site::runStatusCommand(site, status_json);
+    return fulcrum::site::runStatusCommand(site, status_json, status_watch ? status_interval : 0);
   }
   if (*lab) {
     for (auto* action : lab_actions) {

@@ -252,7 +252,7 @@ void DbAgent::onWatchEvent(const WatchEvent& event) {
       event.key == pauseKey(site_.site.name)) {
     leader_key_changed_ = leader_key_changed_ || event.key == leaderKey(site_.site.name);
     wake();
-  } else if (event.key != initializeKey(site_.site.name)) {
+  } else if (event.key != initializeKey(site_.site.name) && event.key != historyKey(site_.site.name)) {
     logStrangeKey(event);
   }
 }
@@ -317,9 +317,16 @@ void DbAgent::tick() {
     return;
   }
   if (auto exit = pg_->pollExit()) {
-    ++postgres_exits_;
-    log::warn("PostgreSQL exited (wait status {})", *exit);
+    if (restart_) {
+      log::info("PostgreSQL stopped for the restart the operator asked ({:.1f} s); starting it again",
+                std::chrono::duration<double>(loop_.clock().now() - restart_->since).count());
+      restart_.reset();
+    } else {
+      ++postgres_exits_;
+      log::warn("PostgreSQL exited (wait status {})", *exit);
+    }
   }
+  driveRestart();
   if (phase_ == Phase::Bootstrap) {
     bootstrapStep();
   }
@@ -767,6 +774,10 @@ void DbAgent::stepLeader() {
   }
   observe();
   publish();
+  if (pending_history_ && !checkpoint_pending_ && elector_.isLeader() && elector_.mayWrite() && status_ok_ &&
+      !pg_status_.in_recovery) {
+    recordHistory();
+  }
   if (elector_.isLeader() && elector_.mayWrite() && pg_->isRunning() && etcd_ok_ && !switchover_) {
     if (syncMode()) {
       reconcileSync();
@@ -867,6 +878,15 @@ bool DbAgent::takeOver(const char* how) {
   }
   log::warn("leader key was free: this replica (replayed {}) takes over by {} and promotes",
             formatLsn(pg_status_.replay_lsn), how);
+  // Why this timeline begins, for the history key (recordHistory(), once it is on disk).
+  std::string reason = how;
+  if (std::string_view(how) == "switchover" && intent_) {
+    reason = "switchover from " + intent_->from;
+  } else if (std::string_view(how) == "failover") {
+    reason = following_.empty() ? "failover: the leader key was free"
+                                : "failover: leader " + following_ + "'s lease ended";
+  }
+  const Lsn fork_at = pg_status_.replay_lsn;
   // Commits must not wait for a standby list copied from the old leader (pg_basebackup copies
   // postgresql.auto.conf): in synchronous mode the sync key just claimed lists nobody, so no
   // replica counts yet (reconcileSync() adds them as they stream); in asynchronous mode none
@@ -887,6 +907,11 @@ bool DbAgent::takeOver(const char* how) {
     return false;
   }
   ++promotions_;
+  pending_history_ = HistoryEntry{0, fork_at, std::chrono::duration_cast<std::chrono::seconds>(
+                                                  std::chrono::system_clock::now().time_since_epoch())
+                                                  .count(),
+                                  node_.name, std::move(reason)};
+  history_attempts_ = 0;
   primary_data_ = true;
   following_.clear();
   slots_ok_ = false;
@@ -1077,14 +1102,19 @@ void DbAgent::checkDivergence() {
                               " ms: stopping this replica and asking pg_rewind whether it forked off");
 }
 
-void DbAgent::recloneFrom(const MemberRecord& leader) {
+std::optional<std::filesystem::path> DbAgent::recloneFrom(const MemberRecord& leader, bool planned) {
   auto aside = pg_->moveDataAside();
   if (!aside.ok) {
     log::error("cannot re-clone: {}", aside.error);
-    return;
+    return std::nullopt;
   }
   ++reclones_;
-  log::warn("data directory moved aside to {} (kept); cloning {} again", aside.value.string(), leader.name);
+  if (planned) {
+    log::info("reinit asked by the operator: data directory moved aside to {} (kept); cloning {}",
+              aside.value.string(), leader.name);
+  } else {
+    log::warn("data directory moved aside to {} (kept); cloning {} again", aside.value.string(), leader.name);
+  }
   primary_data_ = false;
   must_clone_ = true;
   following_.clear();
@@ -1092,6 +1122,7 @@ void DbAgent::recloneFrom(const MemberRecord& leader) {
   // The bootstrap phase clones (never initdb), with the same identity checks as a new node.
   phase_ = Phase::Bootstrap;
   wake();
+  return aside.value;
 }
 
 void DbAgent::ensureSlots() {
@@ -1526,7 +1557,8 @@ std::string DbAgent::statusJson() const {
     j["operation"] = nullptr;
   }
   j["pg_running"] = v.pg_running;
-  j["timeline"] = status_ok_ ? pg_status_.timeline : 0;
+  j["postgres_starts"] = postgres_starts_;  // `db restart` waits for the next one
+  j["timeline"] = reportedTimeline();
   j["lsn"] = formatLsn(status_ok_ ? pg_status_.lsn() : 0);
   if (auto lag = v.lagBytes()) {
     j["lag_bytes"] = *lag;
@@ -1605,7 +1637,8 @@ std::string DbAgent::metricsText() const {
   gauge("fulcrum_db_primary", "1 on the leader while it accepts writes", primaryStatus(v) == 200 ? 1 : 0);
   gauge("fulcrum_db_replica", "1 on a streaming replica", replicaStatus(v, std::nullopt) == 200 ? 1 : 0);
   gauge("fulcrum_db_leader_lease_valid", "1 while this node holds a valid leader lease", v.may_write ? 1 : 0);
-  gauge("fulcrum_db_timeline", "PostgreSQL timeline", status_ok_ ? pg_status_.timeline : 0);
+  gauge("fulcrum_db_timeline", "PostgreSQL timeline (a replica not streaming: the last it knew)",
+        reportedTimeline());
   gauge("fulcrum_db_lsn_bytes", "WAL position written (primary) or replayed (replica)",
         static_cast<double>(status_ok_ ? pg_status_.lsn() : 0));
   auto lag = v.lagBytes();
@@ -1717,6 +1750,19 @@ void DbAgent::handle(const http::Request& request, http::Response& response) {
     }
     return;
   }
+  if (path == "/restart" || path == "/reinit") {
+    if (method != http::Method::Post) {
+      response.addHeader("Allow", "POST");
+      json(405, R"({"error":"use POST"})");
+      return;
+    }
+    if (path == "/restart") {
+      handleRestart(request, response);
+    } else {
+      handleReinit(request, response);
+    }
+    return;
+  }
   if (path == "/backup") {
     handleBackup(request, response);
     return;
@@ -1754,6 +1800,8 @@ void DbAgent::handle(const http::Request& request, http::Response& response) {
     json(healthStatus(v), statusJson());  // as Patroni: the leader, or PostgreSQL up and running
   } else if (path == "/status" || path == "/") {
     json(200, statusJson());
+  } else if (path == "/history") {
+    handleHistory(response);
   } else if (path == "/metrics") {
     response.setBody(200, metrics::kContentType, status_only ? std::string() : metricsText());
   } else {

@@ -45,6 +45,7 @@
 #include "db/agent_machine.h"
 #include "db/agent_state.h"
 #include "db/backup_manager.h"
+#include "db/cluster_history.h"
 #include "db/elector.h"
 #include "db/etcd_client.h"
 #include "db/etcd_watch.h"
@@ -139,9 +140,10 @@ class DbAgent final : public http::Handler {
   // it does not stream from the leader and cannot start or stream) is rewound. Runs every
   // replica tick.
   void checkDivergence();
-  // pg_rewind failed: data directory aside, then a new clone of `leader` (or the bootstrap
-  // phase clones it later).
-  void recloneFrom(const MemberRecord& leader);
+  // pg_rewind failed (or the operator asked, `planned`): data directory aside, then a new clone
+  // of `leader` (or the bootstrap phase clones it later). The path the old data went to, or
+  // nullopt when it could not be moved (logged).
+  std::optional<std::filesystem::path> recloneFrom(const MemberRecord& leader, bool planned = false);
 
   // Synchronous mode (agent_sync.cpp).
   bool syncMode() const { return site_.db.synchronous; }
@@ -257,6 +259,20 @@ class DbAgent final : public http::Handler {
 
   std::string statusJson() const;
   std::string metricsText() const;
+
+  // The operator's node actions (agent_ops.cpp). POST /restart: PostgreSQL stopped (fast) and
+  // started again in its role, without giving up the lease. POST /reinit: a replica's data
+  // moved aside and cloned again from the leader. GET /history: the timelines and why each
+  // began (cluster_history.h).
+  void handleRestart(const http::Request& request, http::Response& response);
+  void handleReinit(const http::Request& request, http::Response& response);
+  void handleHistory(http::Response& response);
+  // Every tick: a restart's stop that outlasts stop_timeout is made immediate.
+  void driveRestart();
+  // On the leader once its new timeline is on disk: the pending entry into the history key.
+  void recordHistory();
+  // The timeline shown to operators: a replica not streaming reports the last one it knew.
+  uint32_t reportedTimeline() const;
 
   // [db.backup] (agent_backup.cpp): pgBackRest driven while this node leads.
   void tickBackup();
@@ -415,6 +431,15 @@ class DbAgent final : public http::Handler {
   core::TimePoint next_archiver_read_{};
   bool backup_leading_ = false;  // the manager was last told this node leads
   bool checkpoint_pending_ = false;  // promoted, the post-promotion CHECKPOINT not done yet
+  // A promotion's entry for the history key, written once the new timeline is on disk.
+  std::optional<HistoryEntry> pending_history_;
+  int history_attempts_ = 0;
+  // POST /restart: the postmaster was told to stop at `since`; started again by the step.
+  struct Restart {
+    core::TimePoint since{};
+    bool escalated = false;
+  };
+  std::optional<Restart> restart_;
   bool promoted_this_tick_ = false;  // the next tick comes at once (one time only)
 };
 

@@ -469,6 +469,15 @@ void DbAgent::driveRestore() {
         history_tli_ = 0;
         readSysid();
         restoreLog(fmt::format("promoted on timeline {} (was {})", r.timeline, r.timeline_before));
+        pending_history_ =
+            HistoryEntry{0, 0,
+                         std::chrono::duration_cast<std::chrono::seconds>(
+                             std::chrono::system_clock::now().time_since_epoch())
+                             .count(),
+                         node_.name,
+                         "restore of backup " + r.plan.from.label +
+                             (r.plan.time ? " to " + formatUtc(*r.plan.time) : std::string(" to its end"))};
+        history_attempts_ = 0;
         restoreStep(RestoreStep::Done);
         putRestoreKey(RestoreHold::State::Done);
         if (backup_) {

@@ -947,6 +947,16 @@ Status PostgresNode::stop(StopMode mode) {
   return Status::success();
 }
 
+bool PostgresNode::signalStop(StopMode mode) {
+  if (!postmaster_.started()) {
+    return false;
+  }
+  dropSessions();
+  static constexpr int kSignals[] = {SIGTERM, SIGINT, SIGQUIT};
+  postmaster_.signal(kSignals[static_cast<int>(mode)]);
+  return true;
+}
+
 bool PostgresNode::isRunning() {
   if (!postmaster_.started()) {
     return false;
@@ -982,9 +992,10 @@ Result<PgStatus> PostgresNode::status() {
       // As core::SocketAddress::toString() writes an address: "[::1]:5432" for IPv6.
       " (SELECT CASE WHEN sender_host LIKE '%:%' THEN '[' || sender_host || ']' ELSE sender_host END"
       "  || ':' || sender_port FROM pg_stat_wal_receiver),"
-      // Replay lag as commonly measured: 0 when all received WAL is replayed, else the age of
-      // the last transaction replayed.
-      " CASE WHEN r THEN CASE WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0"
+      // Replay lag as commonly measured: 0 when all received WAL is replayed (a receiver that
+      // restarted reports where it restarted streaming, which may be behind replay), else the
+      // age of the last transaction replayed.
+      " CASE WHEN r THEN CASE WHEN pg_last_wal_receive_lsn() <= pg_last_wal_replay_lsn() THEN 0"
       "  ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp()) END END"
       " FROM (SELECT pg_is_in_recovery() AS r) AS s");
   if (!rows.ok) {

@@ -219,6 +219,9 @@ class PostgresNode {
   // stop_timeout. A postmaster we did not start (left by a previous agent) is stopped with
   // pg_ctl. Success when nothing runs any more.
   Status stop(StopMode mode = StopMode::Fast);
+  // Asks the postmaster this node started to stop and returns at once (pollExit() says when it
+  // did). False when no postmaster of ours runs.
+  bool signalStop(StopMode mode);
   // internal_tls: the node's pair (renewed or reissued) copied in again, and a running server
   // told to read it (PostgreSQL reloads its SSL files with its configuration). The clients of
   // this node (pg_basebackup, pg_rewind, the WAL receiver) read the copies at their next connect.

@@ -13,6 +13,8 @@
 //                        leader's member lease
 //   pause                maintenance mode (PauseRecord), permanent until `fulcrum db resume`
 //   members/<node>       one record per [[db.node]], bound to that node's own lease
+//   history              when and why each timeline began (cluster_history.h), permanent; read
+//                        only on request (`fulcrum db history`) and by a new leader adding its line
 // Only these exact keys are read (one txn), so garbage under other keys costs nothing.
 #include <cstdint>
 #include <optional>

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <cstdio>
+#include <thread>
 #include <nlohmann/json.hpp>
 
 #include "site/admin_client.h"
@@ -261,6 +262,195 @@ int runDbPause(const config::Site& site, bool paused) {
     agents.push_back(&n);
   }
   return adminPost(site, paused ? "pause" : "resume", "/pause", json{{"paused", paused}}.dump(), agents);
+}
+
+}  // namespace fulcrum::site
+
+namespace fulcrum::site {
+
+namespace {
+
+// POST to NODE's own agent; the answer's JSON object on success (printed by the caller).
+std::optional<json> postToNode(const config::Site& site, const char* command, const config::DbNode& node,
+                               const std::string& path) {
+  std::string error;
+  auto admin = adminClient(site, error);
+  if (!admin) {
+    std::fprintf(stderr, "fulcrum db %s: %s\n", command, error.c_str());
+    return std::nullopt;
+  }
+  ProbeResult r = fetch(node.agent, path, kTimeout * 10, "{}", admin->tls, admin->headers);
+  if (r.status == 0) {
+    std::fprintf(stderr, "fulcrum db %s: %s's agent (%s) did not answer: %s\n", command, node.name.c_str(),
+                 node.agent.toString().c_str(), clean(r.error, 200).c_str());
+    return std::nullopt;
+  }
+  if (!r.ok) {
+    std::fprintf(stderr, "fulcrum db %s: refused by %s (HTTP %d): %s\n", command, node.name.c_str(), r.status,
+                 errorOf(r).c_str());
+    return std::nullopt;
+  }
+  json j = json::parse(r.body, nullptr, false);
+  return j.is_object() ? j : json::object();
+}
+
+// Polls NODE's /status until `done` says so (true) or `wait` passes; prints a line now and then.
+bool waitForNode(const config::Site& site, const config::DbNode& node, std::chrono::seconds wait,
+                 const std::function<bool(const json&)>& done, std::string& last) {
+  std::shared_ptr<core::ClientTransportFactory> tls;
+  if (site.security.internal_tls) {
+    std::string error;
+    if (auto admin = adminClient(site, error)) {
+      tls = admin->tls;
+    }
+  }
+  const auto start = std::chrono::steady_clock::now();
+  auto next_note = start + std::chrono::seconds(10);
+  while (std::chrono::steady_clock::now() - start < wait) {
+    ProbeResult r = fetch(node.agent, "/status", kTimeout, {}, tls);
+    json j = r.status == 200 ? json::parse(r.body, nullptr, false) : json();
+    if (j.is_object()) {
+      last = stateOf(j) + (str(j, "role").empty() ? "" : " (" + str(j, "role") + ")");
+      if (done(j)) {
+        return true;
+      }
+    } else {
+      last = r.error.empty() ? "HTTP " + std::to_string(r.status) : r.error;
+    }
+    if (std::chrono::steady_clock::now() >= next_note) {
+      std::printf("  %s: %s\n", node.name.c_str(), clean(last, 120).c_str());
+      std::fflush(stdout);
+      next_note += std::chrono::seconds(10);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  return false;
+}
+
+double secondsSince(std::chrono::steady_clock::time_point start) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+}  // namespace
+
+int runDbRestart(const config::Site& site, const std::string& name) {
+  const config::DbNode* node = site.findDbNode(name);
+  if (node == nullptr) {
+    std::fprintf(stderr, "fulcrum db restart: no [[db.node]] named '%s'\n", name.c_str());
+    return 1;
+  }
+  const auto start = std::chrono::steady_clock::now();
+  auto asked = postToNode(site, "restart", *node, "/restart");
+  if (!asked) {
+    return 1;
+  }
+  const std::string role = str(*asked, "role");
+  std::printf("restart: %s: PostgreSQL (%s) stopping (fast)\n", name.c_str(), role.c_str());
+  std::fflush(stdout);
+  // Started again (the agent counts its starts of PostgreSQL) and running, whatever the polls saw
+  // in between.
+  const int64_t starts = asked->contains("starts") && (*asked)["starts"].is_number_integer()
+                             ? (*asked)["starts"].get<int64_t>()
+                             : 0;
+  std::string last;
+  bool back = waitForNode(site, *node, std::chrono::seconds(120),
+                          [&](const json& j) {
+                            return j.contains("postgres_starts") && j["postgres_starts"].is_number_integer() &&
+                                   j["postgres_starts"].get<int64_t>() > starts && stateOf(j) == "running";
+                          },
+                          last);
+  if (!back) {
+    std::fprintf(stderr, "fulcrum db restart: %s's PostgreSQL is not running again after 120 s (last: %s); see "
+                 "its agent's log\n", name.c_str(), clean(last, 120).c_str());
+    return 1;
+  }
+  std::printf("restart: %s: PostgreSQL running again (%s) after %.1f s\n", name.c_str(), clean(last, 60).c_str(),
+              secondsSince(start));
+  return 0;
+}
+
+int runDbReinit(const config::Site& site, const std::string& name, std::chrono::seconds wait) {
+  const config::DbNode* node = site.findDbNode(name);
+  if (node == nullptr) {
+    std::fprintf(stderr, "fulcrum db reinit: no [[db.node]] named '%s'\n", name.c_str());
+    return 1;
+  }
+  const auto start = std::chrono::steady_clock::now();
+  auto asked = postToNode(site, "reinit", *node, "/reinit");
+  if (!asked) {
+    return 1;
+  }
+  std::printf("reinit: %s: cloning %s; its old data directory is kept at %s (delete it once the node is "
+              "verified)\n",
+              name.c_str(), clean(str(*asked, "from")).c_str(), clean(str(*asked, "old_data"), 200).c_str());
+  std::fflush(stdout);
+  std::string last;
+  bool streaming = waitForNode(site, *node, wait,
+                               [](const json& j) {
+                                 return str(j, "role") == "replica" && str(j, "receiver") == "streaming" &&
+                                        stateOf(j) == "running";
+                               },
+                               last);
+  if (!streaming) {
+    std::fprintf(stderr, "fulcrum db reinit: %s does not stream from the leader after %lld s (last: %s); the "
+                 "agent goes on trying: see `fulcrum db list` and its log\n",
+                 name.c_str(), static_cast<long long>(wait.count()), clean(last, 120).c_str());
+    return 1;
+  }
+  std::printf("reinit: %s: cloned, streaming from the leader after %.1f s\n", name.c_str(), secondsSince(start));
+  return 0;
+}
+
+std::string formatDbHistory(const std::string& answer) {
+  json j = json::parse(answer, nullptr, false);
+  if (!j.is_object() || !j.contains("history") || !j["history"].is_array()) {
+    return "";
+  }
+  std::string out = fmt::format("{:>3}  {:<14} {:<24} {:<12} {}\n", "TL", "BEGAN AT LSN", "WHEN (UTC)", "LEADER",
+                                "WHY");
+  for (const json& e : j["history"]) {
+    if (!e.is_object() || !e.contains("timeline") || !e["timeline"].is_number_unsigned()) {
+      continue;
+    }
+    auto text = [&](const char* key) {
+      const std::string v = str(e, key);
+      return v.empty() ? std::string("-") : clean(v, 80);
+    };
+    out += fmt::format("{:>3}  {:<14} {:<24} {:<12} {}\n", e["timeline"].get<uint64_t>(), text("lsn"), text("at"),
+                       text("leader"), text("reason"));
+  }
+  return out;
+}
+
+int runDbHistory(const config::Site& site, bool as_json) {
+  std::shared_ptr<core::ClientTransportFactory> tls;
+  if (site.security.internal_tls) {
+    std::string error;
+    auto admin = adminClient(site, error);
+    if (!admin) {
+      std::fprintf(stderr, "fulcrum db history: %s\n", error.c_str());
+      return 1;
+    }
+    tls = admin->tls;
+  }
+  std::string reasons;
+  for (const config::DbNode& n : site.db.nodes) {
+    ProbeResult r = fetch(n.agent, "/history", kTimeout, {}, tls);
+    const std::string table = r.status == 200 ? formatDbHistory(r.body) : "";
+    if (table.empty()) {
+      reasons += fmt::format("\n  {} ({}): {}", n.name, n.agent.toString(),
+                             clean(r.status == 200 ? "not a history answer" : errorOf(r), 200));
+      continue;
+    }
+    if (as_json) {
+      std::fputs((json::parse(r.body).dump(2) + "\n").c_str(), stdout);
+    } else {
+      std::printf("history as %s sees it:\n%s", n.name.c_str(), table.c_str());
+    }
+    return 0;
+  }
+  std::fprintf(stderr, "fulcrum db history: no agent answered:%s\n", reasons.c_str());
+  return 1;
 }
 
 }  // namespace fulcrum::site

@@ -2,6 +2,7 @@
 // `fulcrum db list|switchover|failover`: patronictl's everyday commands. Each finds the agents from
 // the topology file and the admin token in state_dir, asks them, prints what happened, and exits
 // non-zero with the reason when it could not.
+#include <chrono>
 #include <cstdint>
 #include <optional>
 #include <string>
@@ -49,5 +50,14 @@ int runDbSwitchover(const config::Site& site, const std::string& to);
 int runDbFailover(const config::Site& site, const std::string& to);
 // POST /pause {"paused": ...} to the first agent that answers: maintenance mode on or off.
 int runDbPause(const config::Site& site, bool paused);
+// POST /restart to NODE's agent, then waits (bounded) until its PostgreSQL runs again.
+int runDbRestart(const config::Site& site, const std::string& node);
+// POST /reinit to NODE's agent (a replica), then waits (at most `wait`) until it streams again.
+int runDbReinit(const config::Site& site, const std::string& node, std::chrono::seconds wait);
+// GET /history from the first agent that answers: every timeline, when and why it began.
+int runDbHistory(const config::Site& site, bool json);
+
+// The history table (pure, for tests): `answer` is an agent's GET /history body.
+std::string formatDbHistory(const std::string& answer);
 
 }  // namespace fulcrum::site

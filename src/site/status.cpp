@@ -1,6 +1,8 @@
 #include "site/status.h"
 
+#include <fmt/chrono.h>
 #include <fmt/format.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <cstdio>
@@ -151,7 +153,14 @@ std::vector<Target> targetsOf(const config::Site& site) {
 }
 
 std::string lagText(const NodeStatus& n) {
-  return n.lag_bytes ? std::to_string(*n.lag_bytes) + " B" : "-";
+  if (!n.lag_bytes) {
+    return "-";
+  }
+  std::string text = std::to_string(*n.lag_bytes) + " B";
+  if (n.lag_seconds) {
+    text += fmt::format(" {:.1f}s", *n.lag_seconds);
+  }
+  return text;
 }
 
 std::string rateText(const NodeStatus& n) {
@@ -225,12 +234,26 @@ void readAgentStatus(std::string_view json, NodeStatus& out) {
       }
     }
   }
+  if (auto lag = j.find("lag_seconds"); lag != j.end() && lag->is_number()) {
+    out.lag_seconds = lag->get<double>();
+  }
+  out.db_timeline = timeline;
+  out.db_leader = j.contains("leader") && j["leader"].is_string() ? j["leader"].get<std::string>() : "";
+  out.db_paused = j.contains("paused") && j["paused"].is_object();
+  if (auto sync = j.find("sync"); sync != j.end() && sync->is_object()) {
+    out.db_synchronous = sync->contains("mode") && (*sync)["mode"].is_string() &&
+                         (*sync)["mode"].get<std::string>() == "synchronous";
+  }
+  const std::string receiver =
+      j.contains("receiver") && j["receiver"].is_string() ? j["receiver"].get<std::string>() : "";
   if (role == "primary") {
     out.healthy = writable;
     out.health = writable ? fmt::format("primary tl {}", timeline) : fmt::format("primary tl {}, fenced", timeline);
   } else if (role == "replica") {
-    out.healthy = true;
-    out.health = fmt::format("replica tl {}", timeline);
+    // A replica is healthy when it replicates: one that streams from nobody serves stale reads.
+    out.healthy = receiver == "streaming";
+    out.health = fmt::format("replica tl {}, {}", timeline,
+                             receiver.empty() ? std::string("not streaming") : receiver);
   } else {
     out.healthy = false;
     out.health = role.empty() ? "unknown" : "postgres " + role;
@@ -314,6 +337,33 @@ std::string cell(std::string_view text, size_t width) {
 
 }  // namespace
 
+std::string formatDbHeader(const std::vector<NodeStatus>& nodes) {
+  const NodeStatus* seen = nullptr;  // the first agent that answered
+  bool any_db = false;
+  for (const auto& n : nodes) {
+    any_db = any_db || n.role == "db";
+    if (n.role == "db" && n.up && n.db_leader && seen == nullptr) {
+      seen = &n;
+    }
+  }
+  if (!any_db) {
+    return "";
+  }
+  if (seen == nullptr) {
+    return "database: no agent answered with the cluster's state\n";
+  }
+  std::string leader = seen->db_leader->empty() ? std::string("NONE") : cell(*seen->db_leader, 40);
+  std::string timeline;
+  for (const auto& n : nodes) {
+    if (n.role == "db" && n.name == *seen->db_leader && n.db_timeline) {
+      timeline = fmt::format("  timeline {}", *n.db_timeline);
+    }
+  }
+  return fmt::format("database: leader {}{}  synchronous {}  paused {}\n", leader, timeline,
+                     seen->db_synchronous ? "yes" : "no",
+                     seen->db_paused ? "YES (no automatic failover: `fulcrum db resume`)" : "no");
+}
+
 std::string formatTable(const std::vector<NodeStatus>& nodes) {
   // HEALTH is free text (an error, a node's own words): last, so it never pushes the columns.
   // The ARCHIVE column ([db.backup]) only when a node reports one.
@@ -321,12 +371,12 @@ std::string formatTable(const std::vector<NodeStatus>& nodes) {
   for (const auto& n : nodes) {
     archive = archive || !n.archive.empty();
   }
-  std::string out = fmt::format("{:<10} {:<12} {:<22} {:<5} {:>8} {:>10}", "ROLE", "NAME", "ADDRESS", "STATE",
-                                "REQ/S", "LAG");
+  std::string out = formatDbHeader(nodes);
+  out += fmt::format("{:<10} {:<12} {:<22} {:<5} {:>8} {:>16}", "ROLE", "NAME", "ADDRESS", "STATE", "REQ/S", "LAG");
   out += archive ? fmt::format("  {:<20}", "ARCHIVE") : "";
   out += "  HEALTH\n";
   for (const auto& n : nodes) {
-    out += fmt::format("{:<10} {:<12} {:<22} {:<5} {:>8} {:>10}", cell(n.role, 10), cell(n.name, 40),
+    out += fmt::format("{:<10} {:<12} {:<22} {:<5} {:>8} {:>16}", cell(n.role, 10), cell(n.name, 40),
                        cell(n.address, 60), n.up ? "up" : "down", rateText(n), lagText(n));
     out += archive ? fmt::format("  {:<20}", cell(n.archive.empty() ? std::string("-") : n.archive, 20)) : "";
     out += "  " + cell(n.health, 100) + "\n";
@@ -345,6 +395,7 @@ std::string formatJson(const std::vector<NodeStatus>& nodes) {
                    {"health", n.health},
                    {"requests_per_s", n.requests_per_s ? nlohmann::json(*n.requests_per_s) : nlohmann::json()},
                    {"lag_bytes", n.lag_bytes ? nlohmann::json(*n.lag_bytes) : nlohmann::json()},
+                   {"lag_seconds", n.lag_seconds ? nlohmann::json(*n.lag_seconds) : nlohmann::json()},
                    {"archive", n.archive.empty() ? nlohmann::json() : nlohmann::json(n.archive)}});
   }
   return out.dump(2) + "\n";
@@ -393,12 +444,26 @@ std::vector<NodeStatus> collectStatus(const config::Site& site) {
   return out;
 }
 
-int runStatusCommand(const config::Site& site, bool json) {
-  std::vector<NodeStatus> nodes = collectStatus(site);
-  std::string text = json ? formatJson(nodes) : formatTable(nodes);
-  std::fwrite(text.data(), 1, text.size(), stdout);
-  bool all_ok = std::all_of(nodes.begin(), nodes.end(), [](const NodeStatus& n) { return n.up && n.healthy; });
-  return all_ok ? core::kExitOk : core::kExitRuntime;
+int runStatusCommand(const config::Site& site, bool json, int watch_seconds) {
+  const bool tty = ::isatty(STDOUT_FILENO) == 1;
+  for (;;) {
+    std::vector<NodeStatus> nodes = collectStatus(site);
+    std::string text = json ? formatJson(nodes) : formatTable(nodes);
+    bool all_ok = std::all_of(nodes.begin(), nodes.end(), [](const NodeStatus& n) { return n.up && n.healthy; });
+    if (watch_seconds > 0) {
+      // In place on a terminal (cursor home, clear), one report after another elsewhere.
+      const std::string stamp = fmt::format("{:%Y-%m-%d %H:%M:%S} UTC, every {} s (Ctrl-C to stop)\n",
+                                            std::chrono::floor<std::chrono::seconds>(std::chrono::system_clock::now()),
+                                            watch_seconds);
+      text = (tty ? "\x1b[H\x1b[2J" : "\n") + stamp + text;
+    }
+    std::fwrite(text.data(), 1, text.size(), stdout);
+    std::fflush(stdout);
+    if (watch_seconds <= 0) {
+      return all_ok ? core::kExitOk : core::kExitRuntime;
+    }
+    std::this_thread::sleep_for(std::chrono::seconds(watch_seconds));
+  }
 }
 
 }  // namespace fulcrum::site

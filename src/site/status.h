@@ -21,6 +21,13 @@ struct NodeStatus {
   std::string health;    // "ok", "primary tl 2", "replica tl 2", "3/3 servers up", or why not
   std::optional<double> requests_per_s;
   std::optional<int64_t> lag_bytes;
+  std::optional<double> lag_seconds;  // a replica's replay lag in time
+  // A db agent's view of the cluster (the header of the table): the leader key's holder ("" none),
+  // synchronous mode, maintenance mode. Unset for other roles.
+  std::optional<std::string> db_leader;
+  std::optional<int64_t> db_timeline;
+  bool db_synchronous = false;
+  bool db_paused = false;
   // [db.backup], on the db leader: "ok", "FAILING", with the WAL segments waiting ("" elsewhere).
   std::string archive;
 };
@@ -46,7 +53,13 @@ std::string formatJson(const std::vector<NodeStatus>& nodes);
 // Asks every node; requests/s from two readings of its counter about one second apart.
 std::vector<NodeStatus> collectStatus(const config::Site& site);
 
-// Prints the table (or JSON); 0 when every node is up and healthy, else 1.
-int runStatusCommand(const config::Site& site, bool json);
+// The database cluster's line above the table ("" without db nodes): the leader and its
+// timeline, synchronous and maintenance mode, as the agents that answered see them.
+std::string formatDbHeader(const std::vector<NodeStatus>& nodes);
+
+// Prints the table (or JSON); 0 when every node is up and healthy, else 1. With `watch_seconds`
+// > 0, redraws it in place every that many seconds until interrupted (the exit code is then
+// the last report's).
+int runStatusCommand(const config::Site& site, bool json, int watch_seconds = 0);
 
 }  // namespace fulcrum::site

@@ -56,6 +56,9 @@ class DbCliTest(unittest.TestCase):
         replica = next(m for m in c["members"] if m["name"] != c["leader"])
         self.assertEqual((replica["role"], replica["state"], replica["timeline"]), ("replica", "running", c["timeline"]))
         self.assertIsInstance(replica["lag_bytes"], int)
+        # Replay lag in time too (0 once everything received is replayed).
+        wait_until(lambda: next(m for m in self.cluster()[1]["members"] if m["name"] == replica["name"])
+                   ["lag_seconds"] is not None, timeout=15, what="the replica's lag in seconds")
         table = self.db("list")
         self.assertEqual(table.returncode, 0, table.stderr)
         self.assertIn(f"leader: {c['leader']}", table.stdout)
@@ -115,6 +118,62 @@ class DbCliTest(unittest.TestCase):
         after = self.settled()
         self.assertEqual(after["leader"], replica)
         self.assertFalse(after["paused"])
+
+    def test_5_restart_keeps_each_role(self):
+        before = self.settled()
+        leader = before["leader"]
+        replica = next(n for n in DB if n != leader)
+        for node in (leader, replica):
+            run = self.db("restart", node, timeout=150)
+            self.assertEqual(run.returncode, 0, run.stdout + run.stderr)
+            self.assertIn(f"restart: {node}: PostgreSQL running again", run.stdout)
+            after = self.settled()
+            # The leader kept its lease through its server's restart: no failover, same timeline.
+            self.assertEqual((after["leader"], after["timeline"]), (leader, before["timeline"]))
+        wrote = self.site.psql(leader, "CREATE TABLE after_restart(x int); INSERT INTO after_restart VALUES (1)")
+        self.assertEqual(wrote.returncode, 0, wrote.stderr)
+        run = self.db("restart", "db-9")
+        self.assertEqual(run.returncode, 1)
+        self.assertIn("no [[db.node]] named 'db-9'", run.stderr)
+
+    def test_6_reinit_clones_a_replica_and_refuses_the_leader(self):
+        before = self.settled()
+        leader = before["leader"]
+        replica = next(n for n in DB if n != leader)
+        run = self.db("reinit", leader)
+        self.assertEqual(run.returncode, 1)
+        self.assertIn("leads", run.stderr)
+        wrote = self.site.psql(leader, "CREATE TABLE before_reinit(x int); INSERT INTO before_reinit VALUES (7)")
+        self.assertEqual(wrote.returncode, 0, wrote.stderr)
+        run = self.db("reinit", replica, "--wait", "120", timeout=150)
+        self.assertEqual(run.returncode, 0, run.stdout + run.stderr)
+        self.assertIn(f"reinit: {replica}: cloned, streaming", run.stdout)
+        old = run.stdout.split("kept at ", 1)[1].split(" (", 1)[0]
+        self.assertTrue(os.path.isdir(old), old)  # kept until the operator deletes it
+        after = self.settled()
+        self.assertEqual(after["leader"], leader)
+        wait_until(lambda: self.site.psql(replica, "SELECT x FROM before_reinit").stdout.strip() == "7", timeout=30,
+                   what="the re-cloned replica has the leader's rows")
+
+    def test_7_history_says_when_and_why_each_timeline_began(self):
+        c = self.settled()
+        run = self.db("history", "--json")
+        self.assertEqual(run.returncode, 0, run.stderr)
+        h = json.loads(run.stdout)
+        self.assertEqual(h["timeline"], c["timeline"])
+        timelines = [e["timeline"] for e in h["history"]]
+        self.assertEqual(timelines, list(range(1, c["timeline"] + 1)))
+        reasons = [e["reason"] or "" for e in h["history"]]
+        # test_2's switchover and test_4's failover (after the frozen leader's lease ended).
+        self.assertTrue(any(r.startswith("switchover from ") for r in reasons), reasons)
+        self.assertTrue(any(r.startswith("failover: ") for r in reasons), reasons)
+        last = h["history"][-1]
+        self.assertEqual(last["leader"], c["leader"])
+        self.assertRegex(last["at"], r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d")
+        self.assertNotEqual(last["lsn"], "0/0")
+        table = self.db("history")
+        self.assertEqual(table.returncode, 0, table.stderr)
+        self.assertRegex(table.stdout, rf"\n +{c['timeline']} +\S+ +\d{{4}}-")
 
 
 if __name__ == "__main__":

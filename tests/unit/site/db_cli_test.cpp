@@ -62,3 +62,27 @@ TEST(DbCliTest, AnAgentDownOrAnsweringGarbageIsOneRow) {
 
 }  // namespace
 }  // namespace fulcrum::site
+
+namespace fulcrum::site {
+namespace {
+
+TEST(DbCliTest, HistoryTableShowsEachTimelineAndStripsControlCharacters) {
+  const std::string answer =
+      R"({"leader":"db-2","timeline":3,"history":[)"
+      R"({"timeline":1,"lsn":"0/0","at":null,"leader":null,"reason":"initdb"},)"
+      R"({"timeline":2,"lsn":"0/3000148","at":"2026-12-03 10:00:00+00","leader":"db-2","reason":"failover: leader db-1's lease ended"},)"
+      R"({"timeline":3,"lsn":"0/5000000","at":"2026-12-03 11:00:00+00","leader":"db-1","reason":"evil\u001b[2J"},)"
+      R"("garbage",{"timeline":"4"}]})";
+  const std::string table = formatDbHistory(answer);
+  EXPECT_NE(table.find("  2  0/3000148      2026-12-03 10:00:00+00   db-2         failover: leader db-1's lease ended\n"),
+            std::string::npos)
+      << table;
+  EXPECT_NE(table.find("  1  0/0            -"), std::string::npos) << table;
+  EXPECT_EQ(table.find('\x1b'), std::string::npos);
+  EXPECT_EQ(std::count(table.begin(), table.end(), '\n'), 4);  // header + 3 timelines
+  EXPECT_EQ(formatDbHistory("not json"), "");
+  EXPECT_EQ(formatDbHistory(R"({"history":5})"), "");
+}
+
+}  // namespace
+}  // namespace fulcrum::site

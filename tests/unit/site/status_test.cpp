@@ -51,11 +51,21 @@ TEST(StatusTest, AgentStatusGivesRoleTimelineAndLag) {
   EXPECT_EQ(fenced.health, "primary tl 2, fenced");
 
   NodeStatus replica;
-  readAgentStatus(R"({"role":"replica","timeline":2,"lag_bytes":4096,"lease":{"held":false,"may_write":false}})",
+  readAgentStatus(R"({"role":"replica","timeline":2,"lag_bytes":4096,"lag_seconds":0.5,"receiver":"streaming",)"
+                  R"("leader":"db-1","lease":{"held":false,"may_write":false}})",
                   replica);
   EXPECT_TRUE(replica.healthy);
-  EXPECT_EQ(replica.health, "replica tl 2");
+  EXPECT_EQ(replica.health, "replica tl 2, streaming");
   EXPECT_EQ(replica.lag_bytes, 4096);
+  EXPECT_EQ(replica.lag_seconds, 0.5);
+  EXPECT_EQ(replica.db_leader, "db-1");
+
+  // A replica that streams from nobody serves stale reads: up, but not healthy.
+  NodeStatus adrift;
+  readAgentStatus(R"({"role":"replica","timeline":2,"lag_bytes":null,"leader":null})", adrift);
+  EXPECT_FALSE(adrift.healthy);
+  EXPECT_EQ(adrift.health, "replica tl 2, not streaming");
+  EXPECT_EQ(adrift.db_leader, "");
 
   NodeStatus stopped;
   readAgentStatus(R"({"role":"stopped","timeline":0})", stopped);
@@ -85,7 +95,7 @@ TEST(StatusTest, ANodesTextCannotDriveTheTerminalOrBreakTheTable) {
   const std::string table = formatTable({evil});
   EXPECT_EQ(table.find('\x1b'), std::string::npos);
   EXPECT_EQ(table.find('\x07'), std::string::npos);
-  EXPECT_EQ(std::count(table.begin(), table.end(), '\n'), 2) << table;  // the header and one row
+  EXPECT_EQ(std::count(table.begin(), table.end(), '\n'), 3) << table;  // the db line, the header and one row
   EXPECT_NE(table.find("..."), std::string::npos);
 }
 
@@ -124,9 +134,13 @@ TEST(StatusTest, LoadBalancerStateCountsServersUpAndReturnsRequests) {
 
 std::vector<NodeStatus> sample() {
   NodeStatus db{"db", "db-1", "127.0.0.1:15432", true, true, "primary tl 1"};
+  db.db_leader = "db-1";
+  db.db_timeline = 1;
   NodeStatus web{"web", "web-1", "127.0.0.1:9001", true, true, "ok", 12.5};
   NodeStatus down{"web", "web-2", "127.0.0.1:9002", false, false, "connect 127.0.0.1:9002: Connection refused"};
-  NodeStatus replica{"db", "db-2", "127.0.0.1:15433", true, true, "replica tl 1", std::nullopt, 128};
+  NodeStatus replica{"db", "db-2", "127.0.0.1:15433", true, true, "replica tl 1, streaming", std::nullopt, 128, 0.25};
+  replica.db_leader = "db-1";
+  replica.db_timeline = 1;
   return {db, web, down, replica};
 }
 
@@ -134,11 +148,24 @@ TEST(StatusTest, TableHasAHeaderAndOneAlignedLinePerNode) {
   // Free-text health last: a long error never pushes the other columns.
   std::string table = formatTable(sample());
   EXPECT_EQ(table,
-            "ROLE       NAME         ADDRESS                STATE    REQ/S        LAG  HEALTH\n"
-            "db         db-1         127.0.0.1:15432        up           -          -  primary tl 1\n"
-            "web        web-1        127.0.0.1:9001         up        12.5          -  ok\n"
-            "web        web-2        127.0.0.1:9002         down         -          -  connect 127.0.0.1:9002: Connection refused\n"
-            "db         db-2         127.0.0.1:15433        up           -      128 B  replica tl 1\n");
+            "database: leader db-1  timeline 1  synchronous no  paused no\n"
+            "ROLE       NAME         ADDRESS                STATE    REQ/S              LAG  HEALTH\n"
+            "db         db-1         127.0.0.1:15432        up           -                -  primary tl 1\n"
+            "web        web-1        127.0.0.1:9001         up        12.5                -  ok\n"
+            "web        web-2        127.0.0.1:9002         down         -                -  connect 127.0.0.1:9002: Connection refused\n"
+            "db         db-2         127.0.0.1:15433        up           -       128 B 0.2s  replica tl 1, streaming\n");
+}
+
+TEST(StatusTest, TheDatabaseLineSaysWhenNobodyLeadsOrFailoverIsPaused) {
+  std::vector<NodeStatus> rows = sample();
+  rows[0].up = false;  // the leader's agent is gone: the replica's view is shown
+  rows[3].db_leader = "";
+  rows[3].db_paused = true;
+  EXPECT_EQ(formatDbHeader(rows),
+            "database: leader NONE  synchronous no  paused YES (no automatic failover: `fulcrum db resume`)\n");
+  rows[3].up = false;
+  EXPECT_EQ(formatDbHeader(rows), "database: no agent answered with the cluster's state\n");
+  EXPECT_EQ(formatDbHeader({rows[1]}), "");  // no database nodes: no line
 }
 
 TEST(StatusTest, JsonIsAnArrayOfObjectsWithNullsForUnknowns) {
@@ -152,6 +179,7 @@ TEST(StatusTest, JsonIsAnArrayOfObjectsWithNullsForUnknowns) {
   EXPECT_EQ(j[2]["state"], "down");
   EXPECT_EQ(j[2]["healthy"], false);
   EXPECT_EQ(j[3]["lag_bytes"], 128);
+  EXPECT_EQ(j[3]["lag_seconds"], 0.25);
 }
 
 }  // namespace
