@@ -1558,6 +1558,7 @@ std::string DbAgent::statusJson() const {
   }
   j["pg_running"] = v.pg_running;
   j["postgres_starts"] = postgres_starts_;  // `db restart` waits for the next one
+  j["pending_restart"] = status_ok_ && pg_status_.pending_restart;
   j["timeline"] = reportedTimeline();
   j["lsn"] = formatLsn(status_ok_ ? pg_status_.lsn() : 0);
   if (auto lag = v.lagBytes()) {

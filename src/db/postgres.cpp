@@ -997,11 +997,15 @@ Result<PgStatus> PostgresNode::status() {
       // age of the last transaction replayed.
       " CASE WHEN r THEN CASE WHEN pg_last_wal_receive_lsn() <= pg_last_wal_replay_lsn() THEN 0"
       "  ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp()) END END"
+      "  ,"
+      // A setting changed (ALTER SYSTEM, the configuration file) that takes effect only at a
+      // restart: `fulcrum db list` says so (patronictl's "Pending restart").
+      " (SELECT coalesce(bool_or(pending_restart), false) FROM pg_settings)"
       " FROM (SELECT pg_is_in_recovery() AS r) AS s");
   if (!rows.ok) {
     return R::failure(rows.error);
   }
-  if (rows.value.size() != 1 || rows.value[0].size() != 9) {
+  if (rows.value.size() != 1 || rows.value[0].size() != 10) {
     return R::failure("unexpected answer to the status query");
   }
   const auto& row = rows.value[0];
@@ -1015,6 +1019,7 @@ Result<PgStatus> PostgresNode::status() {
   status.receiver = row[6];
   status.sender = row[7];
   status.replay_lag_seconds = parseSeconds(row[8]);
+  status.pending_restart = row[9] == "t";
   return R::success(status);
 }
 

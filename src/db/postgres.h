@@ -136,6 +136,7 @@ struct PgStatus {
   // standby: seconds its replay trails the last transaction it received (0 when it has replayed
   // all it received; nullopt on a primary or before any transaction was replayed)
   std::optional<double> replay_lag_seconds;
+  bool pending_restart = false;  // a changed setting waits for a restart (pg_settings)
   // The position this node has: written (primary) or replayed (standby).
   Lsn lsn() const { return in_recovery ? replay_lsn : current_lsn; }
 };

@@ -109,6 +109,8 @@ DbClusterView readDbCluster(const config::Site& site, const std::vector<std::opt
     if (j.contains("lag_seconds") && j["lag_seconds"].is_number()) {
       row.lag_seconds = j["lag_seconds"].get<double>();
     }
+    row.pending_restart = j.contains("pending_restart") && j["pending_restart"].is_boolean() &&
+                          j["pending_restart"].get<bool>();
     if (!view.leader && j.contains("leader") && j["leader"].is_string()) {
       view.leader = j["leader"].get<std::string>();
     }
@@ -132,14 +134,15 @@ std::string formatDbCluster(const DbClusterView& v) {
   std::string out = fmt::format("Cluster: {}  leader: {}  timeline: {}  synchronous: {}  paused: {}\n", clean(v.site),
                                 v.leader ? clean(*v.leader) : "none", v.timeline, v.synchronous ? "yes" : "no",
                                 v.paused ? "YES (" + clean(*v.paused, 80) + "): no automatic failover" : "no");
-  out += fmt::format("{:<12} {:<22} {:<8} {:<12} {:>3}  {:<10} {:>10} {:>8}\n", "MEMBER", "HOST", "ROLE", "STATE", "TL",
-                     "RECEIVER", "LAG", "LAG(s)");
+  out += fmt::format("{:<12} {:<22} {:<8} {:<12} {:>3}  {:<10} {:>10} {:>8}  {:<7}\n", "MEMBER", "HOST", "ROLE",
+                     "STATE", "TL", "RECEIVER", "LAG", "LAG(s)", "RESTART");
   for (const DbMemberRow& m : v.members) {
     const std::string lag = m.lag_bytes ? fmt::format("{} B", *m.lag_bytes) : "-";
     const std::string lag_s = m.lag_seconds ? fmt::format("{:.1f}", *m.lag_seconds) : "-";
     out += fmt::format("{:<12} {:<22} {:<8} {:<12} {:>3}  {:<10} {:>10} {:>8}", clean(m.name, 12), m.host,
                        m.role.empty() ? "-" : clean(m.role, 8), clean(m.state, 12), m.timeline,
                        m.receiver.empty() ? "-" : clean(m.receiver, 10), lag, lag_s);
+    out += m.pending_restart ? "  pending" : "  -      ";
     out += m.error.empty() ? "\n" : "  " + clean(m.error, 80) + "\n";
   }
   return out;
@@ -156,6 +159,7 @@ std::string dbClusterJson(const DbClusterView& v) {
                        {"receiver", m.receiver.empty() ? json(nullptr) : json(m.receiver)},
                        {"lag_bytes", m.lag_bytes ? json(*m.lag_bytes) : json(nullptr)},
                        {"lag_seconds", m.lag_seconds ? json(*m.lag_seconds) : json(nullptr)},
+                       {"pending_restart", m.pending_restart},
                        {"error", m.error.empty() ? json(nullptr) : json(m.error)}});
   }
   return json{{"site", v.site},

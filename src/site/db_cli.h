@@ -24,6 +24,7 @@ struct DbMemberRow {
   std::string receiver;  // a replica's WAL receiver ("streaming"), else ""
   std::optional<int64_t> lag_bytes;
   std::optional<double> lag_seconds;
+  bool pending_restart = false;  // a changed setting waits for `fulcrum db restart`
 };
 
 struct DbClusterView {

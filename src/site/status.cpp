@@ -238,7 +238,9 @@ void readAgentStatus(std::string_view json, NodeStatus& out) {
     out.lag_seconds = lag->get<double>();
   }
   out.db_timeline = timeline;
-  out.db_leader = j.contains("leader") && j["leader"].is_string() ? j["leader"].get<std::string>() : "";
+  if (auto leader = j.find("leader"); leader != j.end() && (leader->is_string() || leader->is_null())) {
+    out.db_leader = leader->is_string() ? leader->get<std::string>() : "";  // null: nobody leads
+  }
   out.db_paused = j.contains("paused") && j["paused"].is_object();
   if (auto sync = j.find("sync"); sync != j.end() && sync->is_object()) {
     out.db_synchronous = sync->contains("mode") && (*sync)["mode"].is_string() &&

@@ -98,7 +98,7 @@ class BackupTest(unittest.TestCase):
         """A WAL switch on the primary and its segment in the archive."""
         primary = self.site.primary()
         before = self.metric(primary, "fulcrum_db_archive_archived_total") or 0
-        switch = self._psql_superuser(primary, "SELECT pg_switch_wal()")
+        switch = self.site.psql_superuser(primary, "SELECT pg_switch_wal()")
         self.assertEqual(switch.returncode, 0, switch.stderr)
         wait_until(lambda: (self.metric(primary, "fulcrum_db_archive_archived_total") or 0) > before, timeout=30,
                    what="the switched segment archived")
@@ -292,17 +292,11 @@ class BackupTest(unittest.TestCase):
 
     def new_segment(self, name):
         """Some WAL, then a switch: one more segment for the archiver."""
-        run = self._psql_superuser(name, "CREATE TABLE IF NOT EXISTS wal_filler (x int); "
+        run = self.site.psql_superuser(name, "CREATE TABLE IF NOT EXISTS wal_filler (x int); "
                                          "INSERT INTO wal_filler VALUES (1); SELECT pg_switch_wal()")
         self.assertEqual(run.returncode, 0, run.stderr)
 
     # --- psql ------------------------------------------------------------------------------------
-
-    def _psql_superuser(self, name, sql):
-        psql = os.path.join(os.path.dirname(self.site.psql_command(name, "")[0][0]), "psql")
-        return subprocess.run(["runuser", "-u", "postgres", "--", psql, "-X", "-A", "-t", "-h",
-                               os.path.join(self.site.dir, "var", name, "run"), "-p", str(self.site.ports[name][0]),
-                               "-d", "postgres", "-c", sql], capture_output=True, text=True, timeout=20)
 
 
 if __name__ == "__main__":

@@ -123,6 +123,13 @@ class DbCliTest(unittest.TestCase):
         before = self.settled()
         leader = before["leader"]
         replica = next(n for n in DB if n != leader)
+        # A setting that takes effect only at a restart: `db list` says the leader waits for one.
+        changed = self.site.psql_superuser(leader, "ALTER SYSTEM SET max_files_per_process = 999")
+        self.assertEqual(changed.returncode, 0, changed.stderr)
+        self.site.psql_superuser(leader, "SELECT pg_reload_conf()")
+        pending = lambda: {m["name"]: m["pending_restart"] for m in self.cluster()[1]["members"]}
+        wait_until(lambda: pending()[leader], timeout=15, what="the leader's pending restart shown")
+        self.assertRegex(self.db("list").stdout, rf"\n{leader} .* pending\n")
         for node in (leader, replica):
             run = self.db("restart", node, timeout=150)
             self.assertEqual(run.returncode, 0, run.stdout + run.stderr)
@@ -130,6 +137,8 @@ class DbCliTest(unittest.TestCase):
             after = self.settled()
             # The leader kept its lease through its server's restart: no failover, same timeline.
             self.assertEqual((after["leader"], after["timeline"]), (leader, before["timeline"]))
+        self.assertFalse(pending()[leader])
+        self.assertEqual(self.site.psql_superuser(leader, "SHOW max_files_per_process").stdout.strip(), "999")
         wrote = self.site.psql(leader, "CREATE TABLE after_restart(x int); INSERT INTO after_restart VALUES (1)")
         self.assertEqual(wrote.returncode, 0, wrote.stderr)
         run = self.db("restart", "db-9")

@@ -69,9 +69,10 @@ endpoints = ["127.0.0.1:{etcd}"]
         self.assertNotIn("\x1b", table.stdout)
         self.assertNotIn("\x07", table.stdout)
         lines = table.stdout.splitlines()
-        self.assertEqual(len(lines), 5, table.stdout)  # the header and one line per node
-        self.assertTrue(lines[0].startswith("ROLE"))
-        rows = {line.split()[1]: line for line in lines[1:]}
+        self.assertEqual(len(lines), 6, table.stdout)  # the database line, the header and one line per node
+        self.assertEqual(lines[0], "database: no agent answered with the cluster's state")
+        self.assertTrue(lines[1].startswith("ROLE"))
+        rows = {line.split()[1]: line for line in lines[2:]}
         self.assertIn("unknown", rows["db-1"])
         self.assertIn("0/2 servers up", rows["lb-1"])
         as_json = subprocess.run([FULCRUM, "status", "--site", path, "--json"], capture_output=True, text=True,

@@ -98,6 +98,13 @@ class Site:
     psql = Cluster.psql
     psql_command = Cluster.psql_command
 
+    def psql_superuser(self, name, sql):
+        """psql as the postgres superuser over the node's unix socket."""
+        psql = os.path.join(os.path.dirname(self.psql_command(name, "")[0][0]), "psql")
+        return subprocess.run(["runuser", "-u", "postgres", "--", psql, "-X", "-A", "-t", "-h",
+                               os.path.join(self.dir, "var", name, "run"), "-p", str(self.ports[name][0]),
+                               "-d", "postgres", "-c", sql], capture_output=True, text=True, timeout=20)
+
     def logs(self):
         out = []
         logs = os.path.join(self.dir, "var", "logs")

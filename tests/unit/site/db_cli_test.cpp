@@ -26,7 +26,7 @@ TEST(DbCliTest, ReadsTheLeaderAndEachMember) {
       R"("lease":{"held":true,"may_write":true},"sync":{"mode":"synchronous"},"lag_bytes":null})";
   const std::string replica =
       R"({"role":"replica","pg_running":true,"operation":null,"timeline":3,"leader":"db-1",)"
-      R"("lease":{"held":false},"receiver":"streaming","lag_bytes":128,"lag_seconds":0.25})";
+      R"("lease":{"held":false},"receiver":"streaming","lag_bytes":128,"lag_seconds":0.25,"pending_restart":true})";
   DbClusterView v = readDbCluster(twoNodes(), {leader, replica}, {"", ""});
   EXPECT_EQ(v.leader, "db-1");
   EXPECT_EQ(v.timeline, 3);
@@ -43,6 +43,9 @@ TEST(DbCliTest, ReadsTheLeaderAndEachMember) {
   EXPECT_EQ(j["leader"], "db-1");
   EXPECT_EQ(j["members"][1]["lag_seconds"], 0.25);
   EXPECT_TRUE(j["members"][0]["lag_bytes"].is_null());
+  EXPECT_EQ(j["members"][0]["pending_restart"], false);
+  EXPECT_EQ(j["members"][1]["pending_restart"], true);
+  EXPECT_NE(table.find("0.2  pending"), std::string::npos) << table;
 }
 
 TEST(DbCliTest, AnAgentDownOrAnsweringGarbageIsOneRow) {
