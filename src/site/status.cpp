@@ -2,14 +2,17 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <ctime>
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <thread>
 
 #include "core/exit_codes.h"
 #include "site/probe.h"
+#include "site/up_control.h"
 #include "tls/client_context.h"
 
 namespace fulcrum::site {
@@ -152,6 +155,20 @@ std::vector<Target> targetsOf(const config::Site& site) {
 
 std::string lagText(const NodeStatus& n) {
   return n.lag_bytes ? std::to_string(*n.lag_bytes) + " B" : "-";
+}
+
+std::string stateText(const NodeStatus& n) {
+  return n.stopped_at ? "stopped" : n.up ? "up" : "down";
+}
+
+// "14:03:07" (local time) of a Unix time.
+std::string clockTime(double unix_time) {
+  const auto t = static_cast<std::time_t>(unix_time);
+  std::tm local{};
+  ::localtime_r(&t, &local);
+  char text[16];
+  std::strftime(text, sizeof text, "%H:%M:%S", &local);
+  return text;
 }
 
 std::string rateText(const NodeStatus& n) {
@@ -321,13 +338,13 @@ std::string formatTable(const std::vector<NodeStatus>& nodes) {
   for (const auto& n : nodes) {
     archive = archive || !n.archive.empty();
   }
-  std::string out = fmt::format("{:<10} {:<12} {:<22} {:<5} {:>8} {:>10}", "ROLE", "NAME", "ADDRESS", "STATE",
+  std::string out = fmt::format("{:<10} {:<12} {:<22} {:<7} {:>8} {:>10}", "ROLE", "NAME", "ADDRESS", "STATE",
                                 "REQ/S", "LAG");
   out += archive ? fmt::format("  {:<20}", "ARCHIVE") : "";
   out += "  HEALTH\n";
   for (const auto& n : nodes) {
-    out += fmt::format("{:<10} {:<12} {:<22} {:<5} {:>8} {:>10}", cell(n.role, 10), cell(n.name, 40),
-                       cell(n.address, 60), n.up ? "up" : "down", rateText(n), lagText(n));
+    out += fmt::format("{:<10} {:<12} {:<22} {:<7} {:>8} {:>10}", cell(n.role, 10), cell(n.name, 40),
+                       cell(n.address, 60), stateText(n), rateText(n), lagText(n));
     out += archive ? fmt::format("  {:<20}", cell(n.archive.empty() ? std::string("-") : n.archive, 20)) : "";
     out += "  " + cell(n.health, 100) + "\n";
   }
@@ -337,15 +354,17 @@ std::string formatTable(const std::vector<NodeStatus>& nodes) {
 std::string formatJson(const std::vector<NodeStatus>& nodes) {
   nlohmann::json out = nlohmann::json::array();
   for (const auto& n : nodes) {
-    out.push_back({{"role", n.role},
-                   {"name", n.name},
-                   {"address", n.address},
-                   {"state", n.up ? "up" : "down"},
-                   {"healthy", n.healthy},
-                   {"health", n.health},
-                   {"requests_per_s", n.requests_per_s ? nlohmann::json(*n.requests_per_s) : nlohmann::json()},
-                   {"lag_bytes", n.lag_bytes ? nlohmann::json(*n.lag_bytes) : nlohmann::json()},
-                   {"archive", n.archive.empty() ? nlohmann::json() : nlohmann::json(n.archive)}});
+    out.push_back(
+        {{"role", n.role},
+         {"name", n.name},
+         {"address", n.address},
+         {"state", stateText(n)},
+         {"healthy", n.healthy},
+         {"health", n.health},
+         {"requests_per_s", n.requests_per_s ? nlohmann::json(*n.requests_per_s) : nlohmann::json()},
+         {"lag_bytes", n.lag_bytes ? nlohmann::json(*n.lag_bytes) : nlohmann::json()},
+         {"archive", n.archive.empty() ? nlohmann::json() : nlohmann::json(n.archive)},
+         {"stopped_at", n.stopped_at ? nlohmann::json(*n.stopped_at) : nlohmann::json()}});
   }
   return out.dump(2) + "\n";
 }
@@ -393,11 +412,60 @@ std::vector<NodeStatus> collectStatus(const config::Site& site) {
   return out;
 }
 
+void applyUpList(const nlohmann::json& list, std::vector<NodeStatus>& rows) {
+  const auto nodes = list.find("nodes");
+  if (nodes == list.end() || !nodes->is_array()) {
+    return;
+  }
+  for (const auto& child : *nodes) {
+    if (!child.is_object()) {
+      continue;
+    }
+    const std::string name = child.value("name", "");
+    const std::string role = child.value("role", "");
+    const std::string state = child.value("state", "");
+    auto row = std::find_if(rows.begin(), rows.end(),
+                            [&](const NodeStatus& r) { return r.name == name && r.role == role; });
+    if (row == rows.end()) {
+      continue;
+    }
+    const auto at = child.find("stopped_at");
+    if ((state == "stopped" || state == "stopping") && at != child.end() && at->is_number()) {
+      row->stopped_at = at->get<double>();
+      row->up = false;
+      row->healthy = false;
+      row->health = state == "stopping" ? "stopping: asked by an operator (fulcrum stop)"
+                                        : "stopped by operator at " + clockTime(*row->stopped_at) +
+                                              " (fulcrum start " + name + " brings it back)";
+      row->requests_per_s.reset();
+      row->lag_bytes.reset();
+    } else if (!row->up && state == "restarting") {
+      row->health += fmt::format("; fulcrum up restarts it (crashes: {})", child.value("crashes", 0));
+    } else if (!row->up && state == "gave_up") {
+      row->health += "; fulcrum up gave up restarting it (" + child.value("last_error", std::string()) + ")";
+    }
+  }
+}
+
 int runStatusCommand(const config::Site& site, bool json) {
   std::vector<NodeStatus> nodes = collectStatus(site);
+  nlohmann::json list;
+  std::string error;
+  bool refused = false;
+  if (askUp(controlSocketPath(site.site.state_dir), {{"op", "list"}}, kTimeout, list, error, refused)) {
+    try {
+      applyUpList(list, nodes);
+    } catch (const std::exception& e) {  // a field of the wrong type: the nodes' own answers stand
+      std::fprintf(stderr, "fulcrum status: fulcrum up's list: %s\n", e.what());
+    }
+  } else if (!refused) {
+    std::fprintf(stderr, "fulcrum status: fulcrum up did not list its nodes: %s\n", error.c_str());
+  }
   std::string text = json ? formatJson(nodes) : formatTable(nodes);
   std::fwrite(text.data(), 1, text.size(), stdout);
-  bool all_ok = std::all_of(nodes.begin(), nodes.end(), [](const NodeStatus& n) { return n.up && n.healthy; });
+  // A node stopped on purpose is in maintenance, not failing (HAProxy's MAINT).
+  bool all_ok = std::all_of(nodes.begin(), nodes.end(),
+                            [](const NodeStatus& n) { return n.stopped_at || (n.up && n.healthy); });
   return all_ok ? core::kExitOk : core::kExitRuntime;
 }
 
