@@ -20,6 +20,7 @@
 #include "site/import_command.h"
 #include "site/lab_command.h"
 #include "site/monitoring.h"
+#include "site/node_command.h"
 #include "site/reload_command.h"
 #include "site/roll_command.h"
 #include "site/status.h"
@@ -166,6 +167,23 @@ int main(int argc, char** argv) {
   roll->add_option("--role", roll_options.role, "role to restart (web)");
   roll->add_option("--node", roll_options.nodes, "only this node (repeatable)");
 
+  // stop|start|restart [FILE] NODE: one or two words, the last the node.
+  std::string node_site = "examples/site.toml";
+  std::vector<std::string> node_words;
+  std::vector<std::pair<CLI::App*, fulcrum::site::ControlOp>> node_commands;
+  for (const auto& [op, what] : std::initializer_list<std::pair<fulcrum::site::ControlOp, const char*>>{
+           {fulcrum::site::ControlOp::Stop, "stop one node of the site `fulcrum up` runs, and keep it down"},
+           {fulcrum::site::ControlOp::Start, "start a node `fulcrum stop` stopped; returns once it answers"},
+           {fulcrum::site::ControlOp::Restart, "stop then start one node of the site `fulcrum up` runs"}}) {
+    auto* sub = app.add_subcommand(std::string(fulcrum::site::controlOpName(op)), what);
+    sub->add_option("node", node_words, "the topology file (default examples/site.toml, or --site), then the node")
+        ->required()
+        ->expected(1, 2)
+        ->type_name("[FILE] NODE");
+    sub->add_option("--site", node_site, "topology file (default examples/site.toml)");
+    node_commands.emplace_back(sub, op);
+  }
+
   std::string status_site = "examples/site.toml";
   bool status_json = false;
   auto* status = app.add_subcommand("status", "one line per node: role, state, health, requests/s, lag");
@@ -256,6 +274,9 @@ int main(int argc, char** argv) {
 
   // Global options may also be given after the subcommand.
   for (auto* sub : {version, check, firewall, import, web, lb, db, up, status, monitoring, lab, etcd}) {
+    sub->fallthrough();
+  }
+  for (auto& [sub, op] : node_commands) {
     sub->fallthrough();
   }
 
@@ -425,6 +446,16 @@ int main(int argc, char** argv) {
       return kExitUsage;
     }
     return fulcrum::site::runRestoreCommand(site, restore_options);
+  }
+  for (const auto& [sub, op] : node_commands) {
+    if (!*sub) {
+      continue;
+    }
+    fulcrum::config::Site site;
+    if (!loadSite(node_words.size() == 2 ? node_words[0] : node_site, site)) {
+      return kExitUsage;
+    }
+    return fulcrum::site::runNodeCommand(site, op, node_words.back());
   }
   if (*status) {
     fulcrum::config::Site site;

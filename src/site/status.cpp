@@ -4,14 +4,17 @@
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <ctime>
 #include <functional>
 #include <nlohmann/json.hpp>
 #include <thread>
 
 #include "core/exit_codes.h"
 #include "site/probe.h"
+#include "site/up_control.h"
 #include "tls/client_context.h"
 
 namespace fulcrum::site {
@@ -160,6 +163,20 @@ std::string lagText(const NodeStatus& n) {
   if (n.lag_seconds) {
     text += fmt::format(" {:.1f}s", *n.lag_seconds);
   }
+  return text;
+}
+
+std::string stateText(const NodeStatus& n) {
+  return n.stopped_at ? "stopped" : n.up ? "up" : "down";
+}
+
+// "14:03:07" (local time) of a Unix time.
+std::string clockTime(double unix_time) {
+  const auto t = static_cast<std::time_t>(unix_time);
+  std::tm local{};
+  ::localtime_r(&t, &local);
+  char text[16];
+  std::strftime(text, sizeof text, "%H:%M:%S", &local);
   return text;
 }
 
@@ -374,12 +391,12 @@ std::string formatTable(const std::vector<NodeStatus>& nodes) {
     archive = archive || !n.archive.empty();
   }
   std::string out = formatDbHeader(nodes);
-  out += fmt::format("{:<10} {:<12} {:<22} {:<5} {:>8} {:>16}", "ROLE", "NAME", "ADDRESS", "STATE", "REQ/S", "LAG");
+  out += fmt::format("{:<10} {:<12} {:<22} {:<7} {:>8} {:>16}", "ROLE", "NAME", "ADDRESS", "STATE", "REQ/S", "LAG");
   out += archive ? fmt::format("  {:<20}", "ARCHIVE") : "";
   out += "  HEALTH\n";
   for (const auto& n : nodes) {
-    out += fmt::format("{:<10} {:<12} {:<22} {:<5} {:>8} {:>16}", cell(n.role, 10), cell(n.name, 40),
-                       cell(n.address, 60), n.up ? "up" : "down", rateText(n), lagText(n));
+    out += fmt::format("{:<10} {:<12} {:<22} {:<7} {:>8} {:>16}", cell(n.role, 10), cell(n.name, 40),
+                       cell(n.address, 60), stateText(n), rateText(n), lagText(n));
     out += archive ? fmt::format("  {:<20}", cell(n.archive.empty() ? std::string("-") : n.archive, 20)) : "";
     out += "  " + cell(n.health, 100) + "\n";
   }
@@ -389,16 +406,18 @@ std::string formatTable(const std::vector<NodeStatus>& nodes) {
 std::string formatJson(const std::vector<NodeStatus>& nodes) {
   nlohmann::json out = nlohmann::json::array();
   for (const auto& n : nodes) {
-    out.push_back({{"role", n.role},
-                   {"name", n.name},
-                   {"address", n.address},
-                   {"state", n.up ? "up" : "down"},
-                   {"healthy", n.healthy},
-                   {"health", n.health},
-                   {"requests_per_s", n.requests_per_s ? nlohmann::json(*n.requests_per_s) : nlohmann::json()},
-                   {"lag_bytes", n.lag_bytes ? nlohmann::json(*n.lag_bytes) : nlohmann::json()},
-                   {"lag_seconds", n.lag_seconds ? nlohmann::json(*n.lag_seconds) : nlohmann::json()},
-                   {"archive", n.archive.empty() ? nlohmann::json() : nlohmann::json(n.archive)}});
+    out.push_back(
+        {{"role", n.role},
+         {"name", n.name},
+         {"address", n.address},
+         {"state", stateText(n)},
+         {"healthy", n.healthy},
+         {"health", n.health},
+         {"requests_per_s", n.requests_per_s ? nlohmann::json(*n.requests_per_s) : nlohmann::json()},
+         {"lag_bytes", n.lag_bytes ? nlohmann::json(*n.lag_bytes) : nlohmann::json()},
+         {"lag_seconds", n.lag_seconds ? nlohmann::json(*n.lag_seconds) : nlohmann::json()},
+         {"archive", n.archive.empty() ? nlohmann::json() : nlohmann::json(n.archive)},
+         {"stopped_at", n.stopped_at ? nlohmann::json(*n.stopped_at) : nlohmann::json()}});
   }
   return out.dump(2) + "\n";
 }
@@ -446,12 +465,62 @@ std::vector<NodeStatus> collectStatus(const config::Site& site) {
   return out;
 }
 
+void applyUpList(const nlohmann::json& list, std::vector<NodeStatus>& rows) {
+  const auto nodes = list.find("nodes");
+  if (nodes == list.end() || !nodes->is_array()) {
+    return;
+  }
+  for (const auto& child : *nodes) {
+    if (!child.is_object()) {
+      continue;
+    }
+    const std::string name = child.value("name", "");
+    const std::string role = child.value("role", "");
+    const std::string state = child.value("state", "");
+    auto row = std::find_if(rows.begin(), rows.end(),
+                            [&](const NodeStatus& r) { return r.name == name && r.role == role; });
+    if (row == rows.end()) {
+      continue;
+    }
+    const auto at = child.find("stopped_at");
+    if ((state == "stopped" || state == "stopping") && at != child.end() && at->is_number()) {
+      row->stopped_at = at->get<double>();
+      row->up = false;
+      row->healthy = false;
+      row->health = state == "stopping" ? "stopping: asked by an operator (fulcrum stop)"
+                                        : "stopped by operator at " + clockTime(*row->stopped_at) +
+                                              " (fulcrum start " + name + " brings it back)";
+      row->requests_per_s.reset();
+      row->lag_bytes.reset();
+      row->lag_seconds.reset();
+    } else if (!row->up && state == "restarting") {
+      row->health += fmt::format("; fulcrum up restarts it (crashes: {})", child.value("crashes", 0));
+    } else if (!row->up && state == "gave_up") {
+      row->health += "; fulcrum up gave up restarting it (" + child.value("last_error", std::string()) + ")";
+    }
+  }
+}
+
 int runStatusCommand(const config::Site& site, bool json, int watch_seconds) {
   const bool tty = ::isatty(STDOUT_FILENO) == 1;
   for (;;) {
     std::vector<NodeStatus> nodes = collectStatus(site);
+    nlohmann::json list;
+    std::string error;
+    bool refused = false;
+    if (askUp(controlSocketPath(site.site.state_dir), {{"op", "list"}}, kTimeout, list, error, refused)) {
+      try {
+        applyUpList(list, nodes);
+      } catch (const std::exception& e) {  // a field of the wrong type: the nodes' own answers stand
+        std::fprintf(stderr, "fulcrum status: fulcrum up's list: %s\n", e.what());
+      }
+    } else if (!refused) {
+      std::fprintf(stderr, "fulcrum status: fulcrum up did not list its nodes: %s\n", error.c_str());
+    }
     std::string text = json ? formatJson(nodes) : formatTable(nodes);
-    bool all_ok = std::all_of(nodes.begin(), nodes.end(), [](const NodeStatus& n) { return n.up && n.healthy; });
+    // A node stopped on purpose is in maintenance, not failing (HAProxy's MAINT).
+    bool all_ok = std::all_of(nodes.begin(), nodes.end(),
+                              [](const NodeStatus& n) { return n.stopped_at || (n.up && n.healthy); });
     if (watch_seconds > 0) {
       // In place on a terminal (cursor home, clear), one report after another elsewhere.
       const std::string stamp = fmt::format("{:%Y-%m-%d %H:%M:%S} UTC, every {} s (Ctrl-C to stop)\n",

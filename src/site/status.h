@@ -1,8 +1,10 @@
 #pragma once
 // `fulcrum status`: one row per node of a site, from each node's own endpoints (lb stats
 // /api/state, web /metrics, db agent /status, etcd /health, Prometheus' targets, Alertmanager's
-// alerts), whoever started the nodes.
+// alerts), whoever started the nodes. Under a running `fulcrum up`, also what `up` says of each
+// (its control socket): a node an operator stopped (`fulcrum stop`) shows as `stopped`, not `down`.
 #include <cstdint>
+#include <nlohmann/json.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -30,6 +32,8 @@ struct NodeStatus {
   bool db_paused = false;
   // [db.backup], on the db leader: "ok", "FAILING", with the WAL segments waiting ("" elsewhere).
   std::string archive;
+  // Stopped on purpose (`fulcrum stop` under `fulcrum up`), at this Unix time: not a failure.
+  std::optional<double> stopped_at;
 };
 
 // Pure readers of the nodes' answers (unit-tested).
@@ -47,6 +51,10 @@ void readPrometheusTargets(std::string_view json, NodeStatus& out);
 // Fills health/healthy from Alertmanager's /api/v2/alerts JSON (active alerts only): "2 alerts firing".
 void readAlertmanagerAlerts(std::string_view json, NodeStatus& out);
 
+// Marks the rows `up` reports stopped by an operator, and says in a down row's health that `up`
+// is restarting it or gave up on it: `list` is up's answer to {"op": "list"} (up_control.h).
+void applyUpList(const nlohmann::json& list, std::vector<NodeStatus>& rows);
+
 std::string formatTable(const std::vector<NodeStatus>& nodes);
 std::string formatJson(const std::vector<NodeStatus>& nodes);
 
@@ -57,9 +65,9 @@ std::vector<NodeStatus> collectStatus(const config::Site& site);
 // timeline, synchronous and maintenance mode, as the agents that answered see them.
 std::string formatDbHeader(const std::vector<NodeStatus>& nodes);
 
-// Prints the table (or JSON); 0 when every node is up and healthy, else 1. With `watch_seconds`
-// > 0, redraws it in place every that many seconds until interrupted (the exit code is then
-// the last report's).
+// Prints the table (or JSON); 0 when every node is up and healthy or stopped by an operator,
+// else 1. With `watch_seconds` > 0, redraws it in place every that many seconds until
+// interrupted.
 int runStatusCommand(const config::Site& site, bool json, int watch_seconds = 0);
 
 }  // namespace fulcrum::site

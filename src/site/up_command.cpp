@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <fstream>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -33,6 +34,7 @@
 #include "site/plan.h"
 #include "site/probe.h"
 #include "site/status.h"
+#include "site/up_control.h"
 #include "tls/client_context.h"
 #include "tls/site_pki.h"
 
@@ -82,6 +84,16 @@ void diffNodes(std::string_view role, const std::vector<Node>& before, const std
 
 std::string seconds1(double s) {
   return fmt::format("{:.1f}", s);
+}
+
+// "14:03:07", local time: when an operator stopped a node.
+std::string clockTime(std::chrono::system_clock::time_point at) {
+  const std::time_t t = std::chrono::system_clock::to_time_t(at);
+  std::tm local{};
+  ::localtime_r(&t, &local);
+  char text[16];
+  std::strftime(text, sizeof text, "%H:%M:%S", &local);
+  return text;
 }
 
 // Readiness: each check may take this long, and checks of a group repeat this often until its
@@ -134,6 +146,17 @@ bool makeDir(const fs::path& dir, std::string& error) {
   return true;
 }
 
+// An operator's `fulcrum stop|start|restart` waiting for its answer; `done`: what was done
+// before (a restart's stop).
+struct PendingReply {
+  ControlReply reply;
+  std::string done;
+};
+
+nlohmann::json failed(const std::string& error) {
+  return {{"ok", false}, {"error", error}};
+}
+
 struct Child {
   ChildSpec spec;
   pid_t pid = 0;  // 0: not running
@@ -145,6 +168,16 @@ struct Child {
   bool gave_up = false;  // exited and will not be restarted
   pid_t successor = 0;   // an lb started with --takeover to replace this one (SIGUSR2)
   std::string last_error;
+  int crashes = 0;  // exits `up` did not ask for
+  // `fulcrum stop`: kept down until `fulcrum start`; neither restarted nor a failure.
+  bool held = false;
+  std::chrono::system_clock::time_point held_since{};
+  bool start_after_stop = false;  // `fulcrum restart`
+  pid_t stopping_pid = 0;
+  Clock::time_point stop_began{};
+  std::unique_ptr<core::Timer> kill;   // SIGKILL when an operator's stop outlasts stop_timeout
+  std::vector<PendingReply> on_exit;   // stops waiting for the exit
+  std::vector<PendingReply> on_ready;  // starts waiting for the probe's answer
 };
 
 class Up {
@@ -159,6 +192,7 @@ class Up {
       Child* raw = child.get();
       child->restart = std::make_unique<core::Timer>(loop_, [this, raw] { restartChild(*raw); });
       child->watch = std::make_unique<core::Timer>(loop_, [this, raw] { watchRestarted(*raw); });
+      child->kill = std::make_unique<core::Timer>(loop_, [this, raw] { killStopping(*raw); });
       children_.push_back(std::move(child));
     }
   }
@@ -171,6 +205,11 @@ class Up {
     std::unique_ptr<run::PidFile> pid_file = run::PidFile::create(site_.site.state_dir, run::kUpPidName, pid_error);
     if (!pid_file) {
       log::warn("{}: `fulcrum reload --upgrade` will not find this process", pid_error);
+    }
+    // Before the first child: `fulcrum status` lists them while they start.
+    std::string control_error;
+    if (!control_.listen(controlSocketPath(site_.site.state_dir), control_error)) {
+      log::warn("control socket: {}: `fulcrum stop|start|restart` cannot reach this `up`", control_error);
     }
     progress("up.start",
              {{"site", site_.site.name}, {"file", site_.display_path}, {"state_dir", site_.site.state_dir.string()}},
@@ -402,17 +441,19 @@ class Up {
     if (stop_requested_) {
       return;  // stopAll() reports it
     }
+    if (c.held) {
+      onOperatorStopped(c, status);
+      return;
+    }
     const std::string how = describeWaitStatus(status);
     c.last_error = how;
-    if (!c.spec.after_exit.empty()) {
-      // Before a restart or giving up: e.g. the virtual IP a killed lb left on its interface.
-      std::string error;
-      const int after = runToCompletion(c.spec, c.spec.after_exit, std::chrono::seconds(3), error);
-      if (after != 0) {
-        log::warn("{}: after its exit, `{}` failed: {}", c.spec.name, c.spec.after_exit.back(),
-                  after < 0 ? error : describeWaitStatus(after));
-      }
+    ++c.crashes;
+    for (PendingReply& p : std::exchange(c.on_ready, {})) {
+      p.reply(failed(fmt::format("{}{} exited ({}) before it answered {}; see {}", p.done, c.spec.name, how,
+                                 c.spec.probe.url(), c.spec.log.string())));
     }
+    // Before a restart or giving up: e.g. the virtual IP a killed lb left on its interface.
+    runAfterExit(c);
     const bool refused = WIFEXITED(status) && WEXITSTATUS(status) == kExitConfig;
     const bool exec_failed = WIFEXITED(status) && WEXITSTATUS(status) == kExecFailed;
     if (refused || exec_failed || !options_.restart) {
@@ -425,7 +466,8 @@ class Up {
       if (starting_) {
         failure_ = c.spec.name + " exited (" + how + "): " + why + "; last lines of " + c.spec.log.string() +
                    ":\n" + tailOf(c.spec.log, kLogTailLines);
-      } else if (std::none_of(children_.begin(), children_.end(), [](const auto& x) { return x->pid != 0; })) {
+      } else if (std::none_of(children_.begin(), children_.end(),
+                              [](const auto& x) { return x->pid != 0 || x->held; })) {
         failure_ = "every process of the site has exited";
         stop_requested_ = true;
       }
@@ -437,8 +479,20 @@ class Up {
     c.restart->armAfter(delay);
   }
 
+  void runAfterExit(Child& c) {
+    if (c.spec.after_exit.empty()) {
+      return;
+    }
+    std::string error;
+    const int after = runToCompletion(c.spec, c.spec.after_exit, std::chrono::seconds(3), error);
+    if (after != 0) {
+      log::warn("{}: after its exit, `{}` failed: {}", c.spec.name, c.spec.after_exit.back(),
+                after < 0 ? error : describeWaitStatus(after));
+    }
+  }
+
   void restartChild(Child& c) {
-    if (stop_requested_ || c.pid != 0) {
+    if (stop_requested_ || c.pid != 0 || c.held) {
       return;
     }
     if (env_ != nullptr && !env_->mayRestart(c.spec)) {
@@ -467,12 +521,191 @@ class Up {
     if (r.ok) {
       c.ready = true;
       log::info("{} answers {} again ({:.1f} s after its restart)", c.spec.name, c.spec.probe.url(), secondsOf(since));
+      for (PendingReply& p : std::exchange(c.on_ready, {})) {
+        p.reply({{"ok", true},
+                 {"message",
+                  fmt::format("{}started {} (pid {}): answers {} after {} s", p.done, c.spec.name, c.pid,
+                              c.spec.probe.url(), seconds1(secondsOf(Clock::now() - c.started)))}});
+      }
     } else if (since > c.spec.start_timeout) {
       log::warn("{} has not answered {} within {:.0f} s of its restart ({}); see {}", c.spec.name,
                 c.spec.probe.url(), secondsOf(since), r.error, c.spec.log.string());
+      for (PendingReply& p : std::exchange(c.on_ready, {})) {
+        p.reply(failed(fmt::format(
+            "{}{} (pid {}) has not answered {} within {:.0f} s ({}); it keeps running; see {}", p.done,
+            c.spec.name, c.pid, c.spec.probe.url(), secondsOf(since), r.error, c.spec.log.string())));
+      }
     } else {
       c.watch->armAfter(kProbeInterval);
     }
+  }
+
+  // `fulcrum stop|start|restart NODE` and `fulcrum status` (the control socket, up_control.h).
+  void onControl(const ControlRequest& request, ControlReply reply) {
+    if (request.op == ControlOp::List) {
+      reply(listChildren());
+      return;
+    }
+    auto found = std::find_if(children_.begin(), children_.end(),
+                              [&](const auto& c) { return c->spec.name == request.node; });
+    if (found == children_.end()) {
+      std::vector<std::string> names;
+      for (const auto& c : children_) {
+        names.push_back(c->spec.name);
+      }
+      nlohmann::json answer = failed(fmt::format("no node named '{}' under this `fulcrum up` (nodes: {})",
+                                                 request.node, fmt::join(names, ", ")));
+      answer["unknown_node"] = true;
+      reply(answer);
+      return;
+    }
+    Child& c = **found;
+    if (starting_ || stop_requested_) {
+      reply(failed(starting_ ? "the site is still starting: try again once `fulcrum up` has printed its URLs"
+                             : "fulcrum up is stopping the whole site"));
+      return;
+    }
+    if (c.successor != 0) {
+      reply(
+          failed(c.spec.name + " is being upgraded (fulcrum reload --upgrade): try again when that is done"));
+      return;
+    }
+    if (!c.on_exit.empty() || !c.on_ready.empty()) {
+      reply(failed("another stop, start or restart of " + c.spec.name + " is under way"));
+      return;
+    }
+    PendingReply pending{std::move(reply), ""};
+    if (request.op == ControlOp::Stop || (request.op == ControlOp::Restart && c.pid != 0)) {
+      stopByOperator(c, std::move(pending), request.op == ControlOp::Restart);
+    } else {
+      startByOperator(c, std::move(pending));
+    }
+  }
+
+  // Each child's state for `fulcrum status`: running, starting, stopping, stopped (by an
+  // operator), restarting (after a crash) or gave_up.
+  nlohmann::json listChildren() const {
+    nlohmann::json nodes = nlohmann::json::array();
+    for (const auto& c : children_) {
+      const char* state = c->held       ? (c->pid != 0 ? "stopping" : "stopped")
+                          : c->pid != 0 ? (c->ready ? "running" : "starting")
+                          : c->gave_up  ? "gave_up"
+                                        : "restarting";
+      nlohmann::json node = {
+          {"name", c->spec.name},  {"role", roleName(c->spec.role)},
+          {"state", state},        {"pid", c->pid != 0 ? nlohmann::json(c->pid) : nlohmann::json()},
+          {"crashes", c->crashes}, {"last_error", c->last_error}};
+      if (c->held) {
+        node["stopped_at"] =
+            std::chrono::duration<double>(c->held_since.time_since_epoch()).count();  // Unix time
+      }
+      nodes.push_back(std::move(node));
+    }
+    return {{"ok", true}, {"site", site_.site.name}, {"pid", ::getpid()}, {"nodes", nodes}};
+  }
+
+  // SIGTERM, then SIGKILL after the child's stop_timeout, as at up's own stop; answered at its exit.
+  void stopByOperator(Child& c, PendingReply pending, bool then_start) {
+    const char* command = then_start ? "fulcrum restart" : "fulcrum stop";
+    if (c.pid == 0) {
+      if (c.held) {
+        pending.reply({{"ok", true},
+                       {"message", fmt::format("{} is already stopped (by an operator at {})", c.spec.name,
+                                               clockTime(c.held_since))}});
+        return;
+      }
+      // Waiting for its restart after a crash, or given up: kept down from now on.
+      const std::string was =
+          c.gave_up ? "it had exited and was not restarted" : "it was restarting after a crash";
+      c.held = true;
+      c.held_since = std::chrono::system_clock::now();
+      c.restart->disarm();
+      log::info("{} stopped by operator ({}): {}", c.spec.name, command, was);
+      pending.reply({{"ok", true},
+                     {"message", fmt::format("{} was not running ({}); kept down until `fulcrum start {}`",
+                                             c.spec.name, was, c.spec.name)}});
+      return;
+    }
+    c.held = true;
+    c.held_since = std::chrono::system_clock::now();
+    c.start_after_stop = then_start;
+    c.ready = false;  // no SIGHUP or upgrade for it now
+    c.restart->disarm();
+    c.watch->disarm();
+    c.stopping_pid = c.pid;
+    c.stop_began = Clock::now();
+    log::info("{} stopping: asked by operator ({}); SIGTERM to pid {}", c.spec.name, command, c.pid);
+    ::kill(c.pid, SIGTERM);
+    c.kill->armAfter(c.spec.stop_timeout);
+    c.on_exit.push_back(std::move(pending));
+  }
+
+  void killStopping(Child& c) {
+    if (c.pid == 0 || !c.held) {
+      return;
+    }
+    log::warn("{} did not stop within {} s: SIGKILL", c.spec.name,
+              std::chrono::duration_cast<std::chrono::seconds>(c.spec.stop_timeout).count());
+    ::kill(-c.pid, SIGKILL);  // its process group: whatever it forked too
+    ::kill(c.pid, SIGKILL);
+  }
+
+  void onOperatorStopped(Child& c, int status) {
+    c.kill->disarm();
+    const std::string how = describeWaitStatus(status);
+    if (WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL) {
+      runAfterExit(c);  // it had no chance to clean up (an lb's virtual IP)
+    }
+    const double took = secondsOf(Clock::now() - c.stop_began);
+    log::info("{} stopped by operator ({}) in {:.1f} s ({})", c.spec.name,
+              c.start_after_stop ? "fulcrum restart" : "fulcrum stop", took, how);
+    const std::string done =
+        fmt::format("stopped {} (pid {}, {}) in {} s", c.spec.name, c.stopping_pid, how, seconds1(took));
+    std::vector<PendingReply> waiting = std::exchange(c.on_exit, {});
+    if (c.start_after_stop) {
+      c.start_after_stop = false;
+      for (PendingReply& p : waiting) {
+        p.done = done + "; ";
+        startByOperator(c, std::move(p));
+      }
+      return;
+    }
+    for (PendingReply& p : waiting) {
+      p.reply({{"ok", true},
+               {"message", fmt::format("{}; kept down until `fulcrum start {}`", done, c.spec.name)}});
+    }
+  }
+
+  // Spawns it now (also one waiting for its restart, or given up); answered once it answers its
+  // probe, or at its start_timeout.
+  void startByOperator(Child& c, PendingReply pending) {
+    if (c.pid != 0) {
+      pending.reply({{"ok", true},
+                     {"message", fmt::format("{}{} is already running (pid {}{})", pending.done, c.spec.name,
+                                             c.pid, c.ready ? "" : ", not answering its probe yet")}});
+      return;
+    }
+    if (env_ != nullptr && !env_->mayRestart(c.spec)) {
+      pending.reply(
+          failed(fmt::format("{}{} is held down by `fulcrum lab kill --hold`: `fulcrum lab resume {}` "
+                             "lifts that",
+                             pending.done, c.spec.name, c.spec.name)));
+      return;
+    }
+    const bool was_held = std::exchange(c.held, false);
+    const bool had_given_up = std::exchange(c.gave_up, false);
+    c.restart->disarm();
+    c.backoff = RestartBackoff();
+    if (!spawn(c)) {
+      c.held = was_held;
+      c.gave_up = had_given_up;
+      pending.reply(failed(fmt::format("{}cannot start {}: {}", pending.done, c.spec.name, c.last_error)));
+      return;
+    }
+    log::info("{} started by operator (fulcrum {}), pid {}", c.spec.name,
+              pending.done.empty() ? "start" : "restart", c.pid);
+    c.on_ready.push_back(std::move(pending));
+    c.watch->armAfter(kProbeInterval);
   }
 
   // Starts every child of `role` and waits until each answers its probe. False when stopped
@@ -526,9 +759,13 @@ class Up {
   }
 
   void stopAll() {
+    control_.close("fulcrum up is stopping the whole site");
     for (auto& c : children_) {
       c->restart->disarm();
       c->watch->disarm();
+      c->kill->disarm();
+      c->on_exit.clear();
+      c->on_ready.clear();
     }
     stop_requested_ = true;
     if (env_ != nullptr) {
@@ -696,6 +933,9 @@ class Up {
   const Clock::time_point begin_;
   core::EventLoop loop_;
   std::vector<std::unique_ptr<Child>> children_;
+  ControlServer control_{loop_, [this](const ControlRequest& request, ControlReply reply) {
+                           onControl(request, std::move(reply));
+                         }};
   bool starting_ = true;
   bool stop_requested_ = false;
   bool kill_now_ = false;

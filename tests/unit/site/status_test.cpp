@@ -149,11 +149,12 @@ TEST(StatusTest, TableHasAHeaderAndOneAlignedLinePerNode) {
   std::string table = formatTable(sample());
   EXPECT_EQ(table,
             "database: leader db-1  timeline 1  synchronous no  paused no\n"
-            "ROLE       NAME         ADDRESS                STATE    REQ/S              LAG  HEALTH\n"
-            "db         db-1         127.0.0.1:15432        up           -                -  primary tl 1\n"
-            "web        web-1        127.0.0.1:9001         up        12.5                -  ok\n"
-            "web        web-2        127.0.0.1:9002         down         -                -  connect 127.0.0.1:9002: Connection refused\n"
-            "db         db-2         127.0.0.1:15433        up           -       128 B 0.2s  replica tl 1, streaming\n");
+            "ROLE       NAME         ADDRESS                STATE      REQ/S              LAG  HEALTH\n"
+            "db         db-1         127.0.0.1:15432        up             -                -  primary tl 1\n"
+            "web        web-1        127.0.0.1:9001         up          12.5                -  ok\n"
+            "web        web-2        127.0.0.1:9002         down           -                -  connect "
+            "127.0.0.1:9002: Connection refused\n"
+            "db         db-2         127.0.0.1:15433        up             -       128 B 0.2s  replica tl 1, streaming\n");
 }
 
 TEST(StatusTest, TheDatabaseLineSaysWhenNobodyLeadsOrFailoverIsPaused) {
@@ -180,6 +181,48 @@ TEST(StatusTest, JsonIsAnArrayOfObjectsWithNullsForUnknowns) {
   EXPECT_EQ(j[2]["healthy"], false);
   EXPECT_EQ(j[3]["lag_bytes"], 128);
   EXPECT_EQ(j[3]["lag_seconds"], 0.25);
+  EXPECT_TRUE(j[3]["stopped_at"].is_null());
+}
+
+TEST(StatusTest, UpsListMarksANodeStoppedByAnOperatorAndExplainsTheDownOnes) {
+  std::vector<NodeStatus> rows = sample();
+  rows.push_back(
+      {"web", "web-3", "127.0.0.1:9003", false, false, "connect 127.0.0.1:9003: Connection refused"});
+  const auto list = nlohmann::json::parse(R"({"ok": true, "nodes": [
+      {"name": "db-1", "role": "db", "state": "stopped", "pid": null, "crashes": 0, "stopped_at": 1764806400.5},
+      {"name": "web-1", "role": "web", "state": "running", "pid": 42, "crashes": 0},
+      {"name": "web-2", "role": "web", "state": "restarting", "pid": null, "crashes": 3},
+      {"name": "web-3", "role": "web", "state": "gave_up", "pid": null, "crashes": 1, "last_error": "exit code 2"},
+      {"name": "db-2", "role": "web", "state": "stopped", "stopped_at": 1},
+      {"name": "elsewhere", "role": "lb", "state": "stopped", "stopped_at": 1},
+      "not an object"]})");
+  applyUpList(list, rows);
+  EXPECT_EQ(rows[0].stopped_at, 1764806400.5);
+  EXPECT_FALSE(rows[0].up);
+  EXPECT_NE(rows[0].health.find("stopped by operator at "), std::string::npos) << rows[0].health;
+  EXPECT_NE(rows[0].health.find("fulcrum start db-1"), std::string::npos) << rows[0].health;
+  EXPECT_EQ(rows[1].health, "ok");  // running: the node's own answer stands
+  EXPECT_EQ(rows[2].health,
+            "connect 127.0.0.1:9002: Connection refused; fulcrum up restarts it (crashes: 3)");
+  EXPECT_FALSE(rows[3].stopped_at.has_value()) << "same name, another role";
+  EXPECT_EQ(rows[4].health,
+            "connect 127.0.0.1:9003: Connection refused; fulcrum up gave up restarting it (exit code 2)");
+
+  const std::string table = formatTable(rows);
+  EXPECT_NE(table.find("127.0.0.1:15432        stopped        -"), std::string::npos) << table;
+  auto j = nlohmann::json::parse(formatJson(rows));
+  EXPECT_EQ(j[0]["state"], "stopped");
+  EXPECT_EQ(j[0]["stopped_at"], 1764806400.5);
+  EXPECT_EQ(j[2]["state"], "down");
+}
+
+TEST(StatusTest, UpsListOfTheWrongShapeChangesNothing) {
+  std::vector<NodeStatus> rows = sample();
+  applyUpList(nlohmann::json::parse(R"({"ok": false, "error": "x"})"), rows);
+  applyUpList(nlohmann::json::parse(R"({"nodes": {"db-1": "stopped"}})"), rows);
+  applyUpList(nlohmann::json::parse(R"({"nodes": [{"name": "db-1", "role": "db", "state": "stopped"}]})"),
+              rows);
+  EXPECT_EQ(formatTable(rows), formatTable(sample()));
 }
 
 }  // namespace
