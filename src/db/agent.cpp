@@ -1714,53 +1714,22 @@ void DbAgent::handle(const http::Request& request, http::Response& response) {
   auto json = [&](int status, std::string body) {
     response.setBody(status, "application/json", status_only ? std::string() : std::move(body));
   };
-  if (path == "/reload") {
+  // The admin calls that only act: POST, from a caller with a site certificate under
+  // internal_tls (each handler then checks the token, and its body).
+  using AdminHandler = void (DbAgent::*)(const http::Request&, http::Response&);
+  static constexpr std::pair<std::string_view, AdminHandler> kActions[] = {
+      {"/reload", &DbAgent::handleReload},   {"/pause", &DbAgent::handlePause},
+      {"/switchover", &DbAgent::handleSwitchover}, {"/failover", &DbAgent::handleFailover},
+      {"/restart", &DbAgent::handleRestart}, {"/reinit", &DbAgent::handleReinit}};
+  for (const auto& [action, handler] : kActions) {
+    if (path != action) {
+      continue;
+    }
     if (method != http::Method::Post) {
       response.addHeader("Allow", "POST");
       json(405, R"({"error":"use POST"})");
-      return;
-    }
-    if (refuseUncertified(request.peer_certificate, response)) {
-      return;
-    }
-    handleReload(request, response);
-    return;
-  }
-  if (path == "/pause") {
-    if (method != http::Method::Post) {
-      response.addHeader("Allow", "POST");
-      json(405, R"({"error":"use POST"})");
-      return;
-    }
-    handlePause(request, response);
-    return;
-  }
-  if (path == "/switchover" || path == "/failover") {
-    if (method != http::Method::Post) {
-      response.addHeader("Allow", "POST");
-      json(405, R"({"error":"use POST"})");
-      return;
-    }
-    if (refuseUncertified(request.peer_certificate, response)) {
-      return;
-    }
-    if (path == "/switchover") {
-      handleSwitchover(request, response);
-    } else {
-      handleFailover(request, response);
-    }
-    return;
-  }
-  if (path == "/restart" || path == "/reinit") {
-    if (method != http::Method::Post) {
-      response.addHeader("Allow", "POST");
-      json(405, R"({"error":"use POST"})");
-      return;
-    }
-    if (path == "/restart") {
-      handleRestart(request, response);
-    } else {
-      handleReinit(request, response);
+    } else if (!refuseUncertified(request.peer_certificate, response)) {
+      (this->*handler)(request, response);
     }
     return;
   }

@@ -7,6 +7,7 @@
 
 #include "core/log.h"
 #include "db/agent.h"
+#include "db/agent_http.h"
 #include "http/json_body.h"
 
 namespace fulcrum::db {
@@ -31,10 +32,6 @@ uint64_t countReady(const std::filesystem::path& archive_status) {
     }
   }
   return n;
-}
-
-void answer(http::Response& response, int status, const nlohmann::json& body) {
-  response.setBody(status, "application/json", body.dump());
 }
 
 }  // namespace
@@ -108,21 +105,21 @@ void DbAgent::tickBackup() {
 void DbAgent::handleBackup(const http::Request& request, http::Response& response) {
   const http::Method method = request.head.method;
   if (!backup_) {
-    answer(response, 404, {{"error", "this site has no [db.backup]: no archiving, no backups"}});
+    answerJson(response, 404, {{"error", "this site has no [db.backup]: no archiving, no backups"}});
     return;
   }
   if (method == http::Method::Get || method == http::Method::Head) {
     if (!elector_.isLeader() && leader_name_ && *leader_name_ != node_.name) {
       // Only the leader reads the repository; its agent answers.
-      answer(response, 409, {{"error", node_.name + " does not lead: ask the leader"}, {"leader", *leader_name_}});
+      answerJson(response, 409, {{"error", node_.name + " does not lead: ask the leader"}, {"leader", *leader_name_}});
       return;
     }
-    answer(response, 200, backup_->json(std::chrono::system_clock::now()));
+    answerJson(response, 200, backup_->json(std::chrono::system_clock::now()));
     return;
   }
   if (method != http::Method::Post) {
     response.addHeader("Allow", "GET, POST");
-    answer(response, 405, {{"error", "use GET or POST"}});
+    answerJson(response, 405, {{"error", "use GET or POST"}});
     return;
   }
   if (refuseUnauthorized(request, response)) {
@@ -134,14 +131,14 @@ void DbAgent::handleBackup(const http::Request& request, http::Response& respons
       request.body.empty() ? std::optional<nlohmann::json>(nlohmann::json::object())
                            : http::parseStrictJson(request.body, error);
   if (!body || !body->is_object()) {
-    answer(response, 400, {{"error", (error.empty() ? "the body must be a JSON object" : error) +
+    answerJson(response, 400, {{"error", (error.empty() ? "the body must be a JSON object" : error) +
                                          ": expected {\"type\":\"full\"|\"diff\"|\"incr\"}"}});
     return;
   }
   for (const auto& [name, value] : body->items()) {
     std::optional<BackupType> parsed = value.is_string() ? parseBackupType(value.get<std::string>()) : std::nullopt;
     if (name != "type" || !parsed) {
-      answer(response, 400, {{"error", "expected {\"type\":\"full\"|\"diff\"|\"incr\"}"}});
+      answerJson(response, 400, {{"error", "expected {\"type\":\"full\"|\"diff\"|\"incr\"}"}});
       return;
     }
     type = *parsed;
@@ -151,7 +148,7 @@ void DbAgent::handleBackup(const http::Request& request, http::Response& respons
     return;
   }
   if (!backup_leading_) {
-    answer(response, 503, {{"error", node_.name + " is not a leader with a running primary: no backup now"}});
+    answerJson(response, 503, {{"error", node_.name + " is not a leader with a running primary: no backup now"}});
     return;
   }
   const BackupCatalog* catalog = backup_->catalog() ? &*backup_->catalog() : nullptr;
@@ -161,12 +158,12 @@ void DbAgent::handleBackup(const http::Request& request, http::Response& respons
     type = BackupType::Full;
   }
   if (Status queued = backup_->requestBackup(type); !queued.ok) {
-    answer(response, 409, {{"error", queued.error}});
+    answerJson(response, 409, {{"error", queued.error}});
     return;
   }
   log::info("backup: a {} backup requested by the operator", backupTypeName(type));
   wake();
-  answer(response, 202, {{"type", backupTypeName(type)}, {"node", node_.name}});
+  answerJson(response, 202, {{"type", backupTypeName(type)}, {"node", node_.name}});
 }
 
 }  // namespace fulcrum::db

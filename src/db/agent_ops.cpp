@@ -4,6 +4,7 @@
 
 #include "core/log.h"
 #include "db/agent.h"
+#include "db/agent_http.h"
 #include "db/backup_catalog.h"
 
 namespace fulcrum::db {
@@ -11,10 +12,6 @@ namespace fulcrum::db {
 using pg::formatLsn;
 
 namespace {
-
-void answer(http::Response& response, int status, const nlohmann::json& body) {
-  response.setBody(status, "application/json", body.dump());
-}
 
 // A history entry that could not be written is tried again each tick, this many times.
 constexpr int kHistoryAttempts = 30;
@@ -34,33 +31,33 @@ void DbAgent::handleRestart(const http::Request& request, http::Response& respon
     return;
   }
   if (op_) {
-    answer(response, 409, {{"error", node_.name + " is busy (" + op_->what + "); try again once it ends"}});
+    answerJson(response, 409, {{"error", node_.name + " is busy (" + op_->what + "); try again once it ends"}});
     return;
   }
   if (switchover_ || restoreOwnsPostgres() || restore_) {
-    answer(response, 409, {{"error", node_.name + " is in a switchover or a restore; try again once it ends"}});
+    answerJson(response, 409, {{"error", node_.name + " is in a switchover or a restore; try again once it ends"}});
     return;
   }
   if (restart_) {
-    answer(response, 409, {{"error", "a restart of " + node_.name + "'s PostgreSQL is already under way"}});
+    answerJson(response, 409, {{"error", "a restart of " + node_.name + "'s PostgreSQL is already under way"}});
     return;
   }
   if (!pg_->isRunning()) {
-    answer(response, 409,
+    answerJson(response, 409,
            {{"error", "PostgreSQL is not running on " + node_.name +
                           ": nothing to restart (the agent starts it when its role allows; see `fulcrum db list`)"}});
     return;
   }
   const std::string role = view().role();
   if (!pg_->signalStop(StopMode::Fast)) {
-    answer(response, 409, {{"error", "PostgreSQL on " + node_.name + " was not started by this agent"}});
+    answerJson(response, 409, {{"error", "PostgreSQL on " + node_.name + " was not started by this agent"}});
     return;
   }
   restart_ = Restart{loop_.clock().now(), false};
   // The lease is kept: a leader restarting its server is still the leader (Patroni does the same),
   // and /primary answers 503 until the server is back.
   log::info("restart asked by the operator: PostgreSQL ({}) stops (fast) and starts again", role);
-  answer(response, 202, {{"restarting", node_.name}, {"role", role}, {"starts", postgres_starts_}});
+  answerJson(response, 202, {{"restarting", node_.name}, {"role", role}, {"starts", postgres_starts_}});
   wake();
 }
 
@@ -81,41 +78,41 @@ void DbAgent::handleReinit(const http::Request& request, http::Response& respons
     return;
   }
   if (elector_.isLeader() || (leader_name_ && *leader_name_ == node_.name)) {
-    answer(response, 409,
+    answerJson(response, 409,
            {{"error", node_.name + " leads: a leader cannot be cloned from itself; hand it over first "
                                    "(`fulcrum db switchover`), then reinit it"}});
     return;
   }
   if (phase_ != Phase::Running || op_ || rejoining_ || restart_ || !held_restore_id_.empty()) {
-    answer(response, 409,
+    answerJson(response, 409,
            {{"error", node_.name + " is busy (" + (op_ ? op_->what : std::string("starting, rejoining or held")) +
                           "); try again once it ends"}});
     return;
   }
   std::optional<MemberRecord> leader = leader_name_ ? leaderRecord(*leader_name_) : std::nullopt;
   if (!leader) {
-    answer(response, 503,
+    answerJson(response, 503,
            {{"error", "no leader runs as a primary to clone from" +
                           (leader_name_ ? " (" + *leader_name_ + " holds the key but has not published)"
                                         : std::string())}});
     return;
   }
   if (!sameSystem(*leader, "clone")) {
-    answer(response, 409, {{"error", "leader " + leader->name + " belongs to another system (see the agent's log)"}});
+    answerJson(response, 409, {{"error", "leader " + leader->name + " belongs to another system (see the agent's log)"}});
     return;
   }
   if (pg_->isRunning()) {
     if (Status stopped = pg_->stop(StopMode::Fast); !stopped.ok) {
-      answer(response, 500, {{"error", "stopping PostgreSQL: " + stopped.error}});
+      answerJson(response, 500, {{"error", "stopping PostgreSQL: " + stopped.error}});
       return;
     }
   }
   auto aside = recloneFrom(*leader, /*planned=*/true);
   if (!aside) {
-    answer(response, 500, {{"error", "the data directory could not be moved aside (see the agent's log)"}});
+    answerJson(response, 500, {{"error", "the data directory could not be moved aside (see the agent's log)"}});
     return;
   }
-  answer(response, 202, {{"reinit", node_.name}, {"from", leader->name}, {"old_data", aside->string()}});
+  answerJson(response, 202, {{"reinit", node_.name}, {"from", leader->name}, {"old_data", aside->string()}});
 }
 
 void DbAgent::recordHistory() {
@@ -158,7 +155,7 @@ void DbAgent::recordHistory() {
 void DbAgent::handleHistory(http::Response& response) {
   auto got = etcd_.get(historyKey(site_.site.name));
   if (!got.ok) {
-    answer(response, 503, {{"error", "etcd: " + got.error}});
+    answerJson(response, 503, {{"error", "etcd: " + got.error}});
     return;
   }
   std::vector<HistoryEntry> recorded;
@@ -185,7 +182,7 @@ void DbAgent::handleHistory(http::Response& response) {
                     {"leader", e.leader.empty() ? nlohmann::json(nullptr) : nlohmann::json(e.leader)},
                     {"reason", e.reason.empty() ? nlohmann::json(nullptr) : nlohmann::json(e.reason)}});
   }
-  answer(response, 200,
+  answerJson(response, 200,
          {{"leader", leader_name_ ? nlohmann::json(*leader_name_) : nlohmann::json(nullptr)},
           {"timeline", current},
           {"history", std::move(rows)}});

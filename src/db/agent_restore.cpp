@@ -22,6 +22,7 @@
 
 #include "core/log.h"
 #include "db/agent.h"
+#include "db/agent_http.h"
 #include "http/json_body.h"
 
 namespace fulcrum::db {
@@ -36,10 +37,6 @@ constexpr auto kHoldWait = seconds(30);
 constexpr auto kRecoveryWait = seconds(1800);
 constexpr auto kStagingTimeout = std::chrono::milliseconds(seconds(3 * 3600));
 constexpr auto kKeepDoneKey = seconds(300);
-
-void answer(http::Response& response, int status, const nlohmann::json& body) {
-  response.setBody(status, "application/json", body.dump());
-}
 
 std::string stamp() {
   std::time_t now = std::time(nullptr);
@@ -90,10 +87,10 @@ void DbAgent::handleRestore(const http::Request& request, http::Response& respon
   const http::Method method = request.head.method;
   if (method == http::Method::Get || method == http::Method::Head) {
     if (!restore_) {
-      answer(response, 404, {{"error", "no restore has run on " + node_.name + " since its agent started"}});
+      answerJson(response, 404, {{"error", "no restore has run on " + node_.name + " since its agent started"}});
       return;
     }
-    answer(response, 200,
+    answerJson(response, 200,
            {{"id", restore_->id},
             {"state", stepName(restore_->step)},
             {"backup", restore_->plan.from.label},
@@ -105,21 +102,21 @@ void DbAgent::handleRestore(const http::Request& request, http::Response& respon
   }
   if (method != http::Method::Post) {
     response.addHeader("Allow", "GET, POST");
-    answer(response, 405, {{"error", "use GET or POST"}});
+    answerJson(response, 405, {{"error", "use GET or POST"}});
     return;
   }
   if (refuseUnauthorized(request, response)) {
     return;
   }
   if (!backup_) {
-    answer(response, 404, {{"error", "this site has no [db.backup]: nothing to restore from"}});
+    answerJson(response, 404, {{"error", "this site has no [db.backup]: nothing to restore from"}});
     return;
   }
   std::string error;
   std::optional<nlohmann::json> body = http::parseStrictJson(request.body, error);
   const char* usage = R"(expected {"to":"TIME"} or {"backup":"LABEL"}, with "dry_run":true to only plan)";
   if (!body || !body->is_object()) {
-    answer(response, 400, {{"error", (error.empty() ? std::string("not a JSON object") : error) + ": " + usage}});
+    answerJson(response, 400, {{"error", (error.empty() ? std::string("not a JSON object") : error) + ": " + usage}});
     return;
   }
   RestoreTarget target;
@@ -128,7 +125,7 @@ void DbAgent::handleRestore(const http::Request& request, http::Response& respon
     if (name == "to" && value.is_string()) {
       target.time = parseTime(value.get<std::string>());
       if (!target.time) {
-        answer(response, 400,
+        answerJson(response, 400,
                {{"error", "'" + value.get<std::string>().substr(0, 64) +
                               "' is not a time: use '2026-12-03 10:15:00' (UTC), '2026-12-03T10:15:00+01:00' or @UNIX"}});
         return;
@@ -138,12 +135,12 @@ void DbAgent::handleRestore(const http::Request& request, http::Response& respon
     } else if (name == "dry_run" && value.is_boolean()) {
       dry_run = value.get<bool>();
     } else {
-      answer(response, 400, {{"error", "unexpected field '" + name + "': " + usage}});
+      answerJson(response, 400, {{"error", "unexpected field '" + name + "': " + usage}});
       return;
     }
   }
   if (target.time.has_value() == !target.backup.empty()) {
-    answer(response, 400, {{"error", usage}});
+    answerJson(response, 400, {{"error", usage}});
     return;
   }
   if (!elector_.isLeader() && leader_name_ && *leader_name_ != node_.name) {
@@ -151,29 +148,29 @@ void DbAgent::handleRestore(const http::Request& request, http::Response& respon
     return;
   }
   if (restore_ && restore_->step != RestoreStep::Done && restore_->step != RestoreStep::Failed) {
-    answer(response, 409, {{"error", "restore " + restore_->id + " is under way (" + stepName(restore_->step) + ")"}});
+    answerJson(response, 409, {{"error", "restore " + restore_->id + " is under way (" + stepName(restore_->step) + ")"}});
     return;
   }
   if (!backup_leading_) {
-    answer(response, 503, {{"error", node_.name + " is not a leader with a running primary; a restore starts from one"}});
+    answerJson(response, 503, {{"error", node_.name + " is not a leader with a running primary; a restore starts from one"}});
     return;
   }
   if (switchover_) {
-    answer(response, 409, {{"error", "a switchover is under way"}});
+    answerJson(response, 409, {{"error", "a switchover is under way"}});
     return;
   }
   if (backup_->busy()) {
-    answer(response, 409, {{"error", "a backup is running; restore once it is done"}});
+    answerJson(response, 409, {{"error", "a backup is running; restore once it is done"}});
     return;
   }
   if (!backup_->catalog()) {
-    answer(response, 503, {{"error", "the repository has not been read yet; try again in a few seconds"}});
+    answerJson(response, 503, {{"error", "the repository has not been read yet; try again in a few seconds"}});
     return;
   }
   const int64_t now = std::chrono::duration_cast<seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
   auto plan = planRestore(*backup_->catalog(), target, now);
   if (!plan.ok) {
-    answer(response, 409, {{"error", plan.error}});
+    answerJson(response, 409, {{"error", plan.error}});
     return;
   }
   std::vector<std::string> others;
@@ -204,7 +201,7 @@ void DbAgent::handleRestore(const http::Request& request, http::Response& respon
                                  : fmt::format("{} keep their data aside and clone {} again; a full backup follows",
                                                fmt::join(others, ", "), node_.name));
   if (dry_run) {
-    answer(response, 200, {{"dry_run", true}, {"backup", plan.value.from.label}, {"plan", steps}});
+    answerJson(response, 200, {{"dry_run", true}, {"backup", plan.value.from.label}, {"plan", steps}});
     return;
   }
   Restore r;
@@ -217,7 +214,7 @@ void DbAgent::handleRestore(const http::Request& request, http::Response& respon
   restoreLog("requested: back to " + (plan.value.time ? formatUtc(*plan.value.time) : "the end of " + plan.value.from.label) +
              " from backup " + plan.value.from.label);
   wake();
-  answer(response, 202, {{"id", restore_->id}, {"backup", plan.value.from.label}, {"plan", steps}});
+  answerJson(response, 202, {{"id", restore_->id}, {"backup", plan.value.from.label}, {"plan", steps}});
 }
 
 bool DbAgent::holdForRestore() {

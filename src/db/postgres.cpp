@@ -625,7 +625,7 @@ Status PostgresNode::launchBasebackup(bool create_slot) {
                     "PGCONNECT_TIMEOUT=" + connectSeconds(options_.query_timeout)});
 }
 
-Status PostgresNode::beginClone(const core::SocketAddress& primary, std::string_view slot) {
+Status PostgresNode::prepareClone(const core::SocketAddress& primary, std::string_view slot) {
   if (Status dir = prepareEmptyDataDir(); !dir.ok) {
     return dir;
   }
@@ -638,23 +638,21 @@ Status PostgresNode::beginClone(const core::SocketAddress& primary, std::string_
   clearDataDir();
   clone_primary_ = primary;
   clone_slot_ = std::string(slot);
+  return Status::success();
+}
+
+Status PostgresNode::beginClone(const core::SocketAddress& primary, std::string_view slot) {
+  if (Status prepared = prepareClone(primary, slot); !prepared.ok) {
+    return prepared;
+  }
   return launchBasebackup(true);
 }
 
 Status PostgresNode::beginRestoreClone(std::vector<std::string> restore, milliseconds timeout,
                                        const core::SocketAddress& primary, std::string_view slot) {
-  if (Status dir = prepareEmptyDataDir(); !dir.ok) {
-    return dir;
+  if (Status prepared = prepareClone(primary, slot); !prepared.ok) {
+    return prepared;
   }
-  if (Status pass = writePassFile(); !pass.ok) {
-    return pass;
-  }
-  if (Status tls = installTls(); !tls.ok) {
-    return tls;
-  }
-  clearDataDir();
-  clone_primary_ = primary;
-  clone_slot_ = std::string(slot);
   return launchJob(Operation::RestoreClone, std::move(restore), timeout);
 }
 

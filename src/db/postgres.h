@@ -330,6 +330,9 @@ class PostgresNode {
   // Waits for the operation under way.
   Status finishOperation();
   Status finishInitPrimary();
+  // What both clones (pg_basebackup, a restore from the repository) start with: an empty data
+  // directory, the pass file and TLS files, and the primary to follow afterwards.
+  Status prepareClone(const core::SocketAddress& primary, std::string_view slot);
   std::vector<std::string> basebackupArgs(bool create_slot) const;
   Status launchBasebackup(bool create_slot);
   void clearDataDir();
