@@ -122,6 +122,11 @@ int main(int argc, char** argv) {
   auto* db_switchover = db->add_subcommand("switchover", "hand the leadership over without loss (planned)");
   db_switchover->add_option("site", db_cli_site, "topology file (default examples/site.toml)");
   db_switchover->add_option("--to", db_to, "the replica to take over (default: the most advanced healthy one)");
+  std::string db_at;
+  bool db_cancel = false;
+  db_switchover->add_option("--at", db_at,
+                            "schedule it: \"2026-12-04 03:00:00\" (UTC), with an optional +HH:MM offset, or @UNIXTIME");
+  db_switchover->add_flag("--cancel", db_cancel, "drop the scheduled switchover")->excludes("--at")->excludes("--to");
   auto* db_failover = db->add_subcommand("failover", "make NODE the leader of a cluster that has none");
   db_failover->add_option("site", db_cli_site, "topology file (default examples/site.toml)");
   db_failover->add_option("--to", db_to, "the replica to promote")->required();
@@ -391,7 +396,8 @@ int main(int argc, char** argv) {
       if (*db_pause || *db_resume) {
         return fulcrum::site::runDbPause(site, db_pause->parsed());
       }
-      return *db_switchover ? fulcrum::site::runDbSwitchover(site, db_to) : fulcrum::site::runDbFailover(site, db_to);
+      return *db_switchover ? fulcrum::site::runDbSwitchover(site, db_to, db_at, db_cancel)
+                            : fulcrum::site::runDbFailover(site, db_to);
     }
     if (db_site.empty() || db_node.empty()) {
       std::fprintf(stderr, "fulcrum db: --site and --node are required to run an agent (or: db list|switchover|failover|pause|resume|restart|reinit|history)\n");

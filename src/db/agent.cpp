@@ -778,6 +778,9 @@ void DbAgent::stepLeader() {
       !pg_status_.in_recovery) {
     recordHistory();
   }
+  if (scheduled_ && elector_.isLeader() && elector_.mayWrite() && etcd_ok_ && !switchover_ && !restore_) {
+    driveScheduledSwitchover();
+  }
   if (elector_.isLeader() && elector_.mayWrite() && pg_->isRunning() && etcd_ok_ && !switchover_) {
     if (syncMode()) {
       reconcileSync();
@@ -1281,6 +1284,8 @@ bool DbAgent::readSiteKeys(std::string& error) {
     }
   }
   pause_ = std::move(site.pause);
+  scheduled_ = std::move(site.scheduled);
+  scheduled_value_ = std::move(site.scheduled_value);
   init_ = std::move(site.init);
   init_mod_revision_ = site.init_mod_revision;
   init_value_ = std::move(site.init_value);
@@ -1559,6 +1564,11 @@ std::string DbAgent::statusJson() const {
   j["pg_running"] = v.pg_running;
   j["postgres_starts"] = postgres_starts_;  // `db restart` waits for the next one
   j["pending_restart"] = status_ok_ && pg_status_.pending_restart;
+  j["scheduled_switchover"] =
+      scheduled_ ? nlohmann::json{{"from", scheduled_->from},
+                                  {"to", scheduled_->to.empty() ? nlohmann::json(nullptr) : nlohmann::json(scheduled_->to)},
+                                  {"at", formatUtc(scheduled_->at)}}
+                 : nlohmann::json(nullptr);
   j["timeline"] = reportedTimeline();
   j["lsn"] = formatLsn(status_ok_ ? pg_status_.lsn() : 0);
   if (auto lag = v.lagBytes()) {

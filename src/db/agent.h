@@ -184,6 +184,13 @@ class DbAgent final : public http::Handler {
   };
   std::shared_ptr<ForwardMailbox> forward_mailbox_ = std::make_shared<ForwardMailbox>();
   void driveSwitchover();
+  // A switchover from this leader: the target for `request` as the cluster is now (200, or why
+  // not), and the first step of one to `target` (`reply` answered when it ends).
+  SwitchoverChoice chooseSwitchover(const SwitchoverRequest& request) const;
+  void beginSwitchover(const std::string& target, http::DeferredResponse reply);
+  // The leader, every tick while a switchover is scheduled: drops one planned by another leader,
+  // begins ours once its time has come.
+  void driveScheduledSwitchover();
   void finishSwitchover(int status, const std::string& message);
   // An intent in etcd names another node as the one to take the key.
   bool intentBlocks() const;
@@ -424,6 +431,8 @@ class DbAgent final : public http::Handler {
   std::optional<Restore> restore_;
   std::optional<RestoreHold> restore_key_;  // as last read
   std::optional<PauseRecord> pause_;        // maintenance mode, as last read (nullopt: not paused)
+  std::optional<ScheduledSwitchover> scheduled_;  // as last read (nullopt: none)
+  std::string scheduled_value_;                   // its stored value (compare-and-delete)
   std::string held_restore_id_;             // another node's restore this one holds for
   std::unique_ptr<BackupManager> backup_;  // null without [db.backup]
   bool repo_clone_failed_ = false;         // the last copy from the repository failed: pg_basebackup next

@@ -8,6 +8,7 @@
 
 #include "core/log.h"
 #include "db/agent.h"
+#include "db/backup_catalog.h"
 #include "http/bearer.h"
 #include "http/client.h"
 #include "http/json_body.h"
@@ -162,6 +163,35 @@ void DbAgent::handleSwitchover(const http::Request& request, http::Response& res
   if (!parsed) {
     return;
   }
+  if (parsed->cancel) {
+    // Any agent can drop the schedule (it needs no leader), as etcd has it now: this agent's
+    // last read may predate it.
+    const std::string key = scheduledKey(site_.site.name);
+    auto current = etcd_.get(key);
+    if (!current.ok) {
+      refuse(503, "etcd: " + current.error);
+      return;
+    }
+    if (!current.value) {
+      response.setBody(200, "application/json",
+                       nlohmann::json{{"cancelled", false}, {"message", "no switchover is scheduled"}}.dump());
+      return;
+    }
+    auto deleted = etcd_.deleteIfUnchanged(key, current.value->mod_revision);
+    if (!deleted.ok || !deleted.value) {
+      refuse(503, "the schedule could not be removed (" +
+                      (deleted.ok ? std::string("it changed meanwhile") : deleted.error) + "); try again");
+      return;
+    }
+    const auto planned = decodeScheduled(current.value->value);
+    const std::string when = planned ? "for " + formatUtc(planned->at) : "(unreadable)";
+    log::info("the switchover scheduled {} is cancelled by the operator", when);
+    response.setBody(
+        200, "application/json",
+        nlohmann::json{{"cancelled", true}, {"message", "the switchover scheduled " + when + " is cancelled"}}.dump());
+    scheduled_.reset();
+    return;
+  }
   if (!elector_.isLeader() && leader_name_ && *leader_name_ != node_.name) {
     forwardAdmin(request, response, *leader_name_);
     return;
@@ -179,6 +209,50 @@ void DbAgent::handleSwitchover(const http::Request& request, http::Response& res
     refuse(503, node_.name + " is not a leader accepting writes: " + where);
     return;
   }
+  SwitchoverChoice choice = chooseSwitchover(*parsed);
+  if (choice.status != 200) {
+    refuse(choice.status, choice.error);
+    return;
+  }
+  if (parsed->at) {
+    // Later: the key says when; this leader begins it then, if it still leads (Patroni's
+    // scheduled switchover). The target is checked now and again at that time.
+    const int64_t now = std::chrono::duration_cast<std::chrono::seconds>(
+                            std::chrono::system_clock::now().time_since_epoch())
+                            .count();
+    if (*parsed->at <= now) {
+      refuse(400, "\"at\" (" + formatUtc(*parsed->at) + ") is not in the future (it is " + formatUtc(now) +
+                      "); leave it out to switch over now");
+      return;
+    }
+    if (scheduled_) {
+      refuse(409, "a switchover is already scheduled for " + formatUtc(scheduled_->at) +
+                      " (`fulcrum db switchover --cancel` drops it)");
+      return;
+    }
+    const ScheduledSwitchover planned{node_.name, parsed->to.value_or(""), *parsed->at};
+    auto created = etcd_.createIfAbsent(scheduledKey(site_.site.name), encodeScheduled(planned));
+    if (!created.ok || !created.value) {
+      refuse(created.ok ? 409 : 503, created.ok ? "a switchover was scheduled meanwhile" : "etcd: " + created.error);
+      return;
+    }
+    scheduled_ = planned;
+    scheduled_value_ = encodeScheduled(planned);
+    log::info("switchover to {} scheduled for {}", parsed->to.value_or("the best replica then"),
+              formatUtc(planned.at));
+    response.setBody(202, "application/json",
+                     nlohmann::json{{"scheduled", formatUtc(planned.at)},
+                                    {"from", node_.name},
+                                    {"to", parsed->to ? nlohmann::json(*parsed->to) : nlohmann::json(nullptr)},
+                                    {"message", "switchover to " + parsed->to.value_or("the best replica then") +
+                                                    " scheduled for " + formatUtc(planned.at)}}
+                         .dump());
+    return;
+  }
+  beginSwitchover(choice.target, request.defer());
+}
+
+SwitchoverChoice DbAgent::chooseSwitchover(const SwitchoverRequest& request) const {
   SwitchoverInputs in;
   in.me = node_.name;
   for (const auto& n : site_.db.nodes) {
@@ -189,24 +263,63 @@ void DbAgent::handleSwitchover(const http::Request& request, http::Response& res
   if (syncMode()) {
     in.sync = sync_key_ ? sync_key_ : SyncState{node_.name, {}};
   }
-  SwitchoverChoice choice = chooseSwitchoverTarget(*parsed, in);
-  if (choice.status != 200) {
-    refuse(choice.status, choice.error);
-    return;
-  }
+  return chooseSwitchoverTarget(request, in);
+}
+
+void DbAgent::beginSwitchover(const std::string& target, http::DeferredResponse reply) {
   Switchover s;
-  s.to = choice.target;
-  s.reply = request.defer();
+  s.to = target;
+  s.reply = std::move(reply);
   s.started = loop_.clock().now();
   switchover_ = std::move(s);
-  log::warn("switchover to {} requested", choice.target);
+  log::info("switchover to {} requested", target);
   schedule(loop_.clock().now());
+}
+
+void DbAgent::driveScheduledSwitchover() {
+  const std::string key = scheduledKey(site_.site.name);
+  if (scheduled_->from != node_.name) {
+    // Planned by a leader that is gone: the cluster it meant has changed.
+    if (auto dropped = etcd_.compareAndDelete(key, scheduled_value_); dropped.ok && dropped.value) {
+      log::warn("dropping the switchover {} scheduled for {}: {} no longer leads", scheduled_->from,
+                formatUtc(scheduled_->at), scheduled_->from);
+      scheduled_.reset();
+    }
+    return;
+  }
+  const int64_t now =
+      std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+  if (now < scheduled_->at) {
+    return;
+  }
+  auto taken = etcd_.compareAndDelete(key, scheduled_value_);
+  if (!taken.ok || !taken.value) {
+    return;  // cancelled meanwhile, or etcd failed: the next read says which
+  }
+  const ScheduledSwitchover planned = *scheduled_;
+  scheduled_.reset();
+  SwitchoverRequest request;
+  if (!planned.to.empty()) {
+    request.to = planned.to;
+  }
+  SwitchoverChoice choice = chooseSwitchover(request);
+  if (choice.status != 200 || primaryStatus(view()) != 200) {
+    log::error("the switchover scheduled for {} is not done: {}", formatUtc(planned.at),
+               choice.status != 200 ? choice.error : std::string("this leader does not accept writes now"));
+    return;
+  }
+  log::info("the switchover scheduled for {} begins", formatUtc(planned.at));
+  beginSwitchover(choice.target, http::DeferredResponse());
 }
 
 void DbAgent::handleFailover(const http::Request& request, http::Response& response) {
   auto refuse = [&](int status, const std::string& message) { db::refuse(response, status, message); };
   std::optional<SwitchoverRequest> parsed = adminRequest(request, response, admin_token_);
   if (!parsed) {
+    return;
+  }
+  if (parsed->at || parsed->cancel) {
+    refuse(400, "a failover is neither scheduled nor cancelled: only {\"to\": NODE}");
     return;
   }
   if (parsed->to && *parsed->to != node_.name && nodes_.count(*parsed->to) != 0) {

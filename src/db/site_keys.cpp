@@ -11,7 +11,8 @@ using pg::parseSysid;
 
 namespace {
 
-constexpr size_t kFixedKeys = 6;  // initialize, leader, sync, switchover, restore, pause; then the members
+// initialize, leader, sync, switchover, restore, pause, scheduled; then the members
+constexpr size_t kFixedKeys = 7;
 
 bool isRole(std::string_view role) {
   return role == "primary" || role == "replica" || role == "stopped" || role == "promoting";
@@ -132,9 +133,30 @@ std::optional<PauseRecord> decodePause(std::string_view value) {
   return record;
 }
 
+std::string scheduledKey(std::string_view site) {
+  return sitePrefix(site) + "scheduled";
+}
+
+std::string encodeScheduled(const ScheduledSwitchover& scheduled) {
+  return nlohmann::json{{"from", scheduled.from}, {"to", scheduled.to}, {"at", scheduled.at}}.dump();
+}
+
+std::optional<ScheduledSwitchover> decodeScheduled(std::string_view value) {
+  nlohmann::json j = nlohmann::json::parse(value, nullptr, false);
+  if (!j.is_object() || !j.contains("from") || !j["from"].is_string() || !j.contains("to") || !j["to"].is_string() ||
+      !j.contains("at") || !j["at"].is_number_integer()) {
+    return std::nullopt;
+  }
+  ScheduledSwitchover s{j["from"].get<std::string>(), j["to"].get<std::string>(), j["at"].get<int64_t>()};
+  if (s.at <= 0) {
+    return std::nullopt;
+  }
+  return s;
+}
+
 std::vector<std::string> siteKeys(std::string_view site, const std::set<std::string>& nodes) {
-  std::vector<std::string> keys = {initializeKey(site), leaderKey(site), syncKey(site), switchoverKey(site),
-                                   restoreKey(site),    pauseKey(site)};
+  std::vector<std::string> keys = {initializeKey(site), leaderKey(site),  syncKey(site),     switchoverKey(site),
+                                   restoreKey(site),    pauseKey(site),   scheduledKey(site)};
   for (const std::string& node : nodes) {
     keys.push_back(memberKey(site, node));
   }
@@ -276,6 +298,20 @@ SiteView readSite(std::string_view site, const std::set<std::string>& nodes,
       ignore(keys[5], "not a pause record");
     } else {
       view.pause = std::move(pause);
+    }
+  }
+
+  if (const auto* kv = at(6)) {
+    std::optional<ScheduledSwitchover> scheduled;
+    if (kv->value.size() > kMaxSmallValueBytes) {
+      ignore(keys[6], tooLarge(kv->value.size(), kMaxSmallValueBytes));
+    } else if (!(scheduled = decodeScheduled(kv->value))) {
+      ignore(keys[6], "not a scheduled switchover");
+    } else if (nodes.count(scheduled->from) == 0 || (!scheduled->to.empty() && nodes.count(scheduled->to) == 0)) {
+      ignore(keys[6], "the scheduled switchover names a node that is no [[db.node]]");
+    } else {
+      view.scheduled = std::move(scheduled);
+      view.scheduled_value = kv->value;
     }
   }
 

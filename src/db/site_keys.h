@@ -12,6 +12,8 @@
 //   restore              a point-in-time restore under way (RestoreHold), bound to the restoring
 //                        leader's member lease
 //   pause                maintenance mode (PauseRecord), permanent until `fulcrum db resume`
+//   scheduled            a switchover planned for later (ScheduledSwitchover), permanent until
+//                        carried out, cancelled, or dropped by a leader that did not plan it
 //   members/<node>       one record per [[db.node]], bound to that node's own lease
 //   history              when and why each timeline began (cluster_history.h), permanent; read
 //                        only on request (`fulcrum db history`) and by a new leader adding its line
@@ -76,6 +78,19 @@ std::string pauseKey(std::string_view site);
 std::string encodePause(const PauseRecord& record);
 std::optional<PauseRecord> decodePause(std::string_view value);
 
+// The scheduled key (`fulcrum db switchover --at TIME`): the leader `from` hands over to `to`
+// ("" any healthy replica) once `at` (unix seconds) has come, if it still leads then; a new
+// leader drops a schedule it did not make (Patroni's scheduled switchover).
+struct ScheduledSwitchover {
+  std::string from;
+  std::string to;
+  int64_t at = 0;
+  bool operator==(const ScheduledSwitchover&) const = default;
+};
+std::string scheduledKey(std::string_view site);
+std::string encodeScheduled(const ScheduledSwitchover& scheduled);
+std::optional<ScheduledSwitchover> decodeScheduled(std::string_view value);
+
 // Values larger than these are ignored unread (a record is a few hundred bytes; etcd accepts up
 // to 1.5 MB, which would cost every agent a parse per tick).
 inline constexpr size_t kMaxMemberBytes = 4096;
@@ -116,6 +131,8 @@ struct SiteView {
   std::optional<SwitchoverIntent> intent;
   std::optional<RestoreHold> restore;
   std::optional<PauseRecord> pause;
+  std::optional<ScheduledSwitchover> scheduled;
+  std::string scheduled_value;  // as stored (compare-and-delete target)
   std::optional<InitRecord> init;
   int64_t init_mod_revision = 0;
   std::string init_value;  // as stored (compare-and-put target)

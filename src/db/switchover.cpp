@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <nlohmann/json.hpp>
 
+#include "db/backup_catalog.h"
 #include "http/json_body.h"
 
 namespace fulcrum::db {
@@ -40,13 +41,28 @@ Result<SwitchoverRequest> parseSwitchoverRequest(std::string_view body) {
   }
   SwitchoverRequest request;
   for (const auto& [name, value] : j.items()) {
-    if (name != "to") {
-      return R::failure("unknown field '" + name + "' (only \"to\")");
+    if (name == "to") {
+      if (!value.is_string() || value.get<std::string>().empty()) {
+        return R::failure("\"to\" must be a node name");
+      }
+      request.to = value.get<std::string>();
+    } else if (name == "at") {
+      request.at = value.is_string() ? parseTime(value.get<std::string>()) : std::nullopt;
+      if (!request.at) {
+        return R::failure("\"at\" must be a time such as \"2026-12-04 03:00:00\" (UTC), with an optional "
+                          "+HH:MM offset, or \"@UNIXTIME\"");
+      }
+    } else if (name == "cancel") {
+      if (!value.is_boolean() || !value.get<bool>()) {
+        return R::failure("\"cancel\" must be true");
+      }
+      request.cancel = true;
+    } else {
+      return R::failure("unknown field '" + name + "' (only \"to\", \"at\" and \"cancel\")");
     }
-    if (!value.is_string() || value.get<std::string>().empty()) {
-      return R::failure("\"to\" must be a node name");
-    }
-    request.to = value.get<std::string>();
+  }
+  if (request.cancel && (request.to || request.at)) {
+    return R::failure("\"cancel\" goes alone");
   }
   return R::success(std::move(request));
 }

@@ -32,10 +32,14 @@ struct SwitchoverIntent {
 std::string encodeSwitchover(const SwitchoverIntent& intent);
 std::optional<SwitchoverIntent> decodeSwitchover(std::string_view json);
 
-// The body of POST /switchover: {"to": "db-02"} or {} (any healthy replica). Nullopt `to` when
-// absent; an error message (for a 400) when the body is not such an object.
+// The body of POST /switchover: {"to": "db-02"} or {} (any healthy replica), optionally with
+// "at": a time (backup_catalog.h parseTime: "2026-12-04 03:00:00", "...Z", "+01:00", "@unix") to
+// schedule it for, or {"cancel": true} to drop a scheduled one. Nullopt `to` when absent; an
+// error message (for a 400) when the body is not such an object.
 struct SwitchoverRequest {
   std::optional<std::string> to;
+  std::optional<int64_t> at;  // unix seconds
+  bool cancel = false;
 };
 Result<SwitchoverRequest> parseSwitchoverRequest(std::string_view body);
 

@@ -114,6 +114,12 @@ DbClusterView readDbCluster(const config::Site& site, const std::vector<std::opt
     if (!view.leader && j.contains("leader") && j["leader"].is_string()) {
       view.leader = j["leader"].get<std::string>();
     }
+    if (!view.scheduled && j.contains("scheduled_switchover") && j["scheduled_switchover"].is_object()) {
+      const json& planned = j["scheduled_switchover"];
+      const std::string target = str(planned, "to");
+      view.scheduled = str(planned, "from") + " -> " + (target.empty() ? "the best replica" : target) + " at " +
+                       str(planned, "at");
+    }
     if (!view.paused && j.contains("paused") && j["paused"].is_object()) {
       view.paused = "by " + str(j["paused"], "by") + " since " + str(j["paused"], "since");
     }
@@ -134,6 +140,9 @@ std::string formatDbCluster(const DbClusterView& v) {
   std::string out = fmt::format("Cluster: {}  leader: {}  timeline: {}  synchronous: {}  paused: {}\n", clean(v.site),
                                 v.leader ? clean(*v.leader) : "none", v.timeline, v.synchronous ? "yes" : "no",
                                 v.paused ? "YES (" + clean(*v.paused, 80) + "): no automatic failover" : "no");
+  if (v.scheduled) {
+    out += "Scheduled switchover: " + clean(*v.scheduled, 120) + " (`fulcrum db switchover --cancel` drops it)\n";
+  }
   out += fmt::format("{:<12} {:<22} {:<8} {:<12} {:>3}  {:<10} {:>10} {:>8}  {:<7}\n", "MEMBER", "HOST", "ROLE",
                      "STATE", "TL", "RECEIVER", "LAG", "LAG(s)", "RESTART");
   for (const DbMemberRow& m : v.members) {
@@ -167,6 +176,7 @@ std::string dbClusterJson(const DbClusterView& v) {
               {"timeline", v.timeline},
               {"synchronous", v.synchronous},
               {"paused", v.paused.has_value()},
+              {"scheduled_switchover", v.scheduled ? json(*v.scheduled) : json(nullptr)},
               {"members", std::move(members)}}
              .dump(2) +
          "\n";
@@ -235,7 +245,7 @@ int adminPost(const config::Site& site, const char* command, const std::string& 
 
 }  // namespace
 
-int runDbSwitchover(const config::Site& site, const std::string& to) {
+int runDbSwitchover(const config::Site& site, const std::string& to, const std::string& at, bool cancel) {
   if (!to.empty() && site.findDbNode(to) == nullptr) {
     std::fprintf(stderr, "fulcrum db switchover: no [[db.node]] named '%s'\n", to.c_str());
     return 1;
@@ -244,7 +254,18 @@ int runDbSwitchover(const config::Site& site, const std::string& to) {
   for (const config::DbNode& n : site.db.nodes) {
     agents.push_back(&n);
   }
-  return adminPost(site, "switchover", "/switchover", to.empty() ? "{}" : json{{"to", to}}.dump(), agents);
+  json body = json::object();
+  if (cancel) {
+    body["cancel"] = true;
+  } else {
+    if (!to.empty()) {
+      body["to"] = to;
+    }
+    if (!at.empty()) {
+      body["at"] = at;  // the agent parses it: one grammar for every client
+    }
+  }
+  return adminPost(site, "switchover", "/switchover", body.dump(), agents);
 }
 
 int runDbFailover(const config::Site& site, const std::string& to) {

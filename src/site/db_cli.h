@@ -33,6 +33,7 @@ struct DbClusterView {
   int64_t timeline = 0;               // the leader's
   bool synchronous = false;
   std::optional<std::string> paused;  // maintenance mode: by whom, since when (nullopt: not paused)
+  std::optional<std::string> scheduled;  // "db-1 -> db-2 at 2026-12-04 03:00:00+00" (nullopt: none)
   std::vector<DbMemberRow> members;
 };
 
@@ -45,8 +46,10 @@ std::string dbClusterJson(const DbClusterView& view);
 
 // Exit 0 when every agent answered and a leader leads, else 1.
 int runDbList(const config::Site& site, bool json);
-// POST /switchover ({"to": NODE} or {}) to the agents until one acts (any forwards to the leader).
-int runDbSwitchover(const config::Site& site, const std::string& to);
+// POST /switchover ({"to": NODE} or {}, with "at": TIME to schedule it) to the agents until one
+// acts (any forwards to the leader); `cancel`: {"cancel": true}, drops a scheduled one.
+int runDbSwitchover(const config::Site& site, const std::string& to, const std::string& at = "",
+                    bool cancel = false);
 // POST /failover {"to": NODE} to NODE's agent (a cluster without a leader).
 int runDbFailover(const config::Site& site, const std::string& to);
 // POST /pause {"paused": ...} to the first agent that answers: maintenance mode on or off.

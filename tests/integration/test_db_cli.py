@@ -184,6 +184,38 @@ class DbCliTest(unittest.TestCase):
         self.assertEqual(table.returncode, 0, table.stderr)
         self.assertRegex(table.stdout, rf"\n +{c['timeline']} +\S+ +\d{{4}}-")
 
+    def test_8_a_scheduled_switchover_happens_at_its_time_or_is_cancelled(self):
+        before = self.settled()
+        target = next(n for n in DB if n != before["leader"])
+        run = self.db("switchover", "--at", "@%d" % (time.time() - 5))
+        self.assertEqual(run.returncode, 1)
+        self.assertIn("not in the future", run.stderr)
+        # Planned for an hour from now, then cancelled: nothing happens.
+        run = self.db("switchover", "--to", target, "--at", "@%d" % (time.time() + 3600))
+        self.assertEqual(run.returncode, 0, run.stderr)
+        self.assertIn("scheduled for", run.stdout)
+        wait_until(lambda: self.cluster()[1]["scheduled_switchover"], timeout=10, what="the schedule shown")
+        self.assertIn("Scheduled switchover: " + before["leader"] + " -> " + target, self.db("list").stdout)
+        again = self.db("switchover", "--at", "@%d" % (time.time() + 7200))
+        self.assertEqual(again.returncode, 1)
+        self.assertIn("already scheduled", again.stderr)
+        run = self.db("switchover", "--cancel")
+        self.assertEqual(run.returncode, 0, run.stderr)
+        self.assertIn('"cancelled":true', run.stdout)
+        wait_until(lambda: self.cluster()[1]["scheduled_switchover"] is None, timeout=10, what="the schedule gone")
+        # Planned for a few seconds from now: the leader hands over then, by itself.
+        at = time.time() + 4
+        run = self.db("switchover", "--to", target, "--at", "@%d" % at)
+        self.assertEqual(run.returncode, 0, run.stderr)
+        self.assertEqual(self.cluster()[1]["leader"], before["leader"])
+        wait_until(lambda: self.cluster()[1]["leader"] == target, timeout=40, interval=0.3,
+                   what="the scheduled switchover carried out")
+        self.assertGreaterEqual(time.time(), int(at))
+        after = self.settled()
+        self.assertIsNone(after["scheduled_switchover"])
+        history = json.loads(self.db("history", "--json").stdout)["history"]
+        self.assertEqual(history[-1]["reason"], "switchover from " + before["leader"])
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -48,13 +48,30 @@ bool ignored(const SiteView& view, const std::string& key) {
 
 TEST(SiteKeysTest, ReadsOnlyTheSitesOwnExactKeys) {
   auto keys = siteKeys("shop", kNodes);
-  ASSERT_EQ(keys.size(), 9u);
+  ASSERT_EQ(keys.size(), 10u);
   EXPECT_EQ(keys[0], initializeKey("shop"));
   EXPECT_EQ(keys[1], leaderKey("shop"));
   EXPECT_EQ(keys[4], restoreKey("shop"));
   EXPECT_EQ(keys[5], pauseKey("shop"));
-  EXPECT_EQ(keys[6], memberKey("shop", "db-01"));
-  EXPECT_EQ(keys[8], memberKey("shop", "db-03"));
+  EXPECT_EQ(keys[6], scheduledKey("shop"));
+  EXPECT_EQ(keys[7], memberKey("shop", "db-01"));
+  EXPECT_EQ(keys[9], memberKey("shop", "db-03"));
+}
+
+TEST(SiteKeysTest, AScheduledSwitchoverNamesConfiguredNodesOrIsIgnored) {
+  const ScheduledSwitchover planned{"db-01", "db-02", 1796292900};
+  EXPECT_EQ(decodeScheduled(encodeScheduled(planned)), planned);
+  auto view = Keys().set(scheduledKey("shop"), encodeScheduled(planned)).read();
+  ASSERT_TRUE(view.scheduled);
+  EXPECT_EQ(*view.scheduled, planned);
+  EXPECT_TRUE(Keys().set(scheduledKey("shop"), encodeScheduled({"db-01", "", 5})).read().scheduled);  // any replica
+  for (const char* bad : {"soon", "{}", R"({"from":"db-01","to":"db-02","at":"tomorrow"})",
+                          R"({"from":"db-01","to":"db-02","at":0})", R"({"from":"db-09","to":"db-02","at":5})",
+                          R"({"from":"db-01","to":"db-09","at":5})"}) {
+    auto odd = Keys().set(scheduledKey("shop"), bad).read();
+    EXPECT_FALSE(odd.scheduled) << bad;
+    EXPECT_TRUE(ignored(odd, scheduledKey("shop"))) << bad;
+  }
 }
 
 TEST(SiteKeysTest, APauseRecordPausesAndGarbageDoesNot) {

@@ -3,6 +3,8 @@
 
 #include <gtest/gtest.h>
 
+#include "db/backup_catalog.h"
+
 namespace fulcrum::db {
 namespace {
 
@@ -15,6 +17,23 @@ TEST(SwitchoverTest, ParsesTheBody) {
   EXPECT_FALSE(any.value.to);
   for (const char* bad :
        {"", "null", "[]", R"({"to":2})", R"({"to":""})", R"({"target":"db-2"})", "{", R"("db-2")"}) {
+    EXPECT_FALSE(parseSwitchoverRequest(bad).ok) << bad;
+  }
+}
+
+TEST(SwitchoverTest, ParsesAScheduleAndACancel) {
+  auto later = parseSwitchoverRequest(R"({"to":"db-2","at":"2026-12-04 03:00:00+01:00"})");
+  ASSERT_TRUE(later.ok) << later.error;
+  EXPECT_EQ(later.value.at, parseTime("2026-12-04 02:00:00"));
+  auto unix_time = parseSwitchoverRequest(R"({"at":"@1796292900"})");
+  ASSERT_TRUE(unix_time.ok);
+  EXPECT_EQ(unix_time.value.at, 1796292900);
+  EXPECT_FALSE(unix_time.value.to);
+  auto cancel = parseSwitchoverRequest(R"({"cancel":true})");
+  ASSERT_TRUE(cancel.ok);
+  EXPECT_TRUE(cancel.value.cancel);
+  for (const char* bad : {R"({"at":"tomorrow"})", R"({"at":1796292900})", R"({"cancel":false})",
+                          R"({"cancel":true,"to":"db-2"})", R"({"cancel":true,"at":"@5"})", R"({"cancel":"yes"})"}) {
     EXPECT_FALSE(parseSwitchoverRequest(bad).ok) << bad;
   }
 }
