@@ -22,8 +22,12 @@ uint32_t DbAgent::reportedTimeline() const {
   if (status_ok_ && pg_status_.timeline != 0) {
     return pg_status_.timeline;
   }
-  // A replica between two leaders streams from nobody: the timeline of the WAL it last received.
-  return status_ok_ && pg_status_.in_recovery ? received_tli_ : 0;
+  // A replica between two leaders streams from nobody: the timeline of the WAL it last received,
+  // else (nothing received since the agent started) that of its last restartpoint.
+  if (!status_ok_ || !pg_status_.in_recovery) {
+    return 0;
+  }
+  return received_tli_ != 0 ? received_tli_ : pg_status_.checkpoint_timeline;
 }
 
 void DbAgent::handleRestart(const http::Request& request, http::Response& response) {

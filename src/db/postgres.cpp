@@ -998,12 +998,15 @@ Result<PgStatus> PostgresNode::status() {
       "  ,"
       // A setting changed (ALTER SYSTEM, the configuration file) that takes effect only at a
       // restart: `fulcrum db list` says so (patronictl's "Pending restart").
-      " (SELECT coalesce(bool_or(pending_restart), false) FROM pg_settings)"
+      " (SELECT coalesce(bool_or(pending_restart), false) FROM pg_settings),"
+      // The timeline of the last checkpoint (a standby's restartpoint): what a standby that
+      // streams from nobody last knew.
+      " (SELECT timeline_id FROM pg_control_checkpoint())"
       " FROM (SELECT pg_is_in_recovery() AS r) AS s");
   if (!rows.ok) {
     return R::failure(rows.error);
   }
-  if (rows.value.size() != 1 || rows.value[0].size() != 10) {
+  if (rows.value.size() != 1 || rows.value[0].size() != 11) {
     return R::failure("unexpected answer to the status query");
   }
   const auto& row = rows.value[0];
@@ -1018,6 +1021,7 @@ Result<PgStatus> PostgresNode::status() {
   status.sender = row[7];
   status.replay_lag_seconds = parseSeconds(row[8]);
   status.pending_restart = row[9] == "t";
+  std::from_chars(row[10].data(), row[10].data() + row[10].size(), status.checkpoint_timeline);
   return R::success(status);
 }
 

@@ -137,6 +137,7 @@ struct PgStatus {
   // all it received; nullopt on a primary or before any transaction was replayed)
   std::optional<double> replay_lag_seconds;
   bool pending_restart = false;  // a changed setting waits for a restart (pg_settings)
+  uint32_t checkpoint_timeline = 0;  // the last checkpoint's (restartpoint's) timeline
   // The position this node has: written (primary) or replayed (standby).
   Lsn lsn() const { return in_recovery ? replay_lsn : current_lsn; }
 };

@@ -109,6 +109,8 @@ class DbCliTest(unittest.TestCase):
         while time.monotonic() < deadline:
             members = {m["name"]: m for m in self.cluster()[1]["members"]}
             self.assertNotEqual(members[replica]["role"], "leader", "a replica took over while paused")
+            if members[replica]["state"] == "running":  # streaming from nobody, it says the last timeline it knew
+                self.assertEqual(members[replica]["timeline"], before["timeline"], members[replica])
             time.sleep(0.5)
         run = self.db("resume")
         self.assertEqual(run.returncode, 0, run.stderr)
