@@ -109,6 +109,13 @@ Status DbAgent::prepare() {
   options.bin_dir = bin.value;
   options.data_dir = node_dir / "data";
   options.run_dir = node_dir / "run";
+  // Next to the agent's own log under `up` (state_dir/logs/NODE.log), never copied into it.
+  options.log_file = state_dir / "logs" / (node_.name + ".postgresql.log");
+  fs::create_directories(options.log_file.parent_path(), ec);
+  if (ec) {
+    return Status::failure("cannot create " + options.log_file.parent_path().string() + ": " + ec.message());
+  }
+  log::info("PostgreSQL's own log: {}", options.log_file.string());
   options.listen = node_.pg;
   options.replication_password_file = state_dir / "replication.password";
   options.fence_library = fs::absolute(node_dir / "fulcrum_fence.so");
@@ -865,8 +872,18 @@ bool DbAgent::takeOver(const char* how) {
     syncFence();
     return false;
   }
-  log::warn("leader key was free: this replica (replayed {}) takes over by {} and promotes",
-            formatLsn(pg_status_.replay_lsn), how);
+  std::string previous = "no holder seen by this agent";
+  if (last_holder_ && last_holder_->first != node_.name) {
+    const double ago = std::chrono::duration<double>(loop_.clock().now() - last_holder_->second).count();
+    previous = fmt::format("{}'s lease {} (last seen holding it {:.1f} s ago)", last_holder_->first,
+                           std::string_view(how) == "switchover" ? "was released" : "expired", ago);
+  }
+  // A switchover is the operator's plan; a failover is not.
+  const log::Level level = std::string_view(how) == "switchover" ? log::Level::Info : log::Level::Warn;
+  if (log::enabled(level)) {
+    log::write(level, fmt::format("leader key was free: {}; this replica (replayed {}) takes over by {} and promotes", previous,
+                                  formatLsn(pg_status_.replay_lsn), how));
+  }
   // Commits must not wait for a standby list copied from the old leader (pg_basebackup copies
   // postgresql.auto.conf): in synchronous mode the sync key just claimed lists nobody, so no
   // replica counts yet (reconcileSync() adds them as they stream); in asynchronous mode none
@@ -1264,6 +1281,7 @@ bool DbAgent::readSiteKeys(std::string& error) {
   leader_name_.reset();
   if (leader_key_.state == LeaderKey::State::Held) {
     leader_name_ = leader_key_.name;
+    last_holder_ = {leader_key_.name, loop_.clock().now()};
   }
   site_read_ = true;
   if (!leader_name_) {
