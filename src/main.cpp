@@ -7,12 +7,12 @@
 
 #include "config/features.h"
 #include "config/loader.h"
+#include "config/values.h"
 #include "core/acceptor.h"
 #include "core/exit_codes.h"
 #include "core/log.h"
 #include "db/db_command.h"
 #include "lb/lb_command.h"
-#include "config/values.h"
 #include "run/logs.h"
 #include "site/backup_command.h"
 #include "site/certs_command.h"
@@ -46,8 +46,9 @@ bool loadSite(const std::string& path, fulcrum::config::Site& out) {
 }
 
 void addAccessLogOptions(CLI::App& role, fulcrum::run::LogFlags& flags) {
-  role.add_option("--access-log", flags.access_log,
-                  "write access lines to this file (reopened on SIGUSR1), or - for stdout (default: access_log_file)");
+  role.add_option(
+      "--access-log", flags.access_log,
+      "write access lines to this file (reopened on SIGUSR1), or - for stdout (default: access_log_file)");
   role.add_option("--access-log-format", flags.access_log_format, "off|text|json (default: access_log)")
       ->check(CLI::IsMember({"off", "text", "json"}));
 }
@@ -59,7 +60,8 @@ bool openLogs(const fulcrum::run::LogFlags& flags, const fulcrum::config::Site& 
   std::string error;
   fulcrum::core::LogRotation rotation{site.site.log_max_bytes, static_cast<int>(site.site.log_keep)};
   if (!fulcrum::run::openLogs(flags, access != nullptr ? access->format : "off",
-                              access != nullptr ? access->file : std::filesystem::path(), node, rotation, error)) {
+                              access != nullptr ? access->file : std::filesystem::path(), node, rotation,
+                              error)) {
     std::fprintf(stderr, "fulcrum: %s\n", error.c_str());
     return false;
   }
@@ -77,8 +79,9 @@ int main(int argc, char** argv) {
   app.add_option("--log-level", log_level, "error|warn|info|debug")
       ->check(CLI::IsMember({"error", "warn", "info", "debug"}));
   fulcrum::run::LogFlags log_flags;
-  app.add_option("--log-file", log_flags.log_file,
-                 "write event lines to this file (reopened on SIGUSR1) instead of stderr; {node} is the node's name");
+  app.add_option(
+      "--log-file", log_flags.log_file,
+      "write event lines to this file (reopened on SIGUSR1) instead of stderr; {node} is the node's name");
 
   auto* version = app.add_subcommand("version", "print version and build flags");
 

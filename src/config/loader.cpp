@@ -100,8 +100,8 @@ void readSiteSection(Diagnostics& diag, const toml::table& table) {
     }
   }
   r.readPath("state_dir", site.site.state_dir, site.dir, /*allow_empty=*/false);
-  if (r.read("log_max_bytes", site.site.log_max_bytes, {0, int64_t{1} << 50}) && site.site.log_max_bytes != 0 &&
-      site.site.log_max_bytes < 4096) {
+  if (r.read("log_max_bytes", site.site.log_max_bytes, {0, int64_t{1} << 50}) &&
+      site.site.log_max_bytes != 0 && site.site.log_max_bytes < 4096) {
     r.error("log_max_bytes", "must be 0 (no rotation by size) or at least 4096 bytes");
   }
   r.read("log_keep", site.site.log_keep, {1, 1000});

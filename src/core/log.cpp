@@ -297,7 +297,7 @@ class Sink {
  private:
   struct Output {
     int std_fd;
-    core::LogFile file;     // when open, instead of std_fd
+    core::LogFile file;  // when open, instead of std_fd
     std::string queued;
     uint64_t dropped = 0;        // since the last report
     uint64_t dropped_total = 0;  // reported
@@ -370,12 +370,16 @@ class Sink {
           reopenFiles();
         }
         if (events_dropped > 0) {
-          writeTo(events_, formatLine(Level::Warn, fmt::format("log: {} line(s) dropped: the event log was not taking them",
-                                                               events_dropped)));
+          writeTo(events_,
+                  formatLine(Level::Warn,
+                             fmt::format("log: {} line(s) dropped: the event log was not taking them",
+                                         events_dropped)));
         }
         if (access_dropped > 0) {
-          writeTo(events_, formatLine(Level::Warn, fmt::format("log: {} access line(s) dropped: the access log was not "
-                                                               "taking them", access_dropped)));
+          writeTo(events_, formatLine(Level::Warn,
+                                      fmt::format("log: {} access line(s) dropped: the access log was not "
+                                                  "taking them",
+                                                  access_dropped)));
         }
         writeTo(events_, events);
         writeTo(access_, access);

@@ -41,7 +41,7 @@ bool LogFile::reopen(std::string& error) {
     error = "cannot open " + path_.string() + ": " + std::strerror(errno);
     return false;
   }
-  struct stat st{};
+  struct stat st {};
   size_ = ::fstat(fd.get(), &st) == 0 ? static_cast<uint64_t>(st.st_size) : 0;
   fd_ = std::move(fd);
   return true;

@@ -881,8 +881,9 @@ bool DbAgent::takeOver(const char* how) {
   // A switchover is the operator's plan; a failover is not.
   const log::Level level = std::string_view(how) == "switchover" ? log::Level::Info : log::Level::Warn;
   if (log::enabled(level)) {
-    log::write(level, fmt::format("leader key was free: {}; this replica (replayed {}) takes over by {} and promotes", previous,
-                                  formatLsn(pg_status_.replay_lsn), how));
+    log::write(level, fmt::format(
+                          "leader key was free: {}; this replica (replayed {}) takes over by {} and promotes",
+                          previous, formatLsn(pg_status_.replay_lsn), how));
   }
   // Commits must not wait for a standby list copied from the old leader (pg_basebackup copies
   // postgresql.auto.conf): in synchronous mode the sync key just claimed lists nobody, so no

@@ -75,7 +75,8 @@ const char* stepName(DbAgent::RestoreStep step) {
 void DbAgent::restoreLog(const std::string& line, bool trouble) {
   // The steps of a restore the operator asked for are planned: info; what went wrong: warn.
   if (log::enabled(trouble ? log::Level::Warn : log::Level::Info)) {
-    log::write(trouble ? log::Level::Warn : log::Level::Info, fmt::format("restore {}: {}", restore_->id, line));
+    log::write(trouble ? log::Level::Warn : log::Level::Info,
+               fmt::format("restore {}: {}", restore_->id, line));
   }
   restore_->log.push_back(line);
 }
@@ -298,8 +299,8 @@ void DbAgent::failRestore(const std::string& why) {
       fs::rename(data, failed, ec);
       fs::rename(restore_->aside, data, ec);
       restoreLog(ec ? "putting " + restore_->aside.string() + " back: " + ec.message()
-                    : "the data before the restore is back in " + data.string() + " (the failed copy kept in " +
-                          failed.string() + ")",
+                    : "the data before the restore is back in " + data.string() +
+                          " (the failed copy kept in " + failed.string() + ")",
                  static_cast<bool>(ec));
       readSysid();
     }

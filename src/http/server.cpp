@@ -442,8 +442,8 @@ bool ServerConnection::answer(Response& response) {
     auto num = [](std::string_view key, double value) { return log::Field{key, {}, value, true}; };
     auto str = [](std::string_view key, std::string_view value) { return log::Field{key, value, 0, false}; };
     log::access({str("client", peer_.toString()), str("method", access_method_), str("path", access_path_),
-                num("status", response.status), num("bytes", static_cast<double>(bytes)),
-                num("total_ms", static_cast<double>(took.count()) / 1000.0)});
+                 num("status", response.status), num("bytes", static_cast<double>(bytes)),
+                 num("total_ms", static_cast<double>(took.count()) / 1000.0)});
   }
   phase_ = Phase::Head;
   timer_.armAfter(server_.options().idle_timeout);

@@ -68,7 +68,8 @@ std::string nowText() {
 }  // namespace
 
 std::string startedBanner(const ChildSpec& spec, pid_t pid) {
-  return "---- " + nowText() + " fulcrum up: started " + spec.name + " (pid " + std::to_string(pid) + ") ----\n";
+  return "---- " + nowText() + " fulcrum up: started " + spec.name + " (pid " + std::to_string(pid) +
+         ") ----\n";
 }
 
 pid_t spawnChild(const ChildSpec& spec, std::string& error, int output_fd) {

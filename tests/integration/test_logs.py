@@ -126,7 +126,7 @@ class UpLogsTest(unittest.TestCase):
             text = f.read()
         with open(site.file, "w") as f:
             f.write(text.replace('state_dir = "var"\n', 'state_dir = "var"\nlog_max_bytes = 4096\nlog_keep = 2\n', 1))
-        site.start(self)
+        site.start(self, args=("--log-level", "debug"))
         logs = os.path.join(site.dir, "var", "logs")
         url = f"http://127.0.0.1:{site.lb_http}/"
         # The lb's access lines (~250 bytes) in its own file, rotated by the lb past 4 KiB.
@@ -136,13 +136,16 @@ class UpLogsTest(unittest.TestCase):
         wait_until(lambda: os.path.exists(access + ".1"), what="lb-1.access.log rotated")
         self.assertFalse(os.path.exists(access + ".3"))  # log_keep = 2
         self.assertFalse(any(" access " in l for l in lines_of(os.path.join(logs, "lb-1.log"))))
-        # A database agent's log passes 4 KiB at its start: `up` rotated it, never mid-line.
-        for name in ("db-1", "db-2"):
+        # At debug, the nodes' event logs pass 4 KiB within seconds: `up` rotated them, never mid-line.
+        names = ["lb-1", "web-1", "web-2", "db-1", "db-2", "etcd"]
+        rotated = wait_until(lambda: [n for n in names if os.path.exists(os.path.join(logs, f"{n}.log.1"))],
+                             timeout=30, what="a node's log rotated by up")
+        for name in rotated:
             base = os.path.join(logs, f"{name}.log")
-            wait_until(lambda: os.path.exists(base + ".1"), what=f"{name}.log rotated")
+            self.assertLessEqual(os.path.getsize(base + ".1"), 4096 + 64 * 1024)
+            self.assertFalse(os.path.exists(base + ".3"))
             for path in (base, base + ".1"):
-                first = lines_of(path)[:1]
-                for line in first:
+                for line in lines_of(path)[:1]:
                     self.assertRegex(line, r"^(\d{4}-\d\d-\d\dT|\{|----)", path)
         # PostgreSQL's own log next to its agent's, and none of it in the agent's.
         pg_log = os.path.join(logs, "db-1.postgresql.log")
