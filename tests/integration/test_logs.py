@@ -120,7 +120,7 @@ class WebAccessLogTest(unittest.TestCase):
 @needs(missing_requirement())
 class UpLogsTest(unittest.TestCase):
     def test_rotation_reopen_and_the_postgresql_log(self):
-        site = Site()
+        site = Site(app="guestbook")
         self.addCleanup(site.cleanup)
         with open(site.file) as f:
             text = f.read()
@@ -153,6 +153,26 @@ class UpLogsTest(unittest.TestCase):
         agent = [l for name in os.listdir(logs) if name.startswith("db-1.log") for l in lines_of(os.path.join(logs, name))]
         self.assertFalse(any("ready to accept" in l for l in agent))
         self.assertTrue(any("PostgreSQL's own log: " + pg_log in l for l in agent))
+        # A WARNING the server sends the web node's connection: one pg_notice event at debug, not
+        # libpq's raw line.
+        primary = wait_until(site.primary, timeout=30, what="a primary")
+        wait_until(lambda: http_get(f"http://127.0.0.1:{site.lb_http}/api/messages")[0] == 200, timeout=30,
+                   what="the guestbook")
+        made = site.psql(primary, "CREATE FUNCTION warn_test() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                                  "RAISE WARNING 'seen by the test'; RETURN NEW; END $$; CREATE TRIGGER warn_test "
+                                  "AFTER INSERT ON guestbook_messages FOR EACH ROW EXECUTE FUNCTION warn_test();")
+        self.assertEqual(made.returncode, 0, made.stderr)
+        posted = http_get(f"http://127.0.0.1:{site.lb_http}/api/messages", method="POST",
+                          data=json.dumps({"author": "logs", "text": "hi"}).encode(),
+                          headers={"Content-Type": "application/json"})
+        self.assertEqual(posted[0], 201)
+
+        def notice_lines():
+            return [l for n in ("web-1", "web-2") for f in os.listdir(logs) if f.startswith(f"{n}.log")
+                    for l in lines_of(os.path.join(logs, f)) if "seen by the test" in l]
+        found = wait_until(notice_lines, what="the pg_notice event")
+        self.assertRegex(found[0], r" debug \[web-\d\] pg_notice node=db-\d severity=WARNING sqlstate=01000 "
+                                   r"message=\"seen by the test\"$")
         # SIGUSR1 to `up`: its files and its nodes' files are reopened after a move.
         os.rename(access, access + ".moved")
         web_log = os.path.join(logs, "web-1.log")
