@@ -7,12 +7,13 @@
 
 #include "config/features.h"
 #include "config/loader.h"
+#include "config/values.h"
 #include "core/acceptor.h"
 #include "core/exit_codes.h"
 #include "core/log.h"
 #include "db/db_command.h"
 #include "lb/lb_command.h"
-#include "config/values.h"
+#include "run/logs.h"
 #include "site/backup_command.h"
 #include "site/certs_command.h"
 #include "site/db_cli.h"
@@ -45,6 +46,29 @@ bool loadSite(const std::string& path, fulcrum::config::Site& out) {
   return true;
 }
 
+void addAccessLogOptions(CLI::App& role, fulcrum::run::LogFlags& flags) {
+  role.add_option(
+      "--access-log", flags.access_log,
+      "write access lines to this file (reopened on SIGUSR1), or - for stdout (default: access_log_file)");
+  role.add_option("--access-log-format", flags.access_log_format, "off|text|json (default: access_log)")
+      ->check(CLI::IsMember({"off", "text", "json"}));
+}
+
+// The event log's file and the role's access stream; false (said on stderr) when a file cannot
+// be opened.
+bool openLogs(const fulcrum::run::LogFlags& flags, const fulcrum::config::Site& site,
+              const fulcrum::config::AccessLog* access, const std::string& node) {
+  std::string error;
+  fulcrum::core::LogRotation rotation{site.site.log_max_bytes, static_cast<int>(site.site.log_keep)};
+  if (!fulcrum::run::openLogs(flags, access != nullptr ? access->format : "off",
+                              access != nullptr ? access->file : std::filesystem::path(), node, rotation,
+                              error)) {
+    std::fprintf(stderr, "fulcrum: %s\n", error.c_str());
+    return false;
+  }
+  return true;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -55,6 +79,10 @@ int main(int argc, char** argv) {
   app.add_option("--log-format", log_format, "text|json")->check(CLI::IsMember({"text", "json"}));
   app.add_option("--log-level", log_level, "error|warn|info|debug")
       ->check(CLI::IsMember({"error", "warn", "info", "debug"}));
+  fulcrum::run::LogFlags log_flags;
+  app.add_option(
+      "--log-file", log_flags.log_file,
+      "write event lines to this file (reopened on SIGUSR1) instead of stderr; {node} is the node's name");
 
   auto* version = app.add_subcommand("version", "print version and build flags");
 
@@ -93,12 +121,14 @@ int main(int argc, char** argv) {
   auto* web = app.add_subcommand("web", "run one web server node");
   web->add_option("--site", web_site, "topology file")->required();
   web->add_option("--node", web_node, "node name ([[web.node]] name)")->required();
+  addAccessLogOptions(*web, log_flags);
 
   std::string lb_site;
   std::string lb_node;
   auto* lb = app.add_subcommand("lb", "run one load balancer node");
   lb->add_option("--site", lb_site, "topology file")->required();
   lb->add_option("--node", lb_node, "node name ([[lb.node]] name)")->required();
+  addAccessLogOptions(*lb, log_flags);
   bool lb_takeover = false;
   lb->add_flag("--takeover", lb_takeover,
                "take the listening sockets over from this node's running process (a binary upgrade): it "
@@ -298,6 +328,14 @@ int main(int argc, char** argv) {
   fulcrum::log::parseFormat(log_format, format);
   fulcrum::log::setLevel(level);
   fulcrum::log::setFormat(format);
+  if (!log_flags.log_file.empty()) {
+    std::string node = *lb ? lb_node : *web ? web_node : *db ? db_node : "";
+    std::string error;
+    if (!fulcrum::log::setEventFile(fulcrum::run::nodeLogPath(log_flags.log_file, node), error)) {
+      std::fprintf(stderr, "fulcrum: --log-file: %s\n", error.c_str());
+      return kExitUsage;
+    }
+  }
   // Every role holds a descriptor per connection: take what the hard limit allows, as HAProxy
   // and nginx (worker_rlimit_nofile) do. Roles warn when their max_connections still cannot fit.
   fulcrum::core::raiseFileLimit();
@@ -359,14 +397,14 @@ int main(int argc, char** argv) {
   }
   if (*web) {
     fulcrum::config::Site site;
-    if (!loadSite(web_site, site)) {
+    if (!loadSite(web_site, site) || !openLogs(log_flags, site, &site.web.access_log, web_node)) {
       return kExitUsage;
     }
     return fulcrum::web::runWebCommand(site, web_node);
   }
   if (*lb) {
     fulcrum::config::Site site;
-    if (!loadSite(lb_site, site)) {
+    if (!loadSite(lb_site, site) || !openLogs(log_flags, site, &site.lb.access_log, lb_node)) {
       return kExitUsage;
     }
     if (lb_release_vip) {
@@ -403,7 +441,7 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "fulcrum db: --site and --node are required to run an agent (or: db list|switchover|failover|pause|resume|restart|reinit|history)\n");
       return kExitUsage;
     }
-    if (!loadSite(db_site, site)) {
+    if (!loadSite(db_site, site) || !openLogs(log_flags, site, nullptr, db_node)) {
       return kExitUsage;
     }
     return fulcrum::db::runDbCommand(site, db_node);

@@ -32,6 +32,18 @@ struct ConfigError {
 struct SiteSection {
   std::string name = "fulcrum";
   std::filesystem::path state_dir;  // absolute after loading; default "<file dir>/var"
+  // Every log file Fulcrum writes itself (access logs, --log-file, `up`'s per-node logs) is
+  // rotated past this size (FILE -> FILE.1 ... FILE.log_keep); 0 = never (logrotate's job).
+  uint64_t log_max_bytes = 64ull << 20;
+  uint32_t log_keep = 5;
+};
+
+// An lb's or web node's access log: one line per request, "off", "text" or "json", in `file`
+// ("{node}" in it is the node's name; empty = stdout, or state_dir/logs/NODE.access.log under `up`).
+struct AccessLog {
+  std::string format = "text";
+  std::filesystem::path file;
+  bool operator==(const AccessLog&) const = default;
 };
 
 struct LbHealth {
@@ -186,6 +198,7 @@ struct LbSection {
   LbTls tls;
   std::optional<LbAcme> acme;  // [lb.acme]: read, refused until ACME is built
   std::optional<LbVip> vip;
+  AccessLog access_log;
   std::vector<LbNode> nodes;
 };
 
@@ -208,6 +221,7 @@ struct WebSection {
   bool present = false;
   std::filesystem::path docroot;  // absolute after loading; default "<file dir>/www"
   std::string app = "guestbook";  // "guestbook" | "none"
+  AccessLog access_log;
   std::vector<WebNode> nodes;
 };
 

@@ -38,6 +38,7 @@ constexpr std::array<std::string_view, 7> kAlgorithms = {"roundrobin", "static-r
 constexpr std::array<std::string_view, 2> kSticky = {"none", "cookie"};
 constexpr std::array<std::string_view, 2> kApps = {"guestbook", "none"};
 constexpr std::array<std::string_view, 2> kProxyVersions = {"v1", "v2"};
+constexpr std::array<std::string_view, 3> kAccessLogFormats = {"off", "text", "json"};
 
 // Node names end up in file names, URLs (/api/servers/NAME/state) and log lines.
 bool isNodeName(std::string_view s) {
@@ -84,7 +85,7 @@ void readSqlName(TableReader& r, std::string_view key, std::string& out) {
 
 void readSiteSection(Diagnostics& diag, const toml::table& table) {
   Site& site = diag.site();
-  TableReader r(diag, table, "site", {"name", "state_dir"});
+  TableReader r(diag, table, "site", {"name", "state_dir", "log_max_bytes", "log_keep"});
   if (r.read("name", site.site.name)) {
     // The name becomes an etcd key prefix, a PostgreSQL cluster label and part of paths: one
     // safe segment, bounded.
@@ -99,6 +100,17 @@ void readSiteSection(Diagnostics& diag, const toml::table& table) {
     }
   }
   r.readPath("state_dir", site.site.state_dir, site.dir, /*allow_empty=*/false);
+  if (r.read("log_max_bytes", site.site.log_max_bytes, {0, int64_t{1} << 50}) &&
+      site.site.log_max_bytes != 0 && site.site.log_max_bytes < 4096) {
+    r.error("log_max_bytes", "must be 0 (no rotation by size) or at least 4096 bytes");
+  }
+  r.read("log_keep", site.site.log_keep, {1, 1000});
+}
+
+// access_log and access_log_file of [lb] or [web].
+void readAccessLog(TableReader& r, const std::filesystem::path& base, AccessLog& out) {
+  r.readChoice("access_log", out.format, kAccessLogFormats, "access_log format");
+  r.readPath("access_log_file", out.file, base, /*allow_empty=*/true);
 }
 
 void readLbNode(Diagnostics& diag, const std::string& key, const toml::table& table, LbNode& node) {
@@ -199,7 +211,8 @@ void readLbSection(Diagnostics& diag, const toml::table& table) {
                 {"algorithm", "hash_balance_factor", "slow_start_ms", "queue_timeout_ms", "max_queue", "sticky",
                  "sticky_cookie", "retries", "retry_budget_percent", "retry_budget_min", "h2c", "accept_proxy",
                  "accept_proxy_from", "health", "outlier", "timeouts", "limits", "firewall", "tls", "acme", "vip",
-                 "node"});
+                 "access_log", "access_log_file", "node"});
+  readAccessLog(r, site.dir, lb.access_log);
   r.readChoice("algorithm", lb.algorithm, kAlgorithms, "algorithm");
   if (r.read("hash_balance_factor", lb.hash_balance_factor, {0, 1000})) {
     if (lb.hash_balance_factor != 0 && lb.hash_balance_factor < 100) {
@@ -328,8 +341,9 @@ void readWebSection(Diagnostics& diag, const toml::table& table) {
   Site& site = diag.site();
   WebSection& web = site.web;
   web.present = true;
-  TableReader r(diag, table, "web", {"docroot", "app", "node"});
+  TableReader r(diag, table, "web", {"docroot", "app", "access_log", "access_log_file", "node"});
   r.readPath("docroot", web.docroot, site.dir, /*allow_empty=*/false);
+  readAccessLog(r, site.dir, web.access_log);
   r.readChoice("app", web.app, kApps, "app");
   for (auto& [key, element] : r.tables("node")) {
     web.nodes.emplace_back();

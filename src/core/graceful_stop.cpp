@@ -38,7 +38,11 @@ void runUntilStopped(EventLoop& main_loop, WorkerGroup& workers, const StopHooks
   if (hooks.drain_now != nullptr) {
     *hooks.drain_now = drain;
   }
-  SignalWatcher signals(main_loop, {SIGINT, SIGTERM, SIGHUP}, [&](int sig) {
+  SignalWatcher signals(main_loop, {SIGINT, SIGTERM, SIGHUP, SIGUSR1}, [&](int sig) {
+    if (sig == SIGUSR1) {
+      log::reopen();  // logrotate's postrotate
+      return;
+    }
     if (sig == SIGHUP) {
       hooks.on_reload();
       return;

@@ -186,28 +186,30 @@ void appendNumber(std::string& out, double value) {
   }
 }
 
-// Writes all of `data` to stderr, waiting while it is full (only the sink's thread waits here).
-void writeAll(std::string_view data) {
+// Writes all of `data` to `fd`, waiting while it is full (only the sink's thread waits here).
+void writeAll(int fd, std::string_view data) {
   while (!data.empty()) {
-    ssize_t n = ::write(STDERR_FILENO, data.data(), data.size());
+    ssize_t n = ::write(fd, data.data(), data.size());
     if (n > 0) {
       data.remove_prefix(static_cast<size_t>(n));
     } else if (n < 0 && errno == EAGAIN) {
-      pollfd p{STDERR_FILENO, POLLOUT, 0};
+      pollfd p{fd, POLLOUT, 0};
       ::poll(&p, 1, 1000);
     } else if (!(n < 0 && errno == EINTR)) {
-      return;  // stderr is gone: nothing to report it to
+      return;  // the stream is gone: nothing to report it to
     }
   }
 }
 
-// Lines reach stderr from a thread of their own, so a slow or stalled stderr (a full pipe nobody
-// reads, a paused terminal) never blocks a worker: lines wait in a bounded queue and, when it is
-// full, are dropped and counted; the count is written once stderr takes lines again. A forked
-// child (no sink thread there) writes directly.
+enum class Stream { Events, Access };
+
+// Lines reach their outputs from a thread of their own, so a slow or stalled output (a full pipe
+// nobody reads, a paused terminal, a slow disk) never blocks a worker: lines wait in a bounded
+// queue per stream and, when it is full, are dropped and counted; the count is written once the
+// output takes lines again. A forked child (no sink thread there) writes directly.
 class Sink {
  public:
-  static constexpr size_t kMaxQueued = 1 << 20;  // bytes waiting for stderr before lines are dropped
+  static constexpr size_t kMaxQueued = 1 << 20;  // bytes waiting per stream before lines are dropped
 
   ~Sink() {
     std::unique_lock lock(mutex_);
@@ -216,7 +218,7 @@ class Sink {
     }
     stopping_ = true;
     wake_.notify_all();
-    // At exit, what is queued gets two seconds to be written; a stalled stderr cannot hold the
+    // At exit, what is queued gets two seconds to be written; a stalled output cannot hold the
     // process (the thread is then left to the exit).
     bool drained = idle_.wait_for(lock, std::chrono::seconds(2), [this] { return done_; });
     lock.unlock();
@@ -227,39 +229,58 @@ class Sink {
     }
   }
 
-  void push(std::string line) {
+  void push(Stream stream, std::string line) {
     // A forked child has no sink thread, and may have been forked while another thread held the
     // mutex: it writes directly, without touching the lock.
     pid_t owner = owner_.load(std::memory_order_acquire);
     if (owner != 0 && owner != ::getpid()) {
-      writeAll(line);
+      if (stream == Stream::Events) {
+        writeAll(STDERR_FILENO, line);
+      }
       return;
     }
     std::unique_lock lock(mutex_);
     if (!started_) {
-      started_ = true;
-      pid_ = ::getpid();
-      owner_.store(pid_, std::memory_order_release);
-      // With every signal blocked, which the thread keeps: a process's signals go to its own
-      // threads (its signalfd), even when the first line is logged before it blocks them.
-      sigset_t all;
-      sigset_t before;
-      sigfillset(&all);
-      pthread_sigmask(SIG_SETMASK, &all, &before);
-      thread_ = std::thread([this] { run(); });
-      pthread_sigmask(SIG_SETMASK, &before, nullptr);
+      start();
     }
-    if (queued_.size() + line.size() > kMaxQueued) {
-      ++dropped_;
+    Output& out = output(stream);
+    if (out.queued.size() + line.size() > kMaxQueued) {
+      ++out.dropped;
       return;
     }
-    queued_ += line;
+    out.queued += line;
+    wake_.notify_one();
+  }
+
+  // Called at start (the thread may already run): the files change under io_mutex_, which the
+  // thread holds while writing.
+  bool setFile(Stream stream, const std::filesystem::path& path, std::string& error) {
+    core::LogFile file;
+    if (!path.empty() && !file.open(path, rotation_, error)) {
+      return false;
+    }
+    std::lock_guard io(io_mutex_);
+    output(stream).file = std::move(file);
+    return true;
+  }
+
+  void setRotation(core::LogRotation rotation) {
+    std::lock_guard io(io_mutex_);
+    rotation_ = rotation;
+  }
+
+  void requestReopen() {
+    reopen_.store(true, std::memory_order_release);
+    std::lock_guard lock(mutex_);
+    if (!started_) {
+      start();
+    }
     wake_.notify_one();
   }
 
   uint64_t dropped() {
     std::lock_guard lock(mutex_);
-    return dropped_total_ + dropped_;
+    return events_.dropped_total + events_.dropped + access_.dropped_total + access_.dropped;
   }
 
   void flush() {
@@ -267,29 +288,104 @@ class Sink {
     if (!started_ || pid_ != ::getpid()) {
       return;
     }
-    idle_.wait_for(lock, std::chrono::seconds(2), [this] { return queued_.empty() && !writing_; });
+    idle_.wait_for(lock, std::chrono::seconds(2), [this] {
+      return events_.queued.empty() && access_.queued.empty() && !writing_ &&
+             !reopen_.load(std::memory_order_acquire);
+    });
   }
 
  private:
+  struct Output {
+    int std_fd;
+    core::LogFile file;  // when open, instead of std_fd
+    std::string queued;
+    uint64_t dropped = 0;        // since the last report
+    uint64_t dropped_total = 0;  // reported
+  };
+
+  Output& output(Stream stream) { return stream == Stream::Events ? events_ : access_; }
+
+  // With mutex_ held.
+  void start() {
+    started_ = true;
+    pid_ = ::getpid();
+    owner_.store(pid_, std::memory_order_release);
+    // With every signal blocked, which the thread keeps: a process's signals go to its own
+    // threads (its signalfd), even when the first line is logged before it blocks them.
+    sigset_t all;
+    sigset_t before;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &before);
+    thread_ = std::thread([this] { run(); });
+    pthread_sigmask(SIG_SETMASK, &before, nullptr);
+  }
+
+  // With io_mutex_ held. A file's trouble is said on stderr, once per distinct message: the file
+  // may be the event log itself.
+  void writeTo(Output& out, std::string_view data) {
+    if (!out.file.isOpen()) {
+      writeAll(out.std_fd, data);
+      return;
+    }
+    std::string error;
+    if (!out.file.write(data, error) && error != last_error_) {
+      last_error_ = error;
+      writeAll(STDERR_FILENO, formatLine(Level::Error, "log: " + error));
+    }
+  }
+
+  void reopenFiles() {
+    for (Output* out : {&events_, &access_}) {
+      std::string error;
+      if (out->file.isOpen() && !out->file.reopen(error)) {
+        writeAll(STDERR_FILENO, formatLine(Level::Error, "log: " + error + "; writing on to the old file"));
+      }
+    }
+  }
+
   void run() {
-    std::string batch;
+    std::string events;
+    std::string access;
     std::unique_lock lock(mutex_);
     for (;;) {
-      wake_.wait(lock, [this] { return stopping_ || !queued_.empty(); });
-      if (queued_.empty() && stopping_) {
+      wake_.wait(lock, [this] {
+        return stopping_ || !events_.queued.empty() || !access_.queued.empty() ||
+               reopen_.load(std::memory_order_acquire);
+      });
+      bool reopen = reopen_.exchange(false, std::memory_order_acq_rel);
+      if (events_.queued.empty() && access_.queued.empty() && !reopen && stopping_) {
         break;
       }
-      batch.swap(queued_);
+      events.swap(events_.queued);
+      access.swap(access_.queued);
       writing_ = true;
-      uint64_t dropped = std::exchange(dropped_, 0);
-      dropped_total_ += dropped;
+      uint64_t events_dropped = std::exchange(events_.dropped, 0);
+      uint64_t access_dropped = std::exchange(access_.dropped, 0);
+      events_.dropped_total += events_dropped;
+      access_.dropped_total += access_dropped;
       lock.unlock();
-      if (dropped > 0) {
-        writeAll(formatLine(Level::Warn,
-                            fmt::format("log: {} line(s) dropped: stderr was not taking them", dropped)));
+      {
+        std::lock_guard io(io_mutex_);
+        if (reopen) {
+          reopenFiles();
+        }
+        if (events_dropped > 0) {
+          writeTo(events_,
+                  formatLine(Level::Warn,
+                             fmt::format("log: {} line(s) dropped: the event log was not taking them",
+                                         events_dropped)));
+        }
+        if (access_dropped > 0) {
+          writeTo(events_, formatLine(Level::Warn,
+                                      fmt::format("log: {} access line(s) dropped: the access log was not "
+                                                  "taking them",
+                                                  access_dropped)));
+        }
+        writeTo(events_, events);
+        writeTo(access_, access);
       }
-      writeAll(batch);
-      batch.clear();
+      events.clear();
+      access.clear();
       lock.lock();
       writing_ = false;
       idle_.notify_all();
@@ -298,10 +394,15 @@ class Sink {
     idle_.notify_all();
   }
 
-  std::mutex mutex_;
+  std::mutex mutex_;  // the queues and the thread's state
   std::condition_variable wake_;
   std::condition_variable idle_;
-  std::string queued_;
+  Output events_{STDERR_FILENO};
+  Output access_{STDOUT_FILENO};
+  std::mutex io_mutex_;  // the files, held by the thread while it writes
+  core::LogRotation rotation_;
+  std::string last_error_;
+  std::atomic<bool> reopen_{false};
   std::thread thread_;
   pid_t pid_ = 0;
   std::atomic<pid_t> owner_{0};  // pid_, readable without the mutex
@@ -309,8 +410,6 @@ class Sink {
   bool stopping_ = false;
   bool done_ = false;
   bool writing_ = false;
-  uint64_t dropped_ = 0;        // since the last report
-  uint64_t dropped_total_ = 0;  // reported
 };
 
 Sink& sink() {
@@ -319,8 +418,11 @@ Sink& sink() {
 }
 
 void writeLine(std::string line) {
-  sink().push(std::move(line));
+  sink().push(Stream::Events, std::move(line));
 }
+
+// Off until a role opens its access log (run::openLogs): no other command writes access lines.
+std::atomic<AccessFormat> g_access_format{AccessFormat::Off};
 
 }  // namespace
 
@@ -332,22 +434,84 @@ void flush() {
   sink().flush();
 }
 
+bool setEventFile(const std::filesystem::path& path, std::string& error) {
+  return sink().setFile(Stream::Events, path, error);
+}
+
+bool parseAccessFormat(std::string_view text, AccessFormat& out) {
+  if (text == "off") {
+    out = AccessFormat::Off;
+  } else if (text == "text") {
+    out = AccessFormat::Text;
+  } else if (text == "json") {
+    out = AccessFormat::Json;
+  } else {
+    return false;
+  }
+  return true;
+}
+
+bool setAccessLog(AccessFormat format, const std::filesystem::path& path, std::string& error) {
+  if (format != AccessFormat::Off && !sink().setFile(Stream::Access, path, error)) {
+    return false;
+  }
+  g_access_format.store(format, std::memory_order_relaxed);
+  return true;
+}
+
+bool accessEnabled() {
+  return g_access_format.load(std::memory_order_relaxed) != AccessFormat::Off;
+}
+
+void setRotation(core::LogRotation rotation) {
+  sink().setRotation(rotation);
+}
+
+void reopen() {
+  sink().requestReopen();
+}
+
+namespace {
+
+// " key=value ..." (text lines).
+void appendTextFields(std::string& out, std::initializer_list<Field> fields) {
+  for (const Field& f : fields) {
+    out += ' ';
+    out += f.key;
+    out += '=';
+    if (f.is_number) {
+      appendNumber(out, f.number);
+    } else {
+      appendTextValue(out, f.text);
+    }
+  }
+}
+
+// ',"key":value ...' (JSON lines).
+void appendJsonFields(std::string& out, std::initializer_list<Field> fields) {
+  for (const Field& f : fields) {
+    out += ",\"";
+    appendJsonEscaped(out, f.key);
+    out += "\":";
+    if (f.is_number) {
+      appendNumber(out, f.number);
+    } else {
+      out += '"';
+      appendJsonEscaped(out, f.text);
+      out += '"';
+    }
+  }
+}
+
+}  // namespace
+
 void event(Level level, std::string_view name, std::initializer_list<Field> fields) {
   if (!enabled(level)) {
     return;
   }
   if (format() == Format::Text) {
     std::string message(name);
-    for (const Field& f : fields) {
-      message += ' ';
-      message += f.key;
-      message += '=';
-      if (f.is_number) {
-        appendNumber(message, f.number);
-      } else {
-        appendTextValue(message, f.text);
-      }
-    }
+    appendTextFields(message, fields);
     write(level, message);
     return;
   }
@@ -357,20 +521,43 @@ void event(Level level, std::string_view name, std::initializer_list<Field> fiel
   line += ",\"event\":\"";
   appendJsonEscaped(line, name);
   line += "\"";
-  for (const Field& f : fields) {
-    line += ",\"";
-    appendJsonEscaped(line, f.key);
-    line += "\":";
-    if (f.is_number) {
-      appendNumber(line, f.number);
-    } else {
-      line += '"';
-      appendJsonEscaped(line, f.text);
-      line += '"';
-    }
-  }
+  appendJsonFields(line, fields);
   line += "}\n";
   writeLine(line);
+}
+
+void access(std::initializer_list<Field> fields) {
+  AccessFormat format = g_access_format.load(std::memory_order_relaxed);
+  if (format == AccessFormat::Off) {
+    return;
+  }
+  std::string line;
+  line.reserve(320);
+  std::string_view node = component();
+  if (format == AccessFormat::Text) {
+    line += timestamp();
+    if (!node.empty()) {
+      line += " [";
+      line += node;
+      line += ']';
+    }
+    line += " access";
+    appendTextFields(line, fields);
+    line += '\n';
+  } else {
+    line += "{\"ts\":\"";
+    line += timestamp();
+    line += '"';
+    if (!node.empty()) {
+      line += ",\"node\":\"";
+      appendJsonEscaped(line, node);
+      line += '"';
+    }
+    line += ",\"event\":\"access\"";
+    appendJsonFields(line, fields);
+    line += "}\n";
+  }
+  sink().push(Stream::Access, std::move(line));
 }
 
 void write(Level level, std::string_view message) {

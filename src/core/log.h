@@ -1,13 +1,18 @@
 #pragma once
-// Process-wide logging: one line per event on stderr, text or JSON. Lines are queued whole and
-// written by a thread of the log's own, so lines from different threads never interleave and a
-// stalled stderr never blocks a worker (lines beyond a 1 MiB queue are dropped and counted).
+// Process-wide logging, two streams: events (one line per event, text or JSON; stderr or a file)
+// and access lines (one per request, off, text or JSON; stdout or a file). Lines are queued whole
+// and written by a thread of the log's own, so lines from different threads never interleave and a
+// stalled output never blocks a worker (lines beyond a 1 MiB queue per stream are dropped and
+// counted). Files are reopened on reopen() (SIGUSR1) and rotated by size when asked.
 #include <fmt/format.h>
 
 #include <atomic>
+#include <filesystem>
 #include <initializer_list>
 #include <string>
 #include <string_view>
+
+#include "core/log_file.h"
 
 namespace fulcrum::log {
 
@@ -59,7 +64,25 @@ void debug(fmt::format_string<Args...> f, Args&&... args) {
     write(Level::Debug, fmt::format(f, std::forward<Args>(args)...));
 }
 
-// Lines dropped so far because stderr did not take them (see above).
+// Event lines go to this file instead of stderr. False with `error` when it cannot be opened.
+bool setEventFile(const std::filesystem::path& path, std::string& error);
+
+enum class AccessFormat { Off, Text, Json };
+bool parseAccessFormat(std::string_view text, AccessFormat& out);
+// The access stream: `path` empty writes to stdout. Text: "TS [node] access key=value ...";
+// JSON: {"ts","node","event":"access", each field}. False with `error` when `path` cannot be opened.
+bool setAccessLog(AccessFormat format, const std::filesystem::path& path, std::string& error);
+bool accessEnabled();
+// One access line (nothing when the access log is off; the log level does not apply).
+void access(std::initializer_list<Field> fields);
+
+// Size rotation of the files set after this call (0 bytes: none; logrotate then owns them).
+void setRotation(core::LogRotation rotation);
+// Asks the writer thread to open every log file again at its path (SIGUSR1, after logrotate moved
+// them); lines queued meanwhile go to the new files. Safe from any thread, returns at once.
+void reopen();
+
+// Lines dropped so far because their output did not take them (see above).
 uint64_t droppedLines();
 // Waits (at most 2 s) until every line queued so far is written: before a fork or an exit that
 // skips destructors, and in tests reading stderr.

@@ -109,6 +109,13 @@ Status DbAgent::prepare() {
   options.bin_dir = bin.value;
   options.data_dir = node_dir / "data";
   options.run_dir = node_dir / "run";
+  // Next to the agent's own log under `up` (state_dir/logs/NODE.log), never copied into it.
+  options.log_file = state_dir / "logs" / (node_.name + ".postgresql.log");
+  fs::create_directories(options.log_file.parent_path(), ec);
+  if (ec) {
+    return Status::failure("cannot create " + options.log_file.parent_path().string() + ": " + ec.message());
+  }
+  log::info("PostgreSQL's own log: {}", options.log_file.string());
   options.listen = node_.pg;
   options.replication_password_file = state_dir / "replication.password";
   options.fence_library = fs::absolute(node_dir / "fulcrum_fence.so");
@@ -879,15 +886,28 @@ bool DbAgent::takeOver(const char* how) {
     syncFence();
     return false;
   }
-  log::warn("leader key was free: this replica (replayed {}) takes over by {} and promotes",
-            formatLsn(pg_status_.replay_lsn), how);
+  std::string previous = "no holder seen by this agent";
+  std::string previous_holder = following_;
+  if (last_holder_ && last_holder_->first != node_.name) {
+    previous_holder = last_holder_->first;
+    const double ago = std::chrono::duration<double>(loop_.clock().now() - last_holder_->second).count();
+    previous = fmt::format("{}'s lease {} (last seen holding it {:.1f} s ago)", last_holder_->first,
+                           std::string_view(how) == "switchover" ? "was released" : "expired", ago);
+  }
+  // A switchover is the operator's plan; a failover is not.
+  const log::Level level = std::string_view(how) == "switchover" ? log::Level::Info : log::Level::Warn;
+  if (log::enabled(level)) {
+    log::write(level, fmt::format(
+                          "leader key was free: {}; this replica (replayed {}) takes over by {} and promotes",
+                          previous, formatLsn(pg_status_.replay_lsn), how));
+  }
   // Why this timeline begins, for the history key (recordHistory(), once it is on disk).
   std::string reason = how;
   if (std::string_view(how) == "switchover" && intent_) {
     reason = "switchover from " + intent_->from;
   } else if (std::string_view(how) == "failover") {
-    reason = following_.empty() ? "failover: the leader key was free"
-                                : "failover: leader " + following_ + "'s lease ended";
+    reason = previous_holder.empty() ? "failover: the leader key was free"
+                                     : "failover: leader " + previous_holder + "'s lease ended";
   }
   const Lsn fork_at = pg_status_.replay_lsn;
   // Commits must not wait for a standby list copied from the old leader (pg_basebackup copies
@@ -1300,6 +1320,7 @@ bool DbAgent::readSiteKeys(std::string& error) {
   leader_name_.reset();
   if (leader_key_.state == LeaderKey::State::Held) {
     leader_name_ = leader_key_.name;
+    last_holder_ = {leader_key_.name, loop_.clock().now()};
   }
   site_read_ = true;
   if (!leader_name_) {

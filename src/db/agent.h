@@ -294,7 +294,7 @@ class DbAgent final : public http::Handler {
   // Every tick on the restoring leader.
   void driveRestore();
   void restoreStep(RestoreStep step);
-  void restoreLog(const std::string& line);
+  void restoreLog(const std::string& line, bool trouble = false);
   void failRestore(const std::string& why);
   void putRestoreKey(RestoreHold::State state);
   // The restore (Swapping, Recovering) starts and watches PostgreSQL, not the leader's step.
@@ -343,6 +343,9 @@ class DbAgent final : public http::Handler {
   std::vector<ReplicaInfo> replica_lags_;  // as the primary last read pg_stat_replication
   core::TimePoint next_replica_lags_{};
   std::optional<std::string> leader_name_;
+  // Who last held the leader key as this agent read it, and when: a takeover names whose lease
+  // expired and how long ago it was last seen held.
+  std::optional<std::pair<std::string, core::TimePoint>> last_holder_;
   std::optional<Lsn> leader_lsn_;
   std::optional<Lsn> last_leader_lsn_;  // kept after the leader is gone: the failover lag bound
   std::string following_;               // the leader this replica was last pointed at

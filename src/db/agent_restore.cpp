@@ -69,8 +69,12 @@ const char* stepName(DbAgent::RestoreStep step) {
 
 }  // namespace
 
-void DbAgent::restoreLog(const std::string& line) {
-  log::warn("restore {}: {}", restore_->id, line);
+void DbAgent::restoreLog(const std::string& line, bool trouble) {
+  // The steps of a restore the operator asked for are planned: info; what went wrong: warn.
+  if (log::enabled(trouble ? log::Level::Warn : log::Level::Info)) {
+    log::write(trouble ? log::Level::Warn : log::Level::Info,
+               fmt::format("restore {}: {}", restore_->id, line));
+  }
   restore_->log.push_back(line);
 }
 
@@ -231,7 +235,7 @@ bool DbAgent::holdForRestore() {
     case RestoreHold::State::Switching:
       if (held_restore_id_ != hold.id) {
         held_restore_id_ = hold.id;
-        log::warn("restore {} by {}: holding, PostgreSQL stopped until it is done", hold.id, hold.node);
+        log::info("restore {} by {}: holding, PostgreSQL stopped until it is done", hold.id, hold.node);
       }
       if (pg_->isRunning()) {
         if (Status stopped = pg_->stop(StopMode::Fast); !stopped.ok) {
@@ -244,7 +248,7 @@ bool DbAgent::holdForRestore() {
         return false;  // not held for this one (started since): the usual checks apply
       }
       if (leader_record_ && leader_record_->name == hold.node && leader_record_->timeline >= hold.timeline) {
-        log::warn("restore {} done by {} (timeline {}): cloning it again", hold.id, hold.node, hold.timeline);
+        log::info("restore {} done by {} (timeline {}): cloning it again", hold.id, hold.node, hold.timeline);
         held_restore_id_.clear();
         if (pg_->isRunning()) {
           pg_->stop(StopMode::Fast);
@@ -265,19 +269,19 @@ bool DbAgent::holdForRestore() {
 void DbAgent::putRestoreKey(RestoreHold::State state) {
   RestoreHold hold{restore_->id, node_.name, state, restore_->timeline};
   if (member_lease_ == 0) {
-    restoreLog("cannot publish the restore record: no member lease yet");
+    restoreLog("cannot publish the restore record: no member lease yet", true);
     return;
   }
   restore_->key_value = encodeRestoreHold(hold);
   auto put = etcd_.put(restoreKey(site_.site.name), restore_->key_value, member_lease_);
   if (!put.ok) {
-    restoreLog("publishing the restore record: " + put.error);
+    restoreLog("publishing the restore record: " + put.error, true);
   }
 }
 
 void DbAgent::failRestore(const std::string& why) {
   restore_->error = why;
-  restoreLog("failed: " + why);
+  restoreLog("failed: " + why, true);
   const bool held_others = restore_->step == RestoreStep::Holding || restore_->step == RestoreStep::Swapping ||
                            restore_->step == RestoreStep::Recovering;
   std::error_code ec;
@@ -292,8 +296,9 @@ void DbAgent::failRestore(const std::string& why) {
       fs::rename(data, failed, ec);
       fs::rename(restore_->aside, data, ec);
       restoreLog(ec ? "putting " + restore_->aside.string() + " back: " + ec.message()
-                    : "the data before the restore is back in " + data.string() + " (the failed copy kept in " +
-                          failed.string() + ")");
+                    : "the data before the restore is back in " + data.string() +
+                          " (the failed copy kept in " + failed.string() + ")",
+                 static_cast<bool>(ec));
       readSysid();
     }
   } else if (!restore_->staging.empty()) {

@@ -350,7 +350,7 @@ void DbAgent::handleFailover(const http::Request& request, http::Response& respo
     return;
   }
   const core::TimePoint started = loop_.clock().now();
-  log::warn("manual failover to this node requested");
+  log::info("manual failover to this node requested");
   if (!takeOver("manual failover")) {
     std::string holder = leader_name_ ? " (" + *leader_name_ + " holds it)" : "";
     refuse(503, "could not take the leader key and promote" + holder + "; see this agent's log");
@@ -370,7 +370,11 @@ void DbAgent::finishSwitchover(int status, const std::string& message) {
   http::Response response;
   response.setBody(status, "application/json", body.dump());
   switchover_->reply.complete(std::move(response));
-  log::warn("switchover to {}: {} ({} ms)", switchover_->to, message, took.count());
+  // Done as planned: info; refused or failed: warn.
+  if (log::enabled(status == 200 ? log::Level::Info : log::Level::Warn)) {
+    log::write(status == 200 ? log::Level::Info : log::Level::Warn,
+               fmt::format("switchover to {}: {} ({} ms)", switchover_->to, message, took.count()));
+  }
   if (!switchover_->intent_value.empty()) {
     // The intent must not outlive the attempt (else it expires with our member lease).
     auto deleted = etcd_.compareAndDelete(switchoverKey(site_.site.name), switchover_->intent_value);
@@ -403,7 +407,7 @@ void DbAgent::driveSwitchover() {
       }
       s.intent_value = value;
       intent_ = SwitchoverIntent{me, s.to};
-      log::warn("switchover to {}: stopping PostgreSQL (fast: a checkpoint, then all WAL to the replicas)",
+      log::info("switchover to {}: stopping PostgreSQL (fast: a checkpoint, then all WAL to the replicas)",
                 s.to);
       Status stopped = pg_->stop(StopMode::Fast);
       auto last = stopped.ok ? pg_->cleanShutdownLsn() : Result<Lsn>::failure(stopped.error);
@@ -426,7 +430,7 @@ void DbAgent::driveSwitchover() {
       }
       const MemberRecord* target = findMember(members_, s.to);
       if (target != nullptr && target->received > s.final_lsn) {
-        log::warn("switchover: {} has flushed past the last checkpoint {}: releasing the leader key", s.to,
+        log::info("switchover: {} has flushed past the last checkpoint {}: releasing the leader key", s.to,
                   formatLsn(s.final_lsn));
         ++switchovers_;
         if (Status released = elector_.release(); !released.ok) {

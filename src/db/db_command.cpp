@@ -134,9 +134,13 @@ int runDbCommand(const config::Site& site, const std::string& node_name) {
 
   bool stopping = false;
   core::Timer grace(loop, [&] { loop.stop(); });
-  core::SignalWatcher signals(loop, {SIGINT, SIGTERM, SIGHUP, SIGCHLD}, [&](int sig) {
+  core::SignalWatcher signals(loop, {SIGINT, SIGTERM, SIGHUP, SIGCHLD, SIGUSR1}, [&](int sig) {
     if (sig == SIGCHLD) {
       agent.onChildSignal();
+      return;
+    }
+    if (sig == SIGUSR1) {
+      log::reopen();  // logrotate's postrotate (PostgreSQL's own log: copytruncate, docs/operations.md)
       return;
     }
     if (sig == SIGHUP) {

@@ -72,6 +72,8 @@ DbReloadPlan planDbReload(const config::Site& running, const config::Site& next,
   }
   restartIfChanged(report, "site.name", running.site.name, next.site.name);
   restartIfChanged(report, "site.state_dir", running.site.state_dir, next.site.state_dir);
+  restartIfChanged(report, "site.log_max_bytes", running.site.log_max_bytes, next.site.log_max_bytes);
+  restartIfChanged(report, "site.log_keep", running.site.log_keep, next.site.log_keep);
   restartIfChanged(report, "db.database", running.db.database, next.db.database);
   restartIfChanged(report, "db.user", running.db.user, next.db.user);
   restartIfChanged(report, "db.password_file", running.db.password_file, next.db.password_file);

@@ -82,7 +82,9 @@ struct PostgresOptions {
   std::string node;                  // node name: cluster_name, application_name, its slot name
   std::filesystem::path bin_dir;     // from findPgBin()
   std::filesystem::path data_dir;    // PGDATA: created 0700, owned by the OS user
-  std::filesystem::path run_dir;     // socket, .pgpass, server log; not inside data_dir
+  std::filesystem::path run_dir;     // socket, .pgpass; not inside data_dir
+  // The server's own log (its stderr), appended; empty = run_dir/postgres.log.
+  std::filesystem::path log_file;
   core::SocketAddress listen;        // [[db.node]] pg: listen_addresses and port
   std::string os_user = "postgres";  // who runs PostgreSQL when we are root
   std::string replication_user = "replicator";
@@ -291,7 +293,9 @@ class PostgresNode {
   // frozen server cannot hold its control loop past a fence deadline.
   void setQueryTimeout(std::chrono::milliseconds timeout) { options_.query_timeout = timeout; }
   const OsUser& osUser() const { return user_; }
-  std::filesystem::path logFile() const { return options_.run_dir / "postgres.log"; }
+  std::filesystem::path logFile() const {
+    return options_.log_file.empty() ? options_.run_dir / "postgres.log" : options_.log_file;
+  }
   std::filesystem::path passFile() const { return options_.run_dir / "pgpass"; }
   std::filesystem::path program(std::string_view name) const { return options_.bin_dir / std::string(name); }
   // The superuser role: the OS user's name (peer authentication maps one to the other).

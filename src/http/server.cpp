@@ -436,15 +436,14 @@ bool ServerConnection::answer(Response& response) {
   }
   auto took = std::chrono::duration_cast<std::chrono::microseconds>(server_.loop().clock().now() - dispatched_at_);
   route.duration.observe(static_cast<uint64_t>(took.count()));
-  if (server_.options().access_log && log::enabled(log::Level::Info)) {
+  if (server_.options().access_log && log::accessEnabled()) {
     // As the lb's access line: the query kept with the path, counts as integers.
     uint64_t bytes = response.file ? response.file_length : response.body.size();
     auto num = [](std::string_view key, double value) { return log::Field{key, {}, value, true}; };
     auto str = [](std::string_view key, std::string_view value) { return log::Field{key, value, 0, false}; };
-    log::event(log::Level::Info, "access",
-               {str("client", peer_.toString()), str("method", access_method_), str("path", access_path_),
-                num("status", response.status), num("bytes", static_cast<double>(bytes)),
-                num("total_ms", static_cast<double>(took.count()) / 1000.0)});
+    log::access({str("client", peer_.toString()), str("method", access_method_), str("path", access_path_),
+                 num("status", response.status), num("bytes", static_cast<double>(bytes)),
+                 num("total_ms", static_cast<double>(took.count()) / 1000.0)});
   }
   phase_ = Phase::Head;
   timer_.armAfter(server_.options().idle_timeout);

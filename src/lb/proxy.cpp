@@ -1022,7 +1022,7 @@ void logAccess(ProxyWorker& worker, const ProxyExchange& x, const core::IpAddres
     worker.stats().total_time[worker.options().tls != nullptr ? 1 : 0].observe(static_cast<uint64_t>(
         std::chrono::duration_cast<std::chrono::microseconds>(now - x.t_start).count()));
   }
-  if (!worker.options().access_log || !log::enabled(log::Level::Info)) {
+  if (!worker.options().access_log || !log::accessEnabled()) {
     return;
   }
   int server_id = x.server();
@@ -1047,13 +1047,13 @@ void logAccess(ProxyWorker& worker, const ProxyExchange& x, const core::IpAddres
   uint32_t attempts = x.attempts();
   auto num = [](std::string_view key, double value) { return log::Field{key, {}, value, true}; };
   auto str = [](std::string_view key, std::string_view value) { return log::Field{key, value, 0, false}; };
-  log::event(log::Level::Info, "access",
-             {str("client", client), str("method", x.method_text), str("path", path), num("status", status), num("bytes", static_cast<double>(x.responseBytes())), str("server", server),
-              num("retries", attempts > 0 ? attempts - 1 : 0), num("connect_ms", connect_ms),
-              num("server_ms", server_ms), num("response_ms", response_ms),
-              num("total_ms", millisBetween(x.t_start, now)), str("term", terminationName(x.term)),
-              str("version", version),
-              num("queue_ms", std::chrono::duration<double, std::milli>(x.queueTime()).count())});
+  log::access({str("client", client), str("method", x.method_text), str("path", path), num("status", status),
+               num("bytes", static_cast<double>(x.responseBytes())), str("server", server),
+               num("retries", attempts > 0 ? attempts - 1 : 0), num("connect_ms", connect_ms),
+               num("server_ms", server_ms), num("response_ms", response_ms),
+               num("total_ms", millisBetween(x.t_start, now)), str("term", terminationName(x.term)),
+               str("version", version),
+               num("queue_ms", std::chrono::duration<double, std::milli>(x.queueTime()).count())});
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -48,6 +48,15 @@ ReloadPlan planReload(const config::Site& running, const config::Site& next, con
     eff.site = running.site;
     restart("site", "the site's name and state_dir are fixed at start");
   }
+  if (running.site.log_max_bytes != next.site.log_max_bytes || running.site.log_keep != next.site.log_keep) {
+    eff.site.log_max_bytes = running.site.log_max_bytes;
+    eff.site.log_keep = running.site.log_keep;
+    restart("site.log_max_bytes", "log files and their rotation are set at start");
+  }
+  if (!(running.lb.access_log == next.lb.access_log)) {
+    eff.lb.access_log = running.lb.access_log;
+    restart("lb.access_log", "the access log is opened at start (SIGUSR1 reopens it at the same path)");
+  }
   if (!(running.lb.vip == next.lb.vip)) {
     eff.lb.vip = running.lb.vip;
     restart("lb.vip", "the virtual IP's router is set up at start");

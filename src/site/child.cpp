@@ -67,11 +67,19 @@ std::string nowText() {
 
 }  // namespace
 
-pid_t spawnChild(const ChildSpec& spec, std::string& error) {
-  core::Fd log(::open(spec.log.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640));
-  if (!log) {
-    error = "cannot open " + spec.log.string() + ": " + std::strerror(errno);
-    return -1;
+std::string startedBanner(const ChildSpec& spec, pid_t pid) {
+  return "---- " + nowText() + " fulcrum up: started " + spec.name + " (pid " + std::to_string(pid) +
+         ") ----\n";
+}
+
+pid_t spawnChild(const ChildSpec& spec, std::string& error, int output_fd) {
+  core::Fd log;
+  if (output_fd < 0) {
+    log.reset(::open(spec.log.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640));
+    if (!log) {
+      error = "cannot open " + spec.log.string() + ": " + std::strerror(errno);
+      return -1;
+    }
   }
   core::Fd netns;
   if (!spec.netns.empty()) {
@@ -95,13 +103,14 @@ pid_t spawnChild(const ChildSpec& spec, std::string& error) {
     return -1;
   }
   if (pid == 0) {
-    execChild(argv.data(), log.get(), netns.get(), parent);
+    execChild(argv.data(), output_fd >= 0 ? output_fd : log.get(), netns.get(), parent);
   }
   ::setpgid(pid, pid);  // also here, so the group exists before `up` may signal it
-  std::string banner = "---- " + nowText() + " fulcrum up: started " + spec.name + " (pid " +
-                       std::to_string(pid) + ") ----\n";
-  ssize_t ignored = ::write(log.get(), banner.data(), banner.size());
-  (void)ignored;
+  if (log) {
+    std::string banner = startedBanner(spec, pid);
+    ssize_t ignored = ::write(log.get(), banner.data(), banner.size());
+    (void)ignored;
+  }
   return pid;
 }
 

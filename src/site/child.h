@@ -17,7 +17,12 @@ inline constexpr int kExecFailed = 127;
 
 // Forks and execs `spec`. Returns the pid, or -1 with `error` set when the log file cannot be
 // opened or fork fails. An exec failure is reported in the log and as exit status kExecFailed.
-pid_t spawnChild(const ChildSpec& spec, std::string& error);
+// With `output_fd` (a pipe `up` reads: child_logs.h) the child writes there instead of spec.log,
+// and the caller writes startedBanner() itself.
+pid_t spawnChild(const ChildSpec& spec, std::string& error, int output_fd = -1);
+
+// "---- TIME fulcrum up: started NAME (pid PID) ----\n", the line before each start's output.
+std::string startedBanner(const ChildSpec& spec, pid_t pid);
 
 // Runs `argv` as `spec` would run (namespace, log) and waits for it, at most `timeout` (then
 // SIGKILL). Returns its wait status, or -1 with `error` when it could not start.

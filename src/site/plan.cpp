@@ -30,6 +30,19 @@ std::filesystem::path logPath(const config::Site& site, const std::string& name)
   return site.site.state_dir / "logs" / (name + ".log");
 }
 
+// An lb's or web node's arguments: its access lines in state_dir/logs/NODE.access.log unless the
+// topology names a file.
+std::vector<std::string> accessRoleArgs(const PlanOptions& options, const config::Site& site,
+                                        std::string_view role, const std::string& node,
+                                        const config::AccessLog& access) {
+  std::vector<std::string> argv = roleArgs(options, site, role, node);
+  if (access.file.empty()) {
+    argv.insert(argv.end(),
+                {"--access-log", (site.site.state_dir / "logs" / (node + ".access.log")).string()});
+  }
+  return argv;
+}
+
 std::string httpUrl(const core::SocketAddress& address, bool tls = false) {
   return (tls ? "https://" : "http://") + address.toString();
 }
@@ -149,7 +162,8 @@ std::vector<ChildSpec> planChildren(const config::Site& site, const PlanOptions&
     // Under internal_tls a web node answers only TLS clients with a site certificate: `up` asks
     // as the operator.
     Probe probe{node.listen, "/healthz", site.security.internal_tls};
-    out.push_back(ChildSpec{Role::Web, node.name, roleArgs(options, site, "web", node.name), probe,
+    out.push_back(ChildSpec{Role::Web, node.name,
+                            accessRoleArgs(options, site, "web", node.name, site.web.access_log), probe,
                             logPath(site, node.name)});
   }
   for (const auto& node : site.lb.nodes) {
@@ -157,7 +171,8 @@ std::vector<ChildSpec> planChildren(const config::Site& site, const PlanOptions&
     // without one, its HTTP port.
     Probe probe =
         node.stats ? Probe{*node.stats, "/healthz", site.security.internal_tls} : Probe{node.http, ""};
-    ChildSpec spec{Role::Lb, node.name, roleArgs(options, site, "lb", node.name), probe, logPath(site, node.name)};
+    ChildSpec spec{Role::Lb, node.name, accessRoleArgs(options, site, "lb", node.name, site.lb.access_log),
+                   probe, logPath(site, node.name)};
     if (site.lb.vip) {
       spec.after_exit = spec.argv;
       spec.after_exit.push_back("--release-vip");

@@ -29,6 +29,7 @@
 #include "site/backoff.h"
 #include "site/certs_command.h"
 #include "site/child.h"
+#include "site/child_logs.h"
 #include "site/lock.h"
 #include "site/monitoring.h"
 #include "site/plan.h"
@@ -198,7 +199,7 @@ class Up {
   }
 
   int run() {
-    core::SignalWatcher signals(loop_, {SIGINT, SIGTERM, SIGHUP, SIGCHLD, SIGUSR2},
+    core::SignalWatcher signals(loop_, {SIGINT, SIGTERM, SIGHUP, SIGCHLD, SIGUSR1, SIGUSR2},
                                 [this](int sig) { onSignal(sig); });
     // `fulcrum reload --upgrade` finds this process by its pid file.
     std::string pid_error;
@@ -283,6 +284,10 @@ class Up {
       }
       return;
     }
+    if (sig == SIGUSR1) {
+      reopenLogs();
+      return;
+    }
     if (stop_requested_) {
       if (!kill_now_) {
         kill_now_ = true;
@@ -296,6 +301,32 @@ class Up {
              fmt::format("fulcrum up: {}: stopping (monitoring, load balancers, web, databases, etcd; again to "
                          "kill at once)",
                          name));
+  }
+
+  // SIGUSR1 (logrotate's postrotate): `up` reopens the per-node files it writes, and each running
+  // lb, web and db node its own (access log, --log-file). etcd and Prometheus would end on it.
+  void reopenLogs() {
+    log::reopen();
+    logs_.reopenAll();
+    for (auto& c : children_) {
+      const bool ours = c->spec.role == Role::Lb || c->spec.role == Role::Web || c->spec.role == Role::Db;
+      if (ours && c->pid > 0 && c->ready) {  // one still starting has not blocked SIGUSR1 yet
+        ::kill(c->pid, SIGUSR1);
+      }
+    }
+  }
+
+  // Forks `spec` with its output through its log pipe.
+  pid_t spawnLogged(const ChildSpec& spec, std::string& error) {
+    const int output = logs_.writerFor(spec.log, error);
+    if (output < 0) {
+      return -1;
+    }
+    const pid_t pid = spawnChild(spec, error, output);
+    if (pid > 0) {
+      logs_.note(spec.log, startedBanner(spec, pid));
+    }
+    return pid;
   }
 
   // SIGHUP: every running lb, web and db node re-reads the file itself (and writes its report in
@@ -363,7 +394,7 @@ class Up {
       ChildSpec spec = c->spec;
       spec.argv.push_back("--takeover");
       std::string error;
-      pid_t pid = spawnChild(spec, error);
+      pid_t pid = spawnLogged(spec, error);
       if (pid < 0) {
         log::error("upgrade: {}: {}", c->spec.name, error);
         continue;
@@ -378,7 +409,7 @@ class Up {
 
   bool spawn(Child& c) {
     std::string error;
-    pid_t pid = spawnChild(c.spec, error);
+    pid_t pid = spawnLogged(c.spec, error);
     if (pid < 0) {
       c.last_error = error;
       return false;
@@ -393,6 +424,7 @@ class Up {
   }
 
   void reap() {
+    logs_.drainAll();  // an exited child's last lines, before its exit is reported
     int status = 0;
     pid_t pid;
     while ((pid = ::waitpid(-1, &status, WNOHANG)) > 0) {
@@ -744,6 +776,7 @@ class Up {
           c->last_error = r.error;
         }
         if (Clock::now() - role_start > c->spec.start_timeout) {
+          logs_.drainAll();
           failure_ = c->spec.name + " did not answer " + c->spec.probe.url() + " within " +
                      std::to_string(std::chrono::duration_cast<std::chrono::seconds>(c->spec.start_timeout).count()) +
                      " s (" + c->last_error + "); last lines of " + c->spec.log.string() + ":\n" +
@@ -932,6 +965,7 @@ class Up {
   const std::shared_ptr<core::ClientTransportFactory> probe_tls_;
   const Clock::time_point begin_;
   core::EventLoop loop_;
+  ChildLogs logs_{loop_, {site_.site.log_max_bytes, static_cast<int>(site_.site.log_keep)}};
   std::vector<std::unique_ptr<Child>> children_;
   ControlServer control_{loop_, [this](const ControlRequest& request, ControlReply reply) {
                            onControl(request, std::move(reply));

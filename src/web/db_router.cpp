@@ -160,7 +160,8 @@ void DbRouter::acquire(size_t i, Use use) {
       loop_.now() >= n.connect_after) {
     std::string info = connInfo(i);
     if (!info.empty()) {
-      n.conns.push_back(std::make_unique<PgConn>(loop_, info, [this, i](PgConn& c) { onConnChange(i, c); }));
+      n.conns.push_back(std::make_unique<PgConn>(
+          loop_, info, [this, i](PgConn& c) { onConnChange(i, c); }, n.config.name));
     }
   }
   publishPool(i);
@@ -300,15 +301,18 @@ void DbRouter::probe(size_t i) {
     if (info.empty()) {
       return;
     }
-    n.probe = std::make_unique<PgConn>(loop_, info, [this, i](PgConn& c) {
-      if (c.state() == PgConn::State::Ready) {
-        probe(i);
-        return;
-      }
-      PgResult failed;
-      failed.error = c.error();
-      onProbe(i, failed);
-    });
+    n.probe = std::make_unique<PgConn>(
+        loop_, info,
+        [this, i](PgConn& c) {
+          if (c.state() == PgConn::State::Ready) {
+            probe(i);
+            return;
+          }
+          PgResult failed;
+          failed.error = c.error();
+          onProbe(i, failed);
+        },
+        n.config.name);
     return;
   }
   if (n.probe->state() != PgConn::State::Ready) {

@@ -4,6 +4,7 @@
 
 #include <utility>
 
+#include "core/log.h"
 #include "pg/libpq_text.h"
 #include "web/pg_cancel.h"
 
@@ -13,10 +14,28 @@ namespace {
 
 constexpr auto kConnectTimeout = std::chrono::seconds(2);
 
+// libpq's notice receiver: one structured line instead of the raw "WARNING: ..." libpq prints.
+void logNotice(void* arg, const PGresult* result) {
+  if (!log::enabled(log::Level::Debug)) {
+    return;
+  }
+  const auto* node = static_cast<const std::string*>(arg);
+  const char* severity = PQresultErrorField(result, PG_DIAG_SEVERITY_NONLOCALIZED);
+  const char* message = PQresultErrorField(result, PG_DIAG_MESSAGE_PRIMARY);
+  const char* sqlstate = PQresultErrorField(result, PG_DIAG_SQLSTATE);
+  auto str = [](std::string_view key, const char* value) {
+    return log::Field{key, value == nullptr ? std::string_view() : std::string_view(value), 0, false};
+  };
+  log::event(log::Level::Debug, "pg_notice",
+             {log::Field{"node", *node, 0, false}, str("severity", severity), str("sqlstate", sqlstate),
+              str("message", message)});
+}
+
 }  // namespace
 
-PgConn::PgConn(core::EventLoop& loop, const std::string& conninfo, std::function<void(PgConn&)> on_change)
-    : loop_(loop), on_change_(std::move(on_change)), timer_(loop, [this] {
+PgConn::PgConn(core::EventLoop& loop, const std::string& conninfo, std::function<void(PgConn&)> on_change,
+               std::string node)
+    : loop_(loop), on_change_(std::move(on_change)), node_(std::move(node)), timer_(loop, [this] {
         // A deadline passed, or a failure found inside a call had to be reported from the loop.
         if (error_.empty() && state_ == State::Busy) {
           // Closing the socket alone leaves the statement running (a commit waiting for a
@@ -39,6 +58,7 @@ PgConn::PgConn(core::EventLoop& loop, const std::string& conninfo, std::function
     return;
   }
   PQsetnonblocking(conn_, 1);
+  PQsetNoticeReceiver(conn_, logNotice, &node_);
   // libpq: after PQconnectStart, act as if PQconnectPoll had returned PGRES_POLLING_WRITING.
   watch(EPOLLOUT);
   timer_.armAfter(kConnectTimeout);

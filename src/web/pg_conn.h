@@ -28,8 +28,10 @@ class PgConn final : public core::IoHandler, public core::Deletable {
   using QueryDone = std::function<void(PgResult&)>;
 
   // Starts connecting at once; `on_change` runs (from the loop) when the connection becomes
-  // ready or breaks while no query is running.
-  PgConn(core::EventLoop& loop, const std::string& conninfo, std::function<void(PgConn&)> on_change);
+  // ready or breaks while no query is running. The server's NOTICE and WARNING messages are
+  // logged at debug as `pg_notice` events naming `node` (libpq would print them on stderr).
+  PgConn(core::EventLoop& loop, const std::string& conninfo, std::function<void(PgConn&)> on_change,
+         std::string node = {});
   ~PgConn() override;
   PgConn(const PgConn&) = delete;
   PgConn& operator=(const PgConn&) = delete;
@@ -55,6 +57,7 @@ class PgConn final : public core::IoHandler, public core::Deletable {
   core::EventLoop& loop_;
   PGconn* conn_ = nullptr;
   std::function<void(PgConn&)> on_change_;
+  std::string node_;  // the db node's name, in pg_notice lines
   core::Timer timer_;
   State state_ = State::Connecting;
   int watched_fd_ = -1;

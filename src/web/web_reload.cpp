@@ -53,6 +53,11 @@ WebReloadPlan planWebReload(const config::Site& running, const config::Site& nex
   restartIfChanged(report, "site.name", running.site.name, next.site.name);
   restartIfChanged(report, "site.state_dir", running.site.state_dir, next.site.state_dir);
   restartIfChanged(report, "web.app", running.web.app, next.web.app);
+  // Log files are opened at start (SIGUSR1 reopens them at the same paths).
+  restartIfChanged(report, "web.access_log", running.web.access_log.format, next.web.access_log.format);
+  restartIfChanged(report, "web.access_log_file", running.web.access_log.file, next.web.access_log.file);
+  restartIfChanged(report, "site.log_max_bytes", running.site.log_max_bytes, next.site.log_max_bytes);
+  restartIfChanged(report, "site.log_keep", running.site.log_keep, next.site.log_keep);
   // The web server applies the site's HTTP limits and client timeouts (serverOptions): fixed
   // once its connections exist.
   restartIfChanged(report, "lb.limits.max_connections", running.lb.limits.max_connections,

@@ -483,18 +483,20 @@ def exchange_or_none(port, source):
 
 
 class StalledLogTest(LbTestCase):
-    """An lb whose stderr is a pipe nobody reads keeps serving: access-log lines wait in a bounded
-    queue, then are dropped and counted, and the count is reported once stderr moves again."""
+    """An lb whose access stream (stdout by default) is a pipe nobody reads keeps serving: access
+    lines wait in a bounded queue, then are dropped and counted, and the count is reported on the
+    event log (stderr) once the access stream moves again."""
 
-    def test_requests_keep_flowing_when_stderr_is_stalled(self):
+    def test_requests_keep_flowing_when_the_access_stream_is_stalled(self):
         backend = self.py_backend("py")
         port = free_port()
         path = self.tmp.write("stalled.toml", lb_site_text(port, [Server("py", backend.port)]))
-        proc = subprocess.Popen([FULCRUM, "lb", "--site", path, "--node", "lb-t"], stdout=subprocess.DEVNULL,
+        proc = subprocess.Popen([FULCRUM, "lb", "--site", path, "--node", "lb-t"], stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE)
         def cleanup():
             proc.kill()
             proc.wait(timeout=10)
+            proc.stdout.close()
             proc.stderr.close()
         self.addCleanup(cleanup)
         wait_listening(port)
@@ -505,17 +507,23 @@ class StalledLogTest(LbTestCase):
                 self.assertEqual(client.get("/echo")[0], 200, f"request {i}")
         finally:
             client.close()
-        # Once stderr is read again, what was dropped is said.
-        os.set_blocking(proc.stderr.fileno(), False)
+        # Once both streams are read again, what was dropped is said.
+        for stream in (proc.stdout, proc.stderr):
+            os.set_blocking(stream.fileno(), False)
         seen = b""
         def reported():
             nonlocal seen
+            try:
+                while proc.stdout.read(1 << 20):
+                    pass
+            except BlockingIOError:
+                pass
             try:
                 while chunk := proc.stderr.read(1 << 20):
                     seen += chunk
             except BlockingIOError:
                 pass
-            return re.search(rb"log: \d+ line\(s\) dropped", seen) is not None
+            return re.search(rb"log: \d+ access line\(s\) dropped", seen) is not None
         wait_until(reported, timeout=15, what="the dropped lines reported")
         self.assertIsNone(proc.poll())
 

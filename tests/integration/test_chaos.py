@@ -325,7 +325,7 @@ class ChaosTest(unittest.TestCase):
         # when the connection's input buffer has moved on) name the request, not other bytes.
         posts = []
         for name in WEB:
-            with open(os.path.join(self.lab.dir, "var", "logs", f"{name}.log"), errors="replace") as f:
+            with open(os.path.join(self.lab.dir, "var", "logs", f"{name}.access.log"), errors="replace") as f:
                 posts += [line for line in f if " access " in line and " status=201 " in line]
         self.assertGreater(len(posts), 0)
         for line in posts:

@@ -403,7 +403,7 @@ class GuestbookTest(unittest.TestCase):
                    what="the abandoned INSERT ended on the server")
         ended = time.monotonic() - started
         # Ended by the web node's cancel request, before the session's own statement_timeout (2.5 s).
-        pg_log = os.path.join(site.cluster.dir, "var", self.primary, "run", "postgres.log")
+        pg_log = os.path.join(site.cluster.dir, "var", "logs", self.primary + ".postgresql.log")
 
         def cancel_logged():
             with open(pg_log, errors="replace") as f:

@@ -46,7 +46,7 @@ class InternalTlsDbTest(unittest.TestCase):
             raise AssertionError(f"{e}\n{self.site.logs()}") from e
 
     def server_log(self, name):
-        with open(os.path.join(self.site.cluster.dir, "var", name, "run", "postgres.log"), errors="replace") as f:
+        with open(os.path.join(self.site.cluster.dir, "var", "logs", name + ".postgresql.log"), errors="replace") as f:
             return f.read()
 
     def psql_tcp(self, name, conninfo):

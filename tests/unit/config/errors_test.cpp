@@ -253,6 +253,20 @@ const BadCase kProxyProtocolCases[] = {
 INSTANTIATE_TEST_SUITE_P(ProxyProtocol, BadSite, ::testing::ValuesIn(kProxyProtocolCases),
                          [](const auto& info) { return std::string(info.param.name); });
 
+const BadCase kLogCases[] = {
+    {"access_log_unknown", "[lb]\naccess_log = \"jsn\"\n", "lb.access_log", 2, 1,
+     "unknown access_log format 'jsn'; did you mean 'json'?"},
+    {"access_log_bool", "[web]\naccess_log = false\n", "web.access_log", 2, 1,
+     "expected a string, got a boolean"},
+    {"access_log_file_integer", "[web]\naccess_log_file = 3\n", "web.access_log_file", 2, 1,
+     "expected a string, got an integer"},
+    {"log_max_bytes_tiny", "[site]\nlog_max_bytes = 100\n", "site.log_max_bytes", 2, 1,
+     "must be 0 (no rotation by size) or at least 4096 bytes"},
+    {"log_keep_zero", "[site]\nlog_keep = 0\n", "site.log_keep", 2, 1, "must be between 1 and 1000, got 0"},
+};
+INSTANTIATE_TEST_SUITE_P(Logs, BadSite, ::testing::ValuesIn(kLogCases),
+                         [](const auto& info) { return std::string(info.param.name); });
+
 INSTANTIATE_TEST_SUITE_P(UnknownChoice, BadSite, ::testing::ValuesIn(kChoiceCases),
                          [](const auto& info) { return std::string(info.param.name); });
 
@@ -324,8 +338,9 @@ const BadCase kUnknownKeyCases[] = {
      "unknown key 'algoritm'; did you mean 'algorithm'?"},
     {"section_typo", "[sitee]\n", "sitee", 1, 2, "unknown key 'sitee'; did you mean 'site'?"},
     {"no_close_match", "[site]\nzzz = 1\n", "site.zzz", 2, 1,
-     "unknown key 'zzz'; expected one of: name, state_dir"},
-    {"root_key", "top = 1\n", "top", 1, 1, "unknown key 'top'; expected one of: site, lb, web, db, etcd, monitoring, security"},
+     "unknown key 'zzz'; expected one of: name, state_dir, log_max_bytes, log_keep"},
+    {"root_key", "top = 1\n", "top", 1, 1,
+     "unknown key 'top'; expected one of: site, lb, web, db, etcd, monitoring, security"},
     {"health_typo", "[lb.health]\nintervall_ms = 5\n", "lb.health.intervall_ms", 2, 1,
      "unknown key 'intervall_ms'; did you mean 'interval_ms'?"},
     {"web_node_typo", "[[web.node]]\nname = \"w\"\nlisten = \"127.0.0.1:9001\"\ntread = 2\n",

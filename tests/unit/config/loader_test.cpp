@@ -274,6 +274,27 @@ TEST(Loader, MonitoringDefaultsAndSettings) {
           .ok());
 }
 
+TEST(Loader, LogKeysDefaultsAndSettings) {
+  SiteDir dir;
+  LoadResult defaults = dir.load("");
+  ASSERT_TRUE(defaults.ok());
+  EXPECT_EQ(defaults.site.site.log_max_bytes, 64ull << 20);
+  EXPECT_EQ(defaults.site.site.log_keep, 5u);
+  EXPECT_EQ(defaults.site.lb.access_log.format, "text");
+  EXPECT_TRUE(defaults.site.lb.access_log.file.empty());
+  EXPECT_EQ(defaults.site.web.access_log.format, "text");
+
+  LoadResult set = dir.load(
+      "[site]\nlog_max_bytes = 0\nlog_keep = 9\n[lb]\naccess_log = \"json\"\naccess_log_file = "
+      "\"logs/{node}.access.log\"\n[web]\naccess_log = \"off\"\n");
+  ASSERT_TRUE(set.ok()) << ::testing::PrintToString(testing::lines(set));
+  EXPECT_EQ(set.site.site.log_max_bytes, 0u);
+  EXPECT_EQ(set.site.site.log_keep, 9u);
+  EXPECT_EQ(set.site.lb.access_log.format, "json");
+  EXPECT_EQ(set.site.lb.access_log.file, set.site.dir / "logs/{node}.access.log");
+  EXPECT_EQ(set.site.web.access_log.format, "off");
+}
+
 TEST(Loader, FindsNodesByName) {
   SiteDir dir;
   dir.touch("tls/cert.pem");

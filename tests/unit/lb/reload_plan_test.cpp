@@ -150,6 +150,16 @@ internal_tls = true
   EXPECT_EQ(again.needs_restart, plan.needs_restart);
 }
 
+TEST(ReloadPlanTest, LogSettingsWaitForARestart) {
+  config::Site a = load(site("", kWeb));
+  config::Site b = load("[site]\nlog_keep = 2\n" + site("[lb]\naccess_log = \"json\"\n", kWeb));
+  ReloadPlan plan = planReload(a, b, "lb-1");
+  EXPECT_TRUE(mentions(plan.needs_restart, "lb.access_log"));
+  EXPECT_TRUE(mentions(plan.needs_restart, "site.log_max_bytes"));
+  EXPECT_EQ(plan.effective.lb.access_log.format, "text");
+  EXPECT_EQ(plan.effective.site.log_keep, 5u);
+}
+
 TEST(ReloadPlanTest, ProxyProtocolChanges) {
   config::Site a = load(site("", kWeb));
   std::string web = kWeb;
