@@ -13,8 +13,8 @@ namespace {
 
 // A failover is over in seconds: the frontends must notice within a second or two.
 constexpr auto kMaxDbCheckInterval = std::chrono::milliseconds(1000);
-// The agent's answer to /primary and /replica is its /status JSON, role included; a larger answer
-// fails the check (it is not an agent).
+// The agent's answer to /primary and /replica is its /status JSON, role included. A larger one
+// still passes or fails by its status, with the role unknown.
 constexpr uint64_t kMaxAgentAnswer = 64 * 1024;
 // Patroni's HAProxy example uses `timeout client 30m` / `timeout server 30m`: pooled database
 // connections stay idle far longer than an HTTP keep-alive (client_ms is for those).

@@ -184,13 +184,16 @@ struct HealthChecker::Probe final : core::IoHandler, core::Deletable {
       if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
         return tls && !watch(EPOLLIN | tls->extraEvents(), reason);
       }
+      if (reader.headDone()) {
+        return judge(ok, reason);  // the body was cut: the status still decides
+      }
       reason = errnoText("read", errno);
       return true;
     }
     if (n == 0) {
       reader.closed();
-      if (reader.state() == http::ResponseReader::State::Done) {
-        return judge(ok, reason);  // a body delimited by the close
+      if (reader.state() == http::ResponseReader::State::Done || reader.headDone()) {
+        return judge(ok, reason);  // a body delimited by the close, or one cut short
       }
       reason = reader.error();
       return true;
@@ -199,10 +202,15 @@ struct HealthChecker::Probe final : core::IoHandler, core::Deletable {
   }
 
   // The final head decides (interim 1xx answers are skipped); the body is read only when the
-  // caller wants it (max_body_bytes), and then the check ends with the whole response.
+  // caller wants it (max_body_bytes), and then the check ends with the whole response. A body
+  // that fails (too large, bad framing, cut short) does not fail the check: the status decides,
+  // as without max_body_bytes, and the caller gets no body.
   bool parse(bool& ok, std::string& reason) {
     in.consume(reader.read(in.view(), body));
     if (reader.state() == http::ResponseReader::State::Failed) {
+      if (reader.headDone()) {
+        return judge(ok, reason);
+      }
       reason = reader.error();
       return true;
     }
@@ -213,6 +221,9 @@ struct HealthChecker::Probe final : core::IoHandler, core::Deletable {
   }
 
   bool judge(bool& ok, std::string& reason) {
+    if (reader.state() != http::ResponseReader::State::Done) {
+      body.clear();
+    }
     const int status = reader.status();
     ok = expect_status != 0 ? status == expect_status : status >= 200 && status <= 399;
     reason = fmt::format("HTTP {}", status);
@@ -235,10 +246,7 @@ struct HealthChecker::Probe final : core::IoHandler, core::Deletable {
       case Phase::Reading:
         break;
     }
-    if (reader.state() != http::ResponseReader::State::Failed && reader.headDone()) {
-      return ok ? "L7OK" : "L7STS";
-    }
-    return "L7RSP";
+    return reader.headDone() ? (ok ? "L7OK" : "L7STS") : "L7RSP";
   }
 
   std::string_view timeoutResult() const {

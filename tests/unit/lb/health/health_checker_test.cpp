@@ -500,6 +500,28 @@ TEST_F(HealthCheckerTest, ResultCarriesTheBodyWhenAsked) {
   EXPECT_EQ(statuses[0], 200);
 }
 
+TEST_F(HealthCheckerTest, ABodyOverTheLimitDoesNotFailTheCheck) {
+  // The status decides, as without max_body_bytes; the caller gets no body.
+  server_.setRawResponse("HTTP/1.1 200 OK\r\nContent-Length: 2000\r\nConnection: close\r\n\r\n" +
+                         std::string(2000, 'x'));
+  HealthOptions options = fastOptions("/status");
+  options.max_body_bytes = 1024;
+  options.fall = 1;
+  auto checker = makeChecker(server_.address(), options);
+  std::vector<std::string> bodies;
+  checker->setOnResult([&](uint32_t, bool ok, std::string_view reason, int status, std::string_view body) {
+    EXPECT_TRUE(ok);
+    EXPECT_EQ(reason, "HTTP 200");
+    EXPECT_EQ(status, 200);
+    bodies.emplace_back(body);
+  });
+  checker->start();
+  ASSERT_TRUE(runUntil(loop_, [&] { return bodies.size() >= 2; }));
+  EXPECT_EQ(bodies[0], "");
+  EXPECT_TRUE(changes_.empty());
+  EXPECT_EQ(checker->stats(7).last_result, "L7OK");
+}
+
 TEST_F(HealthCheckerTest, ResultWithoutAnAnswerHasNoStatusNorBody) {
   HealthOptions options = fastOptions();
   options.max_body_bytes = 1024;
