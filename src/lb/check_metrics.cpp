@@ -1,5 +1,7 @@
 #include "lb/check_metrics.h"
 
+#include <cmath>
+#include <nlohmann/json.hpp>
 #include <string>
 
 namespace fulcrum::lb {
@@ -10,6 +12,8 @@ void writeCheckMetrics(metrics::PrometheusWriter& w, std::string_view prefix,
   const std::string duration = std::string(prefix) + "_last_check_duration_seconds";
   const std::string checks = std::string(prefix) + "_checks_total";
   const std::string changes = std::string(prefix) + "_state_changes_total";
+  const std::string downtime = std::string(prefix) + "_downtime_seconds_total";
+  const std::string last_change = std::string(prefix) + "_last_change_seconds";
   // One extra label (result, to) after the series' own.
   auto with = [](const CheckSeries& s, std::string_view key, std::string_view value) {
     std::vector<metrics::Label> labels = s.labels;
@@ -39,6 +43,32 @@ void writeCheckMetrics(metrics::PrometheusWriter& w, std::string_view prefix,
     w.sampleOf(changes, with(s, "to", "up"), s.stats.went_up);
     w.sampleOf(changes, with(s, "to", "down"), s.stats.went_down);
   }
+  w.family(downtime, "counter",
+           "Time spent down since the load balancer started, the current down spell included.");
+  for (const CheckSeries& s : series) {
+    w.sampleOf(downtime, s.labels, s.stats.downtime_s);
+  }
+  w.family(last_change, "gauge", "Seconds since the state last changed (or the load balancer started).");
+  for (const CheckSeries& s : series) {
+    w.sampleOf(last_change, s.labels, s.stats.since_change_s);
+  }
+}
+
+void addCheckJson(nlohmann::json& server, const CheckStats& stats) {
+  auto millis = [](double v) { return std::round(v * 1000) / 1000; };  // three decimals
+  if (stats.checked) {
+    server["last_check"] = {
+        {"result", stats.last_result},
+        {"status", stats.last_status != 0 ? nlohmann::json(stats.last_status) : nlohmann::json()},
+        {"reason", stats.last_reason},
+        {"duration_ms", millis(stats.last_duration_s * 1000)}};
+  } else {
+    server["last_check"] = nullptr;
+  }
+  server["last_change_seconds"] = millis(stats.since_change_s);
+  server["downtime_seconds"] = millis(stats.downtime_s);
+  server["down_transitions"] = stats.went_down;
+  server["checks_failed"] = stats.failed;
 }
 
 }  // namespace fulcrum::lb

@@ -50,6 +50,12 @@ h2{font-size:15px;margin:18px 0 6px}
 .events li{padding:4px 10px;border-bottom:1px solid #e8eaee;display:flex;flex-wrap:wrap;gap:2px 10px}
 .events li:last-child{border-bottom:0}
 details{margin-top:16px}
+.tablewrap{overflow-x:auto;background:#fff;border:1px solid #d0d5dd;border-radius:6px}
+table{border-collapse:collapse;width:100%}
+th,td{padding:4px 10px;text-align:left;white-space:nowrap;border-bottom:1px solid #e8eaee}
+th{font-weight:600;color:#4a5361}
+tr:last-child td{border-bottom:0}
+td.down{color:#b3261e;font-weight:600}
 </style></head><body>
 <header><h1>Fulcrum</h1><span id="node"></span><span id="updated"></span></header>
 <main>
@@ -57,6 +63,8 @@ details{margin-top:16px}
 <div class="cards" id="cards"></div>
 <div class="charts" id="charts"></div>
 <div id="groups"></div>
+<h2>Servers</h2>
+<div class="tablewrap"><table id="servers"></table></div>
 <h2>Recent state changes</h2>
 <ul class="events" id="events"></ul>
 <details><summary>Load balancer counters</summary><div id="counters"></div></details>
@@ -69,6 +77,20 @@ function num(v, d){return v === null || v === undefined ? '-' : Number(v).toFixe
 function dur(ms){const s = Math.max(0, Math.floor(ms / 1000));
   return s < 120 ? s + ' s' : s < 7200 ? Math.floor(s / 60) + ' min' : Math.floor(s / 3600) + ' h ' + Math.floor(s / 60) % 60 + ' min';}
 function bytes(b){return b === null || b === undefined ? '-' : b < 10240 ? b + ' B' : b < 10485760 ? Math.floor(b / 1024) + ' kB' : Math.floor(b / 1048576) + ' MB';}
+// HAProxy's short durations: 45s, 2m15s, 3h4m, 2d5h.
+function hms(sec){if (sec === null || sec === undefined) return '-'; const s = Math.floor(sec);
+  return s < 60 ? s + 's' : s < 3600 ? Math.floor(s / 60) + 'm' + s % 60 + 's' : s < 86400 ? Math.floor(s / 3600) + 'h' + Math.floor(s / 60) % 60 + 'm' :
+    Math.floor(s / 86400) + 'd' + Math.floor(s / 3600) % 24 + 'h';}
+// The last check as HAProxy's LastChk: "L7OK/200 in 1 ms", "L7STS/503 in 2 ms", "L4CON in 0 ms: connect: Connection refused".
+function lastChk(c){if (!c) return 'not checked yet';
+  return c.result + (c.status ? '/' + c.status : '') + ' in ' + num(c.duration_ms, 0) + ' ms' + (/OK$/.test(c.result) ? '' : ': ' + c.reason);}
+function serverRow(group, v){
+  const state = v.health === 'up' && v.admin && v.admin !== 'ready' ? v.admin : v.health;
+  return '<tr data-server="' + esc(v.name) + '" data-group="' + esc(group) + '"><td>' + esc(group) + '</td><td class="name">' + esc(v.name) + '</td><td>' +
+    esc(v.role || (v.backup ? 'backup' : '')) + '</td><td class="' + (v.health === 'up' ? '' : 'down') + '">' + esc(state) + '</td><td class="check">' +
+    esc(lastChk(v.last_check)) + '</td><td>' + (v.checks_failed === undefined ? '-' : v.checks_failed) + '</td><td>' +
+    (v.down_transitions === undefined ? '-' : v.down_transitions) + '</td><td>' + hms(v.downtime_seconds) + '</td><td>' + hms(v.last_change_seconds) + '</td></tr>';
+}
 function clock(ms){return new Date(ms).toLocaleTimeString([], {hour12: false});}
 
 // Charts: [t_ms, value] series drawn as one SVG polyline each.
@@ -152,6 +174,9 @@ async function tick(){
       const nodes = s.nodes.filter(n => n.role === role);
       return nodes.length ? '<h2>' + title + '</h2>' + nodes.map(n => nodeRow(n, s, servers)).join('') : '';
     }).join('');
+    document.getElementById('servers').innerHTML = '<tr><th>pool</th><th>server</th><th>role</th><th>status</th><th title="the last health check">last check</th>' +
+      '<th title="failed checks">failed</th><th title="times it went down">down</th><th title="time down in all">downtime</th><th title="since the last change of state">last change</th></tr>' +
+      s.servers.map(v => serverRow('web', v)).join('') + (s.db_frontends || []).map(f => f.servers.map(v => serverRow(f.name, v)).join('')).join('');
     document.getElementById('events').innerHTML = s.events.length ? s.events.slice(0, 50).map(e =>
       '<li><span class="muted nowrap">' + clock(e.t_ms) + '</span><span class="name">' + esc(e.node) + '</span><span class="nowrap">' +
       esc(e.from || 'first seen') + ' → ' + esc(e.to) + '</span>' + (e.flapping ? '<span class="badge flap">flapping</span>' : '') +

@@ -13,6 +13,9 @@ namespace {
 
 // A failover is over in seconds: the frontends must notice within a second or two.
 constexpr auto kMaxDbCheckInterval = std::chrono::milliseconds(1000);
+// The agent's answer to /primary and /replica is its /status JSON, role included. A larger one
+// still passes or fails by its status, with the role unknown.
+constexpr uint64_t kMaxAgentAnswer = 64 * 1024;
 // Patroni's HAProxy example uses `timeout client 30m` / `timeout server 30m`: pooled database
 // connections stay idle far longer than an HTTP keep-alive (client_ms is for those).
 constexpr auto kDbIdleTimeout = std::chrono::minutes(30);
@@ -67,13 +70,13 @@ std::unique_ptr<DbFrontends> DbFrontends::create(const config::Site& site, const
   std::vector<HealthTarget> checks;
   for (uint32_t i = 0; i < n; ++i) {
     checks.push_back(HealthTarget{i, nodes[i].name + " (primary)", nodes[i].agent, "/primary"});
-    self->checks_.push_back(CheckName{i, nodes[i].name, "primary"});
+    self->checks_.push_back(CheckName{i, nodes[i].name, "primary", i});
   }
   if (node.db_read) {
     std::string replica = fmt::format("/replica?lag={}", site.db.max_lag_bytes);
     for (uint32_t i = 0; i < n; ++i) {
       checks.push_back(HealthTarget{n + i, nodes[i].name + " (replica)", nodes[i].agent, replica});
-      self->checks_.push_back(CheckName{n + i, nodes[i].name, "replica"});
+      self->checks_.push_back(CheckName{n + i, nodes[i].name, "replica", i});
     }
   }
 
@@ -128,10 +131,25 @@ std::unique_ptr<DbFrontends> DbFrontends::create(const config::Site& site, const
   DbFrontends* raw = self.get();
   HealthOptions health = dbHealthOptions(site.lb.health);
   health.tls = tls;
+  health.max_body_bytes = kMaxAgentAnswer;
+  self->roles_.assign(n, "unknown");
   self->checker_ = std::make_unique<HealthChecker>(
       main_loop, std::move(checks), health,
       [raw](uint32_t check, bool up, std::string_view) { raw->onHealthChange(check, up); });
+  self->checker_->setOnResult([raw](uint32_t check, bool, std::string_view, int, std::string_view body) {
+    raw->onAnswer(check, body);
+  });
   return self;
+}
+
+void DbFrontends::onAnswer(uint32_t check, std::string_view body) {
+  // Both checks of a member (/primary, /replica) carry its role: the latest answer wins.
+  auto j = nlohmann::json::parse(body, nullptr, false);
+  auto role = j.is_object() ? j.find("role") : j.end();
+  roles_[checks_[check].node] =
+      j.is_object() && role != j.end() && role->is_string() && !role->get<std::string>().empty()
+          ? role->get<std::string>()
+          : "unknown";
 }
 
 void DbFrontends::onHealthChange(uint32_t check, bool up) {
@@ -255,13 +273,15 @@ nlohmann::json DbFrontends::stateJson() const {
       }
       servers.push_back({{"name", b.name},
                          {"address", b.address_text},
-                         {"role", b.backup || f->name == "db_write" ? "primary" : "replica"},
+                         {"role", roles_[checks_[f->check_of[b.id]].node]},
+                         {"serves", checks_[f->check_of[b.id]].kind},
                          {"backup", b.backup},
                          {"health", checker_->isUp(f->check_of[b.id]) ? "up" : "down"},
                          {"sessions", sums.sessions},
                          {"active", sums.active},
                          {"connect_failures", sums.connect_failures},
                          {"cut", sums.cut}});
+      addCheckJson(servers.back(), checker_->stats(f->check_of[b.id]));
     }
     out.push_back({{"name", f->name},
                    {"address", f->address.toString()},
@@ -319,7 +339,8 @@ void DbFrontends::writeMetrics(metrics::PrometheusWriter& w, std::string_view no
       std::string frontend = f["name"];
       for (const auto& s : f["servers"]) {
         std::string server = s["name"];
-        std::string role = s["role"];
+        // The label is what the server is there for (stable), not its role of the moment.
+        std::string role = s["serves"];
         fn(frontend, server, role, s);
       }
     }

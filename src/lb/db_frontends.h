@@ -71,6 +71,8 @@ class DbFrontends {
   struct Frontend;
   DbFrontends(core::EventLoop& main_loop, core::WorkerGroup& workers);
   void onHealthChange(uint32_t check, bool up);
+  // A check's answer: the agent's /status JSON, whose role is shown in /api/state.
+  void onAnswer(uint32_t check, std::string_view body);
 
   core::EventLoop& main_loop_;
   core::WorkerGroup& workers_;
@@ -80,8 +82,12 @@ class DbFrontends {
     uint32_t id;
     std::string server;     // the [[db.node]]
     std::string_view kind;  // "primary" | "replica": what its agent is asked
+    uint32_t node;          // its index in [[db.node]]
   };
   std::vector<CheckName> checks_;
+  // By [[db.node]]: the role its agent gave in the last check's answer (primary, replica,
+  // stopped), "unknown" without one.
+  std::vector<std::string> roles_;
   core::IpFilter* filter_ = nullptr;
 };
 

@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -121,6 +122,17 @@ nlohmann::json outlierJson(const OutlierDetector& outlier, uint32_t id) {
   return out;
 }
 
+// An admin change (drain, maint, ready) is a change of state too: last_change_seconds counts
+// from the later of it and the checks' last flip.
+void sinceAdminChange(nlohmann::json& server, std::optional<std::chrono::steady_clock::time_point> changed) {
+  if (!changed) {
+    return;
+  }
+  const double since = std::chrono::duration<double>(std::chrono::steady_clock::now() - *changed).count();
+  const double checks = server.value("last_change_seconds", since);
+  server["last_change_seconds"] = std::min(checks, std::round(since * 1000) / 1000);
+}
+
 }  // namespace
 
 std::string_view adminStateName(AdminState state) {
@@ -139,6 +151,7 @@ StatsHandler::StatsHandler(StatsContext context)
     : ctx_(std::move(context)),
       admin_(ctx_.backends->size(), AdminState::Ready),
       weights_(ctx_.backends->size()),
+      admin_changed_(ctx_.backends->size()),
       started_(std::chrono::steady_clock::now()) {}
 
 namespace {
@@ -162,6 +175,7 @@ void StatsHandler::serversChanged(const std::string& algorithm, const std::vecto
   ctx_.algorithm = algorithm;
   const auto& backends = *ctx_.backends;
   admin_.resize(backends.size(), AdminState::Ready);
+  admin_changed_.resize(backends.size());
   weights_.resize(backends.size());
   for (const Backend& b : backends) {
     if (!b.removed && weights_[b.id].weight != 0 &&
@@ -436,6 +450,12 @@ void StatsHandler::handleAdmin(const http::Request& request, http::Response& res
   const AdminState before = current;
   current = next;
   if (before != next) {
+    const auto now = std::chrono::steady_clock::now();
+    if (db_server) {
+      db_admin_changed_[server] = now;
+    } else {
+      admin_changed_[it->id] = now;
+    }
     log::info("admin: {}server {} set to {} (was {}) by {}", db_server ? "database " : "", server,
               adminStateName(next), adminStateName(before), request.peer.toString());
     if (db_server) {
@@ -482,6 +502,8 @@ std::string StatsHandler::stateJson() const {
     if (ctx_.outlier != nullptr) {
       servers.back()["outlier"] = outlierJson(*ctx_.outlier, b.id);
     }
+    addCheckJson(servers.back(), ctx_.health->stats(b.id));
+    sinceAdminChange(servers.back(), admin_changed_[b.id]);
   }
   nlohmann::json responses;
   for (size_t c = 1; c < 6; ++c) {
@@ -532,8 +554,12 @@ std::string StatsHandler::stateJson() const {
     nlohmann::json frontends = ctx_.db->stateJson();
     for (auto& f : frontends) {
       for (auto& server : f["servers"]) {
-        auto admin = db_admin_.find(server["name"].get<std::string>());
+        const std::string name = server["name"].get<std::string>();
+        auto admin = db_admin_.find(name);
         server["admin"] = adminStateName(admin == db_admin_.end() ? AdminState::Ready : admin->second);
+        if (auto changed = db_admin_changed_.find(name); changed != db_admin_changed_.end()) {
+          sinceAdminChange(server, changed->second);
+        }
       }
     }
     out["db_frontends"] = std::move(frontends);

@@ -7,6 +7,7 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -106,6 +107,10 @@ class StatsHandler final : public http::Handler {
   };
   std::vector<RuntimeWeight> weights_;
   std::map<std::string, AdminState, std::less<>> db_admin_;  // only those ever set
+  // When the admin API last changed a server's state (by id; database servers by name): a
+  // change of state for last_change_seconds as much as one the checks made.
+  std::vector<std::optional<std::chrono::steady_clock::time_point>> admin_changed_;
+  std::map<std::string, std::chrono::steady_clock::time_point, std::less<>> db_admin_changed_;
   std::chrono::steady_clock::time_point started_;
 };
 

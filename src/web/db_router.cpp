@@ -476,7 +476,8 @@ void DbRouter::ensureSchema() {
       return;
     }
     conn->query(settings_.schema_sql, {}, settings_.query_timeout, [this, p, conn, done](PgResult& r) {
-      // Another worker or web node creating it at the same moment: the table exists either way.
+      // The statement's lock makes creators take turns; one that takes no lock (a web node of an
+      // older version, mid-upgrade) may still race it, and the table exists either way.
       bool ok = r.ok || r.sqlstate == "23505" || r.sqlstate == "42P07";
       if (!ok) {
         log::warn("creating the guestbook schema on {}: {}", nodes_[p]->config.name, r.error);

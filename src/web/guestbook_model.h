@@ -64,13 +64,19 @@ struct CharReplacement {
 std::string replaceChars(std::string_view s, std::initializer_list<CharReplacement> table);
 
 // One statement, safe to run on every start (through the primary). The CHECKs repeat the
-// validation rules so no other writer can store what the API would refuse.
+// validation rules so no other writer can store what the API would refuse. Every web node (and
+// worker) runs it at start: two CREATE TABLE IF NOT EXISTS at once both see no table, and the
+// second fails on pg_type's unique index, an ERROR in PostgreSQL's log. The transaction-scoped
+// advisory lock (the key spells "fulcrgb1") makes them take turns: the later one sees the table.
 inline constexpr std::string_view kSchemaSql =
+    "DO $$ BEGIN "
+    "PERFORM pg_advisory_xact_lock(7382926338520736305); "
     "CREATE TABLE IF NOT EXISTS guestbook_messages ("
     "id bigserial PRIMARY KEY, "
     "author text NOT NULL CHECK (char_length(author) BETWEEN 1 AND 64), "
     "text text NOT NULL CHECK (char_length(text) BETWEEN 1 AND 2000), "
-    "created_at timestamptz NOT NULL DEFAULT now())";
+    "created_at timestamptz NOT NULL DEFAULT now()); "
+    "END $$";
 
 // Suggested statements (extended protocol, text parameters). Both return id, author, text,
 // created_at (ISO 8601 UTC text) in that order. Insert: $1 author, $2 text. Latest: $1 limit,

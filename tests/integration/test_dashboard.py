@@ -67,6 +67,11 @@ class DashboardTest(unittest.TestCase):
         browser.wait_for("document.querySelector('#summary').textContent.startsWith('web-2 down for')", timeout=3.0,
                          what="the summary to name web-2")
         self.assertEqual(browser.evaluate(rows)["web-1"], "node ok")
+        # The servers table, as HAProxy's stats page: the last check says why.
+        browser.wait_for("document.querySelector('tr[data-server=\"web-2\"] td.check').textContent.startsWith('L4CON')",
+                         timeout=3.0, what="web-2's last check L4CON in the servers table")
+        self.assertTrue(browser.evaluate("document.querySelector('tr[data-server=\"web-1\"] td.check').textContent")
+                        .startswith("L7OK/200 in "))
         browser.wait_for("Array.from(document.querySelectorAll('#events li')).some(e => e.textContent.includes('web-2')"
                          " && e.textContent.includes('up → down'))", timeout=3.0, what="the change in the event list")
         wide = browser.screenshot(os.path.join(artifact_dir(), "dashboard-1280.png"))

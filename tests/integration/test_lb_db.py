@@ -24,16 +24,19 @@ MAX_LAG = 4096
 
 
 class FakeAgent:
-    """Answers GET /primary and GET /replica?lag=N with the status codes the test sets."""
+    """Answers GET /primary and GET /replica?lag=N with the status codes the test sets, and a body
+    carrying the node's role, as a real agent's /status JSON does."""
 
     def __init__(self):
         self.codes = {"primary": 503, "replica": 503}
+        self.role = "stopped"
         self.paths = []
         self.server = ThreadedServer(self._handle)
         self.port = self.server.port
 
-    def set(self, primary, replica):
+    def set(self, primary, replica, role):
         self.codes = {"primary": primary, "replica": replica}
+        self.role = role
 
     def _handle(self, conn, _server):
         f = conn.makefile("rb")
@@ -43,7 +46,9 @@ class FakeAgent:
         path = line.split()[1].decode()
         self.paths.append(path)
         code = self.codes["primary" if path.startswith("/primary") else "replica"]
-        conn.sendall(f"HTTP/1.1 {code} X\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".encode())
+        body = json.dumps({"name": "fake", "role": self.role}).encode()
+        conn.sendall(f"HTTP/1.1 {code} X\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+                     "Connection: close\r\n\r\n".encode() + body)
 
 
 def echo_handler(name):
@@ -159,11 +164,11 @@ class FakeDbTest(unittest.TestCase):
     def roles(self, primary, replicas=(), down=()):
         for name in NODES:
             if name == primary:
-                self.agents[name].set(200, 503)
+                self.agents[name].set(200, 503, "primary")
             elif name in replicas:
-                self.agents[name].set(503, 200)
+                self.agents[name].set(503, 200, "replica")
             else:
-                self.agents[name].set(503, 503)
+                self.agents[name].set(503, 503, "stopped")
 
     def wait_replicas_up(self, names):
         def up():
@@ -242,8 +247,29 @@ class FakeDbTest(unittest.TestCase):
         # And back to a replica as soon as one is up again.
         self.roles("db-1", replicas=["db-3"])
         wait_until(lambda: greeted_by(self.read_port) == "db-3", timeout=10, what="db_read to db-3")
-        state = http_get(f"http://127.0.0.1:{self.stats_port}/api/state", timeout=2)[2].decode()
-        self.assertIn('"db_frontends"', state)
+        # Each row shows the member's own role, as its agent last answered, whichever frontend.
+        state = json.loads(http_get(f"http://127.0.0.1:{self.stats_port}/api/state", timeout=2)[2])
+        rows = {(f["name"], s["name"], s["backup"]): s for f in state["db_frontends"] for s in f["servers"]}
+        self.assertEqual({k: s["role"] for k, s in rows.items() if k[0] == "db_write"},
+                         {("db_write", "db-1", False): "primary", ("db_write", "db-2", False): "stopped",
+                          ("db_write", "db-3", False): "replica"})
+        replica_row = rows[("db_write", "db-3", False)]
+        self.assertEqual((replica_row["health"], replica_row["serves"]), ("down", "primary"))
+        self.assertEqual((replica_row["last_check"]["result"], replica_row["last_check"]["status"]), ("L7STS", 503))
+        self.assertGreater(replica_row["downtime_seconds"], 0)
+        self.assertEqual(rows[("db_read", "db-3", False)]["last_check"]["result"], "L7OK")
+        self.assertEqual(rows[("db_read", "db-3", False)]["role"], "replica")
+        # db-2's agent gone: its role is unknown, its checks are refused.
+        self.agents["db-2"].server.stop()
+
+        def db2_write_row():
+            state = json.loads(http_get(f"http://127.0.0.1:{self.stats_port}/api/state", timeout=2)[2])
+            (row,) = [s for f in state["db_frontends"] if f["name"] == "db_write" for s in f["servers"]
+                      if s["name"] == "db-2"]
+            return row["role"], row["last_check"]["result"]
+
+        wait_until(lambda: db2_write_row() == ("unknown", "L4CON"), timeout=5,
+                   what="db-2's role unknown and its checks refused")
 
     def test_admin_api_takes_a_database_server_out_of_rotation(self):
         self.roles("db-1", replicas=["db-2", "db-3"])
@@ -389,11 +415,11 @@ class RealClusterTest(unittest.TestCase):
         lb = Process([FULCRUM, "lb", "--site", lb_site, "--node", "lb-1"], os.path.join(cluster.dir, "lb.log"))
         self.addCleanup(lb.stop)
         try:
-            self.follow_a_failover(cluster, lb, write_port, read_port)
+            self.follow_a_failover(cluster, lb, write_port, read_port, stats_port)
         except AssertionError as e:
             raise AssertionError(f"{e}\n--- lb ---\n{lb.output()[-5000:]}\n{cluster.logs()}") from None
 
-    def follow_a_failover(self, cluster, lb, write_port, read_port):
+    def follow_a_failover(self, cluster, lb, write_port, read_port, stats_port):
         from test_db import NODES as DB_NODES, pg_bin, processes_mentioning
 
         primary, _ = cluster.wait_roles(self, DB_NODES, timeout=60)
@@ -418,6 +444,16 @@ class RealClusterTest(unittest.TestCase):
         wait_until(lambda: answers(read_port, "SELECT pg_is_in_recovery(), count(*) FROM t", "t|1"), timeout=20,
                    interval=0.2, what="db_read reaching a replica that has the row")
 
+        def write_roles():
+            """db_write's rows: each member's role as its agent's last answer gave it."""
+            state = json.loads(http_get(f"http://127.0.0.1:{stats_port}/api/state", timeout=2)[2])
+            (f,) = [f for f in state["db_frontends"] if f["name"] == "db_write"]
+            return {s["name"]: s["role"] for s in f["servers"]}
+
+        # Real agents' answers: the primary's row says primary, the replicas' say replica.
+        wait_until(lambda: write_roles() == {n: "primary" if n == primary else "replica" for n in DB_NODES},
+                   timeout=10, what="db_write's rows with the members' roles")
+
         # kill -9 the primary's agent and its PostgreSQL: a replica is promoted, and db_write
         # reaches it (writable) within a bounded wait.
         cluster.agents[primary].proc.kill()
@@ -433,6 +469,9 @@ class RealClusterTest(unittest.TestCase):
         took = time.monotonic() - killed
         wait_until(lambda: answers(read_port, "SELECT count(*) FROM t", "2"), timeout=20, interval=0.2,
                    what="db_read serving the new timeline's rows")
+        wait_until(lambda: write_roles()[primary] == "unknown" and
+                   sorted(write_roles()[n] for n in DB_NODES if n != primary) == ["primary", "replica"],
+                   timeout=10, what="the killed member unknown, the promoted one primary")
         lb.signal(signal.SIGTERM)
         self.assertEqual(lb.wait(timeout=20), 0, lb.output()[-3000:])
         cluster.stop_all(self)

@@ -6,8 +6,17 @@ import re
 import unittest
 import urllib.request
 
-from harness import FULCRUM, Process, TempDir, assert_valid_metrics, free_port, http_get, wait_until
-from test_lb import Client, LbTestCase, WebNodes
+from harness import (FULCRUM, Process, TempDir, ThreadedServer, assert_valid_metrics, free_port, http_get,
+                     wait_until)
+from test_lb import Client, LbTestCase, Server, WebNodes
+
+
+def answer_503(conn, _server):
+    """A server whose every answer, its health check's included, is 503."""
+    f = conn.makefile("rb")
+    while f.readline() not in (b"\r\n", b"\n", b""):
+        pass
+    conn.sendall(b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
 
 
 class LbStatsTest(LbTestCase):
@@ -98,6 +107,48 @@ class LbStatsTest(LbTestCase):
         self.assertRegex(text, r'fulcrum_lb_server_check_up\{node="lb-t",server="web-1"\} 1\n')
         self.assertRegex(text, r'fulcrum_lb_server_last_check_duration_seconds\{node="lb-t",server="web-1"\} [0-9.e-]+\n')
         self.assertRegex(text, r'fulcrum_lb_server_state_changes_total\{node="lb-t",server="web-1",to="down"\} 0\n')
+
+    def test_a_failing_server_shows_its_last_check_downtime_and_last_change(self):
+        sick = ThreadedServer(answer_503)
+        self.addCleanup(sick.stop)
+        stats_port = free_port()
+        self.start_lb(self.web.servers() + [Server("sick", sick.port)], name="sick",
+                      health={"path": "/healthz", "interval_ms": 100, "timeout_ms": 2000, "rise": 2, "fall": 2},
+                      node_extra={"stats": f"127.0.0.1:{stats_port}"})
+        stats = f"http://127.0.0.1:{stats_port}"
+
+        def servers():
+            return {s["name"]: s for s in json.loads(http_get(stats + "/api/state")[2])["servers"]}
+
+        wait_until(lambda: servers()["sick"]["health"] == "down", what="sick down")
+        first = servers()
+        s = first["sick"]
+        # HAProxy's LastChk: L7STS/503, with the reason in words.
+        self.assertEqual((s["last_check"]["result"], s["last_check"]["status"], s["last_check"]["reason"]),
+                         ("L7STS", 503, "HTTP 503"), s)
+        self.assertGreaterEqual(s["last_check"]["duration_ms"], 0)
+        self.assertEqual(s["down_transitions"], 1)
+        self.assertGreaterEqual(s["checks_failed"], 2)
+        wait_until(lambda: servers()["sick"]["downtime_seconds"] > s["downtime_seconds"] + 0.2,
+                   what="sick's downtime growing")
+        later = servers()["sick"]
+        self.assertGreater(later["last_change_seconds"], s["last_change_seconds"])
+        ok = first["web-1"]
+        self.assertEqual((ok["last_check"]["result"], ok["last_check"]["status"]), ("L7OK", 200), ok)
+        self.assertEqual((ok["downtime_seconds"], ok["down_transitions"]), (0, 0))
+        text = http_get(stats + "/metrics")[2].decode()
+        found = re.search(r'fulcrum_lb_server_downtime_seconds_total\{node="lb-t-sick",server="sick"\} ([0-9.e+-]+)\n', text)
+        self.assertTrue(found, text)
+        self.assertGreater(float(found.group(1)), 0)
+        self.assertRegex(text, r'fulcrum_lb_server_downtime_seconds_total\{node="lb-t-sick",server="web-1"\} 0\n')
+        self.assertRegex(text, r'fulcrum_lb_server_last_change_seconds\{node="lb-t-sick",server="web-1"\} [0-9.e+-]+\n')
+        # An admin change is a change of state too.
+        wait_until(lambda: servers()["web-2"]["last_change_seconds"] > 1, what="web-2 unchanged for a second")
+        self.assertEqual(http_get(f"{stats}/api/servers/web-2/state", method="POST",
+                                  data=json.dumps({"state": "drain"}).encode(),
+                                  headers={"Content-Type": "application/json",
+                                           "Authorization": f"Bearer {self.token}"})[0], 200)
+        self.assertLess(servers()["web-2"]["last_change_seconds"], 1)
 
     def test_admin_api_needs_the_token_and_bad_calls_change_nothing(self):
         status, headers, _ = self.set_state("web-2", {"state": "drain"}, token=False)

@@ -73,11 +73,14 @@ struct HealthChecker::Probe final : core::IoHandler, core::Deletable {
                        owner->runProbe(index);
                      }
                    }),
-        deadline(checker.loop_, [this] {
-          if (owner != nullptr) {
-            owner->finishProbe(index, false, timeoutReason(owner->options_.timeout));
-          }
-        }) {}
+        deadline(checker.loop_,
+                 [this] {
+                   if (owner != nullptr) {
+                     owner->finishProbe(index, false, timeoutReason(owner->options_.timeout),
+                                        timeoutResult());
+                   }
+                 }),
+        times(checker.loop_.now(), state.up()) {}
 
   void onIoEvents(uint32_t events) override {
     if (owner == nullptr || !fd) {
@@ -181,13 +184,16 @@ struct HealthChecker::Probe final : core::IoHandler, core::Deletable {
       if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR) {
         return tls && !watch(EPOLLIN | tls->extraEvents(), reason);
       }
+      if (reader.headDone()) {
+        return judge(ok, reason);  // the body was cut: the status still decides
+      }
       reason = errnoText("read", errno);
       return true;
     }
     if (n == 0) {
       reader.closed();
-      if (reader.state() == http::ResponseReader::State::Done) {
-        return judge(ok, reason);  // a body delimited by the close
+      if (reader.state() == http::ResponseReader::State::Done || reader.headDone()) {
+        return judge(ok, reason);  // a body delimited by the close, or one cut short
       }
       reason = reader.error();
       return true;
@@ -196,10 +202,15 @@ struct HealthChecker::Probe final : core::IoHandler, core::Deletable {
   }
 
   // The final head decides (interim 1xx answers are skipped); the body is read only when the
-  // caller wants it (max_body_bytes), and then the check ends with the whole response.
+  // caller wants it (max_body_bytes), and then the check ends with the whole response. A body
+  // that fails (too large, bad framing, cut short) does not fail the check: the status decides,
+  // as without max_body_bytes, and the caller gets no body.
   bool parse(bool& ok, std::string& reason) {
     in.consume(reader.read(in.view(), body));
     if (reader.state() == http::ResponseReader::State::Failed) {
+      if (reader.headDone()) {
+        return judge(ok, reason);
+      }
       reason = reader.error();
       return true;
     }
@@ -210,10 +221,46 @@ struct HealthChecker::Probe final : core::IoHandler, core::Deletable {
   }
 
   bool judge(bool& ok, std::string& reason) {
+    if (reader.state() != http::ResponseReader::State::Done) {
+      body.clear();
+    }
     const int status = reader.status();
     ok = expect_status != 0 ? status == expect_status : status >= 200 && status <= 399;
     reason = fmt::format("HTTP {}", status);
     return true;
+  }
+
+  // HAProxy's result code of a check that ended in this phase (LastChk).
+  std::string_view result(bool ok) const {
+    switch (phase) {
+      case Phase::Idle:
+      case Phase::Connecting:
+        return "L4CON";
+      case Phase::Handshaking:
+        return "L6RSP";
+      case Phase::Sending:
+        if (ok) {
+          return tls ? "L6OK" : "L4OK";  // a TCP check: connected (and TLS done) is all it asks
+        }
+        return "L7RSP";
+      case Phase::Reading:
+        break;
+    }
+    return reader.headDone() ? (ok ? "L7OK" : "L7STS") : "L7RSP";
+  }
+
+  std::string_view timeoutResult() const {
+    switch (phase) {
+      case Phase::Idle:
+      case Phase::Connecting:
+        return "L4TOUT";
+      case Phase::Handshaking:
+        return "L6TOUT";
+      case Phase::Sending:
+      case Phase::Reading:
+        break;
+    }
+    return "L7TOUT";
   }
 
   // Registers for `events`; false (with the reason) when epoll refuses.
@@ -250,6 +297,7 @@ struct HealthChecker::Probe final : core::IoHandler, core::Deletable {
   CheckStats counts;
   core::Timer next_check;
   core::Timer deadline;  // the whole check: connect, request and response head
+  StateTimes times;
   core::TimePoint started{};
   core::Fd fd;
   std::unique_ptr<tls::TlsTransport> tls;  // [security] internal_tls; freed before fd
@@ -360,7 +408,14 @@ size_t HealthChecker::size() const {
 
 CheckStats HealthChecker::stats(uint32_t id) const {
   const Probe* probe = find(id);
-  return probe != nullptr ? probe->counts : CheckStats{};
+  if (probe == nullptr) {
+    return {};
+  }
+  CheckStats out = probe->counts;
+  const core::TimePoint now = loop_.now();
+  out.since_change_s = std::chrono::duration<double>(probe->times.sinceChange(now)).count();
+  out.downtime_s = std::chrono::duration<double>(probe->times.downtime(now)).count();
+  return out;
 }
 
 HealthChecker::Probe* HealthChecker::find(uint32_t id) const {
@@ -394,33 +449,36 @@ void HealthChecker::runProbe(size_t index) {
     probe.tls = options_.tls->newTransport(probe.fd.get(), probe.target.address);
     if (!probe.tls) {
       probe.fd.reset();
-      finishProbe(index, false, "TLS: no session could be made");
+      finishProbe(index, false, "TLS: no session could be made", "SOCKERR");
       return;
     }
   }
   if (!loop_.add(probe.fd.get(), EPOLLOUT, &probe)) {
     std::string reason = errnoText("epoll", errno);
     probe.fd.reset();
-    finishProbe(index, false, std::move(reason));
+    finishProbe(index, false, std::move(reason), "SOCKERR");
     return;
   }
   probe.phase = Probe::Phase::Connecting;
   probe.deadline.armAfter(options_.timeout);
 }
 
-void HealthChecker::finishProbe(size_t index, bool ok, std::string reason) {
+void HealthChecker::finishProbe(size_t index, bool ok, std::string reason, std::string_view result) {
   Probe& probe = *probes_[index];
   probe.deadline.disarm();
+  const bool answered = probe.phase == Probe::Phase::Reading && probe.reader.headDone();
+  const int status = answered ? probe.reader.status() : 0;
+  CheckStats& counts = probe.counts;
+  counts.last_result = result.empty() ? probe.result(ok) : result;
+  counts.last_status = status;
+  counts.last_reason = reason;
   if (on_result_) {
-    const bool answered = probe.phase == Probe::Phase::Reading && probe.reader.headDone();
-    const int status = answered ? probe.reader.status() : 0;
     on_result_(probe.target.id, ok, reason, status, probe.body);
   }
   probe.closeConnection(loop_);
   // Checks start every interval; one that overran it is followed by the next at once.
   core::Duration elapsed = loop_.now() - probe.started;
   schedule(index, std::max(core::Duration::zero(), options_.interval - elapsed));
-  CheckStats& counts = probe.counts;
   counts.checked = true;
   counts.last_ok = ok;
   counts.last_duration_s = std::chrono::duration<double>(elapsed).count();
@@ -440,6 +498,7 @@ void HealthChecker::record(size_t index, bool ok, std::string_view reason) {
   }
   const bool up = probe.state.up();
   ++(up ? probe.counts.went_up : probe.counts.went_down);
+  probe.times.change(loop_.now(), up);
   if (up) {
     // A flip up happens exactly at rise, or at the first check of a server that started down.
     uint32_t successes = first ? 1 : std::max<uint32_t>(options_.rise, 1);

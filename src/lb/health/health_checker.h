@@ -71,11 +71,41 @@ class RiseFall {
   uint32_t failures_ = 0;
 };
 
-// What the checks of one server have seen, for /metrics (read on the checker's loop thread).
+// When a server's health state last changed and how long it has been down in all (HAProxy's
+// LastChg and Dwntme), counted from when its checks began. Pure: the caller passes the time.
+class StateTimes {
+ public:
+  StateTimes(core::TimePoint now, bool up) : up_(up), changed_(now) {}
+  // The state flipped to `up` at `now`.
+  void change(core::TimePoint now, bool up);
+  core::Duration sinceChange(core::TimePoint now) const { return now - changed_; }
+  // Every down spell so far, the current one included.
+  core::Duration downtime(core::TimePoint now) const {
+    return up_ ? down_before_ : down_before_ + (now - changed_);
+  }
+
+ private:
+  bool up_;
+  core::TimePoint changed_;
+  core::Duration down_before_{};  // the down spells already over
+};
+
+// What the checks of one server have seen, for /metrics and /api/state (read on the checker's
+// loop thread).
 struct CheckStats {
   bool checked = false;           // an active check has finished
   bool last_ok = false;           // the last active check passed
   double last_duration_s = 0;     // how long the last active check took
+  // The last active check as HAProxy's stats page shows it (LastChk): its result code (L4OK,
+  // L4CON, L4TOUT, L6OK, L6RSP, L6TOUT, L7OK, L7STS, L7RSP, L7TOUT, SOCKERR), the HTTP status
+  // (0 without an answer) and the reason in words.
+  std::string last_result;
+  int last_status = 0;
+  std::string last_reason;
+  // As of the read (HealthChecker::stats): seconds since the state last changed (or its checks
+  // began), and the time spent down in all, the current down spell included.
+  double since_change_s = 0;
+  double downtime_s = 0;
   uint64_t passed = 0;            // active checks that passed
   uint64_t failed = 0;            // active checks that failed
   uint64_t passive_failures = 0;  // failures reported by the workers (reportFailure)
@@ -127,8 +157,9 @@ class HealthChecker {
   void schedule(size_t index, core::Duration delay);
   void runProbe(size_t index);
   // Ends the check in flight, schedules the next one and records the result. Callers return
-  // right after it: on_change, called last, may destroy the checker.
-  void finishProbe(size_t index, bool ok, std::string reason);
+  // right after it: on_change, called last, may destroy the checker. `result`: the result code,
+  // when the check's phase does not tell it.
+  void finishProbe(size_t index, bool ok, std::string reason, std::string_view result = {});
   // Feeds one result to the server's RiseFall; on a flip logs it and calls on_change (last).
   void record(size_t index, bool ok, std::string_view reason);
   Probe* find(uint32_t id) const;

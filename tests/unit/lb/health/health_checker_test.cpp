@@ -94,6 +94,10 @@ TEST_F(HealthCheckerTest, ServerAnswering503GoesDownAfterExactlyFallChecks) {
   EXPECT_EQ(changes_[0].reason, "HTTP 503");
   EXPECT_EQ(changes_[0].server_requests, 3);
   EXPECT_FALSE(checker->isUp(7));
+  CheckStats s = checker->stats(7);
+  EXPECT_EQ(s.last_result, "L7STS");
+  EXPECT_EQ(s.last_status, 503);
+  EXPECT_EQ(s.last_reason, "HTTP 503");
   // Further failures keep it down without more changes.
   ASSERT_TRUE(runUntil(loop_, [&] { return server_.requests() >= 6; }));
   EXPECT_EQ(changes_.size(), 1u);
@@ -132,6 +136,15 @@ TEST_F(HealthCheckerTest, StatsCountChecksChangesAndPassiveFailures) {
   CheckStats s = checker->stats(7);
   EXPECT_TRUE(s.checked);
   EXPECT_TRUE(s.last_ok);
+  EXPECT_EQ(s.last_result, "L7OK");
+  EXPECT_EQ(s.last_status, 200);
+  EXPECT_EQ(s.last_reason, "HTTP 200");
+  // Down from the 3rd check to the 5th; up since, so the total no longer grows.
+  EXPECT_GT(s.downtime_s, 0.0);
+  EXPECT_GE(s.since_change_s, 0.0);
+  ASSERT_TRUE(runUntil(loop_, [&] { return server_.requests() >= 7; }));
+  EXPECT_EQ(checker->stats(7).downtime_s, s.downtime_s);
+  EXPECT_GT(checker->stats(7).since_change_s, s.since_change_s);
   EXPECT_GE(s.last_duration_s, 0.0);
   EXPECT_LT(s.last_duration_s, 2.0);
   EXPECT_EQ(s.failed, 3u);  // fall
@@ -182,6 +195,8 @@ TEST_F(HealthCheckerTest, ClosedPortIsRefused) {
   EXPECT_FALSE(changes_[0].up);
   EXPECT_EQ(changes_[0].reason, "connect: Connection refused");
   EXPECT_FALSE(checker->isUp(7));
+  EXPECT_EQ(checker->stats(7).last_result, "L4CON");
+  EXPECT_EQ(checker->stats(7).last_status, 0);
 }
 
 TEST_F(HealthCheckerTest, ServerThatNeverAnswersTimesOut) {
@@ -194,6 +209,7 @@ TEST_F(HealthCheckerTest, ServerThatNeverAnswersTimesOut) {
   ASSERT_TRUE(runUntil(loop_, [&] { return !changes_.empty(); }));
   EXPECT_FALSE(changes_[0].up);
   EXPECT_EQ(changes_[0].reason, "timeout after 100 ms");
+  EXPECT_EQ(checker->stats(7).last_result, "L7TOUT");  // connected, then no answer
   EXPECT_EQ(server_.accepted(), 2);  // one check at a time: the next starts after the timeout
   // The checker closed the connections it gave up on.
   ASSERT_TRUE(runUntil(loop_, [&] { return server_.clientCloses() >= 2; }));
@@ -237,6 +253,7 @@ TEST_F(HealthCheckerTest, MalformedResponseIsABadResponse) {
   EXPECT_FALSE(changes_[0].up);
   EXPECT_TRUE(changes_[0].reason.starts_with("bad response: ")) << changes_[0].reason;
   EXPECT_GT(changes_[0].reason.size(), std::string("bad response: ").size());
+  EXPECT_EQ(checker->stats(7).last_result, "L7RSP");
 }
 
 TEST_F(HealthCheckerTest, ResponseCutShortIsReported) {
@@ -255,6 +272,7 @@ TEST_F(HealthCheckerTest, TcpCheckFollowsTheListener) {
   ASSERT_TRUE(runUntil(loop_, [&] { return server_.accepted() >= 4; }));
   EXPECT_TRUE(changes_.empty());
   EXPECT_EQ(server_.requests(), 0);  // a TCP check sends nothing
+  EXPECT_EQ(checker->stats(7).last_result, "L4OK");
 
   server_.stopListening();
   ASSERT_TRUE(runUntil(loop_, [&] { return !changes_.empty(); }));
@@ -480,6 +498,28 @@ TEST_F(HealthCheckerTest, ResultCarriesTheBodyWhenAsked) {
   EXPECT_EQ(bodies[0], "{\"role\":\"replica\"}");
   EXPECT_EQ(bodies[1], bodies[0]);  // each check reads afresh, nothing appended
   EXPECT_EQ(statuses[0], 200);
+}
+
+TEST_F(HealthCheckerTest, ABodyOverTheLimitDoesNotFailTheCheck) {
+  // The status decides, as without max_body_bytes; the caller gets no body.
+  server_.setRawResponse("HTTP/1.1 200 OK\r\nContent-Length: 2000\r\nConnection: close\r\n\r\n" +
+                         std::string(2000, 'x'));
+  HealthOptions options = fastOptions("/status");
+  options.max_body_bytes = 1024;
+  options.fall = 1;
+  auto checker = makeChecker(server_.address(), options);
+  std::vector<std::string> bodies;
+  checker->setOnResult([&](uint32_t, bool ok, std::string_view reason, int status, std::string_view body) {
+    EXPECT_TRUE(ok);
+    EXPECT_EQ(reason, "HTTP 200");
+    EXPECT_EQ(status, 200);
+    bodies.emplace_back(body);
+  });
+  checker->start();
+  ASSERT_TRUE(runUntil(loop_, [&] { return bodies.size() >= 2; }));
+  EXPECT_EQ(bodies[0], "");
+  EXPECT_TRUE(changes_.empty());
+  EXPECT_EQ(checker->stats(7).last_result, "L7OK");
 }
 
 TEST_F(HealthCheckerTest, ResultWithoutAnAnswerHasNoStatusNorBody) {
