@@ -145,7 +145,8 @@ function nodeRow(n, s, servers){
       (v.outlier && v.outlier.ejected ? '<span class="badge flap">ejected: ' + esc(v.outlier.reason) + ', ' + dur(v.outlier.remaining_ms) + ' left</span>' : '');
   } else if (n.role === 'db') {
     extra = '<span>timeline ' + num(n.timeline, 0) + '</span><span>lag ' + bytes(n.lag_bytes) + '</span><span>leader ' + esc(n.leader || '-') +
-      '</span><span>routes ' + (n.routes && n.routes.length ? esc(n.routes.join(', ')) : 'none') + '</span>';
+      '</span><span>routes ' + (n.routes && n.routes.length ? esc(n.routes.join(', ')) : 'none') + '</span>' +
+      (n.paused ? '<span class="badge flap">paused: no automatic failover</span>' : '');
   }
   const since = n.status === 'unknown' ? '' : '<span class="muted nowrap">for ' + dur(s.now_ms - n.since_ms) + '</span>';
   return '<div class="node ' + esc(n.status) + '" data-name="' + esc(n.name) + '" data-role="' + esc(n.role) + '" data-state="' + esc(n.state) + '">' +

@@ -69,6 +69,7 @@ struct SiteMonitor::Peer {
   // Database members, from the agent's /status.
   std::optional<int64_t> timeline, lag_bytes;
   std::string leader;
+  bool paused = false;  // the cluster is in maintenance mode (`fulcrum db pause`)
 };
 
 SiteMonitor::SiteMonitor(core::EventLoop& loop, SiteMonitorInputs inputs)
@@ -268,6 +269,13 @@ void SiteMonitor::onPeerResult(uint32_t id, bool ok, std::string_view reason, st
         p.status = pg_running ? NodeStatus::Warn : NodeStatus::Down;
         p.detail = pg_running ? "" : "PostgreSQL not running";
       }
+      // Maintenance mode is the operator's choice, but while it lasts nobody replaces a dead
+      // primary: a warning on every member, so the summary line says it too.
+      p.paused = j.contains("paused") && j["paused"].is_object();
+      if (p.paused) {
+        p.status = p.status == NodeStatus::Ok ? NodeStatus::Warn : p.status;
+        p.detail += std::string(p.detail.empty() ? "" : "; ") + "paused: no automatic failover";
+      }
     }
   }
   log_.observe(p.name, p.state, p.status, p.detail.empty() ? reason : std::string_view(p.detail), nowMs());
@@ -390,6 +398,7 @@ void SiteMonitor::addTo(nlohmann::json& state) const {
       (*n)["timeline"] = p.timeline ? nlohmann::json(*p.timeline) : nlohmann::json();
       (*n)["lag_bytes"] = p.lag_bytes ? nlohmann::json(*p.lag_bytes) : nlohmann::json();
       (*n)["leader"] = p.leader;
+      (*n)["paused"] = p.paused;
       (*n)["routes"] = routes(p.name);
     }
   }

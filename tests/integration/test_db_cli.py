@@ -8,7 +8,7 @@ import subprocess
 import time
 import unittest
 
-from harness import FULCRUM, needs, wait_until
+from harness import FULCRUM, http_get, needs, wait_until
 from test_db import missing_requirement
 from test_up import DB, Site
 
@@ -95,6 +95,12 @@ class DbCliTest(unittest.TestCase):
         self.assertEqual(run.returncode, 0, run.stderr)
         wait_until(lambda: self.cluster()[1]["paused"], timeout=10, what="every agent sees the pause")
         self.assertIn("paused: YES", self.db("list").stdout)
+        # The lb's dashboard says it on every database member, and in its summary line.
+        def dashboard_paused():
+            state = json.loads(http_get(f"http://127.0.0.1:{self.site.lb_stats}/api/state", timeout=5)[2])
+            members = [n for n in state["nodes"] if n["role"] == "db"]
+            return members and all(n["paused"] for n in members) and "paused" in state["summary"]["text"]
+        wait_until(dashboard_paused, timeout=15, what="the dashboard shows the pause")
         again = self.db("pause")  # idempotent
         self.assertEqual(again.returncode, 0, again.stderr)
         self.assertIn('"changed":false', again.stdout)
