@@ -158,6 +158,7 @@ class GuestbookBrowserTest(unittest.TestCase):
         wait_until(lambda: processes_mentioning(os.path.join(self.site.cluster.dir, "var", self.primary)) == [],
                    timeout=15, what="the old primary's PostgreSQL gone")
         during = f"posted during a failover {os.getpid()}"
+        seen = len(b._events)
         fill_and_post(b, "Dee", during)
         b.wait_for("document.querySelector('#status').textContent.includes('sent automatically')", timeout=5,
                    what="the retry status line")
@@ -170,9 +171,15 @@ class GuestbookBrowserTest(unittest.TestCase):
         stored = b.evaluate("fetch('/api/messages?limit=200').then(r => r.json()).then(d => d.messages"
                             f".filter(m => m.text === {json.dumps(during)}).length)")
         self.assertEqual(stored, 1)
+        # Retried after each Retry-After (seconds), not in a tight loop.
+        posts = [e for e in b._events[seen:] if e.get("method") == "Network.requestWillBeSent"
+                 and e["params"]["request"]["method"] == "POST"]
+        self.assertGreaterEqual(len(posts), 2)
+        self.assertLessEqual(len(posts), 5)
         footer_now = b.evaluate(footer)
         self.assertNotIn(f"database node {self.primary}.", footer_now)
-        print(f"\npage posted {took:.1f} s after the primary's agent was killed; footer: {footer_now}")
+        print(f"\npage posted {took:.1f} s after the primary's agent was killed, in {len(posts)} attempts; "
+              f"footer: {footer_now}")
 
         b.call("Emulation.setDeviceMetricsOverride",
                {"width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": True}, session=True)
