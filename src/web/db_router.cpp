@@ -392,6 +392,11 @@ void DbRouter::setMaxLagBytes(uint64_t max_lag_bytes) {
 void DbRouter::updateRoles() {
   std::optional<size_t> before = primary_;
   primary_ = choosePrimary(status_);
+  if (primary_) {
+    primary_lost_at_.reset();
+  } else if (before) {
+    primary_lost_at_ = loop_.now();
+  }
   eligible_ = eligibleReplicas(status_, settings_.nodes, primary_, settings_.max_lag_bytes);
   const bool settled =
       primary_ || ready_ || std::all_of(probed_.begin(), probed_.end(), [](bool b) { return b; });
@@ -490,18 +495,27 @@ void DbRouter::ensureSchema() {
 
 // --- writes -------------------------------------------------------------------------------
 
-void DbRouter::unavailable(ReplyFn& reply, std::string message) {
+void DbRouter::unavailable(ReplyFn& reply, std::string message, core::Duration retry_after) {
   stats_.unavailable.add();
   DbReply out;
   out.status = 503;
   out.error = std::move(message);
+  out.retry_after = retry_after;
   reply(out);
+}
+
+void DbRouter::noPrimary(ReplyFn& reply) {
+  core::Duration left = std::chrono::seconds(1);
+  if (primary_lost_at_) {
+    left = std::max(left, *primary_lost_at_ + settings_.failover_time - loop_.now());
+  }
+  unavailable(reply, "no primary database (a failover is under way, or the database is down)", left);
 }
 
 void DbRouter::write(std::string_view sql, std::vector<std::string> params, ReplyFn reply) {
   stats_.writes.add();
   if (!primary_) {
-    unavailable(reply, "no primary database reachable; retry shortly");
+    noPrimary(reply);
     return;
   }
   const core::TimePoint deadline = loop_.now() + settings_.write_deadline;
@@ -525,7 +539,7 @@ void DbRouter::write(std::string_view sql, std::vector<std::string> params, Repl
 void DbRouter::startWrite(std::string sql, std::vector<std::string> params, ReplyFn reply,
                           core::TimePoint deadline) {
   if (!primary_) {
-    unavailable(reply, "no primary database reachable; retry shortly");
+    noPrimary(reply);
     return;
   }
   // Each step gets what is left of the write's deadline: a lost primary means a quick 503.

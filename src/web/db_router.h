@@ -46,6 +46,10 @@ struct DbSettings {
   core::Duration probe_interval = std::chrono::milliseconds(500);
   core::Duration probe_timeout = std::chrono::seconds(1);
   core::Duration token_wait = std::chrono::milliseconds(300);  // a replica catching up to a token
+  // The longest a failover takes once this router has lost the primary: the old leader's lease
+  // runs out (leader_ttl), then a replica takes it and promotes. A 503 for want of a primary says
+  // to retry when that time is up, not at once (every earlier retry would fail too).
+  core::Duration failover_time = std::chrono::seconds(8);
   std::string schema_sql;                                      // run once through the primary
   bool log_roles = true;  // log role changes (one worker does, or every line comes once per worker)
 };
@@ -88,6 +92,7 @@ struct DbReply {
   std::vector<std::vector<std::string>> rows;
   std::string node;          // the db node that answered
   std::optional<Lsn> lsn;    // writes: a WAL position at or after the commit
+  core::Duration retry_after = std::chrono::seconds(1);  // with 503: when a retry may succeed
 };
 using ReplyFn = std::function<void(DbReply&)>;
 
@@ -167,7 +172,9 @@ class DbRouter {
   void onTick();
   void markReady();
   void armTick();
-  void unavailable(ReplyFn& reply, std::string message);
+  void unavailable(ReplyFn& reply, std::string message, core::Duration retry_after = std::chrono::seconds(1));
+  // A write with no primary to go to: 503 with what is left of failover_time.
+  void noPrimary(ReplyFn& reply);
   std::string connInfo(size_t node);
 
   core::EventLoop& loop_;
@@ -181,6 +188,7 @@ class DbRouter {
   std::vector<bool> probed_;  // by node: a probe result came in
   bool ready_ = false;
   std::optional<size_t> primary_;
+  std::optional<core::TimePoint> primary_lost_at_;  // when primary_ last went from a node to none
   std::vector<size_t> eligible_;
   size_t next_replica_ = 0;
   bool schema_running_ = false;

@@ -1,6 +1,8 @@
 #include "web/guestbook_app.h"
 
+#include <algorithm>
 #include <charconv>
+#include <chrono>
 
 #include "web/guestbook_page.h"
 #include "web/web_app.h"
@@ -44,7 +46,9 @@ void setDbFailure(http::Response& response, const DbReply& reply) {
   int status = reply.status == 400 ? 400 : 503;
   setJson(response, status, gb::errorJson(reply.error));
   if (status == 503) {
-    response.addHeader("Retry-After", "1");
+    // Whole seconds (RFC 9110 §10.2.3), rounded up: earlier would be too early.
+    const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(reply.retry_after).count();
+    response.addHeader("Retry-After", std::to_string(std::max<int64_t>(1, (ms + 999) / 1000)));
   }
 }
 

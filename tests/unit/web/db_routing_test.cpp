@@ -1,5 +1,8 @@
 #include "web/db_routing.h"
 
+#include <chrono>
+#include <utility>
+
 #include <gtest/gtest.h>
 
 #include "web/guestbook_app.h"
@@ -298,6 +301,19 @@ TEST(GuestbookRows, DatabaseFailuresAnswerJsonWithRetryAfter) {
   setDbFailure(refused, reply);
   EXPECT_EQ(refused.status, 400);
   EXPECT_EQ(refused.headers.find("Retry-After"), std::string::npos);
+}
+
+TEST(GuestbookRows, RetryAfterIsWholeSecondsRoundedUp) {
+  DbReply reply;
+  reply.status = 503;
+  for (auto [after, header] : {std::pair{std::chrono::milliseconds(6200), "Retry-After: 7\r\n"},
+                               std::pair{std::chrono::milliseconds(8000), "Retry-After: 8\r\n"},
+                               std::pair{std::chrono::milliseconds(0), "Retry-After: 1\r\n"}}) {
+    http::Response r;
+    reply.retry_after = after;
+    setDbFailure(r, reply);
+    EXPECT_NE(r.headers.find(header), std::string::npos) << r.headers;
+  }
 }
 
 }  // namespace

@@ -1,6 +1,10 @@
 #include "web/guestbook_page.h"
 
+#include <string>
+
 #include <gtest/gtest.h>
+
+#include "web/guestbook_model.h"
 
 namespace fulcrum::web::guestbook {
 namespace {
@@ -31,6 +35,18 @@ TEST(GuestbookPage, HasTheElementsTheBrowserTestUses) {
   EXPECT_NE(page.find("Page served by web node web-01."), std::string::npos);
   EXPECT_NE(page.find(R"(data-page-node="web-01")"), std::string::npos);
   EXPECT_EQ(page.find("{{"), std::string::npos);
+}
+
+TEST(GuestbookPage, ShowsTheServersLimitsAndReadsRightToLeftText) {
+  std::string page = pageHtml("w");
+  EXPECT_NE(page.find("maxlength=\"" + std::to_string(kMaxAuthorChars) + "\""), std::string::npos);
+  EXPECT_NE(page.find("maxlength=\"" + std::to_string(kMaxTextChars) + "\""), std::string::npos);
+  EXPECT_NE(page.find("0 / " + std::to_string(kMaxTextChars) + " characters"), std::string::npos);
+  EXPECT_EQ(count(page, R"(dir = "auto")"), 2u);  // author and text of each message
+  EXPECT_EQ(count(page, R"(dir="auto")"), 2u);    // the two fields
+  EXPECT_NE(page.find(R"(role="status" aria-live="polite")"), std::string::npos);
+  // The icon is inline: no /favicon.ico request, no 404 in the console.
+  EXPECT_NE(page.find(R"(<link rel="icon" href="data:image/svg+xml,)"), std::string::npos);
 }
 
 TEST(GuestbookPage, ScriptNeverParsesDataAsHtml) {
