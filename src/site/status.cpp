@@ -521,8 +521,9 @@ int runStatusCommand(const config::Site& site, bool json, int watch_seconds) {
     // A node stopped on purpose is in maintenance, not failing (HAProxy's MAINT).
     bool all_ok = std::all_of(nodes.begin(), nodes.end(),
                               [](const NodeStatus& n) { return n.stopped_at || (n.up && n.healthy); });
-    if (watch_seconds > 0) {
-      // In place on a terminal (cursor home, clear), one report after another elsewhere.
+    if (watch_seconds > 0 && !json) {
+      // In place on a terminal (cursor home, clear), one report after another elsewhere; JSON
+      // stays one document per report, for a program reading them.
       const std::string stamp = fmt::format("{:%Y-%m-%d %H:%M:%S} UTC, every {} s (Ctrl-C to stop)\n",
                                             std::chrono::floor<std::chrono::seconds>(std::chrono::system_clock::now()),
                                             watch_seconds);

@@ -67,7 +67,7 @@ std::string formatDbHeader(const std::vector<NodeStatus>& nodes);
 
 // Prints the table (or JSON); 0 when every node is up and healthy or stopped by an operator,
 // else 1. With `watch_seconds` > 0, redraws it in place every that many seconds until
-// interrupted.
+// interrupted (JSON: one array per report).
 int runStatusCommand(const config::Site& site, bool json, int watch_seconds = 0);
 
 }  // namespace fulcrum::site

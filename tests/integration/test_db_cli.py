@@ -63,6 +63,12 @@ class DbCliTest(unittest.TestCase):
         self.assertEqual(table.returncode, 0, table.stderr)
         self.assertIn(f"leader: {c['leader']}", table.stdout)
         self.assertRegex(table.stdout, rf"{replica['name']} +\S+ +replica +running +{c['timeline']} +streaming")
+        # `fulcrum status` shows the same cluster above its table; --watch repeats the report until stopped.
+        watch = subprocess.run(["timeout", "8", FULCRUM, "status", "--watch", "--interval", "1", self.site.file],
+                               capture_output=True, text=True, timeout=30)
+        self.assertEqual(watch.returncode, 124, watch.stderr)  # still running when `timeout` stopped it
+        self.assertGreaterEqual(watch.stdout.count(f"database: leader {c['leader']}  timeline {c['timeline']}"), 2,
+                                watch.stdout)
 
     def test_2_switchover_to_the_replica(self):
         before = self.settled()
