@@ -157,6 +157,7 @@ int main(int argc, char** argv) {
   db_switchover->add_option("--at", db_at,
                             "schedule it: \"2026-12-04 03:00:00\" (UTC), with an optional +HH:MM offset, or @UNIXTIME");
   db_switchover->add_flag("--cancel", db_cancel, "drop the scheduled switchover")->excludes("--at")->excludes("--to");
+  bool db_json = false;  // the actions' answer as one JSON object
   auto* db_failover = db->add_subcommand("failover", "make NODE the leader of a cluster that has none");
   db_failover->add_option("site", db_cli_site, "topology file (default examples/site.toml)");
   db_failover->add_option("--to", db_to, "the replica to promote")->required();
@@ -174,6 +175,9 @@ int main(int argc, char** argv) {
   db_reinit->add_option("site", db_cli_site, "topology file (default examples/site.toml)");
   db_reinit->add_option("--wait", db_reinit_wait, "seconds to wait for it to stream again (default 900)")
       ->check(CLI::Range(1, 86400));
+  for (CLI::App* action : {db_switchover, db_failover, db_pause, db_resume, db_restart, db_reinit}) {
+    action->add_flag("--json", db_json, "print the outcome as one JSON object");
+  }
   bool db_history_json = false;
   auto* db_history = db->add_subcommand("history", "the cluster's timelines: where, when and why each began");
   db_history->add_option("site", db_cli_site, "topology file (default examples/site.toml)");
@@ -423,19 +427,19 @@ int main(int argc, char** argv) {
         return fulcrum::site::runDbList(site, db_list_json);
       }
       if (*db_restart) {
-        return fulcrum::site::runDbRestart(site, db_target);
+        return fulcrum::site::runDbRestart(site, db_target, db_json);
       }
       if (*db_reinit) {
-        return fulcrum::site::runDbReinit(site, db_target, std::chrono::seconds(db_reinit_wait));
+        return fulcrum::site::runDbReinit(site, db_target, std::chrono::seconds(db_reinit_wait), db_json);
       }
       if (*db_history) {
         return fulcrum::site::runDbHistory(site, db_history_json);
       }
       if (*db_pause || *db_resume) {
-        return fulcrum::site::runDbPause(site, db_pause->parsed());
+        return fulcrum::site::runDbPause(site, db_pause->parsed(), db_json);
       }
-      return *db_switchover ? fulcrum::site::runDbSwitchover(site, db_to, db_at, db_cancel)
-                            : fulcrum::site::runDbFailover(site, db_to);
+      return *db_switchover ? fulcrum::site::runDbSwitchover(site, db_to, db_at, db_cancel, db_json)
+                            : fulcrum::site::runDbFailover(site, db_to, db_json);
     }
     if (db_site.empty() || db_node.empty()) {
       std::fprintf(stderr, "fulcrum db: --site and --node are required to run an agent (or: db list|switchover|failover|pause|resume|restart|reinit|history)\n");

@@ -216,7 +216,7 @@ int runDbList(const config::Site& site, bool as_json) {
 namespace {
 
 int adminPost(const config::Site& site, const char* command, const std::string& path, const std::string& body,
-              const std::vector<const config::DbNode*>& agents) {
+              const std::vector<const config::DbNode*>& agents, bool as_json) {
   std::string error;
   auto admin = adminClient(site, error);
   if (!admin) {
@@ -232,7 +232,11 @@ int adminPost(const config::Site& site, const char* command, const std::string& 
     }
     json j = json::parse(r.body, nullptr, false);
     if (r.ok) {
-      std::printf("%s: %s\n", command, clean(j.is_object() ? j.dump() : r.body, 400).c_str());
+      if (as_json) {
+        std::printf("%s\n", (j.is_object() ? j : json{{"answer", clean(r.body, 400)}}).dump().c_str());
+      } else {
+        std::printf("%s: %s\n", command, clean(j.is_object() ? j.dump() : r.body, 400).c_str());
+      }
       return 0;
     }
     std::fprintf(stderr, "fulcrum db %s: refused by %s (HTTP %d): %s\n", command, n->name.c_str(), r.status,
@@ -245,7 +249,8 @@ int adminPost(const config::Site& site, const char* command, const std::string& 
 
 }  // namespace
 
-int runDbSwitchover(const config::Site& site, const std::string& to, const std::string& at, bool cancel) {
+int runDbSwitchover(const config::Site& site, const std::string& to, const std::string& at, bool cancel,
+                    bool as_json) {
   if (!to.empty() && site.findDbNode(to) == nullptr) {
     std::fprintf(stderr, "fulcrum db switchover: no [[db.node]] named '%s'\n", to.c_str());
     return 1;
@@ -265,28 +270,28 @@ int runDbSwitchover(const config::Site& site, const std::string& to, const std::
       body["at"] = at;  // the agent parses it: one grammar for every client
     }
   }
-  return adminPost(site, "switchover", "/switchover", body.dump(), agents);
+  return adminPost(site, "switchover", "/switchover", body.dump(), agents, as_json);
 }
 
-int runDbFailover(const config::Site& site, const std::string& to) {
+int runDbFailover(const config::Site& site, const std::string& to, bool as_json) {
   const config::DbNode* node = site.findDbNode(to);
   if (node == nullptr) {
     std::fprintf(stderr, "fulcrum db failover: no [[db.node]] named '%s'\n", to.c_str());
     return 1;
   }
-  return adminPost(site, "failover", "/failover", json{{"to", to}}.dump(), {node});
+  return adminPost(site, "failover", "/failover", json{{"to", to}}.dump(), {node}, as_json);
 }
 
 }  // namespace fulcrum::site
 
 namespace fulcrum::site {
 
-int runDbPause(const config::Site& site, bool paused) {
+int runDbPause(const config::Site& site, bool paused, bool as_json) {
   std::vector<const config::DbNode*> agents;
   for (const config::DbNode& n : site.db.nodes) {
     agents.push_back(&n);
   }
-  return adminPost(site, paused ? "pause" : "resume", "/pause", json{{"paused", paused}}.dump(), agents);
+  return adminPost(site, paused ? "pause" : "resume", "/pause", json{{"paused", paused}}.dump(), agents, as_json);
 }
 
 }  // namespace fulcrum::site
@@ -358,7 +363,7 @@ double secondsSince(std::chrono::steady_clock::time_point start) {
 
 }  // namespace
 
-int runDbRestart(const config::Site& site, const std::string& name) {
+int runDbRestart(const config::Site& site, const std::string& name, bool as_json) {
   const config::DbNode* node = site.findDbNode(name);
   if (node == nullptr) {
     std::fprintf(stderr, "fulcrum db restart: no [[db.node]] named '%s'\n", name.c_str());
@@ -370,8 +375,10 @@ int runDbRestart(const config::Site& site, const std::string& name) {
     return 1;
   }
   const std::string role = str(*asked, "role");
-  std::printf("restart: %s: PostgreSQL (%s) stopping (fast)\n", name.c_str(), role.c_str());
-  std::fflush(stdout);
+  if (!as_json) {
+    std::printf("restart: %s: PostgreSQL (%s) stopping (fast)\n", name.c_str(), role.c_str());
+    std::fflush(stdout);
+  }
   // Started again (the agent counts its starts of PostgreSQL) and running, whatever the polls saw
   // in between.
   const int64_t starts = asked->contains("starts") && (*asked)["starts"].is_number_integer()
@@ -389,12 +396,18 @@ int runDbRestart(const config::Site& site, const std::string& name) {
                  "its agent's log\n", name.c_str(), clean(last, 120).c_str());
     return 1;
   }
-  std::printf("restart: %s: PostgreSQL running again (%s) after %.1f s\n", name.c_str(), clean(last, 60).c_str(),
-              secondsSince(start));
+  if (as_json) {
+    std::printf("%s\n", json{{"node", name}, {"role", role}, {"restarted", true}, {"seconds", secondsSince(start)}}
+                            .dump()
+                            .c_str());
+  } else {
+    std::printf("restart: %s: PostgreSQL running again (%s) after %.1f s\n", name.c_str(), clean(last, 60).c_str(),
+                secondsSince(start));
+  }
   return 0;
 }
 
-int runDbReinit(const config::Site& site, const std::string& name, std::chrono::seconds wait) {
+int runDbReinit(const config::Site& site, const std::string& name, std::chrono::seconds wait, bool as_json) {
   const config::DbNode* node = site.findDbNode(name);
   if (node == nullptr) {
     std::fprintf(stderr, "fulcrum db reinit: no [[db.node]] named '%s'\n", name.c_str());
@@ -405,10 +418,12 @@ int runDbReinit(const config::Site& site, const std::string& name, std::chrono::
   if (!asked) {
     return 1;
   }
-  std::printf("reinit: %s: cloning %s; its old data directory is kept at %s (delete it once the node is "
-              "verified)\n",
-              name.c_str(), clean(str(*asked, "from")).c_str(), clean(str(*asked, "old_data"), 200).c_str());
-  std::fflush(stdout);
+  if (!as_json) {
+    std::printf("reinit: %s: cloning %s; its old data directory is kept at %s (delete it once the node is "
+                "verified)\n",
+                name.c_str(), clean(str(*asked, "from")).c_str(), clean(str(*asked, "old_data"), 200).c_str());
+    std::fflush(stdout);
+  }
   std::string last;
   bool streaming = waitForNode(site, *node, wait,
                                [](const json& j) {
@@ -422,7 +437,17 @@ int runDbReinit(const config::Site& site, const std::string& name, std::chrono::
                  name.c_str(), static_cast<long long>(wait.count()), clean(last, 120).c_str());
     return 1;
   }
-  std::printf("reinit: %s: cloned, streaming from the leader after %.1f s\n", name.c_str(), secondsSince(start));
+  if (as_json) {
+    std::printf("%s\n", json{{"node", name},
+                             {"from", str(*asked, "from")},
+                             {"old_data", str(*asked, "old_data")},
+                             {"streaming", true},
+                             {"seconds", secondsSince(start)}}
+                            .dump()
+                            .c_str());
+  } else {
+    std::printf("reinit: %s: cloned, streaming from the leader after %.1f s\n", name.c_str(), secondsSince(start));
+  }
   return 0;
 }
 

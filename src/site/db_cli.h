@@ -48,16 +48,19 @@ std::string dbClusterJson(const DbClusterView& view);
 int runDbList(const config::Site& site, bool json);
 // POST /switchover ({"to": NODE} or {}, with "at": TIME to schedule it) to the agents until one
 // acts (any forwards to the leader); `cancel`: {"cancel": true}, drops a scheduled one.
+// With `as_json`, each action prints one JSON object on stdout instead of its text (errors stay
+// on stderr, with the exit code).
 int runDbSwitchover(const config::Site& site, const std::string& to, const std::string& at = "",
-                    bool cancel = false);
+                    bool cancel = false, bool as_json = false);
 // POST /failover {"to": NODE} to NODE's agent (a cluster without a leader).
-int runDbFailover(const config::Site& site, const std::string& to);
+int runDbFailover(const config::Site& site, const std::string& to, bool as_json = false);
 // POST /pause {"paused": ...} to the first agent that answers: maintenance mode on or off.
-int runDbPause(const config::Site& site, bool paused);
+int runDbPause(const config::Site& site, bool paused, bool as_json = false);
 // POST /restart to NODE's agent, then waits (bounded) until its PostgreSQL runs again.
-int runDbRestart(const config::Site& site, const std::string& node);
+int runDbRestart(const config::Site& site, const std::string& node, bool as_json = false);
 // POST /reinit to NODE's agent (a replica), then waits (at most `wait`) until it streams again.
-int runDbReinit(const config::Site& site, const std::string& node, std::chrono::seconds wait);
+int runDbReinit(const config::Site& site, const std::string& node, std::chrono::seconds wait,
+                bool as_json = false);
 // GET /history from the first agent that answers: every timeline, when and why it began.
 int runDbHistory(const config::Site& site, bool json);
 

@@ -107,9 +107,9 @@ class DbCliTest(unittest.TestCase):
             members = [n for n in state["nodes"] if n["role"] == "db"]
             return members and all(n["paused"] for n in members) and "paused" in state["summary"]["text"]
         wait_until(dashboard_paused, timeout=15, what="the dashboard shows the pause")
-        again = self.db("pause")  # idempotent
+        again = self.db("pause", "--json")  # idempotent
         self.assertEqual(again.returncode, 0, again.stderr)
-        self.assertIn('"changed":false', again.stdout)
+        self.assertFalse(json.loads(again.stdout)["changed"])
         # The leader's agent freezes: its lease runs out (3 s), its fence stops its PostgreSQL, and
         # the replica, paused, does not take over.
         old = before["leader"]
@@ -145,9 +145,15 @@ class DbCliTest(unittest.TestCase):
         wait_until(lambda: pending()[leader], timeout=15, what="the leader's pending restart shown")
         self.assertRegex(self.db("list").stdout, rf"\n{leader} .* pending\n")
         for node in (leader, replica):
-            run = self.db("restart", node, timeout=150)
-            self.assertEqual(run.returncode, 0, run.stdout + run.stderr)
-            self.assertIn(f"restart: {node}: PostgreSQL running again", run.stdout)
+            if node == leader:
+                run = self.db("restart", node, timeout=150)
+                self.assertEqual(run.returncode, 0, run.stdout + run.stderr)
+                self.assertIn(f"restart: {node}: PostgreSQL running again", run.stdout)
+            else:
+                run = self.db("restart", node, "--json", timeout=150)
+                self.assertEqual(run.returncode, 0, run.stdout + run.stderr)
+                outcome = json.loads(run.stdout)
+                self.assertEqual((outcome["node"], outcome["role"], outcome["restarted"]), (node, "replica", True))
             after = self.settled()
             # The leader kept its lease through its server's restart: no failover, same timeline.
             self.assertEqual((after["leader"], after["timeline"]), (leader, before["timeline"]))
@@ -229,6 +235,49 @@ class DbCliTest(unittest.TestCase):
         self.assertIsNone(after["scheduled_switchover"])
         history = json.loads(self.db("history", "--json").stdout)["history"]
         self.assertEqual(history[-1]["reason"], "switchover from " + before["leader"])
+
+
+@needs(missing_requirement())
+class ManualFailoverTest(unittest.TestCase):
+    """failover = false under `fulcrum up`: the operator stops the primary's node (`fulcrum stop`),
+    nobody takes over by themselves, and `fulcrum db failover --to` makes the replica lead."""
+
+    def test_stopped_primary_then_db_failover(self):
+        site = Site(extra_db="failover = false\n")
+        self.addCleanup(site.cleanup)
+        site.start(self)
+
+        def cluster():
+            run = subprocess.run([FULCRUM, "db", "list", "--json", site.file], capture_output=True, text=True,
+                                 timeout=60)
+            return json.loads(run.stdout)
+
+        wait_until(lambda: cluster()["leader"] in DB and all(
+            m["role"] == "leader" or m["receiver"] == "streaming" for m in cluster()["members"]),
+            timeout=60, interval=0.3, what="a leader and a streaming replica")
+        old = cluster()["leader"]
+        replica = next(n for n in DB if n != old)
+        run = subprocess.run([FULCRUM, "stop", site.file, old], capture_output=True, text=True, timeout=60)
+        self.assertEqual(run.returncode, 0, run.stdout + run.stderr)
+        wait_until(lambda: cluster()["leader"] is None, timeout=30, interval=0.3, what="the stopped leader's key gone")
+        deadline = time.monotonic() + 6  # two lease TTLs: an absence can only be watched for a while
+        while time.monotonic() < deadline:
+            members = {m["name"]: m for m in cluster()["members"]}
+            self.assertNotEqual(members[replica]["role"], "leader", "a replica took over with failover = false")
+            time.sleep(0.5)
+        run = subprocess.run([FULCRUM, "db", "failover", "--to", replica, site.file], capture_output=True, text=True,
+                             timeout=60)
+        self.assertEqual(run.returncode, 0, run.stdout + run.stderr)
+        self.assertIn(f"{replica} is the leader", run.stdout)
+        self.assertEqual(cluster()["leader"], replica)
+        # The new leader writes its line once its timeline is on disk.
+        wait_until(lambda: json.loads(subprocess.run([FULCRUM, "db", "history", "--json", site.file],
+                                                     capture_output=True, text=True, timeout=60).stdout)
+                   ["history"][-1]["reason"] == "manual failover", timeout=20, what="the history says why")
+        run = subprocess.run([FULCRUM, "start", site.file, old], capture_output=True, text=True, timeout=240)
+        self.assertEqual(run.returncode, 0, run.stdout + run.stderr)
+        wait_until(lambda: {m["name"]: (m["role"], m["receiver"]) for m in cluster()["members"]}.get(old)
+                   == ("replica", "streaming"), timeout=90, interval=0.5, what="the old leader back as a replica")
 
 
 if __name__ == "__main__":
