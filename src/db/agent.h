@@ -446,6 +446,12 @@ class DbAgent final : public http::Handler {
   // A promotion's entry for the history key, written once the new timeline is on disk.
   std::optional<HistoryEntry> pending_history_;
   int history_attempts_ = 0;
+  // GET /history's last read of the key (spaced: the endpoint is public).
+  struct HistoryRead {
+    core::TimePoint at{};
+    std::vector<HistoryEntry> entries;
+  };
+  std::optional<HistoryRead> history_read_;
   // POST /restart: the postmaster was told to stop at `since`; started again by the step.
   struct Restart {
     core::TimePoint since{};

@@ -15,6 +15,7 @@ namespace {
 
 // A history entry that could not be written is tried again each tick, this many times.
 constexpr int kHistoryAttempts = 30;
+constexpr auto kHistoryReadSpacing = std::chrono::seconds(2);
 
 }  // namespace
 
@@ -153,19 +154,24 @@ void DbAgent::recordHistory() {
     return;
   }
   pending_history_.reset();
+  history_read_.reset();  // GET /history shows it at once
   log::info("history: timeline {} began at {}: {}", entry.timeline, formatLsn(entry.lsn), entry.reason);
 }
 
 void DbAgent::handleHistory(http::Response& response) {
-  auto got = etcd_.get(historyKey(site_.site.name));
-  if (!got.ok) {
-    answerJson(response, 503, {{"error", "etcd: " + got.error}});
-    return;
+  // The endpoint needs no token and the read blocks the control loop (the lease's renewals too):
+  // at most one etcd read per kHistoryReadSpacing, however often it is asked.
+  const core::TimePoint now = loop_.clock().now();
+  if (!history_read_ || now - history_read_->at >= kHistoryReadSpacing) {
+    auto got = etcd_.get(historyKey(site_.site.name));
+    if (!got.ok) {
+      answerJson(response, 503, {{"error", "etcd: " + got.error}});
+      return;
+    }
+    history_read_ = HistoryRead{now, got.value ? decodeHistory(got.value->value).value_or(std::vector<HistoryEntry>{})
+                                               : std::vector<HistoryEntry>{}};
   }
-  std::vector<HistoryEntry> recorded;
-  if (got.value) {
-    recorded = decodeHistory(got.value->value).value_or(std::vector<HistoryEntry>{});
-  }
+  const std::vector<HistoryEntry>& recorded = history_read_->entries;
   // The leader's ancestry: its history file as it publishes it (our own when we lead).
   std::vector<TimelineSwitch> switches;
   uint32_t current = 0;

@@ -127,6 +127,12 @@ class Browser:
             time.sleep(interval)
         raise BrowserError(f"timed out after {timeout}s waiting for {what or expression} (last {last!r})")
 
+    def narrow_to(self, width, height=844):
+        """The viewport of a phone `width` CSS pixels wide, once the page sees it."""
+        self.call("Emulation.setDeviceMetricsOverride",
+                  {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": True}, session=True)
+        self.wait_for(f"window.innerWidth === {width}", timeout=5, what=f"the {width} px viewport")
+
     def screenshot(self, path):
         data = self.call("Page.captureScreenshot", {"format": "png"}, session=True)["data"]
         with open(path, "wb") as f:

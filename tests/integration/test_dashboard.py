@@ -76,9 +76,7 @@ class DashboardTest(unittest.TestCase):
                          " && e.textContent.includes('up → down'))", timeout=3.0, what="the change in the event list")
         wide = browser.screenshot(os.path.join(artifact_dir(), "dashboard-1280.png"))
 
-        browser.call("Emulation.setDeviceMetricsOverride",
-                     {"width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": True}, session=True)
-        browser.wait_for("window.innerWidth === 390", timeout=5, what="the 390 px viewport")
+        browser.narrow_to(390)
         self.assertLessEqual(browser.evaluate("document.scrollingElement.scrollWidth"), 390)
         narrow = browser.screenshot(os.path.join(artifact_dir(), "dashboard-390.png"))
         for shot in (wide, narrow):

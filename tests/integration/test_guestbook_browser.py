@@ -181,9 +181,7 @@ class GuestbookBrowserTest(unittest.TestCase):
         print(f"\npage posted {took:.1f} s after the primary's agent was killed, in {len(posts)} attempts; "
               f"footer: {footer_now}")
 
-        b.call("Emulation.setDeviceMetricsOverride",
-               {"width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": True}, session=True)
-        b.wait_for("window.innerWidth === 390", timeout=5, what="the 390 px viewport")
+        b.narrow_to(390)
         self.assertLessEqual(b.evaluate("document.scrollingElement.scrollWidth"), 390)
         narrow = b.screenshot(os.path.join(artifact_dir(), "guestbook-390.png"))
         for shot in (wide, narrow):
